@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Everything they need is
+# installed here, into the project folder: nothing by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+AZURITE = tools/azurite/node_modules/.bin/azurite-blob
+
+.PHONY: install demo test lint typecheck unit clean
+
+install: $(STAMP) $(AZURITE)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(AZURITE): tools/azurite/package.json
+	cd tools/azurite && npm install --no-audit --no-fund --silent
+	touch $@
+
+demo: install
+	$(BIN)/migrate demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check migrate providers tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: install lint typecheck
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) tools/azurite/node_modules .demo .pytest_cache .mypy_cache .ruff_cache

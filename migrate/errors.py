@@ -1,0 +1,153 @@
+"""The project's errors: one small tree, each type with its exit code and a one-line message.
+
+    MigrateError                     (exit 1, unexpected)
+    ├── ConfigError                  (3)  sites file or option is wrong
+    │   └── SecretInConfig           (4)  a secret value written where a reference belongs
+    ├── CredentialsRejected          (5)  the store refused the credentials
+    ├── EndpointUnreachable          (6)  no answer from the endpoint
+    ├── NotFound                     (7)  bucket/container or object missing
+    ├── PolicyViolation              (8)  a site fails the sovereignty policy
+    ├── PlanError                    (9)  plan invalid, blocked, not approved or edited
+    │   └── PlanTampered             (9)
+    ├── RouteRefused                 (10) a request to a host outside the allowlist
+    ├── TransferError                (11) an object could not be copied
+    │   ├── Retryable                     throttling, timeouts, resets: try again
+    │   └── Permanent                     retrying will not help
+    ├── IntegrityError               (12) bytes do not match their checksum
+    │   ├── ChecksumMismatch
+    │   └── SourceChanged                 the source object changed during its copy
+    └── Unsupported                  (13) the store cannot do what was asked
+
+The type decides whether to retry and which exit code the CLI returns. Messages name the
+site, container, key or host and what to do, never a credential: every message passes
+through `redact()` before it is shown.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class MigrateError(Exception):
+    """Base of every error the user may see. `hint` says what to do next."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message if not self.hint else f"{self.message} ({self.hint})"
+        return redact(" ".join(text.split()))
+
+
+class ConfigError(MigrateError):
+    exit_code = 3
+
+
+class SecretInConfig(ConfigError):
+    exit_code = 4
+
+
+class CredentialsRejected(MigrateError):
+    exit_code = 5
+
+
+class EndpointUnreachable(MigrateError):
+    exit_code = 6
+
+
+class NotFound(MigrateError):
+    exit_code = 7
+
+
+class PolicyViolation(MigrateError):
+    exit_code = 8
+
+
+class PlanError(MigrateError):
+    exit_code = 9
+
+
+class PlanTampered(PlanError):
+    pass
+
+
+class RouteRefused(MigrateError):
+    exit_code = 10
+
+
+class TransferError(MigrateError):
+    exit_code = 11
+
+
+class Retryable(TransferError):
+    """Throttling (429, 503 SlowDown, ServerBusy), timeouts, connection resets."""
+
+
+class Permanent(TransferError):
+    pass
+
+
+class IntegrityError(MigrateError):
+    exit_code = 12
+
+
+class ChecksumMismatch(IntegrityError):
+    pass
+
+
+class SourceChanged(IntegrityError):
+    pass
+
+
+class Unsupported(MigrateError):
+    exit_code = 13
+
+
+# Exit codes documented in the README; a test keeps this table and the README in step.
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "unexpected error (run again with --debug and report it)",
+    2: "wrong command-line usage",
+    3: "configuration error (sites file, options)",
+    4: "a secret is written in the sites file",
+    5: "credentials rejected by a store",
+    6: "endpoint unreachable",
+    7: "bucket, container or object not found",
+    8: "a site fails the sovereignty policy",
+    9: "plan invalid, blocked, not approved or edited after approval",
+    10: "a request was refused by the routing guard",
+    11: "some objects failed to transfer",
+    12: "integrity check failed (checksum mismatch, source changed, verification failed)",
+    13: "the store does not support the operation",
+    130: "interrupted (Ctrl-C); the same command resumes",
+}
+
+# Values that must never be shown: registered by whoever reads a secret (credential
+# resolution), removed from any text before it leaves the process.
+_SECRETS: set[str] = set()
+_SECRET_PATTERNS = [
+    re.compile(r"(AccountKey=)[^;\s]+", re.IGNORECASE),
+    re.compile(r"(SharedAccessSignature=)[^;\s]+", re.IGNORECASE),
+    re.compile(r"([?&]sig=)[^&\s]+", re.IGNORECASE),
+    re.compile(r"(Signature=)[0-9a-f]{16,}", re.IGNORECASE),
+    re.compile(r"(Credential=)[^,\s]+", re.IGNORECASE),
+]
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret value so that redact() removes it from any message."""
+    if len(value) >= 6:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1***", text)
+    return text

@@ -1,0 +1,207 @@
+"""Real local stores on 127.0.0.1, with authentication enforced: SeaweedFS (S3 side) and
+Azurite (Azure Blob side). Tests use them as fixtures, the demo and the benchmarks too.
+
+Both listen on loopback only, on free ports, with data under a directory the caller owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from migrate.errors import ConfigError, EndpointUnreachable
+
+# Azurite's development account: its key is public in Azure's documentation.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EndpointUnreachable(f"{what} exited with code {proc.returncode} at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise EndpointUnreachable(f"{what} did not answer on 127.0.0.1:{port} in {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _find_tool(name: str, env_var: str, candidates: list[Path]) -> str:
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return explicit
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ConfigError(
+        f"{name} not found",
+        hint=f"run 'make install' (it installs {name} into the project) or set {env_var}",
+    )
+
+
+@dataclass(frozen=True)
+class SeaweedFS:
+    """A running SeaweedFS with one S3 identity (Admin) and one read-only identity."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    readonly_access_key: str
+    readonly_secret_key: str
+    data_dir: Path
+    port: int
+
+
+@dataclass(frozen=True)
+class Azurite:
+    endpoint: str  # http://127.0.0.1:PORT/devstoreaccount1
+    account: str
+    key: str
+    data_dir: Path
+    port: int
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={self.account};"
+            f"AccountKey={self.key};BlobEndpoint={self.endpoint};"
+        )
+
+
+@contextmanager
+def seaweedfs(data_dir: Path, access_key: str = "migrate-admin",
+              secret_key: str = "migrate-admin-secret-0001") -> Iterator[SeaweedFS]:
+    """Start `weed mini` on loopback with S3 authentication enforced; stop it on exit."""
+    weed = _find_tool("weed", "MIGRATE_WEED", [Path(sys.executable).parent / "weed"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ro_key, ro_secret = "migrate-readonly", "migrate-readonly-secret-0001"
+    identities = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            },
+            {
+                "name": "readonly",
+                "credentials": [{"accessKey": ro_key, "secretKey": ro_secret}],
+                "actions": ["Read", "List"],
+            },
+        ]
+    }
+    config = data_dir / "s3.json"
+    config.write_text(json.dumps(identities))
+    ports = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+        "admin.port", "admin.port.grpc",
+    )}
+    args = [
+        weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]
+    log = (data_dir / "weed.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir)
+    try:
+        wait_for_port(ports["s3.port"], proc, "SeaweedFS", timeout=60)
+        server = SeaweedFS(
+            endpoint=f"http://127.0.0.1:{ports['s3.port']}",
+            access_key=access_key,
+            secret_key=secret_key,
+            readonly_access_key=ro_key,
+            readonly_secret_key=ro_secret,
+            data_dir=data_dir,
+            port=ports["s3.port"],
+        )
+        _wait_s3_ready(server)
+        yield server
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _wait_s3_ready(server: SeaweedFS, timeout: float = 60) -> None:
+    """The port opens before the filer behind it answers: wait for a real S3 answer."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "s3", endpoint_url=server.endpoint, region_name="us-east-1",
+        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_buckets()
+            return
+        except (BotoCoreError, ClientError):
+            if time.monotonic() > deadline:
+                raise EndpointUnreachable("SeaweedFS S3 did not become ready") from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def azurite(data_dir: Path) -> Iterator[Azurite]:
+    """Start Azurite's blob service on loopback (shared-key auth enforced); stop it on exit."""
+    binary = _find_tool(
+        "azurite-blob", "MIGRATE_AZURITE",
+        [PROJECT_ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"],
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+        str(data_dir), "--skipApiVersionCheck", "--disableTelemetry", "--silent",
+    ]
+    log = (data_dir / "azurite.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir)
+    try:
+        wait_for_port(port, proc, "Azurite", timeout=60)
+        yield Azurite(
+            endpoint=f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}",
+            account=AZURITE_ACCOUNT,
+            key=AZURITE_KEY,
+            data_dir=data_dir,
+            port=port,
+        )
+    finally:
+        _stop(proc)
+        log.close()

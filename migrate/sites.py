@@ -1,0 +1,234 @@
+"""The sites file: where data is and where it goes, with references to credentials only.
+
+A site names a provider (a catalog name), a region, an endpoint where the provider needs
+one, its buckets/containers, and *where* its credentials are: environment variable names,
+an AWS profile name, an Azure connection-string variable. A secret value written in the
+file is refused (SecretInConfig) before anything else is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from migrate.errors import ConfigError, SecretInConfig, register_secret
+
+DEFAULT_SITES_FILE = "sites.toml"
+SITES_ENV = "MIGRATE_SITES"
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Shapes of secrets that have no business in a sites file, whatever key holds them.
+_SECRET_VALUE = [
+    re.compile(r"AccountKey=", re.IGNORECASE),
+    re.compile(r"SharedAccessSignature=|[?&]sig=", re.IGNORECASE),
+    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+    re.compile(r"^[A-Za-z0-9+/]{40,}={0,2}$"),  # long base64: account keys, secret keys
+]
+_REFERENCE_KEYS = {"profile"}
+
+
+class CredentialRef(BaseModel):
+    """Where a site's credentials are found; never the credentials themselves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    session_token_env: str | None = None
+    profile: str | None = None  # AWS shared-config profile name
+    connection_string_env: str | None = None  # Azure connection string
+    account_key_env: str | None = None  # Azure shared key (with `account`)
+    sas_token_env: str | None = None  # Azure SAS token
+
+
+class Site(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    provider: str
+    region: str | None = None
+    endpoint: str | None = None
+    buckets: tuple[str, ...] = Field(
+        default=(), validation_alias=AliasChoices("buckets", "containers")
+    )
+    account: str | None = None  # Azure storage account
+    path: str | None = None  # local directory root (provider "local")
+    bucket_prefix: str = ""
+    addressing: Literal["auto", "path", "virtual"] = "auto"
+    signature_version: Literal["s3v4", "s3"] = "s3v4"
+    allow_http: bool = False  # plain HTTP beyond loopback must be declared
+    proxy: str | None = None  # a declared HTTP(S) proxy; undeclared ones are refused
+    # Declared by self-hosted sites: the catalog cannot know these.
+    software: str | None = None
+    country: str | None = None
+    operator: str | None = None
+    certifications: tuple[str, ...] = ()
+    credentials: CredentialRef = CredentialRef()
+
+
+class Runner(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    location: str | None = None  # ISO country code of the machine running migrate
+
+
+class SitesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    policy: str | None = None
+    runner: Runner = Runner()
+    state_dir: Path
+    catalog: tuple[Path, ...] = ()  # the user's own catalog files (additions, overrides)
+    sites: dict[str, Site]
+
+    def site(self, name: str) -> Site:
+        try:
+            return self.sites[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sites)) or "none"
+            raise ConfigError(
+                f"{self.path}: no site named {name!r}",
+                hint=f"sites defined: {known}",
+            ) from None
+
+
+def sites_path(explicit: Path | str | None) -> Path:
+    """--sites, else $MIGRATE_SITES, else ./sites.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(SITES_ENV)
+    return Path(env) if env else Path(DEFAULT_SITES_FILE)
+
+
+def load_sites(explicit: Path | str | None = None) -> SitesConfig:
+    path = sites_path(explicit)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sites file {path} not found",
+            hint=f"pass --sites PATH or set {SITES_ENV}; see README 'Configuration'",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read sites file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_sites(raw, path)
+
+
+def parse_sites(raw: dict[str, Any], path: Path) -> SitesConfig:
+    _refuse_secrets(raw, path)
+    sites_raw = raw.get("sites", {})
+    if not isinstance(sites_raw, dict):
+        raise ConfigError(f"{path}: 'sites' must be a table of [sites.NAME] sections")
+    data = dict(raw)
+    data["sites"] = {
+        name: {**body, "name": name} if isinstance(body, dict) else body
+        for name, body in sites_raw.items()
+    }
+    state_dir = raw.get("state_dir", ".migrate")
+    data["state_dir"] = (path.parent / str(state_dir)).resolve()
+    data["catalog"] = [(path.parent / str(p)).resolve() for p in raw.get("catalog", [])]
+    data["path"] = path
+    try:
+        return SitesConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc, path)) from None
+
+
+def _first_error(exc: ValidationError, path: Path) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: {where}: unknown key (check its spelling against the README)"
+    if kind == "missing":
+        return f"{path}: {where}: required key is missing"
+    expected = err["msg"][0].lower() + err["msg"][1:]
+    count = exc.error_count()
+    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+    return f"{path}: {where}: {expected}{more}"
+
+
+def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
+    """Refuse secret values anywhere in the file, before validation says anything else."""
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            here = f"{where}.{key}" if where else str(key)
+            if where.endswith("credentials") and isinstance(value, str):
+                if key not in _REFERENCE_KEYS and not key.endswith("_env"):
+                    raise SecretInConfig(
+                        f"{path}: {here} holds a credential value",
+                        hint=f"write {key}_env = \"VARIABLE_NAME\" and export the secret "
+                        "in that environment variable",
+                    )
+                if key.endswith("_env") and not _ENV_NAME.match(value):
+                    raise SecretInConfig(
+                        f"{path}: {here} must name an environment variable, not hold a value",
+                        hint="use a name such as SCW_SECRET_KEY",
+                    )
+            _refuse_secrets(value, path, here)
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            _refuse_secrets(value, path, f"{where}[{i}]")
+    elif isinstance(raw, str) and any(p.search(raw) for p in _SECRET_VALUE):
+        raise SecretInConfig(
+            f"{path}: {where} looks like a secret (key or token)",
+            hint="keep secrets in environment variables and reference them with *_env keys",
+        )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Resolved secrets; lives in memory only, and its repr hides every value."""
+
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    profile: str | None = None
+    connection_string: str | None = None
+    account_key: str | None = None
+    sas_token: str | None = None
+
+    def __repr__(self) -> str:
+        shown = [f"{k}=***" for k, v in self.__dict__.items() if v and k != "profile"]
+        return f"Credentials({', '.join(shown)})"
+
+
+def resolve_credentials(site: Site) -> Credentials:
+    """Read the environment variables a site references; each value is registered for
+    redaction, so it can appear in no message."""
+    ref = site.credentials
+    values: dict[str, str | None] = {}
+    for field_name in (
+        "access_key_env",
+        "secret_key_env",
+        "session_token_env",
+        "connection_string_env",
+        "account_key_env",
+        "sas_token_env",
+    ):
+        var = getattr(ref, field_name)
+        if var is None:
+            values[field_name.removesuffix("_env")] = None
+            continue
+        value = os.environ.get(var)
+        if not value:
+            raise ConfigError(
+                f"site {site.name}: environment variable {var} is not set "
+                f"(credentials.{field_name})",
+                hint=f"export {var} before running migrate",
+            )
+        register_secret(value)
+        for part in value.split(";"):  # connection strings: hide each component's value too
+            if "=" in part:
+                register_secret(part.split("=", 1)[1])
+        values[field_name.removesuffix("_env")] = value
+    return Credentials(profile=ref.profile, **values)

@@ -1,0 +1,233 @@
+"""The one contract every store adapter keeps (S3-compatible, Azure Blob, local directory).
+
+Guarantees every implementation gives (the conformance suite in
+tests/providers/test_conformance.py checks each of them against every adapter):
+
+- Keys are opaque strings: never normalized (NFC and NFD stay two objects), trimmed or
+  re-encoded. What `put_object` stored under a key, `list_objects` and `head` give back
+  under the same key.
+- `list_objects` streams: it holds one page at a time, yields each object exactly once, in
+  ascending order of the key's UTF-8 bytes, and `start_after` resumes strictly after a key.
+- `open_range` reads bytes [start, end) as a stream. With `if_match` it fails with
+  `SourceChanged` when the object's ETag is no longer that one, and never returns bytes of
+  another version.
+- Writes verify: a `put_object` or `upload_part` whose bytes do not match the MD5 (or
+  SHA-256) given in `checksums` fails with `ChecksumMismatch` and stores nothing.
+  A write is atomic: readers see the whole new object or nothing.
+- A multipart upload is invisible until `complete_multipart`; `abort_multipart` removes
+  it and its parts.
+- Errors are the project's: `NotFound`, `CredentialsRejected`, `EndpointUnreachable`,
+  `Retryable`, `Permanent`, `ChecksumMismatch`, `SourceChanged`, `Unsupported`
+  (migrate.errors). No SDK exception escapes an adapter, and no message carries a secret.
+
+Checksums travel as a mapping from algorithm name (`ALGORITHMS`) to lowercase hex. A
+composite multipart checksum (S3 COMPOSITE, multipart ETag) keeps its `-N` suffix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import BinaryIO, Protocol, runtime_checkable
+
+ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as a listing or a HEAD reports it."""
+
+    container: str
+    key: str
+    size: int
+    etag: str | None = None  # without quotes
+    last_modified: datetime | None = None
+    checksums: Mapping[str, str] = field(default=_EMPTY)  # algorithm -> hex
+    storage_class: str | None = None  # S3 storage class or Azure access tier, as the store says
+    version_id: str | None = None
+    content_type: str | None = None
+    # None: the listing does not carry metadata (S3 ListObjects); head() gives it.
+    metadata: Mapping[str, str] | None = None
+    content_encoding: str | None = None
+    cache_control: str | None = None
+    # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE).
+    archived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAttrs:
+    """What a write sets besides the bytes."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+    cache_control: str | None = None
+    metadata: Mapping[str, str] = field(default=_EMPTY)
+    storage_class: str | None = None  # destination's own class name, already mapped
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What the store answered to a completed write."""
+
+    etag: str | None
+    version_id: str | None = None
+    checksums: Mapping[str, str] = field(default=_EMPTY)  # as returned by the server
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    part_number: int  # 1-based
+    etag: str | None
+    size: int
+    checksums: Mapping[str, str] = field(default=_EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """An unfinished multipart upload."""
+
+    container: str
+    key: str
+    upload_id: str
+    initiated: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a store can do; callers check these, never the provider's name."""
+
+    native_checksums: tuple[str, ...] = ()  # algorithms the listing/HEAD may carry
+    verifies_checksums: tuple[str, ...] = ("md5",)  # algorithms the server checks on write
+    max_parts: int = 10_000
+    min_part_size: int = 5 * 1024 * 1024
+    max_part_size: int = 5 * 1024**3
+    max_object_size: int = 5 * 1024**4
+    max_single_put: int = 5 * 1024**3
+    lists_uploads: bool = True  # list_multipart_uploads / list_parts are available
+    conditional_read: bool = True
+    versioning: bool = False
+    tiers: bool = False  # reports access tier / storage class
+    metadata_in_listing: bool = False
+    max_key_bytes: int = 1024
+    max_segment_bytes: int | None = None  # e.g. 255 on SeaweedFS and local filesystems
+
+
+class ReadStream(Protocol):
+    """A stream of an object's bytes; close() releases the connection."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StoreAdapter(Protocol):
+    """One store (a site): the same calls for S3-compatible, Azure Blob and local."""
+
+    site_name: str
+    capabilities: Capabilities
+
+    def check(self, container: str) -> None:
+        """Prove reachability and credentials on one container (one cheap request).
+
+        Raises CredentialsRejected, EndpointUnreachable or NotFound.
+        """
+        ...
+
+    def create_container(self, container: str) -> None:
+        """Create a bucket/container; no error if it exists and is ours."""
+        ...
+
+    def list_objects(
+        self, container: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Stream every object under prefix, once each, in key order (see module doc)."""
+        ...
+
+    def head(self, container: str, key: str) -> ObjectInfo:
+        """Everything known of one object, metadata included. NotFound if absent."""
+        ...
+
+    def open_range(
+        self,
+        container: str,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ReadStream:
+        """Bytes [start, end) (end None: to the end) as a stream, conditioned on if_match."""
+        ...
+
+    def put_object(
+        self,
+        container: str,
+        key: str,
+        body: BinaryIO,
+        length: int,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+    ) -> WriteResult:
+        """Store `length` bytes read from body in one request; the server checks checksums."""
+        ...
+
+    def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
+        """Start a multipart upload; returns its upload id."""
+        ...
+
+    def upload_part(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+        checksums: Mapping[str, str],
+    ) -> PartResult:
+        """Send one part (1-based); the server checks the part's checksums."""
+        ...
+
+    def complete_multipart(
+        self, container: str, key: str, upload_id: str, parts: Sequence[PartResult]
+    ) -> WriteResult:
+        """Assemble the parts in part-number order; the object appears whole."""
+        ...
+
+    def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts; no error if already gone."""
+        ...
+
+    def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
+        """Unfinished uploads under prefix (Unsupported where capabilities say so)."""
+        ...
+
+    def list_parts(self, container: str, key: str, upload_id: str) -> Iterator[PartResult]:
+        """Parts already received for an unfinished upload, in part order."""
+        ...
+
+    def delete(self, container: str, key: str) -> None:
+        """Remove an object; no error if already absent."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class RequestGuard(Protocol):
+    """The routing seam (migrate.routing implements it). Adapters call `check` at their
+    HTTP stack's lowest hook, for every request and every redirect, before a byte of the
+    body leaves; `record` after the answer, for the route attestation."""
+
+    def check(self, method: str, url: str) -> None:
+        """Raise RouteRefused if the URL's host is not allowed."""
+        ...
+
+    def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None: ...

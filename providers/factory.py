@@ -1,0 +1,37 @@
+"""Build the adapter for a site: the one place that turns a provider name into code."""
+
+from __future__ import annotations
+
+from migrate.errors import ConfigError
+from migrate.sites import Site
+from providers.base import RequestGuard, StoreAdapter
+
+# Which API each provider speaks. The catalog (providers/catalog/) is the source of truth
+# once loaded; this fallback keeps adapters usable without it.
+_API_FALLBACK = {"azure": "azure", "local": "local", "gcs": "gcs"}
+
+
+def api_for(site: Site) -> str:
+    try:
+        from providers.catalog import api_for_provider
+    except ImportError:
+        return _API_FALLBACK.get(site.provider, "s3")
+    return api_for_provider(site.provider)
+
+
+def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdapter:
+    api = api_for(site)
+    if api == "local":
+        from providers.local import LocalAdapter
+
+        return LocalAdapter(site)
+    if api == "s3":
+        from providers.s3 import S3Adapter
+
+        return S3Adapter(site, guard=guard)
+    if api == "azure":
+        from providers.azure import AzureAdapter
+
+        return AzureAdapter(site, guard=guard)
+    raise ConfigError(f"site {site.name}: provider {site.provider!r} speaks {api!r}, "
+                      "which has no adapter yet")
