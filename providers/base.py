@@ -29,12 +29,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import BinaryIO, Protocol, runtime_checkable
 
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,7 @@ class ObjectInfo:
     size: int
     etag: str | None = None  # without quotes
     last_modified: datetime | None = None
-    checksums: Mapping[str, str] = field(default=_EMPTY)  # algorithm -> hex
+    checksums: Mapping[str, str] = field(default_factory=dict)  # algorithm -> hex
     storage_class: str | None = None  # S3 storage class or Azure access tier, as the store says
     version_id: str | None = None
     content_type: str | None = None
@@ -65,7 +63,7 @@ class WriteAttrs:
     content_type: str | None = None
     content_encoding: str | None = None
     cache_control: str | None = None
-    metadata: Mapping[str, str] = field(default=_EMPTY)
+    metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
 
 
@@ -75,7 +73,7 @@ class WriteResult:
 
     etag: str | None
     version_id: str | None = None
-    checksums: Mapping[str, str] = field(default=_EMPTY)  # as returned by the server
+    checksums: Mapping[str, str] = field(default_factory=dict)  # as returned by the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,7 @@ class PartResult:
     part_number: int  # 1-based
     etag: str | None
     size: int
-    checksums: Mapping[str, str] = field(default=_EMPTY)
+    checksums: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,178 @@
+"""The `migrate` command line: parse, call the core, render. Errors become one line and an
+exit code here, in `main`, and nowhere else."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from typer.exceptions import TyperException
+
+from migrate import render
+from migrate.errors import EXIT_CODES, MigrateError, redact
+from migrate.inventory import Progress, run_inventory
+from migrate.sitecheck import check_sites, exit_code_of
+from migrate.sites import load_sites
+from providers.factory import build_adapter
+
+EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+
+app = typer.Typer(
+    name="migrate",
+    help=(
+        "Move object-storage estates off US hyperscalers onto European S3-compatible "
+        "clouds: inventory, plan, run, verify, report.\n\n"
+        "Example: migrate sites check --sites sites.toml"
+    ),
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+sites_app = typer.Typer(help="Check the sites of the sites file.", no_args_is_help=True)
+app.add_typer(sites_app, name="sites")
+
+SitesOpt = Annotated[
+    Path | None,
+    typer.Option("--sites", help="Sites file (default: $MIGRATE_SITES, else ./sites.toml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+console = Console()
+
+
+def _out(json_mode: bool, value: object) -> None:
+    if json_mode:
+        # Plain print: no rich markup or wrapping in machine output.
+        print(render.to_json(value))
+
+
+@sites_app.command("check")
+def sites_check(
+    site: Annotated[str | None, typer.Argument(help="Only this site.")] = None,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check every site: reachable, credentials accepted, buckets present.
+
+    Example: migrate sites check --sites sites.toml --json
+    """
+    config = load_sites(sites)
+    results = check_sites(config, build_adapter, only=site)
+    if json_out:
+        _out(True, {"sites": results})
+    else:
+        render.print_site_checks(console, results)
+    code = exit_code_of(results)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def inventory(
+    site: Annotated[str, typer.Argument(help="Name of the site to list (from the sites file).")],
+    prefix: Annotated[str, typer.Option(help="Only keys under this prefix.")] = "",
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Stream a site's listing into the local state and summarise it by dataset.
+
+    Interrupted? Run the same command again: it resumes from the last stored page.
+    Run it again later: it records what was added, changed or deleted.
+
+    Example: migrate inventory azure-hdh --json
+    """
+    config = load_sites(sites)
+    adapter = build_adapter(config.site(site))
+    try:
+        summary = run_inventory(
+            config, site, adapter, prefix=prefix, progress=_progress_printer(json_out)
+        )
+    finally:
+        adapter.close()
+    if json_out:
+        _out(True, summary)
+    else:
+        render.print_inventory(console, summary)
+
+
+def _progress_printer(quiet: bool) -> Progress:
+    """One line per few seconds on stderr: terminals and logs alike can follow it."""
+    last = [0.0]
+    err = Console(stderr=True)
+
+    def show(container: str, objects: int, size: int) -> None:
+        now = time.monotonic()
+        if quiet or now - last[0] < 2:
+            return
+        last[0] = now
+        err.print(f"listing {container}: {objects:,} objects, {render.human_bytes(size)}")
+
+    return show
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its servers' data and state.")
+    ] = Path(".demo"),
+    small: Annotated[int, typer.Option(help="Number of small files to seed.")] = 3000,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run the whole flow on local servers: start SeaweedFS and Azurite on 127.0.0.1, seed a
+    sample health-data estate in Azurite, inventory it, and print where the state is.
+
+    Example: migrate demo --workdir /tmp/demo
+    """
+    from migrate.demo import run_demo
+
+    result = run_demo(workdir, small_files=small, console=None if json_out else console)
+    if json_out:
+        _out(True, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (documented in the README)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    err = Console(stderr=True)
+    try:
+        result = app(args=args, prog_name="migrate", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except MigrateError as exc:
+        if debug:
+            err.print(redact(traceback.format_exc()), markup=False)
+        err.print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except TyperException as exc:  # usage errors: typer shows them its own way
+        show = getattr(exc, "show", None)
+        if show:
+            show()
+        else:
+            err.print(f"migrate: {exc.format_message()}", markup=False)
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("migrate: interrupted; the same command resumes", markup=False)
+        return 130
+    except Exception as exc:  # a bug: still one line, unless --debug
+        if debug:
+            err.print(redact(traceback.format_exc()), markup=False)
+        err.print(
+            f"migrate: unexpected error: {type(exc).__name__}: {redact(str(exc))} "
+            "(run again with --debug and report it)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 1

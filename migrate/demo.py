@@ -1,0 +1,218 @@
+"""`migrate demo`: the whole flow on real local servers, with a sample health-data estate.
+
+Starts SeaweedFS (the sovereign destination) and Azurite (the Azure source) on 127.0.0.1,
+seeds Azurite through the same adapter the tool uses, writes a sites file that references
+credentials by environment variable, and runs the inventory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from rich.console import Console
+
+from migrate import render
+from migrate.errors import ConfigError
+from migrate.inventory import InventorySummary, run_inventory
+from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs
+from migrate.sites import SitesConfig, load_sites
+from providers.base import StoreAdapter, WriteAttrs
+from providers.factory import build_adapter
+
+MARKER = ".migrate-demo"
+MiB = 1024 * 1024
+CONTAINERS = ("snds", "cohorts", "imaging")
+AZURE_ENV = "DEMO_AZURE_CONNECTION_STRING"
+S3_KEY_ENV, S3_SECRET_ENV = "DEMO_S3_ACCESS_KEY", "DEMO_S3_SECRET_KEY"
+
+# Names an estate really has: spaces, accents, %, +, #, a trailing dot, deep prefixes.
+ODD_NAMES = (
+    "cohorts/constances/vague 1/questionnaire médecin.json",
+    "cohorts/constances/vague 1/taux 5%+bonus.csv",
+    "cohorts/constances/notes #3/résumé.",
+    "cohorts/e3n/a/b/c/d/e/f/profond.parquet",
+    "cohorts/e3n/Ångström/ß/è.txt",
+)
+
+
+@dataclass(frozen=True)
+class SeedObject:
+    container: str
+    key: str
+    size: int
+    seed: int
+    attrs: WriteAttrs
+    multipart: bool = False
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    workdir: Path
+    sites_file: Path
+    state: Path
+    seeded_objects: int
+    seeded_bytes: int
+    inventory: InventorySummary
+
+
+class _SeededStream:
+    """Deterministic pseudo-random bytes, produced as read: never the whole object."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        self._left -= n
+        return self._rng.randbytes(n)
+
+
+def estate(small_files: int) -> Iterator[SeedObject]:
+    """The sample estate: a few thousand small files, some large ones, odd names, a Cool blob."""
+    rng = random.Random(2026)
+    months = [f"{m:02d}" for m in range(1, 13)]
+    for i in range(small_files):
+        container = ("snds", "cohorts")[i % 5 == 0]
+        if container == "snds":
+            table = ("dcir", "pmsi/mco", "pmsi/had", "cepidc")[i % 4]
+            key = f"{table}/2025/{months[i % 12]}/extract-{i:05d}.csv"
+            ctype = "text/csv"
+        else:
+            key = f"constances/participants/p{i:05d}.json"
+            ctype = "application/json"
+        yield SeedObject(
+            container, key, rng.randint(200, 48 * 1024), i,
+            WriteAttrs(content_type=ctype, metadata={"source": "demo", "pseudonymised": "yes"}),
+        )
+    for n, name in enumerate(ODD_NAMES):
+        container, key = name.split("/", 1)
+        attrs = WriteAttrs(content_type="text/plain")
+        yield SeedObject(container, key, 1000 + n, 10_000 + n, attrs)
+    for n, size in enumerate((50 * MiB, 120 * MiB, 200 * MiB)):
+        yield SeedObject(
+            "imaging", f"ct-scans/study-{n + 1:03d}.dcm.tar", size, 20_000 + n,
+            WriteAttrs(content_type="application/x-tar", metadata={"modality": "CT"}),
+            multipart=True,
+        )
+    yield SeedObject(
+        "imaging", "archive/2019/old-study.dcm.tar", 3 * MiB, 30_000,
+        WriteAttrs(content_type="application/x-tar", storage_class="Cool"),
+    )
+
+
+def _md5_of(obj: SeedObject) -> str:
+    md5 = hashlib.md5()
+    stream = _SeededStream(obj.size, obj.seed)
+    while chunk := stream.read(MiB):
+        md5.update(chunk)
+    return md5.hexdigest()
+
+
+def _seed_one(adapter: StoreAdapter, obj: SeedObject) -> None:
+    if not obj.multipart:
+        stream = cast(BinaryIO, _SeededStream(obj.size, obj.seed))
+        adapter.put_object(obj.container, obj.key, stream, obj.size, obj.attrs,
+                           {"md5": _md5_of(obj)})
+        return
+    # Large blobs are committed from blocks without a whole-blob MD5, as most tools do:
+    # the source then has no native checksum, and the copy must compute one in flight.
+    part = 8 * MiB
+    upload = adapter.create_multipart(obj.container, obj.key, obj.attrs)
+    source = _SeededStream(obj.size, obj.seed)
+    parts = []
+    for number, offset in enumerate(range(0, obj.size, part), start=1):
+        data = source.read(min(part, obj.size - offset))
+        parts.append(adapter.upload_part(obj.container, obj.key, upload, number,
+                                         io.BytesIO(data), len(data),
+                                         {"md5": hashlib.md5(data).hexdigest()}))
+    adapter.complete_multipart(obj.container, obj.key, upload, parts)
+
+
+def write_sites_file(workdir: Path, az: Azurite, sw: SeaweedFS) -> Path:
+    path = workdir / "sites.toml"
+    containers = ", ".join(f'"{c}"' for c in CONTAINERS)
+    path.write_text(
+        f"""# Written by `migrate demo`. Credentials are referenced by environment variable only.
+policy = "fr-health"
+runner = {{ location = "FR" }}
+state_dir = "state"
+
+[sites.azure-hdh]
+provider = "azure"
+region = "francecentral"
+account = "{az.account}"
+endpoint = "{az.endpoint}"   # Azurite stands in for <account>.blob.core.windows.net
+containers = [{containers}]
+credentials = {{ connection_string_env = "{AZURE_ENV}" }}
+
+[sites.chu-seaweed]
+provider = "self-hosted"
+software = "seaweedfs"
+endpoint = "{sw.endpoint}"
+region = "local"
+addressing = "path"
+country = "FR"
+operator = "CHU Demo (hospital-run SeaweedFS)"
+certifications = ["HDS"]
+bucket_prefix = "hdh-"
+credentials = {{ access_key_env = "{S3_KEY_ENV}", secret_key_env = "{S3_SECRET_ENV}" }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def prepare_workdir(workdir: Path) -> None:
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise ConfigError(
+                f"{workdir} exists and was not made by `migrate demo`",
+                hint="choose another --workdir",
+            )
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
+
+
+def run_demo(workdir: Path, small_files: int = 3000, console: Console | None = None) -> DemoResult:
+    workdir = workdir.resolve()
+    prepare_workdir(workdir)
+    say = console.print if console else (lambda *a, **k: None)
+    with azurite(workdir / "azurite") as az, seaweedfs(workdir / "seaweedfs") as sw:
+        say(f"Azurite (Azure source) on {az.endpoint}; SeaweedFS (destination) on {sw.endpoint}")
+        os.environ[AZURE_ENV] = az.connection_string
+        os.environ[S3_KEY_ENV], os.environ[S3_SECRET_ENV] = sw.access_key, sw.secret_key
+        sites_file = write_sites_file(workdir, az, sw)
+        config: SitesConfig = load_sites(sites_file)
+        source = build_adapter(config.site("azure-hdh"))
+        objects = list(estate(small_files))
+        say(f"Seeding {len(objects):,} objects into Azurite ...")
+        for container in CONTAINERS:
+            source.create_container(container)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in pool.map(lambda o: _seed_one(source, o), objects):
+                pass
+        seeded_bytes = sum(o.size for o in objects)
+        say(f"Seeded {len(objects):,} objects, {render.human_bytes(seeded_bytes)}.")
+        summary = run_inventory(config, "azure-hdh", source)
+        source.close()
+        if console:
+            render.print_inventory(console, summary)
+            match = summary.objects == len(objects) and summary.bytes == seeded_bytes
+            verdict = "[green]match[/]" if match else "[red]DO NOT match[/]"
+            console.print(
+                f"Inventory counts {summary.objects:,} objects, "
+                f"{render.human_bytes(summary.bytes)}: {verdict} what was seeded."
+            )
+            console.print(f"Sites file: {sites_file}\nState: {summary.state}")
+    return DemoResult(workdir, sites_file, summary.state, len(objects), seeded_bytes, summary)

@@ -1,0 +1,209 @@
+"""Inventory: stream a site's listing into the state, page by page, in bounded memory.
+
+An interrupted inventory resumes from the last page it stored; a later inventory of the
+same site records what was added, changed or deleted since the one before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntFlag
+from pathlib import Path
+
+from migrate.errors import ConfigError
+from migrate.ledger import InventoryRow, Ledger, dumps
+from migrate.sites import SitesConfig
+from providers.base import ObjectInfo, StoreAdapter
+
+PAGE = 1000
+MAX_KEY_BYTES = 1024
+MAX_METADATA_BYTES = 2048
+MAX_OBJECT_BYTES = 5 * 1024**4
+
+MiB, GiB = 1024**2, 1024**3
+SIZE_CLASSES: tuple[tuple[str, int], ...] = (
+    ("<1 MiB", MiB),
+    ("1-100 MiB", 100 * MiB),
+    ("100 MiB-5 GiB", 5 * GiB),
+    (">=5 GiB", 2**62),
+)
+
+# S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
+_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class Flag(IntFlag):
+    """What will not move as it is; each object carries the bits that apply."""
+
+    KEY_TOO_LONG = 1
+    METADATA_TOO_LARGE = 2
+    METADATA_BAD_NAME = 4
+    ARCHIVED = 8
+    TOO_LARGE = 16
+    NO_CHECKSUM = 32
+
+
+FLAG_LABELS: dict[Flag, str] = {
+    Flag.KEY_TOO_LONG: f"key over {MAX_KEY_BYTES} bytes",
+    Flag.METADATA_TOO_LARGE: "metadata over 2 KB",
+    Flag.METADATA_BAD_NAME: "metadata name S3 will not take",
+    Flag.ARCHIVED: "archive tier: rehydrate first",
+    Flag.TOO_LARGE: "object over 5 TiB",
+    Flag.NO_CHECKSUM: "no native checksum (computed in flight)",
+}
+
+
+def dataset_of(container: str, key: str) -> str:
+    """A dataset is a container and its top-level prefix."""
+    head, sep, _ = key.partition("/")
+    return f"{container}/{head}/" if sep else f"{container}/"
+
+
+def flags_of(obj: ObjectInfo) -> Flag:
+    flags = Flag(0)
+    if len(obj.key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+        flags |= Flag.KEY_TOO_LONG
+    if obj.metadata:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in obj.metadata.items())
+        if size > MAX_METADATA_BYTES:
+            flags |= Flag.METADATA_TOO_LARGE
+        if any(not _HEADER_TOKEN.match(k) or not v.isascii() for k, v in obj.metadata.items()):
+            flags |= Flag.METADATA_BAD_NAME
+    if obj.archived:
+        flags |= Flag.ARCHIVED
+    if obj.size > MAX_OBJECT_BYTES:
+        flags |= Flag.TOO_LARGE
+    if not obj.checksums:
+        flags |= Flag.NO_CHECKSUM
+    return flags
+
+
+def to_row(obj: ObjectInfo) -> InventoryRow:
+    return InventoryRow(
+        container=obj.container,
+        key=obj.key,
+        dataset=dataset_of(obj.container, obj.key),
+        size=obj.size,
+        etag=obj.etag,
+        last_modified=obj.last_modified.isoformat() if obj.last_modified else None,
+        checksums=dumps(dict(obj.checksums)) if obj.checksums else None,
+        storage_class=obj.storage_class,
+        archived=obj.archived,
+        version_id=obj.version_id,
+        content_type=obj.content_type,
+        metadata=dumps(dict(obj.metadata)) if obj.metadata is not None else None,
+        flags=int(flags_of(obj)),
+    )
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    dataset: str
+    container: str
+    objects: int
+    bytes: int
+    size_classes: dict[str, int]
+    tiers: dict[str, int]
+    issues: dict[str, int]  # label -> objects, only labels with objects
+
+
+@dataclass(frozen=True)
+class InventorySummary:
+    site: str
+    run_id: int
+    resumed: bool
+    first: bool
+    added: int
+    changed: int
+    deleted: int
+    state: Path
+    datasets: list[DatasetSummary] = field(default_factory=list)
+
+    @property
+    def objects(self) -> int:
+        return sum(d.objects for d in self.datasets)
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.datasets)
+
+
+# Called after each stored page: (container, objects listed so far, bytes so far).
+Progress = Callable[[str, int, int], None]
+
+
+def run_inventory(
+    config: SitesConfig,
+    site_name: str,
+    adapter: StoreAdapter,
+    *,
+    prefix: str = "",
+    progress: Progress | None = None,
+) -> InventorySummary:
+    site = config.site(site_name)
+    if not site.buckets:
+        raise ConfigError(
+            f"{config.path}: sites.{site.name}: no buckets/containers to inventory",
+            hint='add buckets = ["name", ...]',
+        )
+    with Ledger(config.state_dir) as ledger:
+        run_id, resumed = ledger.open_inventory_run(site.name, prefix)
+        for container in site.buckets:
+            state = ledger.listing_state(run_id, container)
+            if state.done:
+                continue
+            adapter.check(container)
+            page: list[InventoryRow] = []
+            listed, listed_bytes = 0, 0
+            for obj in adapter.list_objects(container, prefix, start_after=state.marker):
+                page.append(to_row(obj))
+                listed += 1
+                listed_bytes += obj.size
+                if len(page) >= PAGE:
+                    ledger.record_listing_page(site.name, run_id, container, page, done=False)
+                    page = []
+                    if progress:
+                        progress(container, listed, listed_bytes)
+            ledger.record_listing_page(site.name, run_id, container, page, done=True)
+            if progress:
+                progress(container, listed, listed_bytes)
+        changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
+        return summarize(ledger, site.name, run_id, resumed, changes.first, changes.added,
+                         changes.changed, changes.deleted)
+
+
+def summarize(
+    ledger: Ledger,
+    site: str,
+    run_id: int,
+    resumed: bool,
+    first: bool,
+    added: int,
+    changed: int,
+    deleted: int,
+) -> InventorySummary:
+    datasets = [
+        DatasetSummary(
+            dataset=c.dataset,
+            container=c.container,
+            objects=c.objects,
+            bytes=c.bytes,
+            size_classes=dict(c.size_classes),
+            tiers=dict(c.tiers),
+            issues={FLAG_LABELS[Flag(bit)]: n for bit, n in c.flags if n},
+        )
+        for c in ledger.dataset_counts(site, SIZE_CLASSES, [int(f) for f in FLAG_LABELS])
+    ]
+    return InventorySummary(
+        site=site,
+        run_id=run_id,
+        resumed=resumed,
+        first=first,
+        added=added,
+        changed=changed,
+        deleted=deleted,
+        state=ledger.path,
+        datasets=datasets,
+    )

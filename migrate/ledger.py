@@ -1,0 +1,348 @@
+"""The ledger: the one owner of the state file (SQLite, WAL). No other module runs SQL.
+
+Each state change is a named method running in one transaction, so a kill -9 at any
+instant leaves either the state before or the state after it. Schema changes are named
+migrations, recorded in `schema_migrations` and applied in order on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+STATE_FILE = "state.db"
+
+_MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "inventory",
+        """
+        CREATE TABLE inventory_runs (
+            id INTEGER PRIMARY KEY,
+            site TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE TABLE listings (
+            run_id INTEGER NOT NULL REFERENCES inventory_runs(id),
+            container TEXT NOT NULL,
+            marker TEXT,
+            done INTEGER NOT NULL DEFAULT 0,
+            pages INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, container)
+        );
+        CREATE TABLE objects (
+            site TEXT NOT NULL,
+            container TEXT NOT NULL,
+            key TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            etag TEXT,
+            last_modified TEXT,
+            checksums TEXT,
+            storage_class TEXT,
+            archived INTEGER NOT NULL DEFAULT 0,
+            version_id TEXT,
+            content_type TEXT,
+            metadata TEXT,
+            flags INTEGER NOT NULL DEFAULT 0,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            changed_in INTEGER,
+            deleted_in INTEGER,
+            PRIMARY KEY (site, container, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX objects_dataset ON objects (site, dataset);
+        """,
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """One listed object as the inventory stores it."""
+
+    container: str
+    key: str
+    dataset: str
+    size: int
+    etag: str | None
+    last_modified: str | None
+    checksums: str | None  # JSON object algorithm -> hex, or None
+    storage_class: str | None
+    archived: bool
+    version_id: str | None
+    content_type: str | None
+    metadata: str | None  # JSON object, or None when the listing does not carry metadata
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListingState:
+    marker: str | None
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetCounts:
+    dataset: str
+    container: str
+    objects: int
+    bytes: int
+    size_classes: tuple[tuple[str, int], ...]
+    tiers: tuple[tuple[str, int], ...]
+    flags: tuple[tuple[int, int], ...]  # flag bit -> objects having it
+
+
+@dataclass(frozen=True, slots=True)
+class RunChanges:
+    run_id: int
+    first: bool  # the site's first inventory: everything is new
+    added: int
+    changed: int
+    deleted: int
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Ledger:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / STATE_FILE
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; nested calls become savepoints. Rolls back on any exception."""
+        name = f"sp{self._depth}"
+        self._db.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self._db
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("ROLLBACK")
+            else:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+            raise
+        self._depth -= 1
+        self._db.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
+
+    def _migrate(self) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            for version, (name, sql) in enumerate(_MIGRATIONS, start=1):
+                if version in applied:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now())
+                )
+
+    # -- inventory -------------------------------------------------------------------------
+
+    def open_inventory_run(self, site: str, prefix: str) -> tuple[int, bool]:
+        """The unfinished run of this site and prefix (resume), else a new one.
+        Returns (run id, resumed)."""
+        with self.atomic() as db:
+            row = db.execute(
+                "SELECT id FROM inventory_runs WHERE site=? AND prefix=? AND finished_at IS NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (site, prefix),
+            ).fetchone()
+            if row:
+                return int(row[0]), True
+            cur = db.execute(
+                "INSERT INTO inventory_runs (site, prefix, started_at) VALUES (?, ?, ?)",
+                (site, prefix, _now()),
+            )
+            return int(cur.lastrowid or 0), False
+
+    def listing_state(self, run_id: int, container: str) -> ListingState:
+        row = self._db.execute(
+            "SELECT marker, done FROM listings WHERE run_id=? AND container=?",
+            (run_id, container),
+        ).fetchone()
+        return ListingState(marker=row[0], done=bool(row[1])) if row else ListingState(None, False)
+
+    def record_listing_page(
+        self, site: str, run_id: int, container: str, rows: Sequence[InventoryRow], done: bool
+    ) -> None:
+        """Store one page of a listing and move the resume marker past it, atomically."""
+        with self.atomic() as db:
+            db.executemany(
+                """
+                INSERT INTO objects (site, container, key, dataset, size, etag, last_modified,
+                    checksums, storage_class, archived, version_id, content_type, metadata,
+                    flags, first_seen, last_seen)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (site, container, key) DO UPDATE SET
+                    changed_in = CASE
+                        WHEN objects.deleted_in IS NOT NULL THEN excluded.last_seen
+                        WHEN objects.etag IS NOT excluded.etag OR objects.size != excluded.size
+                            OR objects.version_id IS NOT excluded.version_id
+                        THEN excluded.last_seen ELSE objects.changed_in END,
+                    first_seen = CASE WHEN objects.deleted_in IS NOT NULL
+                        THEN excluded.first_seen ELSE objects.first_seen END,
+                    dataset = excluded.dataset, size = excluded.size, etag = excluded.etag,
+                    last_modified = excluded.last_modified, checksums = excluded.checksums,
+                    storage_class = excluded.storage_class, archived = excluded.archived,
+                    version_id = excluded.version_id, content_type = excluded.content_type,
+                    metadata = excluded.metadata, flags = excluded.flags,
+                    last_seen = excluded.last_seen, deleted_in = NULL
+                """,
+                [
+                    (
+                        site, r.container, r.key, r.dataset, r.size, r.etag, r.last_modified,
+                        r.checksums, r.storage_class, int(r.archived), r.version_id,
+                        r.content_type, r.metadata, r.flags, run_id, run_id,
+                    )
+                    for r in rows
+                ],
+            )
+            marker = rows[-1].key if rows else None
+            db.execute(
+                """
+                INSERT INTO listings (run_id, container, marker, done, pages)
+                VALUES (?, ?, ?, ?, 1)
+                ON CONFLICT (run_id, container) DO UPDATE SET
+                    marker = COALESCE(excluded.marker, listings.marker),
+                    done = excluded.done, pages = listings.pages + 1
+                """,
+                (run_id, container, marker, int(done)),
+            )
+
+    def finish_inventory_run(
+        self, site: str, run_id: int, containers: Sequence[str], prefix: str
+    ) -> RunChanges:
+        """Mark what this run did not see as deleted at the source; return the run's changes."""
+        with self.atomic() as db:
+            for container in containers:
+                db.execute(
+                    "UPDATE objects SET deleted_in=? WHERE site=? AND container=? "
+                    "AND last_seen < ? AND deleted_in IS NULL AND substr(key, 1, ?) = ?",
+                    (run_id, site, container, run_id, len(prefix), prefix),
+                )
+            db.execute(
+                "UPDATE inventory_runs SET finished_at=? WHERE id=?", (_now(), run_id)
+            )
+            first = db.execute(
+                "SELECT COUNT(*) FROM inventory_runs WHERE site=? AND id < ?", (site, run_id)
+            ).fetchone()[0] == 0
+            added, changed, deleted = db.execute(
+                """
+                SELECT
+                    SUM(first_seen = :r AND deleted_in IS NULL),
+                    SUM(changed_in = :r AND first_seen != :r AND deleted_in IS NULL),
+                    SUM(deleted_in = :r)
+                FROM objects WHERE site = :s
+                """,
+                {"r": run_id, "s": site},
+            ).fetchone()
+        return RunChanges(run_id, first, added or 0, changed or 0, deleted or 0)
+
+    def dataset_counts(
+        self, site: str, size_classes: Sequence[tuple[str, int]], flag_bits: Sequence[int]
+    ) -> list[DatasetCounts]:
+        """Per dataset of a site's current inventory: counts by size class, tier and flag.
+        Aggregated in SQL, so memory does not grow with the number of objects."""
+        out: list[DatasetCounts] = []
+        base = "FROM objects WHERE site=? AND deleted_in IS NULL"
+        totals = self._db.execute(
+            f"SELECT dataset, container, COUNT(*), SUM(size) {base} "
+            "GROUP BY dataset, container ORDER BY dataset",
+            (site,),
+        ).fetchall()
+        for dataset, container, count, size in totals:
+            where = f"{base} AND dataset=?"
+            args = (site, dataset)
+            classes = []
+            lower = 0
+            for label, upper in size_classes:
+                n = self._db.execute(
+                    f"SELECT COUNT(*) {where} AND size >= ? AND size < ?", (*args, lower, upper)
+                ).fetchone()[0]
+                classes.append((label, int(n)))
+                lower = upper
+            tiers = tuple(
+                (str(tier or "-"), int(n))
+                for tier, n in self._db.execute(
+                    f"SELECT storage_class, COUNT(*) {where} GROUP BY storage_class "
+                    "ORDER BY storage_class",
+                    args,
+                )
+            )
+            flags = tuple(
+                (bit, int(self._db.execute(
+                    f"SELECT COUNT(*) {where} AND (flags & ?) != 0", (*args, bit)
+                ).fetchone()[0]))
+                for bit in flag_bits
+            )
+            out.append(
+                DatasetCounts(
+                    dataset, container, int(count), int(size or 0), tuple(classes), tiers, flags
+                )
+            )
+        return out
+
+    def inventory_objects(
+        self, site: str, container: str | None = None
+    ) -> Iterator[InventoryRow]:
+        """Stream a site's current inventory in key order (a cursor, not a list)."""
+        sql = (
+            "SELECT container, key, dataset, size, etag, last_modified, checksums, "
+            "storage_class, archived, version_id, content_type, metadata, flags "
+            "FROM objects WHERE site=? AND deleted_in IS NULL"
+        )
+        args: tuple[str, ...] = (site,)
+        if container is not None:
+            sql += " AND container=?"
+            args = (site, container)
+        cursor = self._db.execute(sql + " ORDER BY container, key", args)
+        for row in cursor:
+            yield InventoryRow(
+                container=row[0], key=row[1], dataset=row[2], size=row[3], etag=row[4],
+                last_modified=row[5], checksums=row[6], storage_class=row[7],
+                archived=bool(row[8]), version_id=row[9], content_type=row[10],
+                metadata=row[11], flags=row[12],
+            )
+
+    def has_inventory(self, site: str) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM inventory_runs WHERE site=? AND finished_at IS NOT NULL LIMIT 1",
+            (site,),
+        ).fetchone() is not None
+
+
+def dumps(value: object) -> str:
+    """Canonical JSON for values stored in the ledger."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

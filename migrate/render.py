@@ -1,0 +1,83 @@
+"""Turn results into rich tables for people and canonical JSON for scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from migrate.inventory import InventorySummary
+from migrate.sitecheck import SiteCheck
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "model_dump"):
+        return _plain(value.model_dump(mode="json"))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def to_json(value: Any) -> str:
+    """Stable JSON: sorted keys, so scripts and diffs see the same text for the same data."""
+    return json.dumps(_plain(value), sort_keys=True, indent=2, ensure_ascii=False)
+
+
+def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
+    table = Table(title="Sites")
+    for column in ("site", "provider", "region", "container", "result"):
+        table.add_column(column)
+    for r in results:
+        if r.error:
+            table.add_row(r.site, r.provider, r.region or "-", "-", f"[red]{r.error}[/]")
+            continue
+        for c in r.containers or []:
+            result = "[green]ok[/]" if c.ok else f"[red]{c.error}[/]"
+            table.add_row(r.site, r.provider, r.region or "-", c.container, result)
+    console.print(table)
+
+
+def print_inventory(console: Console, summary: InventorySummary) -> None:
+    table = Table(title=f"Inventory of {summary.site}")
+    for column in ("dataset", "objects", "bytes", "size classes", "tiers", "will not move as is"):
+        table.add_column(column, overflow="fold")
+    for d in summary.datasets:
+        classes = ", ".join(f"{k}: {v}" for k, v in d.size_classes.items() if v)
+        tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
+        issues = "\n".join(f"{k}: {v}" for k, v in d.issues.items()) or "-"
+        table.add_row(d.dataset, f"{d.objects:,}", human_bytes(d.bytes), classes, tiers, issues)
+    table.add_row("[bold]total[/]", f"[bold]{summary.objects:,}[/]",
+                  f"[bold]{human_bytes(summary.bytes)}[/]", "", "", "")
+    console.print(table)
+    if summary.first:
+        change = "first inventory of this site"
+    else:
+        change = (f"since the last inventory: {summary.added} added, {summary.changed} changed, "
+                  f"{summary.deleted} deleted")
+    resumed = " (resumed an interrupted listing)" if summary.resumed else ""
+    console.print(f"{change}{resumed}. State: {summary.state}")

@@ -1,0 +1,75 @@
+"""`migrate sites check`: is every site reachable, are its credentials accepted, and does
+each bucket/container exist? One cheap request per container; no secret is shown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from migrate.errors import MigrateError
+from migrate.sites import Site, SitesConfig
+from providers.base import StoreAdapter
+
+
+@dataclass(frozen=True)
+class ContainerCheck:
+    container: str
+    ok: bool
+    error: str | None = None
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    site: str
+    provider: str
+    region: str | None
+    endpoint: str | None
+    containers: list[ContainerCheck] = field(default_factory=list)
+    error: str | None = None  # the site could not be set up at all (credentials missing...)
+    exit_code: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(c.ok for c in self.containers)
+
+
+def check_sites(
+    config: SitesConfig, build: Callable[[Site], StoreAdapter], only: str | None = None
+) -> list[SiteCheck]:
+    results = []
+    for name in [only] if only else sorted(config.sites):
+        site = config.site(name)
+        try:
+            adapter = build(site)
+        except MigrateError as exc:
+            results.append(
+                SiteCheck(name, site.provider, site.region, site.endpoint,
+                          error=exc.one_line(), exit_code=exc.exit_code)
+            )
+            continue
+        checks = []
+        try:
+            for container in site.buckets:
+                try:
+                    adapter.check(container)
+                    checks.append(ContainerCheck(container, True))
+                except MigrateError as exc:
+                    checks.append(
+                        ContainerCheck(container, False, exc.one_line(), exc.exit_code)
+                    )
+        finally:
+            adapter.close()
+        results.append(SiteCheck(name, site.provider, site.region, site.endpoint, checks))
+    return results
+
+
+def exit_code_of(results: list[SiteCheck]) -> int:
+    """The first failure's own code, so scripts can tell credentials from reachability."""
+    for result in results:
+        if result.error:
+            return result.exit_code
+        for check in result.containers:
+            if not check.ok:
+                return check.exit_code
+    return 0

@@ -1,0 +1,428 @@
+"""A local directory as a store: the embedded default, for rehearsals and tests.
+
+Layout under the site's `path`: `<container>/<key>` holds the bytes (a key's `/` are
+directories), `.migrate-meta/<container>/<key>.json` the attributes given at write time,
+`.migrate-uploads/` unfinished multipart uploads, `.migrate-tmp/` bytes in flight. Writes
+land in a temporary file, are verified against their checksums, then renamed into place:
+a reader sees the whole object or nothing.
+
+A local file has no native checksum: its ETag is derived from mtime and size, so it changes
+whenever the file is rewritten, which is what conditional reads need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from migrate.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    NotFound,
+    SourceChanged,
+    Unsupported,
+)
+from migrate.sites import Site
+from providers.base import (
+    Capabilities,
+    ObjectInfo,
+    PartResult,
+    ReadStream,
+    UploadInfo,
+    WriteAttrs,
+    WriteResult,
+)
+
+_CHUNK = 1024 * 1024
+_META, _UPLOADS, _TMP = ".migrate-meta", ".migrate-uploads", ".migrate-tmp"
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+class _RangeReader:
+    """Reads [start, end) of an already opened file: the version that was opened."""
+
+    def __init__(self, handle: BinaryIO, remaining: int) -> None:
+        self._handle = handle
+        self._remaining = remaining
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._remaining <= 0:
+            return b""
+        n = self._remaining if size < 0 else min(size, self._remaining)
+        data = self._handle.read(n)
+        self._remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class LocalAdapter:
+    def __init__(self, site: Site) -> None:
+        if not site.path:
+            raise ConfigError(f"site {site.name}: a local site needs `path` (a directory)")
+        self.site_name = site.name
+        self.root = Path(site.path)
+        self.capabilities = Capabilities(
+            native_checksums=(),
+            verifies_checksums=("md5", "sha256"),
+            min_part_size=1,
+            max_part_size=5 * 1024**3,
+            max_single_put=5 * 1024**3,
+            lists_uploads=True,
+            conditional_read=True,
+            max_segment_bytes=255,
+        )
+
+    # -- paths -------------------------------------------------------------------------
+
+    def _container_dir(self, container: str) -> Path:
+        if not container or "/" in container or container.startswith("."):
+            raise ConfigError(f"{self.site_name}: invalid container name {container!r}")
+        return self.root / container
+
+    def _path(self, container: str, key: str) -> Path:
+        segments = key.split("/")
+        for segment in segments:
+            if segment in ("", ".", "..") or "\0" in segment:
+                raise Unsupported(
+                    f"{self.site_name}: key {key!r} cannot be stored in a local directory "
+                    "(empty, '.' or '..' path segment)"
+                )
+            if len(os.fsencode(segment)) > 255:
+                raise Unsupported(
+                    f"{self.site_name}: key {key!r} has a path segment over 255 bytes"
+                )
+        return self._container_dir(container).joinpath(*segments)
+
+    def _meta_path(self, container: str, key: str) -> Path:
+        return self.root / _META / container / (key + ".json")
+
+    def _tmp(self) -> Path:
+        tmp = self.root / _TMP
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp / uuid.uuid4().hex
+
+    def _require_container(self, container: str) -> Path:
+        cdir = self._container_dir(container)
+        if not self.root.is_dir():
+            raise NotFound(f"{self.site_name}: directory {self.root} does not exist")
+        if not cdir.is_dir():
+            raise NotFound(f"{self.site_name}: container {container!r} not found")
+        return cdir
+
+    # -- contract ------------------------------------------------------------------------
+
+    def check(self, container: str) -> None:
+        self._require_container(container)
+
+    def create_container(self, container: str) -> None:
+        self._container_dir(container).mkdir(parents=True, exist_ok=True)
+
+    def list_objects(
+        self, container: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        cdir = self._require_container(container)
+        yield from self._walk(container, cdir, "", prefix, start_after)
+
+    def _walk(
+        self, container: str, directory: Path, base: str, prefix: str, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
+        # Sort as keys sort: a directory `a` holds keys `a/...`, so it sorts as "a/".
+        entries: list[tuple[bytes, str, bool]] = []
+        for name in os.listdir(directory):
+            full = directory / name
+            is_dir = full.is_dir()
+            key = base + name + ("/" if is_dir else "")
+            if not (key.startswith(prefix) or (is_dir and prefix.startswith(key))):
+                continue
+            if start_after is not None and key <= start_after and not (
+                is_dir and start_after.startswith(key)
+            ):
+                continue
+            entries.append((os.fsencode(key), name, is_dir))
+        entries.sort()
+        for _, name, is_dir in entries:
+            full = directory / name
+            if is_dir:
+                yield from self._walk(container, full, base + name + "/", prefix, start_after)
+                continue
+            try:
+                st = full.stat()
+            except FileNotFoundError:  # deleted while listing
+                continue
+            yield ObjectInfo(
+                container=container,
+                key=base + name,
+                size=st.st_size,
+                etag=_etag(st),
+                last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            )
+
+    def head(self, container: str, key: str) -> ObjectInfo:
+        path = self._path(container, key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            self._require_container(container)
+            raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
+        meta = self._read_meta(container, key)
+        if meta.get("etag") != _etag(st):
+            meta = {}
+        return ObjectInfo(
+            container=container,
+            key=key,
+            size=st.st_size,
+            etag=_etag(st),
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            checksums=_str_map(meta.get("checksums")),
+            content_type=_opt_str(meta.get("content_type")),
+            content_encoding=_opt_str(meta.get("content_encoding")),
+            cache_control=_opt_str(meta.get("cache_control")),
+            metadata=_str_map(meta.get("metadata")),
+        )
+
+    def _read_meta(self, container: str, key: str) -> dict[str, object]:
+        try:
+            data = json.loads(self._meta_path(container, key).read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def open_range(
+        self,
+        container: str,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ReadStream:
+        path = self._path(container, key)
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
+        st = os.fstat(handle.fileno())
+        # The opened file is one version: checking its ETag after opening is enough.
+        if if_match is not None and _etag(st) != if_match:
+            handle.close()
+            raise SourceChanged(f"{self.site_name}: {container}/{key} changed since listed")
+        stop = st.st_size if end is None else min(end, st.st_size)
+        handle.seek(start)
+        return _RangeReader(handle, max(0, stop - start))
+
+    def _receive(self, body: BinaryIO, length: int, checksums: Mapping[str, str],
+                 what: str) -> tuple[Path, str]:
+        """Copy `length` bytes to a temporary file, verifying the given checksums."""
+        tmp = self._tmp()
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        received = 0
+        try:
+            with tmp.open("wb") as out:
+                while received < length:
+                    chunk = body.read(min(_CHUNK, length - received))
+                    if not chunk:
+                        break
+                    md5.update(chunk)
+                    sha256.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+            if received != length:
+                raise ChecksumMismatch(
+                    f"{self.site_name}: {what}: received {received} bytes, expected {length}"
+                )
+            for algo, digest in (("md5", md5), ("sha256", sha256)):
+                expected = checksums.get(algo)
+                if expected is not None and expected.lower() != digest.hexdigest():
+                    raise ChecksumMismatch(f"{self.site_name}: {what}: {algo} does not match")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, md5.hexdigest()
+
+    def _install(self, container: str, key: str, tmp: Path, attrs: WriteAttrs,
+                 checksums: Mapping[str, str]) -> WriteResult:
+        path = self._path(container, key)
+        self._require_container(container)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            # Attributes belong to these bytes only: a file rewritten by other means
+            # gets a new ETag and its stale attributes are ignored.
+            "etag": _etag(tmp.stat()),
+            "content_type": attrs.content_type,
+            "content_encoding": attrs.content_encoding,
+            "cache_control": attrs.cache_control,
+            "metadata": dict(attrs.metadata),
+            "checksums": dict(checksums),
+        }
+        meta_path = self._meta_path(container, key)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_tmp = self._tmp()
+        meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+        os.replace(meta_tmp, meta_path)
+        os.replace(tmp, path)
+        return WriteResult(etag=_etag(path.stat()), checksums=dict(checksums))
+
+    def put_object(
+        self,
+        container: str,
+        key: str,
+        body: BinaryIO,
+        length: int,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+    ) -> WriteResult:
+        self._path(container, key)  # refuse an impossible key before reading bytes
+        self._require_container(container)
+        tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
+        return self._install(container, key, tmp, attrs, {**checksums, "md5": md5})
+
+    # -- multipart -----------------------------------------------------------------------
+
+    def _upload_dir(self, container: str, upload_id: str) -> Path:
+        if not upload_id.isalnum():
+            raise NotFound(f"{self.site_name}: no upload {upload_id!r}")
+        return self.root / _UPLOADS / container / upload_id
+
+    def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
+        self._path(container, key)
+        self._require_container(container)
+        upload_id = uuid.uuid4().hex
+        udir = self._upload_dir(container, upload_id)
+        udir.mkdir(parents=True)
+        info = {
+            "key": key,
+            "initiated": datetime.now(UTC).isoformat(),
+            "content_type": attrs.content_type,
+            "content_encoding": attrs.content_encoding,
+            "cache_control": attrs.cache_control,
+            "metadata": dict(attrs.metadata),
+        }
+        (udir / "upload.json").write_text(json.dumps(info), encoding="utf-8")
+        return upload_id
+
+    def _upload_info(self, container: str, key: str, upload_id: str) -> dict[str, object]:
+        udir = self._upload_dir(container, upload_id)
+        try:
+            info = json.loads((udir / "upload.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NotFound(f"{self.site_name}: upload {upload_id} of {key!r} not found") from None
+        if not isinstance(info, dict) or info.get("key") != key:
+            raise NotFound(f"{self.site_name}: upload {upload_id} is not for {key!r}")
+        return info
+
+    def upload_part(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+        checksums: Mapping[str, str],
+    ) -> PartResult:
+        self._upload_info(container, key, upload_id)
+        tmp, md5 = self._receive(body, length, checksums, f"{container}/{key} part {part_number}")
+        os.replace(tmp, self._upload_dir(container, upload_id) / f"{part_number:05d}")
+        return PartResult(part_number=part_number, etag=md5, size=length,
+                          checksums={**checksums, "md5": md5})
+
+    def list_parts(self, container: str, key: str, upload_id: str) -> Iterator[PartResult]:
+        self._upload_info(container, key, upload_id)
+        udir = self._upload_dir(container, upload_id)
+        for name in sorted(os.listdir(udir)):
+            if not name.isdigit():
+                continue
+            md5 = hashlib.md5()
+            with (udir / name).open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    md5.update(chunk)
+            yield PartResult(part_number=int(name), etag=md5.hexdigest(),
+                             size=(udir / name).stat().st_size)
+
+    def complete_multipart(
+        self, container: str, key: str, upload_id: str, parts: Sequence[PartResult]
+    ) -> WriteResult:
+        info = self._upload_info(container, key, upload_id)
+        udir = self._upload_dir(container, upload_id)
+        tmp = self._tmp()
+        digests = b""
+        with tmp.open("wb") as out:
+            for part in sorted(parts, key=lambda p: p.part_number):
+                source = udir / f"{part.part_number:05d}"
+                if not source.exists():
+                    tmp.unlink()
+                    raise NotFound(f"{self.site_name}: part {part.part_number} of {key!r} "
+                                   "was never uploaded")
+                with source.open("rb") as handle:
+                    shutil.copyfileobj(handle, out, _CHUNK)
+                if part.etag:
+                    digests += bytes.fromhex(part.etag)
+        etag = f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
+        attrs = WriteAttrs(
+            content_type=_opt_str(info.get("content_type")),
+            content_encoding=_opt_str(info.get("content_encoding")),
+            cache_control=_opt_str(info.get("cache_control")),
+            metadata=_str_map(info.get("metadata")),
+        )
+        result = self._install(container, key, tmp, attrs, {"md5": etag})
+        shutil.rmtree(udir, ignore_errors=True)
+        return result
+
+    def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        shutil.rmtree(self._upload_dir(container, upload_id), ignore_errors=True)
+
+    def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
+        base = self.root / _UPLOADS / container
+        if not base.is_dir():
+            return
+        for upload_id in sorted(os.listdir(base)):
+            try:
+                info = json.loads((base / upload_id / "upload.json").read_text("utf-8"))
+            except (FileNotFoundError, ValueError):
+                continue
+            key = str(info.get("key", ""))
+            if key.startswith(prefix):
+                initiated = _opt_str(info.get("initiated"))
+                yield UploadInfo(
+                    container=container,
+                    key=key,
+                    upload_id=upload_id,
+                    initiated=datetime.fromisoformat(initiated) if initiated else None,
+                )
+
+    def delete(self, container: str, key: str) -> None:
+        path = self._path(container, key)
+        path.unlink(missing_ok=True)
+        self._meta_path(container, key).unlink(missing_ok=True)
+        # Empty directories left behind would block a later object named like them.
+        cdir = self._container_dir(container)
+        parent = path.parent
+        while parent != cdir and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+    def close(self) -> None:
+        pass
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
