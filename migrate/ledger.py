@@ -274,42 +274,42 @@ class Ledger:
         self, site: str, size_classes: Sequence[tuple[str, int]], flag_bits: Sequence[int]
     ) -> list[DatasetCounts]:
         """Per dataset of a site's current inventory: counts by size class, tier and flag.
-        Aggregated in SQL, so memory does not grow with the number of objects."""
-        out: list[DatasetCounts] = []
+        Two grouped scans in SQL, so memory does not grow with the number of objects."""
+        bounds = [0, *(upper for _, upper in size_classes)]
+        class_sums = ", ".join(
+            f"SUM(size >= {lo} AND size < {hi})" for lo, hi in zip(bounds, bounds[1:], strict=False)
+        )
+        flag_sums = ", ".join(f"SUM((flags & {int(bit)}) != 0)" for bit in flag_bits)
         base = "FROM objects WHERE site=? AND deleted_in IS NULL"
-        totals = self._db.execute(
-            f"SELECT dataset, container, COUNT(*), SUM(size) {base} "
+        tiers: dict[str, list[tuple[str, int]]] = {}
+        for dataset, tier, n in self._db.execute(
+            f"SELECT dataset, storage_class, COUNT(*) {base} "
+            "GROUP BY dataset, storage_class ORDER BY dataset, storage_class",
+            (site,),
+        ):
+            tiers.setdefault(dataset, []).append((str(tier or "-"), int(n)))
+        out: list[DatasetCounts] = []
+        rows = self._db.execute(
+            f"SELECT dataset, container, COUNT(*), SUM(size), {class_sums}, {flag_sums} {base} "
             "GROUP BY dataset, container ORDER BY dataset",
             (site,),
-        ).fetchall()
-        for dataset, container, count, size in totals:
-            where = f"{base} AND dataset=?"
-            args = (site, dataset)
-            classes = []
-            lower = 0
-            for label, upper in size_classes:
-                n = self._db.execute(
-                    f"SELECT COUNT(*) {where} AND size >= ? AND size < ?", (*args, lower, upper)
-                ).fetchone()[0]
-                classes.append((label, int(n)))
-                lower = upper
-            tiers = tuple(
-                (str(tier or "-"), int(n))
-                for tier, n in self._db.execute(
-                    f"SELECT storage_class, COUNT(*) {where} GROUP BY storage_class "
-                    "ORDER BY storage_class",
-                    args,
-                )
-            )
-            flags = tuple(
-                (bit, int(self._db.execute(
-                    f"SELECT COUNT(*) {where} AND (flags & ?) != 0", (*args, bit)
-                ).fetchone()[0]))
-                for bit in flag_bits
-            )
+        )
+        n_classes = len(size_classes)
+        for row in rows:
+            dataset, container, count, size = row[:4]
+            classes = row[4 : 4 + n_classes]
+            flags = row[4 + n_classes :]
             out.append(
                 DatasetCounts(
-                    dataset, container, int(count), int(size or 0), tuple(classes), tiers, flags
+                    dataset,
+                    container,
+                    int(count),
+                    int(size or 0),
+                    tuple((label, int(n or 0)) for (label, _), n in zip(size_classes, classes,
+                                                                        strict=True)),
+                    tuple(tiers.get(dataset, [])),
+                    tuple((int(bit), int(n or 0)) for bit, n in zip(flag_bits, flags,
+                                                                    strict=True)),
                 )
             )
         return out

@@ -1,0 +1,151 @@
+"""Inventory: what the user lists is what the state holds; interrupted listings resume,
+later ones record changes; memory stays bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrate.inventory import Flag, run_inventory
+from migrate.ledger import Ledger
+from migrate.sites import Site, SitesConfig
+from providers.base import ObjectInfo
+from providers.factory import build_adapter
+from tests.conftest import SiteFactory, unique_name
+from tests.helpers import FailingListing, body, put, seed
+
+
+def config_for(site: Site, tmp_path: Path, buckets: tuple[str, ...]) -> SitesConfig:
+    site = site.model_copy(update={"buckets": buckets})
+    return SitesConfig(path=tmp_path / "sites.toml", state_dir=tmp_path / "state",
+                       sites={site.name: site})
+
+
+@pytest.mark.parametrize("kind", ["local", "s3", "azure"])
+def test_inventory_of_10000_objects_matches_what_was_written(
+    kind: str, site_for: SiteFactory, tmp_path: Path
+) -> None:
+    site = site_for(kind)
+    adapter = build_adapter(site)
+    container = unique_name("inv")
+    adapter.create_container(container)
+    written = seed(adapter, container, 10_000)
+    config = config_for(site, tmp_path, (container,))
+
+    summary = run_inventory(config, site.name, adapter)
+
+    assert summary.objects == len(written)
+    assert summary.bytes == sum(len(b) for b in written.values())
+    with Ledger(config.state_dir) as ledger:
+        rows = list(ledger.inventory_objects(site.name))
+    assert [r.key for r in rows] == sorted(written)
+    for row in rows:
+        assert row.size == len(written[row.key])
+        if row.checksums:  # stores with a native checksum: it is the bytes' MD5
+            md5 = json.loads(row.checksums)["md5"]
+            assert md5 == hashlib.md5(written[row.key]).hexdigest()
+    if kind != "local":
+        assert all(r.checksums for r in rows), "S3 and Azure give an MD5 for single PUTs"
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_an_interrupted_listing_resumes_where_it_stopped(
+    kind: str, site_for: SiteFactory, tmp_path: Path
+) -> None:
+    site = site_for(kind)
+    adapter = build_adapter(site)
+    container = unique_name("resume")
+    adapter.create_container(container)
+    written = seed(adapter, container, 2_500)
+    config = config_for(site, tmp_path, (container,))
+
+    with pytest.raises(ConnectionResetError):
+        run_inventory(config, site.name, FailingListing(adapter, fail_after=1_700))  # type: ignore[arg-type]
+    with Ledger(config.state_dir) as ledger:
+        stored = sum(1 for _ in ledger.inventory_objects(site.name))
+    assert stored == 1_000  # the pages stored before the break
+
+    listed: list[str] = []
+
+    class Recording(FailingListing):
+        def list_objects(self, container: str, prefix: str = "",
+                         start_after: str | None = None):  # type: ignore[no-untyped-def]
+            for obj in adapter.list_objects(container, prefix, start_after):
+                listed.append(obj.key)
+                yield obj
+
+    summary = run_inventory(config, site.name, Recording(adapter, 10**9))  # type: ignore[arg-type]
+    assert summary.resumed
+    assert summary.objects == len(written)
+    assert len(listed) == 1_500, "the resumed listing starts after the last stored page"
+
+
+def test_a_second_inventory_records_what_changed(local_site: Site, tmp_path: Path) -> None:
+    adapter = build_adapter(local_site)
+    adapter.create_container("data")
+    seed(adapter, "data", 50)
+    config = config_for(local_site, tmp_path, ("data",))
+    first = run_inventory(config, local_site.name, adapter)
+    assert first.first and first.objects == 50
+
+    put(adapter, "data", "obj/000003", body(999, 500))  # changed
+    adapter.delete("data", "obj/000004")  # deleted
+    put(adapter, "data", "new/one", b"new")  # added
+    second = run_inventory(config, local_site.name, adapter)
+
+    assert not second.first
+    assert (second.added, second.changed, second.deleted) == (1, 1, 1)
+    assert second.objects == 50
+    assert {d.dataset for d in second.datasets} == {"data/obj/", "data/new/"}
+
+
+def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
+    from migrate.inventory import flags_of
+
+    def obj(**kw: object) -> ObjectInfo:
+        base: dict[str, object] = {"container": "c", "key": "k", "size": 1,
+                                   "checksums": {"md5": "0" * 32}}
+        base.update(kw)
+        return ObjectInfo(**base)  # type: ignore[arg-type]
+
+    assert flags_of(obj()) == Flag(0)
+    assert Flag.KEY_TOO_LONG in flags_of(obj(key="é" * 513))
+    assert Flag.METADATA_TOO_LARGE in flags_of(obj(metadata={"note": "x" * 2100}))
+    assert Flag.METADATA_BAD_NAME in flags_of(obj(metadata={"bad name": "v"}))
+    assert Flag.METADATA_BAD_NAME in flags_of(obj(metadata={"name": "é"}))
+    assert Flag.ARCHIVED in flags_of(obj(archived=True, storage_class="Archive"))
+    assert Flag.TOO_LARGE in flags_of(obj(size=5 * 1024**4 + 1))
+    assert Flag.NO_CHECKSUM in flags_of(obj(checksums={}))
+
+
+@pytest.mark.slow
+def test_inventory_of_200000_objects_stays_under_150_mib(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    for d in range(200):  # 200 directories of 1,000 empty files
+        folder = root / "bulk" / f"d{d:03d}"
+        folder.mkdir(parents=True)
+        for i in range(1000):
+            (folder / f"f{i:04d}").touch()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'[sites.big]\nprovider = "local"\npath = "{root}"\nbuckets = ["bulk"]\n')
+    script = (
+        "import resource, sys\n"
+        "from migrate.cli import main\n"
+        "code = main(['inventory', 'big', '--sites', sys.argv[1], '--json'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(sites)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["datasets"][0]["objects"] == 1000  # one dataset per dir
+    total = sum(d["objects"] for d in json.loads(proc.stdout)["datasets"])
+    assert total == 200_000
+    peak_mib = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    assert peak_mib < 150, f"peak RSS {peak_mib:.0f} MiB"

@@ -1,0 +1,112 @@
+"""The sites file: what a user writes, and the one-line errors when it is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migrate.errors import ConfigError, SecretInConfig
+from migrate.sites import load_sites, resolve_credentials
+
+GOOD = """
+policy = "fr-health"
+runner = { location = "FR" }
+
+[sites.azure-hdh]
+provider = "azure"
+region = "francecentral"
+account = "hdhprod"
+containers = ["snds", "cohorts"]
+credentials = { connection_string_env = "HDH_AZURE_CONNECTION_STRING" }
+
+[sites.scw-par]
+provider = "scaleway"
+region = "fr-par"
+credentials = { access_key_env = "SCW_ACCESS_KEY", secret_key_env = "SCW_SECRET_KEY" }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sites.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_valid_file_loads_with_references_only(tmp_path: Path) -> None:
+    config = load_sites(write(tmp_path, GOOD))
+    hdh = config.site("azure-hdh")
+    assert hdh.buckets == ("snds", "cohorts")  # `containers` is an alias of `buckets`
+    assert hdh.credentials.connection_string_env == "HDH_AZURE_CONNECTION_STRING"
+    assert config.state_dir == (tmp_path / ".migrate").resolve()
+    assert config.runner.location == "FR"
+
+
+def test_sites_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGRATE_SITES", str(write(tmp_path, GOOD)))
+    assert "scw-par" in load_sites().sites
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[sites.a\nprovider = 1", "not valid TOML"),
+        ('[sites.a]\nprovider = "local"\nregoin = "x"\n', "sites.a.regoin: unknown key"),
+        ("[sites.a]\nregion = \"x\"\n", "sites.a.provider: required key is missing"),
+        ('[sites.a]\nprovider = "s3"\nbuckets = "one"\n', "sites.a.buckets"),
+    ],
+)
+def test_an_invalid_file_gets_one_line_naming_file_and_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_sites(path)
+    line = err.value.one_line()
+    assert expected in line and str(path) in line and "\n" not in line
+    assert err.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        'secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"',
+        'access_key_env = "AKIAIOSFODNN7EXAMPLE"',
+        'connection_string_env = "DefaultEndpointsProtocol=https;AccountKey=abc"',
+        'account_key_env = "not a variable name"',
+    ],
+)
+def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: str) -> None:
+    path = write(tmp_path, f'[sites.a]\nprovider = "scaleway"\ncredentials = {{ {credentials} }}\n')
+    with pytest.raises(SecretInConfig) as err:
+        load_sites(path)
+    assert err.value.exit_code == 4
+    assert "wJalrXUtnFEMI" not in err.value.one_line()
+    assert "AKIAIOSFODNN7EXAMPLE" not in err.value.one_line()
+
+
+def test_a_secret_anywhere_in_the_file_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace('account = "hdhprod"', 'account = "hdhprod;AccountKey=Zm9vYmFy"')
+    with pytest.raises(SecretInConfig):
+        load_sites(write(tmp_path, text))
+
+
+def test_credentials_come_from_the_environment_and_never_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_sites(write(tmp_path, GOOD))
+    site = config.site("scw-par")
+    with pytest.raises(ConfigError, match="SCW_ACCESS_KEY is not set"):
+        resolve_credentials(site)
+    monkeypatch.setenv("SCW_ACCESS_KEY", "SCWCANARYACCESS")
+    monkeypatch.setenv("SCW_SECRET_KEY", "canary-secret-value-123")
+    creds = resolve_credentials(site)
+    assert creds.secret_key == "canary-secret-value-123"
+    assert "canary-secret-value-123" not in repr(creds)
+    assert "canary-secret-value-123" not in str(creds)
+
+
+def test_unknown_site_lists_the_known_ones(tmp_path: Path) -> None:
+    config = load_sites(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="azure-hdh, scw-par"):
+        config.site("nope")
