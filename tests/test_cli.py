@@ -1,0 +1,169 @@
+"""What a user sees from the command line: help with examples, one-line errors with distinct
+exit codes, and never a secret."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from migrate.cli import app, main
+from migrate.errors import EXIT_CODES
+from migrate.localservers import SeaweedFS, free_port
+
+CANARY = "CANARY-secret-9f8e7d6c5b4a"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def commands() -> list[list[str]]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    found: list[list[str]] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        else:
+            found.append(path)
+
+    walk(group, [])
+    return found
+
+
+@pytest.mark.parametrize("command", commands(), ids=lambda c: " ".join(c))
+def test_every_command_teaches_its_use_with_an_example(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Example: migrate " in out
+
+
+def test_the_readme_documents_every_exit_code() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.MULTILINE))
+    assert {int(k): v for k, v in table.items()} == EXIT_CODES
+
+
+def write_sites(tmp_path: Path, endpoint: str, bucket: str) -> Path:
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        f"""
+[sites.dest]
+provider = "self-hosted"
+software = "seaweedfs"
+country = "FR"
+region = "local"
+endpoint = "{endpoint}"
+addressing = "path"
+buckets = ["{bucket}"]
+credentials = {{ access_key_env = "T_KEY", secret_key_env = "T_SECRET" }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_without_secret(out: str, err: str) -> None:
+    assert CANARY not in out and CANARY not in err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("migrate: error:")]
+    assert len(lines) == 1, err
+
+
+@pytest.fixture
+def bucket(seaweed: SeaweedFS) -> str:
+    import boto3
+
+    name = f"cli-{int(time.time() * 1000) % 10**9}"
+    boto3.client(
+        "s3", endpoint_url=seaweed.endpoint, region_name="us-east-1",
+        aws_access_key_id=seaweed.access_key, aws_secret_access_key=seaweed.secret_key,
+    ).create_bucket(Bucket=name)
+    return name
+
+
+def test_wrong_credentials_give_exit_5_and_never_show_the_secret(
+    seaweed: SeaweedFS, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", CANARY)
+    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
+    code, out, err = run(["inventory", "dest", "--sites", str(sites)], capsys)
+    assert code == 5, err
+    assert_one_line_without_secret(out, err)
+    code, out, err = run(["sites", "check", "--sites", str(sites), "--json"], capsys)
+    assert code == 5 and CANARY not in out + err
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert CANARY.encode() not in f.read_bytes(), f
+
+
+def test_an_unreachable_endpoint_gives_exit_6_within_30_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("T_KEY", "k")
+    monkeypatch.setenv("T_SECRET", CANARY)
+    sites = write_sites(tmp_path, f"http://127.0.0.1:{free_port()}", "nothing")
+    start = time.monotonic()
+    code, out, err = run(["inventory", "dest", "--sites", str(sites)], capsys)
+    assert code == 6
+    assert time.monotonic() - start < 30
+    assert_one_line_without_secret(out, err)
+
+
+def test_a_missing_bucket_gives_exit_7(
+    seaweed: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
+    sites = write_sites(tmp_path, seaweed.endpoint, "no-such-bucket")
+    code, out, err = run(["inventory", "dest", "--sites", str(sites)], capsys)
+    assert code == 7
+    assert "no-such-bucket" in err
+    assert_one_line_without_secret(out, err)
+
+
+def test_a_malformed_file_gives_exit_3_and_a_secret_in_it_exit_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sites.x\n")
+    code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
+    assert code == 3
+    assert_one_line_without_secret(out, err)
+    bad.write_text(f'[sites.x]\nprovider = "scaleway"\ncredentials = {{ secret_key = "{CANARY}" }}\n')
+    code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
+    assert code == 4
+    assert_one_line_without_secret(out, err)
+
+
+def test_inventory_json_is_machine_readable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    store = tmp_path / "store" / "data" / "a"
+    store.mkdir(parents=True)
+    (store / "one.csv").write_bytes(b"1,2,3\n")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "store"}"\n'
+                     'buckets = ["data"]\n')
+    code, out, _ = run(["inventory", "s", "--sites", str(sites), "--json"], capsys)
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["datasets"][0]["dataset"] == "data/a/"
+    assert summary["datasets"][0]["bytes"] == 6
