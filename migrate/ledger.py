@@ -60,6 +60,76 @@ _MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX objects_dataset ON objects (site, dataset);
         """,
     ),
+    (
+        "plans-and-transfers",
+        """
+        CREATE TABLE approvals (
+            plan TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            approved_by TEXT NOT NULL,
+            approved_at TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (plan, digest)
+        );
+        CREATE TABLE phases (
+            plan TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            resolved_at TEXT,
+            started_at TEXT,
+            finished_at TEXT,
+            verified_at TEXT,
+            forced_reason TEXT,
+            PRIMARY KEY (plan, phase)
+        );
+        CREATE TABLE transfers (
+            plan TEXT NOT NULL,
+            container TEXT NOT NULL,
+            key TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            source_etag TEXT,
+            source_version TEXT,
+            source_checksums TEXT,
+            destination_bucket TEXT NOT NULL,
+            destination_key TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            upload_id TEXT,
+            part_size INTEGER,
+            sha256 TEXT,
+            md5 TEXT,
+            destination_etag TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            retries INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT,
+            finished_at TEXT,
+            PRIMARY KEY (plan, container, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX transfers_phase_state ON transfers (plan, phase, state);
+        CREATE TABLE parts (
+            plan TEXT NOT NULL,
+            container TEXT NOT NULL,
+            key TEXT NOT NULL,
+            upload_id TEXT NOT NULL,
+            part_number INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            md5 TEXT NOT NULL,
+            etag TEXT,
+            PRIMARY KEY (plan, container, key, upload_id, part_number)
+        ) WITHOUT ROWID;
+        CREATE TABLE routes (
+            plan TEXT NOT NULL,
+            host TEXT NOT NULL,
+            scheme TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            bytes_sent INTEGER NOT NULL DEFAULT 0,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            PRIMARY KEY (plan, host, scheme)
+        );
+        """,
+    ),
 ]
 
 

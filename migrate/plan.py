@@ -1,0 +1,214 @@
+"""The plan document: typed models, canonical YAML, digest.
+
+A plan selects objects by rule (datasets, size bounds, modified-before, a hash sample, a
+wave number), never by listing keys, so it stays small for 100 million objects. The object
+set of a phase is resolved from the inventory when the phase first runs and then fixed in
+the ledger.
+
+The digest is the SHA-256 of the canonical YAML of everything but the digest itself; a plan
+whose content no longer matches its digest, or its approved digest, is refused at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from migrate.errors import PlanError, PlanTampered
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PhaseKind(str, Enum):
+    PILOT = "pilot"
+    BULK = "bulk"
+    DELTA = "delta"
+    CUTOVER = "cutover"
+    DECOMMISSION = "decommission"
+
+
+class Severity(str, Enum):
+    BLOCKING = "blocking"
+    WARNING = "warning"
+
+
+class SiteRef(_Model):
+    """A site as the plan records it: references only, never credentials."""
+
+    name: str
+    role: Literal["source", "destination"]
+    provider: str
+    region: str | None = None
+    endpoint: str | None = None  # resolved endpoint URL
+    verdict: str  # PASS | FAIL | UNKNOWN under the plan's policy
+    reasons: tuple[str, ...] = ()
+
+
+class Mapping(_Model):
+    """One source dataset and where it goes."""
+
+    dataset: str  # "container/" or "container/prefix/"
+    source_container: str
+    source_prefix: str = ""
+    destination_bucket: str
+    destination_prefix: str = ""
+    renamed_because: str | None = None  # why the destination name differs from the source
+    # Source tier or storage class -> destination storage class (from the catalog).
+    storage_classes: dict[str, str] = Field(default_factory=dict)
+
+
+class Selector(_Model):
+    """Which inventory objects a phase takes. All conditions must hold."""
+
+    datasets: tuple[str, ...] = ()  # empty: every mapped dataset
+    min_size: int | None = None
+    max_size: int | None = None  # exclusive
+    modified_before: str | None = None  # ISO date-time
+    # Hash sample: objects whose key hash falls below sample_per_10000 / 10,000.
+    sample_per_10000: int | None = None
+    # Waves: objects whose key hash modulo `waves` equals `wave`.
+    waves: int | None = None
+    wave: int | None = None
+    exclude_phases: tuple[str, ...] = ()  # objects already taken by these phases
+    changed_since_copy: bool = False  # delta: new or changed since the last copy
+
+
+class Estimate(_Model):
+    objects: int = 0
+    bytes: int = 0
+    requests: int = 0
+    duration_seconds: float = 0
+    egress_cost: float | None = None  # None: price unknown in the catalog
+    request_cost: float | None = None
+    storage_cost_per_month: float | None = None
+    currency: str = "EUR"
+
+
+class Phase(_Model):
+    name: str  # pilot, bulk-1, bulk-2, delta, cutover, decommission
+    kind: PhaseKind
+    selector: Selector = Selector()
+    requires: tuple[str, ...] = ()  # phases that must be verified (or done) first
+    estimate: Estimate = Estimate()
+    checklist: tuple[str, ...] = ()
+
+
+class Finding(_Model):
+    code: str  # e.g. DESTINATION_FAILS_POLICY, KEY_TOO_LONG, ARCHIVED_NEEDS_REHYDRATION
+    severity: Severity
+    message: str
+    action: str  # what to do
+    datasets: tuple[str, ...] = ()
+    objects: int = 0
+    examples: tuple[str, ...] = ()  # a few keys, never the full list
+
+
+class PlanOptions(_Model):
+    bandwidth_bytes_per_second: float
+    pilot_share: float
+    wave_cap_bytes: int
+    part_size: int | None = None  # None: chosen per object from the destination's limits
+
+
+class Plan(_Model):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    created: str  # ISO date, passed in: planning reads no clock
+    policy: str
+    runner_location: str | None = None
+    source: str
+    destination: str
+    inventory_run: int  # the inventory the plan was made from
+    sites: tuple[SiteRef, ...]
+    mappings: tuple[Mapping, ...]
+    phases: tuple[Phase, ...]
+    totals: Estimate
+    findings: tuple[Finding, ...] = ()
+    allowlist: tuple[str, ...]  # every host the run may contact
+    options: PlanOptions
+    digest: str = ""
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.BLOCKING]
+
+    def phase(self, name: str) -> Phase:
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        known = ", ".join(p.name for p in self.phases)
+        raise PlanError(f"plan {self.name}: no phase {name!r}", hint=f"phases: {known}")
+
+    def mapping_for(self, dataset: str) -> Mapping | None:
+        for mapping in self.mappings:
+            if mapping.dataset == dataset:
+                return mapping
+        return None
+
+
+def _canonical(plan: Plan) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(plan.model_dump_json(exclude={"digest"}))
+    return data
+
+
+def compute_digest(plan: Plan) -> str:
+    body = json.dumps(_canonical(plan), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def with_digest(plan: Plan) -> Plan:
+    return plan.model_copy(update={"digest": compute_digest(plan)})
+
+
+def to_yaml(plan: Plan) -> str:
+    """Deterministic YAML: the same plan always gives the same bytes."""
+    data = _canonical(plan)
+    data["digest"] = plan.digest
+    header = (
+        f"# migrate plan {plan.name}: review it, then `migrate plan approve`.\n"
+        "# Editing it after approval makes `migrate run` refuse it.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_yaml(plan), encoding="utf-8")
+
+
+def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"plan {path} not found", hint="create one with `migrate plan`") from None
+    except yaml.YAMLError as exc:
+        raise PlanTampered(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"{path}: not a plan document")
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise PlanError(f"{path}: {where}: {err['msg']}") from None
+    if check_digest and compute_digest(plan) != plan.digest:
+        raise PlanTampered(
+            f"{path}: content does not match its digest (edited by hand?)",
+            hint="regenerate it with `migrate plan` and approve it again",
+        )
+    return plan
+
+
+def json_schema() -> dict[str, Any]:
+    """The plan's JSON schema, checked in as plans/schema.json."""
+    return Plan.model_json_schema()
