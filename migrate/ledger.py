@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +179,58 @@ class RunChanges:
     deleted: int
 
 
+_TRANSFER_COLUMNS = (
+    "container, key, phase, dataset, size, source_etag, source_version, source_checksums, "
+    "destination_bucket, destination_key, state, upload_id, part_size"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRow:
+    container: str
+    key: str
+    phase: str
+    dataset: str
+    size: int
+    source_etag: str | None
+    source_version: str | None
+    source_checksums: str | None
+    destination_bucket: str
+    destination_key: str
+    state: str
+    upload_id: str | None
+    part_size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseCounts:
+    phase: str
+    state: str
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseState:
+    resolved_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    verified_at: str | None
+    forced_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUse:
+    """One host contacted during a plan's runs: the route attestation."""
+
+    host: str
+    scheme: str
+    requests: int
+    bytes_sent: int
+    first_seen: str
+    last_seen: str
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -191,6 +244,8 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._depth = 0
+        # Executor threads share this connection: one transaction at a time.
+        self._lock = threading.RLock()
         self._migrate()
 
     def close(self) -> None:
@@ -205,6 +260,10 @@ class Ledger:
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """One transaction; nested calls become savepoints. Rolls back on any exception."""
+        with self._lock:
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         name = f"sp{self._depth}"
         self._db.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {name}")
         self._depth += 1
@@ -411,6 +470,186 @@ class Ledger:
             "SELECT 1 FROM inventory_runs WHERE site=? AND finished_at IS NOT NULL LIMIT 1",
             (site,),
         ).fetchone() is not None
+
+    # -- transfers -------------------------------------------------------------------------
+
+    def transfers_to_do(
+        self, plan: str, phase: str, after: tuple[str, str] | None, limit: int
+    ) -> list[TransferRow]:
+        """The phase's objects not yet done (pending, in progress, failed), in key order,
+        one batch at a time (keyset pagination: no cursor held across writes)."""
+        sql = (
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE plan=? AND phase=? "
+            "AND state IN ('pending', 'in_progress', 'failed')"
+        )
+        args: list[object] = [plan, phase]
+        if after is not None:
+            sql += " AND (container, key) > (?, ?)"
+            args += list(after)
+        sql += " ORDER BY container, key LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [TransferRow(*row) for row in self._db.execute(sql, args)]
+
+    def done_parts(self, plan: str, container: str, key: str, upload_id: str) -> dict[int, str]:
+        with self._lock:
+            return {
+                int(n): str(md5)
+                for n, md5 in self._db.execute(
+                    "SELECT part_number, md5 FROM parts WHERE plan=? AND container=? AND key=? "
+                    "AND upload_id=?",
+                    (plan, container, key, upload_id),
+                )
+            }
+
+    def transfer_started(
+        self, plan: str, container: str, key: str, upload_id: str | None, part_size: int | None
+    ) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET state='in_progress', upload_id=?, part_size=?, "
+                "attempts=attempts+1, started_at=COALESCE(started_at, ?) "
+                "WHERE plan=? AND container=? AND key=?",
+                (upload_id, part_size, _now(), plan, container, key),
+            )
+
+    def part_done(
+        self, plan: str, container: str, key: str, upload_id: str, part_number: int,
+        size: int, md5: str, etag: str | None,
+    ) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (plan, container, key, upload_id, part_number, size, md5, etag),
+            )
+
+    def transfer_done(
+        self, plan: str, container: str, key: str, *, sha256: str, md5: str,
+        destination_etag: str | None, source_proof: str, retries: int,
+    ) -> None:
+        """The only way an object becomes done: with the checksums that prove it."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
+                "error=?, retries=retries+?, finished_at=? "
+                "WHERE plan=? AND container=? AND key=?",
+                (sha256, md5, destination_etag, f"source-proof:{source_proof}", retries,
+                 _now(), plan, container, key),
+            )
+            db.execute(
+                "DELETE FROM parts WHERE plan=? AND container=? AND key=?", (plan, container, key)
+            )
+
+    def transfer_not_done(
+        self, plan: str, container: str, key: str, state: str, reason: str, retries: int,
+        *, keep_upload: bool = False,
+    ) -> None:
+        """failed (with its reason) or changed (left for the delta phase)."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET state=?, error=?, retries=retries+?, finished_at=?, "
+                "upload_id=CASE WHEN ? THEN upload_id ELSE NULL END "
+                "WHERE plan=? AND container=? AND key=?",
+                (state, reason, retries, _now(), int(keep_upload), plan, container, key),
+            )
+            if not keep_upload:
+                db.execute(
+                    "DELETE FROM parts WHERE plan=? AND container=? AND key=?",
+                    (plan, container, key),
+                )
+
+    def recorded_uploads(self, plan: str) -> set[tuple[str, str, str]]:
+        """(destination bucket, destination key, upload id) of uploads the plan still owns."""
+        with self._lock:
+            return {
+                (b, k, u)
+                for b, k, u in self._db.execute(
+                    "SELECT destination_bucket, destination_key, upload_id FROM transfers "
+                    "WHERE plan=? AND upload_id IS NOT NULL AND state != 'done'",
+                    (plan,),
+                )
+            }
+
+    def is_destination_key(self, plan: str, bucket: str, key: str) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
+                "AND destination_key=? LIMIT 1",
+                (plan, bucket, key),
+            ).fetchone() is not None
+
+    def phase_counts(self, plan: str, phase: str | None = None) -> list[PhaseCounts]:
+        sql = (
+            "SELECT phase, state, COUNT(*), SUM(size) FROM transfers WHERE plan=? "
+            + ("AND phase=? " if phase else "")
+            + "GROUP BY phase, state ORDER BY phase, state"
+        )
+        args = (plan, phase) if phase else (plan,)
+        with self._lock:
+            return [PhaseCounts(p, s, int(n), int(b or 0)) for p, s, n, b in
+                    self._db.execute(sql, args)]
+
+    def failures(self, plan: str, phase: str, limit: int = 50) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [
+                (c, k, e or "")
+                for c, k, e in self._db.execute(
+                    "SELECT container, key, error FROM transfers WHERE plan=? AND phase=? "
+                    "AND state IN ('failed', 'changed') ORDER BY container, key LIMIT ?",
+                    (plan, phase, limit),
+                )
+            ]
+
+    def phase_mark(self, plan: str, phase: str, column: str, reason: str | None = None) -> None:
+        """Record started_at, finished_at or verified_at (and a forced gate's reason)."""
+        if column not in ("started_at", "finished_at", "verified_at"):
+            raise ValueError(column)
+        with self.atomic() as db:
+            db.execute(
+                "INSERT INTO phases (plan, phase) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (plan, phase),
+            )
+            db.execute(
+                f"UPDATE phases SET {column}=?, forced_reason=COALESCE(?, forced_reason) "
+                "WHERE plan=? AND phase=?",
+                (_now(), reason, plan, phase),
+            )
+
+    def phase_state(self, plan: str, phase: str) -> PhaseState:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT resolved_at, started_at, finished_at, verified_at, forced_reason "
+                "FROM phases WHERE plan=? AND phase=?",
+                (plan, phase),
+            ).fetchone()
+        return PhaseState(*row) if row else PhaseState(None, None, None, None, None)
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def record_routes(self, plan: str, hosts: Sequence[RouteUse]) -> None:
+        with self.atomic() as db:
+            for r in hosts:
+                db.execute(
+                    """
+                    INSERT INTO routes VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (plan, host, scheme) DO UPDATE SET
+                        requests = routes.requests + excluded.requests,
+                        bytes_sent = routes.bytes_sent + excluded.bytes_sent,
+                        last_seen = excluded.last_seen
+                    """,
+                    (plan, r.host, r.scheme, r.requests, r.bytes_sent, r.first_seen, r.last_seen),
+                )
+
+    def routes(self, plan: str) -> list[RouteUse]:
+        with self._lock:
+            return [
+                RouteUse(h, s, int(n), int(b), f, la)
+                for h, s, n, b, f, la in self._db.execute(
+                    "SELECT host, scheme, requests, bytes_sent, first_seen, last_seen "
+                    "FROM routes WHERE plan=? ORDER BY host, scheme",
+                    (plan,),
+                )
+            ]
 
 
 def dumps(value: object) -> str:

@@ -112,6 +112,9 @@ class Capabilities:
     metadata_in_listing: bool = False
     max_key_bytes: int = 1024
     max_segment_bytes: int | None = None  # e.g. 255 on SeaweedFS and local filesystems
+    # False where a key cannot also be a prefix of other keys ("a" beside "a/b"): a
+    # directory tree cannot hold both; such a write fails with Unsupported.
+    key_may_be_prefix: bool = True
 
 
 class ReadStream(Protocol):

@@ -82,6 +82,7 @@ class LocalAdapter:
             lists_uploads=True,
             conditional_read=True,
             max_segment_bytes=255,
+            key_may_be_prefix=False,
         )
 
     # -- paths -------------------------------------------------------------------------
@@ -256,7 +257,16 @@ class LocalAdapter:
                  checksums: Mapping[str, str]) -> WriteResult:
         path = self._path(container, key)
         self._require_container(container)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                raise IsADirectoryError(str(path))
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            tmp.unlink(missing_ok=True)
+            raise Unsupported(
+                f"{self.site_name}: {container}/{key}: a key and a prefix of the same name "
+                "cannot both be held in a local directory"
+            ) from None
         meta = {
             # Attributes belong to these bytes only: a file rewritten by other means
             # gets a new ETag and its stale attributes are ignored.

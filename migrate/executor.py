@@ -1,0 +1,309 @@
+"""Run one phase of an approved plan: resumable, checksummed, bounded.
+
+The phase's object set is resolved from the inventory the first time it runs and then
+fixed in the ledger. Objects are copied in parallel (`concurrency` threads, each holding at
+most one part in memory), every adapter call goes through one retry layer (exponential
+backoff with jitter on throttling, timeouts and resets), and every change of state is a
+ledger transaction, so a kill -9 at any instant leaves a state the next run can trust:
+- done objects are skipped;
+- an object in progress resumes its multipart upload (parts already sent are not sent
+  again) or, if its upload is gone, starts over under the same key, atomically replaced;
+- unfinished uploads at the destination for this plan's keys that the ledger does not
+  own are aborted first, so nothing orphaned or partial remains.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from migrate.errors import (
+    IntegrityError,
+    MigrateError,
+    PlanError,
+    Retryable,
+    SourceChanged,
+)
+from migrate.ledger import Ledger, TransferRow
+from migrate.plan import Plan
+from migrate.transfer import DEFAULT_PART_SIZE, ObjectCopy, TransferItem, TransferOutcome
+from providers.base import PartResult, StoreAdapter
+
+T = TypeVar("T")
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Memory is bounded by concurrency x part_size (plus one part read per thread)."""
+
+    concurrency: int = 8
+    part_size: int = DEFAULT_PART_SIZE
+    max_attempts: int = 6
+    backoff_initial: float = 0.2
+    backoff_max: float = 20.0
+
+
+@dataclass
+class PhaseSummary:
+    plan: str
+    phase: str
+    objects: int = 0  # in the phase
+    already_done: int = 0  # skipped: done by an earlier run
+    copied: int = 0
+    bytes_copied: int = 0
+    bytes_sent: int = 0
+    failed: int = 0
+    changed: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # container, key, why
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.copied == 0 and self.failed == 0 and self.changed == 0
+
+
+class Subscriber:
+    """Progress callbacks; the executor itself never prints."""
+
+    def on_start(self, objects: int, size: int) -> None: ...
+
+    def on_bytes(self, n: int) -> None: ...
+
+    def on_object(self, key: str, state: str) -> None: ...
+
+
+class _Retries:
+    """The one retry layer: Retryable errors are retried with backoff, others are not."""
+
+    def __init__(self, config: TransferConfig, sleep: Callable[[float], None]) -> None:
+        self._config = config
+        self._sleep = sleep
+        self._local = threading.local()
+
+    def take(self) -> int:
+        n = int(getattr(self._local, "count", 0))
+        self._local.count = 0
+        return n
+
+    def _count(self, state: RetryCallState) -> None:
+        self._local.count = int(getattr(self._local, "count", 0)) + 1
+
+    def __call__(self, fn: Callable[[], T], /) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(Retryable),
+            wait=wait_exponential_jitter(
+                initial=self._config.backoff_initial, max=self._config.backoff_max
+            ),
+            stop=stop_after_attempt(self._config.max_attempts),
+            sleep=self._sleep,
+            before_sleep=self._count,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+class _LedgerRecorder:
+    def __init__(self, ledger: Ledger, plan: str) -> None:
+        self._ledger = ledger
+        self._plan = plan
+
+    def upload_started(self, item: TransferItem, upload_id: str, part_size: int) -> None:
+        self._ledger.transfer_started(self._plan, item.container, item.key, upload_id, part_size)
+
+    def part_done(self, item: TransferItem, upload_id: str, part: PartResult, md5: str) -> None:
+        self._ledger.part_done(
+            self._plan, item.container, item.key, upload_id, part.part_number, part.size, md5,
+            part.etag,
+        )
+
+
+def check_gates(plan: Plan, phase_name: str, ledger: Ledger, force_reason: str | None) -> None:
+    """A phase starts only after the phases it requires were verified (or done, for delta
+    before cutover), unless forced with a reason that the ledger records."""
+    phase = plan.phase(phase_name)
+    missing = []
+    for required in phase.requires:
+        state = ledger.phase_state(plan.name, required)
+        if state.verified_at is None:
+            missing.append(required)
+    if not missing:
+        return
+    if force_reason:
+        ledger.phase_mark(plan.name, phase_name, "started_at", reason=force_reason)
+        return
+    raise PlanError(
+        f"phase {phase_name} requires {', '.join(missing)} to be verified first",
+        hint=f"run `migrate verify PLAN --phase {missing[0]}`, or pass --force --reason '...'",
+    )
+
+
+def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) -> int:
+    """Abort unfinished uploads of this plan's destination keys that the ledger does not own
+    (created just before a crash, before their id reached the ledger)."""
+    if not destination.capabilities.lists_uploads:
+        return 0
+    owned = ledger.recorded_uploads(plan.name)
+    aborted = 0
+    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+        try:
+            uploads = list(destination.list_multipart_uploads(bucket))
+        except MigrateError:
+            continue  # bucket not there yet: nothing to abort
+        for upload in uploads:
+            if (bucket, upload.key, upload.upload_id) in owned:
+                continue
+            if ledger.is_destination_key(plan.name, bucket, upload.key):
+                destination.abort_multipart(bucket, upload.key, upload.upload_id)
+                aborted += 1
+    return aborted
+
+
+def _item(row: TransferRow, ledger: Ledger, plan: str) -> TransferItem:
+    checksums = json.loads(row.source_checksums) if row.source_checksums else {}
+    done = (
+        ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
+    )
+    return TransferItem(
+        container=row.container,
+        key=row.key,
+        size=row.size,
+        source_etag=row.source_etag,
+        source_version=row.source_version,
+        source_checksums=checksums,
+        destination_bucket=row.destination_bucket,
+        destination_key=row.destination_key,
+        upload_id=row.upload_id,
+        part_size=row.part_size if row.upload_id else None,
+        done_parts=done,
+    )
+
+
+def _rows(ledger: Ledger, plan: str, phase: str) -> Iterator[TransferRow]:
+    """Keyset pagination: a row that fails in this run is not met again in this run."""
+    after: tuple[str, str] | None = None
+    while batch := ledger.transfers_to_do(plan, phase, after, BATCH):
+        yield from batch
+        after = (batch[-1].container, batch[-1].key)
+
+
+def run_phase(
+    plan: Plan,
+    phase_name: str,
+    ledger: Ledger,
+    source: StoreAdapter,
+    destination: StoreAdapter,
+    *,
+    config: TransferConfig | None = None,
+    subscriber: Subscriber | None = None,
+    force_reason: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PhaseSummary:
+    config = config or TransferConfig()
+    subscriber = subscriber or Subscriber()
+    started = time.monotonic()
+    check_gates(plan, phase_name, ledger, force_reason)
+    total = ledger.resolve_phase(plan, plan.phase(phase_name))
+    summary = PhaseSummary(plan.name, phase_name, objects=total)
+    counts = {c.state: c for c in ledger.phase_counts(plan.name, phase_name)}
+    summary.already_done = counts["done"].objects if "done" in counts else 0
+    todo_bytes = sum(c.bytes for s, c in counts.items() if s != "done" and s != "changed")
+    ledger.phase_mark(plan.name, phase_name, "started_at")
+    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+        destination.create_container(bucket)
+    abort_orphan_uploads(plan, ledger, destination)
+    subscriber.on_start(total - summary.already_done, todo_bytes)
+
+    retries = _Retries(config, sleep)
+    copier = ObjectCopy(
+        source, destination, _LedgerRecorder(ledger, plan.name),
+        part_size=config.part_size, call=retries, on_bytes=subscriber.on_bytes,
+    )
+    lock = threading.Lock()
+
+    def work(row: TransferRow) -> None:
+        item = _item(row, ledger, plan.name)
+        if item.upload_id is None:
+            ledger.transfer_started(plan.name, row.container, row.key, None, None)
+        try:
+            outcome: TransferOutcome = copier.copy(item)
+        except SourceChanged as exc:
+            _abandon(item)
+            ledger.transfer_not_done(plan.name, row.container, row.key, "changed",
+                                     exc.one_line(), retries.take())
+            with lock:
+                summary.changed += 1
+            subscriber.on_object(row.key, "changed")
+            return
+        except (MigrateError, OSError) as exc:
+            reason = exc.one_line() if isinstance(exc, MigrateError) else f"I/O error: {exc}"
+            keep = not isinstance(exc, IntegrityError) and item.upload_id is not None
+            if not keep:
+                _abandon(item)
+            ledger.transfer_not_done(plan.name, row.container, row.key, "failed", reason,
+                                     retries.take(), keep_upload=keep)
+            with lock:
+                summary.failed += 1
+            subscriber.on_object(row.key, "failed")
+            return
+        n = retries.take()
+        ledger.transfer_done(
+            plan.name, row.container, row.key, sha256=outcome.sha256, md5=outcome.md5,
+            destination_etag=outcome.destination_etag, source_proof=outcome.source_proof,
+            retries=n,
+        )
+        with lock:
+            summary.copied += 1
+            summary.bytes_copied += outcome.size
+            summary.bytes_sent += outcome.sent_bytes
+            summary.retries += n
+        subscriber.on_object(row.key, "done")
+
+    def _abandon(item: TransferItem) -> None:
+        """Drop the upload of an object that will not complete now: nothing partial stays."""
+        upload = next(
+            (u for b, k, u in ledger.recorded_uploads(plan.name)
+             if b == item.destination_bucket and k == item.destination_key),
+            None,
+        )
+        if upload:
+            try:
+                destination.abort_multipart(item.destination_bucket, item.destination_key, upload)
+            except MigrateError:
+                pass  # the orphan sweep of the next run aborts it
+
+    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+        running: set[Future[None]] = set()
+        for row in _rows(ledger, plan.name, phase_name):
+            if len(running) >= config.concurrency * 2:
+                finished, running = _wait_some(running)
+                for f in finished:
+                    f.result()
+            running.add(pool.submit(work, row))
+        for f in running:
+            f.result()
+
+    summary.failures = ledger.failures(plan.name, phase_name)
+    if summary.failed == 0 and summary.changed == 0:
+        ledger.phase_mark(plan.name, phase_name, "finished_at")
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _wait_some(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:
+    done, pending = wait(running, return_when=FIRST_COMPLETED)
+    return set(done), set(pending)

@@ -1,0 +1,164 @@
+"""The routing guard: every request of every adapter goes to a host the plan allows.
+
+Adapters call `check(method, url)` at their HTTP stack's lowest hook (botocore's
+`before-send`, an azure-core pipeline policy, libcloud's connection), for every request and
+every redirect, before a byte of the body leaves; and `record(...)` after the answer. The
+hosts recorded are the route attestation that `migrate status --routes` and the report show.
+
+Refused, whatever the allowlist says:
+- a host that is not on the allowlist (exact host, with port when not the scheme's
+  default; a wildcard only where the sites file declares one);
+- global and accelerated endpoints that hide the region (s3.amazonaws.com, ...);
+- plain HTTP, except to loopback or to a host whose site declares `allow_http`;
+- at construction: a proxy in the environment that no site declares.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from migrate.errors import RouteRefused
+
+# Endpoints whose hostname does not say the region: a request there may be served anywhere.
+GLOBAL_ENDPOINTS = (
+    "s3.amazonaws.com",
+    "s3-external-1.amazonaws.com",
+    "s3-accelerate.amazonaws.com",
+    "s3-accelerate.dualstack.amazonaws.com",
+    "storage.googleapis.com",
+)
+_GLOBAL_SUFFIXES = (".s3-accelerate.amazonaws.com", ".s3-accelerate.dualstack.amazonaws.com",
+                    ".s3.amazonaws.com")
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy",
+                   "all_proxy")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_of(url: str) -> tuple[str, str, int]:
+    """(scheme, lowercase host, port) of a URL."""
+    parts = urlsplit(url)
+    scheme = (parts.scheme or "https").lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 443)
+    except ValueError:
+        raise RouteRefused(f"request to {url[:80]!r} refused: invalid port") from None
+    return scheme, host, port
+
+
+def endpoint_host(url: str) -> str:
+    """The allowlist form of an endpoint: host, or host:port when the port is not default."""
+    scheme, host, port = host_of(url)
+    return host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_global_endpoint(host: str, extra: Iterable[str] = ()) -> bool:
+    host = host.lower().split(":")[0]
+    return host in GLOBAL_ENDPOINTS or host in set(extra) or host.endswith(_GLOBAL_SUFFIXES)
+
+
+def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """Proxy variables set in the environment to a proxy no site declares."""
+    env = os.environ if env is None else env
+    allowed = {d.rstrip("/") for d in declared}
+    return [
+        name for name in PROXY_VARIABLES
+        if env.get(name) and env[name].rstrip("/") not in allowed
+    ]
+
+
+@dataclass
+class _Use:
+    requests: int
+    bytes_sent: int
+    first_seen: str
+    last_seen: str
+
+
+class RoutingGuard:
+    """Implements providers.base.RequestGuard for one run."""
+
+    def __init__(
+        self,
+        allowlist: Iterable[str],
+        *,
+        http_allowed: Iterable[str] = (),
+        declared_proxies: Iterable[str] = (),
+        global_endpoints: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._exact = {a.lower() for a in allowlist if not a.startswith("*.")}
+        self._wildcards = tuple(a.lower()[1:] for a in allowlist if a.startswith("*."))
+        self._http = {h.lower() for h in http_allowed}
+        self._global = tuple(global_endpoints)
+        self._lock = threading.Lock()
+        self._uses: dict[tuple[str, str], _Use] = {}
+        proxies = undeclared_proxies(declared_proxies, env)
+        if proxies:
+            raise RouteRefused(
+                f"proxy set in the environment ({', '.join(proxies)}) is not declared by any site",
+                hint="unset it, or declare it with `proxy = \"...\"` in the site that needs it",
+            )
+
+    def allowed(self, host_port: str) -> bool:
+        host = host_port.split(":")[0]
+        if host_port in self._exact:
+            return True
+        return any(host.endswith(suffix) for suffix in self._wildcards)
+
+    def check(self, method: str, url: str) -> None:
+        scheme, host, port = host_of(url)
+        key = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+        if is_global_endpoint(host, self._global):
+            raise RouteRefused(
+                f"{method} to {key} refused: a global endpoint that does not say where "
+                "the data is served",
+                hint="use the regional endpoint of the site's region",
+            )
+        if not self.allowed(key):
+            raise RouteRefused(
+                f"{method} to {key} refused: host not on the plan's allowlist",
+                hint="a redirect or a misconfigured endpoint; check the sites file",
+            )
+        if scheme != "https" and not (is_loopback(host) or key in self._http
+                                      or host in self._http):
+            raise RouteRefused(
+                f"{method} to {key} refused: plain HTTP outside loopback",
+                hint="use https, or declare allow_http = true for a self-hosted site",
+            )
+
+    def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None:
+        scheme, host, port = host_of(url)
+        key = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            use = self._uses.get((key, scheme))
+            if use is None:
+                self._uses[(key, scheme)] = _Use(1, sent_bytes, now, now)
+            else:
+                use.requests += 1
+                use.bytes_sent += sent_bytes
+                use.last_seen = now
+
+    def drain(self) -> list[tuple[str, str, int, int, str, str]]:
+        """The uses recorded since the last drain: (host, scheme, requests, bytes, first, last)."""
+        with self._lock:
+            out = [(h, s, u.requests, u.bytes_sent, u.first_seen, u.last_seen)
+                   for (h, s), u in sorted(self._uses.items())]
+            self._uses.clear()
+        return out
