@@ -1,0 +1,129 @@
+"""A small HTTP proxy for tests, between a client and a real server on loopback, that can
+flip a bit of request bodies, answer 503 SlowDown to a share of requests, or redirect.
+
+Requests pass unchanged otherwise (the Host header too, so SigV4 and shared-key signatures
+still verify at the server). Bounded: it serves loopback only and stops with its context.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+@dataclass
+class Faults:
+    flip_bit_in_puts: int = 0  # how many PUT bodies to corrupt (one bit each)
+    slowdown_share: float = 0.0  # share of requests answered 503 SlowDown
+    redirect_to: str | None = None  # answer every request with a redirect here
+    redirect_status: int = 307
+    seed: int = 7
+    # What happened, for assertions.
+    requests: int = 0
+    corrupted: int = 0
+    throttled: int = 0
+    redirected: int = 0
+    # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
+    parts_accepted: dict[tuple[str, str], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def roll(self) -> float:
+        with self.lock:
+            return self._rng.random()
+
+
+@dataclass(frozen=True)
+class Proxy:
+    endpoint: str
+    faults: Faults
+
+
+@contextmanager
+def fault_proxy(upstream: str, faults: Faults | None = None) -> Iterator[Proxy]:
+    faults = faults or Faults()
+    target = urlsplit(upstream)
+    up_host, up_port = target.hostname or "127.0.0.1", target.port or 80
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            with faults.lock:
+                faults.requests += 1
+            if faults.redirect_to is not None:
+                with faults.lock:
+                    faults.redirected += 1
+                self.send_response(faults.redirect_status)
+                self.send_header("Location", faults.redirect_to.rstrip("/") + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if faults.slowdown_share and faults.roll() < faults.slowdown_share:
+                with faults.lock:
+                    faults.throttled += 1
+                payload = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown"
+                           b"</Code><Message>Please reduce your request rate.</Message></Error>")
+                self.send_response(503)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            if self.command == "PUT" and body:
+                with faults.lock:
+                    flip = faults.corrupted < faults.flip_bit_in_puts
+                    if flip:
+                        faults.corrupted += 1
+                if flip:
+                    mutable = bytearray(body)
+                    mutable[len(mutable) // 2] ^= 0x01
+                    body = bytes(mutable)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            conn = http.client.HTTPConnection(up_host, up_port, timeout=60)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                conn.close()
+            query = parse_qs(urlsplit(self.path).query)
+            if self.command == "PUT" and resp.status == 200 and "partNumber" in query:
+                part = (query.get("uploadId", [""])[0], query["partNumber"][0])
+                with faults.lock:
+                    faults.parts_accepted[part] = faults.parts_accepted.get(part, 0) + 1
+            self.send_response(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() not in _HOP and k.lower() != "content-length":
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Proxy(f"http://127.0.0.1:{server.server_address[1]}", faults)
+    finally:
+        server.shutdown()
+        server.server_close()
