@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import date
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,9 @@ from migrate import render
 from migrate.errors import EXIT_CODES, MigrateError, redact
 from migrate.inventory import Progress, run_inventory
 from migrate.sitecheck import check_sites, exit_code_of
-from migrate.sites import load_sites
+from migrate.policy import POLICIES, evaluate, evaluate_all
+from migrate.sites import SitesConfig, load_sites
+from providers.catalog import Catalog, iter_facts, load_catalog, set_active_catalog
 from providers.factory import build_adapter
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
@@ -46,6 +49,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
 console = Console()
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option("--policy", help="Policy: " + ", ".join(POLICIES) + "."),
+]
+
+
+def _load(sites: Path | None) -> tuple[SitesConfig, Catalog]:
+    """The sites file and the catalog with the user's own files merged in."""
+    config = load_sites(sites)
+    catalog = load_catalog(config.catalog)
+    set_active_catalog(catalog)
+    return config, catalog
 
 
 def _out(json_mode: bool, value: object) -> None:
@@ -65,12 +80,19 @@ def sites_check(
 
     Example: migrate sites check --sites sites.toml --json
     """
-    config = load_sites(sites)
+    config, catalog = _load(sites)
     results = check_sites(config, build_adapter, only=site)
+    verdicts = []
+    if config.policy:
+        names = [site] if site else sorted(config.sites)
+        verdicts = [evaluate(config.site(n), config.policy, catalog, date.today()) for n in names]
     if json_out:
-        _out(True, {"sites": results})
+        _out(True, {"sites": results, "policy": config.policy,
+                    "verdicts": [v.to_dict() for v in verdicts]})
     else:
         render.print_site_checks(console, results)
+        if verdicts:
+            render.print_verdicts(console, verdicts, title=f"Policy {config.policy}")
     code = exit_code_of(results)
     if code:
         raise typer.Exit(code)
@@ -91,7 +113,7 @@ def inventory(
 
     Example: migrate inventory azure-hdh --json
     """
-    config = load_sites(sites)
+    config, _ = _load(sites)
     adapter = build_adapter(config.site(site))
     try:
         summary = run_inventory(
@@ -118,6 +140,67 @@ def _progress_printer(quiet: bool) -> Progress:
         err.print(f"listing {container}: {objects:,} objects, {render.human_bytes(size)}")
 
     return show
+
+
+providers_app = typer.Typer(
+    help="The provider catalog, with a sovereignty verdict for each provider.",
+    invoke_without_command=True,
+)
+app.add_typer(providers_app, name="providers")
+
+
+@providers_app.callback()
+def providers(
+    ctx: typer.Context,
+    policy: PolicyOpt = None,
+    per_region: Annotated[bool, typer.Option(help="One verdict per region.")] = False,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List the catalog's providers with their verdict under a policy (default: the sites
+    file's policy, else eu-sovereign), each with its reasons, sources and dates.
+
+    Example: migrate providers --policy fr-health --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    catalog, policy = _catalog_and_policy(sites, policy)
+    verdicts = evaluate_all(policy, catalog, date.today(), per_region=per_region)
+    if json_out:
+        print(render.to_json([v.to_dict() for v in verdicts]))
+    else:
+        render.print_verdicts(console, verdicts, title=f"Providers under {policy}")
+
+
+def _catalog_and_policy(sites: Path | None, policy: str | None) -> tuple[Catalog, str]:
+    """The user's catalog when a sites file is at hand; the built-in one otherwise."""
+    try:
+        config, catalog = _load(sites)
+        return catalog, policy or config.policy or "eu-sovereign"
+    except MigrateError:
+        if sites is not None:
+            raise
+        return load_catalog(), policy or "eu-sovereign"
+
+
+@providers_app.command("show")
+def providers_show(
+    name: Annotated[str, typer.Argument(help="Provider name, as `migrate providers` lists it.")],
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show every fact the catalog holds on a provider, each with its source and date.
+
+    Example: migrate providers show scaleway
+    """
+    catalog, _ = _catalog_and_policy(sites, None)
+    provider = catalog.provider(name)
+    if json_out:
+        print(render.to_json(provider.model_dump(mode="json")))
+        return
+    render.print_provider(console, provider.display_name, list(iter_facts(provider)))
 
 
 @app.command()

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from migrate.inventory import InventorySummary
+from migrate.policy import Verdict
 from migrate.sitecheck import SiteCheck
 
 
@@ -81,3 +82,33 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
                   f"{summary.deleted} deleted")
     resumed = " (resumed an interrupted listing)" if summary.resumed else ""
     console.print(f"{change}{resumed}. State: {summary.state}")
+
+
+_STATUS_STYLE = {"PASS": "green", "FAIL": "red", "UNKNOWN": "yellow"}
+
+
+def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> None:
+    table = Table(title=title, show_lines=True)
+    table.add_column("subject", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("reasons", overflow="fold", ratio=3)
+    table.add_column("warnings", overflow="fold", ratio=2)
+    for v in verdicts:
+        style = _STATUS_STYLE.get(str(v.status), "white")
+        status = f"[{style}]{v.status}[/]" + (" (blocking)" if v.blocking else "")
+        reasons = "\n".join(f"{r.outcome}: {r.text}" for r in v.reasons)
+        warnings = "\n".join(w.message for w in v.warnings[:3])
+        if len(v.warnings) > 3:
+            warnings += f"\n(+{len(v.warnings) - 3} more; --json lists all)"
+        table.add_row(v.subject, status, reasons, warnings or "-")
+    console.print(table)
+
+
+def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -> None:
+    table = Table(title=title)
+    for column in ("fact", "value", "source", "as of"):
+        table.add_column(column, overflow="fold")
+    for path, fact in facts:
+        value = "unknown" if fact.value is None else str(_plain(fact.value))
+        table.add_row(path, value, fact.source or "-", str(fact.as_of or "-"))
+    console.print(table)

@@ -167,3 +167,52 @@ def test_inventory_json_is_machine_readable(
     summary = json.loads(out)
     assert summary["datasets"][0]["dataset"] == "data/a/"
     assert summary["datasets"][0]["bytes"] == 6
+
+
+def test_providers_json_is_stable_and_explains_each_verdict(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)  # no sites file here: the built-in catalog
+    code, first, _ = run(["providers", "--policy", "fr-health", "--json"], capsys)
+    assert code == 0
+    _, second, _ = run(["providers", "--policy", "fr-health", "--json"], capsys)
+    assert first == second
+    verdicts = {v["provider"]: v for v in json.loads(first)}
+    assert verdicts["scaleway"]["status"] == "PASS"
+    assert verdicts["azure"]["status"] == "FAIL" and verdicts["azure"]["blocking"]
+    for v in verdicts.values():
+        for r in v["reasons"]:
+            assert r["source"] or r["outcome"] == "UNKNOWN", r
+
+
+def test_providers_show_lists_facts_with_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["providers", "show", "scaleway", "--json"], capsys)
+    assert code == 0
+    assert "s3.fr-par.scw.cloud" in out
+    code, _, err = run(["providers", "show", "nosuch"], capsys)
+    assert code == 3 and "scaleway" in err
+
+
+def test_sites_check_gives_each_site_its_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("T_KEY", "k")
+    monkeypatch.setenv("T_SECRET", "s")
+    (tmp_path / "store" / "b").mkdir(parents=True)
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        'policy = "eu-sovereign"\n'
+        f'[sites.rehearsal]\nprovider = "local"\npath = "{tmp_path / "store"}"\n'
+        'buckets = ["b"]\ncountry = "FR"\noperator = "Us"\n'
+        '[sites.nowhere]\nprovider = "self-hosted"\nendpoint = "https://s3.example.org"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+    )
+    code, out, _ = run(["sites", "check", "--sites", str(sites), "--json"], capsys)
+    assert code == 0
+    verdicts = {v["site"]: v for v in json.loads(out)["verdicts"]}
+    assert verdicts["nowhere"]["status"] == "UNKNOWN"  # no declared country
+    assert verdicts["rehearsal"]["status"] == "PASS"
