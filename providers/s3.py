@@ -1,0 +1,839 @@
+"""S3-compatible stores through boto3: AWS S3, the European S3 clouds, self-hosted SeaweedFS,
+Ceph RGW and the like.
+
+Guarantees beyond the contract of providers/base.py:
+
+- One botocore client per site, built from the site alone: endpoint, region, addressing
+  style and signature version from the sites file, credentials only from
+  `resolve_credentials(site)`. No endpoint, proxy or region is taken from the environment
+  or from shared config files (AWS_ENDPOINT_URL, HTTP(S)_PROXY are ignored).
+- With a RequestGuard, every HTTP request (retries included) is checked before a byte
+  leaves and recorded after its answer. Redirects are never followed: botocore's S3 region
+  redirector is removed, so a 301/307 or a wrong-region answer is a `Permanent` error.
+- Every SDK exception becomes a migrate error in `_map_error`, with site, bucket and key in
+  the message and no secret.
+- Bodies stream: writes read exactly `length` bytes from the caller's seekable file object
+  (from its current position; botocore re-reads it to sign over plain HTTP and to retry),
+  reads return the HTTP stream itself.
+- Listings are in UTF-8 byte order. Stores that list in path order instead (SeaweedFS
+  walks directories, so 'a/b' comes before 'a b') are listed one directory level at a time
+  and merged into byte order; `start_after` is then applied by the adapter, because such a
+  store's StartAfter skips the contents of a key's same-named directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import io
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.exceptions as bce
+import urllib3.exceptions
+from awscrt.exceptions import AwsCrtError  # type: ignore[import-untyped]
+from botocore.config import Config
+
+from migrate.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    CredentialsRejected,
+    EndpointUnreachable,
+    MigrateError,
+    NotFound,
+    Permanent,
+    Retryable,
+    SourceChanged,
+    Unsupported,
+)
+from migrate.sites import Site, resolve_credentials
+from providers.base import (
+    Capabilities,
+    ObjectInfo,
+    PartResult,
+    ReadStream,
+    RequestGuard,
+    UploadInfo,
+    WriteAttrs,
+    WriteResult,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+T = TypeVar("T")
+
+_PAGE = 1000
+# S3 response field -> our algorithm name. MD5 has no such field: it comes from the ETag.
+_CHECKSUM_FIELDS = {
+    "ChecksumSHA256": "sha256",
+    "ChecksumSHA1": "sha1",
+    "ChecksumCRC32": "crc32",
+    "ChecksumCRC32C": "crc32c",
+    "ChecksumCRC64NVME": "crc64nvme",
+}
+_PLAIN_MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
+_NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# Stores whose listing walks directories instead of sorting keys by bytes. The catalog will
+# carry this as a quirk of the software; until then, the site's declared software decides.
+_PATH_ORDERED_SOFTWARE = frozenset({"seaweedfs"})
+
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "InvalidClientTokenId",
+    "AllAccessDisabled",
+}
+_NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "NoSuchVersion", "NotFound"}
+_CHECKSUM_CODES = {
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentSHA256Mismatch",
+    "XAmzContentChecksumMismatch",
+    "InvalidChecksum",
+    "ChecksumMismatch",
+}
+_RETRYABLE_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "OperationAborted",
+}
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# The store cannot hold this key beside an existing one (a file where a prefix is needed).
+_UNSUPPORTED_CODES = {"ExistingObjectIsFile", "ExistingObjectIsDirectory", "NotImplemented"}
+# What the SDK stack raises besides ClientError (the CRT signer of botocore[crt] included).
+_SDK_ERRORS: tuple[type[Exception], ...] = (
+    bce.BotoCoreError,
+    urllib3.exceptions.HTTPError,
+    OSError,
+    AwsCrtError,
+)
+_CALL_ERRORS: tuple[type[Exception], ...] = (bce.ClientError, *_SDK_ERRORS)
+_REDIRECT_CODES = {"PermanentRedirect", "TemporaryRedirect", "Redirect", "301", "302", "307"}
+
+
+def _unquote(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+def _b64_to_hex(value: str) -> str | None:
+    """S3 checksums are base64; a COMPOSITE one ends with -N, which is kept. A value that
+    is not base64 is dropped rather than trusted."""
+    digest, sep, count = value.partition("-")
+    try:
+        raw = base64.b64decode(digest, validate=True)
+    except ValueError:
+        return None
+    return raw.hex() + (sep + count if sep else "")
+
+
+def _hex_to_b64(value: str) -> str:
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _checksums(response: Mapping[str, Any], etag: str | None, etag_is_md5: bool) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for field, name in _CHECKSUM_FIELDS.items():
+        value = _b64_to_hex(response[field]) if response.get(field) else None
+        if value:
+            found[name] = value
+    if etag_is_md5 and etag and _PLAIN_MD5_ETAG.match(etag):
+        found["md5"] = etag.lower()
+    return found
+
+
+def _etag_is_md5(response: Mapping[str, Any]) -> bool:
+    """A single-part ETag is the MD5 of the bytes unless SSE-KMS or SSE-C encrypted them."""
+    sse = response.get("ServerSideEncryption") or ""
+    return not sse.startswith("aws:kms") and not response.get("SSECustomerAlgorithm")
+
+
+class _BoundedBody:
+    """Exactly `length` bytes of the caller's file object, from where it stands now.
+
+    botocore rewinds with seek(0) before a retry and hashes the payload with tell/seek:
+    positions here are relative to the starting point, so a part taken from the middle of a
+    file is re-read correctly and never runs past its end.
+    """
+
+    def __init__(self, body: BinaryIO, length: int) -> None:
+        self._body = body
+        self._length = length
+        self._pos = 0
+        try:
+            self._origin: int | None = body.tell() if body.seekable() else None
+        except (AttributeError, OSError):
+            self._origin = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self._length - self._pos
+        if remaining <= 0:
+            return b""
+        n = remaining if size is None or size < 0 else min(size, remaining)
+        data = self._body.read(n)
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return self._origin is not None
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self._origin is None:
+            raise io.UnsupportedOperation("this body cannot be rewound")
+        target = {0: offset, 1: self._pos + offset, 2: self._length + offset}[whence]
+        target = max(0, min(target, self._length))
+        self._body.seek(self._origin + target)
+        self._pos = target
+        return target
+
+    def close(self) -> None:
+        """The caller owns the file object: botocore must not close it."""
+
+
+class _RangeStream:
+    """The GetObject body; read errors become migrate errors, like every other call."""
+
+    def __init__(self, body: Any, on_error: Callable[[Exception], MigrateError]) -> None:
+        self._body = body
+        self._on_error = on_error
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._body.read(None if size < 0 else size)
+        except _SDK_ERRORS as exc:
+            raise self._on_error(exc) from None
+        return data
+
+    def close(self) -> None:
+        self._body.close()
+
+
+class _EmptyStream:
+    def read(self, size: int = -1, /) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class _GuardHooks:
+    """The RequestGuard on botocore's lowest hook. `before-send` fires for every attempt,
+    after signing and before the connection is used; `response-received` after each
+    attempt's answer (or transport error). The client runs a call on the caller's thread,
+    so a thread-local carries the request from one hook to the other."""
+
+    def __init__(self, guard: RequestGuard) -> None:
+        self._guard = guard
+        self._pending = threading.local()
+
+    def before_send(self, request: Any, **_: Any) -> None:
+        method, url = str(request.method), str(request.url)
+        self._pending.value = None
+        self._guard.check(method, url)
+        self._pending.value = (method, url, _sent_bytes(request))
+
+    def response_received(self, response_dict: Mapping[str, Any] | None = None, **_: Any) -> None:
+        pending = getattr(self._pending, "value", None)
+        if pending is None:
+            return
+        self._pending.value = None
+        method, url, sent = pending
+        status = response_dict.get("status_code") if response_dict else None
+        self._guard.record(method, url, sent, int(status) if status is not None else None)
+
+
+def _sent_bytes(request: Any) -> int:
+    length = request.headers.get("Content-Length")
+    if length is not None:
+        try:
+            return int(length)
+        except ValueError:
+            pass
+    body = request.body
+    if isinstance(body, bytes | bytearray | str):
+        return len(body)
+    return 0
+
+
+def _remove_region_redirector(client: Any) -> int:
+    """Unhook botocore's S3RegionRedirector(v2): it silently re-sends a request to the
+    region named in a 301/400 answer, which would bypass the site's declared region.
+    botocore has no switch for it; its handlers are found on the client's own emitter."""
+    from botocore.utils import S3RegionRedirector, S3RegionRedirectorv2
+
+    emitter = client.meta.events
+    inner = getattr(emitter, "_emitter", emitter)
+    removed = 0
+    for event in (
+        "needs-retry.s3",
+        "before-parameter-build.s3",
+        "before-endpoint-resolution.s3",
+        "before-call.s3",
+    ):
+        for handler in list(inner._handlers.prefix_search(event)):
+            owner = getattr(handler, "__self__", None)
+            if isinstance(owner, S3RegionRedirector | S3RegionRedirectorv2):
+                emitter.unregister(event, handler)
+                removed += 1
+    return removed
+
+
+def build_client(site: Site) -> S3Client:
+    """A botocore S3 client for the site, configured from the site only."""
+    creds = resolve_credentials(site)
+    endpoint = site.endpoint
+    if endpoint is None and site.provider != "aws":
+        raise ConfigError(
+            f"site {site.name}: no endpoint for provider {site.provider!r}",
+            hint="set `endpoint` in the sites file",
+        )
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"site {site.name}: endpoint {endpoint!r} is not an http(s) URL")
+        if (
+            parts.scheme == "http"
+            and parts.hostname not in _LOOPBACK_HOSTS
+            and not parts.hostname.startswith("127.")
+            and not site.allow_http
+        ):
+            raise ConfigError(
+                f"site {site.name}: endpoint {endpoint} uses plain HTTP",
+                hint="use https, or declare allow_http = true for this site",
+            )
+    region = site.region
+    if region is None or region == "local":
+        if endpoint is None:
+            raise ConfigError(f"site {site.name}: `region` is required for AWS sites")
+        region = "us-east-1"  # self-hosted stores sign with any region; this one is universal
+
+    if creds.access_key and creds.secret_key:
+        session = boto3.Session(
+            aws_access_key_id=creds.access_key,
+            aws_secret_access_key=creds.secret_key,
+            aws_session_token=creds.session_token,
+        )
+    elif creds.profile:
+        try:
+            session = boto3.Session(profile_name=creds.profile)
+        except bce.ProfileNotFound:
+            raise ConfigError(
+                f"site {site.name}: AWS profile {creds.profile!r} not found"
+            ) from None
+    else:
+        # The default chain would reach for instance metadata or stray variables.
+        raise ConfigError(
+            f"site {site.name}: no credentials referenced",
+            hint="set credentials.access_key_env and secret_key_env, or credentials.profile",
+        )
+
+    config = Config(
+        region_name=region,
+        signature_version=site.signature_version,
+        s3={"addressing_style": site.addressing},
+        connect_timeout=5,
+        read_timeout=60,
+        # One retry at most: the project's own retry layer decides the rest.
+        retries={"total_max_attempts": 2, "mode": "standard"},
+        max_pool_connections=32,
+        # We send our own checksums; botocore must not add or check others.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # An empty mapping (not None) stops botocore reading HTTP(S)_PROXY.
+        proxies={"http": site.proxy, "https": site.proxy} if site.proxy else {},
+        ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # stubs lag botocore
+        tcp_keepalive=True,
+    )
+    try:
+        client: S3Client = session.client(
+            "s3", endpoint_url=endpoint, region_name=region, config=config
+        )
+    except ValueError as exc:
+        raise ConfigError(f"site {site.name}: {exc}") from None
+    _remove_region_redirector(client)
+    return client
+
+
+class S3Adapter:
+    """The StoreAdapter over an S3-compatible API (see the module and providers/base.py)."""
+
+    def __init__(self, site: Site, *, guard: RequestGuard | None = None) -> None:
+        self.site_name = site.name
+        self.site = site
+        self.capabilities = Capabilities(
+            native_checksums=("md5", "sha256", "sha1", "crc32", "crc32c", "crc64nvme"),
+            verifies_checksums=("md5", "sha256"),
+            lists_uploads=True,
+            conditional_read=True,
+            versioning=True,
+            tiers=True,
+            # AWS accepts 1,024-byte keys with any segment length; stores with a filer
+            # (SeaweedFS: 255) get theirs from the catalog.
+            max_segment_bytes=None,
+        )
+        self._client = build_client(site)
+        self._walk_listing = (site.software or "").lower() in _PATH_ORDERED_SOFTWARE
+        if guard is not None:
+            hooks = _GuardHooks(guard)
+            self._client.meta.events.register("before-send.s3", hooks.before_send)
+            self._client.meta.events.register("response-received.s3", hooks.response_received)
+
+    # -- error mapping -----------------------------------------------------------------
+
+    def _where(self, container: str | None, key: str | None) -> str:
+        if container is None:
+            return self.site_name
+        if key is None:
+            return f"{self.site_name}: bucket {container!r}"
+        return f"{self.site_name}: {container}/{key!r}"
+
+    def _map_error(
+        self, exc: Exception, container: str | None = None, key: str | None = None
+    ) -> MigrateError:
+        """The one translation of SDK errors into migrate errors."""
+        where = self._where(container, key)
+        if isinstance(exc, MigrateError):
+            return exc
+        if isinstance(exc, bce.ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            meta = exc.response.get("ResponseMetadata", {})
+            status = int(meta.get("HTTPStatusCode") or 0)
+            headers = meta.get("HTTPHeaders", {})
+            op = exc.operation_name
+            if status in (301, 302, 307) or code in _REDIRECT_CODES:
+                region = headers.get("x-amz-bucket-region")
+                hint = f"the bucket is in region {region}; " if region else ""
+                return Permanent(
+                    f"{where}: the endpoint answered with a redirect ({status or code}), "
+                    "which is never followed",
+                    hint=hint + "set the site's region and endpoint to the bucket's own",
+                )
+            if code == "AuthorizationHeaderMalformed":
+                return Permanent(
+                    f"{where}: the endpoint refused the request's signing region",
+                    hint="check the site's region",
+                )
+            if code == "InvalidObjectState":
+                return Permanent(
+                    f"{where}: the object is archived", hint="restore it before copying"
+                )
+            if code in _UNSUPPORTED_CODES or status == 501:
+                return Unsupported(f"{where}: the store cannot do {op} here ({code or status})")
+            if code in _CHECKSUM_CODES:
+                return ChecksumMismatch(f"{where}: the store refused the bytes ({code})")
+            if status == 412 or code in ("PreconditionFailed", "412"):
+                return SourceChanged(f"{where}: the object changed (ETag or version differs)")
+            if status == 403 or code in _CREDENTIAL_CODES:
+                return CredentialsRejected(
+                    f"{where}: credentials rejected ({code or status})",
+                    hint=f"check the credentials referenced by site {self.site_name}",
+                )
+            if status == 404 or code in _NOT_FOUND_CODES or code == "404":
+                if code == "NoSuchBucket" or (key is None and container is not None):
+                    return NotFound(f"{self.site_name}: bucket {container!r} not found")
+                if code == "NoSuchUpload":
+                    return NotFound(f"{where}: multipart upload not found")
+                return NotFound(f"{where}: not found")
+            if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+                return Retryable(f"{where}: {op} failed with {code or status}, try again")
+            message = str(err.get("Message") or "").strip()
+            detail = f": {message}" if message else ""
+            return Permanent(f"{where}: {op} failed with {code or status}{detail}")
+        if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
+            return EndpointUnreachable(
+                f"{self.site_name}: no answer from {self.site.endpoint or 'AWS S3'}",
+                hint="check the endpoint, the network and any firewall",
+            )
+        if isinstance(exc, bce.SSLError):
+            return EndpointUnreachable(
+                f"{self.site_name}: TLS failed with {self.site.endpoint or 'AWS S3'}"
+            )
+        if isinstance(exc, bce.ProxyConnectionError):
+            return EndpointUnreachable(f"{self.site_name}: the declared proxy does not answer")
+        if isinstance(exc, bce.FlexibleChecksumError):
+            return ChecksumMismatch(f"{where}: response checksum does not match")
+        if isinstance(
+            exc,
+            bce.ReadTimeoutError
+            | bce.ConnectionClosedError
+            | bce.ResponseStreamingError
+            | bce.IncompleteReadError
+            | bce.HTTPClientError
+            | bce.ConnectionError
+            | urllib3.exceptions.HTTPError
+            | ConnectionError
+            | TimeoutError,
+        ):
+            return Retryable(f"{where}: connection interrupted ({type(exc).__name__})")
+        if isinstance(exc, io.UnsupportedOperation):
+            return Permanent(
+                f"{where}: the body cannot be rewound",
+                hint="signing over plain HTTP and retrying both need a seekable body",
+            )
+        if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+            return ConfigError(f"{self.site_name}: credentials incomplete")
+        if isinstance(exc, bce.ParamValidationError):
+            return Permanent(f"{where}: invalid request: {exc}")
+        return Permanent(f"{where}: {type(exc).__name__}")
+
+    def _body(self, body: BinaryIO, length: int, container: str, key: str) -> _BoundedBody:
+        bounded = _BoundedBody(body, length)
+        if not bounded.seekable():
+            # botocore re-reads the body to sign it over HTTP and to retry.
+            raise Unsupported(
+                f"{self._where(container, key)}: the S3 adapter needs a seekable body"
+            )
+        return bounded
+
+    def _call(
+        self, fn: Callable[..., T], container: str | None, key: str | None, **kwargs: Any
+    ) -> T:
+        try:
+            return fn(**kwargs)
+        except _CALL_ERRORS as exc:
+            raise self._map_error(exc, container, key) from None
+
+    # -- the contract ------------------------------------------------------------------
+
+    def check(self, container: str) -> None:
+        self._call(self._client.head_bucket, container, None, Bucket=container)
+
+    def create_container(self, container: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": container}
+        region = self._client.meta.region_name
+        if region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self._client.create_bucket(**kwargs)
+        except bce.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                # BucketAlreadyExists may also mean someone else's: prove it is ours.
+                self.check(container)
+                return
+            raise self._map_error(exc, container) from None
+        except _SDK_ERRORS as exc:
+            raise self._map_error(exc, container) from None
+
+    def list_objects(
+        self, container: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        if self._walk_listing:
+            return self._list_walk(container, prefix, start_after)
+        return self._list_flat(container, prefix, start_after)
+
+    def _info(self, container: str, item: Mapping[str, Any]) -> ObjectInfo:
+        etag = _unquote(item.get("ETag"))
+        storage_class = item.get("StorageClass")
+        return ObjectInfo(
+            container=container,
+            key=item["Key"],
+            size=int(item.get("Size", 0)),
+            etag=etag,
+            last_modified=item.get("LastModified"),
+            checksums=_checksums({}, etag, etag_is_md5=True),
+            storage_class=storage_class,
+            metadata=None,
+            archived=storage_class in _NEEDS_RESTORE,
+        )
+
+    def _pages(
+        self, container: str, prefix: str, delimiter: str | None, start_after: str | None
+    ) -> Iterator[Mapping[str, Any]]:
+        # botocore asks for EncodingType=url itself and decodes each key exactly once.
+        kwargs: dict[str, Any] = {"Bucket": container, "Prefix": prefix, "MaxKeys": _PAGE}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        while True:
+            page = self._call(self._client.list_objects_v2, container, None, **kwargs)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = token
+
+    def _list_flat(
+        self, container: str, prefix: str, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
+        for page in self._pages(container, prefix, None, start_after):
+            for item in page.get("Contents", []):
+                yield self._info(container, item)
+
+    def _list_walk(
+        self, container: str, prefix: str, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
+        """Byte order on stores that list in path order (a directory's keys before its
+        siblings named with a character below '/': 'a/b' before 'a b'), and whose
+        StartAfter skips a key's 'directory' twin. One delimited listing per level: each
+        level comes in name order, a directory 'd/' is held back until no sibling below
+        'd/' in byte order can still come, then walked. Memory: one page and the held-back
+        entries per level of depth."""
+        pending: list[tuple[str, int, Mapping[str, Any] | None]] = []
+        seq = 0
+        for page in self._pages(container, prefix, "/", None):
+            watermark = ""
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                watermark = max(watermark, key)
+                if start_after is None or key > start_after:
+                    heapq.heappush(pending, (key, seq, item))
+                    seq += 1
+            for common in page.get("CommonPrefixes", []):
+                sub = common["Prefix"]
+                watermark = max(watermark, sub[:-1])
+                if start_after is None or sub > start_after or start_after.startswith(sub):
+                    heapq.heappush(pending, (sub, seq, None))
+                    seq += 1
+            # Later entries are named >= watermark: whatever sorts below it is final.
+            while pending and pending[0][0] < watermark:
+                yield from self._emit(container, heapq.heappop(pending), start_after)
+        while pending:
+            yield from self._emit(container, heapq.heappop(pending), start_after)
+
+    def _emit(
+        self,
+        container: str,
+        entry: tuple[str, int, Mapping[str, Any] | None],
+        start_after: str | None,
+    ) -> Iterator[ObjectInfo]:
+        name, _, item = entry
+        if item is not None:
+            yield self._info(container, item)
+        else:
+            inner = start_after if start_after and start_after.startswith(name) else None
+            yield from self._list_walk(container, name, inner)
+
+    def head(self, container: str, key: str) -> ObjectInfo:
+        r = self._call(
+            self._client.head_object, container, key,
+            Bucket=container, Key=key, ChecksumMode="ENABLED",
+        )  # fmt: skip
+        etag = _unquote(r.get("ETag"))
+        # HEAD omits the header for STANDARD; listings name it: report the same for both.
+        storage_class = r.get("StorageClass") or "STANDARD"
+        restored = 'ongoing-request="false"' in (r.get("Restore") or "")
+        return ObjectInfo(
+            container=container,
+            key=key,
+            size=int(r.get("ContentLength", 0)),
+            etag=etag,
+            last_modified=r.get("LastModified"),
+            checksums=_checksums(r, etag, _etag_is_md5(r)),
+            storage_class=storage_class,
+            version_id=r.get("VersionId"),
+            content_type=r.get("ContentType"),
+            metadata=dict(r.get("Metadata", {})),
+            content_encoding=r.get("ContentEncoding"),
+            cache_control=r.get("CacheControl"),
+            archived=storage_class in _NEEDS_RESTORE and not restored,
+        )
+
+    def open_range(
+        self,
+        container: str,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ReadStream:
+        if end is not None and end <= start:
+            return _EmptyStream()
+        kwargs: dict[str, Any] = {"Bucket": container, "Key": key}
+        if start > 0 or end is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if if_match:
+            kwargs["IfMatch"] = f'"{_unquote(if_match)}"'
+        if version_id:
+            kwargs["VersionId"] = version_id
+        r = self._call(self._client.get_object, container, key, **kwargs)
+        return _RangeStream(r["Body"], lambda exc: self._map_error(exc, container, key))
+
+    def _write_kwargs(self, attrs: WriteAttrs) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if attrs.content_type:
+            kwargs["ContentType"] = attrs.content_type
+        if attrs.content_encoding:
+            kwargs["ContentEncoding"] = attrs.content_encoding
+        if attrs.cache_control:
+            kwargs["CacheControl"] = attrs.cache_control
+        if attrs.metadata:
+            kwargs["Metadata"] = dict(attrs.metadata)
+        if attrs.storage_class:
+            kwargs["StorageClass"] = attrs.storage_class
+        return kwargs
+
+    def _checksum_kwargs(self, checksums: Mapping[str, str]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if "md5" in checksums:
+            kwargs["ContentMD5"] = _hex_to_b64(checksums["md5"])
+        if "sha256" in checksums and "sha256" in self.capabilities.verifies_checksums:
+            kwargs["ChecksumSHA256"] = _hex_to_b64(checksums["sha256"])
+        return kwargs
+
+    def put_object(
+        self,
+        container: str,
+        key: str,
+        body: BinaryIO,
+        length: int,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+    ) -> WriteResult:
+        r = self._call(
+            self._client.put_object, container, key,
+            Bucket=container, Key=key, Body=self._body(body, length, container, key),
+            ContentLength=length, **self._write_kwargs(attrs), **self._checksum_kwargs(checksums),
+        )  # fmt: skip
+        etag = _unquote(r.get("ETag"))
+        return WriteResult(
+            etag=etag,
+            version_id=r.get("VersionId"),
+            checksums=_checksums(r, etag, _etag_is_md5(r)),
+        )
+
+    def _sha256_parts(self) -> bool:
+        return "sha256" in self.capabilities.verifies_checksums
+
+    def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
+        kwargs = self._write_kwargs(attrs)
+        if self._sha256_parts():
+            # Declared here so that each part's SHA-256 is verified and kept by the store.
+            kwargs["ChecksumAlgorithm"] = "SHA256"
+        r = self._call(
+            self._client.create_multipart_upload, container, key,
+            Bucket=container, Key=key, **kwargs,
+        )  # fmt: skip
+        return r["UploadId"]
+
+    def upload_part(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+        checksums: Mapping[str, str],
+    ) -> PartResult:
+        kwargs = self._checksum_kwargs(checksums)
+        if self._sha256_parts() and "ChecksumSHA256" not in kwargs:
+            # The upload declared SHA-256: botocore computes it for this part.
+            kwargs["ChecksumAlgorithm"] = "SHA256"
+        r = self._call(
+            self._client.upload_part, container, key,
+            Bucket=container, Key=key, UploadId=upload_id, PartNumber=part_number,
+            Body=self._body(body, length, container, key), ContentLength=length, **kwargs,
+        )  # fmt: skip
+        etag = _unquote(r.get("ETag"))
+        return PartResult(
+            part_number=part_number,
+            etag=etag,
+            size=length,
+            checksums=_checksums(r, etag, _etag_is_md5(r)),
+        )
+
+    def complete_multipart(
+        self, container: str, key: str, upload_id: str, parts: Sequence[PartResult]
+    ) -> WriteResult:
+        listed: list[dict[str, Any]] = []
+        for part in sorted(parts, key=lambda p: p.part_number):
+            entry: dict[str, Any] = {"PartNumber": part.part_number, "ETag": f'"{part.etag}"'}
+            sha = part.checksums.get("sha256")
+            if sha and self._sha256_parts() and "-" not in sha:
+                entry["ChecksumSHA256"] = _hex_to_b64(sha)
+            listed.append(entry)
+        r = self._call(
+            self._client.complete_multipart_upload, container, key,
+            Bucket=container, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed},
+        )  # fmt: skip
+        etag = _unquote(r.get("ETag"))
+        return WriteResult(
+            etag=etag,
+            version_id=r.get("VersionId"),
+            checksums=_checksums(r, etag, etag_is_md5=False),
+        )
+
+    def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=container, Key=key, UploadId=upload_id)
+        except bce.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return  # already aborted or completed: the contract asks for no error
+            raise self._map_error(exc, container, key) from None
+        except _SDK_ERRORS as exc:
+            raise self._map_error(exc, container, key) from None
+
+    def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
+        kwargs: dict[str, Any] = {"Bucket": container, "Prefix": prefix, "MaxUploads": _PAGE}
+        while True:
+            page = self._call(self._client.list_multipart_uploads, container, None, **kwargs)
+            for item in page.get("Uploads", []):
+                initiated: datetime | None = item.get("Initiated")
+                yield UploadInfo(
+                    container=container,
+                    key=item["Key"],
+                    upload_id=item["UploadId"],
+                    initiated=initiated,
+                )
+            if not page.get("IsTruncated"):
+                return
+            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+    def list_parts(self, container: str, key: str, upload_id: str) -> Iterator[PartResult]:
+        kwargs: dict[str, Any] = {
+            "Bucket": container,
+            "Key": key,
+            "UploadId": upload_id,
+            "MaxParts": _PAGE,
+        }
+        while True:
+            page = self._call(self._client.list_parts, container, key, **kwargs)
+            for item in page.get("Parts", []):
+                etag = _unquote(item.get("ETag"))
+                yield PartResult(
+                    part_number=int(item["PartNumber"]),
+                    etag=etag,
+                    size=int(item.get("Size", 0)),
+                    checksums=_checksums(item, etag, etag_is_md5=True),
+                )
+            if not page.get("IsTruncated"):
+                return
+            kwargs["PartNumberMarker"] = page.get("NextPartNumberMarker", 0)
+
+    def delete(self, container: str, key: str) -> None:
+        # S3 answers 204 for an absent key too; a NotFound here means the bucket is gone.
+        self._call(self._client.delete_object, container, key, Bucket=container, Key=key)
+
+    def close(self) -> None:
+        self._client.close()

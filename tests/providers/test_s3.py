@@ -1,0 +1,221 @@
+"""What the S3 adapter guarantees beyond the shared contract: the RequestGuard sees every
+request before a byte leaves, redirects are never followed, and listings are in byte order
+even on a store that walks directories (SeaweedFS)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+
+from migrate.errors import Permanent, RouteRefused
+from migrate.sites import CredentialRef, Site
+from providers.base import WriteAttrs
+from providers.s3 import S3Adapter
+from tests.conftest import unique_name
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingGuard:
+    """Allows every host but `refused_port`; remembers what it was asked."""
+
+    def __init__(self, refused_port: int | None = None) -> None:
+        self.refused_port = refused_port
+        self.checked: list[tuple[str, str]] = []
+        self.recorded: list[tuple[str, str, int, int | None]] = []
+
+    def check(self, method: str, url: str) -> None:
+        self.checked.append((method, url))
+        if urlsplit(url).port == self.refused_port:
+            raise RouteRefused(f"route to {urlsplit(url).netloc} refused")
+
+    def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None:
+        self.recorded.append((method, url, sent_bytes, status))
+
+
+class FakeS3:
+    """A tiny HTTP server answering every request with one status and headers; counts them."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.requests: list[tuple[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                fake.requests.append((self.command, self.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                payload = b"" if self.command == "HEAD" else body
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _fake_site(port: int, monkeypatch: pytest.MonkeyPatch) -> Site:
+    monkeypatch.setenv("MIGRATE_TEST_FAKE_KEY", "fake-access-key")
+    monkeypatch.setenv("MIGRATE_TEST_FAKE_SECRET", "fake-secret-key-value")
+    return Site(
+        name="fake",
+        provider="self-hosted",
+        region="eu-west-1",
+        endpoint=f"http://127.0.0.1:{port}",
+        addressing="path",
+        credentials=CredentialRef(
+            access_key_env="MIGRATE_TEST_FAKE_KEY", secret_key_env="MIGRATE_TEST_FAKE_SECRET"
+        ),
+    )
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeS3]:
+    """Where redirects point: it must never be contacted."""
+    server = FakeS3(200, {})
+    yield server
+    server.close()
+
+
+def _redirect_body(target: int) -> bytes:
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?><Error><Code>PermanentRedirect</Code>"
+        "<Message>The bucket you are attempting to access must be addressed using the "
+        f"specified endpoint.</Message><Endpoint>127.0.0.1:{target}</Endpoint>"
+        "<Bucket>b</Bucket></Error>"
+    ).encode()
+
+
+@pytest.mark.parametrize("status", [301, 307, 400])
+def test_redirects_are_never_followed(
+    status: int, elsewhere: FakeS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What botocore's region redirector acts on: a 301/307/400 naming another region.
+    headers = {
+        "Location": f"http://127.0.0.1:{elsewhere.port}/b/k",
+        "x-amz-bucket-region": "eu-central-1",
+        "Content-Type": "application/xml",
+    }
+    server = FakeS3(status, headers, _redirect_body(elsewhere.port))
+    try:
+        guard = RecordingGuard()
+        adapter = S3Adapter(_fake_site(server.port, monkeypatch), guard=guard)
+        try:
+            with pytest.raises(Permanent):
+                adapter.head("b", "k")
+            with pytest.raises(Permanent):
+                adapter.open_range("b", "k").read()
+        finally:
+            adapter.close()
+        # One request each, no retry in another region, nothing sent elsewhere.
+        assert [m for m, _ in server.requests] == ["HEAD", "GET"]
+        assert elsewhere.requests == []
+        assert [m for m, _ in guard.checked] == ["HEAD", "GET"]
+        assert [(r[0], r[3]) for r in guard.recorded] == [("HEAD", status), ("GET", status)]
+    finally:
+        server.close()
+
+
+def test_refused_route_sends_nothing(elsewhere: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = RecordingGuard(refused_port=elsewhere.port)
+    adapter = S3Adapter(_fake_site(elsewhere.port, monkeypatch), guard=guard)
+    try:
+        with pytest.raises(RouteRefused):
+            adapter.put_object("b", "k", io.BytesIO(b"secret data"), 11, WriteAttrs(), {})
+        with pytest.raises(RouteRefused):
+            adapter.check("b")
+    finally:
+        adapter.close()
+    assert elsewhere.requests == []
+    assert len(guard.checked) == 2
+    assert guard.recorded == []
+
+
+def test_guard_sees_every_request(s3_site: Site) -> None:
+    guard = RecordingGuard()
+    adapter = S3Adapter(s3_site, guard=guard)
+    bucket = unique_name("guard")
+    try:
+        adapter.create_container(bucket)
+        data = b"x" * 12345
+        adapter.put_object(bucket, "k", io.BytesIO(data), len(data), WriteAttrs(), {})
+        adapter.head(bucket, "k")
+        stream = adapter.open_range(bucket, "k")
+        assert stream.read() == data
+        stream.close()
+    finally:
+        adapter.close()
+    methods = [m for m, _ in guard.checked]
+    assert methods == ["PUT", "PUT", "HEAD", "GET"]
+    assert [(r[0], r[2], r[3]) for r in guard.recorded] == [
+        ("PUT", 0, 200),
+        ("PUT", len(data), 200),
+        ("HEAD", 0, 200),
+        ("GET", 0, 200),
+    ]
+    assert all(url.startswith(s3_site.endpoint or "?") for _, url in guard.checked)
+
+
+# Keys where path order and byte order disagree: ' ', '-', '.' sort below '/'.
+TRICKY = [
+    "a", "a b", "a/b", "a/b/c", "a-b/x", "a.b", "a0", "a/b-c", "a/b.d/e", "b", "b-/x",
+    "b/y", "c/d/e/f", "c/d-e", "c-d",
+]  # fmt: skip
+
+
+def test_walk_listing_is_byte_ordered_and_resumes_at_every_key(s3_site: Site) -> None:
+    adapter = S3Adapter(s3_site)
+    bucket = unique_name("walk")
+    try:
+        adapter.create_container(bucket)
+        for key in TRICKY:
+            adapter.put_object(bucket, key, io.BytesIO(b"1"), 1, WriteAttrs(), {})
+        expected = sorted(TRICKY, key=lambda k: k.encode())
+        assert [o.key for o in adapter.list_objects(bucket)] == expected
+        for i, key in enumerate(expected):
+            resumed = [o.key for o in adapter.list_objects(bucket, start_after=key)]
+            assert resumed == expected[i + 1 :], key
+        assert [o.key for o in adapter.list_objects(bucket, prefix="a/b")] == [
+            k for k in expected if k.startswith("a/b")
+        ]
+    finally:
+        adapter.close()
+
+
+def test_flat_listing_on_unambiguous_keys(s3_site: Site) -> None:
+    """The flat (AWS) listing path, on keys where SeaweedFS's order is byte order."""
+    adapter = S3Adapter(s3_site)
+    adapter._walk_listing = False
+    bucket = unique_name("flat")
+    keys = [f"d{i % 3}/k{i:03d}" for i in range(30)]
+    try:
+        adapter.create_container(bucket)
+        for key in keys:
+            adapter.put_object(bucket, key, io.BytesIO(b""), 0, WriteAttrs(), {})
+        assert [o.key for o in adapter.list_objects(bucket)] == sorted(keys)
+        assert [o.key for o in adapter.list_objects(bucket, "d1/", start_after="d1/k010")] == [
+            k for k in sorted(keys) if k.startswith("d1/") and k > "d1/k010"
+        ]
+    finally:
+        adapter.close()
