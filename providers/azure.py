@@ -1,0 +1,908 @@
+"""Azure Blob Storage: the adapter for `provider = "azure"` sites (and Azurite in tests).
+
+Two libraries, each where it does what the contract needs:
+
+- apache-libcloud (Azure Blobs driver) for the container calls: `check` (HEAD container)
+  and `create_container`. They need nothing libcloud's driver lacks.
+- azure-storage-blob (BlobServiceClient / ContainerClient / BlobClient) for everything on
+  blobs, because libcloud 3.9's driver falls short there:
+  - listing: pages are fixed at 100 blobs per request (the SDK asks for 5,000, 50 times
+    fewer round trips) and carry no access tier, which the inventory needs (an Archive
+    blob needs rehydration before it can be read);
+  - head: `get_object` gives neither the access tier nor Cache-Control, and costs two
+    requests (container, then blob);
+  - ranged read: no If-Match, so a blob rewritten during its copy would go unnoticed;
+  - writes: `upload_object_via_stream` computes its own MD5 and cuts the stream into
+    4 MiB blocks, so the server never checks the caller's MD5 and a wrong body is stored;
+    there is no call to stage one block with its MD5, commit a block list, or list the
+    uncommitted blocks of an upload being resumed;
+  - delete: the driver builds the path with `urljoin`, which collapses `a//b`: the wrong
+    blob (or none) would be deleted.
+
+Guarantees and limits specific to Azure:
+
+- Multipart is a block blob: `create_multipart` stores nothing and returns a random id;
+  each part is a block whose id is `<upload id>-<part number, 6 digits>` (equal lengths, as
+  Azure requires), staged with its Content-MD5, which the service verifies; complete
+  commits the block list in part order. Nothing is visible before the commit.
+- Azure has no "upload" object: unfinished uploads cannot be listed (`lists_uploads` is
+  False) and there is no call to drop uncommitted blocks, so `abort_multipart` stores and
+  deletes nothing; Azure discards uncommitted blocks after 7 days.
+- `complete_multipart` (whose contract carries no attributes) sets the content settings,
+  metadata and tier given to `create_multipart`, kept in memory by upload id. A process
+  that resumes an upload after a crash must pass them to `complete_multipart(attrs=...)`;
+  otherwise the blob is committed without them.
+- `put_object` and `upload_part` read their body into memory (at most `max_single_put` /
+  the part size) so that a short body fails at once and a retry can resend the same bytes;
+  the MD5 goes to the service, which refuses a mismatch and stores nothing. SHA-1/SHA-256
+  given by the caller are checked here, before sending.
+- `open_range` streams in chunks of 4 MiB (one GET each, every one conditioned on the
+  ETag of the first), so an open stream holds at most 4 MiB.
+- Listing has no StartAfter on the service versions Azurite and most accounts speak:
+  `start_after` re-lists from the prefix and skips the keys up to it, page by page.
+- Keys with `.`/`..` path segments or a backslash cannot be stored as given (URLs
+  normalize them, Azure turns `\\` into `/`): writes refuse them with Unsupported, reads
+  say NotFound, delete does nothing (their URL would name another blob).
+- Errors: one function (`AzureAdapter._fail`) maps both libraries' exceptions; the SDK
+  retries twice with short waits, so an unreachable endpoint fails in under 30 s.
+
+Routing: both libraries send through `requests`; one `HTTPAdapter` mounted on each session
+calls `guard.check` before every request (retries included) and `guard.record` after.
+Redirects are never followed (the SDK's redirect policy is off, libcloud's session allows
+none), environment proxies are ignored, and the site's declared proxy is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, NoReturn
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import requests
+from azure.core import MatchConditions
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import (
+    BlobBlock,
+    BlobClient,
+    BlobProperties,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    ExponentialRetry,
+    StandardBlobTier,
+    StorageStreamDownloader,
+)
+from libcloud.common.azure import AZURE_TIME_FORMAT
+from libcloud.common.types import InvalidCredsError, LibcloudError
+from libcloud.storage.drivers.azure_blobs import (
+    AzureBlobsConnection,
+    AzureBlobsStorageDriver,
+)
+from libcloud.storage.types import (
+    ContainerAlreadyExistsError,
+    ContainerDoesNotExistError,
+    InvalidContainerNameError,
+)
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util.retry import Retry
+
+from migrate.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    CredentialsRejected,
+    EndpointUnreachable,
+    MigrateError,
+    NotFound,
+    Permanent,
+    Retryable,
+    SourceChanged,
+    Unsupported,
+)
+from migrate.sites import Site, resolve_credentials
+from providers.base import (
+    Capabilities,
+    ObjectInfo,
+    PartResult,
+    ReadStream,
+    RequestGuard,
+    UploadInfo,
+    WriteAttrs,
+    WriteResult,
+)
+
+_MiB = 1024 * 1024
+_MAX_SINGLE_PUT = 256 * _MiB  # Azure takes 5000 MiB; the body is held in memory
+_MAX_BLOCK = 4000 * _MiB  # Azure's largest block
+_MAX_BLOCKS = 50_000
+_CHUNK_GET = 4 * _MiB  # bytes per GET of a ranged read, and an open stream's buffer
+_PAGE = 5000  # blobs per List Blobs request (the service's maximum)
+_CONNECT_TIMEOUT = 5
+_READ_TIMEOUT = 60
+_LIBCLOUD_TIMEOUT = 10  # libcloud has one timeout for connect and read: container calls only
+_DEFAULT_SUFFIX = "core.windows.net"
+_ARCHIVE = "Archive"
+# What a call through either library may raise besides the project's errors.
+_NETWORK_ERRORS = (AzureError, requests.RequestException, Urllib3Error, OSError)
+_CONNECT_FAILURES = (NewConnectionError, NameResolutionError, ConnectTimeoutError)
+_RETRYABLE_CODES = {"ServerBusy", "OperationTimedOut", "InternalError", "TooManyRequests"}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where and how to talk to the account (the key and SAS never leave this object)."""
+
+    endpoint: str  # service URL, e.g. https://acct.blob.core.windows.net or http://h:p/acct
+    account: str
+    account_key: str | None
+    sas: str | None
+
+    def __repr__(self) -> str:
+        return f"_Target(endpoint={self.endpoint!r}, account={self.account!r})"
+
+
+def _parse_connection_string(value: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for item in value.split(";"):
+        if "=" in item:
+            name, _, val = item.partition("=")  # values (keys, SAS) may hold '='
+            parts[name.strip().lower()] = val.strip()
+    return parts
+
+
+def _target(site: Site) -> _Target:
+    creds = resolve_credentials(site)
+    conn = _parse_connection_string(creds.connection_string or "")
+    account = site.account or conn.get("accountname")
+    endpoint = site.endpoint or conn.get("blobendpoint")
+    if not endpoint and account:
+        protocol = conn.get("defaultendpointsprotocol", "https")
+        suffix = conn.get("endpointsuffix", _DEFAULT_SUFFIX)
+        endpoint = f"{protocol}://{account}.blob.{suffix}"
+    if not endpoint:
+        raise ConfigError(
+            f"site {site.name}: an Azure site needs `account` (or `endpoint`)",
+            hint='write account = "STORAGE_ACCOUNT_NAME" in the site',
+        )
+    endpoint = endpoint.rstrip("/")
+    parsed = urlsplit(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"site {site.name}: endpoint {endpoint!r} is not an http(s) URL")
+    if not account:
+        # Path-style endpoints (emulators) name the account in the path.
+        path_account = parsed.path.strip("/").split("/")[0]
+        account = path_account or parsed.hostname.split(".")[0]
+    if parsed.scheme == "http" and not site.allow_http and not _is_loopback(parsed.hostname):
+        raise ConfigError(
+            f"site {site.name}: endpoint {endpoint} is plain HTTP beyond this machine",
+            hint="use https, or declare allow_http = true in the site",
+        )
+    key = conn.get("accountkey") or creds.account_key
+    sas = conn.get("sharedaccesssignature") or creds.sas_token
+    if not key and not sas:
+        raise ConfigError(
+            f"site {site.name}: no Azure credentials",
+            hint="set credentials.connection_string_env, account_key_env or sas_token_env",
+        )
+    return _Target(endpoint, account, key or None, sas.lstrip("?") if sas else None)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- the routing seam -----------------------------------------------------------------------
+
+
+def _public_url(url: str) -> str:
+    """The URL without its query: a SAS signature travels there."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+class _GuardedHTTPAdapter(requests.adapters.HTTPAdapter):
+    """The lowest hook of both libraries: every request, retries included, goes through
+    `send`; the guard sees it before a byte leaves and records its answer."""
+
+    def __init__(self, guard: RequestGuard | None) -> None:
+        # Retries belong to the SDK's policy (visible, bounded), never to urllib3's.
+        super().__init__(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+        self._guard = guard
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        if self._guard is None:
+            return super().send(request, *args, **kwargs)
+        method, url = request.method or "GET", _public_url(request.url or "")
+        self._guard.check(method, url)
+        sent = _body_length(request)
+        try:
+            response = super().send(request, *args, **kwargs)
+        except BaseException:
+            self._guard.record(method, url, sent, None)
+            raise
+        self._guard.record(method, url, sent, response.status_code)
+        return response
+
+
+def _body_length(request: requests.PreparedRequest) -> int:
+    body = request.body
+    if isinstance(body, bytes | bytearray | str):
+        return len(body)
+    declared = request.headers.get("Content-Length")
+    return int(declared) if declared and declared.isdigit() else 0
+
+
+def _configure(
+    session: requests.Session, adapter: _GuardedHTTPAdapter, proxy: str | None
+) -> requests.Session:
+    session.trust_env = False  # an undeclared (environment) proxy is never used
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    return session
+
+
+# -- libcloud, with the guarded session and SAS support ------------------------------------
+
+
+class _LibcloudConnection(AzureBlobsConnection):
+    """libcloud's Azure connection on our session; signs with a SAS token when given."""
+
+    def __init__(
+        self, *args: Any, configure_session: Any, sas_params: dict[str, str] | None, **kwargs: Any
+    ) -> None:
+        self._configure_session = configure_session
+        self._sas_params = sas_params
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        super().connect(*args, **kwargs)  # type: ignore[no-untyped-call]
+        connection: Any = self.connection
+        self._configure_session(connection.session)
+        # libcloud lets requests follow redirects: allow none, a redirect is not a new route.
+        # (The SDK asks requests not to follow, and this setting would break that mode.)
+        connection.session.max_redirects = 0
+
+    def pre_connect_hook(
+        self, params: dict[str, Any], headers: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._sas_params is None:
+            return super().pre_connect_hook(params, headers)  # type: ignore[no-untyped-call,no-any-return]
+        headers = dict(headers)
+        headers["x-ms-date"] = time.strftime(AZURE_TIME_FORMAT, time.gmtime())
+        headers["x-ms-version"] = self.API_VERSION
+        headers.pop("Host", None)
+        return {**params, **self._sas_params}, headers
+
+
+class _LibcloudDriver(AzureBlobsStorageDriver):
+    connectionCls = _LibcloudConnection
+
+    def __init__(self, target: _Target, configure_session: Any) -> None:
+        parsed = urlsplit(target.endpoint)
+        secure = parsed.scheme == "https"
+        self._conn_kwargs = {
+            # The endpoint says it all: host, and the account in the path for emulators.
+            "host": parsed.hostname,
+            "account_prefix": parsed.path.strip("/") or None,
+            "configure_session": configure_session,
+            "sas_params": dict(parse_qsl(target.sas)) if target.sas else None,
+        }
+        super().__init__(
+            key=target.account,
+            secret=target.account_key or "",
+            secure=secure,
+            host=parsed.hostname,
+            port=parsed.port or (443 if secure else 80),
+            timeout=_LIBCLOUD_TIMEOUT,
+        )  # type: ignore[no-untyped-call]
+
+    def _ex_connection_class_kwargs(self) -> dict[str, Any]:
+        return dict(self._conn_kwargs)
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+class _BlobReader:
+    """read()/close() over the SDK's chunked download; holds at most one chunk."""
+
+    def __init__(self, downloader: StorageStreamDownloader[bytes] | None, fail: Any) -> None:
+        self._downloader = downloader
+        self._fail = fail
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._downloader is None:
+            return b""
+        try:
+            data = self._downloader.read(size)
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc)
+        return bytes(data)
+
+    def close(self) -> None:
+        self._downloader = None
+
+
+# -- the adapter ------------------------------------------------------------------------------
+
+
+class AzureAdapter:
+    """A StoreAdapter over one Azure storage account (see the module doc)."""
+
+    def __init__(self, site: Site, *, guard: RequestGuard | None = None) -> None:
+        self.site_name = site.name
+        self.capabilities = Capabilities(
+            native_checksums=("md5",),
+            verifies_checksums=("md5",),
+            max_parts=_MAX_BLOCKS,
+            min_part_size=1,
+            max_part_size=_MAX_BLOCK,
+            max_object_size=_MAX_BLOCKS * _MAX_BLOCK,
+            max_single_put=_MAX_SINGLE_PUT,
+            lists_uploads=False,
+            conditional_read=True,
+            versioning=False,
+            tiers=True,
+            metadata_in_listing=True,
+            max_key_bytes=1024,
+        )
+        target = _target(site)
+        adapter = _GuardedHTTPAdapter(guard)
+        self._sdk_session = _configure(requests.Session(), adapter, site.proxy)
+        if target.sas:
+            credential: Any = AzureSasCredential(target.sas)
+        else:
+            credential = AzureNamedKeyCredential(target.account, target.account_key or "")
+        self._service = BlobServiceClient(
+            account_url=target.endpoint,
+            credential=credential,
+            transport=RequestsTransport(
+                session=self._sdk_session,
+                session_owner=False,
+                connection_timeout=_CONNECT_TIMEOUT,
+                read_timeout=_READ_TIMEOUT,
+            ),
+            # Few, short retries: the executor retries Retryable itself, and an unreachable
+            # endpoint must fail within 30 s (3 connects of 5 s + 2 waits of 1-3 s).
+            retry_policy=ExponentialRetry(
+                initial_backoff=1, increment_base=1, retry_total=2, random_jitter_range=1
+            ),
+            permit_redirects=False,
+            max_single_put_size=_MAX_SINGLE_PUT,
+            max_block_size=_MAX_BLOCK,
+            max_single_get_size=_CHUNK_GET,
+            max_chunk_get_size=_CHUNK_GET,
+        )
+        self._libcloud: Any = _LibcloudDriver(
+            target, lambda session: _configure(session, adapter, site.proxy)
+        )
+        # libcloud's connection keeps per-request state on itself: one request at a time.
+        self._libcloud_lock = threading.Lock()
+        self._upload_attrs: dict[str, WriteAttrs] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _container(self, container: str) -> ContainerClient:
+        return self._service.get_container_client(container)
+
+    def _blob(self, container: str, key: str) -> BlobClient:
+        return self._service.get_blob_client(container, key)
+
+    def _fail(self, exc: BaseException, what: str, *, container_call: bool = False) -> NoReturn:
+        """Raise the project's error for an SDK, libcloud or network exception.
+
+        Messages name the site and object, and the service's error code, never a URL (a
+        SAS signature may be in it) nor the exception's own text."""
+        where = f"{self.site_name}: {what}"
+        if isinstance(exc, MigrateError):
+            raise exc
+        if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+            detail = str(exc.message or "").lower()
+            raise _from_status(
+                where, exc.status_code, _error_code(exc), container_call, detail
+            ) from None
+        if isinstance(exc, ServiceRequestTimeoutError | ServiceRequestError):
+            raise EndpointUnreachable(
+                f"{where}: no connection to the endpoint",
+                hint="check the site's endpoint/account and the network",
+            ) from None
+        if isinstance(exc, ServiceResponseError):
+            raise Retryable(f"{where}: connection lost or timed out during the answer") from None
+        if isinstance(exc, InvalidCredsError):
+            raise _credentials_rejected(where) from None
+        if isinstance(exc, ContainerDoesNotExistError):
+            raise NotFound(f"{where}: container not found") from None
+        if isinstance(exc, _CONNECT_FAILURES):
+            raise EndpointUnreachable(
+                f"{where}: no connection to the endpoint",
+                hint="check the site's endpoint/account and the network",
+            ) from None
+        if isinstance(exc, Urllib3Error):
+            raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
+        if isinstance(exc, requests.TooManyRedirects):
+            raise Permanent(f"{where}: the endpoint answered with a redirect (refused)") from None
+        if isinstance(exc, requests.exceptions.SSLError | ssl.SSLError):
+            raise EndpointUnreachable(
+                f"{where}: no trusted TLS connection to the endpoint",
+                hint="the endpoint's certificate does not verify for its host name",
+            ) from None
+        if isinstance(exc, requests.ConnectTimeout):
+            raise EndpointUnreachable(f"{where}: connection to the endpoint timed out") from None
+        if isinstance(exc, requests.Timeout):
+            raise Retryable(f"{where}: the endpoint did not answer in time") from None
+        if isinstance(exc, requests.ConnectionError):
+            if _is_connect_failure(exc):
+                raise EndpointUnreachable(
+                    f"{where}: no connection to the endpoint",
+                    hint="check the site's endpoint/account and the network",
+                ) from None
+            raise Retryable(f"{where}: connection lost") from None
+        if isinstance(exc, InvalidContainerNameError):
+            raise Permanent(
+                f"{where}: not a valid container name",
+                hint="3-63 lowercase letters, digits and single hyphens",
+            ) from None
+        if isinstance(exc, LibcloudError):
+            status = _libcloud_status(exc)
+            if status is not None:
+                raise _from_status(where, status, None, container_call) from None
+            raise Permanent(f"{where}: unexpected answer from the service") from None
+        if isinstance(exc, AzureError):
+            raise Retryable(f"{where}: {type(exc).__name__}") from None
+        if isinstance(exc, OSError):
+            raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
+        raise exc
+
+    def _check_key(self, key: str) -> None:
+        """Refuse, before any byte is sent, a key Azure would not store as given."""
+        if _unstorable(key):
+            raise Unsupported(
+                f"{self.site_name}: key {key!r} cannot be stored in Azure as given "
+                "('.'/'..' path segments are normalized away, '\\' becomes '/')"
+            )
+        if len(key) > self.capabilities.max_key_bytes:
+            raise Unsupported(f"{self.site_name}: key {key[:80]!r}... is over 1024 characters")
+
+    def _info(self, container: str, props: BlobProperties) -> ObjectInfo:
+        settings = props.content_settings
+        md5 = settings.content_md5
+        tier = _enum_value(props.blob_tier)
+        return ObjectInfo(
+            container=container,
+            key=props.name,
+            size=int(props.size),
+            etag=_unquote(props.etag),
+            last_modified=props.last_modified,
+            checksums={"md5": bytes(md5).hex()} if md5 else {},
+            storage_class=tier,
+            content_type=settings.content_type,
+            metadata=dict(props.metadata or {}),
+            content_encoding=settings.content_encoding,
+            cache_control=settings.cache_control,
+            archived=tier == _ARCHIVE,
+        )
+
+    # -- containers (libcloud) ---------------------------------------------------------
+
+    def check(self, container: str) -> None:
+        try:
+            with self._libcloud_lock:
+                self._libcloud.get_container(container)
+        except Exception as exc:
+            self._fail(exc, f"container {container}", container_call=True)
+
+    def create_container(self, container: str) -> None:
+        try:
+            with self._libcloud_lock:
+                self._libcloud.create_container(container)
+        except ContainerAlreadyExistsError:
+            return
+        except Exception as exc:
+            self._fail(exc, f"create container {container}", container_call=True)
+
+    # -- listing and reads (SDK) -------------------------------------------------------
+
+    def list_objects(
+        self, container: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Pages of 5,000 blobs, in the service's order (UTF-8 bytes). Python compares str
+        by code point, which is the same order as UTF-8 bytes."""
+        pages = self._container(container).list_blobs(
+            name_starts_with=prefix or None, include=["metadata"], results_per_page=_PAGE
+        )
+        try:
+            for props in pages:
+                if start_after is not None and props.name <= start_after:
+                    continue
+                yield self._info(container, props)
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"listing {container}/{prefix}")
+
+    def head(self, container: str, key: str) -> ObjectInfo:
+        if _unstorable(key):  # its URL would name another blob
+            raise NotFound(f"{self.site_name}: {container}/{key}: no Azure blob has this name")
+        try:
+            props = self._blob(container, key).get_blob_properties()
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"{container}/{key}")
+        return self._info(container, props)
+
+    def open_range(
+        self,
+        container: str,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ReadStream:
+        if version_id is not None:
+            raise Unsupported(f"{self.site_name}: Azure sites are read without versions")
+        what = f"{container}/{key}"
+        if _unstorable(key):  # its URL would name another blob
+            raise NotFound(f"{self.site_name}: {what}: no Azure blob has this name")
+        condition: dict[str, Any] = {}
+        if if_match is not None:
+            condition = {"etag": _quote(if_match), "match_condition": MatchConditions.IfNotModified}
+        blob = self._blob(container, key)
+
+        def fail(exc: BaseException) -> NoReturn:
+            self._fail(exc, what)
+
+        try:
+            if end is not None and end <= start:
+                if condition:  # an empty range still proves the version
+                    blob.get_blob_properties(**condition)
+                return _BlobReader(None, fail)
+            length = None if end is None else end - start
+            downloader = blob.download_blob(
+                offset=start, length=length, max_concurrency=1, **condition
+            )
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # start at or past the end: nothing to read
+                return _BlobReader(None, fail)
+            fail(exc)
+        except _NETWORK_ERRORS as exc:
+            fail(exc)
+        return _BlobReader(downloader, fail)
+
+    # -- writes (SDK) ----------------------------------------------------------------------
+
+    def put_object(
+        self,
+        container: str,
+        key: str,
+        body: BinaryIO,
+        length: int,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+    ) -> WriteResult:
+        what = f"{container}/{key}"
+        self._check_key(key)
+        if length > _MAX_SINGLE_PUT:
+            raise Unsupported(
+                f"{self.site_name}: {what}: {length} bytes is over the single-put limit "
+                f"({_MAX_SINGLE_PUT}); send it as a multipart upload"
+            )
+        data = self._receive(body, length, checksums, what)
+        md5 = _md5_for(data, checksums, f"{self.site_name}: {what}")
+        settings, tier = _settings(attrs), _tier(attrs, self.site_name)
+        try:
+            result = self._blob(container, key).upload_blob(
+                data,
+                length=length,
+                overwrite=True,
+                content_settings=settings,
+                metadata=dict(attrs.metadata),
+                standard_blob_tier=tier,
+                headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
+            )
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, what)
+        stored = result.get("content_md5")
+        return WriteResult(
+            etag=_unquote(result.get("etag")),
+            checksums={"md5": bytes(stored).hex() if stored else md5.hex()},
+        )
+
+    def _receive(
+        self, body: BinaryIO, length: int, checksums: Mapping[str, str], what: str
+    ) -> bytes:
+        """Read exactly `length` bytes and check the digests the service does not."""
+        chunks: list[bytes] = []
+        received = 0
+        while received < length:
+            chunk = body.read(min(8 * _MiB, length - received))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+        if received != length:
+            raise ChecksumMismatch(
+                f"{self.site_name}: {what}: received {received} bytes, expected {length}"
+            )
+        data = b"".join(chunks)
+        for algo in ("sha256", "sha1"):
+            expected = checksums.get(algo)
+            if expected is not None and hashlib.new(algo, data).hexdigest() != expected.lower():
+                raise ChecksumMismatch(f"{self.site_name}: {what}: {algo} does not match")
+        return data
+
+    # -- multipart: a block blob -----------------------------------------------------------
+
+    def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
+        self._check_key(key)
+        _tier(attrs, self.site_name)  # refuse an unknown tier now, not at the end
+        upload_id = uuid.uuid4().hex
+        self._upload_attrs[upload_id] = attrs
+        return upload_id
+
+    def _block_id(self, key: str, upload_id: str, part_number: int) -> str:
+        if len(upload_id) != 32 or not all(c in "0123456789abcdef" for c in upload_id):
+            raise NotFound(f"{self.site_name}: no upload {upload_id!r} for {key!r}")
+        if not 1 <= part_number <= _MAX_BLOCKS:
+            raise Permanent(f"{self.site_name}: part number {part_number} is not in 1..50000")
+        # The SDK base64-encodes it; all ids of a blob have the same length, as required.
+        return f"{upload_id}-{part_number:06d}"
+
+    def upload_part(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+        checksums: Mapping[str, str],
+    ) -> PartResult:
+        what = f"{container}/{key} part {part_number}"
+        block_id = self._block_id(key, upload_id, part_number)
+        if length > _MAX_BLOCK:
+            raise Unsupported(f"{self.site_name}: {what}: over Azure's 4000 MiB block limit")
+        data = self._receive(body, length, checksums, what)
+        md5 = _md5_for(data, checksums, f"{self.site_name}: {what}")
+        try:
+            self._blob(container, key).stage_block(
+                block_id,
+                data,
+                length=length,
+                headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
+            )
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, what)
+        return PartResult(
+            part_number=part_number, etag=md5.hex(), size=length, checksums={"md5": md5.hex()}
+        )
+
+    def complete_multipart(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartResult],
+        attrs: WriteAttrs | None = None,
+    ) -> WriteResult:
+        """Commit the parts' blocks in part order. `attrs` (not yet in the contract) is
+        needed only when the upload was created by another process."""
+        blocks = [
+            BlobBlock(block_id=self._block_id(key, upload_id, p.part_number))
+            for p in sorted(parts, key=lambda p: p.part_number)
+        ]
+        attrs = attrs or self._upload_attrs.get(upload_id) or WriteAttrs()
+        try:
+            result = self._blob(container, key).commit_block_list(
+                blocks,
+                content_settings=_settings(attrs),
+                metadata=dict(attrs.metadata),
+                standard_blob_tier=_tier(attrs, self.site_name),
+            )
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"{container}/{key} (upload {upload_id})")
+        self._upload_attrs.pop(upload_id, None)
+        # The response's Content-MD5 is that of the block list, not of the blob: not kept.
+        return WriteResult(etag=_unquote(str(result.get("etag") or "")))
+
+    def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        """Forget the upload. Azure has no call to drop uncommitted blocks: they stay
+        invisible and the service discards them after 7 days."""
+        self._upload_attrs.pop(upload_id, None)
+
+    def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
+        raise Unsupported(
+            f"{self.site_name}: Azure cannot list unfinished uploads (uncommitted blocks "
+            "belong to no upload object); resume uses the upload ids the ledger kept"
+        )
+
+    def list_parts(self, container: str, key: str, upload_id: str) -> Iterator[PartResult]:
+        """The upload's uncommitted blocks, in part order (etag and checksums unknown:
+        Azure keeps no per-block MD5). An upload with no block yet lists nothing."""
+        prefix = self._block_id(key, upload_id, 1)[:-6]
+        try:
+            _, uncommitted = self._blob(container, key).get_block_list("uncommitted")
+        except HttpResponseError as exc:
+            if exc.status_code == 404 and _error_code(exc) == "BlobNotFound":
+                return iter(())
+            self._fail(exc, f"{container}/{key} (upload {upload_id})")
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"{container}/{key} (upload {upload_id})")
+        found: dict[int, PartResult] = {}
+        for block in uncommitted:
+            block_id = str(block.id)
+            number = block_id[len(prefix) :]
+            if block_id.startswith(prefix) and number.isdigit():
+                found[int(number)] = PartResult(
+                    part_number=int(number), etag=None, size=int(block.size)
+                )
+        return iter([found[n] for n in sorted(found)])
+
+    # -- delete and close ------------------------------------------------------------------
+
+    def delete(self, container: str, key: str) -> None:
+        if _unstorable(key):  # cannot exist; its URL would name another blob
+            return
+        try:
+            self._blob(container, key).delete_blob(delete_snapshots="include")
+        except HttpResponseError as exc:
+            if exc.status_code == 404:  # blob or container absent: nothing to delete
+                return
+            self._fail(exc, f"delete {container}/{key}")
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"delete {container}/{key}")
+
+    def close(self) -> None:
+        self._service.close()
+        self._sdk_session.close()
+        libcloud_conn = getattr(self._libcloud.connection, "connection", None)
+        if libcloud_conn is not None:
+            libcloud_conn.session.close()
+
+
+# -- small pure helpers -------------------------------------------------------------------------
+
+
+def _from_status(
+    where: str, status: int, code: str | None, container_call: bool, detail: str = ""
+) -> MigrateError:
+    """The error for an HTTP status and Azure error code; `detail` (the service's message,
+    lowercased) only helps classify and is never shown."""
+    code_text = f" ({code})" if code else ""
+    if status in (401, 403):
+        return _credentials_rejected(where)
+    if status == 404:
+        missing = "container" if container_call or code == "ContainerNotFound" else "object"
+        return NotFound(f"{where}: {missing} not found{code_text}")
+    if status == 412:
+        return SourceChanged(f"{where}: the object changed since it was listed{code_text}")
+    if status == 409 and code == "BlobArchived":
+        return Permanent(
+            f"{where}: the blob is in the Archive tier and cannot be read",
+            hint="rehydrate it first: set its tier to Hot or Cool, then run again",
+        )
+    # Azure says Md5Mismatch; Azurite says InvalidOperation "Provided contentMD5 doesn't match".
+    if status == 400 and (
+        code == "Md5Mismatch" or (code == "InvalidOperation" and "md5" in detail)
+    ):
+        return ChecksumMismatch(f"{where}: the service refused the bytes: MD5 mismatch")
+    if status == 400 and code == "InvalidBlockList":
+        return NotFound(f"{where}: a part was never uploaded (or has expired){code_text}")
+    if status == 400 and code == "InvalidMetadata":
+        return Permanent(f"{where}: metadata refused (Azure metadata names must be C# identifiers)")
+    if 300 <= status < 400:
+        return Permanent(f"{where}: the endpoint answered with a redirect (refused)")
+    if status in (408, 429) or status >= 500 or code in _RETRYABLE_CODES:
+        return Retryable(f"{where}: the service is busy or failed (HTTP {status}){code_text}")
+    return Permanent(f"{where}: refused by the service (HTTP {status}){code_text}")
+
+
+def _credentials_rejected(where: str) -> CredentialsRejected:
+    return CredentialsRejected(
+        f"{where}: the account refused the credentials",
+        hint="check the key, SAS token or connection string, and its permissions",
+    )
+
+
+def _error_code(exc: HttpResponseError) -> str | None:
+    code = getattr(exc, "error_code", None)
+    response: Any = exc.response
+    if code is None and response is not None:
+        code = response.headers.get("x-ms-error-code")
+    return _enum_value(code)
+
+
+def _enum_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _libcloud_status(exc: LibcloudError) -> int | None:
+    # libcloud only puts the HTTP status in its message ("... Status code: 503.").
+    text = str(getattr(exc, "value", "") or "")
+    marker = "Status code: "
+    if marker in text:
+        digits = text.split(marker, 1)[1][:3]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+def _is_connect_failure(exc: requests.ConnectionError) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, (*_CONNECT_FAILURES, ConnectionRefusedError)):
+            return True
+        reason = getattr(cause, "reason", None)
+        cause = reason if isinstance(reason, BaseException) else cause.__context__
+    return False
+
+
+def _md5_for(data: bytes, checksums: Mapping[str, str], where: str) -> bytes:
+    """The MD5 the service will verify: the caller's when given, else that of the bytes
+    (which still protects the transfer)."""
+    given = checksums.get("md5")
+    if given is not None:
+        try:
+            raw = bytes.fromhex(given)
+        except ValueError:
+            raw = b""
+        if len(raw) != 16:
+            raise ChecksumMismatch(f"{where}: the md5 given ({given!r}) is not an MD5 digest")
+        return raw
+    return hashlib.md5(data).digest()
+
+
+def _settings(attrs: WriteAttrs) -> ContentSettings:
+    return ContentSettings(
+        content_type=attrs.content_type,
+        content_encoding=attrs.content_encoding,
+        cache_control=attrs.cache_control,
+    )
+
+
+def _tier(attrs: WriteAttrs, site_name: str) -> StandardBlobTier | None:
+    if attrs.storage_class is None:
+        return None
+    for tier in StandardBlobTier:
+        if tier.value.lower() == attrs.storage_class.lower():
+            return tier
+    raise Unsupported(
+        f"{site_name}: {attrs.storage_class!r} is not an Azure access tier "
+        "(Hot, Cool, Cold, Archive)"
+    )
+
+
+def _unstorable(key: str) -> bool:
+    """A key no Azure blob can have: URLs drop `.`/`..` segments, Azure turns `\\` into `/`."""
+    return not key or "\\" in key or any(s in (".", "..") for s in key.split("/"))
+
+
+def _unquote(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+def _quote(etag: str) -> str:
+    return etag if etag.startswith('"') else f'"{etag}"'

@@ -1,0 +1,290 @@
+"""Azure adapter specifics: the routing guard on both of its HTTP stacks (libcloud for
+container calls, azure-storage-blob for blobs), redirects, SAS credentials, and the URLs
+it builds for real Azure accounts (checked with a guard that refuses everything, so no
+request leaves the machine)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+
+from migrate.errors import NotFound, Permanent, RouteRefused, Unsupported
+from migrate.localservers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_port
+from migrate.sites import CredentialRef, Site
+from providers.azure import AzureAdapter
+from providers.base import WriteAttrs
+from tests.conftest import unique_name
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingGuard:
+    """Records every check and answer; refuses the hosts it is given."""
+
+    def __init__(self, refused: tuple[str, ...] = ()) -> None:
+        self.refused = refused
+        self.checked: list[tuple[str, str]] = []
+        self.recorded: list[tuple[str, str, int, int | None]] = []
+
+    def check(self, method: str, url: str) -> None:
+        self.checked.append((method, url))
+        host = urlsplit(url).hostname or ""
+        if host in self.refused:
+            raise RouteRefused(f"request to {host} refused: not on the allowlist")
+
+    def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None:
+        self.recorded.append((method, url, sent_bytes, status))
+
+
+def _put(adapter: AzureAdapter, container: str, key: str, data: bytes) -> None:
+    md5 = hashlib.md5(data).hexdigest()
+    adapter.put_object(container, key, io.BytesIO(data), len(data), WriteAttrs(), {"md5": md5})
+
+
+def test_guard_sees_every_request_of_both_stacks(azure_site: Site) -> None:
+    guard = RecordingGuard()
+    adapter = AzureAdapter(azure_site, guard=guard)
+    container = unique_name("guard")
+    base = f"{azure_site.endpoint}/{container}"
+    try:
+        adapter.create_container(container)  # libcloud
+        adapter.check(container)  # libcloud
+        _put(adapter, container, "a b/c", b"12345")  # SDK
+        assert [o.key for o in adapter.list_objects(container)] == ["a b/c"]  # SDK
+    finally:
+        adapter.close()
+    assert guard.recorded == [
+        ("PUT", base, 0, 201),
+        ("HEAD", base, 0, 200),
+        ("PUT", f"{base}/a%20b/c", 5, 201),
+        ("GET", base, 0, 200),
+    ]
+    assert guard.checked == [(m, u) for m, u, _, _ in guard.recorded]
+
+
+def test_refused_host_raises_route_refused_and_sends_nothing(azure_site: Site) -> None:
+    plain = AzureAdapter(azure_site)
+    container = unique_name("refused")
+    plain.create_container(container)
+    guard = RecordingGuard(refused=("127.0.0.1",))
+    guarded = AzureAdapter(azure_site, guard=guard)
+    try:
+        with pytest.raises(RouteRefused):
+            guarded.check(container)  # libcloud
+        with pytest.raises(RouteRefused):
+            guarded.create_container(unique_name("never"))  # libcloud
+        with pytest.raises(RouteRefused):
+            _put(guarded, container, "k", b"data")  # SDK
+        with pytest.raises(RouteRefused):
+            list(guarded.list_objects(container))  # SDK
+        with pytest.raises(RouteRefused):
+            guarded.open_range(container, "k")  # SDK
+        # Refused once, never retried, and nothing reached the server.
+        assert len(guard.checked) == 5
+        assert guard.recorded == []
+        with pytest.raises(NotFound):
+            plain.head(container, "k")
+    finally:
+        guarded.close()
+        plain.close()
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to another host."""
+
+    def _redirect(self) -> None:
+        self.send_response(307)
+        self.send_header("Location", f"http://127.0.0.2:{self.server.server_port}{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = _redirect
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def redirecting_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Redirector)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
+    yield Site(
+        name="redirecting",
+        provider="azure",
+        account=AZURITE_ACCOUNT,
+        endpoint=f"http://127.0.0.1:{server.server_port}/{AZURITE_ACCOUNT}",
+        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
+    )
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_redirects_are_not_followed(redirecting_site: Site) -> None:
+    guard = RecordingGuard()
+    adapter = AzureAdapter(redirecting_site, guard=guard)
+    try:
+        with pytest.raises(Permanent):
+            adapter.check("c")  # libcloud
+        with pytest.raises(Permanent):
+            list(adapter.list_objects("c"))  # SDK
+        with pytest.raises(Permanent):
+            _put(adapter, "c", "k", b"x")  # SDK
+    finally:
+        adapter.close()
+    hosts = {urlsplit(url).hostname for _, url in guard.checked}
+    assert hosts == {"127.0.0.1"}
+    assert len(guard.checked) == 3
+
+
+def test_sas_token_works_on_both_stacks(
+    azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    sas = generate_account_sas(
+        AZURITE_ACCOUNT,
+        AZURITE_KEY,
+        resource_types=ResourceTypes(service=True, container=True, object=True),
+        permission=AccountSasPermissions(
+            read=True, write=True, delete=True, list=True, add=True, create=True
+        ),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_SAS", sas)
+    site = Site(
+        name="sas",
+        provider="azure",
+        account=AZURITE_ACCOUNT,
+        endpoint=azurite_server.endpoint,
+        credentials=CredentialRef(sas_token_env="MIGRATE_TEST_AZURE_SAS"),
+    )
+    guard = RecordingGuard()
+    adapter = AzureAdapter(site, guard=guard)
+    container = unique_name("sas")
+    try:
+        adapter.create_container(container)
+        adapter.check(container)
+        _put(adapter, container, "k", b"via sas")
+        assert adapter.head(container, "k").size == 7
+        assert [o.key for o in adapter.list_objects(container)] == ["k"]
+    finally:
+        adapter.close()
+    assert all(status in (200, 201) for *_, status in guard.recorded)
+    # The guard sees no query string: the SAS signature travels there.
+    assert all("?" not in url and "sig" not in url for _, url in guard.checked)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (None, "https://acct.blob.core.windows.net/c"),
+        ("https://acct.blob.core.windows.net", "https://acct.blob.core.windows.net/c"),
+        ("https://acct.blob.core.chinacloudapi.cn/", "https://acct.blob.core.chinacloudapi.cn/c"),
+    ],
+)
+def test_real_azure_urls(
+    endpoint: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
+    site = Site(
+        name="real",
+        provider="azure",
+        account="acct",
+        endpoint=endpoint,
+        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
+    )
+    guard = RecordingGuard(refused=(urlsplit(expected).hostname or "",))
+    adapter = AzureAdapter(site, guard=guard)
+    try:
+        with pytest.raises(RouteRefused):
+            adapter.check("c")  # libcloud
+        with pytest.raises(RouteRefused):
+            list(adapter.list_objects("c"))  # SDK
+    finally:
+        adapter.close()
+    assert guard.checked == [("HEAD", expected), ("GET", expected)]
+
+
+# -- Azure specifics the conformance suite does not reach --------------------------------
+
+
+def test_archive_tier_is_listed_and_refused_on_read(azure_site: Site) -> None:
+    adapter = AzureAdapter(azure_site)
+    container = unique_name("tier")
+    try:
+        adapter.create_container(container)
+        data = b"cold bytes"
+        md5 = {"md5": hashlib.md5(data).hexdigest()}
+        archive = WriteAttrs(storage_class="Archive")
+        adapter.put_object(container, "cold", io.BytesIO(data), len(data), archive, md5)
+        _put(adapter, container, "hot", data)
+        listed = {o.key: o for o in adapter.list_objects(container)}
+        assert (listed["cold"].storage_class, listed["cold"].archived) == ("Archive", True)
+        assert (listed["hot"].storage_class, listed["hot"].archived) == ("Hot", False)
+        assert listed["hot"].checksums == md5
+        with pytest.raises(Permanent, match="Archive"):
+            adapter.open_range(container, "cold").read()
+    finally:
+        adapter.close()
+
+
+def test_multipart_resumed_by_another_process(azure_site: Site) -> None:
+    """Parts staged by one adapter are listed and committed by a new one, given the attrs."""
+    container = unique_name("resume")
+    first = AzureAdapter(azure_site)
+    attrs = WriteAttrs(content_type="application/x-resumed", metadata={"step": "two"})
+    chunks = [b"a" * 1000, b"b" * 10]
+    try:
+        first.create_container(container)
+        upload = first.create_multipart(container, "obj", attrs)
+        part = first.upload_part(
+            container, "obj", upload, 1, io.BytesIO(chunks[0]), 1000,
+            {"md5": hashlib.md5(chunks[0]).hexdigest()},
+        )  # fmt: skip
+    finally:
+        first.close()
+    second = AzureAdapter(azure_site)
+    try:
+        assert [(p.part_number, p.size) for p in second.list_parts(container, "obj", upload)] == [
+            (1, 1000)
+        ]
+        other = second.create_multipart(container, "obj", WriteAttrs())
+        assert list(second.list_parts(container, "obj", other)) == []
+        last = second.upload_part(container, "obj", upload, 2, io.BytesIO(chunks[1]), 10, {})
+        second.complete_multipart(container, "obj", upload, [last, part], attrs=attrs)
+        info = second.head(container, "obj")
+        assert (info.size, info.content_type, info.metadata) == (
+            1010,
+            attrs.content_type,
+            {"step": "two"},
+        )
+        with pytest.raises(Unsupported):
+            list(second.list_multipart_uploads(container))
+    finally:
+        second.close()
+
+
+def test_keys_azure_would_rewrite_are_refused(azure_site: Site) -> None:
+    adapter = AzureAdapter(azure_site)
+    container = unique_name("keys")
+    try:
+        adapter.create_container(container)
+        for key in ("a/./b", "a/../b", "back\\slash"):
+            with pytest.raises(Unsupported):
+                _put(adapter, container, key, b"x")
+            with pytest.raises(NotFound):
+                adapter.head(container, key)
+            adapter.delete(container, key)
+        assert list(adapter.list_objects(container)) == []
+    finally:
+        adapter.close()
