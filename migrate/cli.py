@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import date
 import traceback
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +17,8 @@ from typer.exceptions import TyperException
 from migrate import render
 from migrate.errors import EXIT_CODES, MigrateError, redact
 from migrate.inventory import Progress, run_inventory
-from migrate.sitecheck import check_sites, exit_code_of
 from migrate.policy import POLICIES, evaluate, evaluate_all
+from migrate.sitecheck import check_sites, exit_code_of
 from migrate.sites import SitesConfig, load_sites
 from providers.catalog import Catalog, iter_facts, load_catalog, set_active_catalog
 from providers.factory import build_adapter
@@ -87,8 +87,14 @@ def sites_check(
         names = [site] if site else sorted(config.sites)
         verdicts = [evaluate(config.site(n), config.policy, catalog, date.today()) for n in names]
     if json_out:
-        _out(True, {"sites": results, "policy": config.policy,
-                    "verdicts": [v.to_dict() for v in verdicts]})
+        _out(
+            True,
+            {
+                "sites": results,
+                "policy": config.policy,
+                "verdicts": [v.to_dict() for v in verdicts],
+            },
+        )
     else:
         render.print_site_checks(console, results)
         if verdicts:

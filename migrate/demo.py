@@ -91,7 +91,10 @@ def estate(small_files: int) -> Iterator[SeedObject]:
             key = f"constances/participants/p{i:05d}.json"
             ctype = "application/json"
         yield SeedObject(
-            container, key, rng.randint(200, 48 * 1024), i,
+            container,
+            key,
+            rng.randint(200, 48 * 1024),
+            i,
             WriteAttrs(content_type=ctype, metadata={"source": "demo", "pseudonymised": "yes"}),
         )
     for n, name in enumerate(ODD_NAMES):
@@ -100,12 +103,18 @@ def estate(small_files: int) -> Iterator[SeedObject]:
         yield SeedObject(container, key, 1000 + n, 10_000 + n, attrs)
     for n, size in enumerate((50 * MiB, 120 * MiB, 200 * MiB)):
         yield SeedObject(
-            "imaging", f"ct-scans/study-{n + 1:03d}.dcm.tar", size, 20_000 + n,
+            "imaging",
+            f"ct-scans/study-{n + 1:03d}.dcm.tar",
+            size,
+            20_000 + n,
             WriteAttrs(content_type="application/x-tar", metadata={"modality": "CT"}),
             multipart=True,
         )
     yield SeedObject(
-        "imaging", "archive/2019/old-study.dcm.tar", 3 * MiB, 30_000,
+        "imaging",
+        "archive/2019/old-study.dcm.tar",
+        3 * MiB,
+        30_000,
         WriteAttrs(content_type="application/x-tar", storage_class="Cool"),
     )
 
@@ -121,8 +130,9 @@ def _md5_of(obj: SeedObject) -> str:
 def _seed_one(adapter: StoreAdapter, obj: SeedObject) -> None:
     if not obj.multipart:
         stream = cast(BinaryIO, _SeededStream(obj.size, obj.seed))
-        adapter.put_object(obj.container, obj.key, stream, obj.size, obj.attrs,
-                           {"md5": _md5_of(obj)})
+        adapter.put_object(
+            obj.container, obj.key, stream, obj.size, obj.attrs, {"md5": _md5_of(obj)}
+        )
         return
     # Large blobs are committed from blocks without a whole-blob MD5, as most tools do:
     # the source then has no native checksum, and the copy must compute one in flight.
@@ -132,9 +142,17 @@ def _seed_one(adapter: StoreAdapter, obj: SeedObject) -> None:
     parts = []
     for number, offset in enumerate(range(0, obj.size, part), start=1):
         data = source.read(min(part, obj.size - offset))
-        parts.append(adapter.upload_part(obj.container, obj.key, upload, number,
-                                         io.BytesIO(data), len(data),
-                                         {"md5": hashlib.md5(data).hexdigest()}))
+        parts.append(
+            adapter.upload_part(
+                obj.container,
+                obj.key,
+                upload,
+                number,
+                io.BytesIO(data),
+                len(data),
+                {"md5": hashlib.md5(data).hexdigest()},
+            )
+        )
     adapter.complete_multipart(obj.container, obj.key, upload, parts)
 
 

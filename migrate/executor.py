@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -127,7 +128,13 @@ class _LedgerRecorder:
 
     def part_done(self, item: TransferItem, upload_id: str, part: PartResult, md5: str) -> None:
         self._ledger.part_done(
-            self._plan, item.container, item.key, upload_id, part.part_number, part.size, md5,
+            self._plan,
+            item.container,
+            item.key,
+            upload_id,
+            part.part_number,
+            part.size,
+            md5,
             part.etag,
         )
 
@@ -175,9 +182,7 @@ def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) 
 
 def _item(row: TransferRow, ledger: Ledger, plan: str) -> TransferItem:
     checksums = json.loads(row.source_checksums) if row.source_checksums else {}
-    done = (
-        ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
-    )
+    done = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
     return TransferItem(
         container=row.container,
         key=row.key,
@@ -230,8 +235,12 @@ def run_phase(
 
     retries = _Retries(config, sleep)
     copier = ObjectCopy(
-        source, destination, _LedgerRecorder(ledger, plan.name),
-        part_size=config.part_size, call=retries, on_bytes=subscriber.on_bytes,
+        source,
+        destination,
+        _LedgerRecorder(ledger, plan.name),
+        part_size=config.part_size,
+        call=retries,
+        on_bytes=subscriber.on_bytes,
     )
     lock = threading.Lock()
 
@@ -243,8 +252,9 @@ def run_phase(
             outcome: TransferOutcome = copier.copy(item)
         except SourceChanged as exc:
             _abandon(item)
-            ledger.transfer_not_done(plan.name, row.container, row.key, "changed",
-                                     exc.one_line(), retries.take())
+            ledger.transfer_not_done(
+                plan.name, row.container, row.key, "changed", exc.one_line(), retries.take()
+            )
             with lock:
                 summary.changed += 1
             subscriber.on_object(row.key, "changed")
@@ -254,16 +264,28 @@ def run_phase(
             keep = not isinstance(exc, IntegrityError) and item.upload_id is not None
             if not keep:
                 _abandon(item)
-            ledger.transfer_not_done(plan.name, row.container, row.key, "failed", reason,
-                                     retries.take(), keep_upload=keep)
+            ledger.transfer_not_done(
+                plan.name,
+                row.container,
+                row.key,
+                "failed",
+                reason,
+                retries.take(),
+                keep_upload=keep,
+            )
             with lock:
                 summary.failed += 1
             subscriber.on_object(row.key, "failed")
             return
         n = retries.take()
         ledger.transfer_done(
-            plan.name, row.container, row.key, sha256=outcome.sha256, md5=outcome.md5,
-            destination_etag=outcome.destination_etag, source_proof=outcome.source_proof,
+            plan.name,
+            row.container,
+            row.key,
+            sha256=outcome.sha256,
+            md5=outcome.md5,
+            destination_etag=outcome.destination_etag,
+            source_proof=outcome.source_proof,
             retries=n,
         )
         with lock:
@@ -276,15 +298,16 @@ def run_phase(
     def _abandon(item: TransferItem) -> None:
         """Drop the upload of an object that will not complete now: nothing partial stays."""
         upload = next(
-            (u for b, k, u in ledger.recorded_uploads(plan.name)
-             if b == item.destination_bucket and k == item.destination_key),
+            (
+                u
+                for b, k, u in ledger.recorded_uploads(plan.name)
+                if b == item.destination_bucket and k == item.destination_key
+            ),
             None,
         )
         if upload:
-            try:
+            with suppress(MigrateError):  # else the orphan sweep of the next run aborts it
                 destination.abort_multipart(item.destination_bucket, item.destination_key, upload)
-            except MigrateError:
-                pass  # the orphan sweep of the next run aborts it
 
     with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
         running: set[Future[None]] = set()

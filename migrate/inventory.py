@@ -170,8 +170,16 @@ def run_inventory(
             if progress:
                 progress(container, listed, listed_bytes)
         changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
-        return summarize(ledger, site.name, run_id, resumed, changes.first, changes.added,
-                         changes.changed, changes.deleted)
+        return summarize(
+            ledger,
+            site.name,
+            run_id,
+            resumed,
+            changes.first,
+            changes.added,
+            changes.changed,
+            changes.deleted,
+        )
 
 
 def summarize(

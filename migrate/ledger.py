@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 STATE_FILE = "state.db"
@@ -351,9 +352,22 @@ class Ledger:
                 """,
                 [
                     (
-                        site, r.container, r.key, r.dataset, r.size, r.etag, r.last_modified,
-                        r.checksums, r.storage_class, int(r.archived), r.version_id,
-                        r.content_type, r.metadata, r.flags, run_id, run_id,
+                        site,
+                        r.container,
+                        r.key,
+                        r.dataset,
+                        r.size,
+                        r.etag,
+                        r.last_modified,
+                        r.checksums,
+                        r.storage_class,
+                        int(r.archived),
+                        r.version_id,
+                        r.content_type,
+                        r.metadata,
+                        r.flags,
+                        run_id,
+                        run_id,
                     )
                     for r in rows
                 ],
@@ -381,12 +395,13 @@ class Ledger:
                     "AND last_seen < ? AND deleted_in IS NULL AND substr(key, 1, ?) = ?",
                     (run_id, site, container, run_id, len(prefix), prefix),
                 )
-            db.execute(
-                "UPDATE inventory_runs SET finished_at=? WHERE id=?", (_now(), run_id)
+            db.execute("UPDATE inventory_runs SET finished_at=? WHERE id=?", (_now(), run_id))
+            first = (
+                db.execute(
+                    "SELECT COUNT(*) FROM inventory_runs WHERE site=? AND id < ?", (site, run_id)
+                ).fetchone()[0]
+                == 0
             )
-            first = db.execute(
-                "SELECT COUNT(*) FROM inventory_runs WHERE site=? AND id < ?", (site, run_id)
-            ).fetchone()[0] == 0
             added, changed, deleted = db.execute(
                 """
                 SELECT
@@ -405,10 +420,11 @@ class Ledger:
         """Per dataset of a site's current inventory: counts by size class, tier and flag.
         Two grouped scans in SQL, so memory does not grow with the number of objects."""
         bounds = [0, *(upper for _, upper in size_classes)]
-        class_sums = ", ".join(
-            f"SUM(size >= {lo} AND size < {hi})" for lo, hi in zip(bounds, bounds[1:], strict=False)
-        )
+        class_sums = ", ".join(f"SUM(size >= {lo} AND size < {hi})" for lo, hi in pairwise(bounds))
         flag_sums = ", ".join(f"SUM((flags & {int(bit)}) != 0)" for bit in flag_bits)
+        columns = ", ".join(
+            c for c in ("dataset, container, COUNT(*), SUM(size)", class_sums, flag_sums) if c
+        )
         base = "FROM objects WHERE site=? AND deleted_in IS NULL"
         tiers: dict[str, list[tuple[str, int]]] = {}
         for dataset, tier, n in self._db.execute(
@@ -419,8 +435,7 @@ class Ledger:
             tiers.setdefault(dataset, []).append((str(tier or "-"), int(n)))
         out: list[DatasetCounts] = []
         rows = self._db.execute(
-            f"SELECT dataset, container, COUNT(*), SUM(size), {class_sums}, {flag_sums} {base} "
-            "GROUP BY dataset, container ORDER BY dataset",
+            f"SELECT {columns} {base} GROUP BY dataset, container ORDER BY dataset",
             (site,),
         )
         n_classes = len(size_classes)
@@ -434,18 +449,17 @@ class Ledger:
                     container,
                     int(count),
                     int(size or 0),
-                    tuple((label, int(n or 0)) for (label, _), n in zip(size_classes, classes,
-                                                                        strict=True)),
+                    tuple(
+                        (label, int(n or 0))
+                        for (label, _), n in zip(size_classes, classes, strict=True)
+                    ),
                     tuple(tiers.get(dataset, [])),
-                    tuple((int(bit), int(n or 0)) for bit, n in zip(flag_bits, flags,
-                                                                    strict=True)),
+                    tuple((int(bit), int(n or 0)) for bit, n in zip(flag_bits, flags, strict=True)),
                 )
             )
         return out
 
-    def inventory_objects(
-        self, site: str, container: str | None = None
-    ) -> Iterator[InventoryRow]:
+    def inventory_objects(self, site: str, container: str | None = None) -> Iterator[InventoryRow]:
         """Stream a site's current inventory in key order (a cursor, not a list)."""
         sql = (
             "SELECT container, key, dataset, size, etag, last_modified, checksums, "
@@ -459,17 +473,29 @@ class Ledger:
         cursor = self._db.execute(sql + " ORDER BY container, key", args)
         for row in cursor:
             yield InventoryRow(
-                container=row[0], key=row[1], dataset=row[2], size=row[3], etag=row[4],
-                last_modified=row[5], checksums=row[6], storage_class=row[7],
-                archived=bool(row[8]), version_id=row[9], content_type=row[10],
-                metadata=row[11], flags=row[12],
+                container=row[0],
+                key=row[1],
+                dataset=row[2],
+                size=row[3],
+                etag=row[4],
+                last_modified=row[5],
+                checksums=row[6],
+                storage_class=row[7],
+                archived=bool(row[8]),
+                version_id=row[9],
+                content_type=row[10],
+                metadata=row[11],
+                flags=row[12],
             )
 
     def has_inventory(self, site: str) -> bool:
-        return self._db.execute(
-            "SELECT 1 FROM inventory_runs WHERE site=? AND finished_at IS NOT NULL LIMIT 1",
-            (site,),
-        ).fetchone() is not None
+        return (
+            self._db.execute(
+                "SELECT 1 FROM inventory_runs WHERE site=? AND finished_at IS NOT NULL LIMIT 1",
+                (site,),
+            ).fetchone()
+            is not None
+        )
 
     # -- transfers -------------------------------------------------------------------------
 
@@ -514,8 +540,15 @@ class Ledger:
             )
 
     def part_done(
-        self, plan: str, container: str, key: str, upload_id: str, part_number: int,
-        size: int, md5: str, etag: str | None,
+        self,
+        plan: str,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        md5: str,
+        etag: str | None,
     ) -> None:
         with self.atomic() as db:
             db.execute(
@@ -524,8 +557,16 @@ class Ledger:
             )
 
     def transfer_done(
-        self, plan: str, container: str, key: str, *, sha256: str, md5: str,
-        destination_etag: str | None, source_proof: str, retries: int,
+        self,
+        plan: str,
+        container: str,
+        key: str,
+        *,
+        sha256: str,
+        md5: str,
+        destination_etag: str | None,
+        source_proof: str,
+        retries: int,
     ) -> None:
         """The only way an object becomes done: with the checksums that prove it."""
         with self.atomic() as db:
@@ -533,16 +574,32 @@ class Ledger:
                 "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
                 "error=?, retries=retries+?, finished_at=? "
                 "WHERE plan=? AND container=? AND key=?",
-                (sha256, md5, destination_etag, f"source-proof:{source_proof}", retries,
-                 _now(), plan, container, key),
+                (
+                    sha256,
+                    md5,
+                    destination_etag,
+                    f"source-proof:{source_proof}",
+                    retries,
+                    _now(),
+                    plan,
+                    container,
+                    key,
+                ),
             )
             db.execute(
                 "DELETE FROM parts WHERE plan=? AND container=? AND key=?", (plan, container, key)
             )
 
     def transfer_not_done(
-        self, plan: str, container: str, key: str, state: str, reason: str, retries: int,
-        *, keep_upload: bool = False,
+        self,
+        plan: str,
+        container: str,
+        key: str,
+        state: str,
+        reason: str,
+        retries: int,
+        *,
+        keep_upload: bool = False,
     ) -> None:
         """failed (with its reason) or changed (left for the delta phase)."""
         with self.atomic() as db:
@@ -572,11 +629,14 @@ class Ledger:
 
     def is_destination_key(self, plan: str, bucket: str, key: str) -> bool:
         with self._lock:
-            return self._db.execute(
-                "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
-                "AND destination_key=? LIMIT 1",
-                (plan, bucket, key),
-            ).fetchone() is not None
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
+                    "AND destination_key=? LIMIT 1",
+                    (plan, bucket, key),
+                ).fetchone()
+                is not None
+            )
 
     def phase_counts(self, plan: str, phase: str | None = None) -> list[PhaseCounts]:
         sql = (
@@ -586,8 +646,9 @@ class Ledger:
         )
         args = (plan, phase) if phase else (plan,)
         with self._lock:
-            return [PhaseCounts(p, s, int(n), int(b or 0)) for p, s, n, b in
-                    self._db.execute(sql, args)]
+            return [
+                PhaseCounts(p, s, int(n), int(b or 0)) for p, s, n, b in self._db.execute(sql, args)
+            ]
 
     def failures(self, plan: str, phase: str, limit: int = 50) -> list[tuple[str, str, str]]:
         with self._lock:

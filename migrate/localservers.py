@@ -103,8 +103,9 @@ class Azurite:
 
 
 @contextmanager
-def seaweedfs(data_dir: Path, access_key: str = "migrate-admin",
-              secret_key: str = "migrate-admin-secret-0001") -> Iterator[SeaweedFS]:
+def seaweedfs(
+    data_dir: Path, access_key: str = "migrate-admin", secret_key: str = "migrate-admin-secret-0001"
+) -> Iterator[SeaweedFS]:
     """Start `weed mini` on loopback with S3 authentication enforced; stop it on exit."""
     weed = _find_tool("weed", "MIGRATE_WEED", [Path(sys.executable).parent / "weed"])
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -125,15 +126,32 @@ def seaweedfs(data_dir: Path, access_key: str = "migrate-admin",
     }
     config = data_dir / "s3.json"
     config.write_text(json.dumps(identities))
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
-        "admin.port", "admin.port.grpc",
-    )}
+    ports = {
+        name: free_port()
+        for name in (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        )
+    }
     args = [
-        weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        weed,
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.config={config}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
     log = (data_dir / "weed.log").open("wb")
@@ -163,8 +181,11 @@ def _wait_s3_ready(server: SeaweedFS, timeout: float = 60) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = boto3.client(
-        "s3", endpoint_url=server.endpoint, region_name="us-east-1",
-        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
         config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
     )
     deadline = time.monotonic() + timeout
@@ -182,14 +203,23 @@ def _wait_s3_ready(server: SeaweedFS, timeout: float = 60) -> None:
 def azurite(data_dir: Path) -> Iterator[Azurite]:
     """Start Azurite's blob service on loopback (shared-key auth enforced); stop it on exit."""
     binary = _find_tool(
-        "azurite-blob", "MIGRATE_AZURITE",
+        "azurite-blob",
+        "MIGRATE_AZURITE",
         [PROJECT_ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"],
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [
-        binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-        str(data_dir), "--skipApiVersionCheck", "--disableTelemetry", "--silent",
+        binary,
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(data_dir),
+        "--skipApiVersionCheck",
+        "--disableTelemetry",
+        "--silent",
     ]
     log = (data_dir / "azurite.log").open("wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir)

@@ -7,13 +7,21 @@ the ledger.
 
 The digest is the SHA-256 of the canonical YAML of everything but the digest itself; a plan
 whose content no longer matches its digest, or its approved digest, is refused at run time.
+
+Hash sample and waves: each object has a key hash
+`h = int.from_bytes(sha1((container + "/" + key).encode("utf-8", "surrogateescape"))
+.digest()[:8], "big") >> 1` (63 bits, so SQLite can hold it; see `key_hash`). A selector
+with `sample_per_10000 = s` takes the objects with `h % 10000 < s`; one with `waves = n`
+and `wave = i` (1-based) takes those with `(h // 10000) % n == i - 1`, a digit independent
+of the sample's, so waves stay balanced once the pilot is taken out. The same inventory
+always gives the same sets, whatever the order the phases are resolved in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +37,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PhaseKind(str, Enum):
+class PhaseKind(StrEnum):
     PILOT = "pilot"
     BULK = "bulk"
     DELTA = "delta"
@@ -37,7 +45,7 @@ class PhaseKind(str, Enum):
     DECOMMISSION = "decommission"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     BLOCKING = "blocking"
     WARNING = "warning"
 
@@ -81,6 +89,11 @@ class Selector(_Model):
     wave: int | None = None
     exclude_phases: tuple[str, ...] = ()  # objects already taken by these phases
     changed_since_copy: bool = False  # delta: new or changed since the last copy
+    # Coverage (pilot): besides the sample, the `cover_per_class` objects of lowest key hash
+    # of every dataset x size class, the classes bounded by `size_bounds` (upper bounds,
+    # exclusive, ascending; the last class is open), so every dataset and size is tried.
+    cover_per_class: int = 0
+    size_bounds: tuple[int, ...] = ()
 
 
 class Estimate(_Model):
@@ -91,7 +104,11 @@ class Estimate(_Model):
     egress_cost: float | None = None  # None: price unknown in the catalog
     request_cost: float | None = None
     storage_cost_per_month: float | None = None
-    currency: str = "EUR"
+    currency: str = "EUR"  # of egress_cost and request_cost (the source's prices)
+    storage_currency: str = "EUR"  # of storage_cost_per_month (the destination's prices)
+    # requests by HTTP method: GET/HEAD at the source, PUT (objects and parts) and POST
+    # (create/complete multipart) at the destination
+    requests_by_kind: dict[str, int] = Field(default_factory=dict)
 
 
 class Phase(_Model):
@@ -207,6 +224,12 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
             hint="regenerate it with `migrate plan` and approve it again",
         )
     return plan
+
+
+def key_hash(container: str, key: str) -> int:
+    """The key hash that hash samples and waves select on (see the module doc)."""
+    data = f"{container}/{key}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "big") >> 1
 
 
 def json_schema() -> dict[str, Any]:

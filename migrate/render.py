@@ -72,14 +72,22 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
         tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
         issues = "\n".join(f"{k}: {v}" for k, v in d.issues.items()) or "-"
         table.add_row(d.dataset, f"{d.objects:,}", human_bytes(d.bytes), classes, tiers, issues)
-    table.add_row("[bold]total[/]", f"[bold]{summary.objects:,}[/]",
-                  f"[bold]{human_bytes(summary.bytes)}[/]", "", "", "")
+    table.add_row(
+        "[bold]total[/]",
+        f"[bold]{summary.objects:,}[/]",
+        f"[bold]{human_bytes(summary.bytes)}[/]",
+        "",
+        "",
+        "",
+    )
     console.print(table)
     if summary.first:
         change = "first inventory of this site"
     else:
-        change = (f"since the last inventory: {summary.added} added, {summary.changed} changed, "
-                  f"{summary.deleted} deleted")
+        change = (
+            f"since the last inventory: {summary.added} added, {summary.changed} changed, "
+            f"{summary.deleted} deleted"
+        )
     resumed = " (resumed an interrupted listing)" if summary.resumed else ""
     console.print(f"{change}{resumed}. State: {summary.state}")
 

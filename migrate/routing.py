@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatch
 from urllib.parse import urlsplit
 
 from migrate.errors import RouteRefused
@@ -33,10 +34,19 @@ GLOBAL_ENDPOINTS = (
     "s3-accelerate.dualstack.amazonaws.com",
     "storage.googleapis.com",
 )
-_GLOBAL_SUFFIXES = (".s3-accelerate.amazonaws.com", ".s3-accelerate.dualstack.amazonaws.com",
-                    ".s3.amazonaws.com")
-PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy",
-                   "all_proxy")
+_GLOBAL_SUFFIXES = (
+    ".s3-accelerate.amazonaws.com",
+    ".s3-accelerate.dualstack.amazonaws.com",
+    ".s3.amazonaws.com",
+)
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "all_proxy",
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -68,8 +78,11 @@ def is_loopback(host: str) -> bool:
 
 
 def is_global_endpoint(host: str, extra: Iterable[str] = ()) -> bool:
+    """`extra`: the catalog's global endpoints, as fnmatch patterns."""
     host = host.lower().split(":")[0]
-    return host in GLOBAL_ENDPOINTS or host in set(extra) or host.endswith(_GLOBAL_SUFFIXES)
+    if host in GLOBAL_ENDPOINTS or host.endswith(_GLOBAL_SUFFIXES):
+        return True
+    return any(fnmatch(host, pattern.lower()) for pattern in extra)
 
 
 def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
@@ -77,8 +90,7 @@ def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = 
     env = os.environ if env is None else env
     allowed = {d.rstrip("/") for d in declared}
     return [
-        name for name in PROXY_VARIABLES
-        if env.get(name) and env[name].rstrip("/") not in allowed
+        name for name in PROXY_VARIABLES if env.get(name) and env[name].rstrip("/") not in allowed
     ]
 
 
@@ -112,7 +124,7 @@ class RoutingGuard:
         if proxies:
             raise RouteRefused(
                 f"proxy set in the environment ({', '.join(proxies)}) is not declared by any site",
-                hint="unset it, or declare it with `proxy = \"...\"` in the site that needs it",
+                hint='unset it, or declare it with `proxy = "..."` in the site that needs it',
             )
 
     def allowed(self, host_port: str) -> bool:
@@ -135,8 +147,7 @@ class RoutingGuard:
                 f"{method} to {key} refused: host not on the plan's allowlist",
                 hint="a redirect or a misconfigured endpoint; check the sites file",
             )
-        if scheme != "https" and not (is_loopback(host) or key in self._http
-                                      or host in self._http):
+        if scheme != "https" and not (is_loopback(host) or key in self._http or host in self._http):
             raise RouteRefused(
                 f"{method} to {key} refused: plain HTTP outside loopback",
                 hint="use https, or declare allow_http = true for a self-hosted site",
@@ -158,7 +169,9 @@ class RoutingGuard:
     def drain(self) -> list[tuple[str, str, int, int, str, str]]:
         """The uses recorded since the last drain: (host, scheme, requests, bytes, first, last)."""
         with self._lock:
-            out = [(h, s, u.requests, u.bytes_sent, u.first_seen, u.last_seen)
-                   for (h, s), u in sorted(self._uses.items())]
+            out = [
+                (h, s, u.requests, u.bytes_sent, u.first_seen, u.last_seen)
+                for (h, s), u in sorted(self._uses.items())
+            ]
             self._uses.clear()
         return out

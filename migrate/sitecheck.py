@@ -44,8 +44,14 @@ def check_sites(
             adapter = build(site)
         except MigrateError as exc:
             results.append(
-                SiteCheck(name, site.provider, site.region, site.endpoint,
-                          error=exc.one_line(), exit_code=exc.exit_code)
+                SiteCheck(
+                    name,
+                    site.provider,
+                    site.region,
+                    site.endpoint,
+                    error=exc.one_line(),
+                    exit_code=exc.exit_code,
+                )
             )
             continue
         checks = []
@@ -55,9 +61,7 @@ def check_sites(
                     adapter.check(container)
                     checks.append(ContainerCheck(container, True))
                 except MigrateError as exc:
-                    checks.append(
-                        ContainerCheck(container, False, exc.one_line(), exc.exit_code)
-                    )
+                    checks.append(ContainerCheck(container, False, exc.one_line(), exc.exit_code))
         finally:
             adapter.close()
         results.append(SiteCheck(name, site.provider, site.region, site.endpoint, checks))

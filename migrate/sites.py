@@ -166,7 +166,7 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                 if key not in _REFERENCE_KEYS and not key.endswith("_env"):
                     raise SecretInConfig(
                         f"{path}: {here} holds a credential value",
-                        hint=f"write {key}_env = \"VARIABLE_NAME\" and export the secret "
+                        hint=f'write {key}_env = "VARIABLE_NAME" and export the secret '
                         "in that environment variable",
                     )
                 if key.endswith("_env") and not _ENV_NAME.match(value):

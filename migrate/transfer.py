@@ -26,6 +26,7 @@ import io
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, TypeVar
 
 from migrate.errors import ChecksumMismatch, NotFound, Permanent, SourceChanged
@@ -151,8 +152,12 @@ class ObjectCopy:
 
         def read() -> bytes:
             stream = self.source.open_range(
-                item.container, item.key, start, start + length,
-                if_match=item.source_etag, version_id=item.source_version,
+                item.container,
+                item.key,
+                start,
+                start + length,
+                if_match=item.source_etag,
+                version_id=item.source_version,
             )
             try:
                 chunks = []
@@ -197,16 +202,23 @@ class ObjectCopy:
         meta = dict(attrs.metadata)
         meta["migrate-sha256"] = sha256
         write_attrs = WriteAttrs(
-            content_type=attrs.content_type, content_encoding=attrs.content_encoding,
-            cache_control=attrs.cache_control, metadata=meta, storage_class=attrs.storage_class,
+            content_type=attrs.content_type,
+            content_encoding=attrs.content_encoding,
+            cache_control=attrs.cache_control,
+            metadata=meta,
+            storage_class=attrs.storage_class,
         )
         sums = {"md5": md5}
         if "sha256" in self.destination.capabilities.verifies_checksums:
             sums["sha256"] = sha256
         result = self.call(
             lambda: self.destination.put_object(
-                item.destination_bucket, item.destination_key, io.BytesIO(data), len(data),
-                write_attrs, sums,
+                item.destination_bucket,
+                item.destination_key,
+                io.BytesIO(data),
+                len(data),
+                write_attrs,
+                sums,
             )
         )
         self._check_destination_etag(item, result.etag, md5)
@@ -225,14 +237,16 @@ class ObjectCopy:
             for number, part in held.items():
                 if number not in done and part.etag and _MD5_HEX.match(part.etag.lower()):
                     done[number] = ""  # proven below, when its bytes are read again
+        meta = dict(attrs.metadata)
+        meta["migrate-part-size"] = str(part_size)
+        create_attrs = WriteAttrs(
+            content_type=attrs.content_type,
+            content_encoding=attrs.content_encoding,
+            cache_control=attrs.cache_control,
+            metadata=meta,
+            storage_class=attrs.storage_class,
+        )
         if upload_id is None:
-            meta = dict(attrs.metadata)
-            meta["migrate-part-size"] = str(part_size)
-            create_attrs = WriteAttrs(
-                content_type=attrs.content_type, content_encoding=attrs.content_encoding,
-                cache_control=attrs.cache_control, metadata=meta,
-                storage_class=attrs.storage_class,
-            )
             created = self.call(
                 lambda: self.destination.create_multipart(
                     item.destination_bucket, item.destination_key, create_attrs
@@ -266,11 +280,15 @@ class ObjectCopy:
                 parts.append(PartResult(number, md5, length))
                 continue
             sums = self._checksums_for(data, md5)
-            uid = upload_id
+            # A fresh stream per attempt: a retry re-sends the same bytes from the start.
             result = self.call(
-                lambda: self.destination.upload_part(
-                    item.destination_bucket, item.destination_key, uid, number,
-                    io.BytesIO(data), length, sums,
+                partial(
+                    self._upload_part,
+                    item,
+                    upload_id,
+                    number,
+                    data,
+                    sums,
                 )
             )
             if result.etag and _MD5_HEX.match(result.etag.lower()) and result.etag.lower() != md5:
@@ -287,7 +305,7 @@ class ObjectCopy:
         uid = upload_id
         completed = self.call(
             lambda: self.destination.complete_multipart(
-                item.destination_bucket, item.destination_key, uid, parts
+                item.destination_bucket, item.destination_key, uid, parts, create_attrs
             )
         )
         self._check_destination_etag(item, completed.etag, expected)
@@ -296,6 +314,24 @@ class ObjectCopy:
             proof = self._source_proof(item, whole_md5.hexdigest())
         return TransferOutcome(
             item.size, sha256.hexdigest(), expected, completed.etag, proof, len(parts), sent
+        )
+
+    def _upload_part(
+        self,
+        item: TransferItem,
+        upload_id: str,
+        number: int,
+        data: bytes,
+        sums: Mapping[str, str],
+    ) -> PartResult:
+        return self.destination.upload_part(
+            item.destination_bucket,
+            item.destination_key,
+            upload_id,
+            number,
+            io.BytesIO(data),
+            len(data),
+            sums,
         )
 
     def _list_parts(self, item: TransferItem, upload_id: str) -> list[PartResult]:

@@ -11,6 +11,8 @@ tests/providers/test_conformance.py checks each of them against every adapter):
 - `open_range` reads bytes [start, end) as a stream. With `if_match` it fails with
   `SourceChanged` when the object's ETag is no longer that one, and never returns bytes of
   another version.
+- Write bodies are seekable binary streams positioned at the first byte to send; exactly
+  `length` bytes are sent (a retry may seek back).
 - Writes verify: a `put_object` or `upload_part` whose bytes do not match the MD5 (or
   SHA-256) given in `checksums` fails with `ChecksumMismatch` and stores nothing.
   A write is atomic: readers see the whole new object or nothing.
@@ -32,7 +34,6 @@ from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +197,16 @@ class StoreAdapter(Protocol):
         ...
 
     def complete_multipart(
-        self, container: str, key: str, upload_id: str, parts: Sequence[PartResult]
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartResult],
+        attrs: WriteAttrs | None = None,
     ) -> WriteResult:
-        """Assemble the parts in part-number order; the object appears whole."""
+        """Assemble the parts in part-number order; the object appears whole. `attrs` are
+        the ones given to create_multipart: stores that set attributes only at commit
+        (Azure block blobs) need them again when an upload resumes in a new process."""
         ...
 
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:

@@ -33,5 +33,6 @@ def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdap
         from providers.azure import AzureAdapter
 
         return AzureAdapter(site, guard=guard)
-    raise ConfigError(f"site {site.name}: provider {site.provider!r} speaks {api!r}, "
-                      "which has no adapter yet")
+    raise ConfigError(
+        f"site {site.name}: provider {site.provider!r} speaks {api!r}, which has no adapter yet"
+    )

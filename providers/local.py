@@ -147,8 +147,10 @@ class LocalAdapter:
             key = base + name + ("/" if is_dir else "")
             if not (key.startswith(prefix) or (is_dir and prefix.startswith(key))):
                 continue
-            if start_after is not None and key <= start_after and not (
-                is_dir and start_after.startswith(key)
+            if (
+                start_after is not None
+                and key <= start_after
+                and not (is_dir and start_after.startswith(key))
             ):
                 continue
             entries.append((os.fsencode(key), name, is_dir))
@@ -224,8 +226,9 @@ class LocalAdapter:
         handle.seek(start)
         return _RangeReader(handle, max(0, stop - start))
 
-    def _receive(self, body: BinaryIO, length: int, checksums: Mapping[str, str],
-                 what: str) -> tuple[Path, str]:
+    def _receive(
+        self, body: BinaryIO, length: int, checksums: Mapping[str, str], what: str
+    ) -> tuple[Path, str]:
         """Copy `length` bytes to a temporary file, verifying the given checksums."""
         tmp = self._tmp()
         md5, sha256 = hashlib.md5(), hashlib.sha256()
@@ -253,8 +256,9 @@ class LocalAdapter:
             raise
         return tmp, md5.hexdigest()
 
-    def _install(self, container: str, key: str, tmp: Path, attrs: WriteAttrs,
-                 checksums: Mapping[str, str]) -> WriteResult:
+    def _install(
+        self, container: str, key: str, tmp: Path, attrs: WriteAttrs, checksums: Mapping[str, str]
+    ) -> WriteResult:
         path = self._path(container, key)
         self._require_container(container)
         try:
@@ -346,8 +350,9 @@ class LocalAdapter:
         self._upload_info(container, key, upload_id)
         tmp, md5 = self._receive(body, length, checksums, f"{container}/{key} part {part_number}")
         os.replace(tmp, self._upload_dir(container, upload_id) / f"{part_number:05d}")
-        return PartResult(part_number=part_number, etag=md5, size=length,
-                          checksums={**checksums, "md5": md5})
+        return PartResult(
+            part_number=part_number, etag=md5, size=length, checksums={**checksums, "md5": md5}
+        )
 
     def list_parts(self, container: str, key: str, upload_id: str) -> Iterator[PartResult]:
         self._upload_info(container, key, upload_id)
@@ -359,11 +364,17 @@ class LocalAdapter:
             with (udir / name).open("rb") as handle:
                 while chunk := handle.read(_CHUNK):
                     md5.update(chunk)
-            yield PartResult(part_number=int(name), etag=md5.hexdigest(),
-                             size=(udir / name).stat().st_size)
+            yield PartResult(
+                part_number=int(name), etag=md5.hexdigest(), size=(udir / name).stat().st_size
+            )
 
     def complete_multipart(
-        self, container: str, key: str, upload_id: str, parts: Sequence[PartResult]
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartResult],
+        attrs: WriteAttrs | None = None,  # set at create: S3 and this store keep them
     ) -> WriteResult:
         info = self._upload_info(container, key, upload_id)
         udir = self._upload_dir(container, upload_id)
@@ -374,8 +385,9 @@ class LocalAdapter:
                 source = udir / f"{part.part_number:05d}"
                 if not source.exists():
                     tmp.unlink()
-                    raise NotFound(f"{self.site_name}: part {part.part_number} of {key!r} "
-                                   "was never uploaded")
+                    raise NotFound(
+                        f"{self.site_name}: part {part.part_number} of {key!r} was never uploaded"
+                    )
                 with source.open("rb") as handle:
                     shutil.copyfileobj(handle, out, _CHUNK)
                 if part.etag:

@@ -763,7 +763,12 @@ class S3Adapter:
         )
 
     def complete_multipart(
-        self, container: str, key: str, upload_id: str, parts: Sequence[PartResult]
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartResult],
+        attrs: WriteAttrs | None = None,  # set at create: S3 and this store keep them
     ) -> WriteResult:
         listed: list[dict[str, Any]] = []
         for part in sorted(parts, key=lambda p: p.part_number):

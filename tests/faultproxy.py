@@ -77,8 +77,10 @@ def fault_proxy(upstream: str, faults: Faults | None = None) -> Iterator[Proxy]:
             if faults.slowdown_share and faults.roll() < faults.slowdown_share:
                 with faults.lock:
                     faults.throttled += 1
-                payload = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown"
-                           b"</Code><Message>Please reduce your request rate.</Message></Error>")
+                payload = (
+                    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown'
+                    b"</Code><Message>Please reduce your request rate.</Message></Error>"
+                )
                 self.send_response(503)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(payload)))

@@ -17,14 +17,22 @@ def body(i: int, size: int) -> bytes:
     return (seed * (size // len(seed) + 1))[:size]
 
 
-def put(adapter: StoreAdapter, container: str, key: str, data: bytes,
-        attrs: WriteAttrs | None = None) -> None:
-    adapter.put_object(container, key, io.BytesIO(data), len(data), attrs or WriteAttrs(),
-                       {"md5": hashlib.md5(data).hexdigest()})
+def put(
+    adapter: StoreAdapter, container: str, key: str, data: bytes, attrs: WriteAttrs | None = None
+) -> None:
+    adapter.put_object(
+        container,
+        key,
+        io.BytesIO(data),
+        len(data),
+        attrs or WriteAttrs(),
+        {"md5": hashlib.md5(data).hexdigest()},
+    )
 
 
-def seed(adapter: StoreAdapter, container: str, count: int, size: int = 64,
-         prefix: str = "obj/") -> dict[str, bytes]:
+def seed(
+    adapter: StoreAdapter, container: str, count: int, size: int = 64, prefix: str = "obj/"
+) -> dict[str, bytes]:
     """Write `count` objects (keys prefix + number, sizes vary) and return key -> bytes."""
     objects = {f"{prefix}{i:06d}": body(i, size + i % 7) for i in range(count)}
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -42,8 +50,9 @@ class FailingListing:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def list_objects(self, container: str, prefix: str = "",
-                     start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, container: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         for n, obj in enumerate(self._inner.list_objects(container, prefix, start_after)):
             if n == self._fail_after:
                 raise ConnectionResetError("listing interrupted (injected)")

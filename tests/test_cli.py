@@ -88,14 +88,20 @@ def bucket(seaweed: SeaweedFS) -> str:
 
     name = f"cli-{int(time.time() * 1000) % 10**9}"
     boto3.client(
-        "s3", endpoint_url=seaweed.endpoint, region_name="us-east-1",
-        aws_access_key_id=seaweed.access_key, aws_secret_access_key=seaweed.secret_key,
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
     ).create_bucket(Bucket=name)
     return name
 
 
 def test_wrong_credentials_give_exit_5_and_never_show_the_secret(
-    seaweed: SeaweedFS, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    seaweed: SeaweedFS,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("T_KEY", seaweed.access_key)
@@ -125,7 +131,9 @@ def test_an_unreachable_endpoint_gives_exit_6_within_30_seconds(
 
 
 def test_a_missing_bucket_gives_exit_7(
-    seaweed: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    seaweed: SeaweedFS,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("T_KEY", seaweed.access_key)
@@ -145,7 +153,9 @@ def test_a_malformed_file_gives_exit_3_and_a_secret_in_it_exit_4(
     code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
     assert code == 3
     assert_one_line_without_secret(out, err)
-    bad.write_text(f'[sites.x]\nprovider = "scaleway"\ncredentials = {{ secret_key = "{CANARY}" }}\n')
+    bad.write_text(
+        f'[sites.x]\nprovider = "scaleway"\ncredentials = {{ secret_key = "{CANARY}" }}\n'
+    )
     code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
     assert code == 4
     assert_one_line_without_secret(out, err)
@@ -160,8 +170,9 @@ def test_inventory_json_is_machine_readable(
     store.mkdir(parents=True)
     (store / "one.csv").write_bytes(b"1,2,3\n")
     sites = tmp_path / "sites.toml"
-    sites.write_text(f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "store"}"\n'
-                     'buckets = ["data"]\n')
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "store"}"\nbuckets = ["data"]\n'
+    )
     code, out, _ = run(["inventory", "s", "--sites", str(sites), "--json"], capsys)
     assert code == 0
     summary = json.loads(out)

@@ -30,12 +30,14 @@ from tests.faultproxy import Faults, fault_proxy
 from tests.helpers import body
 
 MiB = 1024 * 1024
-SMALL_PARTS = TransferConfig(concurrency=4, part_size=5 * MiB, backoff_initial=0.01,
-                             backoff_max=0.05)
+SMALL_PARTS = TransferConfig(
+    concurrency=4, part_size=5 * MiB, backoff_initial=0.01, backoff_max=0.05
+)
 
 
-def simple_plan(name: str, source: Site, destination: Site, state_dir: Path,
-                bucket_of: dict[str, str]) -> Plan:
+def simple_plan(
+    name: str, source: Site, destination: Site, state_dir: Path, bucket_of: dict[str, str]
+) -> Plan:
     """A one-phase plan over every dataset of the source's inventory (no planner needed)."""
     with Ledger(state_dir) as ledger:
         datasets = ledger.dataset_counts(source.name, [("all", 2**62)], [])
@@ -50,35 +52,65 @@ def simple_plan(name: str, source: Site, destination: Site, state_dir: Path,
         for d in datasets
     )
     return Plan(
-        name=name, created="2026-11-23", policy="eu-residency", source=source.name,
-        destination=destination.name, inventory_run=1,
-        sites=(SiteRef(name=source.name, role="source", provider=source.provider,
-                       verdict="PASS"),
-               SiteRef(name=destination.name, role="destination",
-                       provider=destination.provider, verdict="PASS")),
+        name=name,
+        created="2026-11-23",
+        policy="eu-residency",
+        source=source.name,
+        destination=destination.name,
+        inventory_run=1,
+        sites=(
+            SiteRef(name=source.name, role="source", provider=source.provider, verdict="PASS"),
+            SiteRef(
+                name=destination.name,
+                role="destination",
+                provider=destination.provider,
+                verdict="PASS",
+            ),
+        ),
         mappings=mappings,
         phases=(Phase(name="bulk-1", kind=PhaseKind.BULK),),
         totals=Estimate(),
         allowlist=(),
-        options=PlanOptions(bandwidth_bytes_per_second=1e8, pilot_share=0.02,
-                            wave_cap_bytes=2**40),
+        options=PlanOptions(bandwidth_bytes_per_second=1e8, pilot_share=0.02, wave_cap_bytes=2**40),
     )
 
 
-def put(adapter: StoreAdapter, container: str, key: str, data: bytes, *,
-        content_type: str = "application/octet-stream", meta: dict[str, str] | None = None,
-        multipart: bool = False) -> None:
+def put(
+    adapter: StoreAdapter,
+    container: str,
+    key: str,
+    data: bytes,
+    *,
+    content_type: str = "application/octet-stream",
+    meta: dict[str, str] | None = None,
+    multipart: bool = False,
+) -> None:
     attrs = WriteAttrs(content_type=content_type, metadata=meta or {})
     if not multipart:
-        adapter.put_object(container, key, io.BytesIO(data), len(data), attrs,
-                           {"md5": hashlib.md5(data).hexdigest()})
+        adapter.put_object(
+            container,
+            key,
+            io.BytesIO(data),
+            len(data),
+            attrs,
+            {"md5": hashlib.md5(data).hexdigest()},
+        )
         return
     upload = adapter.create_multipart(container, key, attrs)
     parts = []
     for n, start in enumerate(range(0, len(data), 5 * MiB), start=1):
-        chunk = data[start:start + 5 * MiB]
-        parts.append(adapter.upload_part(container, key, upload, n, io.BytesIO(chunk),
-                                         len(chunk), {"md5": hashlib.md5(chunk).hexdigest()}))
+        chunk = data[start : start + 5 * MiB]
+        parts.append(
+            adapter.upload_part(
+                container,
+                key,
+                upload,
+                n,
+                io.BytesIO(chunk),
+                len(chunk),
+                {"md5": hashlib.md5(chunk).hexdigest()},
+            )
+        )
     adapter.complete_multipart(container, key, upload, parts)
 
 
@@ -101,26 +133,47 @@ class Env:
         self.destination = build_adapter(destination)
         self.source.create_container(self.container)
         self.state = tmp / "state"
-        self.config = SitesConfig(path=tmp / "sites.toml", state_dir=self.state,
-                                  sites={self.source_site.name: self.source_site,
-                                         destination.name: destination})
+        self.config = SitesConfig(
+            path=tmp / "sites.toml",
+            state_dir=self.state,
+            sites={self.source_site.name: self.source_site, destination.name: destination},
+        )
 
     def seed(self, estate: dict[str, tuple[bytes, str, dict[str, str], bool]]) -> None:
         for key, (data, ctype, meta, multipart) in estate.items():
-            put(self.source, self.container, key, data, content_type=ctype, meta=meta,
-                multipart=multipart)
+            put(
+                self.source,
+                self.container,
+                key,
+                data,
+                content_type=ctype,
+                meta=meta,
+                multipart=multipart,
+            )
 
     def plan(self) -> Plan:
         run_inventory(self.config, self.source_site.name, self.source)
-        return simple_plan("t", self.source_site, self.destination_site, self.state,
-                           {self.container: self.bucket})
+        return simple_plan(
+            "t", self.source_site, self.destination_site, self.state, {self.container: self.bucket}
+        )
 
-    def run(self, plan: Plan, destination: StoreAdapter | None = None,
-            source: StoreAdapter | None = None, config: TransferConfig = SMALL_PARTS) -> Any:
+    def run(
+        self,
+        plan: Plan,
+        destination: StoreAdapter | None = None,
+        source: StoreAdapter | None = None,
+        config: TransferConfig = SMALL_PARTS,
+    ) -> Any:
         with Ledger(self.state) as ledger:
-            return run_phase(plan, "bulk-1", ledger, source or self.source,
-                             destination or self.destination, config=config,
-                             sleep=lambda s: None)
+            return run_phase(
+                plan,
+                "bulk-1",
+                ledger,
+                source or self.source,
+                destination or self.destination,
+                config=config,
+                sleep=lambda s: None,
+            )
 
     def read_destination(self, key: str) -> bytes:
         stream = self.destination.open_range(self.bucket, key)
@@ -170,8 +223,9 @@ def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) ->
     plan = env.plan()
     env.run(plan)
     with fault_proxy(seaweed.endpoint) as proxy:
-        counted = build_adapter(env.destination_site.model_copy(
-            update={"endpoint": proxy.endpoint}))
+        counted = build_adapter(
+            env.destination_site.model_copy(update={"endpoint": proxy.endpoint})
+        )
         summary = env.run(plan, destination=counted)
         assert summary.nothing_to_do and summary.copied == 0
         assert proxy.faults.corrupted == 0
@@ -221,8 +275,9 @@ class RewriteDuringCopy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def open_range(self, container: str, key: str, start: int = 0, end: int | None = None,
-                   **kw: Any) -> ReadStream:
+    def open_range(
+        self, container: str, key: str, start: int = 0, end: int | None = None, **kw: Any
+    ) -> ReadStream:
         if (container, key) == self._target and start > 0 and not self._done:
             self._done = True
             put(self._inner, container, key, body(77, 12 * MiB + 17))
@@ -261,36 +316,46 @@ print(json.dumps({"copied": s.copied, "failed": s.failed}))
 
 
 @pytest.mark.slow
-def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(
-    env_for: Any, seaweed: Any
-) -> None:
+def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, seaweed: Any) -> None:
     env: Env = env_for("s3", "s3")
-    estate = {f"big/{i}.bin": (body(100 + i, 11 * MiB + i), "application/octet-stream", {},
-                                False) for i in range(3)}
-    estate.update({f"small/{i:03d}": (body(i, 2000 + i), "text/plain", {}, False)
-                   for i in range(60)})
+    estate = {
+        f"big/{i}.bin": (body(100 + i, 11 * MiB + i), "application/octet-stream", {}, False)
+        for i in range(3)
+    }
+    estate.update(
+        {f"small/{i:03d}": (body(i, 2000 + i), "text/plain", {}, False) for i in range(60)}
+    )
     env.seed(estate)
     plan = env.plan()
     rng = random.Random(20261123)
     with fault_proxy(seaweed.endpoint) as proxy:
         dest = env.destination_site.model_copy(update={"endpoint": proxy.endpoint})
-        args = json.dumps({
-            "plan": json.loads(plan.model_dump_json()),
-            "source": json.loads(env.source_site.model_dump_json()),
-            "destination": json.loads(dest.model_dump_json()),
-            "state": str(env.state),
-        })
+        args = json.dumps(
+            {
+                "plan": json.loads(plan.model_dump_json()),
+                "source": json.loads(env.source_site.model_dump_json()),
+                "destination": json.loads(dest.model_dump_json()),
+                "state": str(env.state),
+            }
+        )
         for _trial in range(20):
-            proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, args],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=dict(os.environ))
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CRASH_SCRIPT, args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(os.environ),
+            )
             time.sleep(rng.uniform(0.3, 2.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
-        final = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, args],
-                               capture_output=True, text=True, timeout=300,
-                               env=dict(os.environ))
+        final = subprocess.run(
+            [sys.executable, "-c", CRASH_SCRIPT, args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ),
+        )
         assert final.returncode == 0, final.stderr
         resent = {p: n for p, n in proxy.faults.parts_accepted.items() if n > 1}
         assert not resent, f"parts accepted more than once: {resent}"

@@ -23,8 +23,9 @@ from tests.helpers import FailingListing, body, put, seed
 
 def config_for(site: Site, tmp_path: Path, buckets: tuple[str, ...]) -> SitesConfig:
     site = site.model_copy(update={"buckets": buckets})
-    return SitesConfig(path=tmp_path / "sites.toml", state_dir=tmp_path / "state",
-                       sites={site.name: site})
+    return SitesConfig(
+        path=tmp_path / "sites.toml", state_dir=tmp_path / "state", sites={site.name: site}
+    )
 
 
 @pytest.mark.parametrize("kind", ["local", "s3", "azure"])
@@ -74,8 +75,7 @@ def test_an_interrupted_listing_resumes_where_it_stopped(
     listed: list[str] = []
 
     class Recording(FailingListing):
-        def list_objects(self, container: str, prefix: str = "",
-                         start_after: str | None = None):  # type: ignore[no-untyped-def]
+        def list_objects(self, container: str, prefix: str = "", start_after: str | None = None):  # type: ignore[no-untyped-def]
             for obj in adapter.list_objects(container, prefix, start_after):
                 listed.append(obj.key)
                 yield obj
@@ -109,8 +109,12 @@ def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
     from migrate.inventory import flags_of
 
     def obj(**kw: object) -> ObjectInfo:
-        base: dict[str, object] = {"container": "c", "key": "k", "size": 1,
-                                   "checksums": {"md5": "0" * 32}}
+        base: dict[str, object] = {
+            "container": "c",
+            "key": "k",
+            "size": 1,
+            "checksums": {"md5": "0" * 32},
+        }
         base.update(kw)
         return ObjectInfo(**base)  # type: ignore[arg-type]
 
@@ -141,11 +145,17 @@ def test_inventory_of_200000_objects_stays_under_150_mib(tmp_path: Path) -> None
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(sites)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ})
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(sites)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["datasets"][0]["objects"] == 1000  # one dataset per dir
     total = sum(d["objects"] for d in json.loads(proc.stdout)["datasets"])
     assert total == 200_000
     peak_mib = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    print(f"peak RSS {peak_mib:.0f} MiB")
     assert peak_mib < 150, f"peak RSS {peak_mib:.0f} MiB"

@@ -52,7 +52,7 @@ def test_sites_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     [
         ("[sites.a\nprovider = 1", "not valid TOML"),
         ('[sites.a]\nprovider = "local"\nregoin = "x"\n', "sites.a.regoin: unknown key"),
-        ("[sites.a]\nregion = \"x\"\n", "sites.a.provider: required key is missing"),
+        ('[sites.a]\nregion = "x"\n', "sites.a.provider: required key is missing"),
         ('[sites.a]\nprovider = "s3"\nbuckets = "one"\n', "sites.a.buckets"),
     ],
 )
