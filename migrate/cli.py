@@ -4,6 +4,7 @@ exit code here, in `main`, and nowhere else."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from datetime import date
@@ -15,8 +16,12 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from migrate import render
-from migrate.errors import EXIT_CODES, MigrateError, redact
+from migrate.errors import EXIT_CODES, ConfigError, MigrateError, TransferError, redact
+from migrate.executor import Subscriber, TransferConfig, run_phase
 from migrate.inventory import Progress, run_inventory
+from migrate.ledger import Ledger
+from migrate.plan import load_plan
+from migrate.session import open_session
 from migrate.policy import POLICIES, evaluate, evaluate_all
 from migrate.sitecheck import check_sites, exit_code_of
 from migrate.sites import SitesConfig, load_sites
@@ -207,6 +212,130 @@ def providers_show(
         print(render.to_json(provider.model_dump(mode="json")))
         return
     render.print_provider(console, provider.display_name, list(iter_facts(provider)))
+
+
+PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml).")]
+
+
+class _ProgressSubscriber(Subscriber):
+    """Progress on stderr: a rich bar on a terminal, one line per interval otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._err = Console(stderr=True)
+        self._quiet = quiet
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._objects = 0
+        self._total_objects = 0
+        self._total_bytes = 0
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def on_start(self, objects: int, size: int) -> None:
+        self._total_objects, self._total_bytes = objects, size
+
+    def on_bytes(self, n: int) -> None:
+        with self._lock:
+            self._bytes += n
+        self._tick()
+
+    def on_object(self, key: str, state: str) -> None:
+        with self._lock:
+            self._objects += 1
+        self._tick()
+
+    def _tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._quiet or (not force and now - self._last < 2):
+            return
+        self._last = now
+        rate = self._bytes / max(now - self._start, 1e-6)
+        left = max(self._total_bytes - self._bytes, 0)
+        eta = f"{left / rate:.0f} s" if rate > 0 else "?"
+        self._err.print(
+            f"{self._objects:,}/{self._total_objects:,} objects, "
+            f"{render.human_bytes(self._bytes)}/{render.human_bytes(self._total_bytes)}, "
+            f"{render.human_bytes(int(rate))}/s, ETA {eta}",
+            markup=False,
+        )
+
+
+@app.command()
+def run(
+    plan: PlanArg,
+    phase: Annotated[str, typer.Option(help="Phase to run: pilot, bulk-1, ..., delta, cutover.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and HEAD only: write nothing anywhere.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="Objects copied at once.")] = 8,
+    part_size_mib: Annotated[int, typer.Option(help="Preferred part size in MiB.")] = 16,
+    force: Annotated[bool, typer.Option(help="Start although a gate is not met.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why --force (recorded).")] = None,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run one phase of an approved plan. Interrupted? The same command resumes: finished
+    objects are skipped and finished parts are not sent again.
+
+    Example: migrate run plans/hdh.yaml --phase pilot
+    """
+    from migrate.planner import check_approved
+
+    config, catalog = _load(sites)
+    if force and not reason:
+        raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
+    with open_session(plan, config, catalog) as session:
+        check_approved(session.plan, session.ledger)
+        if dry_run:
+            from migrate.dryrun import dry_run as do_dry_run
+
+            report = do_dry_run(session.plan, phase, session.ledger, session.source,
+                                session.destination)
+            if json_out:
+                _out(True, report)
+            else:
+                render.print_dry_run(console, report)
+            return
+        summary = run_phase(
+            session.plan, phase, session.ledger, session.source, session.destination,
+            config=TransferConfig(concurrency=concurrency, part_size=part_size_mib * 1024**2),
+            subscriber=_ProgressSubscriber(json_out),
+            force_reason=reason if force else None,
+        )
+    if json_out:
+        _out(True, summary)
+    else:
+        render.print_phase_summary(console, summary)
+    if summary.failed:
+        raise typer.Exit(TransferError.exit_code)
+
+
+@app.command()
+def status(
+    plan: PlanArg,
+    routes: Annotated[bool, typer.Option("--routes", help="Hosts contacted, with counts.")] = False,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show a plan's progress from the ledger only (no store is contacted): per phase,
+    objects done, pending, failed and changed; with --routes, every host contacted.
+
+    Example: migrate status plans/hdh.yaml --routes
+    """
+    config, _ = _load(sites)
+    loaded = load_plan(plan, check_digest=False)
+    with Ledger(config.state_dir) as ledger:
+        counts = ledger.phase_counts(loaded.name)
+        phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
+        used = ledger.routes(loaded.name) if routes else []
+    if json_out:
+        _out(True, {"plan": loaded.name, "counts": counts, "phases": phases, "routes": used})
+        return
+    render.print_status(console, loaded, counts, phases)
+    if routes:
+        render.print_routes(console, used)
 
 
 @app.command()

@@ -12,7 +12,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from migrate.executor import PhaseSummary
 from migrate.inventory import InventorySummary
+from migrate.ledger import PhaseCounts, PhaseState, RouteUse
+from migrate.plan import Plan
 from migrate.policy import Verdict
 from migrate.sitecheck import SiteCheck
 
@@ -120,3 +123,55 @@ def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -
         value = "unknown" if fact.value is None else str(_plain(fact.value))
         table.add_row(path, value, fact.source or "-", str(fact.as_of or "-"))
     console.print(table)
+
+
+def print_phase_summary(console: Console, s: PhaseSummary) -> None:
+    if s.nothing_to_do:
+        console.print(
+            f"Phase {s.phase}: nothing to do: all {s.already_done:,} objects were already "
+            "copied and proven."
+        )
+        return
+    rate = s.bytes_copied / s.seconds if s.seconds else 0
+    console.print(
+        f"Phase {s.phase}: {s.copied:,} copied ({human_bytes(s.bytes_copied)}, "
+        f"{human_bytes(int(rate))}/s), {s.already_done:,} already done, {s.failed:,} failed, "
+        f"{s.changed:,} changed at the source (left for delta), {s.retries:,} retries."
+    )
+    for container, key, why in s.failures:
+        console.print(f"  {container}/{key}: {why}", markup=False)
+
+
+def print_status(
+    console: Console, plan: Plan, counts: list[PhaseCounts], phases: dict[str, PhaseState]
+) -> None:
+    table = Table(title=f"Plan {plan.name}")
+    for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
+        table.add_column(column)
+    by_phase: dict[str, dict[str, int]] = {}
+    for c in counts:
+        by_phase.setdefault(c.phase, {})[c.state] = c.objects
+    for phase in plan.phases:
+        n = by_phase.get(phase.name, {})
+        state = phases.get(phase.name)
+        table.add_row(
+            phase.name,
+            *(f"{n.get(k, 0):,}" for k in ("done", "pending", "in_progress", "failed", "changed")),
+            (state.verified_at or "-") if state else "-",
+        )
+    console.print(table)
+
+
+def print_routes(console: Console, routes: list[RouteUse]) -> None:
+    table = Table(title="Hosts contacted (route attestation)")
+    for column in ("host", "scheme", "requests", "bytes sent", "first", "last"):
+        table.add_column(column)
+    for r in routes:
+        table.add_row(r.host, r.scheme, f"{r.requests:,}", human_bytes(r.bytes_sent),
+                      r.first_seen, r.last_seen)
+    console.print(table)
+
+
+def print_dry_run(console: Console, report: Any) -> None:
+    """Generic rendering of the dry-run report (its rows are per dataset)."""
+    console.print_json(to_json(report))
