@@ -94,6 +94,12 @@ def _b64(hexdigest: str) -> str:
     return base64.b64encode(bytes.fromhex(hexdigest)).decode()
 
 
+def _composite(part_md5s: list[str]) -> str:
+    """The S3 multipart ETag: MD5 of the concatenated part MD5s, then -N."""
+    joined = b"".join(bytes.fromhex(m) for m in part_md5s)
+    return f"{hashlib.md5(joined).hexdigest()}-{len(part_md5s)}"
+
+
 def native_md5(checksums: Mapping[str, str], etag: str | None) -> str | None:
     """The source's own whole-object MD5, if it has one."""
     md5 = checksums.get("md5")
@@ -228,6 +234,19 @@ class ObjectCopy:
     def _multipart(self, item: TransferItem, attrs: WriteAttrs, part_size: int) -> TransferOutcome:
         upload_id = item.upload_id
         done: dict[int, str] = dict(item.done_parts)
+        count = max(1, -(-item.size // part_size))
+        if upload_id is not None and sorted(done) == list(range(1, count + 1)):
+            # Every part was recorded: the crash may have come after the store completed
+            # the upload and before the ledger heard of it. The store's ETag says which.
+            expected = _composite([done[n] for n in range(1, count + 1)])
+            try:
+                head = self.call(
+                    lambda: self.destination.head(item.destination_bucket, item.destination_key)
+                )
+            except NotFound:
+                head = None
+            if head is not None and (head.etag or "").lower() == expected:
+                return self._prove_completed(item, part_size, count, done, expected, head.etag)
         if upload_id is not None:
             # Parts the store holds that the ledger missed: prove them, do not resend.
             try:
@@ -263,12 +282,13 @@ class ObjectCopy:
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
         parts: list[PartResult] = []
         sent = 0
-        count = max(1, -(-item.size // part_size))
+        md5_of: dict[int, str] = {}
         for number in range(1, count + 1):
             start = (number - 1) * part_size
             length = min(part_size, item.size - start)
             data = self._read(item, start, length)
             md5 = hashlib.md5(data).hexdigest()
+            md5_of[number] = md5
             sha256.update(data)
             if whole_md5 is not None:
                 whole_md5.update(data)
@@ -277,7 +297,9 @@ class ObjectCopy:
                 if recorded == "":
                     part = PartResult(number, md5, length)
                     self.recorder.part_done(item, upload_id, part, md5)
-                parts.append(PartResult(number, md5, length))
+                # A store that declared a checksum at create wants each part's at complete.
+                sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
+                parts.append(PartResult(number, md5, length, sums))
                 continue
             sums = self._checksums_for(data, md5)
             # A fresh stream per attempt: a retry re-sends the same bytes from the start.
@@ -300,8 +322,7 @@ class ObjectCopy:
             parts.append(PartResult(number, result.etag, length, result.checksums))
             sent += length
             self.on_bytes(length)
-        composite = hashlib.md5(b"".join(bytes.fromhex(p.etag or md5) for p in parts if p.etag))
-        expected = f"{composite.hexdigest()}-{len(parts)}"
+        expected = _composite([md5_of[p.part_number] for p in parts])
         uid = upload_id
         completed = self.call(
             lambda: self.destination.complete_multipart(
@@ -315,6 +336,33 @@ class ObjectCopy:
         return TransferOutcome(
             item.size, sha256.hexdigest(), expected, completed.etag, proof, len(parts), sent
         )
+
+    def _prove_completed(
+        self,
+        item: TransferItem,
+        part_size: int,
+        count: int,
+        done: Mapping[int, str],
+        expected: str,
+        etag: str | None,
+    ) -> TransferOutcome:
+        """The upload completed before a crash: re-read the source (sending nothing) to
+        prove each part is the bytes recorded, and to compute the SHA-256."""
+        sha256 = hashlib.sha256()
+        whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
+        for number in range(1, count + 1):
+            start = (number - 1) * part_size
+            data = self._read(item, start, min(part_size, item.size - start))
+            if hashlib.md5(data).hexdigest() != done[number]:
+                raise ChecksumMismatch(
+                    f"{item.container}/{item.key} part {number}: source bytes differ from "
+                    "the part the destination holds"
+                )
+            sha256.update(data)
+            if whole_md5 is not None:
+                whole_md5.update(data)
+        proof = self._source_proof(item, whole_md5.hexdigest()) if whole_md5 else "none"
+        return TransferOutcome(item.size, sha256.hexdigest(), expected, etag, proof, count, 0)
 
     def _upload_part(
         self,

@@ -128,6 +128,8 @@ class Env:
         self.container = unique_name("src")
         self.bucket = unique_name("dst")
         self.source_site = source.model_copy(update={"buckets": (self.container,)})
+        # Source and destination may be the same server: they stay two sites.
+        destination = destination.model_copy(update={"name": f"{destination.name}-dst"})
         self.destination_site = destination
         self.source = build_adapter(self.source_site)
         self.destination = build_adapter(destination)
@@ -359,7 +361,9 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
         assert final.returncode == 0, final.stderr
         resent = {p: n for p, n in proxy.faults.parts_accepted.items() if n > 1}
         assert not resent, f"parts accepted more than once: {resent}"
-    assert json.loads(final.stdout)["failed"] == 0
+    with Ledger(env.state) as ledger:
+        failures = ledger.failures("t", "bulk-1")
+        assert json.loads(final.stdout)["failed"] == 0, failures
     listed = {o.key: o.size for o in env.destination.list_objects(env.bucket)}
     assert listed == {k: len(v[0]) for k, v in estate.items()}
     for key, (data, *_rest) in estate.items():
