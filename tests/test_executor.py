@@ -371,3 +371,56 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
     with Ledger(env.state) as ledger:
         assert {c.state: c.objects for c in ledger.phase_counts("t")} == {"done": len(estate)}
+
+
+MEMORY_SCRIPT = """
+import sys, json
+from pathlib import Path
+from migrate.executor import TransferConfig, run_phase
+from migrate.ledger import Ledger
+from migrate.plan import Plan
+from migrate.sites import Site
+from providers.factory import build_adapter
+args = json.loads(sys.argv[1])
+plan = Plan.model_validate(args["plan"])
+with Ledger(Path(args["state"])) as ledger:
+    s = run_phase(plan, "bulk-1", ledger, build_adapter(Site.model_validate(args["source"])),
+                  build_adapter(Site.model_validate(args["destination"])),
+                  config=TransferConfig(concurrency=8, part_size=16 * 1024 * 1024))
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(json.dumps({"copied": s.copied, "hwm_kib": int(hwm.split()[1])}))
+"""
+
+
+@pytest.mark.slow
+def test_copying_a_2_gib_object_keeps_memory_under_300_mib(tmp_path: Path) -> None:
+    src_root, dst_root = tmp_path / "src", tmp_path / "dst"
+    (src_root / "data").mkdir(parents=True)
+    dst_root.mkdir()
+    with (src_root / "data" / "huge.bin").open("wb") as f:  # sparse: cheap to make and read
+        f.truncate(2 * 1024**3)
+    source = Site(name="src", provider="local", path=str(src_root), buckets=("data",))
+    destination = Site(name="dst", provider="local", path=str(dst_root))
+    config = SitesConfig(
+        path=tmp_path / "sites.toml",
+        state_dir=tmp_path / "state",
+        sites={"src": source, "dst": destination},
+    )
+    run_inventory(config, "src", build_adapter(source))
+    plan = simple_plan("mem", source, destination, config.state_dir, {"data": "copy"})
+    args = json.dumps(
+        {
+            "plan": json.loads(plan.model_dump_json()),
+            "source": json.loads(source.model_dump_json()),
+            "destination": json.loads(destination.model_dump_json()),
+            "state": str(config.state_dir),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["copied"] == 1
+    assert (dst_root / "copy" / "huge.bin").stat().st_size == 2 * 1024**3
+    assert result["hwm_kib"] / 1024 < 300, f"peak RSS {result['hwm_kib'] / 1024:.0f} MiB"
