@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from migrate.plan import Phase, Plan
 
 STATE_FILE = "state.db"
 
@@ -130,6 +134,30 @@ _MIGRATIONS: list[tuple[str, str]] = [
             last_seen TEXT NOT NULL,
             PRIMARY KEY (plan, host, scheme)
         );
+        """,
+    ),
+    (
+        "verification",
+        """
+        CREATE TABLE verifications (
+            id INTEGER PRIMARY KEY,
+            plan TEXT NOT NULL,
+            phase TEXT,
+            mode TEXT NOT NULL,
+            sample REAL,
+            seed INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            passed INTEGER NOT NULL,
+            objects INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            reread INTEGER NOT NULL,
+            summary TEXT NOT NULL
+        );
+        CREATE INDEX verifications_plan ON verifications (plan, phase, id);
+        CREATE INDEX transfers_destination ON transfers (plan, destination_bucket, destination_key);
+        CREATE INDEX transfers_manifest
+            ON transfers (plan, state, dataset, destination_bucket, destination_key);
         """,
     ),
 ]
@@ -712,7 +740,723 @@ class Ledger:
                 )
             ]
 
+    # -- plans -------------------------------------------------------------------------------
+    # Aggregates the planner reads, approvals, and the resolution of a phase's object set.
+    # Every read here is a grouped scan or a bounded query: memory does not grow with the
+    # number of objects.
+
+    def _plan_functions(self) -> None:
+        """Register the SQL functions plans select with (once per connection)."""
+        if getattr(self, "_plan_fns", False):
+            return
+        from migrate.plan import key_hash  # plan imports nothing of the ledger
+
+        self._db.create_function("migrate_key_hash", 2, key_hash, deterministic=True)
+        self._db.create_function("migrate_max_segment", 1, _max_segment_bytes, deterministic=True)
+        self._plan_fns = True
+
+    def latest_inventory_run(self, site: str) -> int | None:
+        """The id of the site's last finished inventory run, None if it has none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(id) FROM inventory_runs WHERE site=? AND finished_at IS NOT NULL",
+                (site,),
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def plan_dataset_stats(
+        self,
+        site: str,
+        size_bounds: Sequence[int],
+        flag_bits: Sequence[int],
+        *,
+        key_limit: int,
+        segment_limit: int | None,
+        size_limit: int,
+    ) -> list[PlanDatasetStats]:
+        """Per dataset of the site's current inventory, in one grouped scan: counts and bytes
+        per size class (bounded by `size_bounds`, upper bounds exclusive; the last class is
+        open) and per flag bit, the largest object and key, and how many objects exceed the
+        given key, path-segment and size limits (in bytes)."""
+        self._plan_functions()
+        lows = [0, *(int(b) for b in size_bounds)]
+        classes = []
+        for i, low in enumerate(lows):
+            cond = f"size >= {low}" + (f" AND size < {lows[i + 1]}" if i + 1 < len(lows) else "")
+            classes.append(f"SUM({cond}), SUM(CASE WHEN {cond} THEN size ELSE 0 END)")
+        flags = [
+            f"SUM((flags & {int(b)}) != 0), SUM(CASE WHEN flags & {int(b)} THEN size ELSE 0 END)"
+            for b in flag_bits
+        ]
+        segment = (
+            "SUM(CASE WHEN length(CAST(key AS BLOB)) > :seg "
+            "THEN migrate_max_segment(key) > :seg ELSE 0 END)"
+            if segment_limit is not None
+            else "0"
+        )
+        columns = ", ".join(
+            [
+                "dataset",
+                "container",
+                "COUNT(*)",
+                "SUM(size)",
+                "MAX(size)",
+                "MAX(length(CAST(key AS BLOB)))",
+                "SUM(length(CAST(key AS BLOB)) > :kl)",
+                segment,
+                "SUM(size > :ol)",
+                "SUM(version_id IS NOT NULL)",
+                *classes,
+                *flags,
+            ]
+        )
+        sql = (
+            f"SELECT {columns} FROM objects WHERE site = :site AND deleted_in IS NULL "
+            "GROUP BY dataset, container ORDER BY dataset, container"
+        )
+        params = {"site": site, "kl": key_limit, "seg": segment_limit or 0, "ol": size_limit}
+        out: list[PlanDatasetStats] = []
+        n_classes = len(lows)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()  # one row per dataset
+        for row in rows:
+            ints = [int(v or 0) for v in row[2:]]
+            classes_part = ints[8 : 8 + 2 * n_classes]
+            flags_part = ints[8 + 2 * n_classes :]
+            out.append(
+                PlanDatasetStats(
+                    dataset=str(row[0]),
+                    container=str(row[1]),
+                    objects=ints[0],
+                    bytes=ints[1],
+                    max_size=ints[2],
+                    max_key_bytes=ints[3],
+                    over_key_limit=ints[4],
+                    over_segment_limit=ints[5],
+                    over_size_limit=ints[6],
+                    versioned=ints[7],
+                    size_classes=tuple(
+                        (classes_part[2 * i], classes_part[2 * i + 1]) for i in range(n_classes)
+                    ),
+                    flags=tuple(
+                        (int(bit), flags_part[2 * i], flags_part[2 * i + 1])
+                        for i, bit in enumerate(flag_bits)
+                    ),
+                )
+            )
+        return out
+
+    def plan_tier_stats(self, site: str) -> list[PlanTierStats]:
+        """Per dataset and storage class/tier: objects, bytes, and how many are archived."""
+        with self._lock:
+            return [
+                PlanTierStats(
+                    str(d), None if t is None else str(t), int(n), int(b or 0), int(a or 0)
+                )
+                for d, t, n, b, a in self._db.execute(
+                    "SELECT dataset, storage_class, COUNT(*), SUM(size), SUM(archived) "
+                    "FROM objects WHERE site=? AND deleted_in IS NULL "
+                    "GROUP BY dataset, storage_class ORDER BY dataset, storage_class",
+                    (site,),
+                )
+            ]
+
+    def plan_examples(
+        self, site: str, dataset: str, condition: str, value: int | str, limit: int = 3
+    ) -> list[tuple[str, str]]:
+        """A few (container, key) of a dataset meeting one condition, in key order:
+        "flag" (value: a flag bit), "key_bytes", "segment_bytes", "size" (value: a limit the
+        key, a path segment or the size exceeds), "tier" (value: a storage class)."""
+        where = _EXAMPLE_CONDITIONS[condition]
+        self._plan_functions()
+        with self._lock:
+            return [
+                (str(c), str(k))
+                for c, k in self._db.execute(
+                    "SELECT container, key FROM objects INDEXED BY objects_dataset "
+                    "WHERE site=:site AND dataset=:ds "
+                    f"AND deleted_in IS NULL AND {where} ORDER BY container, key LIMIT :n",
+                    {"site": site, "ds": dataset, "v": value, "n": limit},
+                )
+            ]
+
+    def record_approval(self, plan: str, digest: str, who: str, path: str) -> Approval:
+        """Record that `who` approved this digest of the plan; approving it again keeps the
+        first record."""
+        with self.atomic() as db:
+            db.execute(
+                "INSERT INTO approvals (plan, digest, approved_by, approved_at, path) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (plan, digest) DO NOTHING",
+                (plan, digest, who, _now(), path),
+            )
+            row = db.execute(
+                "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
+                "WHERE plan=? AND digest=?",
+                (plan, digest),
+            ).fetchone()
+        return Approval(*row)
+
+    def approvals(self, plan: str) -> list[Approval]:
+        """Every approval of the plan (any digest), newest first."""
+        with self._lock:
+            return [
+                Approval(*row)
+                for row in self._db.execute(
+                    "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
+                    "WHERE plan=? ORDER BY approved_at DESC, digest",
+                    (plan,),
+                )
+            ]
+
+    def resolve_phase(self, plan: Plan, phase: Phase | str) -> int:
+        """Fix the phase's object set in `transfers` the first time; return its size.
+
+        The set is what the phase's selector takes from the source's current inventory,
+        less every object a transfer of this plan already holds (and less what the phases
+        in `exclude_phases` take, resolved or not), each with its destination bucket/key
+        from the plan's mappings and the source ETag, version and checksums from the
+        inventory. A `changed_since_copy` phase (delta, cutover) takes the objects new since
+        the copy, and moves into itself, back to pending, the objects whose inventory ETag
+        or size differs from the copied one, or that changed during their copy (state
+        `changed`); their previous sha256/md5 stay as a record of the earlier copy. The
+        first call records `resolved_at` in the same transaction; later calls change
+        nothing and return the same count."""
+        if isinstance(phase, str):
+            phase = plan.phase(phase)
+        if phase.kind.value == "decommission":
+            from migrate.errors import PlanError
+
+            raise PlanError(
+                f"plan {plan.name}: phase {phase.name} deletes at the source; "
+                "`migrate run` only copies",
+                hint="decommissioning is not implemented in this version",
+            )
+        self._plan_functions()
+        with self.atomic() as db:
+            row = db.execute(
+                "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan.name, phase.name)
+            ).fetchone()
+            if row is None or row[0] is None:
+                if plan.mappings:
+                    self._resolve(db, plan, phase)
+                db.execute(
+                    "INSERT INTO phases (plan, phase, resolved_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (plan, phase) DO UPDATE SET resolved_at = excluded.resolved_at",
+                    (plan.name, phase.name, _now()),
+                )
+            count = db.execute(
+                "SELECT COUNT(*) FROM transfers WHERE plan=? AND phase=?", (plan.name, phase.name)
+            ).fetchone()[0]
+        return int(count)
+
+    def _resolve(self, db: sqlite3.Connection, plan: Plan, phase: Phase) -> None:
+        params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
+        if phase.selector.changed_since_copy:
+            where = _changed_where(phase.selector.datasets, params)
+            db.execute(
+                "UPDATE transfers AS t SET phase = :phase, state = 'pending', size = o.size, "
+                "source_etag = o.etag, source_version = o.version_id, "
+                "source_checksums = o.checksums, upload_id = NULL, part_size = NULL, "
+                "error = NULL, started_at = NULL, finished_at = NULL "
+                f"FROM objects AS o WHERE {where}",
+                params,
+            )
+        ctes = [_mapping_cte(plan, params)]
+        select = self._selection(plan, phase, params, "s", ctes)
+        db.execute(
+            f"WITH {', '.join(ctes)} "
+            "INSERT INTO transfers (plan, container, key, phase, dataset, size, source_etag, "
+            "source_version, source_checksums, destination_bucket, destination_key, state) "
+            "SELECT :plan, container, key, :phase, dataset, size, etag, version_id, checksums, "
+            f"bucket, dkey, 'pending' FROM ({select})",
+            params,
+        )
+
+    def phase_candidates(self, plan: Plan, phase: Phase | str) -> Iterator[PhaseCandidate]:
+        """The phase's objects without writing anything: its fixed set when resolved (with
+        each transfer's state), else what `resolve_phase` would take now (state None).
+        Streams (a cursor, not a list), in no particular order."""
+        if isinstance(phase, str):
+            phase = plan.phase(phase)
+        if not plan.mappings:
+            return
+        self._plan_functions()
+        with self._lock:
+            resolved = self._db.execute(
+                "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan.name, phase.name)
+            ).fetchone()
+        if resolved is not None and resolved[0] is not None:
+            cursor = self._db.execute(
+                "SELECT container, key, dataset, size, source_etag, source_checksums, "
+                "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
+                "WHERE plan=? AND phase=?",
+                (plan.name, phase.name),
+            )
+            for row in cursor:
+                yield PhaseCandidate(*row)
+            return
+        params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
+        ctes = [_mapping_cte(plan, params)]
+        select = self._selection(plan, phase, params, "s", ctes)
+        sql = (
+            f"WITH {', '.join(ctes)} SELECT container, key, dataset, size, etag, checksums, "
+            f"bucket, dkey, NULL, NULL, NULL FROM ({select})"
+        )
+        if phase.selector.changed_since_copy:
+            where = _changed_where(phase.selector.datasets, params)
+            sql += (
+                " UNION ALL SELECT t.container, t.key, t.dataset, o.size, o.etag, o.checksums, "
+                "t.destination_bucket, t.destination_key, NULL, t.sha256, t.md5 "
+                f"FROM transfers AS t, objects AS o WHERE {where}"
+            )
+        for row in self._db.execute(sql, params):
+            yield PhaseCandidate(*row)
+
+    def _is_resolved(self, plan: str, phase: str) -> bool:
+        row = self._db.execute(
+            "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan, phase)
+        ).fetchone()
+        return row is not None and row[0] is not None
+
+    def _selection(
+        self, plan: Plan, phase: Phase, params: dict[str, object], tag: str, ctes: list[str]
+    ) -> str:
+        """A SELECT of the objects `phase` takes now that no transfer of the plan holds,
+        with columns container, key, dataset, size, etag, version_id, checksums, bucket,
+        dkey. Phases it excludes that are not resolved yet become CTEs appended to `ctes`
+        (their objects are not in `transfers` yet, so they are taken out by rule)."""
+        sel = phase.selector
+        where = [
+            "o.site = :site",
+            "o.deleted_in IS NULL",
+            "NOT EXISTS (SELECT 1 FROM transfers t WHERE t.plan = :plan "
+            "AND t.container = o.container AND t.key = o.key)",
+        ]
+        if sel.datasets:
+            names = []
+            for i, dataset in enumerate(sel.datasets):
+                params[f"{tag}_d{i}"] = dataset
+                names.append(f":{tag}_d{i}")
+            where.append(f"o.dataset IN ({', '.join(names)})")
+        if sel.min_size is not None:
+            params[f"{tag}_min"] = sel.min_size
+            where.append(f"o.size >= :{tag}_min")
+        if sel.max_size is not None:
+            params[f"{tag}_max"] = sel.max_size
+            where.append(f"o.size < :{tag}_max")
+        if sel.modified_before is not None:
+            params[f"{tag}_before"] = sel.modified_before
+            where.append(f"o.last_modified < :{tag}_before")
+        size_class = "0"
+        if sel.size_bounds:
+            whens = " ".join(
+                f"WHEN o.size < {int(b)} THEN {i}" for i, b in enumerate(sel.size_bounds)
+            )
+            size_class = f"CASE {whens} ELSE {len(sel.size_bounds)} END"
+        base = (
+            "SELECT o.container AS container, o.key AS key, o.dataset AS dataset, "
+            "o.size AS size, o.etag AS etag, o.version_id AS version_id, "
+            "o.checksums AS checksums, m.bucket AS bucket, "
+            "m.dprefix || substr(o.key, length(m.sprefix) + 1) AS dkey, "
+            f"migrate_key_hash(o.container, o.key) AS h, {size_class} AS cls "
+            f"FROM objects o JOIN m ON m.dataset = o.dataset WHERE {' AND '.join(where)}"
+        )
+        picks: list[str] = []
+        if sel.cover_per_class > 0:
+            base = (
+                "SELECT b.*, ROW_NUMBER() OVER (PARTITION BY dataset, cls "
+                f"ORDER BY h, container, key) AS rn FROM ({base}) b"
+            )
+            params[f"{tag}_cover"] = sel.cover_per_class
+            cover = f"rn <= :{tag}_cover"
+            if sel.sample_per_10000 is not None:
+                params[f"{tag}_s"] = sel.sample_per_10000
+                picks.append(f"(h % 10000 < :{tag}_s OR {cover})")
+            else:
+                picks.append(cover)
+        elif sel.sample_per_10000 is not None:
+            params[f"{tag}_s"] = sel.sample_per_10000
+            picks.append(f"h % 10000 < :{tag}_s")
+        if sel.waves:
+            params[f"{tag}_n"] = sel.waves
+            params[f"{tag}_w"] = (sel.wave or 1) - 1
+            picks.append(f"(h / 10000) % :{tag}_n = :{tag}_w")
+        for j, name in enumerate(sel.exclude_phases):
+            other = plan.phase(name)
+            if other.selector.changed_since_copy or self._is_resolved(plan.name, name):
+                continue  # resolved: its objects are in transfers already
+            sub = f"{tag}_x{j}"
+            ctes.append(
+                f"{sub} AS MATERIALIZED ({self._selection(plan, other, params, sub, ctes)})"
+            )
+            picks.append(f"(container, key) NOT IN (SELECT container, key FROM {sub})")
+        return (
+            "SELECT container, key, dataset, size, etag, version_id, checksums, bucket, dkey "
+            f"FROM ({base})" + (f" WHERE {' AND '.join(picks)}" if picks else "")
+        )
+
+    # -- verification ------------------------------------------------------------------------
+    # Reads for `migrate verify`, the manifest and the report, and the record of each
+    # verification. Streams page by keyset over an index in their order, so no cursor is
+    # held across the caller's work and memory does not grow with the number of objects.
+
+    def destination_rows(
+        self, plan: str, source_site: str, bucket: str, *, batch: int = 1000
+    ) -> Iterator[DestinationRow]:
+        """Every transfer of the plan into `bucket`, any phase and any state, in the order
+        of (destination key, source container, source key): the order stores list keys in
+        (UTF-8 bytes), so a listing can be merged with it. Each row carries the source
+        object's inventory etag, content type and metadata (None where unknown)."""
+        base = (
+            "SELECT t.destination_key, t.container, t.key, t.phase, t.dataset, t.size, "
+            "t.state, t.sha256, t.md5, t.destination_etag, t.source_etag, t.source_version, "
+            "t.error, o.etag, o.content_type, o.metadata FROM transfers t "
+            "LEFT JOIN objects o ON o.site = ? AND o.container = t.container AND o.key = t.key "
+            "WHERE t.plan = ? AND t.destination_bucket = ?"
+        )
+        after: list[object] = []
+        while True:
+            sql = base
+            if after:
+                sql += " AND (t.destination_key, t.container, t.key) > (?, ?, ?)"
+            sql += " ORDER BY t.destination_key, t.container, t.key LIMIT ?"
+            with self._lock:
+                rows = self._db.execute(sql, [source_site, plan, bucket, *after, batch]).fetchall()
+            for r in rows:
+                yield DestinationRow(bucket, *r)
+            if len(rows) < batch:
+                return
+            after = [rows[-1][0], rows[-1][1], rows[-1][2]]
+
+    def manifest_rows(self, plan: str, *, batch: int = 1000) -> Iterator[ManifestRow]:
+        """The plan's done transfers in manifest order: dataset, destination bucket,
+        destination key (then source container and key)."""
+        base = (
+            "SELECT dataset, destination_bucket, destination_key, container, key, size, "
+            "sha256, source_etag, source_version, destination_etag, error FROM transfers "
+            "WHERE plan = ? AND state = 'done'"
+        )
+        after: list[object] = []
+        while True:
+            sql = base
+            if after:
+                sql += (
+                    " AND (dataset, destination_bucket, destination_key, container, key) "
+                    "> (?, ?, ?, ?, ?)"
+                )
+            sql += " ORDER BY dataset, destination_bucket, destination_key, container, key LIMIT ?"
+            with self._lock:
+                rows = self._db.execute(sql, [plan, *after, batch]).fetchall()
+            for r in rows:
+                proof = str(r[10] or "").removeprefix("source-proof:")
+                yield _manifest_row(r, proof or "none")
+            if len(rows) < batch:
+                return
+            after = list(rows[-1][:5])
+
+    def record_verification(
+        self,
+        plan: str,
+        phase: str | None,
+        *,
+        mode: str,
+        sample: float | None,
+        seed: int,
+        started_at: str,
+        finished_at: str,
+        passed: bool,
+        objects: int,
+        size: int,
+        reread: int,
+        summary: str,
+        verified_phases: Sequence[str] = (),
+    ) -> int:
+        """Record one verification and, in the same transaction, mark `verified_at` on the
+        phases it proved (none unless it passed). Returns the record's id."""
+        with self.atomic() as db:
+            cur = db.execute(
+                "INSERT INTO verifications (plan, phase, mode, sample, seed, started_at, "
+                "finished_at, passed, objects, bytes, reread, summary) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    plan,
+                    phase,
+                    mode,
+                    sample,
+                    seed,
+                    started_at,
+                    finished_at,
+                    int(passed),
+                    objects,
+                    size,
+                    reread,
+                    summary,
+                ),
+            )
+            if passed:
+                for name in verified_phases:
+                    self.phase_mark(plan, name, "verified_at")
+            return int(cur.lastrowid or 0)
+
+    def verifications(self, plan: str) -> list[VerificationRecord]:
+        """Every verification of the plan, oldest first."""
+        with self._lock:
+            return [
+                VerificationRecord(
+                    int(i), p, ph, m, sa, int(se), st, fi, bool(pa), int(o), int(b), int(r), su
+                )
+                for i, p, ph, m, sa, se, st, fi, pa, o, b, r, su in self._db.execute(
+                    "SELECT id, plan, phase, mode, sample, seed, started_at, finished_at, "
+                    "passed, objects, bytes, reread, summary FROM verifications "
+                    "WHERE plan=? ORDER BY id",
+                    (plan,),
+                )
+            ]
+
+    def transfer_stats(self, plan: str) -> list[TransferStats]:
+        """Per phase, dataset and state: objects, bytes, attempts, retries, and the first
+        start and last finish (one grouped scan)."""
+        with self._lock:
+            return [
+                TransferStats(ph, d, s, int(n), int(b or 0), int(a or 0), int(r or 0), st, fi)
+                for ph, d, s, n, b, a, r, st, fi in self._db.execute(
+                    "SELECT phase, dataset, state, COUNT(*), SUM(size), SUM(attempts), "
+                    "SUM(retries), MIN(started_at), MAX(finished_at) FROM transfers "
+                    "WHERE plan=? GROUP BY phase, dataset, state ORDER BY phase, dataset, state",
+                    (plan,),
+                )
+            ]
+
+    def done_timeline(self, plan: str) -> list[TimelinePoint]:
+        """Objects and bytes finished per second (per minute past 6 hours of activity, per
+        hour past 30 days), oldest first: at most ~45,000 points whatever the plan's size."""
+        with self._lock:
+            first, last = self._db.execute(
+                "SELECT MIN(finished_at), MAX(finished_at) FROM transfers "
+                "WHERE plan=? AND state='done'",
+                (plan,),
+            ).fetchone()
+            if first is None:
+                return []
+            span = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+            # ISO 8601 prefixes: 19 characters to the second, 16 the minute, 13 the hour.
+            width, suffix = (19, "") if span <= 6 * 3600 else (16, ":00")
+            if span > 30 * 86400:
+                width, suffix = 13, ":00:00"
+            return [
+                TimelinePoint(str(at) + suffix, int(n), int(b or 0))
+                for at, n, b in self._db.execute(
+                    f"SELECT substr(finished_at, 1, {width}) AS at, COUNT(*), SUM(size) "
+                    "FROM transfers WHERE plan=? AND state='done' GROUP BY at ORDER BY at",
+                    (plan,),
+                )
+            ]
+
+    def unproven_sources(self, plan: str, limit: int = 1000) -> tuple[int, list[ManifestRow]]:
+        """Done objects whose source offered no native checksum to compare the bytes read
+        with ("source-proof:none"): their count, and the first `limit` in manifest order."""
+        where = "WHERE plan=? AND state='done' AND error='source-proof:none'"
+        with self._lock:
+            count = int(
+                self._db.execute(f"SELECT COUNT(*) FROM transfers {where}", (plan,)).fetchone()[0]
+            )
+            rows = self._db.execute(
+                "SELECT dataset, destination_bucket, destination_key, container, key, size, "
+                "sha256, source_etag, source_version, destination_etag FROM transfers "
+                f"{where} ORDER BY dataset, destination_bucket, destination_key, container, key "
+                "LIMIT ?",
+                (plan, limit),
+            ).fetchall()
+        return count, [_manifest_row(r, "none") for r in rows]
+
+
+# -- verification: rows ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRow:
+    """A transfer as verification sees it, with the source's inventory attributes."""
+
+    destination_bucket: str
+    destination_key: str
+    container: str
+    key: str
+    phase: str
+    dataset: str
+    size: int
+    state: str
+    sha256: str | None
+    md5: str | None  # MD5 hex, or MD5-of-part-MD5s "-N" for a multipart copy
+    destination_etag: str | None
+    source_etag: str | None
+    source_version: str | None
+    error: str | None
+    inventory_etag: str | None  # None also when the inventory no longer has the object
+    content_type: str | None
+    metadata: str | None  # JSON, or None when the source listing did not carry metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    dataset: str
+    destination_bucket: str
+    destination_key: str
+    container: str
+    key: str
+    size: int
+    sha256: str | None
+    source_etag: str | None
+    source_version: str | None
+    destination_etag: str | None
+    source_proof: str  # "md5": matched the source's native MD5; "none": no native checksum
+
+
+def _manifest_row(r: Sequence[Any], proof: str) -> ManifestRow:
+    """A manifest row from the first ten columns the manifest queries select."""
+    return ManifestRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], proof)
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRecord:
+    id: int
+    plan: str
+    phase: str | None  # None: the whole plan
+    mode: str  # stored | deep | deep-both
+    sample: float | None
+    seed: int
+    started_at: str
+    finished_at: str
+    passed: bool
+    objects: int
+    bytes: int
+    reread: int
+    summary: str  # JSON written by migrate.verify
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStats:
+    phase: str
+    dataset: str
+    state: str
+    objects: int
+    bytes: int
+    attempts: int
+    retries: int
+    first_started: str | None
+    last_finished: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePoint:
+    at: str  # ISO 8601 start of the second, minute or hour
+    objects: int
+    bytes: int
+
 
 def dumps(value: object) -> str:
     """Canonical JSON for values stored in the ledger."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- plans: rows and SQL fragments ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDatasetStats:
+    """One dataset of a site's current inventory, aggregated for planning."""
+
+    dataset: str
+    container: str
+    objects: int
+    bytes: int
+    max_size: int
+    max_key_bytes: int
+    over_key_limit: int  # objects whose key is longer (UTF-8 bytes) than the limit asked
+    over_segment_limit: int  # objects with a path segment longer than the limit asked
+    over_size_limit: int  # objects larger than the limit asked
+    versioned: int  # objects with a version id
+    size_classes: tuple[tuple[int, int], ...]  # (objects, bytes) per class, in bound order
+    flags: tuple[tuple[int, int, int], ...]  # (bit, objects, bytes) per flag bit asked
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTierStats:
+    dataset: str
+    tier: str | None
+    objects: int
+    bytes: int
+    archived: int
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    plan: str
+    digest: str
+    approved_by: str
+    approved_at: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseCandidate:
+    """An object of a phase, as a dry run sees it."""
+
+    container: str
+    key: str
+    dataset: str
+    size: int
+    etag: str | None
+    checksums: str | None  # JSON, as the inventory stores it
+    destination_bucket: str
+    destination_key: str
+    state: str | None  # the transfer's state; None: the phase is not resolved yet
+    previous_sha256: str | None  # sha256 of an earlier copy of this object by the plan
+    previous_md5: str | None  # its MD5 (MD5 of part MD5s "-N" when multipart)
+
+
+_EXAMPLE_CONDITIONS = {
+    "flag": "(flags & :v) != 0",
+    "key_bytes": "length(CAST(key AS BLOB)) > :v",
+    "segment_bytes": "length(CAST(key AS BLOB)) > :v AND migrate_max_segment(key) > :v",
+    "size": "size > :v",
+    "tier": "storage_class = :v",
+}
+
+
+def _max_segment_bytes(key: str) -> int:
+    """The longest '/'-separated segment of a key, in UTF-8 bytes."""
+    return max(len(s.encode("utf-8", "surrogateescape")) for s in key.split("/"))
+
+
+def _mapping_cte(plan: Plan, params: dict[str, object]) -> str:
+    """The plan's mappings as a CTE `m(dataset, bucket, sprefix, dprefix)`."""
+    rows = []
+    for i, m in enumerate(plan.mappings):
+        params.update(
+            {
+                f"m{i}d": m.dataset,
+                f"m{i}b": m.destination_bucket,
+                f"m{i}s": m.source_prefix,
+                f"m{i}p": m.destination_prefix,
+            }
+        )
+        rows.append(f"(:m{i}d, :m{i}b, :m{i}s, :m{i}p)")
+    return f"m(dataset, bucket, sprefix, dprefix) AS (VALUES {', '.join(rows)})"
+
+
+def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
+    """Transfers `t` of the plan, outside the phase, whose source object `o` changed since
+    it was copied (or during its copy)."""
+    where = (
+        "t.plan = :plan AND t.phase != :phase AND o.site = :site "
+        "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
+        "AND (t.state = 'changed' OR (t.state = 'done' "
+        "AND (o.etag IS NOT t.source_etag OR o.size != t.size)))"
+    )
+    if datasets:
+        names = []
+        for i, dataset in enumerate(datasets):
+            params[f"c_d{i}"] = dataset
+            names.append(f":c_d{i}")
+        where += f" AND t.dataset IN ({', '.join(names)})"
+    return where

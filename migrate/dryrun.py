@@ -1,0 +1,194 @@
+"""Dry run of one phase: what it would copy, what is already at the destination and
+identical, what conflicts, per dataset. It reads (the ledger, a check of each source
+container) and HEADs destination objects, and writes nothing anywhere: the phase's object set
+comes from `Ledger.phase_candidates`, a plain SELECT (the fixed set when the phase was
+resolved, else what resolving it would take now).
+
+An object at the destination is *identical* when it has the same size and one checksum
+proves the bytes: the sha256 migrate stores with each copy (`migrate-sha256` metadata) or an
+x-amz-checksum-sha256 equal to the source's sha256 or to the ledger's record of an earlier
+copy, or an MD5 (stored checksum or single-part ETag) equal to the source's native MD5.
+An object present with another content is a *conflict*, unless it is this plan's own earlier
+copy of an object changed since (then the phase *would copy* it again). An object present
+with the same size but no checksum to compare is a conflict too: it cannot be shown equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+
+from migrate.errors import NotFound
+from migrate.ledger import Ledger, PhaseCandidate
+from migrate.plan import Plan
+from migrate.transfer import native_md5
+from providers.base import ObjectInfo, StoreAdapter
+
+__all__ = ["DatasetDryRun", "DryRunReport", "dry_run"]
+
+EXAMPLES = 5
+_BATCH = 256
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+SHA256_METADATA = "migrate-sha256"  # written by migrate.transfer with every single-part copy
+
+
+@dataclass
+class DatasetDryRun:
+    dataset: str
+    destination_bucket: str
+    objects: int = 0
+    bytes: int = 0
+    would_copy: int = 0
+    would_copy_bytes: int = 0
+    identical: int = 0  # skipped: already at the destination with the same bytes
+    identical_bytes: int = 0
+    conflicts: int = 0
+    conflict_bytes: int = 0
+    done_in_ledger: int = 0  # of `objects`: marked done by an earlier run of this phase
+    conflict_examples: list[str] = field(default_factory=list)  # "bucket/key: why"
+
+
+@dataclass
+class DryRunReport:
+    plan: str
+    phase: str
+    resolved: bool  # True: the phase's set was already fixed by an earlier run
+    datasets: list[DatasetDryRun]
+    missing_buckets: list[str]  # destination buckets that do not exist yet
+
+    @property
+    def objects(self) -> int:
+        return sum(d.objects for d in self.datasets)
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.datasets)
+
+    @property
+    def would_copy(self) -> int:
+        return sum(d.would_copy for d in self.datasets)
+
+    @property
+    def identical(self) -> int:
+        return sum(d.identical for d in self.datasets)
+
+    @property
+    def conflicts(self) -> int:
+        return sum(d.conflicts for d in self.datasets)
+
+
+def _source_sums(row: PhaseCandidate) -> dict[str, str]:
+    try:
+        sums = json.loads(row.checksums) if row.checksums else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v).lower() for k, v in sums.items()} if isinstance(sums, dict) else {}
+
+
+def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
+    """("copy" | "identical" | "conflict", why) for one object and its destination HEAD."""
+    if info is None:
+        return "copy", "absent"
+    if info.size != row.size:
+        return "conflict", f"size {info.size} at the destination, {row.size} at the source"
+    sums = _source_sums(row)
+    dest_sums = {k: v.lower() for k, v in info.checksums.items()}
+    dest_sha = (info.metadata or {}).get(SHA256_METADATA, "").lower() or dest_sums.get("sha256")
+    etag = (info.etag or "").lower()
+    # A copy this plan finished: the ledger holds the checksums of the bytes it wrote.
+    done = row.state == "done"
+    if done and row.previous_sha256 and dest_sha == row.previous_sha256:
+        return "identical", "sha256 recorded by this plan"
+    if done and row.previous_md5 and etag == row.previous_md5.lower():
+        return "identical", "ETag recorded by this plan"
+    if sums.get("sha256") and dest_sha == sums["sha256"]:
+        return "identical", "sha256"
+    md5 = native_md5(sums, row.etag)
+    if md5 and (dest_sums.get("md5") == md5 or (_MD5.match(etag) and etag == md5)):
+        return "identical", "md5"
+    earlier = (row.previous_sha256 and dest_sha == row.previous_sha256) or (
+        row.previous_md5 and etag == row.previous_md5.lower()
+    )
+    if earlier:
+        return "copy", "this plan's earlier copy of an object changed since"
+    if dest_sha or md5 or dest_sums or _MD5.match(etag):
+        return "conflict", "another content at the destination"
+    return "conflict", "same size, but no checksum to prove the content equal"
+
+
+def _batches(rows: Iterator[PhaseCandidate]) -> Iterator[list[PhaseCandidate]]:
+    while batch := list(islice(rows, _BATCH)):
+        yield batch
+
+
+def dry_run(
+    plan: Plan,
+    phase: str,
+    ledger: Ledger,
+    source_adapter: StoreAdapter,
+    dest_adapter: StoreAdapter,
+    *,
+    concurrency: int = 8,
+) -> DryRunReport:
+    """Per dataset of the phase: objects and bytes, what would be copied, what is already
+    at the destination and identical (skipped), what conflicts. Writes nothing: not to the
+    stores, not to the ledger. Memory: one batch of rows and per-dataset counters."""
+    chosen = plan.phase(phase)
+    resolved = ledger.phase_state(plan.name, chosen.name).resolved_at is not None
+    for container in sorted({m.source_container for m in plan.mappings}):
+        source_adapter.check(container)  # reachable and readable, before any HEAD
+    missing: set[str] = set()
+    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+        try:
+            dest_adapter.check(bucket)
+        except NotFound:
+            missing.add(bucket)
+    report: dict[str, DatasetDryRun] = {
+        m.dataset: DatasetDryRun(m.dataset, m.destination_bucket) for m in plan.mappings
+    }
+
+    def head(row: PhaseCandidate) -> ObjectInfo | None:
+        if row.destination_bucket in missing:
+            return None
+        try:
+            return dest_adapter.head(row.destination_bucket, row.destination_key)
+        except NotFound:
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for batch in _batches(ledger.phase_candidates(plan, chosen)):
+            for row, info in zip(batch, pool.map(head, batch), strict=True):
+                d = report.setdefault(
+                    row.dataset, DatasetDryRun(row.dataset, row.destination_bucket)
+                )
+                d.objects += 1
+                d.bytes += row.size
+                if row.state == "done":
+                    d.done_in_ledger += 1
+                outcome, why = classify(row, info)
+                if outcome == "copy":
+                    d.would_copy += 1
+                    d.would_copy_bytes += row.size
+                elif outcome == "identical":
+                    d.identical += 1
+                    d.identical_bytes += row.size
+                else:
+                    d.conflicts += 1
+                    d.conflict_bytes += row.size
+                    if len(d.conflict_examples) < EXAMPLES:
+                        d.conflict_examples.append(
+                            f"{row.destination_bucket}/{row.destination_key}: {why}"
+                        )
+    for d in report.values():
+        d.conflict_examples.sort()
+    return DryRunReport(
+        plan=plan.name,
+        phase=chosen.name,
+        resolved=resolved,
+        datasets=[report[k] for k in sorted(report)],
+        missing_buckets=sorted(missing),
+    )

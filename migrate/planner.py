@@ -1,0 +1,1047 @@
+"""The planner: inventory aggregates + catalog + policy -> a Plan.
+
+`make_plan` is pure: no I/O and no clock (`today` is passed in); the same inputs give a
+byte-identical plan (`migrate.plan.to_yaml`). `plan_inputs` reads what it needs from the
+ledger beforehand, as per-dataset aggregates only, so memory does not grow with the number
+of objects. `approve_plan` and `check_approved` record and check the approval of a plan's
+digest.
+
+How the plan is shaped (each choice is visible in the plan itself):
+- Mappings: one per dataset (container + top-level prefix). The destination bucket is the
+  destination site's `bucket_prefix` + the source container, made a valid S3 bucket name
+  (3-63 characters: a-z, 0-9, '-'; renamed with `renamed_because` when needed); the
+  destination prefix keeps the source prefix. Source tiers map to the destination's
+  standard class from the catalog; tiers that need a restore map to nothing (a blocking
+  finding); Azure tier names are never passed through.
+- Phases: `pilot` (a hash sample of `pilot_share` of the objects, plus the lowest-hash object
+  of every dataset x size class, so every dataset and size is tried), `bulk-1..N` (hash
+  waves, N = ceil(bytes after the pilot / wave cap)), `delta` and `cutover` (what is new or
+  changed since the copy), and `decommission` only when asked.
+- Estimates are computed from the aggregates, not per object: a hash-sampled phase gets its
+  expected share of each dataset x size class, and requests follow the executor's part rule
+  applied to each class's mean object size. They are estimates, labelled as such.
+- Egress cost uses the source's catalog price per decimal GB; the free monthly allowance is
+  counted once (as if the whole migration ran within one month) and consumed by the phases
+  in order, so the total errs on the high side. Unknown price: None. The catalog has no
+  request prices: request cost is None.
+- Metadata S3 cannot carry (over 2 KB, or names/values that are not header-safe) is a
+  blocking finding under every policy: the executor copies metadata as it is, so the
+  destination would refuse those writes; rename or trim it at the source first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from migrate.errors import ConfigError, PlanError, PlanTampered
+from migrate.inventory import MAX_KEY_BYTES, MAX_OBJECT_BYTES, Flag
+from migrate.ledger import Approval, Ledger
+from migrate.plan import (
+    Estimate,
+    Finding,
+    Mapping,
+    Phase,
+    PhaseKind,
+    Plan,
+    PlanOptions,
+    Selector,
+    Severity,
+    SiteRef,
+    compute_digest,
+    load_plan,
+    with_digest,
+)
+from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
+from migrate.routing import endpoint_host, is_loopback
+from migrate.sites import Site, SitesConfig
+from migrate.transfer import DEFAULT_PART_SIZE
+from providers.catalog import Catalog
+
+__all__ = [
+    "DEFAULT_WAVE_CAP",
+    "SIZE_BOUNDS",
+    "SIZE_LABELS",
+    "DatasetInput",
+    "DestinationLimits",
+    "IssueInput",
+    "PlanInputs",
+    "TierInput",
+    "approve_plan",
+    "bucket_name_for",
+    "check_approved",
+    "destination_limits",
+    "make_plan",
+    "parse_bandwidth",
+    "plan_inputs",
+]
+
+MiB, GiB, TiB = 1024**2, 1024**3, 1024**4
+GB = 10**9  # prices are per decimal GB
+DEFAULT_WAVE_CAP = 2 * TiB
+EXAMPLES = 3  # keys shown per finding: a few, never the list
+_EXAMPLE_CHARS = 120
+
+# The plan's size classes: the inventory's, split at the executor's default part size so
+# that single-request and multipart objects fall in different classes.
+SIZE_BOUNDS: tuple[int, ...] = (MiB, DEFAULT_PART_SIZE, 100 * MiB, 5 * GiB)
+SIZE_LABELS: tuple[str, ...] = ("<1 MiB", "1-16 MiB", "16-100 MiB", "100 MiB-5 GiB", ">=5 GiB")
+
+# Inventory flags the planner reads (key length and size are judged against the
+# destination's own limits instead of the inventory's S3 defaults).
+_FLAGS: tuple[Flag, ...] = (
+    Flag.METADATA_TOO_LARGE,
+    Flag.METADATA_BAD_NAME,
+    Flag.ARCHIVED,
+    Flag.NO_CHECKSUM,
+)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DestinationLimits:
+    """The destination limits the inventory is measured against (bytes)."""
+
+    key_bytes: int = MAX_KEY_BYTES
+    segment_bytes: int | None = None  # longest '/'-separated key segment; None: no limit
+    object_bytes: int = MAX_OBJECT_BYTES
+
+
+@dataclass(frozen=True)
+class SizeClassInput:
+    label: str
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class TierInput:
+    tier: str | None  # as the source reports it; None: not reported
+    objects: int
+    bytes: int
+    archived: int  # objects the adapter saw as needing a restore
+
+
+@dataclass(frozen=True)
+class IssueInput:
+    """Objects of a dataset that will not move as they are."""
+
+    code: str  # KEY_TOO_LONG, KEY_SEGMENT_TOO_LONG, OBJECT_TOO_LARGE, a Flag name, VERSIONED
+    objects: int
+    examples: tuple[str, ...] = ()  # "container/key", at most a few
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    dataset: str
+    container: str
+    objects: int
+    bytes: int
+    max_size: int
+    max_key_bytes: int
+    size_classes: tuple[SizeClassInput, ...]  # in SIZE_LABELS order
+    tiers: tuple[TierInput, ...]
+    issues: tuple[IssueInput, ...]  # only codes with objects
+
+    def issue(self, code: str) -> IssueInput | None:
+        return next((i for i in self.issues if i.code == code), None)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the planner needs of a site's inventory: aggregates, a few example keys."""
+
+    site: str
+    inventory_run: int
+    limits: DestinationLimits
+    datasets: tuple[DatasetInput, ...]
+
+    @property
+    def objects(self) -> int:
+        return sum(d.objects for d in self.datasets)
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.datasets)
+
+
+def _example(container: str, key: str) -> str:
+    text = f"{container}/{key}"
+    if len(text) <= _EXAMPLE_CHARS:
+        return text
+    size = len(key.encode("utf-8", "surrogateescape"))
+    return f"{text[: _EXAMPLE_CHARS - 30]}… (key of {size} bytes)"
+
+
+def plan_inputs(
+    ledger: Ledger, site: str, *, limits: DestinationLimits | None = None
+) -> PlanInputs:
+    """Per-dataset aggregates of the site's current inventory, measured against the
+    destination's limits (`destination_limits`; default: S3's). Grouped scans and bounded
+    queries only. Raises PlanError when the site has no finished inventory."""
+    limits = limits or DestinationLimits()
+    run = ledger.latest_inventory_run(site)
+    if run is None:
+        raise PlanError(
+            f"site {site} has no finished inventory", hint=f"run `migrate inventory {site}` first"
+        )
+    stats = ledger.plan_dataset_stats(
+        site,
+        SIZE_BOUNDS,
+        [int(f) for f in _FLAGS],
+        key_limit=limits.key_bytes,
+        segment_limit=limits.segment_bytes,
+        size_limit=limits.object_bytes,
+    )
+    tiers: dict[str, list[TierInput]] = {}
+    for t in ledger.plan_tier_stats(site):
+        tiers.setdefault(t.dataset, []).append(TierInput(t.tier, t.objects, t.bytes, t.archived))
+
+    def examples(dataset: str, condition: str, value: int | str) -> tuple[str, ...]:
+        rows = ledger.plan_examples(site, dataset, condition, value, EXAMPLES)
+        return tuple(_example(c, k) for c, k in rows)
+
+    datasets = []
+    for s in stats:
+        checks: list[tuple[str, int, str | None, int | str]] = [
+            ("KEY_TOO_LONG", s.over_key_limit, "key_bytes", limits.key_bytes),
+            ("KEY_SEGMENT_TOO_LONG", s.over_segment_limit, "segment_bytes",
+             limits.segment_bytes or 0),
+            ("OBJECT_TOO_LARGE", s.over_size_limit, "size", limits.object_bytes),
+            *((Flag(bit).name or str(bit), n, "flag", bit) for bit, n, _ in s.flags),
+            ("VERSIONED", s.versioned, None, 0),
+        ]  # fmt: skip
+        issues = tuple(
+            IssueInput(code, n, examples(s.dataset, cond, value) if cond else ())
+            for code, n, cond, value in checks
+            if n
+        )
+        datasets.append(
+            DatasetInput(
+                dataset=s.dataset,
+                container=s.container,
+                objects=s.objects,
+                bytes=s.bytes,
+                max_size=s.max_size,
+                max_key_bytes=s.max_key_bytes,
+                size_classes=tuple(
+                    SizeClassInput(label, n, b)
+                    for label, (n, b) in zip(SIZE_LABELS, s.size_classes, strict=True)
+                ),
+                tiers=tuple(tiers.get(s.dataset, ())),
+                issues=issues,
+            )
+        )
+    return PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets))
+
+
+# -- catalog adapters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PartRule:
+    max_parts: int
+    min_part_size: int
+    max_part_size: int
+    max_single_put: int
+
+
+def _known(value: int | None, default: int) -> int:
+    return default if value is None else int(value)
+
+
+def destination_limits(site: Site, catalog: Catalog) -> DestinationLimits:
+    """The destination's limits from the catalog; S3's where the catalog does not know.
+    The largest object is also bounded by max parts x max part size when both are known."""
+    lim = catalog.limits_for(site)
+    largest = _known(lim.max_object_size.value, MAX_OBJECT_BYTES)
+    if lim.max_parts.value is not None and lim.max_part_size.value is not None:
+        largest = min(largest, int(lim.max_parts.value) * int(lim.max_part_size.value))
+    return DestinationLimits(
+        key_bytes=_known(lim.key_bytes.value, MAX_KEY_BYTES),
+        segment_bytes=lim.max_segment_bytes.value,
+        object_bytes=largest,
+    )
+
+
+def _part_rule(site: Site, catalog: Catalog) -> _PartRule:
+    lim = catalog.limits_for(site)
+    return _PartRule(
+        max_parts=_known(lim.max_parts.value, 10_000),
+        min_part_size=_known(lim.min_part_size.value, 5 * MiB),
+        max_part_size=_known(lim.max_part_size.value, 5 * GiB),
+        max_single_put=_known(lim.max_single_put.value, 5 * GiB),
+    )
+
+
+def _standard_class(site: Site, catalog: Catalog) -> str | None:
+    """The destination's standard class: the provider's, else its declared software's
+    (Catalog.storage_class_for only looks at the provider)."""
+    provider = catalog.provider(site.provider)
+    if provider.standard_class.value:
+        return provider.standard_class.value
+    if site.software:
+        soft = provider.find_software(site.software)
+        if soft is not None and soft.standard_class.value:
+            return soft.standard_class.value
+    return None
+
+
+# -- bucket names ------------------------------------------------------------------------------
+
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3")
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:n]
+
+
+def bucket_name_for(prefix: str, container: str) -> tuple[str, str | None]:
+    """A valid S3 bucket name for `prefix + container` (3-63 characters of a-z, 0-9 and
+    '-', starting and ending with a letter or digit, no reserved prefix or suffix) and why
+    it differs from `prefix + container` (None when it does not)."""
+    raw = prefix + container
+    reasons: list[str] = []
+    name = raw.lower()
+    if name != raw:
+        reasons.append("upper-case letters")
+    cleaned = re.sub(r"[^a-z0-9-]", "-", name)
+    if cleaned != name:
+        reasons.append("characters other than a-z, 0-9 and '-'")
+    name = cleaned.strip("-")
+    if name != cleaned:
+        reasons.append("must start and end with a letter or digit")
+    if name.startswith(_RESERVED_PREFIXES):
+        name = "b-" + name
+        reasons.append("reserved prefix")
+    if name.endswith(_RESERVED_SUFFIXES):
+        name = name + "-b"
+        reasons.append("reserved suffix")
+    if len(name) > 63:
+        name = name[:54].rstrip("-") + "-" + _short_hash(raw)
+        reasons.append("longer than 63 characters")
+    if len(name) < 3:
+        name = (name + "-" if name else "bucket-") + _short_hash(raw, 6)
+        reasons.append("shorter than 3 characters")
+    if not reasons:
+        return name, None
+    return name, f"{raw!r} is not a valid S3 bucket name: " + ", ".join(reasons)
+
+
+def _bucket_names(prefix: str, containers: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """Each container's bucket name; containers whose names would clash get a hash suffix."""
+    names = {c: bucket_name_for(prefix, c) for c in sorted(set(containers))}
+    by_name: dict[str, list[str]] = {}
+    for container, (name, _) in names.items():
+        by_name.setdefault(name, []).append(container)
+    for name, clash in by_name.items():
+        if len(clash) < 2:
+            continue
+        for container in clash:
+            others = ", ".join(repr(c) for c in clash if c != container)
+            unique = name[:54].rstrip("-") + "-" + _short_hash(container)
+            why = names[container][1]
+            clash_why = f"{name!r} is also the bucket name for container {others}"
+            names[container] = (unique, f"{why}; {clash_why}" if why else clash_why)
+    return names
+
+
+# -- estimates ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Load:
+    """Expected work, as floats until rounded into an Estimate."""
+
+    objects: float = 0.0
+    bytes: float = 0.0
+    get: float = 0.0
+    head: float = 0.0
+    put: float = 0.0
+    post: float = 0.0
+
+    def add(self, other: _Load, share: float = 1.0) -> None:
+        self.objects += other.objects * share
+        self.bytes += other.bytes * share
+        self.get += other.get * share
+        self.head += other.head * share
+        self.put += other.put * share
+        self.post += other.post * share
+
+    def ints(self) -> dict[str, int]:
+        return {
+            "objects": round(self.objects),
+            "bytes": round(self.bytes),
+            "GET": round(self.get),
+            "HEAD": round(self.head),
+            "PUT": round(self.put),
+            "POST": round(self.post),
+        }
+
+
+def _class_load(objects: int, size: int, rule: _PartRule, part_size: int | None) -> _Load:
+    """The executor's requests for `objects` objects of `size` bytes in all: a HEAD and
+    ranged GETs at the source; one PUT, or create + parts + complete at the destination.
+    The part size follows transfer.choose_part_size on the class's mean size, and the
+    number of parts of n objects is taken as bytes/part + n/2 (ceilings add half a part
+    each on average)."""
+    if objects == 0:
+        return _Load()
+    mean = size / objects
+    preferred = part_size or DEFAULT_PART_SIZE
+    part = max(preferred, math.ceil(mean / rule.max_parts), rule.min_part_size)
+    part = math.ceil(part / MiB) * MiB
+    load = _Load(objects=objects, bytes=size, head=objects)
+    if mean <= min(part, rule.max_single_put):
+        load.get = load.put = objects
+    else:
+        parts = size / part + objects / 2
+        load.get = load.put = parts
+        load.post = 2 * objects
+    return load
+
+
+@dataclass(frozen=True)
+class _Money:
+    egress_per_gb: float | None
+    free_gb: float
+    egress_currency: str
+    storage_per_gb_month: float | None
+    storage_currency: str
+
+
+def _estimate(
+    counts: dict[str, int], bandwidth: float, money: _Money, free_left: list[float]
+) -> Estimate:
+    """An Estimate from rounded counts; consumes the free egress allowance left."""
+    size = counts["bytes"]
+    kinds = {k: counts[k] for k in ("GET", "HEAD", "PUT", "POST") if counts[k]}
+    egress: float | None = None
+    if money.egress_per_gb is not None:
+        gb = size / GB
+        free = min(free_left[0], gb)
+        free_left[0] -= free
+        egress = round((gb - free) * money.egress_per_gb, 2)
+    storage = (
+        None
+        if money.storage_per_gb_month is None
+        else round(size / GB * money.storage_per_gb_month, 2)
+    )
+    return Estimate(
+        objects=counts["objects"],
+        bytes=size,
+        requests=sum(kinds.values()),
+        duration_seconds=round(size / bandwidth, 1),
+        egress_cost=egress,
+        request_cost=None,  # the catalog has no request prices
+        storage_cost_per_month=storage,
+        currency=money.egress_currency,
+        storage_currency=money.storage_currency,
+        requests_by_kind=kinds,
+    )
+
+
+def _split(total: int, n: int) -> list[int]:
+    base, extra = divmod(total, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def _sum(estimates: Sequence[Estimate], money: _Money) -> Estimate:
+    def total(values: Sequence[float | None]) -> float | None:
+        return None if any(v is None for v in values) else round(sum(v or 0 for v in values), 2)
+
+    kinds: dict[str, int] = {}
+    for e in estimates:
+        for k, v in e.requests_by_kind.items():
+            kinds[k] = kinds.get(k, 0) + v
+    return Estimate(
+        objects=sum(e.objects for e in estimates),
+        bytes=sum(e.bytes for e in estimates),
+        requests=sum(e.requests for e in estimates),
+        duration_seconds=round(sum(e.duration_seconds for e in estimates), 1),
+        egress_cost=total([e.egress_cost for e in estimates]),
+        request_cost=total([e.request_cost for e in estimates]),
+        storage_cost_per_month=total([e.storage_cost_per_month for e in estimates]),
+        currency=money.egress_currency,
+        storage_currency=money.storage_currency,
+        requests_by_kind=kinds,
+    )
+
+
+# -- findings ----------------------------------------------------------------------------------
+
+
+def _verdict_findings(role: str, site: Site, verdict: Verdict, policy: str) -> list[Finding]:
+    if verdict.status == "PASS":
+        return []
+    why = "; ".join(r.text for r in verdict.reasons if r.outcome != "PASS")
+    where = f"{role} {site.name} ({site.provider}{' ' + site.region if site.region else ''})"
+    state = "fails" if verdict.status == "FAIL" else "cannot be judged under"
+    if role == "source":
+        return [
+            Finding(
+                code="SOURCE_FAILS_POLICY" if verdict.status == "FAIL" else "SOURCE_POLICY_UNKNOWN",
+                severity=Severity.WARNING,
+                message=f"{where} {state} policy {policy}: {why}",
+                action="expected when leaving such a provider: the source is only read; check "
+                "that nothing is written back to it",
+            )
+        ]
+    return [
+        Finding(
+            code="DESTINATION_FAILS_POLICY"
+            if verdict.status == "FAIL"
+            else "DESTINATION_POLICY_UNKNOWN",
+            severity=Severity.BLOCKING if verdict.blocking else Severity.WARNING,
+            message=f"{where} {state} policy {policy}: {why}",
+            action=f"choose a destination that passes {policy} (`migrate providers --policy "
+            f"{policy}`), or source the missing fact in your own catalog file",
+        )
+    ]
+
+
+def _runner_finding(config: SitesConfig, verdict: Verdict, policy: str) -> list[Finding]:
+    if verdict.status == "PASS":
+        return []
+    why = "; ".join(r.text for r in verdict.reasons)
+    return [
+        Finding(
+            code="RUNNER_OUTSIDE_POLICY" if verdict.status == "FAIL" else "RUNNER_LOCATION_UNKNOWN",
+            severity=Severity.BLOCKING if verdict.blocking else Severity.WARNING,
+            message=f"policy {policy}: {why}",
+            action=f"run migrate from a machine in the EU/EEA and declare it in {config.path} "
+            '(runner = { location = "FR" })',
+        )
+    ]
+
+
+@dataclass
+class _Issue:
+    datasets: list[str]
+    objects: int
+    examples: list[str]
+
+
+def _gather(inputs: PlanInputs, code: str) -> _Issue | None:
+    found = _Issue([], 0, [])
+    for d in inputs.datasets:
+        issue = d.issue(code)
+        if issue is None:
+            continue
+        found.datasets.append(d.dataset)
+        found.objects += issue.objects
+        found.examples.extend(issue.examples)
+    return found if found.objects else None
+
+
+def _issue_finding(
+    issue: _Issue, code: str, severity: Severity, message: str, action: str
+) -> Finding:
+    return Finding(
+        code=code,
+        severity=severity,
+        message=message,
+        action=action,
+        datasets=tuple(sorted(issue.datasets)),
+        objects=issue.objects,
+        examples=tuple(sorted(issue.examples)[:EXAMPLES]),
+    )
+
+
+def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog) -> list[Finding]:
+    lim = inputs.limits
+    out: list[Finding] = []
+    blocking, warning = Severity.BLOCKING, Severity.WARNING
+    rules: list[tuple[str, str, Severity, str, str]] = [
+        ("OBJECT_TOO_LARGE", "OBJECT_TOO_LARGE", blocking,
+         f"objects larger than {dst.name} accepts ({lim.object_bytes:,} bytes)",
+         "split or compress them at the source, or choose a destination that takes them"),
+        ("KEY_TOO_LONG", "KEY_TOO_LONG", blocking,
+         f"keys longer than {dst.name} accepts ({lim.key_bytes:,} UTF-8 bytes)",
+         "rename them at the source (shorter keys), then run the inventory and plan again"),
+        ("KEY_SEGMENT_TOO_LONG", "KEY_SEGMENT_TOO_LONG", blocking,
+         f"a '/'-separated key segment longer than {dst.name} accepts "
+         f"({lim.segment_bytes or 0:,} bytes)",
+         "rename them at the source (shorter path segments), then run the inventory and "
+         "plan again"),
+        ("METADATA_TOO_LARGE", "METADATA_TOO_LARGE", blocking,
+         "user metadata over 2 KB, which S3 refuses: the copy would fail",
+         "trim their metadata at the source, then run the inventory and plan again"),
+        ("METADATA_BAD_NAME", "METADATA_NOT_CARRIED", blocking,
+         "metadata names or values S3 cannot carry in headers (not HTTP tokens, or not "
+         "ASCII): the copy would fail",
+         "rename or re-encode that metadata at the source, then run the inventory and plan "
+         "again"),
+        ("NO_CHECKSUM", "NO_NATIVE_CHECKSUM", warning,
+         "no native checksum at the source (blobs committed from blocks have no "
+         "Content-MD5): the checksum is computed in flight on the bytes read, and the "
+         "source cannot confirm them",
+         "none needed; the report lists these objects as proven by the bytes read"),
+        ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
+         "versioned at the source: only each object's current version is copied; older "
+         "versions and snapshots are not",
+         "copy older versions separately if they must be kept"),
+    ]  # fmt: skip
+    for code, finding_code, severity, what, action in rules:
+        issue = _gather(inputs, code)
+        if issue is not None:
+            message = f"{issue.objects:,} objects: {what}"
+            out.append(_issue_finding(issue, finding_code, severity, message, action))
+    out.extend(_archive_findings(inputs, dst, src, catalog))
+    return out
+
+
+def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog) -> list[Finding]:
+    """Objects that need a restore: the adapter saw them archived, or their tier is one the
+    catalog marks as restore-required."""
+    issue = _Issue([], 0, [])
+    size = 0
+    tiers: dict[str, str | None] = {}
+    for d in inputs.datasets:
+        count = 0
+        for t in d.tiers:
+            restore = False
+            if t.tier is not None:
+                mapping = catalog.storage_class_for(
+                    t.tier, dst.provider, source_provider=src.provider
+                )
+                restore = mapping.needs_rehydration
+                if restore or t.archived:
+                    tiers[t.tier] = mapping.reason
+            n = t.objects if restore else t.archived
+            if n:
+                count += n
+                size += t.bytes if restore else round(t.bytes * t.archived / t.objects)
+        if count:
+            issue.datasets.append(d.dataset)
+            issue.objects += count
+            flagged = d.issue("ARCHIVED")
+            if flagged:
+                issue.examples.extend(flagged.examples)
+    if not issue.objects:
+        return []
+    notes = "; ".join(f"{t}: {why}" for t, why in sorted(tiers.items()) if why)
+    message = (
+        f"{issue.objects:,} objects ({size:,} bytes) are in a tier that must be rehydrated "
+        f"before they can be read ({notes or 'archived'}); rehydration time and cost are not "
+        "in the catalog"
+    )
+    action = (
+        "rehydrate them at the source (e.g. set the tier to Hot or Cool) and wait until it "
+        "completes, then run the inventory and plan again; or leave their datasets out"
+    )
+    return [_issue_finding(issue, "ARCHIVED_NEEDS_REHYDRATION", Severity.BLOCKING, message, action)]
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+def _ref(site: Site, role: str, verdict: Verdict, endpoint: str | None) -> SiteRef:
+    reasons = [f"{r.outcome}: {r.text}" for r in verdict.reasons]
+    reasons += [f"warning: {w.message}" for w in verdict.warnings]
+    return SiteRef(
+        name=site.name,
+        role="source" if role == "source" else "destination",
+        provider=site.provider,
+        region=site.region,
+        endpoint=endpoint,
+        verdict=verdict.status,
+        reasons=tuple(reasons),
+    )
+
+
+def _hosts(site: Site, endpoint: str | None, buckets: Sequence[str], catalog: Catalog) -> set[str]:
+    """The hosts a site's adapter may contact: its endpoint, and for S3 stores addressed by
+    virtual host, each bucket's host name (never a wildcard)."""
+    if endpoint is None:
+        return set()
+    host = endpoint_host(endpoint)
+    hosts = {host}
+    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        is_ip = bool(ipaddress.ip_address(bare.strip("[]")))
+    except ValueError:
+        is_ip = False
+    api = catalog.provider(site.provider).api
+    if api == "s3" and site.addressing != "path" and not is_ip and not is_loopback(bare):
+        hosts.update(f"{b}.{host}" for b in buckets)
+    return hosts
+
+
+_CUTOVER_CHECKLIST = (
+    "Announce the freeze; stop every application writing to the source (revoke write "
+    "keys/SAS or make the containers read-only) and confirm no write is in flight",
+    "Run `migrate inventory {source}` so the state sees the last writes",
+    "Run `migrate run PLAN --phase cutover`",
+    "Run `migrate verify PLAN --phase cutover` and check that it passes",
+    "Switch applications to the destination ({destination}: {buckets}) and test them",
+    "Keep the source read-only until the switch is accepted; decommission only after a "
+    "passing verification",
+)
+
+
+def make_plan(
+    *,
+    name: str,
+    config: SitesConfig,
+    source: str,
+    destination: str,
+    policy: str,
+    catalog: Catalog,
+    datasets: PlanInputs,
+    today: date,
+    bandwidth_bytes_per_second: float,
+    pilot_share: float = 0.02,
+    wave_cap_bytes: int = DEFAULT_WAVE_CAP,
+    inventory_run: int,
+    include_decommission: bool = False,
+    part_size: int | None = None,
+    pilot_cover: int = 1,
+) -> Plan:
+    """The plan to move `source`'s inventory (`datasets`, from `plan_inputs` measured with
+    `destination_limits(destination)`) to `destination` under `policy`, with its digest.
+    Pure: reads no file, clock or network. Raises PlanError or ConfigError on bad input."""
+    if source == destination:
+        raise PlanError(f"source and destination are the same site ({source})")
+    if not bandwidth_bytes_per_second > 0:
+        raise PlanError("bandwidth must be positive", hint="e.g. --bandwidth 1Gbit/s")
+    if not 0 <= pilot_share < 1:
+        raise PlanError(f"pilot share {pilot_share} must be at least 0 and below 1")
+    if wave_cap_bytes <= 0:
+        raise PlanError("the wave cap must be positive")
+    src, dst = config.site(source), config.site(destination)
+    get_policy(policy)
+    if datasets.site != source:
+        raise PlanError(f"inventory aggregates are of site {datasets.site}, not {source}")
+    limits = destination_limits(dst, catalog)
+    if datasets.limits != limits:
+        raise PlanError(
+            "inventory aggregates were measured against other limits than the destination's",
+            hint="read them with plan_inputs(ledger, source, limits=destination_limits(...))",
+        )
+    src_provider, dst_provider = catalog.provider(src.provider), catalog.provider(dst.provider)
+    src_verdict = evaluate(src, policy, catalog, today)
+    dst_verdict = evaluate(dst, policy, catalog, today)
+    runner = evaluate_runner(config.runner.location, policy)
+    src_endpoint, dst_endpoint = catalog.endpoint_for(src), catalog.endpoint_for(dst)
+
+    findings: list[Finding] = []
+    findings += _verdict_findings("destination", dst, dst_verdict, policy)
+    findings += _verdict_findings("source", src, src_verdict, policy)
+    findings += _runner_finding(config, runner, policy)
+    if "destination" not in dst_provider.roles:
+        findings.append(
+            Finding(
+                code="NOT_A_DESTINATION",
+                severity=Severity.BLOCKING,
+                message=f"{dst_provider.display_name} is not a destination in the catalog",
+                action="choose a destination provider (`migrate providers`)",
+            )
+        )
+    for site, endpoint, provider, role in (
+        (src, src_endpoint, src_provider, "SOURCE"),
+        (dst, dst_endpoint, dst_provider, "DESTINATION"),
+    ):
+        if endpoint is None and provider.api != "local":
+            findings.append(
+                Finding(
+                    code=f"{role}_ENDPOINT_UNKNOWN",
+                    severity=Severity.BLOCKING,
+                    message=f"site {site.name}: no endpoint (none declared and none in the "
+                    f"catalog for region {site.region})",
+                    action=f"declare `endpoint` for site {site.name}, or its region in a "
+                    "catalog file",
+                )
+            )
+        for text in catalog.endpoint_findings(site):
+            findings.append(
+                Finding(
+                    code=f"{role}_ENDPOINT",
+                    severity=Severity.WARNING,
+                    message=text,
+                    action="check the site's endpoint and region in the sites file",
+                )
+            )
+    findings += _object_findings(datasets, dst, src, catalog)
+    if not datasets.datasets:
+        findings.append(
+            Finding(
+                code="EMPTY_INVENTORY",
+                severity=Severity.WARNING,
+                message=f"the inventory of {source} holds no object",
+                action=f"check the site's containers, then run `migrate inventory {source}`",
+            )
+        )
+
+    # Mappings.
+    buckets = _bucket_names(dst.bucket_prefix, [d.container for d in datasets.datasets])
+    standard = _standard_class(dst, catalog)
+    mappings = []
+    for d in datasets.datasets:
+        bucket, why = buckets[d.container]
+        prefix = d.dataset[len(d.container) + 1 :]
+        classes: dict[str, str] = {}
+        for t in d.tiers:
+            if t.tier is None:
+                continue
+            cm = catalog.storage_class_for(t.tier, dst.provider, source_provider=src.provider)
+            target = None if cm.needs_rehydration else (cm.destination_class or standard)
+            if target:
+                classes[t.tier] = target
+        mappings.append(
+            Mapping(
+                dataset=d.dataset,
+                source_container=d.container,
+                source_prefix=prefix,
+                destination_bucket=bucket,
+                destination_prefix=prefix,
+                renamed_because=why,
+                storage_classes=classes,
+            )
+        )
+    renamed: dict[str, list[str]] = {}
+    for m in mappings:
+        if m.renamed_because:
+            renamed.setdefault(m.destination_bucket, []).append(m.dataset)
+    for bucket, names in sorted(renamed.items()):
+        why = buckets[names[0].split("/", 1)[0]][1]
+        findings.append(
+            Finding(
+                code="BUCKET_RENAMED",
+                severity=Severity.WARNING,
+                message=f"destination bucket {bucket}: {why}",
+                action="check that applications will use the new name, or rename the "
+                "container / change bucket_prefix",
+                datasets=tuple(sorted(names)),
+            )
+        )
+
+    # Estimates.
+    rule = _part_rule(dst, catalog)
+    src_prices = catalog.prices_for(src.provider, src.region)
+    dst_prices = catalog.prices_for(dst.provider, dst.region)
+    money = _Money(
+        egress_per_gb=src_prices.egress_per_gb.value,
+        free_gb=src_prices.egress_free_gb_month.value or 0.0,
+        egress_currency=src_prices.currency or "EUR",
+        storage_per_gb_month=dst_prices.storage_per_gb_month.value,
+        storage_currency=dst_prices.currency or "EUR",
+    )
+    sample = max(1, round(pilot_share * 10_000)) if pilot_share > 0 else 0
+    share = sample / 10_000
+    total, pilot = _Load(), _Load()
+    for d in datasets.datasets:
+        for c in d.size_classes:
+            load = _class_load(c.objects, c.bytes, rule, part_size)
+            total.add(load)
+            if c.objects:
+                covered = min(c.objects, pilot_cover)
+                expected = covered + (c.objects - covered) * share
+                pilot.add(load, expected / c.objects)
+    total_n = total.ints()
+    pilot_n = {k: min(v, total_n[k]) for k, v in pilot.ints().items()}
+    rest = {k: total_n[k] - pilot_n[k] for k in total_n}
+    waves = max(1, math.ceil(rest["bytes"] / wave_cap_bytes))
+    wave_parts = {k: _split(v, waves) for k, v in rest.items()}
+    free_left = [money.free_gb]
+    pilot_estimate = _estimate(pilot_n, bandwidth_bytes_per_second, money, free_left)
+    wave_estimates = [
+        _estimate({k: v[i] for k, v in wave_parts.items()}, bandwidth_bytes_per_second, money,
+                  free_left)
+        for i in range(waves)
+    ]  # fmt: skip
+    unknown = Estimate(currency=money.egress_currency, storage_currency=money.storage_currency)
+
+    # Phases.
+    bulk_names = tuple(f"bulk-{i}" for i in range(1, waves + 1))
+    phases = [
+        Phase(
+            name="pilot",
+            kind=PhaseKind.PILOT,
+            selector=Selector(
+                sample_per_10000=sample,
+                cover_per_class=pilot_cover,
+                size_bounds=SIZE_BOUNDS,
+            ),
+            estimate=pilot_estimate,
+            checklist=(
+                "Check the pilot's objects at the destination with the applications that "
+                "will read them",
+                "Run `migrate verify PLAN --phase pilot`: the bulk waves require it",
+            ),
+        )
+    ]
+    for i, (wave_name, estimate) in enumerate(zip(bulk_names, wave_estimates, strict=True), 1):
+        phases.append(
+            Phase(
+                name=wave_name,
+                kind=PhaseKind.BULK,
+                selector=Selector(waves=waves, wave=i, exclude_phases=("pilot",)),
+                requires=("pilot",),
+                estimate=estimate,
+            )
+        )
+    phases.append(
+        Phase(
+            name="delta",
+            kind=PhaseKind.DELTA,
+            selector=Selector(changed_since_copy=True),
+            requires=bulk_names,
+            estimate=unknown,
+            checklist=(
+                f"Run `migrate inventory {source}` first: the delta is what it finds new or "
+                "changed since the bulk copy (its size is known only then)",
+            ),
+        )
+    )
+    bucket_list = ", ".join(sorted({m.destination_bucket for m in mappings})) or "-"
+    phases.append(
+        Phase(
+            name="cutover",
+            kind=PhaseKind.CUTOVER,
+            selector=Selector(changed_since_copy=True),
+            requires=("delta",),
+            estimate=unknown,
+            checklist=tuple(
+                step.format(source=source, destination=destination, buckets=bucket_list)
+                for step in _CUTOVER_CHECKLIST
+            ),
+        )
+    )
+    if include_decommission:
+        phases.append(
+            Phase(
+                name="decommission",
+                kind=PhaseKind.DECOMMISSION,
+                requires=("cutover",),
+                estimate=Estimate(
+                    objects=total_n["objects"],
+                    bytes=total_n["bytes"],
+                    requests=total_n["objects"],
+                    currency=money.egress_currency,
+                    storage_currency=money.storage_currency,
+                    requests_by_kind={"DELETE": total_n["objects"]} if total_n["objects"] else {},
+                ),
+                checklist=(
+                    "Only after `migrate verify PLAN --phase cutover` passed and the switch "
+                    "was accepted",
+                    "Keep the verification report: it is the record of what was deleted",
+                ),
+            )
+        )
+
+    hosts = _hosts(src, src_endpoint, sorted({d.container for d in datasets.datasets}), catalog)
+    hosts |= _hosts(dst, dst_endpoint, sorted({m.destination_bucket for m in mappings}), catalog)
+
+    order = {Severity.BLOCKING: 0, Severity.WARNING: 1}
+    findings.sort(key=lambda f: (order[f.severity], f.code, f.datasets, f.message))
+    plan = Plan(
+        name=name,
+        created=today.isoformat(),
+        policy=policy,
+        runner_location=config.runner.location,
+        source=source,
+        destination=destination,
+        inventory_run=inventory_run,
+        sites=(
+            _ref(src, "source", src_verdict, src_endpoint),
+            _ref(dst, "destination", dst_verdict, dst_endpoint),
+        ),
+        mappings=tuple(sorted(mappings, key=lambda m: m.dataset)),
+        phases=tuple(phases),
+        totals=_sum([pilot_estimate, *wave_estimates], money),
+        findings=tuple(findings),
+        allowlist=tuple(sorted(hosts)),
+        options=PlanOptions(
+            bandwidth_bytes_per_second=float(bandwidth_bytes_per_second),
+            pilot_share=float(pilot_share),
+            wave_cap_bytes=int(wave_cap_bytes),
+            part_size=part_size,
+        ),
+    )
+    return with_digest(plan)
+
+
+# -- options -----------------------------------------------------------------------------------
+
+_BANDWIDTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*(?:/\s*s)?\s*$")
+_BANDWIDTH_UNITS = {
+    "": 1.0, "b": 1.0,
+    "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+    "kib": 2.0**10, "mib": 2.0**20, "gib": 2.0**30, "tib": 2.0**40,
+    "bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
+}  # fmt: skip
+
+
+def parse_bandwidth(text: str) -> float:
+    """'1Gbit/s', '100 Mbit/s', '125MB/s', '1 Gbps', '50MiB/s' or a number of bytes per
+    second -> bytes per second. Bits are decimal (1 Gbit/s = 125,000,000 B/s)."""
+    match = _BANDWIDTH.match(text)
+    unit = match.group(2).lower() if match else None
+    if unit is not None and unit.endswith("bps"):
+        unit = unit[:-3] + "bit"  # Gbps = Gbit/s
+    if match is None or unit not in _BANDWIDTH_UNITS:
+        raise ConfigError(
+            f"bandwidth {text!r} not understood", hint="e.g. 1Gbit/s, 500Mbit/s, 100MB/s"
+        )
+    value = float(match.group(1)) * _BANDWIDTH_UNITS[unit]
+    if value <= 0:
+        raise ConfigError(f"bandwidth {text!r} must be positive")
+    return value
+
+
+# -- approval ----------------------------------------------------------------------------------
+
+
+def approve_plan(path: Path, ledger: Ledger, who: str) -> str:
+    """Record in the state that `who` approved the plan at `path` as it is now; return its
+    digest. Refuses a plan edited since it was written (PlanTampered) and one with a
+    blocking finding (PlanError). Approving the same digest again changes nothing."""
+    plan = load_plan(path, check_digest=True)
+    if plan.blocking:
+        codes = ", ".join(sorted({f.code for f in plan.blocking}))
+        raise PlanError(
+            f"plan {plan.name} cannot be approved: {len(plan.blocking)} blocking "
+            f"finding{'s' if len(plan.blocking) > 1 else ''} ({codes})",
+            hint=f"see `migrate plan show {path}`, fix them and generate the plan again",
+        )
+    ledger.record_approval(plan.name, plan.digest, who, str(path))
+    return plan.digest
+
+
+def check_approved(plan: Plan, ledger: Ledger) -> Approval:
+    """The approval of exactly this plan. Raises PlanTampered when its content does not
+    match its digest or differs from the approved version, PlanError when it was never
+    approved (or carries a blocking finding)."""
+    if compute_digest(plan) != plan.digest:
+        raise PlanTampered(
+            f"plan {plan.name}: content does not match its digest (edited by hand?)",
+            hint="generate it again with `migrate plan` and approve it",
+        )
+    if plan.blocking:
+        raise PlanError(f"plan {plan.name} has blocking findings and cannot run")
+    approvals = ledger.approvals(plan.name)
+    for approval in approvals:
+        if approval.digest == plan.digest:
+            return approval
+    if approvals:
+        last = approvals[0]
+        raise PlanTampered(
+            f"plan {plan.name} is not the version that was approved (approved by "
+            f"{last.approved_by} at {last.approved_at}, digest {last.digest[:19]}…; this one "
+            f"is {plan.digest[:19]}…)",
+            hint="review it with `migrate plan show`, then `migrate plan approve` it again",
+        )
+    raise PlanError(
+        f"plan {plan.name} is not approved",
+        hint="review it with `migrate plan show`, then run `migrate plan approve`",
+    )

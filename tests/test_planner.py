@@ -1,0 +1,578 @@
+"""The planner, approval, phase resolution and dry-run, through real Azurite (source) and
+SeaweedFS (destination): deterministic plans that validate against the checked-in schema,
+the blocking findings (archive tier, oversized key, non-EU destination), approval refused
+after a hand edit, a dry run that writes nothing, and a plan over 1,000,000 objects in
+bounded time and memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+
+from migrate.dryrun import dry_run
+from migrate.errors import ConfigError, PlanError, PlanTampered
+from migrate.executor import run_phase
+from migrate.inventory import SIZE_CLASSES, dataset_of, flags_of, run_inventory, to_row
+from migrate.ledger import Ledger
+from migrate.plan import (
+    Plan,
+    compute_digest,
+    json_schema,
+    key_hash,
+    load_plan,
+    save_plan,
+    to_yaml,
+    with_digest,
+)
+from migrate.planner import (
+    SIZE_BOUNDS,
+    approve_plan,
+    bucket_name_for,
+    check_approved,
+    destination_limits,
+    make_plan,
+    parse_bandwidth,
+    plan_inputs,
+)
+from migrate.sites import CredentialRef, Runner, Site, SitesConfig
+from providers.base import ObjectInfo, WriteAttrs
+from providers.catalog import Catalog, load_catalog
+from providers.factory import build_adapter
+from tests.conftest import unique_name
+from tests.helpers import body, put
+
+ROOT = Path(__file__).resolve().parent.parent
+TODAY = date(2026, 11, 23)
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+class Estate:
+    """An Azurite source with two containers, a SeaweedFS destination, their sites file."""
+
+    def __init__(self, azure_site: Site, s3_site: Site, tmp: Path) -> None:
+        self.containers = (unique_name("snds"), unique_name("cohorts"))
+        self.source_site = azure_site.model_copy(update={"buckets": self.containers})
+        self.dest_site = s3_site.model_copy(
+            update={
+                "bucket_prefix": "p5-",
+                "operator": "CHU Test",
+                "certifications": ("HDS",),
+            }
+        )
+        self.source = build_adapter(self.source_site)
+        self.dest = build_adapter(self.dest_site)
+        for c in self.containers:
+            self.source.create_container(c)
+        self.state = tmp / "state"
+        self.tmp = tmp
+        self.config = self.config_with(self.dest_site)
+
+    def config_with(self, *extra: Site) -> SitesConfig:
+        sites = {self.source_site.name: self.source_site}
+        sites.update({s.name: s for s in extra})
+        return SitesConfig(
+            path=self.tmp / "sites.toml",
+            state_dir=self.state,
+            runner=Runner(location="FR"),
+            sites=sites,
+        )
+
+    def seed(self) -> dict[tuple[str, str], bytes]:
+        snds, cohorts = self.containers
+        objects: dict[tuple[str, str], bytes] = {}
+        for i in range(60):
+            table = ("dcir", "pmsi", "cepidc")[i % 3]
+            objects[(snds, f"{table}/2025/extract-{i:03d}.csv")] = body(i, 200 + i * 37)
+        for i in range(20):
+            objects[(cohorts, f"constances/p{i:03d}.json")] = body(100 + i, 1000 + i)
+        objects[(cohorts, "top.txt")] = b"top"
+        objects[(cohorts, "questionnaire médecin 5%+#.json")] = body(7, 300)
+        objects[(snds, "imaging/big.bin")] = body(8, 2 * MiB + 3)
+        for (container, key), data in objects.items():
+            put(self.source, container, key, data)
+        return objects
+
+    def inventory(self) -> None:
+        run_inventory(self.config, self.source_site.name, self.source)
+
+    def plan(
+        self, destination: Site | None = None, policy: str = "fr-health", **kw: object
+    ) -> Plan:
+        dest = destination or self.dest_site
+        config = self.config_with(dest)
+        catalog = load_catalog()
+        with Ledger(self.state) as ledger:
+            inputs = plan_inputs(
+                ledger, self.source_site.name, limits=destination_limits(dest, catalog)
+            )
+        options: dict[str, object] = {
+            "bandwidth_bytes_per_second": parse_bandwidth("1Gbit/s"),
+            "pilot_share": 0.05,
+        }
+        options.update(kw)
+        return make_plan(
+            name="hdh",
+            config=config,
+            source=self.source_site.name,
+            destination=dest.name,
+            policy=policy,
+            catalog=catalog,
+            datasets=inputs,
+            today=TODAY,
+            inventory_run=inputs.inventory_run,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def dest_listing(self) -> list[tuple[str, str, int, str | None]]:
+        out = []
+        for bucket in sorted({f"p5-{c}" for c in self.containers}):
+            try:
+                out += [(bucket, o.key, o.size, o.etag) for o in self.dest.list_objects(bucket)]
+            except Exception:  # a bucket that does not exist lists nothing
+                continue
+        return out
+
+
+@pytest.fixture
+def estate(azure_site: Site, s3_site: Site, tmp_path: Path) -> Estate:
+    return Estate(azure_site, s3_site, tmp_path)
+
+
+def codes(plan: Plan, severity: str = "blocking") -> set[str]:
+    return {f.code for f in plan.findings if f.severity.value == severity}
+
+
+# -- the plan document -------------------------------------------------------------------------
+
+
+def test_checked_in_schema_is_the_models_schema() -> None:
+    checked_in = json.loads((ROOT / "plans" / "schema.json").read_text(encoding="utf-8"))
+    assert checked_in == json_schema()
+
+
+def test_plan_is_byte_identical_across_runs_and_validates(estate: Estate, tmp_path: Path) -> None:
+    objects = estate.seed()
+    estate.inventory()
+    first, second = estate.plan(), estate.plan()
+    text = to_yaml(first)
+    assert text == to_yaml(second)
+    assert first.digest == compute_digest(first) and first.digest.startswith("sha256:")
+    assert not first.blocking, [f.message for f in first.blocking]
+
+    # The schema validates the YAML (jsonschema when installed; the models always).
+    raw = yaml.safe_load(text)
+    try:
+        import jsonschema
+    except ImportError:
+        pass
+    else:
+        jsonschema.validate(raw, json.loads((ROOT / "plans" / "schema.json").read_text()))
+    assert Plan.model_validate(raw) == first
+    save_plan(first, tmp_path / "plans" / "hdh.yaml")
+    assert load_plan(tmp_path / "plans" / "hdh.yaml") == first
+
+    # Mappings: one per dataset, buckets prefixed, prefixes kept, tiers mapped, no Hot.
+    snds, cohorts = estate.containers
+    datasets = {m.dataset: m for m in first.mappings}
+    assert set(datasets) == {dataset_of(c, k) for c, k in objects}
+    assert datasets[f"{snds}/dcir/"].destination_bucket == f"p5-{snds}"
+    assert datasets[f"{snds}/dcir/"].destination_prefix == "dcir/"
+    assert datasets[f"{cohorts}/"].destination_prefix == ""
+    for m in first.mappings:
+        assert m.storage_classes == {"Hot": "STANDARD"}
+
+    # Phases, estimates and allowlist.
+    names = [p.name for p in first.phases]
+    assert names == ["pilot", "bulk-1", "delta", "cutover"]
+    assert first.totals.objects == len(objects)
+    assert first.totals.bytes == sum(len(b) for b in objects.values())
+    assert first.phase("cutover").checklist and first.phase("delta").selector.changed_since_copy
+    assert first.phase("bulk-1").requires == ("pilot",)
+    assert first.phase("cutover").requires == ("delta",)
+    assert first.totals.egress_cost is None  # Azure's egress price is unknown in the catalog
+    assert first.totals.requests == sum(first.totals.requests_by_kind.values()) > 0
+    hosts = {
+        e.split("//", 1)[1].split("/", 1)[0]
+        for e in (estate.source_site.endpoint or "", estate.dest_site.endpoint or "")
+    }
+    assert set(first.allowlist) == hosts
+    assert not any("*" in h for h in first.allowlist)
+    assert {s.verdict for s in first.sites} == {"FAIL", "PASS"}  # Azure fails fr-health
+    assert "SOURCE_FAILS_POLICY" in codes(first, "warning")
+
+
+def test_more_waves_when_bytes_exceed_the_cap(estate: Estate) -> None:
+    estate.seed()
+    estate.inventory()
+    cap = 10_000
+    plan = estate.plan(wave_cap_bytes=cap, include_decommission=True)
+    bulk = [p for p in plan.phases if p.kind.value == "bulk"]
+    after_pilot = plan.totals.bytes - plan.phase("pilot").estimate.bytes
+    assert len(bulk) == -(-after_pilot // cap) > 1
+    assert all(p.estimate.bytes <= cap for p in bulk)
+    assert plan.phase("delta").requires == tuple(p.name for p in bulk)
+    assert plan.phase("decommission").requires == ("cutover",)
+    copy = [plan.phase("pilot"), *bulk]
+    assert sum(p.estimate.objects for p in copy) == plan.totals.objects
+    assert sum(p.estimate.bytes for p in copy) == plan.totals.bytes
+
+
+# -- blocking findings -------------------------------------------------------------------------
+
+
+def test_archive_tier_blob_blocks_the_plan(estate: Estate, tmp_path: Path) -> None:
+    estate.seed()
+    snds, _ = estate.containers
+    put(estate.source, snds, "old/2019/study.tar", body(9, 5000),
+        WriteAttrs(storage_class="Archive"))  # fmt: skip
+    estate.inventory()
+    plan = estate.plan()
+    finding = next(f for f in plan.findings if f.code == "ARCHIVED_NEEDS_REHYDRATION")
+    assert finding.severity.value == "blocking"
+    assert finding.objects == 1 and finding.datasets == (f"{snds}/old/",)
+    assert finding.examples == (f"{snds}/old/2019/study.tar",)
+    assert "Archive" not in plan.mapping_for(f"{snds}/old/").storage_classes  # type: ignore[union-attr]
+    path = tmp_path / "p.yaml"
+    save_plan(plan, path)
+    with Ledger(estate.state) as ledger, pytest.raises(PlanError, match="cannot be approved"):
+        approve_plan(path, ledger, "tester")
+
+
+def test_oversized_key_and_long_segment_block_the_plan(estate: Estate) -> None:
+    estate.seed()
+    snds, _ = estate.containers
+    segment_key = "deep/" + "s" * 300 + "/x.csv"  # Azure takes it, SeaweedFS's filer does not
+    put(estate.source, snds, segment_key, b"segment")
+    estate.inventory()
+    long_key = "long/" + "k" * 1100
+    info = ObjectInfo(container=snds, key=long_key, size=10, etag="e", checksums={"md5": "0" * 32})
+    with Ledger(estate.state) as ledger:  # Azure refuses such keys: a synthetic inventory row
+        run = ledger.latest_inventory_run(estate.source_site.name)
+        assert run is not None
+        ledger.record_listing_page(estate.source_site.name, run, snds, [to_row(info)], done=True)
+    plan = estate.plan()
+    by_code = {f.code: f for f in plan.findings}
+    assert by_code["KEY_TOO_LONG"].severity.value == "blocking"
+    assert by_code["KEY_TOO_LONG"].objects == 1
+    assert by_code["KEY_TOO_LONG"].datasets == (f"{snds}/long/",)
+    assert len(by_code["KEY_TOO_LONG"].examples[0]) < 200  # shortened, never the full key
+    seg = by_code["KEY_SEGMENT_TOO_LONG"]
+    assert seg.severity.value == "blocking"
+    assert seg.objects == 2  # the 300-byte segment, and the 1,100-byte one
+    assert any(e.startswith(f"{snds}/deep/sss") for e in seg.examples)
+
+
+@pytest.mark.parametrize(("provider", "region"), [("ovhcloud", "bhs"), ("outscale", "us-east-2")])
+def test_non_eu_destination_blocks_the_plan(estate: Estate, provider: str, region: str) -> None:
+    estate.seed()
+    estate.inventory()
+    away = Site(name="away", provider=provider, region=region,
+                credentials=CredentialRef(access_key_env="K", secret_key_env="S"))  # fmt: skip
+    plan = estate.plan(destination=away, policy="eu-residency")
+    finding = next(f for f in plan.findings if f.code == "DESTINATION_FAILS_POLICY")
+    assert finding.severity.value == "blocking"
+    assert "outside the EU/EEA" in finding.message
+    assert plan.sites[1].verdict == "FAIL"
+    host = {"ovhcloud": "s3.bhs.io.cloud.ovh.net", "outscale": "oos.us-east-2.outscale.com"}
+    assert host[provider] in plan.allowlist
+
+
+def test_runner_location_missing_blocks_under_sovereign_policies(estate: Estate) -> None:
+    estate.seed()
+    estate.inventory()
+    estate.config = estate.config.model_copy(update={"runner": Runner()})
+    catalog = load_catalog()
+    with Ledger(estate.state) as ledger:
+        inputs = plan_inputs(ledger, estate.source_site.name,
+                             limits=destination_limits(estate.dest_site, catalog))  # fmt: skip
+    for policy, severity in (("eu-sovereign", "blocking"), ("eu-residency", "warning")):
+        plan = make_plan(
+            name="r", config=estate.config_with(estate.dest_site).model_copy(
+                update={"runner": Runner()}),
+            source=estate.source_site.name, destination=estate.dest_site.name, policy=policy,
+            catalog=catalog, datasets=inputs, today=TODAY, bandwidth_bytes_per_second=1e8,
+            inventory_run=inputs.inventory_run,
+        )  # fmt: skip
+        assert "RUNNER_LOCATION_UNKNOWN" in codes(plan, severity)
+
+
+# -- approval ----------------------------------------------------------------------------------
+
+
+def test_approval_and_a_hand_edit_refused_at_run_time(estate: Estate, tmp_path: Path) -> None:
+    estate.seed()
+    estate.inventory()
+    plan = estate.plan()
+    path = tmp_path / "plans" / "hdh.yaml"
+    save_plan(plan, path)
+    with Ledger(estate.state) as ledger:
+        with pytest.raises(PlanError, match="not approved"):
+            check_approved(load_plan(path), ledger)
+        digest = approve_plan(path, ledger, "dpo@example.fr")
+        assert digest == plan.digest
+        assert approve_plan(path, ledger, "someone-else") == digest  # idempotent
+        assert check_approved(load_plan(path), ledger).approved_by == "dpo@example.fr"
+
+        # A hand edit: the content no longer matches its digest.
+        text = path.read_text(encoding="utf-8").replace("pilot_share: 0.05", "pilot_share: 0.5")
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(PlanTampered, match="does not match its digest"):
+            load_plan(path)
+        with pytest.raises(PlanTampered, match="does not match its digest"):
+            check_approved(load_plan(path, check_digest=False), ledger)
+
+        # An edit with its digest recomputed: not the approved version.
+        edited = with_digest(load_plan(path, check_digest=False))
+        save_plan(edited, path)
+        with pytest.raises(PlanTampered, match="not the version that was approved") as err:
+            check_approved(load_plan(path), ledger)
+        assert "dpo@example.fr" in str(err.value)
+
+
+# -- resolution and dry run --------------------------------------------------------------------
+
+
+def _file_state(state: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(state.iterdir())
+        if p.is_file()
+    }
+
+
+def test_dry_run_writes_nothing_and_matches_the_inventory(estate: Estate) -> None:
+    objects = estate.seed()
+    estate.inventory()
+    plan = estate.plan()
+    pilot_keys = {
+        (c, k) for c, k in objects
+        if key_hash(c, k) % 10_000 < (plan.phase("pilot").selector.sample_per_10000 or 0)
+    }  # fmt: skip
+    # One object already at the destination with the same bytes, one with other bytes.
+    snds, cohorts = estate.containers
+    for c in estate.containers:
+        estate.dest.create_container(f"p5-{c}")
+    same, other = (snds, "dcir/2025/extract-000.csv"), (cohorts, "constances/p000.json")
+    put(estate.dest, f"p5-{same[0]}", same[1], objects[same])
+    put(estate.dest, f"p5-{other[0]}", other[1], b"something else")
+    listing = estate.dest_listing()
+    files = _file_state(estate.state)
+
+    reports = {}
+    for phase in ("pilot", "bulk-1"):
+        with Ledger(estate.state) as ledger:
+            reports[phase] = dry_run(plan, phase, ledger, estate.source, estate.dest)
+
+    assert estate.dest_listing() == listing  # nothing written to the destination
+    assert _file_state(estate.state) == files  # nor to the state
+    with Ledger(estate.state) as ledger:
+        assert ledger.phase_counts(plan.name) == []
+        assert ledger.phase_state(plan.name, "pilot").resolved_at is None
+
+    pilot, bulk = reports["pilot"], reports["bulk-1"]
+    assert pilot.objects + bulk.objects == len(objects)  # disjoint, and every object is in one
+    assert pilot.bytes + bulk.bytes == sum(len(b) for b in objects.values())
+    assert pilot.objects >= len(pilot_keys)
+    for report in (pilot, bulk):
+        for d in report.datasets:
+            assert d.would_copy + d.identical + d.conflicts == d.objects
+    assert pilot.identical + bulk.identical == 1
+    assert pilot.conflicts + bulk.conflicts == 1
+    # Every dataset and size class present in the inventory has an object in the pilot.
+    assert {d.dataset for d in pilot.datasets if d.objects} == {m.dataset for m in plan.mappings}
+
+    # Resolution takes exactly what the dry run announced, once.
+    with Ledger(estate.state) as ledger:
+        assert ledger.resolve_phase(plan, "pilot") == pilot.objects
+        assert ledger.resolve_phase(plan, "bulk-1") == bulk.objects
+        assert ledger.resolve_phase(plan, plan.phase("pilot")) == pilot.objects  # fixed
+        rows = list(ledger.phase_candidates(plan, "pilot"))
+        assert {(r.container, r.key) for r in rows} >= pilot_keys
+        assert all(r.destination_bucket == f"p5-{r.container}" and r.destination_key == r.key
+                   for r in rows)  # fmt: skip
+        again = dry_run(plan, "pilot", ledger, estate.source, estate.dest)
+    assert again.resolved and again.objects == pilot.objects
+
+
+def test_an_approved_plan_runs_and_a_dry_run_then_finds_its_copies_identical(
+    estate: Estate, tmp_path: Path
+) -> None:
+    estate.seed()
+    estate.inventory()
+    path = tmp_path / "hdh.yaml"
+    save_plan(estate.plan(), path)
+    with Ledger(estate.state) as ledger:
+        approve_plan(path, ledger, "tester")
+        plan = load_plan(path)
+        check_approved(plan, ledger)
+        summary = run_phase(plan, "pilot", ledger, estate.source, estate.dest)
+        assert summary.failed == 0 and summary.copied == summary.objects > 0
+        after = dry_run(plan, "pilot", ledger, estate.source, estate.dest)
+    assert after.identical == after.objects == summary.objects
+    assert after.would_copy == after.conflicts == 0
+    assert sum(d.done_in_ledger for d in after.datasets) == summary.objects
+
+
+def test_pilot_covers_every_dataset_and_size_class_and_bulk_is_disjoint(
+    estate: Estate,
+) -> None:
+    estate.seed()
+    estate.inventory()
+    plan = estate.plan(pilot_share=0.0001)  # a sample of almost nothing: coverage only
+    bounds = [0, *SIZE_BOUNDS]
+    with Ledger(estate.state) as ledger:
+        # bulk-1 first: the pilot's objects are kept out by rule, so the order is free.
+        bulk = ledger.resolve_phase(plan, "bulk-1")
+        pilot = ledger.resolve_phase(plan, "pilot")
+        rows = {ph: list(ledger.phase_candidates(plan, ph)) for ph in ("pilot", "bulk-1")}
+        inventory = list(ledger.inventory_objects(estate.source_site.name))
+    assert pilot + bulk == len(inventory)
+
+    def size_class(size: int) -> int:
+        return max(i for i, b in enumerate(bounds) if size >= b)
+
+    classes = {(o.dataset, size_class(o.size)) for o in inventory}
+    covered = {(r.dataset, size_class(r.size)) for r in rows["pilot"]}
+    assert covered == classes
+    assert pilot == len(classes)  # one per dataset x class, as the sample took none
+    assert not {(r.container, r.key) for r in rows["pilot"]} & {
+        (r.container, r.key) for r in rows["bulk-1"]
+    }
+
+
+def test_delta_takes_what_changed_or_appeared_since_the_copy(estate: Estate) -> None:
+    estate.seed()
+    estate.inventory()
+    plan = estate.plan()
+    snds, cohorts = estate.containers
+    with Ledger(estate.state) as ledger:
+        for phase in ("pilot", "bulk-1"):
+            ledger.resolve_phase(plan, phase)
+            for r in list(ledger.phase_candidates(plan, phase)):
+                ledger.transfer_done(plan.name, r.container, r.key, sha256="0" * 64,
+                                     md5="0" * 32, destination_etag=None, source_proof="md5",
+                                     retries=0)  # fmt: skip
+    put(estate.source, snds, "dcir/2025/extract-000.csv", b"changed at the source")
+    put(estate.source, cohorts, "constances/new.json", b"new")
+    estate.inventory()
+    with Ledger(estate.state) as ledger:
+        preview = {(r.container, r.key) for r in ledger.phase_candidates(plan, "delta")}
+        assert ledger.resolve_phase(plan, "delta") == 2
+        rows = {(r.container, r.key): r for r in ledger.phase_candidates(plan, "delta")}
+        assert ledger.resolve_phase(plan, "delta") == 2
+        assert ledger.resolve_phase(plan, "cutover") == 0
+    assert set(rows) == preview == {(snds, "dcir/2025/extract-000.csv"),
+                                    (cohorts, "constances/new.json")}  # fmt: skip
+    changed = rows[(snds, "dcir/2025/extract-000.csv")]
+    assert changed.state == "pending" and changed.size == len(b"changed at the source")
+
+
+# -- units -------------------------------------------------------------------------------------
+
+
+def test_bucket_names_are_made_valid_for_s3() -> None:
+    assert bucket_name_for("hdh-", "snds") == ("hdh-snds", None)
+    name, why = bucket_name_for("HDH_", "Cohorts.2025")
+    assert name == "hdh-cohorts-2025" and why and "upper-case" in why
+    long_name, why = bucket_name_for("prefix-", "c" * 70)
+    assert len(long_name) == 63 and why and "63" in why
+    assert bucket_name_for("", "ab")[0].startswith("ab-") and len(bucket_name_for("", "ab")[0]) > 3
+    assert bucket_name_for("", "xn--abc")[0] == "b-xn--abc"
+
+
+def test_bandwidth_parsing() -> None:
+    assert parse_bandwidth("1Gbit/s") == 125_000_000
+    assert parse_bandwidth("1 Gbps") == 125_000_000
+    assert parse_bandwidth("100MB/s") == 100_000_000
+    assert parse_bandwidth("50 MiB/s") == 50 * MiB
+    assert parse_bandwidth("1000") == 1000
+    with pytest.raises(ConfigError):
+        parse_bandwidth("fast")
+
+
+def test_inventory_size_classes_are_within_the_plans() -> None:
+    # The pilot covers the inventory's size classes: each of their bounds is one of ours.
+    assert {upper for _, upper in SIZE_CLASSES[:-1]} <= set(SIZE_BOUNDS)
+
+
+# -- scale -------------------------------------------------------------------------------------
+
+_SCALE_SCRIPT = """
+import json, resource, sys, time
+from datetime import date
+from pathlib import Path
+from migrate.ledger import Ledger
+from migrate.plan import to_yaml
+from migrate.planner import destination_limits, make_plan, plan_inputs
+from migrate.sites import Runner, Site, SitesConfig
+from providers.catalog import load_catalog
+
+state = Path(sys.argv[1])
+src = Site(name="big", provider="azure", region="francecentral", account="hdhprod",
+           buckets=("c0", "c1", "c2", "c3"))
+dst = Site(name="dst", provider="self-hosted", software="seaweedfs", region="local",
+           endpoint="https://s3.chu.example.fr", country="FR", operator="CHU",
+           certifications=("HDS",), bucket_prefix="hdh-")
+config = SitesConfig(path=state / "sites.toml", state_dir=state, runner=Runner(location="FR"),
+                     sites={"big": src, "dst": dst})
+started = time.perf_counter()
+catalog = load_catalog()
+with Ledger(state) as ledger:
+    inputs = plan_inputs(ledger, "big", limits=destination_limits(dst, catalog))
+plan = make_plan(name="big", config=config, source="big", destination="dst",
+                 policy="fr-health", catalog=catalog, datasets=inputs, today=date(2026, 11, 23),
+                 bandwidth_bytes_per_second=125e6, inventory_run=inputs.inventory_run,
+                 wave_cap_bytes=1024**4)
+text = to_yaml(plan)
+print(json.dumps({"seconds": time.perf_counter() - started, "yaml_bytes": len(text.encode()),
+                  "objects": plan.totals.objects, "phases": len(plan.phases),
+                  "findings": [f.code for f in plan.findings],
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+@pytest.mark.slow
+def test_plan_over_1_000_000_objects_is_fast_small_and_bounded(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    per_page, pages = 10_000, 100
+    with Ledger(state) as ledger:
+        run, _ = ledger.open_inventory_run("big", "")
+        for page in range(pages):
+            container = f"c{page % 4}"
+            rows = []
+            for i in range(per_page):
+                n = page * per_page + i
+                key = f"d{n % 25:02d}/{page:03d}/{i:05d}.bin"
+                info = ObjectInfo(
+                    container=container, key=key, size=(n * 7919) % (64 * MiB),
+                    etag=f"{n:032x}", checksums={"md5": f"{n:032x}"} if n % 3 else {},
+                    storage_class="Hot" if n % 10 else "Cool",
+                )  # fmt: skip
+                rows.append(to_row(info))
+            assert flags_of(info) is not None
+            ledger.record_listing_page("big", run, container, rows, done=page >= pages - 4)
+        ledger.finish_inventory_run("big", run, ["c0", "c1", "c2", "c3"], "")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCALE_SCRIPT, str(state)],
+        capture_output=True, text=True, timeout=300, env={**os.environ}, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["objects"] == per_page * pages
+    assert result["seconds"] < 60, result
+    assert result["maxrss_kib"] / 1024 < 200, result
+    assert result["yaml_bytes"] < 100 * 1024, result
+    assert "NO_NATIVE_CHECKSUM" in result["findings"]

@@ -1,0 +1,97 @@
+"""The routing guard: every request goes to a host the plan allows, or nowhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from migrate.errors import RouteRefused
+from migrate.localservers import SeaweedFS
+from migrate.routing import RoutingGuard, endpoint_host
+from migrate.sites import CredentialRef, Site
+from providers.factory import build_adapter
+
+
+def guard(*allow: str, **kw: object) -> RoutingGuard:
+    return RoutingGuard(allow, env={}, **kw)  # type: ignore[arg-type]
+
+
+def test_only_hosts_on_the_allowlist_pass() -> None:
+    g = guard("s3.fr-par.scw.cloud", "127.0.0.1:9000")
+    g.check("GET", "https://s3.fr-par.scw.cloud/bucket/key")
+    g.check("PUT", "http://127.0.0.1:9000/bucket/key")  # loopback may be plain HTTP
+    with pytest.raises(RouteRefused, match="s3.nl-ams.scw.cloud"):
+        g.check("GET", "https://s3.nl-ams.scw.cloud/bucket/key")
+    with pytest.raises(RouteRefused, match="127.0.0.1:9001"):
+        g.check("GET", "http://127.0.0.1:9001/bucket/key")  # same host, other port
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://s3.amazonaws.com/b/k",
+        "https://b.s3.amazonaws.com/k",
+        "https://s3-external-1.amazonaws.com/b/k",
+        "https://b.s3-accelerate.amazonaws.com/k",
+        "https://s3-accelerate.dualstack.amazonaws.com/b/k",
+    ],
+)
+def test_global_and_accelerated_endpoints_are_refused_even_if_allowed(url: str) -> None:
+    g = guard(endpoint_host(url))
+    with pytest.raises(RouteRefused, match="global endpoint"):
+        g.check("GET", url)
+
+
+def test_plain_http_outside_loopback_needs_a_declaration() -> None:
+    with pytest.raises(RouteRefused, match="plain HTTP"):
+        guard("s3.chu.example").check("GET", "http://s3.chu.example/b/k")
+    guard("s3.chu.example", http_allowed=["s3.chu.example"]).check(
+        "GET", "http://s3.chu.example/b/k"
+    )
+
+
+def test_an_undeclared_proxy_stops_the_run_before_anything_is_sent() -> None:
+    with pytest.raises(RouteRefused, match="HTTPS_PROXY"):
+        RoutingGuard(["h"], env={"HTTPS_PROXY": "http://proxy.us.example:3128"})
+    RoutingGuard(
+        ["h"],
+        env={"HTTPS_PROXY": "http://proxy.eu.example:3128"},
+        declared_proxies=["http://proxy.eu.example:3128"],
+    )
+
+
+def test_the_guard_records_every_host_contacted() -> None:
+    g = guard("a.example", "b.example")
+    g.record("PUT", "https://a.example/x", 10, 200)
+    g.record("GET", "https://a.example/y", 0, 200)
+    g.record("GET", "https://b.example/y", 0, 404)
+    uses = {(h, s): (n, b) for h, s, n, b, _, _ in g.drain()}
+    assert uses == {("a.example", "https"): (2, 10), ("b.example", "https"): (1, 0)}
+
+
+def test_the_s3_adapter_asks_the_guard_before_every_request(
+    seaweed: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("R_KEY", seaweed.access_key)
+    monkeypatch.setenv("R_SECRET", seaweed.secret_key)
+    creds = CredentialRef(access_key_env="R_KEY", secret_key_env="R_SECRET")
+    site = Site(
+        name="sw",
+        provider="self-hosted",
+        software="seaweedfs",
+        region="local",
+        endpoint=seaweed.endpoint,
+        addressing="path",
+        country="FR",
+        credentials=creds,
+    )
+    allowed = guard(endpoint_host(seaweed.endpoint))
+    adapter = build_adapter(site, guard=allowed)
+    adapter.create_container("routing-ok")
+    assert [h for h, *_ in allowed.drain()] == [endpoint_host(seaweed.endpoint)]
+
+    # The same site forced onto a global endpoint: refused before a connection is made.
+    forced = site.model_copy(update={"endpoint": "https://s3.amazonaws.com"})
+    refusing = guard(endpoint_host(seaweed.endpoint))
+    with pytest.raises(RouteRefused, match="s3.amazonaws.com"):
+        build_adapter(forced, guard=refusing).check("routing-ok")
+    assert refusing.drain() == []
