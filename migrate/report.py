@@ -1,0 +1,937 @@
+"""The audit report of a plan: `report.json` (schema in reports/schema.json), a
+self-contained `report.html`, and `manifest.jsonl.gz` (see migrate.manifest).
+
+What it states, all read from the ledger and the plan: the plan (name, digest, approvals),
+the tool's version, who made the report and when, each site's policy verdict with the
+facts and sources behind it, per phase and dataset the objects, bytes, duration,
+throughput, retries and failures with their reasons, every verification (mode, seed,
+findings), the manifest's Merkle roots, every host contacted (the route attestation), and
+the objects whose source offered no native checksum (proved by the bytes read only).
+
+The HTML has no script and loads nothing: its styles are inline, its chart an inline SVG,
+and a Content-Security-Policy forbids any fetch, so it opens offline as it was written.
+Memory stays bounded: aggregates come from grouped scans, lists are capped (the full
+object list is the manifest).
+"""
+
+from __future__ import annotations
+
+import getpass
+import html
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
+from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
+from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
+from migrate.plan import Plan
+from migrate.policy import Verdict, evaluate, evaluate_provider, evaluate_runner
+from migrate.routing import endpoint_host, host_of, is_loopback
+from migrate.sites import Site
+from providers.catalog import Catalog
+
+REPORT_SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+UNPROVEN_LIMIT = 1000
+FAILURES_LIMIT = 100
+CHART_BINS = 120
+
+Status = Literal["PASS", "FAIL", "UNKNOWN"]
+_STATUS: dict[str, Status] = {"PASS": "PASS", "FAIL": "FAIL", "UNKNOWN": "UNKNOWN"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanInfo(_Model):
+    name: str
+    digest: str
+    policy: str
+    created: str
+    source: str
+    destination: str
+    runner_location: str | None
+    inventory_run: int
+    allowlist: tuple[str, ...]
+
+
+class ApprovalInfo(_Model):
+    digest: str
+    approved_by: str
+    approved_at: str
+    current: bool  # approves the digest of the plan this report is about
+
+
+class ReasonInfo(_Model):
+    rule: str
+    outcome: Status
+    fact: str
+    value: str | None
+    source: str | None
+    as_of: str | None
+    origin_file: str | None
+    text: str
+
+
+class SiteInfo(_Model):
+    name: str
+    role: Literal["source", "destination", "runner"]
+    provider: str | None
+    region: str | None
+    endpoint: str | None
+    status: Status
+    blocking: bool
+    # "sites file": judged on the configured site; "catalog": on the catalog's facts for
+    # the provider and region; "plan": the verdict recorded in the plan (nothing else known)
+    evaluated_from: Literal["sites file", "catalog", "plan"]
+    reasons: tuple[ReasonInfo, ...]
+    warnings: tuple[str, ...]
+    plan_verdict: str | None  # the verdict the plan recorded when it was made
+    plan_reasons: tuple[str, ...]
+
+
+class Counts(_Model):
+    objects: int = 0
+    bytes: int = 0
+    done: int = 0
+    done_bytes: int = 0
+    failed: int = 0
+    changed: int = 0
+    pending: int = 0  # pending or in progress
+    retries: int = 0
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float | None = None  # first start to last finish
+    # bytes done / duration (a duration under one second counts as one second)
+    throughput_bytes_per_second: float | None = None
+
+
+class DatasetStats(_Model):
+    dataset: str
+    counts: Counts
+
+
+class FailureInfo(_Model):
+    container: str
+    key: str
+    reason: str
+
+
+class FindingInfo(_Model):
+    kind: str
+    bucket: str
+    key: str
+    detail: str
+    source: str | None = None
+    phase: str | None = None
+
+
+class VerificationInfo(_Model):
+    id: int
+    phase: str | None  # None: the whole plan
+    mode: str
+    sample: float | None
+    seed: int
+    started_at: str
+    finished_at: str
+    passed: bool
+    objects: int
+    bytes: int
+    reread: int
+    counts: dict[str, int]
+    findings: tuple[FindingInfo, ...]  # the first ones (the ledger keeps 100)
+
+
+class PhaseInfo(_Model):
+    name: str
+    kind: str
+    requires: tuple[str, ...]
+    resolved_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    verified_at: str | None
+    forced_reason: str | None
+    counts: Counts
+    datasets: tuple[DatasetStats, ...]
+    failures: tuple[FailureInfo, ...]  # the first FAILURES_LIMIT, in key order
+    verification: VerificationInfo | None  # the latest verification of this phase
+
+
+class DatasetRootInfo(_Model):
+    dataset: str
+    objects: int
+    bytes: int
+    root: str
+
+
+class ManifestSection(_Model):
+    file: str
+    sha256: str
+    objects: int
+    bytes: int
+    plan_root: str
+    datasets: tuple[DatasetRootInfo, ...]
+    construction: str
+    checker: str
+
+
+class RouteInfo(_Model):
+    host: str
+    scheme: str
+    requests: int
+    bytes_sent: int
+    first_seen: str
+    last_seen: str
+    # how the routing guard let it through: on the plan's allowlist, or a loopback address
+    # (local servers); "other": a declared proxy or a host allowed by the sites file
+    allowed_as: Literal["allowlist", "loopback", "other"]
+
+
+class UnprovenObject(_Model):
+    dataset: str
+    source_container: str
+    source_key: str
+    destination_bucket: str
+    destination_key: str
+    size: int
+    sha256: str | None
+
+
+class UnprovenSection(_Model):
+    count: int
+    limit: int
+    objects: tuple[UnprovenObject, ...]  # the first `limit`, in manifest order
+
+
+class TimelineBin(_Model):
+    start: str
+    seconds: float
+    objects: int
+    bytes: int
+    bytes_per_second: float
+
+
+class Report(_Model):
+    report_schema: int = REPORT_SCHEMA_VERSION
+    kind: Literal["migrate-report"] = "migrate-report"
+    tool_version: str
+    generated_at: str
+    generated_by: str
+    # verified: every resolved phase is done and verified; incomplete otherwise
+    status: Literal["verified", "incomplete"]
+    plan: PlanInfo
+    approvals: tuple[ApprovalInfo, ...]
+    sites: tuple[SiteInfo, ...]
+    totals: Counts
+    phases: tuple[PhaseInfo, ...]
+    verifications: tuple[VerificationInfo, ...]
+    manifest: ManifestSection
+    routes: tuple[RouteInfo, ...]
+    unproven_sources: UnprovenSection
+    timeline: tuple[TimelineBin, ...]
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _reasons(verdict: Verdict) -> tuple[ReasonInfo, ...]:
+    return tuple(
+        ReasonInfo(
+            rule=r.rule,
+            outcome=r.outcome,
+            fact=r.fact,
+            value=r.value,
+            source=r.source,
+            as_of=r.as_of.isoformat() if r.as_of else None,
+            origin_file=r.origin_file,
+            text=r.text,
+        )
+        for r in verdict.reasons
+    )
+
+
+def _sites(
+    plan: Plan, catalog: Catalog, today: date, sites: Mapping[str, Site] | None
+) -> tuple[SiteInfo, ...]:
+    out: list[SiteInfo] = []
+    for ref in plan.sites:
+        verdict: Verdict | None = None
+        origin: Literal["sites file", "catalog", "plan"] = "plan"
+        site = (sites or {}).get(ref.name)
+        try:
+            if site is not None:
+                verdict, origin = evaluate(site, plan.policy, catalog, today), "sites file"
+            else:
+                verdict = evaluate_provider(ref.provider, ref.region, plan.policy, catalog, today)
+                origin = "catalog"
+        except ConfigError:
+            verdict = None  # a provider the catalog no longer knows: the plan's record stays
+        status = _STATUS.get(ref.verdict, "UNKNOWN")
+        out.append(
+            SiteInfo(
+                name=ref.name,
+                role=ref.role,
+                provider=ref.provider,
+                region=ref.region,
+                endpoint=ref.endpoint,
+                status=verdict.status if verdict else status,
+                blocking=verdict.blocking if verdict else status != "PASS",
+                evaluated_from=origin if verdict else "plan",
+                reasons=_reasons(verdict) if verdict else (),
+                warnings=tuple(w.message for w in verdict.warnings) if verdict else (),
+                plan_verdict=ref.verdict,
+                plan_reasons=ref.reasons,
+            )
+        )
+    runner = evaluate_runner(plan.runner_location, plan.policy)
+    out.append(
+        SiteInfo(
+            name="runner",
+            role="runner",
+            provider=None,
+            region=plan.runner_location,
+            endpoint=None,
+            status=runner.status,
+            blocking=runner.blocking,
+            evaluated_from="plan",
+            reasons=_reasons(runner),
+            warnings=tuple(w.message for w in runner.warnings),
+            plan_verdict=None,
+            plan_reasons=(),
+        )
+    )
+    return tuple(out)
+
+
+def _allowed_as(
+    host: str, scheme: str, allow: set[str]
+) -> Literal["allowlist", "loopback", "other"]:
+    try:
+        form, (_, name, _) = endpoint_host(f"{scheme}://{host}"), host_of(f"{scheme}://{host}")
+    except MigrateError:
+        form, name = host, host
+    if form in allow or host in allow:
+        return "allowlist"
+    return "loopback" if is_loopback(name) else "other"
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+
+
+def _counts(stats: Sequence[TransferStats]) -> Counts:
+    objects = size = done = done_bytes = failed = changed = pending = retries = attempts = 0
+    starts = [s.first_started for s in stats if s.first_started]
+    ends = [s.last_finished for s in stats if s.last_finished]
+    for s in stats:
+        objects += s.objects
+        size += s.bytes
+        retries += s.retries
+        attempts += s.attempts
+        if s.state == "done":
+            done, done_bytes = done + s.objects, done_bytes + s.bytes
+        elif s.state == "failed":
+            failed += s.objects
+        elif s.state == "changed":
+            changed += s.objects
+        else:
+            pending += s.objects
+    started, finished = (min(starts) if starts else None), (max(ends) if ends else None)
+    duration = _seconds(started, finished)
+    return Counts(
+        objects=objects,
+        bytes=size,
+        done=done,
+        done_bytes=done_bytes,
+        failed=failed,
+        changed=changed,
+        pending=pending,
+        retries=retries,
+        attempts=attempts,
+        started_at=started,
+        finished_at=finished,
+        duration_seconds=duration,
+        throughput_bytes_per_second=(
+            None if duration is None else round(done_bytes / max(duration, 1.0), 1)
+        ),
+    )
+
+
+def _verification(record: VerificationRecord) -> VerificationInfo:
+    summary: dict[str, Any] = json.loads(record.summary)
+    return VerificationInfo(
+        id=record.id,
+        phase=record.phase,
+        mode=record.mode,
+        sample=record.sample,
+        seed=record.seed,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        passed=record.passed,
+        objects=record.objects,
+        bytes=record.bytes,
+        reread=record.reread,
+        counts={str(k): int(v) for k, v in dict(summary.get("counts", {})).items()},
+        findings=tuple(FindingInfo(**f) for f in summary.get("findings", [])),
+    )
+
+
+def _timeline(points: Sequence[TimelinePoint], bins: int = CHART_BINS) -> tuple[TimelineBin, ...]:
+    """Throughput over time: the points grouped into at most `bins` equal spans."""
+    if not points:
+        return ()
+    times = [datetime.fromisoformat(p.at) for p in points]
+    first, last = times[0], times[-1]
+    span = max((last - first).total_seconds() + 1.0, 1.0)
+    n = max(1, min(bins, int(span)))
+    width = span / n
+    objects, sizes = [0] * n, [0] * n
+    for t, p in zip(times, points, strict=True):
+        i = min(n - 1, int((t - first).total_seconds() / width))
+        objects[i] += p.objects
+        sizes[i] += p.bytes
+    return tuple(
+        TimelineBin(
+            start=datetime.fromtimestamp(first.timestamp() + i * width, UTC).isoformat(
+                timespec="seconds"
+            ),
+            seconds=round(width, 3),
+            objects=objects[i],
+            bytes=sizes[i],
+            bytes_per_second=round(sizes[i] / width, 1),
+        )
+        for i in range(n)
+    )
+
+
+def _manifest_section(info: ManifestInfo) -> ManifestSection:
+    return ManifestSection(
+        file=MANIFEST_FILE,
+        sha256=info.sha256,
+        objects=info.objects,
+        bytes=info.bytes,
+        plan_root=info.plan_root,
+        datasets=tuple(
+            DatasetRootInfo(dataset=d.dataset, objects=d.objects, bytes=d.bytes, root=d.root)
+            for d in info.datasets
+        ),
+        construction=info.construction,
+        checker="python3 tools/check_manifest.py manifest.jsonl.gz --report report.json "
+        "[--dir DIR | --s3 ENDPOINT --region R]",
+    )
+
+
+def build_report(
+    plan: Plan,
+    ledger: Ledger,
+    catalog: Catalog,
+    today: date,
+    tool_version: str,
+    *,
+    sites: Mapping[str, Site] | None = None,
+    generated_by: str | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """The report of `plan` as the ledger holds it now. `sites` (the sites file's sites)
+    lets verdicts be judged on the configured sites; without them they are judged on the
+    catalog's facts for each site's provider and region (or, for a provider the catalog
+    does not know, taken from the plan). No secret is read: sites hold references only."""
+    stats = ledger.transfer_stats(plan.name)
+    records = ledger.verifications(plan.name)
+    verifications = tuple(_verification(r) for r in records)
+    latest: dict[str | None, VerificationInfo] = {}
+    for v in verifications:
+        latest[v.phase] = v
+    phases: list[PhaseInfo] = []
+    names = [p.name for p in plan.phases]
+    names += sorted({s.phase for s in stats} - set(names))  # phases no longer in the plan
+    all_verified = True
+    for name in names:
+        mine = [s for s in stats if s.phase == name]
+        state = ledger.phase_state(plan.name, name)
+        try:
+            spec = plan.phase(name)
+            kind, requires = spec.kind.value, spec.requires
+        except PlanError:  # a phase the plan no longer has: its transfers are still reported
+            kind, requires = "unknown", ()
+        datasets = tuple(
+            DatasetStats(dataset=d, counts=_counts([s for s in mine if s.dataset == d]))
+            for d in sorted({s.dataset for s in mine})
+        )
+        counts = _counts(mine)
+        if state.resolved_at is not None and (
+            state.verified_at is None or counts.done != counts.objects
+        ):
+            all_verified = False
+        phases.append(
+            PhaseInfo(
+                name=name,
+                kind=kind,
+                requires=requires,
+                resolved_at=state.resolved_at,
+                started_at=state.started_at,
+                finished_at=state.finished_at,
+                verified_at=state.verified_at,
+                forced_reason=state.forced_reason,
+                counts=counts,
+                datasets=datasets,
+                failures=tuple(
+                    FailureInfo(container=c, key=k, reason=r)
+                    for c, k, r in ledger.failures(plan.name, name, FAILURES_LIMIT)
+                ),
+                verification=latest.get(name),
+            )
+        )
+    count, unproven = ledger.unproven_sources(plan.name, UNPROVEN_LIMIT)
+    allow = set(plan.allowlist)
+    moment = now or datetime.now(UTC)
+    return Report(
+        tool_version=tool_version,
+        generated_at=moment.isoformat(timespec="seconds"),
+        generated_by=generated_by or getpass.getuser(),
+        status="verified" if all_verified and any(p.resolved_at for p in phases) else "incomplete",
+        plan=PlanInfo(
+            name=plan.name,
+            digest=plan.digest,
+            policy=plan.policy,
+            created=plan.created,
+            source=plan.source,
+            destination=plan.destination,
+            runner_location=plan.runner_location,
+            inventory_run=plan.inventory_run,
+            allowlist=plan.allowlist,
+        ),
+        approvals=tuple(
+            ApprovalInfo(
+                digest=a.digest,
+                approved_by=a.approved_by,
+                approved_at=a.approved_at,
+                current=a.digest == plan.digest,
+            )
+            for a in ledger.approvals(plan.name)
+        ),
+        sites=_sites(plan, catalog, today, sites),
+        totals=_counts(stats),
+        phases=tuple(phases),
+        verifications=verifications,
+        manifest=_manifest_section(manifest_info(plan, ledger)),
+        routes=tuple(
+            RouteInfo(
+                host=r.host,
+                scheme=r.scheme,
+                requests=r.requests,
+                bytes_sent=r.bytes_sent,
+                first_seen=r.first_seen,
+                last_seen=r.last_seen,
+                allowed_as=_allowed_as(r.host, r.scheme, allow),
+            )
+            for r in ledger.routes(plan.name)
+        ),
+        unproven_sources=UnprovenSection(
+            count=count,
+            limit=UNPROVEN_LIMIT,
+            objects=tuple(
+                UnprovenObject(
+                    dataset=u.dataset,
+                    source_container=u.container,
+                    source_key=u.key,
+                    destination_bucket=u.destination_bucket,
+                    destination_key=u.destination_key,
+                    size=u.size,
+                    sha256=u.sha256,
+                )
+                for u in unproven
+            ),
+        ),
+        timeline=_timeline(ledger.done_timeline(plan.name)),
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """The report's JSON schema, checked in as reports/schema.json."""
+    return Report.model_json_schema()
+
+
+def to_json(report: Report) -> str:
+    """Stable JSON: keys sorted, two-space indent, UTF-8."""
+    data = report.model_dump(mode="json")
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_report(report: Report, out_dir: Path, *, plan: Plan, ledger: Ledger) -> list[Path]:
+    """Write manifest.jsonl.gz, report.json and report.html into `out_dir` (each through a
+    temporary file renamed into place). The manifest is written from the ledger again and
+    must be the one the report describes: IntegrityError if the ledger changed since the
+    report was built."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = write_manifest(plan, ledger, out_dir / MANIFEST_FILE)
+    if info.sha256 != report.manifest.sha256:
+        raise IntegrityError(
+            f"the ledger of plan {plan.name} changed while its report was written",
+            hint="run `migrate report` again once no phase is running",
+        )
+    paths = [out_dir / MANIFEST_FILE]
+    for name, text in ((REPORT_JSON, to_json(report)), (REPORT_HTML, render_html(report))):
+        tmp = out_dir / (name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out_dir / name)
+        paths.append(out_dir / name)
+    return paths
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+_CSS = """
+:root { --ink: #1d2433; --muted: #5b6475; --line: #d9dee7; --bg: #f6f7f9; --pass: #17703b;
+  --fail: #b3261e; --unknown: #8a5a00; --accent: #2251a3; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  color: var(--ink); background: var(--bg); }
+main { max-width: 1100px; margin: 0 auto; padding: 24px; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 16px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 16px 0 6px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 6px;
+  padding: 4px 16px 12px; margin-bottom: 16px; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0; }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line);
+  vertical-align: top; }
+th { color: var(--muted); font-weight: 600; font-size: 12px; text-transform: uppercase; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;
+  font-size: 12px; word-break: break-all; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
+  font-weight: 600; font-size: 12px; }
+.PASS, .verified, .passed { background: var(--pass); }
+.FAIL, .failed { background: var(--fail); }
+.UNKNOWN, .incomplete { background: var(--unknown); }
+.muted { color: var(--muted); }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; }
+dl.meta dt { color: var(--muted); }
+dl.meta dd { margin: 0; }
+details summary { cursor: pointer; color: var(--accent); }
+svg text { font: 11px system-ui, sans-serif; fill: var(--muted); }
+svg .bar { fill: var(--accent); }
+svg .axis { stroke: var(--line); }
+"""
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
+
+
+def _badge(text: str, cls: str | None = None) -> str:
+    return f'<span class="badge {_e(cls or text)}">{_e(text)}</span>'
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
+    head = "".join(
+        f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _end(b: TimelineBin) -> str:
+    start = datetime.fromisoformat(b.start)
+    return datetime.fromtimestamp(start.timestamp() + b.seconds, UTC).isoformat(timespec="seconds")
+
+
+def _chart(bins: Sequence[TimelineBin]) -> str:
+    """Throughput over time as an inline SVG bar chart (no script, no external font)."""
+    if not bins:
+        return '<p class="muted">No object finished yet.</p>'
+    w, h, left, bottom, top = 720, 220, 70, 30, 12
+    peak = max(b.bytes_per_second for b in bins) or 1.0
+    bar = min((w - left - 10) / len(bins), 48.0)  # a few bins stay bars, not a wall
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="100%" '
+        f'role="img" aria-label="Throughput over time">',
+        f'<line class="axis" x1="{left}" y1="{h - bottom}" x2="{w - 10}" y2="{h - bottom}"/>',
+        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}"/>',
+        f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{_e(_bytes(peak))}/s</text>',
+        f'<text x="{left - 6}" y="{h - bottom}" text-anchor="end">0</text>',
+    ]
+    for i, b in enumerate(bins):
+        height = (h - bottom - top) * b.bytes_per_second / peak
+        x = left + i * bar
+        parts.append(
+            f'<rect class="bar" x="{x:.2f}" y="{h - bottom - height:.2f}" '
+            f'width="{max(bar - 1, 1):.2f}" height="{height:.2f}">'
+            f"<title>{_e(b.start)}: {_e(_bytes(b.bytes_per_second))}/s, "
+            f"{b.objects} objects</title></rect>"
+        )
+    parts.append(
+        f'<text x="{left}" y="{h - 10}">{_e(bins[0].start)}</text>'
+        f'<text x="{w - 10}" y="{h - 10}" text-anchor="end">{_e(_end(bins[-1]))}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _counts_row(label: str, c: Counts) -> list[str]:
+    return [
+        label,
+        f"{c.objects:,}",
+        _bytes(c.bytes),
+        f"{c.done:,}",
+        f"{c.failed:,}",
+        f"{c.changed:,}",
+        f"{c.pending:,}",
+        f"{c.retries:,}",
+        _duration(c.duration_seconds),
+        (_bytes(c.throughput_bytes_per_second) + "/s")
+        if c.throughput_bytes_per_second is not None
+        else "-",
+    ]
+
+
+_COUNT_HEADERS = (
+    "",
+    "objects",
+    "bytes",
+    "done",
+    "failed",
+    "changed",
+    "pending",
+    "retries",
+    "duration",
+    "throughput",
+)
+
+
+def _verification_html(v: VerificationInfo) -> str:
+    status = _badge("passed" if v.passed else "failed")
+    sample = f", sample {v.sample:.2%}" if v.sample else ""
+    counts = ", ".join(f"{k}: {n:,}" for k, n in sorted(v.counts.items())) or "no findings"
+    rows = [
+        [_e(f.kind), f"<code>{_e(f.bucket)}/{_e(f.key)}</code>", _e(f.detail)] for f in v.findings
+    ]
+    table = _table(("kind", "destination object", "detail"), rows, set()) if rows else ""
+    return (
+        f"<p>{status} {_e(v.mode)}{_e(sample)}, seed <code>{v.seed}</code>, "
+        f"{v.objects:,} objects ({_e(_bytes(v.bytes))}), {v.reread:,} re-read; "
+        f"{_e(v.finished_at)}. Findings: {_e(counts)}.</p>{table}"
+    )
+
+
+def render_html(report: Report) -> str:
+    """The report as one self-contained HTML page (no script, no external resource)."""
+    r = report
+    out: list[str] = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>migrate report: {_e(r.plan.name)}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        "<header>",
+        f"<h1>Migration report: {_e(r.plan.name)} {_badge(r.status)}</h1>",
+        '<dl class="meta">',
+        f"<dt>plan digest</dt><dd><code>{_e(r.plan.digest)}</code></dd>",
+        f"<dt>policy</dt><dd>{_e(r.plan.policy)}</dd>",
+        f"<dt>from / to</dt><dd>{_e(r.plan.source)} &rarr; {_e(r.plan.destination)}</dd>",
+        f"<dt>plan created</dt><dd>{_e(r.plan.created)}</dd>",
+        f"<dt>report</dt><dd>by {_e(r.generated_by)} at {_e(r.generated_at)}, "
+        f"migrate {_e(r.tool_version)}</dd>",
+    ]
+    for a in r.approvals:
+        mark = "" if a.current else ' <span class="muted">(an earlier digest)</span>'
+        out.append(
+            f"<dt>approved</dt><dd>by {_e(a.approved_by)} at {_e(a.approved_at)}, "
+            f"<code>{_e(a.digest)}</code>{mark}</dd>"
+        )
+    if not r.approvals:
+        out.append('<dt>approved</dt><dd class="muted">no approval recorded</dd>')
+    out.append("</dl></header>")
+
+    # Summary.
+    out.append("<section><h2>Summary</h2>")
+    out.append(_table(_COUNT_HEADERS, [_counts_row("all phases", r.totals)], set(range(1, 10))))
+    out.append(f"<h3>Throughput over time</h3>{_chart(r.timeline)}</section>")
+
+    # Sites.
+    out.append("<section><h2>Sites and policy verdicts</h2>")
+    for s in r.sites:
+        notes = [" ".join(_e(x) for x in (s.provider, s.region) if x)]
+        notes[0] += f" <code>{_e(s.endpoint)}</code>" if s.endpoint else ""
+        notes.append(f"judged from the {_e(s.evaluated_from)}")
+        if s.plan_verdict:
+            notes.append(f"the plan recorded {_e(s.plan_verdict)}")
+        out.append(
+            f"<h3>{_e(s.role)}: {_e(s.name)} {_badge(s.status)}</h3>"
+            f'<p class="muted">{"; ".join(n for n in notes if n.strip())}</p>'
+        )
+        rows = [
+            [
+                _e(x.rule),
+                _badge(x.outcome),
+                _e(x.text),
+                _e(x.source or "-") + (f" ({_e(x.as_of)})" if x.as_of else ""),
+            ]
+            for x in s.reasons
+        ]
+        if rows:
+            out.append(_table(("rule", "outcome", "why", "source"), rows, set()))
+        for reason in s.plan_reasons if not rows else ():
+            out.append(f"<p>{_e(reason)}</p>")
+        for w in s.warnings:
+            out.append(f'<p class="muted">warning: {_e(w)}</p>')
+    out.append("</section>")
+
+    # Phases.
+    out.append("<section><h2>Phases</h2>")
+    for p in r.phases:
+        verified = _badge("verified") if p.verified_at else _badge("not verified", "incomplete")
+        out.append(f"<h3>{_e(p.name)} <span class='muted'>({_e(p.kind)})</span> {verified}</h3>")
+        out.append(
+            f'<p class="muted">resolved {_e(p.resolved_at or "-")}, started '
+            f"{_e(p.started_at or '-')}, finished {_e(p.finished_at or '-')}, verified "
+            f"{_e(p.verified_at or '-')}"
+            + (f"; gate forced: {_e(p.forced_reason)}" if p.forced_reason else "")
+            + "</p>"
+        )
+        rows = [_counts_row(_e(d.dataset), d.counts) for d in p.datasets]
+        rows.append(_counts_row("<b>phase</b>", p.counts))
+        out.append(_table(("dataset", *_COUNT_HEADERS[1:]), rows, set(range(1, 10))))
+        if p.failures:
+            out.append(
+                _table(
+                    ("failed or changed object", "reason"),
+                    [
+                        [f"<code>{_e(f.container)}/{_e(f.key)}</code>", _e(f.reason)]
+                        for f in p.failures
+                    ],
+                    set(),
+                )
+            )
+        if p.verification:
+            out.append(_verification_html(p.verification))
+    out.append("</section>")
+
+    # Verifications.
+    out.append("<section><h2>Verifications</h2>")
+    if not r.verifications:
+        out.append('<p class="muted">No verification recorded.</p>')
+    for v in r.verifications:
+        out.append(f"<h3>#{v.id}: {_e(v.phase or 'whole plan')}</h3>{_verification_html(v)}")
+    out.append("</section>")
+
+    # Manifest.
+    m = r.manifest
+    out.append("<section><h2>Manifest and Merkle roots</h2>")
+    out.append(
+        f"<p><code>{_e(m.file)}</code>: {m.objects:,} objects, {_e(_bytes(m.bytes))}, "
+        f"SHA-256 <code>{_e(m.sha256)}</code></p>"
+        f"<p>Plan root <code>{_e(m.plan_root)}</code></p>"
+    )
+    out.append(
+        _table(
+            ("dataset", "objects", "bytes", "Merkle root"),
+            [
+                [_e(d.dataset), f"{d.objects:,}", _bytes(d.bytes), f"<code>{_e(d.root)}</code>"]
+                for d in m.datasets
+            ],
+            {1, 2},
+        )
+    )
+    out.append(
+        f'<p class="muted">{_e(m.construction)}</p>'
+        f"<p>Re-check without migrate: <code>{_e(m.checker)}</code></p></section>"
+    )
+
+    # Routes.
+    out.append("<section><h2>Route attestation: every host contacted</h2>")
+    out.append(
+        _table(
+            ("host", "scheme", "requests", "bytes sent", "first", "last", "allowed as"),
+            [
+                [
+                    f"<code>{_e(x.host)}</code>",
+                    _e(x.scheme),
+                    f"{x.requests:,}",
+                    _bytes(x.bytes_sent),
+                    _e(x.first_seen),
+                    _e(x.last_seen),
+                    _e(x.allowed_as),
+                ]
+                for x in r.routes
+            ],
+            {2, 3},
+        )
+        if r.routes
+        else '<p class="muted">No host recorded.</p>'
+    )
+    out.append("</section>")
+
+    # Unproven sources.
+    u = r.unproven_sources
+    more = u.count > u.limit
+    out.append("<section><h2>Objects whose source offered no native checksum</h2>")
+    out.append(
+        f"<p>{u.count:,} objects: their copy is proved against the bytes read from the source "
+        "(SHA-256 and MD5 computed in flight and checked by the destination), not against a "
+        "hash the source stored."
+        + (f" The first {u.limit:,} are listed; the manifest has them all." if more else "")
+        + "</p>"
+    )
+    if u.objects:
+        rows = [
+            [
+                _e(o.dataset),
+                f"<code>{_e(o.source_container)}/{_e(o.source_key)}</code>",
+                f"<code>{_e(o.destination_bucket)}/{_e(o.destination_key)}</code>",
+                _bytes(o.size),
+            ]
+            for o in u.objects
+        ]
+        out.append(
+            f"<details><summary>{len(rows):,} objects</summary>"
+            + _table(("dataset", "source", "destination", "size"), rows, {3})
+            + "</details>"
+        )
+    out.append("</section>")
+    out.append("</main></body></html>\n")
+    return "\n".join(out)

@@ -1,0 +1,625 @@
+"""Verify a plan's destination against the ledger (and, with `deep="both"`, the source).
+
+What one verification proves, object by object, for the transfers in scope (a phase, or
+the whole plan):
+- presence and size: the destination lists every done object with the ledger's size, and
+  nothing else under the plan's destination prefixes (`unexpected`);
+- stored checksums, without reading bytes: an MD5-shaped ETag (`hex` or `hex-N`) must equal
+  the MD5 the ledger recorded from the source bytes; where the ETag carries no hash (Azure,
+  a local directory) the object's stored checksums (Content-MD5, the `migrate-sha256`
+  metadata written with single PUTs) must equal the ledger's. An object with no stored
+  checksum passes only if its ETag is still the one the copy was verified against; else
+  its bytes are re-read;
+- content type and user metadata, where they are at hand (a listing that carries them or
+  a HEAD made anyway), against the source's inventory (or the source's HEAD with
+  `deep="both"`);
+- with `deep` (every object) or `sample` (a seeded share of them): the destination's bytes
+  re-read and their SHA-256 compared with the ledger's; with `deep="both"` the source's too,
+  read conditionally on the ETag seen when copied.
+
+Each object gives at most one finding, of a kind in `FINDING_KINDS`. Every kind fails the
+verification except `source_changed`: a source that changed since its copy is the delta
+phase's work, reported but not held against the copy.
+
+Memory is bounded: the destination listing and the ledger's transfers are both streamed in
+key order and merged, a bounded number of re-reads run at once, and only the first
+`max_findings` findings are kept (every finding is counted).
+
+A passing verification records `verified_at` on the phases it proved (which opens the
+executor's phase gates), and every verification is recorded in the ledger with its seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
+from migrate.ledger import DestinationRow, Ledger, dumps
+from migrate.plan import Plan
+from providers.base import ObjectInfo, StoreAdapter
+
+T = TypeVar("T")
+
+FindingKind = Literal[
+    "missing",
+    "unexpected",
+    "size_mismatch",
+    "checksum_mismatch",
+    "metadata_mismatch",
+    "not_done",
+    "source_changed",
+]
+FINDING_KINDS: tuple[FindingKind, ...] = (
+    "missing",
+    "unexpected",
+    "size_mismatch",
+    "checksum_mismatch",
+    "metadata_mismatch",
+    "not_done",
+    "source_changed",
+)
+# A changed source is the delta's work: reported, not held against the copy.
+NON_FAILING: frozenset[str] = frozenset({"source_changed"})
+
+Deep = bool | Literal["both"]
+_MD5_SHAPED = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
+_CHUNK = 1024 * 1024
+SHA256_META = "migrate-sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyFinding:
+    """One problem with one object. `source` is "container/key" at the source when the
+    ledger knows the object; `phase` is the transfer's phase."""
+
+    kind: FindingKind
+    bucket: str
+    key: str
+    detail: str
+    source: str | None = None
+    phase: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.kind not in NON_FAILING
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    plan: str
+    phase: str | None  # None: every phase of the plan
+    mode: str  # "stored", "deep" or "deep-both"
+    sample: float | None  # share re-read when not deep
+    seed: int  # decides which objects the sample takes: recorded, so it can be replayed
+    started_at: str
+    finished_at: str
+    objects: int  # done objects checked
+    bytes: int
+    listed: int  # destination objects listed under the plan's prefixes
+    heads: int  # HEAD requests made
+    reread: int  # objects whose destination bytes were re-read
+    reread_bytes: int
+    source_reread: int
+    source_reread_bytes: int
+    counts: dict[str, int]  # findings by kind (all of them, kept or not)
+    findings: tuple[VerifyFinding, ...]  # the first `max_findings`, sorted
+    verified_phases: tuple[str, ...]  # phases marked verified (empty unless passed)
+    record_id: int = 0  # the ledger's verification record
+
+    @property
+    def passed(self) -> bool:
+        return not any(n for kind, n in self.counts.items() if kind not in NON_FAILING)
+
+    @property
+    def truncated(self) -> int:
+        return sum(self.counts.values()) - len(self.findings)
+
+    def summary(self, first: int = 100) -> dict[str, object]:
+        """What the ledger keeps of this verification: counters and the first findings."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("findings", "record_id")}
+        data["passed"] = self.passed
+        data["findings"] = [asdict(f) for f in self.findings[:first]]
+        return data
+
+
+@dataclass
+class _Tally:
+    max_findings: int
+    objects: int = 0
+    bytes: int = 0
+    listed: int = 0
+    heads: int = 0
+    reread: int = 0
+    reread_bytes: int = 0
+    source_reread: int = 0
+    source_reread_bytes: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    findings: list[VerifyFinding] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, finding: VerifyFinding) -> None:
+        with self.lock:
+            self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
+            if len(self.findings) < self.max_findings:
+                self.findings.append(finding)
+
+    def bump(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+def _decisive(got: str, want: str) -> bool:
+    """Whether comparing two MD5-shaped values decides: always when they are equal; when
+    they differ, only for two whole-object MD5s. A multipart MD5 depends on the part size,
+    which it does not record, so a difference involving one is settled by the bytes."""
+    return got == want or ("-" not in got and "-" not in want)
+
+
+def sampled(seed: int, bucket: str, key: str, share: float) -> bool:
+    """Whether a sample of `share` with `seed` takes this object: a hash of seed, bucket and
+    key, so the same seed takes the same objects whatever the listing's pace or order."""
+    if share >= 1:
+        return True
+    data = f"{seed}\0{bucket}\0{key}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") < share * 2**64
+
+
+def destination_prefixes(plan: Plan) -> dict[str, list[str]]:
+    """Per destination bucket, the prefixes to list: the mappings' destination prefixes
+    without those another covers, in order. Keys under such disjoint prefixes, listed one
+    prefix after the other, come in ascending key order."""
+    out: dict[str, list[str]] = {}
+    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+        prefixes = sorted(
+            {m.destination_prefix for m in plan.mappings if m.destination_bucket == bucket}
+        )
+        kept: list[str] = []
+        for p in prefixes:  # sorted: a covering prefix comes before what it covers
+            if not any(p.startswith(k) for k in kept):
+                kept.append(p)
+        out[bucket] = kept
+    return out
+
+
+class _Verifier:
+    def __init__(
+        self,
+        plan: Plan,
+        ledger: Ledger,
+        source: StoreAdapter,
+        destination: StoreAdapter,
+        *,
+        phase: str | None,
+        deep: Deep,
+        sample: float | None,
+        seed: int,
+        concurrency: int,
+        check_metadata: bool,
+        tally: _Tally,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.plan = plan
+        self.ledger = ledger
+        self.source = source
+        self.destination = destination
+        self.phase = phase
+        self.deep = deep
+        self.share = 1.0 if deep else (sample or 0.0)
+        self.seed = seed
+        self.concurrency = concurrency
+        self.check_metadata = check_metadata
+        self.tally = tally
+        self.sleep = sleep
+
+    # -- I/O with retries --------------------------------------------------------------
+
+    def call(self, fn: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(Retryable),
+            wait=wait_exponential_jitter(initial=0.2, max=10),
+            stop=stop_after_attempt(6),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+    def read_hash(
+        self,
+        store: StoreAdapter,
+        container: str,
+        key: str,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> tuple[int, str]:
+        """Size and SHA-256 of an object's bytes, streamed (one chunk in memory)."""
+
+        def read() -> tuple[int, str]:
+            stream = store.open_range(container, key, if_match=if_match, version_id=version_id)
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+            finally:
+                stream.close()
+            return size, digest.hexdigest()
+
+        return self.call(read)
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        self.tally.bump("heads")
+        return self.call(lambda: self.destination.head(bucket, key))
+
+    # -- the merge ---------------------------------------------------------------------
+
+    def listing(self, bucket: str, prefixes: list[str]) -> Iterator[ObjectInfo]:
+        """The destination's objects under `prefixes`, checked to come in key order (the
+        merge depends on it); a bucket that does not exist lists nothing."""
+        last: str | None = None
+        for prefix in prefixes:
+            try:
+                for obj in self.destination.list_objects(bucket, prefix):
+                    if last is not None and obj.key <= last:
+                        raise Permanent(
+                            f"{self.destination.site_name}: listing of {bucket} not in key "
+                            f"order at {obj.key!r}: cannot verify by merging"
+                        )
+                    last = obj.key
+                    yield obj
+            except NotFound:
+                if last is not None:
+                    raise
+                return
+
+    def run(self, pool: ThreadPoolExecutor) -> None:
+        running: set[Future[None]] = set()
+
+        def submit(fn: Callable[[], None]) -> None:
+            nonlocal running
+            if len(running) >= self.concurrency * 2:
+                done, running = _wait_some(running)
+                for f in done:
+                    f.result()
+            running.add(pool.submit(fn))
+
+        for bucket, prefixes in destination_prefixes(self.plan).items():
+            rows = self.ledger.destination_rows(self.plan.name, self.plan.source, bucket)
+            objects = self.listing(bucket, prefixes)
+            obj = next(objects, None)
+            row = next(rows, None)
+            while obj is not None or row is not None:
+                if row is None or (obj is not None and obj.key < row.destination_key):
+                    assert obj is not None
+                    self.tally.bump("listed")
+                    self.tally.add(
+                        VerifyFinding(
+                            "unexpected",
+                            bucket,
+                            obj.key,
+                            f"{obj.size} bytes under the plan's destination prefixes that "
+                            "no transfer of the plan wrote",
+                        )
+                    )
+                    obj = next(objects, None)
+                elif obj is None or row.destination_key < obj.key:
+                    self.check(row, None, submit)
+                    row = next(rows, None)
+                else:
+                    self.tally.bump("listed")
+                    key = obj.key
+                    while row is not None and row.destination_key == key:
+                        self.check(row, obj, submit)
+                        row = next(rows, None)
+                    obj = next(objects, None)
+        for f in running:
+            f.result()
+
+    # -- one object --------------------------------------------------------------------
+
+    def in_scope(self, row: DestinationRow) -> bool:
+        return self.phase is None or row.phase == self.phase
+
+    def check(
+        self,
+        row: DestinationRow,
+        obj: ObjectInfo | None,
+        submit: Callable[[Callable[[], None]], None],
+    ) -> None:
+        if not self.in_scope(row):
+            return  # another phase's object: known, not this verification's business
+        if row.state != "done":
+            why = f": {row.error}" if row.error else ""
+            self.finding(row, "not_done", f"transfer is {row.state}{why}")
+            return
+        self.tally.bump("objects")
+        self.tally.bump("bytes", row.size)
+        if obj is None:
+            self.finding(row, "missing", f"not at the destination ({row.size} bytes expected)")
+            return
+        if obj.size != row.size:
+            self.finding(row, "size_mismatch", f"{obj.size} bytes, the ledger says {row.size}")
+            return
+        reread = self.share > 0 and sampled(self.seed, row.destination_bucket, obj.key, self.share)
+        etag = (obj.etag or "").lower()
+        md5_shaped = bool(_MD5_SHAPED.match(etag))
+        if md5_shaped and row.md5 and etag != row.md5:
+            if _decisive(etag, row.md5):
+                self.finding(
+                    row, "checksum_mismatch", f"ETag {etag}, the ledger's MD5 is {row.md5}"
+                )
+                return
+            # Rewritten in another number or size of parts: only the bytes can tell.
+            reread = True
+        need_head = reread or self.check_metadata or (not md5_shaped and obj.metadata is None)
+        if not need_head:
+            if md5_shaped:  # the ETag is the MD5 the ledger holds: proven without a request
+                if obj.metadata is not None:
+                    self.metadata(row, obj, None)
+                return
+            # The listing carries metadata and checksums (Azure): no request needed.
+            problem = self.stored(row, obj)
+            if problem is None:
+                self.metadata(row, obj, None)
+            if problem != "unproven":
+                return
+            reread = True
+        submit(lambda: self.slow(row, md5_shaped, reread))
+
+    def slow(self, row: DestinationRow, md5_shaped: bool, reread: bool) -> None:
+        """Checks that need requests: a HEAD, then re-reads."""
+        try:
+            info = self.head(row.destination_bucket, row.destination_key)
+        except NotFound:
+            self.finding(row, "missing", "listed, but gone when read")
+            return
+        if info.size != row.size:
+            self.finding(row, "size_mismatch", f"{info.size} bytes, the ledger says {row.size}")
+            return
+        if not md5_shaped:
+            problem = self.stored(row, info)
+            if problem == "mismatch":
+                return
+            if problem == "unproven":
+                reread = True  # no stored checksum and rewritten since the copy
+        if reread and not self.reread(row):
+            return
+        source_info = None
+        if self.deep == "both" and reread:
+            source_info = self.reread_source(row)
+            if source_info is None:
+                return
+        self.metadata(row, info, source_info)
+
+    def stored(self, row: DestinationRow, info: ObjectInfo) -> str | None:
+        """Compare the stored checksums of an object whose ETag is no hash. Returns None
+        (proven), "mismatch" (a finding was made) or "unproven" (nothing comparable, and
+        the ETag changed since the copy: only its bytes can tell)."""
+        compared = []
+        md5 = (info.checksums.get("md5") or "").lower()
+        if md5 and row.md5 and _decisive(md5, row.md5):
+            compared.append(("stored MD5", md5, row.md5))
+        sha = (info.checksums.get("sha256") or "").lower()
+        meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
+        sha = sha or meta.get(SHA256_META, "").lower()
+        if sha and row.sha256:
+            compared.append(("stored SHA-256", sha, row.sha256))
+        for what, got, want in compared:
+            if got != want:
+                self.finding(row, "checksum_mismatch", f"{what} {got}, the ledger's is {want}")
+                return "mismatch"
+        if compared:
+            return None
+        if info.etag and row.destination_etag and info.etag == row.destination_etag:
+            return None  # the very object whose write was verified
+        return "unproven"
+
+    def reread(self, row: DestinationRow) -> bool:
+        """Re-read the destination's bytes; True when they match the ledger."""
+        try:
+            size, sha = self.read_hash(
+                self.destination, row.destination_bucket, row.destination_key
+            )
+        except NotFound:
+            self.finding(row, "missing", "listed, but gone when read")
+            return False
+        self.tally.bump("reread")
+        self.tally.bump("reread_bytes", size)
+        if size != row.size:
+            self.finding(row, "size_mismatch", f"read {size} bytes, the ledger says {row.size}")
+            return False
+        if sha != row.sha256:
+            self.finding(
+                row,
+                "checksum_mismatch",
+                f"bytes read hash to SHA-256 {sha}, the ledger's is {row.sha256}",
+            )
+            return False
+        return True
+
+    def reread_source(self, row: DestinationRow) -> ObjectInfo | None:
+        """Re-read the source as it was when copied; its HEAD when the bytes match."""
+        try:
+            size, sha = self.read_hash(
+                self.source,
+                row.container,
+                row.key,
+                if_match=row.source_etag,
+                version_id=row.source_version,
+            )
+            info = self.call(lambda: self.source.head(row.container, row.key))
+        except (SourceChanged, NotFound) as exc:
+            what = "deleted" if isinstance(exc, NotFound) else "changed"
+            self.finding(row, "source_changed", f"source object {what} since its copy")
+            return None
+        self.tally.bump("source_reread")
+        self.tally.bump("source_reread_bytes", size)
+        if sha != row.sha256 or size != row.size:
+            self.finding(
+                row,
+                "checksum_mismatch",
+                f"source bytes ({size} bytes, SHA-256 {sha}) differ from the ledger's record",
+            )
+            return None
+        return info
+
+    def metadata(self, row: DestinationRow, info: ObjectInfo, source: ObjectInfo | None) -> None:
+        """Content type and user metadata against the source's, where both are known."""
+        if source is not None:
+            ctype, meta = source.content_type, dict(source.metadata or {})
+        elif row.inventory_etag is not None and row.inventory_etag == row.source_etag:
+            ctype = row.content_type
+            meta = json.loads(row.metadata) if row.metadata else {}
+        else:
+            return  # the source changed since its copy: the delta compares it
+        if info.metadata is None:
+            return
+        if ctype and info.content_type and ctype != info.content_type:
+            self.finding(
+                row,
+                "metadata_mismatch",
+                f"content type {info.content_type!r}, the source's is {ctype!r}",
+            )
+            return
+        got = {k.lower(): v for k, v in info.metadata.items()}
+        for name, value in sorted(meta.items()):
+            if got.get(name.lower()) != value:
+                self.finding(
+                    row,
+                    "metadata_mismatch",
+                    f"metadata {name!r} is {got.get(name.lower())!r}, the source's is {value!r}",
+                )
+                return
+
+    def finding(self, row: DestinationRow, kind: FindingKind, detail: str) -> None:
+        self.tally.add(
+            VerifyFinding(
+                kind,
+                row.destination_bucket,
+                row.destination_key,
+                detail,
+                source=f"{row.container}/{row.key}",
+                phase=row.phase,
+            )
+        )
+
+
+def _wait_some(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:
+    done, pending = wait(running, return_when=FIRST_COMPLETED)
+    return set(done), set(pending)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def verify(
+    plan: Plan,
+    ledger: Ledger,
+    source: StoreAdapter,
+    destination: StoreAdapter,
+    *,
+    phase: str | None,
+    deep: Deep,
+    sample: float | None,
+    seed: int,
+    concurrency: int = 4,
+    check_metadata: bool = False,
+    max_findings: int = 10_000,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerifyResult:
+    """Verify the destination of `plan` (one phase, or every phase) and record the result.
+
+    `deep=True` re-reads every destination object, `deep="both"` the source too; else
+    `sample` (a share in (0, 1]) re-reads the objects the seeded sample takes.
+    `check_metadata` makes a HEAD of every object to compare its content type and metadata
+    even where the ETag suffices. A passing result marks `verified_at` on the phase (on
+    every phase holding transfers, when `phase` is None)."""
+    if sample is not None and not 0 < sample <= 1:
+        raise ConfigError(f"sample share {sample} is not in (0, 1]", hint="e.g. --sample 5%")
+    if phase is not None:
+        plan.phase(phase)  # raises PlanError for an unknown name
+        if ledger.phase_state(plan.name, phase).resolved_at is None:
+            raise PlanError(
+                f"phase {phase} of plan {plan.name} has not run: nothing to verify",
+                hint=f"run `migrate run PLAN --phase {phase}` first",
+            )
+    elif not ledger.phase_counts(plan.name):
+        raise PlanError(
+            f"plan {plan.name} has not run: nothing to verify",
+            hint="run `migrate run PLAN --phase PHASE` first",
+        )
+    started = _now()
+    tally = _Tally(max_findings=max_findings)
+    verifier = _Verifier(
+        plan,
+        ledger,
+        source,
+        destination,
+        phase=phase,
+        deep=deep,
+        sample=sample,
+        seed=seed,
+        concurrency=max(1, concurrency),
+        check_metadata=check_metadata,
+        tally=tally,
+        sleep=sleep,
+    )
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        verifier.run(pool)
+    mode = "deep-both" if deep == "both" else "deep" if deep else "stored"
+    phases = (
+        (phase,)
+        if phase is not None
+        else tuple(sorted({c.phase for c in ledger.phase_counts(plan.name)}))
+    )
+    result = VerifyResult(
+        plan=plan.name,
+        phase=phase,
+        mode=mode,
+        sample=None if deep else sample,
+        seed=seed,
+        started_at=started,
+        finished_at=_now(),
+        objects=tally.objects,
+        bytes=tally.bytes,
+        listed=tally.listed,
+        heads=tally.heads,
+        reread=tally.reread,
+        reread_bytes=tally.reread_bytes,
+        source_reread=tally.source_reread,
+        source_reread_bytes=tally.source_reread_bytes,
+        counts=dict(sorted(tally.counts.items())),
+        findings=tuple(sorted(tally.findings, key=lambda f: (f.bucket, f.key, f.kind))),
+        verified_phases=(),
+    )
+    verified = phases if result.passed else ()
+    result = replace(result, verified_phases=verified)
+    record = ledger.record_verification(
+        plan.name,
+        phase,
+        mode=mode,
+        sample=result.sample,
+        seed=seed,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        passed=result.passed,
+        objects=result.objects,
+        size=result.bytes,
+        reread=result.reread,
+        summary=dumps(result.summary()),
+        verified_phases=verified,
+    )
+    return replace(result, record_id=record)

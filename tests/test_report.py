@@ -1,0 +1,485 @@
+"""The audit report and the manifest through real servers: the manifest is deterministic,
+sorted and complete, and its Merkle roots follow RFC 6962; the standalone checker (the
+standard library alone) passes on a good destination and fails, naming the object, on a
+tampered one; report.json follows its checked-in schema and states what an auditor needs;
+report.html renders in headless Chromium offline, with no console message and no request
+leaving the file."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from migrate.ledger import Ledger, RouteUse
+from migrate.manifest import MANIFEST_FILE, Merkle, manifest_info, write_manifest
+from migrate.plan import Plan, with_digest
+from migrate.report import build_report, json_schema, render_html, write_report
+from migrate.verify import verify
+from providers.catalog import builtin_catalog
+from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, SiteFactory
+from tests.test_executor import ESTATE, Env, put
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKER = ROOT / "tools" / "check_manifest.py"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def env_for(site_for: SiteFactory, tmp_path: Path) -> Any:
+    def make(source: str, destination: str) -> Env:
+        return Env(site_for(source), site_for(destination), tmp_path)
+
+    return make
+
+
+def audited(env: Env) -> Plan:
+    """ESTATE copied, verified, approved, with a route recorded: what a report describes."""
+    env.seed(ESTATE)
+    plan = with_digest(env.plan())
+    assert env.run(plan).copied == len(ESTATE)
+    with Ledger(env.state) as ledger:
+        ledger.record_approval(plan.name, plan.digest, "dpo@example.org", "plans/t.yaml")
+        result = verify(
+            plan,
+            ledger,
+            env.source,
+            env.destination,
+            phase="bulk-1",
+            deep=True,
+            sample=None,
+            seed=42,
+        )
+        assert result.passed, result.findings
+        ledger.record_routes(
+            plan.name,
+            [
+                RouteUse(
+                    "127.0.0.1:8333",
+                    "http",
+                    12,
+                    4096,
+                    "2026-11-23T10:00:00+00:00",
+                    "2026-11-23T10:00:05+00:00",
+                )
+            ],
+        )
+    return plan
+
+
+def run_checker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # -I -S: isolated, no site-packages: proof that the script needs the standard library only.
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(CHECKER), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env if env is not None else {"PATH": os.environ.get("PATH", "")},
+    )
+
+
+def load_checker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_manifest", CHECKER)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the Merkle construction -------------------------------------------------------------------
+
+
+def rfc6962_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962, section 2.1, written as the RFC states it (recursive)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    left, right = rfc6962_root(leaves[:k]), rfc6962_root(leaves[k:])
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def test_the_streaming_merkle_roots_are_rfc6962_in_both_implementations() -> None:
+    checker = load_checker()
+    for n in range(0, 40):
+        leaves = [f'{{"n":{i}}}'.encode() for i in range(n)]
+        ours, theirs = Merkle(), checker.Merkle()
+        for leaf in leaves:
+            ours.add(leaf)
+            theirs.add(leaf)
+        expected = rfc6962_root(leaves).hex()
+        assert ours.root() == theirs.root() == expected, n
+
+
+# -- the manifest ------------------------------------------------------------------------------
+
+
+def test_the_manifest_is_deterministic_sorted_and_complete(env_for: Any, tmp_path: Path) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    with Ledger(env.state) as ledger:
+        first = write_manifest(plan, ledger, tmp_path / "a" / MANIFEST_FILE)
+        second = write_manifest(plan, ledger, tmp_path / "b" / MANIFEST_FILE)
+        dry = manifest_info(plan, ledger)
+    raw = (tmp_path / "a" / MANIFEST_FILE).read_bytes()
+    assert raw == (tmp_path / "b" / MANIFEST_FILE).read_bytes()
+    assert raw[4:8] == b"\0\0\0\0"  # gzip MTIME zero
+    assert first.sha256 == second.sha256 == dry.sha256 == hashlib.sha256(raw).hexdigest()
+
+    lines = gzip.decompress(raw).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert {r["destination_key"] for r in records} == set(ESTATE)
+    order = [(r["dataset"], r["destination_bucket"], r["destination_key"]) for r in records]
+    assert order == sorted(order)
+    for line, record in zip(lines, records, strict=True):
+        assert line == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = ESTATE[record["source_key"]][0]
+        assert record["size"] == len(data)
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        assert record["source_container"] == env.container
+        assert record["destination_bucket"] == env.bucket
+        # A multipart source object has no native MD5: its proof is the bytes read.
+        assert record["source_proof"] == ("none" if ESTATE[record["source_key"]][3] else "md5")
+    assert first.objects == len(ESTATE)
+    assert first.plan_root == rfc6962_root([line.encode() for line in lines]).hex()
+    for d in first.datasets:
+        mine = [
+            ln.encode() for ln, r in zip(lines, records, strict=True) if r["dataset"] == d.dataset
+        ]
+        assert d.root == rfc6962_root(mine).hex() and d.objects == len(mine)
+
+
+def test_the_standalone_check_passes_on_a_good_s3_destination_and_fails_on_a_tampered_one(
+    env_for: Any, seaweed: Any, tmp_path: Path
+) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    out = tmp_path / "report"
+    with Ledger(env.state) as ledger:
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+        write_report(report, out, plan=plan, ledger=ledger)
+    manifest, report_json = str(out / MANIFEST_FILE), str(out / "report.json")
+    creds = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_ACCESS_KEY_ID": os.environ[S3_KEY_ENV],
+        "AWS_SECRET_ACCESS_KEY": os.environ[S3_SECRET_ENV],
+    }
+    s3 = ["--s3", seaweed.endpoint, "--region", "local"]
+
+    good = run_checker(manifest, "--report", report_json, *s3, env=creds)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"plan root {report.manifest.plan_root}" in good.stdout
+    assert good.stdout.strip().splitlines()[-1].startswith("OK: 5 objects")
+
+    roots_only = run_checker(manifest, "--root", report.manifest.plan_root)
+    assert roots_only.returncode == 0, roots_only.stdout
+
+    key = "reports/2025/q1.csv"
+    data = ESTATE[key][0]
+    put(env.destination, env.bucket, key, bytes(b ^ 1 for b in data))
+    bad = run_checker(manifest, "--report", report_json, *s3, env=creds)
+    assert bad.returncode == 1
+    failures = [ln for ln in bad.stdout.splitlines() if ln.startswith("FAIL ")]
+    assert failures == [f"FAIL {env.bucket}/{key}: " + failures[0].split(": ", 1)[1]]
+    assert "SHA-256" in failures[0]
+
+    env.destination.delete(env.bucket, key)
+    gone = run_checker(manifest, *s3, env=creds)
+    assert gone.returncode == 1 and f"FAIL {env.bucket}/{key}: missing" in gone.stdout
+
+    wrong = run_checker(manifest, *s3, env={**creds, "AWS_SECRET_ACCESS_KEY": "not-the-key"})
+    assert wrong.returncode == 1 and "HTTP 403" in wrong.stdout
+
+
+def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
+    env_for: Any, tmp_path: Path
+) -> None:
+    env: Env = env_for("s3", "local")
+    plan = audited(env)
+    out = tmp_path / "report"
+    with Ledger(env.state) as ledger:
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+        write_report(report, out, plan=plan, ledger=ledger)
+    manifest, report_json = out / MANIFEST_FILE, str(out / "report.json")
+    root = str(env.destination_site.path)
+
+    good = run_checker(str(manifest), "--report", report_json, "--dir", root)
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    key = "imaging/medium.bin"
+    path = Path(root, env.bucket, key)
+    original = path.read_bytes()
+    path.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    bad = run_checker(str(manifest), "--report", report_json, "--dir", root)
+    assert bad.returncode == 1
+    assert [ln.split(":")[0] for ln in bad.stdout.splitlines() if ln.startswith("FAIL ")] == [
+        f"FAIL {env.bucket}/{key}"
+    ]
+    path.write_bytes(original)
+
+    # A manifest line edited to match tampered bytes: the roots give it away.
+    lines = gzip.decompress(manifest.read_bytes()).decode().splitlines()
+    record = json.loads(lines[0])
+    record["sha256"] = "0" * 64
+    lines[0] = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    edited = tmp_path / "edited.jsonl.gz"
+    edited.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+    caught = run_checker(str(edited), "--report", report_json)
+    assert caught.returncode == 1
+    assert (
+        "FAIL plan root" in caught.stdout and f"FAIL dataset {record['dataset']}" in caught.stdout
+    )
+
+
+# -- report.json -------------------------------------------------------------------------------
+
+
+def test_the_checked_in_schema_is_the_models_schema() -> None:
+    checked_in = json.loads((ROOT / "reports" / "schema.json").read_text(encoding="utf-8"))
+    assert checked_in == json_schema()
+
+
+def conforms(value: Any, schema: dict[str, Any], defs: dict[str, Any], where: str = "$") -> None:
+    """A small JSON Schema check (the keywords pydantic emits), so the schema is enforced
+    without a third-party validator."""
+    if "$ref" in schema:
+        conforms(value, defs[schema["$ref"].rsplit("/", 1)[1]], defs, where)
+        return
+    if "anyOf" in schema:
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                conforms(value, option, defs, where)
+                return
+            except AssertionError as exc:
+                errors.append(str(exc))
+        raise AssertionError(f"{where}: matches no option: {errors}")
+    if "const" in schema:
+        assert value == schema["const"], where
+    if "enum" in schema:
+        assert value in schema["enum"], where
+    kind = schema.get("type")
+    types = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "boolean": bool,
+        "null": type(None),
+        "array": list,
+        "object": dict,
+    }
+    if kind is not None:
+        assert isinstance(value, types[kind]), f"{where}: {value!r} is not {kind}"
+        if kind in ("integer", "number"):
+            assert not isinstance(value, bool), where
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            conforms(item, schema["items"], defs, f"{where}[{i}]")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for name in schema.get("required", []):
+            assert name in value, f"{where}: {name} missing"
+        extra = schema.get("additionalProperties", True)
+        for name, item in value.items():
+            if name in props:
+                conforms(item, props[name], defs, f"{where}.{name}")
+            elif extra is False:
+                raise AssertionError(f"{where}: unexpected {name}")
+            elif isinstance(extra, dict):
+                conforms(item, extra, defs, f"{where}.{name}")
+
+
+def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
+    env_for: Any, seaweed: Any, tmp_path: Path
+) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    out = tmp_path / "report"
+    with Ledger(env.state) as ledger:
+        report = build_report(
+            plan,
+            ledger,
+            builtin_catalog(),
+            date(2026, 11, 23),
+            "0.1.0",
+            sites=env.config.sites,
+            generated_by="auditor",
+            now=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+        )
+        paths = write_report(report, out, plan=plan, ledger=ledger)
+    assert sorted(p.name for p in paths) == ["manifest.jsonl.gz", "report.html", "report.json"]
+    text = (out / "report.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    schema = json.loads((ROOT / "reports" / "schema.json").read_text(encoding="utf-8"))
+    conforms(data, schema, schema["$defs"])
+    try:
+        import jsonschema
+    except ImportError:
+        pass
+    else:
+        jsonschema.validate(data, schema)
+
+    assert data["plan"]["name"] == "t" and data["plan"]["digest"] == plan.digest
+    assert (data["tool_version"], data["generated_by"]) == ("0.1.0", "auditor")
+    assert data["generated_at"] == "2026-11-23T12:00:00+00:00"
+    assert data["status"] == "verified"
+    assert data["approvals"][0]["approved_by"] == "dpo@example.org"
+    assert data["approvals"][0]["current"] is True
+
+    sites = {s["role"]: s for s in data["sites"]}
+    assert set(sites) == {"source", "destination", "runner"}
+    assert sites["source"]["evaluated_from"] == "sites file"
+    assert sites["source"]["reasons"], "a verdict explains itself"
+
+    (phase,) = data["phases"]
+    assert phase["name"] == "bulk-1" and phase["verified_at"]
+    total = sum(len(v[0]) for v in ESTATE.values())
+    assert phase["counts"]["done"] == phase["counts"]["objects"] == len(ESTATE)
+    assert phase["counts"]["done_bytes"] == total
+    assert phase["counts"]["throughput_bytes_per_second"] > 0
+    assert sum(d["counts"]["objects"] for d in phase["datasets"]) == len(ESTATE)
+    assert phase["verification"]["passed"] is True and phase["verification"]["seed"] == 42
+    assert phase["verification"]["mode"] == "deep"
+    assert data["verifications"][-1]["id"] == phase["verification"]["id"]
+
+    manifest = data["manifest"]
+    raw = (out / MANIFEST_FILE).read_bytes()
+    assert manifest["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert manifest["objects"] == len(ESTATE) and manifest["bytes"] == total
+    assert {d["dataset"] for d in manifest["datasets"]} == {d["dataset"] for d in phase["datasets"]}
+
+    routes = [(r["host"], r["requests"], r["allowed_as"]) for r in data["routes"]]
+    assert routes == [("127.0.0.1:8333", 12, "loopback")]
+    unproven = data["unproven_sources"]
+    assert unproven["count"] == 1
+    assert [o["source_key"] for o in unproven["objects"]] == ["imaging/big.tar"]
+    assert sum(b["objects"] for b in data["timeline"]) == len(ESTATE)
+
+    # No secret anywhere: the report names credentials by reference only.
+    for secret in (seaweed.secret_key, seaweed.access_key):
+        assert secret not in text
+        assert secret not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_report_of_a_failed_phase_lists_failures_and_is_incomplete(
+    env_for: Any, tmp_path: Path
+) -> None:
+    env: Env = env_for("s3", "s3")
+    env.seed({k: v for k, v in ESTATE.items() if not v[3]})
+    plan = with_digest(env.plan())
+    with Ledger(env.state) as ledger:
+        ledger.resolve_phase(plan, "bulk-1")
+        ledger.transfer_not_done(
+            plan.name, env.container, "top.txt", "failed", "Permanent: refused <b>(injected)</b>", 2
+        )
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+    assert report.status == "incomplete"
+    (phase,) = report.phases
+    assert phase.counts.failed == 1 and phase.counts.pending == len(ESTATE) - 2
+    assert [(f.key, f.reason) for f in phase.failures] == [
+        ("top.txt", "Permanent: refused <b>(injected)</b>")
+    ]
+    assert report.manifest.objects == 0
+    assert report.manifest.plan_root == hashlib.sha256(b"").hexdigest()
+    html = render_html(report)
+    assert "Permanent: refused &lt;b&gt;(injected)&lt;/b&gt;" in html
+    assert "<b>(injected)" not in html  # every value is escaped
+
+
+# -- report.html in a real browser ---------------------------------------------------------
+
+
+def chromium(page: Path, work: Path) -> tuple[list[str], list[str], bytes]:
+    """Render `page` in headless Chromium: (console lines, URLs the page requested over the
+    network, screenshot PNG). The browser's own background requests carry no page
+    initiator in the net log and are left out; a file:// load is not a network request."""
+    work.mkdir(parents=True, exist_ok=True)
+    screenshot, netlog = work / "page.png", work / "netlog.json"
+    run = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={work / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--log-net-log={netlog}",
+            f"--screenshot={screenshot}",
+            "--window-size=1280,2600",
+            "--hide-scrollbars",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    console = [ln for ln in run.stderr.splitlines() if ":CONSOLE" in ln]
+    log = json.loads(netlog.read_text(encoding="utf-8"))
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    requested = [
+        e["params"]["url"]
+        for e in log["events"]
+        if e["type"] == start
+        and "url" in e.get("params", {})
+        and e["params"].get("initiator") != "not an origin"
+    ]
+    return console, requested, screenshot.read_bytes()
+
+
+def test_the_html_report_renders_offline_in_headless_chromium(env_for: Any, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (Debian: apt-get install -y chromium)")
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    out = tmp_path / "report"
+    with Ledger(env.state) as ledger:
+        report = build_report(
+            plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0", sites=env.config.sites
+        )
+        write_report(report, out, plan=plan, ledger=ledger)
+    page = out / "report.html"
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text.lower()
+    assert "default-src 'none'" in text  # the browser may fetch nothing, even by mistake
+
+    console, requested, png = chromium(page, tmp_path / "chromium")
+    assert console == []  # no console message: no error, no blocked fetch
+    assert requested == []  # nothing but the file itself
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    keep = os.environ.get("MIGRATE_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(tmp_path / "chromium" / "page.png", Path(keep) / "report.png")
+
+    # The checks can fail: a page that fetches is caught by each of them.
+    control = tmp_path / "control.html"
+    control.write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>c</title></head><body>'
+        '<img src="http://fetch.invalid/pixel.png" alt=""></body></html>',
+        encoding="utf-8",
+    )
+    _, requested, _ = chromium(control, tmp_path / "control")
+    assert requested == ["http://fetch.invalid/pixel.png"]
+    blocked = tmp_path / "blocked.html"
+    csp = """<meta http-equiv="Content-Security-Policy" content="default-src 'none'">"""
+    blocked.write_text(control.read_text().replace("<title>", csp + "<title>"), encoding="utf-8")
+    console, requested, _ = chromium(blocked, tmp_path / "blocked")
+    assert requested == [] and any("Content Security Policy" in ln for ln in console)

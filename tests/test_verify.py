@@ -1,0 +1,268 @@
+"""Verification through real servers: a good copy verifies (stored checksums, deep, deep
+against the source too); one deleted, overwritten (same size, other bytes), unexpected,
+re-labelled or unfinished object gives exactly one finding naming it; the listing and the
+ledger merge in the same key order; a passing verification opens the next phase's gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.errors import PlanError
+from migrate.executor import check_gates
+from migrate.ledger import Ledger
+from migrate.plan import Phase, PhaseKind, Plan
+from migrate.verify import VerifyResult, sampled, verify
+from providers.base import StoreAdapter
+from tests.conftest import SiteFactory
+from tests.helpers import body
+from tests.test_executor import ESTATE, Env, put
+
+Estate = dict[str, tuple[bytes, str, dict[str, str], bool]]
+
+
+@pytest.fixture
+def env_for(site_for: SiteFactory, tmp_path: Path) -> Any:
+    def make(source: str, destination: str) -> Env:
+        return Env(site_for(source), site_for(destination), tmp_path)
+
+    return make
+
+
+def copied(env: Env, estate: Estate = ESTATE) -> Plan:
+    env.seed(estate)
+    plan = env.plan()
+    summary = env.run(plan)
+    assert summary.copied == len(estate) and summary.failed == 0
+    return plan
+
+
+def check(
+    env: Env,
+    plan: Plan,
+    *,
+    deep: bool | str = False,
+    sample: float | None = None,
+    seed: int = 7,
+    phase: str | None = "bulk-1",
+    source: StoreAdapter | None = None,
+    **kw: Any,
+) -> VerifyResult:
+    with Ledger(env.state) as ledger:
+        return verify(
+            plan,
+            ledger,
+            source or env.source,
+            env.destination,
+            phase=phase,
+            deep=deep,  # type: ignore[arg-type]
+            sample=sample,
+            seed=seed,
+            **kw,
+        )
+
+
+def named(result: VerifyResult) -> list[tuple[str, str]]:
+    return [(f.kind, f.key) for f in result.findings]
+
+
+@pytest.mark.parametrize(("src", "dst"), [("s3", "s3"), ("azure", "s3"), ("s3", "local")])
+def test_a_good_copy_verifies_stored_deep_and_against_the_source(
+    env_for: Any, src: str, dst: str
+) -> None:
+    env: Env = env_for(src, dst)
+    plan = copied(env)
+
+    stored = check(env, plan)
+    assert stored.passed, stored.findings
+    assert (stored.objects, stored.listed) == (len(ESTATE), len(ESTATE))
+    assert stored.bytes == sum(len(v[0]) for v in ESTATE.values())
+    assert stored.reread == 0
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state("t", "bulk-1").verified_at is not None
+
+    deep = check(env, plan, deep=True)
+    assert deep.passed, deep.findings
+    assert deep.reread == len(ESTATE) and deep.reread_bytes == stored.bytes
+
+    both = check(env, plan, deep="both", check_metadata=True)
+    assert both.passed, both.findings
+    assert both.source_reread == len(ESTATE)
+    assert both.mode == "deep-both"
+
+    whole = check(env, plan, phase=None)
+    assert whole.passed and whole.verified_phases == ("bulk-1",)
+    with Ledger(env.state) as ledger:
+        records = ledger.verifications("t")
+    assert [r.mode for r in records] == ["stored", "deep", "deep-both", "stored"]
+    assert all(r.passed for r in records)
+    assert json.loads(records[1].summary)["reread"] == len(ESTATE)
+
+
+def overwrite_same_size(env: Env, dst: str, key: str) -> None:
+    """Other bytes of the same size under the same key: through the adapter on S3, behind
+    its back (straight into the directory) on a local store."""
+    old = ESTATE[key][0]
+    new = bytes(b ^ 0x5A for b in old)
+    assert len(new) == len(old) and new != old
+    if dst == "local":
+        root = Path(str(env.destination_site.path))
+        (root / env.bucket / key).write_bytes(new)
+    else:
+        put(env.destination, env.bucket, key, new)
+
+
+@pytest.mark.parametrize("dst", ["s3", "local"])
+def test_one_deleted_and_one_overwritten_object_each_give_exactly_one_finding(
+    env_for: Any, dst: str
+) -> None:
+    env: Env = env_for("s3", dst)
+    plan = copied(env)
+    env.destination.delete(env.bucket, "reports/2025/q1.csv")
+
+    for deep in (False, True):
+        result = check(env, plan, deep=deep)
+        assert not result.passed
+        assert named(result) == [("missing", "reports/2025/q1.csv")]
+        assert result.findings[0].source == f"{env.container}/reports/2025/q1.csv"
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state("t", "bulk-1").verified_at is None
+        assert not ledger.verifications("t")[-1].passed
+
+    put(env.destination, env.bucket, "reports/2025/q1.csv", ESTATE["reports/2025/q1.csv"][0])
+    assert check(env, plan).passed  # the same bytes again: verified (a new ETag on local)
+
+    for key in ("reports/2025/q2 été %+#.csv", "imaging/big.tar"):  # single PUT, multipart
+        overwrite_same_size(env, dst, key)
+        for deep in (False, True):
+            result = check(env, plan, deep=deep)
+            assert named(result) == [("checksum_mismatch", key)], result.findings
+        put(env.destination, env.bucket, key, ESTATE[key][0])
+
+
+@pytest.mark.parametrize("dst", ["s3", "local"])
+def test_the_same_bytes_uploaded_in_one_piece_over_a_multipart_copy_still_verify(
+    env_for: Any, dst: str
+) -> None:
+    """A multipart ETag depends on the part size: a different one is settled by the bytes."""
+    env: Env = env_for("s3", dst)
+    plan = copied(env, {"imaging/big.tar": ESTATE["imaging/big.tar"]})
+    put(env.destination, env.bucket, "imaging/big.tar", ESTATE["imaging/big.tar"][0])
+    result = check(env, plan)
+    assert result.passed, result.findings
+    assert result.reread == 1
+
+
+def test_an_unknown_object_under_the_plan_prefix_is_unexpected(env_for: Any) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
+    put(env.destination, env.bucket, "reports/2025/q3.csv", b"not from the source")
+    result = check(env, plan)
+    assert named(result) == [("unexpected", "reports/2025/q3.csv")]
+    assert result.listed == 5
+
+
+def test_metadata_changed_at_the_destination_is_found_with_a_head(env_for: Any) -> None:
+    env: Env = env_for("azure", "s3")  # an Azure listing carries metadata: the inventory has it
+    plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
+    key = "reports/2025/q1.csv"
+    data, ctype, _, _ = ESTATE[key]
+    head = env.destination.head(env.bucket, key)
+    meta = dict(head.metadata or {})
+    meta["owner"] = "someone-else"
+    put(env.destination, env.bucket, key, data, content_type=ctype, meta=meta)
+
+    assert check(env, plan).passed  # same bytes, same ETag: stored checksums cannot tell
+    result = check(env, plan, check_metadata=True)
+    assert named(result) == [("metadata_mismatch", key)]
+    assert "owner" in result.findings[0].detail
+
+
+def test_keys_merge_in_byte_order(env_for: Any) -> None:
+    """Keys whose order differs between naive sorts ('/' sorts after ' ' and '-' but before
+    '0'; accents after ASCII; upper before lower case): no spurious finding."""
+    env: Env = env_for("s3", "s3")
+    keys = ["a b", "a-b", "a/b", "a/b/c", "a0", "Z", "z", "é/x", "éa", "~", "a/b c", "a/b-c"]
+    estate = {k: (body(i, 100 + i), "text/plain", {}, False) for i, k in enumerate(keys)}
+    estate.pop("a/b")  # "a/b" beside "a/b/c" is fine on S3, kept out to stay store-neutral
+    plan = copied(env, estate)
+    result = check(env, plan, deep=True)
+    assert result.passed, result.findings
+    assert result.objects == len(estate) == result.listed
+    # The ledger's keyset pages join up whatever their size, in the stores' order.
+    with Ledger(env.state) as ledger:
+        whole = list(ledger.destination_rows("t", env.source_site.name, env.bucket))
+        paged = list(ledger.destination_rows("t", env.source_site.name, env.bucket, batch=2))
+        manifest = list(ledger.manifest_rows("t"))
+        manifest_paged = list(ledger.manifest_rows("t", batch=3))
+    assert whole == paged and manifest == manifest_paged
+    assert [r.destination_key for r in whole] == sorted(estate, key=lambda k: k.encode())
+
+
+def test_unfinished_transfers_are_not_done_and_the_gate_stays_shut(env_for: Any) -> None:
+    env: Env = env_for("s3", "s3")
+    env.seed({k: v for k, v in ESTATE.items() if not v[3]})
+    plan = env.plan()
+    plan = plan.model_copy(
+        update={
+            "phases": (
+                Phase(name="bulk-1", kind=PhaseKind.BULK),
+                Phase(name="bulk-2", kind=PhaseKind.BULK, requires=("bulk-1",)),
+            )
+        }
+    )
+    with Ledger(env.state) as ledger:
+        with pytest.raises(PlanError, match="has not run"):
+            verify(
+                plan,
+                ledger,
+                env.source,
+                env.destination,
+                phase="bulk-1",
+                deep=False,
+                sample=None,
+                seed=1,
+            )
+        ledger.resolve_phase(plan, "bulk-1")
+    result = check(env, plan)
+    assert sorted(named(result)) == sorted(("not_done", k) for k in ESTATE if not ESTATE[k][3])
+    with Ledger(env.state) as ledger, pytest.raises(PlanError, match="verified first"):
+        check_gates(plan, "bulk-2", ledger, None)
+
+    env.run(plan)
+    assert check(env, plan).passed
+    with Ledger(env.state) as ledger:
+        check_gates(plan, "bulk-2", ledger, None)  # open now
+
+
+def test_a_sample_is_seeded_recorded_and_reproducible(env_for: Any) -> None:
+    env: Env = env_for("s3", "s3")
+    estate = {f"k/{i:03d}": (body(i, 300), "text/plain", {}, False) for i in range(30)}
+    plan = copied(env, estate)
+    first = check(env, plan, sample=0.4, seed=20261123)
+    again = check(env, plan, sample=0.4, seed=20261123)
+    other = check(env, plan, sample=0.4, seed=1)
+    assert first.passed and again.passed and other.passed
+    expected = sum(sampled(20261123, env.bucket, k, 0.4) for k in estate)
+    assert 0 < first.reread == again.reread == expected < len(estate)
+    assert first.seed == 20261123 and first.sample == 0.4
+    with Ledger(env.state) as ledger:
+        record = ledger.verifications("t")[0]
+    assert (record.seed, record.sample, record.reread) == (20261123, 0.4, expected)
+    picked = {k for k in estate if sampled(1, env.bucket, k, 0.4)}
+    assert picked != {k for k in estate if sampled(20261123, env.bucket, k, 0.4)}
+    assert other.reread == len(picked)
+
+
+def test_deep_both_reports_a_source_changed_since_its_copy_without_failing(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
+    put(env.source, env.container, "top.txt", b"changed at the source")
+    result = check(env, plan, deep="both")
+    assert named(result) == [("source_changed", "top.txt")]
+    assert result.passed  # the copy itself is intact: the delta phase takes the change

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Re-check a migrated destination against its manifest, with the Python standard library
+alone (Python 3.8 or later): no migrate, no SDK, nothing to install.
+
+    python3 tools/check_manifest.py MANIFEST [--report report.json | --root HEX]
+                                    [--dir DIRECTORY | --s3 ENDPOINT [--region R]]
+                                    [--workers N] [--quiet]
+
+MANIFEST is the `manifest.jsonl.gz` written by `migrate report`. The script
+
+1. reads every line, checks it is canonical JSON, that lines are sorted by (dataset,
+   destination_bucket, destination_key) without duplicates, and recomputes the Merkle
+   root of each dataset and of the whole plan (RFC 6962, section 2.1: leaf =
+   SHA-256(0x00 || line), node = SHA-256(0x01 || left || right), the tree split at the
+   largest power of two below the number of leaves; the line is the UTF-8 JSON text
+   without its newline). With `--report report.json` (the report written next to the
+   manifest) or `--root HEX`, the roots must equal the expected ones: a manifest edited
+   after the report fails here.
+2. With `--dir DIRECTORY`: reads DIRECTORY/<destination_bucket>/<destination_key> for each
+   line (a local copy of the destination, or a migrate local store) and checks its size
+   and SHA-256.
+3. With `--s3 ENDPOINT` (e.g. https://s3.fr-par.scw.cloud): GETs each object path-style
+   (ENDPOINT/<bucket>/<key>), signed with AWS Signature Version 4 from the environment
+   variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if set), and
+   checks its size and SHA-256. `--region` (default: AWS_REGION, AWS_DEFAULT_REGION, or
+   us-east-1) is the signing region. Proxies from the environment are not used, and
+   redirects are refused (a redirect would send the request elsewhere).
+
+Prints one line per problem ("FAIL bucket/key: why") and a summary; exit status 0 when
+everything matches, 1 when something does not, 2 on a usage or reading error.
+
+Example:
+    AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... python3 tools/check_manifest.py \\
+        reports/hdh/manifest.jsonl.gz --report reports/hdh/report.json \\
+        --s3 https://s3.fr-par.scw.cloud --region fr-par
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import hashlib
+import hmac
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+CHUNK = 1024 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class Merkle:
+    """RFC 6962 Merkle root, streaming: a stack of complete subtrees."""
+
+    def __init__(self):
+        self.stack = []  # (height, hash)
+        self.count = 0
+
+    def add(self, line):
+        node = hashlib.sha256(b"\x00" + line).digest()
+        height = 0
+        while self.stack and self.stack[-1][0] == height:
+            node = hashlib.sha256(b"\x01" + self.stack.pop()[1] + node).digest()
+            height += 1
+        self.stack.append((height, node))
+        self.count += 1
+
+    def root(self):
+        if not self.stack:
+            return EMPTY_SHA256
+        node = self.stack[-1][1]
+        for _, left in reversed(self.stack[:-1]):
+            node = hashlib.sha256(b"\x01" + left + node).digest()
+        return node.hex()
+
+
+# -- reading the destination -------------------------------------------------------------
+
+
+def hash_file(path):
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _hmac(key, text):
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
+
+
+class S3Reader:
+    """GET objects path-style with a SigV4 signature (an empty payload's SHA-256)."""
+
+    def __init__(self, endpoint, region, access_key, secret_key, token=None):
+        parts = urllib.parse.urlsplit(endpoint.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not an http(s) endpoint: {endpoint}")
+        self.scheme, self.host, self.base = parts.scheme, parts.netloc, parts.path
+        self.region, self.access_key, self.secret_key, self.token = (
+            region, access_key, secret_key, token,
+        )  # fmt: skip
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
+    def request(self, bucket, key):
+        quote = urllib.parse.quote
+        path = f"{self.base}/{quote(bucket, safe='')}/{quote(key, safe='/')}"
+        now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (Python 3.8)
+        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        headers = {"host": self.host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
+        if self.token:
+            headers["x-amz-security-token"] = self.token
+        names = sorted(headers)
+        signed = ";".join(names)
+        canonical = "\n".join(
+            ["GET", path, "", "".join(f"{n}:{headers[n]}\n" for n in names), signed, EMPTY_SHA256]
+        )
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(
+            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        )
+        key_ = _hmac(("AWS4" + self.secret_key).encode("utf-8"), day)
+        for part in (self.region, "s3", "aws4_request"):
+            key_ = _hmac(key_, part)
+        signature = hmac.new(key_, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}"
+        )
+        del headers["host"]  # urllib sets it from the URL, with the same value
+        return urllib.request.Request(f"{self.scheme}://{self.host}{path}", headers=headers)
+
+    def hash_object(self, bucket, key):
+        with self.opener.open(self.request(bucket, key), timeout=60) as response:
+            digest, size = hashlib.sha256(), 0
+            while True:
+                chunk = response.read(CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
+
+
+def check_object(reader, root, record):
+    """None when the destination object matches the line, else why not."""
+    bucket, key = record["destination_bucket"], record["destination_key"]
+    try:
+        if reader is not None:
+            size, sha = reader.hash_object(bucket, key)
+        else:
+            size, sha = hash_file(Path(root, bucket, *key.split("/")))
+    except FileNotFoundError:
+        return "missing"
+    except urllib.error.HTTPError as exc:
+        return "missing" if exc.code == 404 else f"HTTP {exc.code} {exc.reason}"
+    except (OSError, urllib.error.URLError) as exc:
+        return f"cannot read: {exc}"
+    if size != record["size"]:
+        return f"size {size}, manifest says {record['size']}"
+    if sha != record["sha256"]:
+        return f"SHA-256 {sha}, manifest says {record['sha256']}"
+    return None
+
+
+# -- the manifest ------------------------------------------------------------------------
+
+
+def read_manifest(path, problems):
+    """Yield (line bytes, record) in file order, noting format and order problems."""
+    last = None
+    with gzip.open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            line = raw.rstrip(b"\n")
+            try:
+                record = json.loads(line.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                problems.append(f"line {number}: not JSON")
+                continue
+            canonical = json.dumps(
+                record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            )
+            if canonical.encode("utf-8", "surrogateescape") != line:
+                problems.append(f"line {number}: not canonical JSON")
+            order = tuple(
+                str(record.get(k, "")).encode("utf-8", "surrogateescape")
+                for k in ("dataset", "destination_bucket", "destination_key")
+            )
+            if last is not None and order <= last:
+                problems.append(f"line {number}: out of order or duplicate")
+            last = order
+            yield line, record
+
+
+def expected_roots(args):
+    if args.root:
+        return args.root.lower(), {}
+    if not args.report:
+        return None, {}
+    data = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    manifest = data.get("manifest", data)
+    datasets = {d["dataset"]: d["root"] for d in manifest.get("datasets", [])}
+    return manifest["plan_root"], datasets
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Re-check a destination against a migrate manifest (stdlib only)."
+    )
+    parser.add_argument("manifest", help="manifest.jsonl.gz")
+    parser.add_argument("--report", help="report.json holding the expected Merkle roots")
+    parser.add_argument("--root", help="the expected plan Merkle root (hex)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--dir", help="a directory holding <bucket>/<key> files")
+    where.add_argument("--s3", help="an S3 endpoint URL, read path-style with SigV4")
+    parser.add_argument("--region", default=None, help="SigV4 signing region")
+    parser.add_argument("--workers", type=int, default=4, help="parallel reads (default 4)")
+    parser.add_argument("--quiet", action="store_true", help="print problems and summary only")
+    args = parser.parse_args(argv)
+
+    reader = None
+    if args.s3:
+        access = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not access or not secret:
+            print("error: --s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", file=sys.stderr)
+            return 2
+        region = (
+            args.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+        try:
+            reader = S3Reader(args.s3, region, access, secret, os.environ.get("AWS_SESSION_TOKEN"))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        want_plan, want_datasets = expected_roots(args)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: cannot read the expected roots: {exc}", file=sys.stderr)
+        return 2
+
+    problems = []
+    failures = 0
+    whole, trees, counts = Merkle(), {}, {"objects": 0, "bytes": 0}
+    check_bytes = reader is not None or args.dir is not None
+
+    def check(record):
+        return record, check_object(reader, args.dir, record)
+
+    def report(done):
+        nonlocal failures
+        record, why = done
+        if why is not None:
+            failures += 1
+            print(f"FAIL {record['destination_bucket']}/{record['destination_key']}: {why}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+            pending = []
+            for line, record in read_manifest(args.manifest, problems):
+                whole.add(line)
+                trees.setdefault(record.get("dataset", ""), Merkle()).add(line)
+                counts["objects"] += 1
+                counts["bytes"] += int(record.get("size", 0))
+                if check_bytes:
+                    pending.append(pool.submit(check, record))
+                    if len(pending) >= 4 * max(1, args.workers):
+                        report(pending.pop(0).result())
+            for future in pending:
+                report(future.result())
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        print(f"error: cannot read {args.manifest}: {exc}", file=sys.stderr)
+        return 2
+
+    for problem in problems:
+        print(f"FAIL manifest {problem}")
+    plan_root = whole.root()
+    if not args.quiet:
+        for name in sorted(trees):
+            print(f"dataset {name}: {trees[name].count} objects, root {trees[name].root()}")
+        print(f"plan root {plan_root}")
+    root_problems = []
+    if want_plan is not None and plan_root != want_plan:
+        root_problems.append(f"plan root {plan_root}, expected {want_plan}")
+    for name, root in sorted(want_datasets.items()):
+        got = trees[name].root() if name in trees else Merkle().root()
+        if got != root:
+            root_problems.append(f"dataset {name} root {got}, expected {root}")
+    for name in sorted(set(trees) - set(want_datasets)) if want_datasets else ():
+        root_problems.append(f"dataset {name} is not in the report")
+    for problem in root_problems:
+        print(f"FAIL {problem}")
+
+    bad = failures + len(problems) + len(root_problems)
+    checked = "bytes and roots" if check_bytes else "roots only"
+    status = "OK" if bad == 0 else "FAILED"
+    print(
+        f"{status}: {counts['objects']} objects, {counts['bytes']} bytes ({checked}); "
+        f"{failures} objects and {len(problems) + len(root_problems)} manifest problems"
+    )
+    return 0 if bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
