@@ -3,11 +3,14 @@ exit code here, in `main`, and nowhere else."""
 
 from __future__ import annotations
 
+import getpass
+import secrets
 import sys
 import threading
 import time
 import traceback
 from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -16,13 +19,20 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from migrate import render
-from migrate.errors import EXIT_CODES, ConfigError, MigrateError, TransferError, redact
+from migrate.errors import (
+    EXIT_CODES,
+    ConfigError,
+    IntegrityError,
+    MigrateError,
+    TransferError,
+    redact,
+)
 from migrate.executor import Subscriber, TransferConfig, run_phase
 from migrate.inventory import Progress, run_inventory
 from migrate.ledger import Ledger
-from migrate.plan import load_plan
-from migrate.session import open_session
+from migrate.plan import load_plan, save_plan
 from migrate.policy import POLICIES, evaluate, evaluate_all
+from migrate.session import open_session
 from migrate.sitecheck import check_sites, exit_code_of
 from migrate.sites import SitesConfig, load_sites
 from providers.catalog import Catalog, iter_facts, load_catalog, set_active_catalog
@@ -151,6 +161,122 @@ def _progress_printer(quiet: bool) -> Progress:
         err.print(f"listing {container}: {objects:,} objects, {render.human_bytes(size)}")
 
     return show
+
+
+plan_app = typer.Typer(
+    help="Make, review and approve a phased migration plan.", invoke_without_command=True
+)
+app.add_typer(plan_app, name="plan")
+
+
+@plan_app.callback()
+def plan(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--from", help="Source site.")] = None,
+    destination: Annotated[str | None, typer.Option("--to", help="Destination site.")] = None,
+    policy: PolicyOpt = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Plan file to write.")] = None,
+    bandwidth: Annotated[
+        str, typer.Option(help="Declared bandwidth for estimates, e.g. 1Gbit/s, 200MB/s.")
+    ] = "1Gbit/s",
+    pilot_share: Annotated[float, typer.Option(help="Share of bytes in the pilot.")] = 0.02,
+    wave_cap_gib: Annotated[int, typer.Option(help="Most GiB per bulk wave.")] = 2048,
+    decommission: Annotated[
+        bool, typer.Option(help="Add a decommission phase (deletes the source).")
+    ] = False,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Make a phased plan from the source's inventory: pilot, bulk waves, delta, cutover,
+    with estimates, findings and a verdict for every site. Deterministic: the same inventory
+    and options give the same file.
+
+    Example: migrate plan --from azure-hdh --to scw-par --policy fr-health -o plans/hdh.yaml
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not (source and destination and out):
+        raise ConfigError(
+            "migrate plan needs --from SITE --to SITE -o plans/NAME.yaml",
+            hint="or use `migrate plan show|approve PLAN`",
+        )
+    from migrate.planner import destination_limits, make_plan, parse_bandwidth, plan_inputs
+
+    config, catalog = _load(sites)
+    chosen = policy or config.policy
+    if not chosen:
+        raise ConfigError("no policy: pass --policy or set `policy` in the sites file")
+    with Ledger(config.state_dir) as ledger:
+        inputs = plan_inputs(
+            ledger, source, limits=destination_limits(config.site(destination), catalog)
+        )
+    made = make_plan(
+        name=out.stem,
+        config=config,
+        source=source,
+        destination=destination,
+        policy=chosen,
+        catalog=catalog,
+        datasets=inputs,
+        today=date.today(),
+        bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
+        pilot_share=pilot_share,
+        wave_cap_bytes=wave_cap_gib * 1024**3,
+        inventory_run=inputs.inventory_run,
+        include_decommission=decommission,
+    )
+    save_plan(made, out)
+    if json_out:
+        _out(True, {"plan": str(out), "digest": made.digest, "blocking": len(made.blocking)})
+    else:
+        render.print_plan(console, made)
+        console.print(
+            f"Plan written to {out}. Review it, then: migrate plan approve {out}", markup=False
+        )
+
+
+@plan_app.command("show")
+def plan_show(
+    plan_file: PlanArg,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show a plan: sites and verdicts, phases with estimates, findings, allowed hosts.
+
+    Example: migrate plan show plans/hdh.yaml
+    """
+    loaded = load_plan(plan_file)
+    if json_out:
+        print(render.to_json(loaded.model_dump(mode="json")))
+    else:
+        render.print_plan(console, loaded)
+
+
+@plan_app.command("approve")
+def plan_approve(
+    plan_file: PlanArg,
+    by: Annotated[str | None, typer.Option(help="Who approves (default: the OS user).")] = None,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Approve a plan: records its digest, who and when. A plan with a blocking finding
+    cannot be approved; a plan edited after approval is refused by `migrate run`.
+
+    Example: migrate plan approve plans/hdh.yaml
+    """
+    from migrate.planner import approve_plan
+
+    config, _ = _load(sites)
+    who = by or getpass.getuser()
+    with Ledger(config.state_dir) as ledger:
+        digest = approve_plan(plan_file, ledger, who)
+    if json_out:
+        _out(True, {"plan": str(plan_file), "digest": digest, "approved_by": who})
+    else:
+        console.print(f"Approved {plan_file} ({digest}) by {who}.", markup=False)
 
 
 providers_app = typer.Typer(
@@ -290,15 +416,20 @@ def run(
         if dry_run:
             from migrate.dryrun import dry_run as do_dry_run
 
-            report = do_dry_run(session.plan, phase, session.ledger, session.source,
-                                session.destination)
+            report = do_dry_run(
+                session.plan, phase, session.ledger, session.source, session.destination
+            )
             if json_out:
                 _out(True, report)
             else:
                 render.print_dry_run(console, report)
             return
         summary = run_phase(
-            session.plan, phase, session.ledger, session.source, session.destination,
+            session.plan,
+            phase,
+            session.ledger,
+            session.source,
+            session.destination,
             config=TransferConfig(concurrency=concurrency, part_size=part_size_mib * 1024**2),
             subscriber=_ProgressSubscriber(json_out),
             force_reason=reason if force else None,
@@ -338,6 +469,116 @@ def status(
         render.print_routes(console, used)
 
 
+def _share(text: str | None) -> float | None:
+    """'5%' or '0.05' -> 0.05 (verify() refuses a share outside (0, 1])."""
+    if text is None:
+        return None
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"--sample {text!r}: give a share such as 5% or 0.05") from None
+
+
+@app.command()
+def verify(
+    plan: PlanArg,
+    phase: Annotated[str | None, typer.Option(help="Verify one phase (default: all).")] = None,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Re-read and re-hash every destination object (--deep=both: the source too).",
+        ),
+    ] = False,
+    deep_both: Annotated[bool, typer.Option("--deep-both", hidden=True)] = False,
+    sample: Annotated[str | None, typer.Option(help="Re-read a seeded share, e.g. 5%.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of --sample (default: random; recorded either way).")
+    ] = None,
+    metadata: Annotated[
+        bool, typer.Option("--metadata", help="HEAD every object to compare its metadata.")
+    ] = False,
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare the destination with the ledger (and the source with --deep=both): missing,
+    unexpected, size, checksum and metadata mismatches. Exit code 0 only when everything
+    verifies; a passing verification opens the next phase's gate.
+
+    Example: migrate verify plans/hdh.yaml --phase pilot --sample 5%
+    """
+    from migrate.verify import verify as do_verify
+
+    config, catalog = _load(sites)
+    with open_session(plan, config, catalog) as session:
+        result = do_verify(
+            session.plan,
+            session.ledger,
+            session.source,
+            session.destination,
+            phase=phase,
+            deep="both" if deep_both else deep,
+            sample=_share(sample),
+            seed=seed if seed is not None else secrets.randbelow(2**31),
+            check_metadata=metadata,
+        )
+    if json_out:
+        _out(True, {**result.summary(first=1000), "record_id": result.record_id})
+    else:
+        state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
+        console.print(
+            f"verify {result.plan} {result.phase or 'all phases'} ({result.mode}, "
+            f"seed {result.seed}): {state}; {result.objects:,} objects, "
+            f"{result.reread:,} re-read"
+        )
+        for f in result.findings[:50]:
+            console.print(f"  {f.kind}: {f.bucket}/{f.key}: {f.detail}", markup=False)
+        if result.truncated or len(result.findings) > 50:
+            console.print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
+    if not result.passed:
+        raise typer.Exit(IntegrityError.exit_code)
+
+
+@app.command()
+def report(
+    plan: PlanArg,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the report files.")],
+    sites: SitesOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write report.json, report.html (self-contained, opens offline) and manifest.jsonl.gz
+    from the ledger. No store is contacted.
+
+    Example: migrate report plans/hdh.yaml -o reports/hdh/
+    """
+    from migrate.report import build_report, write_report
+
+    config, catalog = _load(sites)
+    loaded = load_plan(plan)
+    with Ledger(config.state_dir) as ledger:
+        built = build_report(
+            loaded, ledger, catalog, date.today(), version("migrate"), sites=config.sites
+        )
+        paths = write_report(built, out, plan=loaded, ledger=ledger)
+    if json_out:
+        _out(
+            True,
+            {
+                "files": [str(p) for p in paths],
+                "status": built.status,
+                "plan_root": built.manifest.plan_root,
+            },
+        )
+    else:
+        console.print(
+            f"report: {out / 'report.html'} ({built.status}); "
+            f"manifest plan root {built.manifest.plan_root}",
+            markup=False,
+        )
+
+
 @app.command()
 def demo(
     workdir: Annotated[
@@ -362,6 +603,8 @@ def demo(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (documented in the README)."""
     args = sys.argv[1:] if argv is None else argv
+    # Typer options take no optional value: `--deep=both` becomes the hidden --deep-both.
+    args = ["--deep-both" if a == "--deep=both" else a for a in args]
     debug = "--debug" in args
     err = Console(stderr=True)
     try:

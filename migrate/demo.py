@@ -15,17 +15,35 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from rich.console import Console
 
 from migrate import render
+from migrate.dryrun import dry_run
 from migrate.errors import ConfigError
+from migrate.executor import PhaseSummary, run_phase
 from migrate.inventory import InventorySummary, run_inventory
+from migrate.ledger import Ledger
 from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs
+from migrate.plan import save_plan
+from migrate.planner import (
+    approve_plan,
+    check_approved,
+    destination_limits,
+    make_plan,
+    parse_bandwidth,
+    plan_inputs,
+)
+from migrate.report import build_report, write_report
+from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
+from migrate.verify import verify
 from providers.base import StoreAdapter, WriteAttrs
+from providers.catalog import load_catalog, set_active_catalog
 from providers.factory import build_adapter
 
 MARKER = ".migrate-demo"
@@ -62,6 +80,10 @@ class DemoResult:
     seeded_objects: int
     seeded_bytes: int
     inventory: InventorySummary
+    plan: Path
+    phases: list[PhaseSummary]
+    verified: bool
+    report: Path
 
 
 class _SeededStream:
@@ -232,5 +254,86 @@ def run_demo(workdir: Path, small_files: int = 3000, console: Console | None = N
                 f"Inventory counts {summary.objects:,} objects, "
                 f"{render.human_bytes(summary.bytes)}: {verdict} what was seeded."
             )
-            console.print(f"Sites file: {sites_file}\nState: {summary.state}")
-    return DemoResult(workdir, sites_file, summary.state, len(objects), seeded_bytes, summary)
+        plan_path, phases, verified, report = _plan_run_verify_report(workdir, config, console)
+    if console:
+        console.print(f"Sites file: {sites_file}\nState: {summary.state}\nPlan: {plan_path}")
+        console.print(f"Report: {report / 'report.html'}", markup=False)
+    return DemoResult(
+        workdir,
+        sites_file,
+        summary.state,
+        len(objects),
+        seeded_bytes,
+        summary,
+        plan_path,
+        phases,
+        verified,
+        report,
+    )
+
+
+def _plan_run_verify_report(
+    workdir: Path, config: SitesConfig, console: Console | None
+) -> tuple[Path, list[PhaseSummary], bool, Path]:
+    """The rest of the flow, as the commands do it: plan, approve, dry-run, run each phase
+    with its verification, report."""
+    catalog = load_catalog(config.catalog)
+    set_active_catalog(catalog)
+    source, destination = "azure-hdh", "chu-seaweed"
+    with Ledger(config.state_dir) as ledger:
+        inputs = plan_inputs(
+            ledger, source, limits=destination_limits(config.site(destination), catalog)
+        )
+    plan = make_plan(
+        name="hdh-demo",
+        config=config,
+        source=source,
+        destination=destination,
+        policy=config.policy or "fr-health",
+        catalog=catalog,
+        datasets=inputs,
+        today=date.today(),
+        bandwidth_bytes_per_second=parse_bandwidth("1Gbit/s"),
+        pilot_share=0.05,
+        inventory_run=inputs.inventory_run,
+    )
+    plan_path = workdir / "plans" / "hdh-demo.yaml"
+    save_plan(plan, plan_path)
+    if console:
+        render.print_plan(console, plan)
+    with Ledger(config.state_dir) as ledger:
+        approve_plan(plan_path, ledger, "migrate-demo")
+    phases: list[PhaseSummary] = []
+    verified = True
+    with open_session(plan_path, config, catalog) as session:
+        check_approved(session.plan, session.ledger)
+        report = dry_run(session.plan, "pilot", session.ledger, session.source, session.destination)
+        if console:
+            render.print_dry_run(console, report)
+        for phase in [p.name for p in session.plan.phases if p.kind in ("pilot", "bulk")]:
+            summary = run_phase(
+                session.plan, phase, session.ledger, session.source, session.destination
+            )
+            phases.append(summary)
+            result = verify(
+                session.plan,
+                session.ledger,
+                session.source,
+                session.destination,
+                phase=phase,
+                deep=False,
+                sample=0.05,
+                seed=2026,
+            )
+            verified = verified and result.passed
+            if console:
+                render.print_phase_summary(console, summary)
+                state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
+                console.print(f"verify {phase} (5% re-read, seed 2026): {state}")
+    out = workdir / "report"
+    with Ledger(config.state_dir) as ledger:
+        built = build_report(
+            session.plan, ledger, catalog, date.today(), version("migrate"), sites=config.sites
+        )
+        write_report(built, out, plan=session.plan, ledger=ledger)
+    return plan_path, phases, verified, out

@@ -167,11 +167,74 @@ def print_routes(console: Console, routes: list[RouteUse]) -> None:
     for column in ("host", "scheme", "requests", "bytes sent", "first", "last"):
         table.add_column(column)
     for r in routes:
-        table.add_row(r.host, r.scheme, f"{r.requests:,}", human_bytes(r.bytes_sent),
-                      r.first_seen, r.last_seen)
+        table.add_row(
+            r.host,
+            r.scheme,
+            f"{r.requests:,}",
+            human_bytes(r.bytes_sent),
+            r.first_seen,
+            r.last_seen,
+        )
     console.print(table)
 
 
 def print_dry_run(console: Console, report: Any) -> None:
-    """Generic rendering of the dry-run report (its rows are per dataset)."""
-    console.print_json(to_json(report))
+    table = Table(title=f"Dry run of {report.plan} phase {report.phase} (nothing written)")
+    for column in ("dataset", "destination", "objects", "would copy", "identical", "conflicts"):
+        table.add_column(column, overflow="fold")
+    for d in report.datasets:
+        table.add_row(
+            d.dataset,
+            d.destination_bucket,
+            f"{d.objects:,}",
+            f"{d.would_copy:,} ({human_bytes(d.would_copy_bytes)})",
+            f"{d.identical:,}",
+            f"{d.conflicts:,}",
+        )
+    console.print(table)
+    for d in report.datasets:
+        for example in d.conflict_examples:
+            console.print(f"  conflict: {example}", markup=False)
+    if report.missing_buckets:
+        console.print(f"Buckets to be created: {', '.join(report.missing_buckets)}")
+
+
+def print_plan(console: Console, plan: Plan) -> None:
+    console.print(
+        f"Plan {plan.name}: {plan.source} -> {plan.destination}, policy "
+        f"{plan.policy}, digest {plan.digest}",
+        markup=False,
+    )
+    sites = Table(title="Sites")
+    for column in ("site", "role", "provider", "region", "verdict"):
+        sites.add_column(column)
+    for site in plan.sites:
+        style = _STATUS_STYLE.get(site.verdict, "white")
+        sites.add_row(
+            site.name, site.role, site.provider, site.region or "-", f"[{style}]{site.verdict}[/]"
+        )
+    console.print(sites)
+    phases = Table(title="Phases")
+    for column in ("phase", "requires", "objects", "bytes", "duration", "egress cost"):
+        phases.add_column(column)
+    for phase in (*plan.phases, None):
+        e = plan.totals if phase is None else phase.estimate
+        cost = "unknown" if e.egress_cost is None else f"{e.egress_cost:,.2f} {e.currency}"
+        phases.add_row(
+            "total" if phase is None else phase.name,
+            "" if phase is None else ", ".join(phase.requires) or "-",
+            f"{e.objects:,}",
+            human_bytes(e.bytes),
+            f"{e.duration_seconds / 3600:,.1f} h",
+            cost,
+        )
+    console.print(phases)
+    if plan.findings:
+        findings = Table(title="Findings")
+        for column in ("severity", "finding", "objects", "what to do"):
+            findings.add_column(column, overflow="fold")
+        for f in plan.findings:
+            style = "red" if f.severity == "blocking" else "yellow"
+            findings.add_row(f"[{style}]{f.severity}[/]", f.message, f"{f.objects:,}", f.action)
+        console.print(findings)
+    console.print("Hosts the run may contact: " + ", ".join(plan.allowlist), markup=False)

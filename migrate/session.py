@@ -5,6 +5,7 @@ contacted hosts is saved in the ledger when the session ends."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,14 @@ def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard
     extra_global = []
     for site in sites:
         try:
-            extra_global += [g.host for g in catalog.provider(site.provider).global_endpoints]
+            patterns = [g.host for g in catalog.provider(site.provider).global_endpoints]
         except ConfigError:  # an unknown provider is reported by the plan check, not here
             continue
+        # A region-less hostname the plan allows (an Azure account host, whose region the
+        # site declares and the plan checked) is not refused; any other such host is.
+        extra_global += [
+            p for p in patterns if not any(fnmatch(h.split(":")[0], p) for h in plan.allowlist)
+        ]
     return RoutingGuard(
         plan.allowlist,
         http_allowed=http_allowed,
