@@ -99,7 +99,10 @@ class _SeededStream:
         return self._rng.randbytes(n)
 
 
-def estate(small_files: int) -> Iterator[SeedObject]:
+LARGE_SIZES = (50 * MiB, 120 * MiB, 200 * MiB)
+
+
+def estate(small_files: int, large_sizes: tuple[int, ...] = LARGE_SIZES) -> Iterator[SeedObject]:
     """The sample estate: a few thousand small files, some large ones, odd names, a Cool blob."""
     rng = random.Random(2026)
     months = [f"{m:02d}" for m in range(1, 13)]
@@ -123,7 +126,7 @@ def estate(small_files: int) -> Iterator[SeedObject]:
         container, key = name.split("/", 1)
         attrs = WriteAttrs(content_type="text/plain")
         yield SeedObject(container, key, 1000 + n, 10_000 + n, attrs)
-    for n, size in enumerate((50 * MiB, 120 * MiB, 200 * MiB)):
+    for n, size in enumerate(large_sizes):
         yield SeedObject(
             "imaging",
             f"ct-scans/study-{n + 1:03d}.dcm.tar",
@@ -224,7 +227,12 @@ def prepare_workdir(workdir: Path) -> None:
     (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
 
 
-def run_demo(workdir: Path, small_files: int = 3000, console: Console | None = None) -> DemoResult:
+def run_demo(
+    workdir: Path,
+    small_files: int = 3000,
+    console: Console | None = None,
+    large_sizes: tuple[int, ...] = LARGE_SIZES,
+) -> DemoResult:
     workdir = workdir.resolve()
     prepare_workdir(workdir)
     say = console.print if console else (lambda *a, **k: None)
@@ -235,7 +243,7 @@ def run_demo(workdir: Path, small_files: int = 3000, console: Console | None = N
         sites_file = write_sites_file(workdir, az, sw)
         config: SitesConfig = load_sites(sites_file)
         source = build_adapter(config.site("azure-hdh"))
-        objects = list(estate(small_files))
+        objects = list(estate(small_files, large_sizes))
         say(f"Seeding {len(objects):,} objects into Azurite ...")
         for container in CONTAINERS:
             source.create_container(container)

@@ -59,7 +59,7 @@ from migrate.plan import (
     with_digest,
 )
 from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
-from migrate.routing import endpoint_host, is_loopback
+from migrate.routing import endpoint_host, is_global_endpoint, is_loopback
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.catalog import Catalog
@@ -941,6 +941,17 @@ def make_plan(
 
     hosts = _hosts(src, src_endpoint, sorted({d.container for d in datasets.datasets}), catalog)
     hosts |= _hosts(dst, dst_endpoint, sorted({m.destination_bucket for m in mappings}), catalog)
+    for host in sorted(hosts):
+        if is_global_endpoint(host):
+            findings.append(
+                Finding(
+                    code="GLOBAL_ENDPOINT",
+                    severity=Severity.BLOCKING,
+                    message=f"{host} is a global or accelerated endpoint: its hostname does not "
+                    "say where the data is served, and requests may leave the EU",
+                    action="set the site's regional endpoint (e.g. s3.eu-west-3.amazonaws.com)",
+                )
+            )
 
     order = {Severity.BLOCKING: 0, Severity.WARNING: 1}
     findings.sort(key=lambda f: (order[f.severity], f.code, f.datasets, f.message))

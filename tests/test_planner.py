@@ -576,3 +576,17 @@ def test_plan_over_1_000_000_objects_is_fast_small_and_bounded(tmp_path: Path) -
     assert result["maxrss_kib"] / 1024 < 200, result
     assert result["yaml_bytes"] < 100 * 1024, result
     assert "NO_NATIVE_CHECKSUM" in result["findings"]
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://s3.amazonaws.com", "https://s3-accelerate.amazonaws.com"]
+)
+def test_a_global_endpoint_blocks_the_plan(estate: Estate, endpoint: str) -> None:
+    estate.seed()
+    estate.inventory()
+    forced = Site(name="forced", provider="aws", region="eu-west-3", endpoint=endpoint,
+                  credentials=CredentialRef(access_key_env="K", secret_key_env="S"))  # fmt: skip
+    plan = estate.plan(destination=forced, policy="eu-residency")
+    finding = next(f for f in plan.findings if f.code == "GLOBAL_ENDPOINT")
+    assert finding.severity.value == "blocking"
+    assert endpoint.removeprefix("https://") in finding.message
