@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from migrate.errors import RouteRefused
@@ -19,9 +21,9 @@ def test_only_hosts_on_the_allowlist_pass() -> None:
     g = guard("s3.fr-par.scw.cloud", "127.0.0.1:9000")
     g.check("GET", "https://s3.fr-par.scw.cloud/bucket/key")
     g.check("PUT", "http://127.0.0.1:9000/bucket/key")  # loopback may be plain HTTP
-    with pytest.raises(RouteRefused, match="s3.nl-ams.scw.cloud"):
+    with pytest.raises(RouteRefused, match=re.escape("s3.nl-ams.scw.cloud")):
         g.check("GET", "https://s3.nl-ams.scw.cloud/bucket/key")
-    with pytest.raises(RouteRefused, match="127.0.0.1:9001"):
+    with pytest.raises(RouteRefused, match=re.escape("127.0.0.1:9001")):
         g.check("GET", "http://127.0.0.1:9001/bucket/key")  # same host, other port
 
 
@@ -92,6 +94,6 @@ def test_the_s3_adapter_asks_the_guard_before_every_request(
     # The same site forced onto a global endpoint: refused before a connection is made.
     forced = site.model_copy(update={"endpoint": "https://s3.amazonaws.com"})
     refusing = guard(endpoint_host(seaweed.endpoint))
-    with pytest.raises(RouteRefused, match="s3.amazonaws.com"):
+    with pytest.raises(RouteRefused, match=re.escape("s3.amazonaws.com")):
         build_adapter(forced, guard=refusing).check("routing-ok")
     assert refusing.drain() == []
