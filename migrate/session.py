@@ -5,9 +5,9 @@ contacted hosts is saved in the ledger when the session ends."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fnmatch import fnmatch
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from migrate.errors import ConfigError
