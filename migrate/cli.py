@@ -395,6 +395,12 @@ def run(
     ] = False,
     concurrency: Annotated[int, typer.Option(help="Objects copied at once.")] = 8,
     part_size_mib: Annotated[int, typer.Option(help="Preferred part size in MiB.")] = 16,
+    bwlimit: Annotated[
+        str | None, typer.Option(help="Most bytes per second written, e.g. 200MB/s, 1Gbit/s.")
+    ] = None,
+    max_rps: Annotated[
+        float | None, typer.Option(help="Most requests per second to each endpoint.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Start although a gate is not met.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force (recorded).")] = None,
     sites: SitesOpt = None,
@@ -406,7 +412,7 @@ def run(
 
     Example: migrate run plans/hdh.yaml --phase pilot
     """
-    from migrate.planner import check_approved
+    from migrate.planner import check_approved, parse_bandwidth
 
     config, catalog = _load(sites)
     if force and not reason:
@@ -430,7 +436,12 @@ def run(
             session.ledger,
             session.source,
             session.destination,
-            config=TransferConfig(concurrency=concurrency, part_size=part_size_mib * 1024**2),
+            config=TransferConfig(
+                concurrency=concurrency,
+                part_size=part_size_mib * 1024**2,
+                bwlimit=parse_bandwidth(bwlimit) if bwlimit else None,
+                max_rps=max_rps,
+            ),
             subscriber=_ProgressSubscriber(json_out),
             force_reason=reason if force else None,
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from migrate.errors import (
     SourceChanged,
 )
 from migrate.ledger import Ledger, TransferRow
+from migrate.limits import AdaptiveLimit, LimitedAdapter
 from migrate.plan import Plan
 from migrate.transfer import DEFAULT_PART_SIZE, ObjectCopy, TransferItem, TransferOutcome
 from providers.base import PartResult, StoreAdapter
@@ -53,6 +54,8 @@ class TransferConfig:
 
     concurrency: int = 8
     part_size: int = DEFAULT_PART_SIZE
+    bwlimit: float | None = None  # bytes per second written to the destination
+    max_rps: float | None = None  # requests per second, per endpoint
     max_attempts: int = 6
     backoff_initial: float = 0.2
     backoff_max: float = 20.0
@@ -70,6 +73,8 @@ class PhaseSummary:
     failed: int = 0
     changed: int = 0
     retries: int = 0
+    throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)
+    lowest_concurrency: int = 0  # how far the concurrency limit went down under throttling
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # container, key, why
 
@@ -180,7 +185,7 @@ def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) 
     return aborted
 
 
-def _item(row: TransferRow, ledger: Ledger, plan: str) -> TransferItem:
+def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str]) -> TransferItem:
     checksums = json.loads(row.source_checksums) if row.source_checksums else {}
     done = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
     return TransferItem(
@@ -195,6 +200,7 @@ def _item(row: TransferRow, ledger: Ledger, plan: str) -> TransferItem:
         upload_id=row.upload_id,
         part_size=row.part_size if row.upload_id else None,
         done_parts=done,
+        storage_classes=classes,
     )
 
 
@@ -234,6 +240,19 @@ def run_phase(
     subscriber.on_start(total - summary.already_done, todo_bytes)
 
     retries = _Retries(config, sleep)
+    # Composed once per endpoint: request rate, bandwidth, and a concurrency limit that
+    # halves when the store throttles and grows back as requests succeed.
+    source_limit = AdaptiveLimit(config.concurrency * 2)
+    destination_limit = AdaptiveLimit(config.concurrency * 2)
+    source = LimitedAdapter(source, concurrency=source_limit, max_rps=config.max_rps, sleep=sleep)
+    destination = LimitedAdapter(
+        destination,
+        concurrency=destination_limit,
+        max_rps=config.max_rps,
+        bwlimit=config.bwlimit,
+        sleep=sleep,
+    )
+    classes = {m.dataset: m.storage_classes for m in plan.mappings}
     copier = ObjectCopy(
         source,
         destination,
@@ -245,7 +264,7 @@ def run_phase(
     lock = threading.Lock()
 
     def work(row: TransferRow) -> None:
-        item = _item(row, ledger, plan.name)
+        item = _item(row, ledger, plan.name, classes.get(row.dataset, {}))
         if item.upload_id is None:
             ledger.transfer_started(plan.name, row.container, row.key, None, None)
         try:
@@ -321,6 +340,8 @@ def run_phase(
             f.result()
 
     summary.failures = ledger.failures(plan.name, phase_name)
+    summary.throttled = source_limit.throttled + destination_limit.throttled
+    summary.lowest_concurrency = min(source_limit.lowest, destination_limit.lowest)
     if summary.failed == 0 and summary.changed == 0:
         ledger.phase_mark(plan.name, phase_name, "finished_at")
     summary.seconds = time.monotonic() - started

@@ -138,6 +138,11 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
         f"{human_bytes(int(rate))}/s), {s.already_done:,} already done, {s.failed:,} failed, "
         f"{s.changed:,} changed at the source (left for delta), {s.retries:,} retries."
     )
+    if s.throttled:
+        console.print(
+            f"  the stores asked to slow down {s.throttled:,} times: concurrency went down "
+            f"to {s.lowest_concurrency} and back up as requests succeeded"
+        )
     for container, key, why in s.failures:
         console.print(f"  {container}/{key}: {why}", markup=False)
 

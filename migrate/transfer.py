@@ -56,6 +56,8 @@ class TransferItem:
     upload_id: str | None = None  # an upload begun by an earlier run
     part_size: int | None = None
     done_parts: Mapping[int, str] = field(default_factory=dict)  # part number -> MD5 hex
+    # Source tier or class -> destination storage class, from the plan's mapping.
+    storage_classes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,16 @@ class ObjectCopy:
         info = self.call(lambda: self.source.head(item.container, item.key))
         if item.source_etag and info.etag and info.etag != item.source_etag:
             raise SourceChanged(f"{item.container}/{item.key} changed since the inventory")
+        metadata = dict(info.metadata or {})
+        if info.last_modified is not None:
+            metadata["migrate-source-last-modified"] = info.last_modified.isoformat()
         return WriteAttrs(
             content_type=info.content_type,
             content_encoding=info.content_encoding,
             cache_control=info.cache_control,
-            metadata=dict(info.metadata or {}),
+            metadata=metadata,
+            # Mapped by the plan (Azure's Hot/Cool are not S3 classes); unmapped: none sent.
+            storage_class=item.storage_classes.get(info.storage_class or ""),
         )
 
     def _read(self, item: TransferItem, start: int, length: int) -> bytes:

@@ -264,6 +264,8 @@ def test_throttling_is_survived_and_counted(env_for: Any, seaweed: Any) -> None:
     assert proxy.faults.throttled > 0
     assert summary.copied == 40 and summary.failed == 0
     assert summary.retries > 0
+    assert summary.throttled > 0
+    assert summary.lowest_concurrency < SMALL_PARTS.concurrency * 2  # it backed off
 
 
 class RewriteDuringCopy:

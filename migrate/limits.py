@@ -1,0 +1,229 @@
+"""Rate limits around an adapter: bandwidth, requests per second, and a concurrency limit
+that halves when the store throttles and grows back as requests succeed.
+
+`LimitedAdapter` wraps any StoreAdapter with the same calls; the executor composes it once,
+around each endpoint's adapter. Clock and sleep are injected, so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import BinaryIO, TypeVar
+
+from migrate.errors import Retryable
+from providers.base import (
+    ObjectInfo,
+    PartResult,
+    ReadStream,
+    StoreAdapter,
+    UploadInfo,
+    WriteAttrs,
+    WriteResult,
+)
+
+T = TypeVar("T")
+
+
+class TokenBucket:
+    """`rate` tokens per second, bursts up to one second's worth (or one request's size)."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = rate
+        self._last = clock()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def take(self, n: float) -> None:
+        """Wait until n tokens are available, then spend them (n may exceed the burst:
+        the debt is waited off, so the long-run rate holds)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            self.waited += wait
+        if wait > 0:
+            self._sleep(wait)
+
+
+class AdaptiveLimit:
+    """At most `limit` calls in flight; halved on throttling, +1 after `grow_after`
+    successes, never below 1 nor above `maximum` (additive increase, multiplicative
+    decrease, as TCP does)."""
+
+    def __init__(self, maximum: int, grow_after: int = 20) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self.lowest = maximum
+        self.throttled = 0
+        self._grow_after = grow_after
+        self._successes = 0
+        self._in_flight = 0
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self._in_flight >= self.limit:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def release(self, throttled: bool) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if throttled:
+                self.throttled += 1
+                self.limit = max(1, self.limit // 2)
+                self.lowest = min(self.lowest, self.limit)
+                self._successes = 0
+            else:
+                self._successes += 1
+                if self._successes >= self._grow_after and self.limit < self.maximum:
+                    self.limit += 1
+                    self._successes = 0
+            self._cond.notify_all()
+
+
+class LimitedAdapter:
+    """A StoreAdapter whose calls pass a request-rate bucket, a bandwidth bucket (bytes
+    written) and the adaptive concurrency limit."""
+
+    def __init__(
+        self,
+        inner: StoreAdapter,
+        *,
+        concurrency: AdaptiveLimit,
+        max_rps: float | None = None,
+        bwlimit: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.site_name = inner.site_name
+        self.capabilities = inner.capabilities
+        self.concurrency = concurrency
+        self.requests = TokenBucket(max_rps, clock=clock, sleep=sleep) if max_rps else None
+        self.bandwidth = TokenBucket(bwlimit, clock=clock, sleep=sleep) if bwlimit else None
+
+    def _call(self, fn: Callable[[], T], sent: int = 0) -> T:
+        if self.requests:
+            self.requests.take(1)
+        if self.bandwidth and sent:
+            self.bandwidth.take(sent)
+        self.concurrency.acquire()
+        throttled = False
+        try:
+            return fn()
+        except Retryable:
+            throttled = True
+            raise
+        finally:
+            self.concurrency.release(throttled)
+
+    def check(self, container: str) -> None:
+        self._call(lambda: self.inner.check(container))
+
+    def create_container(self, container: str) -> None:
+        self._call(lambda: self.inner.create_container(container))
+
+    def list_objects(
+        self, container: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        # Pages are fetched lazily inside the iterator: only the rate bucket applies.
+        if self.requests:
+            self.requests.take(1)
+        return self.inner.list_objects(container, prefix, start_after)
+
+    def head(self, container: str, key: str) -> ObjectInfo:
+        return self._call(lambda: self.inner.head(container, key))
+
+    def open_range(
+        self,
+        container: str,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ReadStream:
+        return self._call(
+            lambda: self.inner.open_range(
+                container, key, start, end, if_match=if_match, version_id=version_id
+            )
+        )
+
+    def put_object(
+        self,
+        container: str,
+        key: str,
+        body: BinaryIO,
+        length: int,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+    ) -> WriteResult:
+        return self._call(
+            lambda: self.inner.put_object(container, key, body, length, attrs, checksums), length
+        )
+
+    def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
+        return self._call(lambda: self.inner.create_multipart(container, key, attrs))
+
+    def upload_part(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+        checksums: Mapping[str, str],
+    ) -> PartResult:
+        return self._call(
+            lambda: self.inner.upload_part(
+                container, key, upload_id, part_number, body, length, checksums
+            ),
+            length,
+        )
+
+    def complete_multipart(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartResult],
+        attrs: WriteAttrs | None = None,
+    ) -> WriteResult:
+        return self._call(
+            lambda: self.inner.complete_multipart(container, key, upload_id, parts, attrs)
+        )
+
+    def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        self._call(lambda: self.inner.abort_multipart(container, key, upload_id))
+
+    def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
+        if self.requests:
+            self.requests.take(1)
+        return self.inner.list_multipart_uploads(container, prefix)
+
+    def list_parts(self, container: str, key: str, upload_id: str) -> Iterator[PartResult]:
+        if self.requests:
+            self.requests.take(1)
+        return self.inner.list_parts(container, key, upload_id)
+
+    def delete(self, container: str, key: str) -> None:
+        self._call(lambda: self.inner.delete(container, key))
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,75 @@
+"""Rate limits: bandwidth and request rate hold over time; concurrency halves when the
+store throttles and grows back after successes. A fake clock: no test sleeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.executor import TransferConfig
+from migrate.limits import AdaptiveLimit, TokenBucket
+from tests.helpers import body
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_bandwidth_bucket_holds_the_long_run_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1_000_000, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        bucket.take(500_000)  # 5 MB at 1 MB/s: the first second's burst is free
+    assert clock.now == pytest.approx(4.0)
+
+
+def test_concurrency_halves_on_throttling_and_recovers() -> None:
+    limit = AdaptiveLimit(8, grow_after=5)
+    for _ in range(3):
+        limit.acquire()
+        limit.release(throttled=True)
+    assert limit.limit == 1 and limit.lowest == 1 and limit.throttled == 3
+    for _ in range(5 * 7):
+        limit.acquire()
+        limit.release(throttled=False)
+    assert limit.limit == 8
+
+
+def test_a_phase_with_bwlimit_takes_as_long_as_its_bytes_need(env_for: Any) -> None:
+    env = env_for("local", "s3")
+    data = {f"k/{i}": (body(i, 200_000), "application/octet-stream", {}, False)
+            for i in range(10)}  # fmt: skip
+    env.seed(data)
+    plan = env.plan()
+    from migrate.executor import run_phase
+    from migrate.ledger import Ledger
+
+    clock = FakeClock()
+    with Ledger(env.state) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, env.source, env.destination,
+                            config=TransferConfig(concurrency=2, bwlimit=500_000),
+                            sleep=clock.sleep)  # fmt: skip
+    assert summary.copied == 10
+    # 2 MB at 0.5 MB/s, less the first second's burst: at least 3 s of waiting.
+    assert sum(clock.slept) >= 3.0
+
+
+@pytest.fixture
+def env_for(site_for: Any, tmp_path: Path) -> Any:
+    from tests.test_executor import Env
+
+    def make(source: str, destination: str) -> Env:
+        return Env(site_for(source), site_for(destination), tmp_path)
+
+    return make
