@@ -16,6 +16,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from typer.exceptions import TyperException
 
 from migrate import render
@@ -28,7 +34,8 @@ from migrate.errors import (
     redact,
 )
 from migrate.executor import Subscriber, TransferConfig, run_phase
-from migrate.inventory import Progress, run_inventory
+from migrate.inventory import Progress as ListingProgress
+from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
 from migrate.plan import load_plan, save_plan
 from migrate.policy import POLICIES, evaluate, evaluate_all
@@ -148,7 +155,7 @@ def inventory(
         render.print_inventory(console, summary)
 
 
-def _progress_printer(quiet: bool) -> Progress:
+def _progress_printer(quiet: bool) -> ListingProgress:
     """One line per few seconds on stderr: terminals and logs alike can follow it."""
     last = [0.0]
     err = Console(stderr=True)
@@ -344,11 +351,13 @@ PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml)."
 
 
 class _ProgressSubscriber(Subscriber):
-    """Progress on stderr: a rich bar on a terminal, one line per interval otherwise."""
+    """Progress on stderr: rich bars (bytes, objects, rate, ETA) on a terminal, one line per
+    interval otherwise, nothing with --json."""
 
     def __init__(self, quiet: bool) -> None:
         self._err = Console(stderr=True)
         self._quiet = quiet
+        self._bars = not quiet and self._err.is_terminal
         self._lock = threading.Lock()
         self._bytes = 0
         self._objects = 0
@@ -356,23 +365,47 @@ class _ProgressSubscriber(Subscriber):
         self._total_bytes = 0
         self._last = 0.0
         self._start = time.monotonic()
+        self._progress: Progress | None = None
+
+    def __enter__(self) -> _ProgressSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
     def on_start(self, objects: int, size: int) -> None:
         self._total_objects, self._total_bytes = objects, size
+        if self._bars:
+            self._progress = Progress(
+                TextColumn("{task.description:>8}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                TextColumn("{task.fields[unit]}"),
+                TimeRemainingColumn(),
+                console=self._err,
+            )
+            self._bytes_task = self._progress.add_task("bytes", total=size, unit="bytes")
+            self._objects_task = self._progress.add_task("objects", total=objects, unit="")
+            self._progress.start()
 
     def on_bytes(self, n: int) -> None:
         with self._lock:
             self._bytes += n
+        if self._progress is not None:
+            self._progress.advance(self._bytes_task, n)
         self._tick()
 
     def on_object(self, key: str, state: str) -> None:
         with self._lock:
             self._objects += 1
+        if self._progress is not None:
+            self._progress.advance(self._objects_task, 1)
         self._tick()
 
-    def _tick(self, force: bool = False) -> None:
+    def _tick(self) -> None:
         now = time.monotonic()
-        if self._quiet or (not force and now - self._last < 2):
+        if self._quiet or self._bars or now - self._last < 5:
             return
         self._last = now
         rate = self._bytes / max(now - self._start, 1e-6)
@@ -430,21 +463,22 @@ def run(
             else:
                 render.print_dry_run(console, report)
             return
-        summary = run_phase(
-            session.plan,
-            phase,
-            session.ledger,
-            session.source,
-            session.destination,
-            config=TransferConfig(
-                concurrency=concurrency,
-                part_size=part_size_mib * 1024**2,
-                bwlimit=parse_bandwidth(bwlimit) if bwlimit else None,
-                max_rps=max_rps,
-            ),
-            subscriber=_ProgressSubscriber(json_out),
-            force_reason=reason if force else None,
-        )
+        with _ProgressSubscriber(json_out) as progress:
+            summary = run_phase(
+                session.plan,
+                phase,
+                session.ledger,
+                session.source,
+                session.destination,
+                config=TransferConfig(
+                    concurrency=concurrency,
+                    part_size=part_size_mib * 1024**2,
+                    bwlimit=parse_bandwidth(bwlimit) if bwlimit else None,
+                    max_rps=max_rps,
+                ),
+                subscriber=progress,
+                force_reason=reason if force else None,
+            )
     if json_out:
         _out(True, summary)
     else:
