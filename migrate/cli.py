@@ -218,6 +218,9 @@ def plan(
         inputs = plan_inputs(
             ledger, source, limits=destination_limits(config.site(destination), catalog)
         )
+    from migrate.replication import read_plan_replication
+
+    replication = read_plan_replication(config, source, destination, inputs)
     made = make_plan(
         name=out.stem,
         config=config,
@@ -232,6 +235,7 @@ def plan(
         wave_cap_bytes=wave_cap_gib * 1024**3,
         inventory_run=inputs.inventory_run,
         include_decommission=decommission,
+        replication=replication,
     )
     save_plan(made, out)
     if json_out:

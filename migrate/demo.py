@@ -38,6 +38,7 @@ from migrate.planner import (
     parse_bandwidth,
     plan_inputs,
 )
+from migrate.replication import read_plan_replication
 from migrate.report import build_report, write_report
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -292,6 +293,7 @@ def _plan_run_verify_report(
         inputs = plan_inputs(
             ledger, source, limits=destination_limits(config.site(destination), catalog)
         )
+    replication = read_plan_replication(config, source, destination, inputs)
     plan = make_plan(
         name="hdh-demo",
         config=config,
@@ -304,6 +306,7 @@ def _plan_run_verify_report(
         bandwidth_bytes_per_second=parse_bandwidth("1Gbit/s"),
         pilot_share=0.05,
         inventory_run=inputs.inventory_run,
+        replication=replication,
     )
     plan_path = workdir / "plans" / "hdh-demo.yaml"
     save_plan(plan, plan_path)

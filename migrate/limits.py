@@ -17,6 +17,7 @@ from providers.base import (
     ObjectInfo,
     PartResult,
     ReadStream,
+    Replication,
     StoreAdapter,
     UploadInfo,
     WriteAttrs,
@@ -224,6 +225,9 @@ class LimitedAdapter:
 
     def delete(self, container: str, key: str) -> None:
         self._call(lambda: self.inner.delete(container, key))
+
+    def replication(self, container: str) -> Replication:
+        return self._call(lambda: self.inner.replication(container))
 
     def close(self) -> None:
         self.inner.close()

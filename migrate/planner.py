@@ -27,6 +27,13 @@ How the plan is shaped (each choice is visible in the plan itself):
 - Metadata S3 cannot carry (over 2 KB, or names/values that are not header-safe) is a
   blocking finding under every policy: the executor copies metadata as it is, so the
   destination would refuse those writes; rename or trim it at the source first.
+- Replication (read beforehand by `migrate.replication`, passed in): a copy the source or
+  the destination makes by itself (S3 bucket replication, Azure geo-redundancy) to a region
+  whose catalog country is outside the policy's region rules is REPLICATION_OUTSIDE_POLICY,
+  blocking; for a source whose own region already fails those rules it is a warning, like
+  the source's verdict (those copies are part of what is being left). A target whose region
+  or country is unknown, or settings the API could not give, is REPLICATION_UNKNOWN
+  (warning).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import hashlib
 import ipaddress
 import math
 import re
+from collections.abc import Mapping as MappingOf
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -62,7 +70,8 @@ from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
 from migrate.routing import endpoint_host, is_global_endpoint, is_loopback
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
-from providers.catalog import Catalog
+from providers.base import Replication, ReplicationTarget
+from providers.catalog import Catalog, country_name, in_eu_eea
 
 __all__ = [
     "DEFAULT_WAVE_CAP",
@@ -76,6 +85,7 @@ __all__ = [
     "approve_plan",
     "bucket_name_for",
     "check_approved",
+    "destination_buckets",
     "destination_limits",
     "make_plan",
     "parse_bandwidth",
@@ -355,6 +365,11 @@ def _bucket_names(prefix: str, containers: Sequence[str]) -> dict[str, tuple[str
     return names
 
 
+def destination_buckets(prefix: str, containers: Sequence[str]) -> list[str]:
+    """The destination buckets make_plan maps these containers to (distinct, sorted)."""
+    return sorted({name for name, _ in _bucket_names(prefix, containers).values()})
+
+
 # -- estimates ---------------------------------------------------------------------------------
 
 
@@ -522,6 +537,104 @@ def _runner_finding(config: SitesConfig, verdict: Verdict, policy: str) -> list[
             '(runner = { location = "FR" })',
         )
     ]
+
+
+def _in_scope(country: str, scope: str) -> bool:
+    return in_eu_eea(country) if scope == "EU/EEA" else country.upper() == scope.upper()
+
+
+def _target_country(target: ReplicationTarget, site: Site, catalog: Catalog) -> str | None:
+    if target.region is None:
+        return None
+    region = catalog.region(site.provider, target.region)
+    return region.country.value if region is not None else None
+
+
+def _replication_findings(
+    replication: MappingOf[str, Replication],
+    sites: Sequence[tuple[str, Site, Verdict]],
+    policy: str,
+    catalog: Catalog,
+) -> list[Finding]:
+    """Copies the sites make by themselves, judged by the policy's region rules against the
+    catalog's country of each target region (see the module doc)."""
+    region_rules = [r for r in get_policy(policy).rules if r.kind == "region-country"]
+    scopes = [r.arg for r in region_rules] or ["EU/EEA"]
+    # The narrowest scope names the area (fr-health: France, which is in the EU/EEA).
+    narrow = [country_name(s) for s in scopes if s != "EU/EEA"]
+    where = " and ".join(narrow) if narrow else "the EU/EEA"
+    out: list[Finding] = []
+    for role, site, verdict in sites:
+        answer = replication.get(role)
+        if answer is None:
+            continue
+        label = role  # the adapters' texts name the site
+        for target in answer.targets:
+            country = _target_country(target, site, catalog)
+            if country is not None and all(_in_scope(country, s) for s in scopes):
+                continue
+            if country is None:
+                why = (
+                    "its region is not known"
+                    if target.region is None
+                    else f"region {target.region} of {site.provider} is not in the catalog, or "
+                    "its country is unknown"
+                )
+                out.append(
+                    Finding(
+                        code="REPLICATION_UNKNOWN",
+                        severity=Severity.WARNING,
+                        message=f"{label}: {target.description}; {why}, so it cannot be "
+                        f"checked against policy {policy}",
+                        action=f"check in the provider's console that this copy stays in {where}"
+                        "; or add the region with its country (and a source) in a catalog "
+                        "file, then plan again",
+                    )
+                )
+                continue
+            # A source outside the policy's area already: its copies are what is being left.
+            leaving = role == "source" and any(
+                r.outcome == "FAIL" and r.rule in {rule.id for rule in region_rules}
+                for r in verdict.reasons
+            )
+            fix = (
+                "switch the account's redundancy to one that keeps every copy in the primary "
+                "region (LRS or ZRS)"
+                if target.kind == "geo-redundancy"
+                else "remove or redirect that replication rule"
+            )
+            out.append(
+                Finding(
+                    code="REPLICATION_OUTSIDE_POLICY",
+                    severity=Severity.WARNING if leaving else Severity.BLOCKING,
+                    message=f"{label}: {target.description}; {target.region} is in "
+                    f"{country_name(country)} ({country}), outside {where} (policy {policy})",
+                    action=(
+                        f"the source's own region is outside {where} too: these copies are "
+                        "part of what is being left; delete them with the source when it is "
+                        "decommissioned"
+                        if leaving
+                        else f"{fix}, then plan again"
+                        + (
+                            "; copies already made there stay until deleted"
+                            if role == "source"
+                            else ""
+                        )
+                    ),
+                )
+            )
+        if not answer.known:
+            out.append(
+                Finding(
+                    code="REPLICATION_UNKNOWN",
+                    severity=Severity.WARNING,
+                    message=f"{label}: {answer.detail}",
+                    action=f"check the {role}'s replication and geo-redundancy settings in the "
+                    f"provider's console (no copy may leave {where}), or let the credentials "
+                    "read them and plan again",
+                )
+            )
+    return out
 
 
 @dataclass
@@ -706,10 +819,13 @@ def make_plan(
     include_decommission: bool = False,
     part_size: int | None = None,
     pilot_cover: int = 1,
+    replication: MappingOf[str, Replication] | None = None,
 ) -> Plan:
     """The plan to move `source`'s inventory (`datasets`, from `plan_inputs` measured with
     `destination_limits(destination)`) to `destination` under `policy`, with its digest.
-    Pure: reads no file, clock or network. Raises PlanError or ConfigError on bad input."""
+    `replication` maps "source" / "destination" to what `migrate.replication` read of that
+    site (a role left out was not read, and gives no finding). Pure: reads no file, clock
+    or network. Raises PlanError or ConfigError on bad input."""
     if source == destination:
         raise PlanError(f"source and destination are the same site ({source})")
     if not bandwidth_bytes_per_second > 0:
@@ -738,6 +854,12 @@ def make_plan(
     findings += _verdict_findings("destination", dst, dst_verdict, policy)
     findings += _verdict_findings("source", src, src_verdict, policy)
     findings += _runner_finding(config, runner, policy)
+    findings += _replication_findings(
+        replication or {},
+        (("source", src, src_verdict), ("destination", dst, dst_verdict)),
+        policy,
+        catalog,
+    )
     if "destination" not in dst_provider.roles:
         findings.append(
             Finding(

@@ -121,6 +121,8 @@ from providers.base import (
     ObjectInfo,
     PartResult,
     ReadStream,
+    Replication,
+    ReplicationTarget,
     RequestGuard,
     UploadInfo,
     WriteAttrs,
@@ -142,6 +144,40 @@ _ARCHIVE = "Archive"
 _NETWORK_ERRORS = (AzureError, requests.RequestException, Urllib3Error, OSError)
 _CONNECT_FAILURES = (NewConnectionError, NameResolutionError, ConnectTimeoutError)
 _RETRYABLE_CODES = {"ServerBusy", "OperationTimedOut", "InternalError", "TooManyRequests"}
+# 403 codes that mean "these credentials may not do this call", not "wrong credentials".
+_PERMISSION_CODES = {
+    "AuthorizationPermissionMismatch",
+    "AuthorizationResourceTypeMismatch",
+    "AuthorizationServiceMismatch",
+    "AuthorizationProtocolMismatch",
+    "AuthorizationSourceIPMismatch",
+}
+
+# A geo-redundant account (GRS, RA-GRS, GZRS, RA-GZRS) keeps its secondary copy in the region
+# paired with its primary: "The paired secondary region is determined based on the primary
+# region, and can't be changed" (Microsoft, articles/storage/common/storage-redundancy.md in
+# MicrosoftDocs/azure-docs, ms.date 2023-07-17). The pairs below are the European rows of
+# "Azure regional pairs" (https://learn.microsoft.com/azure/reliability/cross-region-replication-azure,
+# MicrosoftDocs/azure-docs articles/reliability/cross-region-replication-azure.md, ms.date
+# 2022-12-12, read 2026-11-23), each row two-way. Region codes are the display names in lower
+# case without spaces. A region missing here (e.g. the unpaired Poland Central, Italy North)
+# has an unknown secondary: the plan says so rather than guessing.
+AZURE_REGION_PAIRS: dict[str, str] = {
+    "northeurope": "westeurope",
+    "westeurope": "northeurope",
+    "francecentral": "francesouth",
+    "francesouth": "francecentral",
+    "germanywestcentral": "germanynorth",
+    "germanynorth": "germanywestcentral",
+    "norwayeast": "norwaywest",
+    "norwaywest": "norwayeast",
+    "swedencentral": "swedensouth",
+    "swedensouth": "swedencentral",
+    "switzerlandnorth": "switzerlandwest",
+    "switzerlandwest": "switzerlandnorth",
+    "uksouth": "ukwest",
+    "ukwest": "uksouth",
+}
 
 
 @dataclass(frozen=True)
@@ -354,6 +390,7 @@ class AzureAdapter:
 
     def __init__(self, site: Site, *, guard: RequestGuard | None = None) -> None:
         self.site_name = site.name
+        self._region = site.region  # declared: an Azure hostname does not say it
         self.capabilities = Capabilities(
             native_checksums=("md5",),
             verifies_checksums=("md5",),
@@ -370,6 +407,7 @@ class AzureAdapter:
             max_key_bytes=1024,
         )
         target = _target(site)
+        self._account = target.account
         adapter = _GuardedHTTPAdapter(guard)
         self._sdk_session = _configure(requests.Session(), adapter, site.proxy)
         if target.sas:
@@ -772,6 +810,57 @@ class AzureAdapter:
             self._fail(exc, f"delete {container}/{key}")
         except _NETWORK_ERRORS as exc:
             self._fail(exc, f"delete {container}/{key}")
+
+    def replication(self, container: str) -> Replication:
+        """The account's redundancy (Get Account Information on the container, which a
+        container-scoped SAS may call): LRS and ZRS keep every copy in the primary region;
+        GRS, RA-GRS, GZRS and RA-GZRS keep one in the secondary region, the pair of the
+        site's declared region (AZURE_REGION_PAIRS; None where the pair is not listed).
+        Not visible here: object replication policies, which live in the management API.
+        A refusal of this one call (permission, unsupported) gives known=False."""
+        where = f"{self.site_name}: account {self._account}"
+        try:
+            info = self._container(container).get_account_information()
+        except HttpResponseError as exc:
+            code = _error_code(exc)
+            if exc.status_code is None:
+                self._fail(exc, f"account information ({container})")
+            error = _from_status(where, exc.status_code, code, True, str(exc.message or ""))
+            fatal = isinstance(error, CredentialsRejected | NotFound)
+            if fatal and code not in _PERMISSION_CODES:
+                raise error from None
+            why = (
+                f"the credentials may not read it ({code})"
+                if code in _PERMISSION_CODES
+                else f"the service answered HTTP {exc.status_code}" + (f" ({code})" if code else "")
+            )
+            return Replication(known=False, detail=f"{where}: redundancy not readable: {why}")
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"account information ({container})")
+        sku = _enum_value(info.get("sku_name")) or ""
+        redundancy = sku.rsplit("_", 1)[-1].upper()  # Standard_RAGRS -> RAGRS
+        if redundancy.endswith(("GRS", "GZRS")):
+            region = self._region
+            pair = AZURE_REGION_PAIRS.get(region.lower()) if region else None
+            if pair:
+                text = f"the paired region {pair}"
+            elif region:
+                text = f"the region paired with {region}, which migrate's pair table lacks"
+            else:
+                text = "the region paired with its own, unknown: the site declares no region"
+            target = ReplicationTarget(
+                kind="geo-redundancy",
+                region=pair,
+                description=f"{where} ({sku}) keeps a geo-redundant copy of every container "
+                f"in {text}",
+            )
+            return Replication(targets=(target,), detail=f"{where}: {sku}")
+        if redundancy in ("LRS", "ZRS"):
+            return Replication(detail=f"{where}: {sku}, every copy in the primary region")
+        return Replication(
+            known=False,
+            detail=f"{where}: redundancy {sku or 'not reported'} is not one migrate knows",
+        )
 
     def close(self) -> None:
         self._service.close()

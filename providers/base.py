@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 
@@ -116,6 +116,29 @@ class Capabilities:
     # False where a key cannot also be a prefix of other keys ("a" beside "a/b"): a
     # directory tree cannot hold both; such a write fails with Unsupported.
     key_may_be_prefix: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationTarget:
+    """One place a store copies a container's data to by itself, outside the copy migrate
+    makes: an S3 replication rule's destination bucket, an Azure account's geo-secondary."""
+
+    kind: Literal["bucket-replication", "geo-redundancy"]
+    region: str | None  # the provider's region code; None: the API does not say
+    description: str  # for the plan's finding: which rule, which bucket or account
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """What copies of a container the store makes elsewhere, as far as its API says.
+
+    known=False: the API could not say (not implemented, not permitted, not readable);
+    `targets` is then what was learnt before that, and `detail` says why and what to
+    check. known=True with no targets: the API says there is no such copy."""
+
+    targets: tuple[ReplicationTarget, ...] = ()
+    known: bool = True
+    detail: str = ""
 
 
 class ReadStream(Protocol):
@@ -227,6 +250,14 @@ class StoreAdapter(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+    def replication(self, container: str) -> Replication:
+        """What copies of this container the store makes elsewhere, as far as its API says
+        (S3 bucket replication rules, Azure geo-redundancy); known=False where it cannot
+        say. One or two cheap requests, through the same client (and RequestGuard) as
+        every other call. Raises CredentialsRejected or EndpointUnreachable like `check`,
+        and NotFound for a missing container where the store checks that."""
         ...
 
 

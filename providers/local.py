@@ -35,6 +35,7 @@ from providers.base import (
     ObjectInfo,
     PartResult,
     ReadStream,
+    Replication,
     UploadInfo,
     WriteAttrs,
     WriteResult,
@@ -435,6 +436,11 @@ class LocalAdapter:
         while parent != cdir and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
             parent = parent.parent
+
+    def replication(self, container: str) -> Replication:
+        """A directory makes no copy elsewhere that migrate could see (a backup or a
+        replicated filesystem underneath is the operator's to declare)."""
+        return Replication(detail=f"{self.site_name}: a local directory, no replication")
 
     def close(self) -> None:
         pass

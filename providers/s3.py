@@ -48,6 +48,7 @@ from migrate.errors import (
     NotFound,
     Permanent,
     Retryable,
+    RouteRefused,
     SourceChanged,
     Unsupported,
 )
@@ -57,6 +58,8 @@ from providers.base import (
     ObjectInfo,
     PartResult,
     ReadStream,
+    Replication,
+    ReplicationTarget,
     RequestGuard,
     UploadInfo,
     WriteAttrs,
@@ -126,10 +129,25 @@ _SDK_ERRORS: tuple[type[Exception], ...] = (
 )
 _CALL_ERRORS: tuple[type[Exception], ...] = (bce.ClientError, *_SDK_ERRORS)
 _REDIRECT_CODES = {"PermanentRedirect", "TemporaryRedirect", "Redirect", "301", "302", "307"}
+# arn:partition:service:region:account:resource. An S3 bucket ARN leaves the region empty;
+# S3 on Outposts names it (resource: outpost/<id>/bucket/<name>).
+_ARN = re.compile(r"^arn:[^:]*:[^:]*:(?P<region>[^:]*):[^:]*:(?P<resource>.+)$")
+# Answers that mean "this call cannot tell", not "the site is unusable".
+_FATAL_FOR_REPLICATION = (CredentialsRejected, NotFound, EndpointUnreachable, ConfigError)
 
 
 def _unquote(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
+
+
+def _bucket_of_arn(arn: str) -> tuple[str, str | None]:
+    """(bucket name, region named by the ARN or None) of a replication destination."""
+    match = _ARN.match(arn)
+    if match is None:
+        return arn, None
+    resource = match["resource"]
+    bucket = resource.rsplit("bucket/", 1)[-1] if "bucket/" in resource else resource
+    return bucket, match["region"] or None
 
 
 def _b64_to_hex(value: str) -> str | None:
@@ -835,6 +853,77 @@ class S3Adapter:
             if not page.get("IsTruncated"):
                 return
             kwargs["PartNumberMarker"] = page.get("NextPartNumberMarker", 0)
+
+    def replication(self, container: str) -> Replication:
+        """The bucket's replication rules (GetBucketReplication): each enabled rule's
+        destination bucket is a target. Its region is the ARN's where the ARN names one,
+        else the `x-amz-bucket-region` header of a HEAD on that bucket sent to this site's
+        own endpoint (AWS sends the header with a 301 or 403 too; nothing is followed).
+
+        ReplicationConfigurationNotFoundError: no replication (known). AccessDenied,
+        NotImplemented or any other refusal of this one call: known=False, with the reason.
+        Replication set up outside the S3 API (a self-hosted store's own sync, Ceph
+        multisite zones) is not visible here."""
+        where = self._where(container, None)
+        try:
+            answer = self._client.get_bucket_replication(Bucket=container)
+        except bce.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "ReplicationConfigurationNotFoundError":
+                return Replication(detail=f"{where}: no bucket replication configured")
+            error = self._map_error(exc, container)
+            if code != "AccessDenied" and isinstance(error, _FATAL_FOR_REPLICATION):
+                raise error from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            why = (
+                "the credentials may not read it (s3:GetReplicationConfiguration)"
+                if code == "AccessDenied"
+                else f"the store answered {code or 'an error'} (HTTP {status})"
+            )
+            return Replication(
+                known=False, detail=f"{where}: replication settings not readable: {why}"
+            )
+        except _SDK_ERRORS as exc:
+            raise self._map_error(exc, container) from None
+        targets: list[ReplicationTarget] = []
+        regions: dict[str, str | None] = {}
+        for rule in answer.get("ReplicationConfiguration", {}).get("Rules", []):
+            if rule.get("Status") != "Enabled":
+                continue
+            destination: Mapping[str, Any] = rule.get("Destination", {})
+            arn = str(destination.get("Bucket", ""))
+            bucket, region = _bucket_of_arn(arn)
+            if region is None and bucket:
+                if bucket not in regions:
+                    regions[bucket] = self._bucket_region(bucket)
+                region = regions[bucket]
+            name = rule.get("ID") or f"priority {rule.get('Priority', '?')}"
+            account = destination.get("Account")
+            targets.append(
+                ReplicationTarget(
+                    kind="bucket-replication",
+                    region=region,
+                    description=f"{where}: replication rule {name!r} copies objects to bucket "
+                    f"{bucket or arn!r}" + (f" of account {account}" if account else ""),
+                )
+            )
+        detail = f"{where}: {len(targets)} enabled replication rule(s)"
+        return Replication(targets=tuple(targets), detail=detail)
+
+    def _bucket_region(self, bucket: str) -> str | None:
+        """The region S3 says a bucket is in, from one HEAD to this site's endpoint; None
+        when the answer does not say (or the routing guard refuses the bucket's host)."""
+        try:
+            answer: Mapping[str, Any] = self._client.head_bucket(Bucket=bucket)
+        except bce.ClientError as exc:
+            answer = exc.response
+        except RouteRefused:
+            return None
+        except _SDK_ERRORS as exc:
+            raise self._map_error(exc, bucket) from None
+        headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region")
+        return str(region) if region else None
 
     def delete(self, container: str, key: str) -> None:
         # S3 answers 204 for an absent key too; a NotFound here means the bucket is gone.

@@ -1,0 +1,74 @@
+"""Read, before planning, the copies the source and destination make by themselves (S3
+bucket replication, Azure geo-redundancy): the planner (pure) judges them against the
+policy (see migrate/planner.py).
+
+Guarantees: each container is asked once, through the site's own adapter and endpoint; a
+container that does not exist yet (a destination bucket the run will create) has nothing
+to replicate and is skipped; CredentialsRejected and EndpointUnreachable propagate (a plan
+needs reachable sites anyway); the adapters are closed before returning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from migrate.errors import NotFound
+from migrate.planner import PlanInputs, destination_buckets
+from migrate.sites import Site, SitesConfig
+from providers.base import Replication, ReplicationTarget, StoreAdapter
+from providers.factory import build_adapter
+
+__all__ = ["read_plan_replication", "read_replication"]
+
+_DETAILS = 3  # reasons shown when several containers could not be read
+
+
+def read_replication(adapter: StoreAdapter, containers: Iterable[str]) -> Replication:
+    """The containers' answers merged: every distinct target (in container order), known
+    only when every answer was, and the reasons of the unknown ones. Missing containers
+    (NotFound) are skipped."""
+    targets: list[ReplicationTarget] = []
+    unknown: list[str] = []
+    read = 0
+    for container in sorted(set(containers)):
+        try:
+            answer = adapter.replication(container)
+        except NotFound:
+            continue  # created by the run later: nothing stored, nothing replicated yet
+        read += 1
+        targets.extend(t for t in answer.targets if t not in targets)
+        if not answer.known and answer.detail not in unknown:
+            unknown.append(answer.detail)
+    if unknown:
+        more = len(unknown) - _DETAILS
+        detail = "; ".join(unknown[:_DETAILS]) + (f"; and {more} more" if more > 0 else "")
+        return Replication(targets=tuple(targets), known=False, detail=detail)
+    return Replication(
+        targets=tuple(targets), detail=f"{adapter.site_name}: {read} container(s) read"
+    )
+
+
+def read_plan_replication(
+    config: SitesConfig,
+    source: str,
+    destination: str,
+    inputs: PlanInputs,
+    *,
+    build: Callable[[Site], StoreAdapter] = build_adapter,
+) -> dict[str, Replication]:
+    """What make_plan's `replication` takes: the source's inventoried containers and the
+    destination buckets the plan will map them to (those that exist)."""
+    src, dst = config.site(source), config.site(destination)
+    containers = sorted({d.container for d in inputs.datasets})
+    wanted = {
+        "source": (src, containers),
+        "destination": (dst, destination_buckets(dst.bucket_prefix, containers)),
+    }
+    out: dict[str, Replication] = {}
+    for role, (site, names) in wanted.items():
+        adapter = build(site)
+        try:
+            out[role] = read_replication(adapter, names)
+        finally:
+            adapter.close()
+    return out
