@@ -44,3 +44,10 @@ test: install browser lint typecheck
 
 clean:
 	rm -rf $(VENV) tools/azurite/node_modules .demo .pytest_cache .mypy_cache .ruff_cache
+
+# `make bench`: migrate against rclone on local SeaweedFS/Azurite, same data, same run
+# (about 15 minutes). BENCH_ARGS=--quick for a small run; see `python -m bench.run --help`.
+.PHONY: bench
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

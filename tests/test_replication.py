@@ -266,10 +266,9 @@ def test_azurite_geo_redundancy_goes_to_the_paired_region(
     assert guard.seen[-1] == ("GET", f"{azurite_server.endpoint}/{container}")
 
     fr_health = {"source": answer, "destination": Replication()}
-    # The built-in catalog does not list francesouth: its country is unknown -> a warning.
+    # The catalog places francesouth in France: the copy stays within fr-health.
     plan = plan_with(azure_site, CHU, fr_health, load_catalog(), policy="fr-health")
-    assert replication_findings(plan) == [("REPLICATION_UNKNOWN", Severity.WARNING)]
-    # With francesouth in France, the copy stays within fr-health: no finding.
+    assert replication_findings(plan) == []
     catalog = catalog_with(tmp_path, FRANCE_SOUTH)
     assert replication_findings(plan_with(azure_site, CHU, fr_health, catalog, "fr-health")) == []
     # Were the pair outside the EU, the plan could not be approved.
@@ -530,8 +529,8 @@ credentials = {{ access_key_env = "{AWS_KEY_ENV}", secret_key_env = "{AWS_SECRET
     args = ["plan", "--from", "az", "--to", "chu", "-o", str(out), "--sites", str(sites)]
     assert main([*args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["blocking"] == 0
-    codes = [(f.code, f.severity) for f in load_plan(out).findings]
-    assert ("REPLICATION_UNKNOWN", Severity.WARNING) in codes  # francesouth: not in the catalog
+    codes = {f.code for f in load_plan(out).findings}
+    assert not codes & {"REPLICATION_UNKNOWN", "REPLICATION_OUTSIDE_POLICY"}  # francesouth: FR
 
     sites = sites_file('"elsewhere.yaml"')
     assert main([*args, "--json"]) == 0
