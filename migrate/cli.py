@@ -218,9 +218,10 @@ def plan(
         inputs = plan_inputs(
             ledger, source, limits=destination_limits(config.site(destination), catalog)
         )
-    from migrate.replication import read_plan_replication
+    from migrate.replication import read_plan_replication, used_destination_buckets
 
     replication = read_plan_replication(config, source, destination, inputs)
+    used = used_destination_buckets(config, destination, inputs)
     made = make_plan(
         name=out.stem,
         config=config,
@@ -236,6 +237,7 @@ def plan(
         inventory_run=inputs.inventory_run,
         include_decommission=decommission,
         replication=replication,
+        used_buckets=used,
     )
     save_plan(made, out)
     if json_out:

@@ -820,12 +820,14 @@ def make_plan(
     part_size: int | None = None,
     pilot_cover: int = 1,
     replication: MappingOf[str, Replication] | None = None,
+    used_buckets: Sequence[str] = (),
 ) -> Plan:
     """The plan to move `source`'s inventory (`datasets`, from `plan_inputs` measured with
     `destination_limits(destination)`) to `destination` under `policy`, with its digest.
     `replication` maps "source" / "destination" to what `migrate.replication` read of that
-    site (a role left out was not read, and gives no finding). Pure: reads no file, clock
-    or network. Raises PlanError or ConfigError on bad input."""
+    site (a role left out was not read, and gives no finding). `used_buckets`: destination
+    buckets found already holding objects before the plan (read by the caller). Pure: reads
+    no file, clock or network. Raises PlanError or ConfigError on bad input."""
     if source == destination:
         raise PlanError(f"source and destination are the same site ({source})")
     if not bandwidth_bytes_per_second > 0:
@@ -860,6 +862,19 @@ def make_plan(
         policy,
         catalog,
     )
+    if used_buckets:
+        findings.append(
+            Finding(
+                code="DESTINATION_BUCKET_IN_USE",
+                severity=Severity.WARNING,
+                message=f"destination bucket(s) already hold objects: {', '.join(used_buckets)}; "
+                "objects of the same keys would be overwritten, others are reported as "
+                "unexpected by `migrate verify`",
+                action="use empty buckets (set `bucket_prefix` on the destination site), or "
+                "confirm these objects are an earlier run of this move",
+                datasets=tuple(used_buckets),
+            )
+        )
     if "destination" not in dst_provider.roles:
         findings.append(
             Finding(

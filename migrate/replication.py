@@ -1,6 +1,6 @@
-"""Read, before planning, the copies the source and destination make by themselves (S3
-bucket replication, Azure geo-redundancy): the planner (pure) judges them against the
-policy (see migrate/planner.py).
+"""Read, before planning, what the planner (pure) must know of the live sites: the copies
+the source and destination make by themselves (S3 bucket replication, Azure
+geo-redundancy), judged against the policy, and destination buckets already in use.
 
 Guarantees: each container is asked once, through the site's own adapter and endpoint; a
 container that does not exist yet (a destination bucket the run will create) has nothing
@@ -72,3 +72,28 @@ def read_plan_replication(
         finally:
             adapter.close()
     return out
+
+
+def used_destination_buckets(
+    config: SitesConfig,
+    destination: str,
+    inputs: PlanInputs,
+    *,
+    build: Callable[[Site], StoreAdapter] = build_adapter,
+) -> list[str]:
+    """The destination buckets the plan maps to that exist and already hold an object (one
+    listing request each, reading one key at most)."""
+    dst = config.site(destination)
+    containers = sorted({d.container for d in inputs.datasets})
+    adapter = build(dst)
+    used = []
+    try:
+        for bucket in destination_buckets(dst.bucket_prefix, containers):
+            try:
+                if next(iter(adapter.list_objects(bucket)), None) is not None:
+                    used.append(bucket)
+            except NotFound:
+                continue
+    finally:
+        adapter.close()
+    return used

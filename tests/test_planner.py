@@ -594,3 +594,23 @@ def test_a_global_endpoint_blocks_the_plan(estate: Estate, endpoint: str) -> Non
     finding = next(f for f in plan.findings if f.code == "GLOBAL_ENDPOINT")
     assert finding.severity.value == "blocking"
     assert endpoint.removeprefix("https://") in finding.message
+
+
+def test_a_destination_bucket_already_holding_objects_is_a_finding(estate: Estate) -> None:
+    from migrate.replication import used_destination_buckets
+
+    estate.seed()
+    estate.inventory()
+    config = estate.config_with(estate.dest_site)
+    with Ledger(estate.state) as ledger:
+        inputs = plan_inputs(ledger, estate.source_site.name)
+    assert used_destination_buckets(config, estate.dest_site.name, inputs) == []
+
+    bucket = sorted(f"p5-{c}" for c in estate.containers)[0]
+    estate.dest.create_container(bucket)
+    put(estate.dest, bucket, "someone-else.txt", b"not ours")
+    used = used_destination_buckets(config, estate.dest_site.name, inputs)
+    assert used == [bucket]
+    plan = estate.plan(used_buckets=used)
+    finding = next(f for f in plan.findings if f.code == "DESTINATION_BUCKET_IN_USE")
+    assert finding.severity.value == "warning" and finding.datasets == (bucket,)
