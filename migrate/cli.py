@@ -440,6 +440,13 @@ def run(
     max_rps: Annotated[
         float | None, typer.Option(help="Most requests per second to each endpoint.")
     ] = None,
+    delete_removed: Annotated[
+        bool,
+        typer.Option(
+            "--delete-removed",
+            help="delta/cutover: delete at the destination what was deleted at the source.",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="Start although a gate is not met.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force (recorded).")] = None,
     sites: SitesOpt = None,
@@ -447,7 +454,8 @@ def run(
     debug: DebugOpt = False,
 ) -> None:
     """Run one phase of an approved plan. Interrupted? The same command resumes: finished
-    objects are skipped and finished parts are not sent again.
+    objects are skipped and finished parts are not sent again. delta and cutover first
+    re-list the source; cutover then verifies and prints the switch-over checklist.
 
     Example: migrate run plans/hdh.yaml --phase pilot
     """
@@ -469,6 +477,16 @@ def run(
             else:
                 render.print_dry_run(console, report)
             return
+        delta = None
+        kind = session.plan.phase(phase).kind
+        if kind in ("delta", "cutover"):
+            from migrate.delta import prepare_delta, remove_deleted
+
+            delta = prepare_delta(config, session.plan, session.ledger, session.source)
+            if delete_removed and delta.deleted:
+                delta.removed = remove_deleted(session.plan, session.ledger, session.destination)
+            if not json_out:
+                render.print_delta(console, delta)
         with _ProgressSubscriber(json_out) as progress:
             summary = run_phase(
                 session.plan,
@@ -485,12 +503,30 @@ def run(
                 subscriber=progress,
                 force_reason=reason if force else None,
             )
+        passed, checklist = True, list(session.plan.phase(phase).checklist)
+        if kind == "cutover" and not summary.failed:
+            from migrate.verify import verify as do_verify
+
+            result = do_verify(
+                session.plan, session.ledger, session.source, session.destination,
+                phase=None, deep=False, sample=None, seed=0,
+            )  # fmt: skip
+            passed = result.passed
     if json_out:
-        _out(True, summary)
+        _out(True, {"summary": summary, "delta": delta} if delta else summary)
     else:
         render.print_phase_summary(console, summary)
+        if kind == "cutover":
+            state = "passed" if passed else "FAILED: do not switch over"
+            console.print(f"Verification of the whole plan: {state}", markup=False)
+            if passed:
+                console.print("Checklist for switching applications over:")
+                for n, step in enumerate(checklist, start=1):
+                    console.print(f"  {n}. {step}", markup=False)
     if summary.failed:
         raise typer.Exit(TransferError.exit_code)
+    if not passed:
+        raise typer.Exit(IntegrityError.exit_code)
 
 
 @app.command()

@@ -249,6 +249,15 @@ class PhaseState:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletedRow:
+    container: str
+    key: str
+    destination_bucket: str
+    destination_key: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class RouteUse:
     """One host contacted during a plan's runs: the route attestation."""
 
@@ -1268,6 +1277,36 @@ class Ledger:
                 (plan, limit),
             ).fetchall()
         return count, [_manifest_row(r, "none") for r in rows]
+
+    # -- delta -------------------------------------------------------------------------------
+
+    def deleted_at_source(self, plan: str, site: str, limit: int) -> tuple[int, list[DeletedRow]]:
+        """Copied objects the latest inventory of the source no longer has: how many, and
+        the first `limit` of them."""
+        where = (
+            "FROM transfers AS t JOIN objects AS o ON o.site = ? AND o.container = t.container "
+            "AND o.key = t.key WHERE t.plan = ? AND t.state = 'done' AND o.deleted_in IS NOT NULL"
+        )
+        with self._lock:
+            count = self._db.execute(f"SELECT COUNT(*) {where}", (site, plan)).fetchone()[0]
+            rows = [
+                DeletedRow(*r)
+                for r in self._db.execute(
+                    "SELECT t.container, t.key, t.destination_bucket, t.destination_key, t.size "
+                    f"{where} ORDER BY t.container, t.key LIMIT ?",
+                    (site, plan, limit),
+                )
+            ]
+        return int(count), rows
+
+    def transfer_removed(self, plan: str, container: str, key: str) -> None:
+        """The destination copy of an object deleted at the source was removed on request."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET state='removed', error='deleted at the source', "
+                "finished_at=? WHERE plan=? AND container=? AND key=?",
+                (_now(), plan, container, key),
+            )
 
 
 # -- verification: rows ------------------------------------------------------------------------

@@ -243,3 +243,19 @@ def print_plan(console: Console, plan: Plan) -> None:
             findings.add_row(f"[{style}]{f.severity}[/]", f.message, f"{f.objects:,}", f.action)
         console.print(findings)
     console.print("Hosts the run may contact: " + ", ".join(plan.allowlist), markup=False)
+
+
+def print_delta(console: Console, delta: Any) -> None:
+    console.print(
+        f"Source re-listed: {delta.added:,} added, {delta.changed:,} changed since the last "
+        f"inventory; {delta.deleted:,} copied objects were deleted at the source"
+        + (
+            f", {delta.removed:,} removed at the destination"
+            if delta.removed
+            else " (kept at the destination; --delete-removed removes them)"
+            if delta.deleted
+            else ""
+        )
+    )
+    for row in delta.deleted_examples[:20]:
+        console.print(f"  deleted at the source: {row.container}/{row.key}", markup=False)

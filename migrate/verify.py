@@ -340,6 +340,13 @@ class _Verifier:
     ) -> None:
         if not self.in_scope(row):
             return  # another phase's object: known, not this verification's business
+        if row.state == "removed":
+            # Deleted at the source, then at the destination on request (delta): it must be
+            # gone; if it is still there it is unexpected.
+            if obj is not None:
+                self.finding(row, "unexpected", "deleted at the source and removed by the "
+                             "delta, yet still at the destination")  # fmt: skip
+            return
         if row.state != "done":
             why = f": {row.error}" if row.error else ""
             self.finding(row, "not_done", f"transfer is {row.state}{why}")
