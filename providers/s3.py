@@ -370,7 +370,10 @@ def build_client(site: Site) -> S3Client:
     config = Config(
         region_name=region,
         signature_version=site.signature_version,
-        s3={"addressing_style": site.addressing},
+        # No SHA-256 of the payload for the signature: every write carries Content-MD5 (and
+        # SHA-256 where verified), which are signed headers the server checks against the
+        # body, so the body stays bound to the signature without hashing it once more.
+        s3={"addressing_style": site.addressing, "payload_signing_enabled": False},
         connect_timeout=5,
         read_timeout=60,
         # One retry at most: the project's own retry layer decides the rest.
