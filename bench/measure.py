@@ -1,0 +1,167 @@
+"""How one tool run is measured: a subprocess, its wall time, the CPU seconds of its whole
+process tree (from wait4, which counts waited-for descendants too), its peak RSS (each
+process's own high-water mark, VmHWM, polled every 50 ms and summed over the tree), and the
+CPU the local servers spent meanwhile (on 2 cores, client CPU is taken from the server).
+Also the machine's hashing limits, measured in this process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Measured:
+    returncode: int
+    wall: float
+    cpu_user: float
+    cpu_sys: float
+    peak_rss: int  # bytes
+    server_cpu: float  # CPU seconds of the local servers during the run
+    stdout: str
+    stderr: str
+
+    @property
+    def cpu(self) -> float:
+        return self.cpu_user + self.cpu_sys
+
+
+def _hwm(pid: int) -> int:
+    """The peak RSS of a process since its exec (VmHWM), in bytes; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+_SELF_CMDLINE = psutil.Process().cmdline()
+
+
+def _tree_peak(proc: psutil.Process, peaks: dict[int, int]) -> int:
+    """Each process's own high-water mark, summed over the tree: exact for one process
+    (what every tool here is), an upper bound for several. A child not yet past exec
+    still shows this process's memory (fork copies it, vfork shares it): not counted."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        procs = [proc]
+    for p in procs:
+        try:
+            if p.cmdline() == _SELF_CMDLINE:
+                continue
+        except psutil.Error:
+            continue
+        peaks[p.pid] = max(peaks.get(p.pid, 0), _hwm(p.pid))
+    return sum(peaks.values())
+
+
+def _cpu(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
+def server_processes() -> list[psutil.Process]:
+    """The servers this process started (weed, node for Azurite), with their children."""
+    me = psutil.Process()
+    return [p for p in me.children(recursive=True) if p.name() in ("weed", "node")]
+
+
+def run(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str],
+    logs: Path,
+    servers: Sequence[psutil.Process] = (),
+    timeout: float = 1800,
+) -> Measured:
+    """Run cmd to its end and measure it (see the module doc). Its stdout and stderr go to
+    files (`logs`.out, `logs`.err): a pipe nobody reads could stall it."""
+    server_before = _cpu(servers)
+    out_path, err_path = logs.with_suffix(".out"), logs.with_suffix(".err")
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        watched = psutil.Process(proc.pid)
+        peaks: dict[int, int] = {}
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            peak = max(peak, _tree_peak(watched, peaks))
+            if time.monotonic() - started > timeout:
+                proc.kill()
+            time.sleep(0.05)
+        wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(
+        returncode=proc.returncode,
+        wall=wall,
+        cpu_user=usage.ru_utime,
+        cpu_sys=usage.ru_stime,
+        # Not wait4's ru_maxrss: on Linux it includes this (parent) process's size at fork.
+        peak_rss=peak,
+        server_cpu=_cpu(servers) - server_before,
+        stdout=_head(out_path),
+        stderr=_head(err_path, tail=True),
+    )
+
+
+def combine(steps: Sequence[Measured]) -> Measured:
+    """Several commands run one after the other, as one: times and CPU add up, the peak
+    is the highest, the exit code is the first that is not 0."""
+    return Measured(
+        returncode=next((m.returncode for m in steps if m.returncode), 0),
+        wall=sum(m.wall for m in steps),
+        cpu_user=sum(m.cpu_user for m in steps),
+        cpu_sys=sum(m.cpu_sys for m in steps),
+        peak_rss=max((m.peak_rss for m in steps), default=0),
+        server_cpu=sum(m.server_cpu for m in steps),
+        stdout=steps[-1].stdout if steps else "",
+        stderr="\n".join(m.stderr for m in steps if m.stderr),
+    )
+
+
+def _head(path: Path, limit: int = 64 * 1024, tail: bool = False) -> str:
+    """The first (or last) `limit` bytes of a log: enough for a JSON line or an error."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if tail and size > limit:
+            f.seek(size - limit)
+        return f.read(limit).decode("utf-8", "replace")
+
+
+def hash_speeds(size: int = 256 * MiB, repeat: int = 3) -> dict[str, float]:
+    """Single-core hashing speed in bytes/s: the median of `repeat` passes over `size`."""
+    data = os.urandom(64 * MiB)
+    speeds: dict[str, float] = {}
+    for name in ("sha256", "md5"):
+        runs = []
+        for _ in range(repeat):
+            h = hashlib.new(name)
+            started = time.perf_counter()
+            for _ in range(size // len(data)):
+                h.update(data)
+            runs.append(size / (time.perf_counter() - started))
+        speeds[name] = statistics.median(runs)
+    return speeds
