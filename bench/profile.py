@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
-_CUT = ("site-packages/", "lib/python3.11/", "/work/main/")
+_CUT = ("site-packages/", "lib/python3.11/", str(Path(__file__).resolve().parent.parent) + "/")
 
 
 def py_spy() -> str | None:

@@ -144,7 +144,7 @@ def test_limits(cat: Catalog) -> None:
     sw = Site(name="w", provider="self-hosted", software="seaweedfs", endpoint="http://127.0.0.1:1")
     limits = cat.limits_for(sw)
     assert limits.max_segment_bytes.value == 255
-    assert limits.max_segment_bytes.source == "/work/shared/local-servers.md"
+    assert limits.max_segment_bytes.source == "local-servers.md (hands-on check by this project)"
     assert not cat.limits_for(
         Site(name="c", provider="self-hosted", software="ceph-rgw")
     ).max_parts.known
