@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from migrate.errors import Retryable
 from providers.base import ObjectInfo, StoreAdapter, WriteAttrs
 
 
@@ -21,14 +22,22 @@ def body(i: int, size: int) -> bytes:
 def put(
     adapter: StoreAdapter, container: str, key: str, data: bytes, attrs: WriteAttrs | None = None
 ) -> None:
-    adapter.put_object(
-        container,
-        key,
-        io.BytesIO(data),
-        len(data),
-        attrs or WriteAttrs(),
-        {"md5": hashlib.md5(data).hexdigest()},
-    )
+    """Seed one object. Retries what the store calls transient (a loaded SeaweedFS answers
+    an occasional 500): seeding is not what the tests measure; the product retries too."""
+    for attempt in range(4):
+        try:
+            adapter.put_object(
+                container,
+                key,
+                io.BytesIO(data),
+                len(data),
+                attrs or WriteAttrs(),
+                {"md5": hashlib.md5(data).hexdigest()},
+            )
+            return
+        except Retryable:
+            if attempt == 3:
+                raise
 
 
 def seed(

@@ -25,6 +25,7 @@ from migrate.plan import Estimate, Mapping, Phase, PhaseKind, Plan, PlanOptions,
 from migrate.sites import Site, SitesConfig
 from providers.base import ReadStream, StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
+from tests import helpers
 from tests.conftest import SiteFactory, unique_name
 from tests.faultproxy import Faults, fault_proxy
 from tests.helpers import body
@@ -87,14 +88,7 @@ def put(
 ) -> None:
     attrs = WriteAttrs(content_type=content_type, metadata=meta or {})
     if not multipart:
-        adapter.put_object(
-            container,
-            key,
-            io.BytesIO(data),
-            len(data),
-            attrs,
-            {"md5": hashlib.md5(data).hexdigest()},
-        )
+        helpers.put(adapter, container, key, data, attrs)
         return
     upload = adapter.create_multipart(container, key, attrs)
     parts = []
