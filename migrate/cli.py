@@ -482,7 +482,7 @@ def run(
         if kind in ("delta", "cutover"):
             from migrate.delta import prepare_delta, remove_deleted
 
-            delta = prepare_delta(config, session.plan, session.ledger, session.source)
+            delta = prepare_delta(config, session.plan, session.ledger, session.source, phase=phase)
             if delete_removed and delta.deleted:
                 delta.removed = remove_deleted(session.plan, session.ledger, session.destination)
             if not json_out:
@@ -512,6 +512,8 @@ def run(
                 phase=None, deep=False, sample=None, seed=0,
             )  # fmt: skip
             passed = result.passed
+            if passed:  # the whole plan verified: cutover too, even with nothing to copy
+                session.ledger.phase_mark(session.plan.name, phase, "verified_at")
     if json_out:
         _out(True, {"summary": summary, "delta": delta} if delta else summary)
     else:

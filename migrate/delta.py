@@ -1,52 +1,121 @@
 """Delta and cutover: re-list the source, then copy what was added or changed since the
 bulk copy; objects deleted at the source are reported, and removed at the destination only
-when asked (`--delete-removed`)."""
+when asked (`--delete-removed`).
+
+The copying itself is the executor's `run_phase` on the plan's delta or cutover phase (its
+selector takes what is new or changed since the copy); this module re-lists the source
+before it, reports what the phase will take, and handles the deletions.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from migrate.errors import MigrateError
+from migrate.errors import MigrateError, NotFound, PlanError, TransferError
 from migrate.inventory import run_inventory
 from migrate.ledger import DeletedRow, Ledger
-from migrate.plan import Plan
+from migrate.plan import PhaseKind, Plan
 from migrate.sites import SitesConfig
 from providers.base import StoreAdapter
 
-SHOWN = 1000
+SHOWN = 1000  # deleted objects named in a summary; the count covers them all
+PAGE = 500
 
 
 @dataclass
 class DeltaSummary:
-    added: int  # at the source since the inventory before this one
-    changed: int
-    deleted: int  # copied objects the source no longer has
-    deleted_examples: list[DeletedRow] = field(default_factory=list)
-    removed: int = 0  # of those, removed at the destination now
+    """What re-listing the source found, and what the delta will do about it."""
+
+    added: int  # objects new at the source since the inventory before this re-list
+    changed: int  # objects changed at the source since that inventory
+    deleted: int  # copied objects the source no longer has (their copies are kept)
+    deleted_examples: list[DeletedRow] = field(default_factory=list)  # the first SHOWN
+    removed: int = 0  # of those, removed at the destination now (set by the caller)
+    phase: str | None = None  # the phase counted below (None: not counted)
+    to_copy_new: int | None = None  # objects the phase still has to copy, never copied
+    to_copy_changed: int | None = None  # ... copied before, changed at the source since
 
 
 def prepare_delta(
-    config: SitesConfig, plan: Plan, ledger: Ledger, source: StoreAdapter
+    config: SitesConfig,
+    plan: Plan,
+    ledger: Ledger,
+    source: StoreAdapter,
+    *,
+    phase: str | None = None,
 ) -> DeltaSummary:
-    """Re-list the plan's source, so the delta phase selects what changed since the copy."""
+    """Re-list the plan's source (a full inventory run), so the delta or cutover phase
+    selects what changed since the copy, and count the copies of objects deleted at the
+    source. With `phase`, also count what that phase still has to copy (before its first
+    run: what it will select; after: its objects not done yet), split into objects never
+    copied and objects copied before whose source changed. Writes nothing but the
+    inventory; the destination is not touched."""
     listed = run_inventory(config, plan.source, source)
-    count, examples = ledger.deleted_at_source(plan.name, plan.source, SHOWN)
-    return DeltaSummary(listed.added, listed.changed, count, examples)
+    count = ledger.deleted_at_source_count(plan.name, plan.source)
+    examples = ledger.deleted_at_source(plan.name, plan.source, limit=SHOWN)
+    summary = DeltaSummary(listed.added, listed.changed, count, examples)
+    if phase is not None:
+        summary.phase = plan.phase(phase).name  # PlanError for an unknown phase
+        new = changed = 0
+        for candidate in ledger.phase_candidates(plan, phase):
+            if candidate.state == "done" or candidate.state == "removed":
+                continue
+            if candidate.previous_sha256 is None:
+                new += 1
+            else:
+                changed += 1
+        summary.to_copy_new, summary.to_copy_changed = new, changed
+    return summary
 
 
-def remove_deleted(plan: Plan, ledger: Ledger, destination: StoreAdapter) -> int:
-    """Delete at the destination the copies of objects deleted at the source; each removal
-    is recorded. Only on request: a deletion at the source may be a mistake to undo."""
+def deleted_at_source(plan: Plan, ledger: Ledger) -> Iterator[DeletedRow]:
+    """Every done transfer of the plan whose source object the latest inventory marks
+    deleted, in (container, key) order. Streams by pages: memory does not grow with their
+    number, and the caller may change the ledger between rows."""
+    after: tuple[str, str] | None = None
+    while page := ledger.deleted_at_source(plan.name, plan.source, after=after, limit=PAGE):
+        yield from page
+        after = (page[-1].container, page[-1].key)
+
+
+def remove_deleted(
+    plan: Plan,
+    ledger: Ledger,
+    destination: StoreAdapter,
+    *,
+    on_error: Callable[[DeletedRow, MigrateError], None] | None = None,
+) -> int:
+    """Delete at the destination the copies of objects deleted at the source, each removal
+    recorded in the ledger (state `removed`) right after it; returns how many were removed.
+    Only on request: a deletion at the source may be a mistake to undo from the copy.
+
+    A transfer error on one object leaves that copy in place and its transfer done (the
+    next run tries again; verification still expects it) and is passed to `on_error`; an
+    error that stops every request (credentials, endpoint, route) propagates. An object
+    already gone at the destination counts as removed."""
     removed = 0
-    while True:
-        _, batch = ledger.deleted_at_source(plan.name, plan.source, 500)
-        before = removed
-        for row in batch:
-            try:
-                destination.delete(row.destination_bucket, row.destination_key)
-            except MigrateError:
-                continue  # left as done: the next run tries again, verify still sees it
-            ledger.transfer_removed(plan.name, row.container, row.key)
+    for row in deleted_at_source(plan, ledger):
+        try:
+            destination.delete(row.destination_bucket, row.destination_key)
+        except NotFound:
+            pass  # the bucket itself is gone: so is the copy
+        except TransferError as exc:
+            if on_error is not None:
+                on_error(row, exc)
+            continue
+        if ledger.transfer_removed(plan.name, row.container, row.key):
             removed += 1
-        if removed == before:  # nothing left, or nothing more could be removed
-            return removed
+    return removed
+
+
+def cutover_checklist(plan: Plan) -> list[str]:
+    """The steps for switching applications over to the destination, from the plan's
+    cutover phase, in order."""
+    for phase in plan.phases:
+        if phase.kind is PhaseKind.CUTOVER:
+            return list(phase.checklist)
+    raise PlanError(
+        f"plan {plan.name} has no cutover phase",
+        hint="make the plan again with `migrate plan`",
+    )

@@ -1279,34 +1279,57 @@ class Ledger:
         return count, [_manifest_row(r, "none") for r in rows]
 
     # -- delta -------------------------------------------------------------------------------
+    # Objects the plan copied that the source no longer has. Read by keyset pages over the
+    # transfers' primary key, so memory stays bounded and no cursor is held across the
+    # caller's deletes.
 
-    def deleted_at_source(self, plan: str, site: str, limit: int) -> tuple[int, list[DeletedRow]]:
-        """Copied objects the latest inventory of the source no longer has: how many, and
-        the first `limit` of them."""
-        where = (
-            "FROM transfers AS t JOIN objects AS o ON o.site = ? AND o.container = t.container "
-            "AND o.key = t.key WHERE t.plan = ? AND t.state = 'done' AND o.deleted_in IS NOT NULL"
-        )
+    _DELETED_AT_SOURCE = (
+        "FROM transfers AS t JOIN objects AS o ON o.site = ? AND o.container = t.container "
+        "AND o.key = t.key WHERE t.plan = ? AND t.state = 'done' AND o.deleted_in IS NOT NULL"
+    )
+
+    def deleted_at_source_count(self, plan: str, site: str) -> int:
+        """How many done transfers of the plan copied an object that the latest inventory
+        of the source `site` marks deleted (their copies are still at the destination)."""
         with self._lock:
-            count = self._db.execute(f"SELECT COUNT(*) {where}", (site, plan)).fetchone()[0]
-            rows = [
-                DeletedRow(*r)
-                for r in self._db.execute(
-                    "SELECT t.container, t.key, t.destination_bucket, t.destination_key, t.size "
-                    f"{where} ORDER BY t.container, t.key LIMIT ?",
-                    (site, plan, limit),
-                )
-            ]
-        return int(count), rows
+            row = self._db.execute(
+                f"SELECT COUNT(*) {self._DELETED_AT_SOURCE}", (site, plan)
+            ).fetchone()
+        return int(row[0])
 
-    def transfer_removed(self, plan: str, container: str, key: str) -> None:
-        """The destination copy of an object deleted at the source was removed on request."""
+    def deleted_at_source(
+        self, plan: str, site: str, *, after: tuple[str, str] | None = None, limit: int
+    ) -> list[DeletedRow]:
+        """One page of those transfers in (container, key) order, the first `limit` after
+        `after` (a (container, key) of the previous page)."""
+        sql = (
+            "SELECT t.container, t.key, t.destination_bucket, t.destination_key, t.size "
+            + self._DELETED_AT_SOURCE
+        )
+        args: list[object] = [site, plan]
+        if after is not None:
+            sql += " AND (t.container, t.key) > (?, ?)"
+            args += list(after)
+        args.append(limit)
+        with self._lock:
+            return [
+                DeletedRow(*r)
+                for r in self._db.execute(sql + " ORDER BY t.container, t.key LIMIT ?", args)
+            ]
+
+    def transfer_removed(self, plan: str, container: str, key: str) -> bool:
+        """Record that the destination copy of an object deleted at the source was removed
+        (state `removed`: the manifest and verification no longer expect it, and verify
+        reports it if it is still there). Only a done transfer changes; returns whether
+        this one did. Should the object come back at the source, the next delta phase
+        copies it again."""
         with self.atomic() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE transfers SET state='removed', error='deleted at the source', "
-                "finished_at=? WHERE plan=? AND container=? AND key=?",
+                "finished_at=? WHERE plan=? AND container=? AND key=? AND state='done'",
                 (_now(), plan, container, key),
             )
+        return cur.rowcount > 0
 
 
 # -- verification: rows ------------------------------------------------------------------------
@@ -1485,11 +1508,12 @@ def _mapping_cte(plan: Plan, params: dict[str, object]) -> str:
 
 def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
     """Transfers `t` of the plan, outside the phase, whose source object `o` changed since
-    it was copied (or during its copy)."""
+    it was copied (or during its copy), or came back at the source after its copy was
+    removed at the destination (state `removed`)."""
     where = (
         "t.plan = :plan AND t.phase != :phase AND o.site = :site "
         "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
-        "AND (t.state = 'changed' OR (t.state = 'done' "
+        "AND (t.state IN ('changed', 'removed') OR (t.state = 'done' "
         "AND (o.etag IS NOT t.source_etag OR o.size != t.size)))"
     )
     if datasets:

@@ -151,6 +151,9 @@ def seaweedfs(
         "-webdav=false",
         "-admin.ui=false",
         "-s3.port.iceberg=0",
+        # Each bucket is a collection with volumes of its own: the default (free disk /
+        # volume size, 72 here) runs out after ~75 buckets, and every PUT then fails.
+        "-volume.max=3000",
         "-s3.port.lance=0",
         *(f"-{name}={port}" for name, port in ports.items()),
     ]

@@ -334,6 +334,8 @@ def _counts(stats: Sequence[TransferStats]) -> Counts:
     starts = [s.first_started for s in stats if s.first_started]
     ends = [s.last_finished for s in stats if s.last_finished]
     for s in stats:
+        if s.state == "removed":
+            continue  # deleted at the source, removed at the destination: no longer moved
         objects += s.objects
         size += s.bytes
         retries += s.retries

@@ -1,20 +1,183 @@
-"""Delta and cutover through the commands a user runs: after the bulk copy, a changed and a
-new source object are copied by delta, a deleted one is reported and removed only on
-request, and cutover verifies the whole plan and prints the checklist."""
+"""Delta and cutover through real servers: after the bulk copy is verified, a changed and a
+new source object are copied by delta (and nothing else), a deleted one is reported and
+removed at the destination only on request, verification passes before and after, and
+cutover with nothing changed has nothing to do; an object that comes back at the source
+after its copy was removed is copied again. Once through the library (Azurite and S3
+sources), once through the commands a user runs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from migrate.cli import main
+from migrate.delta import cutover_checklist, deleted_at_source, prepare_delta, remove_deleted
 from migrate.demo import AZURE_ENV, S3_KEY_ENV, S3_SECRET_ENV, write_sites_file
+from migrate.errors import MigrateError, PlanError, Retryable
+from migrate.executor import run_phase
+from migrate.ledger import DeletedRow, Ledger
 from migrate.localservers import Azurite, SeaweedFS
+from migrate.plan import Phase, PhaseKind, Plan, Selector
 from migrate.sites import load_sites
+from migrate.verify import VerifyResult, verify
+from providers.base import StoreAdapter
 from providers.factory import build_adapter
+from tests.conftest import SiteFactory
 from tests.helpers import body, put
+from tests.test_executor import SMALL_PARTS, Env
+
+CHECKLIST = ("Stop every writer at the source", "Switch the applications over")
+ESTATE = {f"d/{i:02d}.bin": (body(i, 1000 + i), "application/octet-stream", {}, False)
+          for i in range(6)}  # fmt: skip
+
+
+@pytest.fixture
+def env_for(site_for: SiteFactory, tmp_path: Path) -> Any:
+    def make(source: str, destination: str) -> Env:
+        return Env(site_for(source), site_for(destination), tmp_path)
+
+    return make
+
+
+def bulk_copied(env: Env, ledger: Ledger) -> Plan:
+    """The estate copied by bulk-1 and verified; the plan has delta and cutover after it."""
+    env.seed(ESTATE)
+    plan = env.plan().model_copy(
+        update={
+            "phases": (
+                Phase(name="bulk-1", kind=PhaseKind.BULK),
+                Phase(
+                    name="delta",
+                    kind=PhaseKind.DELTA,
+                    requires=("bulk-1",),
+                    selector=Selector(changed_since_copy=True),
+                ),
+                Phase(
+                    name="cutover",
+                    kind=PhaseKind.CUTOVER,
+                    requires=("delta",),
+                    selector=Selector(changed_since_copy=True),
+                    checklist=CHECKLIST,
+                ),
+            )
+        }
+    )
+    summary = run(env, ledger, plan, "bulk-1")
+    assert (summary.copied, summary.failed) == (len(ESTATE), 0)
+    with pytest.raises(PlanError, match="requires bulk-1 to be verified"):
+        run(env, ledger, plan, "delta")  # the gate holds until bulk is verified
+    assert check(env, ledger, plan, "bulk-1").passed
+    return plan
+
+
+def run(env: Env, ledger: Ledger, plan: Plan, phase: str, **kw: Any) -> Any:
+    return run_phase(plan, phase, ledger, env.source, env.destination, config=SMALL_PARTS,
+                     sleep=lambda s: None, **kw)  # fmt: skip
+
+
+def check(env: Env, ledger: Ledger, plan: Plan, phase: str | None, **kw: Any) -> VerifyResult:
+    return verify(plan, ledger, env.source, env.destination, phase=phase,
+                  deep=kw.pop("deep", False), sample=None, seed=3, **kw)  # fmt: skip
+
+
+def destination_keys(env: Env) -> set[str]:
+    return {o.key for o in env.destination.list_objects(env.bucket)}
+
+
+@pytest.mark.parametrize("src", ["azure", "s3"])
+def test_delta_copies_exactly_the_changed_and_the_added(env_for: Any, src: str) -> None:
+    env: Env = env_for(src, "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        put(env.source, env.container, "d/01.bin", body(99, 2500))  # changed: other bytes
+        put(env.source, env.container, "d/new.bin", body(100, 700))  # added
+        env.source.delete(env.container, "d/04.bin")  # deleted
+
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (delta.added, delta.changed, delta.deleted, delta.removed) == (1, 1, 1, 0)
+        assert (delta.phase, delta.to_copy_new, delta.to_copy_changed) == ("delta", 1, 1)
+        assert [(r.key, r.destination_key) for r in delta.deleted_examples] == [
+            ("d/04.bin", "d/04.bin")
+        ]
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.objects, summary.copied, summary.failed) == (2, 2, 0)
+        assert env.read_destination("d/01.bin") == body(99, 2500)
+        assert env.read_destination("d/new.bin") == body(100, 700)
+        assert "d/04.bin" in destination_keys(env)  # reported, kept: no --delete-removed
+        assert check(env, ledger, plan, "delta", deep=True).passed
+        assert check(env, ledger, plan, None).passed
+
+        assert remove_deleted(plan, ledger, env.destination) == 1
+        assert "d/04.bin" not in destination_keys(env)
+        assert list(deleted_at_source(plan, ledger)) == []
+        assert remove_deleted(plan, ledger, env.destination) == 0  # nothing left to do
+        whole = check(env, ledger, plan, None, deep=True)
+        assert whole.passed and whole.objects == len(ESTATE)  # 6 - 1 deleted + 1 added
+        assert "d/04.bin" not in {r.key for r in ledger.manifest_rows(plan.name)}
+
+        cut = prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        assert (cut.added, cut.changed, cut.deleted) == (0, 0, 0)
+        assert (cut.to_copy_new, cut.to_copy_changed) == (0, 0)
+        summary = run(env, ledger, plan, "cutover")
+        assert (summary.objects, summary.copied, summary.failed) == (0, 0, 0)
+        assert check(env, ledger, plan, "cutover").passed
+        assert check(env, ledger, plan, None).passed
+        assert cutover_checklist(plan) == list(CHECKLIST)
+
+        # A removed copy put back at the destination by someone else is named by verify.
+        put(env.destination, env.bucket, "d/04.bin", body(4, 1004))
+        result = check(env, ledger, plan, None)
+        assert not result.passed
+        assert [(f.kind, f.key) for f in result.findings] == [("unexpected", "d/04.bin")]
+
+
+class FailingDelete:
+    """A destination whose deletes of one key fail as a store's transient error would."""
+
+    def __init__(self, inner: StoreAdapter, key: str) -> None:
+        self._inner, self._key = inner, key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def delete(self, container: str, key: str) -> None:
+        if key == self._key:
+            raise Retryable("503 Slow Down (injected)")
+        self._inner.delete(container, key)
+
+
+def test_a_failed_removal_is_kept_and_an_object_back_at_the_source_is_copied_again(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        env.source.delete(env.container, "d/02.bin")
+        env.source.delete(env.container, "d/03.bin")
+        assert prepare_delta(env.config, plan, ledger, env.source).deleted == 2
+        errors: list[tuple[DeletedRow, MigrateError]] = []
+        flaky: Any = FailingDelete(env.destination, "d/03.bin")
+        removed = remove_deleted(plan, ledger, flaky, on_error=lambda r, e: errors.append((r, e)))
+        assert removed == 1 and [r.key for r, _ in errors] == ["d/03.bin"]
+        assert destination_keys(env) == set(ESTATE) - {"d/02.bin"}
+        assert [r.key for r in deleted_at_source(plan, ledger)] == ["d/03.bin"]
+        assert ledger.deleted_at_source_count(plan.name, plan.source) == 1
+        assert check(env, ledger, plan, None).passed  # the kept copy is still a good copy
+        assert remove_deleted(plan, ledger, env.destination) == 1
+
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.objects, summary.copied) == (0, 0)
+        assert check(env, ledger, plan, "delta").passed
+        put(env.source, env.container, "d/02.bin", body(42, 900))  # back, other bytes
+        cut = prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        assert (cut.added, cut.to_copy_new, cut.to_copy_changed) == (1, 0, 1)
+        summary = run(env, ledger, plan, "cutover")
+        assert (summary.objects, summary.copied, summary.failed) == (1, 1, 0)
+        assert env.read_destination("d/02.bin") == body(42, 900)
+        assert check(env, ledger, plan, None, deep=True).passed
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -70,3 +233,8 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert "nothing to do" in out
     assert "Verification of the whole plan: passed" in out
     assert "Checklist for switching applications over:" in out
+    # The object removed at the destination is no longer part of the move: still verified.
+    report_dir = tmp_path / "report"
+    assert cli(capsys, "report", plan, "-o", str(report_dir), *s)[0] == 0
+    rep = json.loads((report_dir / "report.json").read_text())
+    assert rep["status"] == "verified", [(p["name"], p["verified_at"]) for p in rep["phases"]]
