@@ -208,36 +208,25 @@ def plan(
             "migrate plan needs --from SITE --to SITE -o plans/NAME.yaml",
             hint="or use `migrate plan show|approve PLAN`",
         )
-    from migrate.planner import destination_limits, make_plan, parse_bandwidth, plan_inputs
+    from migrate.planner import parse_bandwidth
+    from migrate.replication import plan_from_sites
 
     config, catalog = _load(sites)
     chosen = policy or config.policy
     if not chosen:
         raise ConfigError("no policy: pass --policy or set `policy` in the sites file")
-    with Ledger(config.state_dir) as ledger:
-        inputs = plan_inputs(
-            ledger, source, limits=destination_limits(config.site(destination), catalog)
-        )
-    from migrate.replication import read_plan_replication, used_destination_buckets
-
-    replication = read_plan_replication(config, source, destination, inputs)
-    used = used_destination_buckets(config, destination, inputs)
-    made = make_plan(
+    made = plan_from_sites(
+        config,
+        catalog,
         name=out.stem,
-        config=config,
         source=source,
         destination=destination,
         policy=chosen,
-        catalog=catalog,
-        datasets=inputs,
         today=date.today(),
         bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
         pilot_share=pilot_share,
         wave_cap_bytes=wave_cap_gib * 1024**3,
-        inventory_run=inputs.inventory_run,
         include_decommission=decommission,
-        replication=replication,
-        used_buckets=used,
     )
     save_plan(made, out)
     if json_out:

@@ -33,12 +33,9 @@ from migrate.plan import save_plan
 from migrate.planner import (
     approve_plan,
     check_approved,
-    destination_limits,
-    make_plan,
     parse_bandwidth,
-    plan_inputs,
 )
-from migrate.replication import read_plan_replication
+from migrate.replication import plan_from_sites
 from migrate.report import build_report, write_report
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -289,24 +286,16 @@ def _plan_run_verify_report(
     catalog = load_catalog(config.catalog)
     set_active_catalog(catalog)
     source, destination = "azure-hdh", "chu-seaweed"
-    with Ledger(config.state_dir) as ledger:
-        inputs = plan_inputs(
-            ledger, source, limits=destination_limits(config.site(destination), catalog)
-        )
-    replication = read_plan_replication(config, source, destination, inputs)
-    plan = make_plan(
+    plan = plan_from_sites(
+        config,
+        catalog,
         name="hdh-demo",
-        config=config,
         source=source,
         destination=destination,
         policy=config.policy or "fr-health",
-        catalog=catalog,
-        datasets=inputs,
         today=date.today(),
         bandwidth_bytes_per_second=parse_bandwidth("1Gbit/s"),
         pilot_share=0.05,
-        inventory_run=inputs.inventory_run,
-        replication=replication,
     )
     plan_path = workdir / "plans" / "hdh-demo.yaml"
     save_plan(plan, plan_path)

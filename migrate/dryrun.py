@@ -25,7 +25,7 @@ from itertools import islice
 from migrate.errors import NotFound
 from migrate.ledger import Ledger, PhaseCandidate
 from migrate.plan import Plan
-from migrate.transfer import native_md5
+from migrate.transfer import SHA256_METADATA, native_md5
 from providers.base import ObjectInfo, StoreAdapter
 
 __all__ = ["DatasetDryRun", "DryRunReport", "dry_run"]
@@ -33,7 +33,6 @@ __all__ = ["DatasetDryRun", "DryRunReport", "dry_run"]
 EXAMPLES = 5
 _BATCH = 256
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
-SHA256_METADATA = "migrate-sha256"  # written by migrate.transfer with every single-part copy
 
 
 @dataclass

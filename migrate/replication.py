@@ -11,11 +11,22 @@ needs reachable sites anyway); the adapters are closed before returning.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import date
 
 from migrate.errors import NotFound
-from migrate.planner import PlanInputs, destination_buckets
+from migrate.ledger import Ledger
+from migrate.plan import Plan
+from migrate.planner import (
+    DEFAULT_WAVE_CAP,
+    PlanInputs,
+    destination_buckets,
+    destination_limits,
+    make_plan,
+    plan_inputs,
+)
 from migrate.sites import Site, SitesConfig
 from providers.base import Replication, ReplicationTarget, StoreAdapter
+from providers.catalog import Catalog
 from providers.factory import build_adapter
 
 __all__ = ["read_plan_replication", "read_replication"]
@@ -97,3 +108,42 @@ def used_destination_buckets(
     finally:
         adapter.close()
     return used
+
+
+def plan_from_sites(
+    config: SitesConfig,
+    catalog: Catalog,
+    *,
+    name: str,
+    source: str,
+    destination: str,
+    policy: str,
+    today: date,
+    bandwidth_bytes_per_second: float,
+    pilot_share: float = 0.02,
+    wave_cap_bytes: int = DEFAULT_WAVE_CAP,
+    include_decommission: bool = False,
+) -> Plan:
+    """What `migrate plan` does, for the command and the demo alike: the inventory's
+    aggregates, what the live sites say (replication, buckets in use), then the pure plan."""
+    with Ledger(config.state_dir) as ledger:
+        inputs = plan_inputs(
+            ledger, source, limits=destination_limits(config.site(destination), catalog)
+        )
+    return make_plan(
+        name=name,
+        config=config,
+        source=source,
+        destination=destination,
+        policy=policy,
+        catalog=catalog,
+        datasets=inputs,
+        today=today,
+        bandwidth_bytes_per_second=bandwidth_bytes_per_second,
+        pilot_share=pilot_share,
+        wave_cap_bytes=wave_cap_bytes,
+        inventory_run=inputs.inventory_run,
+        include_decommission=include_decommission,
+        replication=read_plan_replication(config, source, destination, inputs),
+        used_buckets=used_destination_buckets(config, destination, inputs),
+    )

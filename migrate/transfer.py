@@ -35,6 +35,10 @@ from providers.base import Capabilities, PartResult, StoreAdapter, WriteAttrs
 T = TypeVar("T")
 
 MiB = 1024 * 1024
+# Metadata migrate writes on each copy; verify and dry-run read them back.
+SHA256_METADATA = "migrate-sha256"
+SOURCE_MTIME_METADATA = "migrate-source-last-modified"
+PART_SIZE_METADATA = "migrate-part-size"
 DEFAULT_PART_SIZE = 16 * MiB
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
@@ -150,7 +154,7 @@ class ObjectCopy:
             raise SourceChanged(f"{item.container}/{item.key} changed since the inventory")
         metadata = dict(info.metadata or {})
         if info.last_modified is not None:
-            metadata["migrate-source-last-modified"] = info.last_modified.isoformat()
+            metadata[SOURCE_MTIME_METADATA] = info.last_modified.isoformat()
         return WriteAttrs(
             content_type=info.content_type,
             content_encoding=info.content_encoding,
@@ -213,7 +217,7 @@ class ObjectCopy:
         sha256 = hashlib.sha256(data).hexdigest()
         proof = self._source_proof(item, md5)
         meta = dict(attrs.metadata)
-        meta["migrate-sha256"] = sha256
+        meta[SHA256_METADATA] = sha256
         write_attrs = WriteAttrs(
             content_type=attrs.content_type,
             content_encoding=attrs.content_encoding,
@@ -264,7 +268,7 @@ class ObjectCopy:
                 if number not in done and part.etag and _MD5_HEX.match(part.etag.lower()):
                     done[number] = ""  # proven below, when its bytes are read again
         meta = dict(attrs.metadata)
-        meta["migrate-part-size"] = str(part_size)
+        meta[PART_SIZE_METADATA] = str(part_size)
         create_attrs = WriteAttrs(
             content_type=attrs.content_type,
             content_encoding=attrs.content_encoding,

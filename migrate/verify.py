@@ -47,6 +47,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import Plan
+from migrate.transfer import SHA256_METADATA
 from providers.base import ObjectInfo, StoreAdapter
 
 T = TypeVar("T")
@@ -75,7 +76,6 @@ NON_FAILING: frozenset[str] = frozenset({"source_changed"})
 Deep = bool | Literal["both"]
 _MD5_SHAPED = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
 _CHUNK = 1024 * 1024
-SHA256_META = "migrate-sha256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,7 +420,7 @@ class _Verifier:
             compared.append(("stored MD5", md5, row.md5))
         sha = (info.checksums.get("sha256") or "").lower()
         meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
-        sha = sha or meta.get(SHA256_META, "").lower()
+        sha = sha or meta.get(SHA256_METADATA, "").lower()
         if sha and row.sha256:
             compared.append(("stored SHA-256", sha, row.sha256))
         for what, got, want in compared:
