@@ -41,7 +41,13 @@ from migrate.errors import (
 from migrate.ledger import Ledger, TransferRow
 from migrate.limits import AdaptiveLimit, LimitedAdapter
 from migrate.plan import Plan
-from migrate.transfer import DEFAULT_PART_SIZE, ObjectCopy, TransferItem, TransferOutcome
+from migrate.transfer import (
+    DEFAULT_PART_SIZE,
+    ObjectCopy,
+    PartBuffers,
+    TransferItem,
+    TransferOutcome,
+)
 from providers.base import PartResult, StoreAdapter
 
 T = TypeVar("T")
@@ -50,10 +56,13 @@ BATCH = 500
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """Memory is bounded by concurrency x part_size (plus one part read per thread)."""
+    """`concurrency` objects are copied at once, and the parts of large objects are sent
+    by `concurrency` more threads while the next parts are read. Memory is bounded by
+    `buffers` x `part_size` (default buffers: concurrency + 2)."""
 
     concurrency: int = 8
     part_size: int = DEFAULT_PART_SIZE
+    buffers: int | None = None
     bwlimit: float | None = None  # bytes per second written to the destination
     max_rps: float | None = None  # requests per second, per endpoint
     max_attempts: int = 6
@@ -253,6 +262,11 @@ def run_phase(
         sleep=sleep,
     )
     classes = {m.dataset: m.storage_classes for m in plan.mappings}
+    # Parts of large objects go to their own threads, so one large object (a pilot, the
+    # last blob of a wave) is not a single read-then-send stream.
+    part_senders = ThreadPoolExecutor(
+        max_workers=config.concurrency, thread_name_prefix="migrate-part"
+    )
     copier = ObjectCopy(
         source,
         destination,
@@ -260,6 +274,8 @@ def run_phase(
         part_size=config.part_size,
         call=retries,
         on_bytes=subscriber.on_bytes,
+        uploads=part_senders,
+        buffers=PartBuffers(config.buffers or config.concurrency + 2),
     )
     lock = threading.Lock()
 
@@ -328,7 +344,7 @@ def run_phase(
             with suppress(MigrateError):  # else the orphan sweep of the next run aborts it
                 destination.abort_multipart(item.destination_bucket, item.destination_key, upload)
 
-    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+    with part_senders, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
         running: set[Future[None]] = set()
         for row in _rows(ledger, plan.name, phase_name):
             if len(running) >= config.concurrency * 2:

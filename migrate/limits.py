@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from migrate.errors import Retryable
 from providers.base import (
@@ -21,6 +21,7 @@ from providers.base import (
     StoreAdapter,
     UploadInfo,
     WriteAttrs,
+    WriteBody,
     WriteResult,
 )
 
@@ -169,7 +170,7 @@ class LimitedAdapter:
         self,
         container: str,
         key: str,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
@@ -187,7 +188,7 @@ class LimitedAdapter:
         key: str,
         upload_id: str,
         part_number: int,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         checksums: Mapping[str, str],
     ) -> PartResult:

@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import re
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
 from migrate.errors import ChecksumMismatch, NotFound, Permanent, SourceChanged
-from providers.base import Capabilities, PartResult, StoreAdapter, WriteAttrs
+from providers.base import (
+    Capabilities,
+    ObjectInfo,
+    PartResult,
+    StoreAdapter,
+    WriteAttrs,
+)
 
 T = TypeVar("T")
 
@@ -126,8 +134,115 @@ def _direct(fn: Callable[[], T], /) -> T:
     return fn()
 
 
+class PartBuffers:
+    """At most `count` part buffers exist at once, across every copy that shares this: the
+    memory of a phase is bounded by count x part size, whatever the mix of objects. A
+    buffer is taken before a part is read and given back when the part is sent (or found
+    already sent), by whichever thread sends it."""
+
+    def __init__(self, count: int) -> None:
+        self._slots = threading.BoundedSemaphore(max(1, count))
+
+    def take(self) -> None:
+        self._slots.acquire()
+
+    def give(self) -> None:
+        self._slots.release()
+
+
+class _SourceReader:
+    """Reads the source object part by part. Every part is its own ranged read conditioned
+    on the ETag (or version) seen at listing, so a rewrite between two parts fails the next
+    read (SourceChanged) instead of mixing two versions. Each part lands in one buffer."""
+
+    def __init__(self, copy: ObjectCopy, item: TransferItem) -> None:
+        self._copy = copy
+        self._item = item
+        self.info: ObjectInfo | None = None  # the source as the first read described it
+
+    def read(self, start: int, length: int) -> bytearray:
+        """Bytes [start, start+length) of the version seen at listing, in one buffer."""
+        item = self._item
+
+        def attempt() -> bytearray:
+            stream = self._copy.source.open_range(
+                item.container,
+                item.key,
+                start,
+                start + length,
+                if_match=item.source_etag,
+                version_id=item.source_version,
+            )
+            if self.info is None:
+                self.info = stream.info
+            buf = bytearray(length)
+            view = memoryview(buf)
+            got = 0
+            try:
+                while got < length:
+                    chunk = stream.read(min(MiB, length - got))
+                    if not chunk:
+                        break
+                    view[got : got + len(chunk)] = chunk
+                    got += len(chunk)
+            finally:
+                view.release()
+                stream.close()
+            if got != length:
+                raise SourceChanged(
+                    f"{item.container}/{item.key}: read {got} bytes at {start}, "
+                    f"expected {length} (object shorter than listed)"
+                )
+            return buf
+
+        return self._copy.call(attempt)
+
+
+class _PartsInFlight:
+    """The parts of one object being sent: on the shared upload executor when there is one,
+    else right away on the caller's thread."""
+
+    def __init__(self, copy: ObjectCopy) -> None:
+        self._copy = copy
+        self._futures: dict[int, Future[PartResult]] = {}
+        self._done: dict[int, PartResult] = {}
+        self.sent = 0
+
+    def send(
+        self, item: TransferItem, upload_id: str, number: int, data: bytearray, md5: str
+    ) -> None:
+        if self._copy.uploads is None:
+            self._done[number] = self._copy.send_part(item, upload_id, number, data, md5)
+            self.sent += len(data)
+            return
+        self._futures[number] = self._copy.uploads.submit(
+            self._copy.send_part, item, upload_id, number, data, md5
+        )
+        self.sent += len(data)
+
+    def raise_failure(self) -> None:
+        for future in self._futures.values():
+            if future.done() and future.exception() is not None:
+                self.drain()
+                future.result()
+
+    def wait(self) -> dict[int, PartResult]:
+        for number, future in sorted(self._futures.items()):
+            self._done[number] = future.result()
+        return self._done
+
+    def drain(self) -> None:
+        """Wait for every part still in flight (their errors are raised by wait or
+        raise_failure), so that no request of this upload outlives the copy."""
+        futures_wait(list(self._futures.values()))
+
+
 class ObjectCopy:
-    """Copies one item; stateless between items, so one instance serves many threads."""
+    """Copies one item; stateless between items, so one instance serves many threads.
+
+    With `uploads` (an executor shared by every copy), the parts of one object are sent in
+    parallel while the next part is read; without it, one after the other. `buffers`
+    bounds the parts held in memory across all copies."""
 
     def __init__(
         self,
@@ -138,6 +253,8 @@ class ObjectCopy:
         part_size: int = DEFAULT_PART_SIZE,
         call: Call = _direct,
         on_bytes: Callable[[int], None] | None = None,
+        uploads: Executor | None = None,
+        buffers: PartBuffers | None = None,
     ) -> None:
         self.source = source
         self.destination = destination
@@ -145,11 +262,16 @@ class ObjectCopy:
         self.part_size = part_size
         self.call = call
         self.on_bytes = on_bytes or (lambda n: None)
+        self.uploads = uploads
+        self.buffers = buffers or PartBuffers(1 if uploads is None else 2)
 
-    def attrs_for(self, item: TransferItem) -> WriteAttrs:
+    def attrs_for(self, item: TransferItem, info: ObjectInfo | None = None) -> WriteAttrs:
+        """The destination's attributes, from what the source's read said of the object
+        (`info`), or from a HEAD where the read said nothing (an empty object)."""
         if item.attrs is not None:
             return item.attrs
-        info = self.call(lambda: self.source.head(item.container, item.key))
+        if info is None:
+            info = self.call(lambda: self.source.head(item.container, item.key))
         if item.source_etag and info.etag and info.etag != item.source_etag:
             raise SourceChanged(f"{item.container}/{item.key} changed since the inventory")
         metadata = dict(info.metadata or {})
@@ -164,85 +286,59 @@ class ObjectCopy:
             storage_class=item.storage_classes.get(info.storage_class or ""),
         )
 
-    def _read(self, item: TransferItem, start: int, length: int) -> bytes:
-        """Read [start, start+length) of the source version seen at listing."""
-
-        def read() -> bytes:
-            stream = self.source.open_range(
-                item.container,
-                item.key,
-                start,
-                start + length,
-                if_match=item.source_etag,
-                version_id=item.source_version,
-            )
-            try:
-                chunks = []
-                got = 0
-                while got < length:
-                    chunk = stream.read(min(MiB, length - got))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    got += len(chunk)
-            finally:
-                stream.close()
-            data = b"".join(chunks)
-            if len(data) != length:
-                raise SourceChanged(
-                    f"{item.container}/{item.key}: read {len(data)} bytes at {start}, "
-                    f"expected {length} (object shorter than listed)"
-                )
-            return data
-
-        return self.call(read)
-
     def copy(self, item: TransferItem) -> TransferOutcome:
         caps = self.destination.capabilities
         part_size = item.part_size or choose_part_size(item.size, caps, self.part_size)
-        attrs = self.attrs_for(item)
+        reader = _SourceReader(self, item)
         if item.upload_id is None and item.size <= min(part_size, caps.max_single_put):
-            return self._single(item, attrs)
-        return self._multipart(item, attrs, part_size)
+            return self._single(item, reader)
+        return self._multipart(item, reader, part_size)
 
-    def _checksums_for(self, data: bytes, md5: str) -> dict[str, str]:
+    def _checksums_for(self, data: bytearray, md5: str) -> dict[str, str]:
         sums = {"md5": md5}
         if "sha256" in self.destination.capabilities.verifies_checksums:
             sums["sha256"] = hashlib.sha256(data).hexdigest()
         return sums
 
-    def _single(self, item: TransferItem, attrs: WriteAttrs) -> TransferOutcome:
-        data = self._read(item, 0, item.size)
-        md5 = hashlib.md5(data).hexdigest()
-        sha256 = hashlib.sha256(data).hexdigest()
-        proof = self._source_proof(item, md5)
-        meta = dict(attrs.metadata)
-        meta[SHA256_METADATA] = sha256
-        write_attrs = WriteAttrs(
-            content_type=attrs.content_type,
-            content_encoding=attrs.content_encoding,
-            cache_control=attrs.cache_control,
-            metadata=meta,
-            storage_class=attrs.storage_class,
-        )
-        sums = {"md5": md5}
-        if "sha256" in self.destination.capabilities.verifies_checksums:
-            sums["sha256"] = sha256
-        result = self.call(
-            lambda: self.destination.put_object(
-                item.destination_bucket,
-                item.destination_key,
-                io.BytesIO(data),
-                len(data),
-                write_attrs,
-                sums,
+    def _single(self, item: TransferItem, reader: _SourceReader) -> TransferOutcome:
+        self.buffers.take()
+        try:
+            data = reader.read(0, item.size)
+            attrs = self.attrs_for(item, reader.info)
+            md5 = hashlib.md5(data).hexdigest()
+            sha256 = hashlib.sha256(data).hexdigest()
+            proof = self._source_proof(item, md5)
+            meta = dict(attrs.metadata)
+            meta[SHA256_METADATA] = sha256
+            write_attrs = WriteAttrs(
+                content_type=attrs.content_type,
+                content_encoding=attrs.content_encoding,
+                cache_control=attrs.cache_control,
+                metadata=meta,
+                storage_class=attrs.storage_class,
             )
-        )
+            sums = {"md5": md5}
+            if "sha256" in self.destination.capabilities.verifies_checksums:
+                sums["sha256"] = sha256
+            result = self.call(
+                lambda: self.destination.put_object(
+                    item.destination_bucket,
+                    item.destination_key,
+                    data,
+                    len(data),
+                    write_attrs,
+                    sums,
+                )
+            )
+        finally:
+            self.buffers.give()
         self._check_destination_etag(item, result.etag, md5)
-        self.on_bytes(len(data))
-        return TransferOutcome(item.size, sha256, md5, result.etag, proof, 1, len(data))
+        self.on_bytes(item.size)
+        return TransferOutcome(item.size, sha256, md5, result.etag, proof, 1, item.size)
 
-    def _multipart(self, item: TransferItem, attrs: WriteAttrs, part_size: int) -> TransferOutcome:
+    def _multipart(
+        self, item: TransferItem, reader: _SourceReader, part_size: int
+    ) -> TransferOutcome:
         upload_id = item.upload_id
         done: dict[int, str] = dict(item.done_parts)
         count = max(1, -(-item.size // part_size))
@@ -257,7 +353,9 @@ class ObjectCopy:
             except NotFound:
                 head = None
             if head is not None and (head.etag or "").lower() == expected:
-                return self._prove_completed(item, part_size, count, done, expected, head.etag)
+                return self._prove_completed(
+                    item, reader, part_size, count, done, expected, head.etag
+                )
         if upload_id is not None:
             # Parts the store holds that the ledger missed: prove them, do not resend.
             try:
@@ -267,77 +365,72 @@ class ObjectCopy:
             for number, part in held.items():
                 if number not in done and part.etag and _MD5_HEX.match(part.etag.lower()):
                     done[number] = ""  # proven below, when its bytes are read again
-        meta = dict(attrs.metadata)
-        meta[PART_SIZE_METADATA] = str(part_size)
-        create_attrs = WriteAttrs(
-            content_type=attrs.content_type,
-            content_encoding=attrs.content_encoding,
-            cache_control=attrs.cache_control,
-            metadata=meta,
-            storage_class=attrs.storage_class,
-        )
-        if upload_id is None:
-            created = self.call(
-                lambda: self.destination.create_multipart(
-                    item.destination_bucket, item.destination_key, create_attrs
-                )
-            )
-            upload_id = created
-            self.recorder.upload_started(item, upload_id, part_size)
         held_etags: dict[int, str] = {}
-        if any(v == "" for v in done.values()):
+        if upload_id is not None and any(v == "" for v in done.values()):
             held_etags = {
                 p.part_number: (p.etag or "").lower() for p in self._list_parts(item, upload_id)
             }
         sha256 = hashlib.sha256()
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
-        parts: list[PartResult] = []
-        sent = 0
+        sending = _PartsInFlight(self)
+        create_attrs: WriteAttrs | None = None
+        results: dict[int, PartResult] = {}
         md5_of: dict[int, str] = {}
-        for number in range(1, count + 1):
-            start = (number - 1) * part_size
-            length = min(part_size, item.size - start)
-            data = self._read(item, start, length)
-            md5 = hashlib.md5(data).hexdigest()
-            md5_of[number] = md5
-            sha256.update(data)
-            if whole_md5 is not None:
-                whole_md5.update(data)
-            recorded = done.get(number)
-            if recorded == md5 or (recorded == "" and held_etags.get(number) == md5):
-                if recorded == "":
-                    part = PartResult(number, md5, length)
-                    self.recorder.part_done(item, upload_id, part, md5)
-                # A store that declared a checksum at create wants each part's at complete.
-                sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
-                parts.append(PartResult(number, md5, length, sums))
-                continue
-            sums = self._checksums_for(data, md5)
-            # A fresh stream per attempt: a retry re-sends the same bytes from the start.
-            result = self.call(
-                partial(
-                    self._upload_part,
-                    item,
-                    upload_id,
-                    number,
-                    data,
-                    sums,
-                )
-            )
-            if result.etag and _MD5_HEX.match(result.etag.lower()) and result.etag.lower() != md5:
-                raise ChecksumMismatch(
-                    f"{item.destination_bucket}/{item.destination_key} part {number}: "
-                    "the store's ETag differs from the MD5 of the bytes sent"
-                )
-            self.recorder.part_done(item, upload_id, result, md5)
-            parts.append(PartResult(number, result.etag, length, result.checksums))
-            sent += length
-            self.on_bytes(length)
-        expected = _composite([md5_of[p.part_number] for p in parts])
-        uid = upload_id
+        try:
+            for number in range(1, count + 1):
+                sending.raise_failure()  # a part that failed for good: stop reading
+                start = (number - 1) * part_size
+                length = min(part_size, item.size - start)
+                self.buffers.take()
+                handed = False
+                try:
+                    data = reader.read(start, length)
+                    if create_attrs is None:
+                        # The first read told the attributes: they go with the upload.
+                        create_attrs = self._create_attrs(
+                            self.attrs_for(item, reader.info), part_size
+                        )
+                    if upload_id is None:
+                        upload_id = self.call(
+                            partial(
+                                self.destination.create_multipart,
+                                item.destination_bucket,
+                                item.destination_key,
+                                create_attrs,
+                            )
+                        )
+                        self.recorder.upload_started(item, upload_id, part_size)
+                    md5 = hashlib.md5(data).hexdigest()
+                    md5_of[number] = md5
+                    sha256.update(data)
+                    if whole_md5 is not None:
+                        whole_md5.update(data)
+                    recorded = done.get(number)
+                    if recorded == md5 or (recorded == "" and held_etags.get(number) == md5):
+                        if recorded == "":
+                            self.recorder.part_done(
+                                item, upload_id, PartResult(number, md5, length), md5
+                            )
+                        # A store that declared a checksum at create wants each part's at
+                        # complete.
+                        sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
+                        results[number] = PartResult(number, md5, length, sums)
+                        continue
+                    sending.send(item, upload_id, number, data, md5)
+                    handed = True  # the sender gives the buffer back
+                finally:
+                    if not handed:
+                        self.buffers.give()
+            results.update(sending.wait())
+        finally:
+            sending.drain()  # never leave a part in flight behind an error
+        assert upload_id is not None and create_attrs is not None
+        parts = [results[n] for n in range(1, count + 1)]
+        expected = _composite([md5_of[n] for n in range(1, count + 1)])
+        uid, final_attrs = upload_id, create_attrs
         completed = self.call(
             lambda: self.destination.complete_multipart(
-                item.destination_bucket, item.destination_key, uid, parts, create_attrs
+                item.destination_bucket, item.destination_key, uid, parts, final_attrs
             )
         )
         self._check_destination_etag(item, completed.etag, expected)
@@ -345,12 +438,49 @@ class ObjectCopy:
         if whole_md5 is not None:
             proof = self._source_proof(item, whole_md5.hexdigest())
         return TransferOutcome(
-            item.size, sha256.hexdigest(), expected, completed.etag, proof, len(parts), sent
+            item.size,
+            sha256.hexdigest(),
+            expected,
+            completed.etag,
+            proof,
+            len(parts),
+            sending.sent,
         )
+
+    @staticmethod
+    def _create_attrs(attrs: WriteAttrs, part_size: int) -> WriteAttrs:
+        meta = dict(attrs.metadata)
+        meta[PART_SIZE_METADATA] = str(part_size)
+        return WriteAttrs(
+            content_type=attrs.content_type,
+            content_encoding=attrs.content_encoding,
+            cache_control=attrs.cache_control,
+            metadata=meta,
+            storage_class=attrs.storage_class,
+        )
+
+    def send_part(
+        self, item: TransferItem, upload_id: str, number: int, data: bytearray, md5: str
+    ) -> PartResult:
+        """Send one part (retried as a whole), check the store's answer, record it."""
+        try:
+            sums = self._checksums_for(data, md5)
+            result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
+        finally:
+            self.buffers.give()
+        if result.etag and _MD5_HEX.match(result.etag.lower()) and result.etag.lower() != md5:
+            raise ChecksumMismatch(
+                f"{item.destination_bucket}/{item.destination_key} part {number}: "
+                "the store's ETag differs from the MD5 of the bytes sent"
+            )
+        self.recorder.part_done(item, upload_id, result, md5)
+        self.on_bytes(len(data))
+        return PartResult(number, result.etag, len(data), result.checksums)
 
     def _prove_completed(
         self,
         item: TransferItem,
+        reader: _SourceReader,
         part_size: int,
         count: int,
         done: Mapping[int, str],
@@ -363,7 +493,11 @@ class ObjectCopy:
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
         for number in range(1, count + 1):
             start = (number - 1) * part_size
-            data = self._read(item, start, min(part_size, item.size - start))
+            self.buffers.take()
+            try:
+                data = reader.read(start, min(part_size, item.size - start))
+            finally:
+                self.buffers.give()
             if hashlib.md5(data).hexdigest() != done[number]:
                 raise ChecksumMismatch(
                     f"{item.container}/{item.key} part {number}: source bytes differ from "
@@ -380,7 +514,7 @@ class ObjectCopy:
         item: TransferItem,
         upload_id: str,
         number: int,
-        data: bytes,
+        data: bytearray,
         sums: Mapping[str, str],
     ) -> PartResult:
         return self.destination.upload_part(
@@ -388,7 +522,7 @@ class ObjectCopy:
             item.destination_key,
             upload_id,
             number,
-            io.BytesIO(data),
+            data,
             len(data),
             sums,
         )

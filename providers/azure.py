@@ -63,7 +63,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
@@ -126,6 +126,7 @@ from providers.base import (
     RequestGuard,
     UploadInfo,
     WriteAttrs,
+    WriteBody,
     WriteResult,
 )
 
@@ -359,15 +360,42 @@ class _LibcloudDriver(AzureBlobsStorageDriver):
         return dict(self._conn_kwargs)
 
 
+# -- metadata names ---------------------------------------------------------------------------
+
+# Azure metadata names are C# identifiers: the hyphen in migrate's own names ("migrate-sha256")
+# is refused, so those names are stored with "_" and given back with "-". Other names pass
+# as they are (the plan's METADATA finding reports names a destination cannot take).
+_OWN_PREFIX, _OWN_PREFIX_AZURE = "migrate-", "migrate_"
+
+
+def _metadata_to_azure(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {
+        (k.replace("-", "_") if k.startswith(_OWN_PREFIX) else k): v for k, v in metadata.items()
+    }
+
+
+def _metadata_from_azure(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {
+        (k.replace("_", "-") if k.startswith(_OWN_PREFIX_AZURE) else k): v
+        for k, v in (metadata or {}).items()
+    }
+
+
 # -- reads ------------------------------------------------------------------------------------
 
 
 class _BlobReader:
     """read()/close() over the SDK's chunked download; holds at most one chunk."""
 
-    def __init__(self, downloader: StorageStreamDownloader[bytes] | None, fail: Any) -> None:
+    def __init__(
+        self,
+        downloader: StorageStreamDownloader[bytes] | None,
+        fail: Any,
+        info: ObjectInfo | None = None,
+    ) -> None:
         self._downloader = downloader
         self._fail = fail
+        self.info = info
 
     def read(self, size: int = -1, /) -> bytes:
         if self._downloader is None:
@@ -537,7 +565,7 @@ class AzureAdapter:
             checksums={"md5": bytes(md5).hex()} if md5 else {},
             storage_class=tier,
             content_type=settings.content_type,
-            metadata=dict(props.metadata or {}),
+            metadata=_metadata_from_azure(props.metadata),
             content_encoding=settings.content_encoding,
             cache_control=settings.cache_control,
             archived=tier == _ARCHIVE,
@@ -626,7 +654,8 @@ class AzureAdapter:
             fail(exc)
         except _NETWORK_ERRORS as exc:
             fail(exc)
-        return _BlobReader(downloader, fail)
+        # The download's properties describe the whole blob (size included), not the range.
+        return _BlobReader(downloader, fail, self._info(container, downloader.properties))
 
     # -- writes (SDK) ----------------------------------------------------------------------
 
@@ -634,7 +663,7 @@ class AzureAdapter:
         self,
         container: str,
         key: str,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
@@ -655,7 +684,7 @@ class AzureAdapter:
                 length=length,
                 overwrite=True,
                 content_settings=settings,
-                metadata=dict(attrs.metadata),
+                metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=tier,
                 headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
             )
@@ -668,22 +697,26 @@ class AzureAdapter:
         )
 
     def _receive(
-        self, body: BinaryIO, length: int, checksums: Mapping[str, str], what: str
+        self, body: WriteBody, length: int, checksums: Mapping[str, str], what: str
     ) -> bytes:
         """Read exactly `length` bytes and check the digests the service does not."""
-        chunks: list[bytes] = []
-        received = 0
-        while received < length:
-            chunk = body.read(min(8 * _MiB, length - received))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            received += len(chunk)
-        if received != length:
+        if isinstance(body, bytes | bytearray):
+            # The SDK takes bytes, not bytearray (it would iterate one as integers).
+            data = bytes(body)
+        else:
+            chunks: list[bytes] = []
+            received = 0
+            while received < length:
+                chunk = body.read(min(8 * _MiB, length - received))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                received += len(chunk)
+            data = b"".join(chunks)
+        if len(data) != length:
             raise ChecksumMismatch(
-                f"{self.site_name}: {what}: received {received} bytes, expected {length}"
+                f"{self.site_name}: {what}: received {len(data)} bytes, expected {length}"
             )
-        data = b"".join(chunks)
         for algo in ("sha256", "sha1"):
             expected = checksums.get(algo)
             if expected is not None and hashlib.new(algo, data).hexdigest() != expected.lower():
@@ -713,7 +746,7 @@ class AzureAdapter:
         key: str,
         upload_id: str,
         part_number: int,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         checksums: Mapping[str, str],
     ) -> PartResult:
@@ -755,7 +788,7 @@ class AzureAdapter:
             result = self._blob(container, key).commit_block_list(
                 blocks,
                 content_settings=_settings(attrs),
-                metadata=dict(attrs.metadata),
+                metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=_tier(attrs, self.site_name),
             )
         except _NETWORK_ERRORS as exc:

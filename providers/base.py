@@ -11,8 +11,11 @@ tests/providers/test_conformance.py checks each of them against every adapter):
 - `open_range` reads bytes [start, end) as a stream. With `if_match` it fails with
   `SourceChanged` when the object's ETag is no longer that one, and never returns bytes of
   another version.
-- Write bodies are seekable binary streams positioned at the first byte to send; exactly
-  `length` bytes are sent (a retry may seek back).
+- Write bodies are bytes-like (bytes, bytearray: sent as they are, without a copy) or
+  seekable binary streams positioned at the first byte to send; exactly `length` bytes
+  are sent (a retry may seek back).
+- A read's stream says what the store answered about the object (`ReadStream.info`):
+  attributes, metadata and ETag come with the bytes, so a copy needs no HEAD.
 - Writes verify: a `put_object` or `upload_part` whose bytes do not match the MD5 (or
   SHA-256) given in `checksums` fails with `ChecksumMismatch` and stores nothing.
   A write is atomic: readers see the whole new object or nothing.
@@ -141,8 +144,19 @@ class Replication:
     detail: str = ""
 
 
+# What a write sends: bytes-like, or a seekable stream (see the module doc).
+WriteBody = bytes | bytearray | BinaryIO
+
+
 class ReadStream(Protocol):
-    """A stream of an object's bytes; close() releases the connection."""
+    """A stream of an object's bytes; close() releases the connection.
+
+    `info` is the object as the read's response described it: `size` is the whole
+    object's (not the range's), with content type, encoding, cache control, user metadata,
+    ETag, last modified and storage class; None where the store's read does not say."""
+
+    @property
+    def info(self) -> ObjectInfo | None: ...
 
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -194,7 +208,7 @@ class StoreAdapter(Protocol):
         self,
         container: str,
         key: str,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
@@ -212,7 +226,7 @@ class StoreAdapter(Protocol):
         key: str,
         upload_id: str,
         part_number: int,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         checksums: Mapping[str, str],
     ) -> PartResult:

@@ -13,6 +13,7 @@ whenever the file is rewritten, which is what conditional reads need.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ from providers.base import (
     Replication,
     UploadInfo,
     WriteAttrs,
+    WriteBody,
     WriteResult,
 )
 
@@ -52,9 +54,10 @@ def _etag(st: os.stat_result) -> str:
 class _RangeReader:
     """Reads [start, end) of an already opened file: the version that was opened."""
 
-    def __init__(self, handle: BinaryIO, remaining: int) -> None:
+    def __init__(self, handle: BinaryIO, remaining: int, info: ObjectInfo | None) -> None:
         self._handle = handle
         self._remaining = remaining
+        self.info = info
 
     def read(self, size: int = -1, /) -> bytes:
         if self._remaining <= 0:
@@ -180,6 +183,11 @@ class LocalAdapter:
         except (FileNotFoundError, NotADirectoryError):
             self._require_container(container)
             raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
+        return self._described(container, key, st)
+
+    def _described(self, container: str, key: str, st: os.stat_result) -> ObjectInfo:
+        """The object as stat says, with the side file's attributes if they are this
+        version's (the side file names the ETag it was written for)."""
         meta = self._read_meta(container, key)
         if meta.get("etag") != _etag(st):
             meta = {}
@@ -225,12 +233,14 @@ class LocalAdapter:
             raise SourceChanged(f"{self.site_name}: {container}/{key} changed since listed")
         stop = st.st_size if end is None else min(end, st.st_size)
         handle.seek(start)
-        return _RangeReader(handle, max(0, stop - start))
+        return _RangeReader(handle, max(0, stop - start), self._described(container, key, st))
 
     def _receive(
-        self, body: BinaryIO, length: int, checksums: Mapping[str, str], what: str
+        self, body: WriteBody, length: int, checksums: Mapping[str, str], what: str
     ) -> tuple[Path, str]:
         """Copy `length` bytes to a temporary file, verifying the given checksums."""
+        if isinstance(body, bytes | bytearray):
+            body = io.BytesIO(body)
         tmp = self._tmp()
         md5, sha256 = hashlib.md5(), hashlib.sha256()
         received = 0
@@ -294,7 +304,7 @@ class LocalAdapter:
         self,
         container: str,
         key: str,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
@@ -344,7 +354,7 @@ class LocalAdapter:
         key: str,
         upload_id: str,
         part_number: int,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         checksums: Mapping[str, str],
     ) -> PartResult:

@@ -63,6 +63,7 @@ from providers.base import (
     RequestGuard,
     UploadInfo,
     WriteAttrs,
+    WriteBody,
     WriteResult,
 )
 
@@ -233,9 +234,15 @@ class _BoundedBody:
 class _RangeStream:
     """The GetObject body; read errors become migrate errors, like every other call."""
 
-    def __init__(self, body: Any, on_error: Callable[[Exception], MigrateError]) -> None:
+    def __init__(
+        self,
+        body: Any,
+        on_error: Callable[[Exception], MigrateError],
+        info: ObjectInfo | None = None,
+    ) -> None:
         self._body = body
         self._on_error = on_error
+        self.info = info
 
     def read(self, size: int = -1, /) -> bytes:
         try:
@@ -249,6 +256,8 @@ class _RangeStream:
 
 
 class _EmptyStream:
+    info: ObjectInfo | None = None
+
     def read(self, size: int = -1, /) -> bytes:
         return b""
 
@@ -520,7 +529,17 @@ class S3Adapter:
             return Permanent(f"{where}: invalid request: {exc}")
         return Permanent(f"{where}: {type(exc).__name__}")
 
-    def _body(self, body: BinaryIO, length: int, container: str, key: str) -> _BoundedBody:
+    def _body(
+        self, body: WriteBody, length: int, container: str, key: str
+    ) -> _BoundedBody | bytes | bytearray:
+        if isinstance(body, bytes | bytearray):
+            # Sent as it is: no copy, and botocore re-sends the same object on a retry.
+            if len(body) != length:
+                raise Permanent(
+                    f"{self._where(container, key)}: body of {len(body)} bytes, "
+                    f"expected {length}"
+                )
+            return body
         bounded = _BoundedBody(body, length)
         if not bounded.seekable():
             # botocore re-reads the body to sign it over HTTP and to retry.
@@ -657,6 +676,12 @@ class S3Adapter:
             self._client.head_object, container, key,
             Bucket=container, Key=key, ChecksumMode="ENABLED",
         )  # fmt: skip
+        return self._described(container, key, r, int(r.get("ContentLength", 0)))
+
+    def _described(
+        self, container: str, key: str, r: Mapping[str, Any], size: int
+    ) -> ObjectInfo:
+        """The object as a HEAD or GET response describes it."""
         etag = _unquote(r.get("ETag"))
         # HEAD omits the header for STANDARD; listings name it: report the same for both.
         storage_class = r.get("StorageClass") or "STANDARD"
@@ -664,7 +689,7 @@ class S3Adapter:
         return ObjectInfo(
             container=container,
             key=key,
-            size=int(r.get("ContentLength", 0)),
+            size=size,
             etag=etag,
             last_modified=r.get("LastModified"),
             checksums=_checksums(r, etag, _etag_is_md5(r)),
@@ -697,7 +722,14 @@ class S3Adapter:
         if version_id:
             kwargs["VersionId"] = version_id
         r = self._call(self._client.get_object, container, key, **kwargs)
-        return _RangeStream(r["Body"], lambda exc: self._map_error(exc, container, key))
+        # "bytes 0-99/1234": the whole object's size is after the slash.
+        whole = str(r.get("ContentRange") or "").rpartition("/")[2]
+        size = int(whole) if whole.isdigit() else int(r.get("ContentLength", 0))
+        return _RangeStream(
+            r["Body"],
+            lambda exc: self._map_error(exc, container, key),
+            self._described(container, key, r, size),
+        )
 
     def _write_kwargs(self, attrs: WriteAttrs) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -725,7 +757,7 @@ class S3Adapter:
         self,
         container: str,
         key: str,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
@@ -762,7 +794,7 @@ class S3Adapter:
         key: str,
         upload_id: str,
         part_number: int,
-        body: BinaryIO,
+        body: WriteBody,
         length: int,
         checksums: Mapping[str, str],
     ) -> PartResult:

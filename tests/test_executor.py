@@ -4,6 +4,7 @@ survived, bounded memory, and a finished phase re-run sends nothing."""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -12,12 +13,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migrate.errors import Permanent
 from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
@@ -187,7 +190,9 @@ def env_for(site_for: SiteFactory, tmp_path: Path) -> Any:
     return make
 
 
-@pytest.mark.parametrize(("src", "dst"), [("azure", "s3"), ("s3", "s3"), ("local", "s3")])
+@pytest.mark.parametrize(
+    ("src", "dst"), [("azure", "s3"), ("s3", "s3"), ("local", "s3"), ("s3", "azure")]
+)
 def test_every_object_arrives_with_the_same_bytes_type_and_metadata(
     env_for: Any, src: str, dst: str
 ) -> None:
@@ -211,6 +216,82 @@ def test_every_object_arrives_with_the_same_bytes_type_and_metadata(
         for name, value in meta.items():
             assert head.metadata.get(name) == value
         assert sha[key] == hashlib.sha256(data).hexdigest()
+
+
+class Counting:
+    """Wraps an adapter: counts calls by name, and the most `upload_part` calls in flight at
+    once; `slow_parts` makes each part take that long, `fail_part` fails that part for good."""
+
+    def __init__(self, inner: StoreAdapter, slow_parts: float = 0.0, fail_part: int = 0) -> None:
+        self._inner = inner
+        self._slow = slow_parts
+        self._fail = fail_part
+        self._lock = threading.Lock()
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0
+        self.peak = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls[name] += 1
+                if name == "upload_part":
+                    self.in_flight += 1
+                    self.peak = max(self.peak, self.in_flight)
+            try:
+                if name == "upload_part":
+                    time.sleep(self._slow)
+                    if args[3] == self._fail:
+                        raise Permanent(f"part {args[3]} refused for good (test)")
+                return attr(*args, **kwargs)
+            finally:
+                if name == "upload_part":
+                    with self._lock:
+                        self.in_flight -= 1
+
+        return call
+
+
+def test_parts_of_one_object_are_sent_in_parallel_and_read_without_a_head(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    data = body(5, 40 * MiB + 3)
+    env.seed({"one/large.bin": (data, "application/x-thing", {"k": "v"}, False)})
+    plan = env.plan()
+    source = Counting(env.source)
+    destination = Counting(env.destination, slow_parts=0.3)
+    summary = env.run(plan, source=source, destination=destination)  # type: ignore[arg-type]
+
+    assert summary.copied == 1
+    assert destination.calls["upload_part"] == 9
+    assert destination.peak >= 3, "a slow destination gets several parts of one object at once"
+    # The attributes come with the first part's read: one ranged GET per part, no HEAD.
+    assert source.calls["head"] == 0 and source.calls["open_range"] == 9
+    assert env.read_destination("one/large.bin") == data
+    head = env.destination.head(env.bucket, "one/large.bin")
+    assert head.content_type == "application/x-thing" and head.metadata
+    assert head.metadata["k"] == "v"
+
+
+def test_a_part_refused_for_good_fails_its_object_and_leaves_no_upload(env_for: Any) -> None:
+    env: Env = env_for("s3", "s3")
+    env.seed({"one/large.bin": (body(6, 60 * MiB), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    destination = Counting(env.destination, slow_parts=0.2, fail_part=2)
+    summary = env.run(plan, destination=destination)  # type: ignore[arg-type]
+
+    assert (summary.copied, summary.failed) == (0, 1)
+    assert "part 2 refused" in summary.failures[0][2]
+    # 12 parts; the buffers (concurrency + 2) bound how far reading ran ahead of the failure.
+    assert destination.calls["upload_part"] <= SMALL_PARTS.concurrency + 3
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+    assert env.run(plan).copied == 1  # the same command completes it
 
 
 def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) -> None:
