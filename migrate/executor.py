@@ -40,6 +40,7 @@ from migrate.errors import (
 )
 from migrate.ledger import Ledger, TransferRow
 from migrate.limits import AdaptiveLimit, LimitedAdapter
+from migrate.memory import return_large_buffers
 from migrate.plan import Plan
 from migrate.transfer import (
     DEFAULT_PART_SIZE,
@@ -221,6 +222,24 @@ def _rows(ledger: Ledger, plan: str, phase: str) -> Iterator[TransferRow]:
         after = (batch[-1].container, batch[-1].key)
 
 
+def finished_already(plan: Plan, phase_name: str, ledger: Ledger) -> PhaseSummary | None:
+    """The summary of a copy phase that finished and has nothing left to do, from the
+    ledger alone: its re-run contacts no store (no adapter is even used). None when there
+    is work, or when the phase re-lists its source (delta, cutover)."""
+    phase = plan.phase(phase_name)
+    if phase.kind.value in ("delta", "cutover"):
+        return None
+    state = ledger.phase_state(plan.name, phase_name)
+    if state.resolved_at is None or state.finished_at is None:
+        return None
+    if ledger.transfers_to_do(plan.name, phase_name, None, 1):
+        return None
+    counts = {c.state: c.objects for c in ledger.phase_counts(plan.name, phase_name)}
+    return PhaseSummary(
+        plan.name, phase_name, objects=sum(counts.values()), already_done=counts.get("done", 0)
+    )
+
+
 def run_phase(
     plan: Plan,
     phase_name: str,
@@ -237,7 +256,12 @@ def run_phase(
     subscriber = subscriber or Subscriber()
     started = time.monotonic()
     check_gates(plan, phase_name, ledger, force_reason)
+    nothing = finished_already(plan, phase_name, ledger)
+    if nothing is not None:
+        nothing.seconds = time.monotonic() - started
+        return nothing
     total = ledger.resolve_phase(plan, plan.phase(phase_name))
+    return_large_buffers()
     summary = PhaseSummary(plan.name, phase_name, objects=total)
     counts = {c.state: c for c in ledger.phase_counts(plan.name, phase_name)}
     summary.already_done = counts["done"].objects if "done" in counts else 0

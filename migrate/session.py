@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -20,14 +19,33 @@ from providers.catalog import Catalog
 from providers.factory import build_adapter
 
 
-@dataclass
 class Session:
-    plan: Plan
-    config: SitesConfig
-    ledger: Ledger
-    source: StoreAdapter
-    destination: StoreAdapter
-    guard: RoutingGuard
+    """The adapters are built when first used: a command that finds nothing to do (a
+    finished phase run again) contacts no store and loads no SDK."""
+
+    def __init__(self, plan: Plan, config: SitesConfig, ledger: Ledger, guard: RoutingGuard):
+        self.plan = plan
+        self.config = config
+        self.ledger = ledger
+        self.guard = guard
+        self._built: dict[str, StoreAdapter] = {}
+
+    def _adapter(self, name: str) -> StoreAdapter:
+        if name not in self._built:
+            self._built[name] = build_adapter(_site(self.config, name), guard=self.guard)
+        return self._built[name]
+
+    @property
+    def source(self) -> StoreAdapter:
+        return self._adapter(self.plan.source)
+
+    @property
+    def destination(self) -> StoreAdapter:
+        return self._adapter(self.plan.destination)
+
+    def close(self) -> None:
+        for adapter in self._built.values():
+            adapter.close()
 
 
 def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:
@@ -63,11 +81,11 @@ def open_session(
     plan = load_plan(plan_path, check_digest=check_digest)
     guard = guard_for(plan, config, catalog)
     with Ledger(config.state_dir) as ledger:
-        source = build_adapter(_site(config, plan.source), guard=guard)
-        destination = build_adapter(_site(config, plan.destination), guard=guard)
+        # Both sites must exist in the sites file, whether or not the command uses them.
+        _site(config, plan.source), _site(config, plan.destination)
+        session = Session(plan, config, ledger, guard)
         try:
-            yield Session(plan, config, ledger, source, destination, guard)
+            yield session
         finally:
             ledger.record_routes(plan.name, [RouteUse(*use) for use in guard.drain()])
-            source.close()
-            destination.close()
+            session.close()

@@ -231,6 +231,41 @@ class _BoundedBody:
         """The caller owns the file object: botocore must not close it."""
 
 
+class _ViewBody:
+    """A seekable reader over bytes already in memory, without copying them: botocore's
+    CRT signer wraps a bytes-like body in BytesIO (a copy of the whole part for a
+    bytearray) but uses a file-like one as it is; the HTTP layer then reads it in blocks."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = (
+            len(self._view) if size is None or size < 0 else min(self._pos + size, len(self._view))
+        )
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos = max(self._pos, end)
+        return chunk
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = {0: offset, 1: self._pos + offset, 2: len(self._view) + offset}[whence]
+        self._pos = max(0, min(target, len(self._view)))
+        return self._pos
+
+    def close(self) -> None:
+        """The caller owns the bytes."""
+
+
 class _RangeStream:
     """The GetObject body; read errors become migrate errors, like every other call."""
 
@@ -531,15 +566,13 @@ class S3Adapter:
 
     def _body(
         self, body: WriteBody, length: int, container: str, key: str
-    ) -> _BoundedBody | bytes | bytearray:
+    ) -> _BoundedBody | _ViewBody:
         if isinstance(body, bytes | bytearray):
-            # Sent as it is: no copy, and botocore re-sends the same object on a retry.
             if len(body) != length:
                 raise Permanent(
-                    f"{self._where(container, key)}: body of {len(body)} bytes, "
-                    f"expected {length}"
+                    f"{self._where(container, key)}: body of {len(body)} bytes, expected {length}"
                 )
-            return body
+            return _ViewBody(body)
         bounded = _BoundedBody(body, length)
         if not bounded.seekable():
             # botocore re-reads the body to sign it over HTTP and to retry.
@@ -678,9 +711,7 @@ class S3Adapter:
         )  # fmt: skip
         return self._described(container, key, r, int(r.get("ContentLength", 0)))
 
-    def _described(
-        self, container: str, key: str, r: Mapping[str, Any], size: int
-    ) -> ObjectInfo:
+    def _described(self, container: str, key: str, r: Mapping[str, Any], size: int) -> ObjectInfo:
         """The object as a HEAD or GET response describes it."""
         etag = _unquote(r.get("ETag"))
         # HEAD omits the header for STANDARD; listings name it: report the same for both.
