@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from migrate.errors import PlanError, PlanTampered
 
+# libyaml's safe loader where PyYAML has it: the same documents, about 10x faster to load.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 SCHEMA_VERSION = 1
 
 
@@ -205,7 +208,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 
 def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except FileNotFoundError:
         raise PlanError(f"plan {path} not found", hint="create one with `migrate plan`") from None
     except yaml.YAMLError as exc:

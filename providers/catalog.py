@@ -94,6 +94,9 @@ EU_EEA: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
+# libyaml's safe loader where PyYAML has it: the same documents, about 10x faster to load.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # Names for the codes the catalog uses, so reasons read "Microsoft Corporation (United States)".
 COUNTRY_NAMES: dict[str, str] = {
     "AT": "Austria", "AU": "Australia", "BE": "Belgium", "BG": "Bulgaria", "CA": "Canada",
@@ -827,7 +830,7 @@ def _validate(raw: dict[str, Any], origin: str, name: str) -> Provider:
 
 def _read_yaml(path: Path, origin: str) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except FileNotFoundError:
         raise ConfigError(f"catalog file {origin} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
