@@ -33,7 +33,7 @@ from migrate.errors import (
     TransferError,
     redact,
 )
-from migrate.executor import Subscriber, TransferConfig, run_phase
+from migrate.executor import Subscriber, TransferConfig, finished_already, run_phase
 from migrate.inventory import Progress as ListingProgress
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
@@ -476,8 +476,10 @@ def run(
                 delta.removed = remove_deleted(session.plan, session.ledger, session.destination)
             if not json_out:
                 render.print_delta(console, delta)
-        with _ProgressSubscriber(json_out) as progress:
-            summary = run_phase(
+        # A finished phase is answered from the ledger, before any adapter is built.
+        finished = finished_already(session.plan, phase, session.ledger)
+        with _ProgressSubscriber(json_out or finished is not None) as progress:
+            summary = finished or run_phase(
                 session.plan,
                 phase,
                 session.ledger,

@@ -3,6 +3,7 @@ exit codes, and never a secret."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -227,3 +228,37 @@ def test_sites_check_gives_each_site_its_verdict(
     verdicts = {v["site"]: v for v in json.loads(out)["verdicts"]}
     assert verdicts["nowhere"]["status"] == "UNKNOWN"  # no declared country
     assert verdicts["rehearsal"]["status"] == "PASS"
+
+
+def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "dst").mkdir()
+    for n in range(30):
+        (tmp_path / "src" / "data" / f"f{n}.txt").write_text(f"object {n}\n")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[sites.src]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.dst]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    plan = str(tmp_path / "plan.yaml")
+    where = ["--sites", str(sites)]
+    for args in (
+        ["inventory", "src"],
+        ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o", plan],
+        ["plan", "approve", plan],
+        ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test"],
+    ):
+        code, _, err = run([*args, *where], capsys)
+        assert code == 0, err
+
+    def no_store(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a store was contacted")
+
+    monkeypatch.setattr("migrate.session.build_adapter", no_store)
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["copied"] == 0 and summary["already_done"] == summary["objects"] > 0
