@@ -59,7 +59,7 @@ BATCH = 500
 class TransferConfig:
     """`concurrency` objects are copied at once, and the parts of large objects are sent
     by `concurrency` more threads while the next parts are read. Memory is bounded by
-    `buffers` x `part_size` (default buffers: concurrency + 2)."""
+    `buffers` x `part_size` (default buffers: concurrency)."""
 
     concurrency: int = 8
     part_size: int = DEFAULT_PART_SIZE
@@ -299,7 +299,7 @@ def run_phase(
         call=retries,
         on_bytes=subscriber.on_bytes,
         uploads=part_senders,
-        buffers=PartBuffers(config.buffers or config.concurrency + 2),
+        buffers=PartBuffers(config.buffers or config.concurrency, config.part_size),
     )
     lock = threading.Lock()
 

@@ -135,18 +135,36 @@ def _direct(fn: Callable[[], T], /) -> T:
 
 
 class PartBuffers:
-    """At most `count` part buffers exist at once, across every copy that shares this: the
-    memory of a phase is bounded by count x part size, whatever the mix of objects. A
-    buffer is taken before a part is read and given back when the part is sent (or found
-    already sent), by whichever thread sends it."""
+    """A pool of `count` part buffers shared by every copy: the memory of a phase is
+    count x part size, whatever the mix of objects, and a buffer is reused rather than
+    allocated (and zero-filled) for every part. `take(length)` waits for a free buffer and
+    gives a view of its first `length` bytes; `give(view)` returns it, by whichever thread
+    sent the part. A part larger than the pooled size (an object whose part size was raised
+    to fit the store's part count) gets its own buffer, still under the same count."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, size: int = DEFAULT_PART_SIZE) -> None:
         self._slots = threading.BoundedSemaphore(max(1, count))
+        self._size = size
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
 
-    def take(self) -> None:
+    def take(self, length: int) -> memoryview:
         self._slots.acquire()
+        buf = None
+        if length <= self._size:
+            with self._lock:
+                buf = self._free.pop() if self._free else None
+            if buf is None:
+                buf = bytearray(self._size)
+        else:
+            buf = bytearray(length)
+        return memoryview(buf)[:length]
 
-    def give(self) -> None:
+    def give(self, view: memoryview) -> None:
+        buf = view.obj
+        if isinstance(buf, bytearray) and len(buf) == self._size:
+            with self._lock:
+                self._free.append(buf)
         self._slots.release()
 
 
@@ -160,11 +178,11 @@ class _SourceReader:
         self._item = item
         self.info: ObjectInfo | None = None  # the source as the first read described it
 
-    def read(self, start: int, length: int) -> bytearray:
-        """Bytes [start, start+length) of the version seen at listing, in one buffer."""
+    def read(self, start: int, length: int, into: memoryview) -> memoryview:
+        """Bytes [start, start+length) of the version seen at listing, into `into`."""
         item = self._item
 
-        def attempt() -> bytearray:
+        def attempt() -> memoryview:
             stream = self._copy.source.open_range(
                 item.container,
                 item.key,
@@ -175,25 +193,22 @@ class _SourceReader:
             )
             if self.info is None:
                 self.info = stream.info
-            buf = bytearray(length)
-            view = memoryview(buf)
             got = 0
             try:
                 while got < length:
                     chunk = stream.read(min(MiB, length - got))
                     if not chunk:
                         break
-                    view[got : got + len(chunk)] = chunk
+                    into[got : got + len(chunk)] = chunk
                     got += len(chunk)
             finally:
-                view.release()
                 stream.close()
             if got != length:
                 raise SourceChanged(
                     f"{item.container}/{item.key}: read {got} bytes at {start}, "
                     f"expected {length} (object shorter than listed)"
                 )
-            return buf
+            return into
 
         return self._copy.call(attempt)
 
@@ -209,7 +224,7 @@ class _PartsInFlight:
         self.sent = 0
 
     def send(
-        self, item: TransferItem, upload_id: str, number: int, data: bytearray, md5: str
+        self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str
     ) -> None:
         if self._copy.uploads is None:
             self._done[number] = self._copy.send_part(item, upload_id, number, data, md5)
@@ -263,7 +278,7 @@ class ObjectCopy:
         self.call = call
         self.on_bytes = on_bytes or (lambda n: None)
         self.uploads = uploads
-        self.buffers = buffers or PartBuffers(1 if uploads is None else 2)
+        self.buffers = buffers or PartBuffers(1 if uploads is None else 2, part_size)
 
     def attrs_for(self, item: TransferItem, info: ObjectInfo | None = None) -> WriteAttrs:
         """The destination's attributes, from what the source's read said of the object
@@ -294,16 +309,16 @@ class ObjectCopy:
             return self._single(item, reader)
         return self._multipart(item, reader, part_size)
 
-    def _checksums_for(self, data: bytearray, md5: str) -> dict[str, str]:
+    def _checksums_for(self, data: memoryview, md5: str) -> dict[str, str]:
         sums = {"md5": md5}
         if "sha256" in self.destination.capabilities.verifies_checksums:
             sums["sha256"] = hashlib.sha256(data).hexdigest()
         return sums
 
     def _single(self, item: TransferItem, reader: _SourceReader) -> TransferOutcome:
-        self.buffers.take()
+        data = self.buffers.take(item.size)
         try:
-            data = reader.read(0, item.size)
+            reader.read(0, item.size, data)
             attrs = self.attrs_for(item, reader.info)
             md5 = hashlib.md5(data).hexdigest()
             sha256 = hashlib.sha256(data).hexdigest()
@@ -331,7 +346,7 @@ class ObjectCopy:
                 )
             )
         finally:
-            self.buffers.give()
+            self.buffers.give(data)
         self._check_destination_etag(item, result.etag, md5)
         self.on_bytes(item.size)
         return TransferOutcome(item.size, sha256, md5, result.etag, proof, 1, item.size)
@@ -381,10 +396,10 @@ class ObjectCopy:
                 sending.raise_failure()  # a part that failed for good: stop reading
                 start = (number - 1) * part_size
                 length = min(part_size, item.size - start)
-                self.buffers.take()
+                data = self.buffers.take(length)
                 handed = False
                 try:
-                    data = reader.read(start, length)
+                    reader.read(start, length, data)
                     if create_attrs is None:
                         # The first read told the attributes: they go with the upload.
                         create_attrs = self._create_attrs(
@@ -420,7 +435,7 @@ class ObjectCopy:
                     handed = True  # the sender gives the buffer back
                 finally:
                     if not handed:
-                        self.buffers.give()
+                        self.buffers.give(data)
             results.update(sending.wait())
         finally:
             sending.drain()  # never leave a part in flight behind an error
@@ -460,22 +475,23 @@ class ObjectCopy:
         )
 
     def send_part(
-        self, item: TransferItem, upload_id: str, number: int, data: bytearray, md5: str
+        self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str
     ) -> PartResult:
         """Send one part (retried as a whole), check the store's answer, record it."""
+        length = len(data)
         try:
             sums = self._checksums_for(data, md5)
             result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
         finally:
-            self.buffers.give()
+            self.buffers.give(data)  # the store has it (or never will): the buffer is free
         if result.etag and _MD5_HEX.match(result.etag.lower()) and result.etag.lower() != md5:
             raise ChecksumMismatch(
                 f"{item.destination_bucket}/{item.destination_key} part {number}: "
                 "the store's ETag differs from the MD5 of the bytes sent"
             )
         self.recorder.part_done(item, upload_id, result, md5)
-        self.on_bytes(len(data))
-        return PartResult(number, result.etag, len(data), result.checksums)
+        self.on_bytes(length)
+        return PartResult(number, result.etag, length, result.checksums)
 
     def _prove_completed(
         self,
@@ -493,19 +509,19 @@ class ObjectCopy:
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
         for number in range(1, count + 1):
             start = (number - 1) * part_size
-            self.buffers.take()
+            data = self.buffers.take(min(part_size, item.size - start))
             try:
-                data = reader.read(start, min(part_size, item.size - start))
+                reader.read(start, len(data), data)
+                if hashlib.md5(data).hexdigest() != done[number]:
+                    raise ChecksumMismatch(
+                        f"{item.container}/{item.key} part {number}: source bytes differ "
+                        "from the part the destination holds"
+                    )
+                sha256.update(data)
+                if whole_md5 is not None:
+                    whole_md5.update(data)
             finally:
-                self.buffers.give()
-            if hashlib.md5(data).hexdigest() != done[number]:
-                raise ChecksumMismatch(
-                    f"{item.container}/{item.key} part {number}: source bytes differ from "
-                    "the part the destination holds"
-                )
-            sha256.update(data)
-            if whole_md5 is not None:
-                whole_md5.update(data)
+                self.buffers.give(data)
         proof = self._source_proof(item, whole_md5.hexdigest()) if whole_md5 else "none"
         return TransferOutcome(item.size, sha256.hexdigest(), expected, etag, proof, count, 0)
 
@@ -514,7 +530,7 @@ class ObjectCopy:
         item: TransferItem,
         upload_id: str,
         number: int,
-        data: bytearray,
+        data: memoryview,
         sums: Mapping[str, str],
     ) -> PartResult:
         return self.destination.upload_part(

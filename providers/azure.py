@@ -700,7 +700,7 @@ class AzureAdapter:
         self, body: WriteBody, length: int, checksums: Mapping[str, str], what: str
     ) -> bytes:
         """Read exactly `length` bytes and check the digests the service does not."""
-        if isinstance(body, bytes | bytearray):
+        if isinstance(body, bytes | bytearray | memoryview):
             # The SDK takes bytes, not bytearray (it would iterate one as integers).
             data = bytes(body)
         else:

@@ -11,7 +11,7 @@ tests/providers/test_conformance.py checks each of them against every adapter):
 - `open_range` reads bytes [start, end) as a stream. With `if_match` it fails with
   `SourceChanged` when the object's ETag is no longer that one, and never returns bytes of
   another version.
-- Write bodies are bytes-like (bytes, bytearray: sent as they are, without a copy) or
+- Write bodies are bytes-like (bytes, bytearray, memoryview: sent without a copy) or
   seekable binary streams positioned at the first byte to send; exactly `length` bytes
   are sent (a retry may seek back).
 - A read's stream says what the store answered about the object (`ReadStream.info`):
@@ -145,7 +145,7 @@ class Replication:
 
 
 # What a write sends: bytes-like, or a seekable stream (see the module doc).
-WriteBody = bytes | bytearray | BinaryIO
+WriteBody = bytes | bytearray | memoryview | BinaryIO
 
 
 class ReadStream(Protocol):

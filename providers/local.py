@@ -239,7 +239,7 @@ class LocalAdapter:
         self, body: WriteBody, length: int, checksums: Mapping[str, str], what: str
     ) -> tuple[Path, str]:
         """Copy `length` bytes to a temporary file, verifying the given checksums."""
-        if isinstance(body, bytes | bytearray):
+        if isinstance(body, bytes | bytearray | memoryview):
             body = io.BytesIO(body)
         tmp = self._tmp()
         md5, sha256 = hashlib.md5(), hashlib.sha256()

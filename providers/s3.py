@@ -236,7 +236,7 @@ class _ViewBody:
     CRT signer wraps a bytes-like body in BytesIO (a copy of the whole part for a
     bytearray) but uses a file-like one as it is; the HTTP layer then reads it in blocks."""
 
-    def __init__(self, data: bytes | bytearray) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._view = memoryview(data)
         self._pos = 0
 
@@ -567,7 +567,7 @@ class S3Adapter:
     def _body(
         self, body: WriteBody, length: int, container: str, key: str
     ) -> _BoundedBody | _ViewBody:
-        if isinstance(body, bytes | bytearray):
+        if isinstance(body, bytes | bytearray | memoryview):
             if len(body) != length:
                 raise Permanent(
                     f"{self._where(container, key)}: body of {len(body)} bytes, expected {length}"

@@ -287,8 +287,9 @@ def test_a_part_refused_for_good_fails_its_object_and_leaves_no_upload(env_for: 
 
     assert (summary.copied, summary.failed) == (0, 1)
     assert "part 2 refused" in summary.failures[0][2]
-    # 12 parts; the buffers (concurrency + 2) bound how far reading ran ahead of the failure.
-    assert destination.calls["upload_part"] <= SMALL_PARTS.concurrency + 3
+    # 12 parts: the buffers (one per unit of concurrency) bound how far reading ran ahead of
+    # the failure (a part or two more may start while the failure is under way).
+    assert destination.calls["upload_part"] <= SMALL_PARTS.concurrency + 2
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
     assert [o.key for o in env.destination.list_objects(env.bucket)] == []
     assert env.run(plan).copied == 1  # the same command completes it
