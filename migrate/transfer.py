@@ -140,7 +140,8 @@ class PartBuffers:
     allocated (and zero-filled) for every part. `take(length)` waits for a free buffer and
     gives a view of its first `length` bytes; `give(view)` returns it, by whichever thread
     sent the part. A part larger than the pooled size (an object whose part size was raised
-    to fit the store's part count) gets its own buffer, still under the same count."""
+    to fit the store's part count) or under 1 MiB (a small object) gets its own buffer,
+    still under the same count."""
 
     def __init__(self, count: int, size: int = DEFAULT_PART_SIZE) -> None:
         self._slots = threading.BoundedSemaphore(max(1, count))
@@ -151,12 +152,12 @@ class PartBuffers:
     def take(self, length: int) -> memoryview:
         self._slots.acquire()
         buf = None
-        if length <= self._size:
+        if MiB <= length <= self._size:
             with self._lock:
                 buf = self._free.pop() if self._free else None
             if buf is None:
                 buf = bytearray(self._size)
-        else:
+        else:  # small objects: an exact buffer costs less than a whole part's
             buf = bytearray(length)
         return memoryview(buf)[:length]
 
