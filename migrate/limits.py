@@ -16,6 +16,7 @@ from migrate.errors import Retryable
 from providers.base import (
     ObjectInfo,
     PartResult,
+    Protection,
     ReadStream,
     Replication,
     StoreAdapter,
@@ -229,6 +230,9 @@ class LimitedAdapter:
 
     def replication(self, container: str) -> Replication:
         return self._call(lambda: self.inner.replication(container))
+
+    def protection(self, container: str) -> Protection:
+        return self._call(lambda: self.inner.protection(container))
 
     def close(self) -> None:
         self.inner.close()

@@ -70,7 +70,7 @@ from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
 from migrate.routing import endpoint_host, is_global_endpoint, is_loopback
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
-from providers.base import Replication, ReplicationTarget
+from providers.base import Protection, Replication, ReplicationTarget
 from providers.catalog import Catalog, country_name, in_eu_eea
 
 __all__ = [
@@ -758,6 +758,102 @@ def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog
 # -- the plan ----------------------------------------------------------------------------------
 
 
+def _protection_findings(
+    inputs: PlanInputs, protection: MappingOf[str, Protection], decommission: bool
+) -> list[Finding]:
+    """What the source keeps besides its current objects (older versions, delete markers,
+    snapshots) is not copied, and retention locks do not travel with the bytes: one finding
+    each, over the containers concerned. Unknown answers are findings too, never "none"."""
+    history: list[tuple[str, str]] = []  # container, what
+    history_unknown: list[tuple[str, str]] = []
+    locked: list[tuple[str, str]] = []
+    lock_unknown: list[tuple[str, str]] = []
+    for container in sorted(protection):
+        found = protection[container]
+        if found.older_versions is None:
+            history_unknown.append((container, f"{container} ({found.detail})"))
+        elif found.older_versions > 0:
+            bound = "" if found.counted_all else "at least "
+            history.append((container, f"{bound}{found.older_versions:,} in {container}"))
+        held = [
+            w
+            for w, on in (("retention lock", found.object_lock), ("legal hold", found.legal_hold))
+            if on
+        ]
+        if held:
+            locked.append((container, f"{container} ({' and '.join(held)})"))
+        elif found.object_lock is None or found.legal_hold is None:
+            lock_unknown.append((container, f"{container} ({found.detail})"))
+
+    def concerned(containers: Sequence[str]) -> tuple[tuple[str, ...], int]:
+        sets = [d for d in inputs.datasets if d.container in containers]
+        return tuple(d.dataset for d in sets), sum(d.objects for d in sets)
+
+    out: list[Finding] = []
+    if history:
+        names, _ = concerned([c for c, _ in history])
+        out.append(
+            Finding(
+                code="VERSIONS_NOT_CARRIED",
+                severity=Severity.WARNING,
+                message="older versions, delete markers or snapshots will not be copied, only "
+                "each object's current version: " + "; ".join(w for _, w in history),
+                action="if that history must be kept, export it before decommissioning the "
+                "source, or keep the source until its retention ends",
+                datasets=names,
+                objects=sum(protection[c].older_versions or 0 for c, _ in history),
+            )
+        )
+    if history_unknown:
+        names, _ = concerned([c for c, _ in history_unknown])
+        out.append(
+            Finding(
+                code="VERSIONS_UNKNOWN",
+                severity=Severity.WARNING,
+                message="could not tell whether these containers keep older versions or "
+                "snapshots (only current versions are copied): "
+                + "; ".join(w for _, w in history_unknown),
+                action="check the containers' versioning at the provider's console",
+                datasets=names,
+            )
+        )
+    if locked:
+        names, objects = concerned([c for c, _ in locked])
+        out.append(
+            Finding(
+                code="IMMUTABLE_OR_LEGAL_HOLD",
+                severity=Severity.BLOCKING if decommission else Severity.WARNING,
+                message="objects under retention or legal hold at the source: "
+                + "; ".join(w for _, w in locked)
+                + ". The copy carries the bytes, not the lock"
+                + (", and the source cannot be deleted while it holds" if decommission else ""),
+                action="create the destination buckets with Object Lock and set the same "
+                "retention before the copy if it must continue there"
+                + (
+                    "; drop the decommission phase (leave out --decommission)"
+                    if decommission
+                    else ""
+                ),
+                datasets=names,
+                objects=objects,
+            )
+        )
+    if lock_unknown:
+        names, _ = concerned([c for c, _ in lock_unknown])
+        out.append(
+            Finding(
+                code="LOCKS_UNKNOWN",
+                severity=Severity.WARNING,
+                message="could not tell whether objects are under retention or legal hold "
+                "(S3 keeps those per object): " + "; ".join(w for _, w in lock_unknown),
+                action="check the buckets' Object Lock settings and objects' holds before "
+                "decommissioning the source",
+                datasets=names,
+            )
+        )
+    return out
+
+
 def _ref(site: Site, role: str, verdict: Verdict, endpoint: str | None) -> SiteRef:
     reasons = [f"{r.outcome}: {r.text}" for r in verdict.reasons]
     reasons += [f"warning: {w.message}" for w in verdict.warnings]
@@ -821,12 +917,15 @@ def make_plan(
     pilot_cover: int = 1,
     replication: MappingOf[str, Replication] | None = None,
     used_buckets: Sequence[str] = (),
+    protection: MappingOf[str, Protection] | None = None,
 ) -> Plan:
     """The plan to move `source`'s inventory (`datasets`, from `plan_inputs` measured with
     `destination_limits(destination)`) to `destination` under `policy`, with its digest.
     `replication` maps "source" / "destination" to what `migrate.replication` read of that
     site (a role left out was not read, and gives no finding). `used_buckets`: destination
-    buckets found already holding objects before the plan (read by the caller). Pure: reads
+    buckets found already holding objects before the plan (read by the caller).
+    `protection` maps each source container to what its store said of older versions,
+    snapshots and retention locks (containers left out were not read). Pure: reads
     no file, clock or network. Raises PlanError or ConfigError on bad input."""
     if source == destination:
         raise PlanError(f"source and destination are the same site ({source})")
@@ -909,6 +1008,7 @@ def make_plan(
                 )
             )
     findings += _object_findings(datasets, dst, src, catalog)
+    findings += _protection_findings(datasets, protection or {}, include_decommission)
     if not datasets.datasets:
         findings.append(
             Finding(

@@ -1,6 +1,7 @@
 """Read, before planning, what the planner (pure) must know of the live sites: the copies
 the source and destination make by themselves (S3 bucket replication, Azure
-geo-redundancy), judged against the policy, and destination buckets already in use.
+geo-redundancy), judged against the policy, destination buckets already in use, and what
+the source's containers keep besides current objects (versions, snapshots, locks).
 
 Guarantees: each container is asked once, through the site's own adapter and endpoint; a
 container that does not exist yet (a destination bucket the run will create) has nothing
@@ -25,11 +26,11 @@ from migrate.planner import (
     plan_inputs,
 )
 from migrate.sites import Site, SitesConfig
-from providers.base import Replication, ReplicationTarget, StoreAdapter
+from providers.base import Protection, Replication, ReplicationTarget, StoreAdapter
 from providers.catalog import Catalog
 from providers.factory import build_adapter
 
-__all__ = ["read_plan_replication", "read_replication"]
+__all__ = ["read_plan_protection", "read_plan_replication", "read_replication"]
 
 _DETAILS = 3  # reasons shown when several containers could not be read
 
@@ -110,6 +111,28 @@ def used_destination_buckets(
     return used
 
 
+def read_plan_protection(
+    config: SitesConfig,
+    source: str,
+    inputs: PlanInputs,
+    *,
+    build: Callable[[Site], StoreAdapter] = build_adapter,
+) -> dict[str, Protection]:
+    """What make_plan's `protection` takes: each inventoried source container's versions,
+    snapshots and locks (a container gone since the inventory is left out)."""
+    adapter = build(config.site(source))
+    out: dict[str, Protection] = {}
+    try:
+        for container in sorted({d.container for d in inputs.datasets}):
+            try:
+                out[container] = adapter.protection(container)
+            except NotFound:
+                continue
+    finally:
+        adapter.close()
+    return out
+
+
 def plan_from_sites(
     config: SitesConfig,
     catalog: Catalog,
@@ -146,4 +169,5 @@ def plan_from_sites(
         include_decommission=include_decommission,
         replication=read_plan_replication(config, source, destination, inputs),
         used_buckets=used_destination_buckets(config, destination, inputs),
+        protection=read_plan_protection(config, source, inputs),
     )

@@ -63,7 +63,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
@@ -120,6 +120,7 @@ from providers.base import (
     Capabilities,
     ObjectInfo,
     PartResult,
+    Protection,
     ReadStream,
     Replication,
     ReplicationTarget,
@@ -843,6 +844,63 @@ class AzureAdapter:
             self._fail(exc, f"delete {container}/{key}")
         except _NETWORK_ERRORS as exc:
             self._fail(exc, f"delete {container}/{key}")
+
+    def protection(self, container: str) -> Protection:
+        """Get Container Properties (immutability policy, legal hold, version-level
+        immutability) and one page of List Blobs with snapshots and versions (5,000
+        entries) to count snapshots and older versions. Blob versioning itself is an
+        account setting the data API does not show: it is "enabled" when the page shows
+        versions, else unknown. Stores that refuse the versions listing (Azurite) are
+        listed with snapshots only."""
+        where = f"{self.site_name}: container {container}"
+        client = self._container(container)
+        try:
+            props = client.get_container_properties()
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"container {container}", container_call=True)
+        lock = bool(props.has_immutability_policy) or bool(
+            getattr(props, "immutable_storage_with_versioning_enabled", False)
+        )
+        hold = bool(props.has_legal_hold)
+        notes: list[str] = []
+        older, counted_all, versions_seen = 0, True, False
+        for include in (["snapshots", "versions"], ["snapshots"]):
+            try:
+                pages = client.list_blobs(include=include, results_per_page=_PAGE).by_page()
+                page = list(next(pages, []))
+                counted_all = pages.continuation_token is None  # type: ignore[attr-defined]
+            except HttpResponseError as exc:
+                if exc.status_code in (400, 501) and "versions" in include:
+                    notes.append("versions not listable")
+                    continue
+                self._fail(exc, f"listing {container}")
+            except _NETWORK_ERRORS as exc:
+                self._fail(exc, f"listing {container}")
+            for blob in page:
+                if blob.snapshot:
+                    older += 1
+                elif blob.version_id:
+                    versions_seen = True
+                    older += 0 if blob.is_current_version else 1
+            break
+        versioning: Literal["enabled", "suspended", "off"] | None = (
+            "enabled" if versions_seen else None
+        )
+        detail = (
+            f"{where}: immutability policy {'on' if lock else 'off'}, legal hold "
+            f"{'on' if hold else 'off'}, versioning "
+            + (versioning or "unknown (an account setting)")
+        )
+        if notes:
+            detail += "; " + ", ".join(notes)
+        return Protection(
+            versioning=versioning,
+            older_versions=older,
+            counted_all=counted_all,
+            object_lock=lock,
+            legal_hold=hold,
+            detail=detail,
+        )
 
     def replication(self, container: str) -> Replication:
         """The account's redundancy (Get Account Information on the container, which a

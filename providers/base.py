@@ -148,6 +148,23 @@ class Replication:
 WriteBody = bytes | bytearray | memoryview | BinaryIO
 
 
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """What a container keeps beyond its current objects, and what locks them, as far as
+    the store's data API says. None: the API could not say (`detail` says why).
+
+    `older_versions` counts noncurrent versions, delete markers and snapshots seen by a
+    bounded probe (one listing page); `counted_all` is False when the probe stopped before
+    the end, so the count is a lower bound."""
+
+    versioning: Literal["enabled", "suspended", "off"] | None = "off"
+    older_versions: int | None = 0
+    counted_all: bool = True
+    object_lock: bool | None = False  # S3 Object Lock, an Azure immutability policy
+    legal_hold: bool | None = False  # a hold on the container (Azure); S3's are per object
+    detail: str = ""
+
+
 class ReadStream(Protocol):
     """A stream of an object's bytes; close() releases the connection.
 
@@ -272,6 +289,12 @@ class StoreAdapter(Protocol):
         say. One or two cheap requests, through the same client (and RequestGuard) as
         every other call. Raises CredentialsRejected or EndpointUnreachable like `check`,
         and NotFound for a missing container where the store checks that."""
+        ...
+
+    def protection(self, container: str) -> Protection:
+        """Versioning, older versions or snapshots, and retention locks of one container
+        (a few cheap requests, at most one listing page). Fields the store cannot tell are
+        None. Raises CredentialsRejected, EndpointUnreachable, NotFound like `check`."""
         ...
 
 

@@ -35,6 +35,7 @@ from providers.base import (
     Capabilities,
     ObjectInfo,
     PartResult,
+    Protection,
     ReadStream,
     Replication,
     UploadInfo,
@@ -451,6 +452,11 @@ class LocalAdapter:
         """A directory makes no copy elsewhere that migrate could see (a backup or a
         replicated filesystem underneath is the operator's to declare)."""
         return Replication(detail=f"{self.site_name}: a local directory, no replication")
+
+    def protection(self, container: str) -> Protection:
+        """A directory keeps one version of each file and no retention lock."""
+        self._require_container(container)
+        return Protection(detail=f"{self.site_name}: a local directory, one version per key")
 
     def close(self) -> None:
         pass

@@ -30,7 +30,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
@@ -57,6 +57,7 @@ from providers.base import (
     Capabilities,
     ObjectInfo,
     PartResult,
+    Protection,
     ReadStream,
     Replication,
     ReplicationTarget,
@@ -975,6 +976,84 @@ class S3Adapter:
             )
         detail = f"{where}: {len(targets)} enabled replication rule(s)"
         return Replication(targets=tuple(targets), detail=detail)
+
+    def _optional(
+        self, fn: Callable[[], Mapping[str, Any]], container: str, what: str, unknown: list[str]
+    ) -> tuple[Mapping[str, Any] | None, str]:
+        """One settings call: (answer, "") or, when the store refuses this call only,
+        (None, error code) with the reason added to `unknown`. Missing bucket, rejected
+        credentials and an unreachable endpoint propagate."""
+        try:
+            return fn(), ""
+        except bce.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "ObjectLockConfigurationNotFoundError":
+                return None, code  # an answer: the bucket has no Object Lock
+            error = self._map_error(exc, container)
+            if code != "AccessDenied" and isinstance(error, _FATAL_FOR_REPLICATION):
+                raise error from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            unknown.append(f"{what}: {code or 'error'} (HTTP {status})")
+            return None, code
+        except _SDK_ERRORS as exc:
+            raise self._map_error(exc, container) from None
+
+    def protection(self, container: str) -> Protection:
+        """GetBucketVersioning, GetObjectLockConfiguration and, on a versioned bucket, one
+        page of ListObjectVersions (1,000 entries) to count older versions and delete
+        markers. Legal holds and retention on S3 are per object (a request each): with
+        Object Lock on they are unknown, without it there are none."""
+        where = self._where(container, None)
+        unknown: list[str] = []
+        answer, _ = self._optional(
+            lambda: self._client.get_bucket_versioning(Bucket=container),
+            container, "versioning", unknown,
+        )  # fmt: skip
+        versioning: Literal["enabled", "suspended", "off"] | None = None
+        if answer is not None:
+            status = answer.get("Status")
+            versioning = (
+                "enabled"
+                if status == "Enabled"
+                else "suspended"
+                if status == "Suspended"
+                else "off"
+            )
+        lock_answer, code = self._optional(
+            lambda: self._client.get_object_lock_configuration(Bucket=container),
+            container, "object lock", unknown,
+        )  # fmt: skip
+        lock: bool | None = None
+        if lock_answer is not None:
+            config = lock_answer.get("ObjectLockConfiguration", {})
+            lock = config.get("ObjectLockEnabled") == "Enabled"
+        elif code == "ObjectLockConfigurationNotFoundError":
+            lock = False
+        older: int | None = 0 if versioning == "off" else None
+        counted_all = True
+        if versioning in ("enabled", "suspended"):
+            page, _ = self._optional(
+                lambda: self._client.list_object_versions(Bucket=container, MaxKeys=_PAGE),
+                container, "versions", unknown,
+            )  # fmt: skip
+            if page is not None:
+                versions = page.get("Versions", [])
+                older = sum(1 for v in versions if not v.get("IsLatest"))
+                older += len(page.get("DeleteMarkers", []))
+                counted_all = not page.get("IsTruncated")
+        detail = f"{where}: versioning {versioning or 'unknown'}, object lock " + (
+            "unknown" if lock is None else "on" if lock else "off"
+        )
+        if unknown:
+            detail += "; not readable: " + ", ".join(unknown)
+        return Protection(
+            versioning=versioning,
+            older_versions=older,
+            counted_all=counted_all,
+            object_lock=lock,
+            legal_hold=None if lock is not False else False,
+            detail=detail,
+        )
 
     def _bucket_region(self, bucket: str) -> str | None:
         """The region S3 says a bucket is in, from one HEAD to this site's endpoint; None

@@ -614,3 +614,41 @@ def test_a_destination_bucket_already_holding_objects_is_a_finding(estate: Estat
     plan = estate.plan(used_buckets=used)
     finding = next(f for f in plan.findings if f.code == "DESTINATION_BUCKET_IN_USE")
     assert finding.severity.value == "warning" and finding.datasets == (bucket,)
+
+
+def test_snapshots_at_the_source_are_a_finding_and_never_copied(estate: Estate) -> None:
+    from migrate.replication import read_plan_protection
+
+    objects = estate.seed()
+    snds, cohorts = estate.containers
+    estate.source._blob(snds, "dcir/2025/extract-000.csv").create_snapshot()  # type: ignore[attr-defined]
+    estate.inventory()
+    config = estate.config_with(estate.dest_site)
+    with Ledger(estate.state) as ledger:
+        inputs = plan_inputs(ledger, estate.source_site.name)
+        listed = sum(d.objects for d in inputs.datasets)
+    assert listed == len(objects)  # the snapshot is not an object to copy
+    protection = read_plan_protection(config, estate.source_site.name, inputs)
+    assert protection[snds].older_versions == 1 and protection[cohorts].older_versions == 0
+    plan = estate.plan(protection=protection)
+    finding = next(f for f in plan.findings if f.code == "VERSIONS_NOT_CARRIED")
+    assert finding.severity.value == "warning" and finding.objects == 1
+    assert all(d.startswith(f"{snds}/") for d in finding.datasets)
+    assert snds in finding.message and cohorts not in finding.message
+    assert "IMMUTABLE_OR_LEGAL_HOLD" not in codes(plan, "warning") | codes(plan)
+
+
+def test_a_retention_lock_warns_and_blocks_a_decommission(estate: Estate) -> None:
+    from providers.base import Protection
+
+    estate.seed()
+    estate.inventory()
+    snds, cohorts = estate.containers
+    locked = {snds: Protection(object_lock=True), cohorts: Protection(legal_hold=None)}
+    plan = estate.plan(protection=locked)
+    assert "IMMUTABLE_OR_LEGAL_HOLD" in codes(plan, "warning")
+    assert "LOCKS_UNKNOWN" in codes(plan, "warning")  # unknown is said, never taken as none
+    held = next(f for f in plan.findings if f.code == "IMMUTABLE_OR_LEGAL_HOLD")
+    assert held.objects == 61 and all(d.startswith(f"{snds}/") for d in held.datasets)
+    plan = estate.plan(protection=locked, include_decommission=True)
+    assert "IMMUTABLE_OR_LEGAL_HOLD" in codes(plan)

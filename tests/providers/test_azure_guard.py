@@ -288,3 +288,19 @@ def test_keys_azure_would_rewrite_are_refused(azure_site: Site) -> None:
         assert list(adapter.list_objects(container)) == []
     finally:
         adapter.close()
+
+
+def test_snapshots_are_counted_and_never_listed_as_objects(azure_site: Site) -> None:
+    adapter = AzureAdapter(azure_site)
+    container = unique_name("snap")
+    adapter.create_container(container)
+    data = b"current bytes"
+    adapter.put_object(
+        container, "k", data, len(data), WriteAttrs(), {"md5": hashlib.md5(data).hexdigest()}
+    )
+    for _ in range(2):
+        adapter._blob(container, "k").create_snapshot()  # made outside migrate, as a user would
+    found = adapter.protection(container)
+    assert found.older_versions == 2 and found.counted_all
+    assert found.object_lock is False and found.legal_hold is False
+    assert [o.key for o in adapter.list_objects(container)] == ["k"]

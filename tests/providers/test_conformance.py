@@ -521,3 +521,19 @@ def test_unreachable_endpoint(site: Site, monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         unreachable.close()
     assert time.monotonic() - started < 30
+
+
+# -- what a container keeps besides its current objects ---------------------------------
+
+
+def test_a_fresh_container_has_no_older_versions_and_no_lock(
+    adapter: StoreAdapter, container: str
+) -> None:
+    _put(adapter, container, "one", b"1")
+    found = adapter.protection(container)
+    assert found.older_versions == 0 and found.counted_all
+    assert found.object_lock is False
+    assert found.versioning in ("off", None)  # Azure: an account setting it cannot read
+    assert found.detail
+    with pytest.raises(NotFound):
+        adapter.protection(unique_name("absent"))

@@ -219,3 +219,17 @@ def test_flat_listing_on_unambiguous_keys(s3_site: Site) -> None:
         ]
     finally:
         adapter.close()
+
+
+def test_older_versions_of_a_versioned_bucket_are_counted(s3_site: Site) -> None:
+    adapter = S3Adapter(s3_site)
+    bucket = unique_name("vers")
+    adapter.create_container(bucket)
+    client = adapter._client  # the adapter's own boto3 client: versioning is set up outside
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for n in range(3):
+        client.put_object(Bucket=bucket, Key="k", Body=f"version {n}".encode())
+    client.put_object(Bucket=bucket, Key="other", Body=b"x")
+    found = adapter.protection(bucket)
+    assert found.versioning == "enabled"
+    assert found.older_versions == 2 and found.counted_all
