@@ -855,6 +855,25 @@ class Ledger:
             )
         return out
 
+    def inventory_started_at(self, run: int) -> str | None:
+        """When an inventory run began listing (ISO, UTC)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT started_at FROM inventory_runs WHERE id=?", (run,)
+            ).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def plan_recent_changes(self, site: str, since: str) -> tuple[int, int]:
+        """Objects and bytes of the site's current inventory last modified at or after
+        `since` (ISO 8601, UTC: the inventory stores UTC times, so strings compare)."""
+        with self._lock:
+            n, size = self._db.execute(
+                "SELECT COUNT(*), SUM(size) FROM objects "
+                "WHERE site=? AND deleted_in IS NULL AND last_modified >= ?",
+                (site, since),
+            ).fetchone()
+        return int(n), int(size or 0)
+
     def plan_tier_stats(self, site: str) -> list[PlanTierStats]:
         """Per dataset and storage class/tier: objects, bytes, and how many are archived."""
         with self._lock:

@@ -45,7 +45,7 @@ import re
 from collections.abc import Mapping as MappingOf
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from migrate.errors import ConfigError, PlanError, PlanTampered
@@ -173,6 +173,10 @@ class PlanInputs:
     inventory_run: int
     limits: DestinationLimits
     datasets: tuple[DatasetInput, ...]
+    # What changed at the source in the CHANGE_WINDOW_DAYS before the inventory began: the
+    # rate the delta and cutover estimates are projected from.
+    recent_objects: int = 0
+    recent_bytes: int = 0
 
     @property
     def objects(self) -> int:
@@ -189,6 +193,9 @@ def _example(container: str, key: str) -> str:
         return text
     size = len(key.encode("utf-8", "surrogateescape"))
     return f"{text[: _EXAMPLE_CHARS - 30]}… (key of {size} bytes)"
+
+
+CHANGE_WINDOW_DAYS = 30  # the source's recent change rate is measured over this window
 
 
 def plan_inputs(
@@ -250,7 +257,19 @@ def plan_inputs(
                 issues=issues,
             )
         )
-    return PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets))
+    recent = (0, 0)
+    started = ledger.inventory_started_at(run)
+    if started is not None:
+        since = datetime.fromisoformat(started) - timedelta(days=CHANGE_WINDOW_DAYS)
+        recent = ledger.plan_recent_changes(site, since.isoformat(timespec="seconds"))
+    return PlanInputs(
+        site=site,
+        inventory_run=run,
+        limits=limits,
+        datasets=tuple(datasets),
+        recent_objects=recent[0],
+        recent_bytes=recent[1],
+    )
 
 
 # -- catalog adapters --------------------------------------------------------------------------
@@ -463,6 +482,26 @@ def _estimate(
         storage_currency=money.storage_currency,
         requests_by_kind=kinds,
     )
+
+
+def _projected(
+    total: dict[str, int],
+    inputs: PlanInputs,
+    seconds: float,
+    bandwidth: float,
+    money: _Money,
+    free_left: list[float],
+) -> Estimate:
+    """What the source is expected to change in `seconds`, at the rate it changed over the
+    CHANGE_WINDOW_DAYS before the inventory; requests scale with the objects."""
+    window = CHANGE_WINDOW_DAYS * 86400
+    share = min(1.0, seconds / window)
+    objects = round(inputs.recent_objects * share)
+    size = round(inputs.recent_bytes * share)
+    per_object = objects / total["objects"] if total["objects"] else 0.0
+    counts = {k: round(v * per_object) for k, v in total.items()}
+    counts.update(objects=objects, bytes=size)
+    return _estimate(counts, bandwidth, money, free_left)
 
 
 def _split(total: int, n: int) -> list[int]:
@@ -1096,7 +1135,13 @@ def make_plan(
                   free_left)
         for i in range(waves)
     ]  # fmt: skip
-    unknown = Estimate(currency=money.egress_currency, storage_currency=money.storage_currency)
+    # Delta and cutover are projections: the source's change rate over the window before
+    # the inventory, over the time the copy before them is estimated to take.
+    copy_seconds = sum(e.duration_seconds or 0 for e in (pilot_estimate, *wave_estimates))
+    delta_estimate = _projected(total_n, datasets, copy_seconds, bandwidth_bytes_per_second,
+                                money, free_left)  # fmt: skip
+    cutover_estimate = _projected(total_n, datasets, delta_estimate.duration_seconds or 0,
+                                  bandwidth_bytes_per_second, money, free_left)  # fmt: skip
 
     # Phases.
     bulk_names = tuple(f"bulk-{i}" for i in range(1, waves + 1))
@@ -1133,10 +1178,12 @@ def make_plan(
             kind=PhaseKind.DELTA,
             selector=Selector(changed_since_copy=True),
             requires=bulk_names,
-            estimate=unknown,
+            estimate=delta_estimate,
             checklist=(
                 f"Run `migrate inventory {source}` first: the delta is what it finds new or "
-                "changed since the bulk copy (its size is known only then)",
+                "changed since the bulk copy. Its estimate is a projection: what changed in "
+                f"the {CHANGE_WINDOW_DAYS} days before the inventory, scaled to the time the "
+                "pilot and bulk waves are estimated to take",
             ),
         )
     )
@@ -1147,7 +1194,7 @@ def make_plan(
             kind=PhaseKind.CUTOVER,
             selector=Selector(changed_since_copy=True),
             requires=("delta",),
-            estimate=unknown,
+            estimate=cutover_estimate,  # projected over the delta's estimated duration
             checklist=tuple(
                 step.format(source=source, destination=destination, buckets=bucket_list)
                 for step in _CUTOVER_CHECKLIST

@@ -652,3 +652,24 @@ def test_a_retention_lock_warns_and_blocks_a_decommission(estate: Estate) -> Non
     assert held.objects == 61 and all(d.startswith(f"{snds}/") for d in held.datasets)
     plan = estate.plan(protection=locked, include_decommission=True)
     assert "IMMUTABLE_OR_LEGAL_HOLD" in codes(plan)
+
+
+def test_delta_and_cutover_are_projected_from_the_recent_change_rate(estate: Estate) -> None:
+    from migrate.planner import CHANGE_WINDOW_DAYS
+
+    objects = estate.seed()  # all written just now: within the window before the inventory
+    estate.inventory()
+    slow = 10.0  # bytes/s: the copy takes days, so changes accumulate meanwhile
+    plan = estate.plan(bandwidth_bytes_per_second=slow)
+    phases = {p.name: p for p in plan.phases}
+    copy_seconds = sum(
+        p.estimate.duration_seconds or 0 for p in plan.phases if p.kind.value in ("pilot", "bulk")
+    )
+    share = copy_seconds / (CHANGE_WINDOW_DAYS * 86400)
+    delta, cutover = phases["delta"].estimate, phases["cutover"].estimate
+    assert delta.objects == round(len(objects) * share) > 0
+    assert delta.bytes == round(sum(len(b) for b in objects.values()) * share)
+    assert 0 < (cutover.bytes or 0) < (delta.bytes or 0)
+    assert "projection" in phases["delta"].checklist[0]
+    fast = estate.plan()  # at 1 Gbit/s the copy takes seconds: almost nothing changes
+    assert next(p for p in fast.phases if p.name == "delta").estimate.objects == 0
