@@ -71,7 +71,7 @@ from migrate.routing import endpoint_host, is_global_endpoint, is_loopback
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.base import Protection, Replication, ReplicationTarget
-from providers.catalog import Catalog, country_name, in_eu_eea
+from providers.catalog import Catalog, ClassMapping, country_name, in_eu_eea
 
 __all__ = [
     "DEFAULT_WAVE_CAP",
@@ -758,6 +758,7 @@ def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog
     issue = _Issue([], 0, [])
     size = 0
     tiers: dict[str, str | None] = {}
+    restorable: dict[str, ClassMapping] = {}
     for d in inputs.datasets:
         count = 0
         for t in d.tiers:
@@ -769,6 +770,7 @@ def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog
                 restore = mapping.needs_rehydration
                 if restore or t.archived:
                     tiers[t.tier] = mapping.reason
+                    restorable[t.tier] = mapping
             n = t.objects if restore else t.archived
             if n:
                 count += n
@@ -784,14 +786,33 @@ def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog
     notes = "; ".join(f"{t}: {why}" for t, why in sorted(tiers.items()) if why)
     message = (
         f"{issue.objects:,} objects ({size:,} bytes) are in a tier that must be rehydrated "
-        f"before they can be read ({notes or 'archived'}); rehydration time and cost are not "
-        "in the catalog"
+        f"before they can be read ({notes or 'archived'}); " + _restore_terms(restorable, size)
     )
     action = (
         "rehydrate them at the source (e.g. set the tier to Hot or Cool) and wait until it "
         "completes, then run the inventory and plan again; or leave their datasets out"
     )
     return [_issue_finding(issue, "ARCHIVED_NEEDS_REHYDRATION", Severity.BLOCKING, message, action)]
+
+
+def _restore_terms(restore: MappingOf[str, ClassMapping], size: int) -> str:
+    """How long and how much a restore takes, from the catalog's sourced facts; unknown
+    facts are said to be unknown."""
+    parts = []
+    for tier, mapping in sorted(restore.items()):
+        hours, cost = mapping.restore_hours, mapping.restore_cost_per_gb
+        took = (
+            f"up to {hours.value:g} hours (source: {hours.source}, {hours.as_of})"
+            if hours.known
+            else "time unknown (not in the catalog)"
+        )
+        paid = (
+            f"about {cost.value * size / GB:.2f} per the catalog's price (source: {cost.source})"
+            if cost.known and cost.value is not None
+            else "cost unknown (not in the catalog)"
+        )
+        parts.append(f"{tier}: rehydration {took}, {paid}")
+    return "; ".join(parts) or "rehydration time and cost are not in the catalog"
 
 
 # -- the plan ----------------------------------------------------------------------------------

@@ -258,6 +258,10 @@ class Tier(_Model):
     as_of: AsOf
     note: str | None = None
     origin: str | None = None
+    # How long a restore takes at the provider's default priority, at most (hours), and
+    # what it costs per GB restored: each its own sourced fact, unknown until sourced.
+    restore_hours: Fact[float] = Field(default_factory=_unknown)
+    restore_cost_per_gb: Fact[float] = Field(default_factory=_unknown)
 
 
 class Prices(_Model):
@@ -434,6 +438,8 @@ class ClassMapping(_Model):
     reason: str
     source: str | None = None
     as_of: date | None = None
+    restore_hours: Fact[float] = Field(default_factory=_unknown)
+    restore_cost_per_gb: Fact[float] = Field(default_factory=_unknown)
 
 
 class Catalog(_Model):
@@ -598,6 +604,8 @@ class Catalog(_Model):
                 reason=f"tier {tier.name} must be rehydrated before it can be read",
                 source=tier.source,
                 as_of=tier.as_of,
+                restore_hours=tier.restore_hours,
+                restore_cost_per_gb=tier.restore_cost_per_gb,
             )
         cls = dest.standard_class
         why = (

@@ -244,6 +244,9 @@ def test_archive_tier_blob_blocks_the_plan(estate: Estate, tmp_path: Path) -> No
     assert finding.severity.value == "blocking"
     assert finding.objects == 1 and finding.datasets == (f"{snds}/old/",)
     assert finding.examples == (f"{snds}/old/2019/study.tar",)
+    # The catalog's sourced restore time is given; its cost is not sourced: said unknown.
+    assert "rehydration up to 15 hours (source: https://learn.microsoft.com" in finding.message
+    assert "cost unknown (not in the catalog)" in finding.message
     assert "Archive" not in plan.mapping_for(f"{snds}/old/").storage_classes  # type: ignore[union-attr]
     path = tmp_path / "p.yaml"
     save_plan(plan, path)
