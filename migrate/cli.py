@@ -191,6 +191,15 @@ def plan(
     decommission: Annotated[
         bool, typer.Option(help="Add a decommission phase (deletes the source).")
     ] = False,
+    large_sha256: Annotated[
+        bool,
+        typer.Option(
+            "--large-object-sha256/--no-large-object-sha256",
+            help="Write migrate-sha256 on multipart objects too, with one server-side "
+            "request each after the upload (no bytes sent again). Off: their SHA-256 is "
+            "in the ledger and the manifest only.",
+        ),
+    ] = True,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -227,6 +236,7 @@ def plan(
         pilot_share=pilot_share,
         wave_cap_bytes=wave_cap_gib * 1024**3,
         include_decommission=decommission,
+        sha256_on_large_objects=large_sha256,
     )
     save_plan(made, out)
     if json_out:

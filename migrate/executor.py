@@ -300,6 +300,7 @@ def run_phase(
         on_bytes=subscriber.on_bytes,
         uploads=part_senders,
         buffers=PartBuffers(config.buffers or config.concurrency, config.part_size),
+        sha256_metadata=plan.options.sha256_on_large_objects,
     )
     lock = threading.Lock()
 

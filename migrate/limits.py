@@ -212,6 +212,13 @@ class LimitedAdapter:
             lambda: self.inner.complete_multipart(container, key, upload_id, parts, attrs)
         )
 
+    def replace_metadata(
+        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+    ) -> WriteResult:
+        return self._call(
+            lambda: self.inner.replace_metadata(container, key, attrs, if_match=if_match, size=size)
+        )
+
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
         self._call(lambda: self.inner.abort_multipart(container, key, upload_id))
 

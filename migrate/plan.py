@@ -138,6 +138,9 @@ class PlanOptions(_Model):
     pilot_share: float
     wave_cap_bytes: int
     part_size: int | None = None  # None: chosen per object from the destination's limits
+    # After a multipart upload, write `migrate-sha256` on the object with one server-side
+    # request (a copy onto itself on S3). False: its SHA-256 is in the ledger and manifest.
+    sha256_on_large_objects: bool = True
 
 
 class Plan(_Model):

@@ -422,9 +422,12 @@ class _Load:
         }
 
 
-def _class_load(objects: int, size: int, rule: _PartRule, part_size: int | None) -> _Load:
+def _class_load(
+    objects: int, size: int, rule: _PartRule, part_size: int | None, sha256_copy: bool = True
+) -> _Load:
     """The executor's requests for `objects` objects of `size` bytes in all: a HEAD and
-    ranged GETs at the source; one PUT, or create + parts + complete at the destination.
+    ranged GETs at the source; one PUT, or create + parts + complete at the destination,
+    and with `sha256_copy` the copy that writes the SHA-256 (a PUT-priced request).
     The part size follows transfer.choose_part_size on the class's mean size, and the
     number of parts of n objects is taken as bytes/part + n/2 (ceilings add half a part
     each on average)."""
@@ -441,6 +444,8 @@ def _class_load(objects: int, size: int, rule: _PartRule, part_size: int | None)
         parts = size / part + objects / 2
         load.get = load.put = parts
         load.post = 2 * objects
+        if sha256_copy:
+            load.put += objects
     return load
 
 
@@ -974,6 +979,7 @@ def make_plan(
     inventory_run: int,
     include_decommission: bool = False,
     part_size: int | None = None,
+    sha256_on_large_objects: bool = True,
     pilot_cover: int = 1,
     replication: MappingOf[str, Replication] | None = None,
     used_buckets: Sequence[str] = (),
@@ -1138,7 +1144,7 @@ def make_plan(
     total, pilot = _Load(), _Load()
     for d in datasets.datasets:
         for c in d.size_classes:
-            load = _class_load(c.objects, c.bytes, rule, part_size)
+            load = _class_load(c.objects, c.bytes, rule, part_size, sha256_on_large_objects)
             total.add(load)
             if c.objects:
                 covered = min(c.objects, pilot_cover)
@@ -1282,6 +1288,7 @@ def make_plan(
             pilot_share=float(pilot_share),
             wave_cap_bytes=int(wave_cap_bytes),
             part_size=part_size,
+            sha256_on_large_objects=sha256_on_large_objects,
         ),
     )
     return with_digest(plan)

@@ -146,6 +146,7 @@ def plan_from_sites(
     pilot_share: float = 0.02,
     wave_cap_bytes: int = DEFAULT_WAVE_CAP,
     include_decommission: bool = False,
+    sha256_on_large_objects: bool = True,
 ) -> Plan:
     """What `migrate plan` does, for the command and the demo alike: the inventory's
     aggregates, what the live sites say (replication, buckets in use), then the pure plan."""
@@ -167,6 +168,7 @@ def plan_from_sites(
         wave_cap_bytes=wave_cap_bytes,
         inventory_run=inputs.inventory_run,
         include_decommission=include_decommission,
+        sha256_on_large_objects=sha256_on_large_objects,
         replication=read_plan_replication(config, source, destination, inputs),
         used_buckets=used_destination_buckets(config, destination, inputs),
         protection=read_plan_protection(config, source, inputs),

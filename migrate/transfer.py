@@ -13,6 +13,11 @@ Proofs recorded with each finished object:
   Content-MD5, single-part S3 ETag) when it has one. Objects without one are listed as
   such in the report: their proof is the bytes read, not the source's own hash.
 
+SHA-256 as metadata: a single PUT carries `migrate-sha256`. A multipart upload starts
+before the whole object's SHA-256 is known, so after it completes (and its ETag is proven)
+the destination rewrites the object's metadata on its side (S3: a copy onto itself,
+conditioned on that ETag; nothing is sent again) unless the plan turned this off.
+
 Resume: parts already recorded are not sent again. Parts the store holds that the ledger
 missed (a crash between the store's answer and the ledger write) are re-read from the
 source and their MD5 compared with the store's part ETag instead of being re-sent.
@@ -27,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -271,6 +276,7 @@ class ObjectCopy:
         on_bytes: Callable[[int], None] | None = None,
         uploads: Executor | None = None,
         buffers: PartBuffers | None = None,
+        sha256_metadata: bool = True,
     ) -> None:
         self.source = source
         self.destination = destination
@@ -280,6 +286,7 @@ class ObjectCopy:
         self.on_bytes = on_bytes or (lambda n: None)
         self.uploads = uploads
         self.buffers = buffers or PartBuffers(1 if uploads is None else 2, part_size)
+        self.sha256_metadata = sha256_metadata  # also on multipart objects (see module doc)
 
     def attrs_for(self, item: TransferItem, info: ObjectInfo | None = None) -> WriteAttrs:
         """The destination's attributes, from what the source's read said of the object
@@ -368,10 +375,8 @@ class ObjectCopy:
                 )
             except NotFound:
                 head = None
-            if head is not None and (head.etag or "").lower() == expected:
-                return self._prove_completed(
-                    item, reader, part_size, count, done, expected, head.etag
-                )
+            if head is not None and self._ours(head, item, part_size, expected):
+                return self._prove_completed(item, reader, part_size, count, done, expected, head)
         if upload_id is not None:
             # Parts the store holds that the ledger missed: prove them, do not resend.
             try:
@@ -453,15 +458,65 @@ class ObjectCopy:
         proof = "none"
         if whole_md5 is not None:
             proof = self._source_proof(item, whole_md5.hexdigest())
+        etag = completed.etag
+        if self.sha256_metadata and etag:
+            etag = self._write_sha256(item, create_attrs, etag, sha256.hexdigest())
         return TransferOutcome(
             item.size,
             sha256.hexdigest(),
             expected,
-            completed.etag,
+            etag,
             proof,
             len(parts),
             sending.sent,
         )
+
+    @staticmethod
+    def _ours(head: ObjectInfo, item: TransferItem, part_size: int, expected: str) -> bool:
+        """Whether the destination object is this upload, completed: its ETag is the one
+        the recorded parts make, or (where rewriting the metadata gave a new ETag) it bears
+        the SHA-256 written after that ETag was proven, checked against the source below."""
+        if (head.etag or "").lower() == expected:
+            return True
+        meta = head.metadata or {}
+        return (
+            head.size == item.size
+            and bool(meta.get(SHA256_METADATA))
+            and meta.get(PART_SIZE_METADATA) == str(part_size)
+        )
+
+    def _write_sha256(self, item: TransferItem, attrs: WriteAttrs, etag: str, sha256: str) -> str:
+        """Give the completed object its `migrate-sha256`, on the store's side, only if it
+        is still the object whose ETag was just proven. Returns its ETag afterwards."""
+        meta = dict(attrs.metadata)
+        meta[SHA256_METADATA] = sha256
+        new = replace(attrs, metadata=meta)
+        bucket, key = item.destination_bucket, item.destination_key
+        where = f"{bucket}/{key}"
+        try:
+            result = self.call(
+                lambda: self.destination.replace_metadata(
+                    bucket, key, new, if_match=etag, size=item.size
+                )
+            )
+        except SourceChanged:
+            # A retry after an answer that was lost finds the new ETag: done if the object
+            # bears our SHA-256; otherwise someone else wrote this key meanwhile.
+            head = self.call(
+                lambda: self.destination.head(item.destination_bucket, item.destination_key)
+            )
+            if (head.metadata or {}).get(SHA256_METADATA) == sha256 and head.size == item.size:
+                return head.etag or etag
+            raise Permanent(
+                f"{where}: the destination object was rewritten by another writer during the copy",
+                hint="find who else writes to this bucket; the next run copies it again",
+            ) from None
+        stored = result.checksums.get("sha256")
+        if stored and "-" not in stored and stored != sha256:
+            raise ChecksumMismatch(
+                f"{where}: the store's SHA-256 of the object differs from the bytes sent"
+            )
+        return result.etag or etag
 
     @staticmethod
     def _create_attrs(attrs: WriteAttrs, part_size: int) -> WriteAttrs:
@@ -502,10 +557,11 @@ class ObjectCopy:
         count: int,
         done: Mapping[int, str],
         expected: str,
-        etag: str | None,
+        head: ObjectInfo,
     ) -> TransferOutcome:
         """The upload completed before a crash: re-read the source (sending nothing) to
-        prove each part is the bytes recorded, and to compute the SHA-256."""
+        prove each part is the bytes recorded, and to compute the SHA-256; then write the
+        SHA-256 if the crash came before it was."""
         sha256 = hashlib.sha256()
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
         for number in range(1, count + 1):
@@ -524,7 +580,25 @@ class ObjectCopy:
             finally:
                 self.buffers.give(data)
         proof = self._source_proof(item, whole_md5.hexdigest()) if whole_md5 else "none"
-        return TransferOutcome(item.size, sha256.hexdigest(), expected, etag, proof, count, 0)
+        digest = sha256.hexdigest()
+        written = (head.metadata or {}).get(SHA256_METADATA)
+        etag = head.etag
+        if (head.etag or "").lower() != expected and written != digest:
+            raise ChecksumMismatch(
+                f"{item.destination_bucket}/{item.destination_key}: the destination holds "
+                "other bytes than the source's"
+            )
+        if self.sha256_metadata and written != digest and head.etag:
+            # The object keeps the attributes it was created with, the SHA-256 added.
+            kept = WriteAttrs(
+                content_type=head.content_type,
+                content_encoding=head.content_encoding,
+                cache_control=head.cache_control,
+                metadata=dict(head.metadata or {}),
+                storage_class=head.storage_class,
+            )
+            etag = self._write_sha256(item, kept, head.etag, digest)
+        return TransferOutcome(item.size, digest, expected, etag, proof, count, 0)
 
     def _upload_part(
         self,

@@ -798,6 +798,22 @@ class AzureAdapter:
         # The response's Content-MD5 is that of the block list, not of the blob: not kept.
         return WriteResult(etag=_unquote(str(result.get("etag") or "")))
 
+    def replace_metadata(
+        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+    ) -> WriteResult:
+        """Set Blob Metadata, conditioned on the ETag: content settings and tier stay as
+        they are; the blob gets a new ETag."""
+        self._check_key(key)
+        try:
+            result = self._blob(container, key).set_blob_metadata(
+                _metadata_to_azure(attrs.metadata),
+                etag=_quote(if_match),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"{container}/{key}")
+        return WriteResult(etag=_unquote(str(result.get("etag") or "")))
+
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
         """Forget the upload. Azure has no call to drop uncommitted blocks: they stay
         invisible and the service discards them after 7 days."""

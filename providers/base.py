@@ -21,6 +21,9 @@ tests/providers/test_conformance.py checks each of them against every adapter):
   A write is atomic: readers see the whole new object or nothing.
 - A multipart upload is invisible until `complete_multipart`; `abort_multipart` removes
   it and its parts.
+- `replace_metadata` changes an object's metadata on the store's side (no byte of the
+  object travels), only if the object is still the one named by `if_match`; its bytes
+  are untouched.
 - Errors are the project's: `NotFound`, `CredentialsRejected`, `EndpointUnreachable`,
   `Retryable`, `Permanent`, `ChecksumMismatch`, `SourceChanged`, `Unsupported`
   (migrate.errors). No SDK exception escapes an adapter, and no message carries a secret.
@@ -109,6 +112,7 @@ class Capabilities:
     max_part_size: int = 5 * 1024**3
     max_object_size: int = 5 * 1024**4
     max_single_put: int = 5 * 1024**3
+    max_copy_size: int = 5 * 1024**3  # largest object one server-side copy request can take
     lists_uploads: bool = True  # list_multipart_uploads / list_parts are available
     conditional_read: bool = True
     versioning: bool = False
@@ -265,6 +269,17 @@ class StoreAdapter(Protocol):
 
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
         """Drop an unfinished upload and its parts; no error if already gone."""
+        ...
+
+    def replace_metadata(
+        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+    ) -> WriteResult:
+        """Give an object the user metadata of `attrs`, keeping its bytes, on the store's
+        side: nothing of the object is sent. `attrs` are all of the object's attributes, as
+        written: a store that can only rewrite them all (S3: a copy onto itself, multipart
+        above `max_copy_size` bytes) sets every one. Conditioned on `if_match`:
+        SourceChanged if the object is no longer that one. Returns the object's ETag
+        afterwards (a new one on some stores) and the checksums the store computed."""
         ...
 
     def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:

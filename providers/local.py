@@ -415,6 +415,20 @@ class LocalAdapter:
         shutil.rmtree(udir, ignore_errors=True)
         return result
 
+    def replace_metadata(
+        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+    ) -> WriteResult:
+        """Rewrite the side file for the same bytes: the ETag (mtime and size) stays."""
+        info = self.head(container, key)
+        if info.etag != if_match:
+            raise SourceChanged(f"{self.site_name}: {container}/{key} changed (ETag differs)")
+        meta = self._read_meta(container, key)
+        meta["metadata"] = dict(attrs.metadata)
+        meta_tmp = self._tmp()
+        meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+        os.replace(meta_tmp, self._meta_path(container, key))
+        return WriteResult(etag=info.etag, checksums=dict(info.checksums))
+
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
         shutil.rmtree(self._upload_dir(container, upload_id), ignore_errors=True)
 

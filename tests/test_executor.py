@@ -5,6 +5,7 @@ survived, bounded memory, and a finished phase re-run sends nothing."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
 from migrate.plan import Estimate, Mapping, Phase, PhaseKind, Plan, PlanOptions, SiteRef
-from migrate.sites import Site, SitesConfig
+from migrate.sites import CredentialRef, Site, SitesConfig
+from migrate.verify import verify
 from providers.base import ReadStream, StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests import helpers
@@ -207,6 +210,9 @@ def test_every_object_arrives_with_the_same_bytes_type_and_metadata(
         counts = {c.state: c.objects for c in ledger.phase_counts("t")}
         assert counts == {"done": len(ESTATE)}
         sha = dict(ledger._db.execute("SELECT key, sha256 FROM transfers WHERE plan='t'"))
+        etags = dict(
+            ledger._db.execute("SELECT key, destination_etag FROM transfers WHERE plan='t'")
+        )
     for key, (data, ctype, meta, _) in ESTATE.items():
         assert env.read_destination(key) == data
         head = env.destination.head(env.bucket, key)
@@ -216,6 +222,74 @@ def test_every_object_arrives_with_the_same_bytes_type_and_metadata(
         for name, value in meta.items():
             assert head.metadata.get(name) == value
         assert sha[key] == hashlib.sha256(data).hexdigest()
+        # Multipart objects too (imaging/big.tar), written after the upload was proven.
+        assert head.metadata.get("migrate-sha256") == sha[key], key
+        assert head.etag == etags[key], "the ledger holds the object's final ETag"
+
+
+def test_a_plan_can_leave_the_sha256_of_large_objects_to_the_ledger(env_for: Any) -> None:
+    env: Env = env_for("local", "s3")
+    env.seed({"big.bin": (body(9, 11 * MiB), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    plan = plan.model_copy(
+        update={"options": plan.options.model_copy(update={"sha256_on_large_objects": False})}
+    )
+    dest = Counting(env.destination)
+    assert env.run(plan, destination=dest).copied == 1
+    assert dest.calls["replace_metadata"] == 0
+    head = env.destination.head(env.bucket, "big.bin")
+    assert "migrate-sha256" not in (head.metadata or {})
+    assert head.metadata and head.metadata["migrate-part-size"] == str(5 * MiB)
+
+
+class Crash(BaseException):
+    """Stands for a kill: nothing after it runs, nothing catches it."""
+
+
+class CrashAfterMetadata:
+    """The destination dies just after the store rewrote the metadata, before the ledger
+    heard of it."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def replace_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        self._inner.replace_metadata(*args, **kwargs)
+        raise Crash
+
+
+@pytest.mark.parametrize("dst", ["s3", "azure"])
+def test_a_crash_after_the_sha256_was_written_resumes_without_sending(
+    env_for: Any, dst: str
+) -> None:
+    env: Env = env_for("s3", dst)
+    data = body(11, 11 * MiB + 5)
+    env.seed({"big.bin": (data, "application/x-big", {"k": "v"}, True)})
+    plan = env.plan()
+    with pytest.raises(Crash):
+        env.run(plan, destination=CrashAfterMetadata(env.destination))
+
+    dest = Counting(env.destination)
+    summary = env.run(plan, destination=dest)
+
+    assert (summary.copied, summary.failed, summary.bytes_sent) == (1, 0, 0)
+    assert dest.calls["upload_part"] == dest.calls["put_object"] == 0
+    # Proven by its SHA-256, not committed or rewritten again.
+    assert dest.calls["complete_multipart"] == dest.calls["replace_metadata"] == 0
+    head = env.destination.head(env.bucket, "big.bin")
+    sha = hashlib.sha256(data).hexdigest()
+    assert head.metadata is not None
+    assert (head.metadata.get("migrate-sha256"), head.metadata.get("k")) == (sha, "v")
+    assert head.content_type == "application/x-big"
+    assert env.read_destination("big.bin") == data
+    with Ledger(env.state) as ledger:
+        row = ledger._db.execute(
+            "SELECT state, sha256, destination_etag FROM transfers WHERE plan='t'"
+        ).fetchone()
+    assert tuple(row) == ("done", sha, head.etag)
 
 
 class Counting:
@@ -395,6 +469,82 @@ print(json.dumps({"copied": s.copied, "failed": s.failed}))
 """
 
 
+class WrongSha256:
+    """A store whose own SHA-256 of the rewritten object is not the one of the bytes sent."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def replace_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._inner.replace_metadata(*args, **kwargs)
+        return dataclasses.replace(result, checksums={"sha256": "0" * 64})
+
+
+def test_a_store_sha256_that_disagrees_fails_the_object(env_for: Any) -> None:
+    env: Env = env_for("local", "s3")
+    env.seed({"big.bin": (body(13, 11 * MiB), "application/octet-stream", {}, False)})
+    summary = env.run(env.plan(), destination=WrongSha256(env.destination))
+    assert (summary.copied, summary.failed) == (0, 1)
+    assert "SHA-256" in summary.failures[0][2]
+
+
+@pytest.fixture
+def aws_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    """An AWS site in eu-west-3 on moto's in-process S3: AWS's own copy behaviour."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("MIGRATE_TEST_AWS_KEY", "testing")
+    monkeypatch.setenv("MIGRATE_TEST_AWS_SECRET", "testing-secret")
+    with mock_aws():
+        yield Site(
+            name="aws-par",
+            provider="aws",
+            region="eu-west-3",
+            addressing="path",
+            credentials=CredentialRef(
+                access_key_env="MIGRATE_TEST_AWS_KEY", secret_key_env="MIGRATE_TEST_AWS_SECRET"
+            ),
+        )
+
+
+def test_on_aws_the_sha256_copy_changes_the_etag_and_resume_and_verify_accept_it(
+    site_for: SiteFactory, tmp_path: Path, aws_site: Site
+) -> None:
+    """AWS alone (moto): the copy that writes the SHA-256 makes a single-part object, whose
+    ETag is the whole object's MD5 and no longer the multipart one the parts made."""
+    env = Env(site_for("local"), aws_site, tmp_path)
+    data = body(12, 11 * MiB + 3)
+    env.seed({"big.bin": (data, "application/x-big", {"k": "v"}, True)})
+    plan = env.plan()
+    with pytest.raises(Crash):
+        env.run(plan, destination=CrashAfterMetadata(env.destination))
+
+    dest = Counting(env.destination)
+    summary = env.run(plan, destination=dest)
+
+    assert (summary.copied, summary.failed, summary.bytes_sent) == (1, 0, 0)
+    assert dest.calls["upload_part"] == dest.calls["complete_multipart"] == 0
+    assert dest.calls["replace_metadata"] == 0
+    head = env.destination.head(env.bucket, "big.bin")
+    assert head.etag == hashlib.md5(data).hexdigest()
+    assert (head.metadata or {}).get("migrate-sha256") == hashlib.sha256(data).hexdigest()
+    with Ledger(env.state) as ledger:
+        result = verify(
+            plan,
+            ledger,
+            env.source,
+            env.destination,
+            phase="bulk-1",
+            deep=False,
+            sample=None,
+            seed=1,
+        )
+    assert (result.counts, result.reread, result.verified_phases) == ({}, 0, ("bulk-1",))
+
+
 @pytest.mark.slow
 def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, seaweed: Any) -> None:
     env: Env = env_for("s3", "s3")
@@ -446,6 +596,8 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
     assert listed == {k: len(v[0]) for k, v in estate.items()}
     for key, (data, *_rest) in estate.items():
         assert env.read_destination(key) == data
+        meta = env.destination.head(env.bucket, key).metadata or {}
+        assert meta.get("migrate-sha256") == hashlib.sha256(data).hexdigest(), key
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
     with Ledger(env.state) as ledger:
         assert {c.state: c.objects for c in ledger.phase_counts("t")} == {"done": len(estate)}

@@ -676,3 +676,16 @@ def test_delta_and_cutover_are_projected_from_the_recent_change_rate(estate: Est
     assert "projection" in phases["delta"].checklist[0]
     fast = estate.plan()  # at 1 Gbit/s the copy takes seconds: almost nothing changes
     assert next(p for p in fast.phases if p.name == "delta").estimate.objects == 0
+
+
+def test_writing_the_sha256_of_large_objects_costs_one_request_each(estate: Estate) -> None:
+    objects = estate.seed()
+    container = next(c for c, k in objects if k == "imaging/big.bin")
+    put(estate.source, container, "scans/larger.bin", body(9, 6 * MiB))  # a dataset of its own
+    estate.inventory()
+    with_copy = estate.plan(part_size=5 * MiB)
+    without = estate.plan(part_size=5 * MiB, sha256_on_large_objects=False)
+    # Only scans/larger.bin is over the part size: one copy request more, priced as a PUT.
+    assert with_copy.options.sha256_on_large_objects and not without.options.sha256_on_large_objects
+    assert with_copy.totals.requests_by_kind["PUT"] == without.totals.requests_by_kind["PUT"] + 1
+    assert with_copy.totals.requests == without.totals.requests + 1

@@ -8,6 +8,7 @@ visible skip, never a silent pass. Each test works in a fresh container.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -305,6 +306,45 @@ def test_multipart_round_trip(adapter: StoreAdapter, container: str) -> None:
         assert result.checksums["sha256"] in (whole, info.checksums.get("sha256"))
     assert _read_all(adapter, container, "mp/object") == expected
     assert [o.key for o in adapter.list_objects(container)] == ["mp/object"]
+    if adapter.capabilities.lists_uploads:
+        assert list(adapter.list_multipart_uploads(container)) == []
+
+
+@pytest.mark.parametrize("by_parts", [False, True], ids=["one-copy", "over-copy-limit"])
+def test_replace_metadata_keeps_the_bytes_and_needs_the_same_object(
+    adapter: StoreAdapter, container: str, by_parts: bool
+) -> None:
+    size = 2 * _part_size(adapter) + 1000
+    if by_parts:  # as if the object were over the store's single-copy limit
+        adapter.capabilities = dataclasses.replace(
+            adapter.capabilities, max_copy_size=_part_size(adapter)
+        )
+    data = _data(size, seed=7)
+    attrs = WriteAttrs(
+        content_type="application/x-kept", cache_control="max-age=9", metadata={"a": "1"}
+    )
+    adapter.put_object(container, "meta/obj", io.BytesIO(data), size, attrs, {"md5": _md5(data)})
+    before = adapter.head(container, "meta/obj")
+    assert before.etag is not None
+    sha = hashlib.sha256(data).hexdigest()
+    new = dataclasses.replace(attrs, metadata={"a": "1", "migrate-sha256": sha})
+
+    result = adapter.replace_metadata(container, "meta/obj", new, if_match=before.etag, size=size)
+
+    after = adapter.head(container, "meta/obj")
+    assert after.metadata == {"a": "1", "migrate-sha256": sha}
+    assert (after.content_type, after.cache_control) == ("application/x-kept", "max-age=9")
+    assert result.etag == after.etag
+    assert _read_all(adapter, container, "meta/obj") == data
+    if adapter.capabilities.lists_uploads:
+        assert list(adapter.list_multipart_uploads(container)) == []
+
+    # Rewritten by someone else: the stale ETag refuses, the new object keeps its metadata.
+    time.sleep(0.01)  # a new mtime for the local store's ETag
+    _put(adapter, container, "meta/obj", b"other bytes")
+    with pytest.raises(SourceChanged):
+        adapter.replace_metadata(container, "meta/obj", new, if_match=after.etag or "", size=size)
+    assert adapter.head(container, "meta/obj").metadata == {}
     if adapter.capabilities.lists_uploads:
         assert list(adapter.list_multipart_uploads(container)) == []
 
