@@ -32,13 +32,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.exceptions as bce
 import urllib3.exceptions
 from awscrt.exceptions import AwsCrtError  # type: ignore[import-untyped]
 from botocore.config import Config
+from botocore.credentials import Credentials as BotoCredentials
 
 from migrate.errors import (
     ChecksumMismatch,
@@ -68,6 +69,7 @@ from providers.base import (
     WriteBody,
     WriteResult,
 )
+from providers.s3_lean import MAX_LEAN_PUT, LeanS3, plain_header_value
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -341,6 +343,45 @@ def _sent_bytes(request: Any) -> int:
     return 0
 
 
+class _LeanBody:
+    """The body of a lean GET: read() as botocore's stream does; close() gives the
+    connection back to the pool only when the body was read to its end."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def read(self, size: int | None = None) -> bytes:
+        data: bytes = self._response.read(size)
+        return data
+
+    def close(self) -> None:
+        if self._response.length_remaining:
+            self._response.close()  # unread bytes: the connection cannot be reused
+        self._response.release_conn()
+
+
+# RFC 7230 token: what a metadata name must be to travel as an x-amz-meta-* header name.
+_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _lean_for(site: Site, region: str, guard: RequestGuard | None) -> LeanS3 | None:
+    """The lean path (providers/s3_lean.py) for sites it can serve as botocore would:
+    path-style addressing on a declared endpoint, SigV4, static keys, no proxy."""
+    if site.addressing != "path" or site.endpoint is None or site.proxy:
+        return None
+    if site.signature_version != "s3v4":
+        return None
+    creds = resolve_credentials(site)
+    if not (creds.access_key and creds.secret_key):
+        return None
+    return LeanS3(
+        site.endpoint,
+        region,
+        BotoCredentials(creds.access_key, creds.secret_key, creds.session_token),
+        guard,
+    )
+
+
 def _remove_region_redirector(client: Any) -> int:
     """Unhook botocore's S3RegionRedirector(v2): it silently re-sends a request to the
     region named in a 301/400 answer, which would bypass the site's declared region.
@@ -461,6 +502,7 @@ class S3Adapter:
             max_segment_bytes=None,
         )
         self._client = build_client(site)
+        self._lean = _lean_for(site, self._client.meta.region_name, guard)
         self._walk_listing = (site.software or "").lower() in _PATH_ORDERED_SOFTWARE
         if guard is not None:
             hooks = _GuardHooks(guard)
@@ -754,6 +796,8 @@ class S3Adapter:
             kwargs["IfMatch"] = f'"{_unquote(if_match)}"'
         if version_id:
             kwargs["VersionId"] = version_id
+        if self._lean is not None:
+            return self._lean_get(container, key, kwargs)
         r = self._call(self._client.get_object, container, key, **kwargs)
         # "bytes 0-99/1234": the whole object's size is after the slash.
         whole = str(r.get("ContentRange") or "").rpartition("/")[2]
@@ -763,6 +807,63 @@ class S3Adapter:
             lambda exc: self._map_error(exc, container, key),
             self._described(container, key, r, size),
         )
+
+    def _lean_get(self, container: str, key: str, kwargs: Mapping[str, str]) -> ReadStream:
+        assert self._lean is not None
+        url = self._lean.url(container, key)
+        if "VersionId" in kwargs:
+            url += "?versionId=" + quote(kwargs["VersionId"], safe="")
+        headers = {"If-Match": kwargs["IfMatch"]} if "IfMatch" in kwargs else {}
+        if "Range" in kwargs:
+            headers["Range"] = kwargs["Range"]
+        lean = self._lean
+        response, r = self._call(
+            lambda: lean.request("GetObject", "GET", url, headers, stream=True), container, key
+        )
+        whole = str(r.get("ContentRange") or "").rpartition("/")[2]
+        size = int(whole) if whole.isdigit() else int(r.get("ContentLength", 0))
+        return _RangeStream(
+            _LeanBody(response),
+            lambda exc: self._map_error(exc, container, key),
+            self._described(container, key, r, size),
+        )
+
+    def _lean_put(
+        self,
+        container: str,
+        key: str,
+        body: bytes | bytearray | memoryview,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+    ) -> Mapping[str, Any] | None:
+        """PUT a small in-memory body on the lean path; None where its headers need
+        botocore's handling (non-ASCII values, unusual metadata names)."""
+        assert self._lean is not None
+        headers = {"Content-Length": str(len(body))}
+        for name, value in (
+            ("Content-Type", attrs.content_type),
+            ("Content-Encoding", attrs.content_encoding),
+            ("Cache-Control", attrs.cache_control),
+            ("x-amz-storage-class", attrs.storage_class),
+        ):
+            if value:
+                headers[name] = value
+        for name, value in attrs.metadata.items():
+            if not _HEADER_TOKEN.match(name):
+                return None
+            headers[f"x-amz-meta-{name}"] = value
+        kwargs = self._checksum_kwargs(checksums)
+        if "ContentMD5" in kwargs:
+            headers["Content-MD5"] = kwargs["ContentMD5"]
+        if "ChecksumSHA256" in kwargs:
+            headers["x-amz-checksum-sha256"] = kwargs["ChecksumSHA256"]
+        if not all(plain_header_value(v) for v in headers.values()):
+            return None
+        url, data, lean = self._lean.url(container, key), bytes(body), self._lean
+        _, r = self._call(
+            lambda: lean.request("PutObject", "PUT", url, headers, data), container, key
+        )
+        return r
 
     def _write_kwargs(self, attrs: WriteAttrs) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -795,11 +896,20 @@ class S3Adapter:
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
     ) -> WriteResult:
-        r = self._call(
-            self._client.put_object, container, key,
-            Bucket=container, Key=key, Body=self._body(body, length, container, key),
-            ContentLength=length, **self._write_kwargs(attrs), **self._checksum_kwargs(checksums),
-        )  # fmt: skip
+        r: Mapping[str, Any] | None = None
+        if (
+            self._lean is not None
+            and isinstance(body, bytes | bytearray | memoryview)
+            and len(body) == length <= MAX_LEAN_PUT
+        ):
+            r = self._lean_put(container, key, body, attrs, checksums)
+        if r is None:
+            r = self._call(
+                self._client.put_object, container, key,
+                Bucket=container, Key=key, Body=self._body(body, length, container, key),
+                ContentLength=length, **self._write_kwargs(attrs),
+                **self._checksum_kwargs(checksums),
+            )  # fmt: skip
         etag = _unquote(r.get("ETag"))
         return WriteResult(
             etag=etag,

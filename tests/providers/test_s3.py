@@ -145,10 +145,15 @@ def test_refused_route_sends_nothing(elsewhere: FakeS3, monkeypatch: pytest.Monk
             adapter.put_object("b", "k", io.BytesIO(b"secret data"), 11, WriteAttrs(), {})
         with pytest.raises(RouteRefused):
             adapter.check("b")
+        # Small in-memory bodies and reads take the lean path (providers/s3_lean.py).
+        with pytest.raises(RouteRefused):
+            adapter.put_object("b", "k", b"secret data", 11, WriteAttrs(), {})
+        with pytest.raises(RouteRefused):
+            adapter.open_range("b", "k", 0, 5)
     finally:
         adapter.close()
     assert elsewhere.requests == []
-    assert len(guard.checked) == 2
+    assert len(guard.checked) == 4
     assert guard.recorded == []
 
 
@@ -164,15 +169,21 @@ def test_guard_sees_every_request(s3_site: Site) -> None:
         stream = adapter.open_range(bucket, "k")
         assert stream.read() == data
         stream.close()
+        adapter.put_object(bucket, "small", memoryview(data)[:100], 100, WriteAttrs(), {})
+        stream = adapter.open_range(bucket, "small", 10, 20)
+        assert stream.read() == data[10:20]
+        stream.close()
     finally:
         adapter.close()
     methods = [m for m, _ in guard.checked]
-    assert methods == ["PUT", "PUT", "HEAD", "GET"]
+    assert methods == ["PUT", "PUT", "HEAD", "GET", "PUT", "GET"]
     assert [(r[0], r[2], r[3]) for r in guard.recorded] == [
         ("PUT", 0, 200),
         ("PUT", len(data), 200),
         ("HEAD", 0, 200),
         ("GET", 0, 200),
+        ("PUT", 100, 200),
+        ("GET", 0, 206),
     ]
     assert all(url.startswith(s3_site.endpoint or "?") for _, url in guard.checked)
 
