@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TypeVar
 
 from tenacity import (
@@ -104,28 +105,41 @@ class Subscriber:
 
 
 class _Retries:
-    """The one retry layer: Retryable errors are retried with backoff, others are not."""
+    """The one retry layer: Retryable errors are retried with backoff, others are not.
+
+    The first attempt runs bare: building tenacity's loop for each of the two requests of
+    a small object costs more CPU than the request itself; it takes over after a failure."""
 
     def __init__(self, config: TransferConfig, sleep: Callable[[float], None]) -> None:
         self._config = config
         self._sleep = sleep
         self._local = threading.local()
+        self._wait = wait_exponential_jitter(initial=config.backoff_initial, max=config.backoff_max)
 
     def take(self) -> int:
         n = int(getattr(self._local, "count", 0))
         self._local.count = 0
         return n
 
-    def _count(self, state: RetryCallState) -> None:
+    def _count(self, state: RetryCallState | None = None) -> None:
         self._local.count = int(getattr(self._local, "count", 0)) + 1
 
+    def _after_first(self, state: RetryCallState) -> float:
+        """Backoff for the loop's attempt n, which is attempt n + 1 of the call."""
+        return self._wait(SimpleNamespace(attempt_number=state.attempt_number + 1))  # type: ignore[arg-type]
+
     def __call__(self, fn: Callable[[], T], /) -> T:
+        try:
+            return fn()
+        except Retryable:
+            if self._config.max_attempts <= 1:
+                raise
+        self._count()
+        self._sleep(self._wait(SimpleNamespace(attempt_number=1)))  # type: ignore[arg-type]
         retrying = Retrying(
             retry=retry_if_exception_type(Retryable),
-            wait=wait_exponential_jitter(
-                initial=self._config.backoff_initial, max=self._config.backoff_max
-            ),
-            stop=stop_after_attempt(self._config.max_attempts),
+            wait=self._after_first,
+            stop=stop_after_attempt(self._config.max_attempts - 1),
             sleep=self._sleep,
             before_sleep=self._count,
             reraise=True,

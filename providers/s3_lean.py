@@ -79,14 +79,16 @@ class LeanS3:
         max_connections: int = 32,
     ) -> None:
         parts = urlsplit(endpoint)
-        self._base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._base = f"{self._origin}{parts.path.rstrip('/')}"
         self._signer = S3SigV4Auth(credentials, "s3", region)
         self._guard = guard
         kwargs: dict[str, Any] = {}
         if parts.scheme == "https":
             kwargs = {"cert_reqs": "CERT_REQUIRED", "ca_certs": get_cert_path(True)}
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
+        # One endpoint: its connection pool is used directly (no URL routing per request).
+        self._pool = urllib3.connection_from_url(
+            self._origin,
             maxsize=max_connections,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
@@ -117,12 +119,11 @@ class LeanS3:
         try:
             response = self._pool.urlopen(
                 method,
-                url,
+                url[len(self._origin) :],
                 body=body or None,
                 headers=signed,
                 redirect=False,
                 preload_content=not stream,
-                assert_same_host=False,
             )
         except urllib3.exceptions.HTTPError as exc:
             if self._guard is not None:
