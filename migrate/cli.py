@@ -10,7 +10,6 @@ import threading
 import time
 import traceback
 from datetime import date
-from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +43,14 @@ from migrate.sitecheck import check_sites, exit_code_of
 from migrate.sites import SitesConfig, load_sites
 from providers.catalog import Catalog, iter_facts, load_catalog, set_active_catalog
 from providers.factory import build_adapter
+
+
+def _version() -> str:
+    # importlib.metadata costs ~50 ms to import: only the report needs it.
+    from importlib.metadata import version
+
+    return version("migrate")
+
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
 
@@ -648,9 +655,7 @@ def report(
     config, catalog = _load(sites)
     loaded = load_plan(plan)
     with Ledger(config.state_dir) as ledger:
-        built = build_report(
-            loaded, ledger, catalog, date.today(), version("migrate"), sites=config.sites
-        )
+        built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
         paths = write_report(built, out, plan=loaded, ledger=ledger)
     if json_out:
         _out(
