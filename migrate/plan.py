@@ -184,8 +184,17 @@ def _canonical(plan: Plan) -> dict[str, Any]:
     return data
 
 
+# Options added after plans were first approved, with their defaults: they count in the
+# digest only when set otherwise, so a plan written before them keeps its digest.
+_LATER_OPTIONS: dict[str, Any] = {"sha256_on_large_objects": True}
+
+
 def compute_digest(plan: Plan) -> str:
-    body = json.dumps(_canonical(plan), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = _canonical(plan)
+    for name, default in _LATER_OPTIONS.items():
+        if data["options"].get(name, default) == default:
+            data["options"].pop(name, None)
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 

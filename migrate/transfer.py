@@ -375,8 +375,11 @@ class ObjectCopy:
                 )
             except NotFound:
                 head = None
-            if head is not None and self._ours(head, item, part_size, expected):
-                return self._prove_completed(item, reader, part_size, count, done, expected, head)
+            if head is not None and self._ours(head, item, part_size, expected, upload_id):
+                proven = self._prove_completed(item, reader, part_size, count, done, expected, head)
+                if proven is not None:
+                    return proven
+                # Another object of ours under this key, and the upload gone: start over.
         if upload_id is not None:
             # Parts the store holds that the ledger missed: prove them, do not resend.
             try:
@@ -471,19 +474,26 @@ class ObjectCopy:
             sending.sent,
         )
 
-    @staticmethod
-    def _ours(head: ObjectInfo, item: TransferItem, part_size: int, expected: str) -> bool:
-        """Whether the destination object is this upload, completed: its ETag is the one
-        the recorded parts make, or (where rewriting the metadata gave a new ETag) it bears
-        the SHA-256 written after that ETag was proven, checked against the source below."""
+    def _ours(
+        self, head: ObjectInfo, item: TransferItem, part_size: int, expected: str, upload_id: str
+    ) -> bool:
+        """Whether the destination object may be this upload, completed: its ETag is the
+        one the recorded parts make, or (where rewriting the metadata gave a new ETag) it
+        bears a SHA-256 written by migrate and the upload is gone. The SHA-256 is checked
+        against the source's bytes before anything is recorded."""
         if (head.etag or "").lower() == expected:
             return True
         meta = head.metadata or {}
-        return (
+        if not (
             head.size == item.size
             and bool(meta.get(SHA256_METADATA))
             and meta.get(PART_SIZE_METADATA) == str(part_size)
-        )
+        ):
+            return False
+        try:  # an upload still open was never completed: the object is an earlier copy
+            return not self._list_parts(item, upload_id)
+        except NotFound:
+            return True
 
     def _write_sha256(self, item: TransferItem, attrs: WriteAttrs, etag: str, sha256: str) -> str:
         """Give the completed object its `migrate-sha256`, on the store's side, only if it
@@ -558,10 +568,11 @@ class ObjectCopy:
         done: Mapping[int, str],
         expected: str,
         head: ObjectInfo,
-    ) -> TransferOutcome:
+    ) -> TransferOutcome | None:
         """The upload completed before a crash: re-read the source (sending nothing) to
         prove each part is the bytes recorded, and to compute the SHA-256; then write the
-        SHA-256 if the crash came before it was."""
+        SHA-256 if the crash came before it was. None when the object, found by its
+        metadata, holds other bytes than the source's: it is not this upload."""
         sha256 = hashlib.sha256()
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
         for number in range(1, count + 1):
@@ -584,10 +595,7 @@ class ObjectCopy:
         written = (head.metadata or {}).get(SHA256_METADATA)
         etag = head.etag
         if (head.etag or "").lower() != expected and written != digest:
-            raise ChecksumMismatch(
-                f"{item.destination_bucket}/{item.destination_key}: the destination holds "
-                "other bytes than the source's"
-            )
+            return None
         if self.sha256_metadata and written != digest and head.etag:
             # The object keeps the attributes it was created with, the SHA-256 added.
             kept = WriteAttrs(

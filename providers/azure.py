@@ -650,8 +650,9 @@ class AzureAdapter:
                     blob.get_blob_properties(**condition)
                 return _BlobReader(None, fail)
             length = None if end is None else end - start
+            # decompress=False: a gzip-encoded blob is read as stored, never inflated.
             downloader = blob.download_blob(
-                offset=start, length=length, max_concurrency=1, **condition
+                offset=start, length=length, max_concurrency=1, decompress=False, **condition
             )
         except HttpResponseError as exc:
             if exc.status_code == 416:  # start at or past the end: nothing to read

@@ -355,8 +355,8 @@ class _LeanBody:
         return data
 
     def close(self) -> None:
-        if self._response.length_remaining:
-            self._response.close()  # unread bytes: the connection cannot be reused
+        if self._response.length_remaining != 0:  # unread (or unknown) bytes left
+            self._response.close()  # the connection cannot be reused
         self._response.release_conn()
 
 
@@ -1241,3 +1241,5 @@ class S3Adapter:
 
     def close(self) -> None:
         self._client.close()
+        if self._lean is not None:
+            self._lean.close()

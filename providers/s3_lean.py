@@ -19,6 +19,7 @@ The same guarantees as the botocore path:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import botocore.exceptions as bce
+import botocore.session
 import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -85,7 +87,10 @@ class LeanS3:
         self._guard = guard
         kwargs: dict[str, Any] = {}
         if parts.scheme == "https":
-            kwargs = {"cert_reqs": "CERT_REQUIRED", "ca_certs": get_cert_path(True)}
+            # The CA bundle botocore uses: AWS_CA_BUNDLE or `ca_bundle` in the AWS config,
+            # else its default bundle.
+            bundle = botocore.session.get_session().get_config_variable("ca_bundle")
+            kwargs = {"cert_reqs": "CERT_REQUIRED", "ca_certs": bundle or get_cert_path(True)}
         # One endpoint: its connection pool is used directly (no URL routing per request).
         self._pool = urllib3.connection_from_url(
             self._origin,
@@ -94,6 +99,9 @@ class LeanS3:
             retries=False,
             **kwargs,
         )
+
+    def close(self) -> None:
+        self._pool.close()
 
     def url(self, bucket: str, key: str) -> str:
         return f"{self._base}/{bucket}/{quote(key, safe='/~')}"
@@ -124,6 +132,9 @@ class LeanS3:
                 headers=signed,
                 redirect=False,
                 preload_content=not stream,
+                # The stored bytes, as botocore gives them: a gzip-encoded object must
+                # not be inflated on the way (its size, MD5 and ranges are the stored ones).
+                decode_content=False,
             )
         except urllib3.exceptions.HTTPError as exc:
             if self._guard is not None:
@@ -149,7 +160,9 @@ def parse_headers(headers: Mapping[str, str]) -> dict[str, Any]:
         elif low == "content-length":
             parsed["ContentLength"] = int(value)
         elif low == "last-modified":
-            parsed["LastModified"] = parsedate_to_datetime(value)
+            # An unreadable date is no date, rather than an error escaping the adapter.
+            with contextlib.suppress(TypeError, ValueError):
+                parsed["LastModified"] = parsedate_to_datetime(value)
     parsed["Metadata"] = metadata
     return parsed
 

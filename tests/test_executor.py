@@ -469,6 +469,51 @@ print(json.dumps({"copied": s.copied, "failed": s.failed}))
 """
 
 
+class CrashBeforeComplete:
+    """The run dies with every part sent, just before the upload is completed."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def complete_multipart(self, *args: Any, **kwargs: Any) -> Any:
+        raise Crash
+
+
+@pytest.mark.parametrize("dst", ["s3", "azure"])
+def test_an_earlier_copy_under_the_key_is_not_taken_for_the_unfinished_upload(
+    env_for: Any, dst: str
+) -> None:
+    env: Env = env_for("s3", dst)
+    data = body(14, 11 * MiB)
+    env.seed({"big.bin": (data, "application/octet-stream", {}, True)})
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    # An earlier copy by migrate: same size, same part size, another SHA-256.
+    earlier = body(15, 11 * MiB)
+    put(
+        env.destination,
+        env.bucket,
+        "big.bin",
+        earlier,
+        meta={
+            "migrate-sha256": hashlib.sha256(earlier).hexdigest(),
+            "migrate-part-size": str(5 * MiB),
+        },
+    )
+    with pytest.raises(Crash):
+        env.run(plan, destination=CrashBeforeComplete(env.destination))
+
+    dest = Counting(env.destination)
+    summary = env.run(plan, destination=dest)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert dest.calls["upload_part"] == 0, "the parts sent before the crash are kept"
+    assert env.read_destination("big.bin") == data
+
+
 class WrongSha256:
     """A store whose own SHA-256 of the rewritten object is not the one of the bytes sent."""
 

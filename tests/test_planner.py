@@ -689,3 +689,29 @@ def test_writing_the_sha256_of_large_objects_costs_one_request_each(estate: Esta
     assert with_copy.options.sha256_on_large_objects and not without.options.sha256_on_large_objects
     assert with_copy.totals.requests_by_kind["PUT"] == without.totals.requests_by_kind["PUT"] + 1
     assert with_copy.totals.requests == without.totals.requests + 1
+
+
+def test_a_plan_written_before_the_sha256_option_still_loads(
+    estate: Estate, tmp_path: Path
+) -> None:
+    estate.seed()
+    estate.inventory()
+    plan = estate.plan()
+    path = tmp_path / "plans" / "hdh.yaml"
+    save_plan(plan, path)
+    text = path.read_text(encoding="utf-8")
+    # The file as the version before the option wrote it: no such line, and a digest over
+    # the plan without it.
+    data = json.loads(plan.model_dump_json(exclude={"digest"}))
+    del data["options"]["sha256_on_large_objects"]
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    old_digest = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
+    old_text = text.replace("  sha256_on_large_objects: true\n", "").replace(
+        plan.digest, old_digest
+    )
+    path.write_text(old_text, encoding="utf-8")
+    assert load_plan(path).options.sha256_on_large_objects  # loads, with the option on
+    # Turning it off by hand is an edit like any other.
+    path.write_text(text.replace("large_objects: true", "large_objects: false"), encoding="utf-8")
+    with pytest.raises(PlanError):
+        load_plan(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import hashlib
 import importlib
 import importlib.util
@@ -165,6 +166,15 @@ def test_put_head_get_round_trip(adapter: StoreAdapter, container: str) -> None:
     if "md5" in adapter.capabilities.native_checksums:
         assert info.checksums["md5"] == _md5(data)
     assert _read_all(adapter, container, "obj/one.bin") == data
+
+
+def test_encoded_objects_are_read_as_stored(adapter: StoreAdapter, container: str) -> None:
+    """A gzip-encoded object is bytes like any other: never inflated on the way."""
+    data = gzip.compress(_data(50_000))
+    _put(adapter, container, "page.html.gz", data, WriteAttrs(content_encoding="gzip"))
+    assert _read_all(adapter, container, "page.html.gz") == data
+    assert _read_all(adapter, container, "page.html.gz", start=10, end=100) == data[10:100]
+    assert adapter.head(container, "page.html.gz").content_encoding == "gzip"
 
 
 def test_empty_object(adapter: StoreAdapter, container: str) -> None:
