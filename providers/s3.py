@@ -36,6 +36,8 @@ from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.exceptions as bce
+import botocore.session
+import botocore.utils
 import urllib3.exceptions
 from awscrt.exceptions import AwsCrtError  # type: ignore[import-untyped]
 from botocore.config import Config
@@ -405,6 +407,25 @@ def _remove_region_redirector(client: Any) -> int:
     return removed
 
 
+def _timestamp(value: str) -> datetime:
+    """Listing and header timestamps. botocore's default parser (dateutil) took 55 % of an
+    inventory's CPU; S3 listings give ISO 8601, which the standard library reads fast.
+    Anything else, or a time without a zone, goes to botocore's own parser."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        return botocore.utils.parse_timestamp(value)
+    return parsed
+
+
+def _core_session() -> botocore.session.Session:
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    return core
+
+
 def build_client(site: Site) -> S3Client:
     """A botocore S3 client for the site, configured from the site only."""
     creds = resolve_credentials(site)
@@ -436,13 +457,14 @@ def build_client(site: Site) -> S3Client:
 
     if creds.access_key and creds.secret_key:
         session = boto3.Session(
+            botocore_session=_core_session(),
             aws_access_key_id=creds.access_key,
             aws_secret_access_key=creds.secret_key,
             aws_session_token=creds.session_token,
         )
     elif creds.profile:
         try:
-            session = boto3.Session(profile_name=creds.profile)
+            session = boto3.Session(botocore_session=_core_session(), profile_name=creds.profile)
         except bce.ProfileNotFound:
             raise ConfigError(
                 f"site {site.name}: AWS profile {creds.profile!r} not found"

@@ -21,6 +21,7 @@ import time
 import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -175,6 +176,20 @@ def test_encoded_objects_are_read_as_stored(adapter: StoreAdapter, container: st
     assert _read_all(adapter, container, "page.html.gz") == data
     assert _read_all(adapter, container, "page.html.gz", start=10, end=100) == data[10:100]
     assert adapter.head(container, "page.html.gz").content_encoding == "gzip"
+
+
+def test_listing_and_head_give_the_same_aware_modification_time(
+    adapter: StoreAdapter, container: str
+) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    _put(adapter, container, "dated", b"x")
+    (listed,) = list(adapter.list_objects(container))
+    head = adapter.head(container, "dated")
+    assert listed.last_modified is not None and head.last_modified is not None
+    assert listed.last_modified.utcoffset() is not None  # aware, never naive
+    assert before < listed.last_modified < datetime.now(UTC) + timedelta(minutes=5)
+    # The header has whole seconds; a listing may have milliseconds.
+    assert abs((listed.last_modified - head.last_modified).total_seconds()) < 1
 
 
 def test_empty_object(adapter: StoreAdapter, container: str) -> None:
