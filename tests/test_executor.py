@@ -242,19 +242,23 @@ def test_a_plan_can_leave_the_sha256_of_large_objects_to_the_ledger(env_for: Any
     assert head.metadata and head.metadata["migrate-part-size"] == str(5 * MiB)
 
 
-class Crash(BaseException):
-    """Stands for a kill: nothing after it runs, nothing catches it."""
-
-
-class CrashAfterMetadata:
-    """The destination dies just after the store rewrote the metadata, before the ledger
-    heard of it."""
+class Delegating:
+    """Passes every call to the adapter it wraps; subclasses change one call."""
 
     def __init__(self, inner: StoreAdapter) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+class Crash(BaseException):
+    """Stands for a kill: nothing after it runs, nothing catches it."""
+
+
+class CrashAfterMetadata(Delegating):
+    """The destination dies just after the store rewrote the metadata, before the ledger
+    heard of it."""
 
     def replace_metadata(self, *args: Any, **kwargs: Any) -> Any:
         self._inner.replace_metadata(*args, **kwargs)
@@ -469,14 +473,8 @@ print(json.dumps({"copied": s.copied, "failed": s.failed}))
 """
 
 
-class CrashBeforeComplete:
+class CrashBeforeComplete(Delegating):
     """The run dies with every part sent, just before the upload is completed."""
-
-    def __init__(self, inner: StoreAdapter) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def complete_multipart(self, *args: Any, **kwargs: Any) -> Any:
         raise Crash
@@ -514,14 +512,8 @@ def test_an_earlier_copy_under_the_key_is_not_taken_for_the_unfinished_upload(
     assert env.read_destination("big.bin") == data
 
 
-class WrongSha256:
+class WrongSha256(Delegating):
     """A store whose own SHA-256 of the rewritten object is not the one of the bytes sent."""
-
-    def __init__(self, inner: StoreAdapter) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def replace_metadata(self, *args: Any, **kwargs: Any) -> Any:
         result = self._inner.replace_metadata(*args, **kwargs)
