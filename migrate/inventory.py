@@ -6,7 +6,6 @@ same site records what was added, changed or deleted since the one before.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntFlag
@@ -15,7 +14,7 @@ from pathlib import Path
 from migrate.errors import ConfigError
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
-from providers.base import ObjectInfo, StoreAdapter
+from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter
 
 PAGE = 1000
 MAX_KEY_BYTES = 1024
@@ -29,9 +28,6 @@ SIZE_CLASSES: tuple[tuple[str, int], ...] = (
     ("100 MiB-5 GiB", 5 * GiB),
     (">=5 GiB", 2**62),
 )
-
-# S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
-_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 class Flag(IntFlag):
@@ -69,7 +65,7 @@ def flags_of(obj: ObjectInfo) -> Flag:
         size = sum(len(k.encode()) + len(v.encode()) for k, v in obj.metadata.items())
         if size > MAX_METADATA_BYTES:
             flags |= Flag.METADATA_TOO_LARGE
-        if any(not _HEADER_TOKEN.match(k) or not v.isascii() for k, v in obj.metadata.items()):
+        if any(not HEADER_TOKEN.match(k) or not v.isascii() for k, v in obj.metadata.items()):
             flags |= Flag.METADATA_BAD_NAME
     if obj.archived:
         flags |= Flag.ARCHIVED

@@ -34,12 +34,15 @@ composite multipart checksum (S3 COMPOSITE, multipart ETag) keeps its `-N` suffi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
+# S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
+HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 @dataclass(frozen=True, slots=True)

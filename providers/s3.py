@@ -58,6 +58,7 @@ from migrate.errors import (
 )
 from migrate.sites import Site, resolve_credentials
 from providers.base import (
+    HEADER_TOKEN,
     Capabilities,
     ObjectInfo,
     PartResult,
@@ -360,10 +361,6 @@ class _LeanBody:
         if self._response.length_remaining != 0:  # unread (or unknown) bytes left
             self._response.close()  # the connection cannot be reused
         self._response.release_conn()
-
-
-# RFC 7230 token: what a metadata name must be to travel as an x-amz-meta-* header name.
-_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _lean_for(site: Site, region: str, guard: RequestGuard | None) -> LeanS3 | None:
@@ -871,7 +868,7 @@ class S3Adapter:
             if value:
                 headers[name] = value
         for name, value in attrs.metadata.items():
-            if not _HEADER_TOKEN.match(name):
+            if not HEADER_TOKEN.match(name):
                 return None
             headers[f"x-amz-meta-{name}"] = value
         kwargs = self._checksum_kwargs(checksums)
@@ -1011,9 +1008,9 @@ class S3Adapter:
     ) -> WriteResult:
         """A copy of the object onto itself with the new attributes (S3 has no other way to
         change metadata), conditioned on the ETag: the store copies, nothing is sent."""
-        source = {"Bucket": container, "Key": key}
         if size > self.capabilities.max_copy_size:
             return self._replace_by_parts(container, key, attrs, if_match, size)
+        source = {"Bucket": container, "Key": key}
         extra: dict[str, Any] = {}
         if self._sha256_parts():
             # Stores that recompute it give the whole object's SHA-256 back: one more proof.

@@ -16,6 +16,7 @@ from migrate.sites import CredentialRef, Site
 # Environment variables the test sites reference for their credentials.
 S3_KEY_ENV, S3_SECRET_ENV = "MIGRATE_TEST_S3_KEY", "MIGRATE_TEST_S3_SECRET"
 AZ_CONN_ENV = "MIGRATE_TEST_AZURE_CONN"
+AWS_KEY_ENV, AWS_SECRET_ENV = "MIGRATE_TEST_AWS_KEY", "MIGRATE_TEST_AWS_SECRET"
 
 _counter = itertools.count()
 
@@ -85,3 +86,21 @@ def site_for(request: pytest.FixtureRequest) -> SiteFactory:
         return site
 
     return make
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    """An AWS site in eu-west-3 (Paris) on moto's in-process S3: only for behaviour that
+    exists on AWS alone."""
+    from moto import mock_aws
+
+    monkeypatch.setenv(AWS_KEY_ENV, "testing")
+    monkeypatch.setenv(AWS_SECRET_ENV, "testing-secret")
+    with mock_aws():
+        yield Site(
+            name="aws-par",
+            provider="aws",
+            region="eu-west-3",
+            addressing="path",
+            credentials=CredentialRef(access_key_env=AWS_KEY_ENV, secret_key_env=AWS_SECRET_ENV),
+        )

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
 from migrate.plan import Estimate, Mapping, Phase, PhaseKind, Plan, PlanOptions, SiteRef
-from migrate.sites import CredentialRef, Site, SitesConfig
+from migrate.sites import Site, SitesConfig
 from migrate.verify import verify
 from providers.base import ReadStream, StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
@@ -528,31 +527,12 @@ def test_a_store_sha256_that_disagrees_fails_the_object(env_for: Any) -> None:
     assert "SHA-256" in summary.failures[0][2]
 
 
-@pytest.fixture
-def aws_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    """An AWS site in eu-west-3 on moto's in-process S3: AWS's own copy behaviour."""
-    from moto import mock_aws
-
-    monkeypatch.setenv("MIGRATE_TEST_AWS_KEY", "testing")
-    monkeypatch.setenv("MIGRATE_TEST_AWS_SECRET", "testing-secret")
-    with mock_aws():
-        yield Site(
-            name="aws-par",
-            provider="aws",
-            region="eu-west-3",
-            addressing="path",
-            credentials=CredentialRef(
-                access_key_env="MIGRATE_TEST_AWS_KEY", secret_key_env="MIGRATE_TEST_AWS_SECRET"
-            ),
-        )
-
-
 def test_on_aws_the_sha256_copy_changes_the_etag_and_resume_and_verify_accept_it(
-    site_for: SiteFactory, tmp_path: Path, aws_site: Site
+    site_for: SiteFactory, tmp_path: Path, aws: Site
 ) -> None:
     """AWS alone (moto): the copy that writes the SHA-256 makes a single-part object, whose
     ETag is the whole object's MD5 and no longer the multipart one the parts made."""
-    env = Env(site_for("local"), aws_site, tmp_path)
+    env = Env(site_for("local"), aws, tmp_path)
     data = body(12, 11 * MiB + 3)
     env.seed({"big.bin": (data, "application/x-big", {"k": "v"}, True)})
     plan = env.plan()

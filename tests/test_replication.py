@@ -34,11 +34,10 @@ from providers.base import Replication, ReplicationTarget
 from providers.catalog import Catalog, load_catalog
 from providers.factory import build_adapter
 from providers.s3 import _bucket_of_arn
-from tests.conftest import AZ_CONN_ENV, unique_name
+from tests.conftest import AWS_KEY_ENV, AWS_SECRET_ENV, AZ_CONN_ENV, unique_name
 from tests.helpers import put
 
 TODAY = date(2026, 11, 23)
-AWS_KEY_ENV, AWS_SECRET_ENV = "MIGRATE_TEST_AWS_KEY", "MIGRATE_TEST_AWS_SECRET"
 
 # A self-hosted destination in France; planning reads nothing from it.
 CHU = Site(
@@ -316,23 +315,6 @@ def test_the_pair_table_is_two_way_and_european() -> None:
 
 
 # -- AWS (moto) ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    """An AWS site in eu-west-3 (Paris) on moto's in-process S3."""
-    from moto import mock_aws
-
-    monkeypatch.setenv(AWS_KEY_ENV, "testing")
-    monkeypatch.setenv(AWS_SECRET_ENV, "testing-secret")
-    with mock_aws():
-        yield Site(
-            name="aws-par",
-            provider="aws",
-            region="eu-west-3",
-            addressing="path",
-            credentials=CredentialRef(access_key_env=AWS_KEY_ENV, secret_key_env=AWS_SECRET_ENV),
-        )
 
 
 def _bucket_in(region: str, name: str) -> None:
