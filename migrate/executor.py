@@ -59,8 +59,9 @@ BATCH = 500
 @dataclass(frozen=True)
 class TransferConfig:
     """`concurrency` objects are copied at once, and the parts of large objects are sent
-    by `concurrency` more threads while the next parts are read. Memory is bounded by
-    `buffers` x `part_size` (default buffers: concurrency)."""
+    by `concurrency` more threads while the next parts are read (by `concurrency` more,
+    ahead, when buffers are free). Memory is bounded by `buffers` x `part_size` (default
+    buffers: concurrency)."""
 
     concurrency: int = 8
     part_size: int = DEFAULT_PART_SIZE
@@ -305,6 +306,10 @@ def run_phase(
     part_senders = ThreadPoolExecutor(
         max_workers=config.concurrency, thread_name_prefix="migrate-part"
     )
+    # And when part buffers are free, the next parts of an object are read ahead.
+    part_readers = ThreadPoolExecutor(
+        max_workers=config.concurrency, thread_name_prefix="migrate-read"
+    )
     copier = ObjectCopy(
         source,
         destination,
@@ -315,6 +320,7 @@ def run_phase(
         uploads=part_senders,
         buffers=PartBuffers(config.buffers or config.concurrency, config.part_size),
         sha256_metadata=plan.options.sha256_on_large_objects,
+        reads=part_readers,
     )
     lock = threading.Lock()
 
@@ -383,7 +389,7 @@ def run_phase(
             with suppress(MigrateError):  # else the orphan sweep of the next run aborts it
                 destination.abort_multipart(item.destination_bucket, item.destination_key, upload)
 
-    with part_senders, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+    with part_senders, part_readers, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
         running: set[Future[None]] = set()
         for row in _rows(ledger, plan.name, phase_name):
             if len(running) >= config.concurrency * 2:

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
@@ -153,9 +154,29 @@ class PartBuffers:
         self._size = size
         self._free: list[bytearray] = []
         self._lock = threading.Lock()
+        self._waiting = 0  # copies blocked in take()
 
     def take(self, length: int) -> memoryview:
-        self._slots.acquire()
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        return self._view(length)
+
+    def try_take(self, length: int) -> memoryview | None:
+        """A buffer if one is free and no copy is waiting for one, else None: reading
+        ahead uses spare memory only, never a buffer another copy needs to go on."""
+        with self._lock:
+            if self._waiting:
+                return None
+        if not self._slots.acquire(blocking=False):
+            return None
+        return self._view(length)
+
+    def _view(self, length: int) -> memoryview:
         buf = None
         if MiB <= length <= self._size:
             with self._lock:
@@ -219,6 +240,72 @@ class _SourceReader:
         return self._copy.call(attempt)
 
 
+class _PartReads:
+    """The parts of one object, in order, each in a buffer the caller then owns (to send,
+    or to give back). When buffers are free (few objects in flight: a pilot, the last large
+    object of a wave), the next parts are read at the same time on the `reads` executor, so
+    one object alone is read like many. The part needed now is read on the caller's thread
+    unless a read of it is already under way. A buffer is waited for only when no part is
+    held here: a copy never waits for memory while holding parts it has not handed on.
+    `close()` waits for the reads still running and gives their buffers back."""
+
+    def __init__(
+        self,
+        copy: ObjectCopy,
+        reader: _SourceReader,
+        size: int,
+        part_size: int,
+        count: int,
+    ) -> None:
+        self._copy = copy
+        self._reader = reader
+        self._size = size
+        self._part_size = part_size
+        self._count = count
+        self._next = 1
+        self._window: deque[tuple[int, memoryview, Future[memoryview] | None]] = deque()
+
+    def _span(self, number: int) -> tuple[int, int]:
+        start = (number - 1) * self._part_size
+        return start, min(self._part_size, self._size - start)
+
+    def _fill(self) -> None:
+        buffers, reads = self._copy.buffers, self._copy.reads
+        if not self._window and self._next <= self._count:
+            data = buffers.take(self._span(self._next)[1])
+            self._window.append((self._next, data, None))  # read below, on this thread
+            self._next += 1
+        while reads is not None and self._next <= self._count:
+            start, length = self._span(self._next)
+            ahead = buffers.try_take(length)
+            if ahead is None:
+                break
+            future = reads.submit(self._reader.read, start, length, ahead)
+            self._window.append((self._next, ahead, future))
+            self._next += 1
+
+    def next(self) -> tuple[int, memoryview]:
+        """The next part, read: (number, bytes)."""
+        self._fill()
+        number, data, future = self._window.popleft()
+        try:
+            if future is None or future.cancel():  # not started: read it here
+                self._reader.read(*self._span(number), data)
+            else:
+                future.result()
+        except BaseException:
+            self._copy.buffers.give(data)
+            raise
+        return number, data
+
+    def close(self) -> None:
+        while self._window:
+            _, data, future = self._window.popleft()
+            if future is not None:
+                futures_wait([future])  # its bytes are still landing in the buffer
+            self._copy.buffers.give(data)
+
+
 class _PartsInFlight:
     """The parts of one object being sent: on the shared upload executor when there is one,
     else right away on the caller's thread."""
@@ -277,6 +364,7 @@ class ObjectCopy:
         uploads: Executor | None = None,
         buffers: PartBuffers | None = None,
         sha256_metadata: bool = True,
+        reads: Executor | None = None,
     ) -> None:
         self.source = source
         self.destination = destination
@@ -285,6 +373,7 @@ class ObjectCopy:
         self.call = call
         self.on_bytes = on_bytes or (lambda n: None)
         self.uploads = uploads
+        self.reads = reads  # reading ahead the parts of one object (see _PartReads)
         self.buffers = buffers or PartBuffers(1 if uploads is None else 2, part_size)
         self.sha256_metadata = sha256_metadata  # also on multipart objects (see module doc)
 
@@ -397,18 +486,17 @@ class ObjectCopy:
         sha256 = hashlib.sha256()
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
         sending = _PartsInFlight(self)
+        parts_read = _PartReads(self, reader, item.size, part_size, count)
         create_attrs: WriteAttrs | None = None
         results: dict[int, PartResult] = {}
         md5_of: dict[int, str] = {}
         try:
-            for number in range(1, count + 1):
+            for _ in range(count):
                 sending.raise_failure()  # a part that failed for good: stop reading
-                start = (number - 1) * part_size
-                length = min(part_size, item.size - start)
-                data = self.buffers.take(length)
+                number, data = parts_read.next()
+                length = len(data)
                 handed = False
                 try:
-                    reader.read(start, length, data)
                     if create_attrs is None:
                         # The first read told the attributes: they go with the upload.
                         create_attrs = self._create_attrs(
@@ -447,6 +535,7 @@ class ObjectCopy:
                         self.buffers.give(data)
             results.update(sending.wait())
         finally:
+            parts_read.close()
             sending.drain()  # never leave a part in flight behind an error
         assert upload_id is not None and create_attrs is not None
         parts = [results[n] for n in range(1, count + 1)]
@@ -575,21 +664,23 @@ class ObjectCopy:
         metadata, holds other bytes than the source's: it is not this upload."""
         sha256 = hashlib.sha256()
         whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
-        for number in range(1, count + 1):
-            start = (number - 1) * part_size
-            data = self.buffers.take(min(part_size, item.size - start))
-            try:
-                reader.read(start, len(data), data)
-                if hashlib.md5(data).hexdigest() != done[number]:
-                    raise ChecksumMismatch(
-                        f"{item.container}/{item.key} part {number}: source bytes differ "
-                        "from the part the destination holds"
-                    )
-                sha256.update(data)
-                if whole_md5 is not None:
-                    whole_md5.update(data)
-            finally:
-                self.buffers.give(data)
+        parts_read = _PartReads(self, reader, item.size, part_size, count)
+        try:
+            for _ in range(count):
+                number, data = parts_read.next()
+                try:
+                    if hashlib.md5(data).hexdigest() != done[number]:
+                        raise ChecksumMismatch(
+                            f"{item.container}/{item.key} part {number}: source bytes "
+                            "differ from the part the destination holds"
+                        )
+                    sha256.update(data)
+                    if whole_md5 is not None:
+                        whole_md5.update(data)
+                finally:
+                    self.buffers.give(data)
+        finally:
+            parts_read.close()
         proof = self._source_proof(item, whole_md5.hexdigest()) if whole_md5 else "none"
         digest = sha256.hexdigest()
         written = (head.metadata or {}).get(SHA256_METADATA)

@@ -36,8 +36,10 @@ Guarantees and limits specific to Azure:
   the part size) so that a short body fails at once and a retry can resend the same bytes;
   the MD5 goes to the service, which refuses a mismatch and stores nothing. SHA-1/SHA-256
   given by the caller are checked here, before sending.
-- `open_range` streams in chunks of 4 MiB (one GET each, every one conditioned on the
-  ETag of the first), so an open stream holds at most 4 MiB.
+- `open_range` is one Get Blob of the whole range, read as the caller asks, on the lean
+  path (providers/azure_lean.py) for sites with an account key or SAS and no proxy; else
+  through the SDK in chunks of 4 MiB (one GET each, every one conditioned on the ETag of
+  the first), so an open stream holds at most 4 MiB.
 - Listing has no StartAfter on the service versions Azurite and most accounts speak:
   `start_after` re-lists from the prefix and skips the keys up to it, page by page.
 - Keys with `.`/`..` path segments or a backslash cannot be stored as given (URLs
@@ -61,8 +63,9 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -101,6 +104,7 @@ from libcloud.storage.types import (
 )
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
 from migrate.errors import (
@@ -116,6 +120,7 @@ from migrate.errors import (
     Unsupported,
 )
 from migrate.sites import Site, resolve_credentials
+from providers.azure_lean import AzureAnswer, LeanBlobReads, header_map
 from providers.base import (
     Capabilities,
     ObjectInfo,
@@ -145,6 +150,7 @@ _DEFAULT_SUFFIX = "core.windows.net"
 _ARCHIVE = "Archive"
 # What a call through either library may raise besides the project's errors.
 _NETWORK_ERRORS = (AzureError, requests.RequestException, Urllib3Error, OSError)
+_META_HEADER = "x-ms-meta-"
 _CONNECT_FAILURES = (NewConnectionError, NameResolutionError, ConnectTimeoutError)
 _RETRYABLE_CODES = {"ServerBusy", "OperationTimedOut", "InternalError", "TooManyRequests"}
 # 403 codes that mean "these credentials may not do this call", not "wrong credentials".
@@ -412,6 +418,30 @@ class _BlobReader:
         self._downloader = None
 
 
+class _LeanBlobReader:
+    """read()/close() over one lean Get Blob answer (providers/azure_lean.py)."""
+
+    def __init__(
+        self, answer: AzureAnswer, fail: Callable[[BaseException], NoReturn], info: ObjectInfo
+    ) -> None:
+        self._answer: AzureAnswer | None = answer
+        self._fail = fail
+        self.info = info
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._answer is None:
+            return b""
+        try:
+            return self._answer.read(-1 if size is None else size)
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc)
+
+    def close(self) -> None:
+        if self._answer is not None:
+            self._answer.close()
+            self._answer = None
+
+
 # -- the adapter ------------------------------------------------------------------------------
 
 
@@ -467,6 +497,19 @@ class AzureAdapter:
             max_single_get_size=_CHUNK_GET,
             max_chunk_get_size=_CHUNK_GET,
         )
+        # Ranged reads skip the SDK's pipeline where the credentials allow (see azure_lean).
+        self._lean: LeanBlobReads | None = None
+        if not site.proxy:
+            self._lean = LeanBlobReads(
+                target.endpoint,
+                target.account,
+                target.account_key,
+                target.sas,
+                self._service.api_version,
+                guard,
+                connect_timeout=_CONNECT_TIMEOUT,
+                read_timeout=_READ_TIMEOUT,
+            )
         self._libcloud: Any = _LibcloudDriver(
             target, lambda session: _configure(session, adapter, site.proxy)
         )
@@ -510,6 +553,11 @@ class AzureAdapter:
             raise EndpointUnreachable(
                 f"{where}: no connection to the endpoint",
                 hint="check the site's endpoint/account and the network",
+            ) from None
+        if isinstance(exc, Urllib3SSLError):
+            raise EndpointUnreachable(
+                f"{where}: no trusted TLS connection to the endpoint",
+                hint="the endpoint's certificate does not verify for its host name",
             ) from None
         if isinstance(exc, Urllib3Error):
             raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
@@ -649,6 +697,8 @@ class AzureAdapter:
                 if condition:  # an empty range still proves the version
                     blob.get_blob_properties(**condition)
                 return _BlobReader(None, fail)
+            if self._lean is not None:
+                return self._lean_range(container, key, start, end, if_match, what, fail)
             length = None if end is None else end - start
             # decompress=False: a gzip-encoded blob is read as stored, never inflated.
             downloader = blob.download_blob(
@@ -662,6 +712,61 @@ class AzureAdapter:
             fail(exc)
         # The download's properties describe the whole blob (size included), not the range.
         return _BlobReader(downloader, fail, self._info(container, downloader.properties))
+
+    def _lean_range(
+        self,
+        container: str,
+        key: str,
+        start: int,
+        end: int | None,
+        if_match: str | None,
+        what: str,
+        fail: Any,
+    ) -> ReadStream:
+        assert self._lean is not None
+        try:
+            answer = self._lean.get(
+                container, key, start, end, _quote(if_match) if if_match else None
+            )
+        except _NETWORK_ERRORS as exc:
+            fail(exc)
+        if answer.status == 416:  # start at or past the end: nothing to read
+            answer.close()
+            return _BlobReader(None, fail)
+        if answer.status >= 300:
+            status, code, detail = answer.error()
+            answer.close()
+            raise _from_status(f"{self.site_name}: {what}", status, code, False, detail)
+        return _LeanBlobReader(answer, fail, self._info_from_headers(container, key, answer))
+
+    def _info_from_headers(self, container: str, key: str, answer: AzureAnswer) -> ObjectInfo:
+        """What the SDK's download properties would say (see its deserialize_blob_properties):
+        the whole blob's size and stored MD5, not the range's."""
+        h = header_map(answer.headers)
+        whole = h.get("content-range", "").rpartition("/")[2]
+        size = int(whole) if whole.isdigit() else int(h.get("content-length", "0"))
+        md5_b64 = h.get("x-ms-blob-content-md5") if "content-range" in h else h.get("content-md5")
+        tier = h.get("x-ms-access-tier")
+        modified = h.get("last-modified")
+        meta = {
+            name[len(_META_HEADER) :]: value
+            for name, value in answer.headers.items()
+            if name.lower().startswith(_META_HEADER)
+        }
+        return ObjectInfo(
+            container=container,
+            key=key,
+            size=size,
+            etag=_unquote(h.get("etag")),
+            last_modified=parsedate_to_datetime(modified) if modified else None,
+            checksums={"md5": base64.b64decode(md5_b64).hex()} if md5_b64 else {},
+            storage_class=tier,
+            content_type=h.get("content-type"),
+            metadata=_metadata_from_azure(meta),
+            content_encoding=h.get("content-encoding"),
+            cache_control=h.get("cache-control"),
+            archived=tier == _ARCHIVE,
+        )
 
     # -- writes (SDK) ----------------------------------------------------------------------
 
@@ -975,6 +1080,8 @@ class AzureAdapter:
         )
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         self._service.close()
         self._sdk_session.close()
         libcloud_conn = getattr(self._libcloud.connection, "connection", None)

@@ -1,11 +1,14 @@
-"""The two requests of a small-object copy (ranged GET, PUT) without botocore's call
-pipeline, for S3 sites with path-style addressing.
+"""The requests that carry an object's bytes (ranged GET, PUT, UploadPart) without
+botocore's call pipeline, for S3 sites with path-style addressing.
 
 Why: for 16 KiB objects the client's CPU is the limit on a small machine, and a botocore
 call (parameter validation, serialization, a dozen event hooks, response parsing) costs
 about 1.8 ms of CPU where signing and sending the same request costs about 0.7 ms
-(bench/RESULTS.md). Everything else (listings, multipart, errors of other calls) stays on
-botocore.
+(bench/RESULTS.md). For 16 MiB parts the cost is elsewhere: botocore hashes every body
+again to sign it (over HTTP, or without a checksum header) and hands http.client the body
+as a file read in small copies. Here a part goes out as the caller's buffer, and its
+SHA-256, already computed for the store to verify, is also the signed payload hash.
+Everything else (listings, creating and completing uploads, other calls) stays on botocore.
 
 The same guarantees as the botocore path:
 - signed by botocore's own SigV4 signer, with the site's credentials;
@@ -36,7 +39,7 @@ from botocore.httpsession import get_cert_path
 
 from providers.base import RequestGuard
 
-# Bodies up to this size are sent by this path (one copy into bytes, to sign and send).
+# Single PUTs up to this size are sent by this path (one copy into bytes, to sign and send).
 MAX_LEAN_PUT = 1024 * 1024
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 _META = "x-amz-meta-"
@@ -66,6 +69,15 @@ def plain_header_value(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
+class _KnownPayloadSigner(S3SigV4Auth):
+    """botocore's S3 SigV4 signer, given the body's SHA-256 when the caller already holds
+    it: signing with the true hash is always valid, and the body is not read again."""
+
+    def payload(self, request: AWSRequest) -> str:
+        known: str | None = request.context.get("payload_sha256")
+        return known if known else str(super().payload(request))
+
+
 class LeanS3:
     """Signed GET and PUT of single objects, for one site (see the module doc)."""
 
@@ -83,7 +95,7 @@ class LeanS3:
         parts = urlsplit(endpoint)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base = f"{self._origin}{parts.path.rstrip('/')}"
-        self._signer = S3SigV4Auth(credentials, "s3", region)
+        self._signer = _KnownPayloadSigner(credentials, "s3", region)
         self._guard = guard
         kwargs: dict[str, Any] = {}
         if parts.scheme == "https":
@@ -112,23 +124,30 @@ class LeanS3:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes = b"",
+        body: bytes | memoryview = b"",
         *,
         stream: bool = False,
+        payload_sha256: str | None = None,
     ) -> tuple[urllib3.BaseHTTPResponse, dict[str, Any]]:
         """Send one signed request; returns the response (its body unread when `stream`)
         and its headers as botocore would have parsed them. Raises ClientError for an
-        error answer, botocore's transport exceptions for a failed exchange."""
+        error answer, botocore's transport exceptions for a failed exchange.
+        `payload_sha256` is the body's SHA-256 (hex) when the caller has it; a memoryview
+        body is sent as it is, without a copy."""
         aws = AWSRequest(method, url, data=body, headers=dict(headers))
+        if payload_sha256:
+            aws.context["payload_sha256"] = payload_sha256
         self._signer.add_auth(aws)
         signed = {k: v if isinstance(v, str) else v.decode() for k, v in aws.headers.items()}
         if self._guard is not None:
             self._guard.check(method, url)
+        # urllib3 sends any buffer as it is (its annotation names bytes only).
+        payload: Any = body or None
         try:
             response = self._pool.urlopen(
                 method,
                 url[len(self._origin) :],
-                body=body or None,
+                body=payload,
                 headers=signed,
                 redirect=False,
                 preload_content=not stream,

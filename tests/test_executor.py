@@ -296,17 +296,27 @@ def test_a_crash_after_the_sha256_was_written_resumes_without_sending(
 
 
 class Counting:
-    """Wraps an adapter: counts calls by name, and the most `upload_part` calls in flight at
-    once; `slow_parts` makes each part take that long, `fail_part` fails that part for good."""
+    """Wraps an adapter: counts calls by name, and the most `upload_part` (`open_range`)
+    calls in flight at once; `slow_parts` (`slow_reads`) makes each take that long,
+    `fail_part` fails that part for good."""
 
-    def __init__(self, inner: StoreAdapter, slow_parts: float = 0.0, fail_part: int = 0) -> None:
+    def __init__(
+        self,
+        inner: StoreAdapter,
+        slow_parts: float = 0.0,
+        fail_part: int = 0,
+        slow_reads: float = 0.0,
+    ) -> None:
         self._inner = inner
         self._slow = slow_parts
+        self._slow_reads = slow_reads
         self._fail = fail_part
         self._lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
         self.peak = 0
+        self.reads_in_flight = 0
+        self.read_peak = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
@@ -319,34 +329,42 @@ class Counting:
                 if name == "upload_part":
                     self.in_flight += 1
                     self.peak = max(self.peak, self.in_flight)
+                if name == "open_range":
+                    self.reads_in_flight += 1
+                    self.read_peak = max(self.read_peak, self.reads_in_flight)
             try:
                 if name == "upload_part":
                     time.sleep(self._slow)
                     if args[3] == self._fail:
                         raise Permanent(f"part {args[3]} refused for good (test)")
+                if name == "open_range":
+                    time.sleep(self._slow_reads)
                 return attr(*args, **kwargs)
             finally:
-                if name == "upload_part":
-                    with self._lock:
+                with self._lock:
+                    if name == "upload_part":
                         self.in_flight -= 1
+                    if name == "open_range":
+                        self.reads_in_flight -= 1
 
         return call
 
 
-def test_parts_of_one_object_are_sent_in_parallel_and_read_without_a_head(
+def test_parts_of_one_object_are_read_and_sent_in_parallel_without_a_head(
     env_for: Any,
 ) -> None:
     env: Env = env_for("s3", "s3")
     data = body(5, 40 * MiB + 3)
     env.seed({"one/large.bin": (data, "application/x-thing", {"k": "v"}, False)})
     plan = env.plan()
-    source = Counting(env.source)
+    source = Counting(env.source, slow_reads=0.3)
     destination = Counting(env.destination, slow_parts=0.3)
     summary = env.run(plan, source=source, destination=destination)  # type: ignore[arg-type]
 
     assert summary.copied == 1
     assert destination.calls["upload_part"] == 9
     assert destination.peak >= 3, "a slow destination gets several parts of one object at once"
+    assert source.read_peak >= 3, "a slow source is read several parts at once, ahead"
     # The attributes come with the first part's read: one ranged GET per part, no HEAD.
     assert source.calls["head"] == 0 and source.calls["open_range"] == 9
     assert env.read_destination("one/large.bin") == data
