@@ -408,6 +408,15 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
         Always through bench/migrate_copy.py: one process holds the whole copy."""
         from bench import profile as prof
 
+        if scenario == 5:  # the inventory command itself
+            sites5 = self.sites_file("p5", [src], [])
+            cmd5 = [sys.executable, "-m", "migrate", "inventory", "src-s3", "--sites", str(sites5)]
+            out5 = OUT / f"profile-{slug}-s5.txt"
+            say("  profiling scenario 5 (listing) with py-spy ...")
+            code = prof.record([*cmd5, "--json"], self.env, out5)
+            if code != 0 or not out5.exists():
+                return [f"(py-spy exited {code})"]
+            return prof.summarize(out5)
         az = scenario == 3
         dest = f"p{scenario}-m"
         sites = self.sites_file(f"p{scenario}", [] if az else [src], [src] if az else [])
@@ -1015,7 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.putloop("s1-src", "large/", large[0], large[1], args.concurrency)
             if rounds == 0 and 2 in only:
                 bench.putloop("s2-src", "small/", small[0], small[1], 8, procs=2)
-            sources = {1: "s1-src", 2: "s2-src", 3: "mixed", 4: "s2-src"}
+            sources = {1: "s1-src", 2: "s2-src", 3: "mixed", 4: "s2-src", 5: "s5-list"}
             for scenario, src in sources.items():
                 if scenario in only:
                     profiles[scenario] = bench.profile(scenario, src, slug)

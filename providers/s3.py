@@ -72,7 +72,13 @@ from providers.base import (
     WriteBody,
     WriteResult,
 )
-from providers.s3_lean import MAX_LEAN_PUT, LeanS3, plain_header_value
+from providers.s3_lean import (
+    MAX_LEAN_PUT,
+    LeanS3,
+    list_url,
+    parse_list_page,
+    plain_header_value,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -708,13 +714,32 @@ class S3Adapter:
         if start_after:
             kwargs["StartAfter"] = start_after
         while True:
-            page = self._call(self._client.list_objects_v2, container, None, **kwargs)
+            if self._lean is not None:
+                page = self._lean_list(container, kwargs)
+            else:
+                page = self._call(self._client.list_objects_v2, container, None, **kwargs)
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
             kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = token
+
+    def _lean_list(self, container: str, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        assert self._lean is not None
+        url = list_url(
+            self._lean.bucket_url(container),
+            kwargs["Prefix"],
+            kwargs.get("Delimiter"),
+            kwargs.get("StartAfter"),
+            kwargs.get("ContinuationToken"),
+            kwargs["MaxKeys"],
+        )
+        lean = self._lean
+        response, _ = self._call(
+            lambda: lean.request("ListObjectsV2", "GET", url, {}), container, None
+        )
+        return parse_list_page(response.data, _timestamp)
 
     def _list_flat(
         self, container: str, prefix: str, start_after: str | None

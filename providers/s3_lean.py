@@ -1,5 +1,6 @@
-"""The requests that carry an object's bytes (ranged GET, PUT, UploadPart) without
-botocore's call pipeline, for S3 sites with path-style addressing.
+"""The requests that carry an object's bytes (ranged GET, PUT, UploadPart) and the
+listing (ListObjectsV2) without botocore's call pipeline, for S3 sites with path-style
+addressing.
 
 Why: for 16 KiB objects the client's CPU is the limit on a small machine, and a botocore
 call (parameter validation, serialization, a dozen event hooks, response parsing) costs
@@ -8,6 +9,8 @@ about 1.8 ms of CPU where signing and sending the same request costs about 0.7 m
 again to sign it (over HTTP, or without a checksum header) and hands http.client the body
 as a file read in small copies. Here a part goes out as the caller's buffer, and its
 SHA-256, already computed for the store to verify, is also the signed payload hash.
+A listing page of 1,000 keys costs botocore's parser ~90 ms of CPU; ElementTree reads the
+same page in ~7 ms, which is most of an inventory's CPU.
 Everything else (listings, creating and completing uploads, other calls) stays on botocore.
 
 The same guarantees as the botocore path:
@@ -24,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 import botocore.exceptions as bce
 import botocore.session
@@ -118,6 +123,9 @@ class LeanS3:
     def url(self, bucket: str, key: str) -> str:
         return f"{self._base}/{bucket}/{quote(key, safe='/~')}"
 
+    def bucket_url(self, bucket: str) -> str:
+        return f"{self._base}/{bucket}"
+
     def request(
         self,
         operation: str,
@@ -165,6 +173,72 @@ class LeanS3:
         if response.status >= 300:
             raise _client_error(operation, response, parsed)
         return response, parsed
+
+
+def list_url(
+    base_url: str,
+    prefix: str,
+    delimiter: str | None,
+    start_after: str | None,
+    token: str | None,
+    max_keys: int,
+) -> str:
+    """The ListObjectsV2 URL of a bucket (`base_url`), keys asked URL-encoded as botocore
+    asks them (a key may hold characters XML 1.0 cannot carry)."""
+    params = {"list-type": "2", "encoding-type": "url", "max-keys": str(max_keys)}
+    params["prefix"] = prefix
+    if delimiter:
+        params["delimiter"] = delimiter
+    if start_after:
+        params["start-after"] = start_after
+    if token:
+        params["continuation-token"] = token
+    # SigV4 signs the query as sent: each value encoded as its canonical form requires.
+    query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+    return f"{base_url}?{query}"
+
+
+def parse_list_page(body: bytes, timestamp: Callable[[str], datetime]) -> dict[str, Any]:
+    """A ListObjectsV2 answer as botocore parses it, for the fields the adapter reads:
+    Contents (Key, ETag, Size, LastModified, StorageClass), CommonPrefixes (Prefix),
+    IsTruncated, NextContinuationToken. Keys and prefixes are URL-decoded when the answer
+    says they are encoded, as botocore does (unquote_plus)."""
+    root = ET.fromstring(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    cut = len(ns)
+    encoded = (root.findtext(f"{ns}EncodingType") or "").strip().lower() == "url"
+    page: dict[str, Any] = {"IsTruncated": False}
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, str]] = []
+    for child in root:
+        tag = child.tag[cut:]
+        if tag == "Contents":
+            item: dict[str, Any] = {}
+            for field in child:
+                name, text = field.tag[cut:], field.text or ""
+                if name == "Key":
+                    item["Key"] = unquote_plus(text) if encoded else text
+                elif name == "ETag":
+                    item["ETag"] = text
+                elif name == "Size":
+                    item["Size"] = int(text)
+                elif name == "LastModified":
+                    item["LastModified"] = timestamp(text)
+                elif name == "StorageClass":
+                    item["StorageClass"] = text
+            contents.append(item)
+        elif tag == "CommonPrefixes":
+            sub = child.findtext(f"{ns}Prefix") or ""
+            prefixes.append({"Prefix": unquote_plus(sub) if encoded else sub})
+        elif tag == "IsTruncated":
+            page["IsTruncated"] = (child.text or "").strip().lower() == "true"
+        elif tag == "NextContinuationToken" and child.text:
+            page["NextContinuationToken"] = child.text
+    if contents:
+        page["Contents"] = contents
+    if prefixes:
+        page["CommonPrefixes"] = prefixes
+    return page
 
 
 def parse_headers(headers: Mapping[str, str]) -> dict[str, Any]:
