@@ -687,18 +687,18 @@ class AzureAdapter:
         condition: dict[str, Any] = {}
         if if_match is not None:
             condition = {"etag": _quote(if_match), "match_condition": MatchConditions.IfNotModified}
-        blob = self._blob(container, key)
 
         def fail(exc: BaseException) -> NoReturn:
             self._fail(exc, what)
 
+        if self._lean is not None and (end is None or end > start):
+            return self._lean_range(container, key, start, end, if_match, what, fail)
+        blob = self._blob(container, key)  # an SDK client per blob: not on the lean path
         try:
             if end is not None and end <= start:
                 if condition:  # an empty range still proves the version
                     blob.get_blob_properties(**condition)
                 return _BlobReader(None, fail)
-            if self._lean is not None:
-                return self._lean_range(container, key, start, end, if_match, what, fail)
             length = None if end is None else end - start
             # decompress=False: a gzip-encoded blob is read as stored, never inflated.
             downloader = blob.download_blob(
