@@ -228,8 +228,16 @@ class _SourceReader:
                         break
                     into[got : got + len(chunk)] = chunk
                     got += len(chunk)
+                # A store that ignored the range sent more (from the object's start):
+                # these bytes are not the part's.
+                extra = stream.read(1) if got == length else b""
             finally:
                 stream.close()
+            if extra:
+                raise Permanent(
+                    f"{item.container}/{item.key}: the source answered bytes beyond the "
+                    f"range asked at {start} (did it ignore the Range header?)"
+                )
             if got != length:
                 raise SourceChanged(
                     f"{item.container}/{item.key}: read {got} bytes at {start}, "
@@ -280,7 +288,11 @@ class _PartReads:
             ahead = buffers.try_take(length)
             if ahead is None:
                 break
-            future = reads.submit(self._reader.read, start, length, ahead)
+            try:
+                future = reads.submit(self._reader.read, start, length, ahead)
+            except BaseException:
+                buffers.give(ahead)
+                raise
             self._window.append((self._next, ahead, future))
             self._next += 1
 
@@ -301,8 +313,10 @@ class _PartReads:
     def close(self) -> None:
         while self._window:
             _, data, future = self._window.popleft()
-            if future is not None:
-                futures_wait([future])  # its bytes are still landing in the buffer
+            # A read not started is dropped; one under way is waited for: its bytes are
+            # still landing in the buffer.
+            if future is not None and not future.cancel():
+                futures_wait([future])
             self._copy.buffers.give(data)
 
 

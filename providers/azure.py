@@ -63,6 +63,7 @@ import ssl
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -120,7 +121,13 @@ from migrate.errors import (
     Unsupported,
 )
 from migrate.sites import Site, resolve_credentials
-from providers.azure_lean import AzureAnswer, LeanBlobReads, header_map
+from providers.azure_lean import (
+    AzureAnswer,
+    LeanBlobReads,
+    ListedBlob,
+    header_map,
+    parse_blob_list,
+)
 from providers.base import (
     Capabilities,
     ObjectInfo,
@@ -649,6 +656,9 @@ class AzureAdapter:
     ) -> Iterator[ObjectInfo]:
         """Pages of 5,000 blobs, in the service's order (UTF-8 bytes). Python compares str
         by code point, which is the same order as UTF-8 bytes."""
+        if self._lean is not None:
+            yield from self._lean_list(container, prefix, start_after)
+            return
         pages = self._container(container).list_blobs(
             name_starts_with=prefix or None, include=["metadata"], results_per_page=_PAGE
         )
@@ -659,6 +669,57 @@ class AzureAdapter:
                 yield self._info(container, props)
         except _NETWORK_ERRORS as exc:
             self._fail(exc, f"listing {container}/{prefix}")
+
+    def _lean_list(
+        self, container: str, prefix: str, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
+        assert self._lean is not None
+        what = f"listing {container}/{prefix}"
+        marker: str | None = None
+        while True:
+            try:
+                answer = self._lean.list_page(container, prefix, marker, _PAGE)
+                if answer.status >= 300:
+                    status, code, detail = answer.error()
+                    raise _from_status(f"{self.site_name}: {what}", status, code, True, detail)
+                blobs, marker = parse_blob_list(answer.response.data)
+            except _NETWORK_ERRORS as exc:
+                self._fail(exc, what)
+            except (ET.ParseError, ValueError):
+                raise Permanent(
+                    f"{self.site_name}: {what}: the service's answer is not a readable listing"
+                ) from None
+            for blob in blobs:
+                if start_after is not None and blob.name <= start_after:
+                    continue
+                try:
+                    info = self._info_from_listing(container, blob)
+                except ValueError:  # a malformed date or MD5 (binascii.Error is one)
+                    raise Permanent(
+                        f"{self.site_name}: {what}: unreadable properties for {blob.name!r}"
+                    ) from None
+                yield info
+            if not marker:
+                return
+
+    def _info_from_listing(self, container: str, blob: ListedBlob) -> ObjectInfo:
+        """What `_info` says of the SDK's listed BlobProperties, from the page itself."""
+        tier = blob.tier
+        md5 = base64.b64decode(blob.content_md5).hex() if blob.content_md5 else None
+        return ObjectInfo(
+            container=container,
+            key=blob.name,
+            size=blob.size,
+            etag=_unquote(blob.etag),
+            last_modified=parsedate_to_datetime(blob.last_modified) if blob.last_modified else None,
+            checksums={"md5": md5} if md5 else {},
+            storage_class=tier,
+            content_type=blob.content_type,
+            metadata=_metadata_from_azure(blob.metadata),
+            content_encoding=blob.content_encoding,
+            cache_control=blob.cache_control,
+            archived=tier == _ARCHIVE,
+        )
 
     def head(self, container: str, key: str) -> ObjectInfo:
         if _unstorable(key):  # its URL would name another blob
@@ -737,7 +798,14 @@ class AzureAdapter:
             status, code, detail = answer.error()
             answer.close()
             raise _from_status(f"{self.site_name}: {what}", status, code, False, detail)
-        return _LeanBlobReader(answer, fail, self._info_from_headers(container, key, answer))
+        try:
+            info = self._info_from_headers(container, key, answer)
+        except ValueError:  # a malformed date, size or MD5 (binascii.Error is one)
+            answer.close()
+            raise Permanent(
+                f"{self.site_name}: {what}: the service's answer has unreadable headers"
+            ) from None
+        return _LeanBlobReader(answer, fail, info)
 
     def _info_from_headers(self, container: str, key: str, answer: AzureAnswer) -> ObjectInfo:
         """What the SDK's download properties would say (see its deserialize_blob_properties):

@@ -29,6 +29,7 @@ import heapq
 import io
 import re
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
@@ -739,7 +740,13 @@ class S3Adapter:
         response, _ = self._call(
             lambda: lean.request("ListObjectsV2", "GET", url, {}), container, None
         )
-        return parse_list_page(response.data, _timestamp)
+        try:
+            return parse_list_page(response.data, _timestamp)
+        except (ET.ParseError, ValueError):
+            raise Permanent(
+                f"{self.site_name}: listing {container}: the store's answer is not a readable "
+                "listing"
+            ) from None
 
     def _list_flat(
         self, container: str, prefix: str, start_after: str | None

@@ -43,6 +43,7 @@ from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 
 from providers.base import RequestGuard
+from providers.lean_http import endpoint_pool, send_with_connect_retry
 
 # Single PUTs up to this size are sent by this path (one copy into bytes, to sign and send).
 MAX_LEAN_PUT = 1024 * 1024
@@ -95,27 +96,19 @@ class LeanS3:
         *,
         connect_timeout: float = 5,
         read_timeout: float = 60,
-        max_connections: int = 32,
     ) -> None:
         parts = urlsplit(endpoint)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base = f"{self._origin}{parts.path.rstrip('/')}"
         self._signer = _KnownPayloadSigner(credentials, "s3", region)
         self._guard = guard
-        kwargs: dict[str, Any] = {}
+        bundle = None
         if parts.scheme == "https":
             # The CA bundle botocore uses: AWS_CA_BUNDLE or `ca_bundle` in the AWS config,
             # else its default bundle.
-            bundle = botocore.session.get_session().get_config_variable("ca_bundle")
-            kwargs = {"cert_reqs": "CERT_REQUIRED", "ca_certs": bundle or get_cert_path(True)}
-        # One endpoint: its connection pool is used directly (no URL routing per request).
-        self._pool = urllib3.connection_from_url(
-            self._origin,
-            maxsize=max_connections,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            retries=False,
-            **kwargs,
-        )
+            found = botocore.session.get_session().get_config_variable("ca_bundle")
+            bundle = found or get_cert_path(True)
+        self._pool = endpoint_pool(self._origin, bundle, connect_timeout, read_timeout)
 
     def close(self) -> None:
         self._pool.close()
@@ -147,25 +140,32 @@ class LeanS3:
             aws.context["payload_sha256"] = payload_sha256
         self._signer.add_auth(aws)
         signed = {k: v if isinstance(v, str) else v.decode() for k, v in aws.headers.items()}
-        if self._guard is not None:
-            self._guard.check(method, url)
         # urllib3 sends any buffer as it is (its annotation names bytes only).
         payload: Any = body or None
-        try:
-            response = self._pool.urlopen(
+        guard = self._guard
+
+        def send() -> urllib3.BaseHTTPResponse:
+            if guard is not None:
+                guard.check(method, url)
+            return self._pool.urlopen(
                 method,
                 url[len(self._origin) :],
                 body=payload,
                 headers=signed,
                 redirect=False,
                 preload_content=not stream,
-                # The stored bytes, as botocore gives them: a gzip-encoded object must
-                # not be inflated on the way (its size, MD5 and ranges are the stored ones).
+                # The stored bytes, as botocore gives them: a gzip-encoded object must not
+                # be inflated on the way (its size, MD5 and ranges are the stored ones).
                 decode_content=False,
             )
+
+        def failed(exc: urllib3.exceptions.HTTPError) -> None:
+            if guard is not None:
+                guard.record(method, url, len(body), None)
+
+        try:
+            response = send_with_connect_retry(send, failed)
         except urllib3.exceptions.HTTPError as exc:
-            if self._guard is not None:
-                self._guard.record(method, url, len(body), None)
             raise _transport_error(exc, url) from None
         if self._guard is not None:
             self._guard.record(method, url, len(body), response.status)

@@ -424,6 +424,25 @@ def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any) -> 
     assert env.read_destination("one.bin") == body(9, 4000)
 
 
+class IgnoresRange(Delegating):
+    """A source that answers every ranged read with the whole object."""
+
+    def open_range(self, container: str, key: str, *args: Any, **kwargs: Any) -> ReadStream:
+        return self._inner.open_range(container, key, 0, None, if_match=kwargs.get("if_match"))
+
+
+def test_a_source_that_ignores_ranges_never_gets_an_object_done(env_for: Any) -> None:
+    env: Env = env_for("s3", "s3")
+    env.seed({"one/large.bin": (body(8, 12 * MiB + 5), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    summary = env.run(plan, source=IgnoresRange(env.source))  # type: ignore[arg-type]
+    assert summary.failed == 1 and summary.copied == 0
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+    with Ledger(env.state) as ledger:
+        ((_, key, reason),) = ledger.failures("t", "bulk-1")
+        assert key == "one/large.bin" and "Range" in reason
+
+
 def test_throttling_is_survived_and_counted(env_for: Any, seaweed: Any) -> None:
     env: Env = env_for("s3", "s3")
     estate = {f"k/{i:03d}": (body(i, 900), "text/plain", {}, False) for i in range(40)}
