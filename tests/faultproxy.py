@@ -1,5 +1,6 @@
 """A small HTTP proxy for tests, between a client and a real server on loopback, that can
-flip a bit of request bodies, answer 503 SlowDown to a share of requests, or redirect.
+flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, or
+refuse connections for a while before it listens.
 
 Requests pass unchanged otherwise (the Host header too, so SigV4 and shared-key signatures
 still verify at the server). Bounded: it serves loopback only and stops with its context.
@@ -10,11 +11,14 @@ from __future__ import annotations
 import http.client
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from migrate.localservers import free_port
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
@@ -50,7 +54,11 @@ class Proxy:
 
 
 @contextmanager
-def fault_proxy(upstream: str, faults: Faults | None = None) -> Iterator[Proxy]:
+def fault_proxy(
+    upstream: str, faults: Faults | None = None, *, listen_after: float = 0.0
+) -> Iterator[Proxy]:
+    """A proxy to `upstream` that injects `faults`. With `listen_after`, its port refuses
+    connections for that many seconds first (a store restarting)."""
     faults = faults or Faults()
     target = urlsplit(upstream)
     up_host, up_port = target.hostname or "127.0.0.1", target.port or 80
@@ -120,12 +128,31 @@ def fault_proxy(upstream: str, faults: Faults | None = None) -> Iterator[Proxy]:
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    port = free_port()
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve() -> None:
+        time.sleep(listen_after)
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        servers.append(server)
+        server.serve_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    if not listen_after:
+        wait_until(lambda: bool(servers))
     try:
-        yield Proxy(f"http://127.0.0.1:{server.server_address[1]}", faults)
+        yield Proxy(f"http://127.0.0.1:{port}", faults)
     finally:
-        server.shutdown()
-        server.server_close()
+        wait_until(lambda: bool(servers))
+        servers[0].shutdown()
+        servers[0].server_close()
+
+
+def wait_until(ready: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the fault proxy did not start")
+        time.sleep(0.01)

@@ -12,11 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migrate.errors import Permanent, RouteRefused
+from migrate.errors import EndpointUnreachable, Permanent, RouteRefused
+from migrate.localservers import SeaweedFS, free_port
 from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
 from tests.conftest import unique_name
+from tests.faultproxy import fault_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -186,6 +188,38 @@ def test_guard_sees_every_request(s3_site: Site) -> None:
         ("GET", 0, 206),
     ]
     assert all(url.startswith(s3_site.endpoint or "?") for _, url in guard.checked)
+
+
+def test_a_store_refusing_connections_for_a_moment_is_tried_again(
+    s3_site: Site, seaweed: SeaweedFS
+) -> None:
+    """A connection that could not be opened (nothing was sent) is tried once more, on the
+    lean paths as on botocore's: a store restarting does not fail the objects read then."""
+    direct = S3Adapter(s3_site)
+    bucket = unique_name("retry")
+    direct.create_container(bucket)
+    direct.put_object(bucket, "k", b"still here", 10, WriteAttrs(), {})
+    direct.close()
+    with fault_proxy(seaweed.endpoint, listen_after=0.5) as proxy:
+        guard = RecordingGuard()
+        adapter = S3Adapter(s3_site.model_copy(update={"endpoint": proxy.endpoint}), guard=guard)
+        try:
+            stream = adapter.open_range(bucket, "k", 0, 10)
+            assert stream.read(100) == b"still here"
+            stream.close()
+        finally:
+            adapter.close()
+    # Both attempts went past the guard; the first had no answer.
+    assert [(m, status) for m, _, _, status in guard.recorded] == [("GET", None), ("GET", 206)]
+
+
+def test_a_store_that_never_listens_is_unreachable(s3_site: Site) -> None:
+    adapter = S3Adapter(s3_site.model_copy(update={"endpoint": f"http://127.0.0.1:{free_port()}"}))
+    try:
+        with pytest.raises(EndpointUnreachable):
+            adapter.open_range("any-bucket", "k", 0, 10)
+    finally:
+        adapter.close()
 
 
 # Keys where path order and byte order disagree: ' ', '-', '.' sort below '/'.
