@@ -40,7 +40,7 @@ from azure.storage.blob._shared.authentication import (
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from providers.base import RequestGuard
-from providers.lean_http import endpoint_pool, send_with_connect_retry
+from providers.lean_http import endpoint_pool, release, send_with_connect_retry
 
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
@@ -64,9 +64,7 @@ class AzureAnswer:
         return data
 
     def close(self) -> None:
-        if self.response.length_remaining != 0:  # unread (or unknown) bytes left
-            self.response.close()  # the connection cannot be reused
-        self.response.release_conn()
+        release(self.response)
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,11 @@ def send_with_connect_retry(
                 raise
             time.sleep(CONNECT_RETRY_WAIT)
     raise AssertionError("unreachable")
+
+
+def release(response: urllib3.BaseHTTPResponse) -> None:
+    """Give a response's connection back to the pool when its body was read to the end;
+    close it otherwise (unread bytes would be taken for the next answer)."""
+    if response.length_remaining != 0:  # unread (or unknown) bytes left
+        response.close()
+    response.release_conn()

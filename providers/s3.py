@@ -73,6 +73,7 @@ from providers.base import (
     WriteBody,
     WriteResult,
 )
+from providers.lean_http import release
 from providers.s3_lean import (
     MAX_LEAN_PUT,
     LeanS3,
@@ -365,9 +366,7 @@ class _LeanBody:
         return data
 
     def close(self) -> None:
-        if self._response.length_remaining != 0:  # unread (or unknown) bytes left
-            self._response.close()  # the connection cannot be reused
-        self._response.release_conn()
+        release(self._response)
 
 
 def _lean_for(site: Site, region: str, guard: RequestGuard | None) -> LeanS3 | None:
