@@ -67,6 +67,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -142,6 +143,7 @@ from providers.base import (
     WriteBody,
     WriteResult,
 )
+from providers.lean_http import with_page_retries
 
 _MiB = 1024 * 1024
 _MAX_SINGLE_PUT = 256 * _MiB  # Azure takes 5000 MiB; the body is held in memory
@@ -675,20 +677,30 @@ class AzureAdapter:
     ) -> Iterator[ObjectInfo]:
         assert self._lean is not None
         what = f"listing {container}/{prefix}"
-        marker: str | None = None
-        while True:
+        lean = self._lean
+
+        def page(marker: str | None) -> tuple[list[ListedBlob], str | None]:
             try:
-                answer = self._lean.list_page(container, prefix, marker, _PAGE)
+                answer = lean.list_page(container, prefix, marker, _PAGE)
                 if answer.status >= 300:
                     status, code, detail = answer.error()
                     raise _from_status(f"{self.site_name}: {what}", status, code, True, detail)
-                blobs, marker = parse_blob_list(answer.response.data)
+                return parse_blob_list(answer.response.data)
             except _NETWORK_ERRORS as exc:
                 self._fail(exc, what)
             except (ET.ParseError, ValueError):
                 raise Permanent(
                     f"{self.site_name}: {what}: the service's answer is not a readable listing"
                 ) from None
+
+        marker: str | None = None
+        while True:
+            asked = marker
+            blobs, marker = with_page_retries(partial(page, asked))
+            if marker is not None and marker == asked:
+                raise Permanent(
+                    f"{self.site_name}: {what}: the service gave the same page marker twice"
+                )
             for blob in blobs:
                 if start_after is not None and blob.name <= start_after:
                     continue

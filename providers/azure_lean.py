@@ -87,6 +87,8 @@ def parse_blob_list(body: bytes) -> tuple[list[ListedBlob], str | None]:
     """A List Blobs answer: its blobs, and the marker of the next page (None at the end).
     A name the service could not put in XML comes percent-encoded (Encoded="true")."""
     root = ET.fromstring(body)
+    if root.tag != "EnumerationResults" or root.find("Blobs") is None:
+        raise ValueError(f"not a listing: <{root.tag}>")  # a proxy's page is not "empty"
     blobs: list[ListedBlob] = []
     for blob in root.iterfind("Blobs/Blob"):
         name_el = blob.find("Name")
@@ -100,7 +102,7 @@ def parse_blob_list(body: bytes) -> tuple[list[ListedBlob], str | None]:
         blobs.append(
             ListedBlob(
                 name=name,
-                size=int(props.get("Content-Length") or 0),
+                size=int(props.get("Content-Length") or ""),  # missing: ValueError, never 0
                 etag=props.get("Etag"),
                 last_modified=props.get("Last-Modified"),
                 content_md5=props.get("Content-MD5") or None,

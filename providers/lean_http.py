@@ -1,6 +1,8 @@
 """What the lean paths (s3_lean, azure_lean) share: one urllib3 pool per endpoint, sent
-through with no redirect and no urllib3 retry, and one more try of a connection that could
-not be opened, as botocore's and the Azure SDK's own retries did on the paths they replace.
+through with no redirect and no urllib3 retry; one more try of a connection that could not
+be opened, and up to three asks of a listing page answered 503 or cut, as botocore's and
+the Azure SDK's own retries did on the paths they replace. Copies are retried by the
+executor's one retry layer, not here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import urllib3
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from migrate.errors import Retryable
 
 T = TypeVar("T")
 
@@ -23,6 +28,9 @@ CONNECT_RETRY_WAIT = 1.0
 # Connections kept per endpoint: above the threads that may use one at once (copies, reads
 # ahead, part senders), so that none is dropped and reopened.
 POOL_CONNECTIONS = 256
+# A listing page answered 503 or cut by a reset is asked again (the inventory has no retry
+# layer of its own; botocore and the Azure SDK retried these inside the call).
+PAGE_ATTEMPTS = 3
 
 
 def endpoint_pool(
@@ -65,3 +73,15 @@ def release(response: urllib3.BaseHTTPResponse) -> None:
     if response.length_remaining != 0:  # unread (or unknown) bytes left
         response.close()
     response.release_conn()
+
+
+def with_page_retries(fetch: Callable[[], T]) -> T:
+    """One listing page, asked again (up to PAGE_ATTEMPTS, 1-4 s apart) while the failure
+    is Retryable; any other error, or the last one, is raised."""
+    retrying = Retrying(
+        stop=stop_after_attempt(PAGE_ATTEMPTS),
+        wait=wait_exponential(multiplier=1, max=4),
+        retry=retry_if_exception_type(Retryable),
+        reraise=True,
+    )
+    return retrying(fetch)

@@ -32,6 +32,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -73,7 +74,7 @@ from providers.base import (
     WriteBody,
     WriteResult,
 )
-from providers.lean_http import release
+from providers.lean_http import release, with_page_retries
 from providers.s3_lean import (
     MAX_LEAN_PUT,
     LeanS3,
@@ -715,13 +716,19 @@ class S3Adapter:
             kwargs["StartAfter"] = start_after
         while True:
             if self._lean is not None:
-                page = self._lean_list(container, kwargs)
+                page = with_page_retries(partial(self._lean_list, container, dict(kwargs)))
             else:
                 page = self._call(self._client.list_objects_v2, container, None, **kwargs)
             yield page
             token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+            if not page.get("IsTruncated"):
                 return
+            if not token or token == kwargs.get("ContinuationToken"):
+                # Stopping here would leave the rest of the bucket out of the inventory.
+                raise Permanent(
+                    f"{self.site_name}: listing {container}: the store says there is more "
+                    "but gives no new continuation token (does it speak ListObjectsV2?)"
+                )
             kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = token
 

@@ -43,7 +43,7 @@ from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 
 from providers.base import RequestGuard
-from providers.lean_http import endpoint_pool, send_with_connect_retry
+from providers.lean_http import CONNECT_FAILURES, endpoint_pool, send_with_connect_retry
 
 # Single PUTs up to this size are sent by this path (one copy into bytes, to sign and send).
 MAX_LEAN_PUT = 1024 * 1024
@@ -161,7 +161,8 @@ class LeanS3:
 
         def failed(exc: urllib3.exceptions.HTTPError) -> None:
             if guard is not None:
-                guard.record(method, url, len(body), None)
+                sent = 0 if isinstance(exc, CONNECT_FAILURES) else len(body)
+                guard.record(method, url, sent, None)
 
         try:
             response = send_with_connect_retry(send, failed)
@@ -206,6 +207,8 @@ def parse_list_page(body: bytes, timestamp: Callable[[str], datetime]) -> dict[s
     root = ET.fromstring(body)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     cut = len(ns)
+    if root.tag[cut:] != "ListBucketResult":  # a proxy's page, an error: not an empty listing
+        raise ValueError(f"not a listing: <{root.tag[cut:]}>")
     encoded = (root.findtext(f"{ns}EncodingType") or "").strip().lower() == "url"
     page: dict[str, Any] = {"IsTruncated": False}
     contents: list[dict[str, Any]] = []
@@ -226,6 +229,8 @@ def parse_list_page(body: bytes, timestamp: Callable[[str], datetime]) -> dict[s
                     item["LastModified"] = timestamp(text)
                 elif name == "StorageClass":
                     item["StorageClass"] = text
+            if "Key" not in item:
+                raise ValueError("a listed object without a Key")
             contents.append(item)
         elif tag == "CommonPrefixes":
             sub = child.findtext(f"{ns}Prefix") or ""

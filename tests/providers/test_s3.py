@@ -18,7 +18,7 @@ from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
 from tests.conftest import unique_name
-from tests.faultproxy import fault_proxy
+from tests.faultproxy import Faults, fault_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -190,6 +190,31 @@ def test_guard_sees_every_request(s3_site: Site) -> None:
     assert all(url.startswith(s3_site.endpoint or "?") for _, url in guard.checked)
 
 
+_NOT_A_LISTING = b"<html><body>Welcome to the storage portal</body></html>"
+_TRUNCATED_NO_TOKEN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+    b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><IsTruncated>true'
+    b"</IsTruncated><Contents><Key>a</Key><Size>1</Size><ETag>&quot;x&quot;</ETag>"
+    b"</Contents><NextMarker>a</NextMarker></ListBucketResult>"
+)
+
+
+@pytest.mark.parametrize("body", [_NOT_A_LISTING, _TRUNCATED_NO_TOKEN])
+def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that is not a listing (a portal's HTML) or that says "more" without a way to
+    ask for it (a store answering ListObjects V1) would leave keys out of the inventory."""
+    server = FakeS3(200, {"Content-Type": "application/xml"}, body)
+    adapter = S3Adapter(_fake_site(server.port, monkeypatch))
+    try:
+        with pytest.raises(Permanent, match="listing"):
+            list(adapter.list_objects("b"))
+    finally:
+        adapter.close()
+        server.close()
+
+
 def test_a_store_refusing_connections_for_a_moment_is_tried_again(
     s3_site: Site, seaweed: SeaweedFS
 ) -> None:
@@ -211,6 +236,24 @@ def test_a_store_refusing_connections_for_a_moment_is_tried_again(
             adapter.close()
     # Both attempts went past the guard; the first had no answer.
     assert [(m, status) for m, _, _, status in guard.recorded] == [("GET", None), ("GET", 206)]
+
+
+def test_a_listing_page_answered_503_is_asked_again(s3_site: Site, seaweed: SeaweedFS) -> None:
+    """The inventory has no retry layer of its own: a throttled page is asked again."""
+    direct = S3Adapter(s3_site)
+    bucket = unique_name("throttled")
+    direct.create_container(bucket)
+    for key in ("a", "b/c", "d"):
+        direct.put_object(bucket, key, b"x", 1, WriteAttrs(), {})
+    direct.close()
+    # Seed 1: the first request is answered 503 SlowDown, the next one passes.
+    with fault_proxy(seaweed.endpoint, Faults(slowdown_share=0.5, seed=1)) as proxy:
+        adapter = S3Adapter(s3_site.model_copy(update={"endpoint": proxy.endpoint}))
+        try:
+            assert sorted(o.key for o in adapter.list_objects(bucket)) == ["a", "b/c", "d"]
+        finally:
+            adapter.close()
+    assert proxy.faults.throttled == 1
 
 
 def test_a_store_that_never_listens_is_unreachable(s3_site: Site) -> None:
