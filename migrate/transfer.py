@@ -255,7 +255,8 @@ class _PartReads:
     one object alone is read like many. The part needed now is read on the caller's thread
     unless a read of it is already under way. A buffer is waited for only when no part is
     held here: a copy never waits for memory while holding parts it has not handed on.
-    `close()` waits for the reads still running and gives their buffers back."""
+    `close()` drops the reads not started, waits for those running, and gives every buffer
+    back."""
 
     def __init__(
         self,
