@@ -136,14 +136,64 @@ def test_redirects_are_not_followed(redirecting_site: Site) -> None:
         with pytest.raises(Permanent):
             adapter.check("c")  # libcloud
         with pytest.raises(Permanent):
-            list(adapter.list_objects("c"))  # SDK
+            list(adapter.list_objects("c"))  # lean List Blobs
+        with pytest.raises(Permanent):
+            adapter.open_range("c", "k", 0, 5)  # lean Get Blob
         with pytest.raises(Permanent):
             _put(adapter, "c", "k", b"x")  # SDK
     finally:
         adapter.close()
     hosts = {urlsplit(url).hostname for _, url in guard.checked}
     assert hosts == {"127.0.0.1"}
-    assert len(guard.checked) == 3
+    assert len(guard.checked) == 4
+
+
+_NOT_A_LISTING = b"<html><body>Welcome to the storage portal</body></html>"
+_SAME_MARKER = (
+    b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ContainerName="c"><Blobs>'
+    b"<Blob><Name>a</Name><Properties><Content-Length>1</Content-Length></Properties></Blob>"
+    b"</Blobs><NextMarker>m</NextMarker></EnumerationResults>"
+)
+
+
+@pytest.mark.parametrize("body", [_NOT_A_LISTING, _SAME_MARKER])
+def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200 page that is not a listing (a portal's HTML), or one that points to itself as
+    the next page, would leave blobs out of the inventory or never end."""
+
+    class Fixed(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Fixed)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
+    site = Site(
+        name="odd",
+        provider="azure",
+        account=AZURITE_ACCOUNT,
+        endpoint=f"http://127.0.0.1:{server.server_port}/{AZURITE_ACCOUNT}",
+        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
+    )
+    adapter = AzureAdapter(site)
+    try:
+        with pytest.raises(Permanent, match="listing"):
+            list(adapter.list_objects("c"))
+    finally:
+        adapter.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_sas_token_works_on_both_stacks(
