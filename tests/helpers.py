@@ -1,12 +1,15 @@
-"""Small helpers the tests share: seed objects through an adapter, wrap one with faults."""
+"""Small helpers the tests share: seed objects through an adapter, wrap one with faults,
+answer like a misbehaving server."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import random
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from migrate.errors import Retryable
@@ -67,3 +70,41 @@ class FailingListing:
             if n == self._fail_after:
                 raise ConnectionResetError("listing interrupted (injected)")
             yield obj
+
+
+class FixedAnswer:
+    """A tiny HTTP server on loopback answering every request with one status, headers and
+    body (a store that misbehaves, a portal, a redirect); counts the requests."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.requests: list[tuple[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                fake.requests.append((self.command, self.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                payload = b"" if self.command == "HEAD" else body
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

@@ -21,6 +21,7 @@ from migrate.sites import CredentialRef, Site
 from providers.azure import AzureAdapter
 from providers.base import WriteAttrs
 from tests.conftest import unique_name
+from tests.helpers import FixedAnswer
 
 pytestmark = pytest.mark.integration
 
@@ -162,27 +163,13 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
 ) -> None:
     """A 200 page that is not a listing (a portal's HTML), or one that points to itself as
     the next page, would leave blobs out of the inventory or never end."""
-
-    class Fixed(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Fixed)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
+    server = FixedAnswer(200, {"Content-Type": "application/xml"}, body)
     monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
     site = Site(
         name="odd",
         provider="azure",
         account=AZURITE_ACCOUNT,
-        endpoint=f"http://127.0.0.1:{server.server_port}/{AZURITE_ACCOUNT}",
+        endpoint=f"http://127.0.0.1:{server.port}/{AZURITE_ACCOUNT}",
         credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
     )
     adapter = AzureAdapter(site)
@@ -191,9 +178,7 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
             list(adapter.list_objects("c"))
     finally:
         adapter.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        server.close()
 
 
 def test_sas_token_works_on_both_stacks(

@@ -5,9 +5,7 @@ even on a store that walks directories (SeaweedFS)."""
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +17,7 @@ from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
+from tests.helpers import FixedAnswer
 
 pytestmark = pytest.mark.integration
 
@@ -40,43 +39,6 @@ class RecordingGuard:
         self.recorded.append((method, url, sent_bytes, status))
 
 
-class FakeS3:
-    """A tiny HTTP server answering every request with one status and headers; counts them."""
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        self.requests: list[tuple[str, str]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                fake.requests.append((self.command, self.path))
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                payload = b"" if self.command == "HEAD" else body
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 def _fake_site(port: int, monkeypatch: pytest.MonkeyPatch) -> Site:
     monkeypatch.setenv("MIGRATE_TEST_FAKE_KEY", "fake-access-key")
     monkeypatch.setenv("MIGRATE_TEST_FAKE_SECRET", "fake-secret-key-value")
@@ -93,9 +55,9 @@ def _fake_site(port: int, monkeypatch: pytest.MonkeyPatch) -> Site:
 
 
 @pytest.fixture
-def elsewhere() -> Iterator[FakeS3]:
+def elsewhere() -> Iterator[FixedAnswer]:
     """Where redirects point: it must never be contacted."""
-    server = FakeS3(200, {})
+    server = FixedAnswer(200, {})
     yield server
     server.close()
 
@@ -111,7 +73,7 @@ def _redirect_body(target: int) -> bytes:
 
 @pytest.mark.parametrize("status", [301, 307, 400])
 def test_redirects_are_never_followed(
-    status: int, elsewhere: FakeS3, monkeypatch: pytest.MonkeyPatch
+    status: int, elsewhere: FixedAnswer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What botocore's region redirector acts on: a 301/307/400 naming another region.
     headers = {
@@ -119,7 +81,7 @@ def test_redirects_are_never_followed(
         "x-amz-bucket-region": "eu-central-1",
         "Content-Type": "application/xml",
     }
-    server = FakeS3(status, headers, _redirect_body(elsewhere.port))
+    server = FixedAnswer(status, headers, _redirect_body(elsewhere.port))
     try:
         guard = RecordingGuard()
         adapter = S3Adapter(_fake_site(server.port, monkeypatch), guard=guard)
@@ -139,7 +101,9 @@ def test_redirects_are_never_followed(
         server.close()
 
 
-def test_refused_route_sends_nothing(elsewhere: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_route_sends_nothing(
+    elsewhere: FixedAnswer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     guard = RecordingGuard(refused_port=elsewhere.port)
     adapter = S3Adapter(_fake_site(elsewhere.port, monkeypatch), guard=guard)
     try:
@@ -205,7 +169,7 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
 ) -> None:
     """A page that is not a listing (a portal's HTML) or that says "more" without a way to
     ask for it (a store answering ListObjects V1) would leave keys out of the inventory."""
-    server = FakeS3(200, {"Content-Type": "application/xml"}, body)
+    server = FixedAnswer(200, {"Content-Type": "application/xml"}, body)
     adapter = S3Adapter(_fake_site(server.port, monkeypatch))
     try:
         with pytest.raises(Permanent, match="listing"):
