@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TypeVar
@@ -109,21 +110,37 @@ class _Retries:
     """The one retry layer: Retryable errors are retried with backoff, others are not.
 
     The first attempt runs bare: building tenacity's loop for each of the two requests of
-    a small object costs more CPU than the request itself; it takes over after a failure."""
+    a small object costs more CPU than the request itself; it takes over after a failure.
+
+    Retries are counted per object: `start()` gives the object's thread a fresh count in
+    its context, and the threads that read or send the object's parts run in a copy of
+    that context (transfer.py submits them so), so their retries add to the same count."""
 
     def __init__(self, config: TransferConfig, sleep: Callable[[float], None]) -> None:
         self._config = config
         self._sleep = sleep
-        self._local = threading.local()
+        self._counts: ContextVar[list[int] | None] = ContextVar("retries", default=None)
+        self._lock = threading.Lock()
         self._wait = wait_exponential_jitter(initial=config.backoff_initial, max=config.backoff_max)
 
+    def start(self) -> None:
+        self._counts.set([0])
+
     def take(self) -> int:
-        n = int(getattr(self._local, "count", 0))
-        self._local.count = 0
+        counts = self._counts.get()
+        if counts is None:
+            return 0
+        with self._lock:
+            n, counts[0] = counts[0], 0
         return n
 
     def _count(self, state: RetryCallState | None = None) -> None:
-        self._local.count = int(getattr(self._local, "count", 0)) + 1
+        counts = self._counts.get()
+        if counts is None:
+            counts = [0]
+            self._counts.set(counts)
+        with self._lock:
+            counts[0] += 1
 
     def _after_first(self, state: RetryCallState) -> float:
         """Backoff for the loop's attempt n, which is attempt n + 1 of the call."""
@@ -325,6 +342,7 @@ def run_phase(
     lock = threading.Lock()
 
     def work(row: TransferRow) -> None:
+        retries.start()
         item = _item(row, ledger, plan.name, classes.get(row.dataset, {}))
         if item.upload_id is None:
             ledger.transfer_started(plan.name, row.container, row.key, None, None)

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
+from contextvars import copy_context
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol, TypeVar
@@ -290,7 +291,8 @@ class _PartReads:
             if ahead is None:
                 break
             try:
-                future = reads.submit(self._reader.read, start, length, ahead)
+                # In this copy's context: the read's retries count for this object.
+                future = reads.submit(copy_context().run, self._reader.read, start, length, ahead)
             except BaseException:
                 buffers.give(ahead)
                 raise
@@ -339,7 +341,7 @@ class _PartsInFlight:
             self.sent += len(data)
             return
         self._futures[number] = self._copy.uploads.submit(
-            self._copy.send_part, item, upload_id, number, data, md5
+            copy_context().run, self._copy.send_part, item, upload_id, number, data, md5
         )
         self.sent += len(data)
 

@@ -458,6 +458,34 @@ def test_throttling_is_survived_and_counted(env_for: Any, seaweed: Any) -> None:
     assert summary.lowest_concurrency < SMALL_PARTS.concurrency * 2  # it backed off
 
 
+def test_retries_of_parts_sent_on_other_threads_are_counted(env_for: Any, seaweed: Any) -> None:
+    env: Env = env_for("s3", "s3")
+    env.seed({"one/large.bin": (body(3, 40 * MiB + 1), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    # The throttled requests are parts (sent by the part senders), nothing else: the
+    # object's other requests go to the store directly.
+    with fault_proxy(seaweed.endpoint, Faults(slowdown_share=0.3, seed=3)) as proxy:
+        slow = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+        summary = env.run(plan, destination=PartsOnly(env.destination, slow))
+    assert proxy.faults.throttled > 0
+    assert summary.copied == 1
+    assert summary.retries == proxy.faults.throttled
+    with Ledger(env.state) as ledger:
+        (row,) = ledger.transfer_stats("t")
+        assert row.retries == proxy.faults.throttled
+
+
+class PartsOnly(Delegating):
+    """Sends the parts of uploads through `parts`, every other call to the inner adapter."""
+
+    def __init__(self, inner: StoreAdapter, parts: StoreAdapter) -> None:
+        super().__init__(inner)
+        self._parts = parts
+
+    def upload_part(self, *args: Any, **kwargs: Any) -> Any:
+        return self._parts.upload_part(*args, **kwargs)
+
+
 class RewriteDuringCopy:
     """Wraps a source: rewrites one object after its first part has been read."""
 
