@@ -402,53 +402,33 @@ def _metadata_from_azure(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 
 class _BlobReader:
-    """read()/close() over the SDK's chunked download; holds at most one chunk."""
+    """read()/close() over a blob's body: the SDK's chunked download (it holds at most one
+    chunk) or one lean Get Blob answer (providers/azure_lean.py); read errors become the
+    adapter's errors."""
 
     def __init__(
         self,
-        downloader: StorageStreamDownloader[bytes] | None,
-        fail: Any,
+        body: StorageStreamDownloader[bytes] | AzureAnswer | None,
+        fail: Callable[[BaseException], NoReturn],
         info: ObjectInfo | None = None,
     ) -> None:
-        self._downloader = downloader
+        self._body = body
         self._fail = fail
         self.info = info
 
     def read(self, size: int = -1, /) -> bytes:
-        if self._downloader is None:
+        if self._body is None:
             return b""
         try:
-            data = self._downloader.read(size)
+            data = self._body.read(size)
         except _NETWORK_ERRORS as exc:
             self._fail(exc)
         return bytes(data)
 
     def close(self) -> None:
-        self._downloader = None
-
-
-class _LeanBlobReader:
-    """read()/close() over one lean Get Blob answer (providers/azure_lean.py)."""
-
-    def __init__(
-        self, answer: AzureAnswer, fail: Callable[[BaseException], NoReturn], info: ObjectInfo
-    ) -> None:
-        self._answer: AzureAnswer | None = answer
-        self._fail = fail
-        self.info = info
-
-    def read(self, size: int = -1, /) -> bytes:
-        if self._answer is None:
-            return b""
-        try:
-            return self._answer.read(-1 if size is None else size)
-        except _NETWORK_ERRORS as exc:
-            self._fail(exc)
-
-    def close(self) -> None:
-        if self._answer is not None:
-            self._answer.close()
-            self._answer = None
+        if isinstance(self._body, AzureAnswer):
+            self._body.close()  # its connection goes back to the pool, or is dropped
+        self._body = None
 
 
 # -- the adapter ------------------------------------------------------------------------------
@@ -817,7 +797,7 @@ class AzureAdapter:
             raise Permanent(
                 f"{self.site_name}: {what}: the service's answer has unreadable headers"
             ) from None
-        return _LeanBlobReader(answer, fail, info)
+        return _BlobReader(answer, fail, info)
 
     def _info_from_headers(self, container: str, key: str, answer: AzureAnswer) -> ObjectInfo:
         """What the SDK's download properties would say (see its deserialize_blob_properties):
