@@ -142,6 +142,7 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    wrong_range,
 )
 from providers.lean_http import with_page_retries
 
@@ -790,6 +791,10 @@ class AzureAdapter:
             status, code, detail = answer.error()
             answer.close()
             raise _from_status(f"{self.site_name}: {what}", status, code, False, detail)
+        wrong = wrong_range(header_map(answer.headers).get("content-range"), start, end)
+        if wrong is not None:
+            answer.close()
+            raise Permanent(f"{self.site_name}: {what}: {wrong}")
         try:
             info = self._info_from_headers(container, key, answer)
         except ValueError:  # a malformed date, size or MD5 (binascii.Error is one)

@@ -10,7 +10,8 @@ tests/providers/test_conformance.py checks each of them against every adapter):
   ascending order of the key's UTF-8 bytes, and `start_after` resumes strictly after a key.
 - `open_range` reads bytes [start, end) as a stream. With `if_match` it fails with
   `SourceChanged` when the object's ETag is no longer that one, and never returns bytes of
-  another version.
+  another version. An answer that is not the range asked (its Content-Range names other
+  bytes, or a store sent the whole object for a range further in) fails with `Permanent`.
 - Write bodies are bytes-like (bytes, bytearray, memoryview: sent without a copy) or
   seekable binary streams positioned at the first byte to send; exactly `length` bytes
   are sent (a retry may seek back).
@@ -43,6 +44,38 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 # S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+|\*)")
+
+
+def wrong_range(content_range: str | None, start: int, end: int | None) -> str | None:
+    """What is wrong with an answer to a read of bytes [start, end) (to the object's end
+    when `end` is None), judged by its Content-Range; None when it is the range asked.
+
+    Without a Content-Range the answer is the whole object: right only from byte 0 (bytes
+    beyond the range are then caught by the reader). A range that stops early at the
+    object's last byte is right: the object is shorter than asked, which the reader reports
+    as a change of the source. An empty object has no wrong bytes to send (Azurite says
+    "bytes 0--1/0" for it)."""
+    asked = f"bytes {start}-{'' if end is None else end - 1}"
+    if not content_range:
+        if start == 0:
+            return None
+        return f"the store sent the whole object when asked for {asked} (it ignores Range)"
+    found = _CONTENT_RANGE.fullmatch(content_range.strip())
+    if found is None:
+        return f"the store's Content-Range {content_range!r} cannot be read (asked {asked})"
+    first, last, total = int(found[1]), int(found[2]), found[3]
+    if total == "0":
+        return None
+    at_the_end = total.isdigit() and last == int(total) - 1
+    if (
+        first == start
+        and first <= last
+        and (end is None or last == end - 1 or (last < end - 1 and at_the_end))
+    ):
+        return None
+    sent = content_range.strip()
+    return f"the store sent {sent} when asked for {asked} (its Range support is broken)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    wrong_range,
 )
 from providers.lean_http import release, with_page_retries
 from providers.s3_lean import (
@@ -854,18 +855,13 @@ class S3Adapter:
         if version_id:
             kwargs["VersionId"] = version_id
         if self._lean is not None:
-            return self._lean_get(container, key, kwargs)
+            return self._lean_get(container, key, start, end, kwargs)
         r = self._call(self._client.get_object, container, key, **kwargs)
-        # "bytes 0-99/1234": the whole object's size is after the slash.
-        whole = str(r.get("ContentRange") or "").rpartition("/")[2]
-        size = int(whole) if whole.isdigit() else int(r.get("ContentLength", 0))
-        return _RangeStream(
-            r["Body"],
-            lambda exc: self._map_error(exc, container, key),
-            self._described(container, key, r, size),
-        )
+        return self._range_answer(container, key, start, end, r, r["Body"])
 
-    def _lean_get(self, container: str, key: str, kwargs: Mapping[str, str]) -> ReadStream:
+    def _lean_get(
+        self, container: str, key: str, start: int, end: int | None, kwargs: Mapping[str, str]
+    ) -> ReadStream:
         assert self._lean is not None
         url = self._lean.url(container, key)
         if "VersionId" in kwargs:
@@ -877,10 +873,28 @@ class S3Adapter:
         response, r = self._call(
             lambda: lean.request("GetObject", "GET", url, headers, stream=True), container, key
         )
+        return self._range_answer(container, key, start, end, r, _LeanBody(response))
+
+    def _range_answer(
+        self,
+        container: str,
+        key: str,
+        start: int,
+        end: int | None,
+        r: Mapping[str, Any],
+        body: Any,
+    ) -> ReadStream:
+        """The stream of a GetObject answer (either path), once it is the range asked."""
+        if start > 0 or end is not None:
+            wrong = wrong_range(r.get("ContentRange"), start, end)
+            if wrong is not None:
+                body.close()
+                raise Permanent(f"{self.site_name}: {container}/{key}: {wrong}")
+        # "bytes 0-99/1234": the whole object's size is after the slash.
         whole = str(r.get("ContentRange") or "").rpartition("/")[2]
         size = int(whole) if whole.isdigit() else int(r.get("ContentLength", 0))
         return _RangeStream(
-            _LeanBody(response),
+            body,
             lambda exc: self._map_error(exc, container, key),
             self._described(container, key, r, size),
         )

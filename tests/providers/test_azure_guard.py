@@ -181,6 +181,41 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
         server.close()
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "right"),
+    [
+        (206, {"Content-Range": "bytes 50-59/100"}, True),
+        (206, {"Content-Range": "bytes 0-9/100"}, False),  # another range, the same length
+        (200, {}, False),  # the whole blob (from byte 0) for a range further in
+    ],
+)
+def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
+    status: int, headers: dict[str, str], right: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part's bytes are the part's, whatever a broken store answers at the right length."""
+    server = FixedAnswer(status, {"ETag": '"e"', **headers}, b"0123456789")
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
+    site = Site(
+        name="odd",
+        provider="azure",
+        account=AZURITE_ACCOUNT,
+        endpoint=f"http://127.0.0.1:{server.port}/{AZURITE_ACCOUNT}",
+        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
+    )
+    adapter = AzureAdapter(site)
+    try:
+        if right:
+            stream = adapter.open_range("c", "k", 50, 60)
+            assert stream.read(100) == b"0123456789"
+            stream.close()
+        else:
+            with pytest.raises(Permanent, match="asked for bytes 50-59"):
+                adapter.open_range("c", "k", 50, 60)
+    finally:
+        adapter.close()
+        server.close()
+
+
 def test_sas_token_works_on_both_stacks(
     azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

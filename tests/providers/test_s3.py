@@ -179,6 +179,43 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
         server.close()
 
 
+_PART = b"0123456789"
+
+
+@pytest.mark.parametrize("signature", ["s3v4", "s3"])  # the lean path; botocore's
+@pytest.mark.parametrize(
+    ("status", "headers", "right"),
+    [
+        (206, {"Content-Range": "bytes 50-59/100"}, True),
+        (206, {"Content-Range": "bytes 0-9/100"}, False),  # another range, the same length
+        (200, {}, False),  # the whole object (from byte 0) for a range further in
+    ],
+)
+def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
+    signature: str,
+    status: int,
+    headers: dict[str, str],
+    right: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A part's bytes are the part's: a store whose Range support is broken would otherwise
+    have its object's first bytes copied in place of every part, at the right length."""
+    server = FixedAnswer(status, {"ETag": '"e"', **headers}, _PART)
+    site = _fake_site(server.port, monkeypatch).model_copy(update={"signature_version": signature})
+    adapter = S3Adapter(site)
+    try:
+        if right:
+            stream = adapter.open_range("b", "k", 50, 60)
+            assert stream.read(100) == _PART
+            stream.close()
+        else:
+            with pytest.raises(Permanent, match="asked for bytes 50-59"):
+                adapter.open_range("b", "k", 50, 60)
+    finally:
+        adapter.close()
+        server.close()
+
+
 def test_a_store_refusing_connections_for_a_moment_is_tried_again(
     s3_site: Site, seaweed: SeaweedFS
 ) -> None:
