@@ -3,24 +3,17 @@ exit code here, in `main`, and nowhere else."""
 
 from __future__ import annotations
 
+import functools
 import getpass
-import secrets
 import sys
 import threading
 import time
 import traceback
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from typer.exceptions import TyperException
 
 from migrate import render
@@ -32,17 +25,21 @@ from migrate.errors import (
     TransferError,
     redact,
 )
-from migrate.executor import Subscriber, TransferConfig, finished_already, run_phase
-from migrate.inventory import Progress as ListingProgress
-from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
-from migrate.plan import load_plan, save_plan
-from migrate.policy import POLICIES, evaluate, evaluate_all
+from migrate.plan import check_approved, load_plan, save_plan
+from migrate.policy import POLICIES
 from migrate.session import open_session
-from migrate.sitecheck import check_sites, exit_code_of
 from migrate.sites import SitesConfig, load_sites
-from providers.catalog import Catalog, iter_facts, load_catalog, set_active_catalog
-from providers.factory import build_adapter
+from migrate.summary import Subscriber, finished_already
+from providers.catalog import Catalog, load_catalog, set_active_catalog
+
+# What only some commands need is imported in them: a command's start-up time is the
+# import of what it uses (a finished phase run again is answered in a fraction of a second).
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from migrate.inventory import Progress as ListingProgress
 
 
 def _version() -> str:
@@ -77,7 +74,21 @@ SitesOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
-console = Console()
+
+@functools.cache
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 PolicyOpt = Annotated[
     str | None,
     typer.Option("--policy", help="Policy: " + ", ".join(POLICIES) + "."),
@@ -109,6 +120,10 @@ def sites_check(
 
     Example: migrate sites check --sites sites.toml --json
     """
+    from migrate.policy import evaluate
+    from migrate.sitecheck import check_sites, exit_code_of
+    from providers.factory import build_adapter
+
     config, catalog = _load(sites)
     results = check_sites(config, build_adapter, only=site)
     verdicts = []
@@ -125,9 +140,9 @@ def sites_check(
             },
         )
     else:
-        render.print_site_checks(console, results)
+        render.print_site_checks(_console(), results)
         if verdicts:
-            render.print_verdicts(console, verdicts, title=f"Policy {config.policy}")
+            render.print_verdicts(_console(), verdicts, title=f"Policy {config.policy}")
     code = exit_code_of(results)
     if code:
         raise typer.Exit(code)
@@ -148,6 +163,9 @@ def inventory(
 
     Example: migrate inventory azure-hdh --json
     """
+    from migrate.inventory import run_inventory
+    from providers.factory import build_adapter
+
     config, _ = _load(sites)
     adapter = build_adapter(config.site(site))
     try:
@@ -159,13 +177,13 @@ def inventory(
     if json_out:
         _out(True, summary)
     else:
-        render.print_inventory(console, summary)
+        render.print_inventory(_console(), summary)
 
 
 def _progress_printer(quiet: bool) -> ListingProgress:
     """One line per few seconds on stderr: terminals and logs alike can follow it."""
     last = [0.0]
-    err = Console(stderr=True)
+    err = _stderr()
 
     def show(container: str, objects: int, size: int) -> None:
         now = time.monotonic()
@@ -249,8 +267,8 @@ def plan(
     if json_out:
         _out(True, {"plan": str(out), "digest": made.digest, "blocking": len(made.blocking)})
     else:
-        render.print_plan(console, made)
-        console.print(
+        render.print_plan(_console(), made)
+        _console().print(
             f"Plan written to {out}. Review it, then: migrate plan approve {out}", markup=False
         )
 
@@ -270,7 +288,7 @@ def plan_show(
     if json_out:
         print(render.to_json(loaded.model_dump(mode="json")))
     else:
-        render.print_plan(console, loaded)
+        render.print_plan(_console(), loaded)
 
 
 @plan_app.command("approve")
@@ -295,7 +313,7 @@ def plan_approve(
     if json_out:
         _out(True, {"plan": str(plan_file), "digest": digest, "approved_by": who})
     else:
-        console.print(f"Approved {plan_file} ({digest}) by {who}.", markup=False)
+        _console().print(f"Approved {plan_file} ({digest}) by {who}.", markup=False)
 
 
 providers_app = typer.Typer(
@@ -321,12 +339,14 @@ def providers(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from migrate.policy import evaluate_all
+
     catalog, policy = _catalog_and_policy(sites, policy)
     verdicts = evaluate_all(policy, catalog, date.today(), per_region=per_region)
     if json_out:
         print(render.to_json([v.to_dict() for v in verdicts]))
     else:
-        render.print_verdicts(console, verdicts, title=f"Providers under {policy}")
+        render.print_verdicts(_console(), verdicts, title=f"Providers under {policy}")
 
 
 def _catalog_and_policy(sites: Path | None, policy: str | None) -> tuple[Catalog, str]:
@@ -351,12 +371,14 @@ def providers_show(
 
     Example: migrate providers show scaleway
     """
+    from providers.catalog import iter_facts
+
     catalog, _ = _catalog_and_policy(sites, None)
     provider = catalog.provider(name)
     if json_out:
         print(render.to_json(provider.model_dump(mode="json")))
         return
-    render.print_provider(console, provider.display_name, list(iter_facts(provider)))
+    render.print_provider(_console(), provider.display_name, list(iter_facts(provider)))
 
 
 PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml).")]
@@ -367,9 +389,8 @@ class _ProgressSubscriber(Subscriber):
     interval otherwise, nothing with --json."""
 
     def __init__(self, quiet: bool) -> None:
-        self._err = Console(stderr=True)
         self._quiet = quiet
-        self._bars = not quiet and self._err.is_terminal
+        self._bars = not quiet and _stderr().is_terminal
         self._lock = threading.Lock()
         self._bytes = 0
         self._objects = 0
@@ -389,13 +410,15 @@ class _ProgressSubscriber(Subscriber):
     def on_start(self, objects: int, size: int) -> None:
         self._total_objects, self._total_bytes = objects, size
         if self._bars:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._progress = Progress(
                 TextColumn("{task.description:>8}"),
                 BarColumn(),
                 TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                 TextColumn("{task.fields[unit]}"),
                 TimeRemainingColumn(),
-                console=self._err,
+                console=_stderr(),
             )
             self._bytes_task = self._progress.add_task("bytes", total=size, unit="bytes")
             self._objects_task = self._progress.add_task("objects", total=objects, unit="")
@@ -423,7 +446,7 @@ class _ProgressSubscriber(Subscriber):
         rate = self._bytes / max(now - self._start, 1e-6)
         left = max(self._total_bytes - self._bytes, 0)
         eta = f"{left / rate:.0f} s" if rate > 0 else "?"
-        self._err.print(
+        _stderr().print(
             f"{self._objects:,}/{self._total_objects:,} objects, "
             f"{render.human_bytes(self._bytes)}/{render.human_bytes(self._total_bytes)}, "
             f"{render.human_bytes(int(rate))}/s, ETA {eta}",
@@ -465,7 +488,6 @@ def run(
 
     Example: migrate run plans/hdh.yaml --phase pilot
     """
-    from migrate.planner import check_approved, parse_bandwidth
 
     config, catalog = _load(sites)
     if force and not reason:
@@ -481,7 +503,7 @@ def run(
             if json_out:
                 _out(True, report)
             else:
-                render.print_dry_run(console, report)
+                render.print_dry_run(_console(), report)
             return
         delta = None
         kind = session.plan.phase(phase).kind
@@ -492,25 +514,31 @@ def run(
             if delete_removed and delta.deleted:
                 delta.removed = remove_deleted(session.plan, session.ledger, session.destination)
             if not json_out:
-                render.print_delta(console, delta)
+                render.print_delta(_console(), delta)
         # A finished phase is answered from the ledger, before any adapter is built.
         finished = finished_already(session.plan, phase, session.ledger)
         with _ProgressSubscriber(json_out or finished is not None) as progress:
-            summary = finished or run_phase(
-                session.plan,
-                phase,
-                session.ledger,
-                session.source,
-                session.destination,
-                config=TransferConfig(
-                    concurrency=concurrency,
-                    part_size=part_size_mib * 1024**2,
-                    bwlimit=parse_bandwidth(bwlimit) if bwlimit else None,
-                    max_rps=max_rps,
-                ),
-                subscriber=progress,
-                force_reason=reason if force else None,
-            )
+            if finished is not None:
+                summary = finished
+            else:
+                from migrate.executor import TransferConfig, run_phase
+                from migrate.planner import parse_bandwidth
+
+                summary = run_phase(
+                    session.plan,
+                    phase,
+                    session.ledger,
+                    session.source,
+                    session.destination,
+                    config=TransferConfig(
+                        concurrency=concurrency,
+                        part_size=part_size_mib * 1024**2,
+                        bwlimit=parse_bandwidth(bwlimit) if bwlimit else None,
+                        max_rps=max_rps,
+                    ),
+                    subscriber=progress,
+                    force_reason=reason if force else None,
+                )
         passed, checklist = True, list(session.plan.phase(phase).checklist)
         if kind == "cutover" and not summary.failed:
             from migrate.verify import verify as do_verify
@@ -525,14 +553,14 @@ def run(
     if json_out:
         _out(True, {"summary": summary, "delta": delta} if delta else summary)
     else:
-        render.print_phase_summary(console, summary)
+        render.print_phase_summary(_console(), summary)
         if kind == "cutover":
             state = "passed" if passed else "FAILED: do not switch over"
-            console.print(f"Verification of the whole plan: {state}", markup=False)
+            _console().print(f"Verification of the whole plan: {state}", markup=False)
             if passed:
-                console.print("Checklist for switching applications over:")
+                _console().print("Checklist for switching applications over:")
                 for n, step in enumerate(checklist, start=1):
-                    console.print(f"  {n}. {step}", markup=False)
+                    _console().print(f"  {n}. {step}", markup=False)
     if summary.failed:
         raise typer.Exit(TransferError.exit_code)
     if not passed:
@@ -561,9 +589,9 @@ def status(
     if json_out:
         _out(True, {"plan": loaded.name, "counts": counts, "phases": phases, "routes": used})
         return
-    render.print_status(console, loaded, counts, phases)
+    render.print_status(_console(), loaded, counts, phases)
     if routes:
-        render.print_routes(console, used)
+        render.print_routes(_console(), used)
 
 
 def _share(text: str | None) -> float | None:
@@ -574,6 +602,12 @@ def _share(text: str | None) -> float | None:
         return float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise ConfigError(f"--sample {text!r}: give a share such as 5% or 0.05") from None
+
+
+def _random_seed() -> int:
+    import secrets
+
+    return secrets.randbelow(2**31)
 
 
 @app.command()
@@ -617,22 +651,22 @@ def verify(
             phase=phase,
             deep="both" if deep_both else deep,
             sample=_share(sample),
-            seed=seed if seed is not None else secrets.randbelow(2**31),
+            seed=seed if seed is not None else _random_seed(),
             check_metadata=metadata,
         )
     if json_out:
         _out(True, {**result.summary(first=1000), "record_id": result.record_id})
     else:
         state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
-        console.print(
+        _console().print(
             f"verify {result.plan} {result.phase or 'all phases'} ({result.mode}, "
             f"seed {result.seed}): {state}; {result.objects:,} objects, "
             f"{result.reread:,} re-read"
         )
         for f in result.findings[:50]:
-            console.print(f"  {f.kind}: {f.bucket}/{f.key}: {f.detail}", markup=False)
+            _console().print(f"  {f.kind}: {f.bucket}/{f.key}: {f.detail}", markup=False)
         if result.truncated or len(result.findings) > 50:
-            console.print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
+            _console().print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
     if not result.passed:
         raise typer.Exit(IntegrityError.exit_code)
 
@@ -667,7 +701,7 @@ def report(
             },
         )
     else:
-        console.print(
+        _console().print(
             f"report: {out / 'report.html'} ({built.status}); "
             f"manifest plan root {built.manifest.plan_root}",
             markup=False,
@@ -690,7 +724,7 @@ def demo(
     """
     from migrate.demo import run_demo
 
-    result = run_demo(workdir, small_files=small, console=None if json_out else console)
+    result = run_demo(workdir, small_files=small, console=None if json_out else _console())
     if json_out:
         _out(True, result)
 
@@ -701,14 +735,13 @@ def main(argv: list[str] | None = None) -> int:
     # Typer options take no optional value: `--deep=both` becomes the hidden --deep-both.
     args = ["--deep-both" if a == "--deep=both" else a for a in args]
     debug = "--debug" in args
-    err = Console(stderr=True)
     try:
         result = app(args=args, prog_name="migrate", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except MigrateError as exc:
         if debug:
-            err.print(redact(traceback.format_exc()), markup=False)
-        err.print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
+            _stderr().print(redact(traceback.format_exc()), markup=False)
+        _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -717,15 +750,15 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             show()
         else:
-            err.print(f"migrate: {exc.format_message()}", markup=False)
+            _stderr().print(f"migrate: {exc.format_message()}", markup=False)
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("migrate: interrupted; the same command resumes", markup=False)
+        _stderr().print("migrate: interrupted; the same command resumes", markup=False)
         return 130
     except Exception as exc:  # a bug: still one line, unless --debug
         if debug:
-            err.print(redact(traceback.format_exc()), markup=False)
-        err.print(
+            _stderr().print(redact(traceback.format_exc()), markup=False)
+        _stderr().print(
             f"migrate: unexpected error: {type(exc).__name__}: {redact(str(exc))} "
             "(run again with --debug and report it)",
             markup=False,

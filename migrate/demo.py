@@ -25,7 +25,7 @@ from rich.console import Console
 from migrate import render
 from migrate.dryrun import dry_run
 from migrate.errors import ConfigError
-from migrate.executor import PhaseSummary, run_phase
+from migrate.executor import run_phase
 from migrate.inventory import InventorySummary, run_inventory
 from migrate.ledger import Ledger
 from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs
@@ -39,6 +39,7 @@ from migrate.replication import plan_from_sites
 from migrate.report import build_report, write_report
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
+from migrate.summary import PhaseSummary
 from migrate.verify import verify
 from providers.base import StoreAdapter, WriteAttrs
 from providers.catalog import load_catalog, set_active_catalog

@@ -23,12 +23,15 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from migrate.errors import PlanError, PlanTampered
+
+if TYPE_CHECKING:
+    from migrate.ledger import Approval, Ledger
 
 # libyaml's safe loader where PyYAML has it: the same documents, about 10x faster to load.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -250,3 +253,32 @@ def key_hash(container: str, key: str) -> int:
 def json_schema() -> dict[str, Any]:
     """The plan's JSON schema, checked in as plans/schema.json."""
     return Plan.model_json_schema()
+
+
+def check_approved(plan: Plan, ledger: Ledger) -> Approval:
+    """The approval of exactly this plan. Raises PlanTampered when its content does not
+    match its digest or differs from the approved version, PlanError when it was never
+    approved (or carries a blocking finding)."""
+    if compute_digest(plan) != plan.digest:
+        raise PlanTampered(
+            f"plan {plan.name}: content does not match its digest (edited by hand?)",
+            hint="generate it again with `migrate plan` and approve it",
+        )
+    if plan.blocking:
+        raise PlanError(f"plan {plan.name} has blocking findings and cannot run")
+    approvals = ledger.approvals(plan.name)
+    for approval in approvals:
+        if approval.digest == plan.digest:
+            return approval
+    if approvals:
+        last = approvals[0]
+        raise PlanTampered(
+            f"plan {plan.name} is not the version that was approved (approved by "
+            f"{last.approved_by} at {last.approved_at}, digest {last.digest[:19]}…; this one "
+            f"is {plan.digest[:19]}…)",
+            hint="review it with `migrate plan show`, then `migrate plan approve` it again",
+        )
+    raise PlanError(
+        f"plan {plan.name} is not approved",
+        hint="review it with `migrate plan show`, then run `migrate plan approve`",
+    )

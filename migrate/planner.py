@@ -3,8 +3,8 @@
 `make_plan` is pure: no I/O and no clock (`today` is passed in); the same inputs give a
 byte-identical plan (`migrate.plan.to_yaml`). `plan_inputs` reads what it needs from the
 ledger beforehand, as per-dataset aggregates only, so memory does not grow with the number
-of objects. `approve_plan` and `check_approved` record and check the approval of a plan's
-digest.
+of objects. `approve_plan` records the approval of a plan's digest
+(`migrate.plan.check_approved` checks it).
 
 How the plan is shaped (each choice is visible in the plan itself):
 - Mappings: one per dataset (container + top-level prefix). The destination bucket is the
@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from migrate.errors import ConfigError, PlanError, PlanTampered
+from migrate.errors import ConfigError, PlanError
 from migrate.inventory import MAX_KEY_BYTES, MAX_OBJECT_BYTES, Flag
-from migrate.ledger import Approval, Ledger
+from migrate.ledger import Ledger
 from migrate.plan import (
     Estimate,
     Finding,
@@ -62,7 +62,7 @@ from migrate.plan import (
     Selector,
     Severity,
     SiteRef,
-    compute_digest,
+    check_approved,
     load_plan,
     with_digest,
 )
@@ -1339,32 +1339,3 @@ def approve_plan(path: Path, ledger: Ledger, who: str) -> str:
         )
     ledger.record_approval(plan.name, plan.digest, who, str(path))
     return plan.digest
-
-
-def check_approved(plan: Plan, ledger: Ledger) -> Approval:
-    """The approval of exactly this plan. Raises PlanTampered when its content does not
-    match its digest or differs from the approved version, PlanError when it was never
-    approved (or carries a blocking finding)."""
-    if compute_digest(plan) != plan.digest:
-        raise PlanTampered(
-            f"plan {plan.name}: content does not match its digest (edited by hand?)",
-            hint="generate it again with `migrate plan` and approve it",
-        )
-    if plan.blocking:
-        raise PlanError(f"plan {plan.name} has blocking findings and cannot run")
-    approvals = ledger.approvals(plan.name)
-    for approval in approvals:
-        if approval.digest == plan.digest:
-            return approval
-    if approvals:
-        last = approvals[0]
-        raise PlanTampered(
-            f"plan {plan.name} is not the version that was approved (approved by "
-            f"{last.approved_by} at {last.approved_at}, digest {last.digest[:19]}…; this one "
-            f"is {plan.digest[:19]}…)",
-            hint="review it with `migrate plan show`, then `migrate plan approve` it again",
-        )
-    raise PlanError(
-        f"plan {plan.name} is not approved",
-        hint="review it with `migrate plan show`, then run `migrate plan approve`",
-    )

@@ -7,17 +7,24 @@ import json
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # a command that prints JSON loads none of these
+    from rich.console import Console
+    from rich.table import Table
 
-from migrate.executor import PhaseSummary
-from migrate.inventory import InventorySummary
-from migrate.ledger import PhaseCounts, PhaseState, RouteUse
-from migrate.plan import Plan
-from migrate.policy import Verdict
-from migrate.sitecheck import SiteCheck
+    from migrate.inventory import InventorySummary
+    from migrate.ledger import PhaseCounts, PhaseState, RouteUse
+    from migrate.plan import Plan
+    from migrate.policy import Verdict
+    from migrate.sitecheck import SiteCheck
+    from migrate.summary import PhaseSummary
+
+
+def _table(title: str, **options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(title=title, **options)
 
 
 def human_bytes(n: int) -> str:
@@ -53,7 +60,7 @@ def to_json(value: Any) -> str:
 
 
 def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
-    table = Table(title="Sites")
+    table = _table("Sites")
     for column in ("site", "provider", "region", "container", "result"):
         table.add_column(column)
     for r in results:
@@ -67,7 +74,7 @@ def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
 
 
 def print_inventory(console: Console, summary: InventorySummary) -> None:
-    table = Table(title=f"Inventory of {summary.site}")
+    table = _table(f"Inventory of {summary.site}")
     for column in ("dataset", "objects", "bytes", "size classes", "tiers", "will not move as is"):
         table.add_column(column, overflow="fold")
     for d in summary.datasets:
@@ -99,7 +106,7 @@ _STATUS_STYLE = {"PASS": "green", "FAIL": "red", "UNKNOWN": "yellow"}
 
 
 def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> None:
-    table = Table(title=title, show_lines=True)
+    table = _table(title, show_lines=True)
     table.add_column("subject", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("reasons", overflow="fold", ratio=3)
@@ -116,7 +123,7 @@ def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> Non
 
 
 def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -> None:
-    table = Table(title=title)
+    table = _table(title)
     for column in ("fact", "value", "source", "as of"):
         table.add_column(column, overflow="fold")
     for path, fact in facts:
@@ -150,7 +157,7 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
 def print_status(
     console: Console, plan: Plan, counts: list[PhaseCounts], phases: dict[str, PhaseState]
 ) -> None:
-    table = Table(title=f"Plan {plan.name}")
+    table = _table(f"Plan {plan.name}")
     for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
         table.add_column(column)
     by_phase: dict[str, dict[str, int]] = {}
@@ -168,7 +175,7 @@ def print_status(
 
 
 def print_routes(console: Console, routes: list[RouteUse]) -> None:
-    table = Table(title="Hosts contacted (route attestation)")
+    table = _table("Hosts contacted (route attestation)")
     for column in ("host", "scheme", "requests", "bytes sent", "first", "last"):
         table.add_column(column)
     for r in routes:
@@ -184,7 +191,7 @@ def print_routes(console: Console, routes: list[RouteUse]) -> None:
 
 
 def print_dry_run(console: Console, report: Any) -> None:
-    table = Table(title=f"Dry run of {report.plan} phase {report.phase} (nothing written)")
+    table = _table(f"Dry run of {report.plan} phase {report.phase} (nothing written)")
     for column in ("dataset", "destination", "objects", "would copy", "identical", "conflicts"):
         table.add_column(column, overflow="fold")
     for d in report.datasets:
@@ -210,7 +217,7 @@ def print_plan(console: Console, plan: Plan) -> None:
         f"{plan.policy}, digest {plan.digest}",
         markup=False,
     )
-    sites = Table(title="Sites")
+    sites = _table("Sites")
     for column in ("site", "role", "provider", "region", "verdict"):
         sites.add_column(column)
     for site in plan.sites:
@@ -219,7 +226,7 @@ def print_plan(console: Console, plan: Plan) -> None:
             site.name, site.role, site.provider, site.region or "-", f"[{style}]{site.verdict}[/]"
         )
     console.print(sites)
-    phases = Table(title="Phases")
+    phases = _table("Phases")
     for column in ("phase", "requires", "objects", "bytes", "duration", "egress cost"):
         phases.add_column(column)
     for phase in (*plan.phases, None):
@@ -235,7 +242,7 @@ def print_plan(console: Console, plan: Plan) -> None:
         )
     console.print(phases)
     if plan.findings:
-        findings = Table(title="Findings")
+        findings = _table("Findings")
         for column in ("severity", "finding", "objects", "what to do"):
             findings.add_column(column, overflow="fold")
         for f in plan.findings:

@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate.errors import ConfigError
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
 from migrate.routing import RoutingGuard, endpoint_host
 from migrate.sites import Site, SitesConfig
-from providers.base import StoreAdapter
-from providers.catalog import Catalog
-from providers.factory import build_adapter
+
+if TYPE_CHECKING:
+    from providers.base import StoreAdapter
+    from providers.catalog import Catalog
 
 
 class Session:
@@ -32,6 +34,8 @@ class Session:
 
     def _adapter(self, name: str) -> StoreAdapter:
         if name not in self._built:
+            from providers.factory import build_adapter  # not loaded when nothing is copied
+
             self._built[name] = build_adapter(_site(self.config, name), guard=self.guard)
         return self._built[name]
 

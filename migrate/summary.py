@@ -1,0 +1,63 @@
+"""What a phase run tells: progress callbacks while it runs, its summary after, and the
+summary of a finished phase from the ledger alone. Kept apart from the executor so that a
+finished phase run again (`migrate run`, nothing to do) loads none of the transfer
+machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from migrate.ledger import Ledger
+    from migrate.plan import Plan
+
+
+@dataclass
+class PhaseSummary:
+    plan: str
+    phase: str
+    objects: int = 0  # in the phase
+    already_done: int = 0  # skipped: done by an earlier run
+    copied: int = 0
+    bytes_copied: int = 0
+    bytes_sent: int = 0
+    failed: int = 0
+    changed: int = 0
+    retries: int = 0
+    throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)
+    lowest_concurrency: int = 0  # how far the concurrency limit went down under throttling
+    seconds: float = 0.0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # container, key, why
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.copied == 0 and self.failed == 0 and self.changed == 0
+
+
+class Subscriber:
+    """Progress callbacks; the executor itself never prints."""
+
+    def on_start(self, objects: int, size: int) -> None: ...
+
+    def on_bytes(self, n: int) -> None: ...
+
+    def on_object(self, key: str, state: str) -> None: ...
+
+
+def finished_already(plan: Plan, phase_name: str, ledger: Ledger) -> PhaseSummary | None:
+    """The summary of a copy phase that finished and has nothing left to do, from the
+    ledger alone: its re-run contacts no store (no adapter is even used). None when there
+    is work, or when the phase re-lists its source (delta, cutover)."""
+    phase = plan.phase(phase_name)
+    if phase.kind.value in ("delta", "cutover"):
+        return None
+    state = ledger.phase_state(plan.name, phase_name)
+    if state.resolved_at is None or state.finished_at is None:
+        return None
+    if ledger.transfers_to_do(plan.name, phase_name, None, 1):
+        return None
+    counts = {c.state: c.objects for c in ledger.phase_counts(plan.name, phase_name)}
+    return PhaseSummary(
+        plan.name, phase_name, objects=sum(counts.values()), already_done=counts.get("done", 0)
+    )
