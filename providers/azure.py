@@ -57,8 +57,10 @@ none), environment proxies are ignored, and the site's declared proxy is used.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ipaddress
+import re
 import ssl
 import threading
 import time
@@ -69,7 +71,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, Literal, NoReturn
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import requests
 from azure.core import MatchConditions
@@ -432,6 +434,26 @@ class _BlobReader:
         self._body = None
 
 
+_X_MS_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+def _check_range_answer(site_name: str, response: Any) -> None:
+    """Every ranged Get Blob the SDK sends (one read is several, 4 MiB each) must be answered
+    with its range: the SDK itself takes only the blob's size from Content-Range, so a store
+    whose Range support is broken would have other bytes copied as the part's."""
+    asked = _X_MS_RANGE.fullmatch(response.http_request.headers.get("x-ms-range") or "")
+    answer = response.http_response
+    if asked is None or not 200 <= answer.status_code < 300:
+        return
+    start, end = int(asked[1]), int(asked[2]) + 1 if asked[2] else None
+    wrong = wrong_range(answer.headers.get("content-range"), start, end)
+    if wrong is not None:
+        with contextlib.suppress(Exception):
+            answer.internal_response.close()  # its body will not be read
+        path = unquote(urlsplit(response.http_request.url).path)  # no query: no SAS
+        raise Permanent(f"{site_name}: {path}: {wrong}")
+
+
 # -- the adapter ------------------------------------------------------------------------------
 
 
@@ -482,6 +504,7 @@ class AzureAdapter:
                 initial_backoff=1, increment_base=1, retry_total=2, random_jitter_range=1
             ),
             permit_redirects=False,
+            raw_response_hook=partial(_check_range_answer, site.name),
             max_single_put_size=_MAX_SINGLE_PUT,
             max_block_size=_MAX_BLOCK,
             max_single_get_size=_CHUNK_GET,

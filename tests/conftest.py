@@ -68,6 +68,16 @@ def azure_site(azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch) -> Site
 
 
 @pytest.fixture
+def azure_sdk_site(azure_site: Site, azurite_server: Azurite) -> Iterator[Site]:
+    """The Azurite site through a declared proxy on loopback: with a proxy, blob reads take
+    the SDK's path (azure-storage-blob's downloader) instead of the lean one."""
+    from tests.faultproxy import fault_proxy
+
+    with fault_proxy(azurite_server.endpoint) as proxy:
+        yield azure_site.model_copy(update={"proxy": proxy.endpoint})
+
+
+@pytest.fixture
 def local_site(tmp_path: Path) -> Site:
     root = tmp_path / "local-store"
     root.mkdir()
@@ -79,7 +89,8 @@ SiteFactory = Callable[[str], Site]
 
 @pytest.fixture
 def site_for(request: pytest.FixtureRequest) -> SiteFactory:
-    """site_for('local' | 's3' | 'azure'): the test site of that kind (servers start lazily)."""
+    """site_for('local' | 's3' | 'azure' | 'azure_sdk'): the test site of that kind (servers
+    start lazily)."""
 
     def make(kind: str) -> Site:
         site: Site = request.getfixturevalue(f"{kind}_site")

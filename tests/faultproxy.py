@@ -1,6 +1,8 @@
 """A small HTTP proxy for tests, between a client and a real server on loopback, that can
 flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, or
-refuse connections for a while before it listens.
+refuse connections for a while before it listens. It serves as the endpoint (a reverse
+proxy) or as a site's declared `proxy` (absolute request targets): either way, to its one
+upstream.
 
 Requests pass unchanged otherwise (the Host header too, so SigV4 and shared-key signatures
 still verify at the server). Bounded: it serves loopback only and stops with its context.
@@ -70,6 +72,9 @@ def fault_proxy(
             pass
 
         def _handle(self) -> None:
+            if self.path.startswith(("http://", "https://")):  # used as a forward proxy
+                parts = urlsplit(self.path)
+                self.path = parts.path + (f"?{parts.query}" if parts.query else "")
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with faults.lock:
@@ -121,7 +126,9 @@ def fault_proxy(
             for k, v in resp.getheaders():
                 if k.lower() not in _HOP and k.lower() != "content-length":
                     self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
+            # A HEAD answer's length is the object's (its body is empty).
+            length_of = resp.getheader("Content-Length", "0") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length_of or str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)

@@ -40,8 +40,14 @@ from providers.base import PartResult, StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory, unique_name
 
-KINDS = ["local", "s3", "azure"]
-_MODULES = {"local": "providers.local", "s3": "providers.s3", "azure": "providers.azure"}
+# azure_sdk: Azure through a declared proxy, where blob reads take the SDK's path.
+KINDS = ["local", "s3", "azure", "azure_sdk"]
+_MODULES = {
+    "local": "providers.local",
+    "s3": "providers.s3",
+    "azure": "providers.azure",
+    "azure_sdk": "providers.azure",
+}
 
 # Keys that break naive encoders: spaces, accents, %, +, #, a trailing dot, deep prefixes,
 # and strings that look already URL-encoded (decoding twice would change them).
@@ -449,7 +455,7 @@ def test_listing_pages_past_1000(
     if kind == "local":
         pytest.skip("a directory is not listed in pages")
     count = 1050
-    if kind == "azure":  # pages of 5,000 blobs: pages of 7 here, to cross many
+    if kind.startswith("azure"):  # pages of 5,000 blobs: pages of 7 here, to cross many
         monkeypatch.setattr("providers.azure._PAGE", 7)
         count = 30
     keys = [f"many/{i:05d}" for i in range(count)]
@@ -576,6 +582,8 @@ def test_unreachable_endpoint(site: Site, monkeypatch: pytest.MonkeyPatch) -> No
         site.endpoint.split("//", 1)[1].split("/", 1)[0], f"127.0.0.1:{free_port()}", 1
     )
     update: dict[str, object] = {"endpoint": dead}
+    if site.proxy:  # reached through its proxy: the proxy is what cannot be reached
+        update["proxy"] = f"http://127.0.0.1:{free_port()}"
     ref = site.credentials
     if ref.connection_string_env:
         conn = re.sub(
