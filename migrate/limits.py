@@ -213,10 +213,19 @@ class LimitedAdapter:
         )
 
     def replace_metadata(
-        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+        self,
+        container: str,
+        key: str,
+        attrs: WriteAttrs,
+        *,
+        if_match: str,
+        size: int,
+        version_id: str | None = None,
     ) -> WriteResult:
         return self._call(
-            lambda: self.inner.replace_metadata(container, key, attrs, if_match=if_match, size=size)
+            lambda: self.inner.replace_metadata(
+                container, key, attrs, if_match=if_match, size=size, version_id=version_id
+            )
         )
 
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:

@@ -569,7 +569,9 @@ class ObjectCopy:
             proof = self._source_proof(item, whole_md5.hexdigest())
         etag = completed.etag
         if self.sha256_metadata and etag:
-            etag = self._write_sha256(item, create_attrs, etag, sha256.hexdigest())
+            etag = self._write_sha256(
+                item, create_attrs, etag, sha256.hexdigest(), completed.version_id
+            )
         return TransferOutcome(
             item.size,
             sha256.hexdigest(),
@@ -601,9 +603,12 @@ class ObjectCopy:
         except NotFound:
             return True
 
-    def _write_sha256(self, item: TransferItem, attrs: WriteAttrs, etag: str, sha256: str) -> str:
+    def _write_sha256(
+        self, item: TransferItem, attrs: WriteAttrs, etag: str, sha256: str, version: str | None
+    ) -> str:
         """Give the completed object its `migrate-sha256`, on the store's side, only if it
-        is still the object whose ETag was just proven. Returns its ETag afterwards."""
+        is still the object whose ETag was just proven (and, in a versioned bucket, leave
+        it one version: `version` is the completed one). Returns its ETag afterwards."""
         meta = dict(attrs.metadata)
         meta[SHA256_METADATA] = sha256
         new = replace(attrs, metadata=meta)
@@ -612,7 +617,7 @@ class ObjectCopy:
         try:
             result = self.call(
                 lambda: self.destination.replace_metadata(
-                    bucket, key, new, if_match=etag, size=item.size
+                    bucket, key, new, if_match=etag, size=item.size, version_id=version
                 )
             )
         except SourceChanged:
@@ -713,7 +718,7 @@ class ObjectCopy:
                 metadata=dict(head.metadata or {}),
                 storage_class=head.storage_class,
             )
-            etag = self._write_sha256(item, kept, head.etag, digest)
+            etag = self._write_sha256(item, kept, head.etag, digest, head.version_id)
         return TransferOutcome(item.size, digest, expected, etag, proof, count, 0)
 
     def _upload_part(

@@ -997,7 +997,16 @@ class AzureAdapter:
         return WriteResult(etag=_unquote(str(result.get("etag") or "")))
 
     def replace_metadata(
-        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+        self,
+        container: str,
+        key: str,
+        attrs: WriteAttrs,
+        *,
+        if_match: str,
+        size: int,
+        # Set Blob Metadata changes the blob in place. An account with blob versioning
+        # keeps the former state as a version; it is not removed here (yet).
+        version_id: str | None = None,
     ) -> WriteResult:
         """Set Blob Metadata, conditioned on the ETag: content settings and tier stay as
         they are; the blob gets a new ETag."""

@@ -308,14 +308,26 @@ class StoreAdapter(Protocol):
         ...
 
     def replace_metadata(
-        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+        self,
+        container: str,
+        key: str,
+        attrs: WriteAttrs,
+        *,
+        if_match: str,
+        size: int,
+        version_id: str | None = None,
     ) -> WriteResult:
         """Give an object the user metadata of `attrs`, keeping its bytes, on the store's
         side: nothing of the object is sent. `attrs` are all of the object's attributes, as
         written: a store that can only rewrite them all (S3: a copy onto itself, multipart
         above `max_copy_size` bytes) sets every one. Conditioned on `if_match`:
         SourceChanged if the object is no longer that one. Returns the object's ETag
-        afterwards (a new one on some stores) and the checksums the store computed."""
+        afterwards (a new one on some stores) and the checksums the store computed.
+
+        `version_id` is the version `if_match` names, as the write that made it returned,
+        where the container keeps versions. A store that rewrites by copying then copies
+        exactly that version and removes it once the copy is in place: the object is left
+        with one version, not two identical ones (a version under a retention lock stays)."""
         ...
 
     def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:

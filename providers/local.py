@@ -416,7 +416,14 @@ class LocalAdapter:
         return result
 
     def replace_metadata(
-        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+        self,
+        container: str,
+        key: str,
+        attrs: WriteAttrs,
+        *,
+        if_match: str,
+        size: int,
+        version_id: str | None = None,  # no versions here
     ) -> WriteResult:
         """Rewrite the side file for the same bytes: the ETag (mtime and size) stays."""
         info = self.head(container, key)

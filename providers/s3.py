@@ -146,6 +146,7 @@ _SDK_ERRORS: tuple[type[Exception], ...] = (
     AwsCrtError,
 )
 _CALL_ERRORS: tuple[type[Exception], ...] = (bce.ClientError, *_SDK_ERRORS)
+_NULL_VERSION = "null"  # the version id of objects written while versioning was off
 _REDIRECT_CODES = {"PermanentRedirect", "TemporaryRedirect", "Redirect", "301", "302", "307"}
 # arn:partition:service:region:account:resource. An S3 bucket ARN leaves the region empty;
 # S3 on Outposts names it (resource: outpost/<id>/bucket/<name>).
@@ -1098,13 +1099,45 @@ class S3Adapter:
         )
 
     def replace_metadata(
-        self, container: str, key: str, attrs: WriteAttrs, *, if_match: str, size: int
+        self,
+        container: str,
+        key: str,
+        attrs: WriteAttrs,
+        *,
+        if_match: str,
+        size: int,
+        version_id: str | None = None,
     ) -> WriteResult:
         """A copy of the object onto itself with the new attributes (S3 has no other way to
-        change metadata), conditioned on the ETag: the store copies, nothing is sent."""
-        if size > self.capabilities.max_copy_size:
-            return self._replace_by_parts(container, key, attrs, if_match, size)
+        change metadata), conditioned on the ETag: the store copies, nothing is sent. In a
+        versioned bucket the copy is a new version: the one copied is then removed."""
         source = {"Bucket": container, "Key": key}
+        if version_id and version_id != _NULL_VERSION:
+            source["VersionId"] = version_id
+        if size > self.capabilities.max_copy_size:
+            done = self._replace_by_parts(container, key, attrs, if_match, size, source)
+        else:
+            done = self._copy_onto_itself(container, key, attrs, if_match, source)
+        self._drop_copied_version(container, key, version_id, done.version_id)
+        return done
+
+    def _drop_copied_version(
+        self, container: str, key: str, copied: str | None, new: str | None
+    ) -> None:
+        """The version a copy onto itself was made from is now a duplicate of the new one:
+        remove exactly it. One under a retention lock stays, and so does one that cannot be
+        removed now: the copy is in place, and a duplicate costs storage, not integrity."""
+        if not copied or copied == _NULL_VERSION or not new or new == copied:
+            return
+        with contextlib.suppress(MigrateError):
+            self._call(
+                self._client.delete_object, container, key,
+                Bucket=container, Key=key, VersionId=copied,
+            )  # fmt: skip
+
+    def _copy_onto_itself(
+        self, container: str, key: str, attrs: WriteAttrs, if_match: str, source: dict[str, str]
+    ) -> WriteResult:
         extra: dict[str, Any] = {}
         if self._sha256_parts():
             # Stores that recompute it give the whole object's SHA-256 back: one more proof.
@@ -1123,7 +1156,13 @@ class S3Adapter:
         )
 
     def _replace_by_parts(
-        self, container: str, key: str, attrs: WriteAttrs, if_match: str, size: int
+        self,
+        container: str,
+        key: str,
+        attrs: WriteAttrs,
+        if_match: str,
+        size: int,
+        source: dict[str, str],
     ) -> WriteResult:
         """Above the single-copy limit: a multipart upload whose parts are server-side
         copies of ranges of the object, each conditioned on its ETag; aborted on failure,
@@ -1138,7 +1177,7 @@ class S3Adapter:
                 r = self._call(
                     self._client.upload_part_copy, container, key,
                     Bucket=container, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": container, "Key": key},
+                    CopySource=source,
                     CopySourceRange=f"bytes={start}-{end}", CopySourceIfMatch=f'"{if_match}"',
                 )  # fmt: skip
                 result = r.get("CopyPartResult", {})

@@ -241,6 +241,39 @@ def test_a_plan_can_leave_the_sha256_of_large_objects_to_the_ledger(env_for: Any
     assert head.metadata and head.metadata["migrate-part-size"] == str(5 * MiB)
 
 
+@pytest.mark.parametrize("copy", ["one request", "by parts"])
+def test_a_versioned_destination_keeps_one_version_of_each_large_object(
+    copy: str, env_for: Any
+) -> None:
+    """Writing migrate-sha256 on a multipart object is a copy onto itself (by parts above
+    the store's single-copy limit), which a versioned bucket keeps as a second version: the
+    first, an identical duplicate, is removed, so the destination does not store every
+    large object twice."""
+    env: Env = env_for("s3", "s3")
+    if copy == "by parts":
+        caps = env.destination.capabilities
+        env.destination.capabilities = dataclasses.replace(caps, max_copy_size=5 * MiB)
+    data = body(12, 11 * MiB)
+    env.seed(
+        {
+            "big.bin": (data, "application/octet-stream", {}, False),
+            "small.txt": (b"one version", "text/plain", {}, False),
+        }
+    )
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    client = env.destination._client  # type: ignore[attr-defined]  # versioning is set outside
+    client.put_bucket_versioning(Bucket=env.bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert env.run(plan).copied == 2
+    listed = client.list_object_versions(Bucket=env.bucket)
+    versions = sorted((v["Key"], v["IsLatest"]) for v in listed.get("Versions", []))
+    assert versions == [("big.bin", True), ("small.txt", True)]
+    assert not listed.get("DeleteMarkers")
+    head = env.destination.head(env.bucket, "big.bin")
+    assert (head.metadata or {}).get("migrate-sha256") == hashlib.sha256(data).hexdigest()
+    assert env.read_destination("big.bin") == data
+
+
 class Delegating:
     """Passes every call to the adapter it wraps; subclasses change one call."""
 
