@@ -44,7 +44,7 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 # S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+|\*)", re.IGNORECASE)
 
 
 def wrong_range(content_range: str | None, start: int, end: int | None) -> str | None:
@@ -71,6 +71,7 @@ def wrong_range(content_range: str | None, start: int, end: int | None) -> str |
     if (
         first == start
         and first <= last
+        and (not total.isdigit() or last < int(total))
         and (end is None or last == end - 1 or (last < end - 1 and at_the_end))
     ):
         return None
@@ -324,10 +325,10 @@ class StoreAdapter(Protocol):
         SourceChanged if the object is no longer that one. Returns the object's ETag
         afterwards (a new one on some stores) and the checksums the store computed.
 
-        `version_id` is the version `if_match` names, as the write that made it returned,
-        where the container keeps versions. A store that rewrites by copying then copies
-        exactly that version and removes it once the copy is in place: the object is left
-        with one version, not two identical ones (a version under a retention lock stays)."""
+        `version_id` is the version written with the ETag `if_match` names, as that write
+        returned it, where the container keeps versions. A store that rewrites by copying
+        removes it once the copy is in place: the object is left with one version, not two
+        identical ones (a version under a retention lock stays)."""
         ...
 
     def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:

@@ -1109,35 +1109,51 @@ class S3Adapter:
         version_id: str | None = None,
     ) -> WriteResult:
         """A copy of the object onto itself with the new attributes (S3 has no other way to
-        change metadata), conditioned on the ETag: the store copies, nothing is sent. In a
-        versioned bucket the copy is a new version: the one copied is then removed."""
-        source = {"Bucket": container, "Key": key}
-        if version_id and version_id != _NULL_VERSION:
-            source["VersionId"] = version_id
+        change metadata), conditioned on the current object's ETag: the store copies,
+        nothing is sent. In a versioned bucket the copy is a new version, and `version_id`,
+        written with that ETag, is then a duplicate: it is removed."""
         if size > self.capabilities.max_copy_size:
-            done = self._replace_by_parts(container, key, attrs, if_match, size, source)
+            done = self._replace_by_parts(container, key, attrs, if_match, size)
         else:
-            done = self._copy_onto_itself(container, key, attrs, if_match, source)
-        self._drop_copied_version(container, key, version_id, done.version_id)
+            done = self._copy_onto_itself(container, key, attrs, if_match)
+        self._drop_duplicate_version(container, key, version_id, done.version_id)
         return done
 
-    def _drop_copied_version(
-        self, container: str, key: str, copied: str | None, new: str | None
+    def _drop_duplicate_version(
+        self, container: str, key: str, duplicate: str | None, new: str | None
     ) -> None:
-        """The version a copy onto itself was made from is now a duplicate of the new one:
-        remove exactly it. One under a retention lock stays, and so does one that cannot be
-        removed now: the copy is in place, and a duplicate costs storage, not integrity."""
-        if not copied or copied == _NULL_VERSION or not new or new == copied:
+        """Remove exactly the version a copy onto itself made redundant. The copy was
+        conditioned on the current object's ETag, the one `duplicate` was written with, so
+        the new version holds its bytes (a writer in between changed the ETag and failed the
+        copy). One under a retention lock stays, and so does one that cannot be removed now:
+        the copy is in place, and a duplicate costs storage, not integrity. A store that
+        answers with a delete marker, or another version, ignored the version asked and may
+        have hidden the object: that fails the object, loudly."""
+        if not duplicate or duplicate == _NULL_VERSION or not new or new == duplicate:
             return
-        with contextlib.suppress(MigrateError):
-            self._call(
+        try:
+            r = self._call(
                 self._client.delete_object, container, key,
-                Bucket=container, Key=key, VersionId=copied,
+                Bucket=container, Key=key, VersionId=duplicate,
             )  # fmt: skip
+        except MigrateError:
+            return
+        removed = r.get("VersionId")
+        if r.get("DeleteMarker") or removed not in (None, duplicate):
+            answered = "a delete marker" if r.get("DeleteMarker") else f"version {removed}"
+            raise Permanent(
+                f"{self.site_name}: {container}/{key}: asked to remove version {duplicate}, "
+                f"the store answered with {answered}",
+                hint="check that the object is still visible; this store's versioning "
+                "does not behave as S3's",
+            )
+        if removed is None:  # the answer does not say: the object must still be there
+            self.head(container, key)
 
     def _copy_onto_itself(
-        self, container: str, key: str, attrs: WriteAttrs, if_match: str, source: dict[str, str]
+        self, container: str, key: str, attrs: WriteAttrs, if_match: str
     ) -> WriteResult:
+        source = {"Bucket": container, "Key": key}
         extra: dict[str, Any] = {}
         if self._sha256_parts():
             # Stores that recompute it give the whole object's SHA-256 back: one more proof.
@@ -1156,13 +1172,7 @@ class S3Adapter:
         )
 
     def _replace_by_parts(
-        self,
-        container: str,
-        key: str,
-        attrs: WriteAttrs,
-        if_match: str,
-        size: int,
-        source: dict[str, str],
+        self, container: str, key: str, attrs: WriteAttrs, if_match: str, size: int
     ) -> WriteResult:
         """Above the single-copy limit: a multipart upload whose parts are server-side
         copies of ranges of the object, each conditioned on its ETag; aborted on failure,
@@ -1177,7 +1187,7 @@ class S3Adapter:
                 r = self._call(
                     self._client.upload_part_copy, container, key,
                     Bucket=container, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource=source,
+                    CopySource={"Bucket": container, "Key": key},
                     CopySourceRange=f"bytes={start}-{end}", CopySourceIfMatch=f'"{if_match}"',
                 )  # fmt: skip
                 result = r.get("CopyPartResult", {})

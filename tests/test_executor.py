@@ -274,6 +274,48 @@ def test_a_versioned_destination_keeps_one_version_of_each_large_object(
     assert env.read_destination("big.bin") == data
 
 
+def test_a_writer_before_the_sha256_copy_is_not_overwritten_in_a_versioned_bucket(
+    env_for: Any,
+) -> None:
+    """Someone else writes the key between the upload's completion and the copy that writes
+    migrate-sha256: in a versioned bucket too, migrate's bytes are not put back on top of
+    theirs, no version is removed, and the object fails."""
+    env: Env = env_for("s3", "s3")
+    env.seed({"big.bin": (body(13, 11 * MiB), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    client = env.destination._client  # type: ignore[attr-defined]  # versioning is set outside
+    client.put_bucket_versioning(Bucket=env.bucket, VersioningConfiguration={"Status": "Enabled"})
+    theirs = b"written by someone else meanwhile"
+    summary = env.run(plan, destination=WriterBeforeMetadata(env.destination, theirs))
+    assert (summary.copied, summary.failed) == (0, 1)
+    assert env.read_destination("big.bin") == theirs
+    listed = client.list_object_versions(Bucket=env.bucket)
+    assert len(listed.get("Versions", [])) == 2  # migrate's upload and theirs, on top
+    assert not listed.get("DeleteMarkers")
+
+
+class WriterBeforeMetadata:
+    """Another writer puts its own bytes under the key just before migrate writes the
+    SHA-256 (once: a retry finds them already there)."""
+
+    def __init__(self, inner: StoreAdapter, data: bytes) -> None:
+        self._inner = inner
+        self._data: bytes | None = data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def replace_metadata(self, container: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        if self._data is not None:
+            data, self._data = self._data, None
+            md5 = hashlib.md5(data).hexdigest()
+            self._inner.put_object(
+                container, key, io.BytesIO(data), len(data), WriteAttrs(), {"md5": md5}
+            )
+        return self._inner.replace_metadata(container, key, *args, **kwargs)
+
+
 class Delegating:
     """Passes every call to the adapter it wraps; subclasses change one call."""
 
