@@ -34,15 +34,28 @@ PAGE_ATTEMPTS = 3
 
 
 def endpoint_pool(
-    origin: str, ca_bundle: str | None, connect_timeout: float, read_timeout: float
+    origin: str,
+    ca_bundle: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    *,
+    classes: tuple[type[urllib3.HTTPConnectionPool], type[urllib3.HTTPSConnectionPool]] = (
+        urllib3.HTTPConnectionPool,
+        urllib3.HTTPSConnectionPool,
+    ),
 ) -> urllib3.HTTPConnectionPool:
     """The connection pool of one endpoint (`scheme://host:port`); TLS verified against
-    `ca_bundle` for https. Requests go to the pool directly: no URL routing per request."""
+    `ca_bundle` for https. Requests go to the pool directly: no URL routing per request.
+    `classes`: the pool classes for http and https (botocore's, for Expect: 100-continue)."""
+    url = urllib3.util.parse_url(origin)
     kwargs: dict[str, Any] = {}
-    if origin.startswith("https:"):
+    pool_class: type[urllib3.HTTPConnectionPool] = classes[0]
+    if url.scheme == "https":
         kwargs = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_bundle}
-    return urllib3.connection_from_url(
-        origin,
+        pool_class = classes[1]
+    return pool_class(
+        url.host or "",
+        url.port,
         maxsize=POOL_CONNECTIONS,
         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
         retries=False,

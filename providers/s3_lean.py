@@ -38,7 +38,7 @@ import botocore.exceptions as bce
 import botocore.session
 import urllib3
 from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSHTTPConnectionPool, AWSHTTPSConnectionPool, AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 
@@ -47,6 +47,8 @@ from providers.lean_http import CONNECT_FAILURES, endpoint_pool, send_with_conne
 
 # Single PUTs up to this size are sent by this path (one copy into bytes, to sign and send).
 MAX_LEAN_PUT = 1024 * 1024
+# Bodies above this wait for the store's "100 Continue" (botocore's threshold too).
+EXPECT_CONTINUE_ABOVE = 1024 * 1024
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 _META = "x-amz-meta-"
 # Response header -> the key botocore's parsed response uses for it.
@@ -108,7 +110,16 @@ class LeanS3:
             # else its default bundle.
             found = botocore.session.get_session().get_config_variable("ca_bundle")
             bundle = found or get_cert_path(True)
-        self._pool = endpoint_pool(self._origin, bundle, connect_timeout, read_timeout)
+        # botocore's connection classes: they send a large body only once the store said
+        # "100 Continue", as botocore does, so an early refusal (403, 503 SlowDown) costs
+        # no upload of the part.
+        self._pool = endpoint_pool(
+            self._origin,
+            bundle,
+            connect_timeout,
+            read_timeout,
+            classes=(AWSHTTPConnectionPool, AWSHTTPSConnectionPool),
+        )
 
     def close(self) -> None:
         self._pool.close()
@@ -139,7 +150,12 @@ class LeanS3:
         if payload_sha256:
             aws.context["payload_sha256"] = payload_sha256
         self._signer.add_auth(aws)
-        signed = {k: v if isinstance(v, str) else v.decode() for k, v in aws.headers.items()}
+        signed: dict[str, Any] = {  # str values, and the one bytes value below
+            k: v if isinstance(v, str) else v.decode() for k, v in aws.headers.items()
+        }
+        if len(body) > EXPECT_CONTINUE_ABOVE:
+            # Not signed (botocore leaves Expect out); its connection class looks for bytes.
+            signed["Expect"] = b"100-continue"
         # urllib3 sends any buffer as it is (its annotation names bytes only).
         payload: Any = body or None
         guard = self._guard

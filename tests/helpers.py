@@ -74,25 +74,52 @@ class FailingListing:
 
 class FixedAnswer:
     """A tiny HTTP server on loopback answering every request with one status, headers and
-    body (a store that misbehaves, a portal, a redirect); counts the requests."""
+    body (a store that misbehaves, a portal, a redirect); counts the requests. With
+    `answer_first`, it answers as soon as it has the headers, as a store refusing a request
+    does, and counts the body bytes the client sends anyway (`body_bytes`)."""
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes = b"",
+        *,
+        answer_first: bool = False,
+    ) -> None:
         self.requests: list[tuple[str, str]] = []
+        self.body_bytes = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # so that "Expect: 100-continue" is understood
+
+            def handle_expect_100(self) -> bool:
+                if answer_first:
+                    return True  # a refusing store answers at once, without "100 Continue"
+                return super().handle_expect_100()
+
             def _answer(self) -> None:
                 fake.requests.append((self.command, self.path))
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
+                if length and not answer_first:
                     self.rfile.read(length)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 payload = b"" if self.command == "HEAD" else body
                 self.send_header("Content-Length", str(len(payload)))
+                if answer_first:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
+                if answer_first and length:
+                    self.wfile.flush()
+                    self.connection.settimeout(0.5)
+                    try:
+                        while chunk := self.connection.recv(1 << 20):
+                            fake.body_bytes += len(chunk)
+                    except OSError:  # the client stopped sending, or closed
+                        pass
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
 

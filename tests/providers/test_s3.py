@@ -4,13 +4,14 @@ even on a store that walks directories (SeaweedFS)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from migrate.errors import EndpointUnreachable, Permanent, RouteRefused
+from migrate.errors import EndpointUnreachable, Permanent, Retryable, RouteRefused
 from migrate.localservers import SeaweedFS, free_port
 from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
@@ -214,6 +215,30 @@ def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
     finally:
         adapter.close()
         server.close()
+
+
+def test_a_part_the_store_refuses_at_once_is_not_uploaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large body waits for the store's "100 Continue", as botocore's does: a store that
+    answers 503 SlowDown (or 403) on seeing the headers gets no 16 MiB upload for nothing,
+    and the answer is the store's, not a broken connection."""
+    slow_down = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+    server = FixedAnswer(503, {"Content-Type": "application/xml"}, slow_down, answer_first=True)
+    adapter = S3Adapter(_fake_site(server.port, monkeypatch))
+    data = bytes(16 * 1024 * 1024)
+    sums = {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        with pytest.raises(Retryable, match="SlowDown"):
+            adapter.upload_part("b", "k", "upload-1", 1, memoryview(data), len(data), sums)
+    finally:
+        adapter.close()
+        server.close()
+    assert [m for m, _ in server.requests] == ["PUT"]
+    assert server.body_bytes == 0
 
 
 def test_a_store_refusing_connections_for_a_moment_is_tried_again(
