@@ -149,6 +149,22 @@ def test_redirects_are_not_followed(redirecting_site: Site) -> None:
     assert len(guard.checked) == 4
 
 
+def _site_at(
+    server: FixedAnswer, monkeypatch: pytest.MonkeyPatch, *, through_proxy: bool = False
+) -> Site:
+    """An Azure site (account key) whose endpoint, and proxy if asked, is a fake store."""
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
+    fake = f"http://127.0.0.1:{server.port}"
+    return Site(
+        name="odd",
+        provider="azure",
+        account=AZURITE_ACCOUNT,
+        endpoint=f"{fake}/{AZURITE_ACCOUNT}",
+        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
+        proxy=fake if through_proxy else None,
+    )
+
+
 _NOT_A_LISTING = b"<html><body>Welcome to the storage portal</body></html>"
 _SAME_MARKER = (
     b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ContainerName="c"><Blobs>'
@@ -164,15 +180,7 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
     """A 200 page that is not a listing (a portal's HTML), or one that points to itself as
     the next page, would leave blobs out of the inventory or never end."""
     server = FixedAnswer(200, {"Content-Type": "application/xml"}, body)
-    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
-    site = Site(
-        name="odd",
-        provider="azure",
-        account=AZURITE_ACCOUNT,
-        endpoint=f"http://127.0.0.1:{server.port}/{AZURITE_ACCOUNT}",
-        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
-    )
-    adapter = AzureAdapter(site)
+    adapter = AzureAdapter(_site_at(server, monkeypatch))
     try:
         with pytest.raises(Permanent, match="listing"):
             list(adapter.list_objects("c"))
@@ -201,17 +209,7 @@ def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
     on the lean read and on the SDK's (taken by a site with a proxy: here the fake store
     is the proxy too)."""
     server = FixedAnswer(status, {"ETag": '"e"', **headers}, b"0123456789")
-    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
-    fake = f"http://127.0.0.1:{server.port}"
-    site = Site(
-        name="odd",
-        provider="azure",
-        account=AZURITE_ACCOUNT,
-        endpoint=f"{fake}/{AZURITE_ACCOUNT}",
-        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
-        proxy=fake if path == "sdk" else None,
-    )
-    adapter = AzureAdapter(site)
+    adapter = AzureAdapter(_site_at(server, monkeypatch, through_proxy=path == "sdk"))
     try:
         if right:
             stream = adapter.open_range("c", "k", 50, 60)
