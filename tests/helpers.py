@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from migrate.errors import Retryable
+import pytest
+
+from migrate.errors import Permanent, Retryable
 from providers.base import ObjectInfo, StoreAdapter, WriteAttrs
 
 
@@ -135,3 +137,24 @@ class FixedAnswer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+# A fake store's answers to a read of bytes 50-59 of a 100-byte object, whose body is
+# RANGE_BODY: (status, headers, whether that is the range asked).
+RANGE_BODY = b"0123456789"
+RANGE_ANSWERS = [
+    (206, {"Content-Range": "bytes 50-59/100"}, True),
+    (206, {"Content-Range": "bytes 0-9/100"}, False),  # another range, the same length
+    (200, {}, False),  # the whole object (from byte 0) for a range further in
+]
+
+
+def read_bytes_50_to_59(adapter: StoreAdapter, container: str, right: bool) -> None:
+    """The read gives RANGE_BODY when the answer is the range asked, fails otherwise."""
+    if right:
+        stream = adapter.open_range(container, "k", 50, 60)
+        assert stream.read(100) == RANGE_BODY
+        stream.close()
+        return
+    with pytest.raises(Permanent, match="asked for bytes 50-59"):
+        adapter.open_range(container, "k", 50, 60)

@@ -18,7 +18,7 @@ from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
-from tests.helpers import FixedAnswer
+from tests.helpers import RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
 
 pytestmark = pytest.mark.integration
 
@@ -180,18 +180,8 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
         server.close()
 
 
-_PART = b"0123456789"
-
-
 @pytest.mark.parametrize("signature", ["s3v4", "s3"])  # the lean path; botocore's
-@pytest.mark.parametrize(
-    ("status", "headers", "right"),
-    [
-        (206, {"Content-Range": "bytes 50-59/100"}, True),
-        (206, {"Content-Range": "bytes 0-9/100"}, False),  # another range, the same length
-        (200, {}, False),  # the whole object (from byte 0) for a range further in
-    ],
-)
+@pytest.mark.parametrize(("status", "headers", "right"), RANGE_ANSWERS)
 def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
     signature: str,
     status: int,
@@ -201,17 +191,11 @@ def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
 ) -> None:
     """A part's bytes are the part's: a store whose Range support is broken would otherwise
     have its object's first bytes copied in place of every part, at the right length."""
-    server = FixedAnswer(status, {"ETag": '"e"', **headers}, _PART)
+    server = FixedAnswer(status, {"ETag": '"e"', **headers}, RANGE_BODY)
     site = _fake_site(server.port, monkeypatch).model_copy(update={"signature_version": signature})
     adapter = S3Adapter(site)
     try:
-        if right:
-            stream = adapter.open_range("b", "k", 50, 60)
-            assert stream.read(100) == _PART
-            stream.close()
-        else:
-            with pytest.raises(Permanent, match="asked for bytes 50-59"):
-                adapter.open_range("b", "k", 50, 60)
+        read_bytes_50_to_59(adapter, "b", right)
     finally:
         adapter.close()
         server.close()
