@@ -128,6 +128,7 @@ from providers.azure_lean import (
     AzureAnswer,
     LeanBlobReads,
     ListedBlob,
+    can_sign,
     header_map,
     parse_blob_list,
 )
@@ -512,7 +513,7 @@ class AzureAdapter:
         )
         # Ranged reads skip the SDK's pipeline where the credentials allow (see azure_lean).
         self._lean: LeanBlobReads | None = None
-        if not site.proxy:
+        if not site.proxy and can_sign(target.account_key, target.sas):
             self._lean = LeanBlobReads(
                 target.endpoint,
                 target.account,

@@ -26,21 +26,33 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.rest import HttpRequest
-
-# The SDK's signer: the exact string-to-sign its own requests use (untyped there).
-from azure.storage.blob._shared.authentication import (
-    SharedKeyCredentialPolicy as _SdkSharedKeyPolicy,
-)
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from providers.base import RequestGuard
 from providers.lean_http import endpoint_pool, release, send_with_connect_retry
+
+# The SDK's signer: the exact string-to-sign its own requests use (untyped there). It lives
+# in a private module: should a release move it, account-key sites read through the SDK's
+# own path instead (slower, as correct) rather than failing.
+_SdkSharedKeyPolicy: Any
+try:
+    from azure.storage.blob._shared.authentication import (
+        SharedKeyCredentialPolicy as _SdkSharedKeyPolicy,
+    )
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    _SdkSharedKeyPolicy = None
+
+
+def can_sign(account_key: str | None, sas: str | None) -> bool:
+    """Whether the lean reads can authenticate for these credentials."""
+    return bool(sas) or (bool(account_key) and _SdkSharedKeyPolicy is not None)
+
 
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
@@ -137,7 +149,7 @@ class LeanBlobReads:
         self._sas = sas
         self._signer: Any = None
         if account_key and not sas:
-            self._signer = cast(Any, _SdkSharedKeyPolicy)(account, account_key)
+            self._signer = _SdkSharedKeyPolicy(account, account_key)
         self._version = api_version
         self._guard = guard
         # The bundle `requests` verifies with on the SDK path (certifi; trust_env is off).
