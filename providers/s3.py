@@ -1116,20 +1116,22 @@ class S3Adapter:
             done = self._replace_by_parts(container, key, attrs, if_match, size)
         else:
             done = self._copy_onto_itself(container, key, attrs, if_match)
-        self._drop_duplicate_version(container, key, version_id, done.version_id)
+        self._drop_duplicate_version(container, key, version_id, done)
         return done
 
     def _drop_duplicate_version(
-        self, container: str, key: str, duplicate: str | None, new: str | None
+        self, container: str, key: str, duplicate: str | None, copy: WriteResult
     ) -> None:
         """Remove exactly the version a copy onto itself made redundant. The copy was
         conditioned on the current object's ETag, the one `duplicate` was written with, so
         the new version holds its bytes (a writer in between changed the ETag and failed the
         copy). One under a retention lock stays, and so does one that cannot be removed now:
-        the copy is in place, and a duplicate costs storage, not integrity. A store that
-        answers with a delete marker, or another version, ignored the version asked and may
-        have hidden the object: that fails the object, loudly."""
-        if not duplicate or duplicate == _NULL_VERSION or not new or new == duplicate:
+        the copy is in place, and a duplicate costs storage, not integrity. Unless the store
+        answers that exactly that version went, the object must still be the copy: a store
+        that ignored the version and hid the object behind a delete marker fails it."""
+        if not duplicate or duplicate == _NULL_VERSION:
+            return
+        if not copy.version_id or copy.version_id == duplicate:
             return
         try:
             r = self._call(
@@ -1138,17 +1140,19 @@ class S3Adapter:
             )  # fmt: skip
         except MigrateError:
             return
-        removed = r.get("VersionId")
-        if r.get("DeleteMarker") or removed not in (None, duplicate):
-            answered = "a delete marker" if r.get("DeleteMarker") else f"version {removed}"
+        if r.get("VersionId") == duplicate and not r.get("DeleteMarker"):
+            return
+        try:
+            current = self.head(container, key)
+        except NotFound:
+            current = None
+        if current is None or (copy.etag is not None and current.etag != copy.etag):
             raise Permanent(
-                f"{self.site_name}: {container}/{key}: asked to remove version {duplicate}, "
-                f"the store answered with {answered}",
-                hint="check that the object is still visible; this store's versioning "
-                "does not behave as S3's",
+                f"{self.site_name}: {container}/{key}: after removing the duplicate version "
+                f"{duplicate}, the object is no longer the copy just written",
+                hint="this store's versioning does not behave as S3's: check the object, and "
+                "plan with --no-large-object-sha256 for it",
             )
-        if removed is None:  # the answer does not say: the object must still be there
-            self.head(container, key)
 
     def _copy_onto_itself(
         self, container: str, key: str, attrs: WriteAttrs, if_match: str

@@ -31,14 +31,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote_plus, urlsplit
 
 import botocore.exceptions as bce
 import botocore.session
 import urllib3
 from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSHTTPConnectionPool, AWSHTTPSConnectionPool, AWSRequest
+from botocore.awsrequest import AWSHTTPConnection, AWSHTTPSConnection, AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 
@@ -86,6 +86,37 @@ class _KnownPayloadSigner(S3SigV4Auth):
         return known if known else str(super().payload(request))
 
 
+class _ExpectHTTPConnection(AWSHTTPConnection):
+    """botocore's connection (Expect: 100-continue), never reused after an early answer.
+
+    A store that answers before the body went out (503 SlowDown, 403) may keep reading the
+    body the headers announced and take the next request on the connection for it. The
+    pool asks `is_connected` before reusing a connection; after an early answer the
+    answer is no, and the pool opens a new one."""
+
+    @property
+    def is_connected(self) -> bool:
+        early: bool = getattr(self, "_response_received", False)
+        return not early and bool(super().is_connected)
+
+
+class _ExpectHTTPSConnection(AWSHTTPSConnection):
+    """The same over TLS."""
+
+    @property
+    def is_connected(self) -> bool:
+        early: bool = getattr(self, "_response_received", False)
+        return not early and bool(super().is_connected)
+
+
+class _ExpectHTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = cast(Any, _ExpectHTTPConnection)  # a BaseHTTPConnection at run time
+
+
+class _ExpectHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = cast(Any, _ExpectHTTPSConnection)
+
+
 class LeanS3:
     """Signed GET and PUT of single objects, for one site (see the module doc)."""
 
@@ -118,7 +149,7 @@ class LeanS3:
             bundle,
             connect_timeout,
             read_timeout,
-            classes=(AWSHTTPConnectionPool, AWSHTTPSConnectionPool),
+            classes=(_ExpectHTTPConnectionPool, _ExpectHTTPSConnectionPool),
         )
 
     def close(self) -> None:
@@ -150,24 +181,24 @@ class LeanS3:
         if payload_sha256:
             aws.context["payload_sha256"] = payload_sha256
         self._signer.add_auth(aws)
-        signed: dict[str, Any] = {  # str values, and the one bytes value below
+        signed: dict[str, Any] = {  # str values (Expect, added per send, is bytes)
             k: v if isinstance(v, str) else v.decode() for k, v in aws.headers.items()
         }
-        if len(body) > EXPECT_CONTINUE_ABOVE:
-            # Not signed (botocore leaves Expect out); its connection class looks for bytes.
-            signed["Expect"] = b"100-continue"
         # urllib3 sends any buffer as it is (its annotation names bytes only).
         payload: Any = body or None
         guard = self._guard
 
-        def send() -> urllib3.BaseHTTPResponse:
+        def send(expect: bool) -> urllib3.BaseHTTPResponse:
             if guard is not None:
                 guard.check(method, url)
+            # Expect is not signed (botocore leaves it out); its connection class looks for
+            # the bytes value.
+            out = {**signed, "Expect": b"100-continue"} if expect else signed
             return self._pool.urlopen(
                 method,
                 url[len(self._origin) :],
                 body=payload,
-                headers=signed,
+                headers=out,
                 redirect=False,
                 preload_content=not stream,
                 # The stored bytes, as botocore gives them: a gzip-encoded object must not
@@ -180,12 +211,19 @@ class LeanS3:
                 sent = 0 if isinstance(exc, CONNECT_FAILURES) else len(body)
                 guard.record(method, url, sent, None)
 
+        def exchange(expect: bool) -> urllib3.BaseHTTPResponse:
+            response = send_with_connect_retry(lambda: send(expect), failed)
+            if guard is not None:
+                guard.record(method, url, len(body), response.status)
+            return response
+
+        large = len(body) > EXPECT_CONTINUE_ABOVE
         try:
-            response = send_with_connect_retry(send, failed)
+            response = exchange(large)
+            if large and response.status == 417:  # the store does not take Expect
+                response = exchange(False)
         except urllib3.exceptions.HTTPError as exc:
             raise _transport_error(exc, url) from None
-        if self._guard is not None:
-            self._guard.record(method, url, len(body), response.status)
         parsed = parse_headers(response.headers)
         if response.status >= 300:
             raise _client_error(operation, response, parsed)

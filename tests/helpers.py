@@ -76,9 +76,11 @@ class FailingListing:
 
 class FixedAnswer:
     """A tiny HTTP server on loopback answering every request with one status, headers and
-    body (a store that misbehaves, a portal, a redirect); counts the requests. With
-    `answer_first`, it answers as soon as it has the headers, as a store refusing a request
-    does, and counts the body bytes the client sends anyway (`body_bytes`)."""
+    body (a store that misbehaves, a portal, a redirect); counts the requests and the
+    connections. With `answer_first`, it answers as soon as it has the headers, as a store
+    refusing a request does, keeps the connection open as HTTP allows, and then reads the
+    body the headers announced if the client sends it (counted in `body_bytes`). With
+    `refuse_expect`, it answers 417 to a request that asks for "100 Continue"."""
 
     def __init__(
         self,
@@ -87,15 +89,27 @@ class FixedAnswer:
         body: bytes = b"",
         *,
         answer_first: bool = False,
+        refuse_expect: bool = False,
     ) -> None:
         self.requests: list[tuple[str, str]] = []
         self.body_bytes = 0
+        self.connections = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # so that "Expect: 100-continue" is understood
 
+            def setup(self) -> None:
+                super().setup()
+                fake.connections += 1
+
             def handle_expect_100(self) -> bool:
+                if refuse_expect:  # a server that does not do "Expect: 100-continue"
+                    fake.requests.append((self.command, "417"))
+                    self.send_response_only(417)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return False
                 if answer_first:
                     return True  # a refusing store answers at once, without "100 Continue"
                 return super().handle_expect_100()
@@ -110,18 +124,19 @@ class FixedAnswer:
                     self.send_header(name, value)
                 payload = b"" if self.command == "HEAD" else body
                 self.send_header("Content-Length", str(len(payload)))
-                if answer_first:
-                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
                 if answer_first and length:
                     self.wfile.flush()
                     self.connection.settimeout(0.5)
-                    try:
-                        while chunk := self.connection.recv(1 << 20):
-                            fake.body_bytes += len(chunk)
-                    except OSError:  # the client stopped sending, or closed
-                        pass
+                    got = b""
+                    try:  # the announced body, if it comes; what comes next is a request
+                        got = self.rfile.read(length)
+                    except OSError:
+                        self.close_connection = True
+                    fake.body_bytes += len(got)
+                    if len(got) < length:
+                        self.close_connection = True
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
 

@@ -206,7 +206,9 @@ def test_a_part_the_store_refuses_at_once_is_not_uploaded(
 ) -> None:
     """A large body waits for the store's "100 Continue", as botocore's does: a store that
     answers 503 SlowDown (or 403) on seeing the headers gets no 16 MiB upload for nothing,
-    and the answer is the store's, not a broken connection."""
+    and the answer is the store's, not a broken connection. That connection is not used
+    again: the store may still be waiting for the body its headers announced, and would
+    take the next request for it."""
     slow_down = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
@@ -216,13 +218,80 @@ def test_a_part_the_store_refuses_at_once_is_not_uploaded(
     data = bytes(16 * 1024 * 1024)
     sums = {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
     try:
-        with pytest.raises(Retryable, match="SlowDown"):
-            adapter.upload_part("b", "k", "upload-1", 1, memoryview(data), len(data), sums)
+        for number in (1, 2):
+            with pytest.raises(Retryable, match="SlowDown"):
+                adapter.upload_part("b", "k", "up", number, memoryview(data), len(data), sums)
     finally:
         adapter.close()
         server.close()
-    assert [m for m, _ in server.requests] == ["PUT"]
+    assert [m for m, _ in server.requests] == ["PUT", "PUT"]
     assert server.body_bytes == 0
+    assert server.connections == 2
+
+
+def test_a_store_that_does_not_do_100_continue_still_gets_the_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """417 Expectation Failed: the part is sent again at once, without the Expect header."""
+    data = bytes(2 * 1024 * 1024)
+    md5 = hashlib.md5(data).hexdigest()
+    server = FixedAnswer(200, {"ETag": f'"{md5}"'}, refuse_expect=True)
+    adapter = S3Adapter(_fake_site(server.port, monkeypatch))
+    sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        part = adapter.upload_part("b", "k", "up", 1, memoryview(data), len(data), sums)
+    finally:
+        adapter.close()
+        server.close()
+    assert part.etag == md5
+    assert [path for _, path in server.requests][:1] == ["417"]  # then the part, whole
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("removal", ["hides the object", "says delete marker wrongly"])
+def test_a_version_removal_the_store_gets_wrong_fails_only_if_the_object_is_gone(
+    removal: str, s3_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the SHA-256 copy, the duplicate version is removed by its id. A store that
+    ignores the id hides the object behind a delete marker: that must fail, not pass as
+    copied. A store that only flags its answer oddly, the object intact, must not fail."""
+    adapter = S3Adapter(s3_site)
+    bucket = unique_name("vdel")
+    adapter.create_container(bucket)
+    client = adapter._client  # the adapter's own boto3 client: versioning is set up outside
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    data = bytes(range(256)) * 4096
+    upload = adapter.create_multipart(bucket, "k", WriteAttrs())
+    sums = {"md5": hashlib.md5(data).hexdigest()}
+    part = adapter.upload_part(bucket, "k", upload, 1, memoryview(data), len(data), sums)
+    done = adapter.complete_multipart(bucket, "k", upload, [part], WriteAttrs())
+    real = client.delete_object
+
+    def ignores_the_version(**kwargs: object) -> object:
+        kwargs.pop("VersionId")
+        return real(**kwargs)
+
+    def flags_a_marker(**kwargs: object) -> object:
+        return {**real(**kwargs), "DeleteMarker": True}
+
+    odd = ignores_the_version if removal == "hides the object" else flags_a_marker
+    monkeypatch.setattr(client, "delete_object", odd)
+    new = WriteAttrs(metadata={"migrate-sha256": "0" * 64})
+    try:
+        if removal == "hides the object":
+            with pytest.raises(Permanent, match="no longer the copy"):
+                adapter.replace_metadata(
+                    bucket, "k", new, if_match=done.etag or "", size=len(data),
+                    version_id=done.version_id,
+                )  # fmt: skip
+        else:
+            result = adapter.replace_metadata(
+                bucket, "k", new, if_match=done.etag or "", size=len(data),
+                version_id=done.version_id,
+            )  # fmt: skip
+            assert adapter.head(bucket, "k").etag == result.etag
+    finally:
+        adapter.close()
 
 
 def test_a_store_refusing_connections_for_a_moment_is_tried_again(
