@@ -86,8 +86,8 @@ class _KnownPayloadSigner(S3SigV4Auth):
         return known if known else str(super().payload(request))
 
 
-class _ExpectHTTPConnection(AWSHTTPConnection):
-    """botocore's connection (Expect: 100-continue), never reused after an early answer.
+class _NotReusedAfterEarlyAnswer:
+    """For botocore's connections (Expect: 100-continue): never reused after an early answer.
 
     A store that answers before the body went out (503 SlowDown, 403) may keep reading the
     body the headers announced and take the next request on the connection for it. The
@@ -97,16 +97,17 @@ class _ExpectHTTPConnection(AWSHTTPConnection):
     @property
     def is_connected(self) -> bool:
         early: bool = getattr(self, "_response_received", False)
-        return not early and bool(super().is_connected)
+        connected: bool = super().is_connected  # type: ignore[misc]
+        return not early and connected
 
 
-class _ExpectHTTPSConnection(AWSHTTPSConnection):
-    """The same over TLS."""
+# botocore's stubs mark these bases as mutually incompatible (their own classes too).
+class _ExpectHTTPConnection(_NotReusedAfterEarlyAnswer, AWSHTTPConnection):  # type: ignore[misc]
+    pass
 
-    @property
-    def is_connected(self) -> bool:
-        early: bool = getattr(self, "_response_received", False)
-        return not early and bool(super().is_connected)
+
+class _ExpectHTTPSConnection(_NotReusedAfterEarlyAnswer, AWSHTTPSConnection):  # type: ignore[misc]
+    pass
 
 
 class _ExpectHTTPConnectionPool(urllib3.HTTPConnectionPool):

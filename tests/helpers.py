@@ -154,6 +154,9 @@ class FixedAnswer:
         self.thread.join()
 
 
+# A 200 answer to a listing request that is not a listing: a storage portal's page.
+NOT_A_LISTING = b"<html><body>Welcome to the storage portal</body></html>"
+
 # A fake store's answers to a read of bytes 50-59 of a 100-byte object, whose body is
 # RANGE_BODY: (status, headers, whether that is the range asked).
 RANGE_BODY = b"0123456789"

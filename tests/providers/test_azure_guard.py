@@ -21,7 +21,7 @@ from migrate.sites import CredentialRef, Site
 from providers.azure import AzureAdapter
 from providers.base import WriteAttrs
 from tests.conftest import unique_name
-from tests.helpers import RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
+from tests.helpers import NOT_A_LISTING, RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +165,6 @@ def _site_at(
     )
 
 
-_NOT_A_LISTING = b"<html><body>Welcome to the storage portal</body></html>"
 _SAME_MARKER = (
     b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ContainerName="c"><Blobs>'
     b"<Blob><Name>a</Name><Properties><Content-Length>1</Content-Length></Properties></Blob>"
@@ -173,7 +172,7 @@ _SAME_MARKER = (
 )
 
 
-@pytest.mark.parametrize("body", [_NOT_A_LISTING, _SAME_MARKER])
+@pytest.mark.parametrize("body", [NOT_A_LISTING, _SAME_MARKER])
 def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
     body: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
-from tests.helpers import RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
+from tests.helpers import NOT_A_LISTING, RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,6 @@ def test_guard_sees_every_request(s3_site: Site) -> None:
     assert all(url.startswith(s3_site.endpoint or "?") for _, url in guard.checked)
 
 
-_NOT_A_LISTING = b"<html><body>Welcome to the storage portal</body></html>"
 _TRUNCATED_NO_TOKEN = (
     b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
     b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><IsTruncated>true'
@@ -164,7 +163,7 @@ _TRUNCATED_NO_TOKEN = (
 )
 
 
-@pytest.mark.parametrize("body", [_NOT_A_LISTING, _TRUNCATED_NO_TOKEN])
+@pytest.mark.parametrize("body", [NOT_A_LISTING, _TRUNCATED_NO_TOKEN])
 def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
     body: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
