@@ -31,7 +31,6 @@ from migrate.policy import POLICIES
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
 from migrate.summary import Subscriber, finished_already
-from providers.catalog import Catalog, load_catalog, set_active_catalog
 
 # What only some commands need is imported in them: a command's start-up time is the
 # import of what it uses (a finished phase run again is answered in a fraction of a second).
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from migrate.inventory import Progress as ListingProgress
+    from providers.catalog import Catalog
 
 
 def _version() -> str:
@@ -98,9 +98,15 @@ PolicyOpt = Annotated[
 def _load(sites: Path | None) -> tuple[SitesConfig, Catalog]:
     """The sites file and the catalog with the user's own files merged in."""
     config = load_sites(sites)
+    return config, _catalog_of(config)
+
+
+def _catalog_of(config: SitesConfig) -> Catalog:
+    from providers.catalog import load_catalog, set_active_catalog
+
     catalog = load_catalog(config.catalog)
     set_active_catalog(catalog)
-    return config, catalog
+    return catalog
 
 
 def _out(json_mode: bool, value: object) -> None:
@@ -306,7 +312,7 @@ def plan_approve(
     """
     from migrate.planner import approve_plan
 
-    config, _ = _load(sites)
+    config = load_sites(sites)
     who = by or getpass.getuser()
     with Ledger(config.state_dir) as ledger:
         digest = approve_plan(plan_file, ledger, who)
@@ -357,6 +363,8 @@ def _catalog_and_policy(sites: Path | None, policy: str | None) -> tuple[Catalog
     except MigrateError:
         if sites is not None:
             raise
+        from providers.catalog import load_catalog
+
         return load_catalog(), policy or "eu-sovereign"
 
 
@@ -489,10 +497,11 @@ def run(
     Example: migrate run plans/hdh.yaml --phase pilot
     """
 
-    config, catalog = _load(sites)
+    config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
-    with open_session(plan, config, catalog) as session:
+    # The catalog is loaded with the first adapter: not at all for a finished phase.
+    with open_session(plan, config, lambda: _catalog_of(config)) as session:
         check_approved(session.plan, session.ledger)
         if dry_run:
             from migrate.dryrun import dry_run as do_dry_run
@@ -580,7 +589,7 @@ def status(
 
     Example: migrate status plans/hdh.yaml --routes
     """
-    config, _ = _load(sites)
+    config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
     with Ledger(config.state_dir) as ledger:
         counts = ledger.phase_counts(loaded.name)
@@ -641,8 +650,8 @@ def verify(
     """
     from migrate.verify import verify as do_verify
 
-    config, catalog = _load(sites)
-    with open_session(plan, config, catalog) as session:
+    config = load_sites(sites)
+    with open_session(plan, config, lambda: _catalog_of(config)) as session:
         result = do_verify(
             session.plan,
             session.ledger,

@@ -18,21 +18,18 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from migrate.errors import ConfigError
 from migrate.sites import Site
-from providers.catalog import (
-    Catalog,
-    Certification,
-    Fact,
-    Provider,
-    Region,
-    country_name,
-    in_eu_eea,
-)
+from providers.countries import country_name, in_eu_eea
+
+# The catalog's types only: its facts come with each call, so naming the policies (the
+# CLI's --help) does not load the catalog.
+if TYPE_CHECKING:
+    from providers.catalog import Catalog, Certification, Fact, Provider, Region
 
 __all__ = [
     "POLICIES",

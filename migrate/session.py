@@ -4,7 +4,7 @@ contacted hosts is saved in the ledger when the session ends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
@@ -22,15 +22,28 @@ if TYPE_CHECKING:
 
 
 class Session:
-    """The adapters are built when first used: a command that finds nothing to do (a
-    finished phase run again) contacts no store and loads no SDK."""
+    """The adapters, and the guard they share, are built when first used: a command that
+    finds nothing to do (a finished phase run again) contacts no store and loads neither an
+    SDK nor the catalog."""
 
-    def __init__(self, plan: Plan, config: SitesConfig, ledger: Ledger, guard: RoutingGuard):
+    def __init__(
+        self, plan: Plan, config: SitesConfig, ledger: Ledger, catalog: Callable[[], Catalog]
+    ):
         self.plan = plan
         self.config = config
         self.ledger = ledger
-        self.guard = guard
+        self._catalog = catalog
+        self._guard: RoutingGuard | None = None
         self._built: dict[str, StoreAdapter] = {}
+
+    @property
+    def guard(self) -> RoutingGuard:
+        if self._guard is None:
+            self._guard = guard_for(self.plan, self.config, self._catalog())
+        return self._guard
+
+    def routes_used(self) -> list[RouteUse]:
+        return [RouteUse(*use) for use in self._guard.drain()] if self._guard else []
 
     def _adapter(self, name: str) -> StoreAdapter:
         if name not in self._built:
@@ -80,16 +93,20 @@ def _site(config: SitesConfig, name: str) -> Site:
 
 @contextmanager
 def open_session(
-    plan_path: Path, config: SitesConfig, catalog: Catalog, *, check_digest: bool = True
+    plan_path: Path,
+    config: SitesConfig,
+    catalog: Callable[[], Catalog],
+    *,
+    check_digest: bool = True,
 ) -> Iterator[Session]:
+    """`catalog` is called only when an adapter is first needed."""
     plan = load_plan(plan_path, check_digest=check_digest)
-    guard = guard_for(plan, config, catalog)
     with Ledger(config.state_dir) as ledger:
         # Both sites must exist in the sites file, whether or not the command uses them.
         _site(config, plan.source), _site(config, plan.destination)
-        session = Session(plan, config, ledger, guard)
+        session = Session(plan, config, ledger, catalog)
         try:
             yield session
         finally:
-            ledger.record_routes(plan.name, [RouteUse(*use) for use in guard.drain()])
+            ledger.record_routes(plan.name, session.routes_used())
             session.close()

@@ -257,7 +257,11 @@ def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
     def no_store(*args: object, **kwargs: object) -> None:
         raise AssertionError("a store was contacted")
 
+    def no_catalog(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the catalog was loaded")
+
     monkeypatch.setattr("providers.factory.build_adapter", no_store)
+    monkeypatch.setattr("providers.catalog._builtin_raw", no_catalog)  # what every load reads
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0, err
     summary = json.loads(out)
