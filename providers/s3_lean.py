@@ -14,7 +14,8 @@ same page in ~7 ms, which is most of an inventory's CPU.
 Everything else (listings, creating and completing uploads, other calls) stays on botocore.
 
 The same guarantees as the botocore path:
-- signed by botocore's own SigV4 signer, with the site's credentials;
+- signed with SigV4 and the site's credentials, exactly as botocore's S3 signer signs them
+  (providers/sigv4.py, checked against it);
 - sent by urllib3 with TLS verified against botocore's CA bundle, no redirect followed, no
   retry (the executor's retry layer decides), no proxy (sites with a proxy do not use this
   path), the same timeouts;
@@ -37,13 +38,13 @@ from urllib.parse import quote, unquote_plus, urlsplit
 import botocore.exceptions as bce
 import botocore.session
 import urllib3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSHTTPConnection, AWSHTTPSConnection, AWSRequest
+from botocore.awsrequest import AWSHTTPConnection, AWSHTTPSConnection
 from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 
 from providers.base import RequestGuard
 from providers.lean_http import CONNECT_FAILURES, endpoint_pool, send_with_connect_retry
+from providers.sigv4 import S3Signer
 
 # Single PUTs up to this size are sent by this path (one copy into bytes, to sign and send).
 MAX_LEAN_PUT = 1024 * 1024
@@ -75,15 +76,6 @@ def plain_header_value(value: str) -> bool:
     """Values this path sends as they are: printable ASCII. Others take botocore's path,
     which has its own rules for them."""
     return value.isascii() and value.isprintable()
-
-
-class _KnownPayloadSigner(S3SigV4Auth):
-    """botocore's S3 SigV4 signer, given the body's SHA-256 when the caller already holds
-    it: signing with the true hash is always valid, and the body is not read again."""
-
-    def payload(self, request: AWSRequest) -> str:
-        known: str | None = request.context.get("payload_sha256")
-        return known if known else str(super().payload(request))
 
 
 class _NotReusedAfterEarlyAnswer:
@@ -134,7 +126,7 @@ class LeanS3:
         parts = urlsplit(endpoint)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base = f"{self._origin}{parts.path.rstrip('/')}"
-        self._signer = _KnownPayloadSigner(credentials, "s3", region)
+        self._signer = S3Signer(credentials, region)
         self._guard = guard
         bundle = None
         if parts.scheme == "https":
@@ -178,13 +170,9 @@ class LeanS3:
         error answer, botocore's transport exceptions for a failed exchange.
         `payload_sha256` is the body's SHA-256 (hex) when the caller has it; a memoryview
         body is sent as it is, without a copy."""
-        aws = AWSRequest(method, url, data=body, headers=dict(headers))
-        if payload_sha256:
-            aws.context["payload_sha256"] = payload_sha256
-        self._signer.add_auth(aws)
-        signed: dict[str, Any] = {  # str values (Expect, added per send, is bytes)
-            k: v if isinstance(v, str) else v.decode() for k, v in aws.headers.items()
-        }
+        signed: dict[str, Any] = self._signer.sign(  # Any: Expect, added per send, is bytes
+            method, url, headers, body, payload_sha256=payload_sha256
+        )
         # urllib3 sends any buffer as it is (its annotation names bytes only).
         payload: Any = body or None
         guard = self._guard
