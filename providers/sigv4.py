@@ -75,20 +75,26 @@ class S3Signer:
     ) -> dict[str, str]:
         """The headers to send: the caller's, with X-Amz-Date, X-Amz-Content-SHA256,
         X-Amz-Security-Token (with a session token) and Authorization. `payload_sha256` is
-        the body's SHA-256 (hex) when the caller has it; `amz_date` is for tests."""
+        the body's SHA-256 (hex) when the caller has it; `amz_date` is for tests.
+        The caller gives no `Date` and none of the headers the signer sets (botocore
+        would handle those differently; the lean path never sends them)."""
         creds = self._credentials.get_frozen_credentials()
         stamp = amz_date or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        if payload_sha256 is None:
+        if not payload_sha256:
             payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         out = {k: v for k, v in headers.items() if k.lower() not in _OWN}
         out["X-Amz-Date"] = stamp
         if creds.token:
             out["X-Amz-Security-Token"] = creds.token
         out["X-Amz-Content-SHA256"] = payload_sha256
-        signed = {k.lower(): " ".join(v.split()) for k, v in out.items()}
+        # Names that differ only in case go out as separate lines, which the store reads
+        # as one header of comma-joined values: that is what is signed.
+        signed: dict[str, list[str]] = {}
+        for name, value in out.items():
+            signed.setdefault(name.lower(), []).append(" ".join(value.split()))
         for name in _UNSIGNED.intersection(signed):
             del signed[name]
-        signed.setdefault("host", host_header(url))
+        signed.setdefault("host", [host_header(url)])
         names = sorted(signed)
         parts = urlsplit(url)
         query = "&".join(
@@ -99,7 +105,7 @@ class S3Signer:
                 method.upper(),
                 parts.path,  # S3: the path as encoded, not normalised
                 query,
-                "".join(f"{n}:{signed[n]}\n" for n in names),
+                "".join(f"{n}:{','.join(signed[n])}\n" for n in names),
                 ";".join(names),
                 payload_sha256,
             )

@@ -261,7 +261,10 @@ def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
         raise AssertionError("the catalog was loaded")
 
     monkeypatch.setattr("providers.factory.build_adapter", no_store)
-    monkeypatch.setattr("providers.catalog._builtin_raw", no_catalog)  # what every load reads
+    # Every way to the catalog: a load, the cached built-in one, the one made active earlier.
+    monkeypatch.setattr("providers.catalog._builtin_raw", no_catalog)
+    monkeypatch.setattr("providers.catalog.builtin_catalog", no_catalog)
+    monkeypatch.setattr("providers.catalog._active", [])
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0, err
     summary = json.loads(out)

@@ -6,7 +6,8 @@ and IPv6 hosts, a change of day.)"""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
@@ -51,17 +52,20 @@ CASES = [
     ("PUT", "https://S3.Example.ORG:9443/bucket/key", {"Content-Type": "a/b"}, BODY),
     ("GET", "http://[::1]:9000/bucket/key", {}, b""),
     ("GET", "http://localhost:80/bucket/key", {}, b""),
+    # Metadata names from a case-sensitive source: two lines, one signed header.
+    ("PUT", "http://127.0.0.1:8333/bucket/k", {"x-amz-meta-A": "1", "x-amz-meta-a": " 2"}, BODY),
+    ("PUT", "http://127.0.0.1:8333/bucket/k", {"Content-Type": "a/b"}, memoryview(BODY)),
 ]
 
 
 def _botocore(
     credentials: Credentials, region: str, method: str, url: str, headers: dict[str, str],
-    body: bytes, when: datetime, monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, str]:  # fmt: skip
+    body: bytes | memoryview, when: datetime, monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[str, str]]:  # fmt: skip
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
-    request = AWSRequest(method, url, data=body, headers=dict(headers))
+    request = AWSRequest(method, url, data=bytes(body), headers=dict(headers))
     S3SigV4Auth(credentials, "s3", region).add_auth(request)
-    return {k.lower(): v for k, v in request.headers.items()}
+    return list(request.headers.items())  # every line, as sent
 
 
 @pytest.mark.parametrize("token", [None, "session/token+=="])
@@ -76,7 +80,23 @@ def test_the_lean_signer_signs_every_kind_of_lean_request_as_botocore_does(
             want = _botocore(credentials, "fr-par", method, url, headers, body, when, monkeypatch)
             for known in (None, hashlib.sha256(body).hexdigest()):
                 got = signer.sign(method, url, headers, body, payload_sha256=known, amz_date=stamp)
-                assert {k.lower(): v for k, v in got.items()} == want, (method, url, known)
+                assert list(got.items()) == want, (method, url, known)
+
+
+def test_requests_are_dated_in_utc_whatever_the_local_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        got = S3Signer(Credentials("AKID", "secret"), "fr-par").sign(
+            "GET", "http://127.0.0.1:8333/bucket/key", {}
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    sent = datetime.strptime(got["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - sent).total_seconds()) < 60
 
 
 def test_a_wrong_payload_hash_gives_another_signature() -> None:
