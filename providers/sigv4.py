@@ -7,9 +7,9 @@ Why not botocore's signer: it works on botocore's request and header objects (an
 two requests each, that was about a tenth of the client's CPU. This is the same algorithm
 (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html)
 for the requests that path makes: path-style S3 URLs whose path and query are already
-encoded, headers given once each. tests/providers/test_sigv4.py checks that both signers
-give the same headers for a table of such requests, and every lean request in the suite
-goes to a SeaweedFS that checks signatures.
+encoded. tests/providers/test_sigv4.py checks that both signers give the same header lines
+for a table of such requests, and every lean request in the suite goes to a SeaweedFS that
+checks signatures.
 """
 
 from __future__ import annotations
