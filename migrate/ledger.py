@@ -160,6 +160,15 @@ _MIGRATIONS: list[tuple[str, str]] = [
             ON transfers (plan, state, dataset, destination_bucket, destination_key);
         """,
     ),
+    (
+        # Counting a phase (status, a finished phase run again) reads the index alone:
+        # without `size` in it, SUM(size) read every row of the table (~1.5 s a million).
+        "phase counts from the index",
+        """
+        DROP INDEX transfers_phase_state;
+        CREATE INDEX transfers_phase_state ON transfers (plan, phase, state, size);
+        """,
+    ),
 ]
 
 

@@ -230,9 +230,10 @@ def test_sites_check_gives_each_site_its_verdict(
     assert verdicts["rehearsal"]["status"] == "PASS"
 
 
-def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _finished_local_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, list[str]]:
+    """A plan whose bulk phase copied 30 local files: the plan, and --sites."""
     (tmp_path / "src" / "data").mkdir(parents=True)
     (tmp_path / "dst").mkdir()
     for n in range(30):
@@ -253,6 +254,13 @@ def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
     ):
         code, _, err = run([*args, *where], capsys)
         assert code == 0, err
+    return plan, where
+
+
+def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = _finished_local_copy(tmp_path, capsys)
 
     def no_store(*args: object, **kwargs: object) -> None:
         raise AssertionError("a store was contacted")
@@ -269,3 +277,34 @@ def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
     assert code == 0, err
     summary = json.loads(out)
     assert summary["copied"] == 0 and summary["already_done"] == summary["objects"] > 0
+
+
+def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    import migrate.ledger
+
+    latest = migrate.ledger._MIGRATIONS
+    monkeypatch.setattr(migrate.ledger, "_MIGRATIONS", latest[:2])  # the schema of 2026-11
+    plan, where = _finished_local_copy(tmp_path, capsys)
+    code, before, _ = run(["status", plan, "--json", *where], capsys)
+    assert code == 0
+    monkeypatch.setattr(migrate.ledger, "_MIGRATIONS", latest)
+
+    code, after, err = run(["status", plan, "--json", *where], capsys)
+    assert code == 0, err
+    assert json.loads(after) == json.loads(before)  # everything recorded is still there
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["copied"] == 0 and summary["already_done"] == summary["objects"] > 0
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        versions = [v for (v,) in db.execute("SELECT version FROM schema_migrations")]
+        counting = db.execute(
+            "EXPLAIN QUERY PLAN SELECT phase, state, COUNT(*), SUM(size) FROM transfers "
+            "WHERE plan=? GROUP BY phase, state", ("plan",)
+        ).fetchall()  # fmt: skip
+    assert versions == list(range(1, len(latest) + 1))
+    assert "COVERING INDEX" in str(counting)  # a phase is counted without reading its rows
