@@ -117,14 +117,7 @@ def redirecting_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Redirector)
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
-    monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
-    yield Site(
-        name="redirecting",
-        provider="azure",
-        account=AZURITE_ACCOUNT,
-        endpoint=f"http://127.0.0.1:{server.server_port}/{AZURITE_ACCOUNT}",
-        credentials=CredentialRef(account_key_env="MIGRATE_TEST_AZURE_KEY"),
-    )
+    yield _site_at(server.server_port, monkeypatch)
     server.shutdown()
     server.server_close()
     thread.join()
@@ -149,14 +142,12 @@ def test_redirects_are_not_followed(redirecting_site: Site) -> None:
     assert len(guard.checked) == 4
 
 
-def _site_at(
-    server: FixedAnswer, monkeypatch: pytest.MonkeyPatch, *, through_proxy: bool = False
-) -> Site:
+def _site_at(port: int, monkeypatch: pytest.MonkeyPatch, *, through_proxy: bool = False) -> Site:
     """An Azure site (account key) whose endpoint, and proxy if asked, is a fake store."""
     monkeypatch.setenv("MIGRATE_TEST_AZURE_KEY", AZURITE_KEY)
-    fake = f"http://127.0.0.1:{server.port}"
+    fake = f"http://127.0.0.1:{port}"
     return Site(
-        name="odd",
+        name="fake",
         provider="azure",
         account=AZURITE_ACCOUNT,
         endpoint=f"{fake}/{AZURITE_ACCOUNT}",
@@ -179,7 +170,7 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
     """A 200 page that is not a listing (a portal's HTML), or one that points to itself as
     the next page, would leave blobs out of the inventory or never end."""
     server = FixedAnswer(200, {"Content-Type": "application/xml"}, body)
-    adapter = AzureAdapter(_site_at(server, monkeypatch))
+    adapter = AzureAdapter(_site_at(server.port, monkeypatch))
     try:
         with pytest.raises(Permanent, match="listing"):
             list(adapter.list_objects("c"))
@@ -201,7 +192,7 @@ def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
     on the lean read and on the SDK's (taken by a site with a proxy: here the fake store
     is the proxy too)."""
     server = FixedAnswer(status, {"ETag": '"e"', **headers}, RANGE_BODY)
-    adapter = AzureAdapter(_site_at(server, monkeypatch, through_proxy=path == "sdk"))
+    adapter = AzureAdapter(_site_at(server.port, monkeypatch, through_proxy=path == "sdk"))
     try:
         read_bytes_50_to_59(adapter, "c", right)
     finally:
