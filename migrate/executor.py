@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -358,16 +358,8 @@ def run_phase(
             with suppress(MigrateError):  # else the orphan sweep of the next run aborts it
                 destination.abort_multipart(item.destination_bucket, item.destination_key, upload)
 
-    with part_senders, part_readers, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-        running: set[Future[None]] = set()
-        for row in _rows(ledger, plan.name, phase_name):
-            if len(running) >= config.concurrency * 2:
-                finished, running = _wait_some(running)
-                for f in finished:
-                    f.result()
-            running.add(pool.submit(work, row))
-        for f in running:
-            f.result()
+    with part_senders, part_readers:
+        _each_on_workers(_rows(ledger, plan.name, phase_name), work, config.concurrency)
 
     summary.failures = ledger.failures(plan.name, phase_name)
     summary.throttled = source_limit.throttled + destination_limit.throttled
@@ -378,6 +370,39 @@ def run_phase(
     return summary
 
 
-def _wait_some(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:
-    done, pending = wait(running, return_when=FIRST_COMPLETED)
-    return set(done), set(pending)
+def _each_on_workers(
+    rows: Iterator[TransferRow], work: Callable[[TransferRow], None], n: int
+) -> None:
+    """`work(row)` for every row, on `n` threads that each take the next row when done
+    with theirs. A small object is a few milliseconds of work: handing each one to a
+    pool and waiting for its future woke the main thread, and took its own locks, for
+    every object (about a sixth of the CPU of a small-object copy). The first error
+    stops the others from taking new rows, and is raised once all have stopped; so is an
+    interrupt of the main thread (the objects under way finish first)."""
+    take = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while not errors:
+                with take:
+                    row = next(rows, None)  # the ledger read, too, may fail
+                if row is None:
+                    return
+                work(row)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, name=f"migrate-copy-{i}") for i in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException as exc:  # the main thread interrupted (KeyboardInterrupt)
+        errors.append(exc)
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]

@@ -499,6 +499,44 @@ def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any) -> 
     assert env.read_destination("one.bin") == body(9, 4000)
 
 
+def test_a_failure_outside_any_object_stops_the_phase_and_is_raised(
+    env_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state cannot be read mid-phase (a disk error, say): the run fails with that
+    error, the phase is not finished, and the same command then completes it."""
+    import sqlite3
+
+    import migrate.executor
+
+    env: Env = env_for("s3", "s3")
+    estate = {f"k{i}.txt": (body(i, 100), "text/plain", {}, False) for i in range(9)}
+    env.seed(estate)
+    plan = env.plan()
+    monkeypatch.setattr(migrate.executor, "BATCH", 2)  # the rows are read 2 at a time
+    calls = 0
+    read_rows = Ledger.transfers_to_do
+
+    def failing_second_read(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # after 4 rows were handed out
+            raise sqlite3.OperationalError("disk I/O error")
+        return read_rows(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "transfers_to_do", failing_second_read)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        env.run(plan)
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state("t", "bulk-1").finished_at is None
+        done = {c.state: c.objects for c in ledger.phase_counts("t", "bulk-1")}.get("done", 0)
+    assert done <= 4
+
+    monkeypatch.setattr(Ledger, "transfers_to_do", read_rows)
+    summary = env.run(plan)
+    assert summary.copied == 9 - done and summary.failed == 0
+    assert sorted(o.key for o in env.destination.list_objects(env.bucket)) == sorted(estate)
+
+
 class IgnoresRange(Delegating):
     """A source that answers every ranged read with the whole object."""
 
