@@ -394,15 +394,16 @@ def _each_on_workers(
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, name=f"migrate-copy-{i}") for i in range(n)]
-    for t in threads:
-        t.start()
     try:
+        for t in threads:
+            t.start()
         for t in threads:
             t.join()
     except BaseException as exc:  # the main thread interrupted (KeyboardInterrupt)
         errors.append(exc)
         for t in threads:
-            t.join()
+            if t.ident is not None:  # started
+                t.join()
         raise
     if errors:
         raise errors[0]
