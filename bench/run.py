@@ -827,15 +827,15 @@ def _budget(
     is a wall time (rclone's, divided by the ratio). For a copy, the servers' CPU for the
     same data is about the same whoever sends it (compare the two tools' server CPU; the
     lower of the two is taken), so at best the client has the machine's cores for that
-    long, less what the servers need. For
-    the re-run, the start-up row is what no re-run can go below."""
+    long, less what the servers need. For the re-run, the start-up row is what no re-run
+    can go below."""
     wall = base.wall / min_ratio
-    servers = min(mig.server_cpu, base.server_cpu)  # the servers' need, not their idling
     if startup is not None:
         return (
             f"; the target allows {wall:.2f} s, and starting the interpreter and importing "
             f"the CLI alone takes {startup.wall:.2f} s (migrate's re-run: {mig.wall:.2f} s)"
         )
+    servers = min(mig.server_cpu, base.server_cpu)  # the servers' need, not their idling
     client = cores * wall - servers
     return (
         f"; the target's {wall:.1f} s on {cores} cores leaves the client at most "
