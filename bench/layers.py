@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 
 import migrate.transfer as transfer  # noqa: E402
 from bench.migrate_copy import PHASE, one_phase_plan  # noqa: E402
+from bench.run import seaweedfs_site  # noqa: E402
 from migrate.executor import TransferConfig, run_phase  # noqa: E402
 from migrate.inventory import run_inventory  # noqa: E402
 from migrate.ledger import Ledger  # noqa: E402
@@ -71,14 +72,7 @@ def per_object(n: int, fn: Callable[[int], None]) -> float:
 
 
 def sites_toml(endpoint: str) -> str:
-    site = f"""provider = "self-hosted"
-software = "seaweedfs"
-endpoint = "{endpoint}"
-region = "local"
-addressing = "path"
-country = "FR"
-credentials = {{ access_key_env = "{KEY_ENV}", secret_key_env = "{SECRET_ENV}" }}
-"""
+    site = seaweedfs_site(endpoint, KEY_ENV, SECRET_ENV)
     return (
         'state_dir = "state"\npolicy = "eu-residency"\nrunner = { location = "FR" }\n'
         f'[sites.src]\n{site}buckets = ["layers-src"]\n[sites.dst]\n{site}'
@@ -114,35 +108,39 @@ def measure(n: int) -> list[tuple[str, float]]:
             path = f"/{bucket}/{quote(key, safe='/~')}"
             return f"{sw.endpoint}{path}", path
 
-        def raw_get(i: int) -> None:
+        def get_request(i: int) -> tuple[str, dict[str, Any]]:
             full, path = url("layers-src", f"d/k{i:05d}")
-            conn.request("GET", path, headers=signer.sign("GET", full, {"Range": "bytes=0-"}))
+            return path, signer.sign("GET", full, {"Range": "bytes=0-"})
+
+        def put_request(key: str) -> tuple[str, dict[str, Any]]:
+            full, path = url("layers-raw", key)
+            headers = {"Content-MD5": md5_b64, "Content-Length": str(SIZE)}
+            return path, signer.sign("PUT", full, headers, body, payload_sha256=sums["sha256"])
+
+        def raw_get(i: int) -> None:
+            path, headers = get_request(i)
+            conn.request("GET", path, headers=headers)
             r = conn.getresponse()
             r.read()
             assert r.status == 206, r.status
 
         def raw_put(i: int) -> None:
-            full, path = url("layers-raw", f"h{i:05d}")
-            headers = {"Content-MD5": md5_b64, "Content-Length": str(SIZE)}
-            signed = signer.sign("PUT", full, headers, body, payload_sha256=sums["sha256"])
-            conn.request("PUT", path, body=body, headers=signed)
+            path, headers = put_request(f"h{i:05d}")
+            conn.request("PUT", path, body=body, headers=headers)
             r = conn.getresponse()
             r.read()
             assert r.status == 200, r.status
 
         def u3_get(i: int) -> None:
-            full, path = url("layers-src", f"d/k{i:05d}")
-            headers = signer.sign("GET", full, {"Range": "bytes=0-"})
+            path, headers = get_request(i)
             r = pool.urlopen("GET", path, headers=headers, preload_content=False, redirect=False)
             r.read()
             r.release_conn()
             assert r.status == 206, r.status
 
         def u3_put(i: int) -> None:
-            full, path = url("layers-raw", f"u{i:05d}")
-            headers = {"Content-MD5": md5_b64, "Content-Length": str(SIZE)}
-            signed = signer.sign("PUT", full, headers, body, payload_sha256=sums["sha256"])
-            r = pool.urlopen("PUT", path, body=body, headers=signed, redirect=False)
+            path, headers = put_request(f"u{i:05d}")
+            r = pool.urlopen("PUT", path, body=body, headers=headers, redirect=False)
             assert r.status == 200, r.status
 
         def adapter_get(i: int) -> None:

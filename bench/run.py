@@ -275,14 +275,7 @@ class Bench:
         folder.mkdir(parents=True)
         s3_list = ", ".join(f'"{b}"' for b in s3_buckets)
         az_list = ", ".join(f'"{c}"' for c in az_containers)
-        s3_common = f"""provider = "self-hosted"
-software = "seaweedfs"
-endpoint = "{self.sw.endpoint}"
-region = "local"
-addressing = "path"
-country = "FR"
-credentials = {{ access_key_env = "{S3_KEY}", secret_key_env = "{S3_SECRET}" }}
-"""
+        s3_common = seaweedfs_site(self.sw.endpoint, S3_KEY, S3_SECRET)
         path = folder / "sites.toml"
         path.write_text(
             f"""# Written by bench/run.py; credentials by environment variable only.
@@ -571,6 +564,19 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
                     f"s5-rclone-size-r{rnd}",
                 )
                 self.add(5, "rclone-size", rnd, count, 0, m, True, "rclone size")
+
+
+def seaweedfs_site(endpoint: str, key_env: str, secret_env: str) -> str:
+    """The body of a SeaweedFS site's table in a sites file; credentials by environment
+    variable only."""
+    return f"""provider = "self-hosted"
+software = "seaweedfs"
+endpoint = "{endpoint}"
+region = "local"
+addressing = "path"
+country = "FR"
+credentials = {{ access_key_env = "{key_env}", secret_key_env = "{secret_env}" }}
+"""
 
 
 def _steps(info: dict[str, Any]) -> str:
