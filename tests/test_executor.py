@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import migrate.executor
 from migrate.errors import Permanent
 from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import run_inventory
@@ -504,10 +506,6 @@ def test_a_failure_outside_any_object_stops_the_phase_and_is_raised(
 ) -> None:
     """The state cannot be read mid-phase (a disk error, say): the run fails with that
     error, the phase is not finished, and the same command then completes it."""
-    import sqlite3
-
-    import migrate.executor
-
     env: Env = env_for("s3", "s3")
     estate = {f"k{i}.txt": (body(i, 100), "text/plain", {}, False) for i in range(9)}
     env.seed(estate)
@@ -516,14 +514,14 @@ def test_a_failure_outside_any_object_stops_the_phase_and_is_raised(
     calls = 0
     read_rows = Ledger.transfers_to_do
 
-    def failing_second_read(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+    def failing_third_read(self: Ledger, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 3:  # after 4 rows were handed out
             raise sqlite3.OperationalError("disk I/O error")
         return read_rows(self, *args, **kwargs)
 
-    monkeypatch.setattr(Ledger, "transfers_to_do", failing_second_read)
+    monkeypatch.setattr(Ledger, "transfers_to_do", failing_third_read)
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         env.run(plan)
     with Ledger(env.state) as ledger:
