@@ -24,6 +24,7 @@ What the rows are:
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import http.client
 import os
@@ -102,7 +103,7 @@ def measure(n: int) -> list[tuple[str, float]]:
         signer = S3Signer(Credentials(sw.access_key, sw.secret_key), "local")
         pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=2, retries=False)
         conn = http.client.HTTPConnection(host, int(port))
-        md5_b64 = transfer._b64(sums["md5"])
+        md5_b64 = base64.b64encode(hashlib.md5(body).digest()).decode()
 
         def url(bucket: str, key: str) -> tuple[str, str]:
             path = f"/{bucket}/{quote(key, safe='/~')}"
