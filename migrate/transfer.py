@@ -1,9 +1,16 @@
 """Copy one object from a source store to a destination store, streaming, with proof.
 
 Bytes flow part by part: each part (at most `part_size` bytes) is read from the source
-with a condition on the ETag seen at listing, hashed, and sent with its Content-MD5 (and
-SHA-256 where the destination verifies it), so the destination refuses corrupted bytes.
-Memory per object is one part; a retry re-sends the same part buffer.
+with a condition on the ETag seen at listing, hashed, and sent with a checksum the
+destination verifies, so it refuses corrupted bytes: the part's SHA-256 where the store
+verifies SHA-256, else its Content-MD5. Memory per object is one part; a retry re-sends the
+same part buffer.
+
+A part's MD5 (what the ledger records per part, and what the multipart ETag is made of) is
+then the store's part ETag: the store computed it on the bytes whose SHA-256 it verified,
+so computing it here too would be a third pass over every byte for no added proof. Where
+the store's part ETag is not an MD5 (SSE-KMS and the like), or the store verifies only
+MD5, it is computed here.
 
 Proofs recorded with each finished object:
 - destination: every request carried a checksum the server verified, and the ETag it
@@ -329,12 +336,12 @@ class _PartsInFlight:
 
     def __init__(self, copy: ObjectCopy) -> None:
         self._copy = copy
-        self._futures: dict[int, Future[PartResult]] = {}
-        self._done: dict[int, PartResult] = {}
+        self._futures: dict[int, Future[tuple[PartResult, str]]] = {}
+        self._done: dict[int, tuple[PartResult, str]] = {}
         self.sent = 0
 
     def send(
-        self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str
+        self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str | None
     ) -> None:
         if self._copy.uploads is None:
             self._done[number] = self._copy.send_part(item, upload_id, number, data, md5)
@@ -351,7 +358,8 @@ class _PartsInFlight:
                 self.drain()
                 future.result()
 
-    def wait(self) -> dict[int, PartResult]:
+    def wait(self) -> dict[int, tuple[PartResult, str]]:
+        """Each part sent: the store's answer and the part's MD5."""
         for number, future in sorted(self._futures.items()):
             self._done[number] = future.result()
         return self._done
@@ -423,9 +431,12 @@ class ObjectCopy:
             return self._single(item, reader)
         return self._multipart(item, reader, part_size)
 
-    def _checksums_for(self, data: memoryview, md5: str) -> dict[str, str]:
-        sums = {"md5": md5}
-        if "sha256" in self.destination.capabilities.verifies_checksums:
+    def _store_verifies_sha256(self) -> bool:
+        return "sha256" in self.destination.capabilities.verifies_checksums
+
+    def _checksums_for(self, data: memoryview, md5: str | None) -> dict[str, str]:
+        sums = {"md5": md5} if md5 is not None else {}
+        if self._store_verifies_sha256():
             sums["sha256"] = hashlib.sha256(data).hexdigest()
         return sums
 
@@ -447,7 +458,7 @@ class ObjectCopy:
                 storage_class=attrs.storage_class,
             )
             sums = {"md5": md5}
-            if "sha256" in self.destination.capabilities.verifies_checksums:
+            if self._store_verifies_sha256():
                 sums["sha256"] = sha256
             result = self.call(
                 lambda: self.destination.put_object(
@@ -529,13 +540,18 @@ class ObjectCopy:
                             )
                         )
                         self.recorder.upload_started(item, upload_id, part_size)
-                    md5 = hashlib.md5(data).hexdigest()
-                    md5_of[number] = md5
                     sha256.update(data)
                     if whole_md5 is not None:
                         whole_md5.update(data)
                     recorded = done.get(number)
-                    if recorded == md5 or (recorded == "" and held_etags.get(number) == md5):
+                    # A part sent now takes its MD5 from the store (see the module doc); one
+                    # the store may already hold is compared by its MD5 computed here.
+                    md5 = None
+                    if recorded is not None or not self._store_verifies_sha256():
+                        md5 = md5_of[number] = hashlib.md5(data).hexdigest()
+                    if md5 is not None and (
+                        recorded == md5 or (recorded == "" and held_etags.get(number) == md5)
+                    ):
                         if recorded == "":
                             self.recorder.part_done(
                                 item, upload_id, PartResult(number, md5, length), md5
@@ -550,7 +566,9 @@ class ObjectCopy:
                 finally:
                     if not handed:
                         self.buffers.give(data)
-            results.update(sending.wait())
+            for number, (result, md5) in sending.wait().items():
+                results[number] = result
+                md5_of[number] = md5
         finally:
             parts_read.close()
             sending.drain()  # never leave a part in flight behind an error
@@ -652,23 +670,29 @@ class ObjectCopy:
         )
 
     def send_part(
-        self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str
-    ) -> PartResult:
-        """Send one part (retried as a whole), check the store's answer, record it."""
+        self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str | None
+    ) -> tuple[PartResult, str]:
+        """Send one part (retried as a whole), check the store's answer, record it.
+        Without `md5` the part goes with its SHA-256 only, and its MD5 is the store's
+        part ETag (computed here if that ETag is not an MD5). Returns the store's answer
+        and the part's MD5."""
         length = len(data)
         try:
             sums = self._checksums_for(data, md5)
             result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
+            etag = (result.etag or "").lower()
+            if md5 is None:
+                md5 = etag if _MD5_HEX.match(etag) else hashlib.md5(data).hexdigest()
         finally:
             self.buffers.give(data)  # the store has it (or never will): the buffer is free
-        if result.etag and _MD5_HEX.match(result.etag.lower()) and result.etag.lower() != md5:
+        if _MD5_HEX.match(etag) and etag != md5:
             raise ChecksumMismatch(
                 f"{item.destination_bucket}/{item.destination_key} part {number}: "
                 "the store's ETag differs from the MD5 of the bytes sent"
             )
         self.recorder.part_done(item, upload_id, result, md5)
         self.on_bytes(length)
-        return PartResult(number, result.etag, length, result.checksums)
+        return PartResult(number, result.etag, length, result.checksums), md5
 
     def _prove_completed(
         self,
