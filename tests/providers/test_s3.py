@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from migrate.errors import EndpointUnreachable, Permanent, Retryable, RouteRefused
+from migrate.errors import ConfigError, EndpointUnreachable, Permanent, Retryable, RouteRefused
 from migrate.localservers import SeaweedFS, free_port
 from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
@@ -399,3 +400,28 @@ def test_older_versions_of_a_versioned_bucket_are_counted(s3_site: Site) -> None
     found = adapter.protection(bucket)
     assert found.versioning == "enabled"
     assert found.older_versions == 2 and found.counted_all
+
+
+def test_a_site_can_take_its_keys_from_an_aws_profile(
+    s3_site: Site, seaweed: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "credentials"
+    shared.write_text(
+        f"[hds-seaweed]\naws_access_key_id = {seaweed.access_key}\n"
+        f"aws_secret_access_key = {seaweed.secret_key}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    site = s3_site.model_copy(update={"credentials": CredentialRef(profile="hds-seaweed")})
+    adapter = S3Adapter(site)
+    bucket = unique_name("profile")
+    adapter.create_container(bucket)
+    data = b"written with the profile's keys"
+    adapter.put_object(
+        bucket, "k", data, len(data), WriteAttrs(), {"md5": hashlib.md5(data).hexdigest()}
+    )
+    assert adapter.head(bucket, "k").size == len(data)
+
+    missing = s3_site.model_copy(update={"credentials": CredentialRef(profile="not-there")})
+    with pytest.raises(ConfigError, match="AWS profile 'not-there' not found"):
+        S3Adapter(missing).check(bucket)
