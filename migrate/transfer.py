@@ -1,21 +1,22 @@
 """Copy one object from a source store to a destination store, streaming, with proof.
 
 Bytes flow part by part: each part (at most `part_size` bytes) is read from the source
-with a condition on the ETag seen at listing, hashed, and sent with a checksum the
-destination verifies, so it refuses corrupted bytes: the part's SHA-256 where the store
-verifies SHA-256, else its Content-MD5. Memory per object is one part; a retry re-sends the
-same part buffer.
+with a condition on the ETag seen at listing, hashed, and sent with its Content-MD5 and its
+SHA-256 (where the destination takes one), so the destination refuses corrupted bytes.
+Memory per object is one part; a retry re-sends the same part buffer.
 
-A part's MD5 (what the ledger records per part, and what the multipart ETag is made of) is
-then the store's part ETag: the store computed it on the bytes whose SHA-256 it verified,
-so computing it here too would be a third pass over every byte for no added proof. Where
-the store's part ETag is not an MD5 (SSE-KMS and the like), or the store verifies only
-MD5, it is computed here.
+Where the catalog confirms the destination verifies SHA-256 (`confirmed_checksums`), a part
+goes with its SHA-256 alone, and its MD5 (what the ledger records per part, and what the
+multipart ETag is made of) is the one the store answers: the store computed it on the bytes
+whose SHA-256 it verified, so computing it here too would be a third pass over every byte
+for no added proof. Where the store's answer carries no MD5 (an ETag of SSE-KMS or SSE-C),
+the MD5 is computed here.
 
 Proofs recorded with each finished object:
 - destination: every request carried a checksum the server verified, and the ETag it
   returned equals the one computed locally (MD5, or MD5 of part MD5s for multipart) where
-  the store's ETag is MD5-shaped;
+  the store's ETag is MD5-shaped (for parts sent with their SHA-256 alone, the part MD5s
+  are the store's, and the server-verified SHA-256 is the proof);
 - source: the MD5 computed on the bytes read equals the source's native MD5 (Azure
   Content-MD5, single-part S3 ETag) when it has one. Objects without one are listed as
   such in the report: their proof is the bytes read, not the source's own hash.
@@ -434,6 +435,11 @@ class ObjectCopy:
     def _store_verifies_sha256(self) -> bool:
         return "sha256" in self.destination.capabilities.verifies_checksums
 
+    def _sha256_alone_proves(self) -> bool:
+        """Whether a part's SHA-256 may be its only proof: the store is confirmed to check it."""
+        caps = self.destination.capabilities
+        return "sha256" in caps.verifies_checksums and "sha256" in caps.confirmed_checksums
+
     def _checksums_for(self, data: memoryview, md5: str | None) -> dict[str, str]:
         sums = {"md5": md5} if md5 is not None else {}
         if self._store_verifies_sha256():
@@ -547,7 +553,7 @@ class ObjectCopy:
                     # A part sent now takes its MD5 from the store (see the module doc); one
                     # the store may already hold is compared by its MD5 computed here.
                     md5 = None
-                    if recorded is not None or not self._store_verifies_sha256():
+                    if recorded is not None or not self._sha256_alone_proves():
                         md5 = md5_of[number] = hashlib.md5(data).hexdigest()
                     if md5 is not None and (
                         recorded == md5 or (recorded == "" and held_etags.get(number) == md5)
@@ -673,19 +679,19 @@ class ObjectCopy:
         self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str | None
     ) -> tuple[PartResult, str]:
         """Send one part (retried as a whole), check the store's answer, record it.
-        Without `md5` the part goes with its SHA-256 only, and its MD5 is the store's
-        part ETag (computed here if that ETag is not an MD5). Returns the store's answer
-        and the part's MD5."""
+        Without `md5` the part goes with its SHA-256 only, and its MD5 is the one the
+        store answers (computed here where the answer has none: SSE-KMS, SSE-C). Returns
+        the store's answer and the part's MD5."""
         length = len(data)
         try:
             sums = self._checksums_for(data, md5)
             result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
-            etag = (result.etag or "").lower()
+            stored = result.checksums.get("md5", "").lower()  # set where the ETag is an MD5
             if md5 is None:
-                md5 = etag if _MD5_HEX.match(etag) else hashlib.md5(data).hexdigest()
+                md5 = stored if _MD5_HEX.match(stored) else hashlib.md5(data).hexdigest()
         finally:
             self.buffers.give(data)  # the store has it (or never will): the buffer is free
-        if _MD5_HEX.match(etag) and etag != md5:
+        if stored and stored != md5:
             raise ChecksumMismatch(
                 f"{item.destination_bucket}/{item.destination_key} part {number}: "
                 "the store's ETag differs from the MD5 of the bytes sent"
@@ -784,7 +790,8 @@ class ObjectCopy:
 
     def _check_destination_etag(self, item: TransferItem, etag: str | None, expected: str) -> None:
         """Where the store's ETag is MD5-shaped it must be ours; other ETags (Azure, SSE-KMS)
-        carry no hash, and the server-verified Content-MD5 of each request is the proof."""
+        carry no hash, and the server-verified checksum of each request (its Content-MD5,
+        or a SHA-256 the store is confirmed to verify) is the proof."""
         if etag is None:
             return
         etag = etag.lower()

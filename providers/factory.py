@@ -19,6 +19,18 @@ def api_for(site: Site) -> str:
     return api_for_provider(site.provider)
 
 
+def confirmed_checksums(site: Site) -> tuple[str, ...]:
+    """The checksums the catalog says the site's store verifies on write (a sourced fact);
+    none where that is unknown."""
+    try:
+        from providers.catalog import active_catalog
+
+        fact = active_catalog().limits_for(site).verified_checksums
+    except (ImportError, ConfigError):  # an unknown software is reported by the planner
+        return ()
+    return tuple(fact.value) if fact.known and fact.value else ()
+
+
 def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdapter:
     api = api_for(site)
     if api == "local":
@@ -28,7 +40,7 @@ def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdap
     if api == "s3":
         from providers.s3 import S3Adapter
 
-        return S3Adapter(site, guard=guard)
+        return S3Adapter(site, guard=guard, confirmed_checksums=confirmed_checksums(site))
     if api == "azure":
         from providers.azure import AzureAdapter
 

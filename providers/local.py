@@ -97,6 +97,7 @@ class LocalAdapter:
         self.capabilities = Capabilities(
             native_checksums=(),
             verifies_checksums=("md5", "sha256"),
+            confirmed_checksums=("md5", "sha256"),  # checked by _receive, below
             min_part_size=1,
             max_part_size=5 * 1024**3,
             max_single_put=5 * 1024**3,

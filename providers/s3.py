@@ -476,9 +476,10 @@ def build_client(site: Site) -> S3Client:
     config = Config(
         region_name=region,
         signature_version=site.signature_version,
-        # No SHA-256 of the payload for the signature: every write carries Content-MD5 (and
-        # SHA-256 where verified), which are signed headers the server checks against the
-        # body, so the body stays bound to the signature without hashing it once more.
+        # No SHA-256 of the payload for the signature: every write carries Content-MD5 or a
+        # SHA-256 the store is confirmed to verify (often both), signed headers the server
+        # checks against the body, so the body stays bound to the signature without hashing
+        # it once more.
         s3={"addressing_style": site.addressing, "payload_signing_enabled": False},
         connect_timeout=5,
         read_timeout=60,
@@ -517,12 +518,22 @@ def build_client(site: Site) -> S3Client:
 class S3Adapter:
     """The StoreAdapter over an S3-compatible API (see the module and providers/base.py)."""
 
-    def __init__(self, site: Site, *, guard: RequestGuard | None = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        *,
+        guard: RequestGuard | None = None,
+        confirmed_checksums: Sequence[str] = (),
+    ) -> None:
+        """`confirmed_checksums`: what the catalog says this store verifies on write. The
+        SHA-256 is sent to every store, but relied on alone only where it is confirmed."""
         self.site_name = site.name
         self.site = site
+        sent = ("md5", "sha256")
         self.capabilities = Capabilities(
             native_checksums=("md5", "sha256", "sha1", "crc32", "crc32c", "crc64nvme"),
-            verifies_checksums=("md5", "sha256"),
+            verifies_checksums=sent,
+            confirmed_checksums=tuple(c for c in sent if c in confirmed_checksums),
             lists_uploads=True,
             conditional_read=True,
             versioning=True,

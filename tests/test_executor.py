@@ -540,13 +540,21 @@ class CrashOnPart(Delegating):
         return part
 
 
-def test_parts_the_store_verifies_by_sha256_are_not_hashed_again_with_md5(
-    env_for: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("software", "confirmed"), [("seaweedfs", True), (None, False)])
+def test_parts_are_hashed_with_md5_only_where_sha256_is_not_confirmed(
+    site_for: SiteFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    software: str | None,
+    confirmed: bool,
 ) -> None:
-    """Each part goes with its SHA-256, which the store verifies; the part's MD5 (what the
-    ledger records, and the multipart ETag is made of) is then the store's part ETag, not
-    a third pass over every byte. Resume still proves held parts by that MD5."""
-    env: Env = env_for("s3", "s3")
+    """Where the catalog confirms the store verifies SHA-256 (SeaweedFS), each part goes
+    with its SHA-256 alone, and its MD5 (what the ledger records, and the multipart ETag is
+    made of) is the store's: no third pass over every byte. A store whose checks are
+    unknown (no software declared) gets each part's Content-MD5 as before. Either way,
+    resume proves the held parts by their MD5."""
+    destination = site_for("s3").model_copy(update={"software": software})
+    env = Env(site_for("s3"), destination, tmp_path)
     data = body(21, 3 * 5 * MiB + 11)  # four parts
     env.seed({"big.bin": (data, "application/octet-stream", {}, True)})  # no native MD5
     plan = env.plan()
@@ -556,8 +564,11 @@ def test_parts_the_store_verifies_by_sha256_are_not_hashed_again_with_md5(
     crashing = CrashOnPart(env.destination, 3)
     with pytest.raises(Crash):
         env.run(plan, destination=crashing, config=single)
-    assert hashes.bytes < MiB, "the parts sent were hashed with MD5"
     assert crashing.accepted >= 2
+    if confirmed:
+        assert hashes.bytes < MiB, "the parts sent were hashed with MD5"
+    else:
+        assert hashes.bytes >= crashing.accepted * 5 * MiB, "parts sent without their MD5"
 
     dest = Counting(env.destination)
     summary = env.run(plan, destination=dest, config=single)
@@ -571,9 +582,10 @@ def test_parts_the_store_verifies_by_sha256_are_not_hashed_again_with_md5(
     assert md5 == f"{composite}-4"
 
 
-class OpaquePartEtags(Delegating):
-    """A store whose part ETags are not MD5s (as with SSE-KMS): each part's ETag is
-    replaced by an opaque one on the way out, and put back on the way in."""
+class KmsPartEtags(Delegating):
+    """A store whose part ETags are not MD5s though they look like one (SSE-KMS): each
+    part's ETag is replaced by random hex on the way out, the answer says no MD5, and the
+    real ETag is put back on the way in."""
 
     def __init__(self, inner: StoreAdapter) -> None:
         super().__init__(inner)
@@ -581,9 +593,10 @@ class OpaquePartEtags(Delegating):
 
     def upload_part(self, *args: Any, **kwargs: Any) -> Any:
         part = self._inner.upload_part(*args, **kwargs)
-        opaque = f"kms-{args[3]}-{id(part)}"
+        opaque = os.urandom(16).hex()
         self._real[opaque] = part.etag
-        return dataclasses.replace(part, etag=opaque)
+        sums = {k: v for k, v in part.checksums.items() if k != "md5"}
+        return dataclasses.replace(part, etag=opaque, checksums=sums)
 
     def complete_multipart(self, container: str, key: str, upload: str, parts: Any, *a: Any) -> Any:
         real = [dataclasses.replace(p, etag=self._real.get(p.etag, p.etag)) for p in parts]
@@ -594,7 +607,7 @@ def test_a_store_whose_part_etags_are_not_md5s_still_gets_proven_parts(env_for: 
     env: Env = env_for("s3", "s3")
     data = body(22, 2 * 5 * MiB + 7)
     env.seed({"big.bin": (data, "application/octet-stream", {}, True)})
-    summary = env.run(env.plan(), destination=OpaquePartEtags(env.destination))
+    summary = env.run(env.plan(), destination=KmsPartEtags(env.destination))
     assert (summary.copied, summary.failed) == (1, 0), summary.failures
     assert env.read_destination("big.bin") == data
     parts = [data[i : i + 5 * MiB] for i in range(0, len(data), 5 * MiB)]
