@@ -914,7 +914,8 @@ def render_html(report: Report) -> str:
     out.append("<section><h2>Objects whose source offered no native checksum</h2>")
     out.append(
         f"<p>{u.count:,} objects: their copy is proved against the bytes read from the source "
-        "(SHA-256 and MD5 computed in flight and checked by the destination), not against a "
+        "(their SHA-256 computed in flight, each request's checksum checked by the "
+        "destination), not against a "
         "hash the source stored."
         + (f" The first {u.limit:,} are listed; the manifest has them all." if more else "")
         + "</p>"

@@ -1,16 +1,17 @@
 """Copy one object from a source store to a destination store, streaming, with proof.
 
 Bytes flow part by part: each part (at most `part_size` bytes) is read from the source
-with a condition on the ETag seen at listing, hashed, and sent with its Content-MD5 and its
-SHA-256 (where the destination takes one), so the destination refuses corrupted bytes.
-Memory per object is one part; a retry re-sends the same part buffer.
+with a condition on the ETag seen at listing, hashed, and sent with checksums the
+destination verifies, so it refuses corrupted bytes: its Content-MD5 and its SHA-256 (where
+the destination takes one), or its SHA-256 alone (below). Memory per object is one part; a
+retry re-sends the same part buffer.
 
 Where the catalog confirms the destination verifies SHA-256 (`confirmed_checksums`), a part
 goes with its SHA-256 alone, and its MD5 (what the ledger records per part, and what the
 multipart ETag is made of) is the one the store answers: the store computed it on the bytes
 whose SHA-256 it verified, so computing it here too would be a third pass over every byte
-for no added proof. Where the store's answer carries no MD5 (an ETag of SSE-KMS or SSE-C),
-the MD5 is computed here.
+for no added proof. Where the store's answer carries no MD5 (an ETag of SSE-KMS or SSE-C)
+or not the SHA-256 sent, the MD5 is computed here and compared with the store's.
 
 Proofs recorded with each finished object:
 - destination: every request carried a checksum the server verified, and the ETag it
@@ -679,26 +680,34 @@ class ObjectCopy:
         self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str | None
     ) -> tuple[PartResult, str]:
         """Send one part (retried as a whole), check the store's answer, record it.
-        Without `md5` the part goes with its SHA-256 only, and its MD5 is the one the
-        store answers (computed here where the answer has none: SSE-KMS, SSE-C). Returns
-        the store's answer and the part's MD5."""
+        Without `md5` the part goes with its SHA-256 alone, and its MD5 is the one the
+        store answers, if the store also answers the SHA-256 sent. Otherwise (an answer
+        without them: SSE-KMS, SSE-C, a store that ignored the header) the MD5 is computed
+        here, so the store's MD5, where it gives one, is still compared with the bytes'.
+        Returns the store's answer and the part's MD5."""
         length = len(data)
+        where = f"{item.destination_bucket}/{item.destination_key} part {number}"
         try:
             sums = self._checksums_for(data, md5)
             result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
             stored = result.checksums.get("md5", "").lower()  # set where the ETag is an MD5
+            echoed = result.checksums.get("sha256", "").lower()
+            if echoed and "sha256" in sums and echoed != sums["sha256"]:
+                raise ChecksumMismatch(f"{where}: the store's SHA-256 differs from the bytes sent")
             if md5 is None:
-                md5 = stored if _MD5_HEX.match(stored) else hashlib.md5(data).hexdigest()
+                vouched = _MD5_HEX.match(stored) and echoed == sums.get("sha256")
+                md5 = stored if vouched else hashlib.md5(data).hexdigest()
         finally:
             self.buffers.give(data)  # the store has it (or never will): the buffer is free
         if stored and stored != md5:
             raise ChecksumMismatch(
-                f"{item.destination_bucket}/{item.destination_key} part {number}: "
-                "the store's ETag differs from the MD5 of the bytes sent"
+                f"{where}: the store's ETag differs from the MD5 of the bytes sent"
             )
         self.recorder.part_done(item, upload_id, result, md5)
         self.on_bytes(length)
-        return PartResult(number, result.etag, length, result.checksums), md5
+        # The checksums sent go with the part to the completion, where a store that
+        # declared SHA-256 at create wants each part's, whether or not it answered it.
+        return PartResult(number, result.etag, length, {**sums, **result.checksums}), md5
 
     def _prove_completed(
         self,

@@ -5,7 +5,9 @@ the whole plan):
 - presence and size: the destination lists every done object with the ledger's size, and
   nothing else under the plan's destination prefixes (`unexpected`);
 - stored checksums, without reading bytes: an MD5-shaped ETag (`hex` or `hex-N`) must equal
-  the MD5 the ledger recorded from the source bytes; where the ETag carries no hash (Azure,
+  the MD5 the ledger recorded from the source bytes (or, for parts sent with their SHA-256
+  alone, the part MD5s the store answered with the SHA-256 it verified: the ETag then says
+  the object is still the one whose parts were proven); where the ETag carries no hash (Azure,
   a local directory) the object's stored checksums (Content-MD5, the `migrate-sha256`
   metadata written with single PUTs) must equal the ledger's. An object with no stored
   checksum passes only if its ETag is still the one the copy was verified against; else

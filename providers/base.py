@@ -143,9 +143,9 @@ class Capabilities:
     """What a store can do; callers check these, never the provider's name."""
 
     native_checksums: tuple[str, ...] = ()  # algorithms the listing/HEAD may carry
-    verifies_checksums: tuple[str, ...] = ("md5",)  # algorithms the server checks on write
+    verifies_checksums: tuple[str, ...] = ("md5",)  # algorithms sent for the server to check
     # Of those, the ones a sourced fact (the catalog, or this project's own code) confirms
-    # the server checks: only these may stand alone as the proof of the bytes sent.
+    # the server checks on write: only these may stand alone as the proof of the bytes sent.
     confirmed_checksums: tuple[str, ...] = ()
     max_parts: int = 10_000
     min_part_size: int = 5 * 1024 * 1024

@@ -507,8 +507,16 @@ def build_client(site: Site) -> S3Client:
                 aws_session_token=creds.session_token if keys else None,
             ),
         )
-    except bce.ProfileNotFound:
-        raise ConfigError(f"site {site.name}: AWS profile {creds.profile!r} not found") from None
+    except bce.ProfileNotFound as exc:
+        if creds.profile:
+            raise ConfigError(
+                f"site {site.name}: AWS profile {creds.profile!r} not found"
+            ) from None
+        raise ConfigError(  # botocore reads AWS_PROFILE even for a site with keys
+            f"site {site.name}: AWS_PROFILE names profile {exc.kwargs.get('profile')!r}, "
+            "which is not in the AWS config files",
+            hint="unset AWS_PROFILE (this site's keys come from its sites file), or create it",
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"site {site.name}: {exc}") from None
     _remove_region_redirector(client)

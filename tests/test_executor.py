@@ -582,6 +582,47 @@ def test_parts_are_hashed_with_md5_only_where_sha256_is_not_confirmed(
     assert md5 == f"{composite}-4"
 
 
+class PartSha256Answer(Delegating):
+    """Changes the SHA-256 in each part's answer: None drops it (a store that ignored the
+    header), a value replaces it (a store holding other bytes)."""
+
+    def __init__(self, inner: StoreAdapter, sha256: str | None) -> None:
+        super().__init__(inner)
+        self._sha256 = sha256
+
+    def upload_part(self, *args: Any, **kwargs: Any) -> Any:
+        part = self._inner.upload_part(*args, **kwargs)
+        sums = {k: v for k, v in part.checksums.items() if k != "sha256"}
+        if self._sha256 is not None:
+            sums["sha256"] = self._sha256
+        return dataclasses.replace(part, checksums=sums)
+
+
+def test_a_store_that_does_not_answer_the_sha256_sent_gets_its_parts_md5_checked(
+    env_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even where the catalog confirms SHA-256, the store's MD5 is taken as the part's
+    only if its answer carries the SHA-256 sent; without it, the MD5 is computed here and
+    compared with the store's. An answer with another SHA-256 fails the object."""
+    env: Env = env_for("s3", "s3")
+    data = body(23, 2 * 5 * MiB + 9)
+    env.seed({"big.bin": (data, "application/octet-stream", {}, True)})
+    plan = env.plan()
+    hashes = CountedMd5()
+    monkeypatch.setattr(migrate.transfer, "hashlib", hashes)
+
+    summary = env.run(plan, destination=PartSha256Answer(env.destination, "0" * 64))
+    assert (summary.copied, summary.failed) == (0, 1)
+    assert "SHA-256 differs" in summary.failures[0][2]
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+
+    hashes.bytes = 0
+    summary = env.run(plan, destination=PartSha256Answer(env.destination, None))
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert hashes.bytes >= len(data), "the parts' MD5 was taken on trust"
+    assert env.read_destination("big.bin") == data
+
+
 class KmsPartEtags(Delegating):
     """A store whose part ETags are not MD5s though they look like one (SSE-KMS): each
     part's ETag is replaced by random hex on the way out, the answer says no MD5, and the
