@@ -462,6 +462,14 @@ class _ProgressSubscriber(Subscriber):
         )
 
 
+def _bandwidth(text: str | None) -> float | None:
+    if not text:
+        return None
+    from migrate.planner import parse_bandwidth  # the planner's import only when asked
+
+    return parse_bandwidth(text)
+
+
 @app.command()
 def run(
     plan: PlanArg,
@@ -531,7 +539,6 @@ def run(
                 summary = finished
             else:
                 from migrate.executor import TransferConfig, run_phase
-                from migrate.planner import parse_bandwidth
 
                 summary = run_phase(
                     session.plan,
@@ -542,7 +549,7 @@ def run(
                     config=TransferConfig(
                         concurrency=concurrency,
                         part_size=part_size_mib * 1024**2,
-                        bwlimit=parse_bandwidth(bwlimit) if bwlimit else None,
+                        bwlimit=_bandwidth(bwlimit),
                         max_rps=max_rps,
                     ),
                     subscriber=progress,

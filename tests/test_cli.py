@@ -279,6 +279,20 @@ def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
     assert summary["copied"] == 0 and summary["already_done"] == summary["objects"] > 0
 
 
+def test_a_bandwidth_limit_is_read_before_the_phase_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = _finished_local_copy(tmp_path, capsys)  # bulk-1 done, the pilot not yet
+    code, _, err = run(["run", plan, "--phase", "pilot", "--bwlimit", "fast", *where], capsys)
+    assert code == 3, err
+    assert "bandwidth 'fast' not understood" in err and "Traceback" not in err
+    code, out, err = run(
+        ["run", plan, "--phase", "pilot", "--bwlimit", "10MB/s", "--json", *where], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["copied"] > 0
+
+
 def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
