@@ -77,20 +77,20 @@ def flags_of(obj: ObjectInfo) -> Flag:
 
 
 def to_row(obj: ObjectInfo) -> InventoryRow:
-    return InventoryRow(
-        container=obj.container,
-        key=obj.key,
-        dataset=dataset_of(obj.container, obj.key),
-        size=obj.size,
-        etag=obj.etag,
-        last_modified=obj.last_modified.isoformat() if obj.last_modified else None,
-        checksums=dumps(dict(obj.checksums)) if obj.checksums else None,
-        storage_class=obj.storage_class,
-        archived=obj.archived,
-        version_id=obj.version_id,
-        content_type=obj.content_type,
-        metadata=dumps(dict(obj.metadata)) if obj.metadata is not None else None,
-        flags=int(flags_of(obj)),
+    return InventoryRow(  # positional: one per listed object (see InventoryRow)
+        obj.container,
+        obj.key,
+        dataset_of(obj.container, obj.key),
+        obj.size,
+        obj.etag,
+        obj.last_modified.isoformat() if obj.last_modified else None,
+        dumps(dict(obj.checksums)) if obj.checksums else None,
+        obj.storage_class,
+        obj.archived,
+        obj.version_id,
+        obj.content_type,
+        dumps(dict(obj.metadata)) if obj.metadata is not None else None,
+        int(flags_of(obj)),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from migrate.plan import Phase, Plan
@@ -172,9 +172,10 @@ _MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class InventoryRow:
-    """One listed object as the inventory stores it."""
+class InventoryRow(NamedTuple):
+    """One listed object as the inventory stores it: a named tuple, in the column order of
+    the `objects` table, because an inventory builds one per listed object (a frozen
+    dataclass took 7 µs of the ~50 each object costs)."""
 
     container: str
     key: str
@@ -377,9 +378,9 @@ class Ledger:
         with self.atomic() as db:
             db.executemany(
                 """
-                INSERT INTO objects (site, container, key, dataset, size, etag, last_modified,
+                INSERT INTO objects (container, key, dataset, size, etag, last_modified,
                     checksums, storage_class, archived, version_id, content_type, metadata,
-                    flags, first_seen, last_seen)
+                    flags, site, first_seen, last_seen)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (site, container, key) DO UPDATE SET
                     changed_in = CASE
@@ -396,27 +397,7 @@ class Ledger:
                     metadata = excluded.metadata, flags = excluded.flags,
                     last_seen = excluded.last_seen, deleted_in = NULL
                 """,
-                [
-                    (
-                        site,
-                        r.container,
-                        r.key,
-                        r.dataset,
-                        r.size,
-                        r.etag,
-                        r.last_modified,
-                        r.checksums,
-                        r.storage_class,
-                        int(r.archived),
-                        r.version_id,
-                        r.content_type,
-                        r.metadata,
-                        r.flags,
-                        run_id,
-                        run_id,
-                    )
-                    for r in rows
-                ],
+                [(*r, site, run_id, run_id) for r in rows],  # archived: a bool is stored as 0/1
             )
             marker = rows[-1].key if rows else None
             db.execute(
@@ -518,21 +499,7 @@ class Ledger:
             args = (site, container)
         cursor = self._db.execute(sql + " ORDER BY container, key", args)
         for row in cursor:
-            yield InventoryRow(
-                container=row[0],
-                key=row[1],
-                dataset=row[2],
-                size=row[3],
-                etag=row[4],
-                last_modified=row[5],
-                checksums=row[6],
-                storage_class=row[7],
-                archived=bool(row[8]),
-                version_id=row[9],
-                content_type=row[10],
-                metadata=row[11],
-                flags=row[12],
-            )
+            yield InventoryRow._make((*row[:8], bool(row[8]), *row[9:]))
 
     def has_inventory(self, site: str) -> bool:
         return (
@@ -1443,9 +1410,14 @@ class TimelinePoint:
     bytes: int
 
 
+# Built once: json.dumps with options builds an encoder for every call (~2 µs, per listed
+# object in an inventory).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: object) -> str:
     """Canonical JSON for values stored in the ledger."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 # -- plans: rows and SQL fragments ------------------------------------------------------------

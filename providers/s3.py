@@ -734,7 +734,8 @@ class S3Adapter:
             size=int(item.get("Size", 0)),
             etag=etag,
             last_modified=item.get("LastModified"),
-            checksums=_checksums({}, etag, etag_is_md5=True),
+            # A listing carries no checksum header: only the ETag, an MD5 where plain.
+            checksums={"md5": etag.lower()} if etag and _PLAIN_MD5_ETAG.match(etag) else {},
             storage_class=storage_class,
             metadata=None,
             archived=storage_class in _NEEDS_RESTORE,
