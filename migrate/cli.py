@@ -508,6 +508,7 @@ def run(
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
+    limit = _bandwidth(bwlimit)  # before anything is done: delta may delete at the destination
     # The catalog is loaded with the first adapter: not at all for a finished phase.
     with open_session(plan, config, lambda: _catalog_of(config)) as session:
         check_approved(session.plan, session.ledger)
@@ -549,7 +550,7 @@ def run(
                     config=TransferConfig(
                         concurrency=concurrency,
                         part_size=part_size_mib * 1024**2,
-                        bwlimit=_bandwidth(bwlimit),
+                        bwlimit=limit,
                         max_rps=max_rps,
                     ),
                     subscriber=progress,

@@ -27,6 +27,7 @@ import base64
 import contextlib
 import heapq
 import io
+import os
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import botocore.exceptions as bce
+import botocore.loaders
 import botocore.session
 import botocore.utils
 import urllib3.exceptions
@@ -425,20 +427,25 @@ def _timestamp(value: str) -> datetime:
     return parsed
 
 
-# botocore's data loader, shared by every client of the process: each session would
-# otherwise parse the S3 model files again (~70 ms for a second site).
-_LOADER: list[Any] = []
+# botocore's data loader, shared by the clients of sites with keys: each session would
+# otherwise parse the S3 model files again (~70 ms for a second site). It is made without
+# reading any AWS config file (a session's own loader would, for its profile).
+_LOADER: list[botocore.loaders.Loader] = []
 _LOADER_LOCK = threading.Lock()
 
 
-def _core_session() -> botocore.session.Session:
-    """A new botocore session (a site's profile stays its own), with the shared loader."""
+def _core_session(profile: str | None = None) -> botocore.session.Session:
+    """A new botocore session (not boto3's: boto3 adds nothing a client needs here, and
+    importing it with s3transfer costs every process ~70 ms): with the site's profile, or
+    with the shared loader."""
     core = botocore.session.get_session()
-    with _LOADER_LOCK:
-        if _LOADER:
+    if profile:
+        core.set_config_variable("profile", profile)  # its own loader, as the profile says
+    else:
+        with _LOADER_LOCK:
+            if not _LOADER:
+                _LOADER.append(botocore.loaders.create_loader(os.environ.get("AWS_DATA_PATH")))
             core.register_component("data_loader", _LOADER[0])
-        else:
-            _LOADER.append(core.get_component("data_loader"))
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
     return core
 
@@ -472,13 +479,8 @@ def build_client(site: Site) -> S3Client:
             raise ConfigError(f"site {site.name}: `region` is required for AWS sites")
         region = "us-east-1"  # self-hosted stores sign with any region; this one is universal
 
-    # A botocore session, not boto3's: boto3 adds nothing a client needs here, and
-    # importing it (with s3transfer) costs every process ~70 ms.
-    session = _core_session()
     keys = bool(creds.access_key and creds.secret_key)
-    if not keys and creds.profile:
-        session.set_config_variable("profile", creds.profile)
-    elif not keys:
+    if not keys and not creds.profile:
         # The default chain would reach for instance metadata or stray variables.
         raise ConfigError(
             f"site {site.name}: no credentials referenced",
@@ -507,6 +509,7 @@ def build_client(site: Site) -> S3Client:
         tcp_keepalive=True,
     )
     try:
+        session = _core_session(None if keys else creds.profile)
         client = cast(
             "S3Client",
             session.create_client(

@@ -283,9 +283,10 @@ def test_a_bandwidth_limit_is_read_before_the_phase_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plan, where = _finished_local_copy(tmp_path, capsys)  # bulk-1 done, the pilot not yet
-    code, _, err = run(["run", plan, "--phase", "pilot", "--bwlimit", "fast", *where], capsys)
-    assert code == 3, err
-    assert "bandwidth 'fast' not understood" in err and "Traceback" not in err
+    for phase in ("pilot", "bulk-1"):  # a phase to run, a finished one
+        code, _, err = run(["run", plan, "--phase", phase, "--bwlimit", "fast", *where], capsys)
+        assert code == 3, err
+        assert "bandwidth 'fast' not understood" in err and "Traceback" not in err
     code, out, err = run(
         ["run", plan, "--phase", "pilot", "--bwlimit", "10MB/s", "--json", *where], capsys
     )

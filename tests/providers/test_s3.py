@@ -425,8 +425,12 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
     missing = s3_site.model_copy(update={"credentials": CredentialRef(profile="not-there")})
     with pytest.raises(ConfigError, match="AWS profile 'not-there' not found"):
         S3Adapter(missing).check(bucket)
-    # A site with keys, in a shell whose AWS_PROFILE names a missing profile: the error
-    # names the variable, not the site's credentials.
+    # In a shell whose AWS_PROFILE names a missing profile, a site with its own profile
+    # still works, and a site with keys is told which variable is wrong, even as the
+    # process's first S3 site.
     monkeypatch.setenv("AWS_PROFILE", "stale")
+    monkeypatch.setattr("providers.s3._LOADER", [])
+    assert S3Adapter(site).head(bucket, "k").size == len(data)
+    monkeypatch.setattr("providers.s3._LOADER", [])
     with pytest.raises(ConfigError, match="AWS_PROFILE names profile 'stale'"):
         S3Adapter(s3_site).check(bucket)
