@@ -502,6 +502,20 @@ def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any) -> 
     assert env.read_destination("one.bin") == body(9, 4000)
 
 
+def multipart_etag(data: bytes, part_size: int = 5 * MiB) -> str:
+    """The S3 ETag of `data` uploaded in parts of `part_size`: MD5 of the part MD5s, -N."""
+    parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
+    digests = b"".join(hashlib.md5(p).digest() for p in parts)
+    return f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
+
+
+def recorded_md5(env: Env, key: str) -> str:
+    """The MD5 the ledger recorded with the object's copy."""
+    with Ledger(env.state) as ledger:
+        (md5,) = ledger._db.execute("SELECT md5 FROM transfers WHERE key=?", (key,)).fetchone()
+    return str(md5)
+
+
 class CountedMd5:
     """Stands for `hashlib` in migrate.transfer: counts the bytes hashed with MD5."""
 
@@ -575,11 +589,7 @@ def test_parts_are_hashed_with_md5_only_where_sha256_is_not_confirmed(
     assert (summary.copied, summary.failed) == (1, 0)
     assert dest.calls["upload_part"] == 4 - crashing.accepted, "recorded parts were sent again"
     assert env.read_destination("big.bin") == data
-    parts = [data[i : i + 5 * MiB] for i in range(0, len(data), 5 * MiB)]
-    composite = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
-    with Ledger(env.state) as ledger:
-        (md5,) = ledger._db.execute("SELECT md5 FROM transfers WHERE key='big.bin'").fetchone()
-    assert md5 == f"{composite}-4"
+    assert recorded_md5(env, "big.bin") == multipart_etag(data)
 
 
 class PartSha256Answer(Delegating):
@@ -651,12 +661,8 @@ def test_a_store_whose_part_etags_are_not_md5s_still_gets_proven_parts(env_for: 
     summary = env.run(env.plan(), destination=KmsPartEtags(env.destination))
     assert (summary.copied, summary.failed) == (1, 0), summary.failures
     assert env.read_destination("big.bin") == data
-    parts = [data[i : i + 5 * MiB] for i in range(0, len(data), 5 * MiB)]
-    composite = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
-    with Ledger(env.state) as ledger:
-        (md5,) = ledger._db.execute("SELECT md5 FROM transfers WHERE key='big.bin'").fetchone()
     # Computed here from the bytes: the store's multipart ETag was checked against it.
-    assert md5 == f"{composite}-3"
+    assert recorded_md5(env, "big.bin") == multipart_etag(data)
 
 
 def test_a_failure_outside_any_object_stops_the_phase_and_is_raised(
