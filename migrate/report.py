@@ -915,8 +915,7 @@ def render_html(report: Report) -> str:
     out.append(
         f"<p>{u.count:,} objects: their copy is proved against the bytes read from the source "
         "(their SHA-256 computed in flight, each request's checksum checked by the "
-        "destination), not against a "
-        "hash the source stored."
+        "destination), not against a hash the source stored."
         + (f" The first {u.limit:,} are listed; the manifest has them all." if more else "")
         + "</p>"
     )
