@@ -311,3 +311,35 @@ def test_bad_builtin_file_names_file_and_key(
 def test_catalog_is_frozen(cat: Catalog) -> None:
     with pytest.raises(ValueError):
         cat.provider("scaleway").limits.max_parts.value = 5  # type: ignore[misc]
+
+
+def test_a_store_is_trusted_with_sha256_alone_only_where_a_catalog_says_it_checks_it(
+    tmp_path: Path,
+) -> None:
+    """`verified_checksums` decides whether parts may go with their SHA-256 alone
+    (migrate/transfer.py): a built-in fact, a user's file, or nothing."""
+    from providers.factory import confirmed_checksums
+
+    chu = Site(name="chu", provider="self-hosted", software="ceph-rgw", country="FR")
+    assert "sha256" in confirmed_checksums(chu.model_copy(update={"software": "seaweedfs"}))
+    assert confirmed_checksums(chu) == ()  # no fact on Ceph in the built-in catalog
+    assert confirmed_checksums(Site(name="o", provider="ovhcloud", region="gra")) == ()
+    path = tmp_path / "ours.yaml"
+    path.write_text(
+        """
+name: self-hosted
+software:
+  - name: ceph-rgw
+    limits:
+      verified_checksums:
+        value: [md5, SHA-256]
+        source: https://example.org/our-test-of-bad-digest
+        as_of: 2026-11-20
+""",
+        encoding="utf-8",
+    )
+    set_active_catalog(load_catalog([path]))
+    try:
+        assert confirmed_checksums(chu) == ("md5", "sha256")
+    finally:
+        set_active_catalog(None)
