@@ -17,6 +17,7 @@ from migrate.localservers import SeaweedFS, free_port
 from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
+from tests import helpers
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
 from tests.helpers import NOT_A_LISTING, RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
@@ -417,9 +418,7 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
     bucket = unique_name("profile")
     adapter.create_container(bucket)
     data = b"written with the profile's keys"
-    adapter.put_object(
-        bucket, "k", data, len(data), WriteAttrs(), {"md5": hashlib.md5(data).hexdigest()}
-    )
+    helpers.put(adapter, bucket, "k", data)
     assert adapter.head(bucket, "k").size == len(data)
 
     missing = s3_site.model_copy(update={"credentials": CredentialRef(profile="not-there")})
