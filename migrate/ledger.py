@@ -174,8 +174,8 @@ _MIGRATIONS: list[tuple[str, str]] = [
 
 class InventoryRow(NamedTuple):
     """One listed object as the inventory stores it: a named tuple, in the column order of
-    the `objects` table, because an inventory builds one per listed object (a frozen
-    dataclass took 7 µs of the ~50 each object costs)."""
+    the `objects` table, because an inventory builds one per listed object and a tuple is
+    the cheapest typed row to build and to hand to SQLite."""
 
     container: str
     key: str
