@@ -22,6 +22,7 @@ from providers.catalog import (
     parse_size,
     set_active_catalog,
 )
+from providers.factory import confirmed_checksums
 
 REQUIRED = {
     "azure", "aws", "gcs", "ovhcloud", "scaleway", "outscale", "clever-cloud", "ionos",
@@ -318,8 +319,6 @@ def test_a_store_is_trusted_with_sha256_alone_only_where_a_catalog_says_it_check
 ) -> None:
     """`verified_checksums` decides whether parts may go with their SHA-256 alone
     (migrate/transfer.py): a built-in fact, a user's file, or nothing."""
-    from providers.factory import confirmed_checksums
-
     chu = Site(name="chu", provider="self-hosted", software="ceph-rgw", country="FR")
     assert "sha256" in confirmed_checksums(chu.model_copy(update={"software": "seaweedfs"}))
     assert confirmed_checksums(chu) == ()  # no fact on Ceph in the built-in catalog
