@@ -189,14 +189,14 @@ def inventory(
 def _progress_printer(quiet: bool) -> ListingProgress:
     """One line per few seconds on stderr: terminals and logs alike can follow it."""
     last = [0.0]
-    err = _stderr()
 
     def show(container: str, objects: int, size: int) -> None:
         now = time.monotonic()
         if quiet or now - last[0] < 2:
             return
         last[0] = now
-        err.print(f"listing {container}: {objects:,} objects, {render.human_bytes(size)}")
+        # The console (rich) is imported on the first line printed: never under --json.
+        _stderr().print(f"listing {container}: {objects:,} objects, {render.human_bytes(size)}")
 
     return show
 
