@@ -1,7 +1,8 @@
 """How one tool run is measured: a subprocess, its wall time, the CPU seconds of its whole
 process tree (from wait4, which counts waited-for descendants too), its peak RSS (each
 process's own high-water mark, VmHWM, polled every 50 ms and summed over the tree), and the
-CPU the local servers spent meanwhile (on 2 cores, client CPU is taken from the server).
+CPU the local servers spent meanwhile, in all and per server (on 2 cores, client CPU is
+taken from the servers).
 Also the machine's hashing limits, measured in this process."""
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Measured:
     server_cpu: float  # CPU seconds of the local servers during the run
     stdout: str
     stderr: str
+    # The same, per server process name ("weed" for SeaweedFS, "node" for Azurite).
+    server_by: tuple[tuple[str, float], ...] = ()
 
     @property
     def cpu(self) -> float:
@@ -69,15 +72,22 @@ def _tree_peak(proc: psutil.Process, peaks: dict[int, int]) -> int:
     return sum(peaks.values())
 
 
-def _cpu(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
+def _cpu_by(procs: Sequence[psutil.Process]) -> dict[str, float]:
+    """CPU seconds so far of each server, by process name."""
+    found: dict[str, float] = {}
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
+            name = p.name()
         except psutil.Error:
             continue
-    return total
+        spent = t.user + t.system + t.children_user + t.children_system
+        found[name] = found.get(name, 0.0) + spent
+    return found
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((name, after[name] - before.get(name, 0.0)) for name in after))
 
 
 def server_processes() -> list[psutil.Process]:
@@ -96,7 +106,7 @@ def run(
 ) -> Measured:
     """Run cmd to its end and measure it (see the module doc). Its stdout and stderr go to
     files (`logs`.out, `logs`.err): a pipe nobody reads could stall it."""
-    server_before = _cpu(servers)
+    server_before = _cpu_by(servers)
     out_path, err_path = logs.with_suffix(".out"), logs.with_suffix(".err")
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
@@ -114,6 +124,8 @@ def run(
             time.sleep(0.05)
         wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
+    server_after = _cpu_by(servers)
+    server_by = _spent(server_before, server_after)
     return Measured(
         returncode=proc.returncode,
         wall=wall,
@@ -121,9 +133,10 @@ def run(
         cpu_sys=usage.ru_stime,
         # Not wait4's ru_maxrss: on Linux it includes this (parent) process's size at fork.
         peak_rss=peak,
-        server_cpu=_cpu(servers) - server_before,
+        server_cpu=sum(cpu for _, cpu in server_by),
         stdout=_head(out_path),
         stderr=_head(err_path, tail=True),
+        server_by=server_by,
     )
 
 
@@ -139,7 +152,16 @@ def combine(steps: Sequence[Measured]) -> Measured:
         server_cpu=sum(m.server_cpu for m in steps),
         stdout=steps[-1].stdout if steps else "",
         stderr="\n".join(m.stderr for m in steps if m.stderr),
+        server_by=_summed([m.server_by for m in steps]),
     )
+
+
+def _summed(parts: Sequence[tuple[tuple[str, float], ...]]) -> tuple[tuple[str, float], ...]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for name, cpu in part:
+            total[name] = total.get(name, 0.0) + cpu
+    return tuple(sorted(total.items()))
 
 
 def _head(path: Path, limit: int = 64 * 1024, tail: bool = False) -> str:

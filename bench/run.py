@@ -122,6 +122,9 @@ class Row:
     server_cpu: float = 0.0
     ok: bool = True
     note: str = ""
+    # server_cpu, per server: the tools may cost each server differently.
+    server_seaweedfs: float = 0.0
+    server_azurite: float = 0.0
 
     @property
     def cpu(self) -> float:
@@ -200,12 +203,15 @@ class Bench:
             m.server_cpu,
             ok and m.returncode == 0,
             note,
+            server_seaweedfs=dict(m.server_by).get("weed", 0.0),
+            server_azurite=dict(m.server_by).get("node", 0.0),
         )
         self.rows.append(row)
         say(
             f"  {SCENARIOS[scenario]:<16} {tool:<12} round {rnd}: {row.wall:7.2f} s "
             f"{row.mb_s:8.1f} MB/s {row.obj_s:9.0f} obj/s  cpu {row.cpu:6.2f} s  "
-            f"rss {row.peak_rss / MiB:6.0f} MiB  server cpu {row.server_cpu:6.2f} s"
+            f"rss {row.peak_rss / MiB:6.0f} MiB  server cpu {row.server_cpu:6.2f} s "
+            f"(SeaweedFS {row.server_seaweedfs:.2f}, Azurite {row.server_azurite:.2f})"
             + ("" if row.ok else "  FAILED")
             + (f"  ({note})" if note else "")
         )
@@ -726,6 +732,8 @@ class Summary:
     peak_rss_mib: float
     server_cpu: float
     ok: bool
+    server_seaweedfs: float = 0.0
+    server_azurite: float = 0.0
 
 
 def summarize(rows: list[Row]) -> list[Summary]:
@@ -747,9 +755,27 @@ def summarize(rows: list[Row]) -> list[Summary]:
                 max(r.peak_rss for r in mine) / MiB,
                 med([r.server_cpu for r in mine]),
                 all(r.ok for r in mine),
+                med([r.server_seaweedfs for r in mine]),
+                med([r.server_azurite for r in mine]),
             )
         )
     return out
+
+
+def servers_by_tool(summaries: list[Summary]) -> list[str]:
+    """For each scenario, each server's CPU beside each tool (medians): whether a gap is
+    the client's or the work it asks of the servers."""
+    lines = []
+    for scenario in sorted({s.scenario for s in summaries}):
+        mine = [s for s in summaries if s.scenario == scenario and s.server_cpu > 0.05]
+        if not mine:
+            continue
+        each = "; ".join(
+            f"{s.tool} SeaweedFS {s.server_seaweedfs:.2f}, Azurite {s.server_azurite:.2f}"
+            for s in mine
+        )
+        lines.append(f"{scenario} {SCENARIOS[scenario]}: {each}")
+    return lines
 
 
 def _tool_rank(tool: str) -> int:
@@ -1095,9 +1121,14 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - started
     summaries = summarize(bench.rows)
     table, verdicts = report(summaries, len(os.sched_getaffinity(0)))
+    by_server = servers_by_tool(summaries)
     say("")
     for line in table:
         say(line)
+    say("")
+    say("Servers' CPU s, by server (medians):")
+    for line in by_server:
+        say("  " + line)
     say("")
     for v in verdicts:
         say("  " + v)
@@ -1131,6 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
             hashes,
             versions(sw),
             table,
+            by_server,
             verdicts,
             total,
             load_before,
@@ -1150,6 +1182,7 @@ def record(
     hashes: dict[str, float],
     vers: dict[str, str],
     table: list[str],
+    by_server: list[str],
     verdicts: list[str],
     total: float,
     load_before: tuple[float, float, float],
@@ -1181,6 +1214,10 @@ def record(
         ),
         "",
         *table,
+        "",
+        "Servers' CPU s, by server (medians):",
+        "",
+        *[f"- {line}" for line in by_server],
         "",
         "Targets:",
         "",
