@@ -190,6 +190,7 @@ class Bench:
         note: str = "",
         wall: float | None = None,
     ) -> Row:
+        spent = dict(m.server_by)
         row = Row(
             scenario,
             tool,
@@ -203,8 +204,8 @@ class Bench:
             m.server_cpu,
             ok and m.returncode == 0,
             note,
-            server_seaweedfs=dict(m.server_by).get("weed", 0.0),
-            server_azurite=dict(m.server_by).get("node", 0.0),
+            server_seaweedfs=spent.get("weed", 0.0),
+            server_azurite=spent.get("node", 0.0),
         )
         self.rows.append(row)
         say(
@@ -764,12 +765,11 @@ def summarize(rows: list[Row]) -> list[Summary]:
 
 def servers_by_tool(summaries: list[Summary]) -> list[str]:
     """For each scenario, each server's CPU beside each tool (medians): whether a gap is
-    the client's or the work it asks of the servers."""
+    the client's or the work it asks of the servers. A re-run that asks nothing of them
+    shows as such; the start-up row never talks to them."""
     lines = []
     for scenario in sorted({s.scenario for s in summaries}):
-        mine = [s for s in summaries if s.scenario == scenario and s.server_cpu > 0.05]
-        if not mine:
-            continue
+        mine = [s for s in summaries if s.scenario == scenario and s.tool != "start-up"]
         each = "; ".join(
             f"{s.tool} SeaweedFS {s.server_seaweedfs:.2f}, Azurite {s.server_azurite:.2f}"
             for s in mine
