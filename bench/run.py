@@ -484,15 +484,15 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
 
     def _noop_once(self, rnd: int, src: str, kept: dict[str, Any], want: tuple[int, int]) -> None:
         # The limit of a re-run that does nothing: the interpreter starting and importing
-        # the CLI, nothing run. What the re-run spends above it is its own work. (The
-        # script driver's re-run does not import the CLI: no such limit for it.)
+        # what answers from a receipt, nothing run. What the re-run spends above it is its
+        # own work. (The script driver's re-run is not the command: no such limit for it.)
         if self.driver == "cli":
             m = self.measured(
-                [sys.executable, "-c", "import migrate.cli"],
+                [sys.executable, "-c", "import migrate.rerun"],
                 f"s4-startup-r{rnd}",
                 self.migrate_env,
             )
-            self.add(4, "start-up", rnd, *want, m, m.returncode == 0, "import migrate.cli")
+            self.add(4, "start-up", rnd, *want, m, m.returncode == 0, "import migrate.rerun")
         for tool in self.order(rnd):
             if tool == "migrate":
                 sites, dest = kept["migrate"]
@@ -865,7 +865,8 @@ def _budget(
     if startup is not None:
         return (
             f"; the target allows {wall:.2f} s, and starting the interpreter and importing "
-            f"the CLI alone takes {startup.wall:.2f} s (migrate's re-run: {mig.wall:.2f} s)"
+            f"the receipt's module alone takes {startup.wall:.2f} s (migrate's re-run: "
+            f"{mig.wall:.2f} s)"
         )
     servers = min(mig.server_cpu, base.server_cpu)  # the servers' need, not their idling
     client = cores * wall - servers

@@ -1,5 +1,5 @@
 import sys
 
-from migrate.cli import main
+from migrate.main import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.exceptions import TyperException
 
-from migrate import render
+from migrate import render, rerun
 from migrate.errors import (
     EXIT_CODES,
     ConfigError,
@@ -505,6 +505,7 @@ def run(
     Example: migrate run plans/hdh.yaml --phase pilot
     """
 
+    receipt = _receipt_inputs(plan, phase, sites)  # before either file is read
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
@@ -567,6 +568,9 @@ def run(
             passed = result.passed
             if passed:  # the whole plan verified: cutover too, even with nothing to copy
                 session.ledger.phase_mark(session.plan.name, phase, "verified_at")
+    if receipt and not summary.failed and kind not in ("delta", "cutover"):
+        # The state is final (the session recorded its routes): the answer a re-run gives.
+        rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
     if json_out:
         _out(True, {"summary": summary, "delta": delta} if delta else summary)
     else:
@@ -582,6 +586,13 @@ def run(
         raise typer.Exit(TransferError.exit_code)
     if not passed:
         raise typer.Exit(IntegrityError.exit_code)
+
+
+def _receipt_inputs(plan: Path, phase: str, sites: Path | None) -> rerun.Inputs | None:
+    try:
+        return rerun.inputs_of(plan, phase, sites)
+    except (OSError, ValueError):  # unreadable, or a pipe: no receipt (the command itself
+        return None  # reports what it cannot read)
 
 
 @app.command()

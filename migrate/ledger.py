@@ -1,8 +1,12 @@
-"""The ledger: the one owner of the state file (SQLite, WAL). No other module runs SQL.
+"""The ledger: the one owner of the state file (SQLite, WAL). No other module writes it;
+the one read outside this module is the re-run receipt's lookup (`migrate/rerun.py`,
+`_lookup`), made before this module is even loaded.
 
 Each state change is a named method running in one transaction, so a kill -9 at any
 instant leaves either the state before or the state after it. Schema changes are named
-migrations, recorded in `schema_migrations` and applied in order on open.
+migrations, recorded in `schema_migrations` and applied in order on open. A change to
+the rows a finished phase's answer is read from deletes every re-run receipt, by trigger:
+whatever writes it, this version or another.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,10 +22,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from migrate.locations import STATE_FILE
+
 if TYPE_CHECKING:
     from migrate.plan import Phase, Plan
-
-STATE_FILE = "state.db"
 
 _MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -167,6 +171,40 @@ _MIGRATIONS: list[tuple[str, str]] = [
         """
         DROP INDEX transfers_phase_state;
         CREATE INDEX transfers_phase_state ON transfers (plan, phase, state, size);
+        """,
+    ),
+    (
+        # A finished phase run again is answered from its receipt (migrate/rerun.py, which
+        # reads this table). The answer is read from transfers, phases and approvals (a
+        # test checks it): a change to any of their rows, by any writer, deletes every
+        # receipt. (`WHERE` keeps SQLite from clearing the empty table's page: a page
+        # written at every change.)
+        "re-run receipts",
+        """
+        CREATE TABLE receipts (
+            inputs TEXT PRIMARY KEY,
+            text TEXT NOT NULL,
+            json TEXT NOT NULL,
+            written_at TEXT NOT NULL
+        );
+        CREATE TRIGGER receipts_void_transfers_insert AFTER INSERT ON transfers
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_transfers_update AFTER UPDATE ON transfers
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_transfers_delete AFTER DELETE ON transfers
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_phases_insert AFTER INSERT ON phases
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_phases_update AFTER UPDATE ON phases
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_phases_delete AFTER DELETE ON phases
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_approvals_insert AFTER INSERT ON approvals
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_approvals_update AFTER UPDATE ON approvals
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_approvals_delete AFTER DELETE ON approvals
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
         """,
     ),
 ]
@@ -338,9 +376,13 @@ class Ledger:
             for version, (name, sql) in enumerate(_MIGRATIONS, start=1):
                 if version in applied:
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                statement = ""
+                for piece in sql.split(";"):  # a trigger's body has `;` of its own
+                    statement += piece + ";"
+                    if sqlite3.complete_statement(statement):
+                        if statement.strip(" \n;"):
+                            db.execute(statement)
+                        statement = ""
                 db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now())
                 )
@@ -724,6 +766,24 @@ class Ledger:
                     (plan,),
                 )
             ]
+
+    # -- re-run receipts ---------------------------------------------------------------------
+
+    def record_receipt(self, inputs: str, answer: Callable[[], tuple[str, str] | None]) -> bool:
+        """Store the answer (text, JSON) a finished phase gives again, for these inputs.
+        `answer` reads the state inside this transaction, so no change can come between the
+        answer and its receipt; one that wrote would void it, and nothing is stored.
+        Returns whether a receipt was stored."""
+        with self.atomic() as db:
+            changes = db.total_changes
+            found = answer()
+            if found is None or db.total_changes != changes:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO receipts VALUES (?, ?, ?, ?)",
+                (inputs, found[0], found[1], _now()),
+            )
+        return True
 
     # -- plans -------------------------------------------------------------------------------
     # Aggregates the planner reads, approvals, and the resolution of a phase's object set.

@@ -132,12 +132,16 @@ def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -
     console.print(table)
 
 
+def nothing_to_do_line(s: PhaseSummary) -> str:
+    return (
+        f"Phase {s.phase}: nothing to do: all {s.already_done:,} objects were already "
+        "copied and proven."
+    )
+
+
 def print_phase_summary(console: Console, s: PhaseSummary) -> None:
-    if s.nothing_to_do:
-        console.print(
-            f"Phase {s.phase}: nothing to do: all {s.already_done:,} objects were already "
-            "copied and proven."
-        )
+    if s.nothing_to_do:  # plain: the same bytes as the re-run receipt's (migrate/rerun.py)
+        console.print(nothing_to_do_line(s), soft_wrap=True, markup=False, highlight=False)
         return
     rate = s.bytes_copied / s.seconds if s.seconds else 0
     console.print(

@@ -18,9 +18,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from migrate.errors import ConfigError, SecretInConfig, register_secret
-
-DEFAULT_SITES_FILE = "sites.toml"
-SITES_ENV = "MIGRATE_SITES"
+from migrate.locations import SITES_ENV, sites_path, state_dir_of
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Shapes of secrets that have no business in a sites file, whatever key holds them.
@@ -99,14 +97,6 @@ class SitesConfig(BaseModel):
             ) from None
 
 
-def sites_path(explicit: Path | str | None) -> Path:
-    """--sites, else $MIGRATE_SITES, else ./sites.toml."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get(SITES_ENV)
-    return Path(env) if env else Path(DEFAULT_SITES_FILE)
-
-
 def load_sites(explicit: Path | str | None = None) -> SitesConfig:
     path = sites_path(explicit)
     try:
@@ -133,8 +123,7 @@ def parse_sites(raw: dict[str, Any], path: Path) -> SitesConfig:
         name: {**body, "name": name} if isinstance(body, dict) else body
         for name, body in sites_raw.items()
     }
-    state_dir = raw.get("state_dir", ".migrate")
-    data["state_dir"] = (path.parent / str(state_dir)).resolve()
+    data["state_dir"] = state_dir_of(raw, path)
     data["catalog"] = [(path.parent / str(p)).resolve() for p in raw.get("catalog", [])]
     data["path"] = path
     try:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +177,34 @@ def read_bytes_50_to_59(adapter: StoreAdapter, container: str, right: bool) -> N
         return
     with pytest.raises(Permanent, match="asked for bytes 50-59"):
         adapter.open_range(container, "k", 50, 60)
+
+
+def finished_local_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, list[str]]:
+    """A plan of 30 local files whose bulk-1 phase is copied (the pilot, not run, holds
+    the thirtieth): the plan, and --sites."""
+    from migrate.cli import main  # not for every test that uses these helpers
+
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "dst").mkdir()
+    for n in range(30):
+        (tmp_path / "src" / "data" / f"f{n}.txt").write_text(f"object {n}\n")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[sites.src]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.dst]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    plan = str(tmp_path / "plan.yaml")
+    where = ["--sites", str(sites)]
+    for args in (
+        ["inventory", "src"],
+        ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o", plan],
+        ["plan", "approve", plan],
+        ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test"],
+    ):
+        code = main([*args, *where])
+        err = capsys.readouterr().err  # and what the step printed is not left for the test
+        assert code == 0, err
+    return plan, where

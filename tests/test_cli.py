@@ -13,6 +13,7 @@ import pytest
 from migrate.cli import app, main
 from migrate.errors import EXIT_CODES
 from migrate.localservers import SeaweedFS, free_port
+from tests.helpers import finished_local_copy
 
 CANARY = "CANARY-secret-9f8e7d6c5b4a"
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,37 +231,10 @@ def test_sites_check_gives_each_site_its_verdict(
     assert verdicts["rehearsal"]["status"] == "PASS"
 
 
-def _finished_local_copy(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> tuple[str, list[str]]:
-    """A plan whose bulk phase copied 30 local files: the plan, and --sites."""
-    (tmp_path / "src" / "data").mkdir(parents=True)
-    (tmp_path / "dst").mkdir()
-    for n in range(30):
-        (tmp_path / "src" / "data" / f"f{n}.txt").write_text(f"object {n}\n")
-    sites = tmp_path / "sites.toml"
-    sites.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n'
-        f'[sites.src]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
-        f'[sites.dst]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
-    )
-    plan = str(tmp_path / "plan.yaml")
-    where = ["--sites", str(sites)]
-    for args in (
-        ["inventory", "src"],
-        ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o", plan],
-        ["plan", "approve", plan],
-        ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test"],
-    ):
-        code, _, err = run([*args, *where], capsys)
-        assert code == 0, err
-    return plan, where
-
-
 def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan, where = _finished_local_copy(tmp_path, capsys)
+    plan, where = finished_local_copy(tmp_path, capsys)
 
     def no_store(*args: object, **kwargs: object) -> None:
         raise AssertionError("a store was contacted")
@@ -282,7 +256,7 @@ def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
 def test_a_bandwidth_limit_is_read_before_the_phase_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan, where = _finished_local_copy(tmp_path, capsys)  # bulk-1 done, the pilot not yet
+    plan, where = finished_local_copy(tmp_path, capsys)  # bulk-1 done, the pilot not yet
     for phase in ("pilot", "bulk-1"):  # a phase to run, a finished one
         code, _, err = run(["run", plan, "--phase", phase, "--bwlimit", "fast", *where], capsys)
         assert code == 3, err
@@ -303,7 +277,7 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
 
     latest = migrate.ledger._MIGRATIONS
     monkeypatch.setattr(migrate.ledger, "_MIGRATIONS", latest[:2])  # the schema of 2026-11
-    plan, where = _finished_local_copy(tmp_path, capsys)
+    plan, where = finished_local_copy(tmp_path, capsys)
     code, before, _ = run(["status", plan, "--json", *where], capsys)
     assert code == 0
     monkeypatch.setattr(migrate.ledger, "_MIGRATIONS", latest)

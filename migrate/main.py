@@ -1,0 +1,22 @@
+"""The `migrate` command. A finished copy phase run again is answered from its receipt
+(migrate/rerun.py) before the CLI loads; every other command goes to the CLI."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    from migrate.rerun import answer
+
+    try:
+        code = answer(args)
+    except KeyboardInterrupt:
+        print("migrate: interrupted; the same command resumes", file=sys.stderr)
+        return 130
+    if code is not None:
+        return code
+    from migrate.cli import main as cli
+
+    return cli(args)

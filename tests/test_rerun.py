@@ -1,0 +1,256 @@
+"""A finished copy phase run again is answered from its receipt, without loading the CLI,
+and only while nothing it was derived from has changed: the plan, the sites file, the
+state, the code. Anything else is answered by the full command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import migrate.cli
+from migrate import rerun
+from migrate.ledger import Ledger
+from migrate.main import main
+from tests.helpers import finished_local_copy
+
+HEAVY = ("typer", "click", "pydantic", "yaml", "rich", "migrate.cli", "migrate.ledger")
+
+
+class Answers:
+    """Calls to `migrate.main.main`, noting which ones reached the full CLI."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+        self.capsys = capsys
+        self.by_cli = False
+        full = migrate.cli.main
+
+        def cli(args: list[str] | None = None) -> int:
+            self.by_cli = True
+            return full(args)
+
+        monkeypatch.setattr(migrate.cli, "main", cli)
+
+    def __call__(self, args: list[str]) -> tuple[int, str, str, bool]:
+        self.by_cli = False
+        code = main(args)
+        out, err = self.capsys.readouterr()
+        return code, out, err, self.by_cli
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = migrate.cli.main(args)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_a_finished_phase_run_again_answers_as_the_full_command_without_loading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    full_json = run_cli(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    full_text = run_cli(["run", plan, "--phase", "bulk-1", *where], capsys)
+    by_env = {**os.environ, "MIGRATE_SITES": where[1]}
+
+    # The bench's and a shell history's shapes of the same command.
+    for args, env, full in (
+        (["run", plan, "--phase", "bulk-1", "--json", *where], None, full_json),
+        (
+            ["run", plan, "--phase=bulk-1", "--json", "--concurrency=8", "--part-size-mib",
+             "16", "--force", "--reason=re-run", f"--sites={where[1]}"],
+            None,
+            full_json,
+        ),
+        (["run", *where, "--phase", "bulk-1", plan], None, full_text),
+        (["run", plan, "--phase", "bulk-1"], by_env, full_text),
+    ):  # fmt: skip
+        code = (
+            "import sys, json\n"
+            "from migrate.main import main\n"
+            f"code = main({args!r})\n"
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n"
+            "sys.exit(code)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stderr.splitlines()[-1]) == [], "the CLI was loaded"
+        assert done.stdout == full
+    summary = json.loads(full_json)
+    # 29: the pilot phase holds the thirtieth object.
+    assert summary["copied"] == 0 and summary["already_done"] == summary["objects"] == 29
+    assert (
+        full_text == "Phase bulk-1: nothing to do: all 29 objects were already copied and proven.\n"
+    )
+
+
+def test_a_change_of_state_since_sends_the_re_run_to_the_full_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    answers = Answers(monkeypatch, capsys)
+    rerun_args = ["run", plan, "--phase", "bulk-1", "--json", "--force", "--reason=test", *where]
+    code, _, err, by_cli = answers(rerun_args)
+    assert code == 0 and not by_cli, err
+
+    # Recorded as failed since (another process, a verification): it must be copied again.
+    with Ledger(tmp_path / "state") as ledger:
+        ledger.transfer_not_done("plan", "data", "f7.txt", "failed", "test", 0)
+    code, out, err, by_cli = answers(rerun_args)
+    assert code == 0 and by_cli, err
+    assert json.loads(out)["copied"] == 1
+
+    # That run stored a new receipt; a command that writes to the state voids it.
+    assert answers(rerun_args)[3] is False
+    code, _, err, _ = answers(["verify", plan, "--phase", "bulk-1", *where])
+    assert code == 0, err
+    assert answers(rerun_args)[3] is True
+    assert answers(rerun_args)[3] is False  # and the full command stored it again
+
+
+def test_every_table_a_finished_answer_is_read_from_voids_the_receipts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The receipts' triggers cover what the full command reads to answer: a change to
+    any of it, by whatever writes it, deletes the receipts."""
+    from migrate.plan import check_approved, load_plan
+    from migrate.summary import finished_already
+
+    plan, _ = finished_local_copy(tmp_path, capsys)
+    read: set[str] = set()
+
+    def note(action: int, table: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_READ and table and not table.startswith("sqlite_"):
+            read.add(table)
+        return sqlite3.SQLITE_OK
+
+    with Ledger(tmp_path / "state") as ledger:
+        db = ledger._db  # the ledger's own connection: what its queries read
+        db.set_authorizer(note)  # (prepared statements are compiled again, and seen)
+        loaded = load_plan(Path(plan))
+        check_approved(loaded, ledger)
+        assert finished_already(loaded, "bulk-1", ledger) is not None
+        db.set_authorizer(None)
+        triggers = db.execute("SELECT tbl_name, sql FROM sqlite_master WHERE type='trigger'")
+        voiding = {table for (table, sql) in triggers if "DELETE FROM receipts" in sql}
+    assert read == {"transfers", "phases", "approvals"}  # what this test knows of
+    assert read <= voiding
+
+
+@pytest.mark.parametrize(
+    "change, exit_code",
+    [
+        ("an edited plan", 9),
+        ("an edited sites file", 3),
+        ("an empty --sites", 3),
+        ("--force without --reason", 3),
+        ("other code", 0),
+        ("--debug", 0),
+        ("--dry-run", 0),
+    ],
+)
+def test_what_the_receipt_was_not_written_for_is_answered_by_the_full_command(
+    change: str,
+    exit_code: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    answers = Answers(monkeypatch, capsys)
+    args = ["run", plan, "--phase", "bulk-1", *where]
+    assert answers(args)[3] is False
+    if change == "an edited plan":
+        text = Path(plan).read_text(encoding="utf-8")
+        Path(plan).write_text(text.replace("name: plan", "name: plan2"), encoding="utf-8")
+    elif change == "an edited sites file":
+        sites = Path(where[1])
+        sites.write_text(sites.read_text().replace("[sites.dst]", "[sites.elsewhere]"))
+    elif change == "an empty --sites":  # `--sites "$UNSET"`: typer reads it as `.`
+        monkeypatch.setenv("MIGRATE_SITES", where[1])
+        args[-1] = ""
+    elif change == "--force without --reason":
+        args.append("--force")
+    elif change == "other code":
+        monkeypatch.setattr("migrate.rerun._code", lambda: b"migrate 0.2")
+    else:
+        args.append(change)
+    code, _, err, by_cli = answers(args)
+    assert by_cli
+    assert code == exit_code, err
+
+
+def test_an_edit_to_migrate_or_an_installed_package_is_other_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "migrate").mkdir()
+    (tmp_path / "migrate" / "rerun.py").write_text("# one version\n")
+    packages = tmp_path / "site-packages"
+    packages.mkdir()
+    monkeypatch.setattr(rerun, "__file__", str(tmp_path / "migrate" / "rerun.py"))
+    monkeypatch.setattr(sys, "path", [str(packages)])
+    before = rerun._code()
+    (tmp_path / "migrate" / "rerun.py").write_text("# another version\n")
+    edited = rerun._code()
+    (packages / "newlib").mkdir()
+    os.utime(packages, ns=(0, 1))  # a different time, whatever the clock's resolution
+    installed = rerun._code()
+    assert len({before, edited, installed}) == 3
+
+
+@pytest.mark.timeout(60)  # read twice, the pipe would keep the command waiting for bytes
+def test_a_sites_file_given_as_a_pipe_is_read_once_by_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    main(["verify", plan, "--phase", "bulk-1", *where])  # no receipt: the command answers
+    capsys.readouterr()
+    pipe = tmp_path / "sites.pipe"
+    os.mkfifo(pipe)
+    content = Path(where[1]).read_text()
+
+    def write() -> None:
+        with open(pipe, "w") as f:
+            f.write(content)
+
+    threading.Thread(target=write, daemon=True).start()
+    assert main(["run", plan, "--phase", "bulk-1", "--sites", str(pipe)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_the_options_a_receipt_accepts_are_read_by_the_command_as_it_reads_them() -> None:
+    """What `rerun` accepts, the CLI takes as given: no environment variable, callback,
+    range or existence check of its own that the receipt would not know of."""
+    import typer.main
+
+    command = typer.main.get_command(migrate.cli.app)
+    params = {opt: p for p in command.commands["run"].params for opt in p.opts}
+    for name in (*rerun._FLAGS, *rerun._VALUE_OPTIONS):
+        p = params[name]
+        kind = p.type_descriptor.annotation
+        assert (p.callback, p.envvar, p.min, p.max, p.multiple) == (None, None, None, None, False)
+        assert not getattr(p.type_descriptor.parameter_info, "exists", False)
+        if name in rerun._FLAGS:
+            assert p.is_flag and kind is bool
+        else:
+            assert not p.is_flag and p.nargs == 1
+            assert kind in ((int,) if name in rerun._NUMBER_OPTIONS else (str, Path))
+
+
+def test_delta_and_cutover_are_never_answered_from_a_receipt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    answers = Answers(monkeypatch, capsys)
+    args = ["run", plan, "--phase", "delta", "--force", "--reason=test", *where]
+    for _ in range(2):  # they re-list their source every time
+        code, _, err, by_cli = answers(args)
+        assert code == 0 and by_cli, err
