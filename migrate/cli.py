@@ -505,7 +505,9 @@ def run(
     Example: migrate run plans/hdh.yaml --phase pilot
     """
 
-    receipt = _receipt_inputs(plan, phase, sites)  # before either file is read
+    # Read before the command reads the files, and compared with a reading after it: a file
+    # changed meanwhile stores no receipt.
+    receipt = _receipt_inputs(plan, phase, sites)
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
@@ -591,8 +593,8 @@ def run(
 def _receipt_inputs(plan: Path, phase: str, sites: Path | None) -> rerun.Inputs | None:
     try:
         return rerun.inputs_of(plan, phase, sites)
-    except (OSError, ValueError):  # unreadable, or a pipe: no receipt (the command itself
-        return None  # reports what it cannot read)
+    except (OSError, ValueError):
+        return None  # unreadable, or a pipe: no receipt; the command reports what it cannot read
 
 
 @app.command()

@@ -177,8 +177,10 @@ _MIGRATIONS: list[tuple[str, str]] = [
         # A finished phase run again is answered from its receipt (migrate/rerun.py, which
         # reads this table). The answer is read from transfers, phases and approvals (a
         # test checks it): a change to any of their rows, by any writer, deletes every
-        # receipt. (`WHERE` keeps SQLite from clearing the empty table's page: a page
-        # written at every change.)
+        # receipt. A migration that rebuilds one of those tables must create its triggers
+        # again; one that retires receipts drops the table, not only the triggers (an
+        # older migrate would answer from what they no longer void). (`WHERE` keeps SQLite
+        # from clearing the empty table's page: a page written at every change.)
         "re-run receipts",
         """
         CREATE TABLE receipts (
@@ -380,9 +382,11 @@ class Ledger:
                 for piece in sql.split(";"):  # a trigger's body has `;` of its own
                     statement += piece + ";"
                     if sqlite3.complete_statement(statement):
-                        if statement.strip(" \n;"):
+                        if statement.strip().strip(";"):
                             db.execute(statement)
                         statement = ""
+                if statement.strip().strip(";"):  # never recorded as applied, half run
+                    raise RuntimeError(f"migration {name!r} ends in an unfinished statement")
                 db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now())
                 )

@@ -140,8 +140,8 @@ def nothing_to_do_line(s: PhaseSummary) -> str:
 
 
 def print_phase_summary(console: Console, s: PhaseSummary) -> None:
-    if s.nothing_to_do:  # plain: the same bytes as the re-run receipt's (migrate/rerun.py)
-        console.print(nothing_to_do_line(s), soft_wrap=True, markup=False, highlight=False)
+    if s.nothing_to_do:  # as is (no wrap, emoji or tabs): the bytes a re-run receipt prints
+        print(nothing_to_do_line(s), file=console.file)
         return
     rate = s.bytes_copied / s.seconds if s.seconds else 0
     console.print(

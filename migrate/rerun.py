@@ -37,8 +37,9 @@ from migrate.locations import STATE_FILE, sites_path, state_dir_of
 if TYPE_CHECKING:
     from migrate.plan import Plan
 
-# The options of `migrate run` that a finished phase does not use: accepted with a value
-# the CLI is sure to accept. Everything else (--dry-run, --bwlimit, --max-rps,
+# The options of `migrate run` a receipt answers for: the phase and the sites file (both in
+# the digest), and those a finished phase does not use, with a value the CLI is sure to
+# accept (a test checks the CLI's side). Everything else (--dry-run, --bwlimit, --max-rps,
 # --delete-removed, --debug, --help, ...) goes to the CLI.
 _VALUE_OPTIONS = ("--phase", "--sites", "--reason", "--concurrency", "--part-size-mib")
 _NUMBER_OPTIONS = ("--concurrency", "--part-size-mib")
@@ -108,13 +109,20 @@ def remember(plan: Plan, phase: str, inputs: Inputs, recheck: Inputs | None) -> 
     if recheck != inputs:
         return False
     from migrate import render
+    from migrate.errors import MigrateError
     from migrate.ledger import Ledger
+    from migrate.plan import check_approved
     from migrate.summary import finished_already
 
     try:
         with Ledger(inputs.state_dir) as ledger:
 
             def finished() -> tuple[str, str] | None:
+                # Everything the command checked, read again in the receipt's transaction.
+                try:
+                    check_approved(plan, ledger)
+                except MigrateError:
+                    return None
                 summary = finished_already(plan, phase, ledger)
                 if summary is None:
                     return None
@@ -146,8 +154,8 @@ def _parse(args: list[str]) -> _Request | None:
             return None
         if not eq:
             value = next(rest, "")
-        if not value or value.startswith("-"):  # missing, empty, or read otherwise by click
-            return None
+        if not value or value.startswith("-"):  # missing, empty (typer reads "" as "."), or
+            return None  # a value like an option: the CLI answers those
         values[name] = value
     phase = values.get("--phase")
     if len(positional) != 1 or not phase:

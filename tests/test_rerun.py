@@ -101,9 +101,11 @@ def test_a_change_of_state_since_sends_the_re_run_to_the_full_command(
     code, _, err, by_cli = answers(rerun_args)
     assert code == 0 and not by_cli, err
 
-    # Recorded as failed since (another process, a verification): it must be copied again.
-    with Ledger(tmp_path / "state") as ledger:
-        ledger.transfer_not_done("plan", "data", "f7.txt", "failed", "test", 0)
+    # Recorded as failed since, by whatever writes the state (another version of migrate,
+    # a hand repair): it must be copied again.
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        db.execute("UPDATE transfers SET state = 'failed' WHERE key = 'f7.txt'")
+    db.close()
     code, out, err, by_cli = answers(rerun_args)
     assert code == 0 and by_cli, err
     assert json.loads(out)["copied"] == 1
@@ -117,32 +119,44 @@ def test_a_change_of_state_since_sends_the_re_run_to_the_full_command(
 
 
 def test_every_table_a_finished_answer_is_read_from_voids_the_receipts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The receipts' triggers cover what the full command reads to answer: a change to
     any of it, by whatever writes it, deletes the receipts."""
-    from migrate.plan import check_approved, load_plan
-    from migrate.summary import finished_already
-
-    plan, _ = finished_local_copy(tmp_path, capsys)
+    plan, where = finished_local_copy(tmp_path, capsys)
     read: set[str] = set()
 
     def note(action: int, table: str | None, *_: object) -> int:
-        if action == sqlite3.SQLITE_READ and table and not table.startswith("sqlite_"):
+        if action == sqlite3.SQLITE_READ and table:
             read.add(table)
         return sqlite3.SQLITE_OK
 
+    opened = Ledger.__init__
+
+    def watched(self: Ledger, state_dir: Path) -> None:
+        opened(self, state_dir)
+        self._db.set_authorizer(note)  # every query of the command, on every connection
+
+    monkeypatch.setattr(Ledger, "__init__", watched)
+    code = migrate.cli.main(["run", plan, "--phase", "bulk-1", *where])
+    assert code == 0, capsys.readouterr().err
+    monkeypatch.undo()
+    # Not the answer's: the schema, the receipts themselves, the routes the session records.
+    answer = {t for t in read if not t.startswith("sqlite_")} - {
+        "schema_migrations", "receipts", "routes"
+    }  # fmt: skip
+    assert answer == {"transfers", "phases", "approvals"}  # what this test knows of
     with Ledger(tmp_path / "state") as ledger:
-        db = ledger._db  # the ledger's own connection: what its queries read
-        db.set_authorizer(note)  # (prepared statements are compiled again, and seen)
-        loaded = load_plan(Path(plan))
-        check_approved(loaded, ledger)
-        assert finished_already(loaded, "bulk-1", ledger) is not None
-        db.set_authorizer(None)
-        triggers = db.execute("SELECT tbl_name, sql FROM sqlite_master WHERE type='trigger'")
-        voiding = {table for (table, sql) in triggers if "DELETE FROM receipts" in sql}
-    assert read == {"transfers", "phases", "approvals"}  # what this test knows of
-    assert read <= voiding
+        triggers = ledger._db.execute(
+            "SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+    voiding = {
+        (table, event)
+        for table, sql in triggers
+        for event in ("INSERT", "UPDATE", "DELETE")
+        if f"AFTER {event} ON {table}" in sql and "DELETE FROM receipts" in sql
+    }
+    assert voiding == {(t, e) for t in answer for e in ("INSERT", "UPDATE", "DELETE")}
 
 
 @pytest.mark.parametrize(
@@ -188,6 +202,59 @@ def test_what_the_receipt_was_not_written_for_is_answered_by_the_full_command(
     assert code == exit_code, err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "p.yaml", "--phase", "bulk-1", "--concurrency", "abc"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--concurrency=0"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--phase", "pilot"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--json=1"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--json", "--json"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--no-force"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--force"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--reason", "-x"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--"],
+        ["run", "p.yaml", "other.yaml", "--phase", "bulk-1"],
+        ["run", "p.yaml", "--phase"],
+        ["run", "p.yaml"],
+        ["--debug", "run", "p.yaml", "--phase", "bulk-1"],
+        ["status", "p.yaml"],
+    ],
+)
+def test_a_command_the_receipt_is_not_sure_of_goes_to_the_cli(args: list[str]) -> None:
+    assert rerun._parse(args) is None
+
+
+def test_the_command_lines_a_receipt_answers() -> None:
+    for args in (
+        ["run", "p.yaml", "--phase", "bulk-1"],
+        ["run", "--phase=bulk-1", "p.yaml", "--json", "--sites", "s.toml"],
+        ["run", "p.yaml", "--phase", "bulk-1", "--force", "--reason", "why", "--concurrency=16"],
+    ):
+        assert rerun._parse(args) is not None, args
+
+
+def test_a_file_changed_while_the_command_ran_stores_no_receipt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    main(["verify", plan, "--phase", "bulk-1", *where])  # voids the copy's receipt
+    capsys.readouterr()
+    readings = iter(["as read", "changed"])  # the files' digest before the run, after it
+    real = migrate.cli._receipt_inputs
+
+    def changing(*args: object) -> rerun.Inputs | None:
+        found = real(*args)  # type: ignore[arg-type]
+        changed = next(readings) == "changed"
+        return found._replace(digest="other bytes") if found and changed else found
+
+    monkeypatch.setattr(migrate.cli, "_receipt_inputs", changing)
+    assert migrate.cli.main(["run", plan, "--phase", "bulk-1", *where]) == 0
+    monkeypatch.undo()
+    answers = Answers(monkeypatch, capsys)
+    assert answers(["run", plan, "--phase", "bulk-1", *where])[3] is True
+
+
 def test_an_edit_to_migrate_or_an_installed_package_is_other_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,7 +278,9 @@ def test_a_sites_file_given_as_a_pipe_is_read_once_by_the_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plan, where = finished_local_copy(tmp_path, capsys)
-    main(["verify", plan, "--phase", "bulk-1", *where])  # no receipt: the command answers
+    # No receipt (verify voids the copy's): the command itself reads the pipe, so a digest
+    # read before it would leave the command nothing to read.
+    main(["verify", plan, "--phase", "bulk-1", *where])
     capsys.readouterr()
     pipe = tmp_path / "sites.pipe"
     os.mkfifo(pipe)
