@@ -134,8 +134,8 @@ def remember(plan: Plan, phase: str, inputs: Inputs, recheck: Inputs | None) -> 
 
 
 def _parse(args: list[str]) -> _Request | None:
-    """`run PLAN --phase NAME` with the options a finished phase does not use, as click
-    reads them (`--opt value` or `--opt=value`); None for anything else."""
+    """`run PLAN --phase NAME` with the options above, as click reads them (`--opt value`
+    or `--opt=value`, in any order); None for anything else."""
     if not args or args[0] != "run":
         return None
     values: dict[str, str] = {}
