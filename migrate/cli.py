@@ -499,8 +499,9 @@ def run(
     debug: DebugOpt = False,
 ) -> None:
     """Run one phase of an approved plan. Interrupted? The same command resumes: finished
-    objects are skipped and finished parts are not sent again. delta and cutover first
-    re-list the source; cutover then verifies and prints the switch-over checklist.
+    objects are skipped and finished parts are not sent again. A finished phase run again
+    answers at once, from its receipt. delta and cutover first re-list the source; cutover
+    then verifies and prints the switch-over checklist.
 
     Example: migrate run plans/hdh.yaml --phase pilot
     """
