@@ -19,6 +19,8 @@ from typer.exceptions import TyperException
 from migrate import render, rerun
 from migrate.errors import (
     EXIT_CODES,
+    INTERRUPTED,
+    INTERRUPTED_LINE,
     ConfigError,
     IntegrityError,
     MigrateError,
@@ -508,7 +510,7 @@ def run(
 
     # Read before the command reads the files, and compared with a reading after it: a file
     # changed meanwhile stores no receipt.
-    receipt = _receipt_inputs(plan, phase, sites)
+    receipt = None if dry_run else _receipt_inputs(plan, phase, sites)
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
@@ -784,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             _stderr().print(f"migrate: {exc.format_message()}", markup=False)
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _stderr().print("migrate: interrupted; the same command resumes", markup=False)
-        return 130
+        _stderr().print(INTERRUPTED_LINE, markup=False)
+        return INTERRUPTED
     except Exception as exc:  # a bug: still one line, unless --debug
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False)

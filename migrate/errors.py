@@ -128,6 +128,8 @@ EXIT_CODES: dict[int, str] = {
     13: "the store does not support the operation",
     130: "interrupted (Ctrl-C); the same command resumes",
 }
+INTERRUPTED = 130
+INTERRUPTED_LINE = "migrate: interrupted; the same command resumes"
 
 # Values that must never be shown: registered by whoever reads a secret (credential
 # resolution), removed from any text before it leaves the process.

@@ -13,8 +13,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = answer(args)
     except KeyboardInterrupt:
-        print("migrate: interrupted; the same command resumes", file=sys.stderr)
-        return 130
+        from migrate.errors import INTERRUPTED, INTERRUPTED_LINE  # as the CLI says it
+
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return INTERRUPTED
     if code is not None:
         return code
     from migrate.cli import main as cli
