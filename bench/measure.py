@@ -96,24 +96,28 @@ def server_processes() -> list[psutil.Process]:
     return [p for p in me.children(recursive=True) if p.name() in ("weed", "node")]
 
 
-def settle(servers: Sequence[psutil.Process], *, idle: float = 0.05, most: float = 5.0) -> float:
+def settle(
+    servers: Sequence[psutil.Process], *, idle: float = 0.05, most: float = 5.0
+) -> tuple[float, bool]:
     """Before a timed run: write the page cache's dirty pages to disk, then wait (at most
     `most` s) until the servers spend under `idle` of a core. Without it, the run after a
     large copy may share the disk and the CPU with the writeback of that copy's bytes: in
     four of the five runs of 2026-12-02 before 05:45 with several rounds, rclone copied
     scenario 3 16-32 % slower in the round where it came right after scenario 1 (where it
-    ran first) than in the others. Returns the seconds it took (not timed as the run's)."""
+    ran first) than in the others. Returns the seconds it took (not timed as the run's)
+    and whether the servers were idle at its end; the disk's own activity is not watched."""
     started = time.monotonic()
     os.sync()
     window = 0.25
     before = sum(_cpu_by(servers).values())
-    while time.monotonic() - started < most:
+    while True:
         time.sleep(window)
         after = sum(_cpu_by(servers).values())
         if after - before < idle * window:
-            break
+            return time.monotonic() - started, True
+        if time.monotonic() - started >= most:
+            return time.monotonic() - started, False
         before = after
-    return time.monotonic() - started
 
 
 def run(
@@ -125,9 +129,8 @@ def run(
     timeout: float = 1800,
 ) -> Measured:
     """Run cmd to its end and measure it (see the module doc). Its stdout and stderr go to
-    files (`logs`.out, `logs`.err): a pipe nobody reads could stall it. The machine is
-    settled first (see `settle`)."""
-    settle(servers)
+    files (`logs`.out, `logs`.err): a pipe nobody reads could stall it. The caller
+    settles the machine first where it should (see `settle`)."""
     server_before = _cpu_by(servers)
     out_path, err_path = logs.with_suffix(".out"), logs.with_suffix(".err")
     with out_path.open("wb") as out, err_path.open("wb") as err:

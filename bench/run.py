@@ -171,8 +171,14 @@ class Bench:
         return path
 
     def measured(
-        self, cmd: list[str], name: str, env: dict[str, str] | None = None
+        self, cmd: list[str], name: str, env: dict[str, str] | None = None, settle: bool = True
     ) -> measure.Measured:
+        """Run and measure cmd; settled first (measure.settle) unless it continues a timed
+        sequence whose first step was (a user runs migrate's steps one after the other)."""
+        if settle:
+            took, idle = measure.settle(self.servers)
+            if not idle:
+                say(f"  ({name}: the servers were not idle after {took:.1f} s of settling)")
         result = measure.run(cmd, env=env or self.env, logs=self.logs(name), servers=self.servers)
         if result.returncode != 0:
             say(f"  ! {name} exited {result.returncode}: {result.stderr.strip()[-800:]}")
@@ -327,8 +333,9 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
         m = self.measured(cmd, name, self.migrate_env)
         return m, _last_json(m.stdout)
 
-    def _cli(self, args: list[str], name: str) -> measure.Measured:
-        return self.measured([sys.executable, "-m", "migrate", *args], name, self.migrate_env)
+    def _cli(self, args: list[str], name: str, settle: bool = False) -> measure.Measured:
+        cmd = [sys.executable, "-m", "migrate", *args]
+        return self.measured(cmd, name, self.migrate_env, settle)
 
     def _migrate_cli(
         self, mode: str, sites: Path, source: str, name: str
@@ -352,7 +359,9 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
             steps.append(
                 (
                     "inventory",
-                    self._cli(["inventory", source, "--json", *where], f"{name}-inventory"),
+                    self._cli(
+                        ["inventory", source, "--json", *where], f"{name}-inventory", settle=True
+                    ),
                 )
             )
             for label, args in (
@@ -373,7 +382,11 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
         steps.append(
             (
                 "bulk-1",
-                self._cli(["run", str(plan), "--phase", "bulk-1", *run_opts], f"{name}-bulk"),
+                self._cli(
+                    ["run", str(plan), "--phase", "bulk-1", *run_opts],
+                    f"{name}-bulk",
+                    settle=mode != "copy",  # a re-run starts here
+                ),
             )
         )
         info = _last_json(steps[-1][1].stdout)
@@ -434,7 +447,7 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
         script = [sys.executable, str(ROOT / "bench" / "migrate_copy.py")]
         mode = "copy"
         if scenario == 4:
-            self.measured([*script, "copy", json.dumps(args)], "p4-copy", self.migrate_env)
+            self.measured([*script, "copy", json.dumps(args)], "p4-copy", self.migrate_env, False)
             mode = "resume"
         out = OUT / f"profile-{slug}-s{scenario}.txt"
         cmd = [*script, mode, json.dumps(args)]

@@ -145,7 +145,7 @@ def _crt_errors() -> tuple[type[Exception], ...]:
     """awscrt's error class when botocore uses awscrt (it then loaded it already)."""
     if not botocore.compat.HAS_CRT:
         return ()
-    from awscrt.exceptions import AwsCrtError  # type: ignore[import-not-found,unused-ignore]
+    from awscrt.exceptions import AwsCrtError  # type: ignore[import,unused-ignore]
 
     return (AwsCrtError,)
 
@@ -264,8 +264,9 @@ class _BoundedBody:
 
 class _ViewBody:
     """A seekable reader over bytes already in memory, without copying them: botocore's
-    CRT signer wraps a bytes-like body in BytesIO (a copy of the whole part for a
-    bytearray) but uses a file-like one as it is; the HTTP layer then reads it in blocks."""
+    CRT signer (where awscrt is installed) wraps a bytes-like body in BytesIO (a copy of
+    the whole part for a bytearray) but uses a file-like one as it is; the HTTP layer then
+    reads it in blocks."""
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._view = memoryview(data)
