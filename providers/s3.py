@@ -440,12 +440,6 @@ def _timestamp(value: str) -> datetime:
     return parsed
 
 
-# botocore's data loader, shared by the clients of sites with keys: each session would
-# otherwise parse the S3 model files again (~70 ms for a second site). It is made without
-# reading any AWS config file (a session's own loader would, for its profile).
-_LOADER: list[botocore.loaders.Loader] = []
-
-
 class _S3Loader(botocore.loaders.Loader):
     """botocore's loader, for S3 clients only. Before it loads a model, botocore checks the
     service's name against every service it ships: ~450 directories stat'ed for each kind
@@ -464,6 +458,10 @@ def _data_paths() -> list[str]:
     return [os.path.expanduser(os.path.expandvars(p)) for p in value.split(os.pathsep)]
 
 
+# botocore's data loader, shared by the clients of sites with keys: each session would
+# otherwise parse the S3 model files again (~70 ms for a second site). It is made without
+# reading any AWS config file (a session's own loader would, for its profile).
+_LOADER: list[botocore.loaders.Loader] = []
 _LOADER_LOCK = threading.Lock()
 
 
