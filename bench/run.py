@@ -335,7 +335,7 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
 
     def _cli(self, args: list[str], name: str, settle: bool = False) -> measure.Measured:
         cmd = [sys.executable, "-m", "migrate", *args]
-        return self.measured(cmd, name, self.migrate_env, settle)
+        return self.measured(cmd, name, self.migrate_env, settle=settle)
 
     def _migrate_cli(
         self, mode: str, sites: Path, source: str, name: str
@@ -447,7 +447,9 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
         script = [sys.executable, str(ROOT / "bench" / "migrate_copy.py")]
         mode = "copy"
         if scenario == 4:
-            self.measured([*script, "copy", json.dumps(args)], "p4-copy", self.migrate_env, False)
+            self.measured(
+                [*script, "copy", json.dumps(args)], "p4-copy", self.migrate_env, settle=False
+            )
             mode = "resume"
         out = OUT / f"profile-{slug}-s{scenario}.txt"
         cmd = [*script, mode, json.dumps(args)]
