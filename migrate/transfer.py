@@ -454,7 +454,7 @@ class ObjectCopy:
             attrs = self.attrs_for(item, reader.info)
             md5 = hashlib.md5(data).hexdigest()
             sha256 = hashlib.sha256(data).hexdigest()
-            proof = self._source_proof(item, md5)
+            proof = self._source_proof(item, md5, reader.info)
             meta = dict(attrs.metadata)
             meta[SHA256_METADATA] = sha256
             write_attrs = WriteAttrs(
@@ -591,7 +591,7 @@ class ObjectCopy:
         self._check_destination_etag(item, completed.etag, expected)
         proof = "none"
         if whole_md5 is not None:
-            proof = self._source_proof(item, whole_md5.hexdigest())
+            proof = self._source_proof(item, whole_md5.hexdigest(), reader.info)
         etag = completed.etag
         if self.sha256_metadata and etag:
             etag = self._write_sha256(
@@ -742,7 +742,9 @@ class ObjectCopy:
                     self.buffers.give(data)
         finally:
             parts_read.close()
-        proof = self._source_proof(item, whole_md5.hexdigest()) if whole_md5 else "none"
+        proof = (
+            self._source_proof(item, whole_md5.hexdigest(), reader.info) if whole_md5 else "none"
+        )
         digest = sha256.hexdigest()
         written = (head.metadata or {}).get(SHA256_METADATA)
         etag = head.etag
@@ -787,9 +789,15 @@ class ObjectCopy:
             )
         )
 
-    def _source_proof(self, item: TransferItem, md5: str) -> str:
+    def _source_proof(self, item: TransferItem, md5: str, read: ObjectInfo | None) -> str:
+        """`md5` when the bytes read have the source's own MD5, `none` when it has none.
+        `read`: the source as the read described it. A listing cannot tell an SSE-KMS or
+        SSE-C object, whose ETag is no MD5, from a plain one; the read's answer can, and
+        an MD5 taken from that ETag is then no MD5 at all (not a mismatch)."""
         native = native_md5(item.source_checksums, item.source_etag)
         if native is None:
+            return "none"
+        if read is not None and "md5" not in read.checksums and (read.etag or "").lower() == native:
             return "none"
         if native != md5:
             raise ChecksumMismatch(

@@ -938,6 +938,37 @@ def test_on_aws_the_sha256_copy_changes_the_etag_and_resume_and_verify_accept_it
     assert (result.counts, result.reread, result.verified_phases) == ({}, 0, ("bulk-1",))
 
 
+def test_an_aws_source_encrypted_with_sse_kms_is_copied_without_claiming_its_etag_as_md5(
+    site_for: SiteFactory, tmp_path: Path, aws: Site
+) -> None:
+    """AWS alone (moto): the ETag of an SSE-KMS object is no MD5 of its bytes, but its
+    listing cannot say so. The read's answer does: the copy must neither fail on it (on
+    AWS the ETag differs from the bytes' MD5) nor record it as a proof (on moto it is the
+    MD5)."""
+    import boto3
+
+    env = Env(aws, site_for("local"), tmp_path)
+    client = boto3.client("s3", region_name="eu-west-3")
+    estate = {
+        "kms-small.bin": (body(21, 70_000), "aws:kms"),
+        "kms-large.bin": (body(22, 11 * MiB + 5), "aws:kms"),  # copied in parts
+        "plain.bin": (body(23, 50_000), None),
+    }
+    for key, (data, sse) in estate.items():
+        extra = {"ServerSideEncryption": sse} if sse else {}
+        client.put_object(Bucket=env.container, Key=key, Body=data, **extra)
+    plan = env.plan()
+
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (3, 0), summary.failures
+    for key, (data, _sse) in estate.items():
+        assert env.read_destination(key) == data
+    with Ledger(env.state) as ledger:
+        proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
+    assert proofs == {"kms-small.bin": "none", "kms-large.bin": "none", "plain.bin": "md5"}
+
+
 @pytest.mark.slow
 def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, seaweed: Any) -> None:
     env: Env = env_for("s3", "s3")
