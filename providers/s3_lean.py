@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -78,13 +79,24 @@ def plain_header_value(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
+# Whether the last request sent on this thread was answered before its body went out.
+_early = threading.local()
+
+
 class _NotReusedAfterEarlyAnswer:
     """For botocore's connections (Expect: 100-continue): never reused after an early answer.
 
     A store that answers before the body went out (503 SlowDown, 403) may keep reading the
     body the headers announced and take the next request on the connection for it. The
     pool asks `is_connected` before reusing a connection; after an early answer the
-    answer is no, and the pool opens a new one."""
+    answer is no, and the pool opens a new one. The request also tells its thread whether
+    the body went out, for the route attestation's byte count."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            _early.value = getattr(self, "_response_received", False)
 
     @property
     def is_connected(self) -> bool:
@@ -201,9 +213,12 @@ class LeanS3:
                 guard.record(method, url, sent, None)
 
         def exchange(expect: bool) -> urllib3.BaseHTTPResponse:
+            _early.value = False
             response = send_with_connect_retry(lambda: send(expect), failed)
             if guard is not None:
-                guard.record(method, url, len(body), response.status)
+                # An answer before "100 Continue" (503, 403, 417): the body never left.
+                sent = 0 if _early.value else len(body)
+                guard.record(method, url, sent, response.status)
             return response
 
         large = len(body) > EXPECT_CONTINUE_ABOVE

@@ -14,6 +14,7 @@ import pytest
 
 from migrate.errors import ConfigError, EndpointUnreachable, Permanent, Retryable, RouteRefused
 from migrate.localservers import SeaweedFS, free_port
+from migrate.routing import RoutingGuard
 from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
 from providers.s3 import S3Adapter
@@ -215,7 +216,8 @@ def test_a_part_the_store_refuses_at_once_is_not_uploaded(
         b"<Message>Please reduce your request rate.</Message></Error>"
     )
     server = FixedAnswer(503, {"Content-Type": "application/xml"}, slow_down, answer_first=True)
-    adapter = S3Adapter(_fake_site(server.port, monkeypatch))
+    guard = RoutingGuard([f"127.0.0.1:{server.port}"], http_allowed=[f"127.0.0.1:{server.port}"])
+    adapter = S3Adapter(_fake_site(server.port, monkeypatch), guard=guard)
     data = bytes(16 * 1024 * 1024)
     sums = {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
     try:
@@ -228,6 +230,8 @@ def test_a_part_the_store_refuses_at_once_is_not_uploaded(
     assert [m for m, _ in server.requests] == ["PUT", "PUT"]
     assert server.body_bytes == 0
     assert server.connections == 2
+    # The route attestation counts the two requests, and no byte of a body that never left.
+    assert [(requests, sent) for _h, _s, requests, sent, *_ in guard.drain()] == [(2, 0)]
 
 
 def test_a_store_that_does_not_do_100_continue_still_gets_the_part(
@@ -237,7 +241,8 @@ def test_a_store_that_does_not_do_100_continue_still_gets_the_part(
     data = bytes(2 * 1024 * 1024)
     md5 = hashlib.md5(data).hexdigest()
     server = FixedAnswer(200, {"ETag": f'"{md5}"'}, refuse_expect=True)
-    adapter = S3Adapter(_fake_site(server.port, monkeypatch))
+    guard = RoutingGuard([f"127.0.0.1:{server.port}"], http_allowed=[f"127.0.0.1:{server.port}"])
+    adapter = S3Adapter(_fake_site(server.port, monkeypatch), guard=guard)
     sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
     try:
         part = adapter.upload_part("b", "k", "up", 1, memoryview(data), len(data), sums)
@@ -247,6 +252,8 @@ def test_a_store_that_does_not_do_100_continue_still_gets_the_part(
     assert part.etag == md5
     assert [path for _, path in server.requests][:1] == ["417"]  # then the part, whole
     assert len(server.requests) == 2
+    # Two requests; the body left once (the 417 came before it).
+    assert [(requests, sent) for _h, _s, requests, sent, *_ in guard.drain()] == [(2, len(data))]
 
 
 @pytest.mark.parametrize("removal", ["hides the object", "says delete marker wrongly"])
