@@ -11,6 +11,9 @@ What the rows are:
   floor of any Python client on this machine (the kernel's loopback work included).
 - urllib3 GET / PUT: the same requests through a urllib3 pool, as the lean path sends
   them.
+- libcurl GET / PUT: the same requests through bare pycurl (libcurl, whose HTTP is C),
+  one kept-alive handle each: the floor of the transport the lean path uses for small
+  requests (providers/curl_http.py).
 - adapter GET / PUT: `open_range` + `read`, `put_object` (MD5 and SHA-256 given): the
   S3 adapter's lean path, with its header parsing and checks.
 - MD5 + SHA-256: the hashing of one object.
@@ -144,6 +147,8 @@ def measure(n: int) -> list[tuple[str, float]]:
             r = pool.urlopen("PUT", path, body=body, headers=headers, redirect=False)
             assert r.status == 200, r.status
 
+        curl_rows = _curl_rows(n, get_request, put_request, sw.endpoint, body)
+
         def adapter_get(i: int) -> None:
             stream = src.open_range("layers-src", f"d/k{i:05d}", 0, SIZE, if_match=etags[i].etag)
             stream.read(SIZE + 1)
@@ -199,6 +204,7 @@ def measure(n: int) -> list[tuple[str, float]]:
             ("http.client PUT", lambda: per_object(n, raw_put)),
             ("urllib3 GET", lambda: per_object(n, u3_get)),
             ("urllib3 PUT", lambda: per_object(n, u3_put)),
+            *curl_rows,
             ("adapter GET (open_range + read)", lambda: per_object(n, adapter_get)),
             ("adapter PUT (put_object)", lambda: per_object(n, adapter_put)),
             ("MD5 + SHA-256 of 16 KiB", lambda: per_object(n, hashes)),
@@ -213,6 +219,52 @@ def measure(n: int) -> list[tuple[str, float]]:
         src.close()
         dst.close()
     return [(name, min(values)) for name, values in rows.items()]
+
+
+def _curl_rows(
+    n: int,
+    get_request: Callable[[int], tuple[str, dict[str, Any]]],
+    put_request: Callable[[str], tuple[str, dict[str, Any]]],
+    endpoint: str,
+    body: bytes,
+) -> list[tuple[str, Callable[[], float]]]:
+    """The GET and PUT rows through bare libcurl."""
+    import pycurl
+
+    def handle() -> Any:
+        c = pycurl.Curl()
+        c.setopt(pycurl.NOSIGNAL, 1)
+        return c
+
+    getter, putter = handle(), handle()
+    putter.setopt(pycurl.CUSTOMREQUEST, "PUT")
+    putter.setopt(pycurl.POSTFIELDS, body)
+
+    def perform(c: Any, path: str, headers: dict[str, Any], status: int) -> bytes:
+        out: list[bytes] = []
+        # "Expect:" and "Content-Type:" unset what libcurl would add to a body it sends.
+        lines = [f"{k}: {v}" for k, v in headers.items()] + ["Expect:", "Content-Type:"]
+        c.setopt(pycurl.URL, endpoint + path)
+        c.setopt(pycurl.HTTPHEADER, lines)
+        c.setopt(pycurl.WRITEFUNCTION, out.append)
+        c.setopt(pycurl.HEADERFUNCTION, out.append)  # read, as any client reads them
+        c.perform()
+        got = c.getinfo(pycurl.RESPONSE_CODE)
+        assert got == status, got
+        return b"".join(out)
+
+    def curl_get(i: int) -> None:
+        path, headers = get_request(i)
+        assert len(perform(getter, path, headers, 206)) > len(body)
+
+    def curl_put(i: int) -> None:
+        path, headers = put_request(f"l{i:05d}")
+        perform(putter, path, headers, 200)
+
+    return [
+        ("libcurl GET (pycurl)", lambda: per_object(n, curl_get)),
+        ("libcurl PUT (pycurl)", lambda: per_object(n, curl_put)),
+    ]
 
 
 class _NoRecord:

@@ -11,8 +11,9 @@ the SDK's generic deserializer. Everything else (HEAD, writes) stays on the SDK.
 The same guarantees as the SDK path:
 - signed by the SDK's own Shared Key policy (or carrying the site's SAS), with the API
   version the SDK speaks;
-- sent by urllib3 with TLS verified against the same CA bundle as `requests` (certifi), no
-  redirect followed, no retry (the executor's retry layer decides), the same timeouts;
+- sent by urllib3 (a range of at most 1 MiB by libcurl, providers/curl_http.py) with TLS
+  verified against the same CA bundle as `requests` (certifi), no redirect followed, no
+  proxy, no retry (the executor's retry layer decides), the same timeouts;
 - every request checked by the RequestGuard before a byte leaves, and recorded after, under
   its URL without the query (a SAS signature travels there);
 - an error answer is returned as (status, Azure error code, message) for the adapter's one
@@ -35,6 +36,7 @@ from azure.core.rest import HttpRequest
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from providers.base import RequestGuard
+from providers.curl_http import SMALL_BODY, CurlAnswer, CurlSender
 from providers.lean_http import endpoint_pool, release, send_with_connect_retry
 
 # The SDK's signer: the exact string-to-sign its own requests use (untyped there). It lives
@@ -60,7 +62,7 @@ _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 class AzureAnswer:
     """One Get Blob answer: its status, headers, and (for 2xx) the body, unread."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse | CurlAnswer) -> None:
         self.response = response
         self.status = response.status
         self.headers = response.headers
@@ -156,9 +158,12 @@ class LeanBlobReads:
         self._pool = endpoint_pool(
             self._origin, DEFAULT_CA_BUNDLE_PATH, connect_timeout, read_timeout
         )
+        # A small range is read through libcurl (providers/curl_http.py): less CPU each.
+        self._curl = CurlSender(DEFAULT_CA_BUNDLE_PATH, connect_timeout, read_timeout)
 
     def close(self) -> None:
         self._pool.close()
+        self._curl.close()
 
     def list_page(self, container: str, prefix: str, marker: str | None, page: int) -> AzureAnswer:
         """GET one List Blobs page of a container (metadata included); body preloaded."""
@@ -180,11 +185,20 @@ class LeanBlobReads:
         headers = {"x-ms-range": f"bytes={start}-{'' if end is None else end - 1}"}
         if etag is not None:
             headers["If-Match"] = etag
-        return self._send(url, "", headers, preload=False)
+        small = None if end is None else end - start
+        return self._send(url, "", headers, preload=False, small=small)
 
-    def _send(self, url: str, query: str, headers: dict[str, str], preload: bool) -> AzureAnswer:
+    def _send(
+        self,
+        url: str,
+        query: str,
+        headers: dict[str, str],
+        preload: bool,
+        small: int | None = None,
+    ) -> AzureAnswer:
         """Sign (or add the SAS to) one GET and send it; `url` has no query, `query` is
-        its own query, already encoded."""
+        its own query, already encoded. `small`: the most bytes the answer holds, when
+        the caller knows; at most 1 MiB, it is read through libcurl, held whole."""
         headers = {"x-ms-version": self._version, "x-ms-date": formatdate(usegmt=True), **headers}
         full = f"{url}?{query}" if query else url
         if self._signer is not None:
@@ -197,9 +211,11 @@ class LeanBlobReads:
             full = f"{full}&{self._sas}" if query else f"{full}?{self._sas}"
         guard = self._guard
 
-        def send() -> urllib3.BaseHTTPResponse:
+        def send() -> urllib3.BaseHTTPResponse | CurlAnswer:
             if guard is not None:
                 guard.check("GET", url)
+            if small is not None and small <= SMALL_BODY:
+                return self._curl.send("GET", full, headers, b"", small)
             return self._pool.urlopen(
                 "GET",
                 full[len(self._origin) :],

@@ -15,6 +15,7 @@ import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from migrate.errors import Retryable
+from providers.curl_http import CurlAnswer
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ def send_with_connect_retry(
     raise AssertionError("unreachable")
 
 
-def release(response: urllib3.BaseHTTPResponse) -> None:
+def release(response: urllib3.BaseHTTPResponse | CurlAnswer) -> None:
     """Give a response's connection back to the pool when its body was read to the end;
     close it otherwise (unread bytes would be taken for the next answer)."""
     if response.length_remaining != 0:  # unread (or unknown) bytes left

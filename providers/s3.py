@@ -932,6 +932,8 @@ class S3Adapter:
         self, container: str, key: str, start: int, end: int | None, kwargs: Mapping[str, str]
     ) -> ReadStream:
         assert self._lean is not None
+        # A bounded range is at most that long: a small one is held whole (libcurl).
+        small = None if end is None else end - start
         url = self._lean.url(container, key)
         if "VersionId" in kwargs:
             url += "?versionId=" + quote(kwargs["VersionId"], safe="")
@@ -940,7 +942,9 @@ class S3Adapter:
             headers["Range"] = kwargs["Range"]
         lean = self._lean
         response, r = self._call(
-            lambda: lean.request("GetObject", "GET", url, headers, stream=True), container, key
+            lambda: lean.request("GetObject", "GET", url, headers, stream=True, small_answer=small),
+            container,
+            key,
         )
         return self._range_answer(container, key, start, end, r, _LeanBody(response))
 

@@ -44,6 +44,7 @@ from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 
 from providers.base import RequestGuard
+from providers.curl_http import SMALL_BODY, CurlAnswer, CurlSender
 from providers.lean_http import CONNECT_FAILURES, endpoint_pool, send_with_connect_retry
 from providers.sigv4 import S3Signer
 
@@ -157,8 +158,12 @@ class LeanS3:
             classes=(_ExpectHTTPConnectionPool, _ExpectHTTPSConnectionPool),
         )
 
+        # Small requests go through libcurl (providers/curl_http.py): less CPU each.
+        self._curl = CurlSender(bundle, connect_timeout, read_timeout)
+
     def close(self) -> None:
         self._pool.close()
+        self._curl.close()
 
     def url(self, bucket: str, key: str) -> str:
         return f"{self._base}/{bucket}/{quote(key, safe='/~')}"
@@ -176,12 +181,15 @@ class LeanS3:
         *,
         stream: bool = False,
         payload_sha256: str | None = None,
-    ) -> tuple[urllib3.BaseHTTPResponse, dict[str, Any]]:
+        small_answer: int | None = None,
+    ) -> tuple[urllib3.BaseHTTPResponse | CurlAnswer, dict[str, Any]]:
         """Send one signed request; returns the response (its body unread when `stream`)
         and its headers as botocore would have parsed them. Raises ClientError for an
         error answer, botocore's transport exceptions for a failed exchange.
         `payload_sha256` is the body's SHA-256 (hex) when the caller has it; a memoryview
-        body is sent as it is, without a copy."""
+        body is sent as it is, without a copy. `small_answer`: the most bytes a GET's
+        answer may hold, when the caller knows it is small; such a GET, and a PUT of a
+        small body, go through libcurl, held whole."""
         signed: dict[str, Any] = self._signer.sign(  # Any: Expect, added per send, is bytes
             method, url, headers, body, payload_sha256=payload_sha256
         )
@@ -189,9 +197,16 @@ class LeanS3:
         payload: Any = body or None
         guard = self._guard
 
-        def send(expect: bool) -> urllib3.BaseHTTPResponse:
+        small = len(body) <= SMALL_BODY and (
+            method == "PUT" or (small_answer is not None and small_answer <= SMALL_BODY)
+        )
+
+        def send(expect: bool) -> urllib3.BaseHTTPResponse | CurlAnswer:
             if guard is not None:
                 guard.check(method, url)
+            if small:
+                limit = small_answer if small_answer is not None else SMALL_BODY
+                return self._curl.send(method, url, signed, body, limit)
             # Expect is not signed (botocore leaves it out); its connection class looks for
             # the bytes value.
             out = {**signed, "Expect": b"100-continue"} if expect else signed
@@ -212,7 +227,7 @@ class LeanS3:
                 sent = 0 if isinstance(exc, CONNECT_FAILURES) else len(body)
                 guard.record(method, url, sent, None)
 
-        def exchange(expect: bool) -> urllib3.BaseHTTPResponse:
+        def exchange(expect: bool) -> urllib3.BaseHTTPResponse | CurlAnswer:
             _early.value = False
             response = send_with_connect_retry(lambda: send(expect), failed)
             if guard is not None:
@@ -324,7 +339,7 @@ def parse_headers(headers: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _client_error(
-    operation: str, response: urllib3.BaseHTTPResponse, parsed: Mapping[str, Any]
+    operation: str, response: urllib3.BaseHTTPResponse | CurlAnswer, parsed: Mapping[str, Any]
 ) -> bce.ClientError:
     body = response.data[:65536].decode("utf-8", "replace") if response.data else ""
     fields = dict(_XML_FIELD.findall(body))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,8 @@ class FixedAnswer:
         *,
         answer_first: bool = False,
         refuse_expect: bool = False,
+        tls: ssl.SSLContext | None = None,
+        silent: bool = False,
     ) -> None:
         self.requests: list[tuple[str, str]] = []
         self.body_bytes = 0
@@ -117,6 +120,10 @@ class FixedAnswer:
 
             def _answer(self) -> None:
                 fake.requests.append((self.command, self.path))
+                if silent:  # a store that takes the request and never answers
+                    fake.stop.wait(30)
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 if length and not answer_first:
                     self.rfile.read(length)
@@ -144,12 +151,16 @@ class FixedAnswer:
             def log_message(self, *args: object) -> None:
                 pass
 
+        self.stop = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:  # https: the handshake on accept (a refused one drops the client)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
+        self.stop.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
@@ -208,3 +219,47 @@ def finished_local_copy(
         err = capsys.readouterr().err  # and what the step printed is not left for the test
         assert code == 0, err
     return plan, where
+
+
+def self_signed_tls(folder: Path, name: str) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context whose certificate, self-signed, names `name` (an IP address or
+    a host name), and the certificate's file, for a client to trust."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        alt = x509.DNSName(name)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
