@@ -146,7 +146,8 @@ class LeanBlobReads:
         read_timeout: float,
     ) -> None:
         parts = urlsplit(endpoint)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+        # Lowercased as urllib3 and the signers have it (libcurl would keep its case).
+        self._origin = f"{parts.scheme}://{parts.netloc.lower()}"
         self._base = f"{self._origin}{parts.path.rstrip('/')}"
         self._sas = sas
         self._signer: Any = None

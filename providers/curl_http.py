@@ -13,9 +13,11 @@ The same guarantees as urllib3 on the lean paths:
   no answer decoded (a gzip-encoded object arrives as stored), no retry but libcurl's own
   reconnect of a kept-alive connection the server had closed before answering;
 - the same connect timeout, and the read timeout as "no byte for that long";
+- the path as given (libcurl would remove "." and ".." segments: not what was signed);
 - an answer is held in memory up to a bound (the range asked, or 1 MiB for a PUT's
-  answer, and room for an error document): a longer one ends the exchange as a broken
-  connection;
+  answer, and room for an error document): a longer one ends the exchange, and its read
+  fails as a broken connection's, after the caller's checks of its status and headers;
+- nothing of a request stays with the handle after it (options, callbacks, body);
 - a failure raises the urllib3 exception it stands for, so the lean paths' connect retry,
   route records and error mapping treat both transports alike.
 The caller checks every request with the RequestGuard before it is sent and records it
@@ -24,7 +26,9 @@ after, as for urllib3.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,23 +44,29 @@ _ERROR_ROOM = 64 * 1024
 # libcurl's error codes (curl/curl.h), grouped by the urllib3 exception they stand for.
 _NO_CONNECTION = {5, 6, 7}  # proxy or host not resolved, could not connect
 _TIMED_OUT = 28
+_HANDSHAKE = 35  # also a socket error during the handshake (then OS_ERRNO is set)
 _TLS = {35, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98}
 
 
 class CurlAnswer:
     """An answer held whole, read as the lean paths read urllib3's responses."""
 
-    def __init__(self, status: int, headers: urllib3.HTTPHeaderDict, data: bytes) -> None:
+    def __init__(
+        self, status: int, headers: urllib3.HTTPHeaderDict, data: bytes, *, cut: bool = False
+    ) -> None:
         self.status = status
         self.headers = headers
         self.data = data
         self._at = 0
+        self._cut = cut  # longer than the bound: its body is not here
 
     @property
     def length_remaining(self) -> int:
         return len(self.data) - self._at
 
     def read(self, size: int | None = None) -> bytes:
+        if self._cut:
+            raise urllib3.exceptions.ProtocolError("an answer longer than asked")
         end = len(self.data) if size is None or size < 0 else min(len(self.data), self._at + size)
         out = self.data[self._at : end]
         self._at = end
@@ -76,31 +86,44 @@ class CurlAnswer:
 
 class CurlSender:
     """One libcurl handle per thread (its own kept-alive connections), for one endpoint's
-    requests. Thread-safe; `close` closes every handle it made."""
+    requests. Thread-safe. A handle is closed when its thread is gone, or by `close`; a
+    request after `close` fails as one on a closed urllib3 pool does."""
 
     def __init__(self, ca_bundle: str | None, connect_timeout: float, read_timeout: float) -> None:
         self._ca_bundle = ca_bundle
         self._connect_ms = max(1, int(connect_timeout * 1000))
         self._read_s = max(1, int(read_timeout + 0.999))
         self._local = threading.local()
-        self._handles: list[pycurl.Curl] = []
+        self._handles: set[pycurl.Curl] = set()
         self._lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
         with self._lock:
-            handles, self._handles = self._handles, []
+            self._closed = True
+            handles, self._handles = self._handles, set()
         for handle in handles:
-            handle.close()
+            _close(handle)
+
+    def _drop(self, handle: pycurl.Curl) -> None:
+        """Its thread is gone: nothing uses the handle any more."""
+        with self._lock:
+            self._handles.discard(handle)
+        _close(handle)
 
     def _handle(self) -> pycurl.Curl:
         handle: pycurl.Curl | None = getattr(self._local, "handle", None)
-        if handle is None:
-            import pycurl  # here, not at start-up: a command that copies nothing never loads it
+        if handle is not None and handle in self._handles:
+            return handle
+        import pycurl  # here, not at start-up: a command that copies nothing never loads it
 
+        with self._lock:
+            if self._closed:
+                raise urllib3.exceptions.ClosedPoolError(None, "the sender is closed")  # type: ignore[arg-type]
             handle = pycurl.Curl()
-            with self._lock:
-                self._handles.append(handle)
-            self._local.handle = handle
+            self._handles.add(handle)
+        self._local.handle = handle
+        weakref.finalize(threading.current_thread(), self._drop, handle)
         return handle
 
     def send(
@@ -111,54 +134,80 @@ class CurlSender:
         body: bytes | memoryview,
         answer_limit: int,
     ) -> CurlAnswer:
-        """Send one request; the answer whole (at most `answer_limit` bytes of body)."""
+        """Send one request; the answer whole (at most `answer_limit` bytes of body, and
+        room for an error document). A GET answered with more is returned without its body,
+        whose read fails: the caller's checks of the range (a 200 for a range) still see
+        the answer's status and headers."""
         import pycurl
 
-        c = self._handle()
-        c.reset()  # no option of the last request carries over; connections are kept
-        c.setopt(pycurl.NOSIGNAL, 1)  # threads: no SIGALRM for timeouts
-        c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
-        c.setopt(pycurl.PROXY, "")
-        c.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
-        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        c.setopt(pycurl.LOW_SPEED_TIME, self._read_s)
-        if self._ca_bundle:
-            c.setopt(pycurl.CAINFO, self._ca_bundle)
-        c.setopt(pycurl.URL, url)
+        lines = []
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:  # as http.client refuses them
+                raise ValueError(f"the value of header {name} holds a line break")
+            # "Name;" is libcurl's way to send an empty value ("Name:" would unset it).
+            lines.append(f"{name}: {value}" if value.strip() else f"{name};")
         # Only the headers given: libcurl's own Accept, Expect and form Content-Type unset.
-        lines = [f"{name}: {value}" for name, value in headers.items()]
         given = {name.lower() for name in headers}
         lines += [
             f"{name}:" for name in ("Accept", "Expect", "Content-Type") if name.lower() not in given
         ]
-        c.setopt(pycurl.HTTPHEADER, lines)
-        if method == "GET":
-            c.setopt(pycurl.HTTPGET, 1)
-        else:
-            c.setopt(pycurl.CUSTOMREQUEST, method)
-            c.setopt(pycurl.POSTFIELDS, bytes(body))
         received: list[bytes] = []
         held = 0
-        answer_limit = max(answer_limit, _ERROR_ROOM)
+        limit = max(answer_limit, _ERROR_ROOM)
         header_lines: list[bytes] = []
 
         def take(chunk: bytes) -> int | None:
             nonlocal held
             held += len(chunk)
-            if held > answer_limit:
+            if held > limit:
                 return 0  # libcurl ends the exchange (a write error)
             received.append(chunk)
             return None
 
-        c.setopt(pycurl.WRITEFUNCTION, take)
-        c.setopt(pycurl.HEADERFUNCTION, header_lines.append)
+        c = self._handle()
         try:
-            c.perform()
-        except pycurl.error as exc:
-            raise _urllib3_error(c, exc, url, held > answer_limit) from None
-        status = int(c.getinfo(pycurl.RESPONSE_CODE))
-        return CurlAnswer(status, _last_headers(header_lines), b"".join(received))
+            c.setopt(pycurl.NOSIGNAL, 1)  # threads: no SIGALRM for timeouts
+            c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+            c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+            c.setopt(pycurl.PROXY, "")
+            c.setopt(pycurl.PATH_AS_IS, 1)  # the path as signed: no "." or ".." removed
+            c.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+            c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+            c.setopt(pycurl.LOW_SPEED_TIME, self._read_s)
+            if self._ca_bundle:
+                c.setopt(pycurl.CAINFO, self._ca_bundle)
+            c.setopt(pycurl.URL, url)
+            c.setopt(pycurl.HTTPHEADER, lines)
+            if method == "GET":
+                c.setopt(pycurl.HTTPGET, 1)
+            else:
+                c.setopt(pycurl.CUSTOMREQUEST, method)
+                c.setopt(pycurl.POSTFIELDS, bytes(body))
+            c.setopt(pycurl.WRITEFUNCTION, take)
+            c.setopt(pycurl.HEADERFUNCTION, header_lines.append)
+            cut = False
+            try:
+                c.perform()
+            except pycurl.error as exc:
+                cut = held > limit and method == "GET"
+                if not cut:
+                    raise _urllib3_error(c, exc, url, held > limit) from None
+            status = int(c.getinfo(pycurl.RESPONSE_CODE))
+        finally:
+            # No option, callback or body of this request stays with the handle (the
+            # connection does).
+            with contextlib.suppress(pycurl.error):
+                c.reset()
+        data = b"".join(received)
+        received.clear()
+        return CurlAnswer(status, _last_headers(header_lines), data, cut=cut)
+
+
+def _close(handle: pycurl.Curl) -> None:
+    import pycurl
+
+    with contextlib.suppress(pycurl.error):  # in use by a request under way: it ends in error
+        handle.close()
 
 
 def _last_headers(lines: list[bytes]) -> urllib3.HTTPHeaderDict:
@@ -186,9 +235,12 @@ def _urllib3_error(
     if code in _NO_CONNECTION:
         return urllib3.exceptions.NewConnectionError(None, text)  # type: ignore[arg-type]
     if code == _TIMED_OUT:
-        if float(c.getinfo(pycurl.CONNECT_TIME)) == 0.0:  # never connected
+        # Nothing of the request sent: the connection was never made (a kept-alive one
+        # counts as made; libcurl's connect time is zero for it).
+        if int(c.getinfo(pycurl.REQUEST_SIZE)) == 0:
             return urllib3.exceptions.ConnectTimeoutError(text)
         return urllib3.exceptions.ReadTimeoutError(None, url, text)  # type: ignore[arg-type]
-    if code in _TLS:
+    if code in _TLS and not (code == _HANDSHAKE and int(c.getinfo(pycurl.OS_ERRNO)) != 0):
         return urllib3.exceptions.SSLError(text)
+    # A connection reset or cut (a reset during the TLS handshake included).
     return urllib3.exceptions.ProtocolError(text)

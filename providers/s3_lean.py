@@ -137,7 +137,8 @@ class LeanS3:
         read_timeout: float = 60,
     ) -> None:
         parts = urlsplit(endpoint)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+        # Lowercased as urllib3 and the signers have it (libcurl would keep its case).
+        self._origin = f"{parts.scheme}://{parts.netloc.lower()}"
         self._base = f"{self._origin}{parts.path.rstrip('/')}"
         self._signer = S3Signer(credentials, region)
         self._guard = guard

@@ -82,7 +82,9 @@ class FixedAnswer:
     connections. With `answer_first`, it answers as soon as it has the headers, as a store
     refusing a request does, keeps the connection open as HTTP allows, and then reads the
     body the headers announced if the client sends it (counted in `body_bytes`). With
-    `refuse_expect`, it answers 417 to a request that asks for "100 Continue"."""
+    `refuse_expect`, it answers 417 to a request that asks for "100 Continue". With
+    `silent_after`, it answers that many requests, then takes the next ones and never
+    answers. With `tls`, it speaks HTTPS."""
 
     def __init__(
         self,
@@ -93,7 +95,7 @@ class FixedAnswer:
         answer_first: bool = False,
         refuse_expect: bool = False,
         tls: ssl.SSLContext | None = None,
-        silent: bool = False,
+        silent_after: int | None = None,
     ) -> None:
         self.requests: list[tuple[str, str]] = []
         self.body_bytes = 0
@@ -120,7 +122,8 @@ class FixedAnswer:
 
             def _answer(self) -> None:
                 fake.requests.append((self.command, self.path))
-                if silent:  # a store that takes the request and never answers
+                if silent_after is not None and len(fake.requests) > silent_after:
+                    # A store that takes the request and never answers.
                     fake.stop.wait(30)
                     self.close_connection = True
                     return
