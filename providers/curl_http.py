@@ -27,6 +27,7 @@ after, as for urllib3.
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 import weakref
 from collections.abc import Mapping
@@ -44,7 +45,10 @@ _ERROR_ROOM = 64 * 1024
 # libcurl's error codes (curl/curl.h), grouped by the urllib3 exception they stand for.
 _NO_CONNECTION = {5, 6, 7}  # proxy or host not resolved, could not connect
 _TIMED_OUT = 28
-_HANDSHAKE = 35  # also a socket error during the handshake (then OS_ERRNO is set)
+_HANDSHAKE = 35  # also a connection cut during the handshake (OS_ERRNO says so)
+# OS_ERRNO may also be left over from a refused address tried before (dual stack): only
+# these say the connection was cut.
+_CUT_OFF = {errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
 _TLS = {35, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98}
 
 
@@ -95,6 +99,7 @@ class CurlSender:
         self._read_s = max(1, int(read_timeout + 0.999))
         self._local = threading.local()
         self._handles: set[pycurl.Curl] = set()
+        self._finalizers: list[weakref.finalize[Any, Any]] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -102,14 +107,11 @@ class CurlSender:
         with self._lock:
             self._closed = True
             handles, self._handles = self._handles, set()
+            finalizers, self._finalizers = self._finalizers, []
+        for finalizer in finalizers:
+            finalizer.detach()  # nothing left for it to close; it holds the handle no more
         for handle in handles:
             _close(handle)
-
-    def _drop(self, handle: pycurl.Curl) -> None:
-        """Its thread is gone: nothing uses the handle any more."""
-        with self._lock:
-            self._handles.discard(handle)
-        _close(handle)
 
     def _handle(self) -> pycurl.Curl:
         handle: pycurl.Curl | None = getattr(self._local, "handle", None)
@@ -119,11 +121,17 @@ class CurlSender:
 
         with self._lock:
             if self._closed:
-                raise urllib3.exceptions.ClosedPoolError(None, "the sender is closed")  # type: ignore[arg-type]
+                raise _closed_error()
             handle = pycurl.Curl()
             self._handles.add(handle)
+            # When the thread is gone, its handle (and connections) go too. The finalizer
+            # holds the sender weakly: it keeps no sender alive.
+            self._finalizers.append(
+                weakref.finalize(
+                    threading.current_thread(), _thread_gone, weakref.ref(self), handle
+                )
+            )
         self._local.handle = handle
-        weakref.finalize(threading.current_thread(), self._drop, handle)
         return handle
 
     def send(
@@ -193,6 +201,12 @@ class CurlSender:
                 if not cut:
                     raise _urllib3_error(c, exc, url, held > limit) from None
             status = int(c.getinfo(pycurl.RESPONSE_CODE))
+        except pycurl.error:  # the handle itself failed: closed under the request by `close`
+            raise (
+                _closed_error()
+                if self._closed
+                else urllib3.exceptions.ProtocolError("the connection's handle failed")
+            ) from None
         finally:
             # No option, callback or body of this request stays with the handle (the
             # connection does).
@@ -201,6 +215,19 @@ class CurlSender:
         data = b"".join(received)
         received.clear()
         return CurlAnswer(status, _last_headers(header_lines), data, cut=cut)
+
+
+def _closed_error() -> urllib3.exceptions.HTTPError:
+    return urllib3.exceptions.ClosedPoolError(None, "the sender is closed")  # type: ignore[arg-type]
+
+
+def _thread_gone(sender: weakref.ref[CurlSender], handle: pycurl.Curl) -> None:
+    """A thread's finalizer: nothing uses its handle any more. No lock here: a finalizer
+    may run on a thread that holds the sender's lock."""
+    alive = sender()
+    if alive is not None:
+        alive._handles.discard(handle)
+    _close(handle)
 
 
 def _close(handle: pycurl.Curl) -> None:
@@ -240,7 +267,8 @@ def _urllib3_error(
         if int(c.getinfo(pycurl.REQUEST_SIZE)) == 0:
             return urllib3.exceptions.ConnectTimeoutError(text)
         return urllib3.exceptions.ReadTimeoutError(None, url, text)  # type: ignore[arg-type]
-    if code in _TLS and not (code == _HANDSHAKE and int(c.getinfo(pycurl.OS_ERRNO)) != 0):
+    cut_off = code == _HANDSHAKE and int(c.getinfo(pycurl.OS_ERRNO)) in _CUT_OFF
+    if code in _TLS and not cut_off:
         return urllib3.exceptions.SSLError(text)
     # A connection reset or cut (a reset during the TLS handshake included).
     return urllib3.exceptions.ProtocolError(text)

@@ -5,8 +5,11 @@ a failure is botocore's exception for the adapter's one error mapping."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import botocore.exceptions as bce
@@ -17,6 +20,7 @@ from migrate.errors import EndpointUnreachable, Permanent
 from migrate.localservers import free_port
 from migrate.sites import CredentialRef, Site
 from providers.base import WriteAttrs
+from providers.curl_http import CurlSender
 from providers.s3 import S3Adapter
 from providers.s3_lean import LeanS3
 from tests.conftest import unique_name
@@ -173,3 +177,36 @@ def test_a_small_put_with_an_empty_metadata_value_is_stored(s3_site: Site) -> No
         assert (adapter.head(bucket, "k").metadata or {}).get("full") == "yes"
     finally:
         adapter.close()
+
+
+def _connections_to(port: int) -> int:
+    import psutil
+
+    mine = psutil.Process().net_connections(kind="tcp")
+    return sum(1 for c in mine if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED")
+
+
+def test_a_thread_that_ends_leaves_no_connection_open_and_a_closed_sender_is_freed() -> None:
+    """Each thread keeps its own connection; a copy pool's threads end with their phase,
+    and their connections must not pile up until the process ends. A sender closed and
+    dropped is freed (its threads' finalizers do not keep it)."""
+    server = FixedAnswer(200, STORED)
+    sender = CurlSender(None, 5, 5)
+    url = f"http://127.0.0.1:{server.port}/b/k"
+    try:
+        worker = threading.Thread(target=sender.send, args=("GET", url, {}, b"", 100))
+        worker.start()
+        worker.join()
+        sender.send("GET", url, {}, b"", 100)  # this thread's own, kept alive
+        assert _connections_to(server.port) == 2
+        del worker
+        gc.collect()
+        assert _connections_to(server.port) == 1
+        sender.close()
+        assert _connections_to(server.port) == 0
+    finally:
+        server.close()
+    freed = weakref.ref(sender)
+    del sender
+    gc.collect()
+    assert freed() is None
