@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from migrate.errors import Permanent, Retryable
+from migrate.sites import CredentialRef, Site
 from providers.base import ObjectInfo, StoreAdapter, WriteAttrs
 
 
@@ -266,3 +267,20 @@ def self_signed_tls(folder: Path, name: str) -> tuple[ssl.SSLContext, Path]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context, cert_file
+
+
+def fake_s3_site(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """An S3 site on a fake store (FixedAnswer), path-style, with static keys: the lean
+    path's."""
+    monkeypatch.setenv("MIGRATE_TEST_FAKE_KEY", "fake-access-key")
+    monkeypatch.setenv("MIGRATE_TEST_FAKE_SECRET", "fake-secret-key-value")
+    return Site(
+        name="fake",
+        provider="self-hosted",
+        region="eu-west-1",
+        endpoint=endpoint,
+        addressing="path",
+        credentials=CredentialRef(
+            access_key_env="MIGRATE_TEST_FAKE_KEY", secret_key_env="MIGRATE_TEST_FAKE_SECRET"
+        ),
+    )

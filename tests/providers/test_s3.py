@@ -21,7 +21,14 @@ from providers.s3 import S3Adapter
 from tests import helpers
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
-from tests.helpers import NOT_A_LISTING, RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
+from tests.helpers import (
+    NOT_A_LISTING,
+    RANGE_ANSWERS,
+    RANGE_BODY,
+    FixedAnswer,
+    fake_s3_site,
+    read_bytes_50_to_59,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +51,7 @@ class RecordingGuard:
 
 
 def _fake_site(port: int, monkeypatch: pytest.MonkeyPatch) -> Site:
-    monkeypatch.setenv("MIGRATE_TEST_FAKE_KEY", "fake-access-key")
-    monkeypatch.setenv("MIGRATE_TEST_FAKE_SECRET", "fake-secret-key-value")
-    return Site(
-        name="fake",
-        provider="self-hosted",
-        region="eu-west-1",
-        endpoint=f"http://127.0.0.1:{port}",
-        addressing="path",
-        credentials=CredentialRef(
-            access_key_env="MIGRATE_TEST_FAKE_KEY", secret_key_env="MIGRATE_TEST_FAKE_SECRET"
-        ),
-    )
+    return fake_s3_site(f"http://127.0.0.1:{port}", monkeypatch)
 
 
 @pytest.fixture

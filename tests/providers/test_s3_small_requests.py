@@ -18,32 +18,17 @@ from botocore.credentials import Credentials
 
 from migrate.errors import EndpointUnreachable, Permanent
 from migrate.localservers import free_port
-from migrate.sites import CredentialRef, Site
+from migrate.sites import Site
 from providers.base import WriteAttrs
 from providers.curl_http import CurlSender
 from providers.s3 import S3Adapter
 from providers.s3_lean import LeanS3
 from tests.conftest import unique_name
-from tests.helpers import FixedAnswer, self_signed_tls
+from tests.helpers import FixedAnswer, fake_s3_site, self_signed_tls
 
 DATA = b"a small object" * 100
 SUMS = {"md5": hashlib.md5(DATA).hexdigest(), "sha256": hashlib.sha256(DATA).hexdigest()}
 STORED = {"ETag": f'"{SUMS["md5"]}"'}
-
-
-def _site(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Site:
-    monkeypatch.setenv("MIGRATE_TEST_FAKE_KEY", "fake-access-key")
-    monkeypatch.setenv("MIGRATE_TEST_FAKE_SECRET", "fake-secret-key-value")
-    return Site(
-        name="fake",
-        provider="self-hosted",
-        region="eu-west-1",
-        endpoint=endpoint,
-        addressing="path",
-        credentials=CredentialRef(
-            access_key_env="MIGRATE_TEST_FAKE_KEY", secret_key_env="MIGRATE_TEST_FAKE_SECRET"
-        ),
-    )
 
 
 def _put(adapter: S3Adapter) -> None:
@@ -59,7 +44,7 @@ def test_a_small_put_over_https_reaches_only_a_store_whose_certificate_is_truste
     if certificate != "not trusted":
         monkeypatch.setenv("AWS_CA_BUNDLE", str(cert_file))  # botocore's own setting
     server = FixedAnswer(200, STORED, tls=tls)
-    adapter = S3Adapter(_site(f"https://127.0.0.1:{server.port}", monkeypatch))
+    adapter = S3Adapter(fake_s3_site(f"https://127.0.0.1:{server.port}", monkeypatch))
     try:
         if certificate == "trusted":
             _put(adapter)
@@ -80,7 +65,7 @@ def test_a_small_put_ignores_the_environments_proxies(monkeypatch: pytest.Monkey
     for name in ("http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, nowhere)
     server = FixedAnswer(200, STORED)
-    adapter = S3Adapter(_site(f"http://127.0.0.1:{server.port}", monkeypatch))
+    adapter = S3Adapter(fake_s3_site(f"http://127.0.0.1:{server.port}", monkeypatch))
     try:
         _put(adapter)
     finally:
@@ -152,7 +137,7 @@ def test_a_range_answered_with_the_whole_large_object_fails_at_once(
     """A store that ignores Range answers 200 with the whole object: held up to a bound,
     and refused by the range check at once (Permanent), not retried as a broken read."""
     server = FixedAnswer(200, {}, bytes(300_000))
-    adapter = S3Adapter(_site(f"http://127.0.0.1:{server.port}", monkeypatch))
+    adapter = S3Adapter(fake_s3_site(f"http://127.0.0.1:{server.port}", monkeypatch))
     try:
         with pytest.raises(Permanent, match="asked for bytes 50-59"):
             adapter.open_range("b", "k", 50, 60)
