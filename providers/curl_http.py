@@ -76,11 +76,6 @@ class CurlAnswer:
         self._at = end
         return out
 
-    def readinto(self, buffer: memoryview) -> int:
-        out = self.read(len(buffer))
-        buffer[: len(out)] = out
-        return len(out)
-
     def close(self) -> None:
         self._at = len(self.data)
 

@@ -198,8 +198,12 @@ class LeanS3:
         payload: Any = body or None
         guard = self._guard
 
-        small = len(body) <= SMALL_BODY and (
-            method == "PUT" or (small_answer is not None and small_answer <= SMALL_BODY)
+        large = len(body) > EXPECT_CONTINUE_ABOVE
+        # libcurl sends no "Expect": a body that should wait for "100 Continue" stays here.
+        small = (
+            not large
+            and len(body) <= SMALL_BODY
+            and (method == "PUT" or (small_answer is not None and small_answer <= SMALL_BODY))
         )
 
         def send(expect: bool) -> urllib3.BaseHTTPResponse | CurlAnswer:
@@ -237,7 +241,6 @@ class LeanS3:
                 guard.record(method, url, sent, response.status)
             return response
 
-        large = len(body) > EXPECT_CONTINUE_ABOVE
         try:
             response = exchange(large)
             if large and response.status == 417:  # the store does not take Expect
