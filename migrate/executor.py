@@ -295,8 +295,11 @@ def run_phase(
     def work(row: TransferRow) -> None:
         retries.start()
         item = _item(row, ledger, plan.name, classes.get(row.dataset, {}))
+        # An object sent in one request is cheap to send again: its records are committed
+        # in groups (a kill -9 may forget the last group; those objects are copied again).
+        group = item.upload_id is None and item.size <= config.part_size
         if item.upload_id is None:
-            ledger.transfer_started(plan.name, row.container, row.key, None, None)
+            ledger.transfer_started(plan.name, row.container, row.key, None, None, group=group)
         try:
             outcome: TransferOutcome = copier.copy(item)
         except SourceChanged as exc:
@@ -336,6 +339,7 @@ def run_phase(
             destination_etag=outcome.destination_etag,
             source_proof=outcome.source_proof,
             retries=n,
+            group=group,
         )
         with lock:
             summary.copied += 1

@@ -3,7 +3,14 @@ the one read outside this module is the re-run receipt's lookup (`migrate/rerun.
 `_lookup`), made before this module is even loaded.
 
 Each state change is a named method running in one transaction, so a kill -9 at any
-instant leaves either the state before or the state after it. Schema changes are named
+instant leaves either the state before or the state after it. The one exception is
+grouped on purpose: a small object's "started" and "done" records (`group=True`, asked by
+the executor for objects sent in one request) wait in memory and are committed together,
+at most `GROUP_RECORDS` records or `GROUP_SECONDS` later, or as soon as anything else
+reads or writes the ledger. A commit per object cost more client CPU than the copy of a
+16 KiB object itself (bench/RESULTS.md). A kill -9 can then forget the last group: those
+objects stay pending and are copied again by the next run, never recorded done without
+their checksums. Schema changes are named
 migrations, recorded in `schema_migrations` and applied in order on open. A change to
 the rows a finished phase's answer is read from deletes every re-run receipt, by trigger:
 whatever writes it, this version or another.
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -323,6 +331,33 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# A group of small objects' records (two an object) is committed at this size or age.
+GROUP_RECORDS = 512
+GROUP_SECONDS = 0.5
+
+_Statement = tuple[str, tuple[object, ...]]
+
+
+class _StateLock:
+    """The connection's lock. Entering it first commits the grouped records, so every
+    reader and every other writer sees the ledger as if each had been committed at once."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self.held = threading.RLock()  # taken without committing: to add to the group
+        self._flush = flush
+
+    def __enter__(self) -> None:
+        self.held.acquire()
+        try:
+            self._flush()
+        except BaseException:
+            self.held.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.held.release()
+
+
 class Ledger:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -332,12 +367,19 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._depth = 0
+        self._group: list[_Statement] = []
+        self._group_records = 0
+        self._group_since = 0.0
         # Executor threads share this connection: one transaction at a time.
-        self._lock = threading.RLock()
+        self._lock = _StateLock(self._commit_group)
         self._migrate()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            with self._lock:  # commits the last group
+                pass
+        finally:
+            self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -367,6 +409,35 @@ class Ledger:
             raise
         self._depth -= 1
         self._db.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
+
+    _held_transaction = contextmanager(_transaction)
+
+    def _commit_group(self) -> None:
+        """The grouped records, in one transaction (the lock is held). If it fails, they
+        are dropped with it: their objects stay as they were, to be copied again."""
+        if not self._group or self._depth:
+            return
+        statements, self._group, self._group_records = self._group, [], 0
+        with self._held_transaction() as db:
+            for sql, args in statements:
+                db.execute(sql, args)
+
+    def _write(self, statements: list[_Statement], group: bool) -> None:
+        if not group:
+            with self.atomic() as db:
+                for sql, args in statements:
+                    db.execute(sql, args)
+            return
+        with self._lock.held:
+            if not self._group:
+                self._group_since = time.monotonic()
+            self._group.extend(statements)
+            self._group_records += 1
+            if (
+                self._group_records >= GROUP_RECORDS
+                or time.monotonic() - self._group_since >= GROUP_SECONDS
+            ):
+                self._commit_group()
 
     def _migrate(self) -> None:
         with self.atomic() as db:
@@ -588,15 +659,27 @@ class Ledger:
             }
 
     def transfer_started(
-        self, plan: str, container: str, key: str, upload_id: str | None, part_size: int | None
+        self,
+        plan: str,
+        container: str,
+        key: str,
+        upload_id: str | None,
+        part_size: int | None,
+        *,
+        group: bool = False,
     ) -> None:
-        with self.atomic() as db:
-            db.execute(
-                "UPDATE transfers SET state='in_progress', upload_id=?, part_size=?, "
-                "attempts=attempts+1, started_at=COALESCE(started_at, ?) "
-                "WHERE plan=? AND container=? AND key=?",
-                (upload_id, part_size, _now(), plan, container, key),
-            )
+        """`group`: committed with other small objects' records (the module's docstring)."""
+        self._write(
+            [
+                (
+                    "UPDATE transfers SET state='in_progress', upload_id=?, part_size=?, "
+                    "attempts=attempts+1, started_at=COALESCE(started_at, ?) "
+                    "WHERE plan=? AND container=? AND key=?",
+                    (upload_id, part_size, _now(), plan, container, key),
+                )
+            ],
+            group,
+        )
 
     def part_done(
         self,
@@ -626,28 +709,35 @@ class Ledger:
         destination_etag: str | None,
         source_proof: str,
         retries: int,
+        group: bool = False,
     ) -> None:
-        """The only way an object becomes done: with the checksums that prove it."""
-        with self.atomic() as db:
-            db.execute(
-                "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
-                "error=?, retries=retries+?, finished_at=? "
-                "WHERE plan=? AND container=? AND key=?",
+        """The only way an object becomes done: with the checksums that prove it.
+        `group`: committed with other small objects' records (the module's docstring)."""
+        self._write(
+            [
                 (
-                    sha256,
-                    md5,
-                    destination_etag,
-                    f"source-proof:{source_proof}",
-                    retries,
-                    _now(),
-                    plan,
-                    container,
-                    key,
+                    "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
+                    "error=?, retries=retries+?, finished_at=? "
+                    "WHERE plan=? AND container=? AND key=?",
+                    (
+                        sha256,
+                        md5,
+                        destination_etag,
+                        f"source-proof:{source_proof}",
+                        retries,
+                        _now(),
+                        plan,
+                        container,
+                        key,
+                    ),
                 ),
-            )
-            db.execute(
-                "DELETE FROM parts WHERE plan=? AND container=? AND key=?", (plan, container, key)
-            )
+                (
+                    "DELETE FROM parts WHERE plan=? AND container=? AND key=?",
+                    (plan, container, key),
+                ),
+            ],
+            group,
+        )
 
     def transfer_not_done(
         self,

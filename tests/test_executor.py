@@ -484,6 +484,49 @@ def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) ->
     assert proxy.faults.requests == 0
 
 
+def test_small_objects_recorded_in_groups_are_seen_at_once_and_committed_when_the_run_returns(
+    env_for: Any,
+) -> None:
+    """Small objects' records are committed in groups (migrate/ledger.py): whoever asks the
+    ledger during the run sees each one as soon as it is made, and when the run returns
+    another process reads every object done, with its checksums."""
+    env: Env = env_for("local", "s3")
+    estate = {
+        f"r/{i:04d}.json": (body(i, 100 + i), "application/json", {}, False) for i in range(300)
+    }
+    env.seed(estate)
+    plan = env.plan()
+    announced: list[int] = []
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    with Ledger(env.state) as ledger:
+
+        class Asks(migrate.executor.Subscriber):
+            def on_object(self, key: str, state: str) -> None:
+                with lock:
+                    announced.append(1)
+                    counts = {c.state: c.objects for c in ledger.phase_counts("t", "bulk-1")}
+                    seen.append(counts.get("done", 0) - len(announced))
+
+        summary = run_phase(
+            plan, "bulk-1", ledger, env.source, env.destination, config=SMALL_PARTS,
+            subscriber=Asks(),
+        )  # fmt: skip
+        assert summary.copied == 300
+        assert min(seen) >= 0, "an object announced done was not yet done for the ledger"
+        # Read by another connection while this one is still open (as `migrate status`
+        # would from another terminal): nothing is left waiting in memory.
+        other = sqlite3.connect(env.state / "state.db")
+        try:
+            rows = other.execute(
+                "SELECT state, COUNT(*), COUNT(sha256), COUNT(md5) FROM transfers GROUP BY state"
+            ).fetchall()
+        finally:
+            other.close()
+    assert rows == [("done", 300, 300, 300)]
+
+
 def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any) -> None:
     env: Env = env_for("s3", "s3")
     env.seed({"one.bin": (body(9, 4000), "application/octet-stream", {}, False)})
