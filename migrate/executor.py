@@ -4,7 +4,8 @@ The phase's object set is resolved from the inventory the first time it runs and
 fixed in the ledger. Objects are copied in parallel (`concurrency` threads, each holding at
 most one part in memory), every adapter call goes through one retry layer (exponential
 backoff with jitter on throttling, timeouts and resets), and every change of state is a
-ledger transaction, so a kill -9 at any instant leaves a state the next run can trust:
+ledger transaction (those of objects sent in one request are committed in groups, see
+migrate/ledger.py), so a kill -9 at any instant leaves a state the next run can trust:
 - done objects are skipped;
 - an object in progress resumes its multipart upload (parts already sent are not sent
   again) or, if its upload is gone, starts over under the same key, atomically replaced;
@@ -297,7 +298,7 @@ def run_phase(
         item = _item(row, ledger, plan.name, classes.get(row.dataset, {}))
         # An object sent in one request is cheap to send again: its records are committed
         # in groups (a kill -9 may forget the last group; those objects are copied again).
-        group = item.upload_id is None and item.size <= config.part_size
+        group = copier.one_request(item)
         if item.upload_id is None:
             ledger.transfer_started(plan.name, row.container, row.key, None, None, group=group)
         try:

@@ -6,11 +6,13 @@ Each state change is a named method running in one transaction, so a kill -9 at 
 instant leaves either the state before or the state after it. The one exception is
 grouped on purpose: a small object's "started" and "done" records (`group=True`, asked by
 the executor for objects sent in one request) wait in memory and are committed together,
-at most `GROUP_RECORDS` records or `GROUP_SECONDS` later, or as soon as anything else
-reads or writes the ledger. A commit per object cost more client CPU than the copy of a
-16 KiB object itself (bench/RESULTS.md). A kill -9 can then forget the last group: those
-objects stay pending and are copied again by the next run, never recorded done without
-their checksums. Schema changes are named
+when `GROUP_RECORDS` are waiting, `GROUP_SECONDS` after the first (a timer), as soon as
+anything else in this process reads or writes the ledger, and on close. A commit per
+object cost more client CPU than the copy of a 16 KiB object itself (bench/RESULTS.md).
+A process killed (kill -9, or a SIGTERM Python does not catch) can then forget the last
+group: those objects stay as they were and are copied again by the next run, never
+recorded done without their checksums. A group whose commit fails is kept, to be
+committed by the next call, which sees the same error if it lasts. Schema changes are named
 migrations, recorded in `schema_migrations` and applied in order on open. A change to
 the rows a finished phase's answer is read from deletes every re-run receipt, by trigger:
 whatever writes it, this version or another.
@@ -21,9 +23,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -331,8 +332,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-# A group of small objects' records (two an object) is committed at this size or age.
-GROUP_RECORDS = 512
+# A group of small objects' records is committed at this many statements (three an
+# object: started, done, its parts cleared) or this age.
+GROUP_RECORDS = 768
 GROUP_SECONDS = 0.5
 
 _Statement = tuple[str, tuple[object, ...]]
@@ -368,24 +370,33 @@ class Ledger:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._depth = 0
         self._group: list[_Statement] = []
-        self._group_records = 0
-        self._group_since = 0.0
+        self._group_timer: threading.Timer | None = None
+        self._closed = False
         # Executor threads share this connection: one transaction at a time.
         self._lock = _StateLock(self._commit_group)
         self._migrate()
 
-    def close(self) -> None:
-        try:
-            with self._lock:  # commits the last group
-                pass
-        finally:
-            self._db.close()
+    def close(self, *, keep_group_errors: bool = True) -> None:
+        """Commits the last group, then closes. `keep_group_errors=False` (leaving on an
+        error already): a failing commit does not replace that error; its objects are
+        copied again by the next run."""
+        with self._lock.held:
+            try:
+                self._commit_group()
+            except sqlite3.Error:
+                if keep_group_errors:
+                    raise
+            finally:
+                self._closed = True
+                if self._group_timer is not None:
+                    self._group_timer.cancel()
+                self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(keep_group_errors=exc_type is None)
 
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
@@ -413,14 +424,27 @@ class Ledger:
     _held_transaction = contextmanager(_transaction)
 
     def _commit_group(self) -> None:
-        """The grouped records, in one transaction (the lock is held). If it fails, they
-        are dropped with it: their objects stay as they were, to be copied again."""
-        if not self._group or self._depth:
+        """The grouped records, in one transaction (the lock is held). If it fails they
+        stay grouped, ahead of any added since, and the error is raised."""
+        if not self._group or self._depth or self._closed:
             return
-        statements, self._group, self._group_records = self._group, [], 0
-        with self._held_transaction() as db:
-            for sql, args in statements:
-                db.execute(sql, args)
+        statements, self._group = self._group, []
+        if self._group_timer is not None:
+            self._group_timer.cancel()
+            self._group_timer = None
+        try:
+            with self._held_transaction() as db:
+                for sql, args in statements:
+                    db.execute(sql, args)
+        except BaseException:
+            self._group[:0] = statements
+            raise
+
+    def _commit_group_late(self) -> None:
+        """The timer's commit: its errors are met again by the next call (the records
+        stay grouped), so none is raised in the timer's thread."""
+        with suppress(sqlite3.Error), self._lock:
+            pass
 
     def _write(self, statements: list[_Statement], group: bool) -> None:
         if not group:
@@ -429,15 +453,15 @@ class Ledger:
                     db.execute(sql, args)
             return
         with self._lock.held:
-            if not self._group:
-                self._group_since = time.monotonic()
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             self._group.extend(statements)
-            self._group_records += 1
-            if (
-                self._group_records >= GROUP_RECORDS
-                or time.monotonic() - self._group_since >= GROUP_SECONDS
-            ):
+            if len(self._group) >= GROUP_RECORDS:
                 self._commit_group()
+            elif self._group_timer is None:
+                self._group_timer = threading.Timer(GROUP_SECONDS, self._commit_group_late)
+                self._group_timer.daemon = True
+                self._group_timer.start()
 
     def _migrate(self) -> None:
         with self.atomic() as db:

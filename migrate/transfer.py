@@ -425,11 +425,17 @@ class ObjectCopy:
             storage_class=item.storage_classes.get(info.storage_class or ""),
         )
 
+    def one_request(self, item: TransferItem) -> bool:
+        """Whether `copy` sends the object in one PUT (else as a multipart upload)."""
+        caps = self.destination.capabilities
+        part_size = item.part_size or choose_part_size(item.size, caps, self.part_size)
+        return item.upload_id is None and item.size <= min(part_size, caps.max_single_put)
+
     def copy(self, item: TransferItem) -> TransferOutcome:
         caps = self.destination.capabilities
         part_size = item.part_size or choose_part_size(item.size, caps, self.part_size)
         reader = _SourceReader(self, item)
-        if item.upload_id is None and item.size <= min(part_size, caps.max_single_put):
+        if self.one_request(item):
             return self._single(item, reader)
         return self._multipart(item, reader, part_size)
 

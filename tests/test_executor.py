@@ -484,22 +484,21 @@ def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) ->
     assert proxy.faults.requests == 0
 
 
-def test_small_objects_recorded_in_groups_are_seen_at_once_and_committed_when_the_run_returns(
-    env_for: Any,
-) -> None:
+def small_estate(env: Env, n: int = 300) -> Plan:
+    env.seed(
+        {f"r/{i:04d}.json": (body(i, 100 + i), "application/json", {}, False) for i in range(n)}
+    )
+    return env.plan()
+
+
+def test_small_objects_recorded_in_groups_are_seen_at_once_by_the_process(env_for: Any) -> None:
     """Small objects' records are committed in groups (migrate/ledger.py): whoever asks the
-    ledger during the run sees each one as soon as it is made, and when the run returns
-    another process reads every object done, with its checksums."""
+    ledger during the run sees each one as soon as it is made."""
     env: Env = env_for("local", "s3")
-    estate = {
-        f"r/{i:04d}.json": (body(i, 100 + i), "application/json", {}, False) for i in range(300)
-    }
-    env.seed(estate)
-    plan = env.plan()
+    plan = small_estate(env)
     announced: list[int] = []
     seen: list[int] = []
     lock = threading.Lock()
-
     with Ledger(env.state) as ledger:
 
         class Asks(migrate.executor.Subscriber):
@@ -513,10 +512,20 @@ def test_small_objects_recorded_in_groups_are_seen_at_once_and_committed_when_th
             plan, "bulk-1", ledger, env.source, env.destination, config=SMALL_PARTS,
             subscriber=Asks(),
         )  # fmt: skip
-        assert summary.copied == 300
-        assert min(seen) >= 0, "an object announced done was not yet done for the ledger"
-        # Read by another connection while this one is still open (as `migrate status`
-        # would from another terminal): nothing is left waiting in memory.
+    assert summary.copied == 300
+    assert min(seen) >= 0, "an object announced done was not yet done for the ledger"
+
+
+def test_small_objects_recorded_in_groups_are_all_committed_when_the_run_returns(
+    env_for: Any,
+) -> None:
+    """Read by another connection as soon as the run returns, its ledger still open (as
+    `migrate status` would from another terminal): nothing is left waiting in memory, and
+    every object is done with its checksums."""
+    env: Env = env_for("local", "s3")
+    plan = small_estate(env)
+    with Ledger(env.state) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, env.source, env.destination, config=SMALL_PARTS)
         other = sqlite3.connect(env.state / "state.db")
         try:
             rows = other.execute(
@@ -524,6 +533,7 @@ def test_small_objects_recorded_in_groups_are_seen_at_once_and_committed_when_th
             ).fetchall()
         finally:
             other.close()
+    assert summary.copied == 300
     assert rows == [("done", 300, 300, 300)]
 
 
