@@ -6,7 +6,9 @@ same site records what was added, changed or deleted since the one before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntFlag
 from pathlib import Path
@@ -151,18 +153,16 @@ def run_inventory(
             if state.done:
                 continue
             adapter.check(container)
-            page: list[InventoryRow] = []
             listed, listed_bytes = 0, 0
-            for obj in adapter.list_objects(container, prefix, start_after=state.marker):
-                page.append(to_row(obj))
-                listed += 1
-                listed_bytes += obj.size
-                if len(page) >= PAGE:
-                    ledger.record_listing_page(site.name, run_id, container, page, done=False)
-                    page = []
-                    if progress:
-                        progress(container, listed, listed_bytes)
-            ledger.record_listing_page(site.name, run_id, container, page, done=True)
+            listing = adapter.list_objects(container, prefix, start_after=state.marker)
+            for objects in _pages_ahead(listing, PAGE):
+                page = [to_row(obj) for obj in objects]
+                listed += len(page)
+                listed_bytes += sum(row.size for row in page)
+                ledger.record_listing_page(site.name, run_id, container, page, done=False)
+                if progress:
+                    progress(container, listed, listed_bytes)
+            ledger.record_listing_page(site.name, run_id, container, [], done=True)
             if progress:
                 progress(container, listed, listed_bytes)
         changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
@@ -176,6 +176,47 @@ def run_inventory(
             changes.changed,
             changes.deleted,
         )
+
+
+def _pages_ahead(objects: Iterator[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
+    """The listing in pages of `size`, listed by a thread of its own one page ahead: the
+    store's answer and its parsing overlap the ledger's write of the page before (SQLite
+    releases the GIL). At most three pages are held: written, waiting, being listed."""
+    ahead: queue.Queue[list[ObjectInfo] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(item: list[ObjectInfo] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the writer has stopped: so does the listing
+
+    def lister() -> None:
+        try:
+            page: list[ObjectInfo] = []
+            for obj in objects:
+                page.append(obj)
+                if len(page) >= size:
+                    if not hand(page):
+                        return
+                    page = []
+            if page and not hand(page):
+                return
+            hand(None)
+        except BaseException as exc:  # raised where the pages are read
+            hand(exc)
+
+    threading.Thread(target=lister, name="migrate-list", daemon=True).start()
+    try:
+        while (page := ahead.get()) is not None:
+            if isinstance(page, BaseException):
+                raise page
+            yield page
+    finally:
+        stop.set()
 
 
 def summarize(

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,34 @@ def test_inventory_of_200000_objects_stays_under_150_mib(tmp_path: Path) -> None
     assert total == 200_000
     peak_mib = int(proc.stderr.strip().splitlines()[-1]) / 1024
     assert peak_mib < 150, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_a_listing_stops_with_the_inventory_and_is_never_more_than_a_few_pages_ahead(
+    local_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing runs a page ahead of the state's writes, in a thread of its own: when a
+    write fails the user gets that error, and the listing stops (an endless store here)."""
+    adapter = build_adapter(local_site)
+    container = unique_name("ahead")
+    adapter.create_container(container)
+    config = config_for(local_site, tmp_path, (container,))
+    listed = [0]
+
+    class Endless(FailingListing):
+        def list_objects(self, container: str, prefix: str = "", start_after: str | None = None):  # type: ignore[no-untyped-def]
+            while True:
+                listed[0] += 1
+                yield ObjectInfo(container=container, key=f"k{listed[0]:09d}", size=1)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        time.sleep(0.5)  # a slow disk, then a full one: the listing waits meanwhile
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Ledger, "record_listing_page", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run_inventory(config, local_site.name, Endless(adapter, 0))  # type: ignore[arg-type]
+    time.sleep(0.5)  # the lister sees the stop at its next page
+    stopped_at = listed[0]
+    time.sleep(0.3)
+    assert listed[0] == stopped_at, "the listing went on after the inventory stopped"
+    assert stopped_at <= 4 * 1000, f"{stopped_at} objects listed ahead of one failed page"
