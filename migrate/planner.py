@@ -72,6 +72,7 @@ from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.base import Protection, Replication, ReplicationTarget
 from providers.catalog import Catalog, ClassMapping, country_name, in_eu_eea
+from providers.factory import addressing_for
 
 __all__ = [
     "DEFAULT_WAVE_CAP",
@@ -946,7 +947,8 @@ def _hosts(site: Site, endpoint: str | None, buckets: Sequence[str], catalog: Ca
     except ValueError:
         is_ip = False
     api = catalog.provider(site.provider).api
-    if api == "s3" and site.addressing != "path" and not is_ip and not is_loopback(bare):
+    virtual = addressing_for(site) != "path"
+    if api == "s3" and virtual and not is_ip and not is_loopback(bare):
         hosts.update(f"{b}.{host}" for b in buckets)
     return hosts
 

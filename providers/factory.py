@@ -31,6 +31,16 @@ def confirmed_checksums(site: Site) -> tuple[str, ...]:
     return tuple(fact.value) if fact.known and fact.value else ()
 
 
+def addressing_for(site: Site) -> str:
+    """How the site's S3 requests name the bucket. `auto` with a declared endpoint (every
+    store but AWS) is path-style: what botocore itself does for an endpoint it is given,
+    made explicit so that the lean path (providers/s3_lean.py) serves these sites too.
+    Without an endpoint (AWS), `auto` stays botocore's choice (virtual-hosted)."""
+    if site.addressing == "auto" and site.endpoint is not None:
+        return "path"
+    return site.addressing
+
+
 def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdapter:
     api = api_for(site)
     if api == "local":
@@ -40,6 +50,7 @@ def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdap
     if api == "s3":
         from providers.s3 import S3Adapter
 
+        site = site.model_copy(update={"addressing": addressing_for(site)})
         return S3Adapter(site, guard=guard, confirmed_checksums=confirmed_checksums(site))
     if api == "azure":
         from providers.azure import AzureAdapter

@@ -436,3 +436,49 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
     monkeypatch.setattr("providers.s3._LOADER", [])
     with pytest.raises(ConfigError, match="AWS_PROFILE names profile 'stale'"):
         S3Adapter(s3_site).check(bucket)
+
+
+@pytest.mark.parametrize("provider", ["outscale", "scaleway"])
+def test_a_site_with_an_endpoint_and_auto_addressing_is_addressed_by_path_on_the_lean_path(
+    provider: str, s3_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default `addressing = "auto"` on a site with an endpoint names the bucket in the
+    path (as botocore does for an endpoint it is given), never in a host name
+    (`bucket.host`) the plan does not list, and its small requests take the lean path."""
+    from providers.catalog import builtin_catalog
+    from providers.factory import build_adapter
+    from providers.s3_lean import LeanS3
+
+    lean_requests: list[str] = []
+    request = LeanS3.request
+
+    def counted(self: LeanS3, operation: str, *args: object, **kwargs: object) -> object:
+        lean_requests.append(operation)
+        return request(self, operation, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LeanS3, "request", counted)
+    region = builtin_catalog().provider(provider).regions[0].code
+    port = urlsplit(s3_site.endpoint or "").port
+    site = s3_site.model_copy(
+        update={
+            "provider": provider,
+            "software": None,
+            "region": region,
+            "addressing": "auto",
+            "endpoint": f"http://localhost:{port}",
+        }
+    )
+    guard = RoutingGuard([f"localhost:{port}"])
+    adapter = build_adapter(site, guard=guard)
+    bucket = unique_name("path")
+    try:
+        adapter.create_container(bucket)
+        adapter.put_object(bucket, "a/b.txt", b"hello", 5, WriteAttrs(), {})
+        assert [o.key for o in adapter.list_objects(bucket)] == ["a/b.txt"]
+        stream = adapter.open_range(bucket, "a/b.txt", 0, 5)
+        assert stream.read() == b"hello"
+        stream.close()
+    finally:
+        adapter.close()
+    assert {host for host, *_ in guard.drain()} == {f"localhost:{port}"}
+    assert {"PutObject", "GetObject"} <= set(lean_requests)
