@@ -19,6 +19,7 @@ from migrate.sites import SitesConfig
 from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter
 
 PAGE = 1000
+_LISTER_WAIT = 10.0  # seconds for a listing request under way to end, once the caller stops
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048
 MAX_OBJECT_BYTES = 5 * 1024**4
@@ -181,7 +182,10 @@ def run_inventory(
 def _pages_ahead(objects: Iterator[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
     """The listing in pages of `size`, listed by a thread of its own one page ahead: the
     store's answer and its parsing overlap the ledger's write of the page before (SQLite
-    releases the GIL). At most three pages are held: written, waiting, being listed."""
+    releases the GIL). At most three pages are held: written, waiting, being listed.
+    When the caller stops, so does the listing, at its next object; the caller waits for a
+    listing request under way (up to `_LISTER_WAIT` seconds; not after Ctrl-C), so that no
+    request is sent once it has closed the adapter."""
     ahead: queue.Queue[list[ObjectInfo] | BaseException | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -198,6 +202,8 @@ def _pages_ahead(objects: Iterator[ObjectInfo], size: int) -> Iterator[list[Obje
         try:
             page: list[ObjectInfo] = []
             for obj in objects:
+                if stop.is_set():
+                    return
                 page.append(obj)
                 if len(page) >= size:
                     if not hand(page):
@@ -208,15 +214,26 @@ def _pages_ahead(objects: Iterator[ObjectInfo], size: int) -> Iterator[list[Obje
             hand(None)
         except BaseException as exc:  # raised where the pages are read
             hand(exc)
+        finally:
+            close = getattr(objects, "close", None)
+            if close is not None:
+                close()
 
-    threading.Thread(target=lister, name="migrate-list", daemon=True).start()
+    thread = threading.Thread(target=lister, name="migrate-list", daemon=True)
+    thread.start()
+    interrupted = False
     try:
         while (page := ahead.get()) is not None:
             if isinstance(page, BaseException):
                 raise page
             yield page
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         stop.set()
+        if not interrupted:
+            thread.join(timeout=_LISTER_WAIT)
 
 
 def summarize(

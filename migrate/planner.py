@@ -72,7 +72,7 @@ from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.base import Protection, Replication, ReplicationTarget
 from providers.catalog import Catalog, ClassMapping, country_name, in_eu_eea
-from providers.factory import addressing_for
+from providers.factory import s3_site_as_built
 
 __all__ = [
     "DEFAULT_WAVE_CAP",
@@ -947,7 +947,7 @@ def _hosts(site: Site, endpoint: str | None, buckets: Sequence[str], catalog: Ca
     except ValueError:
         is_ip = False
     api = catalog.provider(site.provider).api
-    virtual = addressing_for(site) != "path"
+    virtual = s3_site_as_built(site, catalog).addressing != "path"
     if api == "s3" and virtual and not is_ip and not is_loopback(bare):
         hosts.update(f"{b}.{host}" for b in buckets)
     return hosts

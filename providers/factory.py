@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from migrate.errors import ConfigError
 from migrate.sites import Site
 from providers.base import RequestGuard, StoreAdapter
+
+if TYPE_CHECKING:
+    from providers.catalog import Catalog
 
 # Which API each provider speaks. The catalog (providers/catalog/) is the source of truth
 # once loaded; this fallback keeps adapters usable without it.
@@ -31,14 +36,25 @@ def confirmed_checksums(site: Site) -> tuple[str, ...]:
     return tuple(fact.value) if fact.known and fact.value else ()
 
 
-def addressing_for(site: Site) -> str:
-    """How the site's S3 requests name the bucket. `auto` with a declared endpoint (every
-    store but AWS) is path-style: what botocore itself does for an endpoint it is given,
-    made explicit so that the lean path (providers/s3_lean.py) serves these sites too.
-    Without an endpoint (AWS), `auto` stays botocore's choice (virtual-hosted)."""
+def s3_site_as_built(site: Site, catalog: Catalog | None = None) -> Site:
+    """The S3 site as its adapter sends requests (the planner's allowlist uses the same):
+    - no `endpoint`: the region's from the catalog (AWS without one: botocore's own);
+    - `addressing = "auto"` with an endpoint (every store but AWS): path-style, what
+      botocore itself does for an endpoint it is given, made explicit so that the lean
+      path (providers/s3_lean.py) serves these sites too. Without one (AWS), `auto` stays
+      botocore's choice (virtual-hosted)."""
+    if site.endpoint is None and site.provider != "aws":
+        try:
+            from providers.catalog import active_catalog
+
+            endpoint = (catalog or active_catalog()).endpoint_for(site)
+        except (ImportError, ConfigError):  # an unknown provider is reported elsewhere
+            endpoint = None
+        if endpoint is not None:
+            site = site.model_copy(update={"endpoint": endpoint})
     if site.addressing == "auto" and site.endpoint is not None:
-        return "path"
-    return site.addressing
+        site = site.model_copy(update={"addressing": "path"})
+    return site
 
 
 def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdapter:
@@ -50,7 +66,7 @@ def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdap
     if api == "s3":
         from providers.s3 import S3Adapter
 
-        site = site.model_copy(update={"addressing": addressing_for(site)})
+        site = s3_site_as_built(site)
         return S3Adapter(site, guard=guard, confirmed_checksums=confirmed_checksums(site))
     if api == "azure":
         from providers.azure import AzureAdapter

@@ -482,3 +482,29 @@ def test_a_site_with_an_endpoint_and_auto_addressing_is_addressed_by_path_on_the
         adapter.close()
     assert {host for host, *_ in guard.drain()} == {f"localhost:{port}"}
     assert {"PutObject", "GetObject"} <= set(lean_requests)
+
+
+def test_a_site_without_an_endpoint_is_sent_to_its_regions_endpoint_from_the_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the README's `scw-par` example: no `endpoint`, the catalog's for the region, the
+    one the planner puts on the allowlist; the bucket in the path. Refused here by a guard
+    that allows nothing else, before any byte leaves."""
+    from providers.factory import build_adapter
+
+    monkeypatch.setenv("SCW_TEST_KEY", "AKIAEXAMPLE")
+    monkeypatch.setenv("SCW_TEST_SECRET", "secret")
+    site = Site(
+        name="scw-par",
+        provider="scaleway",
+        region="fr-par",
+        credentials=CredentialRef(access_key_env="SCW_TEST_KEY", secret_key_env="SCW_TEST_SECRET"),
+    )
+    adapter = build_adapter(site, guard=RoutingGuard(["127.0.0.1:9"]))
+    try:
+        with pytest.raises(RouteRefused, match=r"to s3\.fr-par\.scw\.cloud refused"):
+            adapter.put_object("hdh-snds", "k", b"x", 1, WriteAttrs(), {})
+        with pytest.raises(RouteRefused, match=r"to s3\.fr-par\.scw\.cloud refused"):
+            adapter.check("hdh-snds")
+    finally:
+        adapter.close()
