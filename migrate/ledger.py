@@ -5,10 +5,10 @@ the one read outside this module is the re-run receipt's lookup (`migrate/rerun.
 Each state change is a named method running in one transaction, so a kill -9 at any
 instant leaves either the state before or the state after it. The one exception is
 grouped on purpose: a small object's "started" and "done" records (`group=True`, asked by
-the executor for objects sent in one request) wait in memory and are committed together,
-when `GROUP_RECORDS` are waiting, `GROUP_SECONDS` after the first (a timer), as soon as
-anything else in this process reads or writes the ledger, and on close. A commit per
-object cost more client CPU than the copy of a 16 KiB object itself (bench/RESULTS.md).
+the executor for objects sent in one request) wait in memory and are committed together:
+at `GROUP_STATEMENTS` (256 objects), `GROUP_SECONDS` after the first (a timer), as soon
+as anything else in this process reads or writes the ledger, and on close. Two commits
+per object made a copy of 16 KiB objects spend ~40 % more client CPU (bench/RESULTS.md).
 A process killed (kill -9, or a SIGTERM Python does not catch) can then forget the last
 group: those objects stay as they were and are copied again by the next run, never
 recorded done without their checksums. A group whose commit fails is kept, to be
@@ -333,8 +333,8 @@ def _now() -> str:
 
 
 # A group of small objects' records is committed at this many statements (three an
-# object: started, done, its parts cleared) or this age.
-GROUP_RECORDS = 768
+# object: started, done, its parts cleared: 256 objects) or this age.
+GROUP_STATEMENTS = 768
 GROUP_SECONDS = 0.5
 
 _Statement = tuple[str, tuple[object, ...]]
@@ -456,7 +456,7 @@ class Ledger:
             if self._closed:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             self._group.extend(statements)
-            if len(self._group) >= GROUP_RECORDS:
+            if len(self._group) >= GROUP_STATEMENTS:
                 self._commit_group()
             elif self._group_timer is None:
                 self._group_timer = threading.Timer(GROUP_SECONDS, self._commit_group_late)

@@ -947,8 +947,9 @@ def _hosts(site: Site, endpoint: str | None, buckets: Sequence[str], catalog: Ca
     except ValueError:
         is_ip = False
     api = catalog.provider(site.provider).api
-    virtual = s3_site_as_built(site, catalog).addressing != "path"
-    if api == "s3" and virtual and not is_ip and not is_loopback(bare):
+    if api != "s3" or is_ip or is_loopback(bare):
+        return hosts
+    if s3_site_as_built(site, catalog).addressing != "path":
         hosts.update(f"{b}.{host}" for b in buckets)
     return hosts
 

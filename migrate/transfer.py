@@ -425,19 +425,21 @@ class ObjectCopy:
             storage_class=item.storage_classes.get(info.storage_class or ""),
         )
 
+    def _part_size(self, item: TransferItem) -> int:
+        return item.part_size or choose_part_size(
+            item.size, self.destination.capabilities, self.part_size
+        )
+
     def one_request(self, item: TransferItem) -> bool:
         """Whether `copy` sends the object in one PUT (else as a multipart upload)."""
-        caps = self.destination.capabilities
-        part_size = item.part_size or choose_part_size(item.size, caps, self.part_size)
-        return item.upload_id is None and item.size <= min(part_size, caps.max_single_put)
+        limit = min(self._part_size(item), self.destination.capabilities.max_single_put)
+        return item.upload_id is None and item.size <= limit
 
     def copy(self, item: TransferItem) -> TransferOutcome:
-        caps = self.destination.capabilities
-        part_size = item.part_size or choose_part_size(item.size, caps, self.part_size)
         reader = _SourceReader(self, item)
         if self.one_request(item):
             return self._single(item, reader)
-        return self._multipart(item, reader, part_size)
+        return self._multipart(item, reader, self._part_size(item))
 
     def _store_verifies_sha256(self) -> bool:
         return "sha256" in self.destination.capabilities.verifies_checksums
