@@ -70,7 +70,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import requests
@@ -84,17 +84,6 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import (
-    BlobBlock,
-    BlobClient,
-    BlobProperties,
-    BlobServiceClient,
-    ContainerClient,
-    ContentSettings,
-    ExponentialRetry,
-    StandardBlobTier,
-    StorageStreamDownloader,
-)
 from libcloud.common.azure import AZURE_TIME_FORMAT
 from libcloud.common.types import InvalidCredsError, LibcloudError
 from libcloud.storage.drivers.azure_blobs import (
@@ -148,6 +137,17 @@ from providers.base import (
     wrong_range,
 )
 from providers.lean_http import with_page_retries
+
+if TYPE_CHECKING:
+    from azure.storage.blob import (
+        BlobClient,
+        BlobProperties,
+        BlobServiceClient,
+        ContainerClient,
+        ContentSettings,
+        StandardBlobTier,
+        StorageStreamDownloader,
+    )
 
 _MiB = 1024 * 1024
 _MAX_SINGLE_PUT = 256 * _MiB  # Azure takes 5000 MiB; the body is held in memory
@@ -483,11 +483,52 @@ class AzureAdapter:
         self._account = target.account
         adapter = _GuardedHTTPAdapter(guard)
         self._sdk_session = _configure(requests.Session(), adapter, site.proxy)
+        # azure-storage-blob takes ~0.2 s to import: its client is made on first use, so a
+        # process that only lists and reads on the lean path (a copy from Azure) never
+        # loads it.
+        self._target = target
+        self._service_client: BlobServiceClient | None = None
+        self._service_lock = threading.Lock()
+        # Ranged reads skip the SDK's pipeline where the credentials allow (see azure_lean).
+        self._lean: LeanBlobReads | None = None
+        if not site.proxy and can_sign(target.account_key, target.sas):
+            self._lean = LeanBlobReads(
+                target.endpoint,
+                target.account,
+                target.account_key,
+                target.sas,
+                guard,
+                connect_timeout=_CONNECT_TIMEOUT,
+                read_timeout=_READ_TIMEOUT,
+            )
+        self._libcloud: Any = _LibcloudDriver(
+            target, lambda session: _configure(session, adapter, site.proxy)
+        )
+        # libcloud's connection keeps per-request state on itself: one request at a time.
+        self._libcloud_lock = threading.Lock()
+        self._upload_attrs: dict[str, WriteAttrs] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def _service(self) -> BlobServiceClient:
+        service = self._service_client
+        if service is None:
+            with self._service_lock:
+                service = self._service_client
+                if service is None:
+                    service = self._service_client = self._new_service()
+        return service
+
+    def _new_service(self) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+        target = self._target
         if target.sas:
             credential: Any = AzureSasCredential(target.sas)
         else:
             credential = AzureNamedKeyCredential(target.account, target.account_key or "")
-        self._service = BlobServiceClient(
+        return BlobServiceClient(
             account_url=target.endpoint,
             credential=credential,
             transport=RequestsTransport(
@@ -505,33 +546,12 @@ class AzureAdapter:
                 initial_backoff=1, increment_base=1, retry_total=2, random_jitter_range=1
             ),
             permit_redirects=False,
-            raw_response_hook=partial(_check_range_answer, site.name),
+            raw_response_hook=partial(_check_range_answer, self.site_name),
             max_single_put_size=_MAX_SINGLE_PUT,
             max_block_size=_MAX_BLOCK,
             max_single_get_size=_CHUNK_GET,
             max_chunk_get_size=_CHUNK_GET,
         )
-        # Ranged reads skip the SDK's pipeline where the credentials allow (see azure_lean).
-        self._lean: LeanBlobReads | None = None
-        if not site.proxy and can_sign(target.account_key, target.sas):
-            self._lean = LeanBlobReads(
-                target.endpoint,
-                target.account,
-                target.account_key,
-                target.sas,
-                self._service.api_version,
-                guard,
-                connect_timeout=_CONNECT_TIMEOUT,
-                read_timeout=_READ_TIMEOUT,
-            )
-        self._libcloud: Any = _LibcloudDriver(
-            target, lambda session: _configure(session, adapter, site.proxy)
-        )
-        # libcloud's connection keeps per-request state on itself: one request at a time.
-        self._libcloud_lock = threading.Lock()
-        self._upload_attrs: dict[str, WriteAttrs] = {}
-
-    # -- helpers ---------------------------------------------------------------------------
 
     def _container(self, container: str) -> ContainerClient:
         return self._service.get_container_client(container)
@@ -979,6 +999,8 @@ class AzureAdapter:
     ) -> WriteResult:
         """Commit the parts' blocks in part order. `attrs` (not yet in the contract) is
         needed only when the upload was created by another process."""
+        from azure.storage.blob import BlobBlock
+
         blocks = [
             BlobBlock(block_id=self._block_id(key, upload_id, p.part_number))
             for p in sorted(parts, key=lambda p: p.part_number)
@@ -1180,7 +1202,8 @@ class AzureAdapter:
     def close(self) -> None:
         if self._lean is not None:
             self._lean.close()
-        self._service.close()
+        if self._service_client is not None:
+            self._service_client.close()
         self._sdk_session.close()
         libcloud_conn = getattr(self._libcloud.connection, "connection", None)
         if libcloud_conn is not None:
@@ -1282,6 +1305,8 @@ def _md5_for(data: bytes, checksums: Mapping[str, str], where: str) -> bytes:
 
 
 def _settings(attrs: WriteAttrs) -> ContentSettings:
+    from azure.storage.blob import ContentSettings
+
     return ContentSettings(
         content_type=attrs.content_type,
         content_encoding=attrs.content_encoding,
@@ -1292,6 +1317,8 @@ def _settings(attrs: WriteAttrs) -> ContentSettings:
 def _tier(attrs: WriteAttrs, site_name: str) -> StandardBlobTier | None:
     if attrs.storage_class is None:
         return None
+    from azure.storage.blob import StandardBlobTier
+
     for tier in StandardBlobTier:
         if tier.value.lower() == attrs.storage_class.lower():
             return tier

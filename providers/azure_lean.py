@@ -9,8 +9,10 @@ straight into the caller's buffer, and a listing page is parsed by ElementTree i
 the SDK's generic deserializer. Everything else (HEAD, writes) stays on the SDK.
 
 The same guarantees as the SDK path:
-- signed by the SDK's own Shared Key policy (or carrying the site's SAS), with the API
-  version the SDK speaks;
+- signed with Shared Key (`SharedKeySigner`, the string-to-sign of the SDK's own policy,
+  checked against it in tests/providers/test_azure_lean.py) or carrying the site's SAS;
+  the API version is `API_VERSION`. Not importing azure-storage-blob here spares a copy
+  from Azure ~0.2 s of start-up in each process (bench/RESULTS.md);
 - sent by urllib3 (a range of at most 1 MiB by libcurl, providers/curl_http.py) with TLS
   verified against the same CA bundle as `requests` (certifi), no redirect followed, no
   proxy, no retry (the executor's retry layer decides), the same timeouts;
@@ -22,38 +24,75 @@ The same guarantees as the SDK path:
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
-from azure.core.pipeline import PipelineContext, PipelineRequest
-from azure.core.rest import HttpRequest
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from providers.base import RequestGuard
 from providers.curl_http import SMALL_BODY, CurlAnswer, CurlSender
 from providers.lean_http import endpoint_pool, release, send_with_connect_retry
 
-# The SDK's signer: the exact string-to-sign its own requests use (untyped there). It lives
-# in a private module: should a release move it, account-key sites read through the SDK's
-# own path instead (slower, as correct) rather than failing.
-_SdkSharedKeyPolicy: Any
-try:
-    from azure.storage.blob._shared.authentication import (
-        SharedKeyCredentialPolicy as _SdkSharedKeyPolicy,
-    )
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    _SdkSharedKeyPolicy = None
+# The Blob service version these requests speak: the one azure-storage-blob 12.31 speaks by
+# default. Get Blob and List Blobs, all this module sends, read the same in every version
+# since 2019-12-12; a test checks that the installed SDK knows this one.
+API_VERSION = "2026-10-06"
+
+# The standard headers of a Shared Key string-to-sign, in its order (Date and Range stay
+# empty here: the requests carry x-ms-date and x-ms-range).
+_SIGNED_HEADERS = (
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+    "range",
+)
+
+
+class SharedKeySigner:
+    """The Authorization header of Azure Storage's Shared Key scheme for one account, built
+    as azure-storage-blob's SharedKeyCredentialPolicy builds it. The x-ms- headers are
+    sorted by plain string order, which is the service's order for the ones this module
+    sends (x-ms-date, x-ms-range, x-ms-version)."""
+
+    def __init__(self, account: str, account_key: str) -> None:
+        self._account = account
+        self._key = base64.b64decode(account_key)
+
+    def authorization(self, method: str, url: str, headers: Mapping[str, str]) -> str:
+        """For a request to `url` (its query already encoded) with these headers."""
+        named = {k.lower(): v for k, v in headers.items() if v}
+        if named.get("content-length") == "0":
+            del named["content-length"]
+        parts = urlsplit(url)
+        text = [method, *(named.get(h, "") for h in _SIGNED_HEADERS)]
+        text += [f"{k}:{v}" for k, v in sorted(named.items()) if k.startswith("x-ms-")]
+        resource = f"/{self._account}{parts.path}"
+        fields = (p.partition("=") for p in parts.query.split("&") if p)
+        for name, _, value in sorted((n, s, v) for n, s, v in fields):
+            resource += f"\n{name.lower()}:{unquote(value)}"
+        text.append(resource)
+        digest = hmac.new(self._key, "\n".join(text).encode("utf-8"), hashlib.sha256).digest()
+        return f"SharedKey {self._account}:{base64.b64encode(digest).decode('ascii')}"
 
 
 def can_sign(account_key: str | None, sas: str | None) -> bool:
     """Whether the lean reads can authenticate for these credentials."""
-    return bool(sas) or (bool(account_key) and _SdkSharedKeyPolicy is not None)
+    return bool(sas) or bool(account_key)
 
 
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
@@ -139,7 +178,6 @@ class LeanBlobReads:
         account: str,
         account_key: str | None,
         sas: str | None,
-        api_version: str,
         guard: RequestGuard | None,
         *,
         connect_timeout: float,
@@ -150,10 +188,9 @@ class LeanBlobReads:
         self._origin = f"{parts.scheme}://{parts.netloc.lower()}"
         self._base = f"{self._origin}{parts.path.rstrip('/')}"
         self._sas = sas
-        self._signer: Any = None
+        self._signer: SharedKeySigner | None = None
         if account_key and not sas:
-            self._signer = _SdkSharedKeyPolicy(account, account_key)
-        self._version = api_version
+            self._signer = SharedKeySigner(account, account_key)
         self._guard = guard
         # The bundle `requests` verifies with on the SDK path (certifi; trust_env is off).
         self._pool = endpoint_pool(
@@ -200,14 +237,10 @@ class LeanBlobReads:
         """Sign (or add the SAS to) one GET and send it; `url` has no query, `query` is
         its own query, already encoded. `small`: the most bytes the answer holds, when
         the caller knows; at most 1 MiB, it is read through libcurl, held whole."""
-        headers = {"x-ms-version": self._version, "x-ms-date": formatdate(usegmt=True), **headers}
+        headers = {"x-ms-version": API_VERSION, "x-ms-date": formatdate(usegmt=True), **headers}
         full = f"{url}?{query}" if query else url
         if self._signer is not None:
-            request = PipelineRequest(
-                HttpRequest("GET", full, headers=headers), PipelineContext(None)
-            )
-            self._signer.on_request(request)
-            headers = dict(request.http_request.headers)
+            headers["Authorization"] = self._signer.authorization("GET", full, headers)
         if self._sas:
             full = f"{full}&{self._sas}" if query else f"{full}?{self._sas}"
         guard = self._guard

@@ -200,24 +200,6 @@ def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
         server.close()
 
 
-def test_reads_still_work_if_an_sdk_release_moves_its_private_signer(
-    azure_site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The lean reads sign with a class from a private module of azure-storage-blob; an SDK
-    release without it leaves account-key sites reading through the SDK's own path."""
-    monkeypatch.setattr("providers.azure_lean._SdkSharedKeyPolicy", None)
-    adapter = AzureAdapter(azure_site)
-    container = unique_name("nosigner")
-    try:
-        adapter.create_container(container)
-        _put(adapter, container, "k", b"0123456789")
-        stream = adapter.open_range(container, "k", 2, 6)
-        assert stream.read(100) == b"2345"
-        stream.close()
-    finally:
-        adapter.close()
-
-
 def test_sas_token_works_on_both_stacks(
     azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
