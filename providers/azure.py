@@ -484,8 +484,8 @@ class AzureAdapter:
         adapter = _GuardedHTTPAdapter(guard)
         self._sdk_session = _configure(requests.Session(), adapter, site.proxy)
         # azure-storage-blob takes ~0.2 s to import: its client is made on first use, so a
-        # process that only lists and reads on the lean path (a copy from Azure) never
-        # loads it.
+        # process that only lists and reads on the lean path (the inventory, a copy from
+        # Azure) never loads it.
         self._target = target
         self._service_client: BlobServiceClient | None = None
         self._service_lock = threading.Lock()
@@ -791,6 +791,10 @@ class AzureAdapter:
 
         if self._lean is not None and (end is None or end > start):
             return self._lean_range(container, key, start, end, if_match, what, fail)
+        if self._lean is not None:  # an empty range still proves the version
+            if if_match is not None:
+                self._lean_properties(container, key, if_match, what, fail)
+            return _BlobReader(None, fail)
         blob = self._blob(container, key)  # an SDK client per blob: not on the lean path
         try:
             if end is not None and end <= start:
@@ -847,6 +851,22 @@ class AzureAdapter:
                 f"{self.site_name}: {what}: the service's answer has unreadable headers"
             ) from None
         return _BlobReader(answer, fail, info)
+
+    def _lean_properties(
+        self, container: str, key: str, if_match: str, what: str, fail: Any
+    ) -> None:
+        """Raise unless the blob is still the version of `if_match` (a HEAD)."""
+        assert self._lean is not None
+        try:
+            answer = self._lean.properties(container, key, _quote(if_match))
+        except _NETWORK_ERRORS as exc:
+            fail(exc)
+        try:
+            if answer.status >= 300:
+                status, code, detail = answer.error()
+                raise _from_status(f"{self.site_name}: {what}", status, code, False, detail)
+        finally:
+            answer.close()
 
     def _info_from_headers(self, container: str, key: str, answer: AzureAnswer) -> ObjectInfo:
         """What the SDK's download properties would say (see its deserialize_blob_properties):

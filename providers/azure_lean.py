@@ -10,7 +10,7 @@ the SDK's generic deserializer. Everything else (HEAD, writes) stays on the SDK.
 
 The same guarantees as the SDK path:
 - signed with Shared Key (`SharedKeySigner`, the string-to-sign of the SDK's own policy,
-  checked against it in tests/providers/test_azure_lean.py) or carrying the site's SAS;
+  checked against it in tests/providers/test_azure_shared_key.py) or carrying the site's SAS;
   the API version is `API_VERSION`. Not importing azure-storage-blob here spares a copy
   from Azure ~0.2 s of start-up in each process (bench/RESULTS.md);
 - sent by urllib3 (a range of at most 1 MiB by libcurl, providers/curl_http.py) with TLS
@@ -41,9 +41,10 @@ from providers.base import RequestGuard
 from providers.curl_http import SMALL_BODY, CurlAnswer, CurlSender
 from providers.lean_http import endpoint_pool, release, send_with_connect_retry
 
-# The Blob service version these requests speak: the one azure-storage-blob 12.31 speaks by
-# default. Get Blob and List Blobs, all this module sends, read the same in every version
-# since 2019-12-12; a test checks that the installed SDK knows this one.
+# The Blob service version these requests speak: the one azure-storage-blob 12.31 (the
+# version installed here) speaks by default, so both paths of an adapter speak one version;
+# pinned, not read from the SDK, whose import is what this module avoids. A test checks that
+# the installed SDK knows it. An older SDK speaks an older version on its own path.
 API_VERSION = "2026-10-06"
 
 # The standard headers of a Shared Key string-to-sign, in its order (Date and Range stay
@@ -63,11 +64,16 @@ _SIGNED_HEADERS = (
 )
 
 
+# The x-ms- headers this module sends.
+_X_MS = frozenset({"x-ms-date", "x-ms-range", "x-ms-version"})
+
+
 class SharedKeySigner:
     """The Authorization header of Azure Storage's Shared Key scheme for one account, built
-    as azure-storage-blob's SharedKeyCredentialPolicy builds it. The x-ms- headers are
-    sorted by plain string order, which is the service's order for the ones this module
-    sends (x-ms-date, x-ms-range, x-ms-version)."""
+    as azure-storage-blob's SharedKeyCredentialPolicy builds it for the requests this
+    module sends, and only those (the signer refuses others): no Range header, x-ms-
+    headers among `_X_MS` (plain string order is the service's order for them), each
+    query parameter once."""
 
     def __init__(self, account: str, account_key: str) -> None:
         self._account = account
@@ -79,6 +85,11 @@ class SharedKeySigner:
         if named.get("content-length") == "0":
             del named["content-length"]
         parts = urlsplit(url)
+        names = [p.partition("=")[0] for p in parts.query.split("&") if p]
+        unknown = {k for k in named if k.startswith("x-ms-")} - _X_MS
+        if "range" in named or unknown or len(set(names)) != len(names):
+            # Where the SDK's string-to-sign and this one part: not signed at all.
+            raise ValueError("a request this signer was not written for")
         text = [method, *(named.get(h, "") for h in _SIGNED_HEADERS)]
         text += [f"{k}:{v}" for k, v in sorted(named.items()) if k.startswith("x-ms-")]
         resource = f"/{self._account}{parts.path}"
@@ -226,6 +237,13 @@ class LeanBlobReads:
         small = None if end is None else end - start
         return self._send(url, "", headers, preload=False, small=small)
 
+    def properties(self, container: str, key: str, etag: str | None) -> AzureAnswer:
+        """HEAD a blob (Get Blob Properties), conditioned on `etag` (quoted) when given: how
+        an empty range proves that the blob is still the version listed."""
+        url = f"{self._base}/{container}/{quote(key, safe='~/')}"
+        headers = {} if etag is None else {"If-Match": etag}
+        return self._send(url, "", headers, preload=True, method="HEAD")
+
     def _send(
         self,
         url: str,
@@ -233,25 +251,26 @@ class LeanBlobReads:
         headers: dict[str, str],
         preload: bool,
         small: int | None = None,
+        method: str = "GET",
     ) -> AzureAnswer:
-        """Sign (or add the SAS to) one GET and send it; `url` has no query, `query` is
-        its own query, already encoded. `small`: the most bytes the answer holds, when
-        the caller knows; at most 1 MiB, it is read through libcurl, held whole."""
+        """Sign (or add the SAS to) one GET (or HEAD) and send it; `url` has no query,
+        `query` is its own query, already encoded. `small`: the most bytes the answer of a
+        GET holds, when the caller knows; at most 1 MiB, it is read through libcurl."""
         headers = {"x-ms-version": API_VERSION, "x-ms-date": formatdate(usegmt=True), **headers}
         full = f"{url}?{query}" if query else url
         if self._signer is not None:
-            headers["Authorization"] = self._signer.authorization("GET", full, headers)
+            headers["Authorization"] = self._signer.authorization(method, full, headers)
         if self._sas:
             full = f"{full}&{self._sas}" if query else f"{full}?{self._sas}"
         guard = self._guard
 
         def send() -> urllib3.BaseHTTPResponse | CurlAnswer:
             if guard is not None:
-                guard.check("GET", url)
-            if small is not None and small <= SMALL_BODY:
+                guard.check(method, url)
+            if method == "GET" and small is not None and small <= SMALL_BODY:
                 return self._curl.send("GET", full, headers, b"", small)
             return self._pool.urlopen(
-                "GET",
+                method,
                 full[len(self._origin) :],
                 headers=headers,
                 redirect=False,
@@ -261,11 +280,11 @@ class LeanBlobReads:
 
         def failed(exc: urllib3.exceptions.HTTPError) -> None:
             if guard is not None:
-                guard.record("GET", url, 0, None)
+                guard.record(method, url, 0, None)
 
         response = send_with_connect_retry(send, failed)
         if self._guard is not None:
-            self._guard.record("GET", url, 0, response.status)
+            self._guard.record(method, url, 0, response.status)
         return AzureAnswer(response)
 
 
