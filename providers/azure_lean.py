@@ -6,7 +6,8 @@ Why: a copy from Azure spends most of its client CPU in the SDK's per-request ma
 bench scenario 3. The SDK also reads a range as 4 MiB GETs, each held whole in memory
 before it is copied into the part buffer. Here a range is one GET whose body is read
 straight into the caller's buffer, and a listing page is parsed by ElementTree instead of
-the SDK's generic deserializer. Everything else (HEAD, writes) stays on the SDK.
+the SDK's generic deserializer; an empty range is a HEAD (Get Blob Properties) proving
+the blob's version. Everything else (`head`, writes) stays on the SDK.
 
 The same guarantees as the SDK path:
 - signed with Shared Key (`SharedKeySigner`, the string-to-sign of the SDK's own policy,
@@ -85,16 +86,17 @@ class SharedKeySigner:
         if named.get("content-length") == "0":
             del named["content-length"]
         parts = urlsplit(url)
-        names = [p.partition("=")[0] for p in parts.query.split("&") if p]
+        fields = sorted(
+            (n, v) for n, _, v in (p.partition("=") for p in parts.query.split("&") if p)
+        )
         unknown = {k for k in named if k.startswith("x-ms-")} - _X_MS
-        if "range" in named or unknown or len(set(names)) != len(names):
+        if "range" in named or unknown or len({n for n, _ in fields}) != len(fields):
             # Where the SDK's string-to-sign and this one part: not signed at all.
             raise ValueError("a request this signer was not written for")
         text = [method, *(named.get(h, "") for h in _SIGNED_HEADERS)]
         text += [f"{k}:{v}" for k, v in sorted(named.items()) if k.startswith("x-ms-")]
         resource = f"/{self._account}{parts.path}"
-        fields = (p.partition("=") for p in parts.query.split("&") if p)
-        for name, _, value in sorted((n, s, v) for n, s, v in fields):
+        for name, value in fields:
             resource += f"\n{name.lower()}:{unquote(value)}"
         text.append(resource)
         digest = hmac.new(self._key, "\n".join(text).encode("utf-8"), hashlib.sha256).digest()
