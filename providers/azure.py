@@ -258,6 +258,14 @@ def _target(site: Site) -> _Target:
             f"site {site.name}: no Azure credentials",
             hint="set credentials.connection_string_env, account_key_env or sas_token_env",
         )
+    if key:
+        try:  # decoded as the SDK and the lean signer decode it
+            base64.b64decode(key)
+        except ValueError:  # binascii.Error: the key itself is never shown
+            raise ConfigError(
+                f"site {site.name}: the Azure account key is not valid base64",
+                hint="copy the key again from the storage account's access keys",
+            ) from None
     return _Target(endpoint, account, key or None, sas.lstrip("?") if sas else None)
 
 

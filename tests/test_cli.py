@@ -163,6 +163,29 @@ def test_a_malformed_file_gives_exit_3_and_a_secret_in_it_exit_4(
     assert_one_line_without_secret(out, err)
 
 
+@pytest.mark.parametrize("key", ["CANARYsecret9f8e7d6c5b4", "CANARYsecret9f8e7d6c5"])
+def test_a_malformed_azure_account_key_gives_exit_3_without_showing_it(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key that is not base64 (a character lost in a copy and paste) is a configuration
+    error, named as such before any request, not an unexpected one."""
+    monkeypatch.setenv(
+        "T_AZ",
+        f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={key};"
+        f"BlobEndpoint=http://127.0.0.1:{free_port()}/acct;",
+    )
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        '[sites.az]\nprovider = "azure"\nregion = "francecentral"\naccount = "acct"\n'
+        'buckets = ["c"]\ncredentials = { connection_string_env = "T_AZ" }\n'
+    )
+    code, out, err = run(["inventory", "az", "--sites", str(sites)], capsys)
+    assert code == 3, err
+    assert "account key is not valid base64" in err
+    assert_one_line_without_secret(out, err)
+    assert "CANARY" not in out + err
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
