@@ -481,13 +481,25 @@ def _core_session(profile: str | None = None) -> botocore.session.Session:
     return core
 
 
+def _why_no_endpoint(site: Site) -> str:
+    """What the catalog says of the site's region (unknown, or none declared), if anything."""
+    try:
+        from providers.catalog import active_catalog
+
+        findings = active_catalog().endpoint_findings(site)
+    except (ImportError, ConfigError):
+        return ""
+    prefix = f"site {site.name}: "
+    return "".join(f"; {f.removeprefix(prefix)}" for f in findings[:1])
+
+
 def build_client(site: Site) -> S3Client:
     """A botocore S3 client for the site, configured from the site only."""
     creds = resolve_credentials(site)
     endpoint = site.endpoint
     if endpoint is None and site.provider != "aws":
         raise ConfigError(
-            f"site {site.name}: no endpoint for provider {site.provider!r}",
+            f"site {site.name}: no endpoint for provider {site.provider!r}{_why_no_endpoint(site)}",
             hint="set `endpoint` in the sites file",
         )
     if endpoint is not None:

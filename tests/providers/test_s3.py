@@ -508,3 +508,22 @@ def test_a_site_without_an_endpoint_is_sent_to_its_regions_endpoint_from_the_cat
             adapter.check("hdh-snds")
     finally:
         adapter.close()
+
+
+def test_a_region_the_catalog_does_not_know_is_named_with_the_ones_it_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No `endpoint` and a region missing from the catalog: the error says which region,
+    and which the catalog knows, not only that there is no endpoint."""
+    from providers.factory import build_adapter
+
+    monkeypatch.setenv("SCW_TEST_KEY", "AKIAEXAMPLE")
+    monkeypatch.setenv("SCW_TEST_SECRET", "secret")
+    site = Site(
+        name="scw-mars",
+        provider="scaleway",
+        region="mars-1",
+        credentials=CredentialRef(access_key_env="SCW_TEST_KEY", secret_key_env="SCW_TEST_SECRET"),
+    )
+    with pytest.raises(ConfigError, match=r"region 'mars-1' is not in the catalog.*fr-par"):
+        build_adapter(site, guard=RoutingGuard(["127.0.0.1:9"]))
