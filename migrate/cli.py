@@ -514,6 +514,12 @@ def run(
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
+    if concurrency < 1 or part_size_mib < 1 or (max_rps is not None and max_rps <= 0):
+        # 0 would copy nothing (or, for --max-rps, silently not limit): never what was meant.
+        raise ConfigError(
+            "--concurrency, --part-size-mib and --max-rps must be above 0",
+            hint="e.g. --concurrency 8 --part-size-mib 16 --max-rps 100",
+        )
     limit = _bandwidth(bwlimit)  # before anything is done: delta may delete at the destination
     # The catalog is loaded with the first adapter: not at all for a finished phase.
     with open_session(plan, config, lambda: _catalog_of(config)) as session:

@@ -186,6 +186,23 @@ def test_a_malformed_azure_account_key_gives_exit_3_without_showing_it(
     assert "CANARY" not in out + err
 
 
+@pytest.mark.parametrize("option", ["--concurrency=0", "--part-size-mib=-1", "--max-rps=0"])
+def test_run_options_that_would_copy_nothing_or_limit_nothing_give_exit_3(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before anything is read: a finished phase would otherwise answer "nothing to
+    do" and a real one fail with an unexpected error, or (--max-rps 0) run unlimited."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'[sites.s]\nprovider = "local"\npath = "{tmp_path}"\nbuckets = ["d"]\n')
+    code, out, err = run(
+        ["run", str(tmp_path / "plan.yaml"), "--phase", "pilot", option, "--sites", str(sites)],
+        capsys,
+    )
+    assert code == 3, err
+    assert "must be above 0" in err
+    assert_one_line_without_secret(out, err)
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
