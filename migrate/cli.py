@@ -3,6 +3,7 @@ exit code here, in `main`, and nowhere else."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import sys
@@ -37,6 +38,8 @@ from migrate.summary import Subscriber, finished_already
 # What only some commands need is imported in them: a command's start-up time is the
 # import of what it uses (a finished phase run again is answered in a fraction of a second).
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.console import Console
     from rich.progress import Progress
 
@@ -95,6 +98,19 @@ PolicyOpt = Annotated[
     str | None,
     typer.Option("--policy", help="Policy: " + ", ".join(POLICIES) + "."),
 ]
+
+
+@contextlib.contextmanager
+def _writing(what: str, path: Path) -> Iterator[None]:
+    """A file the command writes where it was told (-o): a place it cannot write is the
+    user's to change, said in one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {what} to {path} ({exc.strerror or exc})",
+            hint="choose a path you can write to with -o",
+        ) from None
 
 
 def _load(sites: Path | None) -> tuple[SitesConfig, Catalog]:
@@ -271,7 +287,8 @@ def plan(
         include_decommission=decommission,
         sha256_on_large_objects=large_sha256,
     )
-    save_plan(made, out)
+    with _writing("the plan", out):
+        save_plan(made, out)
     if json_out:
         _out(True, {"plan": str(out), "digest": made.digest, "blocking": len(made.blocking)})
     else:
@@ -729,7 +746,8 @@ def report(
     loaded = load_plan(plan)
     with Ledger(config.state_dir) as ledger:
         built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
-        paths = write_report(built, out, plan=loaded, ledger=ledger)
+        with _writing("the report", out):
+            paths = write_report(built, out, plan=loaded, ledger=ledger)
     if json_out:
         _out(
             True,

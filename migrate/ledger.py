@@ -362,10 +362,19 @@ class _StateLock:
 
 class Ledger:
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / STATE_FILE
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")  # the first write: fails where read-only
+        except (OSError, sqlite3.Error) as exc:
+            from migrate.errors import ConfigError
+
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"state directory {state_dir}: the state cannot be written there ({why})",
+                hint="set state_dir in the sites file to a directory you can write to",
+            ) from None
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._depth = 0

@@ -203,6 +203,42 @@ def test_run_options_that_would_copy_nothing_or_limit_nothing_give_exit_3(
     assert_one_line_without_secret(out, err)
 
 
+def test_paths_that_cannot_be_written_give_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state directory, the plan and the report go where the user says; where nothing
+    can be written (here: under a file), the error names the path, in one line."""
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "src" / "data" / "one.csv").write_bytes(b"1,2,3\n")
+    (tmp_path / "dst").mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    body = (
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'state_dir = "{blocker / "state"}"\n' + body)
+    code, out, err = run(["inventory", "s", "--sites", str(sites)], capsys)
+    assert code == 3 and "state cannot be written" in err, err
+    assert_one_line_without_secret(out, err)
+
+    sites.write_text(body)
+    assert run(["inventory", "s", "--sites", str(sites)], capsys)[0] == 0
+    plan_args = ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency"]
+    code, out, err = run([*plan_args, "-o", str(blocker / "p.yaml"), "--sites", str(sites)], capsys)
+    assert code == 3 and "cannot write the plan" in err, err
+    assert_one_line_without_secret(out, err)
+
+    plan = tmp_path / "p.yaml"
+    assert run([*plan_args, "-o", str(plan), "--sites", str(sites)], capsys)[0] == 0
+    code, out, err = run(
+        ["report", str(plan), "-o", str(blocker / "r"), "--sites", str(sites)], capsys
+    )
+    assert code == 3 and "cannot write the report" in err, err
+    assert_one_line_without_secret(out, err)
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
