@@ -31,6 +31,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from migrate.errors import ConfigError
 from migrate.locations import STATE_FILE
 
 if TYPE_CHECKING:
@@ -367,12 +368,10 @@ class Ledger:
             state_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")  # the first write: fails where read-only
-        except (OSError, sqlite3.Error) as exc:
-            from migrate.errors import ConfigError
-
+        except (OSError, sqlite3.Error) as exc:  # unwritable, or not a state file at all
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(
-                f"state directory {state_dir}: the state cannot be written there ({why})",
+                f"state directory {state_dir}: the state cannot be opened there ({why})",
                 hint="set state_dir in the sites file to a directory you can write to",
             ) from None
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -220,7 +220,7 @@ def test_paths_that_cannot_be_written_give_exit_3(
     sites = tmp_path / "sites.toml"
     sites.write_text(f'state_dir = "{blocker / "state"}"\n' + body)
     code, out, err = run(["inventory", "s", "--sites", str(sites)], capsys)
-    assert code == 3 and "state cannot be written" in err, err
+    assert code == 3 and "state cannot be opened" in err, err
     assert_one_line_without_secret(out, err)
 
     sites.write_text(body)
