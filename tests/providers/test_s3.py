@@ -484,6 +484,17 @@ def test_a_site_with_an_endpoint_and_auto_addressing_is_addressed_by_path_on_the
     assert {"PutObject", "GetObject"} <= set(lean_requests)
 
 
+def _scaleway_site_without_endpoint(monkeypatch: pytest.MonkeyPatch, region: str) -> Site:
+    monkeypatch.setenv("SCW_TEST_KEY", "AKIAEXAMPLE")
+    monkeypatch.setenv("SCW_TEST_SECRET", "secret")
+    return Site(
+        name=f"scw-{region}",
+        provider="scaleway",
+        region=region,
+        credentials=CredentialRef(access_key_env="SCW_TEST_KEY", secret_key_env="SCW_TEST_SECRET"),
+    )
+
+
 def test_a_site_without_an_endpoint_is_sent_to_its_regions_endpoint_from_the_catalog(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -492,14 +503,7 @@ def test_a_site_without_an_endpoint_is_sent_to_its_regions_endpoint_from_the_cat
     that allows nothing else, before any byte leaves."""
     from providers.factory import build_adapter
 
-    monkeypatch.setenv("SCW_TEST_KEY", "AKIAEXAMPLE")
-    monkeypatch.setenv("SCW_TEST_SECRET", "secret")
-    site = Site(
-        name="scw-par",
-        provider="scaleway",
-        region="fr-par",
-        credentials=CredentialRef(access_key_env="SCW_TEST_KEY", secret_key_env="SCW_TEST_SECRET"),
-    )
+    site = _scaleway_site_without_endpoint(monkeypatch, "fr-par")
     adapter = build_adapter(site, guard=RoutingGuard(["127.0.0.1:9"]))
     try:
         with pytest.raises(RouteRefused, match=r"to s3\.fr-par\.scw\.cloud refused"):
@@ -517,13 +521,6 @@ def test_a_region_the_catalog_does_not_know_is_named_with_the_ones_it_does(
     and which the catalog knows, not only that there is no endpoint."""
     from providers.factory import build_adapter
 
-    monkeypatch.setenv("SCW_TEST_KEY", "AKIAEXAMPLE")
-    monkeypatch.setenv("SCW_TEST_SECRET", "secret")
-    site = Site(
-        name="scw-mars",
-        provider="scaleway",
-        region="mars-1",
-        credentials=CredentialRef(access_key_env="SCW_TEST_KEY", secret_key_env="SCW_TEST_SECRET"),
-    )
+    site = _scaleway_site_without_endpoint(monkeypatch, "mars-1")
     with pytest.raises(ConfigError, match=r"region 'mars-1' is not in the catalog.*fr-par"):
         build_adapter(site, guard=RoutingGuard(["127.0.0.1:9"]))
