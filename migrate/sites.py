@@ -140,6 +140,8 @@ def _first_error(exc: ValidationError, path: Path) -> str:
         return f"{path}: {where}: unknown key (check its spelling against the README)"
     if kind == "missing":
         return f"{path}: {where}: required key is missing"
+    if kind in ("tuple_type", "list_type"):  # pydantic says "tuple": the file has lists
+        return f'{path}: {where}: should be a list, e.g. ["a", "b"]'
     expected = err["msg"][0].lower() + err["msg"][1:]
     count = exc.error_count()
     more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""

@@ -56,7 +56,10 @@ def test_sites_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("[sites.a\nprovider = 1", "not valid TOML"),
         ('[sites.a]\nprovider = "local"\nregoin = "x"\n', "sites.a.regoin: unknown key"),
         ('[sites.a]\nregion = "x"\n', "sites.a.provider: required key is missing"),
-        ('[sites.a]\nprovider = "s3"\nbuckets = "one"\n', "sites.a.buckets"),
+        (
+            '[sites.a]\nprovider = "s3"\nbuckets = "one"\n',
+            'sites.a.buckets: should be a list, e.g. ["a", "b"]',
+        ),
     ],
 )
 def test_an_invalid_file_gets_one_line_naming_file_and_key(
