@@ -151,6 +151,7 @@ class Bench:
     servers: list[psutil.Process]
     migrate_env: dict[str, str] = field(default_factory=dict)  # env of migrate's runs
     driver: str = "cli"  # cli: the migrate commands; script: bench/migrate_copy.py
+    with_pilot: bool = False  # cli: plan a pilot and run it before bulk-1, forced past its gate
     rows: list[Row] = field(default_factory=list)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -340,20 +341,21 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
     def _migrate_cli(
         self, mode: str, sites: Path, source: str, name: str
     ) -> tuple[measure.Measured, dict[str, Any]]:
-        """The commands a user runs: inventory, plan, approve, run the pilot, run bulk-1.
-        Making and approving the plan is review, not transfer: not counted. bulk-1 is
-        forced past its gate (the pilot is not verified in a benchmark; the reason is
-        recorded). The re-run is `migrate run --phase bulk-1` again."""
+        """The commands a user runs: inventory, plan, approve, run bulk-1. Making and
+        approving the plan is review, not transfer: not counted. The plan has no pilot
+        (`--no-pilot`), as rclone tries nothing first; `with_pilot` plans one and runs it
+        before bulk-1, which is then forced past its gate (the pilot is not verified in a
+        benchmark; the reason is recorded). The re-run is `migrate run --phase bulk-1`."""
         plan = sites.parent / "plan.yaml"
         where = ["--sites", str(sites)]
         run_opts = [
             "--json",
             f"--concurrency={self.concurrency}",
             f"--part-size-mib={self.part_size // MiB}",
-            "--force",
-            "--reason=benchmark: the pilot is not verified",
             *where,
         ]
+        if self.with_pilot:
+            run_opts += ["--force", "--reason=benchmark: the pilot is not verified"]
         steps: list[tuple[str, measure.Measured]] = []
         if mode == "copy":
             steps.append(
@@ -367,18 +369,21 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
             for label, args in (
                 ("plan", ["plan", "--from", source, "--to", "dst-s3", "--policy",
                           "eu-residency", "--pilot-share", "0", "-o", str(plan), "--json",
-                          *where]),
+                          *([] if self.with_pilot else ["--no-pilot"]), *where]),
                 ("approve", ["plan", "approve", str(plan), "--by", "bench", "--json", *where]),
             ):  # fmt: skip
                 m = self._cli(args, f"{name}-{label}")
                 if m.returncode != 0:
                     return m, {}
-            steps.append(
-                (
-                    "pilot",
-                    self._cli(["run", str(plan), "--phase", "pilot", *run_opts], f"{name}-pilot"),
+            if self.with_pilot:
+                steps.append(
+                    (
+                        "pilot",
+                        self._cli(
+                            ["run", str(plan), "--phase", "pilot", *run_opts], f"{name}-pilot"
+                        ),
+                    )
                 )
-            )
         steps.append(
             (
                 "bulk-1",
@@ -960,8 +965,14 @@ def main(argv: list[str] | None = None) -> int:
         "--driver",
         choices=("cli", "script"),
         default="cli",
-        help="migrate's copies: the CLI (inventory, plan, approve, run pilot, run bulk-1) or "
+        help="migrate's copies: the CLI (inventory, plan --no-pilot, approve, run bulk-1) or "
         "bench/migrate_copy.py (inventory and run_phase of a one-phase plan, one process)",
+    )
+    parser.add_argument(
+        "--with-pilot",
+        action="store_true",
+        help="the CLI driver plans a pilot and runs it before bulk-1 (forced past its gate): "
+        "the workflow the runs before 2026-12-02 16:00 measured",
     )
     parser.add_argument(
         "--budget-minutes",
@@ -1043,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         bench.migrate_env = dict(env)
         bench.driver = args.driver
+        bench.with_pilot = args.with_pilot
         if args.try_unsigned_payload:
             # botocore merges the config file's s3 section into the client's Config.
             aws_config = workdir / "aws-config"
@@ -1242,6 +1254,14 @@ def record(
         f"MD5 {hashes['md5'] / 1e9:.2f} GB/s; PUT loop and start-up rows below.",
         f"- Budget: migrate concurrency {args.concurrency}, part size {args.part_size_mib} MiB; "
         f"rclone `copy {' '.join(flags)}` (+ `--s3-storage-class=STANDARD` from Azure).",
+        "- migrate's copies: "
+        + (
+            "bench/migrate_copy.py, one process (`--driver script`)."
+            if args.driver == "script"
+            else "inventory, then `run --phase pilot` and `bulk-1` (`--with-pilot`)."
+            if args.with_pilot
+            else "inventory, then `run --phase bulk-1` of a plan made with `--no-pilot`."
+        ),
         f"- Whole run: {total / 60:.1f} min (budget {args.budget_minutes:.0f} min"
         + (f"; skipped to keep it: {', '.join(skipped)}" if skipped else "")
         + ")."

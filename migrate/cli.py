@@ -236,6 +236,15 @@ def plan(
         str, typer.Option(help="Declared bandwidth for estimates, e.g. 1Gbit/s, 200MB/s.")
     ] = "1Gbit/s",
     pilot_share: Annotated[float, typer.Option(help="Share of bytes in the pilot.")] = 0.02,
+    pilot: Annotated[
+        bool,
+        typer.Option(
+            "--pilot/--no-pilot",
+            help="--no-pilot: no pilot phase, so bulk-1 waits for no verified pilot (a "
+            "NO_PILOT warning in the plan). Only for data of a kind already tried on "
+            "this destination.",
+        ),
+    ] = True,
     wave_cap_gib: Annotated[int, typer.Option(help="Most GiB per bulk wave.")] = 2048,
     decommission: Annotated[
         bool, typer.Option(help="Add a decommission phase (deletes the source).")
@@ -283,6 +292,7 @@ def plan(
         today=date.today(),
         bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
         pilot_share=pilot_share,
+        pilot=pilot,
         wave_cap_bytes=wave_cap_gib * 1024**3,
         include_decommission=decommission,
         sha256_on_large_objects=large_sha256,

@@ -14,8 +14,9 @@ How the plan is shaped (each choice is visible in the plan itself):
   standard class from the catalog; tiers that need a restore map to nothing (a blocking
   finding); Azure tier names are never passed through.
 - Phases: `pilot` (a hash sample of `pilot_share` of the objects, plus the lowest-hash object
-  of every dataset x size class, so every dataset and size is tried), `bulk-1..N` (hash
-  waves, N = ceil(bytes after the pilot / wave cap)), `delta` and `cutover` (what is new or
+  of every dataset x size class, so every dataset and size is tried; left out only when
+  asked, with a NO_PILOT warning), `bulk-1..N` (hash waves, N = ceil(bytes after the
+  pilot / wave cap)), `delta` and `cutover` (what is new or
   changed since the copy), and `decommission` only when asked.
 - Estimates are computed from the aggregates, not per object: a hash-sampled phase gets its
   expected share of each dataset x size class, and requests follow the executor's part rule
@@ -980,6 +981,7 @@ def make_plan(
     pilot_share: float = 0.02,
     wave_cap_bytes: int = DEFAULT_WAVE_CAP,
     inventory_run: int,
+    pilot: bool = True,
     include_decommission: bool = False,
     part_size: int | None = None,
     sha256_on_large_objects: bool = True,
@@ -1142,19 +1144,21 @@ def make_plan(
         storage_per_gb_month=dst_prices.storage_per_gb_month.value,
         storage_currency=dst_prices.currency or "EUR",
     )
+    if not pilot:
+        pilot_share = 0.0
     sample = max(1, round(pilot_share * 10_000)) if pilot_share > 0 else 0
     share = sample / 10_000
-    total, pilot = _Load(), _Load()
+    total, pilot_load = _Load(), _Load()
     for d in datasets.datasets:
         for c in d.size_classes:
             load = _class_load(c.objects, c.bytes, rule, part_size, sha256_on_large_objects)
             total.add(load)
-            if c.objects:
+            if c.objects and pilot:
                 covered = min(c.objects, pilot_cover)
                 expected = covered + (c.objects - covered) * share
-                pilot.add(load, expected / c.objects)
+                pilot_load.add(load, expected / c.objects)
     total_n = total.ints()
-    pilot_n = {k: min(v, total_n[k]) for k, v in pilot.ints().items()}
+    pilot_n = {k: min(v, total_n[k]) for k, v in pilot_load.ints().items()}
     rest = {k: total_n[k] - pilot_n[k] for k in total_n}
     waves = max(1, math.ceil(rest["bytes"] / wave_cap_bytes))
     wave_parts = {k: _split(v, waves) for k, v in rest.items()}
@@ -1175,30 +1179,44 @@ def make_plan(
 
     # Phases.
     bulk_names = tuple(f"bulk-{i}" for i in range(1, waves + 1))
-    phases = [
-        Phase(
-            name="pilot",
-            kind=PhaseKind.PILOT,
-            selector=Selector(
-                sample_per_10000=sample,
-                cover_per_class=pilot_cover,
-                size_bounds=SIZE_BOUNDS,
-            ),
-            estimate=pilot_estimate,
-            checklist=(
-                "Check the pilot's objects at the destination with the applications that "
-                "will read them",
-                "Run `migrate verify PLAN --phase pilot`: the bulk waves require it",
-            ),
+    phases: list[Phase] = []
+    if pilot:
+        phases.append(
+            Phase(
+                name="pilot",
+                kind=PhaseKind.PILOT,
+                selector=Selector(
+                    sample_per_10000=sample,
+                    cover_per_class=pilot_cover,
+                    size_bounds=SIZE_BOUNDS,
+                ),
+                estimate=pilot_estimate,
+                checklist=(
+                    "Check the pilot's objects at the destination with the applications "
+                    "that will read them",
+                    "Run `migrate verify PLAN --phase pilot`: the bulk waves require it",
+                ),
+            )
         )
-    ]
+    else:
+        # Asked for (`--no-pilot`): the bulk waves take everything and wait for nothing.
+        findings.append(
+            Finding(
+                code="NO_PILOT",
+                severity=Severity.WARNING,
+                message="the plan has no pilot phase: bulk-1 starts without a verified pilot",
+                action="keep it only if this kind of data was already tried on this "
+                "destination; otherwise plan again without --no-pilot",
+            )
+        )
+    before_bulk = tuple(p.name for p in phases)
     for i, (wave_name, estimate) in enumerate(zip(bulk_names, wave_estimates, strict=True), 1):
         phases.append(
             Phase(
                 name=wave_name,
                 kind=PhaseKind.BULK,
-                selector=Selector(waves=waves, wave=i, exclude_phases=("pilot",)),
-                requires=("pilot",),
+                selector=Selector(waves=waves, wave=i, exclude_phases=before_bulk),
+                requires=before_bulk,
                 estimate=estimate,
             )
         )

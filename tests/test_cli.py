@@ -239,6 +239,37 @@ def test_paths_that_cannot_be_written_give_exit_3(
     assert_one_line_without_secret(out, err)
 
 
+def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    for i in range(5):
+        (tmp_path / "src" / "data" / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
+    (tmp_path / "dst").mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    code, out, err = run(
+        ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+         "-o", plan, *where], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(["plan", "show", plan, "--json", *where], capsys)
+    assert "NO_PILOT" in [f["code"] for f in json.loads(out)["findings"]], err
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    code, out, err = run(["run", plan, "--phase", "pilot", *where], capsys)
+    assert code != 0 and "no phase 'pilot'" in err and "bulk-1" in err, err
+    assert_one_line_without_secret(out, err)
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 0, err
+    assert json.loads(out)["copied"] == 5
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

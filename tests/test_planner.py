@@ -456,6 +456,28 @@ def test_pilot_covers_every_dataset_and_size_class_and_bulk_is_disjoint(
     }
 
 
+def test_a_plan_without_a_pilot_says_so_and_its_bulk_wave_copies_everything_ungated(
+    estate: Estate, tmp_path: Path
+) -> None:
+    estate.seed()
+    estate.inventory()
+    plan = estate.plan(pilot=False)
+    assert [p.name for p in plan.phases] == ["bulk-1", "delta", "cutover"]
+    assert [f.code for f in plan.findings if f.code == "NO_PILOT"] == ["NO_PILOT"]
+    assert plan.options.pilot_share == 0
+    with pytest.raises(PlanError, match="no phase 'pilot'"):
+        plan.phase("pilot")
+    path = tmp_path / "hdh.yaml"
+    save_plan(plan, path)
+    with Ledger(estate.state) as ledger:
+        approve_plan(path, ledger, "tester")
+        plan = load_plan(path)
+        inventory = list(ledger.inventory_objects(estate.source_site.name))
+        summary = run_phase(plan, "bulk-1", ledger, estate.source, estate.dest)  # no --force
+    assert summary.failed == 0 and summary.copied == summary.objects == len(inventory)
+    assert plan.totals.objects == len(inventory)
+
+
 def test_delta_takes_what_changed_or_appeared_since_the_copy(estate: Estate) -> None:
     estate.seed()
     estate.inventory()
