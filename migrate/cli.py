@@ -145,11 +145,11 @@ def sites_check(
     Example: migrate sites check --sites sites.toml --json
     """
     from migrate.policy import evaluate
+    from migrate.session import guarded_adapter
     from migrate.sitecheck import check_sites, exit_code_of
-    from providers.factory import build_adapter
 
     config, catalog = _load(sites)
-    results = check_sites(config, build_adapter, only=site)
+    results = check_sites(config, lambda s: guarded_adapter(s, s.buckets, catalog), only=site)
     verdicts = []
     if config.policy:
         names = [site] if site else sorted(config.sites)
@@ -188,10 +188,11 @@ def inventory(
     Example: migrate inventory azure-hdh --json
     """
     from migrate.inventory import run_inventory
-    from providers.factory import build_adapter
+    from migrate.session import guarded_adapter
 
-    config, _ = _load(sites)
-    adapter = build_adapter(config.site(site))
+    config, catalog = _load(sites)
+    chosen = config.site(site)
+    adapter = guarded_adapter(chosen, chosen.buckets, catalog)
     try:
         summary = run_inventory(
             config, site, adapter, prefix=prefix, progress=_progress_printer(json_out)

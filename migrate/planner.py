@@ -40,7 +40,6 @@ How the plan is shaped (each choice is visible in the plan itself):
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import math
 import re
 from collections.abc import Mapping as MappingOf
@@ -68,12 +67,12 @@ from migrate.plan import (
     with_digest,
 )
 from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
-from migrate.routing import endpoint_host, is_global_endpoint, is_loopback
+from migrate.routing import is_global_endpoint
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.base import Protection, Replication, ReplicationTarget
 from providers.catalog import Catalog, ClassMapping, country_name, in_eu_eea
-from providers.factory import s3_site_as_built
+from providers.factory import site_hosts
 
 __all__ = [
     "DEFAULT_WAVE_CAP",
@@ -935,26 +934,6 @@ def _ref(site: Site, role: str, verdict: Verdict, endpoint: str | None) -> SiteR
     )
 
 
-def _hosts(site: Site, endpoint: str | None, buckets: Sequence[str], catalog: Catalog) -> set[str]:
-    """The hosts a site's adapter may contact: its endpoint, and for S3 stores addressed by
-    virtual host, each bucket's host name (never a wildcard)."""
-    if endpoint is None:
-        return set()
-    host = endpoint_host(endpoint)
-    hosts = {host}
-    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    try:
-        is_ip = bool(ipaddress.ip_address(bare.strip("[]")))
-    except ValueError:
-        is_ip = False
-    api = catalog.provider(site.provider).api
-    if api != "s3" or is_ip or is_loopback(bare):
-        return hosts
-    if s3_site_as_built(site, catalog).addressing != "path":
-        hosts.update(f"{b}.{host}" for b in buckets)
-    return hosts
-
-
 _CUTOVER_CHECKLIST = (
     "Announce the freeze; stop every application writing to the source (revoke write "
     "keys/SAS or make the containers read-only) and confirm no write is in flight",
@@ -1271,8 +1250,8 @@ def make_plan(
             )
         )
 
-    hosts = _hosts(src, src_endpoint, sorted({d.container for d in datasets.datasets}), catalog)
-    hosts |= _hosts(dst, dst_endpoint, sorted({m.destination_bucket for m in mappings}), catalog)
+    hosts = site_hosts(src, sorted({d.container for d in datasets.datasets}), catalog)
+    hosts |= site_hosts(dst, sorted({m.destination_bucket for m in mappings}), catalog)
     for host in sorted(hosts):
         if is_global_endpoint(host):
             findings.append(

@@ -11,7 +11,7 @@ needs reachable sites anyway); the adapters are closed before returning.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import date
 
 from migrate.errors import NotFound
@@ -25,10 +25,10 @@ from migrate.planner import (
     make_plan,
     plan_inputs,
 )
-from migrate.sites import Site, SitesConfig
+from migrate.session import guarded_adapter
+from migrate.sites import SitesConfig
 from providers.base import Protection, Replication, ReplicationTarget, StoreAdapter
 from providers.catalog import Catalog
-from providers.factory import build_adapter
 
 __all__ = ["read_plan_protection", "read_plan_replication", "read_replication"]
 
@@ -66,7 +66,7 @@ def read_plan_replication(
     destination: str,
     inputs: PlanInputs,
     *,
-    build: Callable[[Site], StoreAdapter] = build_adapter,
+    catalog: Catalog,
 ) -> dict[str, Replication]:
     """What make_plan's `replication` takes: the source's inventoried containers and the
     destination buckets the plan will map them to (those that exist)."""
@@ -78,7 +78,7 @@ def read_plan_replication(
     }
     out: dict[str, Replication] = {}
     for role, (site, names) in wanted.items():
-        adapter = build(site)
+        adapter = guarded_adapter(site, names, catalog)
         try:
             out[role] = read_replication(adapter, names)
         finally:
@@ -91,16 +91,17 @@ def used_destination_buckets(
     destination: str,
     inputs: PlanInputs,
     *,
-    build: Callable[[Site], StoreAdapter] = build_adapter,
+    catalog: Catalog,
 ) -> list[str]:
     """The destination buckets the plan maps to that exist and already hold an object (one
     listing request each, reading one key at most)."""
     dst = config.site(destination)
     containers = sorted({d.container for d in inputs.datasets})
-    adapter = build(dst)
+    buckets = destination_buckets(dst.bucket_prefix, containers)
+    adapter = guarded_adapter(dst, buckets, catalog)
     used = []
     try:
-        for bucket in destination_buckets(dst.bucket_prefix, containers):
+        for bucket in buckets:
             try:
                 if next(iter(adapter.list_objects(bucket)), None) is not None:
                     used.append(bucket)
@@ -116,14 +117,15 @@ def read_plan_protection(
     source: str,
     inputs: PlanInputs,
     *,
-    build: Callable[[Site], StoreAdapter] = build_adapter,
+    catalog: Catalog,
 ) -> dict[str, Protection]:
     """What make_plan's `protection` takes: each inventoried source container's versions,
     snapshots and locks (a container gone since the inventory is left out)."""
-    adapter = build(config.site(source))
+    containers = sorted({d.container for d in inputs.datasets})
+    adapter = guarded_adapter(config.site(source), containers, catalog)
     out: dict[str, Protection] = {}
     try:
-        for container in sorted({d.container for d in inputs.datasets}):
+        for container in containers:
             try:
                 out[container] = adapter.protection(container)
             except NotFound:
@@ -171,7 +173,7 @@ def plan_from_sites(
         inventory_run=inputs.inventory_run,
         include_decommission=include_decommission,
         sha256_on_large_objects=sha256_on_large_objects,
-        replication=read_plan_replication(config, source, destination, inputs),
-        used_buckets=used_destination_buckets(config, destination, inputs),
-        protection=read_plan_protection(config, source, inputs),
+        replication=read_plan_replication(config, source, destination, inputs, catalog=catalog),
+        used_buckets=used_destination_buckets(config, destination, inputs, catalog=catalog),
+        protection=read_plan_protection(config, source, inputs, catalog=catalog),
     )

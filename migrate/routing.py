@@ -1,4 +1,5 @@
-"""The routing guard: every request of every adapter goes to a host the plan allows.
+"""The routing guard: every request of every adapter goes to a host the plan allows (before
+a plan exists, a host a plan would allow for the site read: `migrate.session.site_guard`).
 
 Adapters call `check(method, url)` at their HTTP stack's lowest hook (botocore's
 `before-send`, an azure-core pipeline policy, libcloud's connection), for every request and
@@ -144,8 +145,9 @@ class RoutingGuard:
             )
         if not self.allowed(key):
             raise RouteRefused(
-                f"{method} to {key} refused: host not on the plan's allowlist",
-                hint="a redirect or a misconfigured endpoint; check the sites file",
+                f"{method} to {key} refused: host not on the allowlist",
+                hint="a redirect or a misconfigured endpoint; check the sites file and the "
+                "plan's allowlist",
             )
         if scheme != "https" and not (is_loopback(host) or key in self._http or host in self._http):
             raise RouteRefused(

@@ -4,7 +4,7 @@ contacted hosts is saved in the ledger when the session ends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
@@ -66,7 +66,37 @@ class Session:
 
 
 def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:
+    """The guard of a plan's run: the hosts its allowlist names, nothing else."""
     sites = [config.site(plan.source), config.site(plan.destination)]
+    return _guard(sites, plan.allowlist, catalog)
+
+
+def site_guard(site: Site, buckets: Sequence[str], catalog: Catalog) -> RoutingGuard:
+    """The guard of a command that reads one site before a plan exists (inventory, sites
+    check, the plan's own reads): the hosts a plan would allow for that site and those
+    buckets, under the same rules."""
+    from providers.factory import api_for, site_hosts
+
+    hosts = site_hosts(site, buckets, catalog)
+    if not hosts and api_for(site) != "local":
+        # What a plan would block (*_ENDPOINT_UNKNOWN): no host could be allowed.
+        raise ConfigError(
+            f"site {site.name}: no endpoint (none declared and none in the catalog for region "
+            f"{site.region}): where its requests would go cannot be checked",
+            hint=f"declare `endpoint` for site {site.name} (for Azure, `account` and `region` "
+            "also do)",
+        )
+    return _guard([site], sorted(hosts), catalog)
+
+
+def guarded_adapter(site: Site, buckets: Sequence[str], catalog: Catalog) -> StoreAdapter:
+    """The site's adapter behind `site_guard`: no command contacts a store unguarded."""
+    from providers.factory import build_adapter
+
+    return build_adapter(site, guard=site_guard(site, buckets, catalog))
+
+
+def _guard(sites: Sequence[Site], allowlist: Sequence[str], catalog: Catalog) -> RoutingGuard:
     http_allowed = [endpoint_host(s.endpoint) for s in sites if s.allow_http and s.endpoint]
     extra_global = []
     for site in sites:
@@ -77,10 +107,10 @@ def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard
         # A region-less hostname the plan allows (an Azure account host, whose region the
         # site declares and the plan checked) is not refused; any other such host is.
         extra_global += [
-            p for p in patterns if not any(fnmatch(h.split(":")[0], p) for h in plan.allowlist)
+            p for p in patterns if not any(fnmatch(h.split(":")[0], p) for h in allowlist)
         ]
     return RoutingGuard(
-        plan.allowlist,
+        allowlist,
         http_allowed=http_allowed,
         declared_proxies=[s.proxy for s in sites if s.proxy],
         global_endpoints=extra_global,

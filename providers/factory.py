@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from migrate.errors import ConfigError
+from migrate.routing import endpoint_host, is_loopback
 from migrate.sites import Site
 from providers.base import RequestGuard, StoreAdapter
 
@@ -55,6 +58,27 @@ def s3_site_as_built(site: Site, catalog: Catalog | None = None) -> Site:
     if site.addressing == "auto" and site.endpoint is not None:
         site = site.model_copy(update={"addressing": "path"})
     return site
+
+
+def site_hosts(site: Site, buckets: Sequence[str], catalog: Catalog) -> set[str]:
+    """The hosts a site's adapter may contact to reach `buckets`: its endpoint, and for S3
+    stores addressed by virtual host, each bucket's host name (never a wildcard). None for
+    a site without an endpoint the catalog knows."""
+    endpoint = catalog.endpoint_for(site)
+    if endpoint is None:
+        return set()
+    host = endpoint_host(endpoint)
+    hosts = {host}
+    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        is_ip = bool(ipaddress.ip_address(bare.strip("[]")))
+    except ValueError:
+        is_ip = False
+    if catalog.provider(site.provider).api != "s3" or is_ip or is_loopback(bare):
+        return hosts
+    if s3_site_as_built(site, catalog).addressing != "path":
+        hosts.update(f"{b}.{host}" for b in buckets)
+    return hosts
 
 
 def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdapter:

@@ -3,6 +3,7 @@ exit codes, and never a secret."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -237,6 +238,63 @@ def test_paths_that_cannot_be_written_give_exit_3(
     )
     assert code == 3 and "cannot write the report" in err, err
     assert_one_line_without_secret(out, err)
+
+
+def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
+    tmp_path: Path,
+    seaweed: SeaweedFS,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before a plan exists, a command that reads a site (the inventory, the check, the
+    plan's own reads) is held to the hosts a plan would allow for it, under the same rules:
+    an undeclared proxy in the environment or a global endpoint is refused (exit 10)
+    before any request, not tried."""
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
+    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
+    (tmp_path / "copy").mkdir()
+    sites.write_text(
+        sites.read_text() + f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "copy"}"\n'
+    )
+    assert run(["inventory", "dest", "--sites", str(sites)], capsys)[0] == 0
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    plan = ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "-o"]
+    plan.append(str(tmp_path / "p.yaml"))
+    for args in (["inventory", "dest"], ["sites", "check", "dest"], plan):
+        code, out, err = run([*args, "--sites", str(sites)], capsys)
+        assert code == 10, (args, out, err)
+        assert "HTTP_PROXY" in out + err and "not declared" in out + err
+    monkeypatch.delenv("HTTP_PROXY")
+
+    global_site = tmp_path / "global.toml"
+    global_site.write_text(
+        '[sites.us]\nprovider = "aws"\nregion = "eu-west-3"\n'
+        'endpoint = "https://s3.amazonaws.com"\nbuckets = ["data"]\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+    )
+    code, out, err = run(["inventory", "us", "--sites", str(global_site)], capsys)
+    assert code == 10 and "global endpoint" in err, err
+    assert_one_line_without_secret(out, err)
+
+    # An Azure site whose account is only in its connection string: the sites file does
+    # not say where the data is, so nothing can be allowed (a plan would block it too).
+    monkeypatch.setenv(
+        "T_CONN",
+        "DefaultEndpointsProtocol=https;AccountName=hdh;EndpointSuffix=core.windows.net;"
+        f"AccountKey={base64.b64encode(CANARY.encode()).decode()}",
+    )
+    hidden = tmp_path / "hidden.toml"
+    hidden.write_text(
+        '[sites.az]\nprovider = "azure"\nregion = "francecentral"\nbuckets = ["data"]\n'
+        'credentials = { connection_string_env = "T_CONN" }\n'
+    )
+    code, out, err = run(["inventory", "az", "--sites", str(hidden)], capsys)
+    assert code == 3 and "no endpoint" in err, err
+    assert_one_line_without_secret(out, err)
+    assert base64.b64encode(CANARY.encode()).decode() not in out + err
 
 
 def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
