@@ -590,6 +590,11 @@ class ObjectCopy:
         assert upload_id is not None and create_attrs is not None
         parts = [results[n] for n in range(1, count + 1)]
         expected = _composite([md5_of[n] for n in range(1, count + 1)])
+        # Before the upload is completed: bytes the source's own MD5 disputes never become
+        # a visible object (the executor aborts the upload).
+        proof = "none"
+        if whole_md5 is not None:
+            proof = self._source_proof(item, whole_md5.hexdigest(), reader.info)
         uid, final_attrs = upload_id, create_attrs
         completed = self.call(
             lambda: self.destination.complete_multipart(
@@ -597,9 +602,6 @@ class ObjectCopy:
             )
         )
         self._check_destination_etag(item, completed.etag, expected)
-        proof = "none"
-        if whole_md5 is not None:
-            proof = self._source_proof(item, whole_md5.hexdigest(), reader.info)
         etag = completed.etag
         if self.sha256_metadata and etag:
             etag = self._write_sha256(

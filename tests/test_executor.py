@@ -882,6 +882,39 @@ def test_a_source_changed_in_flight_ends_changed_never_mixed(env_for: Any, src: 
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+def test_bytes_that_do_not_match_the_sources_own_md5_are_never_done_nor_visible(
+    env_for: Any,
+) -> None:
+    """An Azure blob's Content-MD5 is whatever its writer set (AzCopy sets one on large
+    blobs too). Where the bytes read do not have it, the object fails, is not recorded
+    done, and leaves nothing at the destination: no object, no upload."""
+    env: Env = env_for("azure", "s3")
+    small, large = body(21, 3000), body(22, 11 * MiB + 5)
+    env.seed(
+        {
+            "small.bin": (small, "application/octet-stream", {}, False),
+            "large.bin": (large, "application/octet-stream", {}, True),
+        }
+    )
+    from azure.storage.blob import ContentSettings
+
+    for key in ("small.bin", "large.bin"):
+        env.source._blob(env.container, key).set_http_headers(  # type: ignore[attr-defined]
+            ContentSettings(
+                content_type="application/octet-stream",
+                content_md5=bytearray(hashlib.md5(b"other bytes").digest()),
+            )
+        )
+    summary = env.run(env.plan())
+
+    assert (summary.copied, summary.failed) == (0, 2), summary.failures
+    assert all("source's own MD5" in why for _, _, why in summary.failures), summary.failures
+    with Ledger(env.state) as ledger:
+        assert {c.state: c.objects for c in ledger.phase_counts("t")} == {"failed": 2}
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
 CRASH_SCRIPT = """
 import sys, json
 from pathlib import Path
