@@ -1,15 +1,18 @@
 """The demo is the whole flow on real servers: what it seeds is what it inventories, copies,
-verifies and reports, and the route attestation names exactly the two sites' hosts."""
+verifies and reports, the route attestation names exactly the two sites' hosts, and no
+secret is written in anything it leaves behind."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from migrate.cli import main
-from migrate.demo import run_demo
+from migrate.demo import AZURE_ENV, S3_SECRET_ENV, run_demo
 from migrate.routing import endpoint_host
 from migrate.sites import load_sites
 
@@ -42,3 +45,22 @@ def test_the_demo_runs_the_whole_flow_and_attests_its_routes(
     routes = json.loads(capsys.readouterr().out)["routes"]
     assert {r["host"] for r in routes} == expected
     assert all(r["requests"] > 0 for r in routes)
+
+    # The secrets the demo's sites use, as given (environment) and as the Azure key.
+    secrets = [os.environ[S3_SECRET_ENV], os.environ[AZURE_ENV]]
+    secrets += [p.split("=", 1)[1] for p in os.environ[AZURE_ENV].split(";") if "Key=" in p]
+    written = [
+        f
+        for f in (tmp_path / "demo").rglob("*")
+        # The servers' own data and configuration hold their keys: they are not migrate's.
+        if f.is_file() and not {"azurite", "seaweedfs"} & set(f.relative_to(tmp_path).parts)
+    ]
+    names = {f.name for f in written}
+    assert {"state.db", "report.json", "manifest.jsonl.gz"} <= names, sorted(names)
+    assert any(f.suffix == ".yaml" for f in written), "the plan"
+    for f in written:
+        data = f.read_bytes()
+        if f.suffix == ".gz":
+            data = gzip.decompress(data)
+        for secret in secrets:
+            assert secret.encode() not in data, f"a secret in {f}"
