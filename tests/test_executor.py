@@ -915,6 +915,29 @@ def test_bytes_that_do_not_match_the_sources_own_md5_are_never_done_nor_visible(
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+def test_a_run_aborts_the_unfinished_uploads_of_its_keys_it_does_not_own_and_no_other(
+    env_for: Any,
+) -> None:
+    """A crash between creating an upload and recording its id leaves an upload no ledger
+    knows: the next run aborts it. Another tool's upload, under a key that is not the
+    plan's, is not touched."""
+    env: Env = env_for("s3", "s3")
+    data = body(23, 2000)
+    env.seed({"ours.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    attrs = WriteAttrs(content_type="application/octet-stream")
+    orphan = env.destination.create_multipart(env.bucket, "ours.bin", attrs)
+    theirs = env.destination.create_multipart(env.bucket, "theirs.bin", attrs)
+
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    left = {(u.key, u.upload_id) for u in env.destination.list_multipart_uploads(env.bucket)}
+    assert left == {("theirs.bin", theirs)}, (orphan, left)
+    assert env.read_destination("ours.bin") == data
+
+
 CRASH_SCRIPT = """
 import sys, json
 from pathlib import Path
