@@ -952,7 +952,8 @@ source = build_adapter(Site.model_validate(args["source"]))
 destination = build_adapter(Site.model_validate(args["destination"]))
 with Ledger(Path(args["state"])) as ledger:
     s = run_phase(plan, "bulk-1", ledger, source, destination,
-                  config=TransferConfig(concurrency=2, part_size=5 * 1024 * 1024))
+                  config=TransferConfig(concurrency=2, part_size=5 * 1024 * 1024,
+                                        bwlimit=args.get("bwlimit"), max_rps=args.get("rps")))
 print(json.dumps({"copied": s.copied, "failed": s.failed}))
 """
 
@@ -1101,9 +1102,13 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
                 "state": str(env.state),
             }
         )
+        # Slowed down, so that a copy takes several trials and the kills land in it (at
+        # full speed it finished before the first kill: the trials then proved nothing).
+        slow = json.dumps({**json.loads(args), "bwlimit": 4_000_000, "rps": 20})
+        mid_copy = 0  # kills that left some objects done and some not: the test's point
         for _trial in range(20):
             proc = subprocess.Popen(
-                [sys.executable, "-c", CRASH_SCRIPT, args],
+                [sys.executable, "-c", CRASH_SCRIPT, slow],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dict(os.environ),
@@ -1112,6 +1117,11 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
+            if proc.returncode == -signal.SIGKILL:
+                with Ledger(env.state) as ledger:
+                    counts = {c.state: c.objects for c in ledger.phase_counts("t")}
+                mid_copy += 0 < counts.get("done", 0) < len(estate)
+        assert mid_copy >= 3, f"{mid_copy} kills landed while the copy was under way"
         final = subprocess.run(
             [sys.executable, "-c", CRASH_SCRIPT, args],
             capture_output=True,
