@@ -537,11 +537,12 @@ def test_small_objects_recorded_in_groups_are_all_committed_when_the_run_returns
     assert rows == [("done", 300, 300, 300)]
 
 
-def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any) -> None:
+@pytest.mark.parametrize("size", [4000, 11 * MiB + 3])  # one PUT; three parts
+def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any, size: int) -> None:
     env: Env = env_for("s3", "s3")
-    env.seed({"one.bin": (body(9, 4000), "application/octet-stream", {}, False)})
+    env.seed({"one.bin": (body(9, size), "application/octet-stream", {}, False)})
     plan = env.plan()
-    with fault_proxy(seaweed.endpoint, Faults(flip_bit_in_puts=100)) as proxy:
+    with fault_proxy(seaweed.endpoint, Faults(flip_bit_in_puts=1000)) as proxy:
         bad = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
         summary = env.run(plan, destination=bad)
     assert proxy.faults.corrupted >= 1
@@ -549,10 +550,11 @@ def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any) -> 
     with Ledger(env.state) as ledger:
         assert {c.state for c in ledger.phase_counts("t")} == {"failed"}
     assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
     summary = env.run(plan)  # the proxy is gone: the same command completes it
     assert summary.copied == 1
-    assert env.read_destination("one.bin") == body(9, 4000)
+    assert env.read_destination("one.bin") == body(9, size)
 
 
 def multipart_etag(data: bytes, part_size: int = 5 * MiB) -> str:
