@@ -21,6 +21,7 @@ from migrate.sites import CredentialRef, Site
 from providers.azure import AzureAdapter
 from providers.base import WriteAttrs
 from tests.conftest import unique_name
+from tests.faultproxy import Faults, fault_proxy
 from tests.helpers import NOT_A_LISTING, RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
 
 pytestmark = pytest.mark.integration
@@ -177,6 +178,27 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
     finally:
         adapter.close()
         server.close()
+
+
+def test_a_listing_page_answered_503_is_asked_again(
+    azure_site: Site, azurite_server: Azurite
+) -> None:
+    """The inventory has no retry layer of its own: a throttled page is asked again."""
+    direct = AzureAdapter(azure_site)
+    container = unique_name("throttled")
+    direct.create_container(container)
+    for key in ("a", "b/c", "d"):
+        direct.put_object(container, key, b"x", 1, WriteAttrs(), {})
+    direct.close()
+    # Seed 1: the first request is answered 503, the next one passes.
+    with fault_proxy(azurite_server.endpoint, Faults(slowdown_share=0.5, seed=1)) as proxy:
+        endpoint = f"{proxy.endpoint}/{azurite_server.account}"
+        adapter = AzureAdapter(azure_site.model_copy(update={"endpoint": endpoint}))
+        try:
+            assert sorted(o.key for o in adapter.list_objects(container)) == ["a", "b/c", "d"]
+        finally:
+            adapter.close()
+    assert proxy.faults.throttled == 1
 
 
 @pytest.mark.parametrize("path", ["lean", "sdk"])
