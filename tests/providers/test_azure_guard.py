@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,49 @@ def test_guard_sees_every_request_of_both_stacks(azure_site: Site) -> None:
         ("GET", base, 0, 200),
     ]
     assert guard.checked == [(m, u) for m, u, _, _ in guard.recorded]
+
+
+def test_every_request_the_server_receives_was_checked_by_the_guard(
+    azure_site: Site, azurite_server: Azurite
+) -> None:
+    """Every kind of call, on each of the three stacks (libcloud, the SDK, the lean path),
+    through a proxy that counts what reaches Azurite: as many requests as the guard
+    checked, each to the site's endpoint."""
+    guard = RecordingGuard()
+    with fault_proxy(azurite_server.endpoint) as proxy:
+        endpoint = f"{proxy.endpoint}/{azurite_server.account}"
+        adapter = AzureAdapter(azure_site.model_copy(update={"endpoint": endpoint}), guard=guard)
+        container = unique_name("every")
+        try:
+            adapter.create_container(container)
+            adapter.check(container)
+            _put(adapter, container, "small", b"s" * 300)
+            big = os.urandom(6 * 1024 * 1024)
+            upload = adapter.create_multipart(container, "big", WriteAttrs())
+            cut = 5 * 1024 * 1024
+            parts = [
+                adapter.upload_part(container, "big", upload, 1, memoryview(big)[:cut], cut, {}),
+                adapter.upload_part(
+                    container, "big", upload, 2, memoryview(big)[cut:], len(big) - cut, {}
+                ),
+            ]
+            assert [p.part_number for p in adapter.list_parts(container, "big", upload)] == [1, 2]
+            done = adapter.complete_multipart(container, "big", upload, parts, WriteAttrs())
+            assert sorted(o.key for o in adapter.list_objects(container)) == ["big", "small"]
+            adapter.head(container, "big")
+            stream = adapter.open_range(container, "big", 10, 20)
+            assert stream.read() == big[10:20]
+            stream.close()
+            adapter.replace_metadata(
+                container, "big", WriteAttrs(metadata={"k": "v"}), if_match=done.etag or "",
+                size=len(big),
+            )  # fmt: skip
+            adapter.delete(container, "small")
+        finally:
+            adapter.close()
+    assert len(guard.checked) == proxy.faults.requests > 10
+    assert all(url.startswith(endpoint + "/") for _, url in guard.checked)
+    assert len(guard.recorded) == len(guard.checked)
 
 
 def test_refused_host_raises_route_refused_and_sends_nothing(azure_site: Site) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -152,6 +153,50 @@ def test_guard_sees_every_request(s3_site: Site) -> None:
         ("GET", 0, 206),
     ]
     assert all(url.startswith(s3_site.endpoint or "?") for _, url in guard.checked)
+
+
+def test_every_request_the_server_receives_was_checked_by_the_guard(
+    s3_site: Site, seaweed: SeaweedFS
+) -> None:
+    """Every kind of call of the adapter, through a proxy that counts what reaches the
+    server: as many requests as the guard checked, each to the site's endpoint."""
+    guard = RecordingGuard()
+    with fault_proxy(seaweed.endpoint) as proxy:
+        adapter = S3Adapter(s3_site.model_copy(update={"endpoint": proxy.endpoint}), guard=guard)
+        bucket = unique_name("every")
+        try:
+            adapter.create_container(bucket)
+            adapter.check(bucket)
+            small = b"s" * 300
+            adapter.put_object(bucket, "small", small, len(small), WriteAttrs(), {})
+            big = os.urandom(6 * 1024 * 1024)
+            upload = adapter.create_multipart(bucket, "big", WriteAttrs())
+            parts = [
+                adapter.upload_part(bucket, "big", upload, 1, memoryview(big)[: 5 * 1024**2],
+                                    5 * 1024**2, {}),
+                adapter.upload_part(bucket, "big", upload, 2, memoryview(big)[5 * 1024**2 :],
+                                    len(big) - 5 * 1024**2, {}),
+            ]  # fmt: skip
+            assert [p.part_number for p in adapter.list_parts(bucket, "big", upload)] == [1, 2]
+            done = adapter.complete_multipart(bucket, "big", upload, parts)
+            other = adapter.create_multipart(bucket, "dropped", WriteAttrs())
+            assert [u.key for u in adapter.list_multipart_uploads(bucket)] == ["dropped"]
+            adapter.abort_multipart(bucket, "dropped", other)
+            assert sorted(o.key for o in adapter.list_objects(bucket)) == ["big", "small"]
+            adapter.head(bucket, "big")
+            stream = adapter.open_range(bucket, "big", 10, 20)
+            assert stream.read() == big[10:20]
+            stream.close()
+            adapter.replace_metadata(
+                bucket, "big", WriteAttrs(metadata={"k": "v"}), if_match=done.etag or "",
+                size=len(big),
+            )  # fmt: skip
+            adapter.delete(bucket, "small")
+        finally:
+            adapter.close()
+    assert len(guard.checked) == proxy.faults.requests > 10
+    assert all(url.startswith(proxy.endpoint + "/") for _, url in guard.checked)
+    assert len(guard.recorded) == len(guard.checked)
 
 
 _TRUNCATED_NO_TOKEN = (
