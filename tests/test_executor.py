@@ -1108,6 +1108,7 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
         # full speed it finished before the first kill: the trials then proved nothing).
         slow = json.dumps({**json.loads(args), "bwlimit": 4_000_000, "rps": 20})
         mid_copy = 0  # kills that left some objects done and some not: the test's point
+        env.destination.create_container(env.bucket)  # listed after every trial
         for _trial in range(20):
             proc = subprocess.Popen(
                 [sys.executable, "-c", CRASH_SCRIPT, slow],
@@ -1123,6 +1124,9 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, sea
                 with Ledger(env.state) as ledger:
                     counts = {c.state: c.objects for c in ledger.phase_counts("t")}
                 mid_copy += 0 < counts.get("done", 0) < len(estate)
+            # Whenever the process died, what the destination shows is whole.
+            for seen in env.destination.list_objects(env.bucket):
+                assert seen.size == len(estate[seen.key][0]), seen.key
         assert mid_copy >= 3, f"{mid_copy} kills landed while the copy was under way"
         final = subprocess.run(
             [sys.executable, "-c", CRASH_SCRIPT, args],
