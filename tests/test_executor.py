@@ -1082,8 +1082,11 @@ def test_an_aws_source_encrypted_with_sse_kms_is_copied_without_claiming_its_eta
 
 
 @pytest.mark.slow
-def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(env_for: Any, seaweed: Any) -> None:
-    env: Env = env_for("s3", "s3")
+@pytest.mark.parametrize("src", ["s3", "azure"])
+def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(
+    env_for: Any, seaweed: Any, src: str
+) -> None:
+    env: Env = env_for(src, "s3")
     estate = {
         f"big/{i}.bin": (body(100 + i, 11 * MiB + i), "application/octet-stream", {}, False)
         for i in range(3)
