@@ -145,11 +145,14 @@ def sites_check(
     Example: migrate sites check --sites sites.toml --json
     """
     from migrate.policy import evaluate
-    from migrate.session import guarded_adapter
+    from migrate.session import declared_proxies, guarded_adapter
     from migrate.sitecheck import check_sites, exit_code_of
 
     config, catalog = _load(sites)
-    results = check_sites(config, lambda s: guarded_adapter(s, s.buckets, catalog), only=site)
+    proxies = declared_proxies(config)
+    results = check_sites(
+        config, lambda s: guarded_adapter(s, s.buckets, catalog, proxies), only=site
+    )
     verdicts = []
     if config.policy:
         names = [site] if site else sorted(config.sites)
@@ -188,11 +191,11 @@ def inventory(
     Example: migrate inventory azure-hdh --json
     """
     from migrate.inventory import run_inventory
-    from migrate.session import guarded_adapter
+    from migrate.session import declared_proxies, guarded_adapter
 
     config, catalog = _load(sites)
     chosen = config.site(site)
-    adapter = guarded_adapter(chosen, chosen.buckets, catalog)
+    adapter = guarded_adapter(chosen, chosen.buckets, catalog, declared_proxies(config))
     try:
         summary = run_inventory(
             config, site, adapter, prefix=prefix, progress=_progress_printer(json_out)
@@ -236,7 +239,13 @@ def plan(
     bandwidth: Annotated[
         str, typer.Option(help="Declared bandwidth for estimates, e.g. 1Gbit/s, 200MB/s.")
     ] = "1Gbit/s",
-    pilot_share: Annotated[float, typer.Option(help="Share of bytes in the pilot.")] = 0.02,
+    pilot_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of the objects in the pilot, sampled by key hash (about that share "
+            "of the bytes); ignored with --no-pilot."
+        ),
+    ] = 0.02,
     pilot: Annotated[
         bool,
         typer.Option(

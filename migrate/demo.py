@@ -37,7 +37,7 @@ from migrate.planner import (
 )
 from migrate.replication import plan_from_sites
 from migrate.report import build_report, write_report
-from migrate.session import guarded_adapter, open_session
+from migrate.session import declared_proxies, guarded_adapter, open_session
 from migrate.sites import SitesConfig, load_sites
 from migrate.summary import PhaseSummary
 from migrate.verify import verify
@@ -240,7 +240,10 @@ def run_demo(
         os.environ[S3_KEY_ENV], os.environ[S3_SECRET_ENV] = sw.access_key, sw.secret_key
         sites_file = write_sites_file(workdir, az, sw)
         config: SitesConfig = load_sites(sites_file)
-        source = guarded_adapter(config.site("azure-hdh"), CONTAINERS, load_catalog(config.catalog))
+        source = guarded_adapter(
+            config.site("azure-hdh"), CONTAINERS, load_catalog(config.catalog),
+            declared_proxies(config),
+        )  # fmt: skip
         objects = list(estate(small_files, large_sizes))
         say(f"Seeding {len(objects):,} objects into Azurite ...")
         for container in CONTAINERS:

@@ -11,7 +11,7 @@ needs reachable sites anyway); the adapters are closed before returning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 
 from migrate.errors import NotFound
@@ -25,7 +25,7 @@ from migrate.planner import (
     make_plan,
     plan_inputs,
 )
-from migrate.session import guarded_adapter
+from migrate.session import declared_proxies, guarded_adapter
 from migrate.sites import SitesConfig
 from providers.base import Protection, Replication, ReplicationTarget, StoreAdapter
 from providers.catalog import Catalog
@@ -67,6 +67,7 @@ def read_plan_replication(
     inputs: PlanInputs,
     *,
     catalog: Catalog,
+    proxies: Sequence[str] = (),
 ) -> dict[str, Replication]:
     """What make_plan's `replication` takes: the source's inventoried containers and the
     destination buckets the plan will map them to (those that exist)."""
@@ -78,7 +79,7 @@ def read_plan_replication(
     }
     out: dict[str, Replication] = {}
     for role, (site, names) in wanted.items():
-        adapter = guarded_adapter(site, names, catalog)
+        adapter = guarded_adapter(site, names, catalog, proxies)
         try:
             out[role] = read_replication(adapter, names)
         finally:
@@ -92,13 +93,14 @@ def used_destination_buckets(
     inputs: PlanInputs,
     *,
     catalog: Catalog,
+    proxies: Sequence[str] = (),
 ) -> list[str]:
     """The destination buckets the plan maps to that exist and already hold an object (one
     listing request each, reading one key at most)."""
     dst = config.site(destination)
     containers = sorted({d.container for d in inputs.datasets})
     buckets = destination_buckets(dst.bucket_prefix, containers)
-    adapter = guarded_adapter(dst, buckets, catalog)
+    adapter = guarded_adapter(dst, buckets, catalog, proxies)
     used = []
     try:
         for bucket in buckets:
@@ -118,11 +120,12 @@ def read_plan_protection(
     inputs: PlanInputs,
     *,
     catalog: Catalog,
+    proxies: Sequence[str] = (),
 ) -> dict[str, Protection]:
     """What make_plan's `protection` takes: each inventoried source container's versions,
     snapshots and locks (a container gone since the inventory is left out)."""
     containers = sorted({d.container for d in inputs.datasets})
-    adapter = guarded_adapter(config.site(source), containers, catalog)
+    adapter = guarded_adapter(config.site(source), containers, catalog, proxies)
     out: dict[str, Protection] = {}
     try:
         for container in containers:
@@ -157,6 +160,7 @@ def plan_from_sites(
         inputs = plan_inputs(
             ledger, source, limits=destination_limits(config.site(destination), catalog)
         )
+    proxies = declared_proxies(config, [source, destination])  # as the run's guard takes
     return make_plan(
         name=name,
         config=config,
@@ -173,7 +177,11 @@ def plan_from_sites(
         inventory_run=inputs.inventory_run,
         include_decommission=include_decommission,
         sha256_on_large_objects=sha256_on_large_objects,
-        replication=read_plan_replication(config, source, destination, inputs, catalog=catalog),
-        used_buckets=used_destination_buckets(config, destination, inputs, catalog=catalog),
-        protection=read_plan_protection(config, source, inputs, catalog=catalog),
+        replication=read_plan_replication(
+            config, source, destination, inputs, catalog=catalog, proxies=proxies
+        ),
+        used_buckets=used_destination_buckets(
+            config, destination, inputs, catalog=catalog, proxies=proxies
+        ),
+        protection=read_plan_protection(config, source, inputs, catalog=catalog, proxies=proxies),
     )

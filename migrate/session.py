@@ -68,17 +68,20 @@ class Session:
 def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:
     """The guard of a plan's run: the hosts its allowlist names, nothing else."""
     sites = [config.site(plan.source), config.site(plan.destination)]
-    return _guard(sites, plan.allowlist, catalog)
+    return _guard(sites, plan.allowlist, catalog, [s.proxy for s in sites if s.proxy])
 
 
-def site_guard(site: Site, buckets: Sequence[str], catalog: Catalog) -> RoutingGuard:
+def site_guard(
+    site: Site, buckets: Sequence[str], catalog: Catalog, proxies: Sequence[str] = ()
+) -> RoutingGuard:
     """The guard of a command that reads one site before a plan exists (inventory, sites
     check, the plan's own reads): the hosts a plan would allow for that site and those
-    buckets, under the same rules."""
-    from providers.factory import api_for, site_hosts
+    buckets, under the same rules. `proxies`: those the command's sites declare (a proxy
+    in the environment must be one of them, as in a run)."""
+    from providers.factory import site_hosts
 
     hosts = site_hosts(site, buckets, catalog)
-    if not hosts and api_for(site) != "local":
+    if not hosts:
         # What a plan would block (*_ENDPOINT_UNKNOWN): no host could be allowed.
         raise ConfigError(
             f"site {site.name}: no endpoint (none declared and none in the catalog for region "
@@ -86,18 +89,36 @@ def site_guard(site: Site, buckets: Sequence[str], catalog: Catalog) -> RoutingG
             hint=f"declare `endpoint` for site {site.name} (for Azure, `account` and `region` "
             "also do)",
         )
-    return _guard([site], sorted(hosts), catalog)
+    return _guard([site], sorted(hosts), catalog, proxies)
 
 
-def guarded_adapter(site: Site, buckets: Sequence[str], catalog: Catalog) -> StoreAdapter:
-    """The site's adapter behind `site_guard`: no command contacts a store unguarded."""
+def guarded_adapter(
+    site: Site, buckets: Sequence[str], catalog: Catalog, proxies: Sequence[str] = ()
+) -> StoreAdapter:
+    """The site's adapter behind `site_guard`: no command contacts a store unguarded. A
+    local site sends no request: it has no guard."""
     from providers.factory import build_adapter
 
-    return build_adapter(site, guard=site_guard(site, buckets, catalog))
+    if catalog.provider(site.provider).api == "local":
+        return build_adapter(site)
+    return build_adapter(site, guard=site_guard(site, buckets, catalog, proxies))
 
 
-def _guard(sites: Sequence[Site], allowlist: Sequence[str], catalog: Catalog) -> RoutingGuard:
-    http_allowed = [endpoint_host(s.endpoint) for s in sites if s.allow_http and s.endpoint]
+def declared_proxies(config: SitesConfig, names: Sequence[str] | None = None) -> list[str]:
+    """The proxies the sites file declares (of the sites named, or of every site)."""
+    sites = [config.site(n) for n in names] if names is not None else config.sites.values()
+    return sorted({s.proxy for s in sites if s.proxy})
+
+
+def _guard(
+    sites: Sequence[Site], allowlist: Sequence[str], catalog: Catalog, proxies: Sequence[str]
+) -> RoutingGuard:
+    http_allowed = []
+    for site in sites:
+        if site.allow_http and site.endpoint:
+            # The endpoint, and the bucket hosts under it (virtual-host addressing).
+            host = endpoint_host(site.endpoint)
+            http_allowed += [h for h in allowlist if h == host or h.endswith(f".{host}")]
     extra_global = []
     for site in sites:
         try:
@@ -112,7 +133,7 @@ def _guard(sites: Sequence[Site], allowlist: Sequence[str], catalog: Catalog) ->
     return RoutingGuard(
         allowlist,
         http_allowed=http_allowed,
-        declared_proxies=[s.proxy for s in sites if s.proxy],
+        declared_proxies=proxies,
         global_endpoints=extra_global,
     )
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from migrate.errors import RouteRefused
 from migrate.localservers import SeaweedFS
-from migrate.routing import RoutingGuard, endpoint_host
+from migrate.routing import PROXY_VARIABLES, RoutingGuard, endpoint_host
+from migrate.session import guarded_adapter, site_guard
 from migrate.sites import CredentialRef, Site
+from providers.catalog import load_catalog
 from providers.factory import build_adapter
 
 
@@ -97,3 +100,38 @@ def test_the_s3_adapter_asks_the_guard_before_every_request(
     with pytest.raises(RouteRefused, match=re.escape("s3.amazonaws.com")):
         build_adapter(forced, guard=refusing).check("routing-ok")
     assert refusing.drain() == []
+
+
+def test_before_a_plan_a_site_is_held_to_the_hosts_a_plan_would_allow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What `inventory`, `sites check` and the plan's own reads are allowed: the hosts the
+    plan would list for that site and those buckets, under the run's rules."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    catalog = load_catalog()
+    aws = Site(name="aws", provider="aws", region="eu-west-3")  # virtual-host addressing
+    g = site_guard(aws, ["data"], catalog)
+    g.check("GET", "https://data.s3.eu-west-3.amazonaws.com/key")
+    g.check("GET", "https://s3.eu-west-3.amazonaws.com/data/key")
+    for url in ("https://other.s3.eu-west-3.amazonaws.com/k", "https://s3.amazonaws.com/data/k"):
+        with pytest.raises(RouteRefused):
+            g.check("GET", url)
+
+    lab = Site(
+        name="lab", provider="self-hosted", software="seaweedfs", country="FR", region="local",
+        endpoint="http://minio.lan:9000", addressing="virtual", allow_http=True,
+    )  # fmt: skip
+    g = site_guard(lab, ["data"], catalog)
+    g.check("PUT", "http://minio.lan:9000/data/k")
+    g.check("PUT", "http://data.minio.lan:9000/k")  # its buckets' hosts: plain HTTP too
+
+    # A proxy in the environment must be one the command's sites declare, as in a run.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.lan:3128")
+    with pytest.raises(RouteRefused, match="HTTPS_PROXY"):
+        site_guard(aws, ["data"], catalog)
+    site_guard(aws, ["data"], catalog, ["http://proxy.lan:3128"])  # declared by a site
+    # A local site sends no request: no guard, and no proxy to refuse.
+    (tmp_path / "data").mkdir()
+    local = Site(name="disk", provider="local", path=str(tmp_path), buckets=("data",))
+    guarded_adapter(local, local.buckets, catalog).close()
