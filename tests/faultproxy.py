@@ -29,6 +29,7 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "up
 class Faults:
     flip_bit_in_puts: int = 0  # how many PUT bodies to corrupt (one bit each)
     slowdown_share: float = 0.0  # share of requests answered 503 SlowDown
+    slowdown_first: int = 0  # the first this many requests answered 503 SlowDown
     redirect_to: str | None = None  # answer every request with a redirect here
     redirect_status: int = 307
     seed: int = 7
@@ -87,7 +88,9 @@ def fault_proxy(
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            if faults.slowdown_share and faults.roll() < faults.slowdown_share:
+            with faults.lock:
+                first = faults.requests <= faults.slowdown_first
+            if first or (faults.slowdown_share and faults.roll() < faults.slowdown_share):
                 with faults.lock:
                     faults.throttled += 1
                 payload = (

@@ -1111,26 +1111,48 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(
         # full speed it finished before the first kill: the trials then proved nothing).
         slow = json.dumps({**json.loads(args), "bwlimit": 4_000_000, "rps": 20})
         mid_copy = 0  # kills that left some objects done and some not: the test's point
-        env.destination.create_container(env.bucket)  # listed after every trial
+        mid_upload = 0  # kills that left a multipart upload open
         for _trial in range(20):
+            seen = proxy.faults.requests
             proc = subprocess.Popen(
                 [sys.executable, "-c", CRASH_SCRIPT, slow],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dict(os.environ),
             )
-            time.sleep(rng.uniform(0.3, 2.5))
+            # The kill's moment counts from the process's first request to the destination,
+            # not from its start: a slow start-up then cannot make every kill land before
+            # any work.
+            deadline = time.monotonic() + 30
+            while proxy.faults.requests == seen and proc.poll() is None:
+                assert time.monotonic() < deadline, "the copy never started"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.05, 1.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
+            with Ledger(env.state) as ledger:
+                counts = {c.state: c.objects for c in ledger.phase_counts("t")}
+                done = [
+                    key
+                    for (key,) in ledger._db.execute(
+                        "SELECT key FROM transfers WHERE plan='t' AND state='done'"
+                    )
+                ]
+                uploads = ledger.recorded_uploads("t")
             if proc.returncode == -signal.SIGKILL:
-                with Ledger(env.state) as ledger:
-                    counts = {c.state: c.objects for c in ledger.phase_counts("t")}
                 mid_copy += 0 < counts.get("done", 0) < len(estate)
-            # Whenever the process died, what the destination shows is whole.
-            for seen in env.destination.list_objects(env.bucket):
-                assert seen.size == len(estate[seen.key][0]), seen.key
+                mid_upload += bool(uploads)
+            # Whenever the process died: what the ledger calls done is at the destination,
+            # whole and with its SHA-256 (never recorded ahead of the proof).
+            for key in done:
+                head = env.destination.head(env.bucket, key)
+                data = estate[key][0]
+                assert head.size == len(data), key
+                sha = (head.metadata or {}).get("migrate-sha256")
+                assert sha == hashlib.sha256(data).hexdigest(), key
         assert mid_copy >= 3, f"{mid_copy} kills landed while the copy was under way"
+        assert mid_upload >= 1, "no kill landed with a multipart upload open"
         final = subprocess.run(
             [sys.executable, "-c", CRASH_SCRIPT, args],
             capture_output=True,

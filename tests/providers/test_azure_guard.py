@@ -234,8 +234,7 @@ def test_a_listing_page_answered_503_is_asked_again(
     for key in ("a", "b/c", "d"):
         direct.put_object(container, key, b"x", 1, WriteAttrs(), {})
     direct.close()
-    # Seed 1: the first request is answered 503, the next one passes.
-    with fault_proxy(azurite_server.endpoint, Faults(slowdown_share=0.5, seed=1)) as proxy:
+    with fault_proxy(azurite_server.endpoint, Faults(slowdown_first=1)) as proxy:
         endpoint = f"{proxy.endpoint}/{azurite_server.account}"
         adapter = AzureAdapter(azure_site.model_copy(update={"endpoint": endpoint}))
         try:
