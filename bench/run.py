@@ -972,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         "--with-pilot",
         action="store_true",
         help="the CLI driver plans a pilot and runs it before bulk-1 (forced past its gate): "
-        "the workflow the runs before 2026-12-02 16:00 measured",
+        "the workflow the runs before 2026-12-02 15:48 measured",
     )
     parser.add_argument(
         "--budget-minutes",
