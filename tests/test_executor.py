@@ -1153,19 +1153,12 @@ def test_kill_9_at_twenty_moments_loses_and_duplicates_nothing(
                 assert sha == hashlib.sha256(data).hexdigest(), key
         assert mid_copy >= 3, f"{mid_copy} kills landed while the copy was under way"
         assert mid_upload >= 1, "no kill landed with a multipart upload open"
-        final = subprocess.run(
-            [sys.executable, "-c", CRASH_SCRIPT, args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=dict(os.environ),
-        )
-        assert final.returncode == 0, final.stderr
+        final = _script_answer(CRASH_SCRIPT, args)
         resent = {p: n for p, n in proxy.faults.parts_accepted.items() if n > 1}
         assert not resent, f"parts accepted more than once: {resent}"
     with Ledger(env.state) as ledger:
         failures = ledger.failures("t", "bulk-1")
-        assert json.loads(final.stdout)["failed"] == 0, failures
+        assert final["failed"] == 0, failures
     listed = {o.key: o.size for o in env.destination.list_objects(env.bucket)}
     assert listed == {k: len(v[0]) for k, v in estate.items()}
     for key, (data, *_rest) in estate.items():
@@ -1196,6 +1189,20 @@ print(json.dumps({"copied": s.copied, "hwm_kib": int(hwm.split()[1])}))
 """
 
 
+def _script_answer(script: str, args: str) -> dict[str, int]:
+    """What a copy script (CRASH_SCRIPT, MEMORY_SCRIPT) printed, run in a process of its
+    own: objects copied or failed, and for MEMORY_SCRIPT the peak RSS (KiB)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("src", ["azure", "s3"])
 def test_a_copy_between_servers_keeps_memory_bounded_by_its_parts_not_its_objects(
@@ -1219,15 +1226,7 @@ def test_a_copy_between_servers_keeps_memory_bounded_by_its_parts_not_its_object
             "state": str(env.state),
         }
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = _script_answer(MEMORY_SCRIPT, args)
     assert result["copied"] == len(estate)
     assert env.destination.head(env.bucket, "big.bin").size == 320 * MiB + 7
     assert result["hwm_kib"] / 1024 < 300, f"peak RSS {result['hwm_kib'] / 1024:.0f} MiB"
@@ -1257,11 +1256,7 @@ def test_copying_a_2_gib_object_keeps_memory_under_300_mib(tmp_path: Path) -> No
             "state": str(config.state_dir),
         }
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, args], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = _script_answer(MEMORY_SCRIPT, args)
     assert result["copied"] == 1
     assert (dst_root / "copy" / "huge.bin").stat().st_size == 2 * 1024**3
     assert result["hwm_kib"] / 1024 < 300, f"peak RSS {result['hwm_kib'] / 1024:.0f} MiB"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,14 @@ from providers.azure import AzureAdapter
 from providers.base import WriteAttrs
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
-from tests.helpers import NOT_A_LISTING, RANGE_ANSWERS, RANGE_BODY, FixedAnswer, read_bytes_50_to_59
+from tests.helpers import (
+    NOT_A_LISTING,
+    RANGE_ANSWERS,
+    RANGE_BODY,
+    FixedAnswer,
+    every_kind_of_call,
+    read_bytes_50_to_59,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,32 +88,8 @@ def test_every_request_the_server_receives_was_checked_by_the_guard(
     with fault_proxy(azurite_server.endpoint) as proxy:
         endpoint = f"{proxy.endpoint}/{azurite_server.account}"
         adapter = AzureAdapter(azure_site.model_copy(update={"endpoint": endpoint}), guard=guard)
-        container = unique_name("every")
         try:
-            adapter.create_container(container)
-            adapter.check(container)
-            _put(adapter, container, "small", b"s" * 300)
-            big = os.urandom(6 * 1024 * 1024)
-            upload = adapter.create_multipart(container, "big", WriteAttrs())
-            cut = 5 * 1024 * 1024
-            parts = [
-                adapter.upload_part(container, "big", upload, 1, memoryview(big)[:cut], cut, {}),
-                adapter.upload_part(
-                    container, "big", upload, 2, memoryview(big)[cut:], len(big) - cut, {}
-                ),
-            ]
-            assert [p.part_number for p in adapter.list_parts(container, "big", upload)] == [1, 2]
-            done = adapter.complete_multipart(container, "big", upload, parts, WriteAttrs())
-            assert sorted(o.key for o in adapter.list_objects(container)) == ["big", "small"]
-            adapter.head(container, "big")
-            stream = adapter.open_range(container, "big", 10, 20)
-            assert stream.read() == big[10:20]
-            stream.close()
-            adapter.replace_metadata(
-                container, "big", WriteAttrs(metadata={"k": "v"}), if_match=done.etag or "",
-                size=len(big),
-            )  # fmt: skip
-            adapter.delete(container, "small")
+            every_kind_of_call(adapter, unique_name("every"))
         finally:
             adapter.close()
     assert len(guard.checked) == proxy.faults.requests > 10
