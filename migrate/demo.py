@@ -42,7 +42,7 @@ from migrate.sites import SitesConfig, load_sites
 from migrate.summary import PhaseSummary
 from migrate.verify import verify
 from providers.base import StoreAdapter, WriteAttrs
-from providers.catalog import load_catalog, set_active_catalog
+from providers.catalog import Catalog, load_catalog, set_active_catalog
 
 MARKER = ".migrate-demo"
 MiB = 1024 * 1024
@@ -240,10 +240,11 @@ def run_demo(
         os.environ[S3_KEY_ENV], os.environ[S3_SECRET_ENV] = sw.access_key, sw.secret_key
         sites_file = write_sites_file(workdir, az, sw)
         config: SitesConfig = load_sites(sites_file)
+        catalog = load_catalog(config.catalog)
+        set_active_catalog(catalog)
         source = guarded_adapter(
-            config.site("azure-hdh"), CONTAINERS, load_catalog(config.catalog),
-            declared_proxies(config),
-        )  # fmt: skip
+            config.site("azure-hdh"), CONTAINERS, catalog, declared_proxies(config)
+        )
         objects = list(estate(small_files, large_sizes))
         say(f"Seeding {len(objects):,} objects into Azurite ...")
         for container in CONTAINERS:
@@ -263,7 +264,9 @@ def run_demo(
                 f"Inventory counts {summary.objects:,} objects, "
                 f"{render.human_bytes(summary.bytes)}: {verdict} what was seeded."
             )
-        plan_path, phases, verified, report = _plan_run_verify_report(workdir, config, console)
+        plan_path, phases, verified, report = _plan_run_verify_report(
+            workdir, config, catalog, console
+        )
     if console:
         console.print(f"Sites file: {sites_file}\nState: {summary.state}\nPlan: {plan_path}")
         console.print(f"Report: {report / 'report.html'}", markup=False)
@@ -282,12 +285,10 @@ def run_demo(
 
 
 def _plan_run_verify_report(
-    workdir: Path, config: SitesConfig, console: Console | None
+    workdir: Path, config: SitesConfig, catalog: Catalog, console: Console | None
 ) -> tuple[Path, list[PhaseSummary], bool, Path]:
     """The rest of the flow, as the commands do it: plan, approve, dry-run, run each phase
     with its verification, report."""
-    catalog = load_catalog(config.catalog)
-    set_active_catalog(catalog)
     source, destination = "azure-hdh", "chu-seaweed"
     plan = plan_from_sites(
         config,

@@ -16,8 +16,8 @@ How the plan is shaped (each choice is visible in the plan itself):
 - Phases: `pilot` (a hash sample of `pilot_share` of the objects, plus the lowest-hash object
   of every dataset x size class, so every dataset and size is tried; left out only when
   asked, with a NO_PILOT warning), `bulk-1..N` (hash waves, N = ceil(bytes after the
-  pilot / wave cap)), `delta` and `cutover` (what is new or
-  changed since the copy), and `decommission` only when asked.
+  pilot / wave cap)), `delta` and `cutover` (what is new or changed since the copy), and
+  `decommission` only when asked.
 - Estimates are computed from the aggregates, not per object: a hash-sampled phase gets its
   expected share of each dataset x size class, and requests follow the executor's part rule
   applied to each class's mean object size. They are estimates, labelled as such.

@@ -67,8 +67,9 @@ class Session:
 
 def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:
     """The guard of a plan's run: the hosts its allowlist names, nothing else."""
-    sites = [config.site(plan.source), config.site(plan.destination)]
-    return _guard(sites, plan.allowlist, catalog, [s.proxy for s in sites if s.proxy])
+    names = [plan.source, plan.destination]
+    sites = [config.site(n) for n in names]
+    return _guard(sites, plan.allowlist, catalog, declared_proxies(config, names))
 
 
 def site_guard(

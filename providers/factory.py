@@ -62,7 +62,7 @@ def s3_site_as_built(site: Site, catalog: Catalog | None = None) -> Site:
 
 def site_hosts(site: Site, buckets: Sequence[str], catalog: Catalog) -> set[str]:
     """The hosts a site's adapter may contact to reach `buckets`: its endpoint, and for S3
-    stores addressed by virtual host, each bucket's host name (never a wildcard). None for
+    stores addressed by virtual host, each bucket's host name (never a wildcard). Empty for
     a site without an endpoint the catalog knows."""
     endpoint = catalog.endpoint_for(site)
     if endpoint is None:
