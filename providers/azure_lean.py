@@ -239,12 +239,11 @@ class LeanBlobReads:
         small = None if end is None else end - start
         return self._send(url, "", headers, preload=False, small=small)
 
-    def properties(self, container: str, key: str, etag: str | None) -> AzureAnswer:
-        """HEAD a blob (Get Blob Properties), conditioned on `etag` (quoted) when given: how
-        an empty range proves that the blob is still the version listed."""
+    def properties(self, container: str, key: str, etag: str) -> AzureAnswer:
+        """HEAD a blob (Get Blob Properties) if it is still the version of `etag` (quoted):
+        how an empty range proves that the blob is still the version listed."""
         url = f"{self._base}/{container}/{quote(key, safe='~/')}"
-        headers = {} if etag is None else {"If-Match": etag}
-        return self._send(url, "", headers, preload=True, method="HEAD")
+        return self._send(url, "", {"If-Match": etag}, preload=True, method="HEAD")
 
     def _send(
         self,
