@@ -112,6 +112,7 @@ from migrate.errors import (
     SourceChanged,
     Unsupported,
 )
+from migrate.routing import endpoint_host
 from migrate.sites import Site, resolve_credentials
 from providers.azure_lean import (
     AzureAnswer,
@@ -224,7 +225,9 @@ def _parse_connection_string(value: str) -> dict[str, str]:
     return parts
 
 
-def _target(site: Site) -> _Target:
+def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
+    """`expected_endpoint`: the endpoint the catalog gives this site (the one its plan
+    judges and allows), when the site declares none."""
     creds = resolve_credentials(site)
     conn = _parse_connection_string(creds.connection_string or "")
     account = site.account or conn.get("accountname")
@@ -266,6 +269,18 @@ def _target(site: Site) -> _Target:
                 f"site {site.name}: the Azure account key is not valid base64",
                 hint="copy the key again from the storage account's access keys",
             ) from None
+    if not site.endpoint and expected_endpoint:
+        # A connection string naming another host (a private endpoint, a custom domain, an
+        # EndpointSuffix) would send every request where no plan looked: refused now, in
+        # one line, rather than request by request by the routing guard.
+        got, want = endpoint_host(endpoint), endpoint_host(expected_endpoint)
+        if got != want:
+            raise ConfigError(
+                f"site {site.name}: the connection string points at {got}, not at {want}, "
+                f"the endpoint the catalog gives account {account}",
+                hint=f'declare it in the site (endpoint = "{parsed.scheme}://{got}{parsed.path}") '
+                "so that plans judge and allow that host",
+            )
     return _Target(endpoint, account, key or None, sas.lstrip("?") if sas else None)
 
 
@@ -469,7 +484,15 @@ def _check_range_answer(site_name: str, response: Any) -> None:
 class AzureAdapter:
     """A StoreAdapter over one Azure storage account (see the module doc)."""
 
-    def __init__(self, site: Site, *, guard: RequestGuard | None = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        *,
+        guard: RequestGuard | None = None,
+        expected_endpoint: str | None = None,
+    ) -> None:
+        """`expected_endpoint`: the catalog's endpoint for a site that declares none; a
+        connection string pointing elsewhere is a ConfigError (see `_target`)."""
         self.site_name = site.name
         self._region = site.region  # declared: an Azure hostname does not say it
         self.capabilities = Capabilities(
@@ -487,7 +510,7 @@ class AzureAdapter:
             metadata_in_listing=True,
             max_key_bytes=1024,
         )
-        target = _target(site)
+        target = _target(site, expected_endpoint)
         self._account = target.account
         adapter = _GuardedHTTPAdapter(guard)
         self._sdk_session = _configure(requests.Session(), adapter, site.proxy)

@@ -39,6 +39,16 @@ def confirmed_checksums(site: Site) -> tuple[str, ...]:
     return tuple(fact.value) if fact.known and fact.value else ()
 
 
+def _catalog_endpoint(site: Site, catalog: Catalog | None = None) -> str | None:
+    """The endpoint the catalog gives a site (None where it gives none)."""
+    try:
+        from providers.catalog import active_catalog
+
+        return (catalog or active_catalog()).endpoint_for(site)
+    except (ImportError, ConfigError):  # an unknown provider is reported elsewhere
+        return None
+
+
 def s3_site_as_built(site: Site, catalog: Catalog | None = None) -> Site:
     """The S3 site as its adapter sends requests (the planner's allowlist uses the same):
     - no `endpoint`: the region's from the catalog (AWS without one: botocore's own);
@@ -47,12 +57,7 @@ def s3_site_as_built(site: Site, catalog: Catalog | None = None) -> Site:
       path (providers/s3_lean.py) serves these sites too. Without one (AWS), `auto` stays
       botocore's choice (virtual-hosted)."""
     if site.endpoint is None and site.provider != "aws":
-        try:
-            from providers.catalog import active_catalog
-
-            endpoint = (catalog or active_catalog()).endpoint_for(site)
-        except (ImportError, ConfigError):  # an unknown provider is reported elsewhere
-            endpoint = None
+        endpoint = _catalog_endpoint(site, catalog)
         if endpoint is not None:
             site = site.model_copy(update={"endpoint": endpoint})
     if site.addressing == "auto" and site.endpoint is not None:
@@ -95,7 +100,8 @@ def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdap
     if api == "azure":
         from providers.azure import AzureAdapter
 
-        return AzureAdapter(site, guard=guard)
+        expected = None if site.endpoint else _catalog_endpoint(site)
+        return AzureAdapter(site, guard=guard, expected_endpoint=expected)
     raise ConfigError(
         f"site {site.name}: provider {site.provider!r} speaks {api!r}, which has no adapter yet"
     )

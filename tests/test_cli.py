@@ -296,6 +296,23 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
     assert_one_line_without_secret(out, err)
     assert base64.b64encode(CANARY.encode()).decode() not in out + err
 
+    # The account is declared, but its connection string points at another host (a
+    # private endpoint, say): refused before any request, with the line to write.
+    monkeypatch.setenv(
+        "T_CONN",
+        "DefaultEndpointsProtocol=https;AccountName=hdh;"
+        "BlobEndpoint=https://hdh.privatelink.example.org/;"
+        f"AccountKey={base64.b64encode(CANARY.encode()).decode()}",
+    )
+    hidden.write_text(hidden.read_text().replace("buckets", 'account = "hdh"\nbuckets'))
+    for args in (["inventory", "az"], ["sites", "check", "az", "--json"]):
+        code, out, err = run([*args, "--sites", str(hidden)], capsys)
+        assert code == 3, (args, out, err)
+        said = (out + err).replace('\\"', '"')  # `sites check` says it in its JSON
+        assert "points at hdh.privatelink.example.org" in said, said
+        assert 'endpoint = "https://hdh.privatelink.example.org"' in said, said
+        assert base64.b64encode(CANARY.encode()).decode() not in out + err
+
 
 def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
