@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -145,14 +146,12 @@ def sites_check(
     Example: migrate sites check --sites sites.toml --json
     """
     from migrate.policy import evaluate
-    from migrate.session import declared_proxies, guarded_adapter
+    from migrate.session import site_reads
     from migrate.sitecheck import check_sites, exit_code_of
 
     config, catalog = _load(sites)
-    proxies = declared_proxies(config)
-    results = check_sites(
-        config, lambda s: guarded_adapter(s, s.buckets, catalog, proxies), only=site
-    )
+    with site_reads(config, catalog, "sites check") as reads:
+        results = check_sites(config, lambda s: reads.adapter(s, s.buckets), only=site)
     verdicts = []
     if config.policy:
         names = [site] if site else sorted(config.sites)
@@ -191,17 +190,18 @@ def inventory(
     Example: migrate inventory azure-hdh --json
     """
     from migrate.inventory import run_inventory
-    from migrate.session import declared_proxies, guarded_adapter
+    from migrate.session import site_reads
 
     config, catalog = _load(sites)
     chosen = config.site(site)
-    adapter = guarded_adapter(chosen, chosen.buckets, catalog, declared_proxies(config))
-    try:
-        summary = run_inventory(
-            config, site, adapter, prefix=prefix, progress=_progress_printer(json_out)
-        )
-    finally:
-        adapter.close()
+    with site_reads(config, catalog, "inventory") as reads:
+        adapter = reads.adapter(chosen, chosen.buckets)
+        try:
+            summary = run_inventory(
+                config, site, adapter, prefix=prefix, progress=_progress_printer(json_out)
+            )
+        finally:
+            adapter.close()
     if json_out:
         _out(True, summary)
     else:
@@ -652,7 +652,9 @@ def status(
     debug: DebugOpt = False,
 ) -> None:
     """Show a plan's progress from the ledger only (no store is contacted): per phase,
-    objects done, pending, failed and changed; with --routes, every host contacted.
+    objects done, pending, failed and changed; with --routes, every host contacted, by
+    the plan's runs and, before them, by the reads of its sites (inventory, sites check,
+    plan).
 
     Example: migrate status plans/hdh.yaml --routes
     """
@@ -662,12 +664,27 @@ def status(
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
         used = ledger.routes(loaded.name) if routes else []
+        # The reads of its two sites before its runs (inventory, sites check, plan).
+        before = ledger.site_routes([loaded.source, loaded.destination]) if routes else []
     if json_out:
-        _out(True, {"plan": loaded.name, "counts": counts, "phases": phases, "routes": used})
+        _out(
+            True,
+            {
+                "plan": loaded.name,
+                "counts": counts,
+                "phases": phases,
+                "routes": used,
+                # flat, as in the report's JSON
+                "routes_before_runs": [
+                    {"site": u.site, "command": u.command, **asdict(u.route)} for u in before
+                ],
+            },
+        )
         return
     render.print_status(_console(), loaded, counts, phases)
     if routes:
         render.print_routes(_console(), used)
+        render.print_site_routes(_console(), before)
 
 
 def _share(text: str | None) -> float | None:

@@ -37,7 +37,7 @@ from migrate.planner import (
 )
 from migrate.replication import plan_from_sites
 from migrate.report import build_report, write_report
-from migrate.session import declared_proxies, guarded_adapter, open_session
+from migrate.session import declared_proxies, guarded_adapter, open_session, site_reads
 from migrate.sites import SitesConfig, load_sites
 from migrate.summary import PhaseSummary
 from migrate.verify import verify
@@ -254,8 +254,16 @@ def run_demo(
                 pass
         seeded_bytes = sum(o.size for o in objects)
         say(f"Seeded {len(objects):,} objects, {render.human_bytes(seeded_bytes)}.")
-        summary = run_inventory(config, "azure-hdh", source)
         source.close()
+        # The inventory reads through an adapter of its own: the hosts it contacts are
+        # recorded for the report, as `migrate inventory` records them (the seeding above
+        # is the demo's, not migrate's).
+        with site_reads(config, catalog, "inventory") as reads:
+            lister = reads.adapter(config.site("azure-hdh"), CONTAINERS)
+            try:
+                summary = run_inventory(config, "azure-hdh", lister)
+            finally:
+                lister.close()
         if console:
             render.print_inventory(console, summary)
             match = summary.objects == len(objects) and summary.bytes == seeded_bytes

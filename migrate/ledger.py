@@ -219,6 +219,25 @@ _MIGRATIONS: list[tuple[str, str]] = [
             BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
         """,
     ),
+    (
+        # Hosts contacted by the commands that read a site before a plan exists
+        # (inventory, sites check, the plan's own reads): the report attests them beside
+        # the runs' routes.
+        "site routes",
+        """
+        CREATE TABLE site_routes (
+            site TEXT NOT NULL,
+            command TEXT NOT NULL,
+            host TEXT NOT NULL,
+            scheme TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            bytes_sent INTEGER NOT NULL DEFAULT 0,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            PRIMARY KEY (site, command, host, scheme)
+        );
+        """,
+    ),
 ]
 
 
@@ -327,6 +346,16 @@ class RouteUse:
     bytes_sent: int
     first_seen: str
     last_seen: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRouteUse:
+    """One host contacted for a site by a command run before a plan (inventory, sites
+    check, plan), summed over every time that command ran."""
+
+    site: str
+    command: str
+    route: RouteUse
 
 
 def _now() -> str:
@@ -890,6 +919,43 @@ class Ledger:
                     "SELECT host, scheme, requests, bytes_sent, first_seen, last_seen "
                     "FROM routes WHERE plan=? ORDER BY host, scheme",
                     (plan,),
+                )
+            ]
+
+    def record_site_routes(self, command: str, uses: Sequence[tuple[str, RouteUse]]) -> None:
+        """Add (site, use) pairs contacted by `command` to what is recorded."""
+        with self.atomic() as db:
+            for site, r in uses:
+                db.execute(
+                    """
+                    INSERT INTO site_routes VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (site, command, host, scheme) DO UPDATE SET
+                        requests = site_routes.requests + excluded.requests,
+                        bytes_sent = site_routes.bytes_sent + excluded.bytes_sent,
+                        last_seen = excluded.last_seen
+                    """,
+                    (
+                        site,
+                        command,
+                        r.host,
+                        r.scheme,
+                        r.requests,
+                        r.bytes_sent,
+                        r.first_seen,
+                        r.last_seen,
+                    ),
+                )
+
+    def site_routes(self, sites: Sequence[str]) -> list[SiteRouteUse]:
+        marks = ", ".join("?" * len(sites))
+        with self._lock:
+            return [
+                SiteRouteUse(site, command, RouteUse(h, s, int(n), int(b), f, la))
+                for site, command, h, s, n, b, f, la in self._db.execute(
+                    "SELECT site, command, host, scheme, requests, bytes_sent, first_seen, "
+                    f"last_seen FROM site_routes WHERE site IN ({marks}) "
+                    "ORDER BY site, command, host, scheme",
+                    tuple(sites),
                 )
             ]
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from rich.table import Table
 
     from migrate.inventory import InventorySummary
-    from migrate.ledger import PhaseCounts, PhaseState, RouteUse
+    from migrate.ledger import PhaseCounts, PhaseState, RouteUse, SiteRouteUse
     from migrate.plan import Plan
     from migrate.policy import Verdict
     from migrate.sitecheck import SiteCheck
@@ -190,6 +190,18 @@ def print_routes(console: Console, routes: list[RouteUse]) -> None:
             human_bytes(r.bytes_sent),
             r.first_seen,
             r.last_seen,
+        )
+    console.print(table)
+
+
+def print_site_routes(console: Console, uses: list[SiteRouteUse]) -> None:
+    table = _table("Before the runs: hosts contacted for its sites")
+    for column in ("site", "command", "host", "scheme", "requests", "first", "last"):
+        table.add_column(column)
+    for u in uses:
+        r = u.route
+        table.add_row(
+            u.site, u.command, r.host, r.scheme, f"{r.requests:,}", r.first_seen, r.last_seen
         )
     console.print(table)
 

@@ -11,7 +11,7 @@ needs reachable sites anyway); the adapters are closed before returning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date
 
 from migrate.errors import NotFound
@@ -25,7 +25,7 @@ from migrate.planner import (
     make_plan,
     plan_inputs,
 )
-from migrate.session import declared_proxies, guarded_adapter
+from migrate.session import SiteReads, declared_proxies, site_reads
 from migrate.sites import SitesConfig
 from providers.base import Protection, Replication, ReplicationTarget, StoreAdapter
 from providers.catalog import Catalog
@@ -66,8 +66,7 @@ def read_plan_replication(
     destination: str,
     inputs: PlanInputs,
     *,
-    catalog: Catalog,
-    proxies: Sequence[str] = (),
+    reads: SiteReads,
 ) -> dict[str, Replication]:
     """What make_plan's `replication` takes: the source's inventoried containers and the
     destination buckets the plan will map them to (those that exist)."""
@@ -79,7 +78,7 @@ def read_plan_replication(
     }
     out: dict[str, Replication] = {}
     for role, (site, names) in wanted.items():
-        adapter = guarded_adapter(site, names, catalog, proxies)
+        adapter = reads.adapter(site, names)
         try:
             out[role] = read_replication(adapter, names)
         finally:
@@ -92,15 +91,14 @@ def used_destination_buckets(
     destination: str,
     inputs: PlanInputs,
     *,
-    catalog: Catalog,
-    proxies: Sequence[str] = (),
+    reads: SiteReads,
 ) -> list[str]:
     """The destination buckets the plan maps to that exist and already hold an object (one
     listing request each, reading one key at most)."""
     dst = config.site(destination)
     containers = sorted({d.container for d in inputs.datasets})
     buckets = destination_buckets(dst.bucket_prefix, containers)
-    adapter = guarded_adapter(dst, buckets, catalog, proxies)
+    adapter = reads.adapter(dst, buckets)
     used = []
     try:
         for bucket in buckets:
@@ -119,13 +117,12 @@ def read_plan_protection(
     source: str,
     inputs: PlanInputs,
     *,
-    catalog: Catalog,
-    proxies: Sequence[str] = (),
+    reads: SiteReads,
 ) -> dict[str, Protection]:
     """What make_plan's `protection` takes: each inventoried source container's versions,
     snapshots and locks (a container gone since the inventory is left out)."""
     containers = sorted({d.container for d in inputs.datasets})
-    adapter = guarded_adapter(config.site(source), containers, catalog, proxies)
+    adapter = reads.adapter(config.site(source), containers)
     out: dict[str, Protection] = {}
     try:
         for container in containers:
@@ -161,6 +158,10 @@ def plan_from_sites(
             ledger, source, limits=destination_limits(config.site(destination), catalog)
         )
     proxies = declared_proxies(config, [source, destination])  # as the run's guard takes
+    with site_reads(config, catalog, "plan", proxies) as reads:
+        replication = read_plan_replication(config, source, destination, inputs, reads=reads)
+        used_buckets = used_destination_buckets(config, destination, inputs, reads=reads)
+        protection = read_plan_protection(config, source, inputs, reads=reads)
     return make_plan(
         name=name,
         config=config,
@@ -177,11 +178,7 @@ def plan_from_sites(
         inventory_run=inputs.inventory_run,
         include_decommission=include_decommission,
         sha256_on_large_objects=sha256_on_large_objects,
-        replication=read_plan_replication(
-            config, source, destination, inputs, catalog=catalog, proxies=proxies
-        ),
-        used_buckets=used_destination_buckets(
-            config, destination, inputs, catalog=catalog, proxies=proxies
-        ),
-        protection=read_plan_protection(config, source, inputs, catalog=catalog, proxies=proxies),
+        replication=replication,
+        used_buckets=used_buckets,
+        protection=protection,
     )

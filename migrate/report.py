@@ -195,6 +195,13 @@ class RouteInfo(_Model):
     allowed_as: Literal["allowlist", "loopback", "other"]
 
 
+class SiteRouteInfo(RouteInfo):
+    """A host contacted for one of the plan's sites before its runs."""
+
+    site: str
+    command: str  # inventory, sites check, plan (each time it ran, summed)
+
+
 class UnprovenObject(_Model):
     dataset: str
     source_container: str
@@ -235,6 +242,9 @@ class Report(_Model):
     verifications: tuple[VerificationInfo, ...]
     manifest: ManifestSection
     routes: tuple[RouteInfo, ...]
+    # the hosts contacted for the plan's two sites by the commands that read them before
+    # a plan (inventory, sites check, plan), recorded in the same state
+    routes_before_runs: tuple[SiteRouteInfo, ...]
     unproven_sources: UnprovenSection
     timeline: tuple[TimelineBin, ...]
 
@@ -538,6 +548,20 @@ def build_report(
                 allowed_as=_allowed_as(r.host, r.scheme, allow),
             )
             for r in ledger.routes(plan.name)
+        ),
+        routes_before_runs=tuple(
+            SiteRouteInfo(
+                site=u.site,
+                command=u.command,
+                host=u.route.host,
+                scheme=u.route.scheme,
+                requests=u.route.requests,
+                bytes_sent=u.route.bytes_sent,
+                first_seen=u.route.first_seen,
+                last_seen=u.route.last_seen,
+                allowed_as=_allowed_as(u.route.host, u.route.scheme, allow),
+            )
+            for u in ledger.site_routes(sorted({plan.source, plan.destination}))
         ),
         unproven_sources=UnprovenSection(
             count=count,
@@ -904,6 +928,31 @@ def render_html(report: Report) -> str:
             {2, 3},
         )
         if r.routes
+        else '<p class="muted">No host recorded.</p>'
+    )
+    out.append(
+        "<h3>Before the runs</h3><p>Hosts contacted for the plan's sites by the commands "
+        "that read them before a plan (inventory, sites check, plan), in this state.</p>"
+    )
+    out.append(
+        _table(
+            ("site", "command", "host", "scheme", "requests", "first", "last", "allowed as"),
+            [
+                [
+                    _e(x.site),
+                    _e(x.command),
+                    f"<code>{_e(x.host)}</code>",
+                    _e(x.scheme),
+                    f"{x.requests:,}",
+                    _e(x.first_seen),
+                    _e(x.last_seen),
+                    _e(x.allowed_as),
+                ]
+                for x in r.routes_before_runs
+            ],
+            {4},
+        )
+        if r.routes_before_runs
         else '<p class="muted">No host recorded.</p>'
     )
     out.append("</section>")

@@ -4,13 +4,14 @@ contacted hosts is saved in the ledger when the session ends."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, MigrateError
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
 from migrate.routing import RoutingGuard, endpoint_host
@@ -103,6 +104,57 @@ def guarded_adapter(
     if catalog.provider(site.provider).api == "local":
         return build_adapter(site)
     return build_adapter(site, guard=site_guard(site, buckets, catalog, proxies))
+
+
+class SiteReads:
+    """The adapters of a command that reads sites before a plan exists (inventory, sites
+    check, the plan's own reads), each behind `site_guard`, and the hosts they contacted:
+    `record` adds those to the state, where the report attests them beside the runs'."""
+
+    def __init__(
+        self,
+        config: SitesConfig,
+        catalog: Catalog,
+        command: str,
+        proxies: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.command = command
+        self.proxies = declared_proxies(config) if proxies is None else proxies
+        self._guards: list[tuple[str, RoutingGuard]] = []
+
+    def adapter(self, site: Site, buckets: Sequence[str]) -> StoreAdapter:
+        """Like `guarded_adapter`; the caller closes it."""
+        from providers.factory import build_adapter
+
+        if self.catalog.provider(site.provider).api == "local":
+            return build_adapter(site)
+        guard = site_guard(site, buckets, self.catalog, self.proxies)
+        self._guards.append((site.name, guard))
+        return build_adapter(site, guard=guard)
+
+    def record(self) -> None:
+        uses = [(name, RouteUse(*use)) for name, guard in self._guards for use in guard.drain()]
+        if uses:
+            with Ledger(self.config.state_dir) as ledger:
+                ledger.record_site_routes(self.command, uses)
+
+
+@contextmanager
+def site_reads(
+    config: SitesConfig, catalog: Catalog, command: str, proxies: Sequence[str] | None = None
+) -> Iterator[SiteReads]:
+    """SiteReads whose routes are recorded when the command ends, failed or not (a failure
+    to record them then does not hide the command's own error)."""
+    reads = SiteReads(config, catalog, command, proxies)
+    try:
+        yield reads
+    except BaseException:
+        with suppress(MigrateError, sqlite3.Error):
+            reads.record()
+        raise
+    reads.record()
 
 
 def declared_proxies(config: SitesConfig, names: Sequence[str] | None = None) -> list[str]:

@@ -13,7 +13,10 @@ import pytest
 
 from migrate.cli import app, main
 from migrate.errors import EXIT_CODES
+from migrate.ledger import Ledger
 from migrate.localservers import SeaweedFS, free_port
+from migrate.routing import endpoint_host
+from migrate.sites import load_sites
 from tests.helpers import finished_local_copy
 
 CANARY = "CANARY-secret-9f8e7d6c5b4a"
@@ -259,6 +262,18 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
         sites.read_text() + f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "copy"}"\n'
     )
     assert run(["inventory", "dest", "--sites", str(sites)], capsys)[0] == 0
+    # What it contacted is recorded for the report's route attestation.
+    with Ledger(load_sites(sites).state_dir) as ledger:
+        (listed,) = ledger.site_routes(["dest"])
+    assert (listed.command, listed.route.host) == ("inventory", endpoint_host(seaweed.endpoint))
+    assert listed.route.requests > 0
+    # A command that fails after contacting the store records what it contacted too.
+    gone = tmp_path / "gone.toml"
+    gone.write_text(sites.read_text().replace(f'["{bucket}"]', '["no-such-bucket-here"]'))
+    assert run(["inventory", "dest", "--sites", str(gone)], capsys)[0] != 0
+    with Ledger(load_sites(gone).state_dir) as ledger:
+        (again,) = ledger.site_routes(["dest"])
+    assert again.route.requests > listed.route.requests
 
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
     plan = ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "-o"]

@@ -42,6 +42,7 @@ from migrate.planner import (
     parse_bandwidth,
     plan_inputs,
 )
+from migrate.session import SiteReads
 from migrate.sites import CredentialRef, Runner, Site, SitesConfig
 from providers.base import ObjectInfo, WriteAttrs
 from providers.catalog import Catalog, load_catalog
@@ -629,15 +630,13 @@ def test_a_destination_bucket_already_holding_objects_is_a_finding(estate: Estat
     config = estate.config_with(estate.dest_site)
     with Ledger(estate.state) as ledger:
         inputs = plan_inputs(ledger, estate.source_site.name)
-    assert (
-        used_destination_buckets(config, estate.dest_site.name, inputs, catalog=load_catalog())
-        == []
-    )
+    reads = SiteReads(config, load_catalog(), "plan")
+    assert used_destination_buckets(config, estate.dest_site.name, inputs, reads=reads) == []
 
     bucket = sorted(f"p5-{c}" for c in estate.containers)[0]
     estate.dest.create_container(bucket)
     put(estate.dest, bucket, "someone-else.txt", b"not ours")
-    used = used_destination_buckets(config, estate.dest_site.name, inputs, catalog=load_catalog())
+    used = used_destination_buckets(config, estate.dest_site.name, inputs, reads=reads)
     assert used == [bucket]
     plan = estate.plan(used_buckets=used)
     finding = next(f for f in plan.findings if f.code == "DESTINATION_BUCKET_IN_USE")
@@ -656,9 +655,8 @@ def test_snapshots_at_the_source_are_a_finding_and_never_copied(estate: Estate) 
         inputs = plan_inputs(ledger, estate.source_site.name)
         listed = sum(d.objects for d in inputs.datasets)
     assert listed == len(objects)  # the snapshot is not an object to copy
-    protection = read_plan_protection(
-        config, estate.source_site.name, inputs, catalog=load_catalog()
-    )
+    reads = SiteReads(config, load_catalog(), "plan")
+    protection = read_plan_protection(config, estate.source_site.name, inputs, reads=reads)
     assert protection[snds].older_versions == 1 and protection[cohorts].older_versions == 0
     plan = estate.plan(protection=protection)
     finding = next(f for f in plan.findings if f.code == "VERSIONS_NOT_CARRIED")
