@@ -218,7 +218,9 @@ def _progress_printer(quiet: bool) -> ListingProgress:
             return
         last[0] = now
         # The console (rich) is imported on the first line printed: never under --json.
-        _stderr().print(f"listing {container}: {objects:,} objects, {render.human_bytes(size)}")
+        _stderr().print(
+            f"listing {container}: {objects:,} objects, {render.human_bytes(size)}", markup=False
+        )
 
     return show
 
@@ -750,9 +752,11 @@ def verify(
     if json_out:
         _out(True, {**result.summary(first=1000), "record_id": result.record_id})
     else:
+        from rich.markup import escape
+
         state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         _console().print(
-            f"verify {result.plan} {result.phase or 'all phases'} ({result.mode}, "
+            f"verify {escape(result.plan)} {escape(result.phase or 'all phases')} ({result.mode}, "
             f"seed {result.seed}): {state}; {result.objects:,} objects, "
             f"{result.reread:,} re-read"
         )

@@ -276,7 +276,9 @@ def run_demo(
             workdir, config, catalog, console
         )
     if console:
-        console.print(f"Sites file: {sites_file}\nState: {summary.state}\nPlan: {plan_path}")
+        console.print(
+            f"Sites file: {sites_file}\nState: {summary.state}\nPlan: {plan_path}", markup=False
+        )
         console.print(f"Report: {report / 'report.html'}", markup=False)
     return DemoResult(
         workdir,

@@ -24,7 +24,15 @@ if TYPE_CHECKING:  # a command that prints JSON loads none of these
 def _table(title: str, **options: Any) -> Table:
     from rich.table import Table
 
-    return Table(title=title, **options)
+    return Table(title=_lit(title), **options)  # titles name plans, sites, phases
+
+
+def _lit(value: object) -> str:
+    """Data (object keys, dataset and site names, messages) as literal text in a table cell,
+    which rich reads as markup: `[x]` in a key is shown, and `[/x]` does not crash."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def human_bytes(n: int) -> str:
@@ -62,14 +70,18 @@ def to_json(value: Any) -> str:
 def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
     table = _table("Sites")
     for column in ("site", "provider", "region", "container", "result"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # an error's hint is read whole
     for r in results:
         if r.error:
-            table.add_row(r.site, r.provider, r.region or "-", "-", f"[red]{r.error}[/]")
+            table.add_row(
+                _lit(r.site), r.provider, _lit(r.region or "-"), "-", f"[red]{_lit(r.error)}[/]"
+            )
             continue
         for c in r.containers or []:
-            result = "[green]ok[/]" if c.ok else f"[red]{c.error}[/]"
-            table.add_row(r.site, r.provider, r.region or "-", c.container, result)
+            result = "[green]ok[/]" if c.ok else f"[red]{_lit(c.error)}[/]"
+            table.add_row(
+                _lit(r.site), r.provider, _lit(r.region or "-"), _lit(c.container), result
+            )
     console.print(table)
 
 
@@ -81,7 +93,14 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
         classes = ", ".join(f"{k}: {v}" for k, v in d.size_classes.items() if v)
         tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
         issues = "\n".join(f"{k}: {v}" for k, v in d.issues.items()) or "-"
-        table.add_row(d.dataset, f"{d.objects:,}", human_bytes(d.bytes), classes, tiers, issues)
+        table.add_row(
+            _lit(d.dataset),
+            f"{d.objects:,}",
+            human_bytes(d.bytes),
+            classes,
+            _lit(tiers),
+            _lit(issues),
+        )
     table.add_row(
         "[bold]total[/]",
         f"[bold]{summary.objects:,}[/]",
@@ -99,7 +118,7 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
             f"{summary.deleted} deleted"
         )
     resumed = " (resumed an interrupted listing)" if summary.resumed else ""
-    console.print(f"{change}{resumed}. State: {summary.state}")
+    console.print(f"{change}{resumed}. State: {summary.state}", markup=False)
 
 
 _STATUS_STYLE = {"PASS": "green", "FAIL": "red", "UNKNOWN": "yellow"}
@@ -118,7 +137,7 @@ def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> Non
         warnings = "\n".join(w.message for w in v.warnings[:3])
         if len(v.warnings) > 3:
             warnings += f"\n(+{len(v.warnings) - 3} more; --json lists all)"
-        table.add_row(v.subject, status, reasons, warnings or "-")
+        table.add_row(_lit(v.subject), status, _lit(reasons), _lit(warnings or "-"))
     console.print(table)
 
 
@@ -128,7 +147,7 @@ def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -
         table.add_column(column, overflow="fold")
     for path, fact in facts:
         value = "unknown" if fact.value is None else str(_plain(fact.value))
-        table.add_row(path, value, fact.source or "-", str(fact.as_of or "-"))
+        table.add_row(_lit(path), _lit(value), _lit(fact.source or "-"), str(fact.as_of or "-"))
     console.print(table)
 
 
@@ -171,7 +190,7 @@ def print_status(
         n = by_phase.get(phase.name, {})
         state = phases.get(phase.name)
         table.add_row(
-            phase.name,
+            _lit(phase.name),
             *(f"{n.get(k, 0):,}" for k in ("done", "pending", "in_progress", "failed", "changed")),
             (state.verified_at or "-") if state else "-",
         )
@@ -184,7 +203,7 @@ def print_routes(console: Console, routes: list[RouteUse]) -> None:
         table.add_column(column)
     for r in routes:
         table.add_row(
-            r.host,
+            _lit(r.host),
             r.scheme,
             f"{r.requests:,}",
             human_bytes(r.bytes_sent),
@@ -201,7 +220,13 @@ def print_site_routes(console: Console, uses: list[SiteRouteUse]) -> None:
     for u in uses:
         r = u.route
         table.add_row(
-            u.site, u.command, r.host, r.scheme, f"{r.requests:,}", r.first_seen, r.last_seen
+            _lit(u.site),
+            u.command,
+            _lit(r.host),
+            r.scheme,
+            f"{r.requests:,}",
+            r.first_seen,
+            r.last_seen,
         )
     console.print(table)
 
@@ -212,8 +237,8 @@ def print_dry_run(console: Console, report: Any) -> None:
         table.add_column(column, overflow="fold")
     for d in report.datasets:
         table.add_row(
-            d.dataset,
-            d.destination_bucket,
+            _lit(d.dataset),
+            _lit(d.destination_bucket),
             f"{d.objects:,}",
             f"{d.would_copy:,} ({human_bytes(d.would_copy_bytes)})",
             f"{d.identical:,}",
@@ -224,7 +249,7 @@ def print_dry_run(console: Console, report: Any) -> None:
         for example in d.conflict_examples:
             console.print(f"  conflict: {example}", markup=False)
     if report.missing_buckets:
-        console.print(f"Buckets to be created: {', '.join(report.missing_buckets)}")
+        console.print(f"Buckets to be created: {', '.join(report.missing_buckets)}", markup=False)
 
 
 def print_plan(console: Console, plan: Plan) -> None:
@@ -239,7 +264,11 @@ def print_plan(console: Console, plan: Plan) -> None:
     for site in plan.sites:
         style = _STATUS_STYLE.get(site.verdict, "white")
         sites.add_row(
-            site.name, site.role, site.provider, site.region or "-", f"[{style}]{site.verdict}[/]"
+            _lit(site.name),
+            site.role,
+            site.provider,
+            _lit(site.region or "-"),
+            f"[{style}]{site.verdict}[/]",
         )
     console.print(sites)
     phases = _table("Phases")
@@ -249,8 +278,8 @@ def print_plan(console: Console, plan: Plan) -> None:
         e = plan.totals if phase is None else phase.estimate
         cost = "unknown" if e.egress_cost is None else f"{e.egress_cost:,.2f} {e.currency}"
         phases.add_row(
-            "total" if phase is None else phase.name,
-            "" if phase is None else ", ".join(phase.requires) or "-",
+            "total" if phase is None else _lit(phase.name),
+            "" if phase is None else _lit(", ".join(phase.requires) or "-"),
             f"{e.objects:,}",
             human_bytes(e.bytes),
             f"{e.duration_seconds / 3600:,.1f} h",
@@ -263,7 +292,9 @@ def print_plan(console: Console, plan: Plan) -> None:
             findings.add_column(column, overflow="fold")
         for f in plan.findings:
             style = "red" if f.severity == "blocking" else "yellow"
-            findings.add_row(f"[{style}]{f.severity}[/]", f.message, f"{f.objects:,}", f.action)
+            findings.add_row(
+                f"[{style}]{f.severity}[/]", _lit(f.message), f"{f.objects:,}", _lit(f.action)
+            )
         console.print(findings)
     console.print("Hosts the run may contact: " + ", ".join(plan.allowlist), markup=False)
 

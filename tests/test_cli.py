@@ -494,3 +494,25 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
         ).fetchall()  # fmt: skip
     assert versions == list(range(1, len(latest) + 1))
     assert "COVERING INDEX" in str(counting)  # a phase is counted without reading its rows
+
+
+def test_names_in_tables_are_shown_as_they_are_not_read_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys are the users' data: a prefix such as `[archive]` is shown in the inventory's
+    table (rich would read it as a style and drop it), and a site named `[/x]` (a closing
+    tag) does not crash the check's table."""
+    for key in ("[archive]/2019/a.txt", "[bold]/b.txt"):
+        path = tmp_path / "store" / "data" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites."[/x]"]\nprovider = "local"\npath = "{tmp_path / "store"}"\nbuckets = ["data"]\n'
+    )
+    code, out, err = run(["inventory", "[/x]", "--sites", str(sites)], capsys)
+    assert code == 0, err
+    assert "data/[archive]/" in out and "data/[bold]/" in out, out
+    code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
+    assert code == 0, err
+    assert "[/x]" in out, out
