@@ -128,6 +128,11 @@ def _catalog_of(config: SitesConfig) -> Catalog:
     return catalog
 
 
+def _warn(line: str) -> None:
+    """A problem that does not fail the command, on stderr (never in --json output)."""
+    _stderr().print(f"migrate: warning: {line}", markup=False, soft_wrap=True)
+
+
 def _out(json_mode: bool, value: object) -> None:
     if json_mode:
         # Plain print: no rich markup or wrapping in machine output.
@@ -150,7 +155,7 @@ def sites_check(
     from migrate.sitecheck import check_sites, exit_code_of
 
     config, catalog = _load(sites)
-    with site_reads(config, catalog, "sites check") as reads:
+    with site_reads(config, catalog, "sites check", warn=_warn) as reads:
         results = check_sites(config, lambda s: reads.adapter(s, s.buckets), only=site)
     verdicts = []
     if config.policy:
@@ -194,7 +199,7 @@ def inventory(
 
     config, catalog = _load(sites)
     chosen = config.site(site)
-    with site_reads(config, catalog, "inventory") as reads:
+    with site_reads(config, catalog, "inventory", warn=_warn) as reads:
         adapter = reads.adapter(chosen, chosen.buckets)
         try:
             summary = run_inventory(
@@ -308,6 +313,7 @@ def plan(
         wave_cap_bytes=wave_cap_gib * 1024**3,
         include_decommission=decommission,
         sha256_on_large_objects=large_sha256,
+        warn=_warn,
     )
     with _writing("the plan", out):
         save_plan(made, out)
@@ -655,7 +661,7 @@ def status(
 ) -> None:
     """Show a plan's progress from the ledger only (no store is contacted): per phase,
     objects done, pending, failed and changed; with --routes, every host contacted, by
-    the plan's runs and, before them, by the reads of its sites (inventory, sites check,
+    the plan's runs and, outside them, by the reads of its sites (inventory, sites check,
     plan).
 
     Example: migrate status plans/hdh.yaml --routes
@@ -666,7 +672,7 @@ def status(
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
         used = ledger.routes(loaded.name) if routes else []
-        # The reads of its two sites before its runs (inventory, sites check, plan).
+        # The reads of its two sites outside its runs (inventory, sites check, plan).
         before = ledger.site_routes([loaded.source, loaded.destination]) if routes else []
     if json_out:
         _out(
@@ -677,7 +683,7 @@ def status(
                 "phases": phases,
                 "routes": used,
                 # flat, as in the report's JSON
-                "routes_before_runs": [
+                "routes_outside_runs": [
                     {"site": u.site, "command": u.command, **asdict(u.route)} for u in before
                 ],
             },

@@ -258,7 +258,7 @@ def run_demo(
         # The inventory reads through an adapter of its own: the hosts it contacts are
         # recorded for the report, as `migrate inventory` records them (the seeding above
         # is the demo's, not migrate's).
-        with site_reads(config, catalog, "inventory") as reads:
+        with site_reads(config, catalog, "inventory", warn=_unrecorded) as reads:
             lister = reads.adapter(config.site("azure-hdh"), CONTAINERS)
             try:
                 summary = run_inventory(config, "azure-hdh", lister)
@@ -294,6 +294,11 @@ def run_demo(
     )
 
 
+def _unrecorded(line: str) -> None:
+    """The demo's own fresh state takes every route: one it cannot is a failure."""
+    raise ConfigError(line)
+
+
 def _plan_run_verify_report(
     workdir: Path, config: SitesConfig, catalog: Catalog, console: Console | None
 ) -> tuple[Path, list[PhaseSummary], bool, Path]:
@@ -310,6 +315,7 @@ def _plan_run_verify_report(
         today=date.today(),
         bandwidth_bytes_per_second=parse_bandwidth("1Gbit/s"),
         pilot_share=0.05,
+        warn=_unrecorded,
     )
     plan_path = workdir / "plans" / "hdh-demo.yaml"
     save_plan(plan, plan_path)

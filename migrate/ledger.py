@@ -350,8 +350,8 @@ class RouteUse:
 
 @dataclass(frozen=True, slots=True)
 class SiteRouteUse:
-    """One host contacted for a site by a command run before a plan (inventory, sites
-    check, plan), summed over every time that command ran."""
+    """One host contacted for a site by a command that reads it outside a plan's runs
+    (inventory, sites check, plan), summed over every time that command ran."""
 
     site: str
     command: str

@@ -74,13 +74,17 @@ def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
     for r in results:
         if r.error:
             table.add_row(
-                _lit(r.site), r.provider, _lit(r.region or "-"), "-", f"[red]{_lit(r.error)}[/]"
+                _lit(r.site),
+                _lit(r.provider),
+                _lit(r.region or "-"),
+                "-",
+                f"[red]{_lit(r.error)}[/]",
             )
             continue
         for c in r.containers or []:
             result = "[green]ok[/]" if c.ok else f"[red]{_lit(c.error)}[/]"
             table.add_row(
-                _lit(r.site), r.provider, _lit(r.region or "-"), _lit(c.container), result
+                _lit(r.site), _lit(r.provider), _lit(r.region or "-"), _lit(c.container), result
             )
     console.print(table)
 
@@ -214,8 +218,8 @@ def print_routes(console: Console, routes: list[RouteUse]) -> None:
 
 
 def print_site_routes(console: Console, uses: list[SiteRouteUse]) -> None:
-    table = _table("Before the runs: hosts contacted for its sites")
-    for column in ("site", "command", "host", "scheme", "requests", "first", "last"):
+    table = _table("Outside the runs: hosts contacted for its sites (inventory, check, plan)")
+    for column in ("site", "command", "host", "scheme", "requests", "bytes sent", "first", "last"):
         table.add_column(column)
     for u in uses:
         r = u.route
@@ -225,6 +229,7 @@ def print_site_routes(console: Console, uses: list[SiteRouteUse]) -> None:
             _lit(r.host),
             r.scheme,
             f"{r.requests:,}",
+            human_bytes(r.bytes_sent),
             r.first_seen,
             r.last_seen,
         )
@@ -266,7 +271,7 @@ def print_plan(console: Console, plan: Plan) -> None:
         sites.add_row(
             _lit(site.name),
             site.role,
-            site.provider,
+            _lit(site.provider),
             _lit(site.region or "-"),
             f"[{style}]{site.verdict}[/]",
         )

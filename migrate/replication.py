@@ -11,7 +11,7 @@ needs reachable sites anyway); the adapters are closed before returning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 
 from migrate.errors import NotFound
@@ -150,6 +150,7 @@ def plan_from_sites(
     wave_cap_bytes: int = DEFAULT_WAVE_CAP,
     include_decommission: bool = False,
     sha256_on_large_objects: bool = True,
+    warn: Callable[[str], None],
 ) -> Plan:
     """What `migrate plan` does, for the command and the demo alike: the inventory's
     aggregates, what the live sites say (replication, buckets in use), then the pure plan."""
@@ -158,7 +159,7 @@ def plan_from_sites(
             ledger, source, limits=destination_limits(config.site(destination), catalog)
         )
     proxies = declared_proxies(config, [source, destination])  # as the run's guard takes
-    with site_reads(config, catalog, "plan", proxies) as reads:
+    with site_reads(config, catalog, "plan", proxies, warn=warn) as reads:
         replication = read_plan_replication(config, source, destination, inputs, reads=reads)
         used_buckets = used_destination_buckets(config, destination, inputs, reads=reads)
         protection = read_plan_protection(config, source, inputs, reads=reads)

@@ -242,9 +242,9 @@ class Report(_Model):
     verifications: tuple[VerificationInfo, ...]
     manifest: ManifestSection
     routes: tuple[RouteInfo, ...]
-    # the hosts contacted for the plan's two sites by the commands that read them before
-    # a plan (inventory, sites check, plan), recorded in the same state
-    routes_before_runs: tuple[SiteRouteInfo, ...]
+    # the hosts contacted for the plan's two sites by the commands that read them outside
+    # a run (inventory, sites check, plan), whenever they ran with this state, by command
+    routes_outside_runs: tuple[SiteRouteInfo, ...]
     unproven_sources: UnprovenSection
     timeline: tuple[TimelineBin, ...]
 
@@ -549,7 +549,7 @@ def build_report(
             )
             for r in ledger.routes(plan.name)
         ),
-        routes_before_runs=tuple(
+        routes_outside_runs=tuple(
             SiteRouteInfo(
                 site=u.site,
                 command=u.command,
@@ -931,12 +931,23 @@ def render_html(report: Report) -> str:
         else '<p class="muted">No host recorded.</p>'
     )
     out.append(
-        "<h3>Before the runs</h3><p>Hosts contacted for the plan's sites by the commands "
-        "that read them before a plan (inventory, sites check, plan), in this state.</p>"
+        "<h3>Outside the runs</h3><p>Hosts contacted for the plan's two sites by the "
+        "commands that read them outside a run (inventory, sites check, plan), whenever they "
+        "ran with this state, summed by command.</p>"
     )
     out.append(
         _table(
-            ("site", "command", "host", "scheme", "requests", "first", "last", "allowed as"),
+            (
+                "site",
+                "command",
+                "host",
+                "scheme",
+                "requests",
+                "bytes sent",
+                "first",
+                "last",
+                "allowed as",
+            ),
             [
                 [
                     _e(x.site),
@@ -944,15 +955,16 @@ def render_html(report: Report) -> str:
                     f"<code>{_e(x.host)}</code>",
                     _e(x.scheme),
                     f"{x.requests:,}",
+                    _bytes(x.bytes_sent),
                     _e(x.first_seen),
                     _e(x.last_seen),
                     _e(x.allowed_as),
                 ]
-                for x in r.routes_before_runs
+                for x in r.routes_outside_runs
             ],
-            {4},
+            {4, 5},
         )
-        if r.routes_before_runs
+        if r.routes_outside_runs
         else '<p class="muted">No host recorded.</p>'
     )
     out.append("</section>")

@@ -33,15 +33,23 @@ class Session:
         self.plan = plan
         self.config = config
         self.ledger = ledger
-        self._catalog = catalog
+        self._load_catalog = catalog
+        self._catalog: Catalog | None = None
         self._guard: RoutingGuard | None = None
         self._built: dict[str, StoreAdapter] = {}
 
     @property
     def guard(self) -> RoutingGuard:
         if self._guard is None:
-            self._guard = guard_for(self.plan, self.config, self._catalog())
+            self._guard = guard_for(self.plan, self.config, self.catalog)
         return self._guard
+
+    @property
+    def catalog(self) -> Catalog:
+        """Loaded once, on first use: the guard and the adapters read the same."""
+        if self._catalog is None:
+            self._catalog = self._load_catalog()
+        return self._catalog
 
     def routes_used(self) -> list[RouteUse]:
         return [RouteUse(*use) for use in self._guard.drain()] if self._guard else []
@@ -50,7 +58,9 @@ class Session:
         if name not in self._built:
             from providers.factory import build_adapter  # not loaded when nothing is copied
 
-            self._built[name] = build_adapter(_site(self.config, name), guard=self.guard)
+            self._built[name] = build_adapter(
+                _site(self.config, name), guard=self.guard, catalog=self.catalog
+            )
         return self._built[name]
 
     @property
@@ -103,7 +113,7 @@ def guarded_adapter(
 
     if catalog.provider(site.provider).api == "local":
         return build_adapter(site)
-    return build_adapter(site, guard=site_guard(site, buckets, catalog, proxies))
+    return build_adapter(site, guard=site_guard(site, buckets, catalog, proxies), catalog=catalog)
 
 
 class SiteReads:
@@ -132,7 +142,7 @@ class SiteReads:
             return build_adapter(site)
         guard = site_guard(site, buckets, self.catalog, self.proxies)
         self._guards.append((site.name, guard))
-        return build_adapter(site, guard=guard)
+        return build_adapter(site, guard=guard, catalog=self.catalog)
 
     def record(self) -> None:
         uses = [(name, RouteUse(*use)) for name, guard in self._guards for use in guard.drain()]
@@ -143,10 +153,16 @@ class SiteReads:
 
 @contextmanager
 def site_reads(
-    config: SitesConfig, catalog: Catalog, command: str, proxies: Sequence[str] | None = None
+    config: SitesConfig,
+    catalog: Catalog,
+    command: str,
+    proxies: Sequence[str] | None = None,
+    *,
+    warn: Callable[[str], None],
 ) -> Iterator[SiteReads]:
-    """SiteReads whose routes are recorded when the command ends, failed or not (a failure
-    to record them then does not hide the command's own error)."""
+    """SiteReads whose routes are recorded when the command ends, failed or not. A state
+    that cannot take them (read-only, locked by another process) costs the command neither
+    its own error nor its result: `warn` is told, in one line."""
     reads = SiteReads(config, catalog, command, proxies)
     try:
         yield reads
@@ -154,7 +170,14 @@ def site_reads(
         with suppress(MigrateError, sqlite3.Error):
             reads.record()
         raise
-    reads.record()
+    try:
+        reads.record()
+    except (MigrateError, sqlite3.Error) as exc:
+        why = exc.one_line() if isinstance(exc, MigrateError) else str(exc)
+        warn(
+            f"the hosts `{command}` contacted could not be recorded in the state ({why}): "
+            "reports will not list them"
+        )
 
 
 def declared_proxies(config: SitesConfig, names: Sequence[str] | None = None) -> list[str]:

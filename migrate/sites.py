@@ -193,6 +193,22 @@ class Credentials:
         return f"Credentials({', '.join(shown)})"
 
 
+# Connection-string fields that say where, not who: left readable in messages (an error
+# naming the account or its endpoint must show them). Every other field is hidden.
+_PUBLIC_CONNECTION_FIELDS = frozenset(
+    {
+        "defaultendpointsprotocol",
+        "accountname",
+        "endpointsuffix",
+        *(
+            f"{svc}{kind}"
+            for svc in ("blob", "queue", "table", "file", "dfs")
+            for kind in ("endpoint", "secondaryendpoint")
+        ),
+    }
+)
+
+
 def resolve_credentials(site: Site) -> Credentials:
     """Read the environment variables a site references; each value is registered for
     redaction, so it can appear in no message."""
@@ -218,8 +234,13 @@ def resolve_credentials(site: Site) -> Credentials:
                 hint=f"export {var} before running migrate",
             )
         register_secret(value)
-        for part in value.split(";"):  # connection strings: hide each component's value too
-            if "=" in part:
-                register_secret(part.split("=", 1)[1])
+        for part in value.split(";"):  # connection strings: hide each secret component too
+            name, eq, component = part.partition("=")
+            if not eq:
+                continue
+            if name.strip().lower() not in _PUBLIC_CONNECTION_FIELDS:
+                register_secret(component)
+            elif "?" in component:  # an endpoint with a query: a SAS, perhaps
+                register_secret(component.split("?", 1)[1])
         values[field_name.removesuffix("_env")] = value
     return Credentials(profile=ref.profile, **values)

@@ -275,11 +275,12 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
         # one line, rather than request by request by the routing guard.
         got, want = endpoint_host(endpoint), endpoint_host(expected_endpoint)
         if got != want:
+            where = parsed.netloc.rpartition("@")[2]  # never a user:password
             raise ConfigError(
                 f"site {site.name}: the connection string points at {got}, not at {want}, "
                 f"the endpoint the catalog gives account {account}",
-                hint=f'declare it in the site (endpoint = "{parsed.scheme}://{got}{parsed.path}") '
-                "so that plans judge and allow that host",
+                hint=f'declare it in the site (endpoint = "{parsed.scheme}://{where}'
+                f'{parsed.path}") so that plans judge and allow that host',
             )
     return _Target(endpoint, account, key or None, sas.lstrip("?") if sas else None)
 

@@ -86,7 +86,11 @@ def site_hosts(site: Site, buckets: Sequence[str], catalog: Catalog) -> set[str]
     return hosts
 
 
-def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdapter:
+def build_adapter(
+    site: Site, *, guard: RequestGuard | None = None, catalog: Catalog | None = None
+) -> StoreAdapter:
+    """`catalog`: the one the site's guard was made from (default: the active one), so that
+    the endpoint an adapter uses is the one its guard allows."""
     api = api_for(site)
     if api == "local":
         from providers.local import LocalAdapter
@@ -95,12 +99,12 @@ def build_adapter(site: Site, *, guard: RequestGuard | None = None) -> StoreAdap
     if api == "s3":
         from providers.s3 import S3Adapter
 
-        site = s3_site_as_built(site)
+        site = s3_site_as_built(site, catalog)
         return S3Adapter(site, guard=guard, confirmed_checksums=confirmed_checksums(site))
     if api == "azure":
         from providers.azure import AzureAdapter
 
-        expected = None if site.endpoint else _catalog_endpoint(site)
+        expected = None if site.endpoint else _catalog_endpoint(site, catalog)
         return AzureAdapter(site, guard=guard, expected_endpoint=expected)
     raise ConfigError(
         f"site {site.name}: provider {site.provider!r} speaks {api!r}, which has no adapter yet"

@@ -313,19 +313,21 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
 
     # The account is declared, but its connection string points at another host (a
     # private endpoint, say): refused before any request, with the line to write.
+    # (A realistic account name and endpoint: what says where is not hidden as a secret.)
     monkeypatch.setenv(
         "T_CONN",
-        "DefaultEndpointsProtocol=https;AccountName=hdh;"
-        "BlobEndpoint=https://hdh.privatelink.example.org/;"
+        "DefaultEndpointsProtocol=https;AccountName=hdhstorage;EndpointSuffix=core.windows.net;"
+        "BlobEndpoint=https://hdhstorage.privatelink.example.org;"
         f"AccountKey={base64.b64encode(CANARY.encode()).decode()}",
     )
-    hidden.write_text(hidden.read_text().replace("buckets", 'account = "hdh"\nbuckets'))
+    hidden.write_text(hidden.read_text().replace("buckets", 'account = "hdhstorage"\nbuckets'))
     for args in (["inventory", "az"], ["sites", "check", "az", "--json"]):
         code, out, err = run([*args, "--sites", str(hidden)], capsys)
         assert code == 3, (args, out, err)
         said = (out + err).replace('\\"', '"')  # `sites check` says it in its JSON
-        assert "points at hdh.privatelink.example.org" in said, said
-        assert 'endpoint = "https://hdh.privatelink.example.org"' in said, said
+        assert "points at hdhstorage.privatelink.example.org, not at" in said, said
+        assert "not at hdhstorage.blob.core.windows.net" in said, said
+        assert 'endpoint = "https://hdhstorage.privatelink.example.org"' in said, said
         assert base64.b64encode(CANARY.encode()).decode() not in out + err
 
 
@@ -516,3 +518,22 @@ def test_names_in_tables_are_shown_as_they_are_not_read_as_markup(
     code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
     assert code == 0, err
     assert "[/x]" in out, out
+
+
+def test_a_state_that_cannot_record_routes_costs_sites_check_a_warning_not_its_result(
+    tmp_path: Path, seaweed: SeaweedFS, bucket: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`sites check` contacts the store, then cannot write what it contacted (the state
+    directory is under a file): the check's table and exit code stand, with one warning."""
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
+    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    sites.write_text(f'state_dir = "{blocker / "state"}"\n' + sites.read_text())
+    code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
+    assert code == 0, err
+    assert json.loads(out)["sites"][0]["containers"][0]["ok"] is True
+    assert err.startswith("migrate: warning: the hosts `sites check` contacted could not be")
+    assert "state cannot be opened" in err and len(err.strip().splitlines()) == 1, err

@@ -46,10 +46,10 @@ def test_the_demo_runs_the_whole_flow_and_attests_its_routes(
     routes = status["routes"]
     assert {r["host"] for r in routes} == expected
     assert all(r["requests"] > 0 for r in routes)
-    # The reads before the runs are attested too: the inventory's of the source, the
+    # The reads outside the runs are attested too: the inventory's of the source, the
     # plan's of both sites (replication, buckets in use); the seeding is not migrate's.
     az, sw = (endpoint_host(config.site(n).endpoint or "") for n in ("azure-hdh", "chu-seaweed"))
-    before = report["routes_before_runs"]
+    before = report["routes_outside_runs"]
     assert {(r["site"], r["command"], r["host"]) for r in before} == {
         ("azure-hdh", "inventory", az),
         ("azure-hdh", "plan", az),
@@ -57,7 +57,7 @@ def test_the_demo_runs_the_whole_flow_and_attests_its_routes(
     }
     assert all(r["requests"] > 0 and r["allowed_as"] != "other" for r in before), before
     assert [(r["site"], r["command"], r["host"], r["requests"]) for r in before] == [
-        (r["site"], r["command"], r["host"], r["requests"]) for r in status["routes_before_runs"]
+        (r["site"], r["command"], r["host"], r["requests"]) for r in status["routes_outside_runs"]
     ]
     listing = next(r for r in before if r["command"] == "inventory")["requests"]
     assert listing < 10, "the inventory's requests, not the seeding's (hundreds of PUTs)"
