@@ -584,7 +584,11 @@ def run(
         kind = session.plan.phase(phase).kind
         if kind in ("delta", "cutover"):
             from migrate.delta import prepare_delta, remove_deleted
+            from migrate.executor import check_gates
 
+            # The gate first: a refused phase neither re-lists the source (hours, on a
+            # large estate) nor removes anything at the destination.
+            check_gates(session.plan, phase, session.ledger, reason if force else None)
             delta = prepare_delta(config, session.plan, session.ledger, session.source, phase=phase)
             if delete_removed and delta.deleted:
                 delta.removed = remove_deleted(session.plan, session.ledger, session.destination)

@@ -207,9 +207,22 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert cli(capsys, "inventory", "azure-hdh", *s)[0] == 0
     assert cli(capsys, "plan", "--from", "azure-hdh", "--to", "chu-seaweed", "-o", plan, *s)[0] == 0
     assert cli(capsys, "plan", "approve", plan, *s)[0] == 0
-    for phase in ("pilot", "bulk-1"):
-        assert cli(capsys, "run", plan, "--phase", phase, *s)[0] == 0
-        assert cli(capsys, "verify", plan, "--phase", phase, *s)[0] == 0
+    assert cli(capsys, "run", plan, "--phase", "pilot", *s)[0] == 0
+    assert cli(capsys, "verify", plan, "--phase", "pilot", *s)[0] == 0
+    assert cli(capsys, "run", plan, "--phase", "bulk-1", *s)[0] == 0
+
+    # Before bulk-1 is verified, delta is refused before it lists or removes anything.
+    source.delete("dsnds", "t/07.csv")
+    with Ledger(load_sites(sites).state_dir) as ledger:
+        listings = ledger.latest_inventory_run("azure-hdh")
+    code, _ = cli(capsys, "run", plan, "--phase", "delta", "--delete-removed", *s)
+    assert code == 9
+    destination = build_adapter(load_sites(sites).site("chu-seaweed"))
+    assert "t/07.csv" in {o.key for o in destination.list_objects("delta-dsnds")}
+    with Ledger(load_sites(sites).state_dir) as ledger:
+        assert ledger.latest_inventory_run("azure-hdh") == listings
+    put(source, "dsnds", "t/07.csv", body(7, 1007))  # back as it was
+    assert cli(capsys, "verify", plan, "--phase", "bulk-1", *s)[0] == 0
 
     put(source, "dsnds", "t/03.csv", body(99, 2048))  # changed
     put(source, "dcohorts", "t/new.csv", body(100, 500))  # added
