@@ -1425,10 +1425,12 @@ class Ledger:
         size: int,
         reread: int,
         summary: str,
-        verified_phases: Sequence[str] = (),
+        phases: Sequence[str] = (),
     ) -> int:
-        """Record one verification and, in the same transaction, mark `verified_at` on the
-        phases it proved (none unless it passed). Returns the record's id."""
+        """Record one verification and, in the same transaction, set `verified_at` on the
+        phases it checked if it passed, or clear it if it failed: a phase found wrong is
+        not verified any more (status, report, and the gates of the phases after it say
+        so until a verification passes again). Returns the record's id."""
         with self.atomic() as db:
             cur = db.execute(
                 "INSERT INTO verifications (plan, phase, mode, sample, seed, started_at, "
@@ -1449,9 +1451,14 @@ class Ledger:
                     summary,
                 ),
             )
-            if passed:
-                for name in verified_phases:
+            for name in phases:
+                if passed:
                     self.phase_mark(plan, name, "verified_at")
+                else:
+                    db.execute(
+                        "UPDATE phases SET verified_at=NULL WHERE plan=? AND phase=?",
+                        (plan, name),
+                    )
             return int(cur.lastrowid or 0)
 
     def verifications(self, plan: str) -> list[VerificationRecord]:

@@ -28,7 +28,9 @@ key order and merged, a bounded number of re-reads run at once, and only the fir
 `max_findings` findings are kept (every finding is counted).
 
 A passing verification records `verified_at` on the phases it proved (which opens the
-executor's phase gates), and every verification is recorded in the ledger with its seed.
+executor's phase gates); a failing one clears it on the phases it checked (a phase found
+wrong is not verified any more); every verification is recorded in the ledger with its
+seed.
 """
 
 from __future__ import annotations
@@ -631,6 +633,6 @@ def verify(
         size=result.bytes,
         reread=result.reread,
         summary=dumps(result.summary()),
-        verified_phases=verified,
+        phases=phases,
     )
     return replace(result, record_id=record)

@@ -140,7 +140,10 @@ def test_one_deleted_and_one_overwritten_object_each_give_exactly_one_finding(
         for deep in (False, True):
             result = check(env, plan, deep=deep)
             assert named(result) == [("checksum_mismatch", key)], result.findings
+        with Ledger(env.state) as ledger:  # verified before, then found wrong: not any more
+            assert ledger.phase_state("t", "bulk-1").verified_at is None
         put(env.destination, env.bucket, key, ESTATE[key][0])
+        assert check(env, plan).passed
 
 
 @pytest.mark.parametrize("dst", ["s3", "local"])
