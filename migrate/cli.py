@@ -26,6 +26,7 @@ from migrate.errors import (
     ConfigError,
     IntegrityError,
     MigrateError,
+    PolicyViolation,
     TransferError,
     redact,
 )
@@ -175,6 +176,8 @@ def sites_check(
         if verdicts:
             render.print_verdicts(_console(), verdicts, title=f"Policy {config.policy}")
     code = exit_code_of(results)
+    if not code and any(v.blocking for v in verdicts):
+        code = PolicyViolation.exit_code  # reachable, but not where the policy allows
     if code:
         raise typer.Exit(code)
 

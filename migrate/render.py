@@ -72,6 +72,10 @@ def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
     for column in ("site", "provider", "region", "container", "result"):
         table.add_column(column, overflow="fold")  # an error's hint is read whole
     for r in results:
+        if r.not_checked:
+            row = (_lit(r.site), _lit(r.provider), _lit(r.region or "-"), "-")
+            table.add_row(*row, f"[yellow]{_lit(r.not_checked)}[/]")
+            continue
         if r.error:
             table.add_row(
                 _lit(r.site),

@@ -28,6 +28,9 @@ class SiteCheck:
     containers: list[ContainerCheck] = field(default_factory=list)
     error: str | None = None  # the site could not be set up at all (credentials missing...)
     exit_code: int = 0
+    # set when nothing was checked: a site that lists no bucket is not contacted (which
+    # request proves credentials without a bucket differs by store and by key policy)
+    not_checked: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -40,6 +43,18 @@ def check_sites(
     results = []
     for name in [only] if only else sorted(config.sites):
         site = config.site(name)
+        if not site.buckets:
+            results.append(
+                SiteCheck(
+                    name,
+                    site.provider,
+                    site.region,
+                    site.endpoint,
+                    not_checked="not contacted: it lists no bucket or container (add "
+                    "`buckets` to check it)",
+                )
+            )
+            continue
         try:
             adapter = build(site)
         except MigrateError as exc:

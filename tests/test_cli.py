@@ -424,9 +424,9 @@ def test_sites_check_gives_each_site_its_verdict(
         'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
     )
     code, out, _ = run(["sites", "check", "--sites", str(sites), "--json"], capsys)
-    assert code == 0
     verdicts = {v["site"]: v for v in json.loads(out)["verdicts"]}
     assert verdicts["nowhere"]["status"] == "UNKNOWN"  # no declared country
+    assert verdicts["nowhere"]["blocking"] and code == 8  # the policy blocks the unknown
     assert verdicts["rehearsal"]["status"] == "PASS"
 
 
@@ -537,3 +537,26 @@ def test_a_state_that_cannot_record_routes_costs_sites_check_a_warning_not_its_r
     assert json.loads(out)["sites"][0]["containers"][0]["ok"] is True
     assert err.startswith("migrate: warning: the hosts `sites check` contacted could not be")
     assert "state cannot be opened" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_sites_check_shows_a_site_it_did_not_contact_and_exits_8_on_a_blocking_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site listing no bucket is not contacted, and says so (not "ok"); a site the
+    policy blocks gives exit 8, which scripts can tell from an unreachable store's 6."""
+    monkeypatch.setenv("T_KEY", "AKIDEXAMPLE")
+    monkeypatch.setenv("T_SECRET", "not-a-real-secret")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        'policy = "eu-residency"\n'
+        f'[sites.here]\nprovider = "local"\npath = "{tmp_path}"\n'
+        '[sites.us]\nprovider = "aws"\nregion = "us-east-1"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+    )
+    code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
+    assert code == 8, (out, err)
+    checked = {s["site"]: s for s in json.loads(out)["sites"]}
+    assert set(checked) == {"here", "us"}
+    assert all("not contacted" in (s["not_checked"] or "") for s in checked.values())
+    code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
+    assert code == 8 and "not contacted" in out and "here" in out, out
