@@ -32,7 +32,7 @@ from migrate.errors import (
 )
 from migrate.ledger import Ledger
 from migrate.plan import check_approved, load_plan, save_plan
-from migrate.policy import POLICIES
+from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
 from migrate.summary import Subscriber, finished_already
@@ -250,12 +250,12 @@ def plan(
         str, typer.Option(help="Declared bandwidth for estimates, e.g. 1Gbit/s, 200MB/s.")
     ] = "1Gbit/s",
     pilot_share: Annotated[
-        float,
+        str,
         typer.Option(
             help="Share of the objects in the pilot, sampled by key hash (about that share "
-            "of the bytes); ignored with --no-pilot."
+            "of the bytes), e.g. 2% or 0.02; ignored with --no-pilot."
         ),
-    ] = 0.02,
+    ] = "2%",
     pilot: Annotated[
         bool,
         typer.Option(
@@ -302,6 +302,8 @@ def plan(
     chosen = policy or config.policy
     if not chosen:
         raise ConfigError("no policy: pass --policy or set `policy` in the sites file")
+    # Names first, before any store is read: a typo is a configuration error (exit 3).
+    config.site(source), config.site(destination), get_policy(chosen)
     made = plan_from_sites(
         config,
         catalog,
@@ -311,7 +313,7 @@ def plan(
         policy=chosen,
         today=date.today(),
         bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
-        pilot_share=pilot_share,
+        pilot_share=_share_of(pilot_share, "--pilot-share"),
         pilot=pilot,
         wave_cap_bytes=wave_cap_gib * 1024**3,
         include_decommission=decommission,
@@ -703,13 +705,16 @@ def status(
 
 
 def _share(text: str | None) -> float | None:
-    """'5%' or '0.05' -> 0.05 (verify() refuses a share outside (0, 1])."""
-    if text is None:
-        return None
+    """--sample: '5%' or '0.05' -> 0.05 (verify() refuses a share outside (0, 1])."""
+    return None if text is None else _share_of(text, "--sample")
+
+
+def _share_of(text: str, option: str) -> float:
+    """'5%', '5 %' or '0.05' -> 0.05 (the callers check the range)."""
     try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        return float(text.strip()[:-1]) / 100 if text.strip().endswith("%") else float(text)
     except ValueError:
-        raise ConfigError(f"--sample {text!r}: give a share such as 5% or 0.05") from None
+        raise ConfigError(f"{option} {text!r}: give a share such as 5% or 0.05") from None
 
 
 def _random_seed() -> int:

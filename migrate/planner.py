@@ -946,6 +946,22 @@ _CUTOVER_CHECKLIST = (
 )
 
 
+def check_plan_options(
+    bandwidth_bytes_per_second: float, pilot_share: float, wave_cap_bytes: int
+) -> None:
+    """Option values: configuration errors (exit 3), as the command line's others; checked
+    again by make_plan, and first by `migrate plan` before it reads the sites."""
+    if not bandwidth_bytes_per_second > 0:
+        raise ConfigError("--bandwidth must be positive", hint="e.g. --bandwidth 1Gbit/s")
+    if not 0 <= pilot_share < 1:
+        raise ConfigError(
+            f"--pilot-share {pilot_share:g} must be at least 0 and below 1",
+            hint="e.g. --pilot-share 2% or 0.02",
+        )
+    if wave_cap_bytes <= 0:
+        raise ConfigError("--wave-cap-gib must be positive", hint="e.g. --wave-cap-gib 1024")
+
+
 def make_plan(
     *,
     name: str,
@@ -979,12 +995,7 @@ def make_plan(
     no file, clock or network. Raises PlanError or ConfigError on bad input."""
     if source == destination:
         raise PlanError(f"source and destination are the same site ({source})")
-    if not bandwidth_bytes_per_second > 0:
-        raise PlanError("bandwidth must be positive", hint="e.g. --bandwidth 1Gbit/s")
-    if not 0 <= pilot_share < 1:
-        raise PlanError(f"pilot share {pilot_share} must be at least 0 and below 1")
-    if wave_cap_bytes <= 0:
-        raise PlanError("the wave cap must be positive")
+    check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
     src, dst = config.site(source), config.site(destination)
     get_policy(policy)
     if datasets.site != source:

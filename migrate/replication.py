@@ -20,6 +20,7 @@ from migrate.plan import Plan
 from migrate.planner import (
     DEFAULT_WAVE_CAP,
     PlanInputs,
+    check_plan_options,
     destination_buckets,
     destination_limits,
     make_plan,
@@ -154,6 +155,7 @@ def plan_from_sites(
 ) -> Plan:
     """What `migrate plan` does, for the command and the demo alike: the inventory's
     aggregates, what the live sites say (replication, buckets in use), then the pure plan."""
+    check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
     with Ledger(config.state_dir) as ledger:
         inputs = plan_inputs(
             ledger, source, limits=destination_limits(config.site(destination), catalog)

@@ -560,3 +560,36 @@ def test_sites_check_shows_a_site_it_did_not_contact_and_exits_8_on_a_blocking_v
     assert all("not contacted" in (s["not_checked"] or "") for s in checked.values())
     code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
     assert code == 8 and "not contacted" in out and "here" in out, out
+
+
+def test_plan_options_and_names_are_checked_before_any_store_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt site or policy, or a share out of range, is a configuration error
+    (exit 3) named as such, before the plan's reads (the destination here is unreachable:
+    a read would give exit 6); the pilot share may be written as a percentage."""
+    monkeypatch.setenv("T_KEY", "AKIDEXAMPLE")
+    monkeypatch.setenv("T_SECRET", "not-a-real-secret")
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "src" / "data" / "one.csv").write_bytes(b"1,2,3\n")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        '[sites.d]\nprovider = "self-hosted"\nsoftware = "seaweedfs"\ncountry = "FR"\n'
+        f'region = "local"\nendpoint = "http://127.0.0.1:{free_port()}"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+    )
+    s = ["--sites", str(sites)]
+    assert run(["inventory", "s", *s], capsys)[0] == 0
+    plan = ["plan", "--from", "s", "--to", "d", "-o", str(tmp_path / "p.yaml"), *s]
+    for extra, said in (
+        (["--policy", "eu-residency", "--from", "nosuch"], "no site named 'nosuch'"),
+        (["--policy", "no-such-policy"], "unknown policy 'no-such-policy'"),
+        (["--policy", "eu-residency", "--pilot-share", "5"], "--pilot-share 5 must be"),
+        (["--policy", "eu-residency", "--pilot-share", "two"], "give a share such as"),
+    ):
+        code, out, err = run([*plan, *extra], capsys)
+        assert code == 3 and said in err, (extra, code, err)
+        assert_one_line_without_secret(out, err)
+    code, _, err = run([*plan, "--policy", "eu-residency", "--pilot-share", "2%"], capsys)
+    assert code == 6, err  # accepted; then the plan's reads find the destination unreachable
