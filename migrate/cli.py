@@ -71,7 +71,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-sites_app = typer.Typer(help="Check the sites of the sites file.", no_args_is_help=True)
+sites_app = typer.Typer(
+    help="Check the sites of the sites file.\n\nExample: migrate sites check --json",
+    no_args_is_help=True,
+)
 app.add_typer(sites_app, name="sites")
 
 SitesOpt = Annotated[
@@ -233,9 +236,8 @@ def _progress_printer(quiet: bool) -> ListingProgress:
     return show
 
 
-plan_app = typer.Typer(
-    help="Make, review and approve a phased migration plan.", invoke_without_command=True
-)
+# The groups' help is their callback's docstring (with its example), not a help= here.
+plan_app = typer.Typer(invoke_without_command=True)
 app.add_typer(plan_app, name="plan")
 
 
@@ -282,9 +284,9 @@ def plan(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Make a phased plan from the source's inventory: pilot, bulk waves, delta, cutover,
-    with estimates, findings and a verdict for every site. Deterministic: the same inventory
-    and options give the same file.
+    """Make a phased plan from the source's inventory (pilot, bulk waves, delta, cutover,
+    with estimates, findings and a verdict for every site); `plan show` and `plan approve`
+    review and approve it. Deterministic: the same inventory and options give the same file.
 
     Example: migrate plan --from azure-hdh --to scw-par --policy fr-health -o plans/hdh.yaml
     """
@@ -374,10 +376,7 @@ def plan_approve(
         _console().print(f"Approved {plan_file} ({digest}) by {who}.", markup=False)
 
 
-providers_app = typer.Typer(
-    help="The provider catalog, with a sovereignty verdict for each provider.",
-    invoke_without_command=True,
-)
+providers_app = typer.Typer(invoke_without_command=True)
 app.add_typer(providers_app, name="providers")
 
 
@@ -390,8 +389,9 @@ def providers(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List the catalog's providers with their verdict under a policy (default: the sites
-    file's policy, else eu-sovereign), each with its reasons, sources and dates.
+    """The provider catalog: each provider's verdict under a policy (default: the sites
+    file's policy, else eu-sovereign), with its reasons, sources and dates; `providers show
+    NAME` lists one provider's facts.
 
     Example: migrate providers --policy fr-health --json
     """
@@ -456,8 +456,8 @@ class _ProgressSubscriber(Subscriber):
         self._objects = 0
         self._total_objects = 0
         self._total_bytes = 0
-        self._last = 0.0
         self._start = time.monotonic()
+        self._last = self._start  # the first line 5 s in: a rate measured on more than a part
         self._progress: Progress | None = None
 
     def __enter__(self) -> _ProgressSubscriber:
@@ -829,12 +829,13 @@ def demo(
     workdir: Annotated[
         Path, typer.Option(help="Where the demo keeps its servers' data and state.")
     ] = Path(".demo"),
-    small: Annotated[int, typer.Option(help="Number of small files to seed.")] = 3000,
+    small: Annotated[int, typer.Option(help="Number of small files to seed.", min=1)] = 3000,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run the whole flow on local servers: start SeaweedFS and Azurite on 127.0.0.1, seed a
-    sample health-data estate in Azurite, inventory it, and print where the state is.
+    sample health-data estate in Azurite, then inventory, plan, approve, dry-run, run and
+    verify each phase up to bulk-1, write the report, and print where it is.
 
     Example: migrate demo --workdir /tmp/demo
     """

@@ -207,8 +207,10 @@ def print_status(
 
 def print_routes(console: Console, routes: list[RouteUse]) -> None:
     table = _table("Hosts contacted (route attestation)")
-    for column in ("host", "scheme", "requests", "bytes sent", "first", "last"):
-        table.add_column(column)
+    # The host is read whole, even in an 80-column log; the rest folds around it.
+    table.add_column("host", no_wrap=True)
+    for column in ("scheme", "requests", "bytes sent", "first", "last"):
+        table.add_column(column, overflow="fold")
     for r in routes:
         table.add_row(
             _lit(r.host),
@@ -223,8 +225,11 @@ def print_routes(console: Console, routes: list[RouteUse]) -> None:
 
 def print_site_routes(console: Console, uses: list[SiteRouteUse]) -> None:
     table = _table("Outside the runs: hosts contacted for its sites (inventory, check, plan)")
-    for column in ("site", "command", "host", "scheme", "requests", "bytes sent", "first", "last"):
-        table.add_column(column)
+    table.add_column("site", overflow="fold")
+    table.add_column("command", overflow="fold")
+    table.add_column("host", no_wrap=True)
+    for column in ("scheme", "requests", "last"):  # --json: bytes sent, first seen too
+        table.add_column(column, overflow="fold")
     for u in uses:
         r = u.route
         table.add_row(
@@ -233,8 +238,6 @@ def print_site_routes(console: Console, uses: list[SiteRouteUse]) -> None:
             _lit(r.host),
             r.scheme,
             f"{r.requests:,}",
-            human_bytes(r.bytes_sent),
-            r.first_seen,
             r.last_seen,
         )
     console.print(table)

@@ -32,6 +32,8 @@ def commands() -> list[list[str]]:
     def walk(cmd: object, path: list[str]) -> None:
         subs = getattr(cmd, "commands", None)
         if subs:
+            if path:  # a group (plan, sites, providers) teaches too
+                found.append(path)
             for name, sub in subs.items():
                 walk(sub, [*path, name])
         else:
