@@ -854,7 +854,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         result = app(args=args, prog_name="migrate", standalone_mode=False)
-        return int(result) if isinstance(result, int) else 0
+        code = int(result) if isinstance(result, int) else 0
+        if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
+            _stderr().print(INTERRUPTED_LINE, markup=False)
+        return code
     except MigrateError as exc:
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False)

@@ -120,6 +120,11 @@ def choose_part_size(size: int, caps: Capabilities, preferred: int = DEFAULT_PAR
     return part
 
 
+class Stopped(Exception):  # not a MigrateError: nothing failed
+    """A copy left unfinished because the run is stopping (Ctrl-C): not a failure, never
+    recorded as one; the next run resumes the object."""
+
+
 def _b64(hexdigest: str) -> str:
     return base64.b64encode(bytes.fromhex(hexdigest)).decode()
 
@@ -392,7 +397,10 @@ class ObjectCopy:
         buffers: PartBuffers | None = None,
         sha256_metadata: bool = True,
         reads: Executor | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        """`stop`: once set (an interrupt), a multipart copy stops before its next part,
+        its upload and parts left recorded for the next run, as after a crash."""
         self.source = source
         self.destination = destination
         self.recorder = recorder
@@ -403,6 +411,7 @@ class ObjectCopy:
         self.reads = reads  # reading ahead the parts of one object (see _PartReads)
         self.buffers = buffers or PartBuffers(1 if uploads is None else 2, part_size)
         self.sha256_metadata = sha256_metadata  # also on multipart objects (see module doc)
+        self.stop = stop
 
     def attrs_for(self, item: TransferItem, info: ObjectInfo | None = None) -> WriteAttrs:
         """The destination's attributes, from what the source's read said of the object
@@ -536,6 +545,8 @@ class ObjectCopy:
         try:
             for _ in range(count):
                 sending.raise_failure()  # a part that failed for good: stop reading
+                if self.stop is not None and self.stop.is_set():
+                    raise Stopped(f"{item.container}/{item.key}: stopped between parts")
                 number, data = parts_read.next()
                 length = len(data)
                 handed = False
