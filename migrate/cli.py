@@ -156,7 +156,7 @@ def sites_check(
     """
     from migrate.policy import evaluate
     from migrate.session import site_reads
-    from migrate.sitecheck import check_sites, exit_code_of
+    from migrate.sitecheck import check_sites, exit_code_of, first_problem
 
     config, catalog = _load(sites)
     with site_reads(config, catalog, "sites check", warn=_warn) as reads:
@@ -178,10 +178,14 @@ def sites_check(
         render.print_site_checks(_console(), results)
         if verdicts:
             render.print_verdicts(_console(), verdicts, title=f"Policy {config.policy}")
-    code = exit_code_of(results)
-    if not code and any(v.blocking for v in verdicts):
+    code, first = exit_code_of(results), first_problem(results)
+    blocked = [v for v in verdicts if v.blocking]
+    if not code and blocked:
         code = PolicyViolation.exit_code  # reachable, but not where the policy allows
+        first = f"{blocked[0].subject}: {blocked[0].status} under policy {config.policy}"
     if code:
+        # The table (or the JSON) says it all; stderr says it in one line, for logs.
+        _stderr().print(f"migrate: error: {first}", markup=False, soft_wrap=True)
         raise typer.Exit(code)
 
 
@@ -644,7 +648,11 @@ def run(
             state = "passed" if passed else "FAILED: do not switch over"
             _console().print(f"Verification of the whole plan: {state}", markup=False)
             if passed:
-                _console().print("Checklist for switching applications over:")
+                _console().print(
+                    "Checklist for switching applications over (the plan's, also in `plan "
+                    "show`; the steps up to this command are done already):",
+                    markup=False,
+                )
                 for n, step in enumerate(checklist, start=1):
                     _console().print(f"  {n}. {step}", markup=False)
     if summary.failed:
@@ -783,7 +791,13 @@ def verify(
         if result.truncated or len(result.findings) > 50:
             _console().print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
     if not result.passed:
-        raise typer.Exit(IntegrityError.exit_code)
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(result.counts.items()))
+        where = f"phase {result.phase}" if result.phase else "the whole plan"
+        raise IntegrityError(
+            f"verification of {where} failed ({kinds or 'see the findings'}); "
+            "the phase is not verified",
+            hint="fix or copy again what the findings name (stdout, or --json), then verify again",
+        )
 
 
 @app.command()

@@ -308,6 +308,11 @@ def print_plan(console: Console, plan: Plan) -> None:
                 f"[{style}]{f.severity}[/]", _lit(f.message), f"{f.objects:,}", _lit(f.action)
             )
         console.print(findings)
+    for phase in plan.phases:
+        if phase.checklist:  # reviewed with the plan, before the phase is run
+            console.print(f"Checklist of phase {phase.name}:", markup=False)
+            for n, step in enumerate(phase.checklist, start=1):
+                console.print(f"  {n}. {step}", markup=False)
     console.print("Hosts the run may contact: " + ", ".join(plan.allowlist), markup=False)
 
 

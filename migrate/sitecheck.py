@@ -83,6 +83,17 @@ def check_sites(
     return results
 
 
+def first_problem(results: list[SiteCheck]) -> str | None:
+    """The first failure's line (it names its site and bucket), or None."""
+    for result in results:
+        if result.error:
+            return result.error
+        for check in result.containers:
+            if not check.ok:
+                return check.error
+    return None
+
+
 def exit_code_of(results: list[SiteCheck]) -> int:
     """The first failure's own code, so scripts can tell credentials from reachability."""
     for result in results:

@@ -355,6 +355,8 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert code == 0, err
     code, out, err = run(["plan", "show", plan, "--json", *where], capsys)
     assert "NO_PILOT" in [f["code"] for f in json.loads(out)["findings"]], err
+    code, out, err = run(["plan", "show", plan, *where], capsys)  # read before cutover
+    assert "Checklist of phase cutover:" in out and "1. Announce the freeze" in out, out
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     code, out, err = run(["run", plan, "--phase", "pilot", *where], capsys)
     assert code != 0 and "no phase 'pilot'" in err and "bulk-1" in err, err
@@ -562,6 +564,8 @@ def test_sites_check_shows_a_site_it_did_not_contact_and_exits_8_on_a_blocking_v
     assert all("not contacted" in (s["not_checked"] or "") for s in checked.values())
     code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
     assert code == 8 and "not contacted" in out and "here" in out, out
+    assert err.startswith("migrate: error: ") and "eu-residency" in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_plan_options_and_names_are_checked_before_any_store_is_read(
@@ -656,3 +660,18 @@ def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
     assert proc.returncode == 0, (out, err)
     with Ledger(load_sites(sites).state_dir) as ledger:
         assert {c.state: c.objects for c in ledger.phase_counts("p")} == {"done": 3}
+
+
+def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_verified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    assert run(["verify", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    copied = sorted((tmp_path / "dst").rglob("*.txt"))
+    copied[0].unlink()  # lost at the destination after its verification
+    code, out, err = run(["verify", plan, "--phase", "bulk-1", *where], capsys)
+    assert code == 12 and "missing" in out, out
+    assert err.startswith("migrate: error: verification of phase bulk-1 failed (1 missing)")
+    assert_one_line_without_secret(out, err)
+    code, out, _ = run(["status", plan, "--json", *where], capsys)
+    assert json.loads(out)["phases"]["bulk-1"]["verified_at"] is None

@@ -245,7 +245,7 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert code == 0
     assert "nothing to do" in out
     assert "Verification of the whole plan: passed" in out
-    assert "Checklist for switching applications over:" in out
+    assert "Checklist for switching applications over (" in out
     # The object removed at the destination is no longer part of the move: still verified.
     report_dir = tmp_path / "report"
     assert cli(capsys, "report", plan, "-o", str(report_dir), *s)[0] == 0
