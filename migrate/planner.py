@@ -740,9 +740,9 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "rename or re-encode that metadata at the source, then run the inventory and plan "
          "again"),
         ("NO_CHECKSUM", "NO_NATIVE_CHECKSUM", warning,
-         "no native checksum at the source (blobs committed from blocks have no "
-         "Content-MD5): the checksum is computed in flight on the bytes read, and the "
-         "source cannot confirm them",
+         "no native checksum at the source (an Azure blob committed from blocks, a "
+         "multipart S3 object, a local file): the checksum is computed in flight on the "
+         "bytes read, and the source cannot confirm them",
          "none needed; the report lists these objects as proven by the bytes read"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
          "versioned at the source: only each object's current version is copied; older "
