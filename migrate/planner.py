@@ -426,8 +426,9 @@ class _Load:
 def _class_load(
     objects: int, size: int, rule: _PartRule, part_size: int | None, sha256_copy: bool = True
 ) -> _Load:
-    """The executor's requests for `objects` objects of `size` bytes in all: a HEAD and
-    ranged GETs at the source; one PUT, or create + parts + complete at the destination,
+    """The executor's requests for `objects` objects of `size` bytes in all: ranged GETs at
+    the source (their answer carries the attributes: no HEAD, but for an empty object, not
+    counted); one PUT, or create + parts + complete at the destination,
     and with `sha256_copy` the copy that writes the SHA-256 (a PUT-priced request).
     The part size follows transfer.choose_part_size on the class's mean size, and the
     number of parts of n objects is taken as bytes/part + n/2 (ceilings add half a part
@@ -438,7 +439,7 @@ def _class_load(
     preferred = part_size or DEFAULT_PART_SIZE
     part = max(preferred, math.ceil(mean / rule.max_parts), rule.min_part_size)
     part = math.ceil(part / MiB) * MiB
-    load = _Load(objects=objects, bytes=size, head=objects)
+    load = _Load(objects=objects, bytes=size)
     if mean <= min(part, rule.max_single_put):
         load.get = load.put = objects
     else:
