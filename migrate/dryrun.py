@@ -92,12 +92,17 @@ def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
     """("copy" | "identical" | "conflict", why) for one object and its destination HEAD."""
     if info is None:
         return "copy", "absent"
-    if info.size != row.size:
-        return "conflict", f"size {info.size} at the destination, {row.size} at the source"
     sums = _source_sums(row)
     dest_sums = {k: v.lower() for k, v in info.checksums.items()}
     dest_sha = (info.metadata or {}).get(SHA256_METADATA, "").lower() or dest_sums.get("sha256")
     etag = (info.etag or "").lower()
+    earlier = (row.previous_sha256 and dest_sha == row.previous_sha256) or (
+        row.previous_md5 and etag == row.previous_md5.lower()
+    )
+    if info.size != row.size:
+        if earlier:  # changed at the source since this plan copied it, size and all
+            return "copy", "this plan's earlier copy of an object changed since"
+        return "conflict", f"size {info.size} at the destination, {row.size} at the source"
     # A copy this plan finished: the ledger holds the checksums of the bytes it wrote.
     done = row.state == "done"
     if done and row.previous_sha256 and dest_sha == row.previous_sha256:
@@ -109,9 +114,6 @@ def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
     md5 = native_md5(sums, row.etag)
     if md5 and (dest_sums.get("md5") == md5 or (_MD5.match(etag) and etag == md5)):
         return "identical", "md5"
-    earlier = (row.previous_sha256 and dest_sha == row.previous_sha256) or (
-        row.previous_md5 and etag == row.previous_md5.lower()
-    )
     if earlier:
         return "copy", "this plan's earlier copy of an object changed since"
     if dest_sha or md5 or dest_sums or _MD5.match(etag):

@@ -227,6 +227,14 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     put(source, "dsnds", "t/03.csv", body(99, 2048))  # changed
     put(source, "dcohorts", "t/new.csv", body(100, 500))  # added
     source.delete("dsnds", "t/07.csv")  # deleted
+    # The README's way: re-inventory, then what delta would do (the changed object is this
+    # plan's earlier copy, another size now: to copy again, not a conflict).
+    assert cli(capsys, "inventory", "azure-hdh", *s)[0] == 0
+    code, out = cli(capsys, "run", plan, "--phase", "delta", "--dry-run", "--json", *s)
+    assert code == 0
+    would = json.loads(out)["datasets"]
+    totals = [sum(d[k] for d in would) for k in ("would_copy", "conflicts")]
+    assert totals == [2, 0], would
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--delete-removed", "--json", *s)
     assert code == 0
     result = json.loads(out)
