@@ -146,13 +146,22 @@ def _out(json_mode: bool, value: object) -> None:
 @sites_app.command("check")
 def sites_check(
     site: Annotated[str | None, typer.Argument(help="Only this site.")] = None,
+    fail_on_policy: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-policy",
+            help="Exit 8 when the policy blocks a site checked: name the destination, as "
+            "the source being left usually fails it.",
+        ),
+    ] = False,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Check every site: reachable, credentials accepted, buckets present.
+    """Check every site: reachable, credentials accepted, buckets present; with the
+    policy's verdict for each.
 
-    Example: migrate sites check --sites sites.toml --json
+    Example: migrate sites check scw-par --fail-on-policy --json
     """
     from migrate.policy import evaluate
     from migrate.session import site_reads
@@ -180,7 +189,7 @@ def sites_check(
             render.print_verdicts(_console(), verdicts, title=f"Policy {config.policy}")
     code, first = exit_code_of(results), first_problem(results)
     blocked = [v for v in verdicts if v.blocking]
-    if not code and blocked:
+    if not code and blocked and fail_on_policy:
         code = PolicyViolation.exit_code  # reachable, but not where the policy allows
         first = f"{blocked[0].subject}: {blocked[0].status} under policy {config.policy}"
     if code:
@@ -473,6 +482,7 @@ class _ProgressSubscriber(Subscriber):
 
     def on_start(self, objects: int, size: int) -> None:
         self._total_objects, self._total_bytes = objects, size
+        self._start = self._last = time.monotonic()  # the rate of the copy, not its set-up
         if self._bars:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -637,6 +647,8 @@ def run(
             passed = result.passed
             if passed:  # the whole plan verified: cutover too, even with nothing to copy
                 session.ledger.phase_mark(session.plan.name, phase, "verified_at")
+            else:  # "do not switch over": whatever an earlier cutover run recorded
+                session.ledger.clear_verified(session.plan.name, [phase])
     if receipt and not summary.failed and kind not in ("delta", "cutover"):
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))

@@ -886,6 +886,14 @@ class Ledger:
                 (_now(), reason, plan, phase),
             )
 
+    def clear_verified(self, plan: str, phases: Sequence[str]) -> None:
+        """The phases are not verified any more (found wrong, or their check failed)."""
+        with self.atomic() as db:
+            for name in phases:
+                db.execute(
+                    "UPDATE phases SET verified_at=NULL WHERE plan=? AND phase=?", (plan, name)
+                )
+
     def phase_state(self, plan: str, phase: str) -> PhaseState:
         with self._lock:
             row = self._db.execute(
@@ -1425,12 +1433,13 @@ class Ledger:
         size: int,
         reread: int,
         summary: str,
-        phases: Sequence[str] = (),
+        verified_phases: Sequence[str] = (),
+        unverified_phases: Sequence[str] = (),
     ) -> int:
         """Record one verification and, in the same transaction, set `verified_at` on the
-        phases it checked if it passed, or clear it if it failed: a phase found wrong is
-        not verified any more (status, report, and the gates of the phases after it say
-        so until a verification passes again). Returns the record's id."""
+        phases it proved and clear it on the phases it found wrong (status, the report
+        and the gates of the phases after them say so until a verification passes again).
+        Returns the record's id."""
         with self.atomic() as db:
             cur = db.execute(
                 "INSERT INTO verifications (plan, phase, mode, sample, seed, started_at, "
@@ -1451,14 +1460,9 @@ class Ledger:
                     summary,
                 ),
             )
-            for name in phases:
-                if passed:
-                    self.phase_mark(plan, name, "verified_at")
-                else:
-                    db.execute(
-                        "UPDATE phases SET verified_at=NULL WHERE plan=? AND phase=?",
-                        (plan, name),
-                    )
+            for name in verified_phases:
+                self.phase_mark(plan, name, "verified_at")
+            self.clear_verified(plan, unverified_phases)
             return int(cur.lastrowid or 0)
 
     def verifications(self, plan: str) -> list[VerificationRecord]:

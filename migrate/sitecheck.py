@@ -43,20 +43,8 @@ def check_sites(
     results = []
     for name in [only] if only else sorted(config.sites):
         site = config.site(name)
-        if not site.buckets:
-            results.append(
-                SiteCheck(
-                    name,
-                    site.provider,
-                    site.region,
-                    site.endpoint,
-                    not_checked="not contacted: it lists no bucket or container (add "
-                    "`buckets` to check it)",
-                )
-            )
-            continue
         try:
-            adapter = build(site)
+            adapter = build(site)  # credentials, endpoint, path: resolved even unlisted
         except MigrateError as exc:
             results.append(
                 SiteCheck(
@@ -66,6 +54,19 @@ def check_sites(
                     site.endpoint,
                     error=exc.one_line(),
                     exit_code=exc.exit_code,
+                )
+            )
+            continue
+        if not site.buckets:
+            adapter.close()
+            results.append(
+                SiteCheck(
+                    name,
+                    site.provider,
+                    site.region,
+                    site.endpoint,
+                    not_checked="set up, not contacted: it lists no bucket or container "
+                    "(add `buckets` to check it)",
                 )
             )
             continue

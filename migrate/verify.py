@@ -28,9 +28,9 @@ key order and merged, a bounded number of re-reads run at once, and only the fir
 `max_findings` findings are kept (every finding is counted).
 
 A passing verification records `verified_at` on the phases it proved (which opens the
-executor's phase gates); a failing one clears it on the phases it checked (a phase found
-wrong is not verified any more); every verification is recorded in the ledger with its
-seed.
+executor's phase gates); a failing one clears it on the phases whose objects it found
+wrong at the destination (missing, other size, bytes or metadata): such a phase is not
+verified any more. Every verification is recorded in the ledger with its seed.
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ FINDING_KINDS: tuple[FindingKind, ...] = (
 )
 # A changed source is the delta's work: reported, not held against the copy.
 NON_FAILING: frozenset[str] = frozenset({"source_changed"})
+# What the destination holds is wrong: the phase of that object is not verified any more.
+# (`not_done` is a phase unfinished, not wrong; `unexpected` belongs to no phase.)
+WRONG_CONTENT: frozenset[str] = frozenset(
+    {"missing", "size_mismatch", "checksum_mismatch", "metadata_mismatch"}
+)
 
 Deep = bool | Literal["both"]
 _MD5_SHAPED = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
@@ -150,11 +155,14 @@ class _Tally:
     source_reread_bytes: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     findings: list[VerifyFinding] = field(default_factory=list)
+    wrong_phases: set[str] = field(default_factory=set)  # phases of WRONG_CONTENT findings
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, finding: VerifyFinding) -> None:
         with self.lock:
             self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
+            if finding.kind in WRONG_CONTENT and finding.phase is not None:
+                self.wrong_phases.add(finding.phase)
             if len(self.findings) < self.max_findings:
                 self.findings.append(finding)
 
@@ -633,6 +641,9 @@ def verify(
         size=result.bytes,
         reread=result.reread,
         summary=dumps(result.summary()),
-        phases=phases,
+        verified_phases=verified,
+        # Only a phase whose objects are found wrong loses its mark: an unfinished one (a
+        # failure, Ctrl-C) keeps what was proven of it, and the gates after it stay open.
+        unverified_phases=() if result.passed else tuple(sorted(tally.wrong_phases)),
     )
     return replace(result, record_id=record)

@@ -259,3 +259,14 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert cli(capsys, "report", plan, "-o", str(report_dir), *s)[0] == 0
     rep = json.loads((report_dir / "report.json").read_text())
     assert rep["status"] == "verified", [(p["name"], p["verified_at"]) for p in rep["phases"]]
+
+    # Lost at the destination after the cutover: cutover run again says do not switch
+    # over, and neither cutover nor the phase of the lost object is verified any more.
+    destination.delete("delta-dsnds", "t/05.csv")
+    code, out = cli(capsys, "run", plan, "--phase", "cutover", *s)
+    assert code == 12 and "FAILED: do not switch over" in out, out
+    code, out = cli(capsys, "status", plan, "--json", *s)
+    phases = json.loads(out)["phases"]
+    assert phases["cutover"]["verified_at"] is None
+    # The lost object's phase (the pilot or bulk-1) lost its mark; the other keeps it.
+    assert [phases[p]["verified_at"] is None for p in ("pilot", "bulk-1")].count(True) == 1

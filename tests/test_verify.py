@@ -162,10 +162,16 @@ def test_the_same_bytes_uploaded_in_one_piece_over_a_multipart_copy_still_verify
 def test_an_unknown_object_under_the_plan_prefix_is_unexpected(env_for: Any) -> None:
     env: Env = env_for("s3", "s3")
     plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
+    assert check(env, plan).passed
     put(env.destination, env.bucket, "reports/2025/q3.csv", b"not from the source")
-    result = check(env, plan)
-    assert named(result) == [("unexpected", "reports/2025/q3.csv")]
-    assert result.listed == 5
+    for phase in ("bulk-1", None):
+        result = check(env, plan, phase=phase)
+        assert named(result) == [("unexpected", "reports/2025/q3.csv")]
+        assert result.listed == 5 and not result.passed
+    # Another writer's object is no fault of the copy: bulk-1 stays verified (its gates
+    # open); only objects of a phase found wrong take that phase's mark away.
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state("t", "bulk-1").verified_at is not None
 
 
 def test_metadata_changed_at_the_destination_is_found_with_a_head(env_for: Any) -> None:
