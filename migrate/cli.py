@@ -844,8 +844,9 @@ def report(
         )
     else:
         _console().print(
-            f"report: {out / 'report.html'} ({built.status}); "
-            f"manifest plan root {built.manifest.plan_root}",
+            f"report: {out / 'report.html'} ({built.status}"
+            + (f"; not run yet: {', '.join(built.phases_not_run)}" if built.phases_not_run else "")
+            + f"); manifest plan root {built.manifest.plan_root}",
             markup=False,
         )
 

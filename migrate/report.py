@@ -234,6 +234,9 @@ class Report(_Model):
     generated_by: str
     # verified: every resolved phase is done and verified; incomplete otherwise
     status: Literal["verified", "incomplete"]
+    # the plan's phases that have not run yet (a "verified" status speaks of the others:
+    # with delta or cutover here, the move is not finished)
+    phases_not_run: tuple[str, ...]
     plan: PlanInfo
     approvals: tuple[ApprovalInfo, ...]
     sites: tuple[SiteInfo, ...]
@@ -512,6 +515,7 @@ def build_report(
         generated_at=moment.isoformat(timespec="seconds"),
         generated_by=generated_by or getpass.getuser(),
         status="verified" if all_verified and any(p.resolved_at for p in phases) else "incomplete",
+        phases_not_run=tuple(p.name for p in phases if p.resolved_at is None),
         plan=PlanInfo(
             name=plan.name,
             digest=plan.digest,
@@ -795,6 +799,12 @@ def render_html(report: Report) -> str:
         f"<style>{_CSS}</style></head><body><main>",
         "<header>",
         f"<h1>Migration report: {_e(r.plan.name)} {_badge(r.status)}</h1>",
+        (
+            f'<p class="muted">Phases not run yet: {_e(", ".join(r.phases_not_run))}; '
+            f"the status speaks of the phases that ran.</p>"
+            if r.phases_not_run
+            else ""
+        ),
         '<dl class="meta">',
         f"<dt>plan digest</dt><dd><code>{_e(r.plan.digest)}</code></dd>",
         f"<dt>policy</dt><dd>{_e(r.plan.policy)}</dd>",
