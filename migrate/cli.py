@@ -880,6 +880,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ["--deep-both" if a == "--deep=both" else a for a in args]
     debug = "--debug" in args
     try:
+        if wrong := next((a for a in args if a.startswith("--deep=")), None):
+            raise ConfigError(
+                f"{wrong}: --deep takes no value but `both`", hint="--deep or --deep=both"
+            )
         result = app(args=args, prog_name="migrate", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently

@@ -685,3 +685,9 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
     assert_one_line_without_secret(out, err)
     code, out, _ = run(["status", plan, "--json", *where], capsys)
     assert json.loads(out)["phases"]["bulk-1"]["verified_at"] is None
+
+
+def test_deep_takes_both_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["verify", str(tmp_path / "p.yaml"), "--deep=all"], capsys)
+    assert code == 3 and "--deep takes no value but `both`" in err, err
+    assert_one_line_without_secret(out, err)
