@@ -1,7 +1,8 @@
 """Run one phase of an approved plan: resumable, checksummed, bounded.
 
 The phase's object set is resolved from the inventory the first time it runs and then
-fixed in the ledger. Objects are copied in parallel (`concurrency` threads, each holding at
+fixed in the ledger (delta's and cutover's are resolved again at each run, after their
+re-list). Objects are copied in parallel (`concurrency` threads, each holding at
 most one part in memory), every adapter call goes through one retry layer (exponential
 backoff with jitter on throttling, timeouts and resets), and every change of state is a
 ledger transaction (those of objects sent in one request are committed in groups, see

@@ -1184,7 +1184,11 @@ class Ledger:
         or size differs from the copied one, or that changed during their copy (state
         `changed`); their previous sha256/md5 stay as a record of the earlier copy. The
         first call records `resolved_at` in the same transaction; later calls change
-        nothing and return the same count."""
+        nothing and return the same count, except for a `changed_since_copy` phase: it is
+        resolved again at each call (each run follows a re-list of the source), so what
+        appeared or changed since its last run joins it, and what it had not copied yet
+        and the source no longer has leaves it; when that changes its set, its
+        `finished_at` and `verified_at` are cleared (there is new work to do and check)."""
         if isinstance(phase, str):
             phase = plan.phase(phase)
         if phase.kind.value == "decommission":
@@ -1200,22 +1204,40 @@ class Ledger:
             row = db.execute(
                 "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan.name, phase.name)
             ).fetchone()
-            if row is None or row[0] is None:
+            again = phase.selector.changed_since_copy and row is not None and row[0] is not None
+            if row is None or row[0] is None or again:
+                before = db.total_changes
                 if plan.mappings:
                     self._resolve(db, plan, phase)
+                if again:
+                    if db.total_changes != before:
+                        db.execute(
+                            "UPDATE phases SET finished_at = NULL, verified_at = NULL "
+                            "WHERE plan=? AND phase=?",
+                            (plan.name, phase.name),
+                        )
+                    return self._phase_size(db, plan.name, phase.name)
                 db.execute(
                     "INSERT INTO phases (plan, phase, resolved_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (plan, phase) DO UPDATE SET resolved_at = excluded.resolved_at",
                     (plan.name, phase.name, _now()),
                 )
-            count = db.execute(
-                "SELECT COUNT(*) FROM transfers WHERE plan=? AND phase=?", (plan.name, phase.name)
+            return self._phase_size(db, plan.name, phase.name)
+
+    @staticmethod
+    def _phase_size(db: sqlite3.Connection, plan: str, phase: str) -> int:
+        return int(
+            db.execute(
+                "SELECT COUNT(*) FROM transfers WHERE plan=? AND phase=?", (plan, phase)
             ).fetchone()[0]
-        return int(count)
+        )
 
     def _resolve(self, db: sqlite3.Connection, plan: Plan, phase: Phase) -> None:
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         if phase.selector.changed_since_copy:
+            # Never copied, nothing under way, and gone from the source since it was taken:
+            # nothing to copy and nothing at the destination (else it would fail each run).
+            db.execute(f"DELETE FROM transfers AS t WHERE {_GONE_UNCOPIED}", params)
             where = _changed_where(phase.selector.datasets, params)
             db.execute(
                 "UPDATE transfers AS t SET phase = :phase, state = 'pending', size = o.size, "
@@ -1249,17 +1271,26 @@ class Ledger:
             resolved = self._db.execute(
                 "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan.name, phase.name)
             ).fetchone()
-        if resolved is not None and resolved[0] is not None:
-            cursor = self._db.execute(
-                "SELECT container, key, dataset, size, source_etag, source_checksums, "
-                "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
-                "WHERE plan=? AND phase=?",
-                (plan.name, phase.name),
-            )
-            for row in cursor:
-                yield PhaseCandidate(*row)
-            return
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
+        fixed = (
+            "SELECT container, key, dataset, size, source_etag, source_checksums, "
+            "destination_bucket, destination_key, state, sha256, md5 FROM transfers AS t "
+            "WHERE t.plan = :plan AND t.phase = :phase"
+        )
+        if resolved is not None and resolved[0] is not None:
+            if not phase.selector.changed_since_copy:
+                for row in self._db.execute(fixed, params):
+                    yield PhaseCandidate(*row)
+                return
+            # Resolved again at its next run (see resolve_phase): its rows as they will be
+            # then, and what will join it (below).
+            where = _changed_where(phase.selector.datasets, params)
+            fixed += (
+                f" AND NOT ({_GONE_UNCOPIED}) "
+                f"AND NOT EXISTS (SELECT 1 FROM objects AS o WHERE {where})"
+            )
+            for row in self._db.execute(fixed, params):
+                yield PhaseCandidate(*row)
         ctes = [_mapping_cte(plan, params)]
         select = self._selection(plan, phase, params, "s", ctes)
         sql = (
@@ -1769,14 +1800,26 @@ def _mapping_cte(plan: Plan, params: dict[str, object]) -> str:
     return f"m(dataset, bucket, sprefix, dprefix) AS (VALUES {', '.join(rows)})"
 
 
+# A transfer `t` of phase :phase never copied (no earlier copy, no upload under way) whose
+# source object the latest inventory no longer has.
+_GONE_UNCOPIED = (
+    "t.plan = :plan AND t.phase = :phase AND t.state IN ('pending', 'failed', 'changed') "
+    "AND t.sha256 IS NULL AND t.upload_id IS NULL AND NOT EXISTS (SELECT 1 FROM objects AS g "
+    "WHERE g.site = :site AND g.container = t.container AND g.key = t.key "
+    "AND g.deleted_in IS NULL)"
+)
+
+
 def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
-    """Transfers `t` of the plan, outside the phase, whose source object `o` changed since
-    it was copied (or during its copy), or came back at the source after its copy was
-    removed at the destination (state `removed`)."""
+    """Transfers `t` of the plan whose source object `o` changed since it was copied (or
+    during its copy), or came back at the source after its copy was removed at the
+    destination (state `removed`); and those of the phase itself still to copy whose
+    source changed since they were taken (their recorded ETag and size are refreshed)."""
     where = (
-        "t.plan = :plan AND t.phase != :phase AND o.site = :site "
+        "t.plan = :plan AND o.site = :site "
         "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
-        "AND (t.state IN ('changed', 'removed') OR (t.state = 'done' "
+        "AND (t.state IN ('changed', 'removed') OR ((t.state = 'done' OR (t.phase = :phase "
+        "AND t.state IN ('pending', 'failed'))) "
         "AND (o.etag IS NOT t.source_etag OR o.size != t.size)))"
     )
     if datasets:

@@ -270,3 +270,52 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert phases["cutover"]["verified_at"] is None
     # The lost object's phase (the pilot or bulk-1) lost its mark; the other keeps it.
     assert [phases[p]["verified_at"] is None for p in ("pilot", "bulk-1")].count(True) == 1
+
+
+def test_each_delta_run_takes_what_appeared_or_changed_since_the_last(env_for: Any) -> None:
+    """Delta is run again and again while the source is still written to; each run (after
+    its re-list) copies what is new or changed since the one before, and the cutover what
+    is new since the last delta. Its earlier verification no longer opens the cutover's
+    gate once it has new work."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        put(env.source, env.container, "d/new-1.bin", body(101, 600))
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert run(env, ledger, plan, "delta").copied == 1
+        assert check(env, ledger, plan, "delta").passed
+
+        put(env.source, env.container, "d/new-2.bin", body(102, 700))  # appeared since
+        put(env.source, env.container, "d/new-1.bin", body(103, 650))  # delta's copy changed
+        put(env.source, env.container, "d/gone.bin", body(104, 10))
+        env.source.delete(env.container, "d/gone.bin")  # came and went: never listed
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (delta.to_copy_new, delta.to_copy_changed) == (1, 1)
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.objects, summary.copied, summary.failed) == (2, 2, 0)
+        assert env.read_destination("d/new-1.bin") == body(103, 650)
+        assert env.read_destination("d/new-2.bin") == body(102, 700)
+        assert check(env, ledger, plan, "delta").passed
+
+        put(env.source, env.container, "d/new-3.bin", body(105, 800))
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert ledger.resolve_phase(plan, "delta") == 3  # as its next run does first
+        with pytest.raises(PlanError, match="requires delta to be verified"):
+            run(env, ledger, plan, "cutover")  # delta has new work: its old check is void
+        # Taken by delta, then deleted at the source before delta copied it: it leaves the
+        # phase instead of failing every run.
+        env.source.delete(env.container, "d/new-3.bin")
+        put(env.source, env.container, "d/new-4.bin", body(106, 900))
+        cut = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (cut.to_copy_new, cut.to_copy_changed) == (1, 0)
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.copied, summary.failed) == (1, 0)
+        assert check(env, ledger, plan, "delta").passed
+
+        put(env.source, env.container, "d/new-5.bin", body(107, 300))  # before the cutover
+        prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        summary = run(env, ledger, plan, "cutover")
+        assert (summary.copied, summary.failed) == (1, 0)
+        assert env.read_destination("d/new-5.bin") == body(107, 300)
+        whole = check(env, ledger, plan, None, deep=True)
+        assert whole.passed and whole.objects == len(ESTATE) + 4
