@@ -637,6 +637,7 @@ def run(
                     force_reason=reason if force else None,
                 )
         passed, checklist = True, list(session.plan.phase(phase).checklist)
+        whole = True  # the verification of the whole plan (cutover) passed
         if kind == "cutover" and not summary.failed:
             from migrate.verify import verify as do_verify
 
@@ -644,7 +645,10 @@ def run(
                 session.plan, session.ledger, session.source, session.destination,
                 phase=None, deep=False, sample=None, seed=0,
             )  # fmt: skip
-            passed = result.passed
+            # Datasets that appeared after the plan was made are not moved by it: the
+            # estate is not ready to switch over, whatever the plan's own objects say.
+            whole = result.passed
+            passed = whole and not (delta and delta.unplanned)
             if passed:  # the whole plan verified: cutover too, even with nothing to copy
                 session.ledger.phase_mark(session.plan.name, phase, "verified_at")
             else:  # "do not switch over": whatever an earlier cutover run recorded
@@ -653,11 +657,14 @@ def run(
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
     if json_out:
-        _out(True, {"summary": summary, "delta": delta} if delta else summary)
+        if kind == "cutover":
+            _out(True, {"summary": summary, "delta": delta, "verified": whole, "ready": passed})
+        else:
+            _out(True, {"summary": summary, "delta": delta} if delta else summary)
     else:
         render.print_phase_summary(_console(), summary)
         if kind == "cutover":
-            state = "passed" if passed else "FAILED: do not switch over"
+            state = "passed" if whole else "FAILED: do not switch over"
             _console().print(f"Verification of the whole plan: {state}", markup=False)
             if passed:
                 _console().print(
@@ -668,9 +675,22 @@ def run(
                 for n, step in enumerate(checklist, start=1):
                     _console().print(f"  {n}. {step}", markup=False)
     if summary.failed:
-        raise typer.Exit(TransferError.exit_code)
+        raise TransferError(
+            f"phase {phase}: {summary.failed:,} of {summary.objects:,} objects failed "
+            "(not recorded as copied)",
+            hint="`migrate status PLAN` names them; the same command again retries them",
+        )
     if not passed:
-        raise typer.Exit(IntegrityError.exit_code)
+        if not whole:
+            raise IntegrityError(
+                "cutover: the verification of the whole plan failed: do not switch over",
+                hint="`migrate verify PLAN` names what is wrong",
+            )
+        raise IntegrityError(
+            f"cutover: {delta.unplanned_objects if delta else 0:,} source objects are in "
+            "datasets this plan does not have: do not switch over",
+            hint="make a plan that includes them (`migrate plan`), run it, then cutover again",
+        )
 
 
 def _receipt_inputs(plan: Path, phase: str, sites: Path | None) -> rerun.Inputs | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from migrate.errors import MigrateError, NotFound, PlanError, TransferError
 from migrate.inventory import run_inventory
-from migrate.ledger import DeletedRow, Ledger
+from migrate.ledger import DatasetTotal, DeletedRow, Ledger
 from migrate.plan import PhaseKind, Plan
 from migrate.sites import SitesConfig
 from providers.base import StoreAdapter
@@ -35,6 +35,13 @@ class DeltaSummary:
     phase: str | None = None  # the phase counted below (None: not counted)
     to_copy_new: int | None = None  # objects the phase still has to copy, never copied
     to_copy_changed: int | None = None  # ... copied before, changed at the source since
+    # Datasets at the source the plan does not have (they appeared after it was made): no
+    # phase of this plan copies them.
+    unplanned: list[DatasetTotal] = field(default_factory=list)
+
+    @property
+    def unplanned_objects(self) -> int:
+        return sum(d.objects for d in self.unplanned)
 
 
 def prepare_delta(
@@ -49,12 +56,14 @@ def prepare_delta(
     selects what changed since the copy, and count the copies of objects deleted at the
     source. With `phase`, also count what that phase still has to copy (before its first
     run: what it will select; after: its objects not done yet), split into objects never
-    copied and objects copied before whose source changed. Writes nothing but the
-    inventory; the destination is not touched."""
+    copied and objects copied before whose source changed. Also names the source's datasets
+    the plan does not have. Writes nothing but the inventory; the destination is not
+    touched."""
     listed = run_inventory(config, plan.source, source)
     count = ledger.deleted_at_source_count(plan.name, plan.source)
     examples = ledger.deleted_at_source(plan.name, plan.source, limit=SHOWN)
     summary = DeltaSummary(listed.added, listed.changed, count, examples)
+    summary.unplanned = ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])
     if phase is not None:
         summary.phase = plan.phase(phase).name  # PlanError for an unknown phase
         new = changed = 0

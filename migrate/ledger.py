@@ -337,6 +337,13 @@ class DeletedRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DatasetTotal:
+    dataset: str
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class RouteUse:
     """One host contacted during a plan's runs: the route attestation."""
 
@@ -663,6 +670,19 @@ class Ledger:
                 )
             )
         return out
+
+    def datasets_outside(self, site: str, datasets: Sequence[str]) -> list[DatasetTotal]:
+        """The datasets of a site's current inventory that are not in `datasets` (a plan's),
+        with their objects and bytes: one grouped scan."""
+        marks = ", ".join("?" for _ in datasets)
+        where = f" AND dataset NOT IN ({marks})" if datasets else ""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT dataset, COUNT(*), SUM(size) FROM objects WHERE site=? "
+                f"AND deleted_in IS NULL{where} GROUP BY dataset ORDER BY dataset",
+                (site, *datasets),
+            ).fetchall()
+        return [DatasetTotal(str(d), int(n), int(b or 0)) for d, n, b in rows]
 
     def inventory_objects(self, site: str, container: str | None = None) -> Iterator[InventoryRow]:
         """Stream a site's current inventory in key order (a cursor, not a list)."""

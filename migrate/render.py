@@ -330,3 +330,22 @@ def print_delta(console: Console, delta: Any) -> None:
     )
     for row in delta.deleted_examples[:20]:
         console.print(f"  deleted at the source: {row.container}/{row.key}", markup=False)
+    if delta.phase is not None:
+        # "0 added" compares with the inventory just before: one run by hand counts too.
+        console.print(
+            f"Phase {delta.phase} has {delta.to_copy_new + delta.to_copy_changed:,} objects to "
+            f"copy: {delta.to_copy_new:,} never copied, {delta.to_copy_changed:,} changed since "
+            "their copy",
+            markup=False,
+        )
+    if delta.unplanned:
+        names = ", ".join(d.dataset for d in delta.unplanned[:10])
+        more = f" and {len(delta.unplanned) - 10} more" if len(delta.unplanned) > 10 else ""
+        console.print(
+            f"NOT IN THE PLAN: {delta.unplanned_objects:,} objects "
+            f"({human_bytes(sum(d.bytes for d in delta.unplanned))}) in "
+            f"{len(delta.unplanned)} dataset(s) that appeared after the plan was made: "
+            f"{names}{more}. No phase of this plan copies them: make a plan that includes "
+            "them (`migrate plan`) before switching over.",
+            markup=False,
+        )

@@ -691,3 +691,17 @@ def test_deep_takes_both_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, out, err = run(["verify", str(tmp_path / "p.yaml"), "--deep=all"], capsys)
     assert code == 3 and "--deep takes no value but `both`" in err, err
     assert_one_line_without_secret(out, err)
+
+
+def test_a_run_with_failed_objects_says_so_in_one_line_and_exits_11(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)  # the pilot holds one object
+    for f in (tmp_path / "src" / "data").glob("*.txt"):
+        f.unlink()  # gone at the source since the inventory: the pilot's copy fails
+    code, out, err = run(["run", plan, "--phase", "pilot", *where], capsys)
+    assert code == 11, (out, err)
+    assert err.startswith("migrate: error: phase pilot: 1 of 1 objects failed"), err
+    assert_one_line_without_secret(out, err)
+    code, out, _ = run(["status", plan, "--json", *where], capsys)
+    assert {c["state"] for c in json.loads(out)["counts"] if c["phase"] == "pilot"} == {"failed"}

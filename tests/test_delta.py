@@ -260,11 +260,30 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     rep = json.loads((report_dir / "report.json").read_text())
     assert rep["status"] == "verified", [(p["name"], p["verified_at"]) for p in rep["phases"]]
 
+    # A dataset that appeared after the plan was made (a new top-level prefix): no phase
+    # copies it, so the cutover says do not switch over, although the plan's own objects
+    # verify.
+    put(source, "dsnds", "newset/a.csv", body(5, 300))
+    code = main(["run", plan, "--phase", "cutover", "--json", *s])
+    out, err = capsys.readouterr()
+    assert code == 12
+    answer = json.loads(out)
+    assert (answer["verified"], answer["ready"]) == (True, False)
+    assert [(d["dataset"], d["objects"]) for d in answer["delta"]["unplanned"]] == [
+        ("dsnds/newset/", 1)
+    ]
+    assert err.count("\n") == 1 and "datasets this plan does not have" in err, err
+    code, out = cli(capsys, "run", plan, "--phase", "cutover", *s)
+    assert code == 12 and "NOT IN THE PLAN: 1 objects" in out and "dsnds/newset/" in out, out
+    source.delete("dsnds", "newset/a.csv")
+
     # Lost at the destination after the cutover: cutover run again says do not switch
     # over, and neither cutover nor the phase of the lost object is verified any more.
     destination.delete("delta-dsnds", "t/05.csv")
-    code, out = cli(capsys, "run", plan, "--phase", "cutover", *s)
+    code = main(["run", plan, "--phase", "cutover", *s])
+    out, err = capsys.readouterr()
     assert code == 12 and "FAILED: do not switch over" in out, out
+    assert err.startswith("migrate: error: cutover: the verification of the whole plan failed")
     code, out = cli(capsys, "status", plan, "--json", *s)
     phases = json.loads(out)["phases"]
     assert phases["cutover"]["verified_at"] is None
