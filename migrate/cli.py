@@ -825,10 +825,23 @@ def verify(
     if not result.passed:
         kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(result.counts.items()))
         where = f"phase {result.phase}" if result.phase else "the whole plan"
+        if result.to_copy_again:
+            from migrate.verify import WRONG_CONTENT
+
+            phases = sorted(
+                {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
+            )
+            hint = (
+                f"the {result.to_copy_again:,} objects found wrong will be copied again by "
+                + " and ".join(f"`migrate run PLAN --phase {p}`" for p in phases[:3])
+                + ", then verify again"
+            )
+        else:
+            hint = "fix what the findings name (stdout, or --json), then verify again"
         raise IntegrityError(
             f"verification of {where} failed ({kinds or 'see the findings'}); "
-            "the phase is not verified",
-            hint="fix or copy again what the findings name (stdout, or --json), then verify again",
+            + ("it is not verified" if result.phase is None else "the phase is not verified"),
+            hint=hint,
         )
 
 

@@ -1626,6 +1626,26 @@ class Ledger:
                 for r in self._db.execute(sql + " ORDER BY t.container, t.key LIMIT ?", args)
             ]
 
+    def transfer_to_copy_again(self, plan: str, container: str, key: str, why: str) -> bool:
+        """A done transfer whose destination object a verification found wrong goes back
+        to `pending` (its sha256/md5 stay, as the record of the copy found wrong), so the
+        next run of its phase copies it again; the phase is no longer finished. Returns
+        whether it changed (only a done transfer does)."""
+        with self.atomic() as db:
+            cur = db.execute(
+                "UPDATE transfers SET state='pending', upload_id=NULL, part_size=NULL, "
+                "error=?, started_at=NULL, finished_at=NULL "
+                "WHERE plan=? AND container=? AND key=? AND state='done'",
+                (why, plan, container, key),
+            )
+            if cur.rowcount:
+                db.execute(
+                    "UPDATE phases SET finished_at=NULL WHERE plan=? AND phase=(SELECT phase "
+                    "FROM transfers WHERE plan=? AND container=? AND key=?)",
+                    (plan, plan, container, key),
+                )
+        return cur.rowcount > 0
+
     def transfer_removed(self, plan: str, container: str, key: str) -> bool:
         """Record that the destination copy of an object deleted at the source was removed
         (state `removed`: the manifest and verification no longer expect it, and verify

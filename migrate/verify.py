@@ -123,6 +123,8 @@ class VerifyResult:
     source_reread_bytes: int
     counts: dict[str, int]  # findings by kind (all of them, kept or not)
     findings: tuple[VerifyFinding, ...]  # the first `max_findings`, sorted
+    # Objects found wrong at the destination, marked for their phase's next run to copy again.
+    to_copy_again: int
     verified_phases: tuple[str, ...]  # phases marked verified (empty unless passed)
     record_id: int = 0  # the ledger's verification record
 
@@ -156,6 +158,7 @@ class _Tally:
     counts: dict[str, int] = field(default_factory=dict)
     findings: list[VerifyFinding] = field(default_factory=list)
     wrong_phases: set[str] = field(default_factory=set)  # phases of WRONG_CONTENT findings
+    to_copy_again: int = 0  # done transfers found wrong at the destination, back to pending
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, finding: VerifyFinding) -> None:
@@ -492,6 +495,7 @@ class _Verifier:
                 row,
                 "checksum_mismatch",
                 f"source bytes ({size} bytes, SHA-256 {sha}) differ from the ledger's record",
+                source_side=True,
             )
             return None
         return info
@@ -524,7 +528,16 @@ class _Verifier:
                 )
                 return
 
-    def finding(self, row: DestinationRow, kind: FindingKind, detail: str) -> None:
+    def finding(
+        self, row: DestinationRow, kind: FindingKind, detail: str, *, source_side: bool = False
+    ) -> None:
+        """Record a finding. What the destination holds wrong is marked to copy again (the
+        phase's next run does it); not what is wrong at the source (`source_side`): a copy
+        of those bytes would be no better."""
+        if kind in WRONG_CONTENT and not source_side and row.state == "done":
+            why = f"verify found it {kind.replace('_', ' ')}: {detail}"
+            if self.ledger.transfer_to_copy_again(self.plan.name, row.container, row.key, why):
+                self.tally.bump("to_copy_again")
         self.tally.add(
             VerifyFinding(
                 kind,
@@ -624,6 +637,7 @@ def verify(
         source_reread_bytes=tally.source_reread_bytes,
         counts=dict(sorted(tally.counts.items())),
         findings=tuple(sorted(tally.findings, key=lambda f: (f.bucket, f.key, f.kind))),
+        to_copy_again=tally.to_copy_again,
         verified_phases=(),
     )
     verified = phases if result.passed else ()

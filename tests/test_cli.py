@@ -683,8 +683,21 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
     assert code == 12 and "missing" in out, out
     assert err.startswith("migrate: error: verification of phase bulk-1 failed (1 missing)")
     assert_one_line_without_secret(out, err)
+    assert "will be copied again by `migrate run PLAN --phase bulk-1`" in err, err
     code, out, _ = run(["status", plan, "--json", *where], capsys)
-    assert json.loads(out)["phases"]["bulk-1"]["verified_at"] is None
+    answer = json.loads(out)
+    assert answer["phases"]["bulk-1"]["verified_at"] is None
+    assert {c["state"]: c["objects"] for c in answer["counts"] if c["phase"] == "bulk-1"} == {
+        "done": 28,
+        "pending": 1,
+    }
+    # The same run again copies back what was lost (and only that), and it verifies.
+    again = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test", "--json"]
+    code, out, err = run([*again, *where], capsys)  # forced: the fixture's pilot has not run
+    assert code == 0, err
+    assert json.loads(out)["copied"] == 1
+    assert copied[0].read_bytes() == (tmp_path / "src" / "data" / copied[0].name).read_bytes()
+    assert run(["verify", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
 
 
 def test_deep_takes_both_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
