@@ -42,6 +42,7 @@ class Flag(IntFlag):
     ARCHIVED = 8
     TOO_LARGE = 16
     NO_CHECKSUM = 32
+    KEY_NOT_PORTABLE = 64
 
 
 FLAG_LABELS: dict[Flag, str] = {
@@ -51,6 +52,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.ARCHIVED: "archive tier: rehydrate first",
     Flag.TOO_LARGE: "object over 5 TiB",
     Flag.NO_CHECKSUM: "no native checksum (computed in flight)",
+    Flag.KEY_NOT_PORTABLE: "key with an empty, '.' or '..' segment",
 }
 
 
@@ -76,6 +78,12 @@ def flags_of(obj: ObjectInfo) -> Flag:
         flags |= Flag.TOO_LARGE
     if not obj.checksums:
         flags |= Flag.NO_CHECKSUM
+    # Stores that keep objects as files (SeaweedFS's filer, say) store `a//b` as `a/b`, and
+    # `a/./b` or `a/../b` as a path: the copy lands under another key, maybe another
+    # object's. A trailing '/' (a folder marker) is left alone.
+    segments = obj.key.split("/")[:-1] if obj.key.endswith("/") else obj.key.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        flags |= Flag.KEY_NOT_PORTABLE
     return flags
 
 

@@ -111,6 +111,7 @@ _FLAGS: tuple[Flag, ...] = (
     Flag.METADATA_BAD_NAME,
     Flag.ARCHIVED,
     Flag.NO_CHECKSUM,
+    Flag.KEY_NOT_PORTABLE,
 )
 
 
@@ -745,6 +746,12 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "multipart S3 object, a local file): the checksum is computed in flight on the "
          "bytes read, and the source cannot confirm them",
          "none needed; the report lists these objects as proven by the bytes read"),
+        ("KEY_NOT_PORTABLE", "KEY_MAY_CHANGE", warning,
+         "keys with an empty, '.' or '..' segment (a//b, a/./b): stores that keep objects "
+         "as files (SeaweedFS, for one) store them under another key, which may be another "
+         "object's, and --delete-removed may then delete the wrong copy",
+         "if the destination is such a store, rename them at the source, then run the "
+         "inventory and plan again"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
          "versioned at the source: only each object's current version is copied; older "
          "versions and snapshots are not",

@@ -279,6 +279,24 @@ def test_oversized_key_and_long_segment_block_the_plan(estate: Estate) -> None:
     assert any(e.startswith(f"{snds}/deep/sss") for e in seg.examples)
 
 
+def test_keys_a_file_backed_store_would_rename_are_a_warning(estate: Estate) -> None:
+    estate.seed()
+    snds, _ = estate.containers
+    estate.inventory()
+    odd = [ObjectInfo(container=snds, key=k, size=3, etag="e", checksums={"md5": "0" * 32})
+           for k in ("odd/a//b.csv", "odd/./c.csv")]  # fmt: skip
+    with Ledger(estate.state) as ledger:  # not every store keeps such keys: synthetic rows
+        run = ledger.latest_inventory_run(estate.source_site.name)
+        assert run is not None
+        ledger.record_listing_page(
+            estate.source_site.name, run, snds, [to_row(i) for i in odd], done=True
+        )
+    finding = next(f for f in estate.plan().findings if f.code == "KEY_MAY_CHANGE")
+    assert finding.severity.value == "warning" and finding.objects == 2
+    assert finding.datasets == (f"{snds}/odd/",)
+    assert "--delete-removed may then delete the wrong copy" in finding.message
+
+
 @pytest.mark.parametrize(("provider", "region"), [("ovhcloud", "bhs"), ("outscale", "us-east-2")])
 def test_non_eu_destination_blocks_the_plan(estate: Estate, provider: str, region: str) -> None:
     estate.seed()
