@@ -558,6 +558,14 @@ def run(
             help="delta/cutover: delete at the destination what was deleted at the source.",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Copy over objects at the destination that this plan did not write "
+            "(by default they are left as they are, and their copy fails as a conflict).",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="Start although a gate is not met.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force (recorded).")] = None,
     sites: SitesOpt = None,
@@ -635,6 +643,7 @@ def run(
                     ),
                     subscriber=progress,
                     force_reason=reason if force else None,
+                    overwrite=overwrite,
                 )
         passed, checklist = True, list(session.plan.phase(phase).checklist)
         whole = True  # the verification of the whole plan (cutover) passed
@@ -675,10 +684,17 @@ def run(
                 for n, step in enumerate(checklist, start=1):
                     _console().print(f"  {n}. {step}", markup=False)
     if summary.failed:
+        conflicts = (
+            f", {summary.conflicts:,} of them conflicts (another object at the destination "
+            "key, left as it is)"
+            if summary.conflicts
+            else ""
+        )
         raise TransferError(
             f"phase {phase}: {summary.failed:,} of {summary.objects:,} objects failed "
-            "(not recorded as copied)",
-            hint="`migrate status PLAN` names them; the same command again retries them",
+            f"(not recorded as copied){conflicts}",
+            hint="the summary above (or --json) names them; the same command again retries them"
+            + (" (--overwrite copies over the conflicts)" if summary.conflicts else ""),
         )
     if not passed:
         if not whole:

@@ -11,6 +11,7 @@ copy, or an MD5 (stored checksum or single-part ETag) equal to the source's nati
 An object present with another content is a *conflict*, unless it is this plan's own earlier
 copy of an object changed since (then the phase *would copy* it again). An object present
 with the same size but no checksum to compare is a conflict too: it cannot be shown equal.
+The run leaves conflicts as they are (migrate/conflicts.py, with this module's `classify`).
 """
 
 from __future__ import annotations

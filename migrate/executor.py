@@ -35,6 +35,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from migrate.conflicts import mark_conflicts
 from migrate.errors import (
     IntegrityError,
     MigrateError,
@@ -220,7 +221,7 @@ def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str
 def _rows(ledger: Ledger, plan: str, phase: str) -> Iterator[TransferRow]:
     """Keyset pagination: a row that fails in this run is not met again in this run."""
     after: tuple[str, str] | None = None
-    while batch := ledger.transfers_to_do(plan, phase, after, BATCH):
+    while batch := ledger.transfers_to_do(plan, phase, after, BATCH, skip_conflicts=True):
         yield from batch
         after = (batch[-1].container, batch[-1].key)
 
@@ -235,8 +236,12 @@ def run_phase(
     config: TransferConfig | None = None,
     subscriber: Subscriber | None = None,
     force_reason: str | None = None,
+    overwrite: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PhaseSummary:
+    """Copy the phase's objects not done yet. An object already at the destination that
+    this plan did not write, with other bytes, is not overwritten (its transfer fails as a
+    conflict; see migrate/conflicts.py) unless `overwrite`."""
     config = config or TransferConfig()
     subscriber = subscriber or Subscriber()
     started = time.monotonic()
@@ -255,9 +260,13 @@ def run_phase(
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         destination.create_container(bucket)
     abort_orphan_uploads(plan, ledger, destination)
-    subscriber.on_start(total - summary.already_done, todo_bytes)
-
     retries = _Retries(config, sleep)
+    summary.conflicts = mark_conflicts(
+        plan, phase_name, ledger, destination, call=retries, overwrite=overwrite
+    )
+    summary.failed = summary.conflicts
+    subscriber.on_start(total - summary.already_done - summary.conflicts, todo_bytes)
+
     # Composed once per endpoint: request rate, bandwidth, and a concurrency limit that
     # halves when the store throttles and grows back as requests succeed.
     source_limit = AdaptiveLimit(config.concurrency * 2)
@@ -367,7 +376,8 @@ def run_phase(
                 destination.abort_multipart(item.destination_bucket, item.destination_key, upload)
 
     with part_senders, part_readers:
-        _each_on_workers(_rows(ledger, plan.name, phase_name), work, config.concurrency, stop)
+        rows = _rows(ledger, plan.name, phase_name)  # not the conflicts just found
+        _each_on_workers(rows, work, config.concurrency, stop)
 
     summary.failures = ledger.failures(plan.name, phase_name)
     summary.throttled = source_limit.throttled + destination_limit.throttled

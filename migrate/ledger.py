@@ -287,6 +287,9 @@ class RunChanges:
     deleted: int
 
 
+# The reason of a transfer not copied because another object is at its destination key.
+CONFLICT = "conflict: "
+
 _TRANSFER_COLUMNS = (
     "container, key, phase, dataset, size, source_etag, source_version, source_checksums, "
     "destination_bucket, destination_key, state, upload_id, part_size"
@@ -711,14 +714,23 @@ class Ledger:
     # -- transfers -------------------------------------------------------------------------
 
     def transfers_to_do(
-        self, plan: str, phase: str, after: tuple[str, str] | None, limit: int
+        self,
+        plan: str,
+        phase: str,
+        after: tuple[str, str] | None,
+        limit: int,
+        *,
+        skip_conflicts: bool = False,
     ) -> list[TransferRow]:
         """The phase's objects not yet done (pending, in progress, failed), in key order,
-        one batch at a time (keyset pagination: no cursor held across writes)."""
+        one batch at a time (keyset pagination: no cursor held across writes); with
+        `skip_conflicts`, not those failed for a conflict at the destination."""
         sql = (
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE plan=? AND phase=? "
             "AND state IN ('pending', 'in_progress', 'failed')"
         )
+        if skip_conflicts:
+            sql += f" AND (error IS NULL OR error NOT LIKE '{CONFLICT}%')"
         args: list[object] = [plan, phase]
         if after is not None:
             sql += " AND (container, key) > (?, ?)"
@@ -844,6 +856,35 @@ class Ledger:
                     "DELETE FROM parts WHERE plan=? AND container=? AND key=?",
                     (plan, container, key),
                 )
+
+    def never_copied_at(
+        self, plan: str, phase: str, bucket: str, keys: Sequence[str]
+    ) -> list[PhaseCandidate]:
+        """The phase's transfers to do that this plan never copied and has no upload under
+        way for, whose destination is one of `keys` in `bucket`: an object already there
+        was not written by this plan (or its record was lost with a kill -9)."""
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT container, key, dataset, size, source_etag, source_checksums, "
+                "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
+                "WHERE plan=? AND destination_bucket=? AND destination_key IN "
+                f"({marks}) AND phase=? AND state IN ('pending', 'failed') "
+                "AND upload_id IS NULL AND sha256 IS NULL",
+                (plan, bucket, *keys, phase),
+            ).fetchall()
+        return [PhaseCandidate(*r) for r in rows]
+
+    def clear_conflicts(self, plan: str, phase: str) -> None:
+        """The phase's conflicts are checked again: back to pending."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET state='pending', error=NULL WHERE plan=? AND phase=? "
+                f"AND state='failed' AND error LIKE '{CONFLICT}%'",
+                (plan, phase),
+            )
 
     def recorded_uploads(self, plan: str) -> set[tuple[str, str, str]]:
         """(destination bucket, destination key, upload id) of uploads the plan still owns."""

@@ -244,6 +244,23 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
     return plan
 
 
+def destination_prefixes(plan: Plan) -> dict[str, list[str]]:
+    """Per destination bucket, the prefixes to list: the mappings' destination prefixes
+    without those another covers, in order. Keys under such disjoint prefixes, listed one
+    prefix after the other, come in ascending key order."""
+    out: dict[str, list[str]] = {}
+    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+        prefixes = sorted(
+            {m.destination_prefix for m in plan.mappings if m.destination_bucket == bucket}
+        )
+        kept: list[str] = []
+        for p in prefixes:  # sorted: a covering prefix comes before what it covers
+            if not any(p.startswith(k) for k in kept):
+                kept.append(p)
+        out[bucket] = kept
+    return out
+
+
 def key_hash(container: str, key: str) -> int:
     """The key hash that hash samples and waves select on (see the module doc)."""
     data = f"{container}/{key}".encode("utf-8", "surrogateescape")

@@ -176,6 +176,12 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
         f"{human_bytes(int(rate))}/s), {s.already_done:,} already done, {s.failed:,} failed, "
         f"{s.changed:,} changed at the source (left for delta), {s.retries:,} retries."
     )
+    if s.conflicts:
+        console.print(
+            f"  {s.conflicts:,} of the failed were not copied: the destination already holds "
+            "another object under their key (run with --overwrite to copy over them)",
+            markup=False,
+        )
     if s.throttled:
         console.print(
             f"  the stores asked to slow down {s.throttled:,} times: concurrency went down "

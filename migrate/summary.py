@@ -22,7 +22,8 @@ class PhaseSummary:
     copied: int = 0
     bytes_copied: int = 0
     bytes_sent: int = 0
-    failed: int = 0
+    failed: int = 0  # conflicts included
+    conflicts: int = 0  # not copied: another object at the destination key (see conflicts.py)
     changed: int = 0
     retries: int = 0
     throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)

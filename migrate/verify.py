@@ -50,7 +50,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
 from migrate.ledger import DestinationRow, Ledger, dumps
-from migrate.plan import Plan
+from migrate.plan import Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA
 from providers.base import ObjectInfo, StoreAdapter
 
@@ -188,23 +188,6 @@ def sampled(seed: int, bucket: str, key: str, share: float) -> bool:
         return True
     data = f"{seed}\0{bucket}\0{key}".encode("utf-8", "surrogateescape")
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") < share * 2**64
-
-
-def destination_prefixes(plan: Plan) -> dict[str, list[str]]:
-    """Per destination bucket, the prefixes to list: the mappings' destination prefixes
-    without those another covers, in order. Keys under such disjoint prefixes, listed one
-    prefix after the other, come in ascending key order."""
-    out: dict[str, list[str]] = {}
-    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
-        prefixes = sorted(
-            {m.destination_prefix for m in plan.mappings if m.destination_bucket == bucket}
-        )
-        kept: list[str] = []
-        for p in prefixes:  # sorted: a covering prefix comes before what it covers
-            if not any(p.startswith(k) for k in kept):
-                kept.append(p)
-        out[bucket] = kept
-    return out
 
 
 class _Verifier:

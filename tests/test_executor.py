@@ -1260,3 +1260,55 @@ def test_copying_a_2_gib_object_keeps_memory_under_300_mib(tmp_path: Path) -> No
     assert result["copied"] == 1
     assert (dst_root / "copy" / "huge.bin").stat().st_size == 2 * 1024**3
     assert result["hwm_kib"] / 1024 < 300, f"peak RSS {result['hwm_kib'] / 1024:.0f} MiB"
+
+
+@pytest.mark.parametrize("dst", ["s3", "azure"])
+def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten(
+    env_for: Any, dst: str
+) -> None:
+    """Someone else's object under a key the phase is to write stays as it is (the copy
+    fails as a conflict, as the dry run said), until it is moved away or --overwrite; the
+    same bytes already there, or this plan's own copy whose record was lost, are no
+    conflict."""
+    from migrate.dryrun import dry_run
+
+    env: Env = env_for("s3", dst)
+    env.seed(ESTATE)
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    foreign = b"someone else's report"
+    put(env.destination, env.bucket, "reports/2025/q1.csv", foreign)
+    put(env.destination, env.bucket, "reports/2025/q2 été %+#.csv",
+        ESTATE["reports/2025/q2 été %+#.csv"][0])  # fmt: skip
+
+    def go(**kw: Any) -> Any:
+        with Ledger(env.state) as ledger:
+            return run_phase(plan, "bulk-1", ledger, env.source, env.destination,
+                             config=SMALL_PARTS, sleep=lambda s: None, **kw)  # fmt: skip
+
+    with Ledger(env.state) as ledger:
+        preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
+    assert preview.conflicts == 1
+    summary = go()
+    assert (summary.conflicts, summary.failed, summary.copied) == (1, 1, len(ESTATE) - 1)
+    assert summary.failures[0][1] == "reports/2025/q1.csv"
+    assert summary.failures[0][2].startswith("conflict: ")
+    assert env.read_destination("reports/2025/q1.csv") == foreign
+    again = go()  # still there: still not overwritten, nothing else to copy
+    assert (again.conflicts, again.copied) == (1, 0)
+    assert env.read_destination("reports/2025/q1.csv") == foreign
+
+    forced = go(overwrite=True)
+    assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 1)
+    assert env.read_destination("reports/2025/q1.csv") == ESTATE["reports/2025/q1.csv"][0]
+
+    # This plan's own copies whose records a kill -9 lost: copied again, no conflict.
+    with sqlite3.connect(env.state / "state.db") as db:
+        db.execute("UPDATE transfers SET state='pending', sha256=NULL, md5=NULL, "
+                   "destination_etag=NULL")  # fmt: skip
+    lost = go()
+    assert (lost.conflicts, lost.failed, lost.copied) == (0, 0, len(ESTATE))
+    with Ledger(env.state) as ledger:
+        result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
+                        deep=True, sample=None, seed=1)  # fmt: skip
+    assert result.passed, result.findings
