@@ -933,7 +933,8 @@ class Ledger:
             ]
 
     def phase_mark(self, plan: str, phase: str, column: str, reason: str | None = None) -> None:
-        """Record started_at, finished_at or verified_at (and a forced gate's reason)."""
+        """Record started_at, finished_at or verified_at (and a forced gate's reason: each
+        different reason is kept, after those before it)."""
         if column not in ("started_at", "finished_at", "verified_at"):
             raise ValueError(column)
         with self.atomic() as db:
@@ -942,9 +943,13 @@ class Ledger:
                 (plan, phase),
             )
             db.execute(
-                f"UPDATE phases SET {column}=?, forced_reason=COALESCE(?, forced_reason) "
-                "WHERE plan=? AND phase=?",
-                (_now(), reason, plan, phase),
+                f"UPDATE phases SET {column}=:now, forced_reason=CASE "
+                "WHEN :reason IS NULL THEN forced_reason "
+                "WHEN forced_reason IS NULL THEN :reason "
+                "WHEN instr(forced_reason, :reason) > 0 THEN forced_reason "
+                "ELSE forced_reason || '; then: ' || :reason END "
+                "WHERE plan=:plan AND phase=:phase",
+                {"now": _now(), "reason": reason, "plan": plan, "phase": phase},
             )
 
     def clear_verified(self, plan: str, phases: Sequence[str]) -> None:

@@ -692,10 +692,13 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
         "pending": 1,
     }
     # The same run again copies back what was lost (and only that), and it verifies.
-    again = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test", "--json"]
+    again = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "lost copy", "--json"]
     code, out, err = run([*again, *where], capsys)  # forced: the fixture's pilot has not run
     assert code == 0, err
     assert json.loads(out)["copied"] == 1
+    code, out, _ = run(["status", plan, "--json", *where], capsys)
+    forced = json.loads(out)["phases"]["bulk-1"]["forced_reason"]
+    assert forced == "test; then: lost copy"  # each reason kept, the fixture's first
     assert copied[0].read_bytes() == (tmp_path / "src" / "data" / copied[0].name).read_bytes()
     assert run(["verify", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
 
