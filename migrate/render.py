@@ -263,6 +263,28 @@ def print_dry_run(console: Console, report: Any) -> None:
             f"{d.conflicts:,}",
         )
     console.print(table)
+    wrong = sum(d.done_not_as_recorded for d in report.datasets)
+    done = sum(d.done_in_ledger for d in report.datasets) - wrong
+    again = report.identical - done
+    if wrong:
+        console.print(
+            f"{wrong:,} objects this plan copied are not at the destination as recorded: the "
+            "run skips them; `migrate verify` finds them and marks them to copy again.",
+            markup=False,
+        )
+    if report.identical:
+        # "identical" spoke as if the run skipped them all: it skips only its own done ones.
+        console.print(
+            f"Identical: {done:,} copied by this plan already (the run skips them); the run "
+            f"copies the other {again:,} again, to record checksums of the bytes it reads.",
+            markup=False,
+        )
+    if report.conflicts:
+        console.print(
+            f"Conflicts: the run leaves these {report.conflicts:,} as they are and fails their "
+            "copy (exit 11); --overwrite copies over them.",
+            markup=False,
+        )
     for d in report.datasets:
         for example in d.conflict_examples:
             console.print(f"  conflict: {example}", markup=False)
