@@ -345,7 +345,8 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 def _counts(stats: Sequence[TransferStats]) -> Counts:
     objects = size = done = done_bytes = failed = changed = pending = retries = attempts = 0
     starts = [s.first_started for s in stats if s.first_started]
-    ends = [s.last_finished for s in stats if s.last_finished]
+    # A removal (delta --delete-removed) records when it happened: not part of the copy.
+    ends = [s.last_finished for s in stats if s.last_finished and s.state != "removed"]
     for s in stats:
         if s.state == "removed":
             continue  # deleted at the source, removed at the destination: no longer moved

@@ -8,6 +8,7 @@ sources), once through the commands a user runs."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,7 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     would = json.loads(out)["datasets"]
     totals = [sum(d[k] for d in would) for k in ("would_copy", "conflicts")]
     assert totals == [2, 0], would
+    time.sleep(1.1)  # timestamps are to the second: the removal is later than the copy
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--delete-removed", "--json", *s)
     assert code == 0
     result = json.loads(out)
@@ -259,6 +261,9 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert cli(capsys, "report", plan, "-o", str(report_dir), *s)[0] == 0
     rep = json.loads((report_dir / "report.json").read_text())
     assert rep["status"] == "verified", [(p["name"], p["verified_at"]) for p in rep["phases"]]
+    by_name = {p["name"]: p for p in rep["phases"]}
+    for name in ("pilot", "bulk-1"):  # the removal by delta is not part of their copy
+        assert by_name[name]["counts"]["finished_at"] <= by_name[name]["finished_at"]
 
     # A dataset that appeared after the plan was made (a new top-level prefix): no phase
     # copies it, so the cutover says do not switch over, although the plan's own objects
