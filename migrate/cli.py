@@ -945,12 +945,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except TyperException as exc:  # usage errors: typer shows them its own way
-        show = getattr(exc, "show", None)
-        if show:
-            show()
-        else:
-            _stderr().print(f"migrate: {exc.format_message()}", markup=False)
+    except TyperException as exc:  # usage errors: one line too, and where to learn more
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as asked
+            getattr(exc, "show")()  # noqa: B009 (typer types it without `show`)
+            return int(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        _stderr().print(f"migrate: error: {message}{where}", markup=False, soft_wrap=True)
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         _stderr().print(INTERRUPTED_LINE, markup=False)

@@ -721,3 +721,17 @@ def test_a_run_with_failed_objects_says_so_in_one_line_and_exits_11(
     assert_one_line_without_secret(out, err)
     code, out, _ = run(["status", plan, "--json", *where], capsys)
     assert {c["state"] for c in json.loads(out)["counts"] if c["phase"] == "pilot"} == {"failed"}
+
+
+def test_a_usage_error_is_one_line_that_says_where_to_look(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for args, where in (
+        (["run", "p.yaml", "--phase", "pilot", "--concurrency", "abc"], "migrate run --help"),
+        (["verify", "p.yaml", "--bogus"], "migrate verify --help"),
+        (["runn"], "migrate --help"),
+    ):
+        code, out, err = run(args, capsys)
+        assert code == 2, err
+        assert err.startswith("migrate: error: ") and f"(see `{where}`)" in err, err
+        assert_one_line_without_secret(out, err)
