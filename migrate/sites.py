@@ -26,8 +26,21 @@ _SECRET_VALUE = [
     re.compile(r"AccountKey=", re.IGNORECASE),
     re.compile(r"SharedAccessSignature=|[?&]sig=", re.IGNORECASE),
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
-    re.compile(r"^[A-Za-z0-9+/]{40,}={0,2}$"),  # long base64: account keys, secret keys
 ]
+# Long base64 (account keys, secret keys) mixes cases and digits; a long name or a path
+# of plain words does not, so it is not taken for one (a secret in a field that names
+# things, such as `path` or `buckets`, is a mistake this shape cannot tell from a name).
+_LONG_BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,}={0,2}$")
+_NAMING_FIELDS = {"path", "state_dir", "buckets", "containers", "bucket_prefix", "endpoint"}
+
+
+def _looks_like_key(value: str, field: str) -> bool:
+    if not _LONG_BASE64.match(value) or field in _NAMING_FIELDS:
+        return False
+    mixed = any(c.isupper() for c in value) and any(c.islower() for c in value)
+    return mixed and any(c.isdigit() for c in value) and not value.startswith("/")
+
+
 _REFERENCE_KEYS = {"profile"}
 
 
@@ -169,7 +182,10 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
     elif isinstance(raw, list):
         for i, value in enumerate(raw):
             _refuse_secrets(value, path, f"{where}[{i}]")
-    elif isinstance(raw, str) and any(p.search(raw) for p in _SECRET_VALUE):
+    elif isinstance(raw, str) and (
+        any(p.search(raw) for p in _SECRET_VALUE)
+        or _looks_like_key(raw, where.rsplit(".", 1)[-1].split("[", 1)[0])
+    ):
         raise SecretInConfig(
             f"{path}: {where} looks like a secret (key or token)",
             hint="keep secrets in environment variables and reference them with *_env keys",

@@ -116,3 +116,16 @@ def test_unknown_site_lists_the_known_ones(tmp_path: Path) -> None:
     config = load_sites(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="azure-hdh, scw-par"):
         config.site("nope")
+
+
+def test_long_names_and_paths_are_not_taken_for_secrets(tmp_path: Path) -> None:
+    long_name = "pseudonymisedhealthdataextractsfor2025and2026"  # 45 letters and digits
+    path_dir = "/srv/hospital/Archive2025/PseudonymisedExtractsNorth"
+    text = GOOD.replace('containers = ["snds", "cohorts"]', f'containers = ["{long_name}"]')
+    text += f'\n[sites.own]\nprovider = "local"\npath = "{path_dir}"\n'
+    config = load_sites(write(tmp_path, text))
+    assert config.site("azure-hdh").buckets == (long_name,)
+    # An account key (mixed case, digits, base64) is still refused wherever it is written.
+    key = "Zm9vYmFyYmF6cXV4" + "Q29ycDIwMjZTZWNyZXRLZXlWYWx1ZUZvclRlc3Q=="
+    with pytest.raises(SecretInConfig):
+        load_sites(write(tmp_path, GOOD.replace('region = "francecentral"', f'region = "{key}"')))
