@@ -646,8 +646,12 @@ def run(
                     overwrite=overwrite,
                 )
         passed, checklist = True, list(session.plan.phase(phase).checklist)
-        whole = True  # the verification of the whole plan (cutover) passed
-        if kind == "cutover" and not summary.failed:
+        # Cutover: the verification of the whole plan passed (None: not run, the copy failed)
+        whole: bool | None = True
+        if kind == "cutover" and summary.failed:
+            whole, passed = None, False
+            session.ledger.clear_verified(session.plan.name, [phase])
+        elif kind == "cutover":
             from migrate.verify import verify as do_verify
 
             result = do_verify(
@@ -673,7 +677,13 @@ def run(
     else:
         render.print_phase_summary(_console(), summary)
         if kind == "cutover":
-            state = "passed" if whole else "FAILED: do not switch over"
+            state = (
+                "passed"
+                if whole
+                else "not run (the copy failed): do not switch over"
+                if whole is None
+                else "FAILED: do not switch over"
+            )
             _console().print(f"Verification of the whole plan: {state}", markup=False)
             if passed:
                 _console().print(
@@ -697,7 +707,7 @@ def run(
             + (" (--overwrite copies over the conflicts)" if summary.conflicts else ""),
         )
     if not passed:
-        if not whole:
+        if whole is False:
             raise IntegrityError(
                 "cutover: the verification of the whole plan failed: do not switch over",
                 hint="`migrate verify PLAN` names what is wrong",
@@ -844,9 +854,8 @@ def verify(
         if result.to_copy_again:
             from migrate.verify import WRONG_CONTENT
 
-            phases = sorted(
-                {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
-            )
+            wrong = {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
+            phases = [p.name for p in session.plan.phases if p.name in wrong]  # plan order
             hint = (
                 f"the {result.to_copy_again:,} objects found wrong will be copied again by "
                 + " and ".join(f"`migrate run PLAN --phase {p}`" for p in phases[:3])

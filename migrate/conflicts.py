@@ -1,26 +1,33 @@
 """Before a phase copies: objects already at the destination, under keys the phase is to
-write, that this plan did not write. A copy over one of them would destroy data nobody
-asked to replace, so unless it holds the same bytes (or is this plan's own copy whose
-record a kill -9 lost), its transfer fails with a `conflict` reason and it is left as it
-is; `--overwrite` copies over them. The dry run names the same conflicts beforehand.
+write, that are not this plan's. A copy over one of them would destroy data nobody asked
+to replace, so unless it holds the same bytes, or is this plan's own earlier copy, its
+transfer fails with a `conflict` reason and it is left as it is; `--overwrite` copies over
+them. The dry run names the same conflicts beforehand (this module uses its `classify`).
 
-One listing of the phase's destination prefixes per run (memory: one page), a batched
-lookup of each page in the ledger, and a HEAD only for keys the phase is to write.
+This plan's own earlier copy: a copy it recorded (an object changed at the source since, or
+one verify found wrong: missing is no conflict, other bytes are), or a copy whose record a
+kill -9 lost (migrate's metadata, the size and, where the source has one, its SHA-256).
+
+Few keys to write are each asked with a HEAD; many, by one listing of their buckets (memory:
+one page), each page looked up in the ledger at once, and a HEAD only for keys the phase is
+to write. Requests go through the run's limits and retries.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from itertools import islice
 
 from migrate.dryrun import classify
 from migrate.errors import NotFound
-from migrate.ledger import CONFLICT, Ledger
+from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
 from migrate.plan import Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA
 from providers.base import ObjectInfo, StoreAdapter
 
 PAGE = 500
+FEW = 1000  # keys to write in a bucket that are asked one by one instead of listing it
 
 
 def _listing(destination: StoreAdapter, bucket: str, prefixes: list[str]) -> Iterator[ObjectInfo]:
@@ -28,12 +35,21 @@ def _listing(destination: StoreAdapter, bucket: str, prefixes: list[str]) -> Ite
         try:
             yield from destination.list_objects(bucket, prefix)
         except NotFound:  # the bucket is not there yet: nothing in the way
-            return
+            continue
 
 
-def _written_by_migrate(info: ObjectInfo) -> bool:
-    meta = {k.lower() for k in info.metadata or {}}
-    return SHA256_METADATA in meta or SOURCE_MTIME_METADATA in meta
+def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
+    """Whether the object is this plan's copy of `row` whose record a kill -9 lost."""
+    meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
+    if row.previous_sha256 is not None or info.size != row.size:
+        return False
+    if SHA256_METADATA not in meta or SOURCE_MTIME_METADATA not in meta:
+        return False
+    try:
+        source_sha = (json.loads(row.checksums) if row.checksums else {}).get("sha256")
+    except (ValueError, AttributeError):
+        source_sha = None
+    return not source_sha or str(source_sha).lower() == meta[SHA256_METADATA].lower()
 
 
 def mark_conflicts(
@@ -46,7 +62,7 @@ def mark_conflicts(
     overwrite: bool = False,
 ) -> int:
     """Fail, with a `conflict` reason, the phase's transfers whose destination key holds
-    an object this plan did not write, with other bytes; returns how many. Conflicts of an
+    an object that is not this plan's, with other bytes; returns how many. Conflicts of an
     earlier run are checked again (the object may have been moved away since). With
     `overwrite`, nothing is checked and every transfer is copied."""
     ledger.clear_conflicts(plan.name, phase)
@@ -62,27 +78,37 @@ def mark_conflicts(
         except NotFound:
             return None
 
+    def check(row: PhaseCandidate) -> bool:
+        info = head(row.destination_bucket, row.destination_key)
+        if info is None or _lost_record(row, info):
+            return False
+        outcome, why = classify(row, info)
+        if outcome != "conflict":
+            return False  # absent, the same bytes, or this plan's earlier copy
+        ledger.transfer_not_done(
+            plan.name,
+            row.container,
+            row.key,
+            "failed",
+            f"{CONFLICT}{row.destination_bucket}/{row.destination_key} already holds an "
+            f"object this plan did not write ({why}); not overwritten: move it away, or run "
+            "with --overwrite",
+            0,
+        )
+        return True
+
     found = 0
     for bucket, prefixes in destination_prefixes(plan).items():
+        count = ledger.to_write_count(plan.name, phase, bucket)
+        if count == 0:
+            continue
+        if count <= FEW:
+            found += sum(check(row) for row in list(ledger.to_write_at(plan.name, phase, bucket)))
+            continue
         listing = _listing(destination, bucket, prefixes)
         while page := list(islice(listing, PAGE)):
             keys = [o.key for o in page]
-            for row in ledger.never_copied_at(plan.name, phase, bucket, keys):
-                info = head(bucket, row.destination_key)
-                if info is None or _written_by_migrate(info):
-                    continue  # gone since, or a copy by migrate whose record was lost
-                outcome, why = classify(row, info)
-                if outcome != "conflict":
-                    continue  # the same bytes: copying them again changes nothing
-                ledger.transfer_not_done(
-                    plan.name,
-                    row.container,
-                    row.key,
-                    "failed",
-                    f"{CONFLICT}{bucket}/{row.destination_key} already holds an object this "
-                    f"plan did not write ({why}); not overwritten: move it away, or run "
-                    "with --overwrite",
-                    0,
-                )
-                found += 1
+            found += sum(
+                check(row) for row in list(ledger.to_write_at(plan.name, phase, bucket, keys))
+            )
     return found

@@ -17,7 +17,8 @@ from migrate.inventory import run_inventory
 from migrate.ledger import DatasetTotal, DeletedRow, Ledger
 from migrate.plan import PhaseKind, Plan
 from migrate.sites import SitesConfig
-from providers.base import StoreAdapter
+from migrate.transfer import SHA256_METADATA
+from providers.base import ObjectInfo, StoreAdapter
 
 SHOWN = 1000  # deleted objects named in a summary; the count covers them all
 PAGE = 500
@@ -128,3 +129,40 @@ def cutover_checklist(plan: Plan) -> list[str]:
         f"plan {plan.name} has no cutover phase",
         hint="make the plan again with `migrate plan`",
     )
+
+
+def settle_gone(
+    plan: Plan,
+    phase: str,
+    ledger: Ledger,
+    destination: StoreAdapter,
+    *,
+    call: Callable[[Callable[[], ObjectInfo]], ObjectInfo] | None = None,
+) -> int:
+    """Settle the phase's transfers still to copy whose source object the latest
+    inventory no longer has (taken, then deleted at the source before it was copied): a
+    copy would fail at every run and hold the phase open. What the destination key holds
+    decides (see `Ledger.settle_gone`): a HEAD each. Returns how many were settled."""
+
+    def head(bucket: str, key: str) -> ObjectInfo | None:
+        def fetch() -> ObjectInfo:
+            return destination.head(bucket, key)
+
+        try:
+            return call(fetch) if call is not None else fetch()
+        except NotFound:
+            return None
+
+    settled = 0
+    while rows := ledger.gone_at_source(plan, phase, PAGE):
+        for row in rows:
+            info = head(row.destination_bucket, row.destination_key)
+            meta = {k.lower(): v for k, v in ((info.metadata or {}) if info else {}).items()}
+            earlier = row.previous_sha256 is not None and (
+                info is None or meta.get(SHA256_METADATA, "").lower() == row.previous_sha256
+            )
+            ledger.settle_gone(
+                plan.name, row.container, row.key, at_destination=info, earlier_copy=earlier
+            )
+            settled += 1
+    return settled

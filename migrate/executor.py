@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from migrate.conflicts import mark_conflicts
+from migrate.delta import settle_gone
 from migrate.errors import (
     IntegrityError,
     MigrateError,
@@ -251,6 +252,8 @@ def run_phase(
         nothing.seconds = time.monotonic() - started
         return nothing
     total = ledger.resolve_phase(plan, plan.phase(phase_name))
+    if settle_gone(plan, phase_name, ledger, destination):  # HEADs of the few gone
+        total = ledger.resolve_phase(plan, plan.phase(phase_name))
     return_large_buffers()
     summary = PhaseSummary(plan.name, phase_name, objects=total)
     counts = {c.state: c for c in ledger.phase_counts(plan.name, phase_name)}
@@ -261,12 +264,6 @@ def run_phase(
         destination.create_container(bucket)
     abort_orphan_uploads(plan, ledger, destination)
     retries = _Retries(config, sleep)
-    summary.conflicts = mark_conflicts(
-        plan, phase_name, ledger, destination, call=retries, overwrite=overwrite
-    )
-    summary.failed = summary.conflicts
-    subscriber.on_start(total - summary.already_done - summary.conflicts, todo_bytes)
-
     # Composed once per endpoint: request rate, bandwidth, and a concurrency limit that
     # halves when the store throttles and grows back as requests succeed.
     source_limit = AdaptiveLimit(config.concurrency * 2)
@@ -279,6 +276,12 @@ def run_phase(
         bwlimit=config.bwlimit,
         sleep=sleep,
     )
+    # Through the limits: on a large estate this is a listing of the destination.
+    summary.conflicts = mark_conflicts(
+        plan, phase_name, ledger, destination, call=retries, overwrite=overwrite
+    )
+    summary.failed = summary.conflicts
+    subscriber.on_start(total - summary.already_done - summary.conflicts, todo_bytes)
     classes = {m.dataset: m.storage_classes for m in plan.mappings}
     # Parts of large objects go to their own threads, so one large object (a pilot, the
     # last blob of a wave) is not a single read-then-send stream.

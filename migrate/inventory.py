@@ -78,13 +78,18 @@ def flags_of(obj: ObjectInfo) -> Flag:
         flags |= Flag.TOO_LARGE
     if not obj.checksums:
         flags |= Flag.NO_CHECKSUM
-    # Stores that keep objects as files (SeaweedFS's filer, say) store `a//b` as `a/b`, and
-    # `a/./b` or `a/../b` as a path: the copy lands under another key, maybe another
-    # object's. A trailing '/' (a folder marker) is left alone.
-    segments = obj.key.split("/")[:-1] if obj.key.endswith("/") else obj.key.split("/")
-    if any(s in ("", ".", "..") for s in segments):
+    if not portable_key(obj.key):
         flags |= Flag.KEY_NOT_PORTABLE
     return flags
+
+
+def portable_key(key: str) -> bool:
+    """False for a key with an empty, '.' or '..' segment: stores that keep objects as
+    files (SeaweedFS's filer, say) store `a//b` as `a/b`, and `a/./b` or `a/../b` as a
+    path, so the copy lands under another key, maybe another object's. A trailing '/' (a
+    folder marker) is fine."""
+    segments = key.split("/")[:-1] if key.endswith("/") else key.split("/")
+    return not any(s in ("", ".", "..") for s in segments)
 
 
 def to_row(obj: ObjectInfo) -> InventoryRow:

@@ -36,6 +36,7 @@ from migrate.locations import STATE_FILE
 
 if TYPE_CHECKING:
     from migrate.plan import Phase, Plan
+    from providers.base import ObjectInfo
 
 _MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -857,25 +858,93 @@ class Ledger:
                     (plan, container, key),
                 )
 
-    def never_copied_at(
-        self, plan: str, phase: str, bucket: str, keys: Sequence[str]
-    ) -> list[PhaseCandidate]:
-        """The phase's transfers to do that this plan never copied and has no upload under
-        way for, whose destination is one of `keys` in `bucket`: an object already there
-        was not written by this plan (or its record was lost with a kill -9)."""
-        if not keys:
-            return []
-        marks = ", ".join("?" for _ in keys)
+    def to_write_at(
+        self, plan: str, phase: str, bucket: str, keys: Sequence[str] | None = None
+    ) -> Iterator[PhaseCandidate]:
+        """The phase's transfers to do with no upload under way (an upload is this plan's
+        own write), whose destination is one of `keys` in `bucket` (None: any key), in
+        destination key order. `previous_sha256` is set when this plan copied it before."""
+        sql = (
+            "SELECT container, key, dataset, size, source_etag, source_checksums, "
+            "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
+            "WHERE plan=? AND destination_bucket=? AND phase=? "
+            "AND state IN ('pending', 'failed') AND upload_id IS NULL"
+        )
+        args: list[object] = [plan, bucket, phase]
+        if keys is not None:
+            if not keys:
+                return
+            sql += f" AND destination_key IN ({', '.join('?' for _ in keys)})"
+            args += list(keys)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY destination_key", args).fetchall()
+        for r in rows:
+            yield PhaseCandidate(*r)
+
+    def to_write_count(self, plan: str, phase: str, bucket: str) -> int:
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM transfers WHERE plan=? AND destination_bucket=? "
+                    "AND phase=? AND state IN ('pending', 'failed') AND upload_id IS NULL",
+                    (plan, bucket, phase),
+                ).fetchone()[0]
+            )
+
+    def gone_at_source(self, plan: Plan, phase: str, limit: int) -> list[PhaseCandidate]:
+        """The phase's transfers still to copy (no upload under way) whose source object
+        the latest inventory no longer has: a copy would fail at every run. The caller
+        settles each (`settle_gone`), so they leave this list."""
+        params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase}
         with self._lock:
             rows = self._db.execute(
                 "SELECT container, key, dataset, size, source_etag, source_checksums, "
-                "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
-                "WHERE plan=? AND destination_bucket=? AND destination_key IN "
-                f"({marks}) AND phase=? AND state IN ('pending', 'failed') "
-                "AND upload_id IS NULL AND sha256 IS NULL",
-                (plan, bucket, *keys, phase),
+                "destination_bucket, destination_key, state, sha256, md5 FROM transfers AS t "
+                f"WHERE {_GONE} ORDER BY container, key LIMIT {int(limit)}",
+                params,
             ).fetchall()
         return [PhaseCandidate(*r) for r in rows]
+
+    def settle_gone(
+        self,
+        plan: str,
+        container: str,
+        key: str,
+        *,
+        at_destination: ObjectInfo | None,
+        earlier_copy: bool,
+    ) -> str:
+        """Settle a transfer whose source object is gone, from what its destination key
+        holds; returns the new state. Nothing there and never copied: the transfer is
+        dropped (nothing to copy, nothing to keep). This plan's earlier copy there: back to
+        `done` as that copy (its size and ETag as they are), so it is reported deleted at
+        the source and removed only with --delete-removed. Nothing there but copied before:
+        `removed`. Something there this plan cannot prove it wrote: `removed`, the reason
+        naming it, so verify reports it as unexpected and nothing deletes it unasked."""
+        with self.atomic() as db:
+            where = "WHERE plan=? AND container=? AND key=?"
+            if at_destination is None and not earlier_copy:
+                db.execute(f"DELETE FROM transfers {where}", (plan, container, key))
+                return "dropped"
+            if at_destination is not None and earlier_copy:
+                db.execute(
+                    # source_etag: the inventory's source no longer describes this copy
+                    "UPDATE transfers SET state='done', size=?, destination_etag=?, error=NULL, "
+                    f"source_etag=NULL, finished_at=? {where}",
+                    (at_destination.size, at_destination.etag, _now(), plan, container, key),
+                )
+                return "done"
+            why = (
+                "deleted at the source; its copy is no longer at the destination"
+                if at_destination is None
+                else "deleted at the source before its copy was recorded; the object at the "
+                "destination key is not proven this plan's: remove it by hand if it is"
+            )
+            db.execute(
+                f"UPDATE transfers SET state='removed', error=?, finished_at=? {where}",
+                (why, _now(), plan, container, key),
+            )
+            return "removed"
 
     def clear_conflicts(self, plan: str, phase: str) -> None:
         """The phase's conflicts are checked again: back to pending."""
@@ -946,7 +1015,8 @@ class Ledger:
                 f"UPDATE phases SET {column}=:now, forced_reason=CASE "
                 "WHEN :reason IS NULL THEN forced_reason "
                 "WHEN forced_reason IS NULL THEN :reason "
-                "WHEN instr(forced_reason, :reason) > 0 THEN forced_reason "
+                "WHEN instr('; then: ' || forced_reason || '; then: ', "
+                "'; then: ' || :reason || '; then: ') > 0 THEN forced_reason "
                 "ELSE forced_reason || '; then: ' || :reason END "
                 "WHERE plan=:plan AND phase=:phase",
                 {"now": _now(), "reason": reason, "plan": plan, "phase": phase},
@@ -1301,9 +1371,6 @@ class Ledger:
     def _resolve(self, db: sqlite3.Connection, plan: Plan, phase: Phase) -> None:
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         if phase.selector.changed_since_copy:
-            # Never copied, nothing under way, and gone from the source since it was taken:
-            # nothing to copy and nothing at the destination (else it would fail each run).
-            db.execute(f"DELETE FROM transfers AS t WHERE {_GONE_UNCOPIED}", params)
             where = _changed_where(phase.selector.datasets, params)
             db.execute(
                 "UPDATE transfers AS t SET phase = :phase, state = 'pending', size = o.size, "
@@ -1351,10 +1418,7 @@ class Ledger:
             # Resolved again at its next run (see resolve_phase): its rows as they will be
             # then, and what will join it (below).
             where = _changed_where(phase.selector.datasets, params)
-            fixed += (
-                f" AND NOT ({_GONE_UNCOPIED}) "
-                f"AND NOT EXISTS (SELECT 1 FROM objects AS o WHERE {where})"
-            )
+            fixed += f" AND NOT ({_GONE}) AND NOT EXISTS (SELECT 1 FROM objects AS o WHERE {where})"
             for row in self._db.execute(fixed, params):
                 yield PhaseCandidate(*row)
         ctes = [_mapping_cte(plan, params)]
@@ -1675,7 +1739,7 @@ class Ledger:
     def transfer_to_copy_again(self, plan: str, container: str, key: str, why: str) -> bool:
         """A done transfer whose destination object a verification found wrong goes back
         to `pending` (its sha256/md5 stay, as the record of the copy found wrong), so the
-        next run of its phase copies it again; the phase is no longer finished. Returns
+        next run of its phase copies it again; the phase is no longer finished nor verified. Returns
         whether it changed (only a done transfer does)."""
         with self.atomic() as db:
             cur = db.execute(
@@ -1685,9 +1749,9 @@ class Ledger:
                 (why, plan, container, key),
             )
             if cur.rowcount:
-                db.execute(
-                    "UPDATE phases SET finished_at=NULL WHERE plan=? AND phase=(SELECT phase "
-                    "FROM transfers WHERE plan=? AND container=? AND key=?)",
+                db.execute(  # at once: a verification stopped half-way records nothing
+                    "UPDATE phases SET finished_at=NULL, verified_at=NULL WHERE plan=? AND "
+                    "phase=(SELECT phase FROM transfers WHERE plan=? AND container=? AND key=?)",
                     (plan, plan, container, key),
                 )
         return cur.rowcount > 0
@@ -1886,11 +1950,11 @@ def _mapping_cte(plan: Plan, params: dict[str, object]) -> str:
     return f"m(dataset, bucket, sprefix, dprefix) AS (VALUES {', '.join(rows)})"
 
 
-# A transfer `t` of phase :phase never copied (no earlier copy, no upload under way) whose
-# source object the latest inventory no longer has.
-_GONE_UNCOPIED = (
+# A transfer `t` of phase :phase still to copy, with no upload under way, whose source
+# object the latest inventory no longer has: see `Ledger.gone_at_source`.
+_GONE = (
     "t.plan = :plan AND t.phase = :phase AND t.state IN ('pending', 'failed', 'changed') "
-    "AND t.sha256 IS NULL AND t.upload_id IS NULL AND NOT EXISTS (SELECT 1 FROM objects AS g "
+    "AND t.upload_id IS NULL AND NOT EXISTS (SELECT 1 FROM objects AS g "
     "WHERE g.site = :site AND g.container = t.container AND g.key = t.key "
     "AND g.deleted_in IS NULL)"
 )

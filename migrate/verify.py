@@ -49,6 +49,7 @@ from typing import Literal, TypeVar
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
+from migrate.inventory import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA
@@ -342,8 +343,10 @@ class _Verifier:
             # Deleted at the source, then at the destination on request (delta): it must be
             # gone; if it is still there it is unexpected.
             if obj is not None:
-                self.finding(row, "unexpected", "deleted at the source and removed by the "
-                             "delta, yet still at the destination")  # fmt: skip
+                detail = "deleted at the source and removed by the delta, yet still present"
+                if row.error and row.error.startswith("deleted at the source before"):
+                    detail = row.error  # settled without proof that the object is this plan's
+                self.finding(row, "unexpected", detail)
             return
         if row.state != "done":
             why = f": {row.error}" if row.error else ""
@@ -517,7 +520,14 @@ class _Verifier:
         """Record a finding. What the destination holds wrong is marked to copy again (the
         phase's next run does it); not what is wrong at the source (`source_side`): a copy
         of those bytes would be no better."""
-        if kind in WRONG_CONTENT and not source_side and row.state == "done":
+        # A key the destination stores under another name (a//b as a/b) would be copied
+        # and found missing again at every run: named, not marked.
+        if (
+            kind in WRONG_CONTENT
+            and not source_side
+            and row.state == "done"
+            and portable_key(row.destination_key)
+        ):
             why = f"verify found it {kind.replace('_', ' ')}: {detail}"
             if self.ledger.transfer_to_copy_again(self.plan.name, row.container, row.key, why):
                 self.tally.bump("to_copy_again")

@@ -282,6 +282,18 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert code == 12 and "NOT IN THE PLAN: 1 objects" in out and "dsnds/newset/" in out, out
     source.delete("dsnds", "newset/a.csv")
 
+    # A copy the cutover cannot make (another writer's object under its key): the
+    # verification is not run, nothing says switch over, and no checklist is printed.
+    put(source, "dsnds", "t/late.csv", body(8, 200))
+    put(destination, "delta-dsnds", "t/late.csv", b"someone else's")
+    code = main(["run", plan, "--phase", "cutover", *s])
+    out, err = capsys.readouterr()
+    assert code == 11 and "not run (the copy failed): do not switch over" in out, out
+    assert "Checklist" not in out and "conflicts" in err, err
+    destination.delete("delta-dsnds", "t/late.csv")
+    code, out = cli(capsys, "run", plan, "--phase", "cutover", *s)
+    assert code == 0 and "Verification of the whole plan: passed" in out, out
+
     # Lost at the destination after the cutover: cutover run again says do not switch
     # over, and neither cutover nor the phase of the lost object is verified any more.
     destination.delete("delta-dsnds", "t/05.csv")
@@ -343,3 +355,28 @@ def test_each_delta_run_takes_what_appeared_or_changed_since_the_last(env_for: A
         assert env.read_destination("d/new-5.bin") == body(107, 300)
         whole = check(env, ledger, plan, None, deep=True)
         assert whole.passed and whole.objects == len(ESTATE) + 4
+
+
+def test_an_object_deleted_at_the_source_before_delta_copied_it_does_not_hold_the_phase(
+    env_for: Any,
+) -> None:
+    """Changed at the source (delta takes it again), then deleted before delta copied it:
+    its earlier copy is reported deleted at the source (removed on request), and delta
+    finishes instead of failing it at every run."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        put(env.source, env.container, "d/01.bin", body(99, 2500))  # changed
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert delta.to_copy_changed == 1
+        ledger.resolve_phase(plan, "delta")  # taken by delta (its run dies, say)
+        env.source.delete(env.container, "d/01.bin")  # then gone at the source
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (delta.to_copy_new, delta.to_copy_changed) == (0, 0)
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.copied, summary.failed) == (0, 0)
+        assert [r.key for r in deleted_at_source(plan, ledger)] == ["d/01.bin"]
+        assert check(env, ledger, plan, None).passed  # the earlier copy is still good
+        assert remove_deleted(plan, ledger, env.destination) == 1
+        assert "d/01.bin" not in destination_keys(env)
+        assert check(env, ledger, plan, None).passed

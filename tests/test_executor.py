@@ -167,6 +167,7 @@ class Env:
         destination: StoreAdapter | None = None,
         source: StoreAdapter | None = None,
         config: TransferConfig = SMALL_PARTS,
+        overwrite: bool = False,
     ) -> Any:
         with Ledger(self.state) as ledger:
             return run_phase(
@@ -177,6 +178,7 @@ class Env:
                 destination or self.destination,
                 config=config,
                 sleep=lambda s: None,
+                overwrite=overwrite,
             )
 
     def read_destination(self, key: str) -> bytes:
@@ -988,11 +990,13 @@ def test_an_earlier_copy_under_the_key_is_not_taken_for_the_unfinished_upload(
             "migrate-part-size": str(5 * MiB),
         },
     )
+    # Not provably this plan's: a conflict, unless asked to copy over it.
+    assert env.run(plan, destination=CrashBeforeComplete(env.destination)).conflicts == 1
     with pytest.raises(Crash):
-        env.run(plan, destination=CrashBeforeComplete(env.destination))
+        env.run(plan, destination=CrashBeforeComplete(env.destination), overwrite=True)
 
     dest = Counting(env.destination)
-    summary = env.run(plan, destination=dest)
+    summary = env.run(plan, destination=dest, overwrite=True)
 
     assert (summary.copied, summary.failed) == (1, 0), summary.failures
     assert dest.calls["upload_part"] == 0, "the parts sent before the crash are kept"
@@ -1280,6 +1284,11 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
     put(env.destination, env.bucket, "reports/2025/q1.csv", foreign)
     put(env.destination, env.bucket, "reports/2025/q2 été %+#.csv",
         ESTATE["reports/2025/q2 été %+#.csv"][0])  # fmt: skip
+    # Copied there by migrate, but not by this plan (another size): a conflict too.
+    other = b"another plan's copy"
+    put(env.destination, env.bucket, "top.txt", other, meta={
+        "migrate-sha256": hashlib.sha256(other).hexdigest(),
+        "migrate-source-last-modified": "2020-01-01T00:00:00+00:00"})  # fmt: skip
 
     def go(**kw: Any) -> Any:
         with Ledger(env.state) as ledger:
@@ -1288,18 +1297,19 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
 
     with Ledger(env.state) as ledger:
         preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
-    assert preview.conflicts == 1
+    assert preview.conflicts == 2
     summary = go()
-    assert (summary.conflicts, summary.failed, summary.copied) == (1, 1, len(ESTATE) - 1)
-    assert summary.failures[0][1] == "reports/2025/q1.csv"
-    assert summary.failures[0][2].startswith("conflict: ")
+    assert (summary.conflicts, summary.failed, summary.copied) == (2, 2, len(ESTATE) - 2)
+    assert [f[1] for f in summary.failures] == ["reports/2025/q1.csv", "top.txt"]
+    assert all(f[2].startswith("conflict: ") for f in summary.failures)
     assert env.read_destination("reports/2025/q1.csv") == foreign
+    assert env.read_destination("top.txt") == other
     again = go()  # still there: still not overwritten, nothing else to copy
-    assert (again.conflicts, again.copied) == (1, 0)
+    assert (again.conflicts, again.copied) == (2, 0)
     assert env.read_destination("reports/2025/q1.csv") == foreign
 
     forced = go(overwrite=True)
-    assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 1)
+    assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 2)
     assert env.read_destination("reports/2025/q1.csv") == ESTATE["reports/2025/q1.csv"][0]
 
     # This plan's own copies whose records a kill -9 lost: copied again, no conflict.
