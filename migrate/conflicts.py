@@ -8,9 +8,10 @@ This plan's own earlier copy: a copy it recorded (an object changed at the sourc
 one verify found wrong: missing is no conflict, other bytes are), or a copy whose record a
 kill -9 lost (migrate's metadata, the size and, where the source has one, its SHA-256).
 
-Few keys to write are each asked with a HEAD; many, by one listing of their buckets (memory:
-one page), each page looked up in the ledger at once, and a HEAD only for keys the phase is
-to write. Requests go through the run's limits and retries.
+A bucket is listed under the plan's prefixes (memory: a page or two), each page looked up
+in the ledger at once, and a HEAD made only for keys the phase is to write; when the
+bucket holds many objects and the phase writes few keys, those keys are HEADed instead.
+Requests go through the run's limits and retries.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA
 from providers.base import ObjectInfo, StoreAdapter
 
 PAGE = 500
-FEW = 1000  # keys to write in a bucket that are asked one by one instead of listing it
+FEW = 1000  # keys to write in a full bucket that are asked one by one instead of listing it
 
 
 def _listing(destination: StoreAdapter, bucket: str, prefixes: list[str]) -> Iterator[ObjectInfo]:
@@ -102,13 +103,18 @@ def mark_conflicts(
         count = ledger.to_write_count(plan.name, phase, bucket)
         if count == 0:
             continue
-        if count <= FEW:
+        listing = _listing(destination, bucket, prefixes)
+        # A bucket new or nearly empty (the usual case) is read in a request or two;
+        # else, for few keys to write, a HEAD each costs less than listing the bucket.
+        first = list(islice(listing, 2 * PAGE + 1))
+        if count <= FEW and len(first) > 2 * PAGE:
             found += sum(check(row) for row in list(ledger.to_write_at(plan.name, phase, bucket)))
             continue
-        listing = _listing(destination, bucket, prefixes)
-        while page := list(islice(listing, PAGE)):
-            keys = [o.key for o in page]
-            found += sum(
-                check(row) for row in list(ledger.to_write_at(plan.name, phase, bucket, keys))
-            )
+        page = first
+        while page:
+            for start in range(0, len(page), PAGE):
+                keys = [o.key for o in page[start : start + PAGE]]
+                rows = list(ledger.to_write_at(plan.name, phase, bucket, keys))
+                found += sum(check(row) for row in rows)
+            page = list(islice(listing, PAGE))
     return found
