@@ -40,17 +40,18 @@ def _listing(destination: StoreAdapter, bucket: str, prefixes: list[str]) -> Ite
 
 
 def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
-    """Whether the object is this plan's copy of `row` whose record a kill -9 lost."""
+    """Whether the object is this plan's copy of `row` whose record was lost (a kill -9, a
+    failure after the write): migrate's metadata, the size, and the source's SHA-256 where
+    it has one. A copy of an earlier version (delta, verify) counts too."""
     meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
-    if row.previous_sha256 is not None or info.size != row.size:
-        return False
-    if SHA256_METADATA not in meta or SOURCE_MTIME_METADATA not in meta:
+    if info.size != row.size or SOURCE_MTIME_METADATA not in meta:
         return False
     try:
         source_sha = (json.loads(row.checksums) if row.checksums else {}).get("sha256")
     except (ValueError, AttributeError):
         source_sha = None
-    return not source_sha or str(source_sha).lower() == meta[SHA256_METADATA].lower()
+    stored = meta.get(SHA256_METADATA, "").lower()
+    return not source_sha or not stored or str(source_sha).lower() == stored
 
 
 def mark_conflicts(

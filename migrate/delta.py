@@ -158,8 +158,11 @@ def settle_gone(
         for row in rows:
             info = head(row.destination_bucket, row.destination_key)
             meta = {k.lower(): v for k, v in ((info.metadata or {}) if info else {}).items()}
+            etag = ((info.etag or "") if info else "").lower()
             earlier = row.previous_sha256 is not None and (
-                info is None or meta.get(SHA256_METADATA, "").lower() == row.previous_sha256
+                info is None
+                or meta.get(SHA256_METADATA, "").lower() == row.previous_sha256
+                or (bool(row.previous_md5) and etag == (row.previous_md5 or "").lower())
             )
             ledger.settle_gone(
                 plan.name, row.container, row.key, at_destination=info, earlier_copy=earlier

@@ -252,7 +252,9 @@ def run_phase(
         nothing.seconds = time.monotonic() - started
         return nothing
     total = ledger.resolve_phase(plan, plan.phase(phase_name))
-    if settle_gone(plan, phase_name, ledger, destination):  # HEADs of the few gone
+    retries = _Retries(config, sleep)
+    # A HEAD for each object taken and then deleted at the source before its copy.
+    if settle_gone(plan, phase_name, ledger, destination, call=retries):
         total = ledger.resolve_phase(plan, plan.phase(phase_name))
     return_large_buffers()
     summary = PhaseSummary(plan.name, phase_name, objects=total)
@@ -263,7 +265,6 @@ def run_phase(
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         destination.create_container(bucket)
     abort_orphan_uploads(plan, ledger, destination)
-    retries = _Retries(config, sleep)
     # Composed once per endpoint: request rate, bandwidth, and a concurrency limit that
     # halves when the store throttles and grows back as requests succeed.
     source_limit = AdaptiveLimit(config.concurrency * 2)

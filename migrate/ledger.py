@@ -868,7 +868,7 @@ class Ledger:
             "SELECT container, key, dataset, size, source_etag, source_checksums, "
             "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
             "WHERE plan=? AND destination_bucket=? AND phase=? "
-            "AND state IN ('pending', 'failed') AND upload_id IS NULL"
+            "AND state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
         )
         args: list[object] = [plan, bucket, phase]
         if keys is not None:
@@ -886,7 +886,8 @@ class Ledger:
             return int(
                 self._db.execute(
                     "SELECT COUNT(*) FROM transfers WHERE plan=? AND destination_bucket=? "
-                    "AND phase=? AND state IN ('pending', 'failed') AND upload_id IS NULL",
+                    "AND phase=? AND state IN ('pending', 'in_progress', 'failed') "
+                    "AND upload_id IS NULL",
                     (plan, bucket, phase),
                 ).fetchone()[0]
             )
@@ -900,7 +901,7 @@ class Ledger:
             rows = self._db.execute(
                 "SELECT container, key, dataset, size, source_etag, source_checksums, "
                 "destination_bucket, destination_key, state, sha256, md5 FROM transfers AS t "
-                f"WHERE {_GONE} ORDER BY container, key LIMIT {int(limit)}",
+                f"WHERE {_GONE} LIMIT {int(limit)}",  # each is settled: no order needed
                 params,
             ).fetchall()
         return [PhaseCandidate(*r) for r in rows]

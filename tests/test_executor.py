@@ -1320,6 +1320,12 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
                    "destination_etag=NULL")  # fmt: skip
     lost = go()
     assert (lost.conflicts, lost.failed, lost.copied) == (0, 0, len(ESTATE))
+    # ... also when the copy lost was a second one (delta, verify): an earlier is recorded.
+    with sqlite3.connect(env.state / "state.db") as db:
+        db.execute("UPDATE transfers SET state='in_progress', sha256=?, destination_etag=NULL",
+                   ("0" * 64,))  # fmt: skip
+    second = go()
+    assert (second.conflicts, second.failed, second.copied) == (0, 0, len(ESTATE))
     with Ledger(env.state) as ledger:
         result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
                         deep=True, sample=None, seed=1)  # fmt: skip
