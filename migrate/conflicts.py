@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Iterator
 from itertools import islice
 
+from migrate.delta import head_or_none
 from migrate.dryrun import classify
 from migrate.errors import NotFound
 from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
@@ -71,17 +72,8 @@ def mark_conflicts(
     if overwrite:
         return 0
 
-    def head(bucket: str, key: str) -> ObjectInfo | None:
-        def fetch() -> ObjectInfo:
-            return destination.head(bucket, key)
-
-        try:
-            return call(fetch) if call is not None else fetch()
-        except NotFound:
-            return None
-
     def check(row: PhaseCandidate) -> bool:
-        info = head(row.destination_bucket, row.destination_key)
+        info = head_or_none(destination, row.destination_bucket, row.destination_key, call)
         if info is None or _lost_record(row, info):
             return False
         outcome, why = classify(row, info)

@@ -131,6 +131,23 @@ def cutover_checklist(plan: Plan) -> list[str]:
     )
 
 
+def head_or_none(
+    destination: StoreAdapter,
+    bucket: str,
+    key: str,
+    call: Callable[[Callable[[], ObjectInfo]], ObjectInfo] | None = None,
+) -> ObjectInfo | None:
+    """The destination object's HEAD (through `call`: the run's retries), None if absent."""
+
+    def fetch() -> ObjectInfo:
+        return destination.head(bucket, key)
+
+    try:
+        return call(fetch) if call is not None else fetch()
+    except NotFound:
+        return None
+
+
 def settle_gone(
     plan: Plan,
     phase: str,
@@ -144,19 +161,10 @@ def settle_gone(
     copy would fail at every run and hold the phase open. What the destination key holds
     decides (see `Ledger.settle_gone`): a HEAD each. Returns how many were settled."""
 
-    def head(bucket: str, key: str) -> ObjectInfo | None:
-        def fetch() -> ObjectInfo:
-            return destination.head(bucket, key)
-
-        try:
-            return call(fetch) if call is not None else fetch()
-        except NotFound:
-            return None
-
     settled = 0
     while rows := ledger.gone_at_source(plan, phase, PAGE):
         for row in rows:
-            info = head(row.destination_bucket, row.destination_key)
+            info = head_or_none(destination, row.destination_bucket, row.destination_key, call)
             meta = {k.lower(): v for k, v in ((info.metadata or {}) if info else {}).items()}
             etag = ((info.etag or "") if info else "").lower()
             earlier = row.previous_sha256 is not None and (
