@@ -290,6 +290,16 @@ class RunChanges:
 
 # The reason of a transfer not copied because another object is at its destination key.
 CONFLICT = "conflict: "
+# A transfer as a `PhaseCandidate`, its sha256/md5 those of an earlier copy.
+_CANDIDATE_COLUMNS = (
+    "container, key, dataset, size, source_etag, source_checksums, destination_bucket, "
+    "destination_key, state, sha256, md5"
+)
+# A transfer to write into bucket ? for phase ? of plan ?, no upload under way.
+_TO_WRITE = (
+    "plan=? AND destination_bucket=? AND phase=? "
+    "AND state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
+)
 
 _TRANSFER_COLUMNS = (
     "container, key, phase, dataset, size, source_etag, source_version, source_checksums, "
@@ -864,12 +874,7 @@ class Ledger:
         """The phase's transfers to do with no upload under way (an upload is this plan's
         own write), whose destination is one of `keys` in `bucket` (None: any key), in
         destination key order. `previous_sha256` is set when this plan copied it before."""
-        sql = (
-            "SELECT container, key, dataset, size, source_etag, source_checksums, "
-            "destination_bucket, destination_key, state, sha256, md5 FROM transfers "
-            "WHERE plan=? AND destination_bucket=? AND phase=? "
-            "AND state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
-        )
+        sql = f"SELECT {_CANDIDATE_COLUMNS} FROM transfers WHERE {_TO_WRITE}"
         args: list[object] = [plan, bucket, phase]
         if keys is not None:
             if not keys:
@@ -885,9 +890,7 @@ class Ledger:
         with self._lock:
             return int(
                 self._db.execute(
-                    "SELECT COUNT(*) FROM transfers WHERE plan=? AND destination_bucket=? "
-                    "AND phase=? AND state IN ('pending', 'in_progress', 'failed') "
-                    "AND upload_id IS NULL",
+                    f"SELECT COUNT(*) FROM transfers WHERE {_TO_WRITE}",
                     (plan, bucket, phase),
                 ).fetchone()[0]
             )
@@ -899,9 +902,8 @@ class Ledger:
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase}
         with self._lock:
             rows = self._db.execute(
-                "SELECT container, key, dataset, size, source_etag, source_checksums, "
-                "destination_bucket, destination_key, state, sha256, md5 FROM transfers AS t "
-                f"WHERE {_GONE} LIMIT {int(limit)}",  # each is settled: no order needed
+                f"SELECT {_CANDIDATE_COLUMNS} FROM transfers AS t WHERE {_GONE} "
+                f"LIMIT {int(limit)}",  # each is settled: no order needed
                 params,
             ).fetchall()
         return [PhaseCandidate(*r) for r in rows]
