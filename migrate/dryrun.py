@@ -9,9 +9,12 @@ proves the bytes: the sha256 migrate stores with each copy (`migrate-sha256` met
 x-amz-checksum-sha256 equal to the source's sha256 or to the ledger's record of an earlier
 copy, or an MD5 (stored checksum or single-part ETag) equal to the source's native MD5.
 An object present with another content is a *conflict*, unless it is this plan's own earlier
-copy of an object changed since (then the phase *would copy* it again). An object present
-with the same size but no checksum to compare is a conflict too: it cannot be shown equal.
-The run leaves conflicts as they are (migrate/conflicts.py, with this module's `classify`).
+copy of an object changed since, or this plan's copy whose record was lost (a kill -9, a
+failure after the write: migrate's metadata, the size and, where the source has one, its
+SHA-256); then the phase *would copy* it again. An object present with the same size but
+no checksum to compare is a conflict too: it cannot be shown equal. The run leaves
+conflicts as they are (migrate/conflicts.py decides with this module's `classify`, so the
+dry run and the run agree).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from itertools import islice
 from migrate.errors import NotFound
 from migrate.ledger import Ledger, PhaseCandidate
 from migrate.plan import Plan
-from migrate.transfer import SHA256_METADATA, native_md5
+from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA, native_md5
 from providers.base import ObjectInfo, StoreAdapter
 
 __all__ = ["DatasetDryRun", "DryRunReport", "dry_run"]
@@ -92,10 +95,29 @@ def _source_sums(row: PhaseCandidate) -> dict[str, str]:
     return {str(k): str(v).lower() for k, v in sums.items()} if isinstance(sums, dict) else {}
 
 
+def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
+    """Whether the object is this plan's copy of `row` whose record was lost: migrate's
+    metadata, the size, and the source's SHA-256 where it has one. A copy of an earlier
+    version (delta, verify) counts too."""
+    meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
+    if info.size != row.size or SOURCE_MTIME_METADATA not in meta:
+        return False
+    source_sha = _source_sums(row).get("sha256")
+    stored = meta.get(SHA256_METADATA, "").lower()
+    return not source_sha or not stored or source_sha == stored
+
+
 def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
     """("copy" | "identical" | "conflict", why) for one object and its destination HEAD."""
     if info is None:
         return "copy", "absent"
+    outcome, why = _compare(row, info)
+    if outcome == "conflict" and _lost_record(row, info):
+        return "copy", "this plan's copy whose record was lost"
+    return outcome, why
+
+
+def _compare(row: PhaseCandidate, info: ObjectInfo) -> tuple[str, str]:
     sums = _source_sums(row)
     dest_sums = {k: v.lower() for k, v in info.checksums.items()}
     dest_sha = (info.metadata or {}).get(SHA256_METADATA, "").lower() or dest_sums.get("sha256")

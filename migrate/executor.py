@@ -278,11 +278,19 @@ def run_phase(
         sleep=sleep,
     )
     # Through the limits: on a large estate this is a listing of the destination.
-    summary.conflicts = mark_conflicts(
-        plan, phase_name, ledger, destination, call=retries, overwrite=overwrite
+    conflicts = mark_conflicts(
+        plan,
+        phase_name,
+        ledger,
+        destination,
+        call=retries,
+        overwrite=overwrite,
+        workers=config.concurrency,
     )
-    summary.failed = summary.conflicts
-    subscriber.on_start(total - summary.already_done - summary.conflicts, todo_bytes)
+    summary.conflicts = summary.failed = conflicts.objects
+    subscriber.on_start(
+        total - summary.already_done - conflicts.objects, todo_bytes - conflicts.bytes
+    )
     classes = {m.dataset: m.storage_classes for m in plan.mappings}
     # Parts of large objects go to their own threads, so one large object (a pilot, the
     # last blob of a wave) is not a single read-then-send stream.

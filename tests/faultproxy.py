@@ -1,6 +1,7 @@
 """A small HTTP proxy for tests, between a client and a real server on loopback, that can
-flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, or
-refuse connections for a while before it listens. It serves as the endpoint (a reverse
+flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, answer
+HEADs of given paths with an error (and count the HEADs at once), or refuse connections for
+a while before it listens. It serves as the endpoint (a reverse
 proxy) or as a site's declared `proxy` (absolute request targets): either way, to its one
 upstream.
 
@@ -32,12 +33,16 @@ class Faults:
     slowdown_first: int = 0  # the first this many requests answered 503 SlowDown
     redirect_to: str | None = None  # answer every request with a redirect here
     redirect_status: int = 307
+    head_status: dict[str, int] = field(default_factory=dict)  # path suffix -> HEAD's answer
+    head_delay: float = 0.0  # seconds each HEAD is held before it goes on
     seed: int = 7
     # What happened, for assertions.
     requests: int = 0
     corrupted: int = 0
     throttled: int = 0
     redirected: int = 0
+    heads_in_flight: int = 0
+    most_heads_at_once: int = 0
     # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
     parts_accepted: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -103,6 +108,24 @@ def fault_proxy(
                 self.end_headers()
                 self.wfile.write(payload)
                 return
+            if self.command == "HEAD":
+                status = next(
+                    (code for end, code in faults.head_status.items() if self.path.endswith(end)),
+                    None,
+                )
+                if status is not None:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with faults.lock:
+                    faults.heads_in_flight += 1
+                    faults.most_heads_at_once = max(
+                        faults.most_heads_at_once, faults.heads_in_flight
+                    )
+                time.sleep(faults.head_delay)
+                with faults.lock:
+                    faults.heads_in_flight -= 1
             if self.command == "PUT" and body:
                 with faults.lock:
                     flip = faults.corrupted < faults.flip_bit_in_puts

@@ -559,6 +559,53 @@ def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any, siz
     assert env.read_destination("one.bin") == body(9, size)
 
 
+def test_a_destination_object_that_cannot_be_read_is_left_as_a_conflict_and_the_phase_goes_on(
+    env_for: Any, seaweed: Any
+) -> None:
+    """The objects already at the destination are asked about in parallel. One whose HEAD
+    fails (a 400 here, after the retries) cannot be shown safe to write over: it is left as
+    a conflict that says why, and the rest of the phase is copied; its bytes are not in the
+    progress's total. --overwrite copies over it without asking."""
+    env: Env = env_for("s3", "s3")
+    plan = small_estate(env, 20)
+    env.destination.create_container(env.bucket)
+    taken = [f"r/{i:04d}.json" for i in range(0, 20, 2)]
+    for key in taken:
+        put(env.destination, env.bucket, key, b"not this plan's")
+    unreadable = taken[3]
+    faults = Faults(head_status={f"/{env.bucket}/{unreadable}": 400}, head_delay=0.05)
+
+    class Totals:
+        def __init__(self) -> None:
+            self.bytes = -1
+
+        def on_start(self, objects: int, size: int) -> None:
+            self.bytes = size
+
+        def on_bytes(self, n: int) -> None: ...
+
+        def on_object(self, key: str, state: str) -> None: ...
+
+    totals = Totals()
+    with fault_proxy(seaweed.endpoint, faults) as proxy:
+        dest = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+        with Ledger(env.state) as ledger:
+            summary = run_phase(plan, "bulk-1", ledger, env.source, dest, config=SMALL_PARTS,
+                                subscriber=totals, sleep=lambda s: None)  # fmt: skip
+        assert proxy.faults.most_heads_at_once > 1
+        assert (summary.conflicts, summary.failed, summary.copied) == (10, 10, 10)
+        reasons = {key: why for _, key, why in summary.failures}
+        assert reasons[unreadable].startswith("conflict: ")
+        assert "could not be read to check it" in reasons[unreadable]
+        assert all("did not write" in reasons[k] for k in taken if k != unreadable)
+        assert totals.bytes == sum(100 + i for i in range(1, 20, 2))
+        assert env.read_destination(unreadable) == b"not this plan's"
+
+        forced = env.run(plan, destination=dest, overwrite=True)  # no HEAD asked
+    assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 10)
+    assert env.read_destination(unreadable) == body(6, 106)
+
+
 def multipart_etag(data: bytes, part_size: int = 5 * MiB) -> str:
     """The S3 ETag of `data` uploaded in parts of `part_size`: MD5 of the part MD5s, -N."""
     parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
@@ -1318,6 +1365,10 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
     with sqlite3.connect(env.state / "state.db") as db:
         db.execute("UPDATE transfers SET state='pending', sha256=NULL, md5=NULL, "
                    "destination_etag=NULL")  # fmt: skip
+    with Ledger(env.state) as ledger:  # the dry run says so too
+        again_preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
+    assert again_preview.conflicts == 0
+    assert again_preview.would_copy + again_preview.identical == len(ESTATE)
     lost = go()
     assert (lost.conflicts, lost.failed, lost.copied) == (0, 0, len(ESTATE))
     # ... also when the copy lost was a second one (delta, verify): an earlier is recorded.
