@@ -931,9 +931,9 @@ class Ledger:
                 return "dropped"
             if at_destination is not None and earlier_copy:
                 db.execute(
-                    # source_etag: the inventory's source no longer describes this copy
-                    "UPDATE transfers SET state='done', size=?, destination_etag=?, error=NULL, "
-                    f"source_etag=NULL, finished_at=? {where}",
+                    # The source is gone: nothing proves the copy against it any more.
+                    "UPDATE transfers SET state='done', size=?, destination_etag=?, "
+                    f"error='source-proof:none', source_etag=NULL, finished_at=? {where}",
                     (at_destination.size, at_destination.etag, _now(), plan, container, key),
                 )
                 return "done"

@@ -377,6 +377,13 @@ def test_an_object_deleted_at_the_source_before_delta_copied_it_does_not_hold_th
         assert (summary.copied, summary.failed) == (0, 0)
         assert [r.key for r in deleted_at_source(plan, ledger)] == ["d/01.bin"]
         assert check(env, ledger, plan, None).passed  # the earlier copy is still good
+        # Its source is gone: nothing proves the bytes read then against it now, and the
+        # manifest and its count of such objects say the same.
+        proofs = {r.key: r.source_proof for r in ledger.manifest_rows(plan.name)}
+        unproven = ledger.unproven_sources(plan.name)
+        assert proofs["d/01.bin"] == "none"
+        assert unproven[0] == sum(p == "none" for p in proofs.values())
+        assert "d/01.bin" in {r.key for r in unproven[1]}
         assert remove_deleted(plan, ledger, env.destination) == 1
         assert "d/01.bin" not in destination_keys(env)
         assert check(env, ledger, plan, None).passed
