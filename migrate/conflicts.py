@@ -12,9 +12,10 @@ A bucket is listed under the plan's prefixes (memory: a page or two), each page 
 in the ledger at once, and a HEAD made only for keys the phase is to write; when the
 bucket holds many objects and the phase writes few keys, those keys are HEADed instead.
 Requests go through the run's limits and retries, the HEADs on as many threads as the run
-copies with. A key whose HEAD fails (after the retries) cannot be shown safe to write: its
-transfer fails as a conflict too, and the phase goes on; a failure of the whole site
-(credentials, endpoint, route) stops the phase.
+copies with. A key whose HEAD the store refuses for that key alone (an error retrying will
+not mend) cannot be shown safe to write: its transfer fails as a conflict too, and the
+phase goes on. A failure of the whole site (credentials, endpoint, route) or a store that
+keeps failing (after the retries) stops the phase.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 from itertools import islice
 
 from migrate.delta import head_or_none
-from migrate.dryrun import classify
-from migrate.errors import NotFound, TransferError, Unsupported
+from migrate.dryrun import classify, unreadable
+from migrate.errors import NotFound, Permanent, Unsupported
 from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
 from migrate.plan import Plan, destination_prefixes
 from providers.base import ObjectInfo, StoreAdapter
 
 PAGE = 500
+NOT_OVERWRITTEN = "not overwritten: move it away, or run with --overwrite"
 FEW = 1000  # keys to write in a full bucket that are asked one by one instead of listing it
 
 
@@ -75,8 +77,7 @@ def mark_conflicts(
             row.container,
             row.key,
             "failed",
-            f"{CONFLICT}{row.destination_bucket}/{row.destination_key} {why}; not "
-            "overwritten: move it away, or run with --overwrite",
+            f"{CONFLICT}{row.destination_bucket}/{row.destination_key} {why}",
             0,
         )
         return row.size
@@ -85,12 +86,14 @@ def mark_conflicts(
         """The row's size if it is left as a conflict, else None."""
         try:
             info = head_or_none(destination, row.destination_bucket, row.destination_key, call)
-        except (TransferError, Unsupported) as exc:  # this key's, not the site's
-            return fail(row, f"could not be read to check it ({exc.one_line()})")
+        except (Permanent, Unsupported) as exc:  # this key's, not the site's
+            return fail(row, unreadable(exc))
         outcome, why = classify(row, info)
         if outcome != "conflict":
             return None  # absent, the same bytes, or this plan's own copy
-        return fail(row, f"already holds an object this plan did not write ({why})")
+        return fail(
+            row, f"already holds an object this plan did not write ({why}); {NOT_OVERWRITTEN}"
+        )
 
     found = Conflicts()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="conflicts") as pool:

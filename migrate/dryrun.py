@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 
-from migrate.errors import NotFound
+from migrate.errors import NotFound, Permanent, Unsupported
 from migrate.ledger import Ledger, PhaseCandidate
 from migrate.plan import Plan
 from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA, native_md5
@@ -147,6 +147,14 @@ def _compare(row: PhaseCandidate, info: ObjectInfo) -> tuple[str, str]:
     return "conflict", "same size, but no checksum to prove the content equal"
 
 
+def unreadable(exc: Permanent | Unsupported) -> str:
+    """Why a key whose HEAD failed for that key alone is a conflict, and what to do."""
+    return (
+        f"could not be read to check it ({exc.one_line()}); not overwritten: run again to "
+        "check it again (--overwrite writes over it unchecked)"
+    )
+
+
 def _batches(rows: Iterator[PhaseCandidate]) -> Iterator[list[PhaseCandidate]]:
     while batch := list(islice(rows, _BATCH)):
         yield batch
@@ -178,17 +186,20 @@ def dry_run(
         m.dataset: DatasetDryRun(m.dataset, m.destination_bucket) for m in plan.mappings
     }
 
-    def head(row: PhaseCandidate) -> ObjectInfo | None:
+    def head(row: PhaseCandidate) -> tuple[ObjectInfo | None, str | None]:
+        """The destination's HEAD, or why the key cannot be read (a conflict, as in a run)."""
         if row.destination_bucket in missing:
-            return None
+            return None, None
         try:
-            return dest_adapter.head(row.destination_bucket, row.destination_key)
+            return dest_adapter.head(row.destination_bucket, row.destination_key), None
         except NotFound:
-            return None
+            return None, None
+        except (Permanent, Unsupported) as exc:  # this key's, not the site's
+            return None, unreadable(exc)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for batch in _batches(ledger.phase_candidates(plan, chosen)):
-            for row, info in zip(batch, pool.map(head, batch), strict=True):
+            for row, (info, failed) in zip(batch, pool.map(head, batch), strict=True):
                 d = report.setdefault(
                     row.dataset, DatasetDryRun(row.dataset, row.destination_bucket)
                 )
@@ -196,7 +207,7 @@ def dry_run(
                 d.bytes += row.size
                 if row.state == "done":
                     d.done_in_ledger += 1
-                outcome, why = classify(row, info)
+                outcome, why = ("conflict", failed) if failed else classify(row, info)
                 if row.state == "done" and outcome != "identical":
                     d.done_not_as_recorded += 1
                 elif outcome == "copy":

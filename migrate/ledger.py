@@ -1685,8 +1685,10 @@ class Ledger:
 
     def unproven_sources(self, plan: str, limit: int = 1000) -> tuple[int, list[ManifestRow]]:
         """Done objects whose source offered no native checksum to compare the bytes read
-        with ("source-proof:none"): their count, and the first `limit` in manifest order."""
-        where = "WHERE plan=? AND state='done' AND error='source-proof:none'"
+        with, or is gone ("source-proof:none"): their count, and the first `limit` in
+        manifest order."""
+        # As the manifest reads it: no recorded proof is "none" (rows of older versions).
+        where = "WHERE plan=? AND state='done' AND (error IS NULL OR error='source-proof:none')"
         with self._lock:
             count = int(
                 self._db.execute(f"SELECT COUNT(*) FROM transfers {where}", (plan,)).fetchone()[0]

@@ -563,9 +563,12 @@ def test_a_destination_object_that_cannot_be_read_is_left_as_a_conflict_and_the_
     env_for: Any, seaweed: Any
 ) -> None:
     """The objects already at the destination are asked about in parallel. One whose HEAD
-    fails (a 400 here, after the retries) cannot be shown safe to write over: it is left as
-    a conflict that says why, and the rest of the phase is copied; its bytes are not in the
-    progress's total. --overwrite copies over it without asking."""
+    the store refuses for that key (a 400 here) cannot be shown safe to write over: it is
+    left as a conflict that says why, as the dry run said, and the rest of the phase is
+    copied; its bytes are not in the progress's total. --overwrite copies over it without
+    asking."""
+    from migrate.dryrun import dry_run
+
     env: Env = env_for("s3", "s3")
     plan = small_estate(env, 20)
     env.destination.create_container(env.bucket)
@@ -589,6 +592,10 @@ def test_a_destination_object_that_cannot_be_read_is_left_as_a_conflict_and_the_
     totals = Totals()
     with fault_proxy(seaweed.endpoint, faults) as proxy:
         dest = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+        with Ledger(env.state) as ledger:  # the dry run says the same beforehand
+            preview = dry_run(plan, "bulk-1", ledger, env.source, dest)
+        assert preview.conflicts == 10
+        assert any("could not be read" in e for e in preview.datasets[0].conflict_examples)
         with Ledger(env.state) as ledger:
             summary = run_phase(plan, "bulk-1", ledger, env.source, dest, config=SMALL_PARTS,
                                 subscriber=totals, sleep=lambda s: None)  # fmt: skip
@@ -597,6 +604,7 @@ def test_a_destination_object_that_cannot_be_read_is_left_as_a_conflict_and_the_
         reasons = {key: why for _, key, why in summary.failures}
         assert reasons[unreadable].startswith("conflict: ")
         assert "could not be read to check it" in reasons[unreadable]
+        assert "--overwrite writes over it unchecked" in reasons[unreadable]
         assert all("did not write" in reasons[k] for k in taken if k != unreadable)
         assert totals.bytes == sum(100 + i for i in range(1, 20, 2))
         assert env.read_destination(unreadable) == b"not this plan's"
