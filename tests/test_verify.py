@@ -287,3 +287,16 @@ def test_deep_both_reports_a_source_changed_since_its_copy_without_failing(
     result = check(env, plan, deep="both")
     assert named(result) == [("source_changed", "top.txt")]
     assert result.passed  # the copy itself is intact: the delta phase takes the change
+
+
+def test_an_empty_metadata_value_the_destination_drops_is_no_finding(env_for: Any) -> None:
+    """Azure keeps a metadata entry with an empty value; SeaweedFS drops it on write. The
+    copy holds the same nothing: verify passes and asks for no copy again."""
+    env: Env = env_for("azure", "s3")
+    key = "notes/empty.txt"
+    plan = copied(env, {key: (b"a note", "text/plain", {"note": "", "owner": "dpo"}, False)})
+    assert (env.destination.head(env.bucket, key).metadata or {}).get("owner") == "dpo"
+    result = check(env, plan, check_metadata=True)
+    assert result.passed, result.findings
+    with Ledger(env.state) as ledger:
+        assert {c.state for c in ledger.phase_counts(plan.name)} == {"done"}
