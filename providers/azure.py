@@ -419,9 +419,10 @@ def _metadata_to_azure(metadata: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _metadata_from_azure(metadata: Mapping[str, str] | None) -> dict[str, str]:
+def _metadata_from_azure(metadata: Mapping[str, str | None] | None) -> dict[str, str]:
+    # The SDK's listing gives an entry with an empty value as None.
     return {
-        (k.replace("_", "-") if k.startswith(_OWN_PREFIX_AZURE) else k): v
+        (k.replace("_", "-") if k.startswith(_OWN_PREFIX_AZURE) else k): v or ""
         for k, v in (metadata or {}).items()
     }
 

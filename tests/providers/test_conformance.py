@@ -175,6 +175,25 @@ def test_put_head_get_round_trip(adapter: StoreAdapter, container: str) -> None:
     assert _read_all(adapter, container, "obj/one.bin") == data
 
 
+def test_an_empty_metadata_value_reads_as_empty_or_absent(
+    adapter: StoreAdapter, container: str
+) -> None:
+    """Stores differ on an entry with an empty value (Azure keeps it, SeaweedFS drops it),
+    but every adapter gives text: a HEAD and a listing that carries metadata agree."""
+    data = b"a note"
+    attrs = WriteAttrs(content_type="text/plain", metadata={"empty": "", "full": "v"})
+    adapter.put_object(
+        container, "meta/empty.txt", io.BytesIO(data), len(data), attrs, {"md5": _md5(data)}
+    )
+    listed = [o for o in adapter.list_objects(container, "meta/") if o.key == "meta/empty.txt"]
+    for meta in (adapter.head(container, "meta/empty.txt").metadata, listed[0].metadata):
+        if meta is None:  # a listing without metadata (S3)
+            continue
+        assert meta.get("full") == "v"
+        assert meta.get("empty", "") == ""
+        assert all(isinstance(v, str) for v in meta.values()), meta
+
+
 def test_encoded_objects_are_read_as_stored(adapter: StoreAdapter, container: str) -> None:
     """A gzip-encoded object is bytes like any other: never inflated on the way."""
     data = gzip.compress(_data(50_000))
