@@ -43,6 +43,7 @@ class Flag(IntFlag):
     TOO_LARGE = 16
     NO_CHECKSUM = 32
     KEY_NOT_PORTABLE = 64
+    DIRECTORY_MARKER = 128
 
 
 FLAG_LABELS: dict[Flag, str] = {
@@ -53,6 +54,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.TOO_LARGE: "object over 5 TiB",
     Flag.NO_CHECKSUM: "no native checksum (computed in flight)",
     Flag.KEY_NOT_PORTABLE: "key with an empty, '.' or '..' segment",
+    Flag.DIRECTORY_MARKER: "directory of a hierarchical namespace (an empty object)",
 }
 
 
@@ -80,6 +82,13 @@ def flags_of(obj: ObjectInfo) -> Flag:
         flags |= Flag.NO_CHECKSUM
     if not portable_key(obj.key):
         flags |= Flag.KEY_NOT_PORTABLE
+    # An account with a hierarchical namespace (ADLS Gen2) lists each directory as an empty
+    # blob bearing hdi_isfolder=true: it holds no data, and S3 has no directories.
+    if obj.size == 0 and any(
+        k.lower() == "hdi_isfolder" and (v or "").lower() == "true"
+        for k, v in (obj.metadata or {}).items()
+    ):
+        flags |= Flag.DIRECTORY_MARKER
     return flags
 
 

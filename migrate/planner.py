@@ -112,6 +112,7 @@ _FLAGS: tuple[Flag, ...] = (
     Flag.ARCHIVED,
     Flag.NO_CHECKSUM,
     Flag.KEY_NOT_PORTABLE,
+    Flag.DIRECTORY_MARKER,
 )
 
 
@@ -752,6 +753,12 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "object's, and --delete-removed may then delete the wrong copy",
          "if the destination is such a store, rename them at the source, then run the "
          "inventory and plan again"),
+        ("DIRECTORY_MARKER", "DIRECTORY_MARKERS", warning,
+         "directories of a hierarchical namespace (ADLS Gen2: empty blobs bearing "
+         "hdi_isfolder=true): S3 has no directories, so each is copied as an empty object "
+         "of that name, with that metadata, beside the objects under it",
+         "none needed to keep them; after the move, delete these empty objects at the "
+         "destination if its users would take them for files"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
          "versioned at the source: only each object's current version is copied; older "
          "versions and snapshots are not",

@@ -132,6 +132,10 @@ def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
         assert Flag.KEY_NOT_PORTABLE in flags_of(obj(key=key)), key
     for key in ("a/b", "a/", "a/.b/c", "a..b"):  # a folder marker, a dot file: as they are
         assert Flag.KEY_NOT_PORTABLE not in flags_of(obj(key=key)), key
+    marker = {"hdi_isfolder": "true"}  # an ADLS Gen2 directory, as the Blob API lists it
+    assert Flag.DIRECTORY_MARKER in flags_of(obj(key="cohort/2025", size=0, metadata=marker))
+    assert Flag.DIRECTORY_MARKER not in flags_of(obj(key="cohort/x", size=3, metadata=marker))
+    assert Flag.DIRECTORY_MARKER not in flags_of(obj(key="cohort/empty.csv", size=0))
 
 
 @pytest.mark.slow

@@ -297,6 +297,21 @@ def test_keys_a_file_backed_store_would_rename_are_a_warning(estate: Estate) -> 
     assert "--delete-removed may then delete the wrong copy" in finding.message
 
 
+def test_directories_of_a_hierarchical_namespace_are_a_warning(estate: Estate) -> None:
+    """An ADLS Gen2 account lists each directory as an empty blob bearing hdi_isfolder:
+    the plan says they will be copied as empty objects, and how to drop them after."""
+    estate.seed()
+    _, cohorts = estate.containers
+    for key in ("constances", "constances/2025"):
+        put(estate.source, cohorts, key, b"", WriteAttrs(metadata={"hdi_isfolder": "true"}))
+    put(estate.source, cohorts, "constances/empty.json", b"")  # an empty file: no directory
+    estate.inventory()
+    finding = next(f for f in estate.plan().findings if f.code == "DIRECTORY_MARKERS")
+    assert finding.severity.value == "warning" and finding.objects == 2
+    assert "copied as an empty object" in finding.message
+    assert sorted(finding.examples) == [f"{cohorts}/constances", f"{cohorts}/constances/2025"]
+
+
 @pytest.mark.parametrize(("provider", "region"), [("ovhcloud", "bhs"), ("outscale", "us-east-2")])
 def test_non_eu_destination_blocks_the_plan(estate: Estate, provider: str, region: str) -> None:
     estate.seed()
