@@ -756,9 +756,11 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
         ("DIRECTORY_MARKER", "DIRECTORY_MARKERS", warning,
          "directories of a hierarchical namespace (ADLS Gen2: empty blobs bearing "
          "hdi_isfolder=true): S3 has no directories, so each is copied as an empty object "
-         "of that name, with that metadata, beside the objects under it",
-         "none needed to keep them; after the move, delete these empty objects at the "
-         "destination if its users would take them for files"),
+         "of that name, with that metadata, beside the objects under it (SeaweedFS holds "
+         "both; a store that cannot hold an object and a folder of one name fails those "
+         "copies, each with its reason)",
+         "none needed where the destination holds both; after the move, delete these "
+         "empty objects at the destination if its users would take them for files"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
          "versioned at the source: only each object's current version is copied; older "
          "versions and snapshots are not",
