@@ -429,6 +429,8 @@ class ObjectCopy:
             content_type=info.content_type,
             content_encoding=info.content_encoding,
             cache_control=info.cache_control,
+            content_disposition=info.content_disposition,
+            content_language=info.content_language,
             metadata=metadata,
             # Mapped by the plan (Azure's Hot/Cool are not S3 classes); unmapped: none sent.
             storage_class=item.storage_classes.get(info.storage_class or ""),
@@ -474,13 +476,7 @@ class ObjectCopy:
             proof = self._source_proof(item, md5, reader.info)
             meta = dict(attrs.metadata)
             meta[SHA256_METADATA] = sha256
-            write_attrs = WriteAttrs(
-                content_type=attrs.content_type,
-                content_encoding=attrs.content_encoding,
-                cache_control=attrs.cache_control,
-                metadata=meta,
-                storage_class=attrs.storage_class,
-            )
+            write_attrs = replace(attrs, metadata=meta)
             sums = {"md5": md5}
             if self._store_verifies_sha256():
                 sums["sha256"] = sha256
@@ -689,13 +685,7 @@ class ObjectCopy:
     def _create_attrs(attrs: WriteAttrs, part_size: int) -> WriteAttrs:
         meta = dict(attrs.metadata)
         meta[PART_SIZE_METADATA] = str(part_size)
-        return WriteAttrs(
-            content_type=attrs.content_type,
-            content_encoding=attrs.content_encoding,
-            cache_control=attrs.cache_control,
-            metadata=meta,
-            storage_class=attrs.storage_class,
-        )
+        return replace(attrs, metadata=meta)
 
     def send_part(
         self, item: TransferItem, upload_id: str, number: int, data: memoryview, md5: str | None
@@ -777,6 +767,8 @@ class ObjectCopy:
                 content_type=head.content_type,
                 content_encoding=head.content_encoding,
                 cache_control=head.cache_control,
+                content_disposition=head.content_disposition,
+                content_language=head.content_language,
                 metadata=dict(head.metadata or {}),
                 storage_class=head.storage_class,
             )

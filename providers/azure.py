@@ -688,6 +688,8 @@ class AzureAdapter:
             metadata=_metadata_from_azure(props.metadata),
             content_encoding=settings.content_encoding,
             cache_control=settings.cache_control,
+            content_disposition=settings.content_disposition,
+            content_language=settings.content_language,
             archived=tier == _ARCHIVE,
         )
 
@@ -788,6 +790,8 @@ class AzureAdapter:
             metadata=_metadata_from_azure(blob.metadata),
             content_encoding=blob.content_encoding,
             cache_control=blob.cache_control,
+            content_disposition=blob.content_disposition,
+            content_language=blob.content_language,
             archived=tier == _ARCHIVE,
         )
 
@@ -927,6 +931,8 @@ class AzureAdapter:
             metadata=_metadata_from_azure(meta),
             content_encoding=h.get("content-encoding"),
             cache_control=h.get("cache-control"),
+            content_disposition=h.get("content-disposition"),
+            content_language=h.get("content-language"),
             archived=tier == _ARCHIVE,
         )
 
@@ -1364,6 +1370,8 @@ def _settings(attrs: WriteAttrs) -> ContentSettings:
         content_type=attrs.content_type,
         content_encoding=attrs.content_encoding,
         cache_control=attrs.cache_control,
+        content_disposition=attrs.content_disposition,
+        content_language=attrs.content_language,
     )
 
 

@@ -145,6 +145,8 @@ class ListedBlob:
     content_type: str | None
     content_encoding: str | None
     cache_control: str | None
+    content_disposition: str | None
+    content_language: str | None
     tier: str | None
     metadata: dict[str, str]
 
@@ -175,6 +177,8 @@ def parse_blob_list(body: bytes) -> tuple[list[ListedBlob], str | None]:
                 content_type=props.get("Content-Type") or None,
                 content_encoding=props.get("Content-Encoding") or None,
                 cache_control=props.get("Cache-Control") or None,
+                content_disposition=props.get("Content-Disposition") or None,
+                content_language=props.get("Content-Language") or None,
                 tier=props.get("AccessTier") or None,
                 metadata=metadata,
             )

@@ -96,6 +96,8 @@ class ObjectInfo:
     metadata: Mapping[str, str] | None = None
     content_encoding: str | None = None
     cache_control: str | None = None
+    content_disposition: str | None = None
+    content_language: str | None = None
     # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE).
     archived: bool = False
 
@@ -107,6 +109,8 @@ class WriteAttrs:
     content_type: str | None = None
     content_encoding: str | None = None
     cache_control: str | None = None
+    content_disposition: str | None = None
+    content_language: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
 

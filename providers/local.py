@@ -219,6 +219,8 @@ class LocalAdapter:
             content_type=_opt_str(meta.get("content_type")),
             content_encoding=_opt_str(meta.get("content_encoding")),
             cache_control=_opt_str(meta.get("cache_control")),
+            content_disposition=_opt_str(meta.get("content_disposition")),
+            content_language=_opt_str(meta.get("content_language")),
             metadata=_str_map(meta.get("metadata")),
         )
 
@@ -302,6 +304,8 @@ class LocalAdapter:
             "content_type": attrs.content_type,
             "content_encoding": attrs.content_encoding,
             "cache_control": attrs.cache_control,
+            "content_disposition": attrs.content_disposition,
+            "content_language": attrs.content_language,
             "metadata": dict(attrs.metadata),
             "checksums": dict(checksums),
         }
@@ -346,6 +350,8 @@ class LocalAdapter:
             "content_type": attrs.content_type,
             "content_encoding": attrs.content_encoding,
             "cache_control": attrs.cache_control,
+            "content_disposition": attrs.content_disposition,
+            "content_language": attrs.content_language,
             "metadata": dict(attrs.metadata),
         }
         (udir / "upload.json").write_text(json.dumps(info), encoding="utf-8")
@@ -421,6 +427,8 @@ class LocalAdapter:
             content_type=_opt_str(info.get("content_type")),
             content_encoding=_opt_str(info.get("content_encoding")),
             cache_control=_opt_str(info.get("cache_control")),
+            content_disposition=_opt_str(info.get("content_disposition")),
+            content_language=_opt_str(info.get("content_language")),
             metadata=_str_map(info.get("metadata")),
         )
         result = self._install(container, key, tmp, attrs, {"md5": etag})

@@ -913,6 +913,8 @@ class S3Adapter:
             metadata=dict(r.get("Metadata", {})),
             content_encoding=r.get("ContentEncoding"),
             cache_control=r.get("CacheControl"),
+            content_disposition=r.get("ContentDisposition"),
+            content_language=r.get("ContentLanguage"),
             archived=storage_class in _NEEDS_RESTORE and not restored,
         )
 
@@ -1000,6 +1002,8 @@ class S3Adapter:
             ("Content-Type", attrs.content_type),
             ("Content-Encoding", attrs.content_encoding),
             ("Cache-Control", attrs.cache_control),
+            ("Content-Disposition", attrs.content_disposition),
+            ("Content-Language", attrs.content_language),
             ("x-amz-storage-class", attrs.storage_class),
         ):
             if value:
@@ -1067,6 +1071,10 @@ class S3Adapter:
             kwargs["ContentEncoding"] = attrs.content_encoding
         if attrs.cache_control:
             kwargs["CacheControl"] = attrs.cache_control
+        if attrs.content_disposition:
+            kwargs["ContentDisposition"] = attrs.content_disposition
+        if attrs.content_language:
+            kwargs["ContentLanguage"] = attrs.content_language
         if attrs.metadata:
             kwargs["Metadata"] = dict(attrs.metadata)
         if attrs.storage_class:

@@ -61,6 +61,8 @@ _HEADERS = {
     "content-type": "ContentType",
     "content-encoding": "ContentEncoding",
     "cache-control": "CacheControl",
+    "content-disposition": "ContentDisposition",
+    "content-language": "ContentLanguage",
     "content-range": "ContentRange",
     "x-amz-storage-class": "StorageClass",
     "x-amz-restore": "Restore",

@@ -93,8 +93,10 @@ def put(
     content_type: str = "application/octet-stream",
     meta: dict[str, str] | None = None,
     multipart: bool = False,
+    **headers: str,
 ) -> None:
-    attrs = WriteAttrs(content_type=content_type, metadata=meta or {})
+    """`headers`: WriteAttrs' other fields (cache_control, content_disposition, ...)."""
+    attrs = WriteAttrs(content_type=content_type, metadata=meta or {}, **headers)  # type: ignore[arg-type]
     if not multipart:
         helpers.put(adapter, container, key, data, attrs)
         return
@@ -205,14 +207,28 @@ def test_every_object_arrives_with_the_same_bytes_type_and_metadata(
 ) -> None:
     env: Env = env_for(src, dst)
     env.seed(ESTATE)
+    # And the headers a browser or an application reads, one PUT and in parts.
+    headers = {
+        "cache_control": "private, max-age=600",
+        "content_disposition": 'attachment; filename="cr-2025.pdf"',
+        "content_language": "fr-FR",
+    }
+    put(env.source, env.container, "headers/one.pdf", b"%PDF-1.7", content_type="application/pdf",
+        **headers)  # fmt: skip
+    put(env.source, env.container, "headers/parts.pdf", body(11, 11 * MiB),
+        content_type="application/pdf", multipart=True, **headers)  # fmt: skip
     summary = env.run(env.plan())
 
-    assert (summary.copied, summary.failed, summary.changed) == (len(ESTATE), 0, 0)
+    assert (summary.copied, summary.failed, summary.changed) == (len(ESTATE) + 2, 0, 0)
+    for key in ("headers/one.pdf", "headers/parts.pdf"):
+        head = env.destination.head(env.bucket, key)
+        got = (head.cache_control, head.content_disposition, head.content_language)
+        assert got == tuple(headers.values()), key
     with Ledger(env.state) as ledger:
         rows = {r.key: r for r in ledger.transfers_to_do("t", "bulk-1", None, 100)}
         assert not rows, "nothing left to do"
         counts = {c.state: c.objects for c in ledger.phase_counts("t")}
-        assert counts == {"done": len(ESTATE)}
+        assert counts == {"done": len(ESTATE) + 2}
         sha = dict(ledger._db.execute("SELECT key, sha256 FROM transfers WHERE plan='t'"))
         etags = dict(
             ledger._db.execute("SELECT key, destination_etag FROM transfers WHERE plan='t'")

@@ -154,6 +154,8 @@ def test_put_head_get_round_trip(adapter: StoreAdapter, container: str) -> None:
     attrs = WriteAttrs(
         content_type="application/x-test",
         cache_control="max-age=60",
+        content_disposition='attachment; filename="one.bin"',
+        content_language="fr-FR",
         metadata={"origin": "conformance", "case": "lower"},
     )
     result = adapter.put_object(
@@ -168,7 +170,15 @@ def test_put_head_get_round_trip(adapter: StoreAdapter, container: str) -> None:
     assert info.etag == result.etag
     assert info.content_type == "application/x-test"
     assert info.cache_control == "max-age=60"
+    assert info.content_disposition == 'attachment; filename="one.bin"'
+    assert info.content_language == "fr-FR"
     assert info.metadata == {"origin": "conformance", "case": "lower"}
+    if adapter.capabilities.metadata_in_listing:  # a listing that describes the object
+        (listed,) = [o for o in adapter.list_objects(container, "obj/") if o.key == "obj/one.bin"]
+        assert (listed.content_disposition, listed.content_language) == (
+            'attachment; filename="one.bin"',
+            "fr-FR",
+        )
     assert info.checksums.get("md5", _md5(data)) == _md5(data)
     if "md5" in adapter.capabilities.native_checksums:
         assert info.checksums["md5"] == _md5(data)
