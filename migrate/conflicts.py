@@ -11,6 +11,9 @@ kill -9 lost (migrate's metadata, the size and, where the source has one, its SH
 A bucket is listed under the plan's prefixes (memory: a page or two), each page looked up
 in the ledger at once, and a HEAD made only for keys the phase is to write; when the
 bucket holds many objects and the phase writes few keys, those keys are HEADed instead.
+A bucket holding more than two pages is listed only around the keys to write, one listing
+per run of them (`Ledger.to_write_runs`): a phase resumed after a kill does not list again
+all it copied before (on stores whose listing honours StartAfter).
 Requests go through the run's limits and retries, the HEADs on as many threads as the run
 copies with. A key whose HEAD the store refuses for that key alone (an error retrying will
 not mend) cannot be shown safe to write: its transfer fails as a conflict too, and the
@@ -20,7 +23,7 @@ keeps failing (after the retries) stops the phase.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -35,6 +38,7 @@ from providers.base import ObjectInfo, StoreAdapter
 PAGE = 500
 NOT_OVERWRITTEN = "not overwritten: move it away, or run with --overwrite"
 FEW = 1000  # keys to write in a full bucket that are asked one by one instead of listing it
+RUN_GAP = 1000  # this plan's objects between two keys to write past which a listing restarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +119,45 @@ def mark_conflicts(
             if count <= FEW and len(first) > 2 * PAGE:
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket)))
                 continue
-            page = first
-            while page:
-                for start in range(0, len(page), PAGE):
-                    keys = [o.key for o in page[start : start + PAGE]]
-                    check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
-                page = list(islice(listing, PAGE))
+            if len(first) <= 2 * PAGE:  # the whole listing
+                pages: Iterator[list[str]] = _chunks(o.key for o in first)
+            else:  # only where keys are to be written: a resumed phase skips what it copied
+                pages = _chunks(
+                    _listed_in_runs(destination, bucket, prefixes, ledger, plan.name, phase)
+                )
+            for keys in pages:
+                check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
     return found
+
+
+def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
+    it = iter(keys)
+    while chunk := list(islice(it, PAGE)):
+        yield chunk
+
+
+def _listed_in_runs(
+    destination: StoreAdapter,
+    bucket: str,
+    prefixes: list[str],
+    ledger: Ledger,
+    plan: str,
+    phase: str,
+) -> Iterator[str]:
+    """The bucket's keys under the plan's prefixes within each run of keys to write (see
+    `Ledger.to_write_runs`): one listing per run and prefix, from just before the run's
+    first key to its last."""
+    for first, last in ledger.to_write_runs(plan, phase, bucket, RUN_GAP):
+        for prefix in prefixes:
+            # The keys under a prefix are one range in key order: does the run meet it?
+            if last < prefix or not (first < prefix or first.startswith(prefix)):
+                continue
+            after = first[:-1] if first > prefix else None
+            try:
+                for o in destination.list_objects(bucket, prefix, start_after=after or None):
+                    if o.key > last:
+                        break
+                    if o.key >= first:
+                        yield o.key
+            except NotFound:  # the bucket is not there: nothing in the way
+                return

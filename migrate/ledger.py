@@ -895,6 +895,31 @@ class Ledger:
                 ).fetchone()[0]
             )
 
+    def to_write_runs(self, plan: str, phase: str, bucket: str, gap: int) -> list[tuple[str, str]]:
+        """The phase's destination keys to write in `bucket` (as `to_write_at`), as runs in
+        key order: (first, last) of each, a run ending where more than `gap` of the plan's
+        other objects in the bucket come before the next key to write. A listing of the
+        bucket restarted at each run skips what the plan copied already (a resumed phase)."""
+        where = "plan = :plan AND destination_bucket = :bucket"
+        written = (
+            "phase = :phase AND state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
+        )
+        args = {"plan": plan, "bucket": bucket, "phase": phase, "gap": gap}
+        with self._lock:
+            starts = self._db.execute(
+                f"WITH r AS (SELECT destination_key AS k, ({written}) AS w, "
+                f"ROW_NUMBER() OVER (ORDER BY destination_key) AS n FROM transfers WHERE {where}), "
+                "t AS (SELECT k, n - LAG(n) OVER (ORDER BY n) AS gap, "
+                "LAG(k) OVER (ORDER BY n) AS prev FROM r WHERE w) "
+                "SELECT k, prev FROM t WHERE gap IS NULL OR gap > :gap ORDER BY k",
+                args,
+            ).fetchall()
+            last = self._db.execute(
+                f"SELECT MAX(destination_key) FROM transfers WHERE {where} AND {written}", args
+            ).fetchone()[0]
+        ends = [prev for _, prev in starts[1:]] + [last]
+        return [(str(k), str(end)) for (k, _), end in zip(starts, ends, strict=True)]
+
     def gone_at_source(self, plan: Plan, phase: str, limit: int) -> list[PhaseCandidate]:
         """The phase's transfers still to copy (no upload under way) whose source object
         the latest inventory no longer has: a copy would fail at every run. The caller

@@ -43,6 +43,7 @@ class Faults:
     redirected: int = 0
     heads_in_flight: int = 0
     most_heads_at_once: int = 0
+    listings: int = 0  # ListObjectsV2 requests (list-type=2)
     # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
     parts_accepted: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,6 +86,8 @@ def fault_proxy(
             body = self.rfile.read(length) if length else b""
             with faults.lock:
                 faults.requests += 1
+                if self.command == "GET" and "list-type=2" in urlsplit(self.path).query:
+                    faults.listings += 1
             if faults.redirect_to is not None:
                 with faults.lock:
                     faults.redirected += 1
