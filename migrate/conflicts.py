@@ -11,9 +11,10 @@ kill -9 lost (migrate's metadata, the size and, where the source has one, its SH
 A bucket is listed under the plan's prefixes (memory: a page or two), each page looked up
 in the ledger at once, and a HEAD made only for keys the phase is to write; when the
 bucket holds many objects and the phase writes few keys, those keys are HEADed instead.
-A bucket holding more than two pages is listed only around the keys to write, one listing
-per run of them (`Ledger.to_write_runs`): a phase resumed after a kill does not list again
-all it copied before (on stores whose listing honours StartAfter).
+A bucket holding more than two pages, on a store whose listing is in key order from a
+start-after (`Capabilities.ranged_listing`: S3), is listed only around the keys to write,
+one listing per run of them (`Ledger.to_write_runs`): a phase resumed after a kill does
+not list again all it copied before. Elsewhere the whole listing is read.
 Requests go through the run's limits and retries, the HEADs on as many threads as the run
 copies with. A key whose HEAD the store refuses for that key alone (an error retrying will
 not mend) cannot be shown safe to write: its transfer fails as a conflict too, and the
@@ -26,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 
 from migrate.delta import head_or_none
 from migrate.dryrun import classify, unreadable
@@ -119,12 +120,13 @@ def mark_conflicts(
             if count <= FEW and len(first) > 2 * PAGE:
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket)))
                 continue
-            if len(first) <= 2 * PAGE:  # the whole listing
-                pages: Iterator[list[str]] = _chunks(o.key for o in first)
-            else:  # only where keys are to be written: a resumed phase skips what it copied
-                pages = _chunks(
+            if len(first) > 2 * PAGE and destination.capabilities.ranged_listing:
+                # Only where keys are to be written: a resumed phase skips what it copied.
+                pages: Iterator[list[str]] = _chunks(
                     _listed_in_runs(destination, bucket, prefixes, ledger, plan.name, phase)
                 )
+            else:  # the whole listing, in whatever order the store gives it
+                pages = _chunks(o.key for o in chain(first, listing))
             for keys in pages:
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
     return found

@@ -909,14 +909,16 @@ class Ledger:
             starts = self._db.execute(
                 f"WITH r AS (SELECT destination_key AS k, ({written}) AS w, "
                 f"ROW_NUMBER() OVER (ORDER BY destination_key) AS n FROM transfers WHERE {where}), "
-                "t AS (SELECT k, n - LAG(n) OVER (ORDER BY n) AS gap, "
+                "t AS (SELECT k, n, n - LAG(n) OVER (ORDER BY n) AS gap, "
                 "LAG(k) OVER (ORDER BY n) AS prev FROM r WHERE w) "
-                "SELECT k, prev FROM t WHERE gap IS NULL OR gap > :gap ORDER BY k",
+                "SELECT k, prev FROM t WHERE gap IS NULL OR gap - 1 > :gap ORDER BY n",
                 args,
             ).fetchall()
             last = self._db.execute(
                 f"SELECT MAX(destination_key) FROM transfers WHERE {where} AND {written}", args
             ).fetchone()[0]
+        if not starts:
+            return []
         ends = [prev for _, prev in starts[1:]] + [last]
         return [(str(k), str(end)) for (k, _), end in zip(starts, ends, strict=True)]
 

@@ -167,6 +167,11 @@ class Capabilities:
     # False where a key cannot also be a prefix of other keys ("a" beside "a/b"): a
     # directory tree cannot hold both; such a write fails with Unsupported.
     key_may_be_prefix: bool = True
+    # True where list_objects gives keys in UTF-8 byte order (Python's str order) and a
+    # listing from `start_after` skips what comes before it without reading it: a caller
+    # may then list a key range and stop past its end (S3). Azure sorts by UTF-16 and an
+    # account with a hierarchical namespace in path order, with no start-after.
+    ranged_listing: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -607,6 +607,8 @@ class S3Adapter:
             # AWS accepts 1,024-byte keys with any segment length; stores with a filer
             # (SeaweedFS: 255) get theirs from the catalog.
             max_segment_bytes=None,
+            # ListObjectsV2's order, or the walk's on stores listing in path order.
+            ranged_listing=True,
         )
         self._client = build_client(site)
         self._lean = _lean_for(site, self._client.meta.region_name, guard)

@@ -658,6 +658,26 @@ def test_a_resumed_phase_checks_for_conflicts_only_where_it_has_keys_to_write(
     assert proxy.faults.listings < 20, proxy.faults.listings
 
 
+def test_runs_of_keys_to_write_split_where_more_copied_objects_lie_between(
+    tmp_path: Path,
+) -> None:
+    states = ["done"] * 5 + ["pending"] + ["done"] * 2 + ["pending", "failed"] + ["done"] * 5
+    states += ["in_progress", "done"]
+    with Ledger(tmp_path) as ledger:
+        with ledger.atomic() as db:
+            for i, state in enumerate(states):
+                db.execute("INSERT INTO transfers (plan, container, key, phase, dataset, size, "
+                           "destination_bucket, destination_key, state) VALUES "
+                           "('p', 'c', ?, 'bulk-1', 'c/', 1, 'b', ?, ?)",
+                           (f"k{i:02d}", f"k{i:02d}", state))  # fmt: skip
+        runs = {gap: ledger.to_write_runs("p", "bulk-1", "b", gap) for gap in (1, 2, 4, 5)}
+        assert ledger.to_write_runs("p", "bulk-1", "other", 1) == []
+    # Two objects between k05 and k08, five between k09 and k15.
+    assert runs[1] == [("k05", "k05"), ("k08", "k09"), ("k15", "k15")]
+    assert runs[2] == runs[4] == [("k05", "k09"), ("k15", "k15")]
+    assert runs[5] == [("k05", "k15")]
+
+
 def multipart_etag(data: bytes, part_size: int = 5 * MiB) -> str:
     """The S3 ETag of `data` uploaded in parts of `part_size`: MD5 of the part MD5s, -N."""
     parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
