@@ -295,11 +295,10 @@ _CANDIDATE_COLUMNS = (
     "container, key, dataset, size, source_etag, source_checksums, destination_bucket, "
     "destination_key, state, sha256, md5"
 )
-# A transfer to write into bucket ? for phase ? of plan ?, no upload under way.
-_TO_WRITE = (
-    "plan=? AND destination_bucket=? AND phase=? "
-    "AND state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
-)
+# A transfer still to write, with no upload under way (an upload is this plan's own write).
+_WRITABLE = "state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
+# One to write into bucket ? for phase ? of plan ?.
+_TO_WRITE = f"plan=? AND destination_bucket=? AND phase=? AND {_WRITABLE}"
 
 _TRANSFER_COLUMNS = (
     "container, key, phase, dataset, size, source_etag, source_version, source_checksums, "
@@ -901,9 +900,7 @@ class Ledger:
         other objects in the bucket come before the next key to write. A listing of the
         bucket restarted at each run skips what the plan copied already (a resumed phase)."""
         where = "plan = :plan AND destination_bucket = :bucket"
-        written = (
-            "phase = :phase AND state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
-        )
+        written = f"phase = :phase AND {_WRITABLE}"
         args = {"plan": plan, "bucket": bucket, "phase": phase, "gap": gap}
         with self._lock:
             starts = self._db.execute(
