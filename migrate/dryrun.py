@@ -187,8 +187,9 @@ def dry_run(
     }
 
     def head(row: PhaseCandidate) -> tuple[ObjectInfo | None, str | None]:
-        """The destination's HEAD, or why the key cannot be read (a conflict, as in a run)."""
-        if row.destination_bucket in missing:
+        """The destination's HEAD, or why the key cannot be read (a conflict, as in a run).
+        An upload under way is this plan's own write: the run completes it, unasked."""
+        if row.destination_bucket in missing or row.uploading:
             return None, None
         try:
             return dest_adapter.head(row.destination_bucket, row.destination_key), None

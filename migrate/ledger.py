@@ -1434,20 +1434,20 @@ class Ledger:
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         fixed = (
             "SELECT container, key, dataset, size, source_etag, source_checksums, "
-            "destination_bucket, destination_key, state, sha256, md5 FROM transfers AS t "
-            "WHERE t.plan = :plan AND t.phase = :phase"
+            "destination_bucket, destination_key, state, sha256, md5, upload_id IS NOT NULL "
+            "FROM transfers AS t WHERE t.plan = :plan AND t.phase = :phase"
         )
         if resolved is not None and resolved[0] is not None:
             if not phase.selector.changed_since_copy:
                 for row in self._db.execute(fixed, params):
-                    yield PhaseCandidate(*row)
+                    yield _fixed_candidate(row)
                 return
             # Resolved again at its next run (see resolve_phase): its rows as they will be
             # then, and what will join it (below).
             where = _changed_where(phase.selector.datasets, params)
             fixed += f" AND NOT ({_GONE}) AND NOT EXISTS (SELECT 1 FROM objects AS o WHERE {where})"
             for row in self._db.execute(fixed, params):
-                yield PhaseCandidate(*row)
+                yield _fixed_candidate(row)
         ctes = [_mapping_cte(plan, params)]
         select = self._selection(plan, phase, params, "s", ctes)
         sql = (
@@ -1841,6 +1841,25 @@ class ManifestRow:
     source_proof: str  # "md5": matched the source's native MD5; "none": no native checksum
 
 
+def _fixed_candidate(r: Sequence[Any]) -> PhaseCandidate:
+    """A PhaseCandidate from a row of a resolved phase's query: its columns, then whether
+    an upload is under way."""
+    return PhaseCandidate(
+        container=r[0],
+        key=r[1],
+        dataset=r[2],
+        size=r[3],
+        etag=r[4],
+        checksums=r[5],
+        destination_bucket=r[6],
+        destination_key=r[7],
+        state=r[8],
+        previous_sha256=r[9],
+        previous_md5=r[10],
+        uploading=bool(r[11]),
+    )
+
+
 def _manifest_row(r: Sequence[Any], proof: str) -> ManifestRow:
     """A manifest row from the first ten columns the manifest queries select."""
     return ManifestRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], proof)
@@ -1947,6 +1966,8 @@ class PhaseCandidate:
     state: str | None  # the transfer's state; None: the phase is not resolved yet
     previous_sha256: str | None  # sha256 of an earlier copy of this object by the plan
     previous_md5: str | None  # its MD5 (MD5 of part MD5s "-N" when multipart)
+    # An upload of it under way: this plan's own write, which a run completes unchecked.
+    uploading: bool = False
 
 
 _EXAMPLE_CONDITIONS = {

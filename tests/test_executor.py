@@ -678,6 +678,28 @@ def test_runs_of_keys_to_write_split_where_more_copied_objects_lie_between(
     assert runs[5] == [("k05", "k15")]
 
 
+def test_the_dry_run_counts_an_upload_under_way_as_the_run_does(env_for: Any) -> None:
+    """A multipart upload that a killed run left is this plan's own write: the run
+    completes it without a conflict check, and the dry run says it will copy it."""
+    from migrate.dryrun import dry_run
+
+    env: Env = env_for("s3", "s3")
+    data = body(5, 11 * MiB)
+    env.seed({"big.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    put(env.destination, env.bucket, "big.bin", b"what was there before")
+    with Ledger(env.state) as ledger:
+        ledger.resolve_phase(plan, "bulk-1")
+        upload = env.destination.create_multipart(env.bucket, "big.bin", WriteAttrs())
+        ledger.transfer_started("t", env.container, "big.bin", upload, 5 * MiB)
+        preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
+    assert (preview.conflicts, preview.would_copy) == (0, 1)
+    summary = env.run(plan)
+    assert (summary.conflicts, summary.copied) == (0, 1)
+    assert env.read_destination("big.bin") == data
+
+
 def multipart_etag(data: bytes, part_size: int = 5 * MiB) -> str:
     """The S3 ETag of `data` uploaded in parts of `part_size`: MD5 of the part MD5s, -N."""
     parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
