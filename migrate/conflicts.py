@@ -29,8 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
 
-from migrate.delta import head_or_none
-from migrate.dryrun import classify, unreadable
+from migrate.dryrun import classify, head_or_none, unreadable
 from migrate.errors import NotFound, Permanent, Unsupported
 from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
 from migrate.plan import Plan, destination_prefixes

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from migrate.dryrun import head_or_none
 from migrate.errors import MigrateError, NotFound, PlanError, TransferError
 from migrate.inventory import run_inventory
 from migrate.ledger import DatasetTotal, DeletedRow, Ledger
@@ -129,23 +130,6 @@ def cutover_checklist(plan: Plan) -> list[str]:
         f"plan {plan.name} has no cutover phase",
         hint="make the plan again with `migrate plan`",
     )
-
-
-def head_or_none(
-    destination: StoreAdapter,
-    bucket: str,
-    key: str,
-    call: Callable[[Callable[[], ObjectInfo]], ObjectInfo] | None = None,
-) -> ObjectInfo | None:
-    """The destination object's HEAD (through `call`: the run's retries), None if absent."""
-
-    def fetch() -> ObjectInfo:
-        return destination.head(bucket, key)
-
-    try:
-        return call(fetch) if call is not None else fetch()
-    except NotFound:
-        return None
 
 
 def settle_gone(

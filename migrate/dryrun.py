@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -147,6 +147,23 @@ def _compare(row: PhaseCandidate, info: ObjectInfo) -> tuple[str, str]:
     return "conflict", "same size, but no checksum to prove the content equal"
 
 
+def head_or_none(
+    destination: StoreAdapter,
+    bucket: str,
+    key: str,
+    call: Callable[[Callable[[], ObjectInfo]], ObjectInfo] | None = None,
+) -> ObjectInfo | None:
+    """The destination object's HEAD (through `call`: the run's retries), None if absent."""
+
+    def fetch() -> ObjectInfo:
+        return destination.head(bucket, key)
+
+    try:
+        return call(fetch) if call is not None else fetch()
+    except NotFound:
+        return None
+
+
 def unreadable(exc: Permanent | Unsupported) -> str:
     """Why a key whose HEAD failed for that key alone is a conflict, and what to do."""
     return (
@@ -192,9 +209,7 @@ def dry_run(
         if row.destination_bucket in missing or row.uploading:
             return None, None
         try:
-            return dest_adapter.head(row.destination_bucket, row.destination_key), None
-        except NotFound:
-            return None, None
+            return head_or_none(dest_adapter, row.destination_bucket, row.destination_key), None
         except (Permanent, Unsupported) as exc:  # this key's, not the site's
             return None, unreadable(exc)
 

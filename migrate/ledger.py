@@ -1433,9 +1433,8 @@ class Ledger:
             ).fetchone()
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         fixed = (
-            "SELECT container, key, dataset, size, source_etag, source_checksums, "
-            "destination_bucket, destination_key, state, sha256, md5, upload_id IS NOT NULL "
-            "FROM transfers AS t WHERE t.plan = :plan AND t.phase = :phase"
+            f"SELECT {_CANDIDATE_COLUMNS}, upload_id IS NOT NULL FROM transfers AS t "
+            "WHERE t.plan = :plan AND t.phase = :phase"
         )
         if resolved is not None and resolved[0] is not None:
             if not phase.selector.changed_since_copy:
