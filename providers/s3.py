@@ -103,8 +103,17 @@ _PLAIN_MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
 _NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # Stores whose listing walks directories instead of sorting keys by bytes. The catalog will
-# carry this as a quirk of the software; until then, the site's declared software decides.
+# carry this as a quirk of the software; until then, the site's declared software decides,
+# and where none is declared, the Server header of the first listing (SeaweedFS names
+# itself there): trusting a path-ordered listing as byte order would skip keys after a
+# start-after, and an early stop at a run's last key could miss an object in the way.
 _PATH_ORDERED_SOFTWARE = frozenset({"seaweedfs"})
+
+
+def _software_of(server: str | None) -> str:
+    """The software a Server header names ('SeaweedFS 8000GB 4.48' -> 'seaweedfs')."""
+    return (server or "").strip().split(" ")[0].split("/")[0].lower()
+
 
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
@@ -612,7 +621,10 @@ class S3Adapter:
         )
         self._client = build_client(site)
         self._lean = _lean_for(site, self._client.meta.region_name, guard)
-        self._walk_listing = (site.software or "").lower() in _PATH_ORDERED_SOFTWARE
+        # True: walk; False: flat; None: not declared, told by the first listing's answer.
+        self._walk_listing: bool | None = (
+            True if (site.software or "").lower() in _PATH_ORDERED_SOFTWARE else None
+        )
         if guard is not None:
             hooks = _GuardHooks(guard)
             self._client.meta.events.register("before-send.s3", hooks.before_send)
@@ -831,17 +843,26 @@ class S3Adapter:
             lambda: lean.request("ListObjectsV2", "GET", url, {}), container, None
         )
         try:
-            return parse_list_page(response.data, _timestamp)
+            page = parse_list_page(response.data, _timestamp)
         except (ET.ParseError, ValueError):
             raise Permanent(
                 f"{self.site_name}: listing {container}: the store's answer is not a readable "
                 "listing"
             ) from None
+        server = response.headers.get("server")
+        page["ResponseMetadata"] = {"HTTPHeaders": {"server": server}}
+        return page
 
     def _list_flat(
         self, container: str, prefix: str, start_after: str | None
     ) -> Iterator[ObjectInfo]:
         for page in self._pages(container, prefix, None, start_after):
+            if self._walk_listing is None:
+                headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                self._walk_listing = _software_of(headers.get("server")) in _PATH_ORDERED_SOFTWARE
+                if self._walk_listing:  # nothing yielded yet: the walk lists from the start
+                    yield from self._list_walk(container, prefix, start_after)
+                    return
             for item in page.get("Contents", []):
                 yield self._info(container, item)
 
