@@ -856,6 +856,9 @@ class S3Adapter:
     def _list_flat(
         self, container: str, prefix: str, start_after: str | None
     ) -> Iterator[ObjectInfo]:
+        """The store's own order, checked: resuming, the conflict check and verify merge
+        listings by key, so a store listing out of key order is refused, not trusted."""
+        last = start_after or ""
         for page in self._pages(container, prefix, None, start_after):
             if self._walk_listing is None:
                 headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
@@ -864,6 +867,13 @@ class S3Adapter:
                     yield from self._list_walk(container, prefix, start_after)
                     return
             for item in page.get("Contents", []):
+                if item["Key"] <= last:  # code point order is UTF-8 byte order
+                    raise Permanent(
+                        f"{self.site_name}: listing {container}: the store lists keys out of "
+                        f"order ({item['Key']!r} after {last!r}); if it is SeaweedFS or "
+                        'another store listing in path order, declare its software = "..."'
+                    )
+                last = item["Key"]
                 yield self._info(container, item)
 
     def _list_walk(

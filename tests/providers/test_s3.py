@@ -398,6 +398,22 @@ def test_walk_listing_is_byte_ordered_and_resumes_at_every_key(
         adapter.close()
 
 
+def test_a_listing_out_of_key_order_is_refused_not_trusted(s3_site: Site) -> None:
+    """SeaweedFS behind a proxy that hides its Server header, undeclared: its path order
+    would make a resume or the conflict check skip keys; the listing stops with a reason."""
+    adapter = S3Adapter(s3_site.model_copy(update={"software": None}))
+    adapter._walk_listing = False
+    bucket = unique_name("order")
+    try:
+        adapter.create_container(bucket)
+        for key in ("a/b", "a b"):
+            adapter.put_object(bucket, key, io.BytesIO(b"1"), 1, WriteAttrs(), {})
+        with pytest.raises(Permanent, match=r"out of order .* declare its software"):
+            list(adapter.list_objects(bucket))
+    finally:
+        adapter.close()
+
+
 def test_flat_listing_on_unambiguous_keys(s3_site: Site) -> None:
     """The flat (AWS) listing path, on keys where SeaweedFS's order is byte order."""
     adapter = S3Adapter(s3_site)
