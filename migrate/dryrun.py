@@ -55,6 +55,10 @@ class DatasetDryRun:
     # Of those, not at the destination as recorded (not in the three counts above): the run
     # skips done objects; `migrate verify` finds them and marks them to copy again.
     done_not_as_recorded: int = 0
+    # Of `objects`: changed at the source during their copy, removed since, or gone from
+    # the source; the run copies none of them (not in the counts above).
+    not_copied: int = 0
+    not_copied_bytes: int = 0
     conflict_examples: list[str] = field(default_factory=list)  # "bucket/key: why"
 
 
@@ -85,6 +89,10 @@ class DryRunReport:
     @property
     def conflicts(self) -> int:
         return sum(d.conflicts for d in self.datasets)
+
+    @property
+    def not_copied(self) -> int:
+        return sum(d.not_copied for d in self.datasets)
 
 
 def _source_sums(row: PhaseCandidate) -> dict[str, str]:
@@ -172,6 +180,12 @@ def unreadable(exc: Permanent | Unsupported) -> str:
     )
 
 
+def _left(row: PhaseCandidate) -> bool:
+    """Whether the run leaves the object alone: changed at the source during its copy (a
+    delta phase takes it), removed since, or gone from the source (the run settles it)."""
+    return row.gone or row.state in ("changed", "removed")
+
+
 def _batches(rows: Iterator[PhaseCandidate]) -> Iterator[list[PhaseCandidate]]:
     while batch := list(islice(rows, _BATCH)):
         yield batch
@@ -206,7 +220,7 @@ def dry_run(
     def head(row: PhaseCandidate) -> tuple[ObjectInfo | None, str | None]:
         """The destination's HEAD, or why the key cannot be read (a conflict, as in a run).
         An upload under way is this plan's own write: the run completes it, unasked."""
-        if row.destination_bucket in missing or row.uploading:
+        if row.destination_bucket in missing or row.uploading or _left(row):
             return None, None
         try:
             return head_or_none(dest_adapter, row.destination_bucket, row.destination_key), None
@@ -223,6 +237,10 @@ def dry_run(
                 d.bytes += row.size
                 if row.state == "done":
                     d.done_in_ledger += 1
+                if _left(row):
+                    d.not_copied += 1
+                    d.not_copied_bytes += row.size
+                    continue
                 outcome, why = ("conflict", failed) if failed else classify(row, info)
                 if row.state == "done" and outcome != "identical":
                     d.done_not_as_recorded += 1

@@ -1433,7 +1433,7 @@ class Ledger:
             ).fetchone()
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         fixed = (
-            f"SELECT {_CANDIDATE_COLUMNS}, upload_id IS NOT NULL FROM transfers AS t "
+            f"SELECT {_CANDIDATE_COLUMNS}, upload_id IS NOT NULL, ({_GONE}) FROM transfers AS t "
             "WHERE t.plan = :plan AND t.phase = :phase"
         )
         if resolved is not None and resolved[0] is not None:
@@ -1842,7 +1842,7 @@ class ManifestRow:
 
 def _fixed_candidate(r: Sequence[Any]) -> PhaseCandidate:
     """A PhaseCandidate from a row of a resolved phase's query: its columns, then whether
-    an upload is under way."""
+    an upload is under way and whether its source is gone (the run settles it)."""
     return PhaseCandidate(
         container=r[0],
         key=r[1],
@@ -1856,6 +1856,7 @@ def _fixed_candidate(r: Sequence[Any]) -> PhaseCandidate:
         previous_sha256=r[9],
         previous_md5=r[10],
         uploading=bool(r[11]),
+        gone=bool(r[12]),
     )
 
 
@@ -1967,6 +1968,8 @@ class PhaseCandidate:
     previous_md5: str | None  # its MD5 (MD5 of part MD5s "-N" when multipart)
     # An upload of it under way: this plan's own write, which a run completes unchecked.
     uploading: bool = False
+    # Still to copy but gone from the source: a run settles it (`settle_gone`), copies none.
+    gone: bool = False
 
 
 _EXAMPLE_CONDITIONS = {

@@ -288,6 +288,13 @@ def print_dry_run(console: Console, report: Any) -> None:
     for d in report.datasets:
         for example in d.conflict_examples:
             console.print(f"  conflict: {example}", markup=False)
+    if report.not_copied:
+        console.print(
+            f"Not copied: {report.not_copied:,} objects changed at the source during their "
+            "copy, removed since, or gone from the source (a delta phase takes what changed; "
+            "the run settles what is gone).",
+            markup=False,
+        )
     if report.missing_buckets:
         console.print(f"Buckets to be created: {', '.join(report.missing_buckets)}", markup=False)
 

@@ -700,6 +700,28 @@ def test_the_dry_run_counts_an_upload_under_way_as_the_run_does(env_for: Any) ->
     assert env.read_destination("big.bin") == data
 
 
+def test_the_dry_run_does_not_count_what_the_run_leaves_alone(env_for: Any) -> None:
+    """Of a phase already under way: an object that changed at the source during its copy
+    (a delta phase takes it) and one deleted at the source since (the run settles it) are
+    not copied by the run, and the dry run does not count them as to copy."""
+    from migrate.dryrun import dry_run
+
+    env: Env = env_for("s3", "s3")
+    env.seed({k: (body(i, 1000), "text/plain", {}, False) for i, k in enumerate("abc")})
+    plan = env.plan()
+    with Ledger(env.state) as ledger:
+        ledger.resolve_phase(plan, "bulk-1")
+        ledger.transfer_not_done("t", env.container, "a", "changed", "changed meanwhile", 0)
+    env.source.delete(env.container, "b")
+    run_inventory(env.config, env.source_site.name, env.source)
+    with Ledger(env.state) as ledger:
+        preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
+    assert (preview.objects, preview.would_copy, preview.not_copied) == (3, 1, 2)
+    summary = env.run(plan)
+    assert summary.copied == 1
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == ["c"]
+
+
 def multipart_etag(data: bytes, part_size: int = 5 * MiB) -> str:
     """The S3 ETag of `data` uploaded in parts of `part_size`: MD5 of the part MD5s, -N."""
     parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
