@@ -239,6 +239,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Why verify last asked for a copy again: the same finding after that copy is the
+        # store's doing (it alters what is written), which another copy would not mend.
+        "verify's reason to copy again",
+        "ALTER TABLE transfers ADD COLUMN recopy_reason TEXT;",
+    ),
 ]
 
 
@@ -1561,7 +1567,7 @@ class Ledger:
         base = (
             "SELECT t.destination_key, t.container, t.key, t.phase, t.dataset, t.size, "
             "t.state, t.sha256, t.md5, t.destination_etag, t.source_etag, t.source_version, "
-            "t.error, o.etag, o.content_type, o.metadata FROM transfers t "
+            "t.error, o.etag, o.content_type, o.metadata, t.recopy_reason FROM transfers t "
             "LEFT JOIN objects o ON o.site = ? AND o.container = t.container AND o.key = t.key "
             "WHERE t.plan = ? AND t.destination_bucket = ?"
         )
@@ -1772,9 +1778,9 @@ class Ledger:
         with self.atomic() as db:
             cur = db.execute(
                 "UPDATE transfers SET state='pending', upload_id=NULL, part_size=NULL, "
-                "error=?, started_at=NULL, finished_at=NULL "
+                "error=?, recopy_reason=?, started_at=NULL, finished_at=NULL "
                 "WHERE plan=? AND container=? AND key=? AND state='done'",
-                (why, plan, container, key),
+                (why, why, plan, container, key),
             )
             if cur.rowcount:
                 db.execute(  # at once: a verification stopped half-way records nothing
@@ -1823,6 +1829,7 @@ class DestinationRow:
     inventory_etag: str | None  # None also when the inventory no longer has the object
     content_type: str | None
     metadata: str | None  # JSON, or None when the source listing did not carry metadata
+    recopy_reason: str | None = None  # why verify last asked for a copy again, if it did
 
 
 @dataclass(frozen=True, slots=True)

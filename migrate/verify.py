@@ -82,6 +82,10 @@ NON_FAILING: frozenset[str] = frozenset({"source_changed"})
 WRONG_CONTENT: frozenset[str] = frozenset(
     {"missing", "size_mismatch", "checksum_mismatch", "metadata_mismatch"}
 )
+# What a store may alter on every write (a proxy dropping some header names, a store
+# rewriting values): found again, word for word, after the copy verify asked for, it is
+# not marked to copy again (each verify and run would otherwise copy it forever).
+LASTING: frozenset[str] = frozenset({"metadata_mismatch"})
 
 Deep = bool | Literal["both"]
 _MD5_SHAPED = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
@@ -531,7 +535,12 @@ class _Verifier:
             and portable_key(row.destination_key)
         ):
             why = f"verify found it {kind.replace('_', ' ')}: {detail}"
-            if self.ledger.transfer_to_copy_again(self.plan.name, row.container, row.key, why):
+            if kind in LASTING and row.recopy_reason == why:
+                detail += (
+                    "; so again after the copy verify asked for: the destination alters it on "
+                    "write, and copying again would not mend it (not marked to copy again)"
+                )
+            elif self.ledger.transfer_to_copy_again(self.plan.name, row.container, row.key, why):
                 self.tally.bump("to_copy_again")
         self.tally.add(
             VerifyFinding(

@@ -5,6 +5,7 @@ ledger merge in the same key order; a passing verification opens the next phase'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ from migrate.executor import check_gates, run_phase
 from migrate.ledger import Ledger
 from migrate.plan import Phase, PhaseKind, Plan
 from migrate.verify import VerifyResult, sampled, verify
-from providers.base import StoreAdapter
+from providers.base import StoreAdapter, WriteAttrs
 from tests.conftest import SiteFactory
 from tests.helpers import body
-from tests.test_executor import ESTATE, SMALL_PARTS, Env, put
+from tests.test_executor import ESTATE, SMALL_PARTS, Delegating, Env, put
 
 Estate = dict[str, tuple[bytes, str, dict[str, str], bool]]
 
@@ -300,3 +301,46 @@ def test_an_empty_metadata_value_the_destination_drops_is_no_finding(env_for: An
     assert result.passed, result.findings
     with Ledger(env.state) as ledger:
         assert {c.state for c in ledger.phase_counts(plan.name)} == {"done"}
+
+
+class DropsUnderscoreNames(Delegating):
+    """A destination behind a proxy that drops metadata whose name holds `_`, at every
+    write: a copy again holds the same loss."""
+
+    @staticmethod
+    def _attrs(attrs: WriteAttrs) -> WriteAttrs:
+        kept = {k: v for k, v in attrs.metadata.items() if "_" not in k}
+        return dataclasses.replace(attrs, metadata=kept)
+
+    def put_object(self, container: str, key: str, body: Any, length: int, attrs: WriteAttrs,
+                   checksums: Any) -> Any:  # fmt: skip
+        return self._inner.put_object(container, key, body, length, self._attrs(attrs), checksums)
+
+    def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
+        return self._inner.create_multipart(container, key, self._attrs(attrs))
+
+    def replace_metadata(self, container: str, key: str, attrs: WriteAttrs, **kw: Any) -> Any:
+        return self._inner.replace_metadata(container, key, self._attrs(attrs), **kw)
+
+
+def test_metadata_the_destination_alters_at_every_write_is_copied_again_once(
+    env_for: Any,
+) -> None:
+    """verify finds a metadata entry missing and asks for a copy again; found missing again
+    after that copy, it is still a finding (the verification fails) but not marked to copy
+    again: the next run copies nothing, instead of every verify and run copying it forever.
+    (From Azure: its listing carries the metadata verify compares with.)"""
+    env: Env = env_for("azure", "s3")
+    key = "cohort/a.csv"
+    env.seed({key: (b"id,age\n1,42\n", "text/csv", {"study_id": "c-17", "owner": "dpo"}, False)})
+    plan = env.plan()
+    lossy = DropsUnderscoreNames(env.destination)
+    assert env.run(plan, destination=lossy).copied == 1
+    first = check(env, plan, check_metadata=True)
+    assert named(first) == [("metadata_mismatch", key)] and first.to_copy_again == 1
+    assert env.run(plan, destination=lossy).copied == 1
+    second = check(env, plan, check_metadata=True)
+    assert named(second) == [("metadata_mismatch", key)] and not second.passed
+    assert second.to_copy_again == 0
+    assert "copying again would not mend it" in second.findings[0].detail
+    assert env.run(plan, destination=lossy).copied == 0
