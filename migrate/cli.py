@@ -77,6 +77,26 @@ sites_app = typer.Typer(
 )
 app.add_typer(sites_app, name="sites")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"migrate {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    # The options before the command; the group's help is the Typer's help= above.
+    pass
+
+
 SitesOpt = Annotated[
     Path | None,
     typer.Option("--sites", help="Sites file (default: $MIGRATE_SITES, else ./sites.toml)."),

@@ -52,6 +52,15 @@ def test_every_command_teaches_its_use_with_an_example(
     assert "Example: migrate " in out
 
 
+def test_the_version_is_printed_for_bug_reports_and_audits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"migrate {version('migrate')}\n"
+
+
 def test_the_readme_documents_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.MULTILINE))
