@@ -101,6 +101,15 @@ def portable_key(key: str) -> bool:
     return not any(s in ("", ".", "..") for s in segments)
 
 
+# What a copy keeps besides the content type and the user metadata, and verify compares.
+CARRIED_HEADERS = ("content_encoding", "cache_control", "content_disposition", "content_language")
+
+
+def carried_headers(obj: ObjectInfo) -> dict[str, str]:
+    """The object's headers of CARRIED_HEADERS that have a value."""
+    return {name: value for name in CARRIED_HEADERS if (value := getattr(obj, name))}
+
+
 def to_row(obj: ObjectInfo) -> InventoryRow:
     return InventoryRow(  # positional: one per listed object (see InventoryRow)
         obj.container,
@@ -116,6 +125,8 @@ def to_row(obj: ObjectInfo) -> InventoryRow:
         obj.content_type,
         dumps(dict(obj.metadata)) if obj.metadata is not None else None,
         int(flags_of(obj)),
+        # A listing with metadata (Azure's) carries the properties too; S3's carries neither.
+        dumps(carried_headers(obj)) if obj.metadata is not None else None,
     )
 
 

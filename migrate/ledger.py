@@ -245,6 +245,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "verify's reason to copy again",
         "ALTER TABLE transfers ADD COLUMN recopy_reason TEXT;",
     ),
+    (
+        # The headers a listing carries besides the content type (Azure's does), which a
+        # copy keeps and verify compares: JSON, None where the listing does not carry them.
+        "source headers",
+        "ALTER TABLE objects ADD COLUMN headers TEXT;",
+    ),
 ]
 
 
@@ -266,6 +272,7 @@ class InventoryRow(NamedTuple):
     content_type: str | None
     metadata: str | None  # JSON object, or None when the listing does not carry metadata
     flags: int
+    headers: str | None  # JSON object of `carried_headers`, None as metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,8 +591,8 @@ class Ledger:
                 """
                 INSERT INTO objects (container, key, dataset, size, etag, last_modified,
                     checksums, storage_class, archived, version_id, content_type, metadata,
-                    flags, site, first_seen, last_seen)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    flags, headers, site, first_seen, last_seen)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (site, container, key) DO UPDATE SET
                     changed_in = CASE
                         WHEN objects.deleted_in IS NOT NULL THEN excluded.last_seen
@@ -599,6 +606,7 @@ class Ledger:
                     storage_class = excluded.storage_class, archived = excluded.archived,
                     version_id = excluded.version_id, content_type = excluded.content_type,
                     metadata = excluded.metadata, flags = excluded.flags,
+                    headers = excluded.headers,
                     last_seen = excluded.last_seen, deleted_in = NULL
                 """,
                 [(*r, site, run_id, run_id) for r in rows],  # archived: a bool is stored as 0/1
@@ -707,7 +715,7 @@ class Ledger:
         """Stream a site's current inventory in key order (a cursor, not a list)."""
         sql = (
             "SELECT container, key, dataset, size, etag, last_modified, checksums, "
-            "storage_class, archived, version_id, content_type, metadata, flags "
+            "storage_class, archived, version_id, content_type, metadata, flags, headers "
             "FROM objects WHERE site=? AND deleted_in IS NULL"
         )
         args: tuple[str, ...] = (site,)
@@ -1567,7 +1575,8 @@ class Ledger:
         base = (
             "SELECT t.destination_key, t.container, t.key, t.phase, t.dataset, t.size, "
             "t.state, t.sha256, t.md5, t.destination_etag, t.source_etag, t.source_version, "
-            "t.error, o.etag, o.content_type, o.metadata, t.recopy_reason FROM transfers t "
+            "t.error, o.etag, o.content_type, o.metadata, o.headers, t.recopy_reason "
+            "FROM transfers t "
             "LEFT JOIN objects o ON o.site = ? AND o.container = t.container AND o.key = t.key "
             "WHERE t.plan = ? AND t.destination_bucket = ?"
         )
@@ -1829,6 +1838,7 @@ class DestinationRow:
     inventory_etag: str | None  # None also when the inventory no longer has the object
     content_type: str | None
     metadata: str | None  # JSON, or None when the source listing did not carry metadata
+    headers: str | None = None  # JSON of the source's other headers, None where unknown
     recopy_reason: str | None = None  # why verify last asked for a copy again, if it did
 
 

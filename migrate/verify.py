@@ -12,7 +12,8 @@ the whole plan):
   metadata written with single PUTs) must equal the ledger's. An object with no stored
   checksum passes only if its ETag is still the one the copy was verified against; else
   its bytes are re-read;
-- content type and user metadata, where they are at hand (a listing that carries them or
+- content type, user metadata and the other headers a copy keeps (cache control, content
+  disposition, language, encoding), where they are at hand (a listing that carries them or
   a HEAD made anyway), against the source's inventory (or the source's HEAD with
   `deep="both"`);
 - with `deep` (every object) or `sample` (a seeded share of them): the destination's bytes
@@ -49,7 +50,7 @@ from typing import Literal, TypeVar
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
-from migrate.inventory import portable_key
+from migrate.inventory import carried_headers, portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA
@@ -491,12 +492,17 @@ class _Verifier:
         return info
 
     def metadata(self, row: DestinationRow, info: ObjectInfo, source: ObjectInfo | None) -> None:
-        """Content type and user metadata against the source's, where both are known."""
+        """Content type, the other headers a copy keeps and user metadata against the
+        source's, where both are known (the headers from the inventory where its listing
+        carried them: Azure's)."""
+        headers: dict[str, str] | None
         if source is not None:
             ctype, meta = source.content_type, dict(source.metadata or {})
+            headers = carried_headers(source)
         elif row.inventory_etag is not None and row.inventory_etag == row.source_etag:
             ctype = row.content_type
             meta = json.loads(row.metadata) if row.metadata else {}
+            headers = json.loads(row.headers) if row.headers is not None else None
         else:
             return  # the source changed since its copy: the delta compares it
         if info.metadata is None:
@@ -508,6 +514,14 @@ class _Verifier:
                 f"content type {info.content_type!r}, the source's is {ctype!r}",
             )
             return
+        for name, value in sorted((headers or {}).items()):
+            if (getattr(info, name) or "") != (value or ""):
+                self.finding(
+                    row,
+                    "metadata_mismatch",
+                    f"{name.replace('_', ' ')} {getattr(info, name)!r}, the source's is {value!r}",
+                )
+                return
         got = {k.lower(): v for k, v in info.metadata.items()}
         for name, value in sorted(meta.items()):
             # An empty value absent at the destination is the same nothing: some stores

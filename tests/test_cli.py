@@ -480,19 +480,57 @@ def test_a_bandwidth_limit_is_read_before_the_phase_starts(
     assert json.loads(out)["copied"] > 0
 
 
+def as_of_schema(state: Path, migrations: list[tuple[str, str]]) -> None:
+    """Rewrite a state file as a version knowing only `migrations` would have written it:
+    those tables and columns, with the rows they hold."""
+    import sqlite3
+
+    with sqlite3.connect(state) as db:  # one file: no write-ahead log beside it
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA journal_mode=DELETE")
+    newer = state.with_name("newer.db")
+    state.rename(newer)
+    db = sqlite3.connect(state)
+    try:
+        for _, sql in migrations:
+            db.executescript(sql)
+        db.execute(
+            "CREATE TABLE schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        for version, (name, _) in enumerate(migrations, start=1):
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-24')", (version, name))
+        db.execute("ATTACH DATABASE ? AS newer", (str(newer),))
+        tables = db.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' "
+            "AND name != 'schema_migrations'"
+        ).fetchall()
+        for (table,) in tables:
+            have = {r[1] for r in db.execute(f"PRAGMA newer.table_info({table})")}
+            columns = ", ".join(
+                r[1] for r in db.execute(f"PRAGMA main.table_info({table})") if r[1] in have
+            )
+            db.execute(f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM newer.{table}")
+        db.commit()
+    finally:
+        db.close()
+    newer.unlink()
+
+
 def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sqlite3
 
     import migrate.ledger
 
     latest = migrate.ledger._MIGRATIONS
-    monkeypatch.setattr(migrate.ledger, "_MIGRATIONS", latest[:2])  # the schema of 2026-11
     plan, where = finished_local_copy(tmp_path, capsys)
     code, before, _ = run(["status", plan, "--json", *where], capsys)
     assert code == 0
-    monkeypatch.setattr(migrate.ledger, "_MIGRATIONS", latest)
+    as_of_schema(tmp_path / "state" / "state.db", latest[:2])  # the schema of 2026-11
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [1, 2]
 
     code, after, err = run(["status", plan, "--json", *where], capsys)
     assert code == 0, err

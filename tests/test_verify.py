@@ -344,3 +344,33 @@ def test_metadata_the_destination_alters_at_every_write_is_copied_again_once(
     assert second.to_copy_again == 0
     assert "copying again would not mend it" in second.findings[0].detail
     assert env.run(plan, destination=lossy).copied == 0
+
+
+class DropsDisposition(Delegating):
+    """A destination that loses Content-Disposition on a single PUT of a key `lost*`."""
+
+    def put_object(self, container: str, key: str, body: Any, length: int, attrs: WriteAttrs,
+                   checksums: Any) -> Any:  # fmt: skip
+        if key.startswith("lost"):
+            attrs = dataclasses.replace(attrs, content_disposition=None)
+        return self._inner.put_object(container, key, body, length, attrs, checksums)
+
+
+def test_headers_the_copy_keeps_are_verified_against_the_source(env_for: Any) -> None:
+    """Cache-Control, Content-Disposition, Content-Language and Content-Encoding are part of
+    what a copy keeps: verify compares them with the source's (as its inventory listed them),
+    and one lost at the destination is a finding."""
+    env: Env = env_for("azure", "s3")
+    headers = {
+        "cache_control": "private, max-age=60",
+        "content_disposition": 'attachment; filename="a.csv"',
+        "content_language": "fr",
+        "content_encoding": "identity",
+    }
+    for key in ("kept.csv", "lost.csv"):
+        put(env.source, env.container, key, b"id,age\n1,42\n", content_type="text/csv", **headers)
+    plan = env.plan()
+    assert env.run(plan, destination=DropsDisposition(env.destination)).copied == 2
+    result = check(env, plan, check_metadata=True)
+    assert named(result) == [("metadata_mismatch", "lost.csv")], result.findings
+    assert "content disposition None, the source's is 'attachment" in result.findings[0].detail
