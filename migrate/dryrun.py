@@ -218,9 +218,8 @@ def dry_run(
     }
 
     def head(row: PhaseCandidate) -> tuple[ObjectInfo | None, str | None]:
-        """The destination's HEAD, or why the key cannot be read (a conflict, as in a run).
-        An upload under way is this plan's own write: the run completes it, unasked."""
-        if row.destination_bucket in missing or row.uploading or _left(row):
+        """The destination's HEAD, or why the key cannot be read (a conflict, as in a run)."""
+        if row.destination_bucket in missing or _left(row):
             return None, None
         try:
             return head_or_none(dest_adapter, row.destination_bucket, row.destination_key), None

@@ -308,8 +308,9 @@ _CANDIDATE_COLUMNS = (
     "container, key, dataset, size, source_etag, source_checksums, destination_bucket, "
     "destination_key, state, sha256, md5"
 )
-# A transfer still to write, with no upload under way (an upload is this plan's own write).
-_WRITABLE = "state IN ('pending', 'in_progress', 'failed') AND upload_id IS NULL"
+# A transfer still to write, an upload under way included: the upload is this plan's, but
+# what is under its key may have been written by another since the upload began.
+_WRITABLE = "state IN ('pending', 'in_progress', 'failed')"
 # One to write into bucket ? for phase ? of plan ?.
 _TO_WRITE = f"plan=? AND destination_bucket=? AND phase=? AND {_WRITABLE}"
 
@@ -884,10 +885,14 @@ class Ledger:
     def to_write_at(
         self, plan: str, phase: str, bucket: str, keys: Sequence[str] | None = None
     ) -> Iterator[PhaseCandidate]:
-        """The phase's transfers to do with no upload under way (an upload is this plan's
-        own write), whose destination is one of `keys` in `bucket` (None: any key), in
-        destination key order. `previous_sha256` is set when this plan copied it before."""
-        sql = f"SELECT {_CANDIDATE_COLUMNS} FROM transfers WHERE {_TO_WRITE}"
+        """The phase's transfers to do, whose destination is one of `keys` in `bucket`
+        (None: any key), in destination key order. `previous_sha256` is set when this plan
+        copied it before; `uploading` when an upload of it is under way."""
+        # Its source is there (else the run settled it first): not gone.
+        sql = (
+            f"SELECT {_CANDIDATE_COLUMNS}, upload_id IS NOT NULL, 0 "
+            f"FROM transfers WHERE {_TO_WRITE}"
+        )
         args: list[object] = [plan, bucket, phase]
         if keys is not None:
             if not keys:
@@ -897,7 +902,7 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY destination_key", args).fetchall()
         for r in rows:
-            yield PhaseCandidate(*r)
+            yield _fixed_candidate(r)
 
     def to_write_count(self, plan: str, phase: str, bucket: str) -> int:
         with self._lock:

@@ -678,26 +678,35 @@ def test_runs_of_keys_to_write_split_where_more_copied_objects_lie_between(
     assert runs[5] == [("k05", "k15")]
 
 
-def test_the_dry_run_counts_an_upload_under_way_as_the_run_does(env_for: Any) -> None:
-    """A multipart upload that a killed run left is this plan's own write: the run
-    completes it without a conflict check, and the dry run says it will copy it."""
+def test_an_upload_under_way_is_completed_unless_another_wrote_under_its_key_since(
+    env_for: Any,
+) -> None:
+    """A multipart upload that a killed run left is this plan's own write: over a key still
+    empty the run completes it (and the dry run counts it to copy). Should another writer
+    have put an object under that key since, completing it would destroy that object: it
+    is a conflict, in the dry run too; the upload is aborted and the object left as it is."""
     from migrate.dryrun import dry_run
 
     env: Env = env_for("s3", "s3")
-    data = body(5, 11 * MiB)
-    env.seed({"big.bin": (data, "application/octet-stream", {}, False)})
+    data, theirs = body(5, 11 * MiB), b"written by someone else meanwhile"
+    env.seed({key: (body(5, 11 * MiB), "application/octet-stream", {}, False)
+              for key in ("big.bin", "other.bin")})  # fmt: skip
     plan = env.plan()
     env.destination.create_container(env.bucket)
-    put(env.destination, env.bucket, "big.bin", b"what was there before")
     with Ledger(env.state) as ledger:
         ledger.resolve_phase(plan, "bulk-1")
-        upload = env.destination.create_multipart(env.bucket, "big.bin", WriteAttrs())
-        ledger.transfer_started("t", env.container, "big.bin", upload, 5 * MiB)
+        for key in ("big.bin", "other.bin"):
+            upload = env.destination.create_multipart(env.bucket, key, WriteAttrs())
+            ledger.transfer_started("t", env.container, key, upload, 5 * MiB)
+    put(env.destination, env.bucket, "other.bin", theirs)
+    with Ledger(env.state) as ledger:
         preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
-    assert (preview.conflicts, preview.would_copy) == (0, 1)
+    assert (preview.conflicts, preview.would_copy) == (1, 1)
     summary = env.run(plan)
-    assert (summary.conflicts, summary.copied) == (0, 1)
+    assert (summary.conflicts, summary.copied) == (1, 1)
     assert env.read_destination("big.bin") == data
+    assert env.read_destination("other.bin") == theirs
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
 def test_the_dry_run_does_not_count_what_the_run_leaves_alone(env_for: Any) -> None:
