@@ -251,6 +251,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "source headers",
         "ALTER TABLE objects ADD COLUMN headers TEXT;",
     ),
+    (
+        # The source's last modification as listed when the transfer was taken: a change
+        # of metadata alone keeps an S3 object's ETag, not its modification time.
+        "source modification time",
+        "ALTER TABLE transfers ADD COLUMN source_modified TEXT;",
+    ),
 ]
 
 
@@ -1421,6 +1427,7 @@ class Ledger:
             db.execute(
                 "UPDATE transfers AS t SET phase = :phase, state = 'pending', size = o.size, "
                 "source_etag = o.etag, source_version = o.version_id, "
+                "source_modified = o.last_modified, "
                 "source_checksums = o.checksums, upload_id = NULL, part_size = NULL, "
                 "error = NULL, started_at = NULL, finished_at = NULL "
                 f"FROM objects AS o WHERE {where}",
@@ -1431,9 +1438,10 @@ class Ledger:
         db.execute(
             f"WITH {', '.join(ctes)} "
             "INSERT INTO transfers (plan, container, key, phase, dataset, size, source_etag, "
-            "source_version, source_checksums, destination_bucket, destination_key, state) "
+            "source_version, source_checksums, destination_bucket, destination_key, state, "
+            "source_modified) "
             "SELECT :plan, container, key, :phase, dataset, size, etag, version_id, checksums, "
-            f"bucket, dkey, 'pending' FROM ({select})",
+            f"bucket, dkey, 'pending', last_modified FROM ({select})",
             params,
         )
 
@@ -1493,8 +1501,9 @@ class Ledger:
     ) -> str:
         """A SELECT of the objects `phase` takes now that no transfer of the plan holds,
         with columns container, key, dataset, size, etag, version_id, checksums, bucket,
-        dkey. Phases it excludes that are not resolved yet become CTEs appended to `ctes`
-        (their objects are not in `transfers` yet, so they are taken out by rule)."""
+        dkey, last_modified. Phases it excludes that are not resolved yet become CTEs
+        appended to `ctes` (their objects are not in `transfers` yet, so they are taken out
+        by rule)."""
         sel = phase.selector
         where = [
             "o.site = :site",
@@ -1526,7 +1535,7 @@ class Ledger:
         base = (
             "SELECT o.container AS container, o.key AS key, o.dataset AS dataset, "
             "o.size AS size, o.etag AS etag, o.version_id AS version_id, "
-            "o.checksums AS checksums, m.bucket AS bucket, "
+            "o.checksums AS checksums, o.last_modified AS last_modified, m.bucket AS bucket, "
             "m.dprefix || substr(o.key, length(m.sprefix) + 1) AS dkey, "
             f"migrate_key_hash(o.container, o.key) AS h, {size_class} AS cls "
             f"FROM objects o JOIN m ON m.dataset = o.dataset WHERE {' AND '.join(where)}"
@@ -1561,8 +1570,8 @@ class Ledger:
             )
             picks.append(f"(container, key) NOT IN (SELECT container, key FROM {sub})")
         return (
-            "SELECT container, key, dataset, size, etag, version_id, checksums, bucket, dkey "
-            f"FROM ({base})" + (f" WHERE {' AND '.join(picks)}" if picks else "")
+            "SELECT container, key, dataset, size, etag, version_id, checksums, bucket, dkey, "
+            f"last_modified FROM ({base})" + (f" WHERE {' AND '.join(picks)}" if picks else "")
         )
 
     # -- verification ------------------------------------------------------------------------
@@ -2044,7 +2053,10 @@ def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
         "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
         "AND (t.state IN ('changed', 'removed') OR ((t.state = 'done' OR (t.phase = :phase "
         "AND t.state IN ('pending', 'failed'))) "
-        "AND (o.etag IS NOT t.source_etag OR o.size != t.size)))"
+        "AND (o.etag IS NOT t.source_etag OR o.size != t.size "
+        # Metadata rewritten in place: the same ETag (S3), a later time. Unknown for
+        # transfers taken before it was recorded (NULL: never true).
+        "OR julianday(o.last_modified) > julianday(t.source_modified))))"
     )
     if datasets:
         names = []

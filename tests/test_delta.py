@@ -24,7 +24,7 @@ from migrate.localservers import Azurite, SeaweedFS
 from migrate.plan import Phase, PhaseKind, Plan, Selector
 from migrate.sites import load_sites
 from migrate.verify import VerifyResult, verify
-from providers.base import StoreAdapter
+from providers.base import StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory
 from tests.helpers import body, put
@@ -133,6 +133,35 @@ def test_delta_copies_exactly_the_changed_and_the_added(env_for: Any, src: str) 
         result = check(env, ledger, plan, None)
         assert not result.passed
         assert [(f.kind, f.key) for f in result.findings] == [("unexpected", "d/04.bin")]
+
+
+def test_delta_copies_metadata_rewritten_in_place_at_an_s3_source(env_for: Any) -> None:
+    """S3 changes an object's metadata by a copy onto itself: the same bytes, the same ETag,
+    a later modification time. delta takes it and the destination gets the new metadata."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        key = "d/02.bin"
+        before = env.source.head(env.container, key)
+        time.sleep(1.1)  # SeaweedFS keeps modification times to the second
+        env.source.replace_metadata(
+            env.container,
+            key,
+            WriteAttrs(content_type="application/x-study", metadata={"status": "withdrawn"}),
+            if_match=before.etag or "",
+            size=before.size,
+        )
+        assert env.source.head(env.container, key).etag == before.etag
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (delta.changed, delta.to_copy_changed) == (0, 1)
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.objects, summary.copied, summary.failed) == (1, 1, 0)
+        copy = env.destination.head(env.bucket, key)
+        assert (copy.metadata or {}).get("status") == "withdrawn"
+        assert copy.content_type == "application/x-study"
+        assert env.read_destination(key) == ESTATE[key][0]
+        again = prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        assert again.to_copy_changed == 0  # copied once, not at every delta
 
 
 class FailingDelete:
