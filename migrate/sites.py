@@ -161,6 +161,19 @@ def _first_error(exc: ValidationError, path: Path) -> str:
     return f"{path}: {where}: {expected}{more}"
 
 
+_URL_FIELDS = {"endpoint", "proxy"}
+
+
+def _has_password(url: str) -> bool:
+    """Whether a URL carries `user:password@` (a user name alone is no secret)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:  # unreadable: the model's validation says so
+        return False
+
+
 def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
     """Refuse secret values anywhere in the file, before validation says anything else."""
     if isinstance(raw, dict):
@@ -178,6 +191,12 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                         f"{path}: {here} must name an environment variable, not hold a value",
                         hint="use a name such as SCW_SECRET_KEY",
                     )
+            if key in _URL_FIELDS and isinstance(value, str) and _has_password(value):
+                raise SecretInConfig(
+                    f"{path}: {here} holds a password in its URL",
+                    hint="write the URL without `user:password@`; a store's keys go in "
+                    "`credentials` as *_env references",
+                )
             _refuse_secrets(value, path, here)
     elif isinstance(raw, list):
         for i, value in enumerate(raw):

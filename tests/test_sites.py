@@ -91,6 +91,21 @@ def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: st
     assert EXAMPLE_KEY_ID not in err.value.one_line()
 
 
+@pytest.mark.parametrize("field", ["endpoint", "proxy"])
+def test_a_password_in_a_url_is_refused_and_never_shown(tmp_path: Path, field: str) -> None:
+    """It would be written into plans and reports with the URL."""
+    text = (
+        '[sites.chu]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\ncountry = "FR"\n'
+        'endpoint = "https://s3.chu.example"\n'
+        f'{field} = "https://admin:hunter2-canary@{field}.chu.example"\n'
+    ).replace('endpoint = "https://s3.chu.example"\nendpoint', "endpoint")
+    with pytest.raises(SecretInConfig) as err:
+        load_sites(write(tmp_path, text))
+    assert err.value.exit_code == 4
+    assert f"sites.chu.{field}" in err.value.one_line()
+    assert "hunter2-canary" not in err.value.one_line()
+
+
 def test_a_secret_anywhere_in_the_file_is_refused(tmp_path: Path) -> None:
     text = GOOD.replace('account = "hdhprod"', 'account = "hdhprod;AccountKey=Zm9vYmFy"')
     with pytest.raises(SecretInConfig):
