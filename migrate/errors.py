@@ -13,6 +13,7 @@
     ├── TransferError                (11) an object could not be copied
     │   ├── Retryable                     throttling, timeouts, resets: try again
     │   └── Permanent                     retrying will not help
+    │       └── ListingOutOfOrder             a listing not in key order: resume cannot trust it
     ├── IntegrityError               (12) bytes do not match their checksum
     │   ├── ChecksumMismatch
     │   └── SourceChanged                 the source object changed during its copy
@@ -92,6 +93,11 @@ class Retryable(TransferError):
 
 class Permanent(TransferError):
     pass
+
+
+class ListingOutOfOrder(Permanent):
+    """A store listed a key below one it listed before: a marker saved from that listing
+    does not say what is left to list."""
 
 
 class IntegrityError(MigrateError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 from pathlib import Path
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, ListingOutOfOrder
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
 from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter
@@ -189,13 +189,19 @@ def run_inventory(
             adapter.check(container)
             listed, listed_bytes = 0, 0
             listing = adapter.list_objects(container, prefix, start_after=state.marker)
-            for objects in _pages_ahead(listing, PAGE):
-                page = [to_row(obj) for obj in objects]
-                listed += len(page)
-                listed_bytes += sum(row.size for row in page)
-                ledger.record_listing_page(site.name, run_id, container, page, done=False)
-                if progress:
-                    progress(container, listed, listed_bytes)
+            try:
+                for objects in _pages_ahead(listing, PAGE):
+                    page = [to_row(obj) for obj in objects]
+                    listed += len(page)
+                    listed_bytes += sum(row.size for row in page)
+                    ledger.record_listing_page(site.name, run_id, container, page, done=False)
+                    if progress:
+                        progress(container, listed, listed_bytes)
+            except ListingOutOfOrder:
+                # Keys below the saved marker may be unlisted yet: resuming after it would
+                # take them for deleted.
+                ledger.restart_listing(run_id, container)
+                raise
             ledger.record_listing_page(site.name, run_id, container, [], done=True)
             if progress:
                 progress(container, listed, listed_bytes)

@@ -589,6 +589,15 @@ class Ledger:
         ).fetchone()
         return ListingState(marker=row[0], done=bool(row[1])) if row else ListingState(None, False)
 
+    def restart_listing(self, run_id: int, container: str) -> None:
+        """The container is listed again from its first key at the run's next attempt: its
+        marker came from a listing that was not in key order."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE listings SET marker = NULL, done = 0 WHERE run_id=? AND container=?",
+                (run_id, container),
+            )
+
     def record_listing_page(
         self, site: str, run_id: int, container: str, rows: Sequence[InventoryRow], done: bool
     ) -> None:

@@ -51,6 +51,7 @@ from migrate.errors import (
     ConfigError,
     CredentialsRejected,
     EndpointUnreachable,
+    ListingOutOfOrder,
     MigrateError,
     NotFound,
     Permanent,
@@ -858,22 +859,26 @@ class S3Adapter:
     ) -> Iterator[ObjectInfo]:
         """The store's own order, checked: resuming, the conflict check and verify merge
         listings by key, so a store listing out of key order is refused, not trusted."""
-        last = start_after or ""
+        last: str | None = None
         for page in self._pages(container, prefix, None, start_after):
-            if self._walk_listing is None:
+            if self._walk_listing is not False:  # None, or set by another listing meanwhile
                 headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-                self._walk_listing = _software_of(headers.get("server")) in _PATH_ORDERED_SOFTWARE
-                if self._walk_listing:  # nothing yielded yet: the walk lists from the start
+                walk = _software_of(headers.get("server")) in _PATH_ORDERED_SOFTWARE
+                self._walk_listing = walk
+                if walk:  # nothing yielded yet: the walk lists from the start
                     yield from self._list_walk(container, prefix, start_after)
                     return
             for item in page.get("Contents", []):
-                if item["Key"] <= last:  # code point order is UTF-8 byte order
-                    raise Permanent(
+                key = item["Key"]
+                if start_after is not None and key <= start_after:
+                    continue  # a store that ignores StartAfter: already listed
+                if last is not None and key <= last:  # code point order is UTF-8 byte order
+                    raise ListingOutOfOrder(
                         f"{self.site_name}: listing {container}: the store lists keys out of "
-                        f"order ({item['Key']!r} after {last!r}); if it is SeaweedFS or "
-                        'another store listing in path order, declare its software = "..."'
+                        f"order ({key!r} after {last!r}); if it is SeaweedFS or another store "
+                        'listing in path order, declare its software = "..." and run again'
                     )
-                last = item["Key"]
+                last = key
                 yield self._info(container, item)
 
     def _list_walk(

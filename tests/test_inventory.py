@@ -201,3 +201,32 @@ def test_a_listing_stops_with_the_inventory_and_is_never_more_than_a_few_pages_a
     # adapter next: no request after that.
     assert not [t for t in threading.enumerate() if t.name == "migrate-list" and t.is_alive()]
     assert listed[0] <= 3 * 1000 + 1, f"{listed[0]} objects listed ahead of one failed page"
+
+
+def test_a_listing_found_out_of_order_is_listed_again_from_the_start(
+    site_for: SiteFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SeaweedFS behind a proxy that hides its Server header, its software undeclared:
+    its path order stops the inventory part-way. Once the software is declared, the next
+    run lists the container again from its first key: resuming after the page already
+    stored would never list the keys path order put after it, and call them deleted."""
+    import migrate.inventory
+    from migrate.errors import ListingOutOfOrder
+
+    monkeypatch.setattr(migrate.inventory, "PAGE", 1)
+    undeclared = site_for("s3").model_copy(update={"software": None})
+    adapter = build_adapter(undeclared)
+    container = unique_name("order")
+    adapter.create_container(container)
+    for key in ("a b", "a/b", "c"):  # listed in path order: a/b, a b, c
+        put(adapter, container, key, b"x")
+    adapter._walk_listing = False  # type: ignore[attr-defined]  # the header hidden
+    config = config_for(undeclared, tmp_path, (container,))
+    with pytest.raises(ListingOutOfOrder, match="declare its software"):
+        run_inventory(config, undeclared.name, adapter)
+    declared = undeclared.model_copy(update={"software": "seaweedfs"})
+    summary = run_inventory(config_for(declared, tmp_path, (container,)), declared.name,
+                            build_adapter(declared))  # fmt: skip
+    assert summary.objects == 3
+    with Ledger(config.state_dir) as ledger:
+        assert [r.key for r in ledger.inventory_objects(declared.name)] == ["a b", "a/b", "c"]
