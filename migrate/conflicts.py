@@ -8,7 +8,7 @@ This plan's own earlier copy: a copy it recorded (an object changed at the sourc
 one verify found wrong: missing is no conflict, other bytes are), or a copy whose record a
 kill -9 lost (migrate's metadata, the size and, where the source has one, its SHA-256).
 An upload a killed run left under way is checked too: another may have written under its
-key since it began; then the upload is aborted, not completed over that object.
+key since it began; then it is not completed over that object, but kept for a later run.
 
 A bucket is listed under the plan's prefixes (memory: a page or two), each page looked up
 in the ledger at once, and a HEAD made only for keys the phase is to write; when the
@@ -28,12 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from itertools import chain, islice
 
 from migrate.dryrun import classify, head_or_none, unreadable
-from migrate.errors import MigrateError, NotFound, Permanent, Unsupported
+from migrate.errors import NotFound, Permanent, Unsupported
 from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
 from migrate.plan import Plan, destination_prefixes
 from providers.base import ObjectInfo, StoreAdapter
@@ -79,8 +78,8 @@ def mark_conflicts(
         return Conflicts()
 
     def fail(row: PhaseCandidate, why: str) -> int:
-        if row.uploading:  # begun before another wrote there: not completed over it
-            _abort_upload(plan, ledger, destination, row)
+        # An upload under way is not completed over the object, nor thrown away: once the
+        # key is free (or with --overwrite) a run resumes it.
         ledger.transfer_not_done(
             plan.name,
             row.container,
@@ -88,6 +87,7 @@ def mark_conflicts(
             "failed",
             f"{CONFLICT}{row.destination_bucket}/{row.destination_key} {why}",
             0,
+            keep_upload=row.uploading,
         )
         return row.size
 
@@ -134,15 +134,6 @@ def mark_conflicts(
             for keys in pages:
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
     return found
-
-
-def _abort_upload(
-    plan: Plan, ledger: Ledger, destination: StoreAdapter, row: PhaseCandidate
-) -> None:
-    for bucket, key, upload in ledger.recorded_uploads(plan.name):
-        if (bucket, key) == (row.destination_bucket, row.destination_key):
-            with suppress(MigrateError):  # else the next run's sweep of orphans aborts it
-                destination.abort_multipart(bucket, key, upload)
 
 
 def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:

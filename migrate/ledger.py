@@ -2006,7 +2006,7 @@ class PhaseCandidate:
     state: str | None  # the transfer's state; None: the phase is not resolved yet
     previous_sha256: str | None  # sha256 of an earlier copy of this object by the plan
     previous_md5: str | None  # its MD5 (MD5 of part MD5s "-N" when multipart)
-    # An upload of it under way: this plan's own write, which a run completes unchecked.
+    # An upload of it under way: this plan's own write (completed once its key is free).
     uploading: bool = False
     # Still to copy but gone from the source: a run settles it (`settle_gone`), copies none.
     gone: bool = False

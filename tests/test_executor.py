@@ -684,7 +684,8 @@ def test_an_upload_under_way_is_completed_unless_another_wrote_under_its_key_sin
     """A multipart upload that a killed run left is this plan's own write: over a key still
     empty the run completes it (and the dry run counts it to copy). Should another writer
     have put an object under that key since, completing it would destroy that object: it
-    is a conflict, in the dry run too; the upload is aborted and the object left as it is."""
+    is a conflict, in the dry run too, and the object is left as it is; the upload is kept,
+    and completed by the run after the object was moved away."""
     from migrate.dryrun import dry_run
 
     env: Env = env_for("s3", "s3")
@@ -706,6 +707,11 @@ def test_an_upload_under_way_is_completed_unless_another_wrote_under_its_key_sin
     assert (summary.conflicts, summary.copied) == (1, 1)
     assert env.read_destination("big.bin") == data
     assert env.read_destination("other.bin") == theirs
+    assert [u.key for u in env.destination.list_multipart_uploads(env.bucket)] == ["other.bin"]
+    env.destination.delete(env.bucket, "other.bin")  # moved away
+    summary = env.run(plan)
+    assert (summary.conflicts, summary.copied) == (0, 1)
+    assert env.read_destination("other.bin") == body(5, 11 * MiB)
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
