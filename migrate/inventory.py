@@ -44,6 +44,7 @@ class Flag(IntFlag):
     NO_CHECKSUM = 32
     KEY_NOT_PORTABLE = 64
     DIRECTORY_MARKER = 128
+    HEADER_NOT_ASCII = 256
 
 
 FLAG_LABELS: dict[Flag, str] = {
@@ -55,6 +56,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.NO_CHECKSUM: "no native checksum (computed in flight)",
     Flag.KEY_NOT_PORTABLE: "key with an empty, '.' or '..' segment",
     Flag.DIRECTORY_MARKER: "directory of a hierarchical namespace (an empty object)",
+    Flag.HEADER_NOT_ASCII: "header value beyond ASCII (may not be kept exactly)",
 }
 
 
@@ -62,6 +64,15 @@ def dataset_of(container: str, key: str) -> str:
     """A dataset is a container and its top-level prefix."""
     head, sep, _ = key.partition("/")
     return f"{container}/{head}/" if sep else f"{container}/"
+
+
+# What a copy keeps besides the content type and the user metadata, and verify compares.
+CARRIED_HEADERS = ("content_encoding", "cache_control", "content_disposition", "content_language")
+
+
+def carried_headers(obj: ObjectInfo) -> dict[str, str]:
+    """The object's headers of CARRIED_HEADERS that have a value."""
+    return {name: value for name in CARRIED_HEADERS if (value := getattr(obj, name))}
 
 
 def flags_of(obj: ObjectInfo) -> Flag:
@@ -89,6 +100,8 @@ def flags_of(obj: ObjectInfo) -> Flag:
         for k, v in (obj.metadata or {}).items()
     ):
         flags |= Flag.DIRECTORY_MARKER
+    if not all(v.isascii() for v in carried_headers(obj).values()):
+        flags |= Flag.HEADER_NOT_ASCII
     return flags
 
 
@@ -99,15 +112,6 @@ def portable_key(key: str) -> bool:
     folder marker) is fine."""
     segments = key.split("/")[:-1] if key.endswith("/") else key.split("/")
     return not any(s in ("", ".", "..") for s in segments)
-
-
-# What a copy keeps besides the content type and the user metadata, and verify compares.
-CARRIED_HEADERS = ("content_encoding", "cache_control", "content_disposition", "content_language")
-
-
-def carried_headers(obj: ObjectInfo) -> dict[str, str]:
-    """The object's headers of CARRIED_HEADERS that have a value."""
-    return {name: value for name in CARRIED_HEADERS if (value := getattr(obj, name))}
 
 
 def to_row(obj: ObjectInfo) -> InventoryRow:

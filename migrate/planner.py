@@ -113,6 +113,7 @@ _FLAGS: tuple[Flag, ...] = (
     Flag.NO_CHECKSUM,
     Flag.KEY_NOT_PORTABLE,
     Flag.DIRECTORY_MARKER,
+    Flag.HEADER_NOT_ASCII,
 )
 
 
@@ -761,6 +762,13 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "copies, each with its reason)",
          "none needed where the destination holds both; after the move, delete these "
          "empty objects at the destination if its users would take them for files"),
+        ("HEADER_NOT_ASCII", "HEADERS_NOT_ASCII", warning,
+         "a Content-Disposition, Cache-Control, Content-Language or Content-Encoding "
+         "value beyond ASCII (an accented file name, say): HTTP carries it as bytes that "
+         "stores and libraries decode each their own way, so the copy may not keep it "
+         "exactly, and verify does not compare it",
+         "check a few at the destination after the pilot; an ASCII form (RFC 6266's "
+         "filename*=UTF-8''...) is carried exactly"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
          "versioned at the source: only each object's current version is copied; older "
          "versions and snapshots are not",

@@ -312,6 +312,17 @@ def test_directories_of_a_hierarchical_namespace_are_a_warning(estate: Estate) -
     assert sorted(finding.examples) == [f"{cohorts}/constances", f"{cohorts}/constances/2025"]
 
 
+def test_header_values_beyond_ascii_are_a_warning(estate: Estate) -> None:
+    estate.seed()
+    _, cohorts = estate.containers
+    accented = WriteAttrs(content_disposition='attachment; filename="résumé.pdf"')
+    put(estate.source, cohorts, "constances/cv.pdf", b"%PDF", accented)
+    estate.inventory()
+    finding = next(f for f in estate.plan().findings if f.code == "HEADERS_NOT_ASCII")
+    assert finding.severity.value == "warning" and finding.objects == 1
+    assert finding.examples == (f"{cohorts}/constances/cv.pdf",)
+
+
 @pytest.mark.parametrize(("provider", "region"), [("ovhcloud", "bhs"), ("outscale", "us-east-2")])
 def test_non_eu_destination_blocks_the_plan(estate: Estate, provider: str, region: str) -> None:
     estate.seed()
