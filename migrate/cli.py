@@ -828,6 +828,14 @@ def verify(
     metadata: Annotated[
         bool, typer.Option("--metadata", help="HEAD every object to compare its metadata.")
     ] = False,
+    copy_again: Annotated[
+        bool,
+        typer.Option(
+            "--copy-again",
+            help="Mark to copy again even metadata found wrong again after a copy verify "
+            "asked for (once the store that altered it is fixed).",
+        ),
+    ] = False,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -852,6 +860,7 @@ def verify(
             sample=_share(sample),
             seed=seed if seed is not None else _random_seed(),
             check_metadata=metadata,
+            copy_again=copy_again,
         )
     if json_out:
         _out(True, {**result.summary(first=1000), "record_id": result.record_id})

@@ -1822,6 +1822,14 @@ class Ledger:
                 )
         return cur.rowcount > 0
 
+    def clear_recopy_reason(self, plan: str, container: str, key: str) -> None:
+        """A verification found right what it had asked to copy again."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET recopy_reason = NULL WHERE plan=? AND container=? AND key=?",
+                (plan, container, key),
+            )
+
     def transfer_removed(self, plan: str, container: str, key: str) -> bool:
         """Record that the destination copy of an object deleted at the source was removed
         (state `removed`: the manifest and verification no longer expect it, and verify

@@ -87,6 +87,7 @@ WRONG_CONTENT: frozenset[str] = frozenset(
 # rewriting values): found again, word for word, after the copy verify asked for, it is
 # not marked to copy again (each verify and run would otherwise copy it forever).
 LASTING: frozenset[str] = frozenset({"metadata_mismatch"})
+_METADATA_REASON = "verify found it metadata mismatch"
 
 Deep = bool | Literal["both"]
 _MD5_SHAPED = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
@@ -210,6 +211,7 @@ class _Verifier:
         seed: int,
         concurrency: int,
         check_metadata: bool,
+        copy_again: bool,
         tally: _Tally,
         sleep: Callable[[float], None],
     ) -> None:
@@ -223,6 +225,7 @@ class _Verifier:
         self.seed = seed
         self.concurrency = concurrency
         self.check_metadata = check_metadata
+        self.copy_again = copy_again
         self.tally = tally
         self.sleep = sleep
 
@@ -535,6 +538,9 @@ class _Verifier:
                     f"metadata {name!r} is {got.get(name.lower())!r}, the source's is {value!r}",
                 )
                 return
+        if row.recopy_reason is not None and row.recopy_reason.startswith(_METADATA_REASON):
+            # Right now: a same finding later is news, worth a copy again.
+            self.ledger.clear_recopy_reason(self.plan.name, row.container, row.key)
 
     def finding(
         self, row: DestinationRow, kind: FindingKind, detail: str, *, source_side: bool = False
@@ -551,10 +557,11 @@ class _Verifier:
             and portable_key(row.destination_key)
         ):
             why = f"verify found it {kind.replace('_', ' ')}: {detail}"
-            if kind in LASTING and row.recopy_reason == why:
+            if kind in LASTING and row.recopy_reason == why and not self.copy_again:
                 detail += (
                     "; so again after the copy verify asked for: the destination alters it on "
-                    "write, and copying again would not mend it (not marked to copy again)"
+                    "write, and copying again would not mend it (not marked to copy again; "
+                    "once the store is fixed, verify --copy-again marks it)"
                 )
             elif self.ledger.transfer_to_copy_again(self.plan.name, row.container, row.key, why):
                 self.tally.bump("to_copy_again")
@@ -591,6 +598,7 @@ def verify(
     seed: int,
     concurrency: int = 4,
     check_metadata: bool = False,
+    copy_again: bool = False,
     max_findings: int = 10_000,
     sleep: Callable[[float], None] = time.sleep,
 ) -> VerifyResult:
@@ -599,8 +607,10 @@ def verify(
     `deep=True` re-reads every destination object, `deep="both"` the source too; else
     `sample` (a share in (0, 1]) re-reads the objects the seeded sample takes.
     `check_metadata` makes a HEAD of every object to compare its content type and metadata
-    even where the ETag suffices. A passing result marks `verified_at` on the phase (on
-    every phase holding transfers, when `phase` is None)."""
+    even where the ETag suffices. `copy_again` marks to copy again even metadata found
+    wrong again after the copy a verification asked for (see LASTING). A passing result
+    marks `verified_at` on the phase (on every phase holding transfers, when `phase` is
+    None)."""
     if sample is not None and not 0 < sample <= 1:
         raise ConfigError(f"sample share {sample} is not in (0, 1]", hint="e.g. --sample 5%")
     if phase is not None:
@@ -628,6 +638,7 @@ def verify(
         seed=seed,
         concurrency=max(1, concurrency),
         check_metadata=check_metadata,
+        copy_again=copy_again,
         tally=tally,
         sleep=sleep,
     )
