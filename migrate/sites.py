@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,6 +57,7 @@ class CredentialRef(BaseModel):
     connection_string_env: str | None = None  # Azure connection string
     account_key_env: str | None = None  # Azure shared key (with `account`)
     sas_token_env: str | None = None  # Azure SAS token
+    proxy_auth_env: str | None = None  # "user:password" for the site's declared proxy
 
 
 class Site(BaseModel):
@@ -140,9 +142,16 @@ def parse_sites(raw: dict[str, Any], path: Path) -> SitesConfig:
     data["catalog"] = [(path.parent / str(p)).resolve() for p in raw.get("catalog", [])]
     data["path"] = path
     try:
-        return SitesConfig.model_validate(data)
+        config = SitesConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc, path)) from None
+    for site in config.sites.values():
+        if site.credentials.proxy_auth_env and not site.proxy:
+            raise ConfigError(
+                f"{path}: sites.{site.name}.credentials.proxy_auth_env: the site declares no proxy",
+                hint='declare it with proxy = "http://HOST:PORT", or drop proxy_auth_env',
+            )
+    return config
 
 
 def _first_error(exc: ValidationError, path: Path) -> str:
@@ -166,8 +175,6 @@ _URL_FIELDS = {"endpoint", "proxy"}
 
 def _has_password(url: str) -> bool:
     """Whether a URL carries `user:password@` (a user name alone is no secret)."""
-    from urllib.parse import urlsplit
-
     try:
         return urlsplit(url).password is not None
     except ValueError:  # unreadable: the model's validation says so
@@ -222,6 +229,7 @@ class Credentials:
     connection_string: str | None = None
     account_key: str | None = None
     sas_token: str | None = None
+    proxy_auth: str | None = None
 
     def __repr__(self) -> str:
         shown = [f"{k}=***" for k, v in self.__dict__.items() if v and k != "profile"]
@@ -244,6 +252,18 @@ _PUBLIC_CONNECTION_FIELDS = frozenset(
 )
 
 
+def proxy_url(site: Site) -> str | None:
+    """The site's declared proxy, with the user and password of `proxy_auth_env` when it
+    asks for them (`user:password@` in the URL: botocore and requests send them as
+    Proxy-Authorization). Never stored or shown: the declared URL is."""
+    if site.proxy is None or site.credentials.proxy_auth_env is None:
+        return site.proxy
+    auth = resolve_credentials(site).proxy_auth or ""
+    user, _, password = auth.partition(":")
+    scheme, sep, rest = site.proxy.partition("://")
+    return f"{scheme}{sep}{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+
+
 def resolve_credentials(site: Site) -> Credentials:
     """Read the environment variables a site references; each value is registered for
     redaction, so it can appear in no message."""
@@ -256,6 +276,7 @@ def resolve_credentials(site: Site) -> Credentials:
         "connection_string_env",
         "account_key_env",
         "sas_token_env",
+        "proxy_auth_env",
     ):
         var = getattr(ref, field_name)
         if var is None:
@@ -269,6 +290,11 @@ def resolve_credentials(site: Site) -> Credentials:
                 hint=f"export {var} before running migrate",
             )
         register_secret(value)
+        if field_name == "proxy_auth_env":  # as it appears in a proxy URL, too
+            user, _, password = value.partition(":")
+            register_secret(password)
+            register_secret(f"{quote(user, safe='')}:{quote(password, safe='')}")
+            register_secret(quote(password, safe=""))
         for part in value.split(";"):  # connection strings: hide each secret component too
             name, eq, component = part.partition("=")
             if not eq:

@@ -113,7 +113,7 @@ from migrate.errors import (
     Unsupported,
 )
 from migrate.routing import endpoint_host
-from migrate.sites import Site, resolve_credentials
+from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.azure_lean import (
     AzureAnswer,
     LeanBlobReads,
@@ -515,7 +515,8 @@ class AzureAdapter:
         target = _target(site, expected_endpoint)
         self._account = target.account
         adapter = _GuardedHTTPAdapter(guard)
-        self._sdk_session = _configure(requests.Session(), adapter, site.proxy)
+        proxy = proxy_url(site)  # with its user and password, if it asks for them
+        self._sdk_session = _configure(requests.Session(), adapter, proxy)
         # azure-storage-blob takes ~0.2 s to import: its client is made on first use, so a
         # process that only lists and reads on the lean path (the inventory, a copy from
         # Azure) never loads it.
@@ -535,7 +536,7 @@ class AzureAdapter:
                 read_timeout=_READ_TIMEOUT,
             )
         self._libcloud: Any = _LibcloudDriver(
-            target, lambda session: _configure(session, adapter, site.proxy)
+            target, lambda session: _configure(session, adapter, proxy)
         )
         # libcloud's connection keeps per-request state on itself: one request at a time.
         self._libcloud_lock = threading.Lock()

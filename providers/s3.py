@@ -60,7 +60,7 @@ from migrate.errors import (
     SourceChanged,
     Unsupported,
 )
-from migrate.sites import Site, resolve_credentials
+from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.base import (
     HEADER_TOKEN,
     Capabilities,
@@ -557,7 +557,7 @@ def build_client(site: Site) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         # An empty mapping (not None) stops botocore reading HTTP(S)_PROXY.
-        proxies={"http": site.proxy, "https": site.proxy} if site.proxy else {},
+        proxies={"http": proxy, "https": proxy} if (proxy := proxy_url(site)) else {},
         ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # stubs lag botocore
         tcp_keepalive=True,
     )

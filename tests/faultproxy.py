@@ -11,6 +11,7 @@ still verify at the server). Bounded: it serves loopback only and stops with its
 
 from __future__ import annotations
 
+import base64
 import http.client
 import random
 import threading
@@ -23,7 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from migrate.localservers import free_port
 
-_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade",
+        "proxy-authorization"}  # fmt: skip
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Faults:
     redirect_status: int = 307
     head_status: dict[str, int] = field(default_factory=dict)  # path suffix -> HEAD's answer
     head_delay: float = 0.0  # seconds each HEAD is held before it goes on
+    proxy_auth: str | None = None  # "user:password" a forward request must present, else 407
     seed: int = 7
     # What happened, for assertions.
     requests: int = 0
@@ -44,6 +47,8 @@ class Faults:
     heads_in_flight: int = 0
     most_heads_at_once: int = 0
     listings: int = 0  # ListObjectsV2 requests (list-type=2)
+    forwarded: int = 0  # requests that came as to a forward proxy (an absolute URL)
+    refused_auth: int = 0  # of those, answered 407 for want of the proxy's credentials
     # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
     parts_accepted: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +87,20 @@ def fault_proxy(
             if self.path.startswith(("http://", "https://")):  # used as a forward proxy
                 parts = urlsplit(self.path)
                 self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+                with faults.lock:
+                    faults.forwarded += 1
+                if faults.proxy_auth is not None:
+                    token = base64.b64encode(faults.proxy_auth.encode()).decode()
+                    if self.headers.get("Proxy-Authorization") != f"Basic {token}":
+                        with faults.lock:
+                            faults.refused_auth += 1
+                        length = int(self.headers.get("Content-Length") or 0)
+                        self.rfile.read(length)
+                        self.send_response(407)
+                        self.send_header("Proxy-Authenticate", 'Basic realm="egress"')
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with faults.lock:

@@ -106,6 +106,12 @@ def test_a_password_in_a_url_is_refused_and_never_shown(tmp_path: Path, field: s
     assert "hunter2-canary" not in err.value.one_line()
 
 
+def test_proxy_credentials_need_a_proxy(tmp_path: Path) -> None:
+    text = '[sites.a]\nprovider = "scaleway"\ncredentials = { proxy_auth_env = "PROXY_AUTH" }\n'
+    with pytest.raises(ConfigError, match=r"proxy_auth_env: the site declares no proxy"):
+        load_sites(write(tmp_path, text))
+
+
 def test_a_secret_anywhere_in_the_file_is_refused(tmp_path: Path) -> None:
     text = GOOD.replace('account = "hdhprod"', 'account = "hdhprod;AccountKey=Zm9vYmFy"')
     with pytest.raises(SecretInConfig):

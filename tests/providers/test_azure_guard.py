@@ -412,3 +412,28 @@ def test_snapshots_are_counted_and_never_listed_as_objects(azure_site: Site) -> 
     assert found.older_versions == 2 and found.counted_all
     assert found.object_lock is False and found.legal_hold is False
     assert [o.key for o in adapter.list_objects(container)] == ["k"]
+
+
+def test_a_proxy_that_asks_for_credentials_gets_them_on_the_azure_paths(
+    azure_site: Site, azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's requests and libcloud's (container calls) go through the declared proxy
+    with the `user:password` of `proxy_auth_env`."""
+    secret = "egress-user:p@ss:w/rd-canary"
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", secret)
+    with fault_proxy(azurite_server.endpoint, Faults(proxy_auth=secret)) as proxy:
+        site = azure_site.model_copy(update={
+            "proxy": proxy.endpoint,
+            "credentials": azure_site.credentials.model_copy(
+                update={"proxy_auth_env": "EGRESS_PROXY_AUTH"}),
+        })  # fmt: skip
+        adapter = AzureAdapter(site)
+        container = unique_name("proxied")
+        try:
+            adapter.create_container(container)
+            _put(adapter, container, "k", b"through the proxy")
+            assert [o.key for o in adapter.list_objects(container)] == ["k"]
+            assert adapter.open_range(container, "k").read() == b"through the proxy"
+        finally:
+            adapter.close()
+    assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0

@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migrate.errors import ConfigError, EndpointUnreachable, Permanent, Retryable, RouteRefused
+from migrate.errors import (
+    ConfigError,
+    EndpointUnreachable,
+    MigrateError,
+    Permanent,
+    Retryable,
+    RouteRefused,
+)
 from migrate.localservers import SeaweedFS, free_port
 from migrate.routing import RoutingGuard
 from migrate.sites import CredentialRef, Site
@@ -169,6 +176,39 @@ def test_every_request_the_server_receives_was_checked_by_the_guard(
     assert len(guard.checked) == proxy.faults.requests > 10
     assert all(url.startswith(proxy.endpoint + "/") for _, url in guard.checked)
     assert len(guard.recorded) == len(guard.checked)
+
+
+def test_a_proxy_that_asks_for_credentials_gets_them_from_the_environment(
+    s3_site: Site, seaweed: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An egress proxy with a password: the site declares the proxy's URL and, in
+    credentials, the variable holding `user:password`, which never shows in a message."""
+    secret = "egress-user:p@ss:w/rd-canary"
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", secret)
+    with fault_proxy(seaweed.endpoint, Faults(proxy_auth=secret)) as proxy:
+        with_auth = s3_site.model_copy(update={
+            "proxy": proxy.endpoint,
+            "credentials": s3_site.credentials.model_copy(
+                update={"proxy_auth_env": "EGRESS_PROXY_AUTH"}),
+        })  # fmt: skip
+        adapter = S3Adapter(with_auth)
+        bucket = unique_name("proxied")
+        try:
+            adapter.create_container(bucket)
+            adapter.put_object(bucket, "k", io.BytesIO(b"through the proxy"), 17, WriteAttrs(), {})
+            assert [o.key for o in adapter.list_objects(bucket)] == ["k"]
+            assert adapter.open_range(bucket, "k").read() == b"through the proxy"
+        finally:
+            adapter.close()
+        assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0
+        without = S3Adapter(s3_site.model_copy(update={"proxy": proxy.endpoint}))
+        try:
+            with pytest.raises(MigrateError) as refused:
+                without.head(bucket, "k")
+        finally:
+            without.close()
+        assert proxy.faults.refused_auth >= 1
+        assert "p@ss" not in refused.value.one_line()
 
 
 _TRUNCATED_NO_TOKEN = (
