@@ -860,22 +860,28 @@ class S3Adapter:
         """The store's own order, checked: resuming, the conflict check and verify merge
         listings by key, so a store listing out of key order is refused, not trusted."""
         last: str | None = None
+        first = True
         for page in self._pages(container, prefix, None, start_after):
-            if self._walk_listing is not False:  # None, or set by another listing meanwhile
+            # Decided on this listing's first page (another listing may decide meanwhile).
+            if first and self._walk_listing is not False:
                 headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
                 walk = _software_of(headers.get("server")) in _PATH_ORDERED_SOFTWARE
                 self._walk_listing = walk
                 if walk:  # nothing yielded yet: the walk lists from the start
                     yield from self._list_walk(container, prefix, start_after)
                     return
+            first = False
             for item in page.get("Contents", []):
                 key = item["Key"]
-                if start_after is not None and key <= start_after:
-                    continue  # a store that ignores StartAfter: already listed
-                if last is not None and key <= last:  # code point order is UTF-8 byte order
+                if start_after is not None and key == start_after:
+                    continue  # a store taking StartAfter as inclusive
+                # Below start_after: a store that ignores it, or lists in path order (the
+                # keys between would be missed): out of order too.
+                below = last if last is not None else start_after
+                if below is not None and key <= below:  # code point order is UTF-8 byte order
                     raise ListingOutOfOrder(
                         f"{self.site_name}: listing {container}: the store lists keys out of "
-                        f"order ({key!r} after {last!r}); if it is SeaweedFS or another store "
+                        f"order ({key!r} after {below!r}); if it is SeaweedFS or another store "
                         'listing in path order, declare its software = "..." and run again'
                     )
                 last = key
