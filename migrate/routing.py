@@ -86,12 +86,26 @@ def is_global_endpoint(host: str, extra: Iterable[str] = ()) -> bool:
     return any(fnmatch(host, pattern.lower()) for pattern in extra)
 
 
+def _proxy_address(url: str) -> tuple[str, str, int | None] | str:
+    """Scheme, host and port of a proxy URL (its credentials, if any, left out); the text
+    itself where it cannot be read."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+    except ValueError:
+        return url
+
+
 def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
-    """Proxy variables set in the environment to a proxy no site declares."""
+    """Proxy variables set in the environment to a proxy no site declares (the same
+    scheme, host and port: the variable may hold the proxy's credentials, the sites file
+    may not)."""
     env = os.environ if env is None else env
-    allowed = {d.rstrip("/") for d in declared}
+    allowed = {_proxy_address(d) for d in declared}
     return [
-        name for name in PROXY_VARIABLES if env.get(name) and env[name].rstrip("/") not in allowed
+        name
+        for name in PROXY_VARIABLES
+        if env.get(name) and _proxy_address(env[name]) not in allowed
     ]
 
 

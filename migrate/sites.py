@@ -173,12 +173,19 @@ def _first_error(exc: ValidationError, path: Path) -> str:
 _URL_FIELDS = {"endpoint", "proxy"}
 
 
-def _has_password(url: str) -> bool:
-    """Whether a URL carries `user:password@` (a user name alone is no secret)."""
+def _authority(url: str) -> str:
+    """The `[user[:password]@]host[:port]` of a URL, with or without its scheme (botocore
+    takes a proxy without one)."""
+    return urlsplit(url if "://" in url else f"//{url}").netloc
+
+
+def _has_userinfo(url: str) -> bool:
+    """Whether a URL carries `user[:password]@`; an unreadable one is taken to (refused
+    rather than sent on with what it may hold)."""
     try:
-        return urlsplit(url).password is not None
-    except ValueError:  # unreadable: the model's validation says so
-        return False
+        return "@" in _authority(url)
+    except ValueError:
+        return True
 
 
 def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
@@ -198,11 +205,13 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                         f"{path}: {here} must name an environment variable, not hold a value",
                         hint="use a name such as SCW_SECRET_KEY",
                     )
-            if key in _URL_FIELDS and isinstance(value, str) and _has_password(value):
+            if key in _URL_FIELDS and isinstance(value, str) and _has_userinfo(value):
                 raise SecretInConfig(
-                    f"{path}: {here} holds a password in its URL",
+                    f"{path}: {here} holds a user name or password in its URL (or cannot be "
+                    "read as a URL)",
                     hint="write the URL without `user:password@`; a store's keys go in "
-                    "`credentials` as *_env references",
+                    "`credentials` as *_env references, a proxy's user:password in the "
+                    "variable `credentials.proxy_auth_env` names",
                 )
             _refuse_secrets(value, path, here)
     elif isinstance(raw, list):
@@ -259,9 +268,17 @@ def proxy_url(site: Site) -> str | None:
     if site.proxy is None or site.credentials.proxy_auth_env is None:
         return site.proxy
     auth = resolve_credentials(site).proxy_auth or ""
-    user, _, password = auth.partition(":")
-    scheme, sep, rest = site.proxy.partition("://")
-    return f"{scheme}{sep}{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+    user, colon, password = auth.partition(":")
+    if not colon:
+        raise ConfigError(
+            f"site {site.name}: the variable {site.credentials.proxy_auth_env} "
+            "(credentials.proxy_auth_env) must hold user:password",
+            hint="export it as USER:PASSWORD",
+        )
+    parts = urlsplit(site.proxy if "://" in site.proxy else f"http://{site.proxy}")
+    return parts._replace(
+        netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    ).geturl()
 
 
 def resolve_credentials(site: Site) -> Credentials:

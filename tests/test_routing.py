@@ -62,6 +62,18 @@ def test_an_undeclared_proxy_stops_the_run_before_anything_is_sent() -> None:
         env={"HTTPS_PROXY": "http://proxy.eu.example:3128"},
         declared_proxies=["http://proxy.eu.example:3128"],
     )
+    # The variable may hold the proxy's credentials (the sites file may not): the same proxy.
+    RoutingGuard(
+        ["h"],
+        env={"HTTPS_PROXY": "http://u:p@proxy.eu.example:3128/"},
+        declared_proxies=["http://proxy.eu.example:3128"],
+    )
+    with pytest.raises(RouteRefused, match="HTTPS_PROXY"):  # another port: another proxy
+        RoutingGuard(
+            ["h"],
+            env={"HTTPS_PROXY": "http://u:p@proxy.eu.example:8080"},
+            declared_proxies=["http://proxy.eu.example:3128"],
+        )
 
 
 def test_the_guard_records_every_host_contacted() -> None:

@@ -202,14 +202,17 @@ def test_a_proxy_that_asks_for_credentials_gets_them_from_the_environment(
         finally:
             adapter.close()
         assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0
-        without = S3Adapter(s3_site.model_copy(update={"proxy": proxy.endpoint}))
+        # Wrong credentials: refused, and the error says so without them.
+        monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:wr0ng-p@ss-canary")
+        wrong = S3Adapter(with_auth)
         try:
             with pytest.raises(MigrateError) as refused:
-                without.head(bucket, "k")
+                wrong.head(bucket, "k")
         finally:
-            without.close()
+            wrong.close()
         assert proxy.faults.refused_auth >= 1
-        assert "p@ss" not in refused.value.one_line()
+        line = refused.value.one_line()
+        assert "407" in line and "wr0ng-p" not in line and "p%40ss" not in line
 
 
 _TRUNCATED_NO_TOKEN = (
