@@ -766,7 +766,8 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "a Content-Disposition, Cache-Control, Content-Language or Content-Encoding "
          "value beyond ASCII (an accented file name, say): HTTP carries it as bytes that "
          "stores and libraries decode each their own way, so the copy may not keep it "
-         "exactly, and verify does not compare it",
+         "exactly, and verify only checks that it is there (found where the source's "
+         "listing carries these headers: Azure's)",
          "check a few at the destination after the pilot; an ASCII form (RFC 6266's "
          "filename*=UTF-8''...) is carried exactly"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,

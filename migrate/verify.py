@@ -519,12 +519,13 @@ class _Verifier:
             return
         for name, value in sorted((headers or {}).items()):
             # A value beyond ASCII travels as header bytes each store and library decodes
-            # its own way (UTF-8 read back as Latin-1): not comparable, so not compared.
-            if value.isascii() and (getattr(info, name) or "") != value:
+            # its own way (UTF-8 read back as Latin-1): only its absence can be told.
+            got = getattr(info, name) or ""
+            if got != value and (value.isascii() or not got):
                 self.finding(
                     row,
                     "metadata_mismatch",
-                    f"{name.replace('_', ' ')} {getattr(info, name)!r}, the source's is {value!r}",
+                    f"{name.replace('_', ' ')} {got or None!r}, the source's is {value!r}",
                 )
                 return
         got = {k.lower(): v for k, v in info.metadata.items()}
