@@ -100,7 +100,9 @@ def flags_of(obj: ObjectInfo) -> Flag:
         for k, v in (obj.metadata or {}).items()
     ):
         flags |= Flag.DIRECTORY_MARKER
-    if not all(v.isascii() for v in carried_headers(obj).values()):
+    # Only a listing that carries metadata carries these headers (Azure's; S3's neither):
+    # nothing to look at on the other objects, which are most of a large inventory.
+    if obj.metadata is not None and not all(v.isascii() for v in carried_headers(obj).values()):
         flags |= Flag.HEADER_NOT_ASCII
     return flags
 

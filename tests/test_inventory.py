@@ -137,8 +137,8 @@ def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
     assert Flag.DIRECTORY_MARKER not in flags_of(obj(key="cohort/x", size=3, metadata=marker))
     assert Flag.DIRECTORY_MARKER not in flags_of(obj(key="cohort/empty.csv", size=0))
     accented = 'attachment; filename="résumé.pdf"'
-    assert Flag.HEADER_NOT_ASCII in flags_of(obj(content_disposition=accented))
-    assert Flag.HEADER_NOT_ASCII not in flags_of(obj(content_disposition="inline"))
+    assert Flag.HEADER_NOT_ASCII in flags_of(obj(content_disposition=accented, metadata={}))
+    assert Flag.HEADER_NOT_ASCII not in flags_of(obj(content_disposition="inline", metadata={}))
 
 
 @pytest.mark.slow
