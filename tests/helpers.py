@@ -315,3 +315,21 @@ def every_kind_of_call(adapter: StoreAdapter, container: str) -> None:
         container, "big", WriteAttrs(metadata={"k": "v"}), if_match=done.etag or "", size=len(big)
     )
     adapter.delete(container, "small")
+
+
+PROXY_AUTH = "egress-user:p@ss:w/rd-canary"  # a proxy's user:password, with characters to quote
+
+
+def through_proxy(site: Site, proxy: str, variable: str = "EGRESS_PROXY_AUTH") -> Site:
+    """`site` through the declared `proxy`, which asks for the user:password `variable`
+    holds (credentials.proxy_auth_env)."""
+    credentials = site.credentials.model_copy(update={"proxy_auth_env": variable})
+    return site.model_copy(update={"proxy": proxy, "credentials": credentials})
+
+
+def round_trip(adapter: StoreAdapter, container: str) -> None:
+    """Create a container, write one object, list it and read it back."""
+    adapter.create_container(container)
+    put(adapter, container, "k", b"round trip")
+    assert [o.key for o in adapter.list_objects(container)] == ["k"]
+    assert adapter.open_range(container, "k").read() == b"round trip"

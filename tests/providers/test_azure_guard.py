@@ -20,6 +20,7 @@ from migrate.localservers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_por
 from migrate.sites import CredentialRef, Site
 from providers.azure import AzureAdapter
 from providers.base import WriteAttrs
+from tests import helpers
 from tests.conftest import unique_name
 from tests.faultproxy import Faults, fault_proxy
 from tests.helpers import (
@@ -419,21 +420,11 @@ def test_a_proxy_that_asks_for_credentials_gets_them_on_the_azure_paths(
 ) -> None:
     """The SDK's requests and libcloud's (container calls) go through the declared proxy
     with the `user:password` of `proxy_auth_env`."""
-    secret = "egress-user:p@ss:w/rd-canary"
-    monkeypatch.setenv("EGRESS_PROXY_AUTH", secret)
-    with fault_proxy(azurite_server.endpoint, Faults(proxy_auth=secret)) as proxy:
-        site = azure_site.model_copy(update={
-            "proxy": proxy.endpoint,
-            "credentials": azure_site.credentials.model_copy(
-                update={"proxy_auth_env": "EGRESS_PROXY_AUTH"}),
-        })  # fmt: skip
-        adapter = AzureAdapter(site)
-        container = unique_name("proxied")
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", helpers.PROXY_AUTH)
+    with fault_proxy(azurite_server.endpoint, Faults(proxy_auth=helpers.PROXY_AUTH)) as proxy:
+        adapter = AzureAdapter(helpers.through_proxy(azure_site, proxy.endpoint))
         try:
-            adapter.create_container(container)
-            _put(adapter, container, "k", b"through the proxy")
-            assert [o.key for o in adapter.list_objects(container)] == ["k"]
-            assert adapter.open_range(container, "k").read() == b"through the proxy"
+            helpers.round_trip(adapter, unique_name("proxied"))
         finally:
             adapter.close()
     assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0

@@ -184,21 +184,13 @@ def test_a_proxy_that_asks_for_credentials_gets_them_from_the_environment(
 ) -> None:
     """An egress proxy with a password: the site declares the proxy's URL and, in
     credentials, the variable holding `user:password`, which never shows in a message."""
-    secret = "egress-user:p@ss:w/rd-canary"
-    monkeypatch.setenv("EGRESS_PROXY_AUTH", secret)
-    with fault_proxy(seaweed.endpoint, Faults(proxy_auth=secret)) as proxy:
-        with_auth = s3_site.model_copy(update={
-            "proxy": proxy.endpoint,
-            "credentials": s3_site.credentials.model_copy(
-                update={"proxy_auth_env": "EGRESS_PROXY_AUTH"}),
-        })  # fmt: skip
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", helpers.PROXY_AUTH)
+    with fault_proxy(seaweed.endpoint, Faults(proxy_auth=helpers.PROXY_AUTH)) as proxy:
+        with_auth = helpers.through_proxy(s3_site, proxy.endpoint)
         adapter = S3Adapter(with_auth)
         bucket = unique_name("proxied")
         try:
-            adapter.create_container(bucket)
-            adapter.put_object(bucket, "k", io.BytesIO(b"through the proxy"), 17, WriteAttrs(), {})
-            assert [o.key for o in adapter.list_objects(bucket)] == ["k"]
-            assert adapter.open_range(bucket, "k").read() == b"through the proxy"
+            helpers.round_trip(adapter, bucket)
         finally:
             adapter.close()
         assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0
