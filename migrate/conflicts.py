@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from itertools import chain, islice
 
 from migrate.dryrun import classify, head_or_none, unreadable
-from migrate.errors import NotFound, Permanent, Unsupported
+from migrate.errors import ListingOutOfOrder, NotFound, Permanent, Unsupported
 from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
 from migrate.plan import Plan, destination_prefixes
 from providers.base import ObjectInfo, StoreAdapter
@@ -126,12 +126,17 @@ def mark_conflicts(
                 continue
             if len(first) > 2 * PAGE and destination.capabilities.ranged_listing:
                 # Only where keys are to be written: a resumed phase skips what it copied.
-                pages: Iterator[list[str]] = _chunks(
-                    _listed_in_runs(destination, bucket, prefixes, ledger, plan.name, phase)
-                )
-            else:  # the whole listing, in whatever order the store gives it
-                pages = _chunks(o.key for o in chain(first, listing))
-            for keys in pages:
+                try:
+                    for keys in _chunks(
+                        _listed_in_runs(destination, bucket, prefixes, ledger, plan.name, phase)
+                    ):
+                        check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
+                    continue
+                except ListingOutOfOrder:
+                    pass  # a store that ignores StartAfter: the whole listing, below
+            # The whole listing, in whatever order the store gives it (the keys already
+            # left as conflicts above are not asked again: `to_write_at` skips them).
+            for keys in _chunks(o.key for o in chain(first, listing)):
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
     return found
 

@@ -901,12 +901,14 @@ class Ledger:
         self, plan: str, phase: str, bucket: str, keys: Sequence[str] | None = None
     ) -> Iterator[PhaseCandidate]:
         """The phase's transfers to do, whose destination is one of `keys` in `bucket`
-        (None: any key), in destination key order. `previous_sha256` is set when this plan
-        copied it before; `uploading` when an upload of it is under way."""
+        (None: any key), in destination key order, but those the conflict check has left
+        as conflicts since it cleared them. `previous_sha256` is set when this plan copied
+        it before; `uploading` when an upload of it is under way."""
         # Its source is there (else the run settled it first): not gone.
         sql = (
             f"SELECT {_CANDIDATE_COLUMNS}, upload_id IS NOT NULL, 0 "
-            f"FROM transfers WHERE {_TO_WRITE}"
+            f"FROM transfers WHERE {_TO_WRITE} "
+            f"AND (error IS NULL OR error NOT LIKE '{CONFLICT}%')"
         )
         args: list[object] = [plan, bucket, phase]
         if keys is not None:

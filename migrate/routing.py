@@ -91,7 +91,9 @@ def _proxy_address(url: str) -> tuple[str, str, int | None] | str:
     itself where it cannot be read."""
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
-        return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower().rstrip(".")
+        return (scheme, host, parts.port or _DEFAULT_PORTS.get(scheme))
     except ValueError:
         return url
 

@@ -173,19 +173,15 @@ def _first_error(exc: ValidationError, path: Path) -> str:
 _URL_FIELDS = {"endpoint", "proxy"}
 
 
-def _authority(url: str) -> str:
-    """The `[user[:password]@]host[:port]` of a URL, with or without its scheme (botocore
-    takes a proxy without one)."""
-    return urlsplit(url if "://" in url else f"//{url}").netloc
-
-
 def _has_userinfo(url: str) -> bool:
-    """Whether a URL carries `user[:password]@`; an unreadable one is taken to (refused
-    rather than sent on with what it may hold)."""
+    """Whether a URL may carry `user[:password]@`: any `@` (a password holding `/`, `?`
+    or `#` hides it from a URL parser; an `@` in a path is written `%40`), or a URL no
+    parser reads (refused rather than sent on with what it may hold)."""
     try:
-        return "@" in _authority(url)
+        urlsplit(url)
     except ValueError:
         return True
+    return "@" in url
 
 
 def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
@@ -207,9 +203,10 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                     )
             if key in _URL_FIELDS and isinstance(value, str) and _has_userinfo(value):
                 raise SecretInConfig(
-                    f"{path}: {here} holds a user name or password in its URL (or cannot be "
-                    "read as a URL)",
-                    hint="write the URL without `user:password@`; a store's keys go in "
+                    f"{path}: {here} holds a user name or password in its URL (an `@`), or "
+                    "cannot be read as a URL",
+                    hint="write the URL without `user:password@` (an @ in a path as %40); "
+                    "a store's keys go in "
                     "`credentials` as *_env references, a proxy's user:password in the "
                     "variable `credentials.proxy_auth_env` names",
                 )

@@ -881,8 +881,9 @@ class S3Adapter:
                 if below is not None and key <= below:  # code point order is UTF-8 byte order
                     raise ListingOutOfOrder(
                         f"{self.site_name}: listing {container}: the store lists keys out of "
-                        f"order ({key!r} after {below!r}); if it is SeaweedFS or another store "
-                        'listing in path order, declare its software = "..." and run again'
+                        f"order ({key!r} after {below!r}): it lists in path order, or ignores "
+                        'StartAfter; if it is SeaweedFS, declare its software = "seaweedfs" '
+                        "and run again"
                     )
                 last = key
                 yield self._info(container, item)

@@ -68,6 +68,11 @@ def test_an_undeclared_proxy_stops_the_run_before_anything_is_sent() -> None:
         env={"HTTPS_PROXY": "http://u:p@proxy.eu.example:3128/"},
         declared_proxies=["http://proxy.eu.example:3128"],
     )
+    RoutingGuard(  # the default port, written or not
+        ["h"],
+        env={"HTTP_PROXY": "http://proxy.eu.example:80"},
+        declared_proxies=["http://proxy.eu.example"],
+    )
     with pytest.raises(RouteRefused, match="HTTPS_PROXY"):  # another port: another proxy
         RoutingGuard(
             ["h"],

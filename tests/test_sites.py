@@ -92,15 +92,22 @@ def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: st
 
 
 @pytest.mark.parametrize("field", ["endpoint", "proxy"])
-@pytest.mark.parametrize("scheme", ["https://", ""])  # botocore takes a proxy without one
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:hunter2-canary@host.chu.example:3128",
+        "admin:hunter2-canary@host.chu.example:3128",  # botocore takes a proxy without scheme
+        "http://admin:hunter2-canary/x@host.chu.example:3128",  # a URL parser sees no @ there
+    ],
+)
 def test_a_password_in_a_url_is_refused_and_never_shown(
-    tmp_path: Path, field: str, scheme: str
+    tmp_path: Path, field: str, url: str
 ) -> None:
     """It would be written into plans and reports with the URL."""
     text = (
         '[sites.chu]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\ncountry = "FR"\n'
         'endpoint = "https://s3.chu.example"\n'
-        f'{field} = "{scheme}admin:hunter2-canary@{field}.chu.example:3128"\n'
+        f'{field} = "{url}"\n'
     ).replace('endpoint = "https://s3.chu.example"\nendpoint', "endpoint")
     with pytest.raises(SecretInConfig) as err:
         load_sites(write(tmp_path, text))
