@@ -87,7 +87,12 @@ WRONG_CONTENT: frozenset[str] = frozenset(
 # rewriting values): found again, word for word, after the copy verify asked for, it is
 # not marked to copy again (each verify and run would otherwise copy it forever).
 LASTING: frozenset[str] = frozenset({"metadata_mismatch"})
-_METADATA_REASON = "verify found it metadata mismatch"
+
+
+def _recopy_reason(kind: str, detail: str) -> str:
+    """The reason a transfer is marked to copy again (kept, and compared next time)."""
+    return f"verify found it {kind.replace('_', ' ')}: {detail}"
+
 
 Deep = bool | Literal["both"]
 _MD5_SHAPED = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
@@ -539,7 +544,7 @@ class _Verifier:
                     f"metadata {name!r} is {got.get(name.lower())!r}, the source's is {value!r}",
                 )
                 return
-        if row.recopy_reason is not None and row.recopy_reason.startswith(_METADATA_REASON):
+        if (row.recopy_reason or "").startswith(_recopy_reason("metadata_mismatch", "")):
             # Right now: a same finding later is news, worth a copy again.
             self.ledger.clear_recopy_reason(self.plan.name, row.container, row.key)
 
@@ -557,7 +562,7 @@ class _Verifier:
             and row.state == "done"
             and portable_key(row.destination_key)
         ):
-            why = f"verify found it {kind.replace('_', ' ')}: {detail}"
+            why = _recopy_reason(kind, detail)
             if kind in LASTING and row.recopy_reason == why and not self.copy_again:
                 detail += (
                     "; so again after the copy verify asked for: the destination alters it on "
