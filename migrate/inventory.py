@@ -16,7 +16,7 @@ from pathlib import Path
 from migrate.errors import ConfigError, ListingOutOfOrder
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
-from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter
+from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter, carried_headers
 
 PAGE = 1000
 _LISTER_WAIT = 10.0  # seconds for a listing request under way to end, once the caller stops
@@ -64,15 +64,6 @@ def dataset_of(container: str, key: str) -> str:
     """A dataset is a container and its top-level prefix."""
     head, sep, _ = key.partition("/")
     return f"{container}/{head}/" if sep else f"{container}/"
-
-
-# What a copy keeps besides the content type and the user metadata, and verify compares.
-CARRIED_HEADERS = ("content_encoding", "cache_control", "content_disposition", "content_language")
-
-
-def carried_headers(obj: ObjectInfo) -> dict[str, str]:
-    """The object's headers of CARRIED_HEADERS that have a value."""
-    return {name: value for name in CARRIED_HEADERS if (value := getattr(obj, name))}
 
 
 def flags_of(obj: ObjectInfo) -> Flag:

@@ -425,16 +425,9 @@ class ObjectCopy:
         metadata = dict(info.metadata or {})
         if info.last_modified is not None:
             metadata[SOURCE_MTIME_METADATA] = info.last_modified.isoformat()
-        return WriteAttrs(
-            content_type=info.content_type,
-            content_encoding=info.content_encoding,
-            cache_control=info.cache_control,
-            content_disposition=info.content_disposition,
-            content_language=info.content_language,
-            metadata=metadata,
-            # Mapped by the plan (Azure's Hot/Cool are not S3 classes); unmapped: none sent.
-            storage_class=item.storage_classes.get(info.storage_class or ""),
-        )
+        # The class is mapped by the plan (Azure's Hot/Cool are not S3 classes); unmapped:
+        # none sent.
+        return WriteAttrs.of(info, metadata, item.storage_classes.get(info.storage_class or ""))
 
     def _part_size(self, item: TransferItem) -> int:
         return item.part_size or choose_part_size(
@@ -763,15 +756,7 @@ class ObjectCopy:
             return None
         if self.sha256_metadata and written != digest and head.etag:
             # The object keeps the attributes it was created with, the SHA-256 added.
-            kept = WriteAttrs(
-                content_type=head.content_type,
-                content_encoding=head.content_encoding,
-                cache_control=head.cache_control,
-                content_disposition=head.content_disposition,
-                content_language=head.content_language,
-                metadata=dict(head.metadata or {}),
-                storage_class=head.storage_class,
-            )
+            kept = WriteAttrs.of(head, dict(head.metadata or {}), head.storage_class)
             etag = self._write_sha256(item, kept, head.etag, digest, head.version_id)
         return TransferOutcome(item.size, digest, expected, etag, proof, count, 0)
 

@@ -50,11 +50,11 @@ from typing import Literal, TypeVar
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
-from migrate.inventory import carried_headers, portable_key
+from migrate.inventory import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA
-from providers.base import ObjectInfo, StoreAdapter
+from providers.base import ObjectInfo, StoreAdapter, carried_headers
 
 T = TypeVar("T")
 

@@ -114,6 +114,31 @@ class WriteAttrs:
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
 
+    @classmethod
+    def of(
+        cls, info: ObjectInfo, metadata: Mapping[str, str], storage_class: str | None
+    ) -> WriteAttrs:
+        """What writing `info`'s object again sets: its content type and the headers a
+        copy keeps, with these metadata and class."""
+        return cls(
+            content_type=info.content_type,
+            content_encoding=info.content_encoding,
+            cache_control=info.cache_control,
+            content_disposition=info.content_disposition,
+            content_language=info.content_language,
+            metadata=metadata,
+            storage_class=storage_class,
+        )
+
+
+# The headers a copy keeps besides the content type (WriteAttrs.of), which verify compares.
+CARRIED_HEADERS = ("content_encoding", "cache_control", "content_disposition", "content_language")
+
+
+def carried_headers(obj: ObjectInfo) -> dict[str, str]:
+    """The object's headers of CARRIED_HEADERS that have a value."""
+    return {name: value for name in CARRIED_HEADERS if (value := getattr(obj, name))}
+
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
