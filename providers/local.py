@@ -31,6 +31,7 @@ from migrate.errors import (
 )
 from migrate.sites import Site
 from providers.base import (
+    CARRIED_HEADERS,
     Capabilities,
     ObjectInfo,
     PartResult,
@@ -301,12 +302,7 @@ class LocalAdapter:
             # Attributes belong to these bytes only: a file rewritten by other means
             # gets a new ETag and its stale attributes are ignored.
             "etag": _etag(tmp.stat()),
-            "content_type": attrs.content_type,
-            "content_encoding": attrs.content_encoding,
-            "cache_control": attrs.cache_control,
-            "content_disposition": attrs.content_disposition,
-            "content_language": attrs.content_language,
-            "metadata": dict(attrs.metadata),
+            **_stored(attrs),
             "checksums": dict(checksums),
         }
         meta_path = self._meta_path(container, key)
@@ -347,12 +343,7 @@ class LocalAdapter:
         info = {
             "key": key,
             "initiated": datetime.now(UTC).isoformat(),
-            "content_type": attrs.content_type,
-            "content_encoding": attrs.content_encoding,
-            "cache_control": attrs.cache_control,
-            "content_disposition": attrs.content_disposition,
-            "content_language": attrs.content_language,
-            "metadata": dict(attrs.metadata),
+            **_stored(attrs),
         }
         (udir / "upload.json").write_text(json.dumps(info), encoding="utf-8")
         return upload_id
@@ -501,6 +492,12 @@ class LocalAdapter:
 
     def close(self) -> None:
         pass
+
+
+def _stored(attrs: WriteAttrs) -> dict[str, object]:
+    """A write's attributes as the JSON beside the bytes (or an upload's) holds them."""
+    headers: dict[str, object] = {name: getattr(attrs, name) for name in CARRIED_HEADERS}
+    return {"content_type": attrs.content_type, **headers, "metadata": dict(attrs.metadata)}
 
 
 def _opt_str(value: object) -> str | None:
