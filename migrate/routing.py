@@ -40,14 +40,18 @@ _GLOBAL_SUFFIXES = (
     ".s3-accelerate.dualstack.amazonaws.com",
     ".s3.amazonaws.com",
 )
-PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "https_proxy",
-    "http_proxy",
-    "all_proxy",
-)
+
+
+def proxy_variables(env: Mapping[str, str]) -> list[str]:
+    """The environment's proxy variables for HTTP(S), in any case (`Https_Proxy` too): the
+    standard library reads them so for requests and botocore."""
+    return sorted(
+        name
+        for name, value in env.items()
+        if value and name.lower() in ("http_proxy", "https_proxy", "all_proxy")
+    )
+
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -104,11 +108,7 @@ def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = 
     may not)."""
     env = os.environ if env is None else env
     allowed = {_proxy_address(d) for d in declared}
-    return [
-        name
-        for name in PROXY_VARIABLES
-        if env.get(name) and _proxy_address(env[name]) not in allowed
-    ]
+    return [name for name in proxy_variables(env) if _proxy_address(env[name]) not in allowed]
 
 
 @dataclass

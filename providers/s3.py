@@ -59,6 +59,7 @@ from migrate.errors import (
     RouteRefused,
     SourceChanged,
     Unsupported,
+    register_secret,
 )
 from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.base import (
@@ -477,16 +478,15 @@ _LOADER_LOCK = threading.Lock()
 
 def _core_session(profile: str | None = None) -> botocore.session.Session:
     """A new botocore session (not boto3's: boto3 adds nothing a client needs here, and
-    importing it with s3transfer costs every process ~70 ms): with the site's profile, or
-    with the shared loader."""
+    importing it with s3transfer costs every process ~70 ms), with the shared loader; with
+    the site's profile, so that an AWS_PROFILE naming another does not apply."""
     core = botocore.session.get_session()
     if profile:
-        core.set_config_variable("profile", profile)  # its own loader, as the profile says
-    else:
-        with _LOADER_LOCK:
-            if not _LOADER:
-                _LOADER.append(_S3Loader(extra_search_paths=_data_paths()))
-            core.register_component("data_loader", _LOADER[0])
+        core.set_config_variable("profile", profile)
+    with _LOADER_LOCK:
+        if not _LOADER:
+            _LOADER.append(_S3Loader(extra_search_paths=_data_paths()))
+        core.register_component("data_loader", _LOADER[0])
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
     return core
 
@@ -561,34 +561,83 @@ def build_client(site: Site) -> S3Client:
         ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # stubs lag botocore
         tcp_keepalive=True,
     )
+    if keys:
+        key, secret, token = creds.access_key, creds.secret_key, creds.session_token
+    else:
+        key, secret, token = _profile_keys(site.name, creds.profile or "")
     try:
-        session = _core_session(None if keys else creds.profile)
         client = cast(
             "S3Client",
-            session.create_client(
+            _core_session(None if keys else creds.profile).create_client(
                 "s3",
                 endpoint_url=endpoint,
                 region_name=region,
                 config=config,
-                aws_access_key_id=creds.access_key if keys else None,
-                aws_secret_access_key=creds.secret_key if keys else None,
-                aws_session_token=creds.session_token if keys else None,
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
+                aws_session_token=token,
             ),
         )
     except bce.ProfileNotFound as exc:
-        if creds.profile:
-            raise ConfigError(
-                f"site {site.name}: AWS profile {creds.profile!r} not found"
-            ) from None
         raise ConfigError(  # botocore reads AWS_PROFILE even for a site with keys
             f"site {site.name}: AWS_PROFILE names profile {exc.kwargs.get('profile')!r}, "
             "which is not in the AWS config files",
             hint="unset AWS_PROFILE (this site's keys come from its sites file), or create it",
         ) from None
-    except ValueError as exc:
+    except (ValueError, bce.BotoCoreError) as exc:
         raise ConfigError(f"site {site.name}: {exc}") from None
     _remove_region_redirector(client)
     return client
+
+
+# Profile entries that make botocore fetch credentials from a host (STS, SSO, a container
+# or instance metadata endpoint) or run a command: requests that would leave outside the
+# routing guard, to hosts the plan does not list.
+_FETCHED_CREDENTIALS = (
+    "role_arn",
+    "credential_source",
+    "credential_process",
+    "web_identity_token_file",
+    "sso_session",
+    "sso_start_url",
+    "sso_account_id",
+    "sso_role_name",
+)
+
+
+def _profile_keys(site: str, profile: str) -> tuple[str, str, str | None]:
+    """The keys written in an AWS profile (shared credentials or config file), read without
+    botocore's credential chain: with a profile and no keys it would ask the instance
+    metadata service, a container endpoint or STS, outside the guard."""
+    session = botocore.session.Session(profile=profile)
+    try:
+        scoped = session.get_scoped_config()
+    except bce.ProfileNotFound:
+        raise ConfigError(f"site {site}: AWS profile {profile!r} not found") from None
+    fetched = [name for name in _FETCHED_CREDENTIALS if scoped.get(name)]
+    hint = (
+        "write keys in the profile, or export temporary ones (`aws configure "
+        "export-credentials --profile NAME --format env`) and name their variables in "
+        "credentials.access_key_env, secret_key_env and session_token_env"
+    )
+    if fetched:
+        raise ConfigError(
+            f"site {site}: AWS profile {profile!r} fetches its credentials "
+            f"({', '.join(fetched)}): that would contact hosts the plan does not allow",
+            hint=hint,
+        )
+    key, secret = scoped.get("aws_access_key_id"), scoped.get("aws_secret_access_key")
+    if not key or not secret:
+        raise ConfigError(
+            f"site {site}: AWS profile {profile!r} has no aws_access_key_id and "
+            "aws_secret_access_key",
+            hint=hint,
+        )
+    register_secret(str(secret))
+    token = scoped.get("aws_session_token")
+    if token:
+        register_secret(str(token))
+    return str(key), str(secret), str(token) if token else None
 
 
 class S3Adapter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from migrate.errors import RouteRefused
 from migrate.localservers import SeaweedFS
-from migrate.routing import PROXY_VARIABLES, RoutingGuard, endpoint_host
+from migrate.routing import RoutingGuard, endpoint_host, proxy_variables
 from migrate.session import guarded_adapter, site_guard
 from migrate.sites import CredentialRef, Site
 from providers.catalog import load_catalog
@@ -124,7 +125,7 @@ def test_before_a_plan_a_site_is_held_to_the_hosts_a_plan_would_allow(
 ) -> None:
     """What `inventory`, `sites check` and the plan's own reads are allowed: the hosts the
     plan would list for that site and those buckets, under the run's rules."""
-    for name in PROXY_VARIABLES:
+    for name in proxy_variables(dict(os.environ)):
         monkeypatch.delenv(name, raising=False)
     catalog = load_catalog()
     aws = Site(name="aws", provider="aws", region="eu-west-3")  # virtual-host addressing
@@ -148,6 +149,11 @@ def test_before_a_plan_a_site_is_held_to_the_hosts_a_plan_would_allow(
     with pytest.raises(RouteRefused, match="HTTPS_PROXY"):
         site_guard(aws, ["data"], catalog)
     site_guard(aws, ["data"], catalog, ["http://proxy.lan:3128"])  # declared by a site
+    # Read in any case, as the standard library reads them for requests and botocore.
+    monkeypatch.setenv("Https_Proxy", "http://elsewhere.example:3128")
+    with pytest.raises(RouteRefused, match="Https_Proxy"):
+        site_guard(aws, ["data"], catalog, ["http://proxy.lan:3128"])
+    monkeypatch.delenv("Https_Proxy")
     # A local site sends no request: no guard, and no proxy to refuse.
     (tmp_path / "data").mkdir()
     local = Site(name="disk", provider="local", path=str(tmp_path), buckets=("data",))

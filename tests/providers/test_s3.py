@@ -516,6 +516,36 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
     monkeypatch.setattr("providers.s3._LOADER", [])
     with pytest.raises(ConfigError, match="AWS_PROFILE names profile 'stale'"):
         S3Adapter(s3_site).check(bucket)
+    monkeypatch.delenv("AWS_PROFILE")
+
+
+def test_a_profile_that_would_fetch_its_credentials_is_refused_before_any_request(
+    s3_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's credential chain, for a profile without keys, asks STS, SSO, a container
+    endpoint or the instance metadata service: requests outside the routing guard, to hosts
+    no plan lists. Such a profile is refused, and nothing is contacted."""
+    (tmp_path / "config").write_text(
+        "[profile role]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = keys\n"
+        "[profile bare]\nregion = eu-west-3\n"
+        "[profile keys]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = s3cr3t-value\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "https://creds.example.org/x")
+    contacted: list[object] = []
+
+    def no_connection(address: object, *args: object, **kwargs: object) -> None:
+        contacted.append(address)
+        raise OSError("no connection in this test")
+
+    monkeypatch.setattr("socket.create_connection", no_connection)
+    monkeypatch.setattr("urllib3.util.connection.create_connection", no_connection)
+    for profile, why in (("role", r"fetches its credentials \(role_arn\)"), ("bare", "has no")):
+        site = s3_site.model_copy(update={"credentials": CredentialRef(profile=profile)})
+        with pytest.raises(ConfigError, match=f"AWS profile '{profile}' {why}"):
+            S3Adapter(site)
+    assert contacted == []
 
 
 @pytest.mark.parametrize("provider", ["outscale", "scaleway"])
