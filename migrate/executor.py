@@ -40,9 +40,11 @@ from migrate.delta import settle_gone
 from migrate.errors import (
     IntegrityError,
     MigrateError,
+    Permanent,
     PlanError,
     Retryable,
     SourceChanged,
+    redact,
 )
 from migrate.ledger import Ledger, TransferRow
 from migrate.limits import AdaptiveLimit, LimitedAdapter
@@ -337,10 +339,15 @@ def run_phase(
             subscriber.on_object(row.key, "changed")
             return
         except (MigrateError, OSError) as exc:
-            reason = exc.one_line() if isinstance(exc, MigrateError) else f"I/O error: {exc}"
-            keep = not isinstance(exc, IntegrityError) and item.upload_id is not None
-            if not keep:
-                _abandon(item)
+            reason = exc.one_line() if isinstance(exc, MigrateError) else f"I/O error: {redact(str(exc))}"
+            upload = _recorded_upload(item)
+            # The parts of an upload stopped by an outage, or by credentials or a route to
+            # mend, are kept for the next run (begun by this run or an earlier one: a 5 TiB
+            # copy is not started over); bytes in dispute, or a refusal that would come
+            # again, leave nothing partial.
+            keep = upload is not None and not isinstance(exc, (IntegrityError, Permanent))
+            if upload is not None and not keep:
+                _abandon(item, upload)
             ledger.transfer_not_done(
                 plan.name,
                 row.container,
@@ -373,9 +380,9 @@ def run_phase(
             summary.retries += n
         subscriber.on_object(row.key, "done")
 
-    def _abandon(item: TransferItem) -> None:
-        """Drop the upload of an object that will not complete now: nothing partial stays."""
-        upload = next(
+    def _recorded_upload(item: TransferItem) -> str | None:
+        """The upload the ledger holds for the object's destination key, if any."""
+        return next(
             (
                 u
                 for b, k, u in ledger.recorded_uploads(plan.name)
@@ -383,6 +390,10 @@ def run_phase(
             ),
             None,
         )
+
+    def _abandon(item: TransferItem, upload: str | None = None) -> None:
+        """Drop the upload of an object that will not complete now: nothing partial stays."""
+        upload = upload or _recorded_upload(item)
         if upload:
             with suppress(MigrateError):  # else the orphan sweep of the next run aborts it
                 destination.abort_multipart(item.destination_bucket, item.destination_key, upload)

@@ -576,8 +576,8 @@ class ObjectCopy:
                         sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
                         results[number] = PartResult(number, md5, length, sums)
                         continue
+                    handed = True  # the sender gives the buffer back, sent or not
                     sending.send(item, upload_id, number, data, md5)
-                    handed = True  # the sender gives the buffer back
                 finally:
                     if not handed:
                         self.buffers.give(data)

@@ -24,7 +24,7 @@ import pytest
 
 import migrate.executor
 import migrate.transfer
-from migrate.errors import Permanent
+from migrate.errors import EndpointUnreachable, Permanent
 from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
@@ -402,11 +402,13 @@ class Counting:
         slow_parts: float = 0.0,
         fail_part: int = 0,
         slow_reads: float = 0.0,
+        fail_with: type[Exception] = Permanent,
     ) -> None:
         self._inner = inner
         self._slow = slow_parts
         self._slow_reads = slow_reads
         self._fail = fail_part
+        self._fail_with = fail_with
         self._lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
@@ -432,7 +434,7 @@ class Counting:
                 if name == "upload_part":
                     time.sleep(self._slow)
                     if args[3] == self._fail:
-                        raise Permanent(f"part {args[3]} refused for good (test)")
+                        raise self._fail_with(f"part {args[3]} refused for good (test)")
                 if name == "open_range":
                     time.sleep(self._slow_reads)
                 return attr(*args, **kwargs)
@@ -484,6 +486,26 @@ def test_a_part_refused_for_good_fails_its_object_and_leaves_no_upload(env_for: 
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
     assert [o.key for o in env.destination.list_objects(env.bucket)] == []
     assert env.run(plan).copied == 1  # the same command completes it
+
+
+def test_an_outage_during_an_upload_keeps_its_parts_for_the_next_run(env_for: Any) -> None:
+    """The store stops answering at the last part of an upload this run began: the object
+    fails, and the parts the store holds are kept and recorded, so the same command
+    sends only what is missing (a 5 TiB copy is not started over)."""
+    env: Env = env_for("s3", "s3")
+    data = body(6, 60 * MiB)
+    env.seed({"one/large.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    down = Counting(env.destination, fail_part=12, fail_with=EndpointUnreachable)
+    summary = env.run(plan, destination=down)  # type: ignore[arg-type]
+    assert (summary.copied, summary.failed) == (0, 1)
+    assert [u.key for u in env.destination.list_multipart_uploads(env.bucket)] == ["one/large.bin"]
+
+    back = Counting(env.destination)
+    assert env.run(plan, destination=back).copied == 1  # type: ignore[arg-type]
+    assert back.calls["upload_part"] == 1, "only the part the outage stopped is sent"
+    assert env.read_destination("one/large.bin") == data
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
 def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) -> None:
