@@ -204,7 +204,7 @@ def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) 
 
 def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str]) -> TransferItem:
     checksums = json.loads(row.source_checksums) if row.source_checksums else {}
-    done = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
+    parts = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
     return TransferItem(
         container=row.container,
         key=row.key,
@@ -216,7 +216,8 @@ def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str
         destination_key=row.destination_key,
         upload_id=row.upload_id,
         part_size=row.part_size if row.upload_id else None,
-        done_parts=done,
+        done_parts={n: md5 for n, (md5, _) in parts.items()},
+        part_etags={n: etag for n, (_, etag) in parts.items() if etag},
         storage_classes=classes,
     )
 
@@ -339,7 +340,10 @@ def run_phase(
             subscriber.on_object(row.key, "changed")
             return
         except (MigrateError, OSError) as exc:
-            reason = exc.one_line() if isinstance(exc, MigrateError) else f"I/O error: {redact(str(exc))}"
+            if isinstance(exc, MigrateError):
+                reason = exc.one_line()
+            else:
+                reason = f"I/O error: {redact(str(exc))}"
             upload = _recorded_upload(item)
             # The parts of an upload stopped by an outage, or by credentials or a route to
             # mend, are kept for the next run (begun by this run or an earlier one: a 5 TiB

@@ -780,13 +780,16 @@ class Ledger:
         with self._lock:
             return [TransferRow(*row) for row in self._db.execute(sql, args)]
 
-    def done_parts(self, plan: str, container: str, key: str, upload_id: str) -> dict[int, str]:
+    def done_parts(
+        self, plan: str, container: str, key: str, upload_id: str
+    ) -> dict[int, tuple[str, str | None]]:
+        """The recorded parts of an upload: part number -> (MD5, the store's ETag)."""
         with self._lock:
             return {
-                int(n): str(md5)
-                for n, md5 in self._db.execute(
-                    "SELECT part_number, md5 FROM parts WHERE plan=? AND container=? AND key=? "
-                    "AND upload_id=?",
+                int(n): (str(md5), etag)
+                for n, md5, etag in self._db.execute(
+                    "SELECT part_number, md5, etag FROM parts "
+                    "WHERE plan=? AND container=? AND key=? AND upload_id=?",
                     (plan, container, key, upload_id),
                 )
             }

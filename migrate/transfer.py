@@ -54,6 +54,7 @@ from providers.base import (
     PartResult,
     StoreAdapter,
     WriteAttrs,
+    WriteResult,
 )
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class TransferItem:
     upload_id: str | None = None  # an upload begun by an earlier run
     part_size: int | None = None
     done_parts: Mapping[int, str] = field(default_factory=dict)  # part number -> MD5 hex
+    part_etags: Mapping[int, str] = field(default_factory=dict)  # -> the store's ETag
     # Source tier or class -> destination storage class, from the plan's mapping.
     storage_classes: Mapping[str, str] = field(default_factory=dict)
 
@@ -485,7 +487,7 @@ class ObjectCopy:
             )
         finally:
             self.buffers.give(data)
-        self._check_destination_etag(item, result.etag, md5)
+        self._check_destination_etag(item, result, md5)
         self.on_bytes(item.size)
         return TransferOutcome(item.size, sha256, md5, result.etag, proof, 1, item.size)
 
@@ -574,7 +576,9 @@ class ObjectCopy:
                         # A store that declared a checksum at create wants each part's at
                         # complete.
                         sums = {"md5": md5, "sha256": hashlib.sha256(data).hexdigest()}
-                        results[number] = PartResult(number, md5, length, sums)
+                        # The ETag the store gave the part (not its MD5 under SSE-KMS).
+                        stored = item.part_etags.get(number) or held_etags.get(number) or md5
+                        results[number] = PartResult(number, stored, length, sums)
                         continue
                     handed = True  # the sender gives the buffer back, sent or not
                     sending.send(item, upload_id, number, data, md5)
@@ -601,7 +605,7 @@ class ObjectCopy:
                 item.destination_bucket, item.destination_key, uid, parts, final_attrs
             )
         )
-        self._check_destination_etag(item, completed.etag, expected)
+        self._check_destination_etag(item, completed, expected)
         etag = completed.etag
         if self.sha256_metadata and etag:
             etag = self._write_sha256(
@@ -803,13 +807,16 @@ class ObjectCopy:
             )
         return "md5"
 
-    def _check_destination_etag(self, item: TransferItem, etag: str | None, expected: str) -> None:
-        """Where the store's ETag is MD5-shaped it must be ours; other ETags (Azure, SSE-KMS)
-        carry no hash, and the server-verified checksum of each request (its Content-MD5,
-        or a SHA-256 the store is confirmed to verify) is the proof."""
-        if etag is None:
+    def _check_destination_etag(
+        self, item: TransferItem, result: WriteResult, expected: str
+    ) -> None:
+        """Where the store's ETag is MD5-shaped it must be ours; other ETags (Azure), and
+        ETags the store says hash no bytes (SSE-KMS, SSE-C), carry no hash, and the
+        server-verified checksum of each request (its Content-MD5, or a SHA-256 the store is
+        confirmed to verify) is the proof."""
+        if result.etag is None or not result.etag_hashes_bytes:
             return
-        etag = etag.lower()
+        etag = result.etag.lower()
         shaped = _MD5_HEX.match(etag) or _MULTIPART_ETAG.match(etag)
         if shaped and etag != expected:
             raise ChecksumMismatch(

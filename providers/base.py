@@ -147,6 +147,9 @@ class WriteResult:
     etag: str | None
     version_id: str | None = None
     checksums: Mapping[str, str] = field(default_factory=dict)  # as returned by the server
+    # Where MD5-shaped, the ETag is the bytes' MD5 (a completed upload's: the MD5 of its
+    # parts' MD5s, "-N"); False where the store says it is not (S3 SSE-KMS, SSE-C).
+    etag_hashes_bytes: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,7 @@ class PartResult:
     etag: str | None
     size: int
     checksums: Mapping[str, str] = field(default_factory=dict)
+    etag_hashes_bytes: bool = True  # as in WriteResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -1211,6 +1211,7 @@ class S3Adapter:
             etag=etag,
             version_id=r.get("VersionId"),
             checksums=_checksums(r, etag, _etag_is_md5(r)),
+            etag_hashes_bytes=_etag_is_md5(r),
         )
 
     def _sha256_parts(self) -> bool:
@@ -1256,6 +1257,7 @@ class S3Adapter:
             etag=etag,
             size=length,
             checksums=_checksums(r, etag, _etag_is_md5(r)),
+            etag_hashes_bytes=_etag_is_md5(r),
         )
 
     def complete_multipart(
@@ -1282,6 +1284,7 @@ class S3Adapter:
             etag=etag,
             version_id=r.get("VersionId"),
             checksums=_checksums(r, etag, etag_is_md5=False),
+            etag_hashes_bytes=_etag_is_md5(r),
         )
 
     def replace_metadata(

@@ -31,7 +31,7 @@ from migrate.ledger import Ledger
 from migrate.plan import Estimate, Mapping, Phase, PhaseKind, Plan, PlanOptions, SiteRef
 from migrate.sites import Site, SitesConfig
 from migrate.verify import verify
-from providers.base import ReadStream, StoreAdapter, WriteAttrs
+from providers.base import PartResult, ReadStream, StoreAdapter, WriteAttrs, WriteResult
 from providers.factory import build_adapter
 from tests import helpers
 from tests.conftest import SiteFactory, unique_name
@@ -506,6 +506,86 @@ def test_an_outage_during_an_upload_keeps_its_parts_for_the_next_run(env_for: An
     assert back.calls["upload_part"] == 1, "only the part the outage stopped is sent"
     assert env.read_destination("one/large.bin") == data
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
+class KmsLike:
+    """A destination that answers as S3 does under SSE-KMS: ETags that look like MD5s and
+    hash no bytes (said so by `etag_hashes_bytes`), and a completion that refuses any part
+    ETag but the ones it gave (InvalidPart)."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner = inner
+        self._real: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _fake(self, etag: str | None) -> str | None:
+        if etag is None:
+            return None
+        fake = hashlib.md5(b"kms:" + etag.encode()).hexdigest()
+        fake += f"-{etag.split('-')[1]}" if "-" in etag else ""
+        self._real[fake] = etag
+        return fake
+
+    def _answer(self, r: WriteResult) -> WriteResult:
+        sums = {k: v for k, v in r.checksums.items() if k != "md5"}
+        return WriteResult(self._fake(r.etag), r.version_id, sums, etag_hashes_bytes=False)
+
+    def put_object(self, *args: Any, **kwargs: Any) -> WriteResult:
+        return self._answer(self._inner.put_object(*args, **kwargs))
+
+    def upload_part(self, *args: Any, **kwargs: Any) -> PartResult:
+        r = self._inner.upload_part(*args, **kwargs)
+        sums = {k: v for k, v in r.checksums.items() if k != "md5"}
+        return dataclasses.replace(
+            r, etag=self._fake(r.etag), checksums=sums, etag_hashes_bytes=False
+        )
+
+    def list_parts(self, *args: Any, **kwargs: Any) -> Any:
+        for p in self._inner.list_parts(*args, **kwargs):
+            yield dataclasses.replace(p, etag=self._fake(p.etag), etag_hashes_bytes=False)
+
+    def complete_multipart(self, container: str, key: str, upload: str, parts: Any, *a: Any) -> Any:
+        for p in parts:
+            if p.etag not in self._real:
+                raise Permanent(f"InvalidPart: part {p.part_number} (test)")
+        real = [dataclasses.replace(p, etag=self._real[p.etag]) for p in parts]
+        return self._answer(self._inner.complete_multipart(container, key, upload, real, *a))
+
+    def replace_metadata(self, *args: Any, if_match: str, **kwargs: Any) -> WriteResult:
+        real = self._real.get(if_match, if_match)
+        return self._answer(self._inner.replace_metadata(*args, if_match=real, **kwargs))
+
+    def head(self, *args: Any, **kwargs: Any) -> Any:
+        info = self._inner.head(*args, **kwargs)
+        return dataclasses.replace(info, etag=self._fake(info.etag))
+
+
+def test_a_destination_whose_etags_hash_no_bytes_takes_the_copy_and_its_resume(
+    env_for: Any,
+) -> None:
+    """Under SSE-KMS an S3 ETag is no MD5: the copy is proved by each request's checksum
+    the store verified, and a resumed upload completes with the ETags the store gave its
+    parts (not their MD5s)."""
+    env: Env = env_for("s3", "s3")
+    small, large = body(31, 4000), body(32, 60 * MiB)
+    env.seed(
+        {
+            "small.bin": (small, "application/octet-stream", {}, False),
+            "large.bin": (large, "application/octet-stream", {}, False),
+        }
+    )
+    plan = env.plan()
+    kms = KmsLike(env.destination)
+    down = Counting(kms, fail_part=12, fail_with=EndpointUnreachable)  # type: ignore[arg-type]
+    summary = env.run(plan, destination=down)  # type: ignore[arg-type]
+    assert (summary.copied, summary.failed) == (1, 1), summary.failures
+
+    summary = env.run(plan, destination=kms)  # type: ignore[arg-type]
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert env.read_destination("small.bin") == small
+    assert env.read_destination("large.bin") == large
 
 
 def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) -> None:
