@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -159,6 +159,23 @@ class PartResult:
     size: int
     checksums: Mapping[str, str] = field(default_factory=dict)
     etag_hashes_bytes: bool = True  # as in WriteResult
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """A store's sizes where a sourced fact (the catalog) gives them; None: S3's own, as
+    Capabilities has them. Scaleway takes 1,000 parts, not 10,000: an adapter that did not
+    know would send parts it refuses after the thousandth."""
+
+    max_parts: int | None = None
+    min_part_size: int | None = None
+    max_part_size: int | None = None
+    max_single_put: int | None = None
+    max_object_size: int | None = None
+
+    def applied_to(self, caps: Capabilities) -> Capabilities:
+        known = {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+        return replace(caps, **known)
 
 
 @dataclass(frozen=True, slots=True)

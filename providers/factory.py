@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from migrate.errors import ConfigError
 from migrate.routing import endpoint_host, is_loopback
 from migrate.sites import Site
-from providers.base import RequestGuard, StoreAdapter
+from providers.base import RequestGuard, StoreAdapter, StoreLimits
 
 if TYPE_CHECKING:
     from providers.catalog import Catalog
@@ -37,6 +37,24 @@ def confirmed_checksums(site: Site) -> tuple[str, ...]:
     except (ImportError, ConfigError):  # an unknown software is reported by the planner
         return ()
     return tuple(fact.value) if fact.known and fact.value else ()
+
+
+def store_limits(site: Site) -> StoreLimits:
+    """The sizes the catalog gives the site's store (part count and sizes, largest single
+    PUT and object); S3's where it gives none."""
+    try:
+        from providers.catalog import active_catalog
+
+        lim = active_catalog().limits_for(site)
+    except (ImportError, ConfigError):  # an unknown software is reported by the planner
+        return StoreLimits()
+    return StoreLimits(
+        max_parts=lim.max_parts.value,
+        min_part_size=lim.min_part_size.value,
+        max_part_size=lim.max_part_size.value,
+        max_single_put=lim.max_single_put.value,
+        max_object_size=lim.max_object_size.value,
+    )
 
 
 def _catalog_endpoint(site: Site, catalog: Catalog | None = None) -> str | None:
@@ -100,7 +118,12 @@ def build_adapter(
         from providers.s3 import S3Adapter
 
         site = s3_site_as_built(site, catalog)
-        return S3Adapter(site, guard=guard, confirmed_checksums=confirmed_checksums(site))
+        return S3Adapter(
+            site,
+            guard=guard,
+            confirmed_checksums=confirmed_checksums(site),
+            limits=store_limits(site),
+        )
     if api == "azure":
         from providers.azure import AzureAdapter
 

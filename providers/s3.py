@@ -72,6 +72,7 @@ from providers.base import (
     Replication,
     ReplicationTarget,
     RequestGuard,
+    StoreLimits,
     UploadInfo,
     WriteAttrs,
     WriteBody,
@@ -649,9 +650,11 @@ class S3Adapter:
         *,
         guard: RequestGuard | None = None,
         confirmed_checksums: Sequence[str] = (),
+        limits: StoreLimits | None = None,
     ) -> None:
         """`confirmed_checksums`: what the catalog says this store verifies on write. The
-        SHA-256 is sent to every store, but relied on alone only where it is confirmed."""
+        SHA-256 is sent to every store, but relied on alone only where it is confirmed.
+        `limits`: the catalog's sizes for this store, where they differ from S3's."""
         self.site_name = site.name
         self.site = site
         sent = ("md5", "sha256")
@@ -669,6 +672,8 @@ class S3Adapter:
             # ListObjectsV2's order, or the walk's on stores listing in path order.
             ranged_listing=True,
         )
+        if limits is not None:
+            self.capabilities = limits.applied_to(self.capabilities)
         self._client = build_client(site)
         self._lean = _lean_for(site, self._client.meta.region_name, guard)
         # True: walk; False: flat; None: not declared, told by the first listing's answer.

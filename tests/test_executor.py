@@ -588,6 +588,38 @@ def test_a_destination_whose_etags_hash_no_bytes_takes_the_copy_and_its_resume(
     assert env.read_destination("large.bin") == large
 
 
+def test_a_store_that_takes_fewer_parts_gets_larger_ones(env_for: Any, tmp_path: Path) -> None:
+    """Scaleway takes 1,000 parts, not S3's 10,000: the catalog's part count is the one an
+    upload keeps to (here a catalog file gives the test's store 4), or the store would
+    refuse the parts after its last one, at every run."""
+    from providers.catalog import load_catalog, set_active_catalog
+
+    env: Env = env_for("s3", "s3")
+    data = body(33, 40 * MiB)
+    env.seed({"large.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    path = tmp_path / "ours.yaml"
+    path.write_text(
+        """
+name: self-hosted
+software:
+  - name: seaweedfs
+    limits:
+      max_parts: {value: 4, source: https://example.org/our-test, as_of: 2026-12-03}
+""",
+        encoding="utf-8",
+    )
+    set_active_catalog(load_catalog([path]))
+    try:
+        destination = Counting(build_adapter(env.destination_site))
+    finally:
+        set_active_catalog(None)
+    summary = env.run(plan, destination=destination)  # type: ignore[arg-type]
+    assert summary.copied == 1, summary.failures
+    assert destination.calls["upload_part"] == 4  # 10 MiB parts, not 8 of the 5 MiB asked
+    assert env.read_destination("large.bin") == data
+
+
 def test_a_finished_phase_run_again_sends_nothing(env_for: Any, seaweed: Any) -> None:
     env: Env = env_for("s3", "s3")
     env.seed(ESTATE)
