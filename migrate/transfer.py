@@ -61,12 +61,22 @@ T = TypeVar("T")
 
 MiB = 1024 * 1024
 # Metadata migrate writes on each copy; verify and dry-run read them back.
+OWN_METADATA_PREFIX = "migrate-"
 SHA256_METADATA = "migrate-sha256"
 SOURCE_MTIME_METADATA = "migrate-source-last-modified"
 PART_SIZE_METADATA = "migrate-part-size"
 DEFAULT_PART_SIZE = 16 * MiB
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
+
+
+def carried_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """The source's user metadata a copy carries: all of it but migrate's own names, which
+    the copy writes itself (a source that is an earlier migration's destination has them:
+    carried, they would vouch for bytes this copy has not proved yet)."""
+    return {
+        k: v for k, v in (metadata or {}).items() if not k.lower().startswith(OWN_METADATA_PREFIX)
+    }
 
 
 @dataclass(frozen=True)
@@ -424,7 +434,7 @@ class ObjectCopy:
             info = self.call(lambda: self.source.head(item.container, item.key))
         if item.source_etag and info.etag and info.etag != item.source_etag:
             raise SourceChanged(f"{item.container}/{item.key} changed since the inventory")
-        metadata = dict(info.metadata or {})
+        metadata = carried_metadata(info.metadata)
         if info.last_modified is not None:
             metadata[SOURCE_MTIME_METADATA] = info.last_modified.isoformat()
         # The class is mapped by the plan (Azure's Hot/Cool are not S3 classes); unmapped:

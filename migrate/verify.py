@@ -53,7 +53,7 @@ from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryabl
 from migrate.inventory import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import Plan, destination_prefixes
-from migrate.transfer import SHA256_METADATA
+from migrate.transfer import SHA256_METADATA, carried_metadata
 from providers.base import ObjectInfo, StoreAdapter, carried_headers
 
 T = TypeVar("T")
@@ -534,7 +534,8 @@ class _Verifier:
                 )
                 return
         got = {k.lower(): v for k, v in info.metadata.items()}
-        for name, value in sorted(meta.items()):
+        # migrate's own names are the copy's, not carried from the source.
+        for name, value in sorted(carried_metadata(meta).items()):
             # An empty value absent at the destination is the same nothing: some stores
             # (SeaweedFS) drop an entry without a value when it is written.
             if (got.get(name.lower()) or "") != (value or ""):

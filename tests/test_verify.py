@@ -6,6 +6,7 @@ ledger merge in the same key order; a passing verification opens the next phase'
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,26 @@ def test_the_same_bytes_uploaded_in_one_piece_over_a_multipart_copy_still_verify
     result = check(env, plan)
     assert result.passed, result.findings
     assert result.reread == 1
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_a_source_that_an_earlier_migration_wrote_is_copied_with_migrates_names_its_own(
+    env_for: Any, multipart: bool
+) -> None:
+    """A source that is an earlier migration's destination bears migrate's names. The copy
+    writes its own (the SHA-256 of the bytes it read, the source's time), not the source's,
+    carries the rest, and verifies with every check it has."""
+    env: Env = env_for("s3", "s3")
+    data = body(41, 12 * 1024 * 1024 + 5 if multipart else 4000)
+    earlier = {"migrate-sha256": "0" * 64, "migrate-source-last-modified": "2020-01-01", "k": "v"}
+    plan = copied(env, {"again.bin": (data, "application/octet-stream", earlier, multipart)})
+    meta = env.destination.head(env.bucket, "again.bin").metadata or {}
+    assert meta["migrate-sha256"] == hashlib.sha256(data).hexdigest()
+    assert meta["migrate-source-last-modified"] != "2020-01-01"
+    assert meta["k"] == "v"
+    for deep in (False, "both"):
+        result = check(env, plan, deep=deep, check_metadata=True)
+        assert result.passed, result.findings
 
 
 def test_an_unknown_object_under_the_plan_prefix_is_unexpected(env_for: Any) -> None:
