@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import math
 import sys
 import threading
 import time
@@ -22,13 +23,19 @@ from migrate import render, rerun
 from migrate.errors import (
     EXIT_CODES,
     INTERRUPTED,
+    INTERRUPTED_KIND,
     INTERRUPTED_LINE,
+    INTERRUPTED_MESSAGE,
+    UNEXPECTED,
+    USAGE,
     ConfigError,
     IntegrityError,
     MigrateError,
     PolicyViolation,
     TransferError,
+    error_json,
     redact,
+    wants_json,
 )
 from migrate.ledger import Ledger
 from migrate.plan import check_approved, load_plan, save_plan
@@ -157,10 +164,17 @@ def _warn(line: str) -> None:
     _stderr().print(f"migrate: warning: {line}", markup=False, soft_wrap=True)
 
 
+# Set once a command printed its JSON: a failure after it (verify's findings, a run's
+# failed objects) prints no second object under --json; `main` clears it.
+_json_printed: list[bool] = []
+
+
 def _out(json_mode: bool, value: object) -> None:
+    """The command's one JSON object on stdout (under --json; nothing otherwise)."""
     if json_mode:
         # Plain print: no rich markup or wrapping in machine output.
         print(render.to_json(value))
+        _json_printed.append(True)
 
 
 @sites_app.command("check")
@@ -379,7 +393,7 @@ def plan_show(
     """
     loaded = load_plan(plan_file)
     if json_out:
-        print(render.to_json(loaded.model_dump(mode="json")))
+        _out(True, loaded.model_dump(mode="json"))
     else:
         render.print_plan(_console(), loaded)
 
@@ -435,7 +449,7 @@ def providers(
     catalog, policy = _catalog_and_policy(sites, policy)
     verdicts = evaluate_all(policy, catalog, date.today(), per_region=per_region)
     if json_out:
-        print(render.to_json([v.to_dict() for v in verdicts]))
+        _out(True, [v.to_dict() for v in verdicts])
     else:
         render.print_verdicts(_console(), verdicts, title=f"Providers under {policy}")
 
@@ -469,7 +483,7 @@ def providers_show(
     catalog, _ = _catalog_and_policy(sites, None)
     provider = catalog.provider(name)
     if json_out:
-        print(render.to_json(provider.model_dump(mode="json")))
+        _out(True, provider.model_dump(mode="json"))
         return
     render.print_provider(_console(), provider.display_name, list(iter_facts(provider)))
 
@@ -548,6 +562,14 @@ class _ProgressSubscriber(Subscriber):
         )
 
 
+# The most objects `run` copies at once. Each holds a part buffer (16 MiB by default:
+# 4 GiB at this bound) and up to three threads (copy, send, read ahead: 768 here), and
+# the stores' connection pools are far smaller (32 for S3): beyond it a copy gains no
+# speed, only memory, threads and throttling (a mistyped 99999999 built that many
+# threads and died of MemoryError).
+MAX_CONCURRENCY = 256
+
+
 def _bandwidth(text: str | None) -> float | None:
     if not text:
         return None
@@ -563,13 +585,20 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read and HEAD only: write nothing anywhere.")
     ] = False,
-    concurrency: Annotated[int, typer.Option(help="Objects copied at once.")] = 8,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help=f"Objects copied at once, 1 to {MAX_CONCURRENCY} (each holds a part buffer "
+            "of --part-size-mib and up to three threads)."
+        ),
+    ] = 8,
     part_size_mib: Annotated[int, typer.Option(help="Preferred part size in MiB.")] = 16,
     bwlimit: Annotated[
         str | None, typer.Option(help="Most bytes per second written, e.g. 200MB/s, 1Gbit/s.")
     ] = None,
     max_rps: Annotated[
-        float | None, typer.Option(help="Most requests per second to each endpoint.")
+        float | None,
+        typer.Option(help="Most requests per second to each endpoint (a finite number above 0)."),
     ] = None,
     delete_removed: Annotated[
         bool,
@@ -606,11 +635,24 @@ def run(
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
+    if max_rps is not None and not math.isfinite(max_rps):
+        # NaN compares false to everything (the check below would let it through) and
+        # inf limits nothing: neither is a limit.
+        raise ConfigError(
+            f"--max-rps {max_rps}: give a finite number of requests per second",
+            hint="e.g. --max-rps 100, or leave the option out for no limit",
+        )
     if concurrency < 1 or part_size_mib < 1 or (max_rps is not None and max_rps <= 0):
         # 0 would copy nothing (or, for --max-rps, silently not limit): never what was meant.
         raise ConfigError(
             "--concurrency, --part-size-mib and --max-rps must be above 0",
             hint="e.g. --concurrency 8 --part-size-mib 16 --max-rps 100",
+        )
+    if concurrency > MAX_CONCURRENCY:
+        raise ConfigError(
+            f"--concurrency {concurrency:,}: at most {MAX_CONCURRENCY} objects at once",
+            hint=f"e.g. --concurrency 32 (each object copied at once holds a part buffer of "
+            f"--part-size-mib: {MAX_CONCURRENCY} x 16 MiB is 4 GiB)",
         )
     limit = _bandwidth(bwlimit)  # before anything is done: delta may delete at the destination
     # The catalog is loaded with the first adapter: not at all for a finished phase.
@@ -961,11 +1003,20 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the exit code (documented in the README)."""
+    """Entry point: returns the exit code (documented in the README). A failure is one line
+    on stderr and, under --json, one JSON object on stdout (`errors.error_json`) unless
+    the command printed its own JSON already (sites check, verify, run: their result
+    says what failed)."""
     args = sys.argv[1:] if argv is None else argv
     # Typer options take no optional value: `--deep=both` becomes the hidden --deep-both.
     args = ["--deep-both" if a == "--deep=both" else a for a in args]
     debug = "--debug" in args
+    _json_printed.clear()
+
+    def fail_json(code: int, kind: str, message: str, hint: str | None = None) -> None:
+        if wants_json(args) and not _json_printed:
+            print(error_json(code, kind, message, hint))
+
     try:
         if wrong := next((a for a in args if a.startswith("--deep=")), None):
             raise ConfigError(
@@ -975,33 +1026,38 @@ def main(argv: list[str] | None = None) -> int:
         code = int(result) if isinstance(result, int) else 0
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
             _stderr().print(INTERRUPTED_LINE, markup=False)
+            fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return code
     except MigrateError as exc:
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False)
         _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
+        fail_json(exc.exit_code, type(exc).__name__, exc.message, exc.hint)
         return exc.exit_code
-    except typer.Exit as exc:
+    except typer.Exit as exc:  # the command said it (sites check: its table or JSON)
         return int(exc.exit_code)
     except TyperException as exc:  # usage errors: one line too, and where to learn more
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as asked
             getattr(exc, "show")()  # noqa: B009 (typer types it without `show`)
             return int(exc.exit_code)
         ctx = getattr(exc, "ctx", None)
-        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        where = f"see `{ctx.command_path} --help`" if ctx is not None else None
         message = " ".join(exc.format_message().split())
-        _stderr().print(f"migrate: error: {message}{where}", markup=False, soft_wrap=True)
+        line = f"migrate: error: {message}" + (f" ({where})" if where else "")
+        _stderr().print(line, markup=False, soft_wrap=True)
+        fail_json(int(exc.exit_code), USAGE, message, where)
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         _stderr().print(INTERRUPTED_LINE, markup=False)
+        fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return INTERRUPTED
     except Exception as exc:  # a bug: still one line, unless --debug
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False)
+        message = f"{type(exc).__name__}: {redact(str(exc))}"
+        hint = "run again with --debug and report it"
         _stderr().print(
-            f"migrate: unexpected error: {type(exc).__name__}: {redact(str(exc))} "
-            "(run again with --debug and report it)",
-            markup=False,
-            soft_wrap=True,
+            f"migrate: unexpected error: {message} ({hint})", markup=False, soft_wrap=True
         )
+        fail_json(1, UNEXPECTED, message, hint)
         return 1

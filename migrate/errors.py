@@ -21,11 +21,13 @@
 
 The type decides whether to retry and which exit code the CLI returns. Messages name the
 site, container, key or host and what to do, never a credential: every message passes
-through `redact()` before it is shown.
+through `redact()` before it is shown. Under `--json` a failure is also one JSON object on
+stdout, `{"error": {"exit_code", "kind", "message", "hint"}}` (`error_json`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 
@@ -135,7 +137,29 @@ EXIT_CODES: dict[int, str] = {
     130: "interrupted (Ctrl-C); the same command resumes",
 }
 INTERRUPTED = 130
-INTERRUPTED_LINE = "migrate: interrupted; the same command resumes"
+INTERRUPTED_MESSAGE = "interrupted; the same command resumes"
+INTERRUPTED_LINE = f"migrate: {INTERRUPTED_MESSAGE}"
+# `kind` of the --json error object for what is not a MigrateError.
+UNEXPECTED, USAGE, INTERRUPTED_KIND = "UnexpectedError", "UsageError", "Interrupted"
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for --json (before a `--`, which ends the options)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def error_json(exit_code: int, kind: str, message: str, hint: str | None = None) -> str:
+    """The one JSON object `--json` prints on stdout for a failure: the exit code, the
+    error's kind (its type, e.g. PlanError), and the stderr line's message and hint, each
+    on one line and redacted. Keys sorted, as every --json output."""
+    error = {
+        "exit_code": exit_code,
+        "kind": kind,
+        "message": redact(" ".join(message.split())),
+        "hint": redact(" ".join(hint.split())) if hint else None,
+    }
+    return json.dumps({"error": error}, sort_keys=True, indent=2, ensure_ascii=False)
+
 
 # Values that must never be shown: registered by whoever reads a secret (credential
 # resolution), removed from any text before it leaves the process.
@@ -146,6 +170,9 @@ _SECRET_PATTERNS = [
     re.compile(r"([?&]sig=)[^&\s]+", re.IGNORECASE),
     re.compile(r"(Signature=)[0-9a-f]{16,}", re.IGNORECASE),
     re.compile(r"(Credential=)[^,\s]+", re.IGNORECASE),
+    # AWS access-key ids (long-term AKIA, temporary ASIA): the kind stays readable. Not
+    # \b-bounded: `AKIA..._env` (a key id made a TOML key, then a hint) must match too.
+    re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
 ]
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -430,6 +431,64 @@ class _StateLock:
         self.held.release()
 
 
+# SQLite's answers that say the file itself is wrong (damaged, not a database, or a
+# database of another shape: "table approvals already exists", "no such table"), not the
+# place it is in. Busy and locked (another process) are neither: they are raised as they are.
+_NOT_OURS = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR", "SQLITE_CONSTRAINT")
+_IN_USE = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+class _NotOurSchema(sqlite3.DatabaseError):
+    """The state lacks a table, column, index or trigger this version's migrations make."""
+
+    sqlite_errorname = "SQLITE_ERROR"
+
+
+@cache
+def _expected_schema() -> frozenset[tuple[str, str, str]]:
+    """(type, name, column) of everything the migrations make, column "" but for tables:
+    read from an in-memory database they are run on, once per process."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _create_migrations_table(db)
+        _run_migrations(db, set())
+        return _schema_of(db)
+    finally:
+        db.close()
+
+
+def _schema_of(db: sqlite3.Connection) -> frozenset[tuple[str, str, str]]:
+    rows = db.execute(
+        "SELECT m.type, m.name, COALESCE(c.name, '') FROM sqlite_master m "
+        "LEFT JOIN pragma_table_info(m.name) c ON m.type = 'table' "
+        "WHERE m.type IN ('table', 'index', 'trigger') AND m.name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    return frozenset((str(t), str(n), str(c)) for t, n, c in rows)
+
+
+def _run_migrations(db: sqlite3.Connection, applied: set[int]) -> None:
+    for version, (name, sql) in enumerate(_MIGRATIONS, start=1):
+        if version in applied:
+            continue
+        statement = ""
+        for piece in sql.split(";"):  # a trigger's body has `;` of its own
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                if statement.strip().strip(";"):
+                    db.execute(statement)
+                statement = ""
+        if statement.strip().strip(";"):  # never recorded as applied, half run
+            raise RuntimeError(f"migration {name!r} ends in an unfinished statement")
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
+
+
+def _create_migrations_table(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+
+
 class Ledger:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
@@ -437,21 +496,42 @@ class Ledger:
             state_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")  # the first write: fails where read-only
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:  # unwritable, or not a state file at all
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(
-                f"state directory {state_dir}: the state cannot be opened there ({why})",
-                hint="set state_dir in the sites file to a directory you can write to",
-            ) from None
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise self._open_error(exc) from None
         self._depth = 0
         self._group: list[_Statement] = []
         self._group_timer: threading.Timer | None = None
         self._closed = False
         # Executor threads share this connection: one transaction at a time.
         self._lock = _StateLock(self._commit_group)
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._closed = True
+            self._db.close()
+            raise self._open_error(exc) from None
+
+    def _open_error(self, exc: OSError | sqlite3.Error) -> Exception:
+        """The one line for a state that cannot be opened: the file (damaged, or another
+        tool's) or the place (unwritable). Another process holding it is raised as is."""
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(_IN_USE):
+            return exc
+        if name.startswith(_NOT_OURS):
+            return ConfigError(
+                f"state file {self.path} is damaged or not migrate's ({exc})",
+                hint="move it aside (migrate then starts a new, empty state) or restore it "
+                "from a backup",
+            )
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ConfigError(
+            f"state directory {self.path.parent}: the state cannot be opened there ({why})",
+            hint="set state_dir in the sites file to a directory you can write to",
+        )
 
     def close(self, *, keep_group_errors: bool = True) -> None:
         """Commits the last group, then closes. `keep_group_errors=False` (leaving on an
@@ -541,27 +621,21 @@ class Ledger:
                 self._group_timer.start()
 
     def _migrate(self) -> None:
+        """Apply the migrations not yet applied, then check that the state has every
+        table (with its columns), index and trigger they make: a file of another tool, or
+        one a table was dropped from, is refused at open (`_NotOurSchema`), not met later
+        by some query."""
         with self.atomic() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
+            _create_migrations_table(db)
             applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-            for version, (name, sql) in enumerate(_MIGRATIONS, start=1):
-                if version in applied:
-                    continue
-                statement = ""
-                for piece in sql.split(";"):  # a trigger's body has `;` of its own
-                    statement += piece + ";"
-                    if sqlite3.complete_statement(statement):
-                        if statement.strip().strip(";"):
-                            db.execute(statement)
-                        statement = ""
-                if statement.strip().strip(";"):  # never recorded as applied, half run
-                    raise RuntimeError(f"migration {name!r} ends in an unfinished statement")
-                db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now())
-                )
+            _run_migrations(db, applied)
+            have = _schema_of(db)
+        missing = _expected_schema() - have
+        if missing:  # said by its table first: "no table transfers", not its 20 columns
+            tables = {name for kind, name, _ in have if kind == "table"}
+            kind, name, column = min(missing, key=lambda m: (m[0] != "table", m[1] in tables, m))
+            what = f"column {name}.{column}" if name in tables and column else f"{kind} {name}"
+            raise _NotOurSchema(f"no {what}")
 
     # -- inventory -------------------------------------------------------------------------
 

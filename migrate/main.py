@@ -13,9 +13,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = answer(args)
     except KeyboardInterrupt:
-        from migrate.errors import INTERRUPTED, INTERRUPTED_LINE  # as the CLI says it
+        from migrate.errors import (  # as the CLI says it
+            INTERRUPTED,
+            INTERRUPTED_KIND,
+            INTERRUPTED_LINE,
+            INTERRUPTED_MESSAGE,
+            error_json,
+            wants_json,
+        )
 
         print(INTERRUPTED_LINE, file=sys.stderr)
+        if wants_json(args):
+            print(error_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE))
         return INTERRUPTED
     if code is not None:
         return code

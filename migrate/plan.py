@@ -226,10 +226,26 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except FileNotFoundError:
         raise PlanError(f"plan {path} not found", hint="create one with `migrate plan`") from None
+    except IsADirectoryError:
+        raise PlanError(
+            f"plan {path} is a directory, not a plan file",
+            hint="give the plan's YAML file, e.g. plans/NAME.yaml",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise PlanError(
+            f"{path}: not a plan (not UTF-8 text: byte {exc.start})",
+            hint="give the YAML file `migrate plan` wrote",
+        ) from None
+    except OSError as exc:  # unreadable: permissions, a device, an I/O error
+        raise PlanError(
+            f"cannot read plan {path} ({exc.strerror or exc})",
+            hint="check the path and that you may read it",
+        ) from None
     except yaml.YAMLError as exc:
         raise PlanTampered(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise PlanError(f"{path}: not a plan document")
+    _check_schema_version(raw, path)
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as exc:
@@ -242,6 +258,34 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
             hint="regenerate it with `migrate plan` and approve it again",
         )
     return plan
+
+
+def _check_schema_version(raw: dict[str, Any], path: Path) -> None:
+    """A plan of another schema version is refused before it is read: its fields may mean
+    something else (a selector read under the wrong rules copies other objects), and its
+    digest, recomputed by whoever wrote it, proves nothing about that.
+
+    A plan without `schema_version` is refused too, not read as version 1: every plan
+    migrate has written carries it (the model has had it since its first version and
+    `to_yaml` writes every field), so a document without it was written or edited by
+    something else, and guessing its version is the mistake this check is there to stop.
+    """
+    version = raw.get("schema_version")
+    if version is None:
+        raise PlanError(
+            f"{path}: no schema_version (this migrate reads plans of schema version "
+            f"{SCHEMA_VERSION})",
+            hint="every plan `migrate plan` writes has one: make the plan again",
+        )
+    if type(version) is not int or version != SCHEMA_VERSION:  # bool and "1" are not 1
+        newer = type(version) is int and version > SCHEMA_VERSION
+        raise PlanError(
+            f"{path}: plan schema version {version!r}, this migrate reads schema version "
+            f"{SCHEMA_VERSION}",
+            hint="use the migrate version that wrote it"
+            if newer
+            else "make the plan again with `migrate plan`",
+        )
 
 
 def destination_prefixes(plan: Plan) -> dict[str, list[str]]:

@@ -28,6 +28,12 @@ _SECRET_VALUE = [
     re.compile(r"SharedAccessSignature=|[?&]sig=", re.IGNORECASE),
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
 ]
+# The same shapes as TOML keys (`[sites.AKIA...]`, `AKIA..._env = ...`): a key id is
+# bounded by what is not part of one, `_` included.
+_SECRET_KEY = [
+    *_SECRET_VALUE[:2],
+    re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+]
 # Long base64 (account keys, secret keys) mixes cases and digits; a long name or a path
 # of plain words does not, so it is not taken for one (a secret in a field that names
 # things, such as `path` or `buckets`, is a mistake this shape cannot tell from a name).
@@ -138,8 +144,9 @@ def parse_sites(raw: dict[str, Any], path: Path) -> SitesConfig:
         name: {**body, "name": name} if isinstance(body, dict) else body
         for name, body in sites_raw.items()
     }
+    _check_paths(raw, path)
     data["state_dir"] = state_dir_of(raw, path)
-    data["catalog"] = [(path.parent / str(p)).resolve() for p in raw.get("catalog", [])]
+    data["catalog"] = [(path.parent / p).resolve() for p in raw.get("catalog", [])]
     data["path"] = path
     try:
         config = SitesConfig.model_validate(data)
@@ -151,7 +158,48 @@ def parse_sites(raw: dict[str, Any], path: Path) -> SitesConfig:
                 f"{path}: sites.{site.name}.credentials.proxy_auth_env: the site declares no proxy",
                 hint='declare it with proxy = "http://HOST:PORT", or drop proxy_auth_env',
             )
+        _check_ports(site, path)
     return config
+
+
+def _check_paths(raw: dict[str, Any], path: Path) -> None:
+    """`state_dir` and `catalog` are made into paths before the model sees them: their
+    types are checked here, or `state_dir = 5` names a directory "5" and `catalog =
+    "my.yaml"` is read as one file per character. `catalog` is a list, as the README
+    writes it and as `buckets` is: a single string is refused the same way."""
+    state_dir = raw.get("state_dir")
+    if state_dir is not None and (not isinstance(state_dir, str) or not state_dir.strip()):
+        raise ConfigError(
+            f"{path}: state_dir: should be the path of a directory, as a string",
+            hint='e.g. state_dir = ".migrate" (relative to the sites file)',
+        )
+    catalog = raw.get("catalog", [])
+    if not isinstance(catalog, list) or not all(isinstance(c, str) and c for c in catalog):
+        raise ConfigError(
+            f"{path}: catalog: should be a list of file paths",
+            hint='e.g. catalog = ["my-catalog.yaml"] (relative to the sites file)',
+        )
+
+
+def _check_ports(site: Site, path: Path) -> None:
+    """An endpoint or proxy whose port no connection can use (`:99999`, `:0`, `:abc`) is a
+    mistake in the file, said when the file is read, not a request refused later."""
+    for key in ("endpoint", "proxy"):
+        url = getattr(site, key)
+        if url is None:
+            continue
+        # Without a scheme (botocore takes a proxy so), read as http://: the port is read.
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port
+            bad = port == 0 or (port is None and parts.netloc.endswith(":"))
+        except ValueError:  # out of range, or not a number
+            bad = True
+        if bad:
+            raise ConfigError(
+                f"{path}: sites.{site.name}.{key}: {url!r} has no valid port (1 to 65535)",
+                hint=f"correct the port in {key}, or leave it out for the scheme's default",
+            )
 
 
 def _first_error(exc: ValidationError, path: Path) -> str:
@@ -188,6 +236,14 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
     """Refuse secret values anywhere in the file, before validation says anything else."""
     if isinstance(raw, dict):
         for key, value in raw.items():
+            if any(p.search(str(key)) for p in _SECRET_KEY):
+                # A key id written as a key (`[sites.AKIA...]`, `AKIA... = "..."` under
+                # credentials): refused like a value, and not repeated in the message.
+                raise SecretInConfig(
+                    f"{path}: a key under {where or 'the top level'} looks like a secret "
+                    "(an access-key id or a key)",
+                    hint="keep secrets in environment variables and reference them with *_env keys",
+                )
             here = f"{where}.{key}" if where else str(key)
             if where.endswith("credentials") and isinstance(value, str):
                 if key not in _REFERENCE_KEYS and not key.endswith("_env"):

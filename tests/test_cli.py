@@ -782,3 +782,269 @@ def test_a_usage_error_is_one_line_that_says_where_to_look(
         assert code == 2, err
         assert err.startswith("migrate: error: ") and f"(see `{where}`)" in err, err
         assert_one_line_without_secret(out, err)
+
+
+def local_sites(tmp_path: Path, extra: str = "") -> Path:
+    """A sites file with one local site, its state under tmp_path/state."""
+    (tmp_path / "store").mkdir(exist_ok=True)
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n{extra}'
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "store"}"\n'
+    )
+    return sites
+
+
+def error_object(out: str) -> dict[str, object]:
+    """The one JSON object --json prints for a failure (json.loads fails on two)."""
+    answer = json.loads(out)
+    assert set(answer) == {"error"}, answer
+    error = answer["error"]
+    assert isinstance(error, dict) and set(error) == {"exit_code", "kind", "message", "hint"}
+    return error
+
+
+def test_under_json_every_failure_is_also_one_json_object_on_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reading --json gets an object it can read for a failure too: the exit code,
+    the kind, the message and the hint of the stderr line (kept), redacted as it is."""
+    sites = local_sites(tmp_path)
+    missing = str(tmp_path / "nope.yaml")
+    code, out, err = run(["plan", "show", missing, "--json"], capsys)
+    assert code == 9
+    error = error_object(out)
+    assert (error["exit_code"], error["kind"]) == (9, "PlanError")
+    assert error["message"] == f"plan {missing} not found"
+    assert error["hint"] == "create one with `migrate plan`"
+    assert_one_line_without_secret(out, err)
+
+    code, out, err = run(["inventory", "nosuch", "--sites", str(sites), "--json"], capsys)
+    assert code == 3 and error_object(out)["kind"] == "ConfigError", (out, err)
+    assert_one_line_without_secret(out, err)
+
+    # A usage error, when --json can be read on the command line.
+    code, out, err = run(["run", missing, "--phase", "p", "--concurrency", "x", "--json"], capsys)
+    assert code == 2, err
+    error = error_object(out)
+    assert (error["exit_code"], error["kind"]) == (2, "UsageError")
+    assert error["hint"] == "see `migrate run --help`"
+    assert err.startswith("migrate: error: ") and "(see `migrate run --help`)" in err
+
+    # An unexpected error: the same, its text redacted as on stderr.
+    key_id = "AKIA" + "IOSFODNN7EXAMPLE"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"boom near {key_id}")
+
+    monkeypatch.setattr("migrate.cli.load_plan", broken)
+    code, out, err = run(["plan", "show", missing, "--json"], capsys)
+    assert code == 1
+    error = error_object(out)
+    assert (error["exit_code"], error["kind"]) == (1, "UnexpectedError")
+    assert error["message"] == "RuntimeError: boom near AKIA***"
+    assert key_id not in out + err and "Traceback" not in err
+    # Without --json, stdout stays empty.
+    code, out, err = run(["plan", "show", missing], capsys)
+    assert code == 1 and out == "" and err.startswith("migrate: unexpected error: RuntimeError")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("migrate.cli.load_plan", interrupted)
+    code, out, err = run(["plan", "show", missing, "--json"], capsys)
+    assert code == 130 and err == "migrate: interrupted; the same command resumes\n"
+    assert error_object(out) == {
+        "exit_code": 130,
+        "kind": "Interrupted",
+        "message": "interrupted; the same command resumes",
+        "hint": None,
+    }
+    # The same when Ctrl-C comes before the CLI loads (the re-run receipt's look-up).
+    import migrate.main
+
+    monkeypatch.setattr("migrate.rerun.answer", interrupted)
+    assert migrate.main.main(["run", missing, "--phase", "p", "--json"]) == 130
+    assert error_object(capsys.readouterr().out)["kind"] == "Interrupted"
+
+
+def test_a_command_whose_json_says_what_failed_prints_no_second_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify with findings (12) and run with failed objects (11) print their result under
+    --json: that object alone, not followed by an error object."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    sorted((tmp_path / "dst").rglob("*.txt"))[0].unlink()
+    code, out, err = run(["verify", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 12, err
+    assert json.loads(out)["passed"] is False  # one object: its result
+    assert_one_line_without_secret(out, err)
+    for f in (tmp_path / "src" / "data").glob("*.txt"):
+        f.unlink()  # the pilot's object is gone at the source: its copy fails
+    code, out, err = run(["run", plan, "--phase", "pilot", "--json", *where], capsys)
+    assert code == 11, err
+    assert json.loads(out)["failed"] == 1
+    assert_one_line_without_secret(out, err)
+
+
+def test_a_plan_path_that_is_a_directory_or_not_text_gives_one_line_and_exit_9(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sites = local_sites(tmp_path)
+    code, out, err = run(["plan", "show", str(tmp_path)], capsys)
+    assert code == 9 and f"plan {tmp_path} is a directory" in err, err
+    assert_one_line_without_secret(out, err)
+    bad = tmp_path / "badplan.yaml"
+    bad.write_bytes(b"name: p\n\xff\xfe\x00binary")
+    code, out, err = run(["status", str(bad), "--sites", str(sites)], capsys)
+    assert code == 9 and f"{bad}: not a plan (not UTF-8 text" in err, err
+    assert_one_line_without_secret(out, err)
+
+
+def test_a_plan_of_another_schema_version_is_refused_by_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its digest made again to match does not help: show, approve, run and status refuse
+    it (exit 9), naming both versions. A plan without schema_version is not taken for
+    version 1."""
+    import yaml
+
+    from migrate.plan import SCHEMA_VERSION, Plan, save_plan, with_digest
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    raw = yaml.safe_load(Path(plan).read_text(encoding="utf-8"))
+    future = tmp_path / "future.yaml"
+    save_plan(
+        with_digest(Plan.model_validate(raw).model_copy(update={"schema_version": 99})), future
+    )
+    for args in (
+        ["plan", "show", str(future)],
+        ["plan", "approve", str(future), *where],
+        ["run", str(future), "--phase", "pilot", *where],
+        ["status", str(future), *where],
+    ):
+        code, out, err = run(args, capsys)
+        assert code == 9, (args, err)
+        assert f"plan schema version 99, this migrate reads schema version {SCHEMA_VERSION}" in err
+        assert "use the migrate version that wrote it" in err
+        assert_one_line_without_secret(out, err)
+    unversioned = tmp_path / "unversioned.yaml"
+    text = Path(plan).read_text(encoding="utf-8")
+    assert f"\nschema_version: {SCHEMA_VERSION}\n" in text
+    unversioned.write_text(text.replace(f"\nschema_version: {SCHEMA_VERSION}\n", "\n"))
+    code, out, err = run(["plan", "show", str(unversioned)], capsys)
+    assert code == 9 and "no schema_version" in err, err
+    assert_one_line_without_secret(out, err)
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ('state_dir = ["a", "b"]\n', "state_dir: should be the path of a directory"),
+        ("state_dir = 5\n", "state_dir: should be the path of a directory"),
+        ("catalog = 5\n", "catalog: should be a list of file paths"),
+        ('catalog = "nofile.yaml"\n', "catalog: should be a list of file paths"),
+    ],
+)
+def test_a_state_dir_or_catalog_of_the_wrong_type_gives_exit_3_and_makes_nothing(
+    line: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "store").mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'{line}[sites.s]\nprovider = "local"\npath = "{tmp_path / "store"}"\n')
+    code, out, err = run(["inventory", "s", "--sites", str(sites)], capsys)
+    assert code == 3 and said in err and str(sites) in err, err
+    assert_one_line_without_secret(out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sites.toml", "store"]
+
+
+def test_an_access_key_id_written_as_a_toml_key_is_refused_and_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_id = "AKIA" + "IOSFODNN7EXAMPLE"
+    sites = tmp_path / "sites.toml"
+    for text in (
+        f'[sites.a]\nprovider = "scaleway"\n[sites.a.credentials]\n{key_id} = "x"\n',
+        f'[sites.{key_id}]\nprovider = "scaleway"\n',
+    ):
+        sites.write_text(text)
+        for args in (["inventory", "a"], ["sites", "check", "--json"]):
+            code, out, err = run([*args, "--sites", str(sites)], capsys)
+            assert code == 4, (text, out, err)
+            assert key_id not in out + err, (out, err)
+            assert_one_line_without_secret(out, err)
+
+
+def damage_state(state: Path, how: str) -> None:
+    import sqlite3
+
+    if how == "not a database":
+        for leftover in state.parent.glob("state.db-*"):  # the write-ahead log beside it
+            leftover.unlink()
+        state.write_bytes(b"not a database at all\n" * 200)
+        return
+    with sqlite3.connect(state) as db:
+        if how == "a table dropped":
+            db.execute("DROP TABLE transfers")
+        else:  # another tool's file, whose approvals table is not migrate's
+            db.execute("DROP TABLE schema_migrations")
+            db.execute("DROP TABLE approvals")
+            db.execute("CREATE TABLE approvals (id INTEGER PRIMARY KEY, ticket TEXT)")
+
+
+@pytest.mark.parametrize("how", ["a table dropped", "another tool's file", "not a database"])
+def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    state = tmp_path / "state" / "state.db"
+    damage_state(state, how)
+    for args in (["status", plan], ["plan", "approve", plan], ["run", plan, "--phase", "pilot"]):
+        code, out, err = run([*args, *where, "--json"], capsys)
+        assert code == 3, (args, err)
+        assert f"state file {state} is damaged or not migrate's" in err, err
+        assert "move it aside" in err and "restore it" in err
+        assert "directory you can write to" not in err
+        assert error_object(out)["kind"] == "ConfigError"
+        assert_one_line_without_secret(out, err)
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ("--max-rps=nan", "--max-rps nan: give a finite number"),
+        ("--max-rps=inf", "--max-rps inf: give a finite number"),
+        ("--concurrency=99999999", "--concurrency 99,999,999: at most 256"),
+        ("--concurrency=257", "--concurrency 257: at most 256"),
+    ],
+)
+def test_run_options_without_a_real_limit_or_beyond_the_bound_give_exit_3(
+    option: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NaN passed the `<= 0` check and limited nothing; a concurrency of 99,999,999 built
+    that many threads. Both are refused before anything is read."""
+    sites = local_sites(tmp_path)
+    code, out, err = run(
+        ["run", str(tmp_path / "plan.yaml"), "--phase", "pilot", option, "--sites", str(sites)],
+        capsys,
+    )
+    assert code == 3 and said in err, err
+    assert_one_line_without_secret(out, err)
+
+
+def test_run_help_gives_the_concurrency_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    assert "1 to 256" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_endpoint_with_an_invalid_port_is_refused_when_the_sites_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("T_KEY", "k")
+    monkeypatch.setenv("T_SECRET", CANARY)
+    sites = write_sites(tmp_path, "http://127.0.0.1:99999", "b")
+    for args in (["inventory", "dest"], ["sites", "check"]):
+        code, out, err = run([*args, "--sites", str(sites)], capsys)
+        assert code == 3, (args, out, err)
+        assert "sites.dest.endpoint: 'http://127.0.0.1:99999' has no valid port" in err, err
+        assert_one_line_without_secret(out, err)

@@ -7,12 +7,18 @@ a catalog or planner change)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tomllib
 from datetime import date
 from pathlib import Path
 
-from migrate.plan import Plan, load_plan, to_yaml
+import pytest
+import yaml
+
+from migrate.errors import PlanError
+from migrate.plan import SCHEMA_VERSION, Plan, load_plan, to_yaml
 from migrate.planner import (
     SIZE_LABELS,
     DatasetInput,
@@ -129,3 +135,40 @@ def test_the_example_plan_is_what_migrate_plan_writes_today() -> None:
     )
     loaded = load_plan(EXAMPLE)  # its digest holds
     assert [p.name for p in loaded.phases][:2] == ["pilot", "bulk-1"]
+
+
+def test_every_plan_under_plans_loads() -> None:
+    """The plans kept in the repository are of the schema version this migrate reads."""
+    plans = sorted((ROOT / "plans").glob("*.yaml"))
+    assert plans
+    for path in plans:
+        assert load_plan(path).schema_version == SCHEMA_VERSION, path
+
+
+@pytest.mark.parametrize("version", [99, 0, "1", True, None])
+def test_a_plan_of_another_schema_version_is_refused_though_its_digest_holds(
+    tmp_path: Path, version: object
+) -> None:
+    """The digest says the content is what its writer meant, not that this version reads
+    it as meant: another version (or none, or a string) is refused, naming both."""
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    if version is None:
+        del raw["schema_version"]
+    else:
+        raw["schema_version"] = version
+    body = {k: v for k, v in raw.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    raw["digest"] = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(PlanError) as err:
+        load_plan(path)
+    assert err.value.exit_code == 9
+    line = err.value.one_line()
+    if version is None:
+        assert (
+            f"no schema_version (this migrate reads plans of schema version {SCHEMA_VERSION})"
+            in line
+        )
+    else:
+        assert f"plan schema version {version!r}, this migrate reads schema version 1" in line

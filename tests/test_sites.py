@@ -160,3 +160,86 @@ def test_long_names_and_paths_are_not_taken_for_secrets(tmp_path: Path) -> None:
     key = "Zm9vYmFyYmF6cXV4" + "Q29ycDIwMjZTZWNyZXRLZXlWYWx1ZUZvclRlc3Q=="
     with pytest.raises(SecretInConfig):
         load_sites(write(tmp_path, GOOD.replace('region = "francecentral"', f'region = "{key}"')))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'[sites.a]\nprovider = "scaleway"\n[sites.a.credentials]\n{EXAMPLE_KEY_ID} = "x"\n',
+        f'[sites.{EXAMPLE_KEY_ID}]\nprovider = "scaleway"\n',
+        f'[sites.a]\nprovider = "scaleway"\n[sites.a.credentials]\n{EXAMPLE_KEY_ID}_env = "X"\n',
+    ],
+)
+def test_an_access_key_id_written_as_a_key_is_refused_without_repeating_it(
+    tmp_path: Path, text: str
+) -> None:
+    with pytest.raises(SecretInConfig) as err:
+        load_sites(write(tmp_path, text))
+    assert err.value.exit_code == 4
+    assert EXAMPLE_KEY_ID not in err.value.one_line()
+    assert "looks like a secret" in err.value.one_line()
+
+
+def test_access_key_ids_are_redacted_from_any_message() -> None:
+    from migrate.errors import ConfigError, redact
+
+    temporary = "ASIA" + "Y34FZKBOKMUTVV7A"
+    text = f"sites.{EXAMPLE_KEY_ID}.x, {EXAMPLE_KEY_ID}_env and ({temporary})"
+    assert redact(text) == "sites.AKIA***.x, AKIA***_env and (ASIA***)"
+    line = ConfigError(f"bad key {EXAMPLE_KEY_ID}", hint=f"write {EXAMPLE_KEY_ID}_env").one_line()
+    assert EXAMPLE_KEY_ID not in line
+    # Not a key id: longer, or lowercase, words are left as they are.
+    assert redact("AKIA" + "IOSFODNN7EXAMPLEX akiaiosfodnn7example") == (
+        "AKIAIOSFODNN7EXAMPLEX akiaiosfodnn7example"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('state_dir = ["a", "b"]', "state_dir"),
+        ("state_dir = 5", "state_dir"),
+        ('state_dir = ""', "state_dir"),
+        ("catalog = 5", "catalog"),
+        ('catalog = "nofile.yaml"', "catalog"),
+        ("catalog = [5]", "catalog"),
+    ],
+)
+def test_state_dir_and_catalog_of_the_wrong_type_are_one_line_errors(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    path = write(tmp_path, f"{line}\n{GOOD}")
+    with pytest.raises(ConfigError) as err:
+        load_sites(path)
+    assert err.value.exit_code == 3
+    assert f"{path}: {key}: should be" in err.value.one_line()
+
+
+def test_a_catalog_list_is_read_relative_to_the_sites_file(tmp_path: Path) -> None:
+    config = load_sites(write(tmp_path, f'catalog = ["my-catalog.yaml"]\n{GOOD}'))
+    assert config.catalog == ((tmp_path / "my-catalog.yaml").resolve(),)
+
+
+@pytest.mark.parametrize("key", ["endpoint", "proxy"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "https://s3.chu.example:0", "s3.chu.example:port"]
+)
+def test_an_invalid_port_is_refused_naming_the_site_and_the_key(
+    tmp_path: Path, key: str, url: str
+) -> None:
+    text = '[sites.chu]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\ncountry = "FR"\n'
+    text += f'{key} = "{url}"\n'
+    with pytest.raises(ConfigError) as err:
+        load_sites(write(tmp_path, text))
+    assert err.value.exit_code == 3
+    assert f"sites.chu.{key}: '{url}' has no valid port (1 to 65535)" in err.value.one_line()
+
+
+def test_valid_ports_and_default_ports_are_accepted(tmp_path: Path) -> None:
+    text = (
+        '[sites.chu]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\ncountry = "FR"\n'
+        'endpoint = "https://s3.chu.example:65535"\nproxy = "proxy.chu.example:3128"\n'
+        '[sites.ipv6]\nprovider = "self-hosted"\nendpoint = "http://[::1]"\n'
+    )
+    config = load_sites(write(tmp_path, text))
+    assert config.site("chu").endpoint == "https://s3.chu.example:65535"
