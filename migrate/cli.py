@@ -20,6 +20,7 @@ import typer
 from typer.exceptions import TyperException
 
 from migrate import render, rerun
+from migrate.bounds import MAX_CONCURRENCY
 from migrate.errors import (
     EXIT_CODES,
     INTERRUPTED,
@@ -560,14 +561,6 @@ class _ProgressSubscriber(Subscriber):
             f"{render.human_bytes(int(rate))}/s, ETA {eta}",
             markup=False,
         )
-
-
-# The most objects `run` copies at once. Each holds a part buffer (16 MiB by default:
-# 4 GiB at this bound) and up to three threads (copy, send, read ahead: 768 here), and
-# the stores' connection pools are far smaller (32 for S3): beyond it a copy gains no
-# speed, only memory, threads and throttling (a mistyped 99999999 built that many
-# threads and died of MemoryError).
-MAX_CONCURRENCY = 256
 
 
 def _bandwidth(text: str | None) -> float | None:

@@ -32,6 +32,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from migrate.bounds import MAX_CONCURRENCY
 from migrate.locations import STATE_FILE, sites_path, state_dir_of
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 # --delete-removed, --debug, --help, ...) goes to the CLI.
 _VALUE_OPTIONS = ("--phase", "--sites", "--reason", "--concurrency", "--part-size-mib")
 _NUMBER_OPTIONS = ("--concurrency", "--part-size-mib")
+_MOST = {"--concurrency": MAX_CONCURRENCY}  # the CLI refuses more: so does the shortcut
 _FLAGS = ("--json", "--force")
 _FORMAT = b"migrate re-run receipt 1\n"
 
@@ -160,7 +162,7 @@ def _parse(args: list[str]) -> _Request | None:
     phase = values.get("--phase")
     if len(positional) != 1 or not phase:
         return None
-    if any(not _count(values[n]) for n in _NUMBER_OPTIONS if n in values):
+    if any(not _count(values[n], _MOST.get(n)) for n in _NUMBER_OPTIONS if n in values):
         return None
     if "--force" in flags and not values.get("--reason"):
         return None  # the CLI refuses it: --force needs --reason
@@ -168,8 +170,8 @@ def _parse(args: list[str]) -> _Request | None:
     return _Request(Path(positional[0]), phase, Path(sites) if sites else None, "--json" in flags)
 
 
-def _count(value: str) -> bool:
-    return value.isascii() and value.isdigit() and int(value) > 0
+def _count(value: str, most: int | None = None) -> bool:
+    return value.isascii() and value.isdigit() and 0 < int(value) <= (most or int(value))
 
 
 def _lookup(request: _Request) -> tuple[str, str] | None:
