@@ -43,7 +43,7 @@ from migrate.plan import check_approved, load_plan, save_plan
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
-from migrate.summary import Subscriber, finished_already
+from migrate.summary import Subscriber
 
 # What only some commands need is imported in them: a command's start-up time is the
 # import of what it uses (a finished phase run again is answered in a fraction of a second).
@@ -662,65 +662,27 @@ def run(
             else:
                 render.print_dry_run(_console(), report)
             return
-        delta = None
+        from migrate.executor import TransferConfig
+        from migrate.phaserun import run_plan_phase
+
         kind = session.plan.phase(phase).kind
-        if kind in ("delta", "cutover"):
-            from migrate.delta import prepare_delta, remove_deleted
-            from migrate.executor import check_gates
-
-            # The gate first: a refused phase neither re-lists the source (hours, on a
-            # large estate) nor removes anything at the destination.
-            check_gates(session.plan, phase, session.ledger, reason if force else None)
-            delta = prepare_delta(config, session.plan, session.ledger, session.source, phase=phase)
-            if delete_removed and delta.deleted:
-                delta.removed = remove_deleted(session.plan, session.ledger, session.destination)
-            if not json_out:
-                render.print_delta(_console(), delta)
-        # A finished phase is answered from the ledger, before any adapter is built.
-        finished = finished_already(session.plan, phase, session.ledger)
-        with _ProgressSubscriber(json_out or finished is not None) as progress:
-            if finished is not None:
-                summary = finished
-            else:
-                from migrate.executor import TransferConfig, run_phase
-
-                summary = run_phase(
-                    session.plan,
-                    phase,
-                    session.ledger,
-                    session.source,
-                    session.destination,
-                    config=TransferConfig(
-                        concurrency=concurrency,
-                        part_size=part_size_mib * 1024**2,
-                        bwlimit=limit,
-                        max_rps=max_rps,
-                    ),
-                    subscriber=progress,
-                    force_reason=reason if force else None,
-                    overwrite=overwrite,
-                )
-        passed, checklist = True, list(session.plan.phase(phase).checklist)
-        # Cutover: the verification of the whole plan passed (None: not run, the copy failed)
-        whole: bool | None = True
-        if kind == "cutover" and summary.failed:
-            whole, passed = None, False
-            session.ledger.clear_verified(session.plan.name, [phase])
-        elif kind == "cutover":
-            from migrate.verify import verify as do_verify
-
-            result = do_verify(
-                session.plan, session.ledger, session.source, session.destination,
-                phase=None, deep=False, sample=None, seed=0,
-            )  # fmt: skip
-            # Datasets that appeared after the plan was made are not moved by it: the
-            # estate is not ready to switch over, whatever the plan's own objects say.
-            whole = result.passed
-            passed = whole and not (delta and delta.unplanned)
-            if passed:  # the whole plan verified: cutover too, even with nothing to copy
-                session.ledger.phase_mark(session.plan.name, phase, "verified_at")
-            else:  # "do not switch over": whatever an earlier cutover run recorded
-                session.ledger.clear_verified(session.plan.name, [phase])
+        outcome = run_plan_phase(
+            session,
+            phase,
+            TransferConfig(
+                concurrency=concurrency,
+                part_size=part_size_mib * 1024**2,
+                bwlimit=limit,
+                max_rps=max_rps,
+            ),
+            delete_removed=delete_removed,
+            force_reason=reason if force else None,
+            overwrite=overwrite,
+            progress=lambda quiet: _ProgressSubscriber(json_out or quiet),
+            on_delta=None if json_out else lambda d: render.print_delta(_console(), d),
+        )
+        summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready
+        checklist = outcome.checklist
     if receipt and not summary.failed and kind not in ("delta", "cutover"):
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
@@ -984,7 +946,8 @@ def demo(
 ) -> None:
     """Run the whole flow on local servers: start SeaweedFS and Azurite on 127.0.0.1, seed a
     sample health-data estate in Azurite, then inventory, plan, approve, dry-run, run and
-    verify each phase up to bulk-1, write the report, and print where it is.
+    verify each phase (pilot, bulk, delta, cutover), write the report, and print where it
+    is.
 
     Example: migrate demo --workdir /tmp/demo
     """

@@ -25,11 +25,12 @@ from rich.console import Console
 from migrate import render
 from migrate.dryrun import dry_run
 from migrate.errors import ConfigError
-from migrate.executor import run_phase
+from migrate.executor import TransferConfig
 from migrate.inventory import InventorySummary, run_inventory
 from migrate.ledger import Ledger
 from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs
-from migrate.plan import save_plan
+from migrate.phaserun import run_plan_phase
+from migrate.plan import PhaseKind, save_plan
 from migrate.planner import (
     approve_plan,
     check_approved,
@@ -330,11 +331,21 @@ def _plan_run_verify_report(
         report = dry_run(session.plan, "pilot", session.ledger, session.source, session.destination)
         if console:
             render.print_dry_run(console, report)
-        for phase in [p.name for p in session.plan.phases if p.kind in ("pilot", "bulk")]:
-            summary = run_phase(
-                session.plan, phase, session.ledger, session.source, session.destination
-            )
-            phases.append(summary)
+        # Every phase but decommission (the source is the demo's to keep): delta and
+        # cutover find nothing changed, and cutover verifies the whole plan.
+        for spec in [p for p in session.plan.phases if p.kind != PhaseKind.DECOMMISSION]:
+            phase = spec.name
+            show = (lambda d: render.print_delta(console, d)) if console else None
+            run = run_plan_phase(session, phase, TransferConfig(), on_delta=show)
+            phases.append(run.summary)
+            if console:
+                render.print_phase_summary(console, run.summary)
+            if spec.kind == PhaseKind.CUTOVER:
+                verified = verified and run.ready
+                if console:
+                    state = "[green]passed[/]" if run.ready else "[red]FAILED[/]"
+                    console.print(f"cutover: verification of the whole plan {state}")
+                continue
             result = verify(
                 session.plan,
                 session.ledger,
@@ -347,7 +358,6 @@ def _plan_run_verify_report(
             )
             verified = verified and result.passed
             if console:
-                render.print_phase_summary(console, summary)
                 state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
                 console.print(f"verify {phase} (5% re-read, seed 2026): {state}")
     out = workdir / "report"
@@ -356,4 +366,8 @@ def _plan_run_verify_report(
             session.plan, ledger, catalog, date.today(), version("migrate"), sites=config.sites
         )
         write_report(built, out, plan=session.plan, ledger=ledger)
+    if console:
+        console.print(f"Report status: {built.status}", markup=False)
+        for item in built.open_items:
+            console.print(f"  open: {item}", markup=False)
     return plan_path, phases, verified, out

@@ -2,8 +2,10 @@
 self-contained `report.html`, and `manifest.jsonl.gz` (see migrate.manifest).
 
 What it states, all read from the ledger and the plan: the plan (name, digest, approvals),
-the tool's version, who made the report and when, each site's policy verdict with the
-facts and sources behind it, per phase and dataset the objects, bytes, duration,
+the tool's version, who made the report and when, its status (`verified` only when the
+whole move is done and verified, else `incomplete` with one sentence per reason: see
+`build_report`), the source's datasets outside the plan, each site's policy verdict with
+the facts and sources behind it, per phase and dataset the objects, bytes, duration,
 throughput, retries and failures with their reasons, every verification (mode, seed,
 findings), the manifest's Merkle roots, every host contacted (the route attestation), and
 the objects whose source offered no native checksum (proved by the bytes read only).
@@ -29,16 +31,18 @@ from pydantic import BaseModel, ConfigDict
 from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
 from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
 from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
-from migrate.plan import Plan
+from migrate.plan import PhaseKind, Plan
 from migrate.policy import Verdict, evaluate, evaluate_provider, evaluate_runner
 from migrate.routing import endpoint_host, host_of, is_loopback
 from migrate.sites import Site
+from migrate.verify import NON_FAILING
 from providers.catalog import Catalog
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 UNPROVEN_LIMIT = 1000
+OPEN_ITEM_NAMES = 10  # datasets named in the open item about those outside the plan
 FAILURES_LIMIT = 100
 CHART_BINS = 120
 
@@ -105,6 +109,9 @@ class Counts(_Model):
     failed: int = 0
     changed: int = 0
     pending: int = 0  # pending or in progress
+    # deleted at the source, then removed at the destination (delta --delete-removed): no
+    # longer part of the move, so not in `objects`
+    removed: int = 0
     retries: int = 0
     attempts: int = 0
     started_at: str | None = None
@@ -162,7 +169,9 @@ class PhaseInfo(_Model):
     counts: Counts
     datasets: tuple[DatasetStats, ...]
     failures: tuple[FailureInfo, ...]  # the first FAILURES_LIMIT, in key order
-    verification: VerificationInfo | None  # the latest verification of this phase
+    # the latest verification covering this phase: of this phase, or of the whole plan
+    # (None for a phase not run yet)
+    verification: VerificationInfo | None
 
 
 class DatasetRootInfo(_Model):
@@ -218,6 +227,15 @@ class UnprovenSection(_Model):
     objects: tuple[UnprovenObject, ...]  # the first `limit`, in manifest order
 
 
+class OutsidePlanDataset(_Model):
+    """A dataset of the source's current inventory that none of the plan's mappings has:
+    no phase of the plan copies it."""
+
+    dataset: str
+    objects: int
+    bytes: int
+
+
 class TimelineBin(_Model):
     start: str
     seconds: float
@@ -232,11 +250,16 @@ class Report(_Model):
     tool_version: str
     generated_at: str
     generated_by: str
-    # verified: every resolved phase is done and verified; incomplete otherwise
+    # verified: the move is complete and verified (every phase but decommission ran, is
+    # done and verified, the latest verification covering it passed, and the source has no
+    # dataset outside the plan); incomplete otherwise
     status: Literal["verified", "incomplete"]
-    # the plan's phases that have not run yet (a "verified" status speaks of the others:
-    # with delta or cutover here, the move is not finished)
+    # one sentence per reason the status is not "verified" (empty when it is)
+    open_items: tuple[str, ...]
+    # the plan's phases that have not run yet
     phases_not_run: tuple[str, ...]
+    # the source's datasets (its current inventory) that the plan does not map
+    outside_plan: tuple[OutsidePlanDataset, ...]
     plan: PlanInfo
     approvals: tuple[ApprovalInfo, ...]
     sites: tuple[SiteInfo, ...]
@@ -343,13 +366,15 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 
 def _counts(stats: Sequence[TransferStats]) -> Counts:
-    objects = size = done = done_bytes = failed = changed = pending = retries = attempts = 0
+    objects = size = done = done_bytes = failed = changed = pending = removed = 0
+    retries = attempts = 0
     starts = [s.first_started for s in stats if s.first_started]
     # A removal (delta --delete-removed) records when it happened: not part of the copy.
     ends = [s.last_finished for s in stats if s.last_finished and s.state != "removed"]
     for s in stats:
         if s.state == "removed":
-            continue  # deleted at the source, removed at the destination: no longer moved
+            removed += s.objects  # deleted at the source, removed at the destination:
+            continue  # counted apart, no longer moved
         objects += s.objects
         size += s.bytes
         retries += s.retries
@@ -372,6 +397,7 @@ def _counts(stats: Sequence[TransferStats]) -> Counts:
         failed=failed,
         changed=changed,
         pending=pending,
+        removed=removed,
         retries=retries,
         attempts=attempts,
         started_at=started,
@@ -400,6 +426,91 @@ def _verification(record: VerificationRecord) -> VerificationInfo:
         counts={str(k): int(v) for k, v in dict(summary.get("counts", {})).items()},
         findings=tuple(FindingInfo(**f) for f in summary.get("findings", [])),
     )
+
+
+def _covering(verifications: Sequence[VerificationInfo], phase: str) -> VerificationInfo | None:
+    """The latest of `verifications` (oldest first) that covers `phase`: one of that phase,
+    or one of the whole plan."""
+    found: VerificationInfo | None = None
+    for v in verifications:
+        if v.phase is None or v.phase == phase:
+            found = v
+    return found
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def _listed(names: Sequence[str], limit: int = OPEN_ITEM_NAMES) -> str:
+    """`a`, `a and b`, `a, b and c`; past `limit` names, `a, b, ... and 12 more`."""
+    shown = list(names[:limit])
+    if len(names) > limit:
+        return ", ".join(shown) + f" and {len(names) - limit:,} more"
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _open_items(
+    phases: Sequence[PhaseInfo], outside: Sequence[OutsidePlanDataset]
+) -> tuple[str, ...]:
+    """One sentence per reason the move is not complete and verified, in this order: per
+    phase (in the plan's order) not run, not all copied, not verified; then each latest
+    verification that failed, with the phases it covers; then the source's datasets
+    outside the plan. A decommission phase is not part of the move (it deletes the source
+    after it) and is left out."""
+    items: list[str] = []
+    checked = [p for p in phases if p.kind != PhaseKind.DECOMMISSION.value]
+    if not checked:
+        items.append("the plan has no phase that copies")
+    failed: dict[int, tuple[VerificationInfo, list[str]]] = {}
+    for p in checked:
+        if p.resolved_at is None:
+            items.append(f"phase {p.name} has not run")
+            continue
+        c = p.counts
+        if c.done != c.objects:
+            why = [
+                f"{n:,} {label}"
+                for n, label in (
+                    (c.failed, "failed"),
+                    (c.changed, "changed at the source"),
+                    (c.pending, "still to copy"),
+                )
+                if n
+            ]
+            of = _plural(c.objects, "object", "objects")
+            items.append(
+                f"phase {p.name}: {c.objects - c.done:,} of {of} not copied"
+                + (f" ({', '.join(why)})" if why else "")
+            )
+        v = p.verification
+        if v is not None and not v.passed:
+            failed.setdefault(v.id, (v, []))[1].append(p.name)
+        elif p.verified_at is None:
+            items.append(f"phase {p.name} is not verified")
+        elif v is None:
+            items.append(f"phase {p.name} is marked verified but no verification of it is recorded")
+    for v, names in (failed[i] for i in sorted(failed)):
+        scope = ", of the whole plan" if v.phase is None else ""
+        found = ", ".join(
+            f"{kind} {n:,}" for kind, n in sorted(v.counts.items()) if n and kind not in NON_FAILING
+        )
+        items.append(
+            f"the latest verification covering phase{'s' if len(names) > 1 else ''} "
+            f"{_listed(names, len(names))} (#{v.id}{scope}, {v.finished_at}) failed"
+            + (f": {found}" if found else "")
+        )
+    if outside:
+        objects = sum(d.objects for d in outside)
+        size = sum(d.bytes for d in outside)
+        items.append(
+            f"{_plural(objects, 'object', 'objects')} ({_bytes(size)}) at the source "
+            f"{'is' if objects == 1 else 'are'} in "
+            f"{_plural(len(outside), 'dataset', 'datasets')} outside the plan: "
+            f"{_listed([d.dataset for d in outside])}; make a plan for "
+            f"{'it' if len(outside) == 1 else 'them'}"
+        )
+    return tuple(items)
 
 
 def _timeline(points: Sequence[TimelinePoint], bins: int = CHART_BINS) -> tuple[TimelineBin, ...]:
@@ -461,17 +572,21 @@ def build_report(
     """The report of `plan` as the ledger holds it now. `sites` (the sites file's sites)
     lets verdicts be judged on the configured sites; without them they are judged on the
     catalog's facts for each site's provider and region (or, for a provider the catalog
-    does not know, taken from the plan). No secret is read: sites hold references only."""
+    does not know, taken from the plan). No secret is read: sites hold references only.
+
+    Its status is "verified" only when the move is complete and verified: every phase of
+    the plan but decommission has run, all its objects are done, it is verified
+    (`verified_at`) and the latest verification covering it (of that phase or of the whole
+    plan) passed, and the source's current inventory has no dataset outside the plan's
+    mappings. The latest verification is read itself because `verified_at` survives a
+    failed verification whose findings belong to no phase (`unexpected`), for the run
+    gates' sake. Otherwise "incomplete", and `open_items` says why, one sentence each."""
     stats = ledger.transfer_stats(plan.name)
     records = ledger.verifications(plan.name)
     verifications = tuple(_verification(r) for r in records)
-    latest: dict[str | None, VerificationInfo] = {}
-    for v in verifications:
-        latest[v.phase] = v
     phases: list[PhaseInfo] = []
     names = [p.name for p in plan.phases]
     names += sorted({s.phase for s in stats} - set(names))  # phases no longer in the plan
-    all_verified = True
     for name in names:
         mine = [s for s in stats if s.phase == name]
         state = ledger.phase_state(plan.name, name)
@@ -485,10 +600,6 @@ def build_report(
             for d in sorted({s.dataset for s in mine})
         )
         counts = _counts(mine)
-        if state.resolved_at is not None and (
-            state.verified_at is None or counts.done != counts.objects
-        ):
-            all_verified = False
         phases.append(
             PhaseInfo(
                 name=name,
@@ -505,9 +616,17 @@ def build_report(
                     FailureInfo(container=c, key=k, reason=r)
                     for c, k, r in ledger.failures(plan.name, name, FAILURES_LIMIT)
                 ),
-                verification=latest.get(name),
+                # a phase not run yet holds nothing any verification could have covered
+                verification=(
+                    _covering(verifications, name) if state.resolved_at is not None else None
+                ),
             )
         )
+    outside = tuple(
+        OutsidePlanDataset(dataset=d.dataset, objects=d.objects, bytes=d.bytes)
+        for d in ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])
+    )
+    open_items = _open_items(phases, outside)
     count, unproven = ledger.unproven_sources(plan.name, UNPROVEN_LIMIT)
     allow = set(plan.allowlist)
     moment = now or datetime.now(UTC)
@@ -515,8 +634,10 @@ def build_report(
         tool_version=tool_version,
         generated_at=moment.isoformat(timespec="seconds"),
         generated_by=generated_by or getpass.getuser(),
-        status="verified" if all_verified and any(p.resolved_at for p in phases) else "incomplete",
+        status="incomplete" if open_items else "verified",
+        open_items=open_items,
         phases_not_run=tuple(p.name for p in phases if p.resolved_at is None),
+        outside_plan=outside,
         plan=PlanInfo(
             name=plan.name,
             digest=plan.digest,
@@ -751,6 +872,7 @@ def _counts_row(label: str, c: Counts) -> list[str]:
         f"{c.failed:,}",
         f"{c.changed:,}",
         f"{c.pending:,}",
+        f"{c.removed:,}",
         f"{c.retries:,}",
         _duration(c.duration_seconds),
         (_bytes(c.throughput_bytes_per_second) + "/s")
@@ -767,6 +889,7 @@ _COUNT_HEADERS = (
     "failed",
     "changed",
     "pending",
+    "removed",
     "retries",
     "duration",
     "throughput",
@@ -801,9 +924,9 @@ def render_html(report: Report) -> str:
         "<header>",
         f"<h1>Migration report: {_e(r.plan.name)} {_badge(r.status)}</h1>",
         (
-            f'<p class="muted">Phases not run yet: {_e(", ".join(r.phases_not_run))}; '
-            f"the status speaks of the phases that ran.</p>"
-            if r.phases_not_run
+            "<p>Open items (the move is not complete and verified until none is left):</p>"
+            "<ul>" + "".join(f"<li>{_e(item)}</li>" for item in r.open_items) + "</ul>"
+            if r.open_items
             else ""
         ),
         '<dl class="meta">',
@@ -826,8 +949,28 @@ def render_html(report: Report) -> str:
 
     # Summary.
     out.append("<section><h2>Summary</h2>")
-    out.append(_table(_COUNT_HEADERS, [_counts_row("all phases", r.totals)], set(range(1, 10))))
-    out.append(f"<h3>Throughput over time</h3>{_chart(r.timeline)}</section>")
+    out.append(
+        _table(
+            _COUNT_HEADERS,
+            [_counts_row("all phases", r.totals)],
+            set(range(1, len(_COUNT_HEADERS))),
+        )
+    )
+    out.append(f"<h3>Throughput over time</h3>{_chart(r.timeline)}")
+    out.append("<h3>Source datasets outside the plan</h3>")
+    out.append(
+        "<p>In the source's current inventory, not mapped by the plan: no phase copies "
+        "them.</p>"
+        + _table(
+            ("dataset", "objects", "bytes"),
+            [[_e(d.dataset), f"{d.objects:,}", _bytes(d.bytes)] for d in r.outside_plan],
+            {1, 2},
+        )
+        if r.outside_plan
+        else '<p class="muted">None: every dataset of the source\'s current inventory is in '
+        "the plan.</p>"
+    )
+    out.append("</section>")
 
     # Sites.
     out.append("<section><h2>Sites and policy verdicts</h2>")
@@ -861,7 +1004,12 @@ def render_html(report: Report) -> str:
     # Phases.
     out.append("<section><h2>Phases</h2>")
     for p in r.phases:
-        verified = _badge("verified") if p.verified_at else _badge("not verified", "incomplete")
+        if p.verification is not None and not p.verification.passed:
+            verified = _badge("latest verification failed", "failed")
+        elif p.verified_at and p.verification is not None:
+            verified = _badge("verified")
+        else:
+            verified = _badge("not verified", "incomplete")
         out.append(f"<h3>{_e(p.name)} <span class='muted'>({_e(p.kind)})</span> {verified}</h3>")
         out.append(
             f'<p class="muted">resolved {_e(p.resolved_at or "-")}, started '
@@ -872,7 +1020,9 @@ def render_html(report: Report) -> str:
         )
         rows = [_counts_row(_e(d.dataset), d.counts) for d in p.datasets]
         rows.append(_counts_row("<b>phase</b>", p.counts))
-        out.append(_table(("dataset", *_COUNT_HEADERS[1:]), rows, set(range(1, 10))))
+        out.append(
+            _table(("dataset", *_COUNT_HEADERS[1:]), rows, set(range(1, len(_COUNT_HEADERS))))
+        )
         if p.failures:
             out.append(
                 _table(

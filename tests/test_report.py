@@ -2,8 +2,10 @@
 sorted and complete, and its Merkle roots follow RFC 6962; the standalone checker (the
 standard library alone) passes on a good destination and fails, naming the object, on a
 tampered one; report.json follows its checked-in schema and states what an auditor needs;
-report.html renders in headless Chromium offline, with no console message and no request
-leaving the file."""
+its status is "verified" only when the whole move is done and verified (a phase not run, a
+failed latest verification, a dataset at the source outside the plan each leave it
+"incomplete" and named in its open items); report.html renders in headless Chromium
+offline, with no console message and no request leaving the file."""
 
 from __future__ import annotations
 
@@ -22,14 +24,25 @@ from typing import Any
 
 import pytest
 
+from migrate.delta import prepare_delta, remove_deleted
+from migrate.executor import run_phase
+from migrate.inventory import run_inventory
 from migrate.ledger import Ledger, RouteUse
 from migrate.manifest import MANIFEST_FILE, Merkle, manifest_info, write_manifest
-from migrate.plan import Plan, with_digest
-from migrate.report import build_report, json_schema, render_html, write_report
-from migrate.verify import verify
+from migrate.plan import Phase, PhaseKind, Plan, Selector, with_digest
+from migrate.report import (
+    OutsidePlanDataset,
+    Report,
+    build_report,
+    json_schema,
+    render_html,
+    to_json,
+    write_report,
+)
+from migrate.verify import VerifyResult, verify
 from providers.catalog import builtin_catalog
 from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, SiteFactory
-from tests.test_executor import ESTATE, Env, put
+from tests.test_executor import ESTATE, SMALL_PARTS, Env, put
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT / "tools" / "check_manifest.py"
@@ -44,10 +57,12 @@ def env_for(site_for: SiteFactory, tmp_path: Path) -> Any:
     return make
 
 
-def audited(env: Env) -> Plan:
-    """ESTATE copied, verified, approved, with a route recorded: what a report describes."""
+def audited(env: Env, *later: Phase) -> Plan:
+    """ESTATE copied, verified, approved, with a route recorded: what a report describes.
+    `later`: phases the plan has after bulk-1 (not run here)."""
     env.seed(ESTATE)
-    plan = with_digest(env.plan())
+    plan = env.plan()
+    plan = with_digest(plan.model_copy(update={"phases": plan.phases + later}))
     assert env.run(plan).copied == len(ESTATE)
     with Ledger(env.state) as ledger:
         ledger.record_approval(plan.name, plan.digest, "dpo@example.org", "plans/t.yaml")
@@ -76,6 +91,17 @@ def audited(env: Env) -> Plan:
             ],
         )
     return plan
+
+
+def report_of(env: Env, plan: Plan) -> Report:
+    with Ledger(env.state) as ledger:
+        return build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+
+
+def check(env: Env, plan: Plan, phase: str | None) -> VerifyResult:
+    with Ledger(env.state) as ledger:
+        return verify(plan, ledger, env.source, env.destination, phase=phase, deep=False,
+                      sample=None, seed=7)  # fmt: skip
 
 
 def run_checker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -337,6 +363,7 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
     assert (data["tool_version"], data["generated_by"]) == ("0.1.0", "auditor")
     assert data["generated_at"] == "2026-11-23T12:00:00+00:00"
     assert data["status"] == "verified"
+    assert (data["open_items"], data["phases_not_run"], data["outside_plan"]) == ([], [], [])
     assert data["approvals"][0]["approved_by"] == "dpo@example.org"
     assert data["approvals"][0]["current"] is True
 
@@ -349,6 +376,7 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
     assert phase["name"] == "bulk-1" and phase["verified_at"]
     total = sum(len(v[0]) for v in ESTATE.values())
     assert phase["counts"]["done"] == phase["counts"]["objects"] == len(ESTATE)
+    assert phase["counts"]["removed"] == 0
     assert phase["counts"]["done_bytes"] == total
     assert phase["counts"]["throughput_bytes_per_second"] > 0
     assert sum(d["counts"]["objects"] for d in phase["datasets"]) == len(ESTATE)
@@ -393,11 +421,137 @@ def test_a_report_of_a_failed_phase_lists_failures_and_is_incomplete(
     assert [(f.key, f.reason) for f in phase.failures] == [
         ("top.txt", "Permanent: refused <b>(injected)</b>")
     ]
+    assert report.open_items == (
+        f"phase bulk-1: {len(ESTATE) - 1} of {len(ESTATE) - 1} objects not copied "
+        f"(1 failed, {len(ESTATE) - 2} still to copy)",
+        "phase bulk-1 is not verified",
+    )
     assert report.manifest.objects == 0
     assert report.manifest.plan_root == hashlib.sha256(b"").hexdigest()
     html = render_html(report)
     assert "Permanent: refused &lt;b&gt;(injected)&lt;/b&gt;" in html
     assert "<b>(injected)" not in html  # every value is escaped
+
+
+# -- the status: verified only when the whole move is ----------------------------------------
+
+
+def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_counted(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    delta = Phase(
+        name="delta",
+        kind=PhaseKind.DELTA,
+        requires=("bulk-1",),
+        selector=Selector(changed_since_copy=True),
+    )
+    decommission = Phase(name="decommission", kind=PhaseKind.DECOMMISSION, requires=("delta",))
+    plan = audited(env, delta, decommission)
+
+    # bulk-1 is copied and verified, and the report used to say "verified" here.
+    report = report_of(env, plan)
+    assert report.status == "incomplete"
+    assert report.open_items == ("phase delta has not run",)
+    assert report.phases_not_run == ("delta", "decommission")
+    page = render_html(report)
+    assert "<li>phase delta has not run</li>" in page
+    assert "Phases not run yet" not in page
+
+    # One object deleted at the source, its copy removed by delta: counted as removed,
+    # no longer as an object of the move.
+    removed_key = "reports/2025/q1.csv"
+    env.source.delete(env.container, removed_key)
+    with Ledger(env.state) as ledger:
+        assert prepare_delta(env.config, plan, ledger, env.source, phase="delta").deleted == 1
+        assert remove_deleted(plan, ledger, env.destination) == 1
+        summary = run_phase(plan, "delta", ledger, env.source, env.destination,
+                            config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
+        assert (summary.objects, summary.failed) == (0, 0)
+    assert check(env, plan, "delta").passed
+    whole = check(env, plan, None)
+    assert whole.passed
+
+    # Every phase but decommission ran, is done and verified: the move is.
+    report = report_of(env, plan)
+    assert report.status == "verified", report.open_items
+    assert report.open_items == ()
+    assert report.phases_not_run == ("decommission",)
+    bulk = report.phases[0]
+    assert bulk.name == "bulk-1"
+    assert (bulk.counts.objects, bulk.counts.done) == (len(ESTATE) - 1, len(ESTATE) - 1)
+    assert bulk.counts.removed == report.totals.removed == 1
+    assert bulk.counts.bytes == sum(len(v[0]) for k, v in ESTATE.items() if k != removed_key)
+    # Each phase's verification is the latest covering it: the whole plan's, here.
+    assert [p.verification.id if p.verification else None for p in report.phases] == [
+        whole.record_id,
+        whole.record_id,
+        None,
+    ]
+    page = render_html(report)
+    assert '<th class="num">removed</th>' in page and "Open items" not in page
+
+
+def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    assert report_of(env, plan).status == "verified"
+
+    # An object put by hand under the plan's destination prefix: the whole plan's
+    # verification fails with `unexpected` alone, which belongs to no phase, so bulk-1
+    # keeps its verified_at (the run gates read it); the report reads the verification.
+    stray = "reports/2025/stray.csv"
+    put(env.destination, env.bucket, stray, b"put by hand")
+    result = check(env, plan, None)
+    assert not result.passed and result.counts == {"unexpected": 1}
+    report = report_of(env, plan)
+    (phase,) = report.phases
+    assert phase.verified_at is not None
+    assert phase.verification is not None and phase.verification.id == result.record_id
+    assert report.status == "incomplete"
+    assert report.open_items == (
+        f"the latest verification covering phase bulk-1 (#{result.record_id}, of the whole "
+        f"plan, {result.finished_at}) failed: unexpected 1",
+    )
+    assert "latest verification failed" in render_html(report)
+
+    # The stray object gone, a verification of the phase passes again: verified again.
+    env.destination.delete(env.bucket, stray)
+    assert check(env, plan, "bulk-1").passed
+    report = report_of(env, plan)
+    assert (report.status, report.open_items) == ("verified", ())
+
+
+def test_a_dataset_at_the_source_outside_the_plan_leaves_the_report_incomplete(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    assert report_of(env, plan).outside_plan == ()
+
+    # A new top-level prefix at the source, seen by the next inventory: no phase of this
+    # plan copies it, whatever its own objects say.
+    put(env.source, env.container, "newset/a.csv", b"x" * 300)
+    run_inventory(env.config, env.source_site.name, env.source)
+    report = report_of(env, plan)
+    assert report.status == "incomplete"
+    dataset = f"{env.container}/newset/"
+    assert report.outside_plan == (OutsidePlanDataset(dataset=dataset, objects=1, bytes=300),)
+    assert report.open_items == (
+        f"1 object (300 B) at the source is in 1 dataset outside the plan: {dataset}; "
+        "make a plan for it",
+    )
+    (phase,) = report.phases
+    assert phase.verified_at is not None and phase.verification and phase.verification.passed
+
+    data = json.loads(to_json(report))
+    schema = json.loads((ROOT / "reports" / "schema.json").read_text(encoding="utf-8"))
+    conforms(data, schema, schema["$defs"])
+    assert data["outside_plan"] == [{"dataset": dataset, "objects": 1, "bytes": 300}]
+    page = render_html(report)
+    assert f"<li>{report.open_items[0]}</li>" in page and f"<td>{dataset}</td>" in page
 
 
 # -- report.html in a real browser ---------------------------------------------------------

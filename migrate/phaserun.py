@@ -1,0 +1,106 @@
+"""One phase of a plan, run as `migrate run` runs it: the gate, the re-list of delta and
+cutover (and the removals they may make), the copy, and for cutover the verification of the
+whole plan that says whether to switch over. The CLI prints what this returns; the demo
+runs the same phases through it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from migrate.summary import PhaseSummary, Subscriber, finished_already
+
+if TYPE_CHECKING:
+    from migrate.delta import DeltaSummary
+    from migrate.executor import TransferConfig
+    from migrate.session import Session
+
+
+@dataclass
+class PhaseRun:
+    summary: PhaseSummary
+    delta: DeltaSummary | None = None  # delta and cutover: what re-listing the source found
+    # cutover: whether the verification of the whole plan passed (None: not run, the copy
+    # failed), and whether the estate is ready to switch over
+    whole: bool | None = None
+    ready: bool = True
+    checklist: list[str] = field(default_factory=list)
+
+
+def run_plan_phase(
+    session: Session,
+    phase: str,
+    config: TransferConfig,
+    *,
+    delete_removed: bool = False,
+    force_reason: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[bool], AbstractContextManager[Subscriber]] | None = None,
+    on_delta: Callable[[DeltaSummary], None] | None = None,
+) -> PhaseRun:
+    """Run `phase` of the session's plan. `progress(quiet)` gives the subscriber the copy
+    reports to (quiet: a finished phase, answered from the ledger); `on_delta` is told what
+    the re-list found before anything is copied."""
+    plan, ledger = session.plan, session.ledger
+    kind = plan.phase(phase).kind
+    delta = None
+    if kind in ("delta", "cutover"):
+        from migrate.delta import prepare_delta, remove_deleted
+        from migrate.executor import check_gates
+
+        # The gate first: a refused phase neither re-lists the source (hours, on a large
+        # estate) nor removes anything at the destination.
+        check_gates(plan, phase, ledger, force_reason)
+        delta = prepare_delta(session.config, plan, ledger, session.source, phase=phase)
+        if delete_removed and delta.deleted:
+            delta.removed = remove_deleted(plan, ledger, session.destination)
+        if on_delta is not None:
+            on_delta(delta)
+    # A finished phase is answered from the ledger, before any adapter is built.
+    finished = finished_already(plan, phase, ledger)
+    quiet = finished is not None
+    with progress(quiet) if progress else nullcontext(Subscriber()) as subscriber:
+        if finished is not None:
+            summary = finished
+        else:
+            from migrate.executor import run_phase
+
+            summary = run_phase(
+                plan,
+                phase,
+                ledger,
+                session.source,
+                session.destination,
+                config=config,
+                subscriber=subscriber,
+                force_reason=force_reason,
+                overwrite=overwrite,
+            )
+    outcome = PhaseRun(summary, delta, True, True, list(plan.phase(phase).checklist))
+    if kind == "cutover":
+        _verify_for_cutover(session, phase, outcome)
+    return outcome
+
+
+def _verify_for_cutover(session: Session, phase: str, outcome: PhaseRun) -> None:
+    plan, ledger = session.plan, session.ledger
+    if outcome.summary.failed:
+        outcome.whole, outcome.ready = None, False
+        ledger.clear_verified(plan.name, [phase])
+        return
+    from migrate.verify import verify
+
+    result = verify(
+        plan, ledger, session.source, session.destination,
+        phase=None, deep=False, sample=None, seed=0,
+    )  # fmt: skip
+    # Datasets that appeared after the plan was made are not moved by it: the estate is not
+    # ready to switch over, whatever the plan's own objects say.
+    outcome.whole = result.passed
+    outcome.ready = result.passed and not (outcome.delta and outcome.delta.unplanned)
+    if outcome.ready:  # the whole plan verified: cutover too, even with nothing to copy
+        ledger.phase_mark(plan.name, phase, "verified_at")
+    else:  # "do not switch over": whatever an earlier cutover run recorded
+        ledger.clear_verified(plan.name, [phase])
