@@ -528,6 +528,10 @@ class ObjectCopy:
                 held = {p.part_number: p for p in self._list_parts(item, upload_id)}
             except NotFound:  # the upload is gone (aborted, expired, or completed)
                 held, upload_id, done = {}, None, {}
+            # Recorded parts the store no longer holds are sent again: Azure drops an
+            # upload's uncommitted blocks after 7 days, or at any write to the blob, and
+            # lists what is left (no "upload gone" answer to go by).
+            done = {n: md5 for n, md5 in done.items() if n in held}
             for number, part in held.items():
                 if number not in done and part.etag and _MD5_HEX.match(part.etag.lower()):
                     done[number] = ""  # proven below, when its bytes are read again

@@ -24,7 +24,7 @@ import pytest
 
 import migrate.executor
 import migrate.transfer
-from migrate.errors import EndpointUnreachable, Permanent
+from migrate.errors import EndpointUnreachable, NotFound, Permanent
 from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
@@ -617,6 +617,49 @@ software:
     summary = env.run(plan, destination=destination)  # type: ignore[arg-type]
     assert summary.copied == 1, summary.failures
     assert destination.calls["upload_part"] == 4  # 10 MiB parts, not 8 of the 5 MiB asked
+    assert env.read_destination("large.bin") == data
+
+
+class BlocksDropped:
+    """An Azure destination after the service dropped an upload's uncommitted blocks (7
+    days without a write, or any write to the blob): they are no longer listed, and a
+    commit naming one is refused (InvalidBlockList). Azurite keeps them: simulated here."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner = inner
+        self.sent: set[int] = set()  # blocks put since the drop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def upload_part(self, container: str, key: str, upload: str, number: int, *a: Any) -> Any:
+        result = self._inner.upload_part(container, key, upload, number, *a)
+        self.sent.add(number)
+        return result
+
+    def list_parts(self, *args: Any) -> Any:
+        return iter([p for p in self._inner.list_parts(*args) if p.part_number in self.sent])
+
+    def complete_multipart(self, container: str, key: str, upload: str, parts: Any, *a: Any) -> Any:
+        if any(p.part_number not in self.sent for p in parts):
+            raise NotFound(f"{container}/{key}: InvalidBlockList (test)")
+        return self._inner.complete_multipart(container, key, upload, parts, *a)
+
+
+def test_an_azure_upload_whose_blocks_the_service_dropped_is_sent_again(env_for: Any) -> None:
+    """Azure keeps no upload object: the parts the ledger recorded that the service no
+    longer holds are sent again, not committed by id and refused at every run."""
+    env: Env = env_for("s3", "azure")
+    data = body(34, 40 * MiB)
+    env.seed({"large.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    down = Counting(env.destination, fail_part=8, fail_with=EndpointUnreachable)
+    assert env.run(plan, destination=down).failed == 1  # type: ignore[arg-type]
+
+    dropped = BlocksDropped(env.destination)
+    summary = env.run(plan, destination=dropped)  # type: ignore[arg-type]
+    assert summary.copied == 1, summary.failures
+    assert dropped.sent == set(range(1, 9))
     assert env.read_destination("large.bin") == data
 
 
