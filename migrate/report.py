@@ -153,6 +153,9 @@ class VerificationInfo(_Model):
     objects: int
     bytes: int
     reread: int
+    # objects whose content type, headers and user metadata were compared with the source's
+    # (None: a verification recorded before this was counted)
+    metadata_compared: int | None
     counts: dict[str, int]
     findings: tuple[FindingInfo, ...]  # the first ones (the ledger keeps 100)
 
@@ -423,6 +426,9 @@ def _verification(record: VerificationRecord) -> VerificationInfo:
         objects=record.objects,
         bytes=record.bytes,
         reread=record.reread,
+        metadata_compared=(
+            int(summary["metadata_compared"]) if "metadata_compared" in summary else None
+        ),
         counts={str(k): int(v) for k, v in dict(summary.get("counts", {})).items()},
         findings=tuple(FindingInfo(**f) for f in summary.get("findings", [])),
     )
@@ -904,10 +910,15 @@ def _verification_html(v: VerificationInfo) -> str:
         [_e(f.kind), f"<code>{_e(f.bucket)}/{_e(f.key)}</code>", _e(f.detail)] for f in v.findings
     ]
     table = _table(("kind", "destination object", "detail"), rows, set()) if rows else ""
+    compared = (
+        f"metadata compared for {v.metadata_compared:,}"
+        if v.metadata_compared is not None
+        else "metadata compared: not recorded"
+    )
     return (
         f"<p>{status} {_e(v.mode)}{_e(sample)}, seed <code>{v.seed}</code>, "
-        f"{v.objects:,} objects ({_e(_bytes(v.bytes))}), {v.reread:,} re-read; "
-        f"{_e(v.finished_at)}. Findings: {_e(counts)}.</p>{table}"
+        f"{v.objects:,} objects ({_e(_bytes(v.bytes))}), {v.reread:,} re-read, "
+        f"{compared}; {_e(v.finished_at)}. Findings: {_e(counts)}.</p>{table}"
     )
 
 

@@ -129,6 +129,10 @@ class VerifyResult:
     bytes: int
     listed: int  # destination objects listed under the plan's prefixes
     heads: int  # HEAD requests made
+    # objects whose content type, headers and user metadata were compared with the source's
+    # (the others: their metadata unknown at one end: an S3 listing carries none; see
+    # `check_metadata`)
+    metadata_compared: int
     reread: int  # objects whose destination bytes were re-read
     reread_bytes: int
     source_reread: int
@@ -163,6 +167,7 @@ class _Tally:
     bytes: int = 0
     listed: int = 0
     heads: int = 0
+    metadata_compared: int = 0
     reread: int = 0
     reread_bytes: int = 0
     source_reread: int = 0
@@ -515,6 +520,7 @@ class _Verifier:
             return  # the source changed since its copy: the delta compares it
         if info.metadata is None:
             return
+        self.tally.bump("metadata_compared")
         if ctype and info.content_type and ctype != info.content_type:
             self.finding(
                 row,
@@ -669,6 +675,7 @@ def verify(
         bytes=tally.bytes,
         listed=tally.listed,
         heads=tally.heads,
+        metadata_compared=tally.metadata_compared,
         reread=tally.reread,
         reread_bytes=tally.reread_bytes,
         source_reread=tally.source_reread,

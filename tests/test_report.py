@@ -382,6 +382,7 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
     assert sum(d["counts"]["objects"] for d in phase["datasets"]) == len(ESTATE)
     assert phase["verification"]["passed"] is True and phase["verification"]["seed"] == 42
     assert phase["verification"]["mode"] == "deep"
+    assert phase["verification"]["metadata_compared"] == len(ESTATE)
     assert data["verifications"][-1]["id"] == phase["verification"]["id"]
 
     manifest = data["manifest"]

@@ -94,6 +94,10 @@ def test_a_good_copy_verifies_stored_deep_and_against_the_source(
     assert both.passed, both.findings
     assert both.source_reread == len(ESTATE)
     assert both.mode == "deep-both"
+    # What was compared is said: every object's metadata here; none from an S3 listing.
+    assert both.metadata_compared == len(ESTATE)
+    if dst == "s3":
+        assert stored.metadata_compared == 0
 
     whole = check(env, plan, phase=None)
     assert whole.passed and whole.verified_phases == ("bulk-1",)
