@@ -231,6 +231,36 @@ def test_the_standalone_check_passes_on_a_good_s3_destination_and_fails_on_a_tam
     assert wrong.returncode == 1 and "HTTP 403" in wrong.stdout
 
 
+def test_the_standalone_check_never_reads_another_file_than_the_key_names(
+    tmp_path: Path,
+) -> None:
+    """In a directory, `a/../b` would read `b` (and `../x` a file outside it): such a key
+    fails as one that cannot be checked there, and an object that cannot be checked for any
+    reason fails alone, without stopping the check of the others."""
+    data = b"the same bytes"
+    (tmp_path / "d" / "bkt").mkdir(parents=True)
+    (tmp_path / "d" / "bkt" / "b").write_bytes(data)
+    (tmp_path / "d" / "bkt" / "ok").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    lines = [
+        {"dataset": "x/", "destination_bucket": "bkt", "destination_key": key, "size": len(data),
+         "sha256": sha}
+        for key in ("a/../b", "nul\u0000", "ok")
+    ]  # fmt: skip
+    text = "".join(
+        json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+        for r in lines
+    )
+    manifest = tmp_path / "manifest.jsonl.gz"
+    manifest.write_bytes(gzip.compress(text.encode()))
+    result = run_checker(str(manifest), "--dir", str(tmp_path / "d"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL bkt/a/../b: cannot be checked in a directory" in result.stdout
+    assert "FAIL bkt/nul" in result.stdout
+    assert "FAIL bkt/ok" not in result.stdout
+    assert "3 objects" in result.stdout and "2 objects and 0 manifest problems" in result.stdout
+
+
 def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     env_for: Any, tmp_path: Path
 ) -> None:
@@ -245,6 +275,8 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
 
     good = run_checker(str(manifest), "--report", report_json, "--dir", root)
     assert good.returncode == 0, good.stdout + good.stderr
+    # What was copied checks out; whether the move is complete is the report's to say.
+    assert "report status: verified" in good.stdout
 
     key = "imaging/medium.bin"
     path = Path(root, env.bucket, key)

@@ -157,6 +157,15 @@ class S3Reader:
         return size, digest.hexdigest()
 
 
+def file_of(root, bucket, key):
+    """DIRECTORY/<bucket>/<key>, or None for a key no file stands for: an empty, "." or
+    ".." segment would name another file (or one outside DIRECTORY)."""
+    segments = [bucket, *key.split("/")]
+    if any(s in ("", ".", "..") or "\0" in s for s in segments):
+        return None
+    return Path(root, *segments)
+
+
 def check_object(reader, root, record):
     """None when the destination object matches the line, else why not."""
     bucket, key = record["destination_bucket"], record["destination_key"]
@@ -164,13 +173,18 @@ def check_object(reader, root, record):
         if reader is not None:
             size, sha = reader.hash_object(bucket, key)
         else:
-            size, sha = hash_file(Path(root, bucket, *key.split("/")))
+            path = file_of(root, bucket, key)
+            if path is None:
+                return "cannot be checked in a directory: its key has an empty, '.' or '..' segment"
+            size, sha = hash_file(path)
     except FileNotFoundError:
         return "missing"
     except urllib.error.HTTPError as exc:
         return "missing" if exc.code == 404 else f"HTTP {exc.code} {exc.reason}"
     except (OSError, urllib.error.URLError) as exc:
         return f"cannot read: {exc}"
+    except Exception as exc:  # one object that cannot be checked is a failure, not a crash
+        return f"cannot check: {type(exc).__name__}: {exc}"
     if size != record["size"]:
         return f"size {size}, manifest says {record['size']}"
     if sha != record["sha256"]:
@@ -208,14 +222,20 @@ def read_manifest(path, problems):
 
 
 def expected_roots(args):
+    """(plan root, dataset roots, the report's status line or None)."""
     if args.root:
-        return args.root.lower(), {}
+        return args.root.lower(), {}, None
     if not args.report:
-        return None, {}
+        return None, {}, None
     data = json.loads(Path(args.report).read_text(encoding="utf-8"))
     manifest = data.get("manifest", data)
     datasets = {d["dataset"]: d["root"] for d in manifest.get("datasets", [])}
-    return manifest["plan_root"], datasets
+    status = None
+    if "status" in data:
+        # The manifest lists what was copied; whether the move is complete is the report's.
+        items = data.get("open_items") or []
+        status = f"report status: {data['status']}" + "".join(f"\n  open: {i}" for i in items)
+    return manifest["plan_root"], datasets, status
 
 
 def main(argv=None):
@@ -252,7 +272,7 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
-        want_plan, want_datasets = expected_roots(args)
+        want_plan, want_datasets, report_status = expected_roots(args)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: cannot read the expected roots: {exc}", file=sys.stderr)
         return 2
@@ -309,6 +329,8 @@ def main(argv=None):
     for problem in root_problems:
         print(f"FAIL {problem}")
 
+    if report_status is not None:
+        print(report_status)
     bad = failures + len(problems) + len(root_problems)
     checked = "bytes and roots" if check_bytes else "roots only"
     status = "OK" if bad == 0 else "FAILED"
