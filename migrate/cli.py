@@ -383,7 +383,7 @@ def plan(
 
 @plan_app.command("show")
 def plan_show(
-    plan_file: PlanArg,
+    plan: PlanArg,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -392,7 +392,7 @@ def plan_show(
 
     Example: migrate plan show plans/hdh.yaml
     """
-    loaded = load_plan(plan_file)
+    loaded = load_plan(plan)
     if json_out:
         _out(True, loaded.model_dump(mode="json"))
     else:
@@ -401,7 +401,7 @@ def plan_show(
 
 @plan_app.command("approve")
 def plan_approve(
-    plan_file: PlanArg,
+    plan: PlanArg,
     by: Annotated[str | None, typer.Option(help="Who approves (default: the OS user).")] = None,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
@@ -417,11 +417,11 @@ def plan_approve(
     config = load_sites(sites)
     who = by or getpass.getuser()
     with Ledger(config.state_dir) as ledger:
-        digest = approve_plan(plan_file, ledger, who)
+        digest = approve_plan(plan, ledger, who)
     if json_out:
-        _out(True, {"plan": str(plan_file), "digest": digest, "approved_by": who})
+        _out(True, {"plan": str(plan), "digest": digest, "approved_by": who})
     else:
-        _console().print(f"Approved {plan_file} ({digest}) by {who}.", markup=False)
+        _console().print(f"Approved {plan} ({digest}) by {who}.", markup=False)
 
 
 providers_app = typer.Typer(invoke_without_command=True)
