@@ -258,6 +258,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "source modification time",
         "ALTER TABLE transfers ADD COLUMN source_modified TEXT;",
     ),
+    (
+        # Verify found the copy's bytes wrong (size or checksum): until a new copy is done,
+        # what the destination holds is not a proven copy, whatever its metadata says.
+        "bytes disputed",
+        "ALTER TABLE transfers ADD COLUMN bytes_disputed INTEGER NOT NULL DEFAULT 0;",
+    ),
 ]
 
 
@@ -927,7 +933,7 @@ class Ledger:
             [
                 (
                     "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
-                    "error=?, retries=retries+?, finished_at=? "
+                    "error=?, retries=retries+?, finished_at=?, bytes_disputed=0 "
                     "WHERE plan=? AND container=? AND key=?",
                     (
                         sha256,
@@ -1066,6 +1072,24 @@ class Ledger:
             if at_destination is None and not earlier_copy:
                 db.execute(f"DELETE FROM transfers {where}", (plan, container, key))
                 return "dropped"
+            disputed = db.execute(
+                f"SELECT bytes_disputed FROM transfers {where}", (plan, container, key)
+            ).fetchone()
+            if disputed and disputed[0] and at_destination is not None:
+                # Verify found these bytes wrong and the source is gone before the copy that
+                # would mend them: the manifest must not call them a proven copy.
+                db.execute(
+                    f"UPDATE transfers SET state='removed', error=?, finished_at=? {where}",
+                    (
+                        "deleted at the source after verify found its copy's bytes wrong; the "
+                        "object at the destination key is not a proven copy: remove it by hand",
+                        _now(),
+                        plan,
+                        container,
+                        key,
+                    ),
+                )
+                return "removed"
             if at_destination is not None and earlier_copy:
                 db.execute(
                     # The source is gone: nothing proves the copy against it any more.
@@ -1881,17 +1905,20 @@ class Ledger:
                 for r in self._db.execute(sql + " ORDER BY t.container, t.key LIMIT ?", args)
             ]
 
-    def transfer_to_copy_again(self, plan: str, container: str, key: str, why: str) -> bool:
+    def transfer_to_copy_again(
+        self, plan: str, container: str, key: str, why: str, *, bytes_wrong: bool = False
+    ) -> bool:
         """A done transfer whose destination object a verification found wrong goes back
         to `pending` (its sha256/md5 stay, as the record of the copy found wrong), so the
-        next run of its phase copies it again; the phase is no longer finished nor verified. Returns
-        whether it changed (only a done transfer does)."""
+        next run of its phase copies it again; the phase is no longer finished nor verified.
+        `bytes_wrong`: its size or checksum, not only its metadata (see `settle_gone`).
+        Returns whether it changed (only a done transfer does)."""
         with self.atomic() as db:
             cur = db.execute(
                 "UPDATE transfers SET state='pending', upload_id=NULL, part_size=NULL, "
-                "error=?, recopy_reason=?, started_at=NULL, finished_at=NULL "
-                "WHERE plan=? AND container=? AND key=? AND state='done'",
-                (why, why, plan, container, key),
+                "error=?, recopy_reason=?, started_at=NULL, finished_at=NULL, "
+                "bytes_disputed=? WHERE plan=? AND container=? AND key=? AND state='done'",
+                (why, why, int(bytes_wrong), plan, container, key),
             )
             if cur.rowcount:
                 db.execute(  # at once: a verification stopped half-way records nothing

@@ -576,7 +576,13 @@ class _Verifier:
                     "write, and copying again would not mend it (not marked to copy again; "
                     "once the store is fixed, verify --copy-again marks it)"
                 )
-            elif self.ledger.transfer_to_copy_again(self.plan.name, row.container, row.key, why):
+            elif self.ledger.transfer_to_copy_again(
+                self.plan.name,
+                row.container,
+                row.key,
+                why,
+                bytes_wrong=kind in ("size_mismatch", "checksum_mismatch"),
+            ):
                 self.tally.bump("to_copy_again")
         self.tally.add(
             VerifyFinding(

@@ -416,3 +416,28 @@ def test_an_object_deleted_at_the_source_before_delta_copied_it_does_not_hold_th
         assert remove_deleted(plan, ledger, env.destination) == 1
         assert "d/01.bin" not in destination_keys(env)
         assert check(env, ledger, plan, None).passed
+
+
+def test_a_copy_verify_found_wrong_is_never_settled_as_proven_once_its_source_is_gone(
+    env_for: Any,
+) -> None:
+    """Verify re-reads a copy and finds other bytes (its metadata untouched: bit rot, say),
+    and the source object is deleted before the copy that would mend it. The object at the
+    destination is not a proven copy: not in the manifest, and verify says so."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        key = "d/02.bin"
+        head = env.destination.head(env.bucket, key)
+        wrong = bytes(b ^ 0x5A for b in ESTATE[key][0])  # same size, same metadata
+        put(env.destination, env.bucket, key, wrong, WriteAttrs(metadata=dict(head.metadata or {})))
+        found = check(env, ledger, plan, "bulk-1", deep=True)
+        assert [f.kind for f in found.findings] == ["checksum_mismatch"]
+        env.source.delete(env.container, key)
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+
+        summary = run(env, ledger, plan, "bulk-1")  # settles it: its source is gone
+        assert (summary.copied, summary.failed) == (0, 0)
+        assert "d/02.bin" not in {r.key for r in ledger.manifest_rows(plan.name)}
+        after = check(env, ledger, plan, None)
+        assert [(f.kind, f.key) for f in after.findings] == [("unexpected", "d/02.bin")]
