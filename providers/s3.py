@@ -560,6 +560,9 @@ def build_client(site: Site) -> S3Client:
         # An empty mapping (not None) stops botocore reading HTTP(S)_PROXY.
         proxies={"http": proxy, "https": proxy} if (proxy := proxy_url(site)) else {},
         ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # stubs lag botocore
+        # "auto" (from a profile or AWS_DEFAULTS_MODE) asks the instance metadata service
+        # for the region while the client is made: a request outside the guard.
+        defaults_mode="legacy",  # type: ignore[arg-type]  # stubs lag botocore
         tcp_keepalive=True,
     )
     if keys:

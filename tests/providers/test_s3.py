@@ -545,6 +545,9 @@ def test_a_profile_that_would_fetch_its_credentials_is_refused_before_any_reques
         site = s3_site.model_copy(update={"credentials": CredentialRef(profile=profile)})
         with pytest.raises(ConfigError, match=f"AWS profile '{profile}' {why}"):
             S3Adapter(site)
+    # botocore's "auto" defaults mode asks the metadata service for the region too.
+    monkeypatch.setenv("AWS_DEFAULTS_MODE", "auto")
+    S3Adapter(s3_site).close()
     assert contacted == []
 
 
