@@ -38,11 +38,13 @@ from tenacity import (
 from migrate.conflicts import mark_conflicts
 from migrate.delta import settle_gone
 from migrate.errors import (
-    IntegrityError,
+    ConfigError,
+    CredentialsRejected,
+    EndpointUnreachable,
     MigrateError,
-    Permanent,
     PlanError,
     Retryable,
+    RouteRefused,
     SourceChanged,
     redact,
 )
@@ -202,6 +204,17 @@ def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) 
     return aborted
 
 
+# What a later run may get past, with the same upload.
+_RECOVERABLE = (
+    Retryable,
+    EndpointUnreachable,
+    CredentialsRejected,
+    RouteRefused,
+    ConfigError,
+    OSError,
+)
+
+
 def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str]) -> TransferItem:
     checksums = json.loads(row.source_checksums) if row.source_checksums else {}
     parts = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
@@ -345,11 +358,12 @@ def run_phase(
             else:
                 reason = f"I/O error: {redact(str(exc))}"
             upload = _recorded_upload(item)
-            # The parts of an upload stopped by an outage, or by credentials or a route to
-            # mend, are kept for the next run (begun by this run or an earlier one: a 5 TiB
-            # copy is not started over); bytes in dispute, or a refusal that would come
-            # again, leave nothing partial.
-            keep = upload is not None and not isinstance(exc, (IntegrityError, Permanent))
+            # The parts of an upload stopped by an outage, or by credentials, a route or a
+            # setting to mend, are kept for the next run (begun by this run or an earlier
+            # one: a 5 TiB copy is not started over). Anything else (bytes in dispute, a
+            # refusal that would come again, the source object gone: a later run settles
+            # it only without an upload) leaves nothing partial.
+            keep = upload is not None and isinstance(exc, _RECOVERABLE)
             if upload is not None and not keep:
                 _abandon(item, upload)
             ledger.transfer_not_done(

@@ -61,10 +61,10 @@ T = TypeVar("T")
 
 MiB = 1024 * 1024
 # Metadata migrate writes on each copy; verify and dry-run read them back.
-OWN_METADATA_PREFIX = "migrate-"
 SHA256_METADATA = "migrate-sha256"
 SOURCE_MTIME_METADATA = "migrate-source-last-modified"
 PART_SIZE_METADATA = "migrate-part-size"
+OWN_METADATA = frozenset({SHA256_METADATA, SOURCE_MTIME_METADATA, PART_SIZE_METADATA})
 DEFAULT_PART_SIZE = 16 * MiB
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
@@ -74,9 +74,7 @@ def carried_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """The source's user metadata a copy carries: all of it but migrate's own names, which
     the copy writes itself (a source that is an earlier migration's destination has them:
     carried, they would vouch for bytes this copy has not proved yet)."""
-    return {
-        k: v for k, v in (metadata or {}).items() if not k.lower().startswith(OWN_METADATA_PREFIX)
-    }
+    return {k: v for k, v in (metadata or {}).items() if k.lower() not in OWN_METADATA}
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,9 @@ def choose_part_size(size: int, caps: Capabilities, preferred: int = DEFAULT_PAR
     """The preferred size, raised so the object fits in the store's maximum part count."""
     needed = -(-size // caps.max_parts)  # ceiling division
     part = max(preferred, needed, caps.min_part_size)
-    part = -(-part // MiB) * MiB  # whole MiB: readable in the ledger and in reports
+    # Whole MiB, readable in the ledger and in reports, unless that passes the store's
+    # maximum (a decimal one: Scaleway's 5 GB) where the exact size still fits.
+    part = min(-(-part // MiB) * MiB, max(part, caps.max_part_size))
     if part > caps.max_part_size:
         raise Permanent(
             f"object of {size} bytes needs parts over the destination's maximum of "

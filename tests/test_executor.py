@@ -488,6 +488,34 @@ def test_a_part_refused_for_good_fails_its_object_and_leaves_no_upload(env_for: 
     assert env.run(plan).copied == 1  # the same command completes it
 
 
+class GoneMidCopy(Delegating):
+    """A source whose object is deleted after the first part of its copy was read."""
+
+    def open_range(
+        self, container: str, key: str, start: int = 0, end: Any = None, **kw: Any
+    ) -> Any:
+        if start > 0:
+            raise NotFound(f"{container}/{key}: no such object (test)")
+        return self._inner.open_range(container, key, start, end, **kw)
+
+
+def test_an_upload_whose_source_object_is_gone_is_dropped_and_the_object_settled(
+    env_for: Any,
+) -> None:
+    """Deleted at the source during its copy: its upload is not kept (a later run settles
+    the object only without one), and the run after the re-listing settles it."""
+    env: Env = env_for("s3", "s3")
+    env.seed({"large.bin": (body(35, 30 * MiB), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    summary = env.run(plan, source=GoneMidCopy(env.source))  # type: ignore[arg-type]
+    assert summary.failed == 1
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+    env.source.delete(env.container, "large.bin")
+    run_inventory(env.config, env.source_site.name, env.source)
+    summary = env.run(plan)
+    assert (summary.copied, summary.failed) == (0, 0), summary.failures
+
+
 def test_an_outage_during_an_upload_keeps_its_parts_for_the_next_run(env_for: Any) -> None:
     """The store stops answering at the last part of an upload this run began: the object
     fails, and the parts the store holds are kept and recorded, so the same command
@@ -586,6 +614,19 @@ def test_a_destination_whose_etags_hash_no_bytes_takes_the_copy_and_its_resume(
     assert (summary.copied, summary.failed) == (1, 0), summary.failures
     assert env.read_destination("small.bin") == small
     assert env.read_destination("large.bin") == large
+
+
+def test_a_decimal_part_maximum_is_kept_to_where_whole_mib_would_pass_it() -> None:
+    """Scaleway: at most 1,000 parts of at most 5 GB (decimal). An object just under 5 TB
+    needs parts just under 5 GB: rounded up to whole MiB they would pass it."""
+    from migrate.transfer import choose_part_size
+    from providers.base import Capabilities
+
+    caps = Capabilities(max_parts=1000, max_part_size=5_000_000_000)
+    size = 4_999_900_000_000
+    part = choose_part_size(size, caps)
+    assert part <= caps.max_part_size and part * caps.max_parts >= size
+    assert choose_part_size(40 * MiB, caps) == 16 * MiB  # whole MiB where it fits
 
 
 def test_a_store_that_takes_fewer_parts_gets_larger_ones(env_for: Any, tmp_path: Path) -> None:
