@@ -172,7 +172,8 @@ _SECRET_PATTERNS = [
     re.compile(r"(Credential=)[^,\s]+", re.IGNORECASE),
     # AWS access-key ids (long-term AKIA, temporary ASIA): the kind stays readable. Not
     # \b-bounded: `AKIA..._env` (a key id made a TOML key, then a hint) must match too.
-    re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    # Key ids are base32 (A-Z, 2-7): `ASIAPACIFICSALES2024` (a 0) names a folder, not a key.
+    re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z2-7]{16}(?![A-Z0-9])"),
 ]
 
 

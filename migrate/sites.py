@@ -26,13 +26,13 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_VALUE = [
     re.compile(r"AccountKey=", re.IGNORECASE),
     re.compile(r"SharedAccessSignature=|[?&]sig=", re.IGNORECASE),
-    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+    re.compile(r"\b(AKIA|ASIA)[A-Z2-7]{16}\b"),
 ]
 # The same shapes as TOML keys (`[sites.AKIA...]`, `AKIA..._env = ...`): a key id is
 # bounded by what is not part of one, `_` included.
 _SECRET_KEY = [
     *_SECRET_VALUE[:2],
-    re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z2-7]{16}(?![A-Z0-9])"),
 ]
 # Long base64 (account keys, secret keys) mixes cases and digits; a long name or a path
 # of plain words does not, so it is not taken for one (a secret in a field that names

@@ -513,8 +513,10 @@ class _Verifier:
             ctype, meta = source.content_type, dict(source.metadata or {})
             headers = carried_headers(source)
         elif row.inventory_etag is not None and row.inventory_etag == row.source_etag:
+            if row.metadata is None:
+                return  # the source's listing carried none (S3): nothing to compare with
             ctype = row.content_type
-            meta = json.loads(row.metadata) if row.metadata else {}
+            meta = json.loads(row.metadata)
             headers = json.loads(row.headers) if row.headers is not None else None
         else:
             return  # the source changed since its copy: the delta compares it
