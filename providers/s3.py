@@ -1437,17 +1437,22 @@ class S3Adapter:
         }
         while True:
             page = self._call(self._client.list_parts, container, key, **kwargs)
+            last = None
             for item in page.get("Parts", []):
                 etag = _unquote(item.get("ETag"))
+                last = int(item["PartNumber"])
                 yield PartResult(
-                    part_number=int(item["PartNumber"]),
+                    part_number=last,
                     etag=etag,
                     size=int(item.get("Size", 0)),
                     checksums=_checksums(item, etag, etag_is_md5=True),
                 )
-            if not page.get("IsTruncated"):
+            # A store that leaves out NextPartNumberMarker is read on from its last part,
+            # never from the start again (that would list the first page for ever).
+            marker = page.get("NextPartNumberMarker") or last
+            if not page.get("IsTruncated") or not marker:
                 return
-            kwargs["PartNumberMarker"] = page.get("NextPartNumberMarker", 0)
+            kwargs["PartNumberMarker"] = marker
 
     def replication(self, container: str) -> Replication:
         """The bucket's replication rules (GetBucketReplication): each enabled rule's

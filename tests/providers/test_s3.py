@@ -8,6 +8,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -637,3 +638,29 @@ def test_a_region_the_catalog_does_not_know_is_named_with_the_ones_it_does(
     site = _scaleway_site_without_endpoint(monkeypatch, "mars-1")
     with pytest.raises(ConfigError, match=r"region 'mars-1' is not in the catalog.*fr-par"):
         build_adapter(site, guard=RoutingGuard(["127.0.0.1:9"]))
+
+
+def test_parts_are_listed_on_from_the_last_one_where_the_store_gives_no_marker(
+    s3_site: Site,
+) -> None:
+    """A ListParts page marked truncated without NextPartNumberMarker: the listing goes on
+    after its last part, not from the first page again (for ever)."""
+    adapter = S3Adapter(s3_site)
+    asked: list[int] = []
+
+    def list_parts(**kwargs: Any) -> dict[str, Any]:
+        marker = int(kwargs.get("PartNumberMarker", 0))
+        asked.append(marker)
+        assert len(asked) < 5, f"listed again from {asked}"
+        numbers = [1, 2] if marker == 0 else [3]
+        return {
+            "Parts": [{"PartNumber": n, "ETag": f'"{n:032x}"', "Size": 5} for n in numbers],
+            "IsTruncated": marker == 0,
+        }
+
+    adapter._client.list_parts = list_parts  # type: ignore[method-assign]
+    try:
+        assert [p.part_number for p in adapter.list_parts("b", "k", "u")] == [1, 2, 3]
+        assert asked == [0, 2]
+    finally:
+        adapter.close()
