@@ -8,3 +8,7 @@ the shortcut's start-up is the no-op re-run's whole cost."""
 # speed, only memory, threads and throttling (a mistyped 99999999 built that many
 # threads and died of MemoryError).
 MAX_CONCURRENCY = 256
+# The largest part `run` is asked to prefer: S3's largest part (5 GiB). Every part in flight
+# is a buffer of this size: 100000 MiB would be refused by every store after a 100 GB
+# allocation.
+MAX_PART_SIZE_MIB = 5 * 1024

@@ -20,7 +20,7 @@ import typer
 from typer.exceptions import TyperException
 
 from migrate import render, rerun
-from migrate.bounds import MAX_CONCURRENCY
+from migrate.bounds import MAX_CONCURRENCY, MAX_PART_SIZE_MIB
 from migrate.errors import (
     EXIT_CODES,
     INTERRUPTED,
@@ -585,7 +585,13 @@ def run(
             "of --part-size-mib and up to three threads)."
         ),
     ] = 8,
-    part_size_mib: Annotated[int, typer.Option(help="Preferred part size in MiB.")] = 16,
+    part_size_mib: Annotated[
+        int,
+        typer.Option(
+            help=f"Preferred part size in MiB, at most {MAX_PART_SIZE_MIB} (raised where the "
+            "store needs larger or fewer parts)."
+        ),
+    ] = 16,
     bwlimit: Annotated[
         str | None, typer.Option(help="Most bytes per second written, e.g. 200MB/s, 1Gbit/s.")
     ] = None,
@@ -640,6 +646,12 @@ def run(
         raise ConfigError(
             "--concurrency, --part-size-mib and --max-rps must be above 0",
             hint="e.g. --concurrency 8 --part-size-mib 16 --max-rps 100",
+        )
+    if part_size_mib > MAX_PART_SIZE_MIB:
+        raise ConfigError(
+            f"--part-size-mib {part_size_mib:,}: at most {MAX_PART_SIZE_MIB:,} (S3's largest "
+            "part, 5 GiB)",
+            hint="e.g. --part-size-mib 64; larger objects get larger parts by themselves",
         )
     if concurrency > MAX_CONCURRENCY:
         raise ConfigError(

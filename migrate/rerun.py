@@ -32,7 +32,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from migrate.bounds import MAX_CONCURRENCY
+from migrate.bounds import MAX_CONCURRENCY, MAX_PART_SIZE_MIB
 from migrate.locations import STATE_FILE, sites_path, state_dir_of
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 # --delete-removed, --debug, --help, ...) goes to the CLI.
 _VALUE_OPTIONS = ("--phase", "--sites", "--reason", "--concurrency", "--part-size-mib")
 _NUMBER_OPTIONS = ("--concurrency", "--part-size-mib")
-_MOST = {"--concurrency": MAX_CONCURRENCY}  # the CLI refuses more: so does the shortcut
+# The CLI refuses more: so does the shortcut.
+_MOST = {"--concurrency": MAX_CONCURRENCY, "--part-size-mib": MAX_PART_SIZE_MIB}
 _FLAGS = ("--json", "--force")
 _FORMAT = b"migrate re-run receipt 1\n"
 

@@ -1016,6 +1016,7 @@ def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
         ("--max-rps=inf", "--max-rps inf: give a finite number"),
         ("--concurrency=99999999", "--concurrency 99,999,999: at most 256"),
         ("--concurrency=257", "--concurrency 257: at most 256"),
+        ("--part-size-mib=100000", "--part-size-mib 100,000: at most 5,120"),
     ],
 )
 def test_run_options_without_a_real_limit_or_beyond_the_bound_give_exit_3(

@@ -170,6 +170,7 @@ def test_every_table_a_finished_answer_is_read_from_voids_the_receipts(
         ("--debug", 0),
         ("--dry-run", 0),
         ("--concurrency=257", 3),  # beyond the CLI's bound: refused there, so not answered
+        ("--part-size-mib=5121", 3),
     ],
 )
 def test_what_the_receipt_was_not_written_for_is_answered_by_the_full_command(
