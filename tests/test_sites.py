@@ -191,9 +191,8 @@ def test_access_key_ids_are_redacted_from_any_message() -> None:
     line = ConfigError(f"bad key {EXAMPLE_KEY_ID}", hint=f"write {EXAMPLE_KEY_ID}_env").one_line()
     assert EXAMPLE_KEY_ID not in line
     # Not a key id: longer, or lowercase, words are left as they are.
-    assert redact("AKIA" + "IOSFODNN7EXAMPLEX akiaiosfodnn7example") == (
-        "AKIAIOSFODNN7EXAMPLEX akiaiosfodnn7example"
-    )
+    longer = f"{EXAMPLE_KEY_ID}X {EXAMPLE_KEY_ID.lower()}"
+    assert redact(longer) == longer
     # Key ids are base32 (A-Z, 2-7): a folder named like one, with a 0, keeps its name.
     assert redact("reports/ASIAPACIFICSALES2024/q1.csv") == "reports/ASIAPACIFICSALES2024/q1.csv"
 
