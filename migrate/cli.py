@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+    from migrate.executor import TransferConfig
     from migrate.inventory import Progress as ListingProgress
     from providers.catalog import Catalog
 
@@ -674,19 +675,23 @@ def run(
             else:
                 render.print_dry_run(_console(), report)
             return
-        from migrate.executor import TransferConfig
         from migrate.phaserun import run_plan_phase
+
+        def transfer_config() -> TransferConfig:
+            from migrate.executor import TransferConfig  # only when there is a copy to make
+
+            return TransferConfig(
+                concurrency=concurrency,
+                part_size=part_size_mib * 1024**2,
+                bwlimit=limit,
+                max_rps=max_rps,
+            )
 
         kind = session.plan.phase(phase).kind
         outcome = run_plan_phase(
             session,
             phase,
-            TransferConfig(
-                concurrency=concurrency,
-                part_size=part_size_mib * 1024**2,
-                bwlimit=limit,
-                max_rps=max_rps,
-            ),
+            transfer_config,
             delete_removed=delete_removed,
             force_reason=reason if force else None,
             overwrite=overwrite,

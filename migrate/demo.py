@@ -336,7 +336,7 @@ def _plan_run_verify_report(
         for spec in [p for p in session.plan.phases if p.kind != PhaseKind.DECOMMISSION]:
             phase = spec.name
             show = (lambda d: render.print_delta(console, d)) if console else None
-            run = run_plan_phase(session, phase, TransferConfig(), on_delta=show)
+            run = run_plan_phase(session, phase, TransferConfig, on_delta=show)
             phases.append(run.summary)
             if console:
                 render.print_phase_summary(console, run.summary)

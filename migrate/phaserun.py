@@ -32,7 +32,7 @@ class PhaseRun:
 def run_plan_phase(
     session: Session,
     phase: str,
-    config: TransferConfig,
+    config: Callable[[], TransferConfig],
     *,
     delete_removed: bool = False,
     force_reason: str | None = None,
@@ -40,9 +40,10 @@ def run_plan_phase(
     progress: Callable[[bool], AbstractContextManager[Subscriber]] | None = None,
     on_delta: Callable[[DeltaSummary], None] | None = None,
 ) -> PhaseRun:
-    """Run `phase` of the session's plan. `progress(quiet)` gives the subscriber the copy
-    reports to (quiet: a finished phase, answered from the ledger); `on_delta` is told what
-    the re-list found before anything is copied."""
+    """Run `phase` of the session's plan. `config()` gives the copy's settings, asked only
+    when there is something to copy (a finished phase loads no executor). `progress(quiet)`
+    gives the subscriber the copy reports to (quiet: a finished phase, answered from the
+    ledger); `on_delta` is told what the re-list found before anything is copied."""
     plan, ledger = session.plan, session.ledger
     kind = plan.phase(phase).kind
     delta = None
@@ -73,7 +74,7 @@ def run_plan_phase(
                 ledger,
                 session.source,
                 session.destination,
-                config=config,
+                config=config(),
                 subscriber=subscriber,
                 force_reason=force_reason,
                 overwrite=overwrite,
