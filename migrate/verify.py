@@ -630,8 +630,7 @@ def verify(
     `check_metadata` makes a HEAD of every object to compare its content type and metadata
     even where the ETag suffices. `copy_again` marks to copy again even metadata found
     wrong again after the copy a verification asked for (see LASTING). A passing result
-    marks `verified_at` on the phase (on every phase holding transfers, when `phase` is
-    None)."""
+    marks `verified_at` on the phase (on every phase that ran, when `phase` is None)."""
     if sample is not None and not 0 < sample <= 1:
         raise ConfigError(f"sample share {sample} is not in (0, 1]", hint="e.g. --sample 5%")
     if phase is not None:
@@ -666,10 +665,21 @@ def verify(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         verifier.run(pool)
     mode = "deep-both" if deep == "both" else "deep" if deep else "stored"
+    # The whole plan's verification covers every phase that ran, one with no object to copy
+    # (a delta that found nothing changed) too: there is nothing of it left to check.
     phases = (
         (phase,)
         if phase is not None
-        else tuple(sorted({c.phase for c in ledger.phase_counts(plan.name)}))
+        else tuple(
+            sorted(
+                {c.phase for c in ledger.phase_counts(plan.name)}
+                | {
+                    p.name
+                    for p in plan.phases
+                    if ledger.phase_state(plan.name, p.name).resolved_at is not None
+                }
+            )
+        )
     )
     result = VerifyResult(
         plan=plan.name,
