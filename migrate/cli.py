@@ -930,7 +930,7 @@ def report(
 
     config, catalog = _load(sites)
     loaded = load_plan(plan)
-    with Ledger(config.state_dir) as ledger:
+    with Ledger(config.state_dir) as ledger, ledger.snapshot():
         built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
         with _writing("the report", out):
             paths = write_report(built, out, plan=loaded, ledger=ledger)

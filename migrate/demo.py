@@ -361,7 +361,7 @@ def _plan_run_verify_report(
                 state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
                 console.print(f"verify {phase} (5% re-read, seed 2026): {state}")
     out = workdir / "report"
-    with Ledger(config.state_dir) as ledger:
+    with Ledger(config.state_dir) as ledger, ledger.snapshot():
         built = build_report(
             session.plan, ledger, catalog, date.today(), version("migrate"), sites=config.sites
         )

@@ -586,6 +586,24 @@ class Ledger:
 
     _held_transaction = contextmanager(_transaction)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees the ledger as the first one did (one read transaction:
+        what other processes commit meanwhile is not seen), so that a report's totals,
+        phases and manifest describe one state. Other threads of this process wait for it;
+        inside a transaction already, it adds nothing."""
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            self._db.execute("BEGIN DEFERRED")
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                self._db.execute("COMMIT")
+
     def _commit_group(self) -> None:
         """The grouped records, in one transaction (the lock is held). If it fails they
         stay grouped, ahead of any added since, and the error is raised."""

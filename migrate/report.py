@@ -587,6 +587,24 @@ def build_report(
     mappings. The latest verification is read itself because `verified_at` survives a
     failed verification whose findings belong to no phase (`unexpected`), for the run
     gates' sake. Otherwise "incomplete", and `open_items` says why, one sentence each."""
+    with ledger.snapshot():  # totals, phases and manifest of one state of the ledger
+        return _build_report(
+            plan, ledger, catalog, today, tool_version,
+            sites=sites, generated_by=generated_by, now=now,
+        )  # fmt: skip
+
+
+def _build_report(
+    plan: Plan,
+    ledger: Ledger,
+    catalog: Catalog,
+    today: date,
+    tool_version: str,
+    *,
+    sites: Mapping[str, Site] | None = None,
+    generated_by: str | None = None,
+    now: datetime | None = None,
+) -> Report:
     stats = ledger.transfer_stats(plan.name)
     records = ledger.verifications(plan.name)
     verifications = tuple(_verification(r) for r in records)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from migrate.delta import prepare_delta, remove_deleted
+from migrate.errors import IntegrityError
 from migrate.executor import run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger, RouteUse
@@ -559,6 +560,34 @@ def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
     assert check(env, plan, "bulk-1").passed
     report = report_of(env, plan)
     assert (report.status, report.open_items) == ("verified", ())
+
+
+def test_a_report_describes_one_state_while_another_process_changes_the_ledger(
+    env_for: Any, tmp_path: Path
+) -> None:
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    gone = sorted(ESTATE)[0]
+    out = tmp_path / "out"
+    with Ledger(env.state) as ledger, Ledger(env.state) as other:
+        # Another process (a delta run with --delete-removed, say) records an object removed
+        # between two of the report's reads of the ledger.
+        first_read = ledger.verifications
+
+        def meanwhile(name: str) -> Any:
+            assert other.transfer_removed(plan.name, env.container, gone)
+            return first_read(name)
+
+        ledger.verifications = meanwhile  # type: ignore[method-assign]
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+        # The totals and the manifest count the same objects: the state before the change.
+        assert report.totals.done == report.manifest.objects == len(ESTATE)
+        assert report.totals.removed == 0
+        # Written from the ledger as it is now, the manifest no longer matches the report.
+        with pytest.raises(IntegrityError, match="changed while its report was written"):
+            write_report(report, out, plan=plan, ledger=ledger)
+    after = report_of(env, plan)
+    assert (after.totals.done, after.manifest.objects) == (len(ESTATE) - 1, len(ESTATE) - 1)
 
 
 def test_a_dataset_at_the_source_outside_the_plan_leaves_the_report_incomplete(
