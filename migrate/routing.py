@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatch
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from migrate.errors import RouteRefused
 
@@ -90,11 +90,18 @@ def is_global_endpoint(host: str, extra: Iterable[str] = ()) -> bool:
     return any(fnmatch(host, pattern.lower()) for pattern in extra)
 
 
+def split_url(url: str) -> SplitResult:
+    """The parts of an endpoint or proxy URL; one written without a scheme (botocore and
+    the proxy variables take `host:port`) is read as http://. ValueError where no parser
+    reads it."""
+    return urlsplit(url if "://" in url else f"http://{url}")
+
+
 def _proxy_address(url: str) -> tuple[str, str, int | None] | str:
     """Scheme, host and port of a proxy URL (its credentials, if any, left out); the text
     itself where it cannot be read."""
     try:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        parts = split_url(url)
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower().rstrip(".")
         return (scheme, host, parts.port or _DEFAULT_PORTS.get(scheme))

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from migrate.errors import ConfigError, SecretInConfig, register_secret
 from migrate.locations import SITES_ENV, sites_path, state_dir_of
+from migrate.routing import split_url
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Shapes of secrets that have no business in a sites file, whatever key holds them.
@@ -188,9 +189,8 @@ def _check_ports(site: Site, path: Path) -> None:
         url = getattr(site, key)
         if url is None:
             continue
-        # Without a scheme (botocore takes a proxy so), read as http://: the port is read.
         try:
-            parts = urlsplit(url if "://" in url else f"http://{url}")
+            parts = split_url(url)
             port = parts.port
             bad = port == 0 or (port is None and parts.netloc.endswith(":"))
         except ValueError:  # out of range, or not a number
@@ -223,13 +223,18 @@ _URL_FIELDS = {"endpoint", "proxy"}
 
 def _has_userinfo(url: str) -> bool:
     """Whether a URL may carry `user[:password]@`: any `@` (a password holding `/`, `?`
-    or `#` hides it from a URL parser; an `@` in a path is written `%40`), or a URL no
-    parser reads (refused rather than sent on with what it may hold)."""
+    or `#` hides it from a URL parser; an `@` in a path is written `%40`)."""
+    return "@" in url
+
+
+def _unreadable(url: str) -> bool:
+    """A URL no parser reads (`http://[::1`): a mistake in the file, not repeated in the
+    message (what it holds is not known)."""
     try:
         urlsplit(url)
     except ValueError:
         return True
-    return "@" in url
+    return False
 
 
 def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
@@ -257,10 +262,15 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                         f"{path}: {here} must name an environment variable, not hold a value",
                         hint="use a name such as SCW_SECRET_KEY",
                     )
+            if key in _URL_FIELDS and isinstance(value, str) and _unreadable(value):
+                raise ConfigError(
+                    f"{path}: {here} cannot be read as a URL (an unclosed `[`, say)",
+                    hint="write it as scheme://host[:port], e.g. https://s3.fr-par.scw.cloud "
+                    "or http://[::1]:8333",
+                )
             if key in _URL_FIELDS and isinstance(value, str) and _has_userinfo(value):
                 raise SecretInConfig(
-                    f"{path}: {here} holds a user name or password in its URL (an `@`), or "
-                    "cannot be read as a URL",
+                    f"{path}: {here} holds a user name or password in its URL (an `@`)",
                     hint="write the URL without `user:password@` (an @ in a path as %40); "
                     "a store's keys go in "
                     "`credentials` as *_env references, a proxy's user:password in the "
@@ -328,7 +338,7 @@ def proxy_url(site: Site) -> str | None:
             "(credentials.proxy_auth_env) must hold user:password",
             hint="export it as USER:PASSWORD",
         )
-    parts = urlsplit(site.proxy if "://" in site.proxy else f"http://{site.proxy}")
+    parts = split_url(site.proxy)
     return parts._replace(
         netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
     ).geturl()

@@ -116,6 +116,23 @@ def test_a_password_in_a_url_is_refused_and_never_shown(
     assert "hunter2-canary" not in err.value.one_line()
 
 
+@pytest.mark.parametrize("field", ["endpoint", "proxy"])
+def test_a_url_no_parser_reads_is_a_config_error_that_does_not_repeat_it(
+    tmp_path: Path, field: str
+) -> None:
+    text = (
+        '[sites.chu]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\ncountry = "FR"\n'
+        'endpoint = "https://s3.chu.example"\n'
+        f'{field} = "http://[::1-canary"\n'
+    ).replace('endpoint = "https://s3.chu.example"\nendpoint', "endpoint")
+    with pytest.raises(ConfigError) as err:
+        load_sites(write(tmp_path, text))
+    assert not isinstance(err.value, SecretInConfig)
+    assert err.value.exit_code == 3
+    assert f"sites.chu.{field} cannot be read as a URL" in err.value.one_line()
+    assert "canary" not in err.value.one_line()
+
+
 def test_proxy_credentials_need_a_proxy(tmp_path: Path) -> None:
     text = '[sites.a]\nprovider = "scaleway"\ncredentials = { proxy_auth_env = "PROXY_AUTH" }\n'
     with pytest.raises(ConfigError, match=r"proxy_auth_env: the site declares no proxy"):
