@@ -39,7 +39,7 @@ from migrate.errors import (
     wants_json,
 )
 from migrate.ledger import Ledger
-from migrate.plan import check_approved, load_plan, save_plan
+from migrate.plan import Plan, check_approved, load_plan, save_plan
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -389,15 +389,41 @@ def plan_show(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show a plan: sites and verdicts, phases with estimates, findings, allowed hosts.
+    """Show a plan: sites and verdicts, phases with estimates, findings, allowed hosts,
+    and (when a sites file is found) whether `migrate run` takes it as approved.
 
     Example: migrate plan show plans/hdh.yaml
     """
     loaded = load_plan(plan)
+    approval = _approval(loaded, sites)
     if json_out:
-        _out(True, loaded.model_dump(mode="json"))
-    else:
-        render.print_plan(_console(), loaded)
+        shown = loaded.model_dump(mode="json")
+        if approval is not None:
+            shown["approval"] = {"approved": approval[0], "detail": approval[1]}
+        _out(True, shown)
+        return
+    render.print_plan(_console(), loaded)
+    if approval is not None:
+        from rich.markup import escape
+
+        style = "green" if approval[0] else "yellow"
+        _console().print(f"Approval: [{style}]{escape(approval[1])}[/]")
+
+
+def _approval(plan: Plan, sites: Path | None) -> tuple[bool, str] | None:
+    """Whether the plan is approved, by the state of the sites file; None without a sites
+    file (a plan read away from its sites). Nothing is created: no state, no approval."""
+    from migrate.locations import STATE_FILE, sites_path
+    from migrate.plan import approval_of
+
+    if sites is None and not sites_path(None).is_file():
+        return None
+    config = load_sites(sites)
+    if not (config.state_dir / STATE_FILE).is_file():
+        return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
+    with Ledger(config.state_dir) as ledger:
+        approval, detail = approval_of(plan, ledger)
+    return approval is not None, detail
 
 
 @plan_app.command("approve")

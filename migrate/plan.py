@@ -343,3 +343,13 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
         f"plan {plan.name} is not approved",
         hint="review it with `migrate plan show`, then run `migrate plan approve`",
     )
+
+
+def approval_of(plan: Plan, ledger: Ledger) -> tuple[Approval | None, str]:
+    """Whether `migrate run` takes this plan as approved: the approval and its sentence, or
+    None and the sentence `check_approved` refuses it with."""
+    try:
+        approval = check_approved(plan, ledger)
+    except PlanError as exc:
+        return None, str(exc.args[0])
+    return approval, f"approved by {approval.approved_by} at {approval.approved_at}"

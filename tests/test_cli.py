@@ -343,7 +343,7 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
 
 
 def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "src" / "data").mkdir(parents=True)
     for i in range(5):
@@ -364,9 +364,17 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert code == 0, err
     code, out, err = run(["plan", "show", plan, "--json", *where], capsys)
     assert "NO_PILOT" in [f["code"] for f in json.loads(out)["findings"]], err
+    assert json.loads(out)["approval"] == {"approved": False, "detail": "plan p is not approved"}
     code, out, err = run(["plan", "show", plan, *where], capsys)  # read before cutover
     assert "Checklist of phase cutover:" in out and "1. Announce the freeze" in out, out
-    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    assert run(["plan", "approve", plan, "--by", "dpo", *where], capsys)[0] == 0
+    code, out, err = run(["plan", "show", plan, *where], capsys)
+    assert code == 0 and "Approval: approved by dpo at " in out, out
+    # Read away from its sites file (none here): the plan alone, nothing said of approval.
+    monkeypatch.chdir(tmp_path / "dst")
+    monkeypatch.delenv("MIGRATE_SITES", raising=False)
+    code, out, err = run(["plan", "show", plan, "--json"], capsys)
+    assert code == 0 and "approval" not in json.loads(out), err
     code, out, err = run(["run", plan, "--phase", "pilot", *where], capsys)
     assert code != 0 and "no phase 'pilot'" in err and "bulk-1" in err, err
     assert_one_line_without_secret(out, err)
