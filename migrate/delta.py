@@ -61,7 +61,8 @@ def prepare_delta(
     copied and objects copied before whose source changed. Also names the source's datasets
     the plan does not have. Writes nothing but the inventory; the destination is not
     touched."""
-    listed = run_inventory(config, plan.source, source)
+    # Never a resumed run: what an interrupted one listed may have changed since.
+    listed = run_inventory(config, plan.source, source, resume=False)
     count = ledger.deleted_at_source_count(plan.name, plan.source)
     examples = ledger.deleted_at_source(plan.name, plan.source, limit=SHOWN)
     summary = DeltaSummary(listed.added, listed.changed, count, examples)

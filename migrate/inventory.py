@@ -170,7 +170,10 @@ def run_inventory(
     *,
     prefix: str = "",
     progress: Progress | None = None,
+    resume: bool = True,
 ) -> InventorySummary:
+    """List the site into the state. An interrupted run is resumed where it stopped unless
+    `resume` is False (a delta's or cutover's re-list: it must see every change up to now)."""
     site = config.site(site_name)
     if not site.buckets:
         raise ConfigError(
@@ -178,7 +181,7 @@ def run_inventory(
             hint='add buckets = ["name", ...]',
         )
     with Ledger(config.state_dir) as ledger:
-        run_id, resumed = ledger.open_inventory_run(site.name, prefix)
+        run_id, resumed = ledger.open_inventory_run(site.name, prefix, resume=resume)
         for container in site.buckets:
             state = ledger.listing_state(run_id, container)
             if state.done:

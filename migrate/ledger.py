@@ -264,6 +264,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "bytes disputed",
         "ALTER TABLE transfers ADD COLUMN bytes_disputed INTEGER NOT NULL DEFAULT 0;",
     ),
+    (
+        # An unfinished run a delta or cutover re-list replaced: never resumed (what it
+        # listed is as old as it is), never taken for a finished one.
+        "inventory runs abandoned",
+        "ALTER TABLE inventory_runs ADD COLUMN abandoned_at TEXT;",
+    ),
 ]
 
 
@@ -663,14 +669,25 @@ class Ledger:
 
     # -- inventory -------------------------------------------------------------------------
 
-    def open_inventory_run(self, site: str, prefix: str) -> tuple[int, bool]:
-        """The unfinished run of this site and prefix (resume), else a new one.
-        Returns (run id, resumed)."""
+    def open_inventory_run(
+        self, site: str, prefix: str, *, resume: bool = True
+    ) -> tuple[int, bool]:
+        """The unfinished run of this site and prefix (resume), else a new one. With
+        `resume=False` always a new one, and the unfinished ones are abandoned: a resumed
+        run skips what it listed before, however long ago. Returns (run id, resumed)."""
         with self.atomic() as db:
+            unfinished = (
+                "FROM inventory_runs WHERE site=? AND prefix=? AND finished_at IS NULL "
+                "AND abandoned_at IS NULL"
+            )
+            if not resume:
+                db.execute(
+                    f"UPDATE inventory_runs SET abandoned_at=? "
+                    f"WHERE id IN (SELECT id {unfinished})",
+                    (_now(), site, prefix),
+                )
             row = db.execute(
-                "SELECT id FROM inventory_runs WHERE site=? AND prefix=? AND finished_at IS NULL "
-                "ORDER BY id DESC LIMIT 1",
-                (site, prefix),
+                f"SELECT id {unfinished} ORDER BY id DESC LIMIT 1", (site, prefix)
             ).fetchone()
             if row:
                 return int(row[0]), True

@@ -179,6 +179,47 @@ class FailingDelete:
         self._inner.delete(container, key)
 
 
+class _StopsListing:
+    """The source, whose listing stops (Ctrl-C, a lost connection) after `after` objects."""
+
+    def __init__(self, inner: StoreAdapter, after: int) -> None:
+        self.inner, self.after = inner, after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_objects(self, *args: Any, **kw: Any) -> Any:
+        for n, obj in enumerate(self.inner.list_objects(*args, **kw)):
+            if n == self.after:
+                raise KeyboardInterrupt
+            yield obj
+
+
+def test_a_delta_after_an_interrupted_re_list_still_sees_every_change(
+    env_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env: Env = env_for("s3", "s3")
+    monkeypatch.setattr("migrate.inventory.PAGE", 2)  # pages of the listing get recorded
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        # A first re-list stops after four objects (d/00 to d/03 recorded); the source is
+        # still written to: d/00.bin, listed already, changes.
+        with pytest.raises(KeyboardInterrupt):
+            prepare_delta(env.config, plan, ledger, _StopsListing(env.source, 4))  # type: ignore[arg-type]
+        put(env.source, env.container, "d/00.bin", body(77, 1000))
+
+        cut = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (cut.changed, cut.to_copy_changed) == (1, 1)
+        summary = run(env, ledger, plan, "delta")
+        assert (summary.copied, summary.failed) == (1, 0)
+        assert env.read_destination("d/00.bin") == body(77, 1000)
+
+    # A plain inventory never resumes the run the re-list abandoned: nothing is lost either.
+    with Ledger(env.state) as ledger:
+        _, resumed = ledger.open_inventory_run(env.source_site.name, "")
+        assert not resumed
+
+
 def test_a_failed_removal_is_kept_and_an_object_back_at_the_source_is_copied_again(
     env_for: Any,
 ) -> None:
