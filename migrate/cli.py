@@ -688,7 +688,8 @@ def run(
         )
     limit = _bandwidth(bwlimit)  # before anything is done: delta may delete at the destination
     # The catalog is loaded with the first adapter: not at all for a finished phase.
-    with open_session(plan, config, lambda: _catalog_of(config)) as session:
+    doing = None if dry_run else f"run --phase {phase}"
+    with open_session(plan, config, lambda: _catalog_of(config), lock=doing) as session:
         check_approved(session.plan, session.ledger)
         if dry_run:
             from migrate.dryrun import dry_run as do_dry_run
@@ -889,7 +890,7 @@ def verify(
     from migrate.verify import verify as do_verify
 
     config = load_sites(sites)
-    with open_session(plan, config, lambda: _catalog_of(config)) as session:
+    with open_session(plan, config, lambda: _catalog_of(config), lock="verify") as session:
         result = do_verify(
             session.plan,
             session.ledger,

@@ -326,7 +326,7 @@ def _plan_run_verify_report(
         approve_plan(plan_path, ledger, "migrate-demo")
     phases: list[PhaseSummary] = []
     verified = True
-    with open_session(plan_path, config, lambda: catalog) as session:
+    with open_session(plan_path, config, lambda: catalog, lock="demo") as session:
         check_approved(session.plan, session.ledger)
         report = dry_run(session.plan, "pilot", session.ledger, session.source, session.destination)
         if console:

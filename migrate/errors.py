@@ -118,6 +118,13 @@ class Unsupported(MigrateError):
     exit_code = 13
 
 
+class PlanBusy(MigrateError):
+    """Another process runs or verifies the same plan: two would copy every object twice,
+    and a verification could mark verified what a run was still changing."""
+
+    exit_code = 14
+
+
 # Exit codes documented in the README; a test keeps this table and the README in step.
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -134,6 +141,7 @@ EXIT_CODES: dict[int, str] = {
     11: "some objects failed to transfer",
     12: "integrity check failed (checksum mismatch, source changed, verification failed)",
     13: "the store does not support the operation",
+    14: "another process is running or verifying the same plan (wait for it to end)",
     130: "interrupted (Ctrl-C); the same command resumes",
 }
 INTERRUPTED = 130

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from migrate.errors import ConfigError, MigrateError
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
+from migrate.planlock import plan_lock
 from migrate.routing import RoutingGuard, endpoint_host
 from migrate.sites import Site, SitesConfig
 
@@ -225,10 +226,14 @@ def open_session(
     catalog: Callable[[], Catalog],
     *,
     check_digest: bool = True,
+    lock: str | None = None,
 ) -> Iterator[Session]:
-    """`catalog` is called only when an adapter is first needed."""
+    """`catalog` is called only when an adapter is first needed. `lock` (what the command
+    does, e.g. "verify"): hold the plan's lock for the session (PlanBusy if another process
+    holds it)."""
     plan = load_plan(plan_path, check_digest=check_digest)
-    with Ledger(config.state_dir) as ledger:
+    held = plan_lock(config.state_dir, plan.name, lock) if lock else nullcontext()
+    with held, Ledger(config.state_dir) as ledger:
         # Both sites must exist in the sites file, whether or not the command uses them.
         _site(config, plan.source), _site(config, plan.destination)
         session = Session(plan, config, ledger, catalog)

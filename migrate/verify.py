@@ -645,6 +645,23 @@ def verify(
             f"plan {plan.name} has not run: nothing to verify",
             hint="run `migrate run PLAN --phase PHASE` first",
         )
+    # The whole plan's verification covers every phase that ran, one with no object to copy
+    # (a delta that found nothing changed) too: there is nothing of it left to check. Taken
+    # before the merge: a phase that began after it started was not checked by it.
+    phases = (
+        (phase,)
+        if phase is not None
+        else tuple(
+            sorted(
+                {c.phase for c in ledger.phase_counts(plan.name)}
+                | {
+                    p.name
+                    for p in plan.phases
+                    if ledger.phase_state(plan.name, p.name).resolved_at is not None
+                }
+            )
+        )
+    )
     started = _now()
     tally = _Tally(max_findings=max_findings)
     verifier = _Verifier(
@@ -665,22 +682,6 @@ def verify(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         verifier.run(pool)
     mode = "deep-both" if deep == "both" else "deep" if deep else "stored"
-    # The whole plan's verification covers every phase that ran, one with no object to copy
-    # (a delta that found nothing changed) too: there is nothing of it left to check.
-    phases = (
-        (phase,)
-        if phase is not None
-        else tuple(
-            sorted(
-                {c.phase for c in ledger.phase_counts(plan.name)}
-                | {
-                    p.name
-                    for p in plan.phases
-                    if ledger.phase_state(plan.name, p.name).resolved_at is not None
-                }
-            )
-        )
-    )
     result = VerifyResult(
         plan=plan.name,
         phase=phase,

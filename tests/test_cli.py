@@ -383,6 +383,47 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert json.loads(out)["copied"] == 5
 
 
+def test_a_plan_another_process_runs_or_verifies_is_refused_until_it_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from migrate.planlock import plan_lock
+
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "src" / "data" / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
+    (tmp_path / "dst").mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+                "-o", plan, *where], capsys)[0] == 0  # fmt: skip
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+
+    # Another process (an open file of its own: flock does not tell them apart) copies.
+    with plan_lock(tmp_path / ".migrate", "p", "run --phase bulk-1"):
+        for args in (["run", plan, "--phase", "bulk-1"], ["verify", plan]):
+            code, out, err = run([*args, *where], capsys)
+            assert code == 14, err
+            assert_one_line_without_secret(out, err)
+            assert "plan p is in use by another process (pid " in err, err
+            assert ": run --phase bulk-1, since " in err, err
+        code, out, _ = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+        assert json.loads(out)["error"]["exit_code"] == 14
+        # Reading and trying are not refused.
+        assert run(["status", plan, *where], capsys)[0] == 0
+        assert run(["run", plan, "--phase", "bulk-1", "--dry-run", *where], capsys)[0] == 0
+        assert not any((tmp_path / "dst").iterdir())
+    # It ended (a crash would end it as well: the kernel drops the lock).
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 0 and json.loads(out)["copied"] == 3, err
+    assert run(["verify", plan, *where], capsys)[0] == 0
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
