@@ -54,7 +54,7 @@ from migrate.inventory import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA, carried_metadata
-from providers.base import ObjectInfo, StoreAdapter, carried_headers
+from providers.base import CARRIED_HEADERS, ObjectInfo, StoreAdapter, carried_headers
 
 T = TypeVar("T")
 
@@ -530,7 +530,10 @@ class _Verifier:
                 f"content type {info.content_type!r}, the source's is {ctype!r}",
             )
             return
-        for name, value in sorted((headers or {}).items()):
+        # Where the source's headers are known, one the destination has and the source has
+        # not is a mismatch too (a Content-Encoding added makes clients decode good bytes).
+        for name in CARRIED_HEADERS if headers is not None else ():
+            value = (headers or {}).get(name) or ""
             # A value beyond ASCII travels as header bytes each store and library decodes
             # its own way (UTF-8 read back as Latin-1): only its absence can be told.
             got = getattr(info, name) or ""
@@ -538,19 +541,20 @@ class _Verifier:
                 self.finding(
                     row,
                     "metadata_mismatch",
-                    f"{name.replace('_', ' ')} {got or None!r}, the source's is {value!r}",
+                    f"{name.replace('_', ' ')} {got or None!r}, the source's is {value or None!r}",
                 )
                 return
         got = {k.lower(): v for k, v in info.metadata.items()}
         # migrate's own names are the copy's, not carried from the source.
-        for name, value in sorted(carried_metadata(meta).items()):
-            # An empty value absent at the destination is the same nothing: some stores
-            # (SeaweedFS) drop an entry without a value when it is written.
-            if (got.get(name.lower()) or "") != (value or ""):
+        theirs = {k.lower(): v for k, v in carried_metadata(meta).items()}
+        for name in sorted(theirs.keys() | carried_metadata(got).keys()):
+            # An empty value and no entry are the same nothing: some stores (SeaweedFS)
+            # drop an entry without a value when it is written.
+            if (got.get(name) or "") != (theirs.get(name) or ""):
                 self.finding(
                     row,
                     "metadata_mismatch",
-                    f"metadata {name!r} is {got.get(name.lower())!r}, the source's is {value!r}",
+                    f"metadata {name!r} is {got.get(name)!r}, the source's is {theirs.get(name)!r}",
                 )
                 return
         if (row.recopy_reason or "").startswith(_recopy_reason("metadata_mismatch", "")):

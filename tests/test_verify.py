@@ -233,6 +233,29 @@ def test_metadata_changed_at_the_destination_is_found_with_a_head(env_for: Any) 
     assert "owner" in result.findings[0].detail
 
 
+def test_headers_and_metadata_added_at_the_destination_are_found(env_for: Any) -> None:
+    """Another writer rewrites copies with their own bytes and migrate's metadata, adding a
+    Content-Encoding (clients would then decode good bytes) or a metadata entry the source
+    has not: each is a mismatch, as much as one taken away."""
+    env: Env = env_for("azure", "s3")  # an Azure listing carries headers and metadata
+    plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
+    assert check(env, plan, check_metadata=True).passed
+    encoded, labelled = "reports/2025/q1.csv", "reports/2025/q2 été %+#.csv"
+    for key, extra in ((encoded, {"content_encoding": "gzip"}), (labelled, {})):
+        data, ctype, _, _ = ESTATE[key]
+        meta = dict(env.destination.head(env.bucket, key).metadata or {})
+        if key == labelled:
+            meta["classification"] = "public"
+        put(env.destination, env.bucket, key, data, content_type=ctype, meta=meta, **extra)
+
+    assert check(env, plan).passed  # same bytes, same ETag: stored checksums cannot tell
+    result = check(env, plan, check_metadata=True)
+    assert named(result) == [("metadata_mismatch", encoded), ("metadata_mismatch", labelled)]
+    details = [f.detail for f in result.findings]
+    assert details[0] == "content encoding 'gzip', the source's is None", details
+    assert details[1] == "metadata 'classification' is 'public', the source's is None", details
+
+
 def test_keys_merge_in_byte_order(env_for: Any) -> None:
     """Keys whose order differs between naive sorts ('/' sorts after ' ' and '-' but before
     '0'; accents after ASCII; upper before lower case): no spurious finding."""
