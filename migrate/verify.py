@@ -203,8 +203,12 @@ def sampled(seed: int, bucket: str, key: str, share: float) -> bool:
     key, so the same seed takes the same objects whatever the listing's pace or order."""
     if share >= 1:
         return True
+    return _sample_point(seed, bucket, key) < share * 2**64
+
+
+def _sample_point(seed: int, bucket: str, key: str) -> int:
     data = f"{seed}\0{bucket}\0{key}".encode("utf-8", "surrogateescape")
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") < share * 2**64
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
 class _Verifier:
@@ -238,6 +242,9 @@ class _Verifier:
         self.copy_again = copy_again
         self.tally = tally
         self.sleep = sleep
+        # The object a sample takes when its share takes none (a small phase): the lowest
+        # sample point, so the same seed takes the same one.
+        self.fallback: tuple[int, DestinationRow, bool] | None = None
 
     # -- I/O with retries --------------------------------------------------------------
 
@@ -343,6 +350,10 @@ class _Verifier:
                     obj = next(objects, None)
         for f in running:
             f.result()
+        if self.fallback and not self.tally.reread and not self.tally.counts:
+            # A sample re-reads at least one object: else its record proves no byte.
+            _, row, md5_shaped = self.fallback
+            self.slow(row, md5_shaped, True)
 
     # -- one object --------------------------------------------------------------------
 
@@ -381,6 +392,10 @@ class _Verifier:
         reread = self.share > 0 and sampled(self.seed, row.destination_bucket, obj.key, self.share)
         etag = (obj.etag or "").lower()
         md5_shaped = bool(_MD5_SHAPED.match(etag))
+        if 0 < self.share < 1 and not reread:
+            point = _sample_point(self.seed, row.destination_bucket, obj.key)
+            if self.fallback is None or point < self.fallback[0]:
+                self.fallback = (point, row, md5_shaped)
         if md5_shaped and row.md5 and etag != row.md5:
             if etag == (row.destination_etag or "").lower():
                 pass  # the ETag the store gave when the copy wrote the SHA-256 (AWS: an MD5)

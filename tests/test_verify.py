@@ -332,6 +332,22 @@ def test_a_sample_is_seeded_recorded_and_reproducible(env_for: Any) -> None:
     assert other.reread == len(picked)
 
 
+def test_a_sample_of_a_small_phase_re_reads_at_least_one_object(env_for: Any) -> None:
+    """5 % of 3 objects is none: the sample then takes the object of the lowest sample
+    point, so that its record proves some bytes, the same one for the same seed."""
+    env: Env = env_for("s3", "s3")
+    estate = {f"k/{i}": (body(i, 300 + i), "text/plain", {}, False) for i in range(3)}
+    plan = copied(env, estate)
+    seed = next(n for n in range(100) if not any(sampled(n, env.bucket, k, 0.05) for k in estate))
+    lowest = min(
+        estate, key=lambda k: hashlib.sha256(f"{seed}\0{env.bucket}\0{k}".encode()).digest()
+    )
+    for _ in range(2):
+        result = check(env, plan, sample=0.05, seed=seed)
+        assert result.passed
+        assert (result.reread, result.reread_bytes) == (1, len(estate[lowest][0]))
+
+
 def test_deep_both_reports_a_source_changed_since_its_copy_without_failing(
     env_for: Any,
 ) -> None:
