@@ -270,6 +270,21 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "inventory runs abandoned",
         "ALTER TABLE inventory_runs ADD COLUMN abandoned_at TEXT;",
     ),
+    (
+        # Where each dataset of a plan went when the plan's state was first made: a plan
+        # made again under the same name (its file name) that sends a dataset elsewhere
+        # would otherwise take that progress for its own.
+        "plan routes",
+        """
+        CREATE TABLE plan_routes (
+            plan TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            route TEXT NOT NULL,
+            bound_at TEXT NOT NULL,
+            PRIMARY KEY (plan, dataset)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 
@@ -1507,6 +1522,13 @@ class Ledger:
                 )
             ]
 
+    def plan_routes(self, plan: str) -> dict[str, str]:
+        """Where each dataset of the plan went when its state was made (dataset -> route)."""
+        with self._lock:
+            return dict(
+                self._db.execute("SELECT dataset, route FROM plan_routes WHERE plan=?", (plan,))
+            )
+
     def resolve_phase(self, plan: Plan, phase: Phase | str) -> int:
         """Fix the phase's object set in `transfers` the first time; return its size.
 
@@ -1535,7 +1557,14 @@ class Ledger:
                 hint="decommissioning is not implemented in this version",
             )
         self._plan_functions()
+        from migrate.plan import routes_of
+
         with self.atomic() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO plan_routes (plan, dataset, route, bound_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(plan.name, d, route, _now()) for d, route in routes_of(plan).items()],
+            )
             row = db.execute(
                 "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan.name, phase.name)
             ).fetchone()

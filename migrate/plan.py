@@ -316,10 +316,35 @@ def json_schema() -> dict[str, Any]:
     return Plan.model_json_schema()
 
 
+def routes_of(plan: Plan) -> dict[str, str]:
+    """Where the plan sends each dataset: its sites, bucket and prefix on either side."""
+    return {
+        m.dataset: f"{plan.source}:{m.source_container}/{m.source_prefix} -> "
+        f"{plan.destination}:{m.destination_bucket}/{m.destination_prefix}"
+        for m in plan.mappings
+    }
+
+
+def check_same_routes(plan: Plan, ledger: Ledger) -> None:
+    """PlanError if the state holds the progress of another plan of this name (a plan is
+    named by its file) that sent one of these datasets elsewhere: its transfers, verified
+    there, would be taken for this plan's."""
+    bound = ledger.plan_routes(plan.name)
+    for dataset, route in sorted(routes_of(plan).items()):
+        if dataset in bound and bound[dataset] != route:
+            raise PlanError(
+                f"plan {plan.name}: the state already holds the progress of another plan of "
+                f"that name, which sent {dataset} as {bound[dataset]} (this one: {route})",
+                hint="save this plan under another name (a plan is named by its file: "
+                "-o plans/OTHER.yaml), or give it another state_dir",
+            )
+
+
 def check_approved(plan: Plan, ledger: Ledger) -> Approval:
     """The approval of exactly this plan. Raises PlanTampered when its content does not
     match its digest or differs from the approved version, PlanError when it was never
-    approved (or carries a blocking finding)."""
+    approved (or carries a blocking finding) or the state holds another plan's progress
+    under its name."""
     if compute_digest(plan) != plan.digest:
         raise PlanTampered(
             f"plan {plan.name}: content does not match its digest (edited by hand?)",
@@ -327,6 +352,7 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
         )
     if plan.blocking:
         raise PlanError(f"plan {plan.name} has blocking findings and cannot run")
+    check_same_routes(plan, ledger)
     approvals = ledger.approvals(plan.name)
     for approval in approvals:
         if approval.digest == plan.digest:

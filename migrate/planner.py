@@ -63,6 +63,7 @@ from migrate.plan import (
     Severity,
     SiteRef,
     check_approved,
+    check_same_routes,
     load_plan,
     with_digest,
 )
@@ -1374,5 +1375,6 @@ def approve_plan(path: Path, ledger: Ledger, who: str) -> str:
             f"finding{'s' if len(plan.blocking) > 1 else ''} ({codes})",
             hint=f"see `migrate plan show {path}`, fix them and generate the plan again",
         )
+    check_same_routes(plan, ledger)
     ledger.record_approval(plan.name, plan.digest, who, str(path))
     return plan.digest

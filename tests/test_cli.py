@@ -424,6 +424,48 @@ def test_a_plan_another_process_runs_or_verifies_is_refused_until_it_ends(
     assert run(["verify", plan, *where], capsys)[0] == 0
 
 
+def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plan is named by its file: made again into the same file with another destination,
+    it would take the first one's progress (done, verified) for its own."""
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "src" / "data" / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.d1]\nprovider = "local"\npath = "{tmp_path / "d1"}"\n'
+        f'[sites.d2]\nprovider = "local"\npath = "{tmp_path / "d2"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+
+    def make(to: str) -> None:
+        assert run(["plan", "--from", "s", "--to", to, "--policy", "eu-residency",
+                    "--no-pilot", "-o", plan, *where], capsys)[0] == 0  # fmt: skip
+
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    make("d1")
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    make("d2")
+    for args in (["plan", "approve", plan], ["run", plan, "--phase", "bulk-1"]):
+        code, out, err = run([*args, *where], capsys)
+        assert code == 9, err
+        assert_one_line_without_secret(out, err)
+        assert "already holds the progress of another plan of that name" in err, err
+        assert "d1:data/ (this one: s:data/ -> d2:data/)" in err, err
+    assert not any((tmp_path / "d2").iterdir())
+    # Made again with the same destination (after a new inventory, say): the same move.
+    make("d1")
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 0 and json.loads(out)["copied"] == 0, err
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
