@@ -1086,7 +1086,18 @@ def make_plan(
                     "catalog file",
                 )
             )
-        for text in catalog.endpoint_findings(site):
+        elsewhere = catalog.endpoint_elsewhere(site)
+        if elsewhere is not None:
+            findings.append(
+                Finding(
+                    code=f"{role}_ENDPOINT_ELSEWHERE",
+                    severity=Severity.BLOCKING,
+                    message=elsewhere,
+                    action=f"set site {site.name}'s provider and region to where its endpoint "
+                    "is, or its endpoint to the declared region's",
+                )
+            )
+        for text in catalog.endpoint_findings(site) if elsewhere is None else ():
             findings.append(
                 Finding(
                     code=f"{role}_ENDPOINT",

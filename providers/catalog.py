@@ -507,6 +507,33 @@ class Catalog(_Model):
             )
         return findings
 
+    def endpoint_elsewhere(self, site: Site) -> str | None:
+        """The site's endpoint host is, by the catalog, another provider's or another
+        region's endpoint than the site declares: the data would go there, whatever the
+        verdict on the declared region says. None when it is the declared one's, or no
+        region of the catalog claims it (a private endpoint, a custom domain)."""
+        if not site.endpoint:
+            return None
+        host = _host(site.endpoint)
+        owners: list[tuple[str, str, str]] = []
+        for name in self.names():
+            provider = self.providers[name]
+            for region in provider.regions:
+                patterns = [region.endpoint.value, *(region.other_endpoints.value or ())]
+                for pattern in filter(None, patterns):
+                    text = pattern.replace("{region}", region.code).replace("{account}", "*")
+                    if _host_matches(host, text.lower()):
+                        owners.append((name, region.code, provider.display_name))
+                        break
+        if not owners or (site.provider, site.region) in {(o[0], o[1]) for o in owners}:
+            return None
+        claimed = ", ".join(f"{shown} {code}" for _, code, shown in owners)
+        return (
+            f"site {site.name}: endpoint host {host} is, by the catalog, the endpoint of "
+            f"{claimed}, not of the site's {site.provider} {site.region or '(no region)'}: "
+            "the data would go there, and the verdict judges the declared region"
+        )
+
     def global_endpoint(self, host: str) -> tuple[Provider, GlobalEndpoint] | None:
         """The provider and entry when `host` is a region-hiding endpoint (routing guard)."""
         for name in self.names():

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -672,6 +673,37 @@ def test_a_global_endpoint_blocks_the_plan(estate: Estate, endpoint: str) -> Non
     finding = next(f for f in plan.findings if f.code == "GLOBAL_ENDPOINT")
     assert finding.severity.value == "blocking"
     assert endpoint.removeprefix("https://") in finding.message
+
+
+@pytest.mark.parametrize(
+    ("provider", "region", "endpoint", "claimed"),
+    [
+        ("scaleway", "fr-par", "https://s3.nl-ams.scw.cloud", "Scaleway nl-ams"),
+        ("self-hosted", None, "https://s3.us-east-1.amazonaws.com", "us-east-1"),
+        ("scaleway", "fr-par", "https://s3.fr-par.scw.cloud", None),
+    ],
+)
+def test_an_endpoint_the_catalog_places_elsewhere_blocks_the_plan(
+    estate: Estate, provider: str, region: str | None, endpoint: str, claimed: str | None
+) -> None:
+    """The verdict judges the declared region; a request goes to the endpoint. Where the
+    catalog knows the endpoint for another region's or provider's, the plan is blocked."""
+    estate.seed()
+    estate.inventory()
+    extra: dict[str, Any] = {"software": "ceph-rgw", "country": "FR"} if region is None else {}
+    site = Site(name="dest", provider=provider, region=region, endpoint=endpoint,
+                credentials=CredentialRef(access_key_env="K", secret_key_env="S"),
+                **extra)  # fmt: skip
+    plan = estate.plan(destination=site, policy="eu-residency")
+    found = [f for f in plan.findings if f.code == "DESTINATION_ENDPOINT_ELSEWHERE"]
+    if claimed is None:
+        assert found == []
+        return
+    (finding,) = found
+    assert finding.severity.value == "blocking" and finding in plan.blocking
+    host = endpoint.removeprefix("https://")
+    assert f"endpoint host {host} is, by the catalog, the endpoint of " in finding.message
+    assert claimed in finding.message, finding.message
 
 
 def test_a_destination_bucket_already_holding_objects_is_a_finding(estate: Estate) -> None:
