@@ -68,7 +68,7 @@ from migrate.plan import (
     with_digest,
 )
 from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
-from migrate.routing import is_global_endpoint
+from migrate.routing import is_global_endpoint, proxy_host
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.base import Protection, Replication, ReplicationTarget
@@ -1301,6 +1301,9 @@ def make_plan(
 
     hosts = site_hosts(src, sorted({d.container for d in datasets.datasets}), catalog)
     hosts |= site_hosts(dst, sorted({m.destination_bucket for m in mappings}), catalog)
+    # A proxy is a host every request of its site goes through: the plan names it, so that
+    # it is reviewed and approved with the rest (a run refuses one the plan does not name).
+    hosts |= {proxy_host(site.proxy) for site in (src, dst) if site.proxy}
     for host in sorted(hosts):
         if is_global_endpoint(host):
             findings.append(

@@ -109,6 +109,16 @@ def _proxy_address(url: str) -> tuple[str, str, int | None] | str:
         return url
 
 
+def proxy_host(url: str) -> str:
+    """A proxy's host as an allowlist names it (`host:port`, the port left out where it is
+    the scheme's default): a plan allows the proxies its sites declare."""
+    address = _proxy_address(url)
+    if isinstance(address, str):
+        return address
+    scheme, host, port = address
+    return host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+
+
 def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
     """Proxy variables set in the environment to a proxy no site declares (the same
     scheme, host and port: the variable may hold the proxy's credentials, the sites file

@@ -11,11 +11,11 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.errors import ConfigError, MigrateError
+from migrate.errors import ConfigError, MigrateError, RouteRefused
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
 from migrate.planlock import plan_lock
-from migrate.routing import RoutingGuard, endpoint_host
+from migrate.routing import RoutingGuard, endpoint_host, proxy_host
 from migrate.sites import Site, SitesConfig
 
 if TYPE_CHECKING:
@@ -81,6 +81,15 @@ def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard
     """The guard of a plan's run: the hosts its allowlist names, nothing else."""
     names = [plan.source, plan.destination]
     sites = [config.site(n) for n in names]
+    for site in sites:
+        if site.proxy and proxy_host(site.proxy) not in plan.allowlist:
+            raise RouteRefused(
+                f"site {site.name} declares proxy {proxy_host(site.proxy)}, which plan "
+                f"{plan.name} does not allow: every request would go through a host nobody "
+                "approved",
+                hint="make the plan again (its allowlist then names the proxy) and approve "
+                "it, or remove the proxy from the sites file",
+            )
     return _guard(sites, plan.allowlist, catalog, declared_proxies(config, names))
 
 

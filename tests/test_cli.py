@@ -15,6 +15,7 @@ from migrate.cli import app, main
 from migrate.errors import EXIT_CODES
 from migrate.ledger import Ledger
 from migrate.localservers import SeaweedFS, free_port
+from migrate.plan import load_plan
 from migrate.routing import endpoint_host
 from migrate.sites import load_sites
 from tests.helpers import finished_local_copy
@@ -464,6 +465,59 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0 and json.loads(out)["copied"] == 0, err
+
+
+def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
+    tmp_path: Path,
+    seaweed: SeaweedFS,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every request of a site goes through its declared proxy: the plan names it with the
+    hosts it allows, and a proxy added to the sites file after approval stops the run."""
+    import boto3
+
+    from tests.faultproxy import fault_proxy
+
+    boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
+    ).put_object(Bucket=bucket, Key="data/a.csv", Body=b"id\n1\n")
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
+    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
+    (tmp_path / "copy").mkdir()
+    sites.write_text(
+        sites.read_text() + f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "copy"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+    make = ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+            "-o", plan, *where]  # fmt: skip
+    assert run(["inventory", "dest", *where], capsys)[0] == 0
+    assert run(make, capsys)[0] == 0
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    with fault_proxy(seaweed.endpoint) as proxy:
+        text = sites.read_text()
+        sites.write_text(text.replace("[sites.d]", f'proxy = "{proxy.endpoint}"\n[sites.d]'))
+        address = proxy.endpoint.removeprefix("http://")
+        code, out, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
+        assert code == 10, err
+        assert_one_line_without_secret(out, err)
+        assert f"site dest declares proxy {address}, which plan p does not allow" in err, err
+        assert proxy.faults.requests == 0
+        # Made again, the plan names it; approved, the run goes through it.
+        assert run(make, capsys)[0] == 0
+        assert address in load_plan(Path(plan)).allowlist
+        assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+        code, out, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
+        assert code == 0, err
+        assert proxy.faults.forwarded > 0
+    assert (tmp_path / "copy").joinpath(bucket, "data", "a.csv").read_bytes() == b"id\n1\n"
 
 
 def test_inventory_json_is_machine_readable(
