@@ -36,6 +36,32 @@ if TYPE_CHECKING:
 # libyaml's safe loader where PyYAML has it: the same documents, about 10x faster to load.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"key {key!r} twice")
+        self.key, self.line = key, line
+
+
+class _PlanLoader(_YAML_LOADER):  # type: ignore[misc,valid-type]
+    """Refuses a mapping holding a key twice: YAML keeps the last one, so a reviewer reading
+    the file would see one value (an empty allowlist, say) and approve another."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # an unhashable key: the model refuses it later
+                continue
+        return super().construct_mapping(node, deep)
+
+
 SCHEMA_VERSION = 1
 
 
@@ -223,7 +249,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 
 def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlanLoader)
     except FileNotFoundError:
         raise PlanError(f"plan {path} not found", hint="create one with `migrate plan`") from None
     except IsADirectoryError:
@@ -240,6 +266,12 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
         raise PlanError(
             f"cannot read plan {path} ({exc.strerror or exc})",
             hint="check the path and that you may read it",
+        ) from None
+    except _DuplicateKey as exc:
+        raise PlanTampered(
+            f"{path}: key {exc.key!r} appears twice (line {exc.line}): YAML keeps the last, "
+            "so the file shows one value and means another",
+            hint="generate the plan again with `migrate plan` and approve it",
         ) from None
     except yaml.YAMLError as exc:
         raise PlanTampered(f"{path}: not valid YAML ({exc.__class__.__name__})") from None

@@ -391,6 +391,28 @@ def test_approval_and_a_hand_edit_refused_at_run_time(estate: Estate, tmp_path: 
         assert "dpo@example.fr" in str(err.value)
 
 
+def test_a_plan_file_holding_a_key_twice_is_refused(estate: Estate, tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a file reading `allowlist: []` at the top could
+    mean another allowlist further down, with the digest of what it means."""
+    estate.seed()
+    estate.inventory()
+    plan = estate.plan()
+    path = tmp_path / "plans" / "hdh.yaml"
+    save_plan(plan, path)
+    text = path.read_text(encoding="utf-8")
+    shown = "allowlist: []\n"
+    meant = "\n".join(f"- {h}" for h in plan.allowlist)
+    path.write_text(shown + text, encoding="utf-8")
+    assert meant and f"allowlist:\n{meant}" in text
+    with pytest.raises(PlanTampered, match="key 'allowlist' appears twice") as err:
+        load_plan(path)
+    assert "(line " in str(err.value)
+    with Ledger(estate.state) as ledger, pytest.raises(PlanTampered):
+        approve_plan(path, ledger, "dpo@example.fr")
+    save_plan(plan, path)  # as written: anchors and merge keys were never used, all is well
+    assert load_plan(path) == plan
+
+
 # -- resolution and dry run --------------------------------------------------------------------
 
 
