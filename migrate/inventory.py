@@ -16,12 +16,17 @@ from pathlib import Path
 from migrate.errors import ConfigError, ListingOutOfOrder
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
+from migrate.transfer import carried_metadata
 from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter, carried_headers
 
 PAGE = 1000
 _LISTER_WAIT = 10.0  # seconds for a listing request under way to end, once the caller stops
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048
+# What a copy adds to an object's metadata, at most: migrate-sha256 (14 + 64 bytes),
+# migrate-source-last-modified (28 + an ISO time, under 40) and migrate-part-size (17 + at
+# most 13 digits); the source's own migrate-* names are not carried.
+OWN_METADATA_BYTES = 14 + 64 + 28 + 40 + 17 + 13
 MAX_OBJECT_BYTES = 5 * 1024**4
 
 MiB, GiB = 1024**2, 1024**3
@@ -71,8 +76,10 @@ def flags_of(obj: ObjectInfo) -> Flag:
     if len(obj.key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
         flags |= Flag.KEY_TOO_LONG
     if obj.metadata:
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in obj.metadata.items())
-        if size > MAX_METADATA_BYTES:
+        size = sum(
+            len(k.encode()) + len(v.encode()) for k, v in carried_metadata(obj.metadata).items()
+        )
+        if size + OWN_METADATA_BYTES > MAX_METADATA_BYTES:
             flags |= Flag.METADATA_TOO_LARGE
         if any(not HEADER_TOKEN.match(k) or not v.isascii() for k, v in obj.metadata.items()):
             flags |= Flag.METADATA_BAD_NAME

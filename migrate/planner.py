@@ -737,7 +737,8 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "rename them at the source (shorter path segments), then run the inventory and "
          "plan again"),
         ("METADATA_TOO_LARGE", "METADATA_TOO_LARGE", blocking,
-         "user metadata over 2 KB, which S3 refuses: the copy would fail",
+         "user metadata over 2 KB with what the copy adds (its SHA-256, the source's time), "
+         "which S3 refuses: the copy would fail",
          "trim their metadata at the source, then run the inventory and plan again"),
         ("METADATA_BAD_NAME", "METADATA_NOT_CARRIED", blocking,
          "metadata names or values S3 cannot carry in headers (not HTTP tokens, or not "

@@ -123,6 +123,12 @@ def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
     assert flags_of(obj()) == Flag(0)
     assert Flag.KEY_TOO_LONG in flags_of(obj(key="é" * 513))
     assert Flag.METADATA_TOO_LARGE in flags_of(obj(metadata={"note": "x" * 2100}))
+    # Under 2 KB at the source, over it with the SHA-256 and source time each copy adds.
+    assert Flag.METADATA_TOO_LARGE in flags_of(obj(metadata={"note": "x" * 1950}))
+    assert Flag.METADATA_TOO_LARGE not in flags_of(obj(metadata={"note": "x" * 1800}))
+    # An earlier migration's own names are not carried: not counted.
+    earlier = {"note": "x" * 1800, "migrate-sha256": "0" * 64, "migrate-part-size": "8388608"}
+    assert Flag.METADATA_TOO_LARGE not in flags_of(obj(metadata=earlier))
     assert Flag.METADATA_BAD_NAME in flags_of(obj(metadata={"bad name": "v"}))
     assert Flag.METADATA_BAD_NAME in flags_of(obj(metadata={"name": "é"}))
     assert Flag.ARCHIVED in flags_of(obj(archived=True, storage_class="Archive"))
