@@ -7,6 +7,7 @@ same site records what was added, changed or deleted since the one before.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Flag(IntFlag):
     KEY_NOT_PORTABLE = 64
     DIRECTORY_MARKER = 128
     HEADER_NOT_ASCII = 256
+    KEY_NOT_UTF8 = 512
 
 
 FLAG_LABELS: dict[Flag, str] = {
@@ -62,6 +64,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.KEY_NOT_PORTABLE: "key with an empty, '.' or '..' segment",
     Flag.DIRECTORY_MARKER: "directory of a hierarchical namespace (an empty object)",
     Flag.HEADER_NOT_ASCII: "header value beyond ASCII (may not be kept exactly)",
+    Flag.KEY_NOT_UTF8: "name not valid UTF-8 (rename at the source)",
 }
 
 
@@ -73,7 +76,14 @@ def dataset_of(container: str, key: str) -> str:
 
 def flags_of(obj: ObjectInfo) -> Flag:
     flags = Flag(0)
-    if len(obj.key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+    try:
+        key_bytes = len(obj.key.encode())
+    except UnicodeEncodeError:
+        # A local file name that is not UTF-8 (read with surrogateescape): S3 and Azure
+        # keys are UTF-8, so it cannot be copied under this name.
+        flags |= Flag.KEY_NOT_UTF8
+        key_bytes = len(obj.key.encode("utf-8", "surrogateescape"))
+    if key_bytes > MAX_KEY_BYTES:
         flags |= Flag.KEY_TOO_LONG
     if obj.metadata:
         size = sum(
@@ -114,11 +124,40 @@ def portable_key(key: str) -> bool:
     return not any(s in ("", ".", "..") for s in segments)
 
 
+def escaped_key(key: str) -> str:
+    """How the state stores (and the plan shows) a key that is not UTF-8, which SQLite's
+    TEXT cannot hold: each byte that is not UTF-8 as `\\xNN`, and each backslash doubled so
+    that `source_key` gives the key back exactly. Only such keys (flagged KEY_NOT_UTF8) are
+    stored so: every other key is stored as it is."""
+    raw = key.encode("utf-8", "surrogateescape").replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def source_key(key: str, flags: int) -> str:
+    """The key as the source names it, from the state's `key` and `flags` columns."""
+    if not flags & Flag.KEY_NOT_UTF8:
+        return key
+    raw = _ESCAPE.sub(
+        lambda m: b"\\" if m[1] == b"\\" else bytes([int(m[1][1:], 16)]), key.encode()
+    )
+    return raw.decode("utf-8", "surrogateescape")
+
+
+_NOT_UTF8 = int(Flag.KEY_NOT_UTF8)  # an int: an IntFlag's `&` costs more, once per object
+
+
 def to_row(obj: ObjectInfo) -> InventoryRow:
+    flags = int(flags_of(obj))
+    # The dataset is the escaped key's: escaping keeps every '/', so it is the escaped form
+    # of the key's own dataset.
+    key = escaped_key(obj.key) if flags & _NOT_UTF8 else obj.key
     return InventoryRow(  # positional: one per listed object (see InventoryRow)
         obj.container,
-        obj.key,
-        dataset_of(obj.container, obj.key),
+        key,
+        dataset_of(obj.container, key),
         obj.size,
         obj.etag,
         obj.last_modified.isoformat() if obj.last_modified else None,
@@ -128,7 +167,7 @@ def to_row(obj: ObjectInfo) -> InventoryRow:
         obj.version_id,
         obj.content_type,
         dumps(dict(obj.metadata)) if obj.metadata is not None else None,
-        int(flags_of(obj)),
+        flags,
         # A listing with metadata (Azure's) carries the properties too; S3's carries neither.
         dumps(carried_headers(obj)) if obj.metadata is not None else None,
     )
@@ -201,7 +240,11 @@ def run_inventory(
                     page = [to_row(obj) for obj in objects]
                     listed += len(page)
                     listed_bytes += sum(row.size for row in page)
-                    ledger.record_listing_page(site.name, run_id, container, page, done=False)
+                    # The marker is the listed key itself (not the stored one, maybe
+                    # escaped): the listing resumes after it.
+                    ledger.record_listing_page(
+                        site.name, run_id, container, page, done=False, marker=objects[-1].key
+                    )
                     if progress:
                         progress(container, listed, listed_bytes)
             except ListingOutOfOrder:

@@ -717,7 +717,12 @@ class Ledger:
             "SELECT marker, done FROM listings WHERE run_id=? AND container=?",
             (run_id, container),
         ).fetchone()
-        return ListingState(marker=row[0], done=bool(row[1])) if row else ListingState(None, False)
+        if not row:
+            return ListingState(None, False)
+        marker = row[0]
+        if isinstance(marker, bytes):  # a key that is not UTF-8 (see record_listing_page)
+            marker = marker.decode("utf-8", "surrogateescape")
+        return ListingState(marker=marker, done=bool(row[1]))
 
     def restart_listing(self, run_id: int, container: str) -> None:
         """The container is listed again from its first key at the run's next attempt: its
@@ -729,9 +734,18 @@ class Ledger:
             )
 
     def record_listing_page(
-        self, site: str, run_id: int, container: str, rows: Sequence[InventoryRow], done: bool
+        self,
+        site: str,
+        run_id: int,
+        container: str,
+        rows: Sequence[InventoryRow],
+        done: bool,
+        *,
+        marker: str | None = None,
     ) -> None:
-        """Store one page of a listing and move the resume marker past it, atomically."""
+        """Store one page of a listing and move the resume marker past it, atomically.
+        `marker`: the page's last key as listed, when the row's is stored escaped (a key that
+        is not UTF-8: `migrate.inventory.escaped_key`); default, the last row's key."""
         with self.atomic() as db:
             db.executemany(
                 """
@@ -757,7 +771,12 @@ class Ledger:
                 """,
                 [(*r, site, run_id, run_id) for r in rows],  # archived: a bool is stored as 0/1
             )
-            marker = rows[-1].key if rows else None
+            if marker is None and rows:
+                marker = rows[-1].key
+            resume_at: str | bytes | None = marker
+            if marker is not None and not _is_utf8(marker):
+                # TEXT cannot hold it: its bytes, as a BLOB, read back by listing_state.
+                resume_at = marker.encode("utf-8", "surrogateescape")
             db.execute(
                 """
                 INSERT INTO listings (run_id, container, marker, done, pages)
@@ -766,7 +785,7 @@ class Ledger:
                     marker = COALESCE(excluded.marker, listings.marker),
                     done = excluded.done, pages = listings.pages + 1
                 """,
-                (run_id, container, marker, int(done)),
+                (run_id, container, resume_at, int(done)),
             )
 
     def finish_inventory_run(
@@ -2197,6 +2216,15 @@ _EXAMPLE_CONDITIONS = {
     "size": "size > :v",
     "tier": "storage_class = :v",
 }
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str holding surrogates (a local file name that is not UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _max_segment_bytes(key: str) -> int:

@@ -115,6 +115,7 @@ _FLAGS: tuple[Flag, ...] = (
     Flag.KEY_NOT_PORTABLE,
     Flag.DIRECTORY_MARKER,
     Flag.HEADER_NOT_ASCII,
+    Flag.KEY_NOT_UTF8,
 )
 
 
@@ -731,6 +732,11 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
         ("KEY_TOO_LONG", "KEY_TOO_LONG", blocking,
          f"keys longer than {dst.name} accepts ({lim.key_bytes:,} UTF-8 bytes)",
          "rename them at the source (shorter keys), then run the inventory and plan again"),
+        ("KEY_NOT_UTF8", "KEY_NOT_UTF8", blocking,
+         "names that are not valid UTF-8 (shown with \\xNN for each byte that is not): S3 "
+         "and Azure keys are UTF-8, so they cannot be copied under these names",
+         "rename them at the source (valid UTF-8 names), then run the inventory and plan "
+         "again"),
         ("KEY_SEGMENT_TOO_LONG", "KEY_SEGMENT_TOO_LONG", blocking,
          f"a '/'-separated key segment longer than {dst.name} accepts "
          f"({lim.segment_bytes or 0:,} bytes)",

@@ -163,6 +163,9 @@ class LocalAdapter:
         self, container: str, directory: Path, base: str, prefix: str, start_after: str | None
     ) -> Iterator[ObjectInfo]:
         # Sort as keys sort: a directory `a` holds keys `a/...`, so it sorts as "a/".
+        # Compared as bytes, as they are sorted: a name that is not UTF-8 holds surrogates,
+        # which do not compare as its bytes do (a resumed listing would skip or repeat keys).
+        after = None if start_after is None else os.fsencode(start_after)
         entries: list[tuple[bytes, str, bool]] = []
         for name in os.listdir(directory):
             full = directory / name
@@ -170,13 +173,10 @@ class LocalAdapter:
             key = base + name + ("/" if is_dir else "")
             if not (key.startswith(prefix) or (is_dir and prefix.startswith(key))):
                 continue
-            if (
-                start_after is not None
-                and key <= start_after
-                and not (is_dir and start_after.startswith(key))
-            ):
+            raw = os.fsencode(key)
+            if after is not None and raw <= after and not (is_dir and after.startswith(raw)):
                 continue
-            entries.append((os.fsencode(key), name, is_dir))
+            entries.append((raw, name, is_dir))
         entries.sort()
         for _, name, is_dir in entries:
             full = directory / name

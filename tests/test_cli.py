@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -382,6 +383,59 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0, err
     assert json.loads(out)["copied"] == 5
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_and_blocks_the_plan_with_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A local file whose name is not UTF-8 cannot be copied to S3 or Azure under that
+    name: the inventory lists it with the others (it crashed, storing the name), the state
+    keeps the name exactly, and the plan has a blocking finding showing it escaped, so it
+    cannot be approved."""
+    data = tmp_path / "src" / "c1" / "data"
+    data.mkdir(parents=True)
+    for name in ("ok.txt", "zz.txt", "\U0001f600.txt"):
+        (data / name).write_bytes(b"fine")
+    with open(os.fsencode(data) + b"/bad\xff\xfename.txt", "wb") as f:
+        f.write(b"bad")
+    (tmp_path / "src" / "c1" / "top.csv").write_bytes(b"1,2\n")
+    (tmp_path / "dst").mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["c1"]\n'
+        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    code, out, err = run(["inventory", "s", "--json", *where], capsys)
+    assert code == 0, err
+    datasets = {d["dataset"]: d for d in json.loads(out)["datasets"]}
+    assert {d: v["objects"] for d, v in datasets.items()} == {"c1/": 1, "c1/data/": 4}
+    assert datasets["c1/data/"]["issues"]["name not valid UTF-8 (rename at the source)"] == 1
+    from migrate.inventory import source_key  # the state's key back as the source names it
+
+    with Ledger(tmp_path / ".migrate") as ledger:
+        stored = {source_key(r.key, r.flags): r.key for r in ledger.inventory_objects("s")}
+    bad = "data/bad\udcff\udcfename.txt"  # as the local adapter lists it (surrogateescape)
+    assert stored[bad] == "data/bad\\xff\\xfename.txt"
+
+    plan = str(tmp_path / "p.yaml")
+    code, out, err = run(
+        ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "-o", plan, *where],
+        capsys,
+    )
+    assert code == 0, err
+    code, out, err = run(["plan", "show", plan, "--json", *where], capsys)
+    assert code == 0, err
+    finding = next(f for f in json.loads(out)["findings"] if f["code"] == "KEY_NOT_UTF8")
+    assert finding["severity"] == "blocking" and finding["objects"] == 1
+    assert finding["datasets"] == ["c1/data/"]
+    assert finding["examples"] == ["c1/data/bad\\xff\\xfename.txt"]
+    assert "rename them at the source" in finding["action"]
+    code, out, err = run(["plan", "show", plan, *where], capsys)
+    assert code == 0 and "not valid UTF-8" in out, err
+    code, out, err = run(["plan", "approve", plan, "--by", "dpo", *where], capsys)
+    assert code == 9 and "KEY_NOT_UTF8" in err, err
+    assert_one_line_without_secret(out, err)
 
 
 def test_a_plan_another_process_runs_or_verifies_is_refused_until_it_ends(
