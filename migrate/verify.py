@@ -52,7 +52,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
 from migrate.inventory import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
-from migrate.plan import Plan, destination_prefixes
+from migrate.plan import PhaseKind, Plan, destination_prefixes
 from migrate.transfer import SHA256_METADATA, carried_metadata
 from providers.base import CARRIED_HEADERS, ObjectInfo, StoreAdapter, carried_headers
 
@@ -66,6 +66,7 @@ FindingKind = Literal[
     "metadata_mismatch",
     "not_done",
     "source_changed",
+    "outside_plan",
 ]
 FINDING_KINDS: tuple[FindingKind, ...] = (
     "missing",
@@ -75,6 +76,7 @@ FINDING_KINDS: tuple[FindingKind, ...] = (
     "metadata_mismatch",
     "not_done",
     "source_changed",
+    "outside_plan",
 )
 # A changed source is the delta's work: reported, not held against the copy.
 NON_FAILING: frozenset[str] = frozenset({"source_changed"})
@@ -700,6 +702,22 @@ def verify(
     )
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         verifier.run(pool)
+    if phase is not None and plan.phase(phase).kind == PhaseKind.CUTOVER:
+        # The cutover's verification says the estate may switch over: not while the source
+        # holds datasets no phase of the plan copies (the cutover's run says so too).
+        for d in ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings]):
+            container, _, prefix = d.dataset.partition("/")
+            tally.add(
+                VerifyFinding(
+                    "outside_plan",
+                    container,
+                    prefix,
+                    f"{d.objects:,} object{'s' if d.objects != 1 else ''} ({d.bytes:,} bytes) "
+                    "at the source in a dataset no phase of this plan copies: make a plan "
+                    "for it",
+                    source=d.dataset,
+                )
+            )
     mode = "deep-both" if deep == "both" else "deep" if deep else "stored"
     result = VerifyResult(
         plan=plan.name,

@@ -179,6 +179,30 @@ class FailingDelete:
         self._inner.delete(container, key)
 
 
+def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_the_plan(
+    env_for: Any,
+) -> None:
+    """The cutover's checklist asks for its verification to pass before switching over:
+    not while the source holds a dataset no phase copies (the cutover's run says so too)."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert run(env, ledger, plan, "delta").failed == 0
+        assert check(env, ledger, plan, "delta").passed
+        put(env.source, env.container, "newset/a.csv", body(7, 300))
+        cut = prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        assert [d.dataset for d in cut.unplanned] == [f"{env.container}/newset/"]
+        assert run(env, ledger, plan, "cutover").failed == 0
+        result = check(env, ledger, plan, "cutover")
+        assert not result.passed
+        assert [(f.kind, f.bucket, f.key) for f in result.findings] == [
+            ("outside_plan", env.container, "newset/")
+        ]
+        assert "1 object (300 bytes) at the source" in result.findings[0].detail
+        assert ledger.phase_state(plan.name, "cutover").verified_at is None
+
+
 class _StopsListing:
     """The source, whose listing stops (Ctrl-C, a lost connection) after `after` objects."""
 
