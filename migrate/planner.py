@@ -1124,6 +1124,24 @@ def make_plan(
                 action=f"check the site's containers, then run `migrate inventory {source}`",
             )
         )
+    else:
+        # A container with no object has no dataset, so no mapping: no bucket is made for it,
+        # and an application that expects it at the destination would find none.
+        listed = {d.container for d in datasets.datasets}
+        empty = [c for c in src.buckets if c not in listed]
+        if empty:
+            findings.append(
+                Finding(
+                    code="EMPTY_CONTAINERS",
+                    severity=Severity.WARNING,
+                    message=f"{len(empty)} container{'s' if len(empty) > 1 else ''} of "
+                    f"{source} {'hold' if len(empty) > 1 else 'holds'} no object and "
+                    f"{'get' if len(empty) > 1 else 'gets'} no bucket at {destination}: "
+                    f"{', '.join(empty)}",
+                    action="create the buckets the applications expect at the destination "
+                    "before switching over, or remove the containers from the site",
+                )
+            )
 
     # Mappings.
     buckets = _bucket_names(dst.bucket_prefix, [d.container for d in datasets.datasets])

@@ -574,6 +574,33 @@ def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
     assert (tmp_path / "copy").joinpath(bucket, "data", "a.csv").read_bytes() == b"id\n1\n"
 
 
+def test_a_container_with_no_object_is_named_by_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It has no dataset, so no mapping and no bucket: the plan says so, lest an
+    application that expects it find nothing after the switch."""
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "src" / "data" / "a.csv").write_bytes(b"1,2\n")
+    (tmp_path / "src" / "uploads").mkdir()
+    (tmp_path / "dst").mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\n'
+        'buckets = ["data", "uploads"]\n'
+        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "-o", plan,
+                *where], capsys)[0] == 0  # fmt: skip
+    code, out, err = run(["plan", "show", plan, "--json", *where], capsys)
+    assert code == 0, err
+    (finding,) = [f for f in json.loads(out)["findings"] if f["code"] == "EMPTY_CONTAINERS"]
+    assert finding["severity"] == "warning"
+    assert finding["message"] == "1 container of s holds no object and gets no bucket at d: uploads"
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
