@@ -2271,7 +2271,10 @@ def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
         "AND (o.etag IS NOT t.source_etag OR o.size != t.size "
         # Metadata rewritten in place: the same ETag (S3), a later time. Unknown for
         # transfers taken before it was recorded (NULL: never true).
-        "OR julianday(o.last_modified) > julianday(t.source_modified))))"
+        "OR julianday(o.last_modified) > julianday(t.source_modified) "
+        # ... or within the same second (times are to the second): a versioned bucket
+        # gives the rewrite another version id.
+        "OR o.version_id != t.source_version)))"
     )
     if datasets:
         names = []
