@@ -518,6 +518,8 @@ class Catalog(_Model):
         owners: list[tuple[str, str, str]] = []
         for name in self.names():
             provider = self.providers[name]
+            if _global_match(provider, host) is not None:
+                continue  # a host the provider's own catalog says does not tell the region
             for region in provider.regions:
                 patterns = [region.endpoint.value, *(region.other_endpoints.value or ())]
                 for pattern in filter(None, patterns):

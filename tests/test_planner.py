@@ -703,6 +703,10 @@ def test_a_global_endpoint_blocks_the_plan(estate: Estate, endpoint: str) -> Non
         ("scaleway", "fr-par", "https://s3.nl-ams.scw.cloud", "Scaleway nl-ams"),
         ("self-hosted", None, "https://s3.us-east-1.amazonaws.com", "us-east-1"),
         ("scaleway", "fr-par", "https://s3.fr-par.scw.cloud", None),
+        # Azure's hosts do not tell the region (a private endpoint, a DNS zone's): the
+        # declared region stands, whichever it is.
+        ("azure", "westeurope", "https://hdhprod.privatelink.blob.core.windows.net", None),
+        ("azure", "francesouth", "https://hdhprod.z12.blob.storage.azure.net", None),
     ],
 )
 def test_an_endpoint_the_catalog_places_elsewhere_blocks_the_plan(
@@ -712,10 +716,17 @@ def test_an_endpoint_the_catalog_places_elsewhere_blocks_the_plan(
     catalog knows the endpoint for another region's or provider's, the plan is blocked."""
     estate.seed()
     estate.inventory()
-    extra: dict[str, Any] = {"software": "ceph-rgw", "country": "FR"} if region is None else {}
+    extra: dict[str, Any] = {
+        "self-hosted": {"software": "ceph-rgw", "country": "FR"},
+        "azure": {"account": "hdhprod"},
+    }.get(provider, {})
+    keys = (
+        CredentialRef(account_key_env="K")
+        if provider == "azure"
+        else CredentialRef(access_key_env="K", secret_key_env="S")
+    )
     site = Site(name="dest", provider=provider, region=region, endpoint=endpoint,
-                credentials=CredentialRef(access_key_env="K", secret_key_env="S"),
-                **extra)  # fmt: skip
+                credentials=keys, **extra)  # fmt: skip
     plan = estate.plan(destination=site, policy="eu-residency")
     found = [f for f in plan.findings if f.code == "DESTINATION_ENDPOINT_ELSEWHERE"]
     if claimed is None:
