@@ -324,14 +324,16 @@ def destination_prefixes(plan: Plan) -> dict[str, list[str]]:
     """Per destination bucket, the prefixes to list: the mappings' destination prefixes
     without those another covers, in order. Keys under such disjoint prefixes, listed one
     prefix after the other, come in ascending key order."""
+    by_bucket: dict[str, set[str]] = {}
+    for m in plan.mappings:
+        by_bucket.setdefault(m.destination_bucket, set()).add(m.destination_prefix)
     out: dict[str, list[str]] = {}
-    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
-        prefixes = sorted(
-            {m.destination_prefix for m in plan.mappings if m.destination_bucket == bucket}
-        )
+    for bucket in sorted(by_bucket):
         kept: list[str] = []
-        for p in prefixes:  # sorted: a covering prefix comes before what it covers
-            if not any(p.startswith(k) for k in kept):
+        # Sorted, a covering prefix comes before what it covers, and so does all that lies
+        # between them (which it covers too): only the last prefix kept can cover the next.
+        for p in sorted(by_bucket[bucket]):
+            if not kept or not p.startswith(kept[-1]):
                 kept.append(p)
         out[bucket] = kept
     return out

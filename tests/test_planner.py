@@ -24,7 +24,14 @@ from migrate.executor import run_phase
 from migrate.inventory import SIZE_CLASSES, dataset_of, flags_of, run_inventory, to_row
 from migrate.ledger import Ledger
 from migrate.plan import (
+    Estimate,
+    Mapping,
+    Phase,
+    PhaseKind,
     Plan,
+    PlanOptions,
+    Selector,
+    SiteRef,
     compute_digest,
     json_schema,
     key_hash,
@@ -681,6 +688,62 @@ def test_plan_over_1_000_000_objects_is_fast_small_and_bounded(tmp_path: Path) -
     assert result["maxrss_kib"] / 1024 < 200, result
     assert result["yaml_bytes"] < 100 * 1024, result
     assert "NO_NATIVE_CHECKSUM" in result["findings"]
+
+
+def _selection_steps(state: Path, datasets: int, per_dataset: int) -> int:
+    """SQLite VM steps (in hundreds) to list bulk-1's candidates, `datasets` x `per_dataset`
+    objects, bulk-1 keeping out an unresolved pilot of a 10 % sample."""
+    with Ledger(state) as ledger:
+        run, _ = ledger.open_inventory_run("src", "")
+        rows = [
+            to_row(ObjectInfo(container="c", key=f"p{d:05d}/k{i:03d}", size=d + i))
+            for d in range(datasets)
+            for i in range(per_dataset)
+        ]
+        ledger.record_listing_page("src", run, "c", rows, done=True)
+        ledger.finish_inventory_run("src", run, ["c"], "")
+        plan = Plan(
+            name="steps", created="2026-11-23", policy="eu-residency", source="src",
+            destination="dst", inventory_run=run,
+            sites=(SiteRef(name="src", role="source", provider="local", verdict="PASS"),
+                   SiteRef(name="dst", role="destination", provider="local", verdict="PASS")),
+            mappings=tuple(
+                Mapping(dataset=f"c/p{d:05d}/", source_container="c", source_prefix=f"p{d:05d}/",
+                        destination_bucket="b", destination_prefix=f"p{d:05d}/")
+                for d in range(datasets)
+            ),
+            phases=(
+                Phase(name="pilot", kind=PhaseKind.PILOT, selector=Selector(sample_per_10000=1000)),
+                Phase(name="bulk-1", kind=PhaseKind.BULK,
+                      selector=Selector(exclude_phases=("pilot",))),
+            ),
+            totals=Estimate(), allowlist=(),
+            options=PlanOptions(bandwidth_bytes_per_second=1e8, pilot_share=0.1,
+                                wave_cap_bytes=2**40),
+        )  # fmt: skip
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        ledger._db.set_progress_handler(count, 100)
+        taken = sum(1 for _ in ledger.phase_candidates(plan, "bulk-1"))
+        ledger._db.set_progress_handler(None, 0)
+    assert 0 < taken < datasets * per_dataset
+    return steps
+
+
+def test_preparing_a_phase_costs_in_proportion_to_its_objects(tmp_path: Path) -> None:
+    # Counted in SQLite VM steps, not seconds. The selection read the site's objects once
+    # per mapping (objects x datasets), and for each object it kept searched all of the
+    # excluded phase's (objects x pilot).
+    few = _selection_steps(tmp_path / "few", 20, 100)
+    many = _selection_steps(tmp_path / "many", 2000, 1)  # as many objects, 100x the datasets
+    more = _selection_steps(tmp_path / "more", 20, 200)  # twice the objects
+    assert many < 3 * few, (few, many)
+    assert more < 3 * few, (few, more)
 
 
 @pytest.mark.parametrize(
