@@ -39,7 +39,7 @@ from migrate.errors import (
     wants_json,
 )
 from migrate.ledger import Ledger
-from migrate.plan import Plan, check_approved, load_plan, save_plan
+from migrate.plan import Plan, check_approved, check_same_routes, load_plan, save_plan
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -805,6 +805,7 @@ def status(
     config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
     with Ledger(config.state_dir) as ledger:
+        check_same_routes(loaded, ledger)  # another plan's progress is not this one's
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
         used = ledger.routes(loaded.name) if routes else []

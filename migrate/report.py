@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
 from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
 from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
-from migrate.plan import PhaseKind, Plan
+from migrate.plan import PhaseKind, Plan, check_same_routes
 from migrate.policy import Verdict, evaluate, evaluate_provider, evaluate_runner
 from migrate.routing import endpoint_host, host_of, is_loopback
 from migrate.sites import Site
@@ -587,6 +587,7 @@ def build_report(
     mappings. The latest verification is read itself because `verified_at` survives a
     failed verification whose findings belong to no phase (`unexpected`), for the run
     gates' sake. Otherwise "incomplete", and `open_items` says why, one sentence each."""
+    check_same_routes(plan, ledger)  # another plan's progress is not this one's to report
     with ledger.snapshot():  # totals, phases and manifest of one state of the ledger
         return _build_report(
             plan, ledger, catalog, today, tool_version,

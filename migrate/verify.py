@@ -52,7 +52,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
 from migrate.inventory import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
-from migrate.plan import PhaseKind, Plan, destination_prefixes
+from migrate.plan import PhaseKind, Plan, check_same_routes, destination_prefixes
 from migrate.transfer import SHA256_METADATA, carried_metadata
 from providers.base import CARRIED_HEADERS, ObjectInfo, StoreAdapter, carried_headers
 
@@ -654,6 +654,9 @@ def verify(
     marks `verified_at` on the phase (on every phase that ran, when `phase` is None)."""
     if sample is not None and not 0 < sample <= 1:
         raise ConfigError(f"sample share {sample} is not in (0, 1]", hint="e.g. --sample 5%")
+    # Another plan's transfers under this name would be checked, and marked to copy again,
+    # against this plan's destination.
+    check_same_routes(plan, ledger)
     if phase is not None:
         plan.phase(phase)  # raises PlanError for an unknown name
         if ledger.phase_state(plan.name, phase).resolved_at is None:

@@ -506,19 +506,30 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
     make("d1")
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    assert run(["verify", plan, *where], capsys)[0] == 0
     make("d2")
-    for args in (["plan", "approve", plan], ["run", plan, "--phase", "bulk-1"]):
+    for args in (
+        ["plan", "approve", plan],
+        ["run", plan, "--phase", "bulk-1"],
+        # Read-only, yet they would report, or verify (and mark to copy again against d2),
+        # the first plan's transfers as this one's.
+        ["verify", plan],
+        ["status", plan],
+        ["report", plan, "-o", str(tmp_path / "report")],
+    ):
         code, out, err = run([*args, *where], capsys)
         assert code == 9, err
         assert_one_line_without_secret(out, err)
         assert "already holds the progress of another plan of that name" in err, err
         assert "d1:data/ (this one: s:data/ -> d2:data/)" in err, err
-    assert not any((tmp_path / "d2").iterdir())
-    # Made again with the same destination (after a new inventory, say): the same move.
+    assert not any((tmp_path / "d2").iterdir()) and not (tmp_path / "report").exists()
+    # Made again with the same destination (after a new inventory, say): the same move, its
+    # progress untouched by the refused commands.
     make("d1")
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0 and json.loads(out)["copied"] == 0, err
+    assert run(["verify", plan, *where], capsys)[0] == 0
 
 
 def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
