@@ -241,6 +241,11 @@ def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_th
         ]
         assert "1 object (300 bytes) at the source" in result.findings[0].detail
         assert ledger.phase_state(plan.name, "cutover").verified_at is None
+        # The whole plan's verification: its objects are right, the cutover stays unmarked.
+        whole = check(env, ledger, plan, None)
+        assert whole.passed and "cutover" not in whole.verified_phases
+        assert ledger.phase_state(plan.name, "cutover").verified_at is None
+        assert ledger.phase_state(plan.name, "delta").verified_at is not None
 
 
 class _StopsListing:
