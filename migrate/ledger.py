@@ -285,6 +285,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # Objects whose names are not UTF-8 (flag 512, KEY_NOT_UTF8): a phase's resolution
+        # looks for them, and there are few or none.
+        "objects not utf-8",
+        "CREATE INDEX objects_not_utf8 ON objects (site) WHERE flags & 512 != 0;",
+    ),
 ]
 
 
@@ -1541,6 +1547,31 @@ class Ledger:
                 )
             ]
 
+    def _refuse_names_not_utf8(self, db: sqlite3.Connection, plan: Plan) -> None:
+        """PlanError if the plan's datasets hold an object whose name is not UTF-8 (flagged
+        by the inventory, stored escaped): one that appeared after the plan was made, which
+        its KEY_NOT_UTF8 finding could not block. S3 and Azure keys are UTF-8."""
+        from migrate.errors import PlanError
+        from migrate.inventory import Flag  # not at the top: the inventory imports the ledger
+
+        datasets = {m.dataset for m in plan.mappings}
+        rows = db.execute(
+            f"SELECT dataset, key FROM objects INDEXED BY objects_not_utf8 "
+            f"WHERE site=? AND deleted_in IS NULL "
+            f"AND flags & {int(Flag.KEY_NOT_UTF8)} != 0 ORDER BY key",
+            (plan.source,),
+        )
+        names = [f"{d.split('/', 1)[0]}/{k}" for d, k in rows if d in datasets]
+        if names:
+            raise PlanError(
+                f"plan {plan.name}: {len(names):,} object{'s' if len(names) > 1 else ''} at "
+                f"{plan.source} named in bytes that are not UTF-8 (e.g. {names[0]}) appeared "
+                "since the plan was made: S3 and Azure keys are UTF-8",
+                hint="rename them at the source, then run the phase again (delta and cutover "
+                f"re-list the source; before another phase, run `migrate inventory "
+                f"{plan.source}`)",
+            )
+
     def plan_routes(self, plan: str) -> dict[str, str]:
         """Where each dataset of the plan went when its state was made (dataset -> route)."""
         with self._lock:
@@ -1589,6 +1620,7 @@ class Ledger:
             ).fetchone()
             again = phase.selector.changed_since_copy and row is not None and row[0] is not None
             if row is None or row[0] is None or again:
+                self._refuse_names_not_utf8(db, plan)
                 before = db.total_changes
                 if plan.mappings:
                     self._resolve(db, plan, phase)

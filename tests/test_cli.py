@@ -438,6 +438,43 @@ def test_a_file_name_that_is_not_utf8_is_listed_and_blocks_the_plan_with_a_findi
     assert_one_line_without_secret(out, err)
 
 
+def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan's finding cannot block what was not there yet: the phase that would take it
+    refuses, saying why (not a 'not found' from reading its escaped name)."""
+    data = tmp_path / "src" / "data" / "sub"
+    data.mkdir(parents=True)
+    for i in range(3):
+        (data / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
+    (tmp_path / "d").mkdir()
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "d"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+                "-o", plan, *where], capsys)[0] == 0  # fmt: skip
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    assert run(["verify", plan, *where], capsys)[0] == 0
+    with open(os.fsencode(data) + b"/caf\xe9.csv", "wb") as f:
+        f.write(b"x,y\n")
+    code, out, err = run(["run", plan, "--phase", "delta", *where], capsys)
+    assert code == 9, err
+    assert_one_line_without_secret(out, err)
+    assert "1 object at s named in bytes that are not UTF-8 (e.g. data/sub/caf\\xe9.csv)" in err
+    assert "rename them at the source" in err
+    # Renamed: the delta re-lists and copies it.
+    os.rename(os.fsencode(data) + b"/caf\xe9.csv", data / "cafe.csv")
+    code, out, err = run(["run", plan, "--phase", "delta", "--json", *where], capsys)
+    assert code == 0 and json.loads(out)["summary"]["copied"] == 1, err
+    assert (tmp_path / "d" / "data" / "sub" / "cafe.csv").read_bytes() == b"x,y\n"
+
+
 def test_a_plan_another_process_runs_or_verifies_is_refused_until_it_ends(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
