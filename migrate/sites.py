@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -231,7 +231,7 @@ def _unreadable(url: str) -> bool:
     """A URL no parser reads (`http://[::1`): a mistake in the file, not repeated in the
     message (what it holds is not known)."""
     try:
-        urlsplit(url)
+        split_url(url)  # as it is used: a proxy without a scheme is read as http://
     except ValueError:
         return True
     return False
@@ -262,12 +262,6 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                         f"{path}: {here} must name an environment variable, not hold a value",
                         hint="use a name such as SCW_SECRET_KEY",
                     )
-            if key in _URL_FIELDS and isinstance(value, str) and _unreadable(value):
-                raise ConfigError(
-                    f"{path}: {here} cannot be read as a URL (an unclosed `[`, say)",
-                    hint="write it as scheme://host[:port], e.g. https://s3.fr-par.scw.cloud "
-                    "or http://[::1]:8333",
-                )
             if key in _URL_FIELDS and isinstance(value, str) and _has_userinfo(value):
                 raise SecretInConfig(
                     f"{path}: {here} holds a user name or password in its URL (an `@`)",
@@ -277,6 +271,13 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                     "variable `credentials.proxy_auth_env` names",
                 )
             _refuse_secrets(value, path, here)
+            # After every check for a secret (exit 4 comes first): not repeated either.
+            if key in _URL_FIELDS and isinstance(value, str) and _unreadable(value):
+                raise ConfigError(
+                    f"{path}: {here} cannot be read as a URL (an unclosed `[`, say)",
+                    hint="write it as scheme://host[:port], e.g. https://s3.fr-par.scw.cloud "
+                    "or http://[::1]:8333",
+                )
     elif isinstance(raw, list):
         for i, value in enumerate(raw):
             _refuse_secrets(value, path, f"{where}[{i}]")

@@ -98,6 +98,7 @@ def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: st
         "https://admin:hunter2-canary@host.chu.example:3128",
         "admin:hunter2-canary@host.chu.example:3128",  # botocore takes a proxy without scheme
         "http://admin:hunter2-canary/x@host.chu.example:3128",  # a URL parser sees no @ there
+        "http://admin:hunter2-canary@[::1",  # and no parser reads it: a secret first
     ],
 )
 def test_a_password_in_a_url_is_refused_and_never_shown(
@@ -117,13 +118,14 @@ def test_a_password_in_a_url_is_refused_and_never_shown(
 
 
 @pytest.mark.parametrize("field", ["endpoint", "proxy"])
+@pytest.mark.parametrize("url", ["http://[::1-canary", "[::1-canary:3128"])
 def test_a_url_no_parser_reads_is_a_config_error_that_does_not_repeat_it(
-    tmp_path: Path, field: str
+    tmp_path: Path, field: str, url: str
 ) -> None:
     text = (
         '[sites.chu]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\ncountry = "FR"\n'
         'endpoint = "https://s3.chu.example"\n'
-        f'{field} = "http://[::1-canary"\n'
+        f'{field} = "{url}"\n'
     ).replace('endpoint = "https://s3.chu.example"\nendpoint', "endpoint")
     with pytest.raises(ConfigError) as err:
         load_sites(write(tmp_path, text))
