@@ -406,23 +406,28 @@ def plan_show(
     if approval is not None:
         from rich.markup import escape
 
-        style = "green" if approval[0] else "yellow"
+        style = {True: "green", False: "yellow", None: "red"}[approval[0]]
         _console().print(f"Approval: [{style}]{escape(approval[1])}[/]")
 
 
-def _approval(plan: Plan, sites: Path | None) -> tuple[bool, str] | None:
+def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
     """Whether the plan is approved, by the state of the sites file; None without a sites
-    file (a plan read away from its sites). Nothing is created: no state, no approval."""
+    file (a plan read away from its sites). Nothing is created: no state, no approval. A
+    sites file or state that cannot be read leaves it unknown (None, why): the plan is
+    still shown."""
     from migrate.locations import STATE_FILE, sites_path
     from migrate.plan import approval_of
 
     if sites is None and not sites_path(None).is_file():
         return None
-    config = load_sites(sites)
-    if not (config.state_dir / STATE_FILE).is_file():
-        return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
-    with Ledger(config.state_dir) as ledger:
-        approval, detail = approval_of(plan, ledger)
+    try:
+        config = load_sites(sites)
+        if not (config.state_dir / STATE_FILE).is_file():
+            return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
+        with Ledger(config.state_dir) as ledger:
+            approval, detail = approval_of(plan, ledger)
+    except MigrateError as exc:
+        return None, f"not known: {exc.one_line()}"
     return approval is not None, detail
 
 

@@ -377,6 +377,13 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     monkeypatch.delenv("MIGRATE_SITES", raising=False)
     code, out, err = run(["plan", "show", plan, "--json"], capsys)
     assert code == 0 and "approval" not in json.loads(out), err
+    # A sites file that cannot be read: the plan is still shown, its approval unknown.
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[sites.s\n")
+    code, out, err = run(["plan", "show", plan, "--sites", str(broken), "--json"], capsys)
+    assert code == 0, err
+    approval = json.loads(out)["approval"]
+    assert approval["approved"] is None and approval["detail"].startswith("not known: "), out
     code, out, err = run(["run", plan, "--phase", "pilot", *where], capsys)
     assert code != 0 and "no phase 'pilot'" in err and "bulk-1" in err, err
     assert_one_line_without_secret(out, err)
