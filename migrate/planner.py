@@ -1135,7 +1135,8 @@ def make_plan(
                     code="EMPTY_CONTAINERS",
                     severity=Severity.WARNING,
                     message=f"{len(empty)} container{'s' if len(empty) > 1 else ''} of "
-                    f"{source} {'hold' if len(empty) > 1 else 'holds'} no object and "
+                    f"{source} {'have' if len(empty) > 1 else 'has'} no object in its "
+                    f"inventory (none under an inventory's --prefix, maybe) and "
                     f"{'get' if len(empty) > 1 else 'gets'} no bucket at {destination}: "
                     f"{', '.join(empty)}",
                     action="create the buckets the applications expect at the destination "

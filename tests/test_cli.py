@@ -653,7 +653,10 @@ def test_a_container_with_no_object_is_named_by_the_plan(
     assert code == 0, err
     (finding,) = [f for f in json.loads(out)["findings"] if f["code"] == "EMPTY_CONTAINERS"]
     assert finding["severity"] == "warning"
-    assert finding["message"] == "1 container of s holds no object and gets no bucket at d: uploads"
+    assert finding["message"] == (
+        "1 container of s has no object in its inventory (none under an inventory's --prefix, "
+        "maybe) and gets no bucket at d: uploads"
+    )
 
 
 def test_inventory_json_is_machine_readable(
