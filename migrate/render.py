@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from rich.console import Console
@@ -93,11 +94,35 @@ def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
     console.print(table)
 
 
+# Datasets a terminal table shows: one of thousands of rows is read by nobody, and took a
+# minute to draw. The ones that matter most are kept; --json lists every one.
+DATASET_ROWS = 50
+
+_T = TypeVar("_T")
+
+
+def _shown(items: Sequence[_T], first: Callable[[_T], Any]) -> tuple[list[_T], int]:
+    """At most DATASET_ROWS of `items`, in their order: those `first` sorts first. Returns
+    them and how many are left out."""
+    if len(items) <= DATASET_ROWS:
+        return list(items), 0
+    keep = sorted(range(len(items)), key=lambda i: first(items[i]))[:DATASET_ROWS]
+    return [items[i] for i in sorted(keep)], len(items) - DATASET_ROWS
+
+
+def _more_row(table: Table, hidden: int, columns: int) -> None:
+    if hidden:
+        text = f"[dim]... {hidden:,} more datasets (--json lists every one)[/]"
+        table.add_row(text, *([""] * (columns - 1)))
+
+
 def print_inventory(console: Console, summary: InventorySummary) -> None:
     table = _table(f"Inventory of {summary.site}")
     for column in ("dataset", "objects", "bytes", "size classes", "tiers", "will not move as is"):
         table.add_column(column, overflow="fold")
-    for d in summary.datasets:
+    # Those with the most kinds of objects that will not move as they are, then the largest.
+    shown, hidden = _shown(summary.datasets, lambda d: (-len(d.issues), -d.bytes))
+    for d in shown:
         classes = ", ".join(f"{k}: {v}" for k, v in d.size_classes.items() if v)
         tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
         issues = "\n".join(f"{k}: {v}" for k, v in d.issues.items()) or "-"
@@ -109,6 +134,7 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
             _lit(tiers),
             _lit(issues),
         )
+    _more_row(table, hidden, 6)
     table.add_row(
         "[bold]total[/]",
         f"[bold]{summary.objects:,}[/]",
@@ -253,7 +279,9 @@ def print_dry_run(console: Console, report: Any) -> None:
     table = _table(f"Dry run of {report.plan} phase {report.phase} (nothing written)")
     for column in ("dataset", "destination", "objects", "would copy", "identical", "conflicts"):
         table.add_column(column, overflow="fold")
-    for d in report.datasets:
+    # Those with conflicts, then those with the most to copy.
+    shown, hidden = _shown(report.datasets, lambda d: (-d.conflicts, -d.would_copy_bytes))
+    for d in shown:
         table.add_row(
             _lit(d.dataset),
             _lit(d.destination_bucket),
@@ -262,6 +290,7 @@ def print_dry_run(console: Console, report: Any) -> None:
             f"{d.identical:,}",
             f"{d.conflicts:,}",
         )
+    _more_row(table, hidden, 6)
     console.print(table)
     wrong = sum(d.done_not_as_recorded for d in report.datasets)
     done = sum(d.done_in_ledger for d in report.datasets) - wrong

@@ -659,6 +659,32 @@ def test_a_container_with_no_object_is_named_by_the_plan(
     )
 
 
+def test_the_inventory_table_shows_the_datasets_that_matter_and_json_shows_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of rows in a terminal are read by nobody (20,000 took a minute to draw):
+    the table keeps those that will not move as they are, then the largest."""
+    from migrate.render import DATASET_ROWS
+
+    root = tmp_path / "src" / "data"
+    for i in range(DATASET_ROWS + 10):
+        (root / f"set{i:03d}").mkdir(parents=True)
+        (root / f"set{i:03d}" / "a.csv").write_bytes(b"x" * (i + 1))
+    with open(os.fsencode(root / "set000") + b"/bad\xff.csv", "wb") as f:
+        f.write(b"x")  # a name that is not UTF-8: will not move as it is
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+    )
+    code, out, err = run(["inventory", "s", "--sites", str(sites)], capsys)
+    assert code == 0, err
+    assert "... 10 more" in out, out  # the rest of the line folds in its narrow column
+    assert "data/set000/" in out  # the smallest, kept: it holds objects that will not move
+    assert "data/set001/" not in out and "data/set059/" in out  # then the largest
+    code, out, err = run(["inventory", "s", "--sites", str(sites), "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["datasets"]) == DATASET_ROWS + 10
+
+
 def test_inventory_json_is_machine_readable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
