@@ -291,6 +291,19 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "objects not utf-8",
         "CREATE INDEX objects_not_utf8 ON objects (site) WHERE flags & 512 != 0;",
     ),
+    (
+        # A finished phase's answer now reads plan_routes too (check_approved): a change to
+        # it voids the re-run receipts, as one to transfers, phases or approvals does.
+        "receipts void on plan routes",
+        """
+        CREATE TRIGGER receipts_void_plan_routes_insert AFTER INSERT ON plan_routes
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_plan_routes_update AFTER UPDATE ON plan_routes
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        CREATE TRIGGER receipts_void_plan_routes_delete AFTER DELETE ON plan_routes
+            BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
+        """,
+    ),
 ]
 
 
