@@ -488,16 +488,17 @@ def providers(
 
 
 def _catalog_and_policy(sites: Path | None, policy: str | None) -> tuple[Catalog, str]:
-    """The user's catalog when a sites file is at hand; the built-in one otherwise."""
-    try:
-        config, catalog = _load(sites)
-        return catalog, policy or config.policy or "eu-sovereign"
-    except MigrateError:
-        if sites is not None:
-            raise
+    """The user's catalog when a sites file is at hand; the built-in one otherwise. A sites
+    file found (--sites, $MIGRATE_SITES, ./sites.toml) that cannot be used is an error, not
+    a silent fallback to another policy and catalog than the user's."""
+    from migrate.locations import sites_path
+
+    if sites is None and not sites_path(None).is_file():
         from providers.catalog import load_catalog
 
         return load_catalog(), policy or "eu-sovereign"
+    config, catalog = _load(sites)
+    return catalog, policy or config.policy or "eu-sovereign"
 
 
 @providers_app.command("show")

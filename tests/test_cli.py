@@ -720,6 +720,15 @@ def test_providers_json_is_stable_and_explains_each_verdict(
     for v in verdicts.values():
         for r in v["reasons"]:
             assert r["source"] or r["outcome"] == "UNKNOWN", r
+    # A sites file named by $MIGRATE_SITES is the user's: one holding a secret is refused
+    # (exit 4), not set aside for the built-in catalog and another policy.
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text('policy = "fr-health"\n[sites.a]\nprovider = "scaleway"\n'
+                     'credentials = { secret_key = "written-here-canary" }\n')  # fmt: skip
+    monkeypatch.setenv("MIGRATE_SITES", str(leaky))
+    code, out, err = run(["providers"], capsys)
+    assert code == 4, err
+    assert "written-here-canary" not in out + err
 
 
 def test_providers_show_lists_facts_with_sources(capsys: pytest.CaptureFixture[str]) -> None:
