@@ -450,10 +450,24 @@ def plan_approve(
     who = by or getpass.getuser()
     with Ledger(config.state_dir) as ledger:
         digest = approve_plan(plan, ledger, who)
+        # The first approval of this digest is the one kept (approving again changes nothing).
+        kept = next(a for a in ledger.approvals(load_plan(plan).name) if a.digest == digest)
     if json_out:
-        _out(True, {"plan": str(plan), "digest": digest, "approved_by": who})
+        _out(
+            True,
+            {
+                "plan": str(plan),
+                "digest": digest,
+                "approved_by": kept.approved_by,
+                "approved_at": kept.approved_at,
+            },
+        )
     else:
-        _console().print(f"Approved {plan} ({digest}) by {who}.", markup=False)
+        again = "" if kept.approved_by == who else " (already: approving again changes nothing)"
+        _console().print(
+            f"Approved {plan} ({digest}) by {kept.approved_by} at {kept.approved_at}{again}.",
+            markup=False,
+        )
 
 
 providers_app = typer.Typer(invoke_without_command=True)
@@ -934,7 +948,8 @@ def verify(
             wrong = {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
             phases = [p.name for p in session.plan.phases if p.name in wrong]  # plan order
             hint = (
-                f"the {result.to_copy_again:,} objects found wrong will be copied again by "
+                f"the {result.to_copy_again:,} object{'s' if result.to_copy_again > 1 else ''} "
+                "found wrong will be copied again by "
                 + " and ".join(f"`migrate run PLAN --phase {p}`" for p in phases[:3])
                 + ", then verify again"
             )

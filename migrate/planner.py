@@ -1062,8 +1062,10 @@ def make_plan(
                 code="DESTINATION_BUCKET_IN_USE",
                 severity=Severity.WARNING,
                 message=f"destination bucket(s) already hold objects: {', '.join(used_buckets)}; "
-                "objects of the same keys would be overwritten, others are reported as "
-                "unexpected by `migrate verify`",
+                "one there under a key the move writes, with other bytes, is left as it is "
+                "and its copy fails (a conflict) unless `migrate run --overwrite`; one with the "
+                "same bytes is written again; the others are reported as unexpected by "
+                "`migrate verify`",
                 action="use empty buckets (set `bucket_prefix` on the destination site), or "
                 "confirm these objects are an earlier run of this move",
                 datasets=tuple(used_buckets),

@@ -369,7 +369,12 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert json.loads(out)["approval"] == {"approved": False, "detail": "plan p is not approved"}
     code, out, err = run(["plan", "show", plan, *where], capsys)  # read before cutover
     assert "Checklist of phase cutover:" in out and "1. Announce the freeze" in out, out
-    assert run(["plan", "approve", plan, "--by", "dpo", *where], capsys)[0] == 0
+    code, out, err = run(["plan", "approve", plan, "--by", "dpo", "--json", *where], capsys)
+    approved = json.loads(out)
+    assert code == 0 and approved["approved_by"] == "dpo" and approved["approved_at"], err
+    # Approved again by someone else: the first approval is the one kept, and said so.
+    code, out, err = run(["plan", "approve", plan, "--by", "other", "--json", *where], capsys)
+    assert code == 0 and json.loads(out) == approved, err
     code, out, err = run(["plan", "show", plan, *where], capsys)
     assert code == 0 and "Approval: approved by dpo at " in out, out
     # Read away from its sites file (none here): the plan alone, nothing said of approval.

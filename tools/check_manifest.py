@@ -240,7 +240,14 @@ def expected_roots(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Re-check a destination against a migrate manifest (stdlib only)."
+        description="Re-check a destination against a migrate manifest (stdlib only).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  check_manifest.py manifest.jsonl.gz --report report.json\n"
+        "  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... check_manifest.py manifest.jsonl.gz \\\n"
+        "      --report report.json --s3 https://s3.fr-par.scw.cloud --region fr-par\n"
+        "  check_manifest.py manifest.jsonl.gz --report report.json --dir /mnt/copy\n"
+        "exit codes: 0 everything matches, 1 something does not, 2 usage error",
     )
     parser.add_argument("manifest", help="manifest.jsonl.gz")
     parser.add_argument("--report", help="report.json holding the expected Merkle roots")
