@@ -222,7 +222,7 @@ def print_status(
 ) -> None:
     table = _table(f"Plan {plan.name}")
     for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
     by_phase: dict[str, dict[str, int]] = {}
     for c in counts:
         by_phase.setdefault(c.phase, {})[c.state] = c.objects

@@ -934,8 +934,10 @@ def _verification_html(v: VerificationInfo) -> str:
         if v.metadata_compared is not None
         else "metadata compared: not recorded"
     )
+    # The seed says which objects a sample took: none without a sample.
+    seed = f", seed <code>{v.seed}</code>" if v.sample is not None else ""
     return (
-        f"<p>{status} {_e(v.mode)}{_e(sample)}, seed <code>{v.seed}</code>, "
+        f"<p>{status} {_e(v.mode)}{_e(sample)}{seed}, "
         f"{v.objects:,} objects ({_e(_bytes(v.bytes))}), {v.reread:,} re-read, "
         f"{compared}; {_e(v.finished_at)}. Findings: {_e(counts)}.</p>{table}"
     )
