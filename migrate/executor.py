@@ -148,7 +148,10 @@ class _LedgerRecorder:
         self._plan = plan
 
     def upload_started(self, item: TransferItem, upload_id: str, part_size: int) -> None:
-        self._ledger.transfer_started(self._plan, item.container, item.key, upload_id, part_size)
+        # The attempt was counted when the object was taken (`work`): one attempt, one count.
+        self._ledger.transfer_started(
+            self._plan, item.container, item.key, upload_id, part_size, attempt=False
+        )
 
     def part_done(self, item: TransferItem, upload_id: str, part: PartResult, md5: str) -> None:
         self._ledger.part_done(
@@ -339,8 +342,10 @@ def run_phase(
         # An object sent in one request is cheap to send again: its records are committed
         # in groups (a kill -9 may forget the last group; those objects are copied again).
         group = copier.one_request(item)
-        if item.upload_id is None:
-            ledger.transfer_started(plan.name, row.container, row.key, None, None, group=group)
+        # Each attempt counted once; a resumed upload keeps its id and part size.
+        ledger.transfer_started(
+            plan.name, row.container, row.key, item.upload_id, item.part_size, group=group
+        )
         try:
             outcome: TransferOutcome = copier.copy(item)
         except SourceChanged as exc:

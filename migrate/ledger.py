@@ -971,15 +971,17 @@ class Ledger:
         part_size: int | None,
         *,
         group: bool = False,
+        attempt: bool = True,
     ) -> None:
-        """`group`: committed with other small objects' records (the module's docstring)."""
+        """`group`: committed with other small objects' records (the module's docstring).
+        `attempt=False`: the upload of an attempt already counted (its first part)."""
         self._write(
             [
                 (
                     "UPDATE transfers SET state='in_progress', upload_id=?, part_size=?, "
-                    "attempts=attempts+1, started_at=COALESCE(started_at, ?) "
+                    "attempts=attempts+?, started_at=COALESCE(started_at, ?) "
                     "WHERE plan=? AND container=? AND key=?",
-                    (upload_id, part_size, _now(), plan, container, key),
+                    (upload_id, part_size, int(attempt), _now(), plan, container, key),
                 )
             ],
             group,

@@ -233,6 +233,9 @@ def test_every_object_arrives_with_the_same_bytes_type_and_metadata(
         etags = dict(
             ledger._db.execute("SELECT key, destination_etag FROM transfers WHERE plan='t'")
         )
+        # One attempt each, multipart objects too (the report's attempts beside retries).
+        attempts = dict(ledger._db.execute("SELECT key, attempts FROM transfers WHERE plan='t'"))
+        assert set(attempts.values()) == {1}, attempts
     for key, (data, ctype, meta, _) in ESTATE.items():
         assert env.read_destination(key) == data
         head = env.destination.head(env.bucket, key)
@@ -386,9 +389,9 @@ def test_a_crash_after_the_sha256_was_written_resumes_without_sending(
     assert env.read_destination("big.bin") == data
     with Ledger(env.state) as ledger:
         row = ledger._db.execute(
-            "SELECT state, sha256, destination_etag FROM transfers WHERE plan='t'"
+            "SELECT state, sha256, destination_etag, attempts FROM transfers WHERE plan='t'"
         ).fetchone()
-    assert tuple(row) == ("done", sha, head.etag)
+    assert tuple(row) == ("done", sha, head.etag, 2)  # two runs: two attempts
 
 
 class Counting:
