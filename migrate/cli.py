@@ -33,6 +33,7 @@ from migrate.errors import (
     IntegrityError,
     MigrateError,
     PolicyViolation,
+    SecretInConfig,
     TransferError,
     error_json,
     redact,
@@ -426,6 +427,8 @@ def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
             return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
         with Ledger(config.state_dir) as ledger:
             approval, detail = approval_of(plan, ledger)
+    except SecretInConfig:
+        raise  # a secret written in the file is refused wherever the file is read
     except MigrateError as exc:
         return None, f"not known: {exc.one_line()}"
     return approval is not None, detail

@@ -1562,21 +1562,22 @@ class Ledger:
                 )
             ]
 
-    def _refuse_names_not_utf8(self, db: sqlite3.Connection, plan: Plan) -> None:
-        """PlanError if the plan's datasets hold an object whose name is not UTF-8 (flagged
-        by the inventory, stored escaped): one that appeared after the plan was made, which
-        its KEY_NOT_UTF8 finding could not block. S3 and Azure keys are UTF-8."""
+    def _refuse_names_not_utf8(self, db: sqlite3.Connection, plan: Plan, phase: str) -> None:
+        """PlanError (the caller's transaction rolls back) if the phase, just resolved,
+        takes an object whose name is not UTF-8 (flagged by the inventory, stored escaped):
+        one that appeared after the plan was made, which its KEY_NOT_UTF8 finding could not
+        block. S3 and Azure keys are UTF-8. Other phases are not held up by it."""
         from migrate.errors import PlanError
         from migrate.inventory import Flag  # not at the top: the inventory imports the ledger
 
-        datasets = {m.dataset for m in plan.mappings}
         rows = db.execute(
-            f"SELECT dataset, key FROM objects INDEXED BY objects_not_utf8 "
-            f"WHERE site=? AND deleted_in IS NULL "
-            f"AND flags & {int(Flag.KEY_NOT_UTF8)} != 0 ORDER BY key",
-            (plan.source,),
+            "SELECT o.container, o.key FROM objects o INDEXED BY objects_not_utf8 "
+            "JOIN transfers t ON t.plan = ? AND t.container = o.container AND t.key = o.key "
+            f"WHERE o.site = ? AND o.deleted_in IS NULL AND o.flags & {int(Flag.KEY_NOT_UTF8)} "
+            "!= 0 AND t.phase = ? AND t.state != 'done' ORDER BY o.container, o.key",
+            (plan.name, plan.source, phase),
         )
-        names = [f"{d.split('/', 1)[0]}/{k}" for d, k in rows if d in datasets]
+        names = [f"{c}/{k}" for c, k in rows]
         if names:
             raise PlanError(
                 f"plan {plan.name}: {len(names):,} object{'s' if len(names) > 1 else ''} at "
@@ -1635,10 +1636,10 @@ class Ledger:
             ).fetchone()
             again = phase.selector.changed_since_copy and row is not None and row[0] is not None
             if row is None or row[0] is None or again:
-                self._refuse_names_not_utf8(db, plan)
                 before = db.total_changes
                 if plan.mappings:
                     self._resolve(db, plan, phase)
+                    self._refuse_names_not_utf8(db, plan, phase.name)
                 if again:
                     if db.total_changes != before:
                         db.execute(

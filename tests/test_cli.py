@@ -16,7 +16,7 @@ from migrate.cli import app, main
 from migrate.errors import EXIT_CODES
 from migrate.ledger import Ledger
 from migrate.localservers import SeaweedFS, free_port
-from migrate.plan import load_plan
+from migrate.plan import Phase, PhaseKind, Selector, load_plan
 from migrate.routing import endpoint_host
 from migrate.sites import load_sites
 from tests.helpers import finished_local_copy
@@ -389,6 +389,10 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert code == 0, err
     approval = json.loads(out)["approval"]
     assert approval["approved"] is None and approval["detail"].startswith("not known: "), out
+    # But a secret written in it is refused, as by every command that reads the file.
+    broken.write_text('[sites.s]\nprovider = "scaleway"\ncredentials = { secret_key = "x" }\n')
+    code, out, err = run(["plan", "show", plan, "--sites", str(broken)], capsys)
+    assert code == 4, err
     code, out, err = run(["run", plan, "--phase", "pilot", *where], capsys)
     assert code != 0 and "no phase 'pilot'" in err and "bulk-1" in err, err
     assert_one_line_without_secret(out, err)
@@ -459,6 +463,8 @@ def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_re
     data.mkdir(parents=True)
     for i in range(3):
         (data / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
+    (tmp_path / "src" / "data" / "other").mkdir()
+    (tmp_path / "src" / "data" / "other" / "a.csv").write_bytes(b"a\n")
     (tmp_path / "d").mkdir()
     sites = tmp_path / "sites.toml"
     sites.write_text(
@@ -475,6 +481,15 @@ def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_re
     assert run(["verify", plan, *where], capsys)[0] == 0
     with open(os.fsencode(data) + b"/caf\xe9.csv", "wb") as f:
         f.write(b"x,y\n")
+    (tmp_path / "src" / "data" / "other" / "b.csv").write_bytes(b"b\n")
+    # A phase that does not take it is not held up by it: here, one of the other dataset.
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    base = load_plan(Path(plan))
+    others = base.model_copy(update={"phases": (*base.phases, Phase(
+        name="others", kind=PhaseKind.DELTA, selector=Selector(
+            datasets=("data/other/",), changed_since_copy=True)))})  # fmt: skip
+    with Ledger(tmp_path / ".migrate") as ledger:
+        assert ledger.resolve_phase(others, "others") == 1
     code, out, err = run(["run", plan, "--phase", "delta", *where], capsys)
     assert code == 9, err
     assert_one_line_without_secret(out, err)
@@ -483,7 +498,7 @@ def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_re
     # Renamed: the delta re-lists and copies it.
     os.rename(os.fsencode(data) + b"/caf\xe9.csv", data / "cafe.csv")
     code, out, err = run(["run", plan, "--phase", "delta", "--json", *where], capsys)
-    assert code == 0 and json.loads(out)["summary"]["copied"] == 1, err
+    assert code == 0 and json.loads(out)["summary"]["copied"] == 1, err  # b.csv is others'
     assert (tmp_path / "d" / "data" / "sub" / "cafe.csv").read_bytes() == b"x,y\n"
 
 
