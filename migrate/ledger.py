@@ -885,13 +885,14 @@ class Ledger:
     def datasets_outside(self, site: str, datasets: Sequence[str]) -> list[DatasetTotal]:
         """The datasets of a site's current inventory that are not in `datasets` (a plan's),
         with their objects and bytes: one grouped scan."""
-        marks = ", ".join("?" for _ in datasets)
-        where = f" AND dataset NOT IN ({marks})" if datasets else ""
+        # One parameter (a JSON array): one per dataset passed SQLite's variable limit.
+        names = json.dumps(list(datasets), ensure_ascii=False)
         with self._lock:
             rows = self._db.execute(
                 "SELECT dataset, COUNT(*), SUM(size) FROM objects WHERE site=? "
-                f"AND deleted_in IS NULL{where} GROUP BY dataset ORDER BY dataset",
-                (site, *datasets),
+                "AND deleted_in IS NULL AND dataset NOT IN (SELECT value FROM json_each(?)) "
+                "GROUP BY dataset ORDER BY dataset",
+                (site, names),
             ).fetchall()
         return [DatasetTotal(str(d), int(n), int(b or 0)) for d, n, b in rows]
 

@@ -120,8 +120,15 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
     table = _table(f"Inventory of {summary.site}")
     for column in ("dataset", "objects", "bytes", "size classes", "tiers", "will not move as is"):
         table.add_column(column, overflow="fold")
-    # Those with the most kinds of objects that will not move as they are, then the largest.
-    shown, hidden = _shown(summary.datasets, lambda d: (-len(d.issues), -d.bytes))
+
+    # Those with the most kinds of objects that will not move as they are (a checksum
+    # computed in flight is no problem), then the largest.
+    from migrate.inventory import FLAG_LABELS, Flag
+
+    def problems(d: Any) -> int:
+        return sum(1 for k in d.issues if k != FLAG_LABELS[Flag.NO_CHECKSUM])
+
+    shown, hidden = _shown(summary.datasets, lambda d: (-problems(d), -d.bytes))
     for d in shown:
         classes = ", ".join(f"{k}: {v}" for k, v in d.size_classes.items() if v)
         tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
@@ -279,8 +286,11 @@ def print_dry_run(console: Console, report: Any) -> None:
     table = _table(f"Dry run of {report.plan} phase {report.phase} (nothing written)")
     for column in ("dataset", "destination", "objects", "would copy", "identical", "conflicts"):
         table.add_column(column, overflow="fold")
-    # Those with conflicts, then those with the most to copy.
-    shown, hidden = _shown(report.datasets, lambda d: (-d.conflicts, -d.would_copy_bytes))
+    # Those with conflicts or copies not as recorded, then those with the most to copy.
+    shown, hidden = _shown(
+        report.datasets,
+        lambda d: (-(d.conflicts + d.done_not_as_recorded), -d.would_copy_bytes),
+    )
     for d in shown:
         table.add_row(
             _lit(d.dataset),
