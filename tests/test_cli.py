@@ -94,6 +94,33 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
+def local_move(tmp_path: Path, files: dict[str, bytes], *destinations: str) -> list[str]:
+    """A local source site `s` (container `data`) holding `files` (paths under it) and an
+    empty local site for each of `destinations` (default `d`): the `--sites` arguments."""
+    for name, data in files.items():
+        path = tmp_path / "src" / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    text = f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
+    for name in destinations or ("d",):
+        (tmp_path / name).mkdir()
+        text += f'[sites.{name}]\nprovider = "local"\npath = "{tmp_path / name}"\n'
+    (tmp_path / "sites.toml").write_text(text)
+    return ["--sites", str(tmp_path / "sites.toml")]
+
+
+def approved_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: list[str], to: str = "d"
+) -> str:
+    """Inventory of `s`, a plan without a pilot to `to` (plans `p.yaml`), approved."""
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(["plan", "--from", "s", "--to", to, "--policy", "eu-residency", "--no-pilot",
+                "-o", plan, *where], capsys)[0] == 0  # fmt: skip
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    return plan
+
+
 def assert_one_line_without_secret(out: str, err: str) -> None:
     assert CANARY not in out and CANARY not in err
     assert "Traceback" not in err
@@ -459,24 +486,10 @@ def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_re
 ) -> None:
     """The plan's finding cannot block what was not there yet: the phase that would take it
     refuses, saying why (not a 'not found' from reading its escaped name)."""
+    files = {f"sub/{i}.csv": b"1,2,3\n" * (i + 1) for i in range(3)}
+    where = local_move(tmp_path, {**files, "other/a.csv": b"a\n"})
     data = tmp_path / "src" / "data" / "sub"
-    data.mkdir(parents=True)
-    for i in range(3):
-        (data / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
-    (tmp_path / "src" / "data" / "other").mkdir()
-    (tmp_path / "src" / "data" / "other" / "a.csv").write_bytes(b"a\n")
-    (tmp_path / "d").mkdir()
-    sites = tmp_path / "sites.toml"
-    sites.write_text(
-        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
-        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "d"}"\n'
-    )
-    where = ["--sites", str(sites)]
-    plan = str(tmp_path / "p.yaml")
-    assert run(["inventory", "s", *where], capsys)[0] == 0
-    assert run(["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
-                "-o", plan, *where], capsys)[0] == 0  # fmt: skip
-    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    plan = approved_plan(tmp_path, capsys, where)
     assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
     assert run(["verify", plan, *where], capsys)[0] == 0
     with open(os.fsencode(data) + b"/caf\xe9.csv", "wb") as f:
@@ -507,21 +520,8 @@ def test_a_plan_another_process_runs_or_verifies_is_refused_until_it_ends(
 ) -> None:
     from migrate.planlock import plan_lock
 
-    (tmp_path / "src" / "data").mkdir(parents=True)
-    for i in range(3):
-        (tmp_path / "src" / "data" / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
-    (tmp_path / "dst").mkdir()
-    sites = tmp_path / "sites.toml"
-    sites.write_text(
-        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
-        f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
-    )
-    where = ["--sites", str(sites)]
-    plan = str(tmp_path / "p.yaml")
-    assert run(["inventory", "s", *where], capsys)[0] == 0
-    assert run(["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
-                "-o", plan, *where], capsys)[0] == 0  # fmt: skip
-    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    where = local_move(tmp_path, {f"{i}.csv": b"1,2,3\n" * (i + 1) for i in range(3)})
+    plan = approved_plan(tmp_path, capsys, where)
 
     # Another process (an open file of its own: flock does not tell them apart) copies.
     with plan_lock(tmp_path / ".migrate", "p", "run --phase bulk-1"):
@@ -536,7 +536,7 @@ def test_a_plan_another_process_runs_or_verifies_is_refused_until_it_ends(
         # Reading and trying are not refused.
         assert run(["status", plan, *where], capsys)[0] == 0
         assert run(["run", plan, "--phase", "bulk-1", "--dry-run", *where], capsys)[0] == 0
-        assert not any((tmp_path / "dst").iterdir())
+        assert not any((tmp_path / "d").iterdir())
     # It ended (a crash would end it as well: the kernel drops the lock).
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0 and json.loads(out)["copied"] == 3, err
@@ -548,27 +548,14 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
 ) -> None:
     """A plan is named by its file: made again into the same file with another destination,
     it would take the first one's progress (done, verified) for its own."""
-    (tmp_path / "src" / "data").mkdir(parents=True)
-    for i in range(3):
-        (tmp_path / "src" / "data" / f"{i}.csv").write_bytes(b"1,2,3\n" * (i + 1))
-    for d in ("d1", "d2"):
-        (tmp_path / d).mkdir()
-    sites = tmp_path / "sites.toml"
-    sites.write_text(
-        f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
-        f'[sites.d1]\nprovider = "local"\npath = "{tmp_path / "d1"}"\n'
-        f'[sites.d2]\nprovider = "local"\npath = "{tmp_path / "d2"}"\n'
-    )
-    where = ["--sites", str(sites)]
-    plan = str(tmp_path / "p.yaml")
+    files = {f"{i}.csv": b"1,2,3\n" * (i + 1) for i in range(3)}
+    where = local_move(tmp_path, files, "d1", "d2")
+    plan = approved_plan(tmp_path, capsys, where, to="d1")
 
     def make(to: str) -> None:
         assert run(["plan", "--from", "s", "--to", to, "--policy", "eu-residency",
                     "--no-pilot", "-o", plan, *where], capsys)[0] == 0  # fmt: skip
 
-    assert run(["inventory", "s", *where], capsys)[0] == 0
-    make("d1")
-    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
     assert run(["verify", plan, *where], capsys)[0] == 0
     make("d2")
