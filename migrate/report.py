@@ -18,13 +18,14 @@ object list is the manifest).
 
 from __future__ import annotations
 
+import functools
 import getpass
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +38,8 @@ from migrate.routing import endpoint_host, host_of, is_loopback
 from migrate.sites import Site
 from migrate.verify import NON_FAILING
 from providers.catalog import Catalog
+
+_P = ParamSpec("_P")
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
@@ -564,6 +567,22 @@ def _manifest_section(info: ManifestInfo) -> ManifestSection:
     )
 
 
+def _one_state(
+    build: Callable[Concatenate[Plan, Ledger, _P], Report],
+) -> Callable[Concatenate[Plan, Ledger, _P], Report]:
+    """The report of the plan's own progress (another plan's under its name is refused), read
+    from one state of the ledger: its totals, phases and manifest agree."""
+
+    @functools.wraps(build)
+    def built(plan: Plan, ledger: Ledger, /, *args: _P.args, **kwargs: _P.kwargs) -> Report:
+        check_same_routes(plan, ledger)
+        with ledger.snapshot():
+            return build(plan, ledger, *args, **kwargs)
+
+    return built
+
+
+@_one_state
 def build_report(
     plan: Plan,
     ledger: Ledger,
@@ -587,25 +606,6 @@ def build_report(
     mappings. The latest verification is read itself because `verified_at` survives a
     failed verification whose findings belong to no phase (`unexpected`), for the run
     gates' sake. Otherwise "incomplete", and `open_items` says why, one sentence each."""
-    check_same_routes(plan, ledger)  # another plan's progress is not this one's to report
-    with ledger.snapshot():  # totals, phases and manifest of one state of the ledger
-        return _build_report(
-            plan, ledger, catalog, today, tool_version,
-            sites=sites, generated_by=generated_by, now=now,
-        )  # fmt: skip
-
-
-def _build_report(
-    plan: Plan,
-    ledger: Ledger,
-    catalog: Catalog,
-    today: date,
-    tool_version: str,
-    *,
-    sites: Mapping[str, Site] | None = None,
-    generated_by: str | None = None,
-    now: datetime | None = None,
-) -> Report:
     stats = ledger.transfer_stats(plan.name)
     records = ledger.verifications(plan.name)
     verifications = tuple(_verification(r) for r in records)
