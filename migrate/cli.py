@@ -938,6 +938,12 @@ def verify(
             f"seed {result.seed}): {state}; {result.objects:,} objects, "
             f"{result.reread:,} re-read"
         )
+        for name in result.held_back:
+            _console().print(
+                f"  {name} not marked verified: the source holds datasets outside the plan "
+                f"(`migrate run PLAN --phase {name}` names them; make a plan for them)",
+                markup=False,
+            )
         for f in result.findings[:50]:
             _console().print(f"  {f.kind}: {f.bucket}/{f.key}: {f.detail}", markup=False)
         if result.truncated or len(result.findings) > 50:

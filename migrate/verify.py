@@ -145,6 +145,8 @@ class VerifyResult:
     to_copy_again: int
     verified_phases: tuple[str, ...]  # phases marked verified (empty unless passed)
     record_id: int = 0  # the ledger's verification record
+    # Passing, yet not marked: the cutover, while the source holds datasets outside the plan.
+    held_back: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -711,9 +713,11 @@ def verify(
         if cutovers & set(phases)
         else []
     )
+    held_back: tuple[str, ...] = ()
     if outside and phase is None:
         # The whole plan's objects may all be right (the cutover's run reports `verified`
         # so), but the estate may not switch over: the cutover is not marked verified.
+        held_back = tuple(p for p in phases if p in cutovers)
         phases = tuple(p for p in phases if p not in cutovers)
     if phase in cutovers:
         # The cutover's verification says the estate may switch over: not while the source
@@ -755,7 +759,7 @@ def verify(
         verified_phases=(),
     )
     verified = phases if result.passed else ()
-    result = replace(result, verified_phases=verified)
+    result = replace(result, verified_phases=verified, held_back=held_back if result.passed else ())
     record = ledger.record_verification(
         plan.name,
         phase,

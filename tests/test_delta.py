@@ -244,6 +244,7 @@ def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_th
         # The whole plan's verification: its objects are right, the cutover stays unmarked.
         whole = check(env, ledger, plan, None)
         assert whole.passed and "cutover" not in whole.verified_phases
+        assert whole.held_back == ("cutover",)  # and says so (the CLI prints it)
         assert ledger.phase_state(plan.name, "cutover").verified_at is None
         assert ledger.phase_state(plan.name, "delta").verified_at is not None
 
