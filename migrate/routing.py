@@ -90,11 +90,16 @@ def is_global_endpoint(host: str, extra: Iterable[str] = ()) -> bool:
     return any(fnmatch(host, pattern.lower()) for pattern in extra)
 
 
+def with_scheme(url: str) -> str:
+    """An endpoint or proxy URL written without a scheme (botocore and the proxy variables
+    take `host:port`) is read as http://."""
+    return url if "://" in url else f"http://{url}"
+
+
 def split_url(url: str) -> SplitResult:
-    """The parts of an endpoint or proxy URL; one written without a scheme (botocore and
-    the proxy variables take `host:port`) is read as http://. ValueError where no parser
+    """The parts of an endpoint or proxy URL (`with_scheme`). ValueError where no parser
     reads it."""
-    return urlsplit(url if "://" in url else f"http://{url}")
+    return urlsplit(with_scheme(url))
 
 
 def _proxy_address(url: str) -> tuple[str, str, int | None] | str:
@@ -110,13 +115,9 @@ def _proxy_address(url: str) -> tuple[str, str, int | None] | str:
 
 
 def proxy_host(url: str) -> str:
-    """A proxy's host as an allowlist names it (`host:port`, the port left out where it is
-    the scheme's default): a plan allows the proxies its sites declare."""
-    address = _proxy_address(url)
-    if isinstance(address, str):
-        return address
-    scheme, host, port = address
-    return host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    """A proxy's host as an allowlist names it, as an endpoint's: a plan allows the proxies
+    its sites declare."""
+    return endpoint_host(with_scheme(url))
 
 
 def undeclared_proxies(declared: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:

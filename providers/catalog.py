@@ -521,12 +521,8 @@ class Catalog(_Model):
             if _global_match(provider, host) is not None:
                 continue  # a host the provider's own catalog says does not tell the region
             for region in provider.regions:
-                patterns = [region.endpoint.value, *(region.other_endpoints.value or ())]
-                for pattern in filter(None, patterns):
-                    text = pattern.replace("{region}", region.code).replace("{account}", "*")
-                    if _host_matches(host, text.lower()):
-                        owners.append((name, region.code, provider.display_name))
-                        break
+                if any(_host_matches(host, p) for p in _expected_hosts(provider, region, site)):
+                    owners.append((name, region.code, provider.display_name))
         if not owners or (site.provider, site.region) in {(o[0], o[1]) for o in owners}:
             return None
         claimed = ", ".join(f"{shown} {code}" for _, code, shown in owners)

@@ -765,6 +765,7 @@ def test_a_global_endpoint_blocks_the_plan(estate: Estate, endpoint: str) -> Non
     [
         ("scaleway", "fr-par", "https://s3.nl-ams.scw.cloud", "Scaleway nl-ams"),
         ("self-hosted", None, "https://s3.us-east-1.amazonaws.com", "us-east-1"),
+        ("self-hosted", None, "https://s3-us-east-1.amazonaws.com", "us-east-1"),  # legacy form
         ("scaleway", "fr-par", "https://s3.fr-par.scw.cloud", None),
         # Azure's hosts do not tell the region (a private endpoint, a DNS zone's): the
         # declared region stands, whichever it is.
