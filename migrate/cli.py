@@ -411,15 +411,23 @@ def plan_show(
         _console().print(f"Approval: [{style}]{escape(approval[1])}[/]")
 
 
+def _sites_at_hand(sites: Path | None) -> bool:
+    """--sites given, or a file at $MIGRATE_SITES or ./sites.toml: the user's, to be used
+    (and refused where it is wrong) by the commands that can do without one."""
+    from migrate.locations import sites_path
+
+    return sites is not None or sites_path(None).is_file()
+
+
 def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
     """Whether the plan is approved, by the state of the sites file; None without a sites
     file (a plan read away from its sites). Nothing is created: no state, no approval. A
     sites file or state that cannot be read leaves it unknown (None, why): the plan is
     still shown."""
-    from migrate.locations import STATE_FILE, sites_path
+    from migrate.locations import STATE_FILE
     from migrate.plan import approval_of
 
-    if sites is None and not sites_path(None).is_file():
+    if not _sites_at_hand(sites):
         return None
     try:
         config = load_sites(sites)
@@ -452,15 +460,13 @@ def plan_approve(
     config = load_sites(sites)
     who = by or getpass.getuser()
     with Ledger(config.state_dir) as ledger:
-        digest = approve_plan(plan, ledger, who)
-        # The first approval of this digest is the one kept (approving again changes nothing).
-        kept = next(a for a in ledger.approvals(load_plan(plan).name) if a.digest == digest)
+        kept = approve_plan(plan, ledger, who)  # the first approval of this digest
     if json_out:
         _out(
             True,
             {
                 "plan": str(plan),
-                "digest": digest,
+                "digest": kept.digest,
                 "approved_by": kept.approved_by,
                 "approved_at": kept.approved_at,
             },
@@ -468,7 +474,7 @@ def plan_approve(
     else:
         again = "" if kept.approved_by == who else " (already: approving again changes nothing)"
         _console().print(
-            f"Approved {plan} ({digest}) by {kept.approved_by} at {kept.approved_at}{again}.",
+            f"Approved {plan} ({kept.digest}) by {kept.approved_by} at {kept.approved_at}{again}.",
             markup=False,
         )
 
@@ -508,9 +514,7 @@ def _catalog_and_policy(sites: Path | None, policy: str | None) -> tuple[Catalog
     """The user's catalog when a sites file is at hand; the built-in one otherwise. A sites
     file found (--sites, $MIGRATE_SITES, ./sites.toml) that cannot be used is an error, not
     a silent fallback to another policy and catalog than the user's."""
-    from migrate.locations import sites_path
-
-    if sites is None and not sites_path(None).is_file():
+    if not _sites_at_hand(sites):
         from providers.catalog import load_catalog
 
         return load_catalog(), policy or "eu-sovereign"

@@ -17,17 +17,24 @@ from pathlib import Path
 from migrate.errors import ConfigError, ListingOutOfOrder
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
-from migrate.transfer import carried_metadata
+from migrate.transfer import (
+    PART_SIZE_METADATA,
+    SHA256_METADATA,
+    SOURCE_MTIME_METADATA,
+    carried_metadata,
+)
 from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter, carried_headers
 
 PAGE = 1000
 _LISTER_WAIT = 10.0  # seconds for a listing request under way to end, once the caller stops
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048
-# What a copy adds to an object's metadata, at most: migrate-sha256 (14 + 64 bytes),
-# migrate-source-last-modified (28 + an ISO time, under 40) and migrate-part-size (17 + at
-# most 13 digits); the source's own migrate-* names are not carried.
-OWN_METADATA_BYTES = 14 + 64 + 28 + 40 + 17 + 13
+# What a copy adds to an object's metadata, at most: the SHA-256 (64 hex digits), the
+# source's modification time (an ISO time, under 40) and the part size (at most 13 digits);
+# the source's own migrate-* names are not carried.
+OWN_METADATA_BYTES = (
+    len(SHA256_METADATA) + 64 + len(SOURCE_MTIME_METADATA) + 40 + len(PART_SIZE_METADATA) + 13
+)
 MAX_OBJECT_BYTES = 5 * 1024**4
 
 MiB, GiB = 1024**2, 1024**3

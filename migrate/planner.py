@@ -50,7 +50,7 @@ from pathlib import Path
 
 from migrate.errors import ConfigError, PlanError
 from migrate.inventory import MAX_KEY_BYTES, MAX_OBJECT_BYTES, Flag
-from migrate.ledger import Ledger
+from migrate.ledger import Approval, Ledger
 from migrate.plan import (
     Estimate,
     Finding,
@@ -1405,10 +1405,11 @@ def parse_bandwidth(text: str) -> float:
 # -- approval ----------------------------------------------------------------------------------
 
 
-def approve_plan(path: Path, ledger: Ledger, who: str) -> str:
-    """Record in the state that `who` approved the plan at `path` as it is now; return its
-    digest. Refuses a plan edited since it was written (PlanTampered) and one with a
-    blocking finding (PlanError). Approving the same digest again changes nothing."""
+def approve_plan(path: Path, ledger: Ledger, who: str) -> Approval:
+    """Record in the state that `who` approved the plan at `path` as it is now; return the
+    approval kept. Refuses a plan edited since it was written (PlanTampered) and one with a
+    blocking finding (PlanError). Approving the same digest again changes nothing: the
+    first approval is returned."""
     plan = load_plan(path, check_digest=True)
     if plan.blocking:
         codes = ", ".join(sorted({f.code for f in plan.blocking}))
@@ -1418,5 +1419,4 @@ def approve_plan(path: Path, ledger: Ledger, who: str) -> str:
             hint=f"see `migrate plan show {path}`, fix them and generate the plan again",
         )
     check_same_routes(plan, ledger)
-    ledger.record_approval(plan.name, plan.digest, who, str(path))
-    return plan.digest
+    return ledger.record_approval(plan.name, plan.digest, who, str(path))

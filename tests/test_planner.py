@@ -377,9 +377,9 @@ def test_approval_and_a_hand_edit_refused_at_run_time(estate: Estate, tmp_path: 
     with Ledger(estate.state) as ledger:
         with pytest.raises(PlanError, match="not approved"):
             check_approved(load_plan(path), ledger)
-        digest = approve_plan(path, ledger, "dpo@example.fr")
-        assert digest == plan.digest
-        assert approve_plan(path, ledger, "someone-else") == digest  # idempotent
+        approval = approve_plan(path, ledger, "dpo@example.fr")
+        assert approval.digest == plan.digest
+        assert approve_plan(path, ledger, "someone-else") == approval  # idempotent
         assert check_approved(load_plan(path), ledger).approved_by == "dpo@example.fr"
 
         # A hand edit: the content no longer matches its digest.
