@@ -1502,14 +1502,21 @@ class Ledger:
         return int(n), int(size or 0)
 
     def plan_tier_stats(self, site: str) -> list[PlanTierStats]:
-        """Per dataset and storage class/tier: objects, bytes, and how many are archived."""
+        """Per dataset and storage class/tier: objects, bytes, and how many (and how many
+        bytes) are archived."""
         with self._lock:
             return [
                 PlanTierStats(
-                    str(d), None if t is None else str(t), int(n), int(b or 0), int(a or 0)
+                    str(d),
+                    None if t is None else str(t),
+                    int(n),
+                    int(b or 0),
+                    int(a or 0),
+                    int(ab or 0),
                 )
-                for d, t, n, b, a in self._db.execute(
-                    "SELECT dataset, storage_class, COUNT(*), SUM(size), SUM(archived) "
+                for d, t, n, b, a, ab in self._db.execute(
+                    "SELECT dataset, storage_class, COUNT(*), SUM(size), SUM(archived), "
+                    "SUM(CASE WHEN archived THEN size ELSE 0 END) "
                     "FROM objects WHERE site=? AND deleted_in IS NULL "
                     "GROUP BY dataset, storage_class ORDER BY dataset, storage_class",
                     (site,),
@@ -2235,6 +2242,7 @@ class PlanTierStats:
     objects: int
     bytes: int
     archived: int
+    archived_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ from migrate.policy import Verdict, evaluate, evaluate_runner, get_policy
 from migrate.routing import is_global_endpoint, proxy_host
 from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
-from providers.base import Protection, Replication, ReplicationTarget
+from providers.base import RESTORED_IN_PLACE, Protection, Replication, ReplicationTarget
 from providers.catalog import Catalog, ClassMapping, country_name, in_eu_eea
 from providers.factory import site_hosts
 
@@ -144,6 +144,7 @@ class TierInput:
     objects: int
     bytes: int
     archived: int  # objects the adapter saw as needing a restore
+    archived_bytes: int  # and their bytes
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,9 @@ def plan_inputs(
     )
     tiers: dict[str, list[TierInput]] = {}
     for t in ledger.plan_tier_stats(site):
-        tiers.setdefault(t.dataset, []).append(TierInput(t.tier, t.objects, t.bytes, t.archived))
+        tiers.setdefault(t.dataset, []).append(
+            TierInput(t.tier, t.objects, t.bytes, t.archived, t.archived_bytes)
+        )
 
     def examples(dataset: str, condition: str, value: int | str) -> tuple[str, ...]:
         rows = ledger.plan_examples(site, dataset, condition, value, EXAMPLES)
@@ -807,14 +810,16 @@ def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog
                 mapping = catalog.storage_class_for(
                     t.tier, dst.provider, source_provider=src.provider
                 )
-                restore = mapping.needs_rehydration
+                # A class a restore leaves as it was: the adapter said which objects of it
+                # cannot be read yet.
+                restore = mapping.needs_rehydration and t.tier.upper() not in RESTORED_IN_PLACE
                 if restore or t.archived:
                     tiers[t.tier] = mapping.reason
                     restorable[t.tier] = mapping
             n = t.objects if restore else t.archived
             if n:
                 count += n
-                size += t.bytes if restore else round(t.bytes * t.archived / t.objects)
+                size += t.bytes if restore else t.archived_bytes
         if count:
             issue.datasets.append(d.dataset)
             issue.objects += count

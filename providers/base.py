@@ -98,8 +98,15 @@ class ObjectInfo:
     cache_control: str | None = None
     content_disposition: str | None = None
     content_language: str | None = None
-    # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE).
+    # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE
+    # not restored).
     archived: bool = False
+
+
+# Classes a restore leaves as they were (S3 GLACIER, DEEP_ARCHIVE: a restored object keeps
+# its class while a copy of it can be read): whether one can be read is `archived`, said
+# object by object, never the class alone.
+RESTORED_IN_PLACE = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 
 @dataclass(frozen=True, slots=True)

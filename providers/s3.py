@@ -64,6 +64,7 @@ from migrate.errors import (
 from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.base import (
     HEADER_TOKEN,
+    RESTORED_IN_PLACE,
     Capabilities,
     ObjectInfo,
     PartResult,
@@ -103,7 +104,6 @@ _CHECKSUM_FIELDS = {
     "ChecksumCRC64NVME": "crc64nvme",
 }
 _PLAIN_MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
-_NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # Stores whose listing walks directories instead of sorting keys by bytes. The catalog will
 # carry this as a quirk of the software; until then, the site's declared software decides,
@@ -856,8 +856,19 @@ class S3Adapter:
             checksums={"md5": etag.lower()} if etag and _PLAIN_MD5_ETAG.match(etag) else {},
             storage_class=storage_class,
             metadata=None,
-            archived=storage_class in _NEEDS_RESTORE,
+            archived=(
+                storage_class in RESTORED_IN_PLACE and self._not_restored(container, item["Key"])
+            ),
         )
+
+    def _not_restored(self, container: str, key: str) -> bool:
+        """Whether an object of an archive class cannot be read now. A restore leaves the
+        class as it was and listings do not say it happened (AWS can, on request, but other
+        stores ignore the request and moto does): one HEAD for each such object tells."""
+        try:
+            return self.head(container, key).archived
+        except NotFound:  # deleted since it was listed: as the listing said
+            return True
 
     def _pages(
         self, container: str, prefix: str, delimiter: str | None, start_after: str | None
@@ -1017,7 +1028,7 @@ class S3Adapter:
             cache_control=r.get("CacheControl"),
             content_disposition=r.get("ContentDisposition"),
             content_language=r.get("ContentLanguage"),
-            archived=storage_class in _NEEDS_RESTORE and not restored,
+            archived=storage_class in RESTORED_IN_PLACE and not restored,
         )
 
     def open_range(

@@ -263,6 +263,75 @@ def test_archive_tier_blob_blocks_the_plan(estate: Estate, tmp_path: Path) -> No
         approve_plan(path, ledger, "tester")
 
 
+def test_a_restored_glacier_object_is_copied_and_only_the_others_block_the_plan(
+    aws: Site, local_site: Site, tmp_path: Path
+) -> None:
+    """AWS alone (moto): a restore leaves an object in GLACIER while a copy of it can be read,
+    and listings do not say it happened. The plan blocks on the objects not restored yet,
+    and on no other, even where the catalog lists GLACIER as a class needing a restore;
+    once they are restored and inventoried again, every object is copied."""
+    import boto3
+
+    container = unique_name("cold")
+    source_site = aws.model_copy(update={"buckets": (container,)})
+    source = build_adapter(source_site)
+    source.create_container(container)
+    client = boto3.client("s3", region_name="eu-west-3")
+    estate = {"scans/a.bin": body(31, 4000), "scans/b.bin": body(32, 5000)}
+    for key, data in estate.items():
+        client.put_object(Bucket=container, Key=key, Body=data, StorageClass="GLACIER")
+    estate["notes.txt"] = b"warm"
+    client.put_object(Bucket=container, Key="notes.txt", Body=b"warm")
+    client.restore_object(Bucket=container, Key="scans/a.bin", RestoreRequest={"Days": 2})
+    user_catalog = tmp_path / "catalog.yaml"  # as an operator adds the restore's terms
+    user_catalog.write_text(
+        "name: aws\ntiers:\n  - {name: GLACIER, restore_required: true, "
+        "source: our contract, as_of: 2026-11, restore_hours: {value: 12, source: our "
+        "contract, as_of: 2026-11}}\n"
+    )
+    catalog = load_catalog([user_catalog])
+    dest_site = local_site.model_copy(update={"name": "archive-dst"})
+    config = SitesConfig(
+        path=tmp_path / "sites.toml",
+        state_dir=tmp_path / "state",
+        sites={source_site.name: source_site, dest_site.name: dest_site},
+    )
+
+    def planned() -> Plan:
+        run_inventory(config, source_site.name, source)
+        with Ledger(config.state_dir) as ledger:
+            inputs = plan_inputs(
+                ledger, source_site.name, limits=destination_limits(dest_site, catalog)
+            )
+        return make_plan(
+            name="cold", config=config, source=source_site.name, destination=dest_site.name,
+            policy="eu-residency", catalog=catalog, datasets=inputs, today=TODAY,
+            bandwidth_bytes_per_second=parse_bandwidth("1Gbit/s"),
+            inventory_run=inputs.inventory_run, pilot=False,
+        )  # fmt: skip
+
+    finding = next(f for f in planned().findings if f.code == "ARCHIVED_NEEDS_REHYDRATION")
+    assert (finding.objects, finding.examples) == (1, (f"{container}/scans/b.bin",))
+    # Its bytes, not a share of the class's; the restore's terms from the operator's file.
+    assert finding.message.startswith("1 objects (5,000 bytes) are in a tier that must be")
+    assert "GLACIER: rehydration up to 12 hours (source: our contract" in finding.message
+
+    client.restore_object(Bucket=container, Key="scans/b.bin", RestoreRequest={"Days": 2})
+    plan = planned()
+    assert "ARCHIVED_NEEDS_REHYDRATION" not in {f.code for f in plan.findings}
+    destination = build_adapter(dest_site)
+    with Ledger(config.state_dir) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, source, destination, sleep=lambda s: None)
+    assert (summary.copied, summary.failed) == (3, 0), summary.failures
+    bucket = plan.mapping_for(f"{container}/scans/").destination_bucket  # type: ignore[union-attr]
+    for key, data in estate.items():
+        stream = destination.open_range(bucket, key)
+        try:
+            assert stream.read() == data
+        finally:
+            stream.close()
+
+
 def test_oversized_key_and_long_segment_block_the_plan(estate: Estate) -> None:
     estate.seed()
     snds, _ = estate.containers
