@@ -89,6 +89,7 @@ WRONG_CONTENT: frozenset[str] = frozenset(
 # rewriting values): found again, word for word, after the copy verify asked for, it is
 # not marked to copy again (each verify and run would otherwise copy it forever).
 LASTING: frozenset[str] = frozenset({"metadata_mismatch"})
+_GENERIC_TYPE = "application/octet-stream"  # RFC 2046's type for bytes of no known kind
 
 
 def _recopy_reason(kind: str, detail: str) -> str:
@@ -543,11 +544,17 @@ class _Verifier:
             return
         self.tally.bump("metadata_compared")
         if ctype and info.content_type and ctype != info.content_type:
+            # The generic type some stores replace with one guessed from the name, at every
+            # write (SeaweedFS): a copy again would send it and see it replaced again.
+            generic = ctype.lower() == _GENERIC_TYPE
             self.finding(
                 row,
                 "metadata_mismatch",
-                f"content type {info.content_type!r}, the source's is {ctype!r}",
-            )
+                f"content type {info.content_type!r}, the source's is {ctype!r}"
+                + (": the destination store chose a type of its own for the generic one"
+                   if generic else ""),
+                store_made=generic,
+            )  # fmt: skip
             return
         # Where the source's headers are known, one the destination has and the source has
         # not is a mismatch too (a Content-Encoding added makes clients decode good bytes).
@@ -581,11 +588,18 @@ class _Verifier:
             self.ledger.clear_recopy_reason(self.plan.name, row.container, row.key)
 
     def finding(
-        self, row: DestinationRow, kind: FindingKind, detail: str, *, source_side: bool = False
+        self,
+        row: DestinationRow,
+        kind: FindingKind,
+        detail: str,
+        *,
+        source_side: bool = False,
+        store_made: bool = False,
     ) -> None:
         """Record a finding. What the destination holds wrong is marked to copy again (the
         phase's next run does it); not what is wrong at the source (`source_side`): a copy
-        of those bytes would be no better."""
+        of those bytes would be no better; nor what the destination is known to alter at
+        every write (`store_made`, a LASTING kind), unless verify is told to copy again."""
         # A key the destination stores under another name (a//b as a/b) would be copied
         # and found missing again at every run: named, not marked.
         if (
@@ -595,7 +609,12 @@ class _Verifier:
             and portable_key(row.destination_key)
         ):
             why = _recopy_reason(kind, detail)
-            if kind in LASTING and row.recopy_reason == why and not self.copy_again:
+            if kind in LASTING and store_made and not self.copy_again:
+                detail += (
+                    " at every write, and copying again would not mend it (not marked to copy "
+                    "again; verify --copy-again marks it)"
+                )
+            elif kind in LASTING and row.recopy_reason == why and not self.copy_again:
                 detail += (
                     "; so again after the copy verify asked for: the destination alters it on "
                     "write, and copying again would not mend it (not marked to copy again; "

@@ -425,6 +425,28 @@ def test_metadata_the_destination_alters_at_every_write_is_copied_again_once(
     assert check(env, plan, check_metadata=True).to_copy_again == 1
 
 
+def test_a_generic_content_type_the_destination_replaces_is_named_not_copied_again(
+    env_for: Any,
+) -> None:
+    """An Azure blob keeps the generic application/octet-stream; SeaweedFS stores the copy
+    under a type it guesses from the name, at every write. verify names it (the verification
+    fails: the type differs) but asks for no copy again, which would end the same; the
+    operator accepts it with --force --reason, or --copy-again once the store is fixed."""
+    env: Env = env_for("azure", "s3")
+    key = "cohort/table.csv"
+    plan = copied(env, {key: (b"id,age\n1,42\n", "application/octet-stream", {}, False)})
+    stored = env.destination.head(env.bucket, key).content_type
+    assert stored not in (None, "application/octet-stream")  # what SeaweedFS 4.x does
+
+    result = check(env, plan, check_metadata=True)
+
+    assert named(result) == [("metadata_mismatch", key)] and not result.passed
+    assert result.to_copy_again == 0
+    assert "chose a type of its own" in result.findings[0].detail
+    assert env.run(plan).copied == 0
+    assert check(env, plan, check_metadata=True, copy_again=True).to_copy_again == 1
+
+
 class DropsDisposition(Delegating):
     """A destination that loses Content-Disposition on a single PUT of a key `lost*`."""
 
