@@ -1020,21 +1020,55 @@ def demo(
         Path, typer.Option(help="Where the demo keeps its servers' data and state.")
     ] = Path(".demo"),
     small: Annotated[int, typer.Option(help="Number of small files to seed.", min=1)] = 3000,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep the servers up after the flow, until Ctrl-C, to try the other "
+            "commands on the demo's sites (it prints how).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run the whole flow on local servers: start SeaweedFS and Azurite on 127.0.0.1, seed a
     sample health-data estate in Azurite, then inventory, plan, approve, dry-run, run and
     verify each phase (pilot, bulk, delta, cutover), write the report, and print where it
-    is.
+    is. The servers stop at the end, unless --keep.
 
-    Example: migrate demo --workdir /tmp/demo
+    Example: migrate demo --workdir /tmp/demo --keep
     """
-    from migrate.demo import run_demo
+    from migrate.demo import DemoResult, run_demo
 
-    result = run_demo(workdir, small_files=small, console=None if json_out else _console())
-    if json_out:
+    def wait(result: DemoResult) -> None:
+        if json_out:
+            _out(True, result)
+        else:
+            _console().print(
+                "The servers stay up until Ctrl-C. In another terminal, from here:\n"
+                f"  . {result.env_file}\n"
+                f"  migrate status {result.plan} --routes\n"
+                f"  migrate verify {result.plan} --deep=both\n"
+                f"  migrate report {result.plan}",
+                markup=False,
+            )
+        _until_interrupted()
+
+    result = run_demo(
+        workdir,
+        small_files=small,
+        console=None if json_out else _console(),
+        keep=wait if keep else None,
+    )
+    if json_out and not keep:
         _out(True, result)
+
+
+def _until_interrupted() -> None:
+    """Wait for Ctrl-C, the end `migrate demo --keep` is told to expect: no error."""
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
 
 
 def main(argv: list[str] | None = None) -> int:

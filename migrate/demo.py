@@ -7,12 +7,14 @@ credentials by environment variable, and runs the inventory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 import random
+import shlex
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -83,6 +85,7 @@ class DemoResult:
     phases: list[PhaseSummary]
     verified: bool
     report: Path
+    env_file: Path | None = None  # under `keep`, while the servers are up (write_env_file)
 
 
 class _SeededStream:
@@ -226,12 +229,34 @@ def prepare_workdir(workdir: Path) -> None:
     (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
 
 
+def write_env_file(workdir: Path, sites_file: Path) -> Path:
+    """The demo's credentials and sites file as shell exports, readable by the user alone:
+    for `--keep`, to run the other commands against the demo's servers while they are up.
+    Deleted when the demo ends (the servers, and so these credentials, end with it)."""
+    path = workdir / "demo.env"
+    lines = [
+        "# Written by `migrate demo --keep`; deleted when the demo ends and its servers stop.",
+        *(
+            f"export {name}={shlex.quote(os.environ[name])}"
+            for name in (AZURE_ENV, S3_KEY_ENV, S3_SECRET_ENV)
+        ),
+        f"export MIGRATE_SITES={shlex.quote(str(sites_file))}",
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def run_demo(
     workdir: Path,
     small_files: int = 3000,
     console: Console | None = None,
-    large_sizes: tuple[int, ...] = LARGE_SIZES,
+    large_sizes: tuple[int, ...] | None = None,  # None: LARGE_SIZES
+    keep: Callable[[DemoResult], None] | None = None,
 ) -> DemoResult:
+    """The whole flow. `keep`, when given, is called with the result, its `env_file`
+    written, while the servers are still up; they stop when it returns."""
     workdir = workdir.resolve()
     prepare_workdir(workdir)
     say = console.print if console else (lambda *a, **k: None)
@@ -246,7 +271,7 @@ def run_demo(
         source = guarded_adapter(
             config.site("azure-hdh"), CONTAINERS, catalog, declared_proxies(config)
         )
-        objects = list(estate(small_files, large_sizes))
+        objects = list(estate(small_files, LARGE_SIZES if large_sizes is None else large_sizes))
         say(f"Seeding {len(objects):,} objects into Azurite ...")
         for container in CONTAINERS:
             source.create_container(container)
@@ -276,23 +301,31 @@ def run_demo(
         plan_path, phases, verified, report = _plan_run_verify_report(
             workdir, config, catalog, console
         )
-    if console:
-        console.print(
-            f"Sites file: {sites_file}\nState: {summary.state}\nPlan: {plan_path}", markup=False
+        if console:
+            console.print(
+                f"Sites file: {sites_file}\nState: {summary.state}\nPlan: {plan_path}",
+                markup=False,
+            )
+            console.print(f"Report: {report / 'report.html'}", markup=False)
+        result = DemoResult(
+            workdir,
+            sites_file,
+            summary.state,
+            len(objects),
+            seeded_bytes,
+            summary,
+            plan_path,
+            phases,
+            verified,
+            report,
         )
-        console.print(f"Report: {report / 'report.html'}", markup=False)
-    return DemoResult(
-        workdir,
-        sites_file,
-        summary.state,
-        len(objects),
-        seeded_bytes,
-        summary,
-        plan_path,
-        phases,
-        verified,
-        report,
-    )
+        if keep is not None:
+            env_file = write_env_file(workdir, sites_file)
+            try:
+                keep(dataclasses.replace(result, env_file=env_file))
+            finally:
+                env_file.unlink(missing_ok=True)
+    return result
 
 
 def _unrecorded(line: str) -> None:

@@ -7,6 +7,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +90,54 @@ def test_the_demo_runs_the_whole_flow_and_attests_its_routes(
             data = gzip.decompress(data)
         for secret in secrets:
             assert secret.encode() not in data, f"a secret in {f}"
+
+
+@pytest.mark.slow
+def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate demo --keep`: after the flow, the servers stay up and an environment file
+    (the user's alone) lets another shell run the other commands on the demo's sites; at
+    Ctrl-C the servers stop, the file is deleted and the exit code is 0."""
+    import migrate.demo
+
+    monkeypatch.setattr(migrate.demo, "LARGE_SIZES", (6 * MiB,))
+    workdir = tmp_path / "demo"
+    env_file = workdir / "demo.env"
+    seen: dict[str, object] = {}
+
+    def another_shell() -> None:
+        try:
+            deadline = time.monotonic() + 600
+            while not env_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            seen["mode"] = env_file.stat().st_mode & 0o777
+            plan = workdir / "plans" / "hdh-demo.yaml"
+            # A shell with none of the demo's environment: the file gives it all.
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "MIGRATE_"))}
+            migrate_bin = Path(sys.executable).parent / "migrate"
+            done = subprocess.run(
+                ["bash", "-c", f". {env_file} && {migrate_bin} verify {plan} --deep=both --json"],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            seen["verify"] = (done.returncode, done.stderr)
+            seen["passed"] = json.loads(done.stdout)["passed"] if done.returncode == 0 else None
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C
+
+    shell = threading.Thread(target=another_shell)
+    shell.start()
+    code = main(["demo", "--keep", "--small", "40", "--workdir", str(workdir), "--json"])
+    shell.join()
+
+    assert code == 0
+    assert seen["mode"] == 0o600
+    assert seen["verify"] == (0, "") and seen["passed"] is True
+    result = json.loads(capsys.readouterr().out)
+    assert result["env_file"] == str(env_file)
+    assert not env_file.exists(), "its credentials end with the servers"
+    sites = load_sites(workdir / "sites.toml")
+    for name in ("azure-hdh", "chu-seaweed"):
+        host, port = endpoint_host(sites.site(name).endpoint or "").rsplit(":", 1)
+        with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=2):
+            pass
