@@ -110,7 +110,13 @@ def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
     meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
     if info.size != row.size or SOURCE_MTIME_METADATA not in meta:
         return False
-    source_sha = _source_sums(row).get("sha256")
+    sums = _source_sums(row)
+    # Other bytes than the source's are no copy of it, whatever metadata they bear (another
+    # writer's, or another run's, may bear migrate's).
+    md5, stored_md5 = native_md5(sums, row.etag), info.checksums.get("md5", "").lower()
+    if md5 and stored_md5 and md5 != stored_md5:
+        return False
+    source_sha = sums.get("sha256")
     stored = meta.get(SHA256_METADATA, "").lower()
     return not source_sha or not stored or source_sha == stored
 

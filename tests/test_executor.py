@@ -1701,6 +1701,12 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
     put(env.destination, env.bucket, "top.txt", other, meta={
         "migrate-sha256": hashlib.sha256(other).hexdigest(),
         "migrate-source-last-modified": "2020-01-01T00:00:00+00:00"})  # fmt: skip
+    # Another run's copy of other bytes of the same size, with migrate's time but no
+    # SHA-256: its MD5 says it is no copy of this source (a conflict too).
+    ours = ESTATE["imaging/medium.bin"][0]
+    same_size = body(77, len(ours))
+    put(env.destination, env.bucket, "imaging/medium.bin", same_size,
+        meta={"migrate-source-last-modified": "2020-01-01T00:00:00+00:00"})  # fmt: skip
 
     def go(**kw: Any) -> Any:
         with Ledger(env.state) as ledger:
@@ -1709,19 +1715,24 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
 
     with Ledger(env.state) as ledger:
         preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
-    assert preview.conflicts == 2
+    assert preview.conflicts == 3
     summary = go()
-    assert (summary.conflicts, summary.failed, summary.copied) == (2, 2, len(ESTATE) - 2)
-    assert [f[1] for f in summary.failures] == ["reports/2025/q1.csv", "top.txt"]
+    assert (summary.conflicts, summary.failed, summary.copied) == (3, 3, len(ESTATE) - 3)
+    assert [f[1] for f in summary.failures] == [
+        "imaging/medium.bin",
+        "reports/2025/q1.csv",
+        "top.txt",
+    ]
     assert all(f[2].startswith("conflict: ") for f in summary.failures)
     assert env.read_destination("reports/2025/q1.csv") == foreign
     assert env.read_destination("top.txt") == other
+    assert env.read_destination("imaging/medium.bin") == same_size
     again = go()  # still there: still not overwritten, nothing else to copy
-    assert (again.conflicts, again.copied) == (2, 0)
+    assert (again.conflicts, again.copied) == (3, 0)
     assert env.read_destination("reports/2025/q1.csv") == foreign
 
     forced = go(overwrite=True)
-    assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 2)
+    assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 3)
     assert env.read_destination("reports/2025/q1.csv") == ESTATE["reports/2025/q1.csv"][0]
 
     # This plan's own copies whose records a kill -9 lost: copied again, no conflict.
