@@ -53,12 +53,15 @@ def _etag(st: os.stat_result) -> str:
 
 
 class _RangeReader:
-    """Reads [start, end) of an already opened file: the version that was opened."""
+    """Reads [start, end) of an already opened file. A file is not one version: another
+    process may write into it while it is read (a rename over it would not show here), so
+    its ETag is checked again once the range is read: bytes of two versions are refused."""
 
-    def __init__(self, handle: BinaryIO, remaining: int, info: ObjectInfo | None) -> None:
+    def __init__(self, handle: BinaryIO, remaining: int, info: ObjectInfo, where: str) -> None:
         self._handle = handle
         self._remaining = remaining
         self.info = info
+        self._where = where
 
     def read(self, size: int = -1, /) -> bytes:
         if self._remaining <= 0:
@@ -66,6 +69,9 @@ class _RangeReader:
         n = self._remaining if size < 0 else min(size, self._remaining)
         data = self._handle.read(n)
         self._remaining -= len(data)
+        done = self._remaining <= 0 or not data
+        if done and _etag(os.fstat(self._handle.fileno())) != self.info.etag:
+            raise SourceChanged(f"{self._where} changed while it was read")
         return data
 
     def close(self) -> None:
@@ -254,7 +260,12 @@ class LocalAdapter:
             raise SourceChanged(f"{self.site_name}: {container}/{key} changed since listed")
         stop = st.st_size if end is None else min(end, st.st_size)
         handle.seek(start)
-        return _RangeReader(handle, max(0, stop - start), self._described(container, key, st))
+        return _RangeReader(
+            handle,
+            max(0, stop - start),
+            self._described(container, key, st),
+            f"{self.site_name}: {container}/{key}",
+        )
 
     def _receive(
         self, body: WriteBody, length: int, checksums: Mapping[str, str], what: str

@@ -1296,6 +1296,46 @@ def test_a_source_changed_in_flight_ends_changed_never_mixed(env_for: Any, src: 
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+class WriterAfterOpen(Delegating):
+    """Another process writes into a local source file, in place, just after the copy
+    opened the range that holds `offset` (its size stays, its time changes): the ETag
+    checked at the opening holds, and no later opening checks it (the last range)."""
+
+    def __init__(self, inner: StoreAdapter, path: Path, offset: int, new: bytes) -> None:
+        super().__init__(inner)
+        self._path, self._offset, self._new = path, offset, new
+
+    def open_range(
+        self, container: str, key: str, start: int = 0, end: int | None = None, **kw: Any
+    ) -> ReadStream:
+        stream = self._inner.open_range(container, key, start, end, **kw)
+        if self._new and start <= self._offset and (end is None or self._offset < end):
+            with self._path.open("r+b") as f:
+                f.seek(self._offset)
+                f.write(self._new)
+            self._new = b""
+        return stream
+
+
+@pytest.mark.parametrize("size", [3 * MiB, 12 * MiB + 5], ids=["one-put", "parts"])
+def test_a_local_file_written_into_while_copied_ends_changed_never_mixed(
+    env_for: Any, size: int
+) -> None:
+    env: Env = env_for("local", "s3")
+    old = body(41, size)
+    env.seed({"data/table.bin": (old, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    path = Path(env.source_site.path or "") / env.container / "data" / "table.bin"
+    writer = WriterAfterOpen(env.source, path, len(old) - 1000, body(42, 1000))
+
+    summary = env.run(plan, source=writer)
+
+    assert writer._new == b"", "the write was made"
+    assert (summary.changed, summary.copied) == (1, 0), summary.failures
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
 def test_bytes_that_do_not_match_the_sources_own_md5_are_never_done_nor_visible(
     env_for: Any,
 ) -> None:
