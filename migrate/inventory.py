@@ -106,7 +106,7 @@ def flags_of(obj: ObjectInfo) -> Flag:
         flags |= Flag.TOO_LARGE
     if not obj.checksums:
         flags |= Flag.NO_CHECKSUM
-    if not portable_key(obj.key):
+    if not portable_key(obj.key, obj.size):
         flags |= Flag.KEY_NOT_PORTABLE
     # An account with a hierarchical namespace (ADLS Gen2) lists each directory as an empty
     # blob bearing hdi_isfolder=true: it holds no data, and S3 has no directories.
@@ -122,13 +122,17 @@ def flags_of(obj: ObjectInfo) -> Flag:
     return flags
 
 
-def portable_key(key: str) -> bool:
+def portable_key(key: str, size: int = 0) -> bool:
     """False for a key with an empty, '.' or '..' segment: stores that keep objects as
     files (SeaweedFS's filer, say) store `a//b` as `a/b`, and `a/./b` or `a/../b` as a
-    path, so the copy lands under another key, maybe another object's. A trailing '/' (a
-    folder marker) is fine."""
-    segments = key.split("/")[:-1] if key.endswith("/") else key.split("/")
-    return not any(s in ("", ".", "..") for s in segments)
+    path, so the copy lands under another key, maybe another object's. A trailing '/' is
+    fine on a folder marker (no bytes); such a store keeps none of an object's bytes
+    under it (a folder)."""
+    if key.endswith("/"):
+        if size > 0:
+            return False
+        key = key[:-1]
+    return not any(s in ("", ".", "..") for s in key.split("/"))
 
 
 def escaped_key(key: str) -> str:

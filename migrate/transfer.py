@@ -454,8 +454,28 @@ class ObjectCopy:
     def copy(self, item: TransferItem) -> TransferOutcome:
         reader = _SourceReader(self, item)
         if self.one_request(item):
-            return self._single(item, reader)
-        return self._multipart(item, reader, self._part_size(item))
+            outcome = self._single(item, reader)
+        else:
+            outcome = self._multipart(item, reader, self._part_size(item))
+        if item.destination_key.endswith("/") and item.size > 0:
+            self._check_kept_as_object(item)
+        return outcome
+
+    def _check_kept_as_object(self, item: TransferItem) -> None:
+        """A store that keeps objects as files (SeaweedFS's filer) takes a key ending with
+        '/' for a folder: it answers the write with the bytes' ETag, and keeps none of them.
+        Such keys, rare, are read back before the copy counts as done."""
+        head = self.call(
+            lambda: self.destination.head(item.destination_bucket, item.destination_key)
+        )
+        if head.size != item.size:
+            raise Permanent(
+                f"{item.destination_bucket}/{item.destination_key}: the destination keeps "
+                f"{head.size:,} of the {item.size:,} bytes written under this key ending "
+                "with '/' (a store keeping objects as files takes it for a folder)",
+                hint="rename it at the source (no trailing '/'), then run the inventory, "
+                "plan and phase again",
+            )
 
     def _store_verifies_sha256(self) -> bool:
         return "sha256" in self.destination.capabilities.verifies_checksums

@@ -26,7 +26,7 @@ import migrate.executor
 import migrate.transfer
 from migrate.errors import EndpointUnreachable, NotFound, Permanent
 from migrate.executor import TransferConfig, run_phase
-from migrate.inventory import run_inventory
+from migrate.inventory import Flag, run_inventory
 from migrate.ledger import Ledger
 from migrate.plan import Estimate, Mapping, Phase, PhaseKind, Plan, PlanOptions, SiteRef
 from migrate.sites import Site, SitesConfig
@@ -1334,6 +1334,38 @@ def test_a_local_file_written_into_while_copied_ends_changed_never_mixed(
     assert (summary.changed, summary.copied) == (1, 0), summary.failures
     assert [o.key for o in env.destination.list_objects(env.bucket)] == []
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
+def test_an_object_under_a_key_ending_with_slash_that_seaweedfs_keeps_empty_is_not_done(
+    env_for: Any,
+) -> None:
+    """SeaweedFS keeps an object whose key ends with '/' as a folder: the write answers
+    the bytes' ETag and none are kept. The copy reads it back, fails saying so, and is
+    not recorded done; the inventory flags it (KEY_NOT_PORTABLE), and verify names it
+    not done without asking for a copy again that would end the same."""
+    env: Env = env_for("azure", "s3")
+    data = b"report body kept under a key that ends with a slash" * 100
+    env.seed({"exports/2025/": (data, "text/plain", {}, False),
+              "exports/2025/a.csv": (b"a,b\n", "text/csv", {}, False)})  # fmt: skip
+    plan = env.plan()
+    with sqlite3.connect(env.state / "state.db") as db:
+        flags = dict(db.execute("SELECT key, flags FROM objects").fetchall())
+    assert flags["exports/2025/"] & Flag.KEY_NOT_PORTABLE
+    assert not flags["exports/2025/a.csv"] & Flag.KEY_NOT_PORTABLE
+
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (1, 1), summary.failures
+    (failure,) = summary.failures
+    assert failure[1] == "exports/2025/"
+    assert "keeps 0 of the 5,100 bytes" in failure[2]
+    with Ledger(env.state) as ledger:
+        states = {c.state: c.objects for c in ledger.phase_counts("t")}
+    assert states == {"done": 1, "failed": 1}
+    with Ledger(env.state) as ledger:
+        result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
+                        deep=False, sample=None, seed=1)  # fmt: skip
+    assert not result.passed and result.to_copy_again == 0
 
 
 def test_bytes_that_do_not_match_the_sources_own_md5_are_never_done_nor_visible(
