@@ -136,8 +136,11 @@ def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
     assert Flag.NO_CHECKSUM in flags_of(obj(checksums={}))
     for key in ("a//b", "/a", "a/./b", "a/../b", "a/.."):
         assert Flag.KEY_NOT_PORTABLE in flags_of(obj(key=key)), key
-    for key in ("a/b", "a/", "a/.b/c", "a..b"):  # a folder marker, a dot file: as they are
+    for key in ("a/b", "a/.b/c", "a..b"):  # a dot file: as they are
         assert Flag.KEY_NOT_PORTABLE not in flags_of(obj(key=key)), key
+    # A folder marker (no bytes) is; bytes under a folder's name are kept by no file tree.
+    assert Flag.KEY_NOT_PORTABLE not in flags_of(obj(key="a/", size=0))
+    assert Flag.KEY_NOT_PORTABLE in flags_of(obj(key="a/", size=1))
     marker = {"hdi_isfolder": "true"}  # an ADLS Gen2 directory, as the Blob API lists it
     assert Flag.DIRECTORY_MARKER in flags_of(obj(key="cohort/2025", size=0, metadata=marker))
     assert Flag.DIRECTORY_MARKER not in flags_of(obj(key="cohort/x", size=3, metadata=marker))
