@@ -7,6 +7,7 @@ import contextlib
 import functools
 import getpass
 import math
+import os
 import sys
 import threading
 import time
@@ -176,8 +177,48 @@ def _out(json_mode: bool, value: object) -> None:
     """The command's one JSON object on stdout (under --json; nothing otherwise)."""
     if json_mode:
         # Plain print: no rich markup or wrapping in machine output.
-        print(render.to_json(value))
+        _print_out(render.to_json(value))
         _json_printed.append(True)
+
+
+def _print_out(text: str) -> None:
+    """Print to stdout; a reader gone (`| head`) ends the output, not the command's exit
+    code, and leaves no traceback at exit (Python would flush stdout again)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout_closed()
+
+
+def _stdout_closed() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _option_as_value(args: list[str]) -> tuple[str, str] | None:
+    """An option given another option as its value (`--reason --json`): click would take
+    `--json` as the reason, record it, and print no JSON. (option, what it was given)."""
+    command = typer.main.get_command(app)
+    i = 0
+    while i < len(args) and (commands := getattr(command, "commands", None)) is not None:
+        sub = commands.get(args[i])
+        i += 1
+        if sub is not None:
+            command = sub
+        elif not args[i - 1].startswith("-"):
+            return None  # not a command: click says so
+    valued = {
+        name
+        for p in command.params
+        if p.param_type_name == "option" and not getattr(p, "is_flag", True)
+        and not getattr(p, "count", False)
+        for name in p.opts
+    }  # fmt: skip
+    for arg, value in zip(args[i:], args[i + 1 :], strict=False):
+        if arg in valued and value.startswith("--"):
+            return arg, value
+    return None
 
 
 @sites_app.command("check")
@@ -1084,13 +1125,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def fail_json(code: int, kind: str, message: str, hint: str | None = None) -> None:
         if wants_json(args) and not _json_printed:
-            print(error_json(code, kind, message, hint))
+            _print_out(error_json(code, kind, message, hint))
 
     try:
         if wrong := next((a for a in args if a.startswith("--deep=")), None):
             raise ConfigError(
                 f"{wrong}: --deep takes no value but `both`", hint="--deep or --deep=both"
             )
+        if clash := _option_as_value(args):
+            option, value = clash
+            message = f"{option} needs a value, and was given the option {value}"
+            hint = f'give {option} its value first, e.g. {option} "..." {value}'
+            _stderr().print(f"migrate: error: {message} ({hint})", markup=False, soft_wrap=True)
+            fail_json(2, USAGE, message, hint)
+            return 2
         result = app(args=args, prog_name="migrate", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
@@ -1119,6 +1167,9 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         _stderr().print(INTERRUPTED_LINE, markup=False)
         fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
+        return INTERRUPTED
+    except BrokenPipeError:  # the output's reader went away mid-command: cut off, silently
+        _stdout_closed()
         return INTERRUPTED
     except Exception as exc:  # a bug: still one line, unless --debug
         if debug:

@@ -1110,6 +1110,68 @@ def test_a_usage_error_is_one_line_that_says_where_to_look(
         assert_one_line_without_secret(out, err)
 
 
+def test_an_option_given_as_another_options_value_is_refused_and_recorded_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--reason --json` made click take `--json` as the reason: a forced cutover ran,
+    the audit record said it was forced for "--json", and no JSON was printed."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    for args in (
+        ["plan", "approve", plan, "--by", "--json"],
+        ["run", plan, "--phase", "cutover", "--force", "--reason", "--json"],
+        ["verify", plan, "--phase", "--json"],
+    ):
+        code, out, err = run([*args, *where], capsys)
+        assert code == 2, (args, err)
+        assert "needs a value, and was given the option --json" in err, err
+        assert error_object(out)["kind"] == "UsageError"
+        assert_one_line_without_secret(out, err)
+    code, out, _ = run(["plan", "show", plan, *where, "--json"], capsys)
+    assert code == 0 and "--json" not in json.dumps(json.loads(out)["approval"])
+    code, out, _ = run(["status", plan, *where, "--json"], capsys)
+    answer = json.loads(out)
+    assert code == 0 and answer["phases"]["cutover"]["forced_reason"] is None
+    assert not [c for c in answer["counts"] if c["phase"] == "cutover"]
+
+
+def test_a_failure_whose_reader_went_away_keeps_its_exit_code_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`migrate ... --json | head -1`: the error object cannot be written; the exit code
+    is still the failure's, and stderr still one line."""
+    import subprocess
+    import sys
+
+    migrate_bin = Path(sys.executable).parent / "migrate"
+    sites = local_sites(tmp_path)
+    shell = f"{migrate_bin} status {tmp_path / 'nope.yaml'} --sites {sites} --json | true"
+    done = subprocess.run(
+        ["bash", "-c", shell + '; echo "rc=${PIPESTATUS[0]}" >&2'],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stderr.endswith("rc=9\n"), done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2, done.stderr
+
+
+def test_ctrl_c_while_the_cli_loads_is_an_interruption_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+    import types
+
+    from migrate.main import main as entry
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt  # Ctrl-C while `migrate.cli` is imported
+
+    monkeypatch.setitem(sys.modules, "migrate.cli", Loading("migrate.cli"))
+    code = entry(["status", "p.yaml", "--json"])
+    captured = capsys.readouterr()
+    assert code == 130 and "interrupted" in captured.err
+    assert json.loads(captured.out)["error"]["exit_code"] == 130
+
+
 def local_sites(tmp_path: Path, extra: str = "") -> Path:
     """A sites file with one local site, its state under tmp_path/state."""
     (tmp_path / "store").mkdir(exist_ok=True)
