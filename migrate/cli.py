@@ -658,6 +658,10 @@ class _ProgressSubscriber(Subscriber):
         )
 
 
+MIN_RPS = 0.1  # one request each 10 s: below that, a limit looks like a hang
+MIN_BANDWIDTH = 1000  # bytes per second
+
+
 def _bandwidth(text: str | None) -> float | None:
     if not text:
         return None
@@ -692,7 +696,9 @@ def run(
     ] = None,
     max_rps: Annotated[
         float | None,
-        typer.Option(help="Most requests per second to each endpoint (a finite number above 0)."),
+        typer.Option(
+            help=f"Most requests per second to each endpoint (a finite number, at least {MIN_RPS})."
+        ),
     ] = None,
     delete_removed: Annotated[
         bool,
@@ -754,7 +760,18 @@ def run(
             hint=f"e.g. --concurrency 32 (each object copied at once holds a part buffer of "
             f"--part-size-mib: {MAX_CONCURRENCY} x 16 MiB is 4 GiB)",
         )
+    if max_rps is not None and max_rps < MIN_RPS:
+        # A request a day would look like a hang: a typo (1e-3 for 1e3), not a limit.
+        raise ConfigError(
+            f"--max-rps {max_rps:g}: at least {MIN_RPS} requests per second",
+            hint="e.g. --max-rps 100, or leave the option out for no limit",
+        )
     limit = _bandwidth(bwlimit)  # before anything is done: delta may delete at the destination
+    if limit is not None and limit < MIN_BANDWIDTH:
+        raise ConfigError(
+            f"--bwlimit {bwlimit}: at least {MIN_BANDWIDTH:,} bytes per second (1 KB/s)",
+            hint="e.g. --bwlimit 200MB/s, or leave the option out for no limit",
+        )
     # The catalog is loaded with the first adapter: not at all for a finished phase.
     doing = None if dry_run else f"run --phase {phase}"
     with open_session(plan, config, lambda: _catalog_of(config), lock=doing) as session:
@@ -933,7 +950,12 @@ def verify(
     deep_both: Annotated[bool, typer.Option("--deep-both", hidden=True)] = False,
     sample: Annotated[str | None, typer.Option(help="Re-read a seeded share, e.g. 5%.")] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of --sample (default: random; recorded either way).")
+        int | None,
+        typer.Option(
+            help="Seed of --sample (default: random; recorded either way).",
+            min=0,
+            max=2**63 - 1,  # the state keeps it as a 64-bit integer
+        ),
     ] = None,
     metadata: Annotated[
         bool, typer.Option("--metadata", help="HEAD every object to compare its metadata.")

@@ -218,15 +218,23 @@ credentials = {{ access_key_env = "{S3_KEY_ENV}", secret_key_env = "{S3_SECRET_E
 
 
 def prepare_workdir(workdir: Path) -> None:
-    if workdir.exists() and any(workdir.iterdir()):
-        if not (workdir / MARKER).exists():
-            raise ConfigError(
-                f"{workdir} exists and was not made by `migrate demo`",
-                hint="choose another --workdir",
-            )
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file", hint="choose a directory")
+    try:
+        if workdir.exists() and any(workdir.iterdir()):
+            if not (workdir / MARKER).exists():
+                raise ConfigError(
+                    f"{workdir} exists and was not made by `migrate demo`",
+                    hint="choose another --workdir",
+                )
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"--workdir {workdir} cannot be used ({exc.strerror or type(exc).__name__})",
+            hint="choose a directory you can write to",
+        ) from None
 
 
 def write_env_file(workdir: Path, sites_file: Path) -> Path:

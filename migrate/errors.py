@@ -132,7 +132,7 @@ EXIT_CODES: dict[int, str] = {
     2: "wrong command-line usage",
     3: "configuration error (sites file, options)",
     4: "a secret is written in the sites file",
-    5: "credentials rejected by a store",
+    5: "credentials rejected by a store (a local site: permission denied)",
     6: "endpoint unreachable",
     7: "bucket, container or object not found",
     8: "a site fails the sovereignty policy",

@@ -50,6 +50,13 @@ def _looks_like_key(value: str, field: str) -> bool:
 
 
 _REFERENCE_KEYS = {"profile"}
+# Names only a credential goes by: written anywhere with a value, it is one (a site's
+# `secret_key = "..."` is not an unknown key to spell again, but a secret in the file).
+_CREDENTIAL_NAMES = {
+    "access_key", "secret_key", "secret_access_key", "aws_access_key_id",
+    "aws_secret_access_key", "session_token", "account_key", "sas_token",
+    "connection_string", "password", "token", "proxy_auth",
+}  # fmt: skip
 
 
 class CredentialRef(BaseModel):
@@ -250,6 +257,12 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                     hint="keep secrets in environment variables and reference them with *_env keys",
                 )
             here = f"{where}.{key}" if where else str(key)
+            if str(key).lower() in _CREDENTIAL_NAMES and isinstance(value, str) and value:
+                raise SecretInConfig(
+                    f"{path}: {here} holds a credential value",
+                    hint=f'write credentials.{key}_env = "VARIABLE_NAME" in the site and '
+                    "export the secret in that environment variable",
+                )
             if where.endswith("credentials") and isinstance(value, str):
                 if key not in _REFERENCE_KEYS and not key.endswith("_env"):
                     raise SecretInConfig(

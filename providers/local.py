@@ -25,6 +25,7 @@ from typing import BinaryIO
 from migrate.errors import (
     ChecksumMismatch,
     ConfigError,
+    CredentialsRejected,
     NotFound,
     SourceChanged,
     Unsupported,
@@ -153,8 +154,22 @@ class LocalAdapter:
 
     # -- contract ------------------------------------------------------------------------
 
+    def _denied(self, path: Path, what: str = "read") -> CredentialsRejected:
+        """A directory or file the user running migrate may not use: as a store's
+        AccessDenied (exit 5), naming it."""
+        return CredentialsRejected(
+            f"{self.site_name}: {path}: permission denied",
+            hint=f"give the user running migrate {what} access to it",
+        )
+
+    def _names(self, directory: Path) -> list[str]:
+        try:
+            return os.listdir(directory)
+        except PermissionError:
+            raise self._denied(directory) from None
+
     def check(self, container: str) -> None:
-        self._require_container(container)
+        self._names(self._require_container(container))  # readable, not only there
 
     def create_container(self, container: str) -> None:
         self._container_dir(container).mkdir(parents=True, exist_ok=True)
@@ -173,7 +188,7 @@ class LocalAdapter:
         # which do not compare as its bytes do (a resumed listing would skip or repeat keys).
         after = None if start_after is None else os.fsencode(start_after)
         entries: list[tuple[bytes, str, bool]] = []
-        for name in os.listdir(directory):
+        for name in self._names(directory):
             full = directory / name
             is_dir = full.is_dir()
             key = base + name + ("/" if is_dir else "")
@@ -251,6 +266,8 @@ class LocalAdapter:
         path = self._path(container, key)
         try:
             handle = path.open("rb")
+        except PermissionError:
+            raise self._denied(path) from None
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
         st = os.fstat(handle.fileno())

@@ -199,12 +199,18 @@ def test_a_malformed_file_gives_exit_3_and_a_secret_in_it_exit_4(
     code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
     assert code == 3
     assert_one_line_without_secret(out, err)
-    bad.write_text(
-        f'[sites.x]\nprovider = "scaleway"\ncredentials = {{ secret_key = "{CANARY}" }}\n'
-    )
-    code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
-    assert code == 4
-    assert_one_line_without_secret(out, err)
+    for written in (
+        f'credentials = {{ secret_key = "{CANARY}" }}',
+        # In the site itself, the README's own example of what not to do: a secret too,
+        # not a key to spell again.
+        f'secret_key = "{CANARY}"',
+        f'password = "{CANARY}"',
+    ):
+        bad.write_text(f'[sites.x]\nprovider = "scaleway"\n{written}\n')
+        code, out, err = run(["inventory", "x", "--sites", str(bad)], capsys)
+        assert code == 4, (written, err)
+        assert "holds a credential value" in err
+        assert_one_line_without_secret(out, err)
 
 
 @pytest.mark.parametrize("key", ["CANARYsecret9f8e7d6c5b4", "CANARYsecret9f8e7d6c5"])
@@ -281,6 +287,42 @@ def test_paths_that_cannot_be_written_give_exit_3(
     )
     assert code == 3 and "cannot write the report" in err, err
     assert_one_line_without_secret(out, err)
+    code, out, err = run(["demo", "--workdir", str(blocker), "--small", "5"], capsys)
+    assert code == 3 and f"--workdir {blocker} is a file" in err, err
+    assert_one_line_without_secret(out, err)
+
+
+def test_a_local_directory_migrate_may_not_read_gives_exit_5_naming_it(tmp_path: Path) -> None:
+    """As a store's AccessDenied: sites check and the inventory say which directory."""
+    import shutil
+    import subprocess
+    import sys
+
+    sites = local_sites(tmp_path, "")
+    sites.write_text(sites.read_text() + 'buckets = ["data"]\n')
+    data = tmp_path / "store" / "data"
+    (data / "a").mkdir(parents=True)
+    (data / "a" / "one.csv").write_bytes(b"1\n")
+    data.chmod(0)
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root reads anything: the test drops that power
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv to drop the power to read anything")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    migrate_bin = str(Path(sys.executable).parent / "migrate")
+    try:
+        for args in (["inventory", "s"], ["sites", "check", "s"]):
+            done = subprocess.run(
+                [*prefix, migrate_bin, *args, "--sites", str(sites), "--json"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 5, (args, done.stderr)
+            assert f"{data}: permission denied" in done.stdout + done.stderr, done
+            assert "Traceback" not in done.stderr
+    finally:
+        data.chmod(0o755)
 
 
 def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
@@ -1101,6 +1143,8 @@ def test_a_usage_error_is_one_line_that_says_where_to_look(
 ) -> None:
     for args, where in (
         (["run", "p.yaml", "--phase", "pilot", "--concurrency", "abc"], "migrate run --help"),
+        # Beyond what the state records: refused before the verification, not after it.
+        (["verify", "p.yaml", "--sample", "5%", "--seed", "9" * 23], "migrate verify --help"),
         (["verify", "p.yaml", "--bogus"], "migrate verify --help"),
         (["runn"], "migrate --help"),
     ):
@@ -1405,6 +1449,9 @@ def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
         ("--concurrency=99999999", "--concurrency 99,999,999: at most 256"),
         ("--concurrency=257", "--concurrency 257: at most 256"),
         ("--part-size-mib=100000", "--part-size-mib 100,000: at most 5,120"),
+        # A request a day, or a byte a minute, ran and printed nothing: it looked hung.
+        ("--max-rps=1e-9", "--max-rps 1e-09: at least 0.1 requests per second"),
+        ("--bwlimit=0.0000001B/s", "--bwlimit 0.0000001B/s: at least 1,000 bytes per second"),
     ],
 )
 def test_run_options_without_a_real_limit_or_beyond_the_bound_give_exit_3(
