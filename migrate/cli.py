@@ -36,6 +36,7 @@ from migrate.errors import (
     PolicyViolation,
     SecretInConfig,
     TransferError,
+    as_store_failure,
     error_json,
     redact,
     wants_json,
@@ -1167,9 +1168,11 @@ def main(argv: list[str] | None = None) -> int:
             _stderr().print(INTERRUPTED_LINE, markup=False)
             fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return code
-    except MigrateError as exc:
+    except MigrateError as raised:
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False)
+        command = next((a for a in args if not a.startswith("-")), None)
+        exc = raised if command == "run" else as_store_failure(raised)
         _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
         fail_json(exc.exit_code, type(exc).__name__, exc.message, exc.hint)
         return exc.exit_code

@@ -125,6 +125,20 @@ class PlanBusy(MigrateError):
     exit_code = 14
 
 
+def as_store_failure(exc: MigrateError) -> MigrateError:
+    """A store request that failed for good where no object is being copied (a check, the
+    inventory, a plan's reads, a verification): the endpoint's failure (exit 6), not
+    objects failing to transfer (11, which `run` keeps)."""
+    if not isinstance(exc, TransferError):
+        return exc
+    return EndpointUnreachable(
+        exc.message,
+        hint=exc.hint
+        or "check the site's endpoint, provider and network: does it answer as a store of "
+        "that kind?",
+    )
+
+
 # Exit codes documented in the README; a test keeps this table and the README in step.
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -133,7 +147,7 @@ EXIT_CODES: dict[int, str] = {
     3: "configuration error (sites file, options)",
     4: "a secret is written in the sites file",
     5: "credentials rejected by a store (a local site: permission denied)",
-    6: "endpoint unreachable",
+    6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind)",
     7: "bucket, container or object not found",
     8: "a site fails the sovereignty policy",
     9: "plan invalid, blocked, not approved or edited after approval",

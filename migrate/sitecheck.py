@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from migrate.errors import MigrateError
+from migrate.errors import MigrateError, as_store_failure
 from migrate.sites import Site, SitesConfig
 from providers.base import StoreAdapter
 
@@ -77,7 +77,10 @@ def check_sites(
                     adapter.check(container)
                     checks.append(ContainerCheck(container, True))
                 except MigrateError as exc:
-                    checks.append(ContainerCheck(container, False, exc.one_line(), exc.exit_code))
+                    failure = as_store_failure(exc)
+                    checks.append(
+                        ContainerCheck(container, False, failure.one_line(), failure.exit_code)
+                    )
         finally:
             adapter.close()
         results.append(SiteCheck(name, site.provider, site.region, site.endpoint, checks))

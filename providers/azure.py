@@ -700,6 +700,13 @@ class AzureAdapter:
         try:
             with self._libcloud_lock:
                 self._libcloud.get_container(container)
+        except (KeyError, ValueError, AttributeError):
+            # libcloud read the answer's headers as Azure's, and they were not there.
+            raise EndpointUnreachable(
+                f"{self.site_name}: container {container}: the endpoint does not answer as "
+                "Azure Blob storage does",
+                hint="check the site's endpoint and account",
+            ) from None
         except Exception as exc:
             self._fail(exc, f"container {container}", container_call=True)
 

@@ -816,6 +816,16 @@ class S3Adapter:
 
     def check(self, container: str) -> None:
         self._call(self._client.head_bucket, container, None, Bucket=container)
+        # Any web server answers a HEAD with 200: the store must also list as S3 does.
+        page = self._call(
+            self._client.list_objects_v2, container, None, Bucket=container, MaxKeys=1
+        )
+        if "MaxKeys" not in page and "KeyCount" not in page and "Name" not in page:
+            raise EndpointUnreachable(
+                f"{self.site_name}: bucket {container!r}: the endpoint does not list it as "
+                "an S3 store does",
+                hint="check the site's endpoint and provider: is it this store's S3 API?",
+            )
 
     def create_container(self, container: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": container}

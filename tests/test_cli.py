@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -809,6 +810,70 @@ def test_sites_check_gives_each_site_its_verdict(
     assert verdicts["nowhere"]["status"] == "UNKNOWN"  # no declared country
     assert verdicts["nowhere"]["blocking"] and code == 0  # shown; exit 8 if asked
     assert verdicts["rehearsal"]["status"] == "PASS"
+
+
+@pytest.fixture
+def web_page() -> Iterator[str]:
+    """A web server on 127.0.0.1 that answers every request with 200 and an HTML page:
+    an endpoint mistyped to a site's web front, say. Its URL."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            body = b"<html><body>Welcome</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_endpoint_that_is_no_store_fails_the_check_and_the_inventory_with_exit_6(
+    web_page: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A web page answering 200 to everything: sites check said `ok`, the inventory exit 11
+    ("objects failed to transfer", though nothing transfers) and an Azure site crashed."""
+    monkeypatch.setenv("T_KEY", "k")
+    monkeypatch.setenv("T_SECRET", "s")
+    key = base64.b64encode(b"k" * 64).decode()
+    monkeypatch.setenv("T_AZ", f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={key};"
+                       f"BlobEndpoint={web_page}/acct;")  # fmt: skip
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[sites.page]\nprovider = "self-hosted"\nendpoint = "{web_page}"\nbuckets = ["b"]\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+        f'[sites.azpage]\nprovider = "azure"\nendpoint = "{web_page}/acct"\n'
+        'buckets = ["snds"]\ncredentials = { connection_string_env = "T_AZ" }\n'
+    )
+    for site, said in (("page", "does not list it as an S3 store does"),
+                       ("azpage", "does not answer as Azure Blob storage does")):  # fmt: skip
+        code, out, err = run(["sites", "check", site, "--sites", str(sites), "--json"], capsys)
+        assert code == 6, (site, out)
+        (checked,) = json.loads(out)["sites"]
+        assert checked["containers"][0]["exit_code"] == 6 and said in out, out
+        code, out, err = run(["inventory", site, "--sites", str(sites), "--json"], capsys)
+        assert code == 6, (site, err)
+        assert error_object(out)["kind"] == "EndpointUnreachable"
+        assert_one_line_without_secret(out, err)
 
 
 def test_a_finished_phase_run_again_is_answered_from_the_ledger_alone(
