@@ -690,6 +690,16 @@ class Ledger:
         one a table was dropped from, is refused at open (`_NotOurSchema`), not met later
         by some query."""
         with self.atomic() as db:
+            tables = {
+                str(name)
+                for (name,) in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if tables and "schema_migrations" not in tables:
+                # Another tool's database: migrate's tables are not written beside its own.
+                raise _NotOurSchema(f"tables of another tool ({', '.join(sorted(tables)[:3])})")
             _create_migrations_table(db)
             applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
             _run_migrations(db, applied)

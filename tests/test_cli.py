@@ -1480,6 +1480,12 @@ def damage_state(state: Path, how: str) -> None:
             leftover.unlink()
         state.write_bytes(b"not a database at all\n" * 200)
         return
+    if how == "another tool's database":
+        for leftover in state.parent.glob("state.db*"):
+            leftover.unlink()
+        with sqlite3.connect(state) as db:
+            db.execute("CREATE TABLE foo (x)")
+        return
     with sqlite3.connect(state) as db:
         if how == "a table dropped":
             db.execute("DROP TABLE transfers")
@@ -1489,7 +1495,9 @@ def damage_state(state: Path, how: str) -> None:
             db.execute("CREATE TABLE approvals (id INTEGER PRIMARY KEY, ticket TEXT)")
 
 
-@pytest.mark.parametrize("how", ["a table dropped", "another tool's file", "not a database"])
+@pytest.mark.parametrize(
+    "how", ["a table dropped", "another tool's file", "another tool's database", "not a database"]
+)
 def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
     how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
