@@ -257,6 +257,15 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
     key = conn.get("accountkey") or creds.account_key
     sas = conn.get("sharedaccesssignature") or creds.sas_token
     if not key and not sas:
+        if creds.connection_string:
+            # Set, but holding neither: say so rather than ask for what is set.
+            variable = site.credentials.connection_string_env if site.credentials else None
+            raise ConfigError(
+                f"site {site.name}: the connection string in ${variable} holds no "
+                "AccountKey= nor SharedAccessSignature=",
+                hint="copy it again from the storage account's access keys, or use "
+                "credentials.account_key_env or sas_token_env",
+            )
         raise ConfigError(
             f"site {site.name}: no Azure credentials",
             hint="set credentials.connection_string_env, account_key_env or sas_token_env",

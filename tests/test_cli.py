@@ -235,6 +235,11 @@ def test_a_malformed_azure_account_key_gives_exit_3_without_showing_it(
     assert "account key is not valid base64" in err
     assert_one_line_without_secret(out, err)
     assert "CANARY" not in out + err
+    # Not a connection string at all: said, rather than asking to set what is set.
+    monkeypatch.setenv("T_AZ", key)
+    code, out, err = run(["inventory", "az", "--sites", str(sites)], capsys)
+    assert code == 3 and "the connection string in $T_AZ holds no AccountKey=" in err, err
+    assert "CANARY" not in out + err
 
 
 @pytest.mark.parametrize("option", ["--concurrency=0", "--part-size-mib=-1", "--max-rps=0"])
