@@ -42,7 +42,14 @@ from migrate.errors import (
     wants_json,
 )
 from migrate.ledger import Ledger
-from migrate.plan import Plan, check_approved, check_same_routes, load_plan, save_plan
+from migrate.plan import (
+    Plan,
+    check_approved,
+    check_same_routes,
+    compute_digest,
+    load_plan,
+    save_plan,
+)
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -890,6 +897,13 @@ def status(
     """
     config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
+    if compute_digest(loaded) != loaded.digest:  # shown, but not taken as it stands
+        _stderr().print(
+            f"migrate: warning: {plan} was edited after it was made (its digest does not "
+            "match): approve, run and verify refuse it; the progress below is its name's",
+            markup=False,
+            soft_wrap=True,
+        )
     with Ledger(config.state_dir) as ledger:
         check_same_routes(loaded, ledger)  # another plan's progress is not this one's
         counts = ledger.phase_counts(loaded.name)

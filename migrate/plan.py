@@ -274,7 +274,12 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
             hint="generate the plan again with `migrate plan` and approve it",
         ) from None
     except yaml.YAMLError as exc:
-        raise PlanTampered(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise PlanTampered(
+            f"{path}: not valid YAML ({exc.__class__.__name__}{where})",
+            hint="generate the plan again with `migrate plan` and approve it",
+        ) from None
     if not isinstance(raw, dict):
         raise PlanError(f"{path}: not a plan document")
     _check_schema_version(raw, path)

@@ -1389,6 +1389,24 @@ def test_a_command_whose_json_says_what_failed_prints_no_second_object(
     assert_one_line_without_secret(out, err)
 
 
+def test_status_shows_a_plan_edited_by_hand_with_a_warning_and_bad_yaml_says_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    text = Path(plan).read_text()
+    assert "policy: eu-residency" in text
+    Path(plan).write_text(text.replace("policy: eu-residency", "policy: fr-health"))
+    code, out, err = run(["status", plan, *where, "--json"], capsys)
+    assert code == 0 and json.loads(out)["plan"]
+    assert "was edited after it was made" in err and "run and verify refuse it" in err
+    Path(plan).write_text(text + "phases: [\n")
+    code, out, err = run(["status", plan, *where], capsys)
+    lines = text.count("\n")
+    assert code == 9 and f"not valid YAML (ParserError, line {lines + 2})" in err, err
+    assert "generate the plan again" in err
+    assert_one_line_without_secret(out, err)
+
+
 def test_a_plan_path_that_is_a_directory_or_not_text_gives_one_line_and_exit_9(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
