@@ -254,6 +254,11 @@ def sites_check(
     from migrate.sitecheck import check_sites, exit_code_of, first_problem
 
     config, catalog = _load(sites)
+    if not config.sites:  # an empty table would read as "all is well"
+        raise ConfigError(
+            f"{config.path}: no site to check",
+            hint="add a [sites.NAME] section per store; see README 'Configuration'",
+        )
     with site_reads(config, catalog, "sites check", warn=_warn) as reads:
         results = check_sites(config, lambda s: reads.adapter(s, s.buckets), only=site)
     verdicts = []
@@ -1184,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except MigrateError as raised:
         if debug:
-            _stderr().print(redact(traceback.format_exc()), markup=False)
+            _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
         command = next((a for a in args if not a.startswith("-")), None)
         exc = raised if command == "run" else as_store_failure(raised)
         _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
@@ -1212,7 +1217,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except Exception as exc:  # a bug: still one line, unless --debug
         if debug:
-            _stderr().print(redact(traceback.format_exc()), markup=False)
+            _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
         message = f"{type(exc).__name__}: {redact(str(exc))}"
         hint = "run again with --debug and report it"
         _stderr().print(

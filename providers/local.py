@@ -147,7 +147,8 @@ class LocalAdapter:
     def _require_container(self, container: str) -> Path:
         cdir = self._container_dir(container)
         if not self.root.is_dir():
-            raise NotFound(f"{self.site_name}: directory {self.root} does not exist")
+            what = "is not a directory" if self.root.exists() else "does not exist"
+            raise NotFound(f"{self.site_name}: directory {self.root} {what}")
         if not cdir.is_dir():
             raise NotFound(f"{self.site_name}: container {container!r} not found")
         return cdir

@@ -794,6 +794,20 @@ def test_providers_show_lists_facts_with_sources(capsys: pytest.CaptureFixture[s
     assert code == 3 and "scaleway" in err
 
 
+def test_sites_check_of_no_site_or_of_a_path_that_is_a_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text('policy = "eu-residency"\n')  # an empty table read as "all is well"
+    code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
+    assert code == 3 and "no site to check" in err, err
+    (tmp_path / "afile").write_text("not a directory")
+    sites.write_text(f'[sites.s]\nprovider = "local"\npath = "{tmp_path / "afile"}"\n'
+                     'buckets = ["b"]\n')  # fmt: skip
+    code, out, err = run(["sites", "check", "--sites", str(sites), "--json"], capsys)
+    assert code == 7 and f"directory {tmp_path / 'afile'} is not a directory" in out, out
+
+
 def test_sites_check_gives_each_site_its_verdict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
