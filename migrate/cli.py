@@ -909,7 +909,7 @@ def status(
             markup=False,
             soft_wrap=True,
         )
-    with Ledger(config.state_dir) as ledger:
+    with Ledger.for_reading(config.state_dir) as ledger:
         check_same_routes(loaded, ledger)  # another plan's progress is not this one's
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
@@ -1075,7 +1075,7 @@ def report(
 
     config, catalog = _load(sites)
     loaded = load_plan(plan)
-    with Ledger(config.state_dir) as ledger, ledger.snapshot():
+    with Ledger.for_reading(config.state_dir) as ledger, ledger.snapshot():
         built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
         with _writing("the report", out):
             paths = write_report(built, out, plan=loaded, ledger=ledger)

@@ -21,6 +21,7 @@ whatever writes it, this version or another.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -535,15 +536,35 @@ def _create_migrations_table(db: sqlite3.Connection) -> None:
     )
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """The state opened for reading alone. A write-ahead log left beside it holds commits
+    the file lacks: then SQLite must read it (and its index, which it may have to create,
+    so this can fail where nothing may be written). With none, the file is the whole
+    state, read as it stands ("immutable": nothing to create)."""
+    if not path.is_file():
+        raise sqlite3.OperationalError("unable to open database file")
+    wal = path.with_name(path.name + "-wal")
+    whole = not (wal.exists() and wal.stat().st_size > 0)
+    uri = path.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if whole else "")
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
 class Ledger:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
+        """`read_only`: a state this process may not write (a copy handed to an auditor):
+        read as it is, never upgraded; writing fails. See `Ledger.for_reading`."""
         self.path = state_dir / STATE_FILE
+        self._read_only = read_only
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")  # the first write: fails where read-only
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                self._db = _connect_read_only(self.path)
+            else:
+                state_dir.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                # The first write: fails where read-only.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:  # unwritable, or not a state file at all
             if hasattr(self, "_db"):
                 self._db.close()
@@ -560,6 +581,18 @@ class Ledger:
             self._closed = True
             self._db.close()
             raise self._open_error(exc) from None
+        except BaseException:
+            self._closed = True
+            self._db.close()
+            raise
+
+    @classmethod
+    def for_reading(cls, state_dir: Path) -> Ledger:
+        """For the commands that only read (status, report): a state that exists but may
+        not be written here is read as it is, instead of refused."""
+        path = state_dir / STATE_FILE
+        writable = os.access(path, os.W_OK) and os.access(state_dir, os.W_OK)
+        return cls(state_dir, read_only=path.is_file() and not writable)
 
     def _open_error(self, exc: OSError | sqlite3.Error) -> Exception:
         """The one line for a state that cannot be opened: the file (damaged, or another
@@ -689,6 +722,9 @@ class Ledger:
         table (with its columns), index and trigger they make: a file of another tool, or
         one a table was dropped from, is refused at open (`_NotOurSchema`), not met later
         by some query."""
+        if self._read_only:
+            self._check_read_only()
+            return
         with self.atomic() as db:
             tables = {
                 str(name)
@@ -704,6 +740,23 @@ class Ledger:
             applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
             _run_migrations(db, applied)
             have = _schema_of(db)
+        self._check_schema(have)
+
+    def _check_read_only(self) -> None:
+        """A state that may not be written is read only if it needs no migration."""
+        have = _schema_of(self._db)
+        if not any(kind == "table" and name == "schema_migrations" for kind, name, _ in have):
+            raise _NotOurSchema("no table schema_migrations")
+        applied = {int(v) for (v,) in self._db.execute("SELECT version FROM schema_migrations")}
+        if not set(range(1, len(_MIGRATIONS) + 1)) <= applied:
+            raise ConfigError(
+                f"state file {self.path} was written by an earlier version of migrate and "
+                "cannot be upgraded here (it may not be written)",
+                hint="run `migrate status PLAN` once where the state can be written",
+            )
+        self._check_schema(have)
+
+    def _check_schema(self, have: frozenset[tuple[str, str, str]]) -> None:
         missing = _expected_schema() - have
         if missing:  # said by its table first: "no table transfers", not its 20 columns
             tables = {name for kind, name, _ in have if kind == "table"}

@@ -298,9 +298,63 @@ def test_paths_that_cannot_be_written_give_exit_3(
     assert_one_line_without_secret(out, err)
 
 
+def _as_a_user(args: list[str]) -> list[str]:
+    """`args` run without root's power to read and write anything (the test is skipped
+    where that power cannot be dropped)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return args
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv to drop the power to read anything")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *args]
+
+
+def test_status_and_report_read_a_state_that_may_not_be_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy of the state handed over read-only (to an auditor, say): status and report
+    read it as it is, and say the same as on the state itself."""
+    import shutil
+    import subprocess
+    import sys
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    code, expected, _ = run(["status", plan, *where, "--json"], capsys)
+    assert code == 0
+    copy = tmp_path / "handed-over"
+    shutil.copytree(tmp_path / "state", copy)
+    sites = Path(where[1])
+    ro_sites = tmp_path / "ro-sites.toml"
+    ro_sites.write_text(sites.read_text().replace(str(tmp_path / "state"), str(copy)))
+    handed = sorted(p.name for p in copy.iterdir())
+    for f in copy.iterdir():
+        f.chmod(0o444 if f.is_file() else 0o555)
+    copy.chmod(0o555)
+    migrate_bin = str(Path(sys.executable).parent / "migrate")
+    try:
+        status = subprocess.run(
+            _as_a_user([migrate_bin, "status", plan, "--sites", str(ro_sites), "--json"]),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout) == json.loads(expected)
+        report = subprocess.run(
+            _as_a_user([migrate_bin, "report", plan, "--sites", str(ro_sites),
+                        "-o", str(tmp_path / "r"), "--json"]),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        assert (tmp_path / "r" / "report.json").is_file()
+        assert sorted(p.name for p in copy.iterdir()) == handed, "nothing written there"
+    finally:
+        copy.chmod(0o755)
+
+
 def test_a_local_directory_migrate_may_not_read_gives_exit_5_naming_it(tmp_path: Path) -> None:
     """As a store's AccessDenied: sites check and the inventory say which directory."""
-    import shutil
     import subprocess
     import sys
 
@@ -310,18 +364,11 @@ def test_a_local_directory_migrate_may_not_read_gives_exit_5_naming_it(tmp_path:
     (data / "a").mkdir(parents=True)
     (data / "a" / "one.csv").write_bytes(b"1\n")
     data.chmod(0)
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # root reads anything: the test drops that power
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without setpriv to drop the power to read anything")
-        caps = "-dac_override,-dac_read_search"
-        prefix = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
     migrate_bin = str(Path(sys.executable).parent / "migrate")
     try:
         for args in (["inventory", "s"], ["sites", "check", "s"]):
             done = subprocess.run(
-                [*prefix, migrate_bin, *args, "--sites", str(sites), "--json"],
+                _as_a_user([migrate_bin, *args, "--sites", str(sites), "--json"]),
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert done.returncode == 5, (args, done.stderr)
