@@ -32,6 +32,7 @@ import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
@@ -95,6 +96,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _PAGE = 1000
+_ARCHIVED = "migrate:archived"  # set on a listed item by _mark_restores: not S3's field
+_HEADS_AT_ONCE = 16
 # S3 response field -> our algorithm name. MD5 has no such field: it comes from the ETag.
 _CHECKSUM_FIELDS = {
     "ChecksumSHA256": "sha256",
@@ -866,15 +869,28 @@ class S3Adapter:
             checksums={"md5": etag.lower()} if etag and _PLAIN_MD5_ETAG.match(etag) else {},
             storage_class=storage_class,
             metadata=None,
-            archived=(
-                storage_class in RESTORED_IN_PLACE and self._not_restored(container, item["Key"])
-            ),
+            archived=bool(item.get(_ARCHIVED, False)),  # see _mark_restores
         )
 
+    def _mark_restores(self, container: str, page: Mapping[str, Any]) -> None:
+        """Mark each object of an archive class on a listing's page with whether it cannot
+        be read now. A restore leaves the class as it was and listings do not say it
+        happened (AWS can, on request, but other stores ignore the request, and so does
+        moto): one HEAD for each such object tells, a page's HEADs sent at once."""
+        archive = [
+            cast(dict[str, Any], item)
+            for item in page.get("Contents", [])
+            if item.get("StorageClass") in RESTORED_IN_PLACE
+        ]
+        if not archive:
+            return
+        with ThreadPoolExecutor(min(_HEADS_AT_ONCE, len(archive))) as pool:
+            states = list(pool.map(partial(self._not_restored, container),
+                                   [item["Key"] for item in archive]))  # fmt: skip
+        for item, state in zip(archive, states, strict=True):
+            item[_ARCHIVED] = state
+
     def _not_restored(self, container: str, key: str) -> bool:
-        """Whether an object of an archive class cannot be read now. A restore leaves the
-        class as it was and listings do not say it happened (AWS can, on request, but other
-        stores ignore the request and moto does): one HEAD for each such object tells."""
         try:
             return self.head(container, key).archived
         except NotFound:  # deleted since it was listed: as the listing said
@@ -894,6 +910,7 @@ class S3Adapter:
                 page = with_page_retries(partial(self._lean_list, container, dict(kwargs)))
             else:
                 page = self._call(self._client.list_objects_v2, container, None, **kwargs)
+            self._mark_restores(container, page)
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated"):
