@@ -820,9 +820,12 @@ class S3Adapter:
     def check(self, container: str) -> None:
         self._call(self._client.head_bucket, container, None, Bucket=container)
         # Any web server answers a HEAD with 200: the store must also list as S3 does.
-        page = self._call(
-            self._client.list_objects_v2, container, None, Bucket=container, MaxKeys=1
-        )
+        try:
+            page = self._call(
+                self._client.list_objects_v2, container, None, Bucket=container, MaxKeys=1
+            )
+        except CredentialsRejected:
+            return  # credentials that may list a prefix only: their listing comes later
         if "MaxKeys" not in page and "KeyCount" not in page and "Name" not in page:
             raise EndpointUnreachable(
                 f"{self.site_name}: bucket {container!r}: the endpoint does not list it as "
