@@ -447,6 +447,11 @@ def _covering(verifications: Sequence[VerificationInfo], phase: str) -> Verifica
     return found
 
 
+def _described(v: VerificationInfo) -> str:
+    how = v.mode if v.sample is None else f"{v.mode}, a {v.sample:.0%} sample"
+    return how + (", metadata" if v.metadata_compared else "")
+
+
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
 
@@ -459,15 +464,64 @@ def _listed(names: Sequence[str], limit: int = OPEN_ITEM_NAMES) -> str:
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
+_RANK = {"stored": 0, "deep": 2, "deep-both": 3}
+
+
+def _as_strong(v: VerificationInfo, than: VerificationInfo) -> bool:
+    """Whether `v` checked at least what `than` checked: as many bytes re-read (none, a
+    sample, every destination object, both sides) and metadata if it compared any."""
+
+    def rank(x: VerificationInfo) -> int:
+        return max(_RANK.get(x.mode, 0), 1 if x.sample is not None else 0)
+
+    compared = bool(than.metadata_compared)
+    return rank(v) >= rank(than) and (not compared or bool(v.metadata_compared))
+
+
+def _weaker_since(
+    verifications: Sequence[VerificationInfo], phase: str, latest: VerificationInfo
+) -> VerificationInfo | None:
+    """A failed verification covering `phase` that no passing one as strong has followed,
+    while the latest covering it passed: a weaker check does not clear a stronger one's
+    findings."""
+    pending: VerificationInfo | None = None
+    for v in verifications:  # oldest first
+        if v.phase is not None and v.phase != phase:
+            continue
+        if not v.passed and (pending is None or _as_strong(v, pending)):
+            pending = v
+        elif v.passed and pending is not None and _as_strong(v, pending):
+            pending = None
+    return pending if latest.passed else None
+
+
 def _open_items(
-    phases: Sequence[PhaseInfo], outside: Sequence[OutsidePlanDataset]
+    phases: Sequence[PhaseInfo],
+    outside: Sequence[OutsidePlanDataset],
+    *,
+    verifications: Sequence[VerificationInfo] = (),
+    approved: bool = True,
+    sites: Sequence[SiteInfo] = (),
 ) -> tuple[str, ...]:
-    """One sentence per reason the move is not complete and verified, in this order: per
-    phase (in the plan's order) not run, not all copied, not verified; then each latest
-    verification that failed, with the phases it covers; then the source's datasets
-    outside the plan. A decommission phase is not part of the move (it deletes the source
-    after it) and is left out."""
+    """One sentence per reason the move is not complete and verified, in this order: the
+    plan as it stands approved by no one; a destination or runner the policy blocks now;
+    per phase (in the plan's order) not run, not all copied, not verified, or verified
+    last by a weaker check than one that failed; then each latest verification that
+    failed, with the phases it covers; then the source's datasets outside the plan. A
+    decommission phase is not part of the move (it deletes the source after it) and is
+    left out."""
     items: list[str] = []
+    if not approved:
+        items.append(
+            "the plan as it stands is approved by no one (its digest differs from every "
+            "approval recorded): approve it, or report on the plan that was approved"
+        )
+    for site in sites:
+        if site.role != "source" and site.blocking:
+            items.append(
+                f"{site.role} {site.name} is {site.status} under the plan's policy now "
+                f"(judged from the {site.evaluated_from})"
+            )
     checked = [p for p in phases if p.kind != PhaseKind.DECOMMISSION.value]
     if not checked:
         items.append("the plan has no phase that copies")
@@ -499,6 +553,12 @@ def _open_items(
             items.append(f"phase {p.name} is not verified")
         elif v is None:
             items.append(f"phase {p.name} is marked verified but no verification of it is recorded")
+        elif stronger := _weaker_since(verifications, p.name, v):
+            items.append(
+                f"phase {p.name}: verification #{stronger.id} ({_described(stronger)}) failed "
+                f"and the passing ones since checked less (the latest, #{v.id}: "
+                f"{_described(v)}); verify it again as #{stronger.id} did"
+            )
     for v, names in (failed[i] for i in sorted(failed)):
         scope = ", of the whole plan" if v.phase is None else ""
         found = ", ".join(
@@ -651,7 +711,25 @@ def build_report(
         OutsidePlanDataset(dataset=d.dataset, objects=d.objects, bytes=d.bytes)
         for d in ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])
     )
-    open_items = _open_items(phases, outside)
+    approvals = tuple(
+        ApprovalInfo(
+            digest=a.digest,
+            approved_by=a.approved_by,
+            approved_at=a.approved_at,
+            current=a.digest == plan.digest,
+        )
+        for a in ledger.approvals(plan.name)
+    )
+    judged = _sites(plan, catalog, today, sites)
+    open_items = _open_items(
+        phases,
+        outside,
+        verifications=verifications,
+        # Approved once, and edited since: no approval covers what is reported on. (A
+        # plan never approved cannot have run through `migrate run`.)
+        approved=not approvals or any(a.current for a in approvals),
+        sites=judged,
+    )
     count, unproven = ledger.unproven_sources(plan.name, UNPROVEN_LIMIT)
     allow = set(plan.allowlist)
     moment = now or datetime.now(UTC)
@@ -674,16 +752,8 @@ def build_report(
             inventory_run=plan.inventory_run,
             allowlist=plan.allowlist,
         ),
-        approvals=tuple(
-            ApprovalInfo(
-                digest=a.digest,
-                approved_by=a.approved_by,
-                approved_at=a.approved_at,
-                current=a.digest == plan.digest,
-            )
-            for a in ledger.approvals(plan.name)
-        ),
-        sites=_sites(plan, catalog, today, sites),
+        approvals=approvals,
+        sites=judged,
         totals=_counts(stats),
         phases=tuple(phases),
         verifications=verifications,

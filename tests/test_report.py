@@ -562,6 +562,50 @@ def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
     assert (report.status, report.open_items) == ("verified", ())
 
 
+def test_what_no_approval_covers_a_weaker_check_and_a_blocked_destination_stay_open(
+    env_for: Any,
+) -> None:
+    """The report was `verified` on a plan edited after its approval (another host in its
+    allowlist), on a plain verification that followed a failing metadata one (nothing
+    mended), and on a destination the policy blocks as the sites file says now."""
+    env: Env = env_for("azure", "s3")
+    key = "cohort/table.csv"  # a generic type SeaweedFS replaces with one of its own
+    env.seed({key: (b"id,age\n1,42\n", "application/octet-stream", {}, False)})
+    plan = env.plan()
+    assert env.run(plan).copied == 1
+    with Ledger(env.state) as ledger:
+        ledger.record_approval(plan.name, plan.digest, "dpo@example.org", "plans/t.yaml")
+        deeper = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
+                        deep=False, sample=None, seed=1, check_metadata=True)  # fmt: skip
+        assert not deeper.passed
+        plain = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
+                       deep=False, sample=None, seed=1)  # fmt: skip
+        assert plain.passed
+    report = report_of(env, plan)
+    assert report.status == "incomplete"
+    assert report.open_items == (
+        f"phase bulk-1: verification #{deeper.record_id} (stored, metadata) failed and the "
+        f"passing ones since checked less (the latest, #{plain.record_id}: stored); verify "
+        f"it again as #{deeper.record_id} did",
+    )
+
+    edited = with_digest(plan.model_copy(update={"allowlist": (*plan.allowlist, "evil:443")}))
+    assert (
+        report_of(env, edited)
+        .open_items[0]
+        .startswith("the plan as it stands is approved by no one")
+    )
+
+    blocked = env.destination_site.model_copy(update={"country": "US", "certifications": ()})
+    with Ledger(env.state) as ledger:
+        judged = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0",
+                              sites={blocked.name: blocked})  # fmt: skip
+    assert any(
+        i.startswith(f"destination {blocked.name} is FAIL under the plan's policy now")
+        for i in judged.open_items
+    ), judged.open_items
+
+
 def test_a_report_describes_one_state_while_another_process_changes_the_ledger(
     env_for: Any, tmp_path: Path
 ) -> None:
