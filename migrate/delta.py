@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from migrate.dryrun import head_or_none
-from migrate.errors import MigrateError, NotFound, PlanError, TransferError
-from migrate.inventory import run_inventory
+from migrate.errors import MigrateError, NotFound, Permanent, PlanError, TransferError
+from migrate.inventory import portable_key, run_inventory
 from migrate.ledger import DatasetTotal, DeletedRow, Ledger
 from migrate.plan import PhaseKind, Plan
 from migrate.sites import SitesConfig
@@ -34,6 +34,8 @@ class DeltaSummary:
     deleted: int  # copied objects the source no longer has (their copies are kept)
     deleted_examples: list[DeletedRow] = field(default_factory=list)  # the first SHOWN
     removed: int = 0  # of those, removed at the destination now (set by the caller)
+    # Of those, why each copy asked to be removed was not (remove_deleted's checks, errors)
+    kept_at_destination: list[str] = field(default_factory=list)
     phase: str | None = None  # the phase counted below (None: not counted)
     to_copy_new: int | None = None  # objects the phase still has to copy, never copied
     to_copy_changed: int | None = None  # ... copied before, changed at the source since
@@ -94,6 +96,7 @@ def deleted_at_source(plan: Plan, ledger: Ledger) -> Iterator[DeletedRow]:
 def remove_deleted(
     plan: Plan,
     ledger: Ledger,
+    source: StoreAdapter,
     destination: StoreAdapter,
     *,
     on_error: Callable[[DeletedRow, MigrateError], None] | None = None,
@@ -102,13 +105,23 @@ def remove_deleted(
     recorded in the ledger (state `removed`) right after it; returns how many were removed.
     Only on request: a deletion at the source may be a mistake to undo from the copy.
 
-    A transfer error on one object leaves that copy in place and its transfer done (the
-    next run tries again; verification still expects it) and is passed to `on_error`; an
-    error that stops every request (credentials, endpoint, route) propagates. An object
-    already gone at the destination counts as removed."""
+    A delete cannot be undone, so each is checked just before it, not taken from the
+    inventory alone (another listing may have run beside this one, or the object come
+    back): the source must not have the object now (a HEAD), and the destination key must
+    hold this plan's copy (its size, and its SHA-256 or ETag as recorded). A key that a
+    store keeping objects as files may hold under another name (a//b as a/b) is never
+    deleted. What is left is passed to `on_error`, as is a transfer error on one object
+    (that copy stays, its transfer done: the next run tries again); an error that stops
+    every request (credentials, endpoint, route) propagates. An object already gone at
+    the destination counts as removed."""
     removed = 0
     for row in deleted_at_source(plan, ledger):
         try:
+            left = _why_kept(row, source, destination)
+            if left is not None:
+                raise Permanent(
+                    f"{row.destination_bucket}/{row.destination_key}: not removed: {left}"
+                )
             destination.delete(row.destination_bucket, row.destination_key)
         except NotFound:
             pass  # the bucket itself is gone: so is the copy
@@ -119,6 +132,29 @@ def remove_deleted(
         if ledger.transfer_removed(plan.name, row.container, row.key):
             removed += 1
     return removed
+
+
+def _why_kept(row: DeletedRow, source: StoreAdapter, destination: StoreAdapter) -> str | None:
+    """Why the copy of `row` must stay, or None if it may be deleted. Raises NotFound when
+    the copy is gone already."""
+    if not portable_key(row.destination_key):
+        return (
+            "a store keeping objects as files may hold another object's copy under this "
+            "name (a//b is a/b there); remove it by hand if it is this one"
+        )
+    if head_or_none(source, row.container, row.key) is not None:
+        return f"the source has {row.container}/{row.key} again (the next delta copies it)"
+    info = head_or_none(destination, row.destination_bucket, row.destination_key)
+    if info is None:
+        raise NotFound(f"{row.destination_bucket}/{row.destination_key}: gone already")
+    stored = {k.lower(): v for k, v in (info.metadata or {}).items()}.get(SHA256_METADATA, "")
+    ours = info.size == row.size and (
+        (bool(row.sha256) and stored.lower() == (row.sha256 or "").lower())
+        or (bool(row.destination_etag) and info.etag == row.destination_etag)
+    )
+    if not ours:
+        return "it holds an object this plan did not write (written there since the copy)"
+    return None
 
 
 def cutover_checklist(plan: Plan) -> list[str]:

@@ -125,6 +125,11 @@ class PlanBusy(MigrateError):
     exit_code = 14
 
 
+class InventorySuperseded(PlanBusy):
+    """A newer listing of the same site (a delta's re-list, another `migrate inventory`)
+    started while this one ran: two would record each other's objects as deleted."""
+
+
 def as_store_failure(exc: MigrateError) -> MigrateError:
     """A store request that failed for good where no object is being copied (a check, the
     inventory, a plan's reads, a verification): the endpoint's failure (exit 6), not
@@ -155,7 +160,8 @@ EXIT_CODES: dict[int, str] = {
     11: "some objects failed to transfer",
     12: "integrity check failed (checksum mismatch, source changed, verification failed)",
     13: "the store does not support the operation",
-    14: "another process is running or verifying the same plan (wait for it to end)",
+    14: "another process is running or verifying the same plan, or listing the same site "
+    "(wait for it to end)",
     130: "interrupted (Ctrl-C); the same command resumes",
 }
 INTERRUPTED = 130

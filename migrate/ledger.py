@@ -33,7 +33,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, InventorySuperseded
 from migrate.locations import STATE_FILE
 
 if TYPE_CHECKING:
@@ -415,6 +415,8 @@ class DeletedRow:
     destination_bucket: str
     destination_key: str
     size: int
+    sha256: str | None = None  # of the bytes this plan wrote there
+    destination_etag: str | None = None  # the store's ETag of that write
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +529,38 @@ def _run_migrations(db: sqlite3.Connection, applied: set[int]) -> None:
         if statement.strip().strip(";"):  # never recorded as applied, half run
             raise RuntimeError(f"migration {name!r} ends in an unfinished statement")
         db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
+
+
+def _check_current(db: sqlite3.Connection, site: str, run_id: int) -> None:
+    """Refuse the pages of an inventory run abandoned, or overtaken by a newer run of the
+    same site over keys it lists too: its older listing would write over the newer's
+    `last_seen`, and one of the two would then record the other's objects deleted (which
+    a delta's --delete-removed acts on)."""
+    newer = _newer_run(db, run_id)
+    (abandoned,) = db.execute(
+        "SELECT abandoned_at FROM inventory_runs WHERE id = ?", (run_id,)
+    ).fetchone() or (None,)
+    if newer is not None or abandoned is not None:
+        raise InventorySuperseded(
+            f"site {site}: another listing of it started while this one ran"
+            + (f" (run #{newer})" if newer is not None else "")
+            + ": this one stops, the newer one's is kept",
+            hint="run one inventory of a site at a time; a delta or cutover re-lists the "
+            "source itself",
+        )
+
+
+def _newer_run(db: sqlite3.Connection, run_id: int) -> int | None:
+    """A run of the same site started after `run_id` over keys it lists too (one prefix
+    holds the other), if any."""
+    row = db.execute(
+        "SELECT r.id FROM inventory_runs AS me JOIN inventory_runs AS r ON r.site = me.site "
+        "AND r.id > me.id AND (substr(r.prefix, 1, length(me.prefix)) = me.prefix "
+        "OR substr(me.prefix, 1, length(r.prefix)) = r.prefix) "
+        "WHERE me.id = ? ORDER BY r.id LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    return None if row is None else int(row[0])
 
 
 def _create_migrations_table(db: sqlite3.Connection) -> None:
@@ -786,8 +820,10 @@ class Ledger:
             row = db.execute(
                 f"SELECT id {unfinished} ORDER BY id DESC LIMIT 1", (site, prefix)
             ).fetchone()
-            if row:
+            if row and _newer_run(db, int(row[0])) is None:
                 return int(row[0]), True
+            if row:  # a newer listing covered its keys since: resumed, it would be refused
+                db.execute("UPDATE inventory_runs SET abandoned_at=? WHERE id=?", (_now(), row[0]))
             cur = db.execute(
                 "INSERT INTO inventory_runs (site, prefix, started_at) VALUES (?, ?, ?)",
                 (site, prefix, _now()),
@@ -829,6 +865,7 @@ class Ledger:
         `marker`: the page's last key as listed, when the row's is stored escaped (a key that
         is not UTF-8: `migrate.inventory.escaped_key`); default, the last row's key."""
         with self.atomic() as db:
+            _check_current(db, site, run_id)
             db.executemany(
                 """
                 INSERT INTO objects (container, key, dataset, size, etag, last_modified,
@@ -875,6 +912,7 @@ class Ledger:
     ) -> RunChanges:
         """Mark what this run did not see as deleted at the source; return the run's changes."""
         with self.atomic() as db:
+            _check_current(db, site, run_id)
             for container in containers:
                 db.execute(
                     "UPDATE objects SET deleted_in=? WHERE site=? AND container=? "
@@ -2102,8 +2140,8 @@ class Ledger:
         """One page of those transfers in (container, key) order, the first `limit` after
         `after` (a (container, key) of the previous page)."""
         sql = (
-            "SELECT t.container, t.key, t.destination_bucket, t.destination_key, t.size "
-            + self._DELETED_AT_SOURCE
+            "SELECT t.container, t.key, t.destination_bucket, t.destination_key, t.size, "
+            "t.sha256, t.destination_etag " + self._DELETED_AT_SOURCE
         )
         args: list[object] = [site, plan]
         if after is not None:

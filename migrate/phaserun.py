@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from migrate.errors import ConfigError
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 
 if TYPE_CHECKING:
@@ -46,6 +47,13 @@ def run_plan_phase(
     ledger); `on_delta` is told what the re-list found before anything is copied."""
     plan, ledger = session.plan, session.ledger
     kind = plan.phase(phase).kind
+    if delete_removed and kind not in ("delta", "cutover"):
+        # Taken without a word, it looked like a removal that had been done.
+        raise ConfigError(
+            f"--delete-removed: phase {phase} is a {kind} phase; only delta and cutover "
+            "re-list the source and remove what was deleted there",
+            hint=f"run `migrate run PLAN --phase {phase}` without it",
+        )
     delta = None
     if kind in ("delta", "cutover"):
         from migrate.delta import prepare_delta, remove_deleted
@@ -56,7 +64,14 @@ def run_plan_phase(
         check_gates(plan, phase, ledger, force_reason)
         delta = prepare_delta(session.config, plan, ledger, session.source, phase=phase)
         if delete_removed and delta.deleted:
-            delta.removed = remove_deleted(plan, ledger, session.destination)
+            kept = delta.kept_at_destination
+            delta.removed = remove_deleted(
+                plan,
+                ledger,
+                session.source,
+                session.destination,
+                on_error=lambda _row, exc: kept.append(exc.one_line()),
+            )
         if on_delta is not None:
             on_delta(delta)
     # A finished phase is answered from the ledger, before any adapter is built.

@@ -112,10 +112,10 @@ def test_delta_copies_exactly_the_changed_and_the_added(env_for: Any, src: str) 
         assert check(env, ledger, plan, "delta", deep=True).passed
         assert check(env, ledger, plan, None).passed
 
-        assert remove_deleted(plan, ledger, env.destination) == 1
+        assert remove_deleted(plan, ledger, env.source, env.destination) == 1
         assert "d/04.bin" not in destination_keys(env)
         assert list(deleted_at_source(plan, ledger)) == []
-        assert remove_deleted(plan, ledger, env.destination) == 0  # nothing left to do
+        assert remove_deleted(plan, ledger, env.source, env.destination) == 0  # nothing left to do
         whole = check(env, ledger, plan, None, deep=True)
         assert whole.passed and whole.objects == len(ESTATE)  # 6 - 1 deleted + 1 added
         assert "d/04.bin" not in {r.key for r in ledger.manifest_rows(plan.name)}
@@ -301,13 +301,15 @@ def test_a_failed_removal_is_kept_and_an_object_back_at_the_source_is_copied_aga
         assert prepare_delta(env.config, plan, ledger, env.source).deleted == 2
         errors: list[tuple[DeletedRow, MigrateError]] = []
         flaky: Any = FailingDelete(env.destination, "d/03.bin")
-        removed = remove_deleted(plan, ledger, flaky, on_error=lambda r, e: errors.append((r, e)))
+        removed = remove_deleted(
+            plan, ledger, env.source, flaky, on_error=lambda r, e: errors.append((r, e))
+        )
         assert removed == 1 and [r.key for r, _ in errors] == ["d/03.bin"]
         assert destination_keys(env) == set(ESTATE) - {"d/02.bin"}
         assert [r.key for r in deleted_at_source(plan, ledger)] == ["d/03.bin"]
         assert ledger.deleted_at_source_count(plan.name, plan.source) == 1
         assert check(env, ledger, plan, None).passed  # the kept copy is still a good copy
-        assert remove_deleted(plan, ledger, env.destination) == 1
+        assert remove_deleted(plan, ledger, env.source, env.destination) == 1
 
         summary = run(env, ledger, plan, "delta")
         assert (summary.objects, summary.copied) == (0, 0)
@@ -524,7 +526,7 @@ def test_an_object_deleted_at_the_source_before_delta_copied_it_does_not_hold_th
         assert proofs["d/01.bin"] == "none"
         assert unproven[0] == sum(p == "none" for p in proofs.values())
         assert "d/01.bin" in {r.key for r in unproven[1]}
-        assert remove_deleted(plan, ledger, env.destination) == 1
+        assert remove_deleted(plan, ledger, env.source, env.destination) == 1
         assert "d/01.bin" not in destination_keys(env)
         assert check(env, ledger, plan, None).passed
 
@@ -552,3 +554,120 @@ def test_a_copy_verify_found_wrong_is_never_settled_as_proven_once_its_source_is
         assert "d/02.bin" not in {r.key for r in ledger.manifest_rows(plan.name)}
         after = check(env, ledger, plan, None)
         assert [(f.kind, f.key) for f in after.findings] == [("unexpected", "d/02.bin")]
+
+
+@pytest.mark.parametrize("dst", ["s3", "azure"])
+def test_delete_removed_deletes_only_this_plans_copy_of_an_object_the_source_lacks_now(
+    env_for: Any, dst: str
+) -> None:
+    """A delete cannot be undone: each is checked just before it. Another writer's object
+    under a migrated key stays (D1 of a review: it was deleted); an object back at the
+    source since the re-list keeps its copy; a key a file-keeping store may hold under
+    another name is never deleted. Each is said, and counted as not removed."""
+    env: Env = env_for("s3", dst)
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        theirs = b"written at the destination by an application after the switch"
+        put(env.destination, env.bucket, "d/02.bin", theirs)
+        for key in ("d/02.bin", "d/03.bin", "d/04.bin"):
+            env.source.delete(env.container, key)
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert delta.deleted == 3
+        put(env.source, env.container, "d/03.bin", body(3, 1003))  # back at the source
+
+        kept: list[tuple[str, str]] = []
+        removed = remove_deleted(plan, ledger, env.source, env.destination,
+                                 on_error=lambda r, e: kept.append((r.key, e.message)))  # fmt: skip
+
+        assert removed == 1 and "d/04.bin" not in destination_keys(env)
+        assert env.read_destination("d/02.bin") == theirs
+        assert "d/03.bin" in destination_keys(env)
+        assert [k for k, _ in kept] == ["d/02.bin", "d/03.bin"]
+        assert "holds an object this plan did not write" in kept[0][1]
+        assert f"the source has {env.container}/d/03.bin again" in kept[1][1]
+
+
+def test_delete_removed_never_deletes_a_key_a_file_keeping_store_holds_as_another(
+    env_for: Any,
+) -> None:
+    """SeaweedFS stores d/a//b as d/a/b: deleting the first deletes the copy of the second,
+    whose source is still there (D4 of a review)."""
+    env: Env = env_for("azure", "s3")  # Azure keeps d/a//b and d/a/b apart
+    data = body(5, 3000)
+    for key in ("d/a/b", "d/a//b"):
+        put(env.source, env.container, key, data)
+    plan = env.plan().model_copy(update={"phases": (
+        Phase(name="bulk-1", kind=PhaseKind.BULK),
+        Phase(name="delta", kind=PhaseKind.DELTA, requires=("bulk-1",),
+              selector=Selector(changed_since_copy=True)),
+    )})  # fmt: skip
+    with Ledger(env.state) as ledger:
+        assert run(env, ledger, plan, "bulk-1").copied == 2
+        env.source.delete(env.container, "d/a//b")
+        assert prepare_delta(env.config, plan, ledger, env.source, phase="delta").deleted == 1
+        kept: list[str] = []
+        removed = remove_deleted(plan, ledger, env.source, env.destination,
+                                 on_error=lambda r, e: kept.append(e.message))  # fmt: skip
+    assert removed == 0 and "a//b is a/b there" in kept[0]
+    assert env.read_destination("d/a/b") == data
+
+
+def test_an_inventory_overtaken_by_a_newer_listing_of_its_site_stops_and_deletes_nothing(
+    env_for: Any,
+) -> None:
+    """A `migrate inventory` in another terminal, still listing when a delta re-lists the
+    same source, wrote its older `last_seen` over the delta's: the delta then recorded
+    every object deleted at the source (D2 of a review). The older listing now stops (exit
+    14) at its next page, and the delta's finds nothing deleted."""
+    import threading
+
+    from migrate.errors import InventorySuperseded
+    from migrate.inventory import run_inventory
+
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+    started, go = threading.Event(), threading.Event()
+    outcome: list[BaseException] = []
+
+    class Slow:
+        def __init__(self, inner: StoreAdapter) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def list_objects(self, *a: Any, **kw: Any) -> Any:
+            started.set()
+            assert go.wait(60)  # the delta's re-list runs meanwhile
+            yield from self.inner.list_objects(*a, **kw)
+
+    def other_terminal() -> None:
+        try:
+            run_inventory(env.config, env.source_site.name, Slow(env.source))  # type: ignore[arg-type]
+        except BaseException as exc:  # the outcome is the test's
+            outcome.append(exc)
+
+    other = threading.Thread(target=other_terminal)
+    other.start()
+    assert started.wait(30)
+    with Ledger(env.state) as ledger:
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+    go.set()
+    other.join(60)
+    assert delta.deleted == 0
+    assert len(outcome) == 1 and isinstance(outcome[0], InventorySuperseded), outcome
+    assert outcome[0].exit_code == 14
+    with Ledger(env.state) as ledger:
+        assert list(deleted_at_source(plan, ledger)) == []
+
+
+def test_delete_removed_given_to_a_phase_that_removes_nothing_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    code = main(["run", plan, "--phase", "bulk-1", "--delete-removed", *where])
+    err = capsys.readouterr().err
+    assert code == 3 and "only delta and cutover" in err, err

@@ -500,7 +500,7 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     env.source.delete(env.container, removed_key)
     with Ledger(env.state) as ledger:
         assert prepare_delta(env.config, plan, ledger, env.source, phase="delta").deleted == 1
-        assert remove_deleted(plan, ledger, env.destination) == 1
+        assert remove_deleted(plan, ledger, env.source, env.destination) == 1
         summary = run_phase(plan, "delta", ledger, env.source, env.destination,
                             config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
         assert (summary.objects, summary.failed) == (0, 0)
