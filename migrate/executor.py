@@ -187,8 +187,9 @@ def check_gates(plan: Plan, phase_name: str, ledger: Ledger, force_reason: str |
 
 
 def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) -> int:
-    """Abort unfinished uploads of this plan's destination keys that the ledger does not own
-    (created just before a crash, before their id reached the ledger)."""
+    """Abort unfinished uploads of the destination keys this plan still has to write that
+    the ledger does not own (created just before a crash, before their id reached the
+    ledger). Not under a key whose copy is done: an upload there is another writer's."""
     if not destination.capabilities.lists_uploads:
         return 0
     owned = ledger.recorded_uploads(plan.name)
@@ -201,7 +202,7 @@ def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) 
         for upload in uploads:
             if (bucket, upload.key, upload.upload_id) in owned:
                 continue
-            if ledger.is_destination_key(plan.name, bucket, upload.key):
+            if ledger.is_key_to_write(plan.name, bucket, upload.key):
                 destination.abort_multipart(bucket, upload.key, upload.upload_id)
                 aborted += 1
     return aborted

@@ -1323,12 +1323,15 @@ class Ledger:
                 )
             }
 
-    def is_destination_key(self, plan: str, bucket: str, key: str) -> bool:
+    def is_key_to_write(self, plan: str, bucket: str, key: str) -> bool:
+        """Whether the plan still has to write `key` (a crash may have left an upload of
+        it the ledger never heard of). A key whose copy is done is not: an upload under it
+        now is another writer's."""
         with self._lock:
             return (
                 self._db.execute(
                     "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
-                    "AND destination_key=? LIMIT 1",
+                    f"AND destination_key=? AND {_WRITABLE} LIMIT 1",
                     (plan, bucket, key),
                 ).fetchone()
                 is not None

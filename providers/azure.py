@@ -1159,10 +1159,18 @@ class AzureAdapter:
         if _unstorable(key):  # cannot exist; its URL would name another blob
             return
         try:
-            self._blob(container, key).delete_blob(delete_snapshots="include")
+            # Snapshots are never migrate's (someone's point-in-time copies): Azure refuses
+            # to delete a blob that has some, and it is left so.
+            self._blob(container, key).delete_blob()
         except HttpResponseError as exc:
             if exc.status_code == 404:  # blob or container absent: nothing to delete
                 return
+            if _error_code(exc) == "SnapshotsPresent":
+                raise Permanent(
+                    f"{self.site_name}: {container}/{key} has snapshots, which are not "
+                    "migrate's: not deleted",
+                    hint="delete it by hand with its snapshots if they may go",
+                ) from None
             self._fail(exc, f"delete {container}/{key}")
         except _NETWORK_ERRORS as exc:
             self._fail(exc, f"delete {container}/{key}")

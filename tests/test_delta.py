@@ -671,3 +671,48 @@ def test_delete_removed_given_to_a_phase_that_removes_nothing_is_refused(
     code = main(["run", plan, "--phase", "bulk-1", "--delete-removed", *where])
     err = capsys.readouterr().err
     assert code == 3 and "only delta and cutover" in err, err
+
+
+def test_an_upload_another_writer_has_under_a_key_already_copied_is_not_aborted(
+    env_for: Any,
+) -> None:
+    """A run aborts the uploads a crash left under keys it still has to write, not an
+    application's upload in progress under a key whose copy is done (D6 of a review)."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        theirs = env.destination.create_multipart(env.bucket, "d/02.bin", WriteAttrs())
+        part = body(1, 5 * 1024 * 1024)
+        env.destination.upload_part(env.bucket, "d/02.bin", theirs, 1, memoryview(part),
+                                    len(part), {})  # fmt: skip
+        put(env.source, env.container, "d/new.bin", body(100, 700))  # delta has work to do
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert run(env, ledger, plan, "delta").copied == 1
+    left = {(u.key, u.upload_id) for u in env.destination.list_multipart_uploads(env.bucket)}
+    assert ("d/02.bin", theirs) in left
+
+
+def test_delete_removed_leaves_an_azure_blob_with_snapshots_it_did_not_make(
+    env_for: Any,
+) -> None:
+    """Azure refuses to delete a blob that has snapshots unless told to include them;
+    migrate told it to, and someone's backups went with the copy (D5 of a review)."""
+    import os
+
+    from azure.storage.blob import ContainerClient
+
+    from tests.conftest import AZ_CONN_ENV
+
+    env: Env = env_for("s3", "azure")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        container = ContainerClient.from_connection_string(os.environ[AZ_CONN_ENV], env.bucket)
+        snapshot = container.get_blob_client("d/02.bin").create_snapshot()["snapshot"]
+        env.source.delete(env.container, "d/02.bin")
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        kept: list[str] = []
+        removed = remove_deleted(plan, ledger, env.source, env.destination,
+                                 on_error=lambda r, e: kept.append(e.message))  # fmt: skip
+    assert removed == 0 and "has snapshots, which are not migrate's" in kept[0]
+    listed = {(b.name, b.snapshot) for b in container.list_blobs(include=["snapshots"])}
+    assert ("d/02.bin", snapshot) in listed and ("d/02.bin", None) in listed
