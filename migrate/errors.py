@@ -162,7 +162,7 @@ EXIT_CODES: dict[int, str] = {
     13: "the store does not support the operation",
     14: "another process is running or verifying the same plan, or listing the same site "
     "(wait for it to end)",
-    130: "interrupted (Ctrl-C); the same command resumes",
+    130: "interrupted (Ctrl-C, or SIGTERM); the same command resumes",
 }
 INTERRUPTED = 130
 INTERRUPTED_MESSAGE = "interrupted; the same command resumes"

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    # A service manager's stop (SIGTERM) ends a command as Ctrl-C does: between parts, its
+    # records and the hosts it contacted written, rather than cut off with nothing said.
+    if threading.current_thread() is threading.main_thread():  # where handlers can be set
+        signal.signal(signal.SIGTERM, _as_ctrl_c)
     # Ctrl-C while the CLI loads (half a second of imports) is an interruption like any.
     try:
         from migrate.rerun import answer
@@ -19,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted(args)
     return cli(args)
+
+
+def _as_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _interrupted(args: list[str]) -> int:

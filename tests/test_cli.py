@@ -1158,12 +1158,14 @@ def test_plan_options_and_names_are_checked_before_any_store_is_read(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
-    tmp_path: Path, seaweed: SeaweedFS, bucket: str
+    tmp_path: Path, seaweed: SeaweedFS, bucket: str, stop: str
 ) -> None:
-    """Ctrl-C during large objects: the run stops before their next part (not after whole
-    objects: hours, for large ones), says so in one line, exits 130, records no failure;
-    the same command then finishes the copy."""
+    """Ctrl-C (or a service manager's SIGTERM) during large objects: the run stops before
+    their next part (not after whole objects: hours, for large ones), says so in one line,
+    exits 130, records no failure and the hosts it contacted; the same command then
+    finishes the copy."""
     import os
     import signal
     import subprocess
@@ -1198,7 +1200,7 @@ def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
     run_args = ["run", plan, "--phase", "bulk-1", "--part-size-mib", "5", "--concurrency", "2"]
     proc = migrate(*run_args, "--bwlimit", "4MB/s")
     time.sleep(4)  # started, and well into the first two objects
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     interrupted = time.monotonic()
     out, err = proc.communicate(timeout=60)
     waited = time.monotonic() - interrupted
@@ -1209,7 +1211,9 @@ def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
     assert waited < 9, f"{waited:.1f} s after Ctrl-C"  # 4.3 s measured; 17.6 s before
     with Ledger(load_sites(sites).state_dir) as ledger:
         counts = {c.state: c.objects for c in ledger.phase_counts("p")}
+        routes = ledger.routes("p")
     assert "failed" not in counts and counts.get("done", 0) < 3, counts
+    assert [r.host for r in routes] == [endpoint_host(seaweed.endpoint)], routes
 
     proc = migrate(*run_args)
     out, err = proc.communicate(timeout=120)
