@@ -303,6 +303,34 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
         "FAIL plan root" in caught.stdout and f"FAIL dataset {record['dataset']}" in caught.stdout
     )
 
+    # A line dropped, and the report's roots forged to match the shorter manifest: its
+    # count and the manifest file's hash, which the report names too, give it away.
+    shorter = tmp_path / "shorter.jsonl.gz"
+    shorter.write_bytes(gzip.compress(("\n".join(lines[1:]) + "\n").encode(), mtime=0))
+    alone = run_checker(str(shorter))
+    assert alone.returncode == 0 and "checked against itself only" in alone.stdout
+    roots: dict[str | None, str] = {}
+    for ln in alone.stdout.splitlines():
+        if ln.startswith("plan root "):
+            roots[None] = ln.split()[-1]
+        elif ln.startswith("dataset "):
+            roots[ln.removeprefix("dataset ").split(": ", 1)[0]] = ln.split()[-1]
+    forged = json.loads(Path(report_json).read_text())
+    forged["manifest"]["plan_root"] = roots[None]
+    forged["manifest"]["datasets"] = [
+        {**d, "root": roots[d["dataset"]]}
+        for d in forged["manifest"]["datasets"]
+        if d["dataset"] in roots
+    ]
+    forged_json = tmp_path / "forged.json"
+    forged_json.write_text(json.dumps(forged))
+    caught = run_checker(str(shorter), "--report", str(forged_json))
+    assert caught.returncode == 1, caught.stdout
+    fails = [ln for ln in caught.stdout.splitlines() if ln.startswith("FAIL ")]
+    assert not [ln for ln in fails if " root " in ln], "the forged roots match"
+    assert f"FAIL {len(lines) - 1} objects, the report says {len(lines)}" in fails
+    assert "FAIL the manifest file's SHA-256 is not the one the report names" in fails
+
 
 # -- report.json -------------------------------------------------------------------------------
 

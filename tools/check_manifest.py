@@ -222,11 +222,12 @@ def read_manifest(path, problems):
 
 
 def expected_roots(args):
-    """(plan root, dataset roots, the report's status line or None)."""
+    """(plan root, dataset roots, the report's status line or None, the report's own
+    figures for the manifest: objects, bytes and the file's SHA-256, where it has them)."""
     if args.root:
-        return args.root.lower(), {}, None
+        return args.root.lower(), {}, None, {}
     if not args.report:
-        return None, {}, None
+        return None, {}, None, {}
     data = json.loads(Path(args.report).read_text(encoding="utf-8"))
     manifest = data.get("manifest", data)
     datasets = {d["dataset"]: d["root"] for d in manifest.get("datasets", [])}
@@ -235,7 +236,8 @@ def expected_roots(args):
         # The manifest lists what was copied; whether the move is complete is the report's.
         items = data.get("open_items") or []
         status = f"report status: {data['status']}" + "".join(f"\n  open: {i}" for i in items)
-    return manifest["plan_root"], datasets, status
+    figures = {k: manifest[k] for k in ("objects", "bytes", "sha256") if k in manifest}
+    return manifest["plan_root"], datasets, status, figures
 
 
 def main(argv=None):
@@ -279,7 +281,7 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
-        want_plan, want_datasets, report_status = expected_roots(args)
+        want_plan, want_datasets, report_status, figures = expected_roots(args)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: cannot read the expected roots: {exc}", file=sys.stderr)
         return 2
@@ -306,7 +308,10 @@ def main(argv=None):
                 whole.add(line)
                 trees.setdefault(record.get("dataset", ""), Merkle()).add(line)
                 counts["objects"] += 1
-                counts["bytes"] += int(record.get("size", 0))
+                try:
+                    counts["bytes"] += int(record.get("size", 0))
+                except (TypeError, ValueError):
+                    problems.append(f"object {counts['objects']}: size is not a number")
                 if check_bytes:
                     pending.append(pool.submit(check, record))
                     if len(pending) >= 4 * max(1, args.workers):
@@ -333,8 +338,17 @@ def main(argv=None):
             root_problems.append(f"dataset {name} root {got}, expected {root}")
     for name in sorted(set(trees) - set(want_datasets)) if want_datasets else ():
         root_problems.append(f"dataset {name} is not in the report")
+    # The report's own figures for the manifest: a row dropped and the roots copied into
+    # the report would still leave its count, bytes and file hash telling.
+    for name in ("objects", "bytes"):
+        if name in figures and figures[name] != counts[name]:
+            root_problems.append(f"{counts[name]} {name}, the report says {figures[name]}")
+    if "sha256" in figures and hash_file(args.manifest)[1] != figures["sha256"]:
+        root_problems.append("the manifest file's SHA-256 is not the one the report names")
     for problem in root_problems:
         print(f"FAIL {problem}")
+    if want_plan is None:
+        print("note: no --report nor --root: the manifest was checked against itself only")
 
     if report_status is not None:
         print(report_status)
