@@ -233,6 +233,15 @@ class UnprovenSection(_Model):
     objects: tuple[UnprovenObject, ...]  # the first `limit`, in manifest order
 
 
+class DeletedAtSourceSection(_Model):
+    """Copies this plan made whose source object the latest inventory no longer has: kept
+    at the destination (removed only by `--delete-removed`)."""
+
+    count: int
+    limit: int
+    objects: tuple[str, ...]  # the first `limit` as source container/key
+
+
 class OutsidePlanDataset(_Model):
     """A dataset of the source's current inventory that none of the plan's mappings has:
     no phase of the plan copies it."""
@@ -278,6 +287,7 @@ class Report(_Model):
     # a run (inventory, sites check, plan), whenever they ran with this state, by command
     routes_outside_runs: tuple[SiteRouteInfo, ...]
     unproven_sources: UnprovenSection
+    deleted_at_source: DeletedAtSourceSection
     timeline: tuple[TimelineBin, ...]
 
 
@@ -800,6 +810,14 @@ def build_report(
                 for u in unproven
             ),
         ),
+        deleted_at_source=DeletedAtSourceSection(
+            count=ledger.deleted_at_source_count(plan.name, plan.source),
+            limit=UNPROVEN_LIMIT,
+            objects=tuple(
+                f"{d.container}/{d.key}"
+                for d in ledger.deleted_at_source(plan.name, plan.source, limit=UNPROVEN_LIMIT)
+            ),
+        ),
         timeline=_timeline(ledger.done_timeline(plan.name)),
     )
 
@@ -1231,6 +1249,20 @@ def render_html(report: Report) -> str:
         else '<p class="muted">No host recorded.</p>'
     )
     out.append("</section>")
+
+    # Deleted at the source since their copy, kept at the destination.
+    d = r.deleted_at_source
+    if d.count:
+        out.append("<section><h2>Deleted at the source since their copy</h2>")
+        out.append(
+            f"<p>{d.count:,} objects this plan copied are no longer at the source (its latest "
+            "inventory); their copies are kept at the destination (removed only by "
+            "<code>run --delete-removed</code>)."
+            + (f" The first {d.limit:,} are listed." if d.count > d.limit else "")
+            + "</p><details><summary>objects</summary><ul>"
+            + "".join(f"<li><code>{_e(o)}</code></li>" for o in d.objects)
+            + "</ul></details></section>"
+        )
 
     # Unproven sources.
     u = r.unproven_sources

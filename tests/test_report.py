@@ -528,6 +528,11 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     env.source.delete(env.container, removed_key)
     with Ledger(env.state) as ledger:
         assert prepare_delta(env.config, plan, ledger, env.source, phase="delta").deleted == 1
+    # Reported while its copy is kept at the destination, an auditor's to see.
+    kept = report_of(env, plan).deleted_at_source
+    assert (kept.count, kept.objects) == (1, (f"{env.container}/{removed_key}",))
+    assert f"{env.container}/{removed_key}" in render_html(report_of(env, plan))
+    with Ledger(env.state) as ledger:
         assert remove_deleted(plan, ledger, env.source, env.destination) == 1
         summary = run_phase(plan, "delta", ledger, env.source, env.destination,
                             config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
@@ -543,6 +548,7 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     assert report.status == "verified", report.open_items
     assert report.open_items == ()
     assert report.phases_not_run == ("decommission",)
+    assert report.deleted_at_source.count == 0
     bulk = report.phases[0]
     assert bulk.name == "bulk-1"
     assert (bulk.counts.objects, bulk.counts.done) == (len(ESTATE) - 1, len(ESTATE) - 1)
