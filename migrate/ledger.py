@@ -1349,13 +1349,19 @@ class Ledger:
                 PhaseCounts(p, s, int(n), int(b or 0)) for p, s, n, b in self._db.execute(sql, args)
             ]
 
-    def failures(self, plan: str, phase: str, limit: int = 50) -> list[tuple[str, str, str]]:
+    def failures(
+        self, plan: str, phase: str, limit: int = 50, *, removed: bool = False
+    ) -> list[tuple[str, str, str]]:
+        """The phase's failed and changed objects with their reasons, in key order; with
+        `removed`, its removed ones instead (deleted at the destination, or no longer
+        expected there), each with why."""
+        states = "('removed')" if removed else "('failed', 'changed')"
         with self._lock:
             return [
                 (c, k, e or "")
                 for c, k, e in self._db.execute(
                     "SELECT container, key, error FROM transfers WHERE plan=? AND phase=? "
-                    "AND state IN ('failed', 'changed') ORDER BY container, key LIMIT ?",
+                    f"AND state IN {states} ORDER BY container, key LIMIT ?",
                     (plan, phase, limit),
                 )
             ]

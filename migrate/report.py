@@ -175,6 +175,9 @@ class PhaseInfo(_Model):
     counts: Counts
     datasets: tuple[DatasetStats, ...]
     failures: tuple[FailureInfo, ...]  # the first FAILURES_LIMIT, in key order
+    # removed at the destination (`--delete-removed`) or no longer expected there, each
+    # with why: the first FAILURES_LIMIT, in key order
+    removed: tuple[FailureInfo, ...]
     # the latest verification covering this phase: of this phase, or of the whole plan
     # (None for a phase not run yet)
     verification: VerificationInfo | None
@@ -711,6 +714,10 @@ def build_report(
                     FailureInfo(container=c, key=k, reason=r)
                     for c, k, r in ledger.failures(plan.name, name, FAILURES_LIMIT)
                 ),
+                removed=tuple(
+                    FailureInfo(container=c, key=k, reason=r)
+                    for c, k, r in ledger.failures(plan.name, name, FAILURES_LIMIT, removed=True)
+                ),
                 # a phase not run yet holds nothing any verification could have covered
                 verification=(
                     _covering(verifications, name) if state.resolved_at is not None else None
@@ -1150,6 +1157,17 @@ def render_html(report: Report) -> str:
                     [
                         [f"<code>{_e(f.container)}/{_e(f.key)}</code>", _e(f.reason)]
                         for f in p.failures
+                    ],
+                    set(),
+                )
+            )
+        if p.removed:
+            out.append(
+                _table(
+                    ("removed object (source)", "why"),
+                    [
+                        [f"<code>{_e(f.container)}/{_e(f.key)}</code>", _e(f.reason)]
+                        for f in p.removed
                     ],
                     set(),
                 )

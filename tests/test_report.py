@@ -549,6 +549,10 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     assert report.open_items == ()
     assert report.phases_not_run == ("decommission",)
     assert report.deleted_at_source.count == 0
+    # Which object was deleted at the destination, and why: by key.
+    (bulk,) = [p for p in report.phases if p.name == "bulk-1"]
+    assert [(f.key, f.reason) for f in bulk.removed] == [(removed_key, "deleted at the source")]
+    assert f"{env.container}/{removed_key}</code>" in render_html(report)
     bulk = report.phases[0]
     assert bulk.name == "bulk-1"
     assert (bulk.counts.objects, bulk.counts.done) == (len(ESTATE) - 1, len(ESTATE) - 1)
