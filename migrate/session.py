@@ -5,6 +5,7 @@ contacted hosts is saved in the ledger when the session ends."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from fnmatch import fnmatch
@@ -228,6 +229,9 @@ def _site(config: SitesConfig, name: str) -> Site:
     return config.site(name)
 
 
+ROUTES_EVERY_SECONDS = 2.0
+
+
 @contextmanager
 def open_session(
     plan_path: Path,
@@ -246,8 +250,21 @@ def open_session(
         # Both sites must exist in the sites file, whether or not the command uses them.
         _site(config, plan.source), _site(config, plan.destination)
         session = Session(plan, config, ledger, catalog)
+        stop = threading.Event()
+
+        def record_now_and_then() -> None:
+            # A process killed outright (kill -9) records nothing at its end: the hosts it
+            # contacted are written as it goes, so the report's routes miss a moment at most.
+            while not stop.wait(ROUTES_EVERY_SECONDS):
+                with suppress(sqlite3.Error):
+                    ledger.record_routes(plan.name, session.routes_used())
+
+        recorder = threading.Thread(target=record_now_and_then, name="routes", daemon=True)
+        recorder.start()
         try:
             yield session
         finally:
+            stop.set()
+            recorder.join()
             ledger.record_routes(plan.name, session.routes_used())
             session.close()
