@@ -1150,28 +1150,15 @@ def render_html(report: Report) -> str:
         out.append(
             _table(("dataset", *_COUNT_HEADERS[1:]), rows, set(range(1, len(_COUNT_HEADERS))))
         )
-        if p.failures:
-            out.append(
-                _table(
-                    ("failed or changed object", "reason"),
-                    [
-                        [f"<code>{_e(f.container)}/{_e(f.key)}</code>", _e(f.reason)]
-                        for f in p.failures
-                    ],
-                    set(),
-                )
-            )
-        if p.removed:
-            out.append(
-                _table(
-                    ("removed object (source)", "why"),
-                    [
-                        [f"<code>{_e(f.container)}/{_e(f.key)}</code>", _e(f.reason)]
-                        for f in p.removed
-                    ],
-                    set(),
-                )
-            )
+        for listed, heading in (
+            (p.failures, "failed or changed object"),
+            (p.removed, "removed object (source)"),
+        ):
+            if listed:
+                rows = [
+                    [f"<code>{_e(f.container)}/{_e(f.key)}</code>", _e(f.reason)] for f in listed
+                ]
+                out.append(_table((heading, "reason"), rows, set()))
         if p.verification:
             out.append(_verification_html(p.verification))
     out.append("</section>")
