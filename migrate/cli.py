@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
@@ -204,10 +204,10 @@ def _stdout_closed() -> None:
     os.close(devnull)
 
 
-def _option_as_value(args: list[str]) -> tuple[str, str] | None:
-    """An option given another option as its value (`--reason --json`): click would take
-    `--json` as the reason, record it, and print no JSON. (option, what it was given)."""
-    command = typer.main.get_command(app)
+def _option_as_value(command: Any, args: list[str]) -> tuple[str, str] | None:
+    """An option of `command` (the CLI's click command) given another option as its value
+    (`--reason --json`): click would take `--json` as the reason, record it, and print no
+    JSON. (option, what it was given)."""
     i = 0
     while i < len(args) and (commands := getattr(command, "commands", None)) is not None:
         sub = commands.get(args[i])
@@ -1174,14 +1174,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"{wrong}: --deep takes no value but `both`", hint="--deep or --deep=both"
             )
-        if clash := _option_as_value(args):
+        command = typer.main.get_command(app)  # built once: checked, then run
+        if clash := _option_as_value(command, args):
             option, value = clash
             message = f"{option} needs a value, and was given the option {value}"
             hint = f'give {option} its value first, e.g. {option} "..." {value}'
             _stderr().print(f"migrate: error: {message} ({hint})", markup=False, soft_wrap=True)
             fail_json(2, USAGE, message, hint)
             return 2
-        result = app(args=args, prog_name="migrate", standalone_mode=False)
+        result = command(args=args, prog_name="migrate", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
             _stderr().print(INTERRUPTED_LINE, markup=False)
@@ -1190,8 +1191,8 @@ def main(argv: list[str] | None = None) -> int:
     except MigrateError as raised:
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
-        command = next((a for a in args if not a.startswith("-")), None)
-        exc = raised if command == "run" else as_store_failure(raised)
+        named = next((a for a in args if not a.startswith("-")), None)
+        exc = raised if named == "run" else as_store_failure(raised)
         _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
         fail_json(exc.exit_code, type(exc).__name__, exc.message, exc.hint)
         return exc.exit_code
