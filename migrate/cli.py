@@ -795,6 +795,11 @@ def run(
             report = do_dry_run(
                 session.plan, phase, session.ledger, session.source, session.destination
             )
+            if delete_removed and session.plan.phase(phase).kind in ("delta", "cutover"):
+                # Announced before any run deletes what cannot be brought back.
+                report.would_remove = session.ledger.deleted_at_source_count(
+                    session.plan.name, session.plan.source
+                )
             if json_out:
                 _out(True, report)
             else:

@@ -69,6 +69,9 @@ class DryRunReport:
     resolved: bool  # True: the phase's set was already fixed by an earlier run
     datasets: list[DatasetDryRun]
     missing_buckets: list[str]  # destination buckets that do not exist yet
+    # With --delete-removed (delta, cutover): the copies whose source object the latest
+    # inventory no longer has, which the run would check and remove (its re-list decides)
+    would_remove: int | None = None
 
     @property
     def objects(self) -> int:

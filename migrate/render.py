@@ -318,6 +318,14 @@ def print_dry_run(console: Console, report: Any) -> None:
             f"copies the other {again:,} again, to record checksums of the bytes it reads.",
             markup=False,
         )
+    if report.would_remove is not None:
+        console.print(
+            f"--delete-removed: {report.would_remove:,} copies whose source object the latest "
+            "inventory no longer has would be removed at the destination, each checked just "
+            "before (the run's re-list of the source decides; see them with `migrate run "
+            "--phase delta` without it, which only reports them)",
+            markup=False,
+        )
     if report.conflicts:
         console.print(
             f"Conflicts: the run leaves these {report.conflicts:,} as they are and fails their "

@@ -716,3 +716,22 @@ def test_delete_removed_leaves_an_azure_blob_with_snapshots_it_did_not_make(
     assert removed == 0 and "has snapshots, which are not migrate's" in kept[0]
     listed = {(b.name, b.snapshot) for b in container.list_blobs(include=["snapshots"])}
     assert ("d/02.bin", snapshot) in listed and ("d/02.bin", None) in listed
+
+
+def test_a_dry_run_with_delete_removed_says_how_many_copies_it_would_remove(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deletes cannot be undone: the dry run announces them (D7 of a review: it said
+    nothing), from the latest inventory, before any run makes them."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    (tmp_path / "src" / "data" / "f3.txt").unlink()
+    assert main(["inventory", "src", *where]) == 0
+    capsys.readouterr()
+    dry = ["run", plan, "--phase", "delta", "--dry-run", "--json", "--force", "--reason", "t"]
+    assert main([*dry, "--delete-removed", *where]) == 0
+    assert json.loads(capsys.readouterr().out)["would_remove"] == 1
+    assert main([*dry, *where]) == 0
+    assert json.loads(capsys.readouterr().out)["would_remove"] is None
+    assert (tmp_path / "dst" / "data" / "f3.txt").exists()
