@@ -170,7 +170,12 @@ class LocalAdapter:
             raise self._denied(directory) from None
 
     def check(self, container: str) -> None:
-        self._names(self._require_container(container))  # readable, not only there
+        directory = self._require_container(container)
+        try:  # readable, not only there; one entry read, not a large directory's all
+            with os.scandir(directory) as entries:
+                next(entries, None)
+        except PermissionError:
+            raise self._denied(directory) from None
 
     def create_container(self, container: str) -> None:
         self._container_dir(container).mkdir(parents=True, exist_ok=True)
