@@ -373,7 +373,11 @@ def plan(
     ] = True,
     wave_cap_gib: Annotated[int, typer.Option(help="Most GiB per bulk wave.")] = 2048,
     decommission: Annotated[
-        bool, typer.Option(help="Add a decommission phase (deletes the source).")
+        bool,
+        typer.Option(
+            help="Add a decommission phase: the plan records that the source is to be "
+            "deleted after the move (done by you: `migrate run` refuses that phase, exit 9)."
+        ),
     ] = False,
     large_sha256: Annotated[
         bool,
