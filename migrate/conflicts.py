@@ -10,6 +10,11 @@ kill -9 lost (migrate's metadata, the size and, where the source has one, its SH
 An upload a killed run left under way is checked too: another may have written under its
 key since it began; then it is not completed over that object, but kept for a later run.
 
+What the check lets be replaced is recorded (`Ledger.destination_seen`: the object's ETag;
+nothing recorded: the key was free), and the copy's write is conditioned on it (If-Match,
+If-None-Match: *; see migrate/transfer.py): an object another writer puts under the key
+after the check fails that write as a conflict too, instead of being overwritten.
+
 A bucket is listed under the plan's prefixes (memory: a page or two), each page looked up
 in the ledger at once, and a HEAD made only for keys the phase is to write; when the
 bucket holds many objects and the phase writes few keys, those keys are HEADed instead.
@@ -99,7 +104,11 @@ def mark_conflicts(
             return fail(row, unreadable(exc))
         outcome, why = classify(row, info)
         if outcome != "conflict":
-            return None  # absent, the same bytes, or this plan's own copy
+            # Absent, the same bytes, or this plan's own copy. The write then expects just
+            # that: what another writer puts there after this check is not replaced.
+            if info is not None:
+                ledger.destination_seen(plan.name, row.container, row.key, info.etag)
+            return None
         return fail(
             row, f"already holds an object this plan did not write ({why}); {NOT_OVERWRITTEN}"
         )

@@ -13,7 +13,8 @@
     ├── TransferError                (11) an object could not be copied
     │   ├── Retryable                     throttling, timeouts, resets: try again
     │   └── Permanent                     retrying will not help
-    │       └── ListingOutOfOrder             a listing not in key order: resume cannot trust it
+    │       ├── ListingOutOfOrder             a listing not in key order: resume cannot trust it
+    │       └── PreconditionFailed            a conditional write found another object there
     ├── IntegrityError               (12) bytes do not match their checksum
     │   ├── ChecksumMismatch
     │   └── SourceChanged                 the source object changed during its copy
@@ -100,6 +101,12 @@ class Permanent(TransferError):
 class ListingOutOfOrder(Permanent):
     """A store listed a key below one it listed before: a marker saved from that listing
     does not say what is left to list."""
+
+
+class PreconditionFailed(Permanent):
+    """A write conditioned on what its key holds (nothing, or an object of a given ETag)
+    found something else there: another writer put an object under the key since it was
+    checked. Nothing was written."""
 
 
 class IntegrityError(MigrateError):

@@ -48,7 +48,7 @@ from migrate.errors import (
     SourceChanged,
     redact,
 )
-from migrate.ledger import Ledger, TransferRow
+from migrate.ledger import CONFLICT, Ledger, TransferRow
 from migrate.limits import AdaptiveLimit, LimitedAdapter
 from migrate.memory import return_large_buffers
 from migrate.plan import Plan
@@ -59,8 +59,9 @@ from migrate.transfer import (
     PartBuffers,
     TransferItem,
     TransferOutcome,
+    WriteConflict,
 )
-from providers.base import PartResult, StoreAdapter
+from providers.base import ABSENT, PartResult, StoreAdapter
 
 T = TypeVar("T")
 BATCH = 500
@@ -219,8 +220,19 @@ _RECOVERABLE = (
 )
 
 
-def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str]) -> TransferItem:
+def _item(
+    row: TransferRow,
+    ledger: Ledger,
+    plan: str,
+    classes: Mapping[str, str],
+    overwrite: bool,
+) -> TransferItem:
     checksums = json.loads(row.source_checksums) if row.source_checksums else {}
+    # The write expects what the conflict check saw (see migrate/conflicts.py): the key free,
+    # or the object it let be replaced ('' for one without an ETag: no condition possible).
+    expect: str | None = None
+    if not overwrite:
+        expect = ABSENT if row.destination_seen is None else row.destination_seen or None
     parts = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
     return TransferItem(
         container=row.container,
@@ -236,6 +248,7 @@ def _item(row: TransferRow, ledger: Ledger, plan: str, classes: Mapping[str, str
         done_parts={n: md5 for n, (md5, _) in parts.items()},
         part_etags={n: etag for n, (_, etag) in parts.items() if etag},
         storage_classes=classes,
+        expect=expect,
     )
 
 
@@ -339,7 +352,7 @@ def run_phase(
 
     def work(row: TransferRow) -> None:
         retries.start()
-        item = _item(row, ledger, plan.name, classes.get(row.dataset, {}))
+        item = _item(row, ledger, plan.name, classes.get(row.dataset, {}), overwrite)
         # An object sent in one request is cheap to send again: its records are committed
         # in groups (a kill -9 may forget the last group; those objects are copied again).
         group = copier.one_request(item)
@@ -357,6 +370,23 @@ def run_phase(
             with lock:
                 summary.changed += 1
             subscriber.on_object(row.key, "changed")
+            return
+        except WriteConflict as exc:
+            # As the conflict check would have found it: left as it is, the upload kept
+            # for when the key is free (or --overwrite).
+            ledger.transfer_not_done(
+                plan.name,
+                row.container,
+                row.key,
+                "failed",
+                f"{CONFLICT}{exc.one_line()}",
+                retries.take(),
+                keep_upload=_recorded_upload(item) is not None,
+            )
+            with lock:
+                summary.failed += 1
+                summary.conflicts += 1
+            subscriber.on_object(row.key, "failed")
             return
         except (MigrateError, OSError) as exc:
             if isinstance(exc, MigrateError):
@@ -426,6 +456,7 @@ def run_phase(
         rows = _rows(ledger, plan.name, phase_name)  # not the conflicts just found
         _each_on_workers(rows, work, config.concurrency, stop)
 
+    summary.unguarded = copier.unguarded
     summary.failures = ledger.failures(plan.name, phase_name)
     summary.throttled = source_limit.throttled + destination_limit.throttled
     summary.lowest_concurrency = min(source_limit.lowest, destination_limit.lowest)

@@ -305,6 +305,13 @@ _MIGRATIONS: list[tuple[str, str]] = [
             BEGIN DELETE FROM receipts WHERE inputs IS NOT NULL; END;
         """,
     ),
+    (
+        # What the conflict check of the phase's latest run found under a transfer's
+        # destination key, which its write then expects (If-Match): the ETag of the object
+        # let be overwritten ('' for one without an ETag). NULL: nothing there (If-None-Match).
+        "destination seen",
+        "ALTER TABLE transfers ADD COLUMN destination_seen TEXT;",
+    ),
 ]
 
 
@@ -370,7 +377,7 @@ _TO_WRITE = f"plan=? AND destination_bucket=? AND phase=? AND {_WRITABLE}"
 
 _TRANSFER_COLUMNS = (
     "container, key, phase, dataset, size, source_etag, source_version, source_checksums, "
-    "destination_bucket, destination_key, state, upload_id, part_size"
+    "destination_bucket, destination_key, state, upload_id, part_size, destination_seen"
 )
 
 
@@ -389,6 +396,8 @@ class TransferRow:
     state: str
     upload_id: str | None
     part_size: int | None
+    # What the conflict check found under the destination key (see the migration).
+    destination_seen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1303,13 +1312,34 @@ class Ledger:
             return "removed"
 
     def clear_conflicts(self, plan: str, phase: str) -> None:
-        """The phase's conflicts are checked again: back to pending."""
+        """The phase's conflicts are checked again: back to pending; and what an earlier
+        check found under each key is forgotten (`destination_seen`)."""
         with self.atomic() as db:
             db.execute(
                 "UPDATE transfers SET state='pending', error=NULL WHERE plan=? AND phase=? "
                 f"AND state='failed' AND error LIKE '{CONFLICT}%'",
                 (plan, phase),
             )
+            db.execute(
+                "UPDATE transfers SET destination_seen=NULL WHERE plan=? AND phase=? "
+                "AND destination_seen IS NOT NULL",
+                (plan, phase),
+            )
+
+    def destination_seen(self, plan: str, container: str, key: str, etag: str | None) -> None:
+        """The conflict check found at the transfer's destination key an object it lets
+        the copy replace (this plan's, or the same bytes), of this ETag: the write expects
+        it there. Committed with other records in a group (read back through the lock)."""
+        self._write(
+            [
+                (
+                    "UPDATE transfers SET destination_seen=? WHERE plan=? AND container=? "
+                    "AND key=?",
+                    (etag or "", plan, container, key),
+                )
+            ],
+            True,
+        )
 
     def recorded_uploads(self, plan: str) -> set[tuple[str, str, str]]:
         """(destination bucket, destination key, upload id) of uploads the plan still owns."""

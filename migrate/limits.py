@@ -175,9 +175,14 @@ class LimitedAdapter:
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         return self._call(
-            lambda: self.inner.put_object(container, key, body, length, attrs, checksums), length
+            lambda: self.inner.put_object(
+                container, key, body, length, attrs, checksums, expect=expect
+            ),
+            length,
         )
 
     def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
@@ -207,9 +212,13 @@ class LimitedAdapter:
         upload_id: str,
         parts: Sequence[PartResult],
         attrs: WriteAttrs | None = None,
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         return self._call(
-            lambda: self.inner.complete_multipart(container, key, upload_id, parts, attrs)
+            lambda: self.inner.complete_multipart(
+                container, key, upload_id, parts, attrs, expect=expect
+            )
         )
 
     def replace_metadata(

@@ -215,6 +215,13 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
             "another object under their key (run with --overwrite to copy over them)",
             markup=False,
         )
+    if s.unguarded:
+        console.print(
+            "  warning: the destination refused conditional writes (If-None-Match, If-Match): "
+            "this run wrote without them, so an object another writer put under a key after "
+            "the conflict check may have been overwritten",
+            markup=False,
+        )
     if s.throttled:
         console.print(
             f"  the stores asked to slow down {s.throttled:,} times: concurrency went down "

@@ -28,6 +28,9 @@ class PhaseSummary:
     retries: int = 0
     throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)
     lowest_concurrency: int = 0  # how far the concurrency limit went down under throttling
+    # The destination refused conditional writes: this run's writes went without a condition,
+    # so an object put under a key after the conflict check could be overwritten.
+    unguarded: bool = False
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # container, key, why
 

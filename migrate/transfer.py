@@ -27,6 +27,14 @@ before the whole object's SHA-256 is known, so after it completes (and its ETag 
 the destination rewrites the object's metadata on its side (S3: a copy onto itself,
 conditioned on that ETag; nothing is sent again) unless the plan turned this off.
 
+Writes expect what the phase's conflict check saw under the key (`TransferItem.expect`:
+nothing, or the ETag of the object it let be replaced), so an object another writer put
+there since is never overwritten: the write fails, and the transfer fails as a conflict
+(`WriteConflict`). A retry whose first attempt was written but its answer lost meets its
+own object: found by a HEAD to be the bytes sent, it is done. A store that refuses the
+condition (`Unsupported`) is written without one, for the rest of the run
+(`ObjectCopy.unguarded`).
+
 Resume: parts already recorded are not sent again. Parts the store holds that the ledger
 missed (a crash between the store's answer and the ledger write) are re-read from the
 source and their MD5 compared with the store's part ETag instead of being re-sent.
@@ -47,7 +55,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol, TypeVar
 
-from migrate.errors import ChecksumMismatch, NotFound, Permanent, SourceChanged
+from migrate.errors import (
+    ChecksumMismatch,
+    NotFound,
+    Permanent,
+    PreconditionFailed,
+    SourceChanged,
+    Unsupported,
+)
 from providers.base import (
     Capabilities,
     ObjectInfo,
@@ -96,6 +111,9 @@ class TransferItem:
     part_etags: Mapping[int, str] = field(default_factory=dict)  # -> the store's ETag
     # Source tier or class -> destination storage class, from the plan's mapping.
     storage_classes: Mapping[str, str] = field(default_factory=dict)
+    # What the write expects under the destination key: `ABSENT`, or the ETag of the object
+    # the conflict check let be replaced; None: written whatever is there (--overwrite).
+    expect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,11 @@ def choose_part_size(size: int, caps: Capabilities, preferred: int = DEFAULT_PAR
             f"{caps.max_part_size} bytes"
         )
     return part
+
+
+class WriteConflict(PreconditionFailed):
+    """Another writer put an object under the destination key after the phase's conflict
+    check: it is left as it is, and the transfer fails as a conflict."""
 
 
 class Stopped(Exception):  # not a MigrateError: nothing failed
@@ -424,6 +447,8 @@ class ObjectCopy:
         self.buffers = buffers or PartBuffers(1 if uploads is None else 2, part_size)
         self.sha256_metadata = sha256_metadata  # also on multipart objects (see module doc)
         self.stop = stop
+        # Set once the destination refused a write's condition: writes go without one.
+        self.unguarded = False
 
     def attrs_for(self, item: TransferItem, info: ObjectInfo | None = None) -> WriteAttrs:
         """The destination's attributes, from what the source's read said of the object
@@ -505,16 +530,26 @@ class ObjectCopy:
             sums = {"md5": md5}
             if self._store_verifies_sha256():
                 sums["sha256"] = sha256
-            result = self.call(
-                lambda: self.destination.put_object(
-                    item.destination_bucket,
-                    item.destination_key,
-                    data,
-                    len(data),
-                    write_attrs,
-                    sums,
+
+            def put(expect: str | None) -> WriteResult:
+                return self.call(
+                    lambda: self.destination.put_object(
+                        item.destination_bucket,
+                        item.destination_key,
+                        data,
+                        len(data),
+                        write_attrs,
+                        sums,
+                        expect=expect,
+                    )
                 )
-            )
+
+            try:
+                result = self._conditioned(item, put)
+            except PreconditionFailed:
+                result = self._own_write(
+                    item, lambda head: _single_is(head, item.size, sha256, md5)
+                )
         finally:
             self.buffers.give(data)
         self._check_destination_etag(item, result, md5)
@@ -634,11 +669,25 @@ class ObjectCopy:
         if whole_md5 is not None:
             proof = self._source_proof(item, whole_md5.hexdigest(), reader.info)
         uid, final_attrs = upload_id, create_attrs
-        completed = self.call(
-            lambda: self.destination.complete_multipart(
-                item.destination_bucket, item.destination_key, uid, parts, final_attrs
+
+        def complete(expect: str | None) -> WriteResult:
+            return self.call(
+                lambda: self.destination.complete_multipart(
+                    item.destination_bucket,
+                    item.destination_key,
+                    uid,
+                    parts,
+                    final_attrs,
+                    expect=expect,
+                )
             )
-        )
+
+        try:
+            completed = self._conditioned(item, complete)
+        except PreconditionFailed:
+            # Only an MD5-shaped ETag proves the object is this upload's (Azure's does not:
+            # the next run's check finds this plan's copy there, and copies it again).
+            completed = self._own_write(item, lambda head: (head.etag or "").lower() == expected)
         self._check_destination_etag(item, completed, expected)
         etag = completed.etag
         if self.sha256_metadata and etag:
@@ -653,6 +702,41 @@ class ObjectCopy:
             proof,
             len(parts),
             sending.sent,
+        )
+
+    def _conditioned(
+        self, item: TransferItem, write: Callable[[str | None], WriteResult]
+    ) -> WriteResult:
+        """The write, expecting what `item.expect` says; on a store that refuses the
+        condition, without it (from then on, for every write of this copier)."""
+        expect = None if self.unguarded else item.expect
+        try:
+            return write(expect)
+        except Unsupported:
+            if expect is None:
+                raise
+            # Refused for the condition only if the same write without it succeeds.
+            result = write(None)
+            self.unguarded = True
+            return result
+
+    def _own_write(self, item: TransferItem, is_ours: Callable[[ObjectInfo], bool]) -> WriteResult:
+        """After a write's condition failed: the object under the key is this write's
+        (a retry whose first attempt was written, its answer lost) or another writer's,
+        put since the conflict check (WriteConflict)."""
+        try:
+            head: ObjectInfo | None = self.call(
+                lambda: self.destination.head(item.destination_bucket, item.destination_key)
+            )
+        except NotFound:
+            head = None
+        if head is not None and head.size == item.size and is_ours(head):
+            return WriteResult(etag=head.etag, version_id=head.version_id)
+        found = "another object" if head is not None else "no object any more"
+        raise WriteConflict(
+            f"{item.destination_bucket}/{item.destination_key} now holds {found}, written "
+            "by another writer after this run's conflict check; not overwritten: move it "
+            "away, or run with --overwrite"
         )
 
     def _ours(
@@ -857,3 +941,12 @@ class ObjectCopy:
                 f"{item.destination_bucket}/{item.destination_key}: the store's ETag {etag} "
                 f"differs from the checksum of the bytes sent ({expected})"
             )
+
+
+def _single_is(head: ObjectInfo, size: int, sha256: str, md5: str) -> bool:
+    """Whether the object under the key is the one PUT wrote: migrate's SHA-256 of these
+    bytes, and their MD5 where the store gives one (its Content-MD5, or a plain ETag)."""
+    if (head.metadata or {}).get(SHA256_METADATA) != sha256 or head.size != size:
+        return False
+    stored = head.checksums.get("md5") or (head.etag or "").lower()
+    return not _MD5_HEX.match(stored.lower()) or stored.lower() == md5

@@ -108,6 +108,7 @@ from migrate.errors import (
     MigrateError,
     NotFound,
     Permanent,
+    PreconditionFailed,
     Retryable,
     SourceChanged,
     Unsupported,
@@ -123,6 +124,7 @@ from providers.azure_lean import (
     parse_blob_list,
 )
 from providers.base import (
+    ABSENT,
     Capabilities,
     ObjectInfo,
     PartResult,
@@ -963,6 +965,8 @@ class AzureAdapter:
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         what = f"{container}/{key}"
         self._check_key(key)
@@ -983,14 +987,30 @@ class AzureAdapter:
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=tier,
                 headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
+                **_condition(expect),
             )
         except _NETWORK_ERRORS as exc:
-            self._fail(exc, what)
+            self._fail_write(exc, what, expect)
         stored = result.get("content_md5")
         return WriteResult(
             etag=_unquote(result.get("etag")),
             checksums={"md5": bytes(stored).hex() if stored else md5.hex()},
         )
+
+    def _fail_write(self, exc: BaseException, what: str, expect: str | None) -> NoReturn:
+        """`_fail` for a write: its failed condition (412, or 409 BlobAlreadyExists where
+        no blob was expected) is PreconditionFailed, not the source changing."""
+        refused = isinstance(exc, HttpResponseError) and (
+            exc.status_code == 412
+            or (exc.status_code == 409 and _error_code(exc) == "BlobAlreadyExists")
+        )
+        if expect is not None and refused:
+            raise PreconditionFailed(
+                f"{self.site_name}: {what}: the key holds "
+                + ("an object" if expect == ABSENT else "another object than the one expected")
+                + " (the write's condition failed); nothing was written"
+            ) from None
+        self._fail(exc, what)
 
     def _receive(
         self, body: WriteBody, length: int, checksums: Mapping[str, str], what: str
@@ -1072,6 +1092,8 @@ class AzureAdapter:
         upload_id: str,
         parts: Sequence[PartResult],
         attrs: WriteAttrs | None = None,
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         """Commit the parts' blocks in part order. `attrs` (not yet in the contract) is
         needed only when the upload was created by another process."""
@@ -1088,9 +1110,10 @@ class AzureAdapter:
                 content_settings=_settings(attrs),
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=_tier(attrs, self.site_name),
+                **_condition(expect),
             )
         except _NETWORK_ERRORS as exc:
-            self._fail(exc, f"{container}/{key} (upload {upload_id})")
+            self._fail_write(exc, f"{container}/{key} (upload {upload_id})", expect)
         self._upload_attrs.pop(upload_id, None)
         # The response's Content-MD5 is that of the block list, not of the blob: not kept.
         return WriteResult(etag=_unquote(str(result.get("etag") or "")))
@@ -1421,6 +1444,15 @@ def _unstorable(key: str) -> bool:
 
 def _unquote(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
+
+
+def _condition(expect: str | None) -> dict[str, Any]:
+    """A write's condition as the SDK's keywords (see StoreAdapter.put_object)."""
+    if expect is None:
+        return {}
+    if expect == ABSENT:
+        return {"match_condition": MatchConditions.IfMissing}
+    return {"etag": _quote(expect), "match_condition": MatchConditions.IfNotModified}
 
 
 def _quote(etag: str) -> str:

@@ -20,14 +20,19 @@ tests/providers/test_conformance.py checks each of them against every adapter):
 - Writes verify: a `put_object` or `upload_part` whose bytes do not match the MD5 (or
   SHA-256) given in `checksums` fails with `ChecksumMismatch` and stores nothing.
   A write is atomic: readers see the whole new object or nothing.
+- A write given `expect` (`put_object`, `complete_multipart`) happens only if the key
+  still holds what it names: `ABSENT`, no object (If-None-Match: *); otherwise the object
+  of that ETag (If-Match). Else it fails with `PreconditionFailed` and writes nothing.
+  Without `expect` the write replaces whatever the key holds.
 - A multipart upload is invisible until `complete_multipart`; `abort_multipart` removes
   it and its parts.
 - `replace_metadata` changes an object's metadata on the store's side (no byte of the
   object travels), only if the object is still the one named by `if_match`; its bytes
   are untouched.
 - Errors are the project's: `NotFound`, `CredentialsRejected`, `EndpointUnreachable`,
-  `Retryable`, `Permanent`, `ChecksumMismatch`, `SourceChanged`, `Unsupported`
-  (migrate.errors). No SDK exception escapes an adapter, and no message carries a secret.
+  `Retryable`, `Permanent`, `PreconditionFailed`, `ChecksumMismatch`, `SourceChanged`,
+  `Unsupported` (migrate.errors). No SDK exception escapes an adapter, and no message
+  carries a secret.
 
 Checksums travel as a mapping from algorithm name (`ALGORITHMS`) to lowercase hex. A
 composite multipart checksum (S3 COMPOSITE, multipart ETag) keeps its `-N` suffix.
@@ -107,6 +112,9 @@ class ObjectInfo:
 # its class while a copy of it can be read): whether one can be read is `archived`, said
 # object by object, never the class alone.
 RESTORED_IN_PLACE = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+# A write's `expect` when its key must hold no object (see the module doc).
+ABSENT = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +343,11 @@ class StoreAdapter(Protocol):
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
-        """Store `length` bytes read from body in one request; the server checks checksums."""
+        """Store `length` bytes read from body in one request; the server checks checksums.
+        `expect`: `ABSENT` or an ETag the key must hold (see the module doc)."""
         ...
 
     def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
@@ -363,10 +374,13 @@ class StoreAdapter(Protocol):
         upload_id: str,
         parts: Sequence[PartResult],
         attrs: WriteAttrs | None = None,
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         """Assemble the parts in part-number order; the object appears whole. `attrs` are
         the ones given to create_multipart: stores that set attributes only at commit
-        (Azure block blobs) need them again when an upload resumes in a new process."""
+        (Azure block blobs) need them again when an upload resumes in a new process.
+        `expect`: as for put_object; the upload is kept when it fails."""
         ...
 
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:

@@ -27,11 +27,13 @@ from migrate.errors import (
     ConfigError,
     CredentialsRejected,
     NotFound,
+    PreconditionFailed,
     SourceChanged,
     Unsupported,
 )
 from migrate.sites import Site
 from providers.base import (
+    ABSENT,
     CARRIED_HEADERS,
     Capabilities,
     ObjectInfo,
@@ -318,10 +320,18 @@ class LocalAdapter:
         return tmp, md5.hexdigest()
 
     def _install(
-        self, container: str, key: str, tmp: Path, attrs: WriteAttrs, checksums: Mapping[str, str]
+        self,
+        container: str,
+        key: str,
+        tmp: Path,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+        expect: str | None = None,
     ) -> WriteResult:
         path = self._path(container, key)
         self._require_container(container)
+        if expect is not None:
+            self._check_expected(container, key, path, expect, tmp)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_dir():
@@ -347,6 +357,27 @@ class LocalAdapter:
         os.replace(tmp, path)
         return WriteResult(etag=_etag(path.stat()), checksums=dict(checksums))
 
+    def _check_expected(self, container: str, key: str, path: Path, expect: str, tmp: Path) -> None:
+        """A write's condition, checked just before its file is put in place (a writer
+        acting in between is not seen: a directory offers no conditional rename)."""
+        try:
+            current: str | None = _etag(path.stat()) if path.is_file() else None
+        except FileNotFoundError:
+            current = None
+        if current == expect or (current is None and expect == ABSENT):
+            return
+        tmp.unlink(missing_ok=True)
+        if expect == ABSENT:
+            found = "an object"
+        elif current is None:
+            found = "no object any more"
+        else:
+            found = "another object than the one expected"
+        raise PreconditionFailed(
+            f"{self.site_name}: {container}/{key}: the key holds {found} (the write's "
+            "condition failed); nothing was written"
+        )
+
     def put_object(
         self,
         container: str,
@@ -355,11 +386,13 @@ class LocalAdapter:
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         self._path(container, key)  # refuse an impossible key before reading bytes
         self._require_container(container)
         tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
-        return self._install(container, key, tmp, attrs, {**checksums, "md5": md5})
+        return self._install(container, key, tmp, attrs, {**checksums, "md5": md5}, expect)
 
     # -- multipart -----------------------------------------------------------------------
 
@@ -430,6 +463,8 @@ class LocalAdapter:
         upload_id: str,
         parts: Sequence[PartResult],
         attrs: WriteAttrs | None = None,  # set at create: S3 and this store keep them
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         info = self._upload_info(container, key, upload_id)
         udir = self._upload_dir(container, upload_id)
@@ -456,7 +491,7 @@ class LocalAdapter:
             content_language=_opt_str(info.get("content_language")),
             metadata=_str_map(info.get("metadata")),
         )
-        result = self._install(container, key, tmp, attrs, {"md5": etag})
+        result = self._install(container, key, tmp, attrs, {"md5": etag}, expect)
         shutil.rmtree(udir, ignore_errors=True)
         return result
 

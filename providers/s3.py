@@ -56,6 +56,7 @@ from migrate.errors import (
     MigrateError,
     NotFound,
     Permanent,
+    PreconditionFailed,
     Retryable,
     RouteRefused,
     SourceChanged,
@@ -64,6 +65,7 @@ from migrate.errors import (
 )
 from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.base import (
+    ABSENT,
     HEADER_TOKEN,
     RESTORED_IN_PLACE,
     Capabilities,
@@ -142,6 +144,9 @@ _CHECKSUM_CODES = {
 }
 _RETRYABLE_CODES = {
     "SlowDown",
+    # AWS: a conditional write raced another write of the key; tried again it gets its
+    # answer (written, or 412).
+    "ConditionalRequestConflict",
     "RequestTimeout",
     "InternalError",
     "ServiceUnavailable",
@@ -181,6 +186,13 @@ _REDIRECT_CODES = {"PermanentRedirect", "TemporaryRedirect", "Redirect", "301", 
 _ARN = re.compile(r"^arn:[^:]*:[^:]*:(?P<region>[^:]*):[^:]*:(?P<resource>.+)$")
 # Answers that mean "this call cannot tell", not "the site is unusable".
 _FATAL_FOR_REPLICATION = (CredentialsRejected, NotFound, EndpointUnreachable, ConfigError)
+
+
+def _condition_kwargs(expect: str | None) -> dict[str, str]:
+    """A write's condition as botocore's parameters (see StoreAdapter.put_object)."""
+    if expect is None:
+        return {}
+    return {"IfNoneMatch": "*"} if expect == ABSENT else {"IfMatch": f'"{expect}"'}
 
 
 def _unquote(etag: str | None) -> str | None:
@@ -1136,11 +1148,17 @@ class S3Adapter:
         body: bytes | bytearray | memoryview,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
+        expect: str | None,
     ) -> Mapping[str, Any] | None:
         """PUT a small in-memory body on the lean path; None where its headers need
         botocore's handling (non-ASCII values, unusual metadata names)."""
         assert self._lean is not None
         headers = {"Content-Length": str(len(body))}
+        if expect == ABSENT:
+            headers["If-None-Match"] = "*"
+        elif expect is not None:
+            headers["If-Match"] = f'"{expect}"'
+
         for name, value in (
             ("Content-Type", attrs.content_type),
             ("Content-Encoding", attrs.content_encoding),
@@ -1240,21 +1258,24 @@ class S3Adapter:
         length: int,
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         r: Mapping[str, Any] | None = None
-        if (
-            self._lean is not None
-            and isinstance(body, bytes | bytearray | memoryview)
-            and len(body) == length <= MAX_LEAN_PUT
-        ):
-            r = self._lean_put(container, key, body, attrs, checksums)
-        if r is None:
-            r = self._call(
-                self._client.put_object, container, key,
-                Bucket=container, Key=key, Body=self._body(body, length, container, key),
-                ContentLength=length, **self._write_kwargs(attrs),
-                **self._checksum_kwargs(checksums),
-            )  # fmt: skip
+        with self._conditioned(container, key, expect):
+            if (
+                self._lean is not None
+                and isinstance(body, bytes | bytearray | memoryview)
+                and len(body) == length <= MAX_LEAN_PUT
+            ):
+                r = self._lean_put(container, key, body, attrs, checksums, expect)
+            if r is None:
+                r = self._call(
+                    self._client.put_object, container, key,
+                    Bucket=container, Key=key, Body=self._body(body, length, container, key),
+                    ContentLength=length, **self._write_kwargs(attrs),
+                    **self._checksum_kwargs(checksums), **_condition_kwargs(expect),
+                )  # fmt: skip
         etag = _unquote(r.get("ETag"))
         return WriteResult(
             etag=etag,
@@ -1262,6 +1283,21 @@ class S3Adapter:
             checksums=_checksums(r, etag, _etag_is_md5(r)),
             etag_hashes_bytes=_etag_is_md5(r),
         )
+
+    @contextlib.contextmanager
+    def _conditioned(self, container: str, key: str, expect: str | None) -> Iterator[None]:
+        """A write's 412 is the key holding another object than `expect` named (a read's
+        412 is the source changing: SourceChanged)."""
+        try:
+            yield
+        except SourceChanged:
+            if expect is None:
+                raise
+            raise PreconditionFailed(
+                f"{self._where(container, key)}: the key holds "
+                + ("an object" if expect == ABSENT else "another object than the one expected")
+                + " (the write's condition failed); nothing was written"
+            ) from None
 
     def _sha256_parts(self) -> bool:
         return "sha256" in self.capabilities.verifies_checksums
@@ -1316,6 +1352,8 @@ class S3Adapter:
         upload_id: str,
         parts: Sequence[PartResult],
         attrs: WriteAttrs | None = None,  # set at create: S3 and this store keep them
+        *,
+        expect: str | None = None,
     ) -> WriteResult:
         listed: list[dict[str, Any]] = []
         for part in sorted(parts, key=lambda p: p.part_number):
@@ -1324,10 +1362,12 @@ class S3Adapter:
             if sha and self._sha256_parts() and "-" not in sha:
                 entry["ChecksumSHA256"] = _hex_to_b64(sha)
             listed.append(entry)
-        r = self._call(
-            self._client.complete_multipart_upload, container, key,
-            Bucket=container, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed},
-        )  # fmt: skip
+        with self._conditioned(container, key, expect):
+            r = self._call(
+                self._client.complete_multipart_upload, container, key,
+                Bucket=container, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": listed}, **_condition_kwargs(expect),
+            )  # fmt: skip
         etag = _unquote(r.get("ETag"))
         return WriteResult(
             etag=etag,

@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
+import migrate.errors
 import migrate.executor
+import migrate.summary
 import migrate.transfer
 from migrate.errors import EndpointUnreachable, NotFound, Permanent
 from migrate.executor import TransferConfig, run_phase
@@ -577,7 +579,9 @@ class KmsLike:
         for p in self._inner.list_parts(*args, **kwargs):
             yield dataclasses.replace(p, etag=self._fake(p.etag), etag_hashes_bytes=False)
 
-    def complete_multipart(self, container: str, key: str, upload: str, parts: Any, *a: Any) -> Any:
+    def complete_multipart(
+        self, container: str, key: str, upload: str, parts: Any, *a: Any, **kw: Any
+    ) -> Any:
         for p in parts:
             if p.etag not in self._real:
                 raise Permanent(f"InvalidPart: part {p.part_number} (test)")
@@ -684,10 +688,12 @@ class BlocksDropped:
     def list_parts(self, *args: Any) -> Any:
         return iter([p for p in self._inner.list_parts(*args) if p.part_number in self.sent])
 
-    def complete_multipart(self, container: str, key: str, upload: str, parts: Any, *a: Any) -> Any:
+    def complete_multipart(
+        self, container: str, key: str, upload: str, parts: Any, *a: Any, **kw: Any
+    ) -> Any:
         if any(p.part_number not in self.sent for p in parts):
             raise NotFound(f"{container}/{key}: InvalidBlockList (test)")
-        return self._inner.complete_multipart(container, key, upload, parts, *a)
+        return self._inner.complete_multipart(container, key, upload, parts, *a, **kw)
 
 
 def test_an_azure_upload_whose_blocks_the_service_dropped_is_sent_again(env_for: Any) -> None:
@@ -1116,9 +1122,11 @@ class KmsPartEtags(Delegating):
         sums = {k: v for k, v in part.checksums.items() if k != "md5"}
         return dataclasses.replace(part, etag=opaque, checksums=sums)
 
-    def complete_multipart(self, container: str, key: str, upload: str, parts: Any, *a: Any) -> Any:
+    def complete_multipart(
+        self, container: str, key: str, upload: str, parts: Any, *a: Any, **kw: Any
+    ) -> Any:
         real = [dataclasses.replace(p, etag=self._real.get(p.etag, p.etag)) for p in parts]
-        return self._inner.complete_multipart(container, key, upload, real, *a)
+        return self._inner.complete_multipart(container, key, upload, real, *a, **kw)
 
 
 def test_a_store_whose_part_etags_are_not_md5s_still_gets_proven_parts(env_for: Any) -> None:
@@ -1827,3 +1835,124 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
         result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
                         deep=True, sample=None, seed=1)  # fmt: skip
     assert result.passed, result.findings
+
+
+class WritesAfterTheCheck(migrate.summary.Subscriber):
+    """Another writer: once the phase's conflict check is over (the run starts copying),
+    it puts its own objects under keys the phase is about to write."""
+
+    def __init__(self, env: Env, theirs: dict[str, bytes]) -> None:
+        self.env, self.theirs = env, theirs
+
+    def on_start(self, objects: int, size: int) -> None:
+        for key, data in self.theirs.items():
+            put(self.env.destination, self.env.bucket, key, data)
+
+
+@pytest.mark.parametrize("dst", ["s3", "azure", "local"])
+def test_an_object_written_under_a_key_after_the_conflict_check_is_not_overwritten(
+    env_for: Any, dst: str
+) -> None:
+    """The conflict check runs once, when the phase starts; each write then expects what
+    it saw (the key free, or this plan's own copy) so that an object another writer puts
+    there meanwhile is left as it is: its transfer fails as a conflict, single PUT and
+    multipart alike, and the next run (the object moved away) copies it."""
+    env: Env = env_for("s3", dst)
+    env.seed(ESTATE)
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    theirs = {"reports/2025/q1.csv": b"written meanwhile", "imaging/big.tar": b"also theirs"}
+
+    def go(subscriber: Any = None, **kw: Any) -> Any:
+        with Ledger(env.state) as ledger:
+            return run_phase(plan, "bulk-1", ledger, env.source, env.destination,
+                             config=SMALL_PARTS, sleep=lambda s: None,
+                             subscriber=subscriber, **kw)  # fmt: skip
+
+    summary = go(WritesAfterTheCheck(env, theirs))
+    assert (summary.conflicts, summary.failed, summary.copied) == (2, 2, len(ESTATE) - 2)
+    assert sorted(f[1] for f in summary.failures) == sorted(theirs)
+    assert all(f[2].startswith("conflict: ") for f in summary.failures)
+    for key, data in theirs.items():
+        assert env.read_destination(key) == data
+    assert not summary.unguarded
+
+    # This plan's own copies (their records lost, as after a kill -9) are let be replaced:
+    # the writes expect them, by ETag. One replaced by another writer meanwhile stays.
+    with sqlite3.connect(env.state / "state.db") as db:
+        db.execute("UPDATE transfers SET state='pending', sha256=NULL, md5=NULL, "
+                   "destination_etag=NULL WHERE key NOT IN (?, ?)", tuple(theirs))  # fmt: skip
+    again = go(WritesAfterTheCheck(env, {"top.txt": b"replaced meanwhile"}))
+    assert (again.conflicts, again.copied) == (3, len(ESTATE) - 3), again.failures
+    assert env.read_destination("top.txt") == b"replaced meanwhile"
+
+    for key in [*theirs, "top.txt"]:  # moved away: the next run copies them
+        env.destination.delete(env.bucket, key)
+    last = go()
+    assert (last.conflicts, last.failed, last.copied) == (0, 0, 3)
+    with Ledger(env.state) as ledger:
+        result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
+                        deep=True, sample=None, seed=1)  # fmt: skip
+    assert result.passed, result.findings
+
+
+class AnswerLost(Delegating):
+    """Each object's first write reaches the store, but its answer is lost (a connection
+    reset after the store stored it): the run's retry finds the write done."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        super().__init__(inner)
+        self.lost: list[str] = []
+
+    def _once(self, key: str, result: Any) -> Any:
+        if key not in self.lost:
+            self.lost.append(key)
+            raise migrate.errors.Retryable(f"{key}: connection reset (answer lost)")
+        return result
+
+    def put_object(self, container: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        return self._once(key, self._inner.put_object(container, key, *args, **kwargs))
+
+    def complete_multipart(self, container: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        return self._once(key, self._inner.complete_multipart(container, key, *args, **kwargs))
+
+
+def test_a_write_whose_answer_was_lost_is_found_done_by_its_retry(env_for: Any) -> None:
+    """The retry of a conditional write whose first attempt was stored meets its own
+    object (412): proven by a HEAD to be the bytes sent, the copy is done, no conflict."""
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    lossy = AnswerLost(env.destination)
+    summary = env.run(plan, destination=lossy)
+    assert sorted(lossy.lost) == sorted(ESTATE)
+    assert (summary.conflicts, summary.failed, summary.copied) == (0, 0, len(ESTATE))
+    with Ledger(env.state) as ledger:
+        result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
+                        deep=True, sample=None, seed=1)  # fmt: skip
+    assert result.passed, result.findings
+
+
+class RefusesConditions(Delegating):
+    """A store that refuses conditional writes (answers them 501 Not Implemented)."""
+
+    def put_object(self, *args: Any, expect: str | None = None, **kwargs: Any) -> Any:
+        if expect is not None:
+            raise migrate.errors.Unsupported("conditional PUT: NotImplemented")
+        return self._inner.put_object(*args, **kwargs)
+
+    def complete_multipart(self, *args: Any, expect: str | None = None, **kwargs: Any) -> Any:
+        if expect is not None:
+            raise migrate.errors.Unsupported("conditional complete: NotImplemented")
+        return self._inner.complete_multipart(*args, **kwargs)
+
+
+def test_a_store_that_refuses_conditional_writes_is_written_without_and_the_run_says_so(
+    env_for: Any,
+) -> None:
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    summary = env.run(plan, destination=RefusesConditions(env.destination))
+    assert (summary.failed, summary.copied) == (0, len(ESTATE))
+    assert summary.unguarded

@@ -382,8 +382,9 @@ class DropsUnderscoreNames(Delegating):
         return dataclasses.replace(attrs, metadata=kept)
 
     def put_object(self, container: str, key: str, body: Any, length: int, attrs: WriteAttrs,
-                   checksums: Any) -> Any:  # fmt: skip
-        return self._inner.put_object(container, key, body, length, self._attrs(attrs), checksums)
+                   checksums: Any, **kw: Any) -> Any:  # fmt: skip
+        return self._inner.put_object(container, key, body, length, self._attrs(attrs), checksums,
+                                      **kw)  # fmt: skip
 
     def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
         return self._inner.create_multipart(container, key, self._attrs(attrs))
@@ -451,10 +452,10 @@ class DropsDisposition(Delegating):
     """A destination that loses Content-Disposition on a single PUT of a key `lost*`."""
 
     def put_object(self, container: str, key: str, body: Any, length: int, attrs: WriteAttrs,
-                   checksums: Any) -> Any:  # fmt: skip
+                   checksums: Any, **kw: Any) -> Any:  # fmt: skip
         if key.startswith("lost"):
             attrs = dataclasses.replace(attrs, content_disposition=None)
-        return self._inner.put_object(container, key, body, length, attrs, checksums)
+        return self._inner.put_object(container, key, body, length, attrs, checksums, **kw)
 
 
 def test_headers_the_copy_keeps_are_verified_against_the_source(env_for: Any) -> None:

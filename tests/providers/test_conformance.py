@@ -31,12 +31,13 @@ from migrate.errors import (
     CredentialsRejected,
     EndpointUnreachable,
     NotFound,
+    PreconditionFailed,
     SourceChanged,
     Unsupported,
 )
 from migrate.localservers import free_port
 from migrate.sites import Site
-from providers.base import PartResult, StoreAdapter, WriteAttrs
+from providers.base import ABSENT, PartResult, StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory, unique_name
 
@@ -270,6 +271,59 @@ def test_if_match_stale_etag_is_source_changed(adapter: StoreAdapter, container:
     with pytest.raises(SourceChanged):
         _read_all(adapter, container, "versioned", start=0, end=4, if_match=old)
     assert _read_all(adapter, container, "versioned", if_match=new) == b"second version, longer"
+
+
+def test_conditional_put_writes_only_over_what_it_expects(
+    adapter: StoreAdapter, container: str
+) -> None:
+    """A write that expects the key free, or one object there, never replaces another's
+    object: it fails with PreconditionFailed and the object stays as it was."""
+
+    def put(key: str, data: bytes, expect: str) -> str | None:
+        return adapter.put_object(
+            container, key, data, len(data), WriteAttrs(), _sums(data), expect=expect
+        ).etag
+
+    first = put("k", b"first writer", ABSENT)
+    assert _read_all(adapter, container, "k") == b"first writer"
+    with pytest.raises(PreconditionFailed):
+        put("k", b"second writer", ABSENT)
+    assert _read_all(adapter, container, "k") == b"first writer"
+    assert first
+    other = _put(adapter, container, "k", b"another writer since")  # unconditional
+    assert other and other != first
+    with pytest.raises(PreconditionFailed):
+        put("k", b"over the first", first)
+    assert _read_all(adapter, container, "k") == b"another writer since"
+    assert put("k", b"over the one expected", other)
+    assert _read_all(adapter, container, "k") == b"over the one expected"
+    with pytest.raises(PreconditionFailed):  # an ETag expected, and nothing there
+        put("gone", b"data", other)
+    with pytest.raises(NotFound):
+        adapter.head(container, "gone")
+
+
+def test_conditional_complete_keeps_the_object_and_the_upload(
+    adapter: StoreAdapter, container: str
+) -> None:
+    size = _part_size(adapter)
+    chunks = [_data(size, seed=4), _data(100, seed=5)]
+    upload = adapter.create_multipart(container, "mp/taken", WriteAttrs())
+    parts = [
+        adapter.upload_part(container, "mp/taken", upload, n, chunk, len(chunk), _sums(chunk))
+        for n, chunk in enumerate(chunks, start=1)
+    ]
+    _put(adapter, container, "mp/taken", b"another writer's object")
+    with pytest.raises(PreconditionFailed):
+        adapter.complete_multipart(container, "mp/taken", upload, parts, expect=ABSENT)
+    assert _read_all(adapter, container, "mp/taken") == b"another writer's object"
+    # The upload is still there: once the key is free, or the object is the one expected,
+    # it completes.
+    theirs = adapter.head(container, "mp/taken").etag
+    assert theirs
+    result = adapter.complete_multipart(container, "mp/taken", upload, parts, expect=theirs)
+    assert result.etag
+    assert _read_all(adapter, container, "mp/taken") == b"".join(chunks)
 
 
 # -- write verification ----------------------------------------------------------------
