@@ -33,6 +33,7 @@ from migrate.errors import (
     ConfigError,
     IntegrityError,
     MigrateError,
+    PlanError,
     PolicyViolation,
     SecretInConfig,
     TransferError,
@@ -724,6 +725,15 @@ def run(
             help="delta/cutover: delete at the destination what was deleted at the source.",
         ),
     ] = False,
+    max_remove: Annotated[
+        str | None,
+        typer.Option(
+            "--max-remove",
+            help="With --delete-removed: the most copies one run may remove, a count (500) "
+            "or a share of the plan's copies (25%). More, and the run removes and copies "
+            "nothing. Default 10%.",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -752,6 +762,15 @@ def run(
     config = load_sites(sites)
     if force and not reason:
         raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
+    if max_remove is not None:
+        if not delete_removed:
+            raise ConfigError(
+                "--max-remove bounds --delete-removed, which is not given",
+                hint="add --delete-removed, or leave --max-remove out",
+            )
+        from migrate.delta import removal_ceiling
+
+        removal_ceiling(max_remove, 0)  # a wrong value is refused before any work
     if max_rps is not None and not math.isfinite(max_rps):
         # NaN compares false to everything (the check below would let it through) and
         # inf limits nothing: neither is a limit.
@@ -804,6 +823,17 @@ def run(
                 report.would_remove = session.ledger.deleted_at_source_count(
                     session.plan.name, session.plan.source
                 )
+                from migrate.delta import DEFAULT_MAX_REMOVE, check_removal_ceiling
+
+                try:
+                    check_removal_ceiling(
+                        session.plan,
+                        session.ledger,
+                        report.would_remove,
+                        max_remove or DEFAULT_MAX_REMOVE,
+                    )
+                except PlanError as refused:
+                    report.removal_refused = refused.one_line()
             if json_out:
                 _out(True, report)
             else:
@@ -827,6 +857,7 @@ def run(
             phase,
             transfer_config,
             delete_removed=delete_removed,
+            max_remove=max_remove,
             force_reason=reason if force else None,
             overwrite=overwrite,
             progress=lambda quiet: _ProgressSubscriber(json_out or quiet),

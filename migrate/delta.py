@@ -9,11 +9,19 @@ before it, reports what the phase will take, and handles the deletions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from migrate.dryrun import head_or_none
-from migrate.errors import MigrateError, NotFound, Permanent, PlanError, TransferError
+from migrate.errors import (
+    ConfigError,
+    MigrateError,
+    NotFound,
+    Permanent,
+    PlanError,
+    TransferError,
+)
 from migrate.inventory import portable_key, run_inventory
 from migrate.ledger import DatasetTotal, DeletedRow, Ledger
 from migrate.plan import PhaseKind, Plan
@@ -23,6 +31,9 @@ from providers.base import ObjectInfo, StoreAdapter
 
 SHOWN = 1000  # deleted objects named in a summary; the count covers them all
 PAGE = 500
+# The most copies one run removes unless told otherwise: a source emptied by mistake (a
+# wrong prefix, a script gone astray) must not empty the destination behind it.
+DEFAULT_MAX_REMOVE = "10%"
 
 
 @dataclass
@@ -91,6 +102,44 @@ def deleted_at_source(plan: Plan, ledger: Ledger) -> Iterator[DeletedRow]:
     while page := ledger.deleted_at_source(plan.name, plan.source, after=after, limit=PAGE):
         yield from page
         after = (page[-1].container, page[-1].key)
+
+
+def removal_ceiling(max_remove: str, copies: int) -> int:
+    """The most copies one run may remove: `max_remove` is a count ("500") or a share of
+    the plan's `copies` ("10%"). ConfigError (exit 3) for anything else."""
+    text = max_remove.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0 <= share <= 100:  # NaN too
+                raise ValueError(text)
+            return math.floor(copies * share / 100)
+        count = int(text)
+        if count < 0:
+            raise ValueError(text)
+        return count
+    except ValueError:
+        raise ConfigError(
+            f"--max-remove {max_remove!r}: neither a count of copies nor a percentage",
+            hint="give a number of copies (500) or a share of the plan's copies (10%)",
+        ) from None
+
+
+def check_removal_ceiling(plan: Plan, ledger: Ledger, to_remove: int, max_remove: str) -> None:
+    """Refuse, before anything is removed, a removal of more copies than `max_remove`
+    allows (PlanError, exit 9): that many deletions at the source may be a mistake."""
+    copies = sum(c.objects for c in ledger.phase_counts(plan.name) if c.state == "done")
+    ceiling = removal_ceiling(max_remove, copies)
+    if to_remove <= ceiling:
+        return
+    share = f"{100 * to_remove / copies:.1f}%" if copies else "all"
+    raise PlanError(
+        f"--delete-removed: {to_remove:,} copies would be removed ({share} of the plan's "
+        f"{copies:,}), more than --max-remove {max_remove} allows ({ceiling:,}): nothing "
+        "was removed or copied",
+        hint="check that the source was not emptied by mistake (the delta's summary names "
+        f"them); if these deletions are meant, run again with --max-remove {to_remove}",
+    )
 
 
 def remove_deleted(

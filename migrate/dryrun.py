@@ -72,6 +72,8 @@ class DryRunReport:
     # With --delete-removed (delta, cutover): the copies whose source object the latest
     # inventory no longer has, which the run would check and remove (its re-list decides)
     would_remove: int | None = None
+    # Why the run would refuse to remove them (more than --max-remove allows); None: it would not.
+    removal_refused: str | None = None
 
     @property
     def objects(self) -> int:

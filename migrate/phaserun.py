@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, MigrateError
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def run_plan_phase(
     config: Callable[[], TransferConfig],
     *,
     delete_removed: bool = False,
+    max_remove: str | None = None,
     force_reason: str | None = None,
     overwrite: bool = False,
     progress: Callable[[bool], AbstractContextManager[Subscriber]] | None = None,
@@ -44,7 +45,9 @@ def run_plan_phase(
     """Run `phase` of the session's plan. `config()` gives the copy's settings, asked only
     when there is something to copy (a finished phase loads no executor). `progress(quiet)`
     gives the subscriber the copy reports to (quiet: a finished phase, answered from the
-    ledger); `on_delta` is told what the re-list found before anything is copied."""
+    ledger); `on_delta` is told what the re-list found before anything is copied (or
+    removed). `max_remove`: the most copies --delete-removed may remove (see
+    migrate/delta.py; None: DEFAULT_MAX_REMOVE)."""
     plan, ledger = session.plan, session.ledger
     kind = plan.phase(phase).kind
     if delete_removed and kind not in ("delta", "cutover"):
@@ -56,7 +59,12 @@ def run_plan_phase(
         )
     delta = None
     if kind in ("delta", "cutover"):
-        from migrate.delta import prepare_delta, remove_deleted
+        from migrate.delta import (
+            DEFAULT_MAX_REMOVE,
+            check_removal_ceiling,
+            prepare_delta,
+            remove_deleted,
+        )
         from migrate.executor import check_gates
 
         # The gate first: a refused phase neither re-lists the source (hours, on a large
@@ -64,6 +72,12 @@ def run_plan_phase(
         check_gates(plan, phase, ledger, force_reason)
         delta = prepare_delta(session.config, plan, ledger, session.source, phase=phase)
         if delete_removed and delta.deleted:
+            try:
+                check_removal_ceiling(plan, ledger, delta.deleted, max_remove or DEFAULT_MAX_REMOVE)
+            except MigrateError:
+                if on_delta is not None:
+                    on_delta(delta)  # what the re-list found: the copies it would remove
+                raise
             kept = delta.kept_at_destination
             delta.removed = remove_deleted(
                 plan,

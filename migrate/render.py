@@ -333,6 +333,8 @@ def print_dry_run(console: Console, report: Any) -> None:
             "--phase delta` without it, which only reports them)",
             markup=False,
         )
+    if report.removal_refused is not None:
+        console.print(f"The run would refuse: {report.removal_refused}", markup=False)
     if report.conflicts:
         console.print(
             f"Conflicts: the run leaves these {report.conflicts:,} as they are and fails their "

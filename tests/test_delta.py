@@ -735,3 +735,61 @@ def test_a_dry_run_with_delete_removed_says_how_many_copies_it_would_remove(
     assert main([*dry, *where]) == 0
     assert json.loads(capsys.readouterr().out)["would_remove"] is None
     assert (tmp_path / "dst" / "data" / "f3.txt").exists()
+
+
+def test_delete_removed_refuses_to_remove_more_than_max_remove_allows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source emptied by mistake must not empty the destination behind it: a run that
+    would remove more copies than --max-remove allows (by default 10% of the plan's) removes
+    and copies nothing, exit 9, saying how many and how to go on if they are meant."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)  # 29 copies
+    gone = [f"f{n}.txt" for n in range(1, 5)]
+    for name in gone:
+        (tmp_path / "src" / "data" / name).unlink()
+    (tmp_path / "src" / "data" / "new.txt").write_text("added since\n")
+    run = ["run", plan, "--phase", "delta", "--delete-removed", "--force", "--reason", "t"]
+
+    def copies() -> list[str]:
+        return sorted(p.name for p in (tmp_path / "dst" / "data").glob("*.txt"))
+
+    before = copies()
+    assert main([*run, *where]) == 9
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(
+        "migrate: error: --delete-removed: 4 copies would be removed (13.8% of the plan's 29)"
+    )
+    assert "--max-remove 4" in err[0]
+    assert copies() == before  # nothing removed, nor copied (new.txt)
+    assert main([*run, "--dry-run", "--json", *where]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["would_remove"] == 4 and "--max-remove 4" in report["removal_refused"]
+    assert main([*run, "--max-remove", "3", *where]) == 9
+    assert copies() == before
+    capsys.readouterr()
+
+    assert main([*run, "--max-remove", "4", "--json", *where]) == 0
+    assert json.loads(capsys.readouterr().out)["delta"]["removed"] == 4
+    # The destination now holds what the source does (the pilot's object copied by delta).
+    assert copies() == sorted(p.name for p in (tmp_path / "src" / "data").iterdir())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--delete-removed", "--max-remove", "ten"], ["--delete-removed", "--max-remove", "150%"],
+     ["--delete-removed", "--max-remove", "-1"], ["--max-remove", "5"]],
+)  # fmt: skip
+def test_a_wrong_max_remove_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    (tmp_path / "src" / "data" / "f1.txt").unlink()
+    code = main(["run", plan, "--phase", "delta", "--force", "--reason", "t", *args, *where])
+    assert code == 3
+    assert "--max-remove" in capsys.readouterr().err
+    assert (tmp_path / "dst" / "data" / "f1.txt").exists()
