@@ -70,10 +70,9 @@ if TYPE_CHECKING:
 
 
 def _version() -> str:
-    # importlib.metadata costs ~50 ms to import: only the report needs it.
-    from importlib.metadata import version
+    from migrate import tool_version
 
-    return version("migrate")
+    return tool_version()
 
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())

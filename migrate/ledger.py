@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -311,6 +311,32 @@ _MIGRATIONS: list[tuple[str, str]] = [
         # let be overwritten ('' for one without an ETag). NULL: nothing there (If-None-Match).
         "destination seen",
         "ALTER TABLE transfers ADD COLUMN destination_seen TEXT;",
+    ),
+    (
+        # Each `migrate run` that did work: who ran it, with which version and options,
+        # when, and what came of it (the phases table keeps only the latest times). NULL
+        # outcome: no end recorded (killed, or under way).
+        "runs",
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            plan TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            run_by TEXT NOT NULL,
+            tool_version TEXT NOT NULL,
+            options TEXT NOT NULL,
+            outcome TEXT,
+            copied INTEGER NOT NULL DEFAULT 0,
+            bytes_copied INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            conflicts INTEGER NOT NULL DEFAULT 0,
+            changed INTEGER NOT NULL DEFAULT 0,
+            removed INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX runs_plan ON runs (plan, id);
+        """,
     ),
 ]
 
@@ -2081,6 +2107,56 @@ class Ledger:
             self.clear_verified(plan, unverified_phases)
             return int(cur.lastrowid or 0)
 
+    def run_started(
+        self,
+        plan: str,
+        phase: str,
+        *,
+        run_by: str,
+        tool_version: str,
+        options: Mapping[str, object],
+    ) -> int:
+        """Record a run of `phase` begun now; returns its id for `run_finished`."""
+        with self.atomic() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (plan, phase, started_at, run_by, tool_version, options) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (plan, phase, _now(), run_by, tool_version, json.dumps(options, sort_keys=True)),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def run_finished(self, run_id: int, outcome: str, counts: RunCounts) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE runs SET finished_at=?, outcome=?, copied=?, bytes_copied=?, failed=?, "
+                "conflicts=?, changed=?, removed=? WHERE id=?",
+                (
+                    _now(),
+                    outcome,
+                    counts.copied,
+                    counts.bytes_copied,
+                    counts.failed,
+                    counts.conflicts,
+                    counts.changed,
+                    counts.removed,
+                    run_id,
+                ),
+            )
+
+    def runs(self, plan: str, limit: int) -> tuple[list[RunRecord], int]:
+        """The plan's latest `limit` runs, oldest first, and how many it has in all."""
+        with self._lock:
+            count = int(
+                self._db.execute("SELECT COUNT(*) FROM runs WHERE plan=?", (plan,)).fetchone()[0]
+            )
+            rows = self._db.execute(
+                "SELECT id, plan, phase, started_at, finished_at, run_by, tool_version, "
+                "options, outcome, copied, bytes_copied, failed, conflicts, changed, removed "
+                "FROM runs WHERE plan=? ORDER BY id DESC LIMIT ?",
+                (plan, limit),
+            ).fetchall()
+        return [RunRecord(*r) for r in reversed(rows)], count
+
     def verifications(self, plan: str) -> list[VerificationRecord]:
         """Every verification of the plan, oldest first."""
         with self._lock:
@@ -2305,6 +2381,39 @@ def _fixed_candidate(r: Sequence[Any]) -> PhaseCandidate:
 def _manifest_row(r: Sequence[Any], proof: str) -> ManifestRow:
     """A manifest row from the first ten columns the manifest queries select."""
     return ManifestRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], proof)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One `migrate run` of a phase that did work (see the `runs` migration)."""
+
+    id: int
+    plan: str
+    phase: str
+    started_at: str
+    finished_at: str | None
+    run_by: str
+    tool_version: str
+    options: str  # JSON object: overwrite, forced_reason, delete_removed, max_remove
+    outcome: str | None  # None: no end recorded (killed, or under way)
+    copied: int = 0
+    bytes_copied: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    changed: int = 0
+    removed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """What a run did, recorded with its end."""
+
+    copied: int = 0
+    bytes_copied: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    changed: int = 0
+    removed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

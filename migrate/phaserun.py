@@ -5,18 +5,81 @@ runs the same phases through it."""
 
 from __future__ import annotations
 
+import getpass
+import sqlite3
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from migrate import tool_version
 from migrate.errors import ConfigError, MigrateError
+from migrate.ledger import Ledger, RunCounts
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 
 if TYPE_CHECKING:
     from migrate.delta import DeltaSummary
     from migrate.executor import TransferConfig
     from migrate.session import Session
+
+
+class _RunLog:
+    """The run's line in the state's history (`Ledger.run_started`): written when the run
+    starts to work (a finished phase answered from the ledger writes none), ended with
+    what came of it, or with what stopped it."""
+
+    def __init__(self, ledger: Ledger, plan: str, phase: str, options: dict[str, object]) -> None:
+        self.ledger, self.plan, self.phase, self.options = ledger, plan, phase, options
+        self.id: int | None = None
+        self.delta: DeltaSummary | None = None
+
+    def start(self) -> None:
+        if self.id is None:
+            self.id = self.ledger.run_started(
+                self.plan,
+                self.phase,
+                run_by=getpass.getuser(),
+                tool_version=tool_version(),
+                options=self.options,
+            )
+
+    def finished(self, outcome: PhaseRun) -> None:
+        if self.id is None:
+            return
+        s = outcome.summary
+        if s.failed or s.changed:
+            word = "incomplete"
+        elif not outcome.ready:
+            word = "not ready to switch over"
+        else:
+            word = "completed"
+        self.ledger.run_finished(self.id, word, self._counts(s))
+
+    def stopped(self, exc: BaseException) -> None:
+        if self.id is None:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            word = "interrupted"
+        elif isinstance(exc, MigrateError):
+            word = f"stopped: {exc.one_line()}"
+        else:
+            word = f"stopped: unexpected {type(exc).__name__}"
+        # The error that stopped the run is the one to show: not one of this record's.
+        with suppress(MigrateError, sqlite3.Error):
+            self.ledger.run_finished(self.id, word, self._counts(None))
+
+    def _counts(self, s: PhaseSummary | None) -> RunCounts:
+        removed = self.delta.removed if self.delta else 0
+        if s is None:
+            return RunCounts(removed=removed)
+        return RunCounts(
+            copied=s.copied,
+            bytes_copied=s.bytes_copied,
+            failed=s.failed,
+            conflicts=s.conflicts,
+            changed=s.changed,
+            removed=removed,
+        )
 
 
 @dataclass
@@ -57,23 +120,57 @@ def run_plan_phase(
             "re-list the source and remove what was deleted there",
             hint=f"run `migrate run PLAN --phase {phase}` without it",
         )
+    if delete_removed:
+        from migrate.delta import DEFAULT_MAX_REMOVE
+
+        max_remove = max_remove or DEFAULT_MAX_REMOVE
+    options: dict[str, object] = {
+        "delete_removed": delete_removed,
+        "forced_reason": force_reason,
+        "max_remove": max_remove if delete_removed else None,
+        "overwrite": overwrite,
+    }
+    log = _RunLog(ledger, plan.name, phase, options)
+    try:
+        outcome = _run(
+            session, phase, config, log, delete_removed, max_remove, force_reason, overwrite,
+            progress, on_delta,
+        )  # fmt: skip
+    except BaseException as exc:
+        log.stopped(exc)
+        raise
+    log.finished(outcome)
+    return outcome
+
+
+def _run(
+    session: Session,
+    phase: str,
+    config: Callable[[], TransferConfig],
+    log: _RunLog,
+    delete_removed: bool,
+    max_remove: str | None,
+    force_reason: str | None,
+    overwrite: bool,
+    progress: Callable[[bool], AbstractContextManager[Subscriber]] | None,
+    on_delta: Callable[[DeltaSummary], None] | None,
+) -> PhaseRun:
+    plan, ledger = session.plan, session.ledger
+    kind = plan.phase(phase).kind
     delta = None
     if kind in ("delta", "cutover"):
-        from migrate.delta import (
-            DEFAULT_MAX_REMOVE,
-            check_removal_ceiling,
-            prepare_delta,
-            remove_deleted,
-        )
+        from migrate.delta import check_removal_ceiling, prepare_delta, remove_deleted
         from migrate.executor import check_gates
 
         # The gate first: a refused phase neither re-lists the source (hours, on a large
         # estate) nor removes anything at the destination.
+        log.start()  # refused at the gate too: a try is worth a line in the history
         check_gates(plan, phase, ledger, force_reason)
-        delta = prepare_delta(session.config, plan, ledger, session.source, phase=phase)
+        delta = log.delta = prepare_delta(session.config, plan, ledger, session.source, phase=phase)
         if delete_removed and delta.deleted:
+            assert max_remove is not None  # the default set by run_plan_phase
             try:
-                check_removal_ceiling(plan, ledger, delta.deleted, max_remove or DEFAULT_MAX_REMOVE)
+                check_removal_ceiling(plan, ledger, delta.deleted, max_remove)
             except MigrateError:
                 if on_delta is not None:
                     on_delta(delta)  # what the re-list found: the copies it would remove
@@ -97,6 +194,7 @@ def run_plan_phase(
         else:
             from migrate.executor import run_phase
 
+            log.start()
             summary = run_phase(
                 plan,
                 phase,

@@ -47,6 +47,7 @@ REPORT_HTML = "report.html"
 UNPROVEN_LIMIT = 1000
 OPEN_ITEM_NAMES = 10  # datasets named in the open item about those outside the plan
 FAILURES_LIMIT = 100
+RUNS_LIMIT = 1000  # the latest runs listed; the count covers them all
 CHART_BINS = 120
 
 Status = Literal["PASS", "FAIL", "UNKNOWN"]
@@ -183,6 +184,43 @@ class PhaseInfo(_Model):
     verification: VerificationInfo | None
 
 
+class RunOptions(_Model):
+    """What a run was told: each changes what it may write or remove."""
+
+    overwrite: bool = False  # --overwrite: wrote over objects this plan did not write
+    forced_reason: str | None = None  # --force past a gate, and why
+    delete_removed: bool = False
+    max_remove: str | None = None  # the ceiling --delete-removed ran with
+
+
+class RunInfo(_Model):
+    """One `migrate run` of a phase that did work (a finished phase's re-run writes none)."""
+
+    phase: str
+    started_at: str
+    finished_at: str | None
+    seconds: float | None
+    run_by: str
+    tool_version: str
+    options: RunOptions
+    # completed; incomplete (objects failed, or changed at the source during their copy);
+    # not ready to switch over (cutover); interrupted; "stopped: " and the error that
+    # stopped it. None: no end recorded (killed, or still running).
+    outcome: str | None
+    copied: int
+    bytes_copied: int
+    failed: int  # conflicts included
+    conflicts: int
+    changed: int
+    removed: int  # copies removed at the destination (--delete-removed)
+
+
+class RunsSection(_Model):
+    count: int
+    limit: int
+    runs: tuple[RunInfo, ...]  # the latest `limit`, oldest first
+
+
 class DatasetRootInfo(_Model):
     dataset: str
     objects: int
@@ -283,6 +321,7 @@ class Report(_Model):
     sites: tuple[SiteInfo, ...]
     totals: Counts
     phases: tuple[PhaseInfo, ...]
+    runs: RunsSection
     verifications: tuple[VerificationInfo, ...]
     manifest: ManifestSection
     routes: tuple[RouteInfo, ...]
@@ -623,6 +662,39 @@ def _timeline(points: Sequence[TimelinePoint], bins: int = CHART_BINS) -> tuple[
     )
 
 
+def _runs(ledger: Ledger, plan: str) -> RunsSection:
+    records, count = ledger.runs(plan, RUNS_LIMIT)
+    runs = []
+    for r in records:
+        try:
+            given = json.loads(r.options)
+        except ValueError:
+            given = {}
+        known = RunOptions.model_fields
+        options = RunOptions.model_validate(
+            {k: v for k, v in given.items() if k in known} if isinstance(given, dict) else {}
+        )
+        runs.append(
+            RunInfo(
+                phase=r.phase,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                seconds=_seconds(r.started_at, r.finished_at),
+                run_by=r.run_by,
+                tool_version=r.tool_version,
+                options=options,
+                outcome=r.outcome,
+                copied=r.copied,
+                bytes_copied=r.bytes_copied,
+                failed=r.failed,
+                conflicts=r.conflicts,
+                changed=r.changed,
+                removed=r.removed,
+            )
+        )
+    return RunsSection(count=count, limit=RUNS_LIMIT, runs=tuple(runs))
+
+
 def _manifest_section(info: ManifestInfo) -> ManifestSection:
     return ManifestSection(
         file=MANIFEST_FILE,
@@ -773,6 +845,7 @@ def build_report(
         sites=judged,
         totals=_counts(stats),
         phases=tuple(phases),
+        runs=_runs(ledger, plan.name),
         verifications=verifications,
         manifest=_manifest_section(manifest_info(plan, ledger)),
         routes=tuple(
@@ -1016,6 +1089,15 @@ _COUNT_HEADERS = (
 )
 
 
+def _run_options(o: RunOptions) -> str:
+    given = [
+        "--overwrite" if o.overwrite else "",
+        f"--force ({o.forced_reason})" if o.forced_reason else "",
+        f"--delete-removed (at most {o.max_remove})" if o.delete_removed else "",
+    ]
+    return ", ".join(g for g in given if g) or "-"
+
+
 def _verification_html(v: VerificationInfo) -> str:
     status = _badge("passed" if v.passed else "failed")
     sample = f", sample {v.sample:.2%}" if v.sample else ""
@@ -1161,6 +1243,35 @@ def render_html(report: Report) -> str:
                 out.append(_table((heading, "reason"), rows, set()))
         if p.verification:
             out.append(_verification_html(p.verification))
+    out.append("</section>")
+
+    # Runs.
+    out.append("<section><h2>Runs</h2>")
+    runs = r.runs
+    if runs.count > len(runs.runs):
+        out.append(f'<p class="muted">The latest {len(runs.runs):,} of {runs.count:,}.</p>')
+    if not runs.runs:
+        out.append('<p class="muted">No run recorded.</p>')
+    else:
+        rows = [
+            [
+                _e(x.started_at),
+                _e(x.phase),
+                _e(x.run_by),
+                _e(x.tool_version),
+                _e(_run_options(x.options)),
+                _e(x.outcome or "no end recorded (killed, or running)"),
+                _duration(x.seconds),
+                f"{x.copied:,}",
+                f"{x.failed:,}",
+                f"{x.conflicts:,}",
+                f"{x.removed:,}",
+            ]
+            for x in runs.runs
+        ]
+        headers = ("started", "phase", "by", "version", "options", "outcome", "duration",
+                   "copied", "failed", "conflicts", "removed")  # fmt: skip
+        out.append(_table(headers, rows, {6, 7, 8, 9, 10}))
     out.append("</section>")
 
     # Verifications.

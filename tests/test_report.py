@@ -785,3 +785,50 @@ def test_the_html_report_renders_offline_in_headless_chromium(env_for: Any, tmp_
     blocked.write_text(control.read_text().replace("<title>", csp + "<title>"), encoding="utf-8")
     console, requested, _ = chromium(blocked, tmp_path / "blocked")
     assert requested == [] and any("Content Security Policy" in ln for ln in console)
+
+
+def test_the_report_lists_each_run_with_who_ran_it_its_options_and_what_came_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The phases table keeps one time of each kind; an auditor needs every run: who ran
+    it, with which version, forced past which gate, told to overwrite or remove, and how it
+    ended (a run refused or interrupted too). A re-run with nothing to do adds none."""
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)  # bulk-1, forced ("test")
+    assert main(["run", plan, "--phase", "bulk-1", *where]) == 0  # nothing to do
+    for n in range(1, 5):
+        (tmp_path / "src" / "data" / f"f{n}.txt").unlink()
+    delta = ["run", plan, "--phase", "delta", "--force", "--reason", "late", "--delete-removed"]
+    assert main([*delta, *where]) == 9  # more than 10% of the copies: refused
+    assert main([*delta, "--max-remove", "4", *where]) == 0
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    (tmp_path / "src" / "data" / "new.txt").write_text("new\n")
+    monkeypatch.setattr("migrate.executor.run_phase", interrupted)
+    assert main(["run", plan, "--phase", "delta", "--force", "--reason", "again", *where]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    runs = report["runs"]["runs"]
+    assert report["runs"]["count"] == len(runs) == 4
+    assert [(r["phase"], r["outcome"]) for r in runs] == [
+        ("bulk-1", "completed"),
+        ("delta", runs[1]["outcome"]),
+        ("delta", "completed"),
+        ("delta", "interrupted"),
+    ]
+    assert runs[1]["outcome"].startswith("stopped: --delete-removed: 4 copies would be removed")
+    assert runs[0]["options"] == {"overwrite": False, "forced_reason": "test",
+                                  "delete_removed": False, "max_remove": None}  # fmt: skip
+    assert runs[1]["options"]["max_remove"] == "10%" and runs[1]["removed"] == 0
+    assert runs[2]["options"]["max_remove"] == "4" and runs[2]["removed"] == 4
+    assert runs[0]["copied"] == 29 and runs[2]["copied"] == 1  # the pilot's object
+    assert all(r["run_by"] and r["tool_version"] and r["finished_at"] for r in runs)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "<h2>Runs</h2>" in html and "--delete-removed (at most 4)" in html
