@@ -762,9 +762,9 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
         ("KEY_NOT_PORTABLE", "KEY_MAY_CHANGE", warning,
          "keys with an empty, '.' or '..' segment (a//b, a/./b), or ending with '/' on an "
          "object with bytes: stores that keep objects as files (SeaweedFS, for one) store "
-         "the first under another key, which may be another object's (and --delete-removed "
-         "may then delete the wrong copy), and keep the second as an empty folder (its copy "
-         "fails, saying so)",
+         "the first under another key, which may be another object's (the second of two "
+         "such copies then fails as a conflict, and --delete-removed keeps them), and keep "
+         "the second as an empty folder (its copy fails, saying so)",
          "if the destination is such a store, rename them at the source, then run the "
          "inventory and plan again"),
         ("DIRECTORY_MARKER", "DIRECTORY_MARKERS", warning,

@@ -371,7 +371,7 @@ def test_keys_a_file_backed_store_would_rename_are_a_warning(estate: Estate) -> 
     finding = next(f for f in estate.plan().findings if f.code == "KEY_MAY_CHANGE")
     assert finding.severity.value == "warning" and finding.objects == 2
     assert finding.datasets == (f"{snds}/odd/",)
-    assert "--delete-removed may then delete the wrong copy" in finding.message
+    assert "the second of two such copies then fails as a conflict" in finding.message
 
 
 def test_directories_of_a_hierarchical_namespace_are_a_warning(estate: Estate) -> None:
