@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import json
 import math
 import os
 import sys
@@ -42,7 +43,7 @@ from migrate.errors import (
     redact,
     wants_json,
 )
-from migrate.ledger import Ledger
+from migrate.ledger import Ledger, NotCopiedRow
 from migrate.plan import (
     Plan,
     check_approved,
@@ -189,13 +190,16 @@ def _out(json_mode: bool, value: object) -> None:
         _json_printed.append(True)
 
 
-def _print_out(text: str) -> None:
+def _print_out(text: str) -> bool:
     """Print to stdout; a reader gone (`| head`) ends the output, not the command's exit
-    code, and leaves no traceback at exit (Python would flush stdout again)."""
+    code, and leaves no traceback at exit (Python would flush stdout again). False once
+    the reader is gone."""
     try:
         print(text, flush=True)
     except BrokenPipeError:
         _stdout_closed()
+        return False
+    return True
 
 
 def _stdout_closed() -> None:
@@ -928,6 +932,17 @@ def _receipt_inputs(plan: Path, phase: str, sites: Path | None) -> rerun.Inputs 
 def status(
     plan: PlanArg,
     routes: Annotated[bool, typer.Option("--routes", help="Hosts contacted, with counts.")] = False,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed",
+            help="Every object not copied (failed, or changed at the source during its "
+            "copy), with why, one per line; with --json, one JSON object per line.",
+        ),
+    ] = False,
+    phase: Annotated[
+        str | None, typer.Option(help="With --failed: that phase's objects only.")
+    ] = None,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -935,10 +950,13 @@ def status(
     """Show a plan's progress from the ledger only (no store is contacted): per phase,
     objects done, pending, failed and changed; with --routes, every host contacted, by
     the plan's runs and, outside them, by the reads of its sites (inventory, sites check,
-    plan).
+    plan); with --failed, every object not copied and why (the report names 100 a phase).
 
     Example: migrate status plans/hdh.yaml --routes
+    Example: migrate status plans/hdh.yaml --failed --phase bulk-1 > failed.txt
     """
+    if phase is not None and not failed:
+        raise ConfigError("--phase is for --failed", hint="add --failed, or leave --phase out")
     config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
     if compute_digest(loaded) != loaded.digest:  # shown, but not taken as it stands
@@ -950,6 +968,11 @@ def status(
         )
     with Ledger.for_reading(config.state_dir) as ledger:
         check_same_routes(loaded, ledger)  # another plan's progress is not this one's
+        if failed:
+            if phase is not None:
+                loaded.phase(phase)  # an unknown phase is a PlanError, not an empty list
+            _print_not_copied(ledger.not_copied(loaded.name, phase), json_out)
+            return
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
         used = ledger.routes(loaded.name) if routes else []
@@ -974,6 +997,22 @@ def status(
     if routes:
         render.print_routes(_console(), used)
         render.print_site_routes(_console(), before)
+
+
+def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> None:
+    """One line per object as it is read (memory does not grow with their number), until
+    the reader goes away."""
+    for row in rows:
+        if json_out:
+            _json_printed.append(True)
+            line = json.dumps(asdict(row), sort_keys=True, ensure_ascii=False)
+        else:
+            line = (
+                f"{row.phase}\t{row.state}\t{row.container}/{row.key}\t"
+                f"{' '.join(row.reason.split())}"
+            )
+        if not _print_out(line):
+            return
 
 
 def _share(text: str | None) -> float | None:

@@ -1422,6 +1422,30 @@ class Ledger:
                 )
             ]
 
+    def not_copied(
+        self, plan: str, phase: str | None = None, page: int = 500
+    ) -> Iterator[NotCopiedRow]:
+        """Every failed or changed object of the plan (of `phase` only, if given) with its
+        reason, in (phase, container, key) order: all of them, a page at a time (keyset
+        pagination: memory does not grow with their number)."""
+        after: tuple[str, str, str] = ("", "", "")
+        where = "plan=? AND state IN ('failed', 'changed')" + (" AND phase=?" if phase else "")
+        fixed: tuple[str, ...] = (plan, phase) if phase else (plan,)
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT phase, container, key, destination_bucket, destination_key, state, "
+                    f"error, attempts FROM transfers WHERE {where} "
+                    "AND (phase, container, key) > (?, ?, ?) "
+                    "ORDER BY phase, container, key LIMIT ?",
+                    (*fixed, *after, page),
+                ).fetchall()
+            if not rows:
+                return
+            for ph, c, k, db, dk, st, error, attempts in rows:
+                yield NotCopiedRow(ph, c, k, db, dk, st, error or "", int(attempts or 0))
+            after = (rows[-1][0], rows[-1][1], rows[-1][2])
+
     def phase_mark(self, plan: str, phase: str, column: str, reason: str | None = None) -> None:
         """Record started_at, finished_at or verified_at (and a forced gate's reason: each
         different reason is kept, after those before it)."""
@@ -2381,6 +2405,21 @@ def _fixed_candidate(r: Sequence[Any]) -> PhaseCandidate:
 def _manifest_row(r: Sequence[Any], proof: str) -> ManifestRow:
     """A manifest row from the first ten columns the manifest queries select."""
     return ManifestRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], proof)
+
+
+@dataclass(frozen=True, slots=True)
+class NotCopiedRow:
+    """An object a phase has not copied: failed (with why) or changed at the source during
+    its copy (left for a delta phase)."""
+
+    phase: str
+    container: str
+    key: str
+    destination_bucket: str
+    destination_key: str
+    state: str  # failed | changed
+    reason: str
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)

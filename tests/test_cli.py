@@ -1650,3 +1650,37 @@ def test_an_endpoint_with_an_invalid_port_is_refused_when_the_sites_file_is_read
         assert code == 3, (args, out, err)
         assert "sites.dest.endpoint: 'http://127.0.0.1:99999' has no valid port" in err, err
         assert_one_line_without_secret(out, err)
+
+
+def test_status_failed_lists_every_object_not_copied_with_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report names 100 failures a phase; `status --failed` lists them all, one a line
+    (JSON Lines with --json), from the ledger alone, for a script to act on."""
+    import sqlite3
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        db.execute("UPDATE transfers SET state='failed', error='no room left' "
+                   "WHERE key GLOB 'f1*' AND phase = 'bulk-1'")  # fmt: skip
+        db.execute("UPDATE transfers SET state='changed', error='changed at the source' "
+                   "WHERE key = 'f2.txt' AND phase = 'bulk-1'")  # fmt: skip
+        bulk = {k for (k,) in db.execute("SELECT key FROM transfers WHERE phase = 'bulk-1'")}
+    db.close()
+    assert main(["status", plan, "--failed", *where]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = sorted({"f1.txt", *(f"f1{n}.txt" for n in range(10)), "f2.txt"} & bulk)
+    assert len(expected) >= 10
+    assert [line.split("\t")[2] for line in lines] == [f"data/{k}" for k in expected]
+    assert lines[0].split("\t") == ["bulk-1", "failed", "data/f1.txt", "no room left"]
+    assert main(["status", plan, "--failed", "--json", "--phase", "bulk-1", *where]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["key"] for r in rows] == expected
+    assert rows[-1] == {"phase": "bulk-1", "container": "data", "key": "f2.txt",
+                        "destination_bucket": rows[-1]["destination_bucket"],
+                        "destination_key": "f2.txt", "state": "changed",
+                        "reason": "changed at the source", "attempts": 1}  # fmt: skip
+    with Ledger(tmp_path / "state") as ledger:  # read a page at a time: all, in order
+        assert [r.key for r in ledger.not_copied(load_plan(Path(plan)).name, page=3)] == expected
+    assert main(["status", plan, "--failed", "--phase", "nope", *where]) == 9
+    assert main(["status", plan, "--phase", "bulk-1", *where]) == 3
