@@ -31,9 +31,10 @@ keeps failing (after the retries) stops the phase.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 
 from migrate.dryrun import classify, head_or_none, unreadable
@@ -54,6 +55,7 @@ class Conflicts:
 
     objects: int = 0
     bytes: int = 0
+    overwriting: int = 0  # with --overwrite: objects not this plan's its writes may replace
 
 
 def _listing(destination: StoreAdapter, bucket: str, prefixes: list[str]) -> Iterator[ObjectInfo]:
@@ -77,10 +79,10 @@ def mark_conflicts(
     """Fail, with a `conflict` reason, the phase's transfers whose destination key holds
     an object that is not this plan's, with other bytes, or could not be read to tell.
     Conflicts of an earlier run are checked again (the object may have been moved away
-    since). With `overwrite`, nothing is checked and every transfer is copied."""
+    since). With `overwrite`, none fails: each write is let replace what the check found
+    (and only that: its write expects it), recorded for the report (`overwrote`)."""
     ledger.clear_conflicts(plan.name, phase)
-    if overwrite:
-        return Conflicts()
+    lock, overwriting = threading.Lock(), 0
 
     def fail(row: PhaseCandidate, why: str) -> int:
         # An upload under way is not completed over the object, nor thrown away: once the
@@ -98,16 +100,31 @@ def mark_conflicts(
 
     def check(row: PhaseCandidate) -> int | None:
         """The row's size if it is left as a conflict, else None."""
+        nonlocal overwriting
         try:
             info = head_or_none(destination, row.destination_bucket, row.destination_key, call)
         except (Permanent, Unsupported) as exc:  # this key's, not the site's
+            if overwrite:  # written unconditionally: there is no ETag to expect
+                seen = f"an object that could not be read ({exc.one_line()})"
+                ledger.destination_seen(plan.name, row.container, row.key, None, overwriting=seen)
+                with lock:
+                    overwriting += 1
+                return None
             return fail(row, unreadable(exc))
         outcome, why = classify(row, info)
-        if outcome != "conflict":
-            # Absent, the same bytes, or this plan's own copy. The write then expects just
-            # that: what another writer puts there after this check is not replaced.
+        if outcome != "conflict" or overwrite:
+            # Absent, the same bytes, this plan's own copy, or (--overwrite) another's. The
+            # write then expects just that: what another writer puts there after this check
+            # is not replaced.
             if info is not None:
-                ledger.destination_seen(plan.name, row.container, row.key, info.etag)
+                replaced = None
+                if outcome == "conflict":
+                    replaced = f"{why}; its ETag {info.etag or '-'}, {info.size:,} bytes"
+                    with lock:
+                        overwriting += 1
+                ledger.destination_seen(
+                    plan.name, row.container, row.key, info.etag, overwriting=replaced
+                )
             return None
         return fail(
             row, f"already holds an object this plan did not write ({why}); {NOT_OVERWRITTEN}"
@@ -147,7 +164,7 @@ def mark_conflicts(
             # left as conflicts above are not asked again: `to_write_at` skips them).
             for keys in _chunks(o.key for o in chain(first, listing)):
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
-    return found
+    return replace(found, overwriting=overwriting)
 
 
 def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:

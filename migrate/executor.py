@@ -225,14 +225,12 @@ def _item(
     ledger: Ledger,
     plan: str,
     classes: Mapping[str, str],
-    overwrite: bool,
 ) -> TransferItem:
     checksums = json.loads(row.source_checksums) if row.source_checksums else {}
     # The write expects what the conflict check saw (see migrate/conflicts.py): the key free,
-    # or the object it let be replaced ('' for one without an ETag: no condition possible).
-    expect: str | None = None
-    if not overwrite:
-        expect = ABSENT if row.destination_seen is None else row.destination_seen or None
+    # or the object it let be replaced, --overwrite or not ('' for one without an ETag, or
+    # one that could not be read: no condition possible).
+    expect = ABSENT if row.destination_seen is None else row.destination_seen or None
     parts = ledger.done_parts(plan, row.container, row.key, row.upload_id) if row.upload_id else {}
     return TransferItem(
         container=row.container,
@@ -321,6 +319,7 @@ def run_phase(
         workers=config.concurrency,
     )
     summary.conflicts = summary.failed = conflicts.objects
+    summary.overwriting = conflicts.overwriting
     subscriber.on_start(
         total - summary.already_done - conflicts.objects, todo_bytes - conflicts.bytes
     )
@@ -352,7 +351,7 @@ def run_phase(
 
     def work(row: TransferRow) -> None:
         retries.start()
-        item = _item(row, ledger, plan.name, classes.get(row.dataset, {}), overwrite)
+        item = _item(row, ledger, plan.name, classes.get(row.dataset, {}))
         # An object sent in one request is cheap to send again: its records are committed
         # in groups (a kill -9 may forget the last group; those objects are copied again).
         group = copier.one_request(item)

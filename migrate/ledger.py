@@ -338,6 +338,13 @@ _MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX runs_plan ON runs (plan, id);
         """,
     ),
+    (
+        # What a write with --overwrite was let replace: an object this plan did not write
+        # (why it was a conflict, its ETag and size). Kept once the copy is done: the
+        # record of what was there.
+        "overwrote",
+        "ALTER TABLE transfers ADD COLUMN overwrote TEXT;",
+    ),
 ]
 
 
@@ -1351,21 +1358,54 @@ class Ledger:
                 "AND destination_seen IS NOT NULL",
                 (plan, phase),
             )
+            db.execute(
+                f"UPDATE transfers SET overwrote=NULL WHERE plan=? AND phase=? AND {_WRITABLE} "
+                "AND overwrote IS NOT NULL",
+                (plan, phase),
+            )
 
-    def destination_seen(self, plan: str, container: str, key: str, etag: str | None) -> None:
+    def destination_seen(
+        self,
+        plan: str,
+        container: str,
+        key: str,
+        etag: str | None,
+        *,
+        overwriting: str | None = None,
+    ) -> None:
         """The conflict check found at the transfer's destination key an object it lets
-        the copy replace (this plan's, or the same bytes), of this ETag: the write expects
-        it there. Committed with other records in a group (read back through the lock)."""
+        the copy replace (this plan's, the same bytes, or with `overwriting` another's that
+        --overwrite replaces: what it is), of this ETag: the write expects it there.
+        Committed with other records in a group (read back through the lock)."""
         self._write(
             [
                 (
-                    "UPDATE transfers SET destination_seen=? WHERE plan=? AND container=? "
-                    "AND key=?",
-                    (etag or "", plan, container, key),
+                    "UPDATE transfers SET destination_seen=?, overwrote=? WHERE plan=? "
+                    "AND container=? AND key=?",
+                    (etag or "", overwriting, plan, container, key),
                 )
             ],
             True,
         )
+
+    def overwritten(
+        self, plan: str, phase: str, limit: int
+    ) -> tuple[list[tuple[str, str, str]], int]:
+        """The phase's copies done over an object this plan did not write (--overwrite),
+        with what was there: the first `limit` in key order, and how many in all."""
+        where = "plan=? AND phase=? AND state='done' AND overwrote IS NOT NULL"
+        with self._lock:
+            count = int(
+                self._db.execute(
+                    f"SELECT COUNT(*) FROM transfers WHERE {where}", (plan, phase)
+                ).fetchone()[0]
+            )
+            rows = self._db.execute(
+                f"SELECT container, key, overwrote FROM transfers WHERE {where} "
+                "ORDER BY container, key LIMIT ?",
+                (plan, phase, limit),
+            ).fetchall()
+        return [(str(c), str(k), str(o)) for c, k, o in rows], count
 
     def recorded_uploads(self, plan: str) -> set[tuple[str, str, str]]:
         """(destination bucket, destination key, upload id) of uploads the plan still owns."""

@@ -215,6 +215,12 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
             "another object under their key (run with --overwrite to copy over them)",
             markup=False,
         )
+    if s.overwriting:
+        console.print(
+            f"  --overwrite: {s.overwriting:,} objects this plan did not write were let be "
+            "replaced by their copy (the report lists each copied over, with what was there)",
+            markup=False,
+        )
     if s.unguarded:
         console.print(
             "  warning: the destination refused conditional writes (If-None-Match, If-Match): "

@@ -179,6 +179,11 @@ class PhaseInfo(_Model):
     # removed at the destination (`--delete-removed`) or no longer expected there, each
     # with why: the first FAILURES_LIMIT, in key order
     removed: tuple[FailureInfo, ...]
+    # copied with --overwrite over an object this plan did not write, each with what was
+    # there (why it was a conflict, its ETag and size): the first FAILURES_LIMIT, in key
+    # order, and how many in all
+    overwritten: tuple[FailureInfo, ...]
+    overwritten_count: int
     # the latest verification covering this phase: of this phase, or of the whole plan
     # (None for a phase not run yet)
     verification: VerificationInfo | None
@@ -770,6 +775,7 @@ def build_report(
             for d in sorted({s.dataset for s in mine})
         )
         counts = _counts(mine)
+        replaced, replaced_count = ledger.overwritten(plan.name, name, FAILURES_LIMIT)
         phases.append(
             PhaseInfo(
                 name=name,
@@ -790,6 +796,10 @@ def build_report(
                     FailureInfo(container=c, key=k, reason=r)
                     for c, k, r in ledger.failures(plan.name, name, FAILURES_LIMIT, removed=True)
                 ),
+                overwritten=tuple(
+                    FailureInfo(container=c, key=k, reason=r) for c, k, r in replaced
+                ),
+                overwritten_count=replaced_count,
                 # a phase not run yet holds nothing any verification could have covered
                 verification=(
                     _covering(verifications, name) if state.resolved_at is not None else None
@@ -1232,9 +1242,15 @@ def render_html(report: Report) -> str:
         out.append(
             _table(("dataset", *_COUNT_HEADERS[1:]), rows, set(range(1, len(_COUNT_HEADERS))))
         )
+        if p.overwritten_count > len(p.overwritten):
+            out.append(
+                f'<p class="muted">Copied over an object this plan did not write: '
+                f"{p.overwritten_count:,}; the first {len(p.overwritten):,} below.</p>"
+            )
         for listed, heading in (
             (p.failures, "failed or changed object"),
             (p.removed, "removed object (source)"),
+            (p.overwritten, "copied over another's object (--overwrite): what was there"),
         ):
             if listed:
                 rows = [

@@ -24,6 +24,8 @@ class PhaseSummary:
     bytes_sent: int = 0
     failed: int = 0  # conflicts included
     conflicts: int = 0  # not copied: another object at the destination key (see conflicts.py)
+    # --overwrite: objects this plan did not write that the run let its copies replace
+    overwriting: int = 0
     changed: int = 0
     retries: int = 0
     throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)

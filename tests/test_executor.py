@@ -1813,7 +1813,15 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
 
     forced = go(overwrite=True)
     assert (forced.conflicts, forced.failed, forced.copied) == (0, 0, 3)
+    assert forced.overwriting == 3
     assert env.read_destination("reports/2025/q1.csv") == ESTATE["reports/2025/q1.csv"][0]
+    # What each copy replaced stays on record, for the report.
+    with Ledger(env.state) as ledger:
+        replaced, count = ledger.overwritten("t", "bulk-1", 100)
+    assert count == 3 and [k for _, k, _ in replaced] == [
+        "imaging/medium.bin", "reports/2025/q1.csv", "top.txt"]  # fmt: skip
+    assert replaced[1][2].startswith(f"size {len(foreign)} at the destination")
+    assert f"{len(foreign):,} bytes" in replaced[1][2] and "its ETag" in replaced[1][2]
 
     # This plan's own copies whose records a kill -9 lost: copied again, no conflict.
     with sqlite3.connect(env.state / "state.db") as db:
@@ -1971,3 +1979,22 @@ def test_two_keys_seaweedfs_holds_as_one_are_not_both_recorded_copied(env_for: A
     (failed,) = summary.failures
     done = "d/a//b" if failed[1] == "d/a/b" else "d/a/b"
     assert env.read_destination("d/a/b") == body(2 if done == "d/a//b" else 1, 3000)
+
+
+def test_overwrite_replaces_only_the_object_the_check_found(env_for: Any) -> None:
+    """--overwrite lets a copy replace the object the conflict check found there, not one
+    another writer puts under the key after it: that write fails as a conflict."""
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    put(env.destination, env.bucket, "top.txt", b"there before the run")
+    later = WritesAfterTheCheck(env, {"top.txt": b"written after the check"})
+    with Ledger(env.state) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, env.source, env.destination,
+                            config=SMALL_PARTS, sleep=lambda s: None, subscriber=later,
+                            overwrite=True)  # fmt: skip
+    assert (summary.overwriting, summary.conflicts, summary.copied) == (1, 1, len(ESTATE) - 1)
+    assert env.read_destination("top.txt") == b"written after the check"
+    with Ledger(env.state) as ledger:
+        assert ledger.overwritten("t", "bulk-1", 10) == ([], 0)  # nothing was copied over
