@@ -834,6 +834,8 @@ def run(
                         session.ledger,
                         report.would_remove,
                         max_remove or DEFAULT_MAX_REMOVE,
+                        session.source,
+                        session.destination,
                     )
                 except PlanError as refused:
                     report.removal_refused = refused.one_line()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from migrate.dryrun import head_or_none
 from migrate.errors import (
@@ -110,8 +111,9 @@ def removal_ceiling(max_remove: str, copies: int) -> int:
     text = max_remove.strip()
     try:
         if text.endswith("%"):
-            share = float(text[:-1])
-            if not 0 <= share <= 100:  # NaN too
+            # Exact: 18.4% of 375 is 69, where floating point floors 68.99... to 68.
+            share = Fraction(text[:-1].strip())  # refuses nan and inf too
+            if not 0 <= share <= 100:
                 raise ValueError(text)
             return math.floor(copies * share / 100)
         count = int(text)
@@ -125,12 +127,22 @@ def removal_ceiling(max_remove: str, copies: int) -> int:
         ) from None
 
 
-def check_removal_ceiling(plan: Plan, ledger: Ledger, to_remove: int, max_remove: str) -> None:
+def check_removal_ceiling(
+    plan: Plan,
+    ledger: Ledger,
+    to_remove: int,
+    max_remove: str,
+    source: StoreAdapter,
+    destination: StoreAdapter,
+) -> None:
     """Refuse, before anything is removed, a removal of more copies than `max_remove`
-    allows (PlanError, exit 9): that many deletions at the source may be a mistake."""
+    allows (PlanError, exit 9): that many deletions at the source may be a mistake.
+    `to_remove` copies have their source gone; when they pass the ceiling, those a run
+    would keep (`_why_kept`: another writer's object now under the key, say) are left out
+    of the count, checked one by one until the ceiling is passed."""
     copies = sum(c.objects for c in ledger.phase_counts(plan.name) if c.state == "done")
     ceiling = removal_ceiling(max_remove, copies)
-    if to_remove <= ceiling:
+    if to_remove <= ceiling or _removable(plan, ledger, source, destination, ceiling) <= ceiling:
         return
     share = f"{100 * to_remove / copies:.1f}%" if copies else "all"
     raise PlanError(
@@ -140,6 +152,26 @@ def check_removal_ceiling(plan: Plan, ledger: Ledger, to_remove: int, max_remove
         hint="check that the source was not emptied by mistake (the delta's summary names "
         f"them); if these deletions are meant, run again with --max-remove {to_remove}",
     )
+
+
+def _removable(
+    plan: Plan, ledger: Ledger, source: StoreAdapter, destination: StoreAdapter, ceiling: int
+) -> int:
+    """How many copies of objects deleted at the source a run would remove, counted up to
+    one past `ceiling` (a mass deletion is not HEADed through)."""
+    removable = 0
+    for row in deleted_at_source(plan, ledger):
+        try:
+            if _why_kept(row, source, destination) is not None:
+                continue
+        except NotFound:
+            continue  # gone already: nothing to remove
+        except TransferError:
+            pass  # cannot tell: counted
+        removable += 1
+        if removable > ceiling:
+            break
+    return removable
 
 
 def remove_deleted(

@@ -170,7 +170,14 @@ def _run(
         if delete_removed and delta.deleted:
             assert max_remove is not None  # the default set by run_plan_phase
             try:
-                check_removal_ceiling(plan, ledger, delta.deleted, max_remove)
+                check_removal_ceiling(
+                    plan,
+                    ledger,
+                    delta.deleted,
+                    max_remove,
+                    session.source,
+                    session.destination,
+                )
             except MigrateError:
                 if on_delta is not None:
                     on_delta(delta)  # what the re-list found: the copies it would remove

@@ -793,3 +793,41 @@ def test_a_wrong_max_remove_is_refused_before_any_work(
     assert code == 3
     assert "--max-remove" in capsys.readouterr().err
     assert (tmp_path / "dst" / "data" / "f1.txt").exists()
+
+
+def test_a_share_whose_ceiling_is_a_whole_number_is_not_floored_one_below() -> None:
+    """18.4% of 375 is 69: in floating point it floored to 68, and a removal of 69 copies
+    was refused by the --max-remove that allows it (found by a review helper)."""
+    from migrate.delta import removal_ceiling
+
+    assert removal_ceiling("18.4%", 375) == 69
+    assert removal_ceiling("10.2%", 1500) == 153
+    assert removal_ceiling("32.3%", 1000) == 323
+    assert removal_ceiling("10%", 29) == 2
+    assert removal_ceiling("7", 29) == 7
+
+
+def test_copies_a_run_keeps_do_not_use_up_the_removal_ceiling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy kept for good (another writer's object now under its key) stays `done` with
+    its source gone: it counted against --max-remove in every later run, so a removal
+    within the ceiling was refused (found by a review helper)."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    src, dst = tmp_path / "src" / "data", tmp_path / "dst" / "data"
+    run = ["run", plan, "--phase", "delta", "--delete-removed", "--force", "--reason", "t",
+           "--json"]  # fmt: skip
+    (dst / "f1.txt").write_text("the application's own f1\n")  # after the switch-over
+    (src / "f1.txt").unlink()
+    assert main([*run, *where]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["delta"]["removed"] == 0 and len(first["delta"]["kept_at_destination"]) == 1
+    for name in ("f2.txt", "f3.txt", "f4.txt"):  # 3 of the 30 copies: 10%
+        (src / name).unlink()
+    code = main([*run, *where])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["delta"]["removed"] == 3
+    assert (dst / "f1.txt").read_text() == "the application's own f1\n"
