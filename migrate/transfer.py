@@ -548,7 +548,12 @@ class ObjectCopy:
                 result = self._conditioned(item, put)
             except PreconditionFailed:
                 result = self._own_write(
-                    item, lambda head: _single_is(head, item.size, sha256, md5)
+                    item,
+                    lambda head: _single_is(head, item.size, sha256, md5),
+                    # No bytes over no bytes (a folder marker over the folder SeaweedFS
+                    # answers a HEAD of its key with, which no listing shows): the same
+                    # content, replaced as the check replaces an identical object.
+                    again=(lambda: put(None)) if item.size == 0 else None,
                 )
         finally:
             self.buffers.give(data)
@@ -720,10 +725,16 @@ class ObjectCopy:
             self.unguarded = True
             return result
 
-    def _own_write(self, item: TransferItem, is_ours: Callable[[ObjectInfo], bool]) -> WriteResult:
+    def _own_write(
+        self,
+        item: TransferItem,
+        is_ours: Callable[[ObjectInfo], bool],
+        again: Callable[[], WriteResult] | None = None,
+    ) -> WriteResult:
         """After a write's condition failed: the object under the key is this write's
         (a retry whose first attempt was written, its answer lost) or another writer's,
-        put since the conflict check (WriteConflict)."""
+        put since the conflict check (WriteConflict). With `again`, an empty object found
+        there is written over, unconditionally, by it."""
         try:
             head: ObjectInfo | None = self.call(
                 lambda: self.destination.head(item.destination_bucket, item.destination_key)
@@ -732,6 +743,8 @@ class ObjectCopy:
             head = None
         if head is not None and head.size == item.size and is_ours(head):
             return WriteResult(etag=head.etag, version_id=head.version_id)
+        if head is not None and head.size == 0 and again is not None:
+            return again()
         found = "another object" if head is not None else "no object any more"
         raise WriteConflict(
             f"{item.destination_bucket}/{item.destination_key} now holds {found}, written "

@@ -1998,3 +1998,41 @@ def test_overwrite_replaces_only_the_object_the_check_found(env_for: Any) -> Non
     assert env.read_destination("top.txt") == b"written after the check"
     with Ledger(env.state) as ledger:
         assert ledger.overwritten("t", "bulk-1", 10) == ([], 0)  # nothing was copied over
+
+
+FOLDER = {
+    "m/": (b"", "application/x-directory", {}, False),
+    "m/a.txt": (body(1, 300), "text/plain", {}, False),
+}
+
+
+class MarkerFailsOnce(Delegating):
+    """The first run's PUT of the marker fails (any error a later run gets past)."""
+
+    def put_object(self, container: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == "m/":
+            raise Permanent(f"{key}: refused this time")
+        return self._inner.put_object(container, key, *args, **kwargs)
+
+
+@pytest.mark.parametrize("case", ["first copy failed", "another application's file"])
+def test_a_folder_marker_is_copied_where_seaweedfs_answers_for_a_folder_of_that_name(
+    env_for: Any, case: str
+) -> None:
+    """Once an object is under m/, SeaweedFS answers a HEAD of the key m/ with its folder
+    (no bytes, no metadata) that no listing shows: the marker's write, expecting the key
+    free, was refused, and failed as another writer's conflict at every run (found by a
+    review helper). No bytes over no bytes is written over, as an identical object is."""
+    env: Env = env_for("azure", "s3")  # Azure holds 'm/' as a blob of its own
+    env.seed(FOLDER)
+    plan = env.plan()
+    if case == "first copy failed":
+        first = env.run(plan, destination=MarkerFailsOnce(env.destination))
+        assert (first.copied, first.failed) == (1, 1)
+        again = env.run(plan)
+        assert (again.copied, again.failed, again.conflicts) == (1, 0, 0), again.failures
+        return
+    env.destination.create_container(env.bucket)
+    put(env.destination, env.bucket, "m/theirs.txt", b"another application's file")
+    summary = env.run(plan)
+    assert (summary.copied, summary.failed, summary.conflicts) == (2, 0, 0), summary.failures
