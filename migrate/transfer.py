@@ -690,9 +690,15 @@ class ObjectCopy:
         try:
             completed = self._conditioned(item, complete)
         except PreconditionFailed:
-            # Only an MD5-shaped ETag proves the object is this upload's (Azure's does not:
-            # the next run's check finds this plan's copy there, and copies it again).
-            completed = self._own_write(item, lambda head: (head.etag or "").lower() == expected)
+            # Only the parts' composite MD5, as the ETag or the store's checksum (a local
+            # directory's), proves the object is this upload's. Azure gives neither: the
+            # next run's check finds this plan's copy there, and copies it again.
+            completed = self._own_write(
+                item,
+                lambda head: (
+                    expected in ((head.etag or "").lower(), head.checksums.get("md5", "").lower())
+                ),
+            )
         self._check_destination_etag(item, completed, expected)
         etag = completed.etag
         if self.sha256_metadata and etag:

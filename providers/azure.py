@@ -1113,10 +1113,32 @@ class AzureAdapter:
                 **_condition(expect),
             )
         except _NETWORK_ERRORS as exc:
-            self._fail_write(exc, f"{container}/{key} (upload {upload_id})", expect)
+            try:
+                self._fail_write(exc, f"{container}/{key} (upload {upload_id})", expect)
+            except PreconditionFailed:
+                # A commit retried after its answer was lost finds its own blob: proven
+                # when the blob is exactly this upload's blocks (their ids carry it).
+                etag = self._committed_as(container, key, [b.id for b in blocks])
+                if etag is None:
+                    raise
+                self._upload_attrs.pop(upload_id, None)
+                return WriteResult(etag=etag)
         self._upload_attrs.pop(upload_id, None)
         # The response's Content-MD5 is that of the block list, not of the blob: not kept.
         return WriteResult(etag=_unquote(str(result.get("etag") or "")))
+
+    def _committed_as(self, container: str, key: str, block_ids: list[str]) -> str | None:
+        """The blob's ETag if it is made of exactly these blocks, in this order; else None."""
+        blob = self._blob(container, key)
+        try:
+            committed, _ = blob.get_block_list("committed")
+            if [str(b.id) for b in committed] != block_ids:
+                return None
+            return _unquote(str(blob.get_blob_properties().etag or "")) or None
+        except HttpResponseError:
+            return None
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"{container}/{key}")
 
     def replace_metadata(
         self,

@@ -357,7 +357,9 @@ class LocalAdapter:
         os.replace(tmp, path)
         return WriteResult(etag=_etag(path.stat()), checksums=dict(checksums))
 
-    def _check_expected(self, container: str, key: str, path: Path, expect: str, tmp: Path) -> None:
+    def _check_expected(
+        self, container: str, key: str, path: Path, expect: str, tmp: Path | None
+    ) -> None:
         """A write's condition, checked just before its file is put in place (a writer
         acting in between is not seen: a directory offers no conditional rename)."""
         try:
@@ -366,7 +368,8 @@ class LocalAdapter:
             current = None
         if current == expect or (current is None and expect == ABSENT):
             return
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if expect == ABSENT:
             found = "an object"
         elif current is None:
@@ -466,6 +469,10 @@ class LocalAdapter:
         *,
         expect: str | None = None,
     ) -> WriteResult:
+        if expect is not None:
+            # First, as S3 does: a completion retried after its answer was lost finds the
+            # object, not "no such upload".
+            self._check_expected(container, key, self._path(container, key), expect, None)
         info = self._upload_info(container, key, upload_id)
         udir = self._upload_dir(container, upload_id)
         tmp = self._tmp()
