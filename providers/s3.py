@@ -188,6 +188,10 @@ _ARN = re.compile(r"^arn:[^:]*:[^:]*:(?P<region>[^:]*):[^:]*:(?P<resource>.+)$")
 _FATAL_FOR_REPLICATION = (CredentialsRejected, NotFound, EndpointUnreachable, ConfigError)
 
 
+class _KeyNotFound(NotFound):
+    """No object under the key (not a missing bucket or upload)."""
+
+
 def _condition_kwargs(expect: str | None) -> dict[str, str]:
     """A write's condition as botocore's parameters (see StoreAdapter.put_object)."""
     if expect is None:
@@ -759,7 +763,7 @@ class S3Adapter:
                     return NotFound(f"{self.site_name}: bucket {container!r} not found")
                 if code == "NoSuchUpload":
                     return NotFound(f"{where}: multipart upload not found")
-                return NotFound(f"{where}: not found")
+                return _KeyNotFound(f"{where}: not found")
             if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
                 return Retryable(f"{where}: {op} failed with {code or status}, try again")
             message = str(err.get("Message") or "").strip()
@@ -1290,8 +1294,9 @@ class S3Adapter:
         412 is the source changing: SourceChanged)."""
         try:
             yield
-        except SourceChanged:
-            if expect is None:
+        except (SourceChanged, _KeyNotFound) as failed:
+            # AWS answers a write expecting an ETag, the key now empty, 404 NoSuchKey.
+            if expect is None or (isinstance(failed, _KeyNotFound) and expect == ABSENT):
                 raise
             raise PreconditionFailed(
                 f"{self._where(container, key)}: the key holds "

@@ -2039,3 +2039,37 @@ def test_a_folder_marker_is_copied_where_seaweedfs_answers_for_a_folder_of_that_
     put(env.destination, env.bucket, "m/theirs.txt", b"another application's file")
     summary = env.run(plan)
     assert (summary.copied, summary.failed, summary.conflicts) == (2, 0, 0), summary.failures
+
+
+class DeletesAfterTheCheck(migrate.summary.Subscriber):
+    """Another writer removes the object under the key once the conflict check is over."""
+
+    def __init__(self, env: Env, key: str) -> None:
+        self.env, self.key = env, key
+
+    def on_start(self, objects: int, size: int) -> None:
+        self.env.destination.delete(self.env.bucket, self.key)
+
+
+@pytest.mark.parametrize("dst", ["s3", "aws"])
+def test_a_copy_expecting_an_object_deleted_after_the_check_fails_as_a_conflict(
+    site_for: SiteFactory, tmp_path: Path, request: pytest.FixtureRequest, dst: str
+) -> None:
+    """AWS answers a write expecting an ETag, the key now empty, 404 NoSuchKey where
+    SeaweedFS answers 412: both are the condition failing, a conflict (moto for AWS's
+    answer; found by a review helper)."""
+    destination = request.getfixturevalue("aws") if dst == "aws" else site_for("s3")
+    env = Env(site_for("local"), destination, tmp_path)
+    env.seed({"a.txt": (body(1, 3000), "text/plain", {}, False)})
+    plan = env.plan()
+    assert env.run(plan).copied == 1
+    # This plan's copy, its record lost (as after a kill -9): the write expects its ETag.
+    with sqlite3.connect(env.state / "state.db") as db:
+        db.execute("UPDATE transfers SET state='pending', sha256=NULL, md5=NULL, "
+                   "destination_etag=NULL")  # fmt: skip
+    with Ledger(env.state) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, env.source, env.destination,
+                            config=SMALL_PARTS, sleep=lambda s: None,
+                            subscriber=DeletesAfterTheCheck(env, "a.txt"))  # fmt: skip
+    assert (summary.failed, summary.conflicts) == (1, 1)
+    assert summary.failures[0][2].startswith("conflict: ")
