@@ -162,7 +162,7 @@ EXIT_CODES: dict[int, str] = {
     6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind)",
     7: "bucket, container or object not found",
     8: "a site fails the sovereignty policy",
-    9: "plan invalid, blocked, not approved or edited after approval",
+    9: "plan invalid, blocked (a gate, --max-remove), not approved or edited after approval",
     10: "a request was refused by the routing guard",
     11: "some objects failed to transfer",
     12: "integrity check failed (checksum mismatch, source changed, verification failed)",
