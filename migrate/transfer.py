@@ -748,7 +748,9 @@ class ObjectCopy:
         except NotFound:
             head = None
         if head is not None and head.size == item.size and is_ours(head):
-            return WriteResult(etag=head.etag, version_id=head.version_id)
+            # `is_ours` was the proof: the ETag is not compared again (under SSE-KMS it
+            # hashes no bytes).
+            return WriteResult(etag=head.etag, version_id=head.version_id, etag_hashes_bytes=False)
         if head is not None and head.size == 0 and again is not None:
             return again()
         found = "another object" if head is not None else "no object any more"
@@ -964,8 +966,9 @@ class ObjectCopy:
 
 def _single_is(head: ObjectInfo, size: int, sha256: str, md5: str) -> bool:
     """Whether the object under the key is the one PUT wrote: migrate's SHA-256 of these
-    bytes, and their MD5 where the store gives one (its Content-MD5, or a plain ETag)."""
+    bytes, and their MD5 where the store gives one (adapters set it only where the ETag or
+    Content-MD5 is one: not an SSE-KMS ETag)."""
     if (head.metadata or {}).get(SHA256_METADATA) != sha256 or head.size != size:
         return False
-    stored = head.checksums.get("md5") or (head.etag or "").lower()
-    return not _MD5_HEX.match(stored.lower()) or stored.lower() == md5
+    stored = head.checksums.get("md5", "").lower()
+    return not stored or stored == md5

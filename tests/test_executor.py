@@ -594,7 +594,8 @@ class KmsLike:
 
     def head(self, *args: Any, **kwargs: Any) -> Any:
         info = self._inner.head(*args, **kwargs)
-        return dataclasses.replace(info, etag=self._fake(info.etag))
+        sums = {k: v for k, v in info.checksums.items() if k != "md5"}  # as S3's HEAD then
+        return dataclasses.replace(info, etag=self._fake(info.etag), checksums=sums)
 
 
 def test_a_destination_whose_etags_hash_no_bytes_takes_the_copy_and_its_resume(
@@ -1925,19 +1926,24 @@ class AnswerLost(Delegating):
         return self._once(key, self._inner.complete_multipart(container, key, *args, **kwargs))
 
 
-@pytest.mark.parametrize("dst", ["s3", "azure", "local"])
+@pytest.mark.parametrize("dst", ["s3", "azure", "local", "s3 under sse-kms"])
 def test_a_write_whose_answer_was_lost_is_found_done_by_its_retry(env_for: Any, dst: str) -> None:
     """The retry of a conditional write whose first attempt was stored meets its own
     object (412): proven to be the bytes sent (a HEAD; Azure: the blob is this upload's
     blocks), the copy is done, no conflict. (Azure's and a local directory's completions
     failed as conflicts: found by a review helper.)"""
-    env: Env = env_for("s3", dst)
-    env.seed(ESTATE)
+    env: Env = env_for("s3", dst.split()[0])
+    estate = ESTATE
+    if dst == "s3 under sse-kms":  # ETags that hash no bytes: single PUTs (as the review had)
+        estate = {k: v for k, v in ESTATE.items() if not v[3] and len(v[0]) < 5 * MiB}
+    env.seed(estate)
     plan = env.plan()
-    lossy = AnswerLost(env.destination)
-    summary = env.run(plan, destination=lossy)
-    assert sorted(lossy.lost) == sorted(ESTATE)
-    assert (summary.conflicts, summary.failed, summary.copied) == (0, 0, len(ESTATE))
+    lossy = AnswerLost(KmsLike(env.destination) if "kms" in dst else env.destination)
+    summary = env.run(plan, destination=lossy)  # type: ignore[arg-type]
+    assert sorted(lossy.lost) == sorted(estate)
+    assert (summary.conflicts, summary.failed, summary.copied) == (0, 0, len(estate)), (
+        summary.failures
+    )
     with Ledger(env.state) as ledger:
         result = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
                         deep=True, sample=None, seed=1)  # fmt: skip
