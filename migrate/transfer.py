@@ -64,6 +64,7 @@ from migrate.errors import (
     Unsupported,
 )
 from providers.base import (
+    ABSENT,
     Capabilities,
     ObjectInfo,
     PartResult,
@@ -553,7 +554,7 @@ class ObjectCopy:
                     # No bytes over no bytes (a folder marker over the folder SeaweedFS
                     # answers a HEAD of its key with, which no listing shows): the same
                     # content, replaced as the check replaces an identical object.
-                    again=(lambda: put(None)) if item.size == 0 else None,
+                    again=partial(self._over_empty, item, put) if item.size == 0 else None,
                 )
         finally:
             self.buffers.give(data)
@@ -735,12 +736,12 @@ class ObjectCopy:
         self,
         item: TransferItem,
         is_ours: Callable[[ObjectInfo], bool],
-        again: Callable[[], WriteResult] | None = None,
+        again: Callable[[ObjectInfo], WriteResult] | None = None,
     ) -> WriteResult:
         """After a write's condition failed: the object under the key is this write's
         (a retry whose first attempt was written, its answer lost) or another writer's,
         put since the conflict check (WriteConflict). With `again`, an empty object found
-        there is written over, unconditionally, by it."""
+        there is written over by it (PreconditionFailed if that object changed since)."""
         try:
             head: ObjectInfo | None = self.call(
                 lambda: self.destination.head(item.destination_bucket, item.destination_key)
@@ -752,13 +753,32 @@ class ObjectCopy:
             # hashes no bytes).
             return WriteResult(etag=head.etag, version_id=head.version_id, etag_hashes_bytes=False)
         if head is not None and head.size == 0 and again is not None:
-            return again()
+            try:
+                return again(head)
+            except PreconditionFailed:
+                pass  # bytes put there since the HEAD: another writer's
         found = "another object" if head is not None else "no object any more"
         raise WriteConflict(
             f"{item.destination_bucket}/{item.destination_key} now holds {found}, written "
             "by another writer after this run's conflict check; not overwritten: move it "
             "away, or run with --overwrite"
         )
+
+    @staticmethod
+    def _over_empty(
+        item: TransferItem, put: Callable[[str | None], WriteResult], head: ObjectInfo
+    ) -> WriteResult:
+        """An empty object written over the empty object `head`: only if it is still that
+        one (If-Match on its ETag). The folder SeaweedFS answers for a key ending with '/'
+        (a zero-part ETag, "...-0": no upload ever made it) takes no condition, being no
+        object: that one alone is written over without one."""
+        folder = item.destination_key.endswith("/") and (head.etag or "").endswith("-0")
+        try:
+            return put(head.etag or ABSENT)
+        except PreconditionFailed:
+            if not folder:
+                raise
+        return put(None)
 
     def _ours(
         self, head: ObjectInfo, item: TransferItem, part_size: int, expected: str, upload_id: str

@@ -2079,3 +2079,46 @@ def test_a_copy_expecting_an_object_deleted_after_the_check_fails_as_a_conflict(
                             subscriber=DeletesAfterTheCheck(env, "a.txt"))  # fmt: skip
     assert (summary.failed, summary.conflicts) == (1, 1)
     assert summary.failures[0][2].startswith("conflict: ")
+
+
+class WriterBetweenHeadAndPut(Delegating):
+    """Another writer: just after the copy's HEAD of `key` saw its empty object, it puts
+    bytes there (between that HEAD and the copy's write over the empty object)."""
+
+    def __init__(self, inner: Any, bucket: str, key: str, data: bytes) -> None:
+        super().__init__(inner)
+        self.bucket, self.key, self.data = bucket, key, data
+        self.armed = self.done = False
+
+    def head(self, container: str, key: str) -> Any:
+        info = self._inner.head(container, key)
+        if key == self.key and info.size == 0 and self.armed and not self.done:
+            self.done = True
+            put(self._inner, self.bucket, key, self.data)
+        return info
+
+
+@pytest.mark.parametrize("dst", ["local", "s3"])
+def test_an_empty_copy_never_overwrites_bytes_put_after_it_looked(env_for: Any, dst: str) -> None:
+    """An empty object's write over an empty object found there expects that object
+    (If-Match): bytes another writer puts there after the look are kept, the copy a
+    conflict (it was written unconditionally: found by a review helper)."""
+    env: Env = env_for("local", dst)
+    env.seed({"empty.txt": (b"", "text/plain", {}, False),
+              "other.txt": (b"x" * 10, "text/plain", {}, False)})  # fmt: skip
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    dest = WriterBetweenHeadAndPut(env.destination, env.bucket, "empty.txt", b"their bytes")
+
+    class Arm(WritesAfterTheCheck):
+        def on_start(self, objects: int, size: int) -> None:
+            super().on_start(objects, size)  # their empty object, after the check
+            dest.armed = True
+
+    with Ledger(env.state) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, env.source, dest,  # type: ignore[arg-type]
+                            config=SMALL_PARTS, sleep=lambda s: None,
+                            subscriber=Arm(env, {"empty.txt": b""}))  # fmt: skip
+    assert dest.done
+    assert env.read_destination("empty.txt") == b"their bytes"
+    assert (summary.conflicts, summary.copied) == (1, 1)
