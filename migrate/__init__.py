@@ -7,3 +7,15 @@ def tool_version() -> str:
     from importlib.metadata import version
 
     return version("migrate")
+
+
+def os_user() -> str:
+    """Who runs this process, as records and the report name them: the login name, or
+    `uid N` where the system has none for it (a container run with an arbitrary uid)."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

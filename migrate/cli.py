@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.exceptions import TyperException
 
-from migrate import render, rerun
+from migrate import os_user, render, rerun
 from migrate.bounds import MAX_CONCURRENCY, MAX_PART_SIZE_MIB
 from migrate.errors import (
     EXIT_CODES,
@@ -520,7 +519,7 @@ def plan_approve(
     from migrate.planner import approve_plan
 
     config = load_sites(sites)
-    who = by or getpass.getuser()
+    who = by or os_user()
     with Ledger(config.state_dir) as ledger:
         kept = approve_plan(plan, ledger, who)  # the first approval of this digest
     if json_out:

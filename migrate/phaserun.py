@@ -5,14 +5,13 @@ runs the same phases through it."""
 
 from __future__ import annotations
 
-import getpass
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from migrate import tool_version
+from migrate import os_user, tool_version
 from migrate.errors import ConfigError, MigrateError
 from migrate.ledger import Ledger, RunCounts
 from migrate.summary import PhaseSummary, Subscriber, finished_already
@@ -38,7 +37,7 @@ class _RunLog:
             self.id = self.ledger.run_started(
                 self.plan,
                 self.phase,
-                run_by=getpass.getuser(),
+                run_by=os_user(),
                 tool_version=tool_version(),
                 options=self.options,
             )

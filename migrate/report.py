@@ -19,7 +19,6 @@ object list is the manifest).
 from __future__ import annotations
 
 import functools
-import getpass
 import html
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Any, Concatenate, Literal, ParamSpec
 
 from pydantic import BaseModel, ConfigDict
 
+from migrate import os_user
 from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
 from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
 from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
@@ -835,7 +835,7 @@ def build_report(
     return Report(
         tool_version=tool_version,
         generated_at=moment.isoformat(timespec="seconds"),
-        generated_by=generated_by or getpass.getuser(),
+        generated_by=generated_by or os_user(),
         status="incomplete" if open_items else "verified",
         open_items=open_items,
         phases_not_run=tuple(p.name for p in phases if p.resolved_at is None),

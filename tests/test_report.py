@@ -832,3 +832,29 @@ def test_the_report_lists_each_run_with_who_ran_it_its_options_and_what_came_of_
     assert all(r["run_by"] and r["tool_version"] and r["finished_at"] for r in runs)
     html = (tmp_path / "r" / "report.html").read_text()
     assert "<h2>Runs</h2>" in html and "--delete-removed (at most 4)" in html
+
+
+def test_a_run_and_its_report_work_for_a_uid_without_a_login_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container run under an arbitrary uid has no passwd entry (and often no USER):
+    naming who ran a run stopped every run, exit 1 (found by a review helper)."""
+    import pwd
+
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    (tmp_path / "src" / "data" / "new.txt").write_text("new\n")
+    code = main(["run", plan, "--phase", "delta", "--force", "--reason", "t", *where])
+    assert code == 0, capsys.readouterr().err
+    assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["runs"]["runs"][-1]["run_by"] == report["generated_by"] == f"uid {os.getuid()}"
