@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -938,7 +939,9 @@ def status(
         typer.Option(
             "--failed",
             help="Every object not copied (failed, or changed at the source during its "
-            "copy), with why, one per line; with --json, one JSON object per line.",
+            "copy), with why, one per line: phase, state, container/key (a backslash, tab "
+            "or newline in it escaped: \\\\, \\x09, \\x0a), reason, tab-separated; with "
+            "--json, one JSON object per line, names as they are.",
         ),
     ] = False,
     phase: Annotated[
@@ -954,6 +957,7 @@ def status(
     plan); with --failed, every object not copied and why (the report names 100 a phase).
 
     Example: migrate status plans/hdh.yaml --routes
+
     Example: migrate status plans/hdh.yaml --failed --phase bulk-1 > failed.txt
     """
     if phase is not None and not failed:
@@ -1000,6 +1004,15 @@ def status(
         render.print_site_routes(_console(), before)
 
 
+def _escaped(text: str) -> str:
+    """A name on one line, its columns kept: backslashes and control characters (a key
+    may hold a newline or a tab) written as backslash escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text.replace("\\", "\\\\"))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> None:
     """One line per object as it is read (memory does not grow with their number), until
     the reader goes away."""
@@ -1008,10 +1021,8 @@ def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> None:
             _json_printed.append(True)
             line = json.dumps(asdict(row), sort_keys=True, ensure_ascii=False)
         else:
-            line = (
-                f"{row.phase}\t{row.state}\t{row.container}/{row.key}\t"
-                f"{' '.join(row.reason.split())}"
-            )
+            where = _escaped(f"{row.container}/{row.key}")
+            line = f"{row.phase}\t{row.state}\t{where}\t{' '.join(row.reason.split())}"
         if not _print_out(line):
             return
 

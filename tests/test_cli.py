@@ -1682,5 +1682,13 @@ def test_status_failed_lists_every_object_not_copied_with_why(
                         "reason": "changed at the source", "attempts": 1}  # fmt: skip
     with Ledger(tmp_path / "state") as ledger:  # read a page at a time: all, in order
         assert [r.key for r in ledger.not_copied(load_plan(Path(plan)).name, page=3)] == expected
+    # A key may hold a newline or a tab: still one line, four columns.
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        db.execute("UPDATE transfers SET key = 'a\\b\nc\td.txt' WHERE key = 'f2.txt'")
+    db.close()
+    assert main(["status", plan, "--failed", *where]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(expected) and all(len(x.split("\t")) == 4 for x in lines)
+    assert "data/a\\\\b\\x0ac\\x09d.txt" in [x.split("\t")[2] for x in lines]
     assert main(["status", plan, "--failed", "--phase", "nope", *where]) == 9
     assert main(["status", plan, "--phase", "bulk-1", *where]) == 3
