@@ -345,6 +345,13 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "overwrote",
         "ALTER TABLE transfers ADD COLUMN overwrote TEXT;",
     ),
+    (
+        # `status --failed` reads every failed or changed object a page at a time: each
+        # page from where the last stopped, not by sorting them all again.
+        "transfers not copied",
+        "CREATE INDEX transfers_not_copied ON transfers (plan, phase, container, key) "
+        "WHERE state IN ('failed', 'changed');",
+    ),
 ]
 
 
@@ -1467,18 +1474,28 @@ class Ledger:
     ) -> Iterator[NotCopiedRow]:
         """Every failed or changed object of the plan (of `phase` only, if given) with its
         reason, in (phase, container, key) order: all of them, a page at a time (keyset
-        pagination: memory does not grow with their number)."""
-        after: tuple[str, str, str] = ("", "", "")
-        where = "plan=? AND state IN ('failed', 'changed')" + (" AND phase=?" if phase else "")
-        fixed: tuple[str, ...] = (plan, phase) if phase else (plan,)
+        pagination along an index: memory and each page's cost do not grow with their
+        number)."""
+        columns = (
+            "phase, container, key, destination_bucket, destination_key, state, error, attempts"
+        )
+        base = f"SELECT {columns} FROM transfers WHERE plan=? AND state IN ('failed', 'changed')"
+        after: tuple[str, str, str] | None = None
         while True:
+            if phase is not None:
+                sql = base + " AND phase=?"
+                args: tuple[object, ...] = (plan, phase)
+                if after is not None:
+                    sql += " AND (container, key) > (?, ?)"
+                    args += after[1:]
+            else:
+                sql, args = base, (plan,)
+                if after is not None:
+                    sql += " AND (phase, container, key) > (?, ?, ?)"
+                    args += after
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT phase, container, key, destination_bucket, destination_key, state, "
-                    f"error, attempts FROM transfers WHERE {where} "
-                    "AND (phase, container, key) > (?, ?, ?) "
-                    "ORDER BY phase, container, key LIMIT ?",
-                    (*fixed, *after, page),
+                    sql + " ORDER BY phase, container, key LIMIT ?", (*args, page)
                 ).fetchall()
             if not rows:
                 return
