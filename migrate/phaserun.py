@@ -6,6 +6,7 @@ runs the same phases through it."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -31,6 +32,13 @@ class _RunLog:
         self.ledger, self.plan, self.phase, self.options = ledger, plan, phase, options
         self.id: int | None = None
         self.delta: DeltaSummary | None = None
+        self.summary: PhaseSummary | None = None  # once the copy returned
+        self.counted = _Counted(Subscriber())  # as it goes: what a stopped run did
+
+    def counting(self, subscriber: Subscriber) -> Subscriber:
+        """`subscriber`, the objects it is told of also counted for this record."""
+        self.counted = _Counted(subscriber)
+        return self.counted
 
     def start(self) -> None:
         if self.id is None:
@@ -65,12 +73,13 @@ class _RunLog:
             word = f"stopped: unexpected {type(exc).__name__}"
         # The error that stopped the run is the one to show: not one of this record's.
         with suppress(MigrateError, sqlite3.Error):
-            self.ledger.run_finished(self.id, word, self._counts(None))
+            self.ledger.run_finished(self.id, word, self._counts(self.summary))
 
     def _counts(self, s: PhaseSummary | None) -> RunCounts:
         removed = self.delta.removed if self.delta else 0
-        if s is None:
-            return RunCounts(removed=removed)
+        if s is None:  # stopped during the copy: what it was told of so far
+            c = self.counted
+            return RunCounts(c.copied, c.bytes, c.failed, 0, c.changed, removed)
         return RunCounts(
             copied=s.copied,
             bytes_copied=s.bytes_copied,
@@ -79,6 +88,34 @@ class _RunLog:
             changed=s.changed,
             removed=removed,
         )
+
+
+class _Counted(Subscriber):
+    """Passes the copy's progress on, counting objects done, failed and changed, and
+    bytes, as they come (threads call it at once)."""
+
+    def __init__(self, inner: Subscriber) -> None:
+        self.inner = inner
+        self.copied = self.failed = self.changed = self.bytes = 0
+        self._lock = threading.Lock()
+
+    def on_start(self, objects: int, size: int) -> None:
+        self.inner.on_start(objects, size)
+
+    def on_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+        self.inner.on_bytes(n)
+
+    def on_object(self, key: str, state: str) -> None:
+        with self._lock:
+            if state == "done":
+                self.copied += 1
+            elif state == "failed":
+                self.failed += 1
+            elif state == "changed":
+                self.changed += 1
+        self.inner.on_object(key, state)
 
 
 @dataclass
@@ -201,14 +238,14 @@ def _run(
             from migrate.executor import run_phase
 
             log.start()
-            summary = run_phase(
+            summary = log.summary = run_phase(
                 plan,
                 phase,
                 ledger,
                 session.source,
                 session.destination,
                 config=config(),
-                subscriber=subscriber,
+                subscriber=log.counting(subscriber),
                 force_reason=force_reason,
                 overwrite=overwrite,
             )

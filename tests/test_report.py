@@ -858,3 +858,42 @@ def test_a_run_and_its_report_work_for_a_uid_without_a_login_name(
     assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["runs"]["runs"][-1]["run_by"] == report["generated_by"] == f"uid {os.getuid()}"
+
+
+def test_an_interrupted_run_records_what_it_copied_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped by Ctrl-C after copying objects recorded 0 copied (found by a review
+    helper): the record counts the copy's objects as they come."""
+    import threading
+
+    from migrate.cli import main
+    from migrate.plan import load_plan
+    from providers.local import LocalAdapter
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    for n in range(20):
+        (tmp_path / "src" / "data" / f"new{n:02d}.txt").write_text(f"new {n}\n")
+    real, calls, lock = LocalAdapter.put_object, [0], threading.Lock()
+
+    def put_object(self: LocalAdapter, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls[0] += 1
+            if calls[0] == 11:
+                raise KeyboardInterrupt  # Ctrl-C, after 10 objects copied
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalAdapter, "put_object", put_object)
+    code = main(["run", plan, "--phase", "delta", "--force", "--reason", "t",
+                 "--concurrency", "1", *where])  # fmt: skip
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert code == 130
+    with Ledger(tmp_path / "state") as ledger:
+        name = load_plan(Path(plan)).name
+        done = sum(c.objects for c in ledger.phase_counts(name, "delta") if c.state == "done")
+        runs, _ = ledger.runs(name, 10)
+    assert done == 10
+    assert (runs[-1].outcome, runs[-1].copied) == ("interrupted", 10)
+    assert runs[-1].bytes_copied > 0
