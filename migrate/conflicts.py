@@ -105,7 +105,7 @@ def mark_conflicts(
             info = head_or_none(destination, row.destination_bucket, row.destination_key, call)
         except (Permanent, Unsupported) as exc:  # this key's, not the site's
             if overwrite:  # written unconditionally: there is no ETag to expect
-                seen = f"an object that could not be read ({exc.one_line()})"
+                seen = f"the key could not be read to tell what it held ({exc.one_line()})"
                 ledger.destination_seen(plan.name, row.container, row.key, None, overwriting=seen)
                 with lock:
                     overwriting += 1

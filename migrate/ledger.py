@@ -352,6 +352,27 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "CREATE INDEX transfers_not_copied ON transfers (plan, phase, container, key) "
         "WHERE state IN ('failed', 'changed');",
     ),
+    (
+        # Each copy done with --overwrite over an object this plan did not write, and what
+        # was there: kept apart from the transfer, whose later copies (a delta, a copy
+        # verify asked for) would otherwise erase the record.
+        "overwrites",
+        """
+        CREATE TABLE overwrites (
+            plan TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            container TEXT NOT NULL,
+            key TEXT NOT NULL,
+            what TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX overwrites_phase ON overwrites (plan, phase, container, key);
+        INSERT INTO overwrites
+            SELECT plan, phase, container, key, overwrote, COALESCE(finished_at, '')
+            FROM transfers WHERE overwrote IS NOT NULL AND state = 'done';
+        UPDATE transfers SET overwrote = NULL WHERE state = 'done';
+        """,
+    ),
 ]
 
 
@@ -502,7 +523,7 @@ def _now() -> str:
 
 
 # A group of small objects' records is committed at this many statements (three an
-# object: started, done, its parts cleared: 256 objects) or this age.
+# object: started, an overwrite kept, done, its parts cleared: 192 objects) or this age.
 GROUP_STATEMENTS = 768
 GROUP_SECONDS = 0.5
 
@@ -1169,12 +1190,20 @@ class Ledger:
         group: bool = False,
     ) -> None:
         """The only way an object becomes done: with the checksums that prove it.
-        `group`: committed with other small objects' records (the module's docstring)."""
+        `group`: committed with other small objects' records (the module's docstring).
+        A copy --overwrite let replace another's object leaves its record (`overwrites`)."""
         self._write(
             [
                 (
+                    "INSERT INTO overwrites SELECT plan, phase, container, key, overwrote, ? "
+                    "FROM transfers WHERE plan=? AND container=? AND key=? "
+                    "AND overwrote IS NOT NULL",
+                    (_now(), plan, container, key),
+                ),
+                (
                     "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
-                    "error=?, retries=retries+?, finished_at=?, bytes_disputed=0 "
+                    "error=?, retries=retries+?, finished_at=?, bytes_disputed=0, "
+                    "overwrote=NULL "
                     "WHERE plan=? AND container=? AND key=?",
                     (
                         sha256,
@@ -1398,18 +1427,18 @@ class Ledger:
     def overwritten(
         self, plan: str, phase: str, limit: int
     ) -> tuple[list[tuple[str, str, str]], int]:
-        """The phase's copies done over an object this plan did not write (--overwrite),
+        """The copies of `phase` done over an object this plan did not write (--overwrite),
         with what was there: the first `limit` in key order, and how many in all."""
-        where = "plan=? AND phase=? AND state='done' AND overwrote IS NOT NULL"
+        where = "plan=? AND phase=?"
         with self._lock:
             count = int(
                 self._db.execute(
-                    f"SELECT COUNT(*) FROM transfers WHERE {where}", (plan, phase)
+                    f"SELECT COUNT(*) FROM overwrites WHERE {where}", (plan, phase)
                 ).fetchone()[0]
             )
             rows = self._db.execute(
-                f"SELECT container, key, overwrote FROM transfers WHERE {where} "
-                "ORDER BY container, key LIMIT ?",
+                f"SELECT container, key, what FROM overwrites WHERE {where} "
+                "ORDER BY container, key, at LIMIT ?",
                 (plan, phase, limit),
             ).fetchall()
         return [(str(c), str(k), str(o)) for c, k, o in rows], count

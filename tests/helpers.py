@@ -195,10 +195,10 @@ def read_bytes_50_to_59(adapter: StoreAdapter, container: str, right: bool) -> N
 
 
 def finished_local_copy(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *, run: bool = True
 ) -> tuple[str, list[str]]:
     """A plan of 30 local files whose bulk-1 phase is copied (the pilot, not run, holds
-    the thirtieth): the plan, and --sites."""
+    the thirtieth): the plan, and --sites. `run=False`: approved, nothing copied."""
     from migrate.cli import main  # not for every test that uses these helpers
 
     (tmp_path / "src" / "data").mkdir(parents=True)
@@ -217,7 +217,7 @@ def finished_local_copy(
         ["inventory", "src"],
         ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o", plan],
         ["plan", "approve", plan],
-        ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test"],
+        *([["run", plan, "--phase", "bulk-1", "--force", "--reason", "test"]] if run else []),
     ):
         code = main([*args, *where])
         err = capsys.readouterr().err  # and what the step printed is not left for the test

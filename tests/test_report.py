@@ -30,7 +30,7 @@ from migrate.executor import run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger, RouteUse
 from migrate.manifest import MANIFEST_FILE, Merkle, manifest_info, write_manifest
-from migrate.plan import Phase, PhaseKind, Plan, Selector, with_digest
+from migrate.plan import Phase, PhaseKind, Plan, Selector, load_plan, with_digest
 from migrate.report import (
     OutsidePlanDataset,
     Report,
@@ -868,7 +868,6 @@ def test_an_interrupted_run_records_what_it_copied_before(
     import threading
 
     from migrate.cli import main
-    from migrate.plan import load_plan
     from providers.local import LocalAdapter
     from tests.helpers import finished_local_copy
 
@@ -897,3 +896,33 @@ def test_an_interrupted_run_records_what_it_copied_before(
     assert done == 10
     assert (runs[-1].outcome, runs[-1].copied) == ("interrupted", 10)
     assert runs[-1].bytes_copied > 0
+
+
+def test_the_record_of_an_object_overwritten_survives_a_later_copy_of_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bulk-1 --overwrite replaced another writer's object; the source's object then
+    changed and delta copied it again: the report lost the overwrite (kept on the transfer,
+    which the delta took over; found by a review helper). It is kept apart now."""
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    with Ledger(tmp_path / "state") as ledger:
+        ledger.resolve_phase(load_plan(Path(plan)), "bulk-1")
+        bucket, key = ledger._db.execute(
+            "SELECT destination_bucket, key FROM transfers WHERE phase = 'bulk-1' LIMIT 1"
+        ).fetchone()
+    theirs = tmp_path / "dst" / bucket / key
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"another writer's bytes\n")
+    forced = ["--force", "--reason", "t", *where]
+    assert main(["run", plan, "--phase", "bulk-1", "--overwrite", *forced]) == 0
+    (tmp_path / "src" / "data" / key).write_text("changed at the source\n")
+    assert main(["run", plan, "--phase", "delta", *forced]) == 0
+    capsys.readouterr()
+    assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
+    phases = json.loads((tmp_path / "r" / "report.json").read_text())["phases"]
+    listed = {p["name"]: (p["overwritten_count"], [o["key"] for o in p["overwritten"]])
+              for p in phases if p["overwritten_count"]}  # fmt: skip
+    assert listed == {"bulk-1": (1, [key])}
