@@ -2265,7 +2265,11 @@ class Ledger:
                 "FROM runs WHERE plan=? ORDER BY id DESC LIMIT ?",
                 (plan, limit),
             ).fetchall()
-        return [RunRecord(*r) for r in reversed(rows)], count
+        records = [
+            RunRecord(i, p, ph, start, end, by, version, options, outcome, RunCounts(*counts))
+            for i, p, ph, start, end, by, version, options, outcome, *counts in reversed(rows)
+        ]
+        return records, count
 
     def verifications(self, plan: str) -> list[VerificationRecord]:
         """Every verification of the plan, oldest first."""
@@ -2521,12 +2525,7 @@ class RunRecord:
     tool_version: str
     options: str  # JSON object: overwrite, forced_reason, delete_removed, max_remove
     outcome: str | None  # None: no end recorded (killed, or under way)
-    copied: int = 0
-    bytes_copied: int = 0
-    failed: int = 0
-    conflicts: int = 0
-    changed: int = 0
-    removed: int = 0
+    counts: RunCounts
 
 
 @dataclass(frozen=True, slots=True)

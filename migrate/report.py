@@ -22,6 +22,7 @@ import functools
 import html
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec
@@ -689,12 +690,7 @@ def _runs(ledger: Ledger, plan: str) -> RunsSection:
                 tool_version=r.tool_version,
                 options=options,
                 outcome=r.outcome,
-                copied=r.copied,
-                bytes_copied=r.bytes_copied,
-                failed=r.failed,
-                conflicts=r.conflicts,
-                changed=r.changed,
-                removed=r.removed,
+                **asdict(r.counts),
             )
         )
     return RunsSection(count=count, limit=RUNS_LIMIT, runs=tuple(runs))

@@ -894,8 +894,8 @@ def test_an_interrupted_run_records_what_it_copied_before(
         done = sum(c.objects for c in ledger.phase_counts(name, "delta") if c.state == "done")
         runs, _ = ledger.runs(name, 10)
     assert done == 10
-    assert (runs[-1].outcome, runs[-1].copied) == ("interrupted", 10)
-    assert runs[-1].bytes_copied > 0
+    assert (runs[-1].outcome, runs[-1].counts.copied) == ("interrupted", 10)
+    assert runs[-1].counts.bytes_copied > 0
 
 
 def test_the_record_of_an_object_overwritten_survives_a_later_copy_of_its_key(
