@@ -113,7 +113,8 @@ class TransferItem:
     # Source tier or class -> destination storage class, from the plan's mapping.
     storage_classes: Mapping[str, str] = field(default_factory=dict)
     # What the write expects under the destination key: `ABSENT`, or the ETag of the object
-    # the conflict check let be replaced; None: written whatever is there (--overwrite).
+    # the conflict check let be replaced; None: written whatever is there (what the check
+    # found has no ETag, or could not be read, and --overwrite let it be replaced).
     expect: str | None = None
 
 
@@ -692,8 +693,8 @@ class ObjectCopy:
             completed = self._conditioned(item, complete)
         except PreconditionFailed:
             # Only the parts' composite MD5, as the ETag or the store's checksum (a local
-            # directory's), proves the object is this upload's. Azure gives neither: the
-            # next run's check finds this plan's copy there, and copies it again.
+            # directory's), proves the object is this upload's (Azure's adapter proves its
+            # own commit by the blob's block list, and answers as if the retry succeeded).
             completed = self._own_write(
                 item,
                 lambda head: (
