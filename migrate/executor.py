@@ -425,6 +425,7 @@ def run_phase(
             source_proof=outcome.source_proof,
             retries=n,
             group=group,
+            overwriting=row.overwriting,
         )
         with lock:
             summary.copied += 1

@@ -438,7 +438,8 @@ _TO_WRITE = f"plan=? AND destination_bucket=? AND phase=? AND {_WRITABLE}"
 
 _TRANSFER_COLUMNS = (
     "container, key, phase, dataset, size, source_etag, source_version, source_checksums, "
-    "destination_bucket, destination_key, state, upload_id, part_size, destination_seen"
+    "destination_bucket, destination_key, state, upload_id, part_size, destination_seen, "
+    "overwrote IS NOT NULL"
 )
 
 
@@ -459,6 +460,8 @@ class TransferRow:
     part_size: int | None
     # What the conflict check found under the destination key (see the migration).
     destination_seen: str | None = None
+    # --overwrite let its copy replace another's object (see the `overwrote` migration).
+    overwriting: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,7 +526,7 @@ def _now() -> str:
 
 
 # A group of small objects' records is committed at this many statements (three an
-# object: started, an overwrite kept, done, its parts cleared: 192 objects) or this age.
+# object: started, done, its parts cleared: 256 objects) or this age.
 GROUP_STATEMENTS = 768
 GROUP_SECONDS = 0.5
 
@@ -1188,18 +1191,25 @@ class Ledger:
         source_proof: str,
         retries: int,
         group: bool = False,
+        overwriting: bool = False,
     ) -> None:
         """The only way an object becomes done: with the checksums that prove it.
         `group`: committed with other small objects' records (the module's docstring).
-        A copy --overwrite let replace another's object leaves its record (`overwrites`)."""
-        self._write(
-            [
+        `overwriting` (the row's): a copy --overwrite let replace another's object leaves
+        its record (`overwrites`)."""
+        kept: list[_Statement] = []
+        if overwriting:
+            kept.append(
                 (
                     "INSERT INTO overwrites SELECT plan, phase, container, key, overwrote, ? "
                     "FROM transfers WHERE plan=? AND container=? AND key=? "
                     "AND overwrote IS NOT NULL",
                     (_now(), plan, container, key),
-                ),
+                )
+            )
+        self._write(
+            [
+                *kept,
                 (
                     "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
                     "error=?, retries=retries+?, finished_at=?, bytes_disputed=0, "
