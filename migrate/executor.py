@@ -61,7 +61,7 @@ from migrate.transfer import (
     TransferOutcome,
     WriteConflict,
 )
-from providers.base import ABSENT, PartResult, StoreAdapter
+from providers.base import ABSENT, PartResult, StoreAdapter, UploadInfo
 
 T = TypeVar("T")
 BATCH = 500
@@ -193,20 +193,23 @@ def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) 
     ledger). Not under a key whose copy is done: an upload there is another writer's."""
     if not destination.capabilities.lists_uploads:
         return 0
-    owned = ledger.recorded_uploads(plan.name)
     aborted = 0
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
-        try:
-            uploads = list(destination.list_multipart_uploads(bucket))
-        except MigrateError:
-            continue  # bucket not there yet: nothing to abort
-        for upload in uploads:
-            if (bucket, upload.key, upload.upload_id) in owned:
-                continue
-            if ledger.is_key_to_write(plan.name, bucket, upload.key):
+        # Aborted as listed: a bucket's uploads are never held in memory at once.
+        for upload in _listed_uploads(destination, bucket):
+            if ledger.is_orphan_upload(plan.name, bucket, upload.key, upload.upload_id):
                 destination.abort_multipart(bucket, upload.key, upload.upload_id)
                 aborted += 1
     return aborted
+
+
+def _listed_uploads(destination: StoreAdapter, bucket: str) -> Iterator[UploadInfo]:
+    """The bucket's unfinished uploads; none where it cannot be listed (not there yet).
+    Only the listing's own errors are caught here, not those of what is done with each."""
+    try:
+        yield from destination.list_multipart_uploads(bucket)
+    except MigrateError:
+        return
 
 
 # What a later run may get past, with the same upload.
@@ -436,14 +439,7 @@ def run_phase(
 
     def _recorded_upload(item: TransferItem) -> str | None:
         """The upload the ledger holds for the object's destination key, if any."""
-        return next(
-            (
-                u
-                for b, k, u in ledger.recorded_uploads(plan.name)
-                if b == item.destination_bucket and k == item.destination_key
-            ),
-            None,
-        )
+        return ledger.upload_of(plan.name, item.destination_bucket, item.destination_key)
 
     def _abandon(item: TransferItem, upload: str | None = None) -> None:
         """Drop the upload of an object that will not complete now: nothing partial stays."""

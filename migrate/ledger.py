@@ -1453,22 +1453,21 @@ class Ledger:
             ).fetchall()
         return [(str(c), str(k), str(o)) for c, k, o in rows], count
 
-    def recorded_uploads(self, plan: str) -> set[tuple[str, str, str]]:
-        """(destination bucket, destination key, upload id) of uploads the plan still owns."""
+    def upload_of(self, plan: str, bucket: str, key: str) -> str | None:
+        """The upload the plan holds for destination `key` and has not finished, if any."""
         with self._lock:
-            return {
-                (b, k, u)
-                for b, k, u in self._db.execute(
-                    "SELECT destination_bucket, destination_key, upload_id FROM transfers "
-                    "WHERE plan=? AND upload_id IS NOT NULL AND state != 'done'",
-                    (plan,),
-                )
-            }
+            row = self._db.execute(
+                "SELECT upload_id FROM transfers WHERE plan=? AND destination_bucket=? "
+                "AND destination_key=? AND upload_id IS NOT NULL AND state != 'done' LIMIT 1",
+                (plan, bucket, key),
+            ).fetchone()
+        return str(row[0]) if row else None
 
-    def is_key_to_write(self, plan: str, bucket: str, key: str) -> bool:
-        """Whether the plan still has to write `key` (a crash may have left an upload of
-        it the ledger never heard of). A key whose copy is done is not: an upload under it
-        now is another writer's."""
+    def is_orphan_upload(self, plan: str, bucket: str, key: str, upload_id: str) -> bool:
+        """Whether an unfinished upload found at the destination is one a crash left: the
+        plan still has to write `key` (a key whose copy is done is not: an upload under it
+        now is another writer's) and holds no record of this upload (its id never reached
+        the ledger)."""
         with self._lock:
             return (
                 self._db.execute(
@@ -1477,6 +1476,12 @@ class Ledger:
                     (plan, bucket, key),
                 ).fetchone()
                 is not None
+                and self._db.execute(
+                    "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
+                    "AND destination_key=? AND upload_id=? AND state != 'done' LIMIT 1",
+                    (plan, bucket, key, upload_id),
+                ).fetchone()
+                is None
             )
 
     def phase_counts(self, plan: str, phase: str | None = None) -> list[PhaseCounts]:
