@@ -144,8 +144,8 @@ _CHECKSUM_CODES = {
 }
 _RETRYABLE_CODES = {
     "SlowDown",
-    # AWS: a conditional write raced another write of the key; tried again it gets its
-    # answer (written, or 412).
+    # AWS: a conditional PUT raced another write of the key; tried again it gets its
+    # answer (written, or 412). (A completion's is not retried: see _map_error.)
     "ConditionalRequestConflict",
     "RequestTimeout",
     "InternalError",
@@ -764,6 +764,15 @@ class S3Adapter:
                 if code == "NoSuchUpload":
                     return NotFound(f"{where}: multipart upload not found")
                 return _KeyNotFound(f"{where}: not found")
+            if code == "ConditionalRequestConflict" and op == "CompleteMultipartUpload":
+                # AWS: a completion that raced another write of the key is not tried again
+                # as it is; the upload must begin anew (each part sent again). Permanent: the
+                # executor drops the upload, and the next run's check sees what is there.
+                return Permanent(
+                    f"{where}: the store refused to complete the upload: another write of "
+                    "the key raced it (ConditionalRequestConflict)",
+                    hint="run the phase again: the object is copied in a new upload",
+                )
             if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
                 return Retryable(f"{where}: {op} failed with {code or status}, try again")
             message = str(err.get("Message") or "").strip()

@@ -1,7 +1,8 @@
 """A small HTTP proxy for tests, between a client and a real server on loopback, that can
 flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, answer
-HEADs of given paths with an error (and count the HEADs at once), or refuse connections for
-a while before it listens. It serves as the endpoint (a reverse
+HEADs of given paths with an error (and count the HEADs at once), answer multipart
+completions 409 ConditionalRequestConflict, or refuse connections for a while before it
+listens. It serves as the endpoint (a reverse
 proxy) or as a site's declared `proxy` (absolute request targets): either way, to its one
 upstream.
 
@@ -38,6 +39,9 @@ class Faults:
     head_status: dict[str, int] = field(default_factory=dict)  # path suffix -> HEAD's answer
     head_delay: float = 0.0  # seconds each HEAD is held before it goes on
     proxy_auth: str | None = None  # "user:password" a forward request must present, else 407
+    # The first this many multipart completions answered 409 ConditionalRequestConflict, as
+    # AWS answers one that raced another write of the key (not passed on).
+    conflict_completions: int = 0
     seed: int = 7
     # What happened, for assertions.
     requests: int = 0
@@ -49,6 +53,7 @@ class Faults:
     listings: int = 0  # ListObjectsV2 requests (list-type=2)
     forwarded: int = 0  # requests that came as to a forward proxy (an absolute URL)
     refused_auth: int = 0  # of those, answered 407 for want of the proxy's credentials
+    completions_refused: int = 0
     # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
     parts_accepted: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -130,6 +135,22 @@ def fault_proxy(
                 self.end_headers()
                 self.wfile.write(payload)
                 return
+            if self.command == "POST" and "uploadId=" in urlsplit(self.path).query:
+                with faults.lock:
+                    refuse = faults.completions_refused < faults.conflict_completions
+                    faults.completions_refused += refuse
+                if refuse:
+                    payload = (
+                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
+                        b"ConditionalRequestConflict</Code><Message>A conflicting operation "
+                        b"occurred.</Message></Error>"
+                    )
+                    self.send_response(409)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
             if self.command == "HEAD":
                 status = next(
                     (code for end, code in faults.head_status.items() if self.path.endswith(end)),
