@@ -181,6 +181,7 @@ def remove_deleted(
     destination: StoreAdapter,
     *,
     on_error: Callable[[DeletedRow, MigrateError], None] | None = None,
+    on_removed: Callable[[DeletedRow], None] | None = None,
 ) -> int:
     """Delete at the destination the copies of objects deleted at the source, each removal
     recorded in the ledger (state `removed`) right after it; returns how many were removed.
@@ -194,7 +195,8 @@ def remove_deleted(
     deleted. What is left is passed to `on_error`, as is a transfer error on one object
     (that copy stays, its transfer done: the next run tries again); an error that stops
     every request (credentials, endpoint, route) propagates. An object already gone at
-    the destination counts as removed."""
+    the destination counts as removed. `on_removed` hears of each removal as it is
+    recorded (a run stopped half-way still says how many it made)."""
     removed = 0
     for row in deleted_at_source(plan, ledger):
         try:
@@ -212,6 +214,8 @@ def remove_deleted(
             continue
         if ledger.transfer_removed(plan.name, row.container, row.key):
             removed += 1
+            if on_removed is not None:
+                on_removed(row)
     return removed
 
 

@@ -218,13 +218,18 @@ def _run(
                 if on_delta is not None:
                     on_delta(delta)  # what the re-list found: the copies it would remove
                 raise
-            kept = delta.kept_at_destination
-            delta.removed = remove_deleted(
+            kept, counted = delta.kept_at_destination, delta
+
+            def one_removed(_row: object) -> None:
+                counted.removed += 1  # as it goes: a run stopped half-way records them
+
+            remove_deleted(
                 plan,
                 ledger,
                 session.source,
                 session.destination,
                 on_error=lambda _row, exc: kept.append(exc.one_line()),
+                on_removed=one_removed,
             )
         if on_delta is not None:
             on_delta(delta)

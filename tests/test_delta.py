@@ -777,6 +777,39 @@ def test_delete_removed_refuses_to_remove_more_than_max_remove_allows(
     assert copies() == sorted(p.name for p in (tmp_path / "src" / "data").iterdir())
 
 
+def test_a_run_stopped_while_removing_records_the_removals_it_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of --delete-removed: the run's line in the history (and so the
+    report) says how many copies it removed, not 0 (they are gone, each recorded)."""
+    from migrate.plan import load_plan
+    from providers.local import LocalAdapter
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    for n in range(1, 5):
+        (tmp_path / "src" / "data" / f"f{n}.txt").unlink()
+    real, calls = LocalAdapter.delete, [0]
+
+    def delete(self: LocalAdapter, container: str, key: str) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt  # after two copies removed
+        real(self, container, key)
+
+    monkeypatch.setattr(LocalAdapter, "delete", delete)
+    code = main(["run", plan, "--phase", "delta", "--delete-removed", "--max-remove", "4",
+                 "--force", "--reason", "t", *where])  # fmt: skip
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert code == 130
+    left = [n for n in range(1, 5) if (tmp_path / "dst" / "data" / f"f{n}.txt").exists()]
+    assert len(left) == 2, left
+    with Ledger(tmp_path / "state") as ledger:
+        runs, _ = ledger.runs(load_plan(Path(plan)).name, 10)
+    assert (runs[-1].outcome, runs[-1].counts.removed) == ("interrupted", 2)
+
+
 @pytest.mark.parametrize(
     "args",
     [["--delete-removed", "--max-remove", "ten"], ["--delete-removed", "--max-remove", "150%"],
