@@ -461,8 +461,9 @@ def plan_show(
     approval = _approval(loaded, sites)
     if json_out:
         shown = loaded.model_dump(mode="json")
-        if approval is not None:
-            shown["approval"] = {"approved": approval[0], "detail": approval[1]}
+        # Always there, for scripts: unknown (null) away from any sites file too.
+        approved, detail = approval or (None, "not known: no sites file (--sites, MIGRATE_SITES)")
+        shown["approval"] = {"approved": approved, "detail": detail}
         _out(True, shown)
         return
     render.print_plan(_console(), loaded)
@@ -976,7 +977,15 @@ def status(
         if failed:
             if phase is not None:
                 loaded.phase(phase)  # an unknown phase is a PlanError, not an empty list
-            _print_not_copied(ledger.not_copied(loaded.name, phase), json_out)
+            if not _print_not_copied(ledger.not_copied(loaded.name, phase), json_out):
+                # Nothing on stdout (a script reads no line); a person is told why.
+                _stderr().print(
+                    f"No object of plan {loaded.name}"
+                    + (f", phase {phase}," if phase else "")
+                    + " is left uncopied (failed or changed).",
+                    markup=False,
+                    soft_wrap=True,
+                )
             return
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
@@ -1013,23 +1022,34 @@ def _escaped(text: str) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> None:
+def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> bool:
     """One line per object as it is read (memory does not grow with their number), until
-    the reader goes away."""
+    the reader goes away; whether there was any."""
+    seen = False
     for row in rows:
+        seen = True
         if json_out:
-            _json_printed.append(True)
+            if not _json_printed:  # a flag: not one entry per line printed
+                _json_printed.append(True)
             line = json.dumps(asdict(row), sort_keys=True, ensure_ascii=False)
         else:
             where = _escaped(f"{row.container}/{row.key}")
             line = f"{row.phase}\t{row.state}\t{where}\t{' '.join(row.reason.split())}"
         if not _print_out(line):
-            return
+            break
+    return seen
 
 
 def _share(text: str | None) -> float | None:
-    """--sample: '5%' or '0.05' -> 0.05 (verify() refuses a share outside (0, 1])."""
-    return None if text is None else _share_of(text, "--sample")
+    """--sample: '5%' or '0.05' -> 0.05, above 0 and at most 1 (named as typed)."""
+    if text is None:
+        return None
+    share = _share_of(text, "--sample")
+    if not 0 < share <= 1:
+        raise ConfigError(
+            f"--sample {text!r}: a share is above 0% and at most 100%", hint="e.g. --sample 5%"
+        )
+    return share
 
 
 def _share_of(text: str, option: str) -> float:
@@ -1061,11 +1081,7 @@ def verify(
     sample: Annotated[str | None, typer.Option(help="Re-read a seeded share, e.g. 5%.")] = None,
     seed: Annotated[
         int | None,
-        typer.Option(
-            help="Seed of --sample (default: random; recorded either way).",
-            min=0,
-            max=2**63 - 1,  # the state keeps it as a 64-bit integer
-        ),
+        typer.Option(help="Seed of --sample (default: random; recorded either way)."),
     ] = None,
     metadata: Annotated[
         bool, typer.Option("--metadata", help="HEAD every object to compare its metadata.")
@@ -1090,6 +1106,11 @@ def verify(
     """
     from migrate.verify import verify as do_verify
 
+    if seed is not None and not 0 <= seed < 2**63:  # the state keeps it as a 64-bit integer
+        raise ConfigError(
+            f"--seed {seed}: give a whole number from 0 to {2**63 - 1}", hint="e.g. --seed 2026"
+        )
+    share = _share(sample)  # the options first: no state is opened for a wrong one
     config = load_sites(sites)
     with open_session(plan, config, lambda: _catalog_of(config), lock="verify") as session:
         result = do_verify(
@@ -1099,7 +1120,7 @@ def verify(
             session.destination,
             phase=phase,
             deep="both" if deep_both else deep,
-            sample=_share(sample),
+            sample=share,
             seed=seed if seed is not None else _random_seed(),
             check_metadata=metadata,
             copy_again=copy_again,
@@ -1192,7 +1213,7 @@ def demo(
     workdir: Annotated[
         Path, typer.Option(help="Where the demo keeps its servers' data and state.")
     ] = Path(".demo"),
-    small: Annotated[int, typer.Option(help="Number of small files to seed.", min=1)] = 3000,
+    small: Annotated[int, typer.Option(help="Number of small files to seed.")] = 3000,
     keep: Annotated[
         bool,
         typer.Option(
@@ -1213,6 +1234,9 @@ def demo(
     """
     from migrate.demo import DemoResult, run_demo
 
+    if small < 1:
+        raise ConfigError(f"--small {small}: give at least 1 small file", hint="e.g. --small 200")
+
     def wait(result: DemoResult) -> None:
         if json_out:
             _out(True, result)
@@ -1222,7 +1246,7 @@ def demo(
                 f"  . {result.env_file}\n"
                 f"  migrate status {result.plan} --routes\n"
                 f"  migrate verify {result.plan} --deep=both\n"
-                f"  migrate report {result.plan}",
+                f"  migrate report {result.plan} -o {result.report}",
                 markup=False,
             )
         _until_interrupted()

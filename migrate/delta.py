@@ -109,22 +109,31 @@ def removal_ceiling(max_remove: str, copies: int) -> int:
     """The most copies one run may remove: `max_remove` is a count ("500") or a share of
     the plan's `copies` ("10%"). ConfigError (exit 3) for anything else."""
     text = max_remove.strip()
+    refused = ConfigError(
+        f"--max-remove {max_remove!r}: neither a count of copies nor a percentage",
+        hint="give a number of copies (500) or a share of the plan's copies (10%)",
+    )
     try:
         if text.endswith("%"):
             # Exact: 18.4% of 375 is 69, where floating point floors 68.99... to 68.
             share = Fraction(text[:-1].strip())  # refuses nan and inf too
-            if not 0 <= share <= 100:
-                raise ValueError(text)
-            return math.floor(copies * share / 100)
-        count = int(text)
-        if count < 0:
-            raise ValueError(text)
-        return count
+        else:
+            count = int(text)
     except ValueError:
+        raise refused from None
+    if text.endswith("%"):
+        if not 0 <= share <= 100:
+            raise ConfigError(
+                f"--max-remove {max_remove!r}: a share is from 0% to 100%",
+                hint="e.g. --max-remove 10%",
+            )
+        return math.floor(copies * share / 100)
+    if count < 0:
         raise ConfigError(
-            f"--max-remove {max_remove!r}: neither a count of copies nor a percentage",
-            hint="give a number of copies (500) or a share of the plan's copies (10%)",
-        ) from None
+            f"--max-remove {max_remove!r}: a count of copies is 0 or more",
+            hint="e.g. --max-remove 500",
+        )
+    return count
 
 
 def check_removal_ceiling(

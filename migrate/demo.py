@@ -14,6 +14,7 @@ import os
 import random
 import shlex
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -238,8 +239,9 @@ def prepare_workdir(workdir: Path) -> None:
 
 
 def write_env_file(workdir: Path, sites_file: Path) -> Path:
-    """The demo's credentials and sites file as shell exports, readable by the user alone:
-    for `--keep`, to run the other commands against the demo's servers while they are up.
+    """The demo's credentials and sites file as shell exports, readable by the user alone,
+    and `migrate` on the PATH: for `--keep`, to run the other commands against the demo's
+    servers while they are up.
     Deleted when the demo ends (the servers, and so these credentials, end with it)."""
     path = workdir / "demo.env"
     lines = [
@@ -250,6 +252,11 @@ def write_env_file(workdir: Path, sites_file: Path) -> Path:
         ),
         f"export MIGRATE_SITES={shlex.quote(str(sites_file))}",
     ]
+    # `migrate` as the README writes it: the one running now (its virtual environment's
+    # bin, which the shell's PATH need not hold).
+    here = Path(sys.executable).parent
+    if (here / "migrate").exists():
+        lines.append(f'export PATH={shlex.quote(str(here))}:"$PATH"')
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")

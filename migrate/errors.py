@@ -155,8 +155,9 @@ def as_store_failure(exc: MigrateError) -> MigrateError:
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "unexpected error (run again with --debug and report it)",
-    2: "wrong command-line usage",
-    3: "configuration error (sites file, options)",
+    2: "wrong command-line usage (an unknown command or option, a missing argument, a value "
+    "not of the option's type)",
+    3: "configuration error (sites file; an option's value out of range or not understood)",
     4: "a secret is written in the sites file",
     5: "credentials rejected by a store (a local site: permission denied)",
     6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind)",

@@ -131,8 +131,14 @@ def load_sites(explicit: Path | str | None = None) -> SitesConfig:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        # Where the path came from: a stale variable in a shell's profile is easy to miss.
+        named = (
+            " (--sites)"
+            if explicit
+            else (f" (from ${SITES_ENV})" if os.environ.get(SITES_ENV) else "")
+        )
         raise ConfigError(
-            f"sites file {path} not found",
+            f"sites file {path}{named} not found",
             hint=f"pass --sites PATH or set {SITES_ENV}; see README 'Configuration'",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:

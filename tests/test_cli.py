@@ -499,11 +499,18 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert code == 0 and json.loads(out) == approved, err
     code, out, err = run(["plan", "show", plan, *where], capsys)
     assert code == 0 and "Approval: approved by dpo at " in out, out
-    # Read away from its sites file (none here): the plan alone, nothing said of approval.
+    # Read away from its sites file (none here): the plan alone; to a script, an approval
+    # not known (the same shape every time).
     monkeypatch.chdir(tmp_path / "dst")
     monkeypatch.delenv("MIGRATE_SITES", raising=False)
+    code, out, err = run(["plan", "show", plan], capsys)
+    assert code == 0 and "Approval" not in out, out
     code, out, err = run(["plan", "show", plan, "--json"], capsys)
-    assert code == 0 and "approval" not in json.loads(out), err
+    assert code == 0, err
+    assert json.loads(out)["approval"] == {
+        "approved": None,
+        "detail": "not known: no sites file (--sites, MIGRATE_SITES)",
+    }
     # A sites file that cannot be read: the plan is still shown, its approval unknown.
     broken = tmp_path / "broken.toml"
     broken.write_text("[sites.s\n")
@@ -1283,14 +1290,31 @@ def test_a_usage_error_is_one_line_that_says_where_to_look(
 ) -> None:
     for args, where in (
         (["run", "p.yaml", "--phase", "pilot", "--concurrency", "abc"], "migrate run --help"),
-        # Beyond what the state records: refused before the verification, not after it.
-        (["verify", "p.yaml", "--sample", "5%", "--seed", "9" * 23], "migrate verify --help"),
         (["verify", "p.yaml", "--bogus"], "migrate verify --help"),
         (["runn"], "migrate --help"),
     ):
         code, out, err = run(args, capsys)
         assert code == 2, err
         assert err.startswith("migrate: error: ") and f"(see `{where}`)" in err, err
+        assert_one_line_without_secret(out, err)
+
+
+def test_an_option_value_out_of_range_is_a_configuration_error_exit_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Usage (exit 2) is a command's shape: an unknown option, a value of the wrong type.
+    A value of the right type that cannot be used is a configuration error (exit 3), the
+    same for every option (--seed and --small were 2, the others 3: found by a review)."""
+    for args, named in (
+        (["verify", "p.yaml", "--sample", "5%", "--seed", "-1"], "--seed -1"),
+        # Beyond what the state records: refused before the verification, not after it.
+        (["verify", "p.yaml", "--sample", "5%", "--seed", "9" * 23], "--seed 999"),
+        (["demo", "--small", "0"], "--small 0"),
+        (["verify", "p.yaml", "--sample", "500%"], "--sample '500%': a share is above 0%"),
+    ):
+        code, out, err = run(args, capsys)
+        assert code == 3, (args, err)
+        assert err.startswith("migrate: error: ") and named in err, err
         assert_one_line_without_secret(out, err)
 
 
@@ -1692,6 +1716,11 @@ def test_status_failed_lists_every_object_not_copied_with_why(
     assert "data/a\\\\b\\x0ac\\x09d.txt" in [x.split("\t")[2] for x in lines]
     assert main(["status", plan, "--failed", "--phase", "nope", *where]) == 9
     assert main(["status", plan, "--phase", "bulk-1", *where]) == 3
+    capsys.readouterr()
+    # None left: no line for a script; a person is told so.
+    assert main(["status", plan, "--failed", "--phase", "pilot", *where]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "No object of plan" in err and "phase pilot" in err, err
 
 
 def _steps_to_list_not_copied(tmp_path: Path, n: int, phase: str | None) -> int:

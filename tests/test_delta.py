@@ -811,12 +811,14 @@ def test_a_run_stopped_while_removing_records_the_removals_it_made(
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--delete-removed", "--max-remove", "ten"], ["--delete-removed", "--max-remove", "150%"],
-     ["--delete-removed", "--max-remove", "-1"], ["--max-remove", "5"]],
+    ("args", "said"),
+    [(["--delete-removed", "--max-remove", "ten"], "neither a count of copies nor a percentage"),
+     (["--delete-removed", "--max-remove", "150%"], "a share is from 0% to 100%"),
+     (["--delete-removed", "--max-remove", "-1"], "a count of copies is 0 or more"),
+     (["--max-remove", "5"], "--max-remove")],
 )  # fmt: skip
 def test_a_wrong_max_remove_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
 ) -> None:
     from tests.helpers import finished_local_copy
 
@@ -824,7 +826,8 @@ def test_a_wrong_max_remove_is_refused_before_any_work(
     (tmp_path / "src" / "data" / "f1.txt").unlink()
     code = main(["run", plan, "--phase", "delta", "--force", "--reason", "t", *args, *where])
     assert code == 3
-    assert "--max-remove" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--max-remove" in err and said in err, err
     assert (tmp_path / "dst" / "data" / "f1.txt").exists()
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -113,11 +112,12 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
                 time.sleep(0.2)
             seen["mode"] = env_file.stat().st_mode & 0o777
             plan = workdir / "plans" / "hdh-demo.yaml"
-            # A shell with none of the demo's environment: the file gives it all.
+            # A shell with none of the demo's environment, nor `migrate` on its PATH: the
+            # file gives it all, and `migrate` runs as the README writes it.
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "MIGRATE_"))}
-            migrate_bin = Path(sys.executable).parent / "migrate"
+            env["PATH"] = "/usr/bin:/bin"
             done = subprocess.run(
-                ["bash", "-c", f". {env_file} && {migrate_bin} verify {plan} --deep=both --json"],
+                ["bash", "-c", f". {env_file} && migrate verify {plan} --deep=both --json"],
                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
             )  # fmt: skip
             seen["verify"] = (done.returncode, done.stderr)

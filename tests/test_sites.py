@@ -48,6 +48,12 @@ def test_a_valid_file_loads_with_references_only(tmp_path: Path) -> None:
 def test_sites_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIGRATE_SITES", str(write(tmp_path, GOOD)))
     assert "scw-par" in load_sites().sites
+    # A stale variable (a shell profile's): the error says where the path came from.
+    monkeypatch.setenv("MIGRATE_SITES", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match=r"gone.toml \(from \$MIGRATE_SITES\) not found"):
+        load_sites()
+    with pytest.raises(ConfigError, match=r"other.toml \(--sites\) not found"):
+        load_sites(tmp_path / "other.toml")
 
 
 @pytest.mark.parametrize(
