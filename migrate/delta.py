@@ -46,7 +46,9 @@ class DeltaSummary:
     deleted: int  # copied objects the source no longer has (their copies are kept)
     deleted_examples: list[DeletedRow] = field(default_factory=list)  # the first SHOWN
     removed: int = 0  # of those, removed at the destination now (set by the caller)
-    # Of those, why each copy asked to be removed was not (remove_deleted's checks, errors)
+    # Of those, how many copies asked to be removed were not, and why for the first SHOWN
+    # (remove_deleted's checks, errors): their number grows with the estate, the list not.
+    kept_count: int = 0
     kept_at_destination: list[str] = field(default_factory=list)
     phase: str | None = None  # the phase counted below (None: not counted)
     to_copy_new: int | None = None  # objects the phase still has to copy, never copied

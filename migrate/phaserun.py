@@ -195,7 +195,7 @@ def _run(
     kind = plan.phase(phase).kind
     delta = None
     if kind in ("delta", "cutover"):
-        from migrate.delta import check_removal_ceiling, prepare_delta, remove_deleted
+        from migrate.delta import SHOWN, check_removal_ceiling, prepare_delta, remove_deleted
         from migrate.executor import check_gates
 
         # The gate first: a refused phase neither re-lists the source (hours, on a large
@@ -218,17 +218,22 @@ def _run(
                 if on_delta is not None:
                     on_delta(delta)  # what the re-list found: the copies it would remove
                 raise
-            kept, counted = delta.kept_at_destination, delta
+            counted = delta
 
             def one_removed(_row: object) -> None:
                 counted.removed += 1  # as it goes: a run stopped half-way records them
+
+            def one_kept(_row: object, exc: MigrateError) -> None:
+                counted.kept_count += 1
+                if len(counted.kept_at_destination) < SHOWN:
+                    counted.kept_at_destination.append(exc.one_line())
 
             remove_deleted(
                 plan,
                 ledger,
                 session.source,
                 session.destination,
-                on_error=lambda _row, exc: kept.append(exc.one_line()),
+                on_error=one_kept,
                 on_removed=one_removed,
             )
         if on_delta is not None:

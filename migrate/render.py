@@ -427,8 +427,14 @@ def print_delta(console: Console, delta: Any) -> None:
     )
     for row in delta.deleted_examples[:20]:
         console.print(f"  deleted at the source: {row.container}/{row.key}", markup=False)
-    for line in delta.kept_at_destination:
+    for line in delta.kept_at_destination[:20]:
         console.print(f"  kept: {line}", markup=False, soft_wrap=True)
+    if delta.kept_count > 20:
+        console.print(
+            f"  ... and {delta.kept_count - 20:,} more copies kept (--json gives the first "
+            f"{len(delta.kept_at_destination):,} with why)",
+            markup=False,
+        )
     if delta.phase is not None:
         # "0 added" compares with the inventory just before: one run by hand counts too.
         console.print(

@@ -843,6 +843,27 @@ def test_a_share_whose_ceiling_is_a_whole_number_is_not_floored_one_below() -> N
     assert removal_ceiling("7", 29) == 7
 
 
+def test_the_copies_a_removal_keeps_are_counted_all_and_named_up_to_a_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why each copy was kept is named for the first SHOWN only (one line each held in
+    memory: 2M kept copies were 2M lines, found by a review helper); the count covers all."""
+    import migrate.delta
+    from tests.helpers import finished_local_copy
+
+    monkeypatch.setattr(migrate.delta, "SHOWN", 2)
+    plan, where = finished_local_copy(tmp_path, capsys)
+    src, dst = tmp_path / "src" / "data", tmp_path / "dst" / "data"
+    for n in range(1, 5):  # rewritten by the application, then deleted at the source
+        (dst / f"f{n}.txt").write_text(f"the application's own f{n}\n")
+        (src / f"f{n}.txt").unlink()
+    run = ["run", plan, "--phase", "delta", "--delete-removed", "--force", "--reason", "t"]
+    assert main([*run, "--json", *where]) == 0
+    delta = json.loads(capsys.readouterr().out)["delta"]
+    assert (delta["removed"], delta["kept_count"], len(delta["kept_at_destination"])) == (0, 4, 2)
+    assert all((dst / f"f{n}.txt").exists() for n in range(1, 5))
+
+
 def test_copies_a_run_keeps_do_not_use_up_the_removal_ceiling(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
