@@ -766,9 +766,11 @@ def build_report(
             kind, requires = spec.kind.value, spec.requires
         except PlanError:  # a phase the plan no longer has: its transfers are still reported
             kind, requires = "unknown", ()
+        of_dataset: dict[str, list[TransferStats]] = {}
+        for s in mine:  # grouped once: a scan of `mine` per dataset was quadratic
+            of_dataset.setdefault(s.dataset, []).append(s)
         datasets = tuple(
-            DatasetStats(dataset=d, counts=_counts([s for s in mine if s.dataset == d]))
-            for d in sorted({s.dataset for s in mine})
+            DatasetStats(dataset=d, counts=_counts(of_dataset[d])) for d in sorted(of_dataset)
         )
         counts = _counts(mine)
         replaced, replaced_count = ledger.overwritten(plan.name, name, FAILURES_LIMIT)
