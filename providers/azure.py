@@ -156,6 +156,8 @@ _MiB = 1024 * 1024
 _MAX_SINGLE_PUT = 256 * _MiB  # Azure takes 5000 MiB; the body is held in memory
 _MAX_BLOCK = 4000 * _MiB  # Azure's largest block
 _MAX_BLOCKS = 50_000
+# Uploads whose attributes are kept for a completion given none: far more than are in flight.
+_UPLOAD_ATTRS_KEPT = 4096
 _CHUNK_GET = 4 * _MiB  # bytes per GET of a ranged read, and an open stream's buffer
 _READ_BLOCK = 256 * 1024  # bytes per read from the socket while a GET's body arrives
 _PAGE = 5000  # blobs per List Blobs request (the service's maximum)
@@ -551,7 +553,8 @@ class AzureAdapter:
         )
         # libcloud's connection keeps per-request state on itself: one request at a time.
         self._libcloud_lock = threading.Lock()
-        self._upload_attrs: dict[str, WriteAttrs] = {}
+        self._upload_attrs: dict[str, WriteAttrs] = {}  # upload id -> attrs, oldest first
+        self._upload_attrs_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -1045,8 +1048,17 @@ class AzureAdapter:
         self._check_key(key)
         _tier(attrs, self.site_name)  # refuse an unknown tier now, not at the end
         upload_id = uuid.uuid4().hex
-        self._upload_attrs[upload_id] = attrs
+        with self._upload_attrs_lock:
+            self._upload_attrs[upload_id] = attrs
+            # Only a fallback for a caller completing without attrs (the executor passes
+            # them): the oldest go, so uploads left unfinished do not pile up in memory.
+            while len(self._upload_attrs) > _UPLOAD_ATTRS_KEPT:
+                del self._upload_attrs[next(iter(self._upload_attrs))]
         return upload_id
+
+    def _forget_upload(self, upload_id: str) -> None:
+        with self._upload_attrs_lock:
+            self._upload_attrs.pop(upload_id, None)
 
     def _block_id(self, key: str, upload_id: str, part_number: int) -> str:
         if len(upload_id) != 32 or not all(c in "0123456789abcdef" for c in upload_id):
@@ -1103,7 +1115,9 @@ class AzureAdapter:
             BlobBlock(block_id=self._block_id(key, upload_id, p.part_number))
             for p in sorted(parts, key=lambda p: p.part_number)
         ]
-        attrs = attrs or self._upload_attrs.get(upload_id) or WriteAttrs()
+        with self._upload_attrs_lock:
+            kept = self._upload_attrs.get(upload_id)
+        attrs = attrs or kept or WriteAttrs()
         try:
             result = self._blob(container, key).commit_block_list(
                 blocks,
@@ -1121,9 +1135,9 @@ class AzureAdapter:
                 etag = self._committed_as(container, key, [b.id for b in blocks])
                 if etag is None:
                     raise
-                self._upload_attrs.pop(upload_id, None)
+                self._forget_upload(upload_id)
                 return WriteResult(etag=etag)
-        self._upload_attrs.pop(upload_id, None)
+        self._forget_upload(upload_id)
         # The response's Content-MD5 is that of the block list, not of the blob: not kept.
         return WriteResult(etag=_unquote(str(result.get("etag") or "")))
 
@@ -1168,7 +1182,7 @@ class AzureAdapter:
     def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
         """Forget the upload. Azure has no call to drop uncommitted blocks: they stay
         invisible and the service discards them after 7 days."""
-        self._upload_attrs.pop(upload_id, None)
+        self._forget_upload(upload_id)
 
     def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
         raise Unsupported(
