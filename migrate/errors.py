@@ -109,6 +109,12 @@ class PreconditionFailed(Permanent):
     checked. Nothing was written."""
 
 
+class CompletionRaced(Permanent):
+    """A store refused to complete a multipart upload that raced another write of its key
+    (AWS: 409 ConditionalRequestConflict); that upload cannot be completed as it is. A
+    retry whose first completion was stored, its answer lost, can be answered so too."""
+
+
 class IntegrityError(MigrateError):
     exit_code = 12
 

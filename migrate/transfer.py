@@ -57,6 +57,7 @@ from typing import Protocol, TypeVar
 
 from migrate.errors import (
     ChecksumMismatch,
+    CompletionRaced,
     NotFound,
     Permanent,
     PreconditionFailed,
@@ -689,18 +690,23 @@ class ObjectCopy:
                 )
             )
 
-        try:
-            completed = self._conditioned(item, complete)
-        except PreconditionFailed:
+        def mine(head: ObjectInfo) -> bool:
             # Only the parts' composite MD5, as the ETag or the store's checksum (a local
             # directory's), proves the object is this upload's (Azure's adapter proves its
             # own commit by the blob's block list, and answers as if the retry succeeded).
-            completed = self._own_write(
-                item,
-                lambda head: (
-                    expected in ((head.etag or "").lower(), head.checksums.get("md5", "").lower())
-                ),
-            )
+            return expected in ((head.etag or "").lower(), head.checksums.get("md5", "").lower())
+
+        try:
+            completed = self._conditioned(item, complete)
+        except PreconditionFailed:
+            completed = self._own_write(item, mine)
+        except CompletionRaced:
+            # A retry whose first completion was stored (its answer lost) may be refused
+            # so, not 412: done if the object is this upload's, else the refusal stands.
+            found = self._found_ours(item, mine)
+            if found is None:
+                raise
+            completed = found
         self._check_destination_etag(item, completed, expected)
         etag = completed.etag
         if self.sha256_metadata and etag:
@@ -743,16 +749,9 @@ class ObjectCopy:
         (a retry whose first attempt was written, its answer lost) or another writer's,
         put since the conflict check (WriteConflict). With `again`, an empty object found
         there is written over by it (PreconditionFailed if that object changed since)."""
-        try:
-            head: ObjectInfo | None = self.call(
-                lambda: self.destination.head(item.destination_bucket, item.destination_key)
-            )
-        except NotFound:
-            head = None
+        head = self._destination_head(item)
         if head is not None and head.size == item.size and is_ours(head):
-            # `is_ours` was the proof: the ETag is not compared again (under SSE-KMS it
-            # hashes no bytes).
-            return WriteResult(etag=head.etag, version_id=head.version_id, etag_hashes_bytes=False)
+            return self._as_written(head)
         if head is not None and head.size == 0 and again is not None:
             try:
                 return again(head)
@@ -764,6 +763,29 @@ class ObjectCopy:
             "by another writer after this run's conflict check; not overwritten: move it "
             "away, or run with --overwrite"
         )
+
+    def _found_ours(
+        self, item: TransferItem, is_ours: Callable[[ObjectInfo], bool]
+    ) -> WriteResult | None:
+        """The object under the key, as this copy's write, if `is_ours` proves it so."""
+        head = self._destination_head(item)
+        if head is not None and head.size == item.size and is_ours(head):
+            return self._as_written(head)
+        return None
+
+    def _destination_head(self, item: TransferItem) -> ObjectInfo | None:
+        try:
+            return self.call(
+                lambda: self.destination.head(item.destination_bucket, item.destination_key)
+            )
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _as_written(head: ObjectInfo) -> WriteResult:
+        # `is_ours` was the proof: the ETag is not compared again (under SSE-KMS it hashes
+        # no bytes).
+        return WriteResult(etag=head.etag, version_id=head.version_id, etag_hashes_bytes=False)
 
     @staticmethod
     def _over_empty(

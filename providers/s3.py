@@ -49,6 +49,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from migrate.errors import (
     ChecksumMismatch,
+    CompletionRaced,
     ConfigError,
     CredentialsRejected,
     EndpointUnreachable,
@@ -767,11 +768,14 @@ class S3Adapter:
             if code == "ConditionalRequestConflict" and op == "CompleteMultipartUpload":
                 # AWS: a completion that raced another write of the key is not tried again
                 # as it is; the upload must begin anew (each part sent again). Permanent: the
-                # executor drops the upload, and the next run's check sees what is there.
-                return Permanent(
+                # copier first looks whether the object is its own upload's (a first
+                # completion stored, its answer lost), else the executor drops the upload
+                # and the next run's check sees what is there.
+                return CompletionRaced(
                     f"{where}: the store refused to complete the upload: another write of "
                     "the key raced it (ConditionalRequestConflict)",
-                    hint="run the phase again: the object is copied in a new upload",
+                    hint="run the phase again: the object is copied in a new upload, or "
+                    "reported as a conflict if another writer's object is there now",
                 )
             if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
                 return Retryable(f"{where}: {op} failed with {code or status}, try again")

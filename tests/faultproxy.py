@@ -1,7 +1,8 @@
 """A small HTTP proxy for tests, between a client and a real server on loopback, that can
 flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, answer
 HEADs of given paths with an error (and count the HEADs at once), answer multipart
-completions 409 ConditionalRequestConflict, or refuse connections for a while before it
+completions 409 ConditionalRequestConflict (after passing the first few on and dropping
+their answers, if asked), or refuse connections for a while before it
 listens. It serves as the endpoint (a reverse
 proxy) or as a site's declared `proxy` (absolute request targets): either way, to its one
 upstream.
@@ -42,6 +43,9 @@ class Faults:
     # The first this many multipart completions answered 409 ConditionalRequestConflict, as
     # AWS answers one that raced another write of the key (not passed on).
     conflict_completions: int = 0
+    # The first this many multipart completions passed on, their answers dropped (the
+    # connection closed): the store completed the upload, the client never heard.
+    lose_completions: int = 0
     seed: int = 7
     # What happened, for assertions.
     requests: int = 0
@@ -54,6 +58,7 @@ class Faults:
     forwarded: int = 0  # requests that came as to a forward proxy (an absolute URL)
     refused_auth: int = 0  # of those, answered 407 for want of the proxy's credentials
     completions_refused: int = 0
+    completions_lost: int = 0
     # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
     parts_accepted: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +92,17 @@ def fault_proxy(
 
         def log_message(self, format: str, *args: object) -> None:
             pass
+
+        def _send_error(self, status: int, code: str, message: str) -> None:
+            payload = (
+                '<?xml version="1.0" encoding="UTF-8"?>'
+                f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            ).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def _handle(self) -> None:
             if self.path.startswith(("http://", "https://")):  # used as a forward proxy
@@ -125,31 +141,19 @@ def fault_proxy(
             if first or (faults.slowdown_share and faults.roll() < faults.slowdown_share):
                 with faults.lock:
                     faults.throttled += 1
-                payload = (
-                    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown'
-                    b"</Code><Message>Please reduce your request rate.</Message></Error>"
-                )
-                self.send_response(503)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self._send_error(503, "SlowDown", "Please reduce your request rate.")
                 return
+            lose = False
             if self.command == "POST" and "uploadId=" in urlsplit(self.path).query:
                 with faults.lock:
-                    refuse = faults.completions_refused < faults.conflict_completions
+                    lose = faults.completions_lost < faults.lose_completions
+                    faults.completions_lost += lose
+                    refuse = not lose and faults.completions_refused < faults.conflict_completions
                     faults.completions_refused += refuse
                 if refuse:
-                    payload = (
-                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
-                        b"ConditionalRequestConflict</Code><Message>A conflicting operation "
-                        b"occurred.</Message></Error>"
+                    self._send_error(
+                        409, "ConditionalRequestConflict", "A conflicting operation occurred."
                     )
-                    self.send_response(409)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
                     return
             if self.command == "HEAD":
                 status = next(
@@ -186,6 +190,9 @@ def fault_proxy(
                 data = resp.read()
             finally:
                 conn.close()
+            if lose:  # stored upstream; the client hears nothing back
+                self.close_connection = True
+                return
             query = parse_qs(urlsplit(self.path).query)
             if self.command == "PUT" and resp.status == 200 and "partNumber" in query:
                 part = (query.get("uploadId", [""])[0], query["partNumber"][0])

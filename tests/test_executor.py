@@ -817,6 +817,27 @@ def test_a_completion_refused_for_a_race_drops_the_upload_and_the_next_run_copie
     assert env.read_destination("one.bin") == data
 
 
+def test_a_completion_stored_whose_retry_is_refused_for_a_race_is_found_done(
+    env_for: Any, seaweed: Any
+) -> None:
+    """A completion the store made, its answer lost, whose retry AWS may answer 409
+    ConditionalRequestConflict (the key's write it raced is its own): the object is proven
+    this upload's (its ETag is the parts' composite MD5), so the copy is done, not failed
+    and sent again by the next run."""
+    env: Env = env_for("s3", "s3")
+    data = body(14, 11 * MiB + 3)  # three parts
+    env.seed({"one.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    faults = Faults(lose_completions=1, conflict_completions=1)
+    with fault_proxy(seaweed.endpoint, faults) as proxy:
+        lossy = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+        summary = env.run(plan, destination=lossy)
+    assert (proxy.faults.completions_lost, proxy.faults.completions_refused) == (1, 1)
+    assert (summary.copied, summary.failed, summary.conflicts) == (1, 0, 0), summary.failures
+    assert env.read_destination("one.bin") == data
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
 @pytest.mark.parametrize("size", [4000, 11 * MiB + 3])  # one PUT; three parts
 def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any, size: int) -> None:
     env: Env = env_for("s3", "s3")
