@@ -97,6 +97,8 @@ def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
 # Datasets a terminal table shows: one of thousands of rows is read by nobody, and took a
 # minute to draw. The ones that matter most are kept; --json lists every one.
 DATASET_ROWS = 50
+# The delta's deleted and kept objects shown by name in the terminal (--json has more).
+DELTA_EXAMPLES = 20
 
 _T = TypeVar("_T")
 
@@ -425,14 +427,14 @@ def print_delta(console: Console, delta: Any) -> None:
             else ""
         )
     )
-    for row in delta.deleted_examples[:20]:
+    for row in delta.deleted_examples[:DELTA_EXAMPLES]:
         console.print(f"  deleted at the source: {row.container}/{row.key}", markup=False)
-    for line in delta.kept_at_destination[:20]:
+    for line in delta.kept_at_destination[:DELTA_EXAMPLES]:
         console.print(f"  kept: {line}", markup=False, soft_wrap=True)
-    if delta.kept_count > 20:
+    if delta.kept_count > DELTA_EXAMPLES:
         console.print(
-            f"  ... and {delta.kept_count - 20:,} more copies kept (--json gives the first "
-            f"{len(delta.kept_at_destination):,} with why)",
+            f"  ... and {delta.kept_count - DELTA_EXAMPLES:,} more copies kept (--json gives "
+            f"the first {len(delta.kept_at_destination):,} with why)",
             markup=False,
         )
     if delta.phase is not None:
