@@ -61,7 +61,7 @@ from migrate.transfer import (
     TransferOutcome,
     WriteConflict,
 )
-from providers.base import ABSENT, PartResult, StoreAdapter, UploadInfo
+from providers.base import ABSENT, PartResult, StoreAdapter
 
 T = TypeVar("T")
 BATCH = 500
@@ -187,29 +187,44 @@ def check_gates(plan: Plan, phase_name: str, ledger: Ledger, force_reason: str |
     )
 
 
-def abort_orphan_uploads(plan: Plan, ledger: Ledger, destination: StoreAdapter) -> int:
+def abort_orphan_uploads(
+    plan: Plan,
+    ledger: Ledger,
+    destination: StoreAdapter,
+    *,
+    call: Callable[[Callable[[], int]], int] = lambda fn: fn(),
+    on_skipped: Callable[[str, MigrateError], None] | None = None,
+) -> int:
     """Abort unfinished uploads of the destination keys this plan still has to write that
     the ledger does not own (created just before a crash, before their id reached the
-    ledger). Not under a key whose copy is done: an upload there is another writer's."""
+    ledger). Not under a key whose copy is done: an upload there is another writer's.
+
+    A bucket's sweep that fails is tried again whole through `call` (the retries: aborted
+    uploads are no longer listed); one that still fails is skipped and passed to
+    `on_skipped` (credentials allowed to write but not to list uploads, a store without the
+    listing): an orphan costs storage, not integrity. A route refused stops the run."""
     if not destination.capabilities.lists_uploads:
         return 0
     aborted = 0
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
-        # Aborted as listed: a bucket's uploads are never held in memory at once.
-        for upload in _listed_uploads(destination, bucket):
-            if ledger.is_orphan_upload(plan.name, bucket, upload.key, upload.upload_id):
-                destination.abort_multipart(bucket, upload.key, upload.upload_id)
-                aborted += 1
+
+        def sweep(bucket: str = bucket) -> int:
+            done = 0
+            # Aborted as listed: a bucket's uploads are never held in memory at once.
+            for upload in destination.list_multipart_uploads(bucket):
+                if ledger.is_orphan_upload(plan.name, bucket, upload.key, upload.upload_id):
+                    destination.abort_multipart(bucket, upload.key, upload.upload_id)
+                    done += 1
+            return done
+
+        try:
+            aborted += call(sweep)
+        except RouteRefused:
+            raise
+        except MigrateError as exc:
+            if on_skipped is not None:
+                on_skipped(bucket, exc)
     return aborted
-
-
-def _listed_uploads(destination: StoreAdapter, bucket: str) -> Iterator[UploadInfo]:
-    """The bucket's unfinished uploads; none where it cannot be listed (not there yet).
-    Only the listing's own errors are caught here, not those of what is done with each."""
-    try:
-        yield from destination.list_multipart_uploads(bucket)
-    except MigrateError:
-        return
 
 
 # What a later run may get past, with the same upload.
@@ -298,7 +313,13 @@ def run_phase(
     ledger.phase_mark(plan.name, phase_name, "started_at")
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         destination.create_container(bucket)
-    abort_orphan_uploads(plan, ledger, destination)
+    abort_orphan_uploads(
+        plan,
+        ledger,
+        destination,
+        call=retries,
+        on_skipped=lambda bucket, exc: summary.unswept.append(f"{bucket}: {exc}"),
+    )
     # Composed once per endpoint: request rate, bandwidth, and a concurrency limit that
     # halves when the store throttles and grows back as requests succeed.
     source_limit = AdaptiveLimit(config.concurrency * 2)

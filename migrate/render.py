@@ -230,6 +230,13 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
             "the conflict check may have been overwritten",
             markup=False,
         )
+    for unswept in s.unswept:
+        console.print(
+            f"  warning: unfinished uploads not swept in {unswept}; an upload a killed run "
+            "began may be left there, holding storage (the next run tries again; a lifecycle "
+            "rule aborting incomplete uploads also removes it)",
+            markup=False,
+        )
     if s.throttled:
         console.print(
             f"  the stores asked to slow down {s.throttled:,} times: concurrency went down "

@@ -33,6 +33,9 @@ class PhaseSummary:
     # The destination refused conditional writes: this run's writes went without a condition,
     # so an object put under a key after the conflict check could be overwritten.
     unguarded: bool = False
+    # Buckets whose unfinished uploads could not be swept ("bucket: why"): uploads a killed
+    # run began and never recorded may be left there, holding storage.
+    unswept: list[str] = field(default_factory=list)
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # container, key, why
 

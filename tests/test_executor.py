@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 import migrate.errors
 import migrate.executor
+import migrate.render
 import migrate.summary
 import migrate.transfer
 from migrate.errors import EndpointUnreachable, NotFound, Permanent
@@ -1526,6 +1528,69 @@ def test_the_sweep_of_unfinished_uploads_aborts_each_as_it_is_listed(env_for: An
     assert sorted(listed) == keys, sweep
     assert sweep == [f"{verb} {k}" for k in listed for verb in ("listed", "aborted")], sweep
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
+class UploadListingFails(Delegating):
+    """The first `times` listings of unfinished uploads fail with `error` after handing
+    out `after` uploads."""
+
+    def __init__(self, inner: StoreAdapter, error: Exception, times: int, after: int) -> None:
+        super().__init__(inner)
+        self.error, self.times, self.after, self.failed = error, times, after, 0
+
+    def list_multipart_uploads(self, container: str, prefix: str = "") -> Iterator[UploadInfo]:
+        listing = self._inner.list_multipart_uploads(container, prefix)
+        if self.failed < self.times:
+            for _ in range(self.after):
+                yield next(listing)
+            self.failed += 1
+            raise self.error
+        yield from listing
+
+
+def _orphans(env: Env, keys: list[str]) -> Plan:
+    env.seed({k: (body(i, 3000), "text/plain", {}, False) for i, k in enumerate(keys)})
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+    for key in keys:
+        env.destination.create_multipart(env.bucket, key, WriteAttrs())
+    return plan
+
+
+def test_a_sweep_of_unfinished_uploads_cut_by_throttling_is_tried_again(env_for: Any) -> None:
+    """A listing of unfinished uploads throttled half-way (a 503 SlowDown) is retried like
+    any request: every orphan is aborted (the sweep was skipped silently)."""
+    env: Env = env_for("s3", "s3")
+    plan = _orphans(env, ["a.bin", "b.bin", "c.bin"])
+    throttled = migrate.errors.Retryable("ListMultipartUploads failed with SlowDown, try again")
+    flaky = UploadListingFails(env.destination, throttled, times=2, after=1)
+
+    summary = env.run(plan, destination=flaky)
+
+    assert flaky.failed == 2
+    assert (summary.copied, summary.failed, summary.unswept) == (3, 0, []), summary.failures
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
+def test_a_sweep_refused_leaves_a_warning_and_the_copy_goes_on(env_for: Any) -> None:
+    """Credentials allowed to write but not to list unfinished uploads: the sweep is
+    skipped (an orphan costs storage, not integrity), the objects are copied, and the
+    run's summary warns which bucket was not swept and why."""
+    env: Env = env_for("s3", "s3")
+    plan = _orphans(env, ["a.bin", "b.bin"])
+    refused = migrate.errors.CredentialsRejected("dst: credentials rejected (AccessDenied)")
+    denied = UploadListingFails(env.destination, refused, times=1000, after=0)
+
+    summary = env.run(plan, destination=denied)
+
+    assert (summary.copied, summary.failed) == (2, 0), summary.failures
+    assert summary.unswept == [f"{env.bucket}: dst: credentials rejected (AccessDenied)"]
+    assert len(list(env.destination.list_multipart_uploads(env.bucket))) == 2
+    out = io.StringIO()
+    migrate.render.print_phase_summary(Console(file=out, width=300), summary)
+    assert f"warning: unfinished uploads not swept in {env.bucket}: dst: credentials" in (
+        out.getvalue()
+    )
 
 
 CRASH_SCRIPT = """
