@@ -11,7 +11,8 @@ migrate/ledger.py), so a kill -9 at any instant leaves a state the next run can 
 - an object in progress resumes its multipart upload (parts already sent are not sent
   again) or, if its upload is gone, starts over under the same key, atomically replaced;
 - unfinished uploads at the destination for this plan's keys that the ledger does not
-  own are aborted first, so nothing orphaned or partial remains.
+  own are aborted first, so nothing orphaned or partial remains (where the store lets
+  them be listed and aborted: a sweep it refuses is skipped with a warning).
 """
 
 from __future__ import annotations

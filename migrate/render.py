@@ -233,8 +233,8 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
     for unswept in s.unswept:
         console.print(
             f"  warning: unfinished uploads not swept in {unswept}; an upload a killed run "
-            "began may be left there, holding storage (the next run tries again; a lifecycle "
-            "rule aborting incomplete uploads also removes it)",
+            "began may be left there, holding storage (each run tries again; a lifecycle "
+            "rule aborting incomplete uploads removes it too)",
             markup=False,
         )
     if s.throttled:

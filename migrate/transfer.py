@@ -693,8 +693,11 @@ class ObjectCopy:
         def mine(head: ObjectInfo) -> bool:
             # Only the parts' composite MD5, as the ETag or the store's checksum (a local
             # directory's), proves the object is this upload's (Azure's adapter proves its
-            # own commit by the blob's block list, and answers as if the retry succeeded).
-            return expected in ((head.etag or "").lower(), head.checksums.get("md5", "").lower())
+            # own commit by the blob's block list, and answers as if the retry succeeded);
+            # and only once the upload is gone: one still open was never completed (the
+            # same bytes are another writer's, and the upload would stay, under a key done).
+            composite = (head.etag or "").lower(), head.checksums.get("md5", "").lower()
+            return expected in composite and not self._upload_open(item, uid)
 
         try:
             completed = self._conditioned(item, complete)
@@ -808,21 +811,19 @@ class ObjectCopy:
     ) -> bool:
         """Whether the destination object may be this upload, completed: its ETag is the
         one the recorded parts make, or (where rewriting the metadata gave a new ETag) it
-        bears a SHA-256 written by migrate and the upload is gone. The SHA-256 is checked
+        bears a SHA-256 written by migrate; and the upload is gone. The SHA-256 is checked
         against the source's bytes before anything is recorded."""
-        if (head.etag or "").lower() == expected:
-            return True
         meta = head.metadata or {}
-        if not (
+        if (head.etag or "").lower() != expected and not (
             head.size == item.size
             and bool(meta.get(SHA256_METADATA))
             and meta.get(PART_SIZE_METADATA) == str(part_size)
         ):
             return False
-        try:  # an upload still open was never completed: the object is an earlier copy
-            return not self._list_parts(item, upload_id)
-        except NotFound:
-            return True
+        # An upload still open was never completed: the object is an earlier copy, or the
+        # same bytes another writer put there (the upload is then completed over it, as
+        # the conflict check allowed; taken as done, it would stay open under a done key).
+        return not self._upload_open(item, upload_id)
 
     def _write_sha256(
         self, item: TransferItem, attrs: WriteAttrs, etag: str, sha256: str, version: str | None
@@ -972,6 +973,26 @@ class ObjectCopy:
                 )
             )
         )
+
+    def _upload_open(self, item: TransferItem, upload_id: str) -> bool:
+        """Whether the upload is still there with parts, never completed: its first part
+        alone is asked for (a page; a local directory's reads that part only)."""
+
+        def first() -> bool:
+            parts = self.destination.list_parts(
+                item.destination_bucket, item.destination_key, upload_id
+            )
+            try:
+                return next(iter(parts), None) is not None
+            finally:
+                close = getattr(parts, "close", None)
+                if close is not None:
+                    close()
+
+        try:
+            return self.call(first)
+        except NotFound:
+            return False
 
     def _source_proof(self, item: TransferItem, md5: str, read: ObjectInfo | None) -> str:
         """`md5` when the bytes read have the source's own MD5, `none` when it has none.

@@ -840,6 +840,67 @@ def test_a_completion_stored_whose_retry_is_refused_for_a_race_is_found_done(
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+def put_in_parts(store: StoreAdapter, container: str, key: str, data: bytes) -> None:
+    """`data` under the key in a multipart upload of 5 MiB parts, as another writer would."""
+    upload = store.create_multipart(container, key, WriteAttrs())
+    parts = []
+    for number, start in enumerate(range(0, len(data), 5 * MiB), start=1):
+        chunk = memoryview(data)[start : start + 5 * MiB]
+        parts.append(store.upload_part(container, key, upload, number, chunk, len(chunk), {}))
+    store.complete_multipart(container, key, upload, parts)
+
+
+class WrittenBeforeCompletion(Delegating):
+    """Another writer puts `data` under the key just before this copy's completion: in a
+    multipart upload of 5 MiB parts (the copy's own part size: the same bytes give the
+    same ETag) or in one PUT."""
+
+    def __init__(self, inner: StoreAdapter, writer: StoreAdapter, data: bytes, parts: bool):
+        super().__init__(inner)
+        self.writer, self.data, self.parts = writer, data, parts
+
+    def complete_multipart(self, container: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        data, self.data = self.data, b""
+        if data and self.parts:
+            put_in_parts(self.writer, container, key, data)
+        elif data:
+            self.writer.put_object(container, key, data, len(data), WriteAttrs(), {})
+        return self._inner.complete_multipart(container, key, *args, **kwargs)
+
+
+@pytest.mark.parametrize("answer", ["412", "409"])
+@pytest.mark.parametrize("theirs", ["the same bytes", "other bytes"])
+def test_a_completion_that_lost_the_race_to_another_writer_is_never_counted_done(
+    env_for: Any, seaweed: Any, answer: str, theirs: str
+) -> None:
+    """Another writer puts an object under the key while the copy sends its parts; the
+    completion is refused (412 for its condition, or AWS's 409). Its object is never
+    counted as this copy, even with the same bytes and part size (the same ETag: then the
+    upload, still open, would stay under a key done): the copy fails and leaves it as it is.
+    The next run finds a conflict (this plan did not write it: no SHA-256 of its own says
+    its bytes are the source's); --overwrite copies over it, no upload left behind."""
+    env: Env = env_for("s3", "s3")
+    data = body(14, 11 * MiB + 3)  # three parts
+    other = data if theirs == "the same bytes" else body(99, len(data))
+    env.seed({"one.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    with fault_proxy(seaweed.endpoint, Faults(conflict_completions=int(answer == "409"))) as px:
+        racing = build_adapter(env.destination_site.model_copy(update={"endpoint": px.endpoint}))
+        raced = WrittenBeforeCompletion(racing, env.destination, other, parts=other == data)
+        summary = env.run(plan, destination=raced)
+    assert (summary.copied, summary.failed) == (0, 1), summary.failures
+    assert env.read_destination("one.bin") == other
+
+    summary = env.run(plan)
+    assert (summary.copied, summary.conflicts) == (0, 1), summary.failures
+    assert env.read_destination("one.bin") == other
+
+    summary = env.run(plan, overwrite=True)
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert env.read_destination("one.bin") == data
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
 @pytest.mark.parametrize("size", [4000, 11 * MiB + 3])  # one PUT; three parts
 def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any, size: int) -> None:
     env: Env = env_for("s3", "s3")
@@ -1572,6 +1633,20 @@ def test_a_sweep_of_unfinished_uploads_cut_by_throttling_is_tried_again(env_for:
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+def test_a_route_refused_during_the_sweep_stops_the_run(env_for: Any) -> None:
+    """The sweep's requests go through the routing guard like any other: one it refuses
+    stops the run (never skipped as a sweep the store refused), before anything is copied."""
+    env: Env = env_for("s3", "s3")
+    plan = _orphans(env, ["a.bin"])
+    refused = migrate.errors.RouteRefused("dst: host not in the plan's allowlist")
+    guarded = UploadListingFails(env.destination, refused, times=1000, after=0)
+
+    with pytest.raises(migrate.errors.RouteRefused):
+        env.run(plan, destination=guarded)
+
+    assert [o.key for o in env.destination.list_objects(env.bucket)] == []
+
+
 def test_a_sweep_refused_leaves_a_warning_and_the_copy_goes_on(env_for: Any) -> None:
     """Credentials allowed to write but not to list unfinished uploads: the sweep is
     skipped (an orphan costs storage, not integrity), the objects are copied, and the
@@ -1651,6 +1726,32 @@ def test_an_earlier_copy_under_the_key_is_not_taken_for_the_unfinished_upload(
 
     assert (summary.copied, summary.failed) == (1, 0), summary.failures
     assert dest.calls["upload_part"] == 0, "the parts sent before the crash are kept"
+    assert env.read_destination("big.bin") == data
+
+
+def test_the_same_bytes_another_writer_put_under_a_key_are_not_taken_for_its_upload(
+    env_for: Any,
+) -> None:
+    """A run dies with every part sent; another writer then puts the same bytes under the
+    key, in parts of the same size (the ETag the recorded parts make). An upload still open
+    was never completed: the object is not taken for it (the upload would stay open under a
+    key done for good); --overwrite completes the upload over it."""
+    env: Env = env_for("s3", "s3")
+    data = body(14, 11 * MiB)
+    env.seed({"big.bin": (data, "application/octet-stream", {}, True)})
+    plan = env.plan()
+    with pytest.raises(Crash):
+        env.run(plan, destination=CrashBeforeComplete(env.destination))
+    put_in_parts(env.destination, env.bucket, "big.bin", data)
+    assert env.run(plan).conflicts == 1  # not this plan's: no SHA-256 of its own
+
+    dest = Counting(env.destination)
+    summary = env.run(plan, destination=dest, overwrite=True)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert dest.calls["upload_part"] == 0, "the parts sent before the crash are kept"
+    assert dest.calls["complete_multipart"] == 1
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
     assert env.read_destination("big.bin") == data
 
 
