@@ -10,7 +10,7 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntFlag
 from pathlib import Path
 
@@ -206,6 +206,9 @@ class InventorySummary:
     deleted: int
     state: Path
     datasets: list[DatasetSummary] = field(default_factory=list)
+    # Objects of containers the sites file no longer lists, left out (the first 20 named).
+    unlisted: int = 0
+    unlisted_containers: list[str] = field(default_factory=list)
 
     @property
     def objects(self) -> int:
@@ -267,7 +270,7 @@ def run_inventory(
             if progress:
                 progress(container, listed, listed_bytes)
         changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
-        return summarize(
+        summary = summarize(
             ledger,
             site.name,
             run_id,
@@ -276,6 +279,11 @@ def run_inventory(
             changes.added,
             changes.changed,
             changes.deleted,
+        )
+        return replace(
+            summary,
+            unlisted=changes.unlisted,
+            unlisted_containers=list(changes.unlisted_containers),
         )
 
 

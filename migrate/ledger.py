@@ -421,6 +421,10 @@ class RunChanges:
     added: int
     changed: int
     deleted: int
+    # Objects of containers the site no longer lists (a whole-site inventory): left out of
+    # the current inventory, and not deleted at the source (their `deleted_in` is -run).
+    unlisted: int = 0
+    unlisted_containers: tuple[str, ...] = ()
 
 
 # The reason of a transfer not copied because another object is at its destination key.
@@ -983,7 +987,12 @@ class Ledger:
     def finish_inventory_run(
         self, site: str, run_id: int, containers: Sequence[str], prefix: str
     ) -> RunChanges:
-        """Mark what this run did not see as deleted at the source; return the run's changes."""
+        """Mark what this run did not see as deleted at the source; return the run's changes.
+        A whole-site run (no prefix) also leaves out of the current inventory the objects of
+        containers the site no longer lists, marked `deleted_in` -run: not listed, so not
+        known deleted (a copy of one is never taken for a deletion's to remove)."""
+        unlisted: list[str] = []
+        unlisted_objects = 0
         with self.atomic() as db:
             _check_current(db, site, run_id)
             for container in containers:
@@ -992,6 +1001,24 @@ class Ledger:
                     "AND last_seen < ? AND deleted_in IS NULL AND substr(key, 1, ?) = ?",
                     (run_id, site, container, run_id, len(prefix), prefix),
                 )
+            if not prefix:
+                listed = json.dumps(list(containers))
+                outside = "site=? AND deleted_in IS NULL AND container NOT IN " + (
+                    "(SELECT value FROM json_each(?))"
+                )
+                unlisted = [
+                    str(c)
+                    for (c,) in db.execute(
+                        f"SELECT DISTINCT container FROM objects WHERE {outside} "
+                        "ORDER BY container LIMIT 20",
+                        (site, listed),
+                    )
+                ]
+                if unlisted:
+                    unlisted_objects = db.execute(
+                        f"UPDATE objects SET deleted_in=? WHERE {outside}",
+                        (-run_id, site, listed),
+                    ).rowcount
             db.execute("UPDATE inventory_runs SET finished_at=? WHERE id=?", (_now(), run_id))
             first = (
                 db.execute(
@@ -1009,7 +1036,15 @@ class Ledger:
                 """,
                 {"r": run_id, "s": site},
             ).fetchone()
-        return RunChanges(run_id, first, added or 0, changed or 0, deleted or 0)
+        return RunChanges(
+            run_id,
+            first,
+            added or 0,
+            changed or 0,
+            deleted or 0,
+            unlisted_objects,
+            tuple(unlisted),
+        )
 
     def dataset_counts(
         self, site: str, size_classes: Sequence[tuple[str, int]], flag_bits: Sequence[int]
@@ -2366,7 +2401,7 @@ class Ledger:
 
     _DELETED_AT_SOURCE = (
         "FROM transfers AS t JOIN objects AS o ON o.site = ? AND o.container = t.container "
-        "AND o.key = t.key WHERE t.plan = ? AND t.state = 'done' AND o.deleted_in IS NOT NULL"
+        "AND o.key = t.key WHERE t.plan = ? AND t.state = 'done' AND o.deleted_in > 0"
     )
 
     def deleted_at_source_count(self, plan: str, site: str) -> int:

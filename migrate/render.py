@@ -162,6 +162,14 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
         )
     resumed = " (resumed an interrupted listing)" if summary.resumed else ""
     console.print(f"{change}{resumed}. State: {summary.state}", markup=False)
+    if summary.unlisted:
+        names = ", ".join(summary.unlisted_containers)
+        console.print(
+            f"Left out: {summary.unlisted:,} objects of containers the sites file no longer "
+            f"lists ({names}); not counted as deleted. A plan made before that still "
+            "copies them: delta and cutover refuse it until they are listed again.",
+            markup=False,
+        )
 
 
 _STATUS_STYLE = {"PASS": "green", "FAIL": "red", "UNKNOWN": "yellow"}

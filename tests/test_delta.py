@@ -18,8 +18,9 @@ import pytest
 from migrate.cli import main
 from migrate.delta import cutover_checklist, deleted_at_source, prepare_delta, remove_deleted
 from migrate.demo import AZURE_ENV, S3_KEY_ENV, S3_SECRET_ENV, write_sites_file
-from migrate.errors import MigrateError, PlanError, Retryable
+from migrate.errors import ConfigError, MigrateError, PlanError, Retryable
 from migrate.executor import run_phase
+from migrate.inventory import run_inventory
 from migrate.ledger import DeletedRow, Ledger
 from migrate.localservers import Azurite, SeaweedFS
 from migrate.plan import Phase, PhaseKind, Plan, Selector
@@ -27,7 +28,7 @@ from migrate.sites import load_sites
 from migrate.verify import VerifyResult, verify
 from providers.base import StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
-from tests.conftest import SiteFactory
+from tests.conftest import SiteFactory, unique_name
 from tests.helpers import body, put
 from tests.test_executor import SMALL_PARTS, Env
 
@@ -87,6 +88,48 @@ def check(env: Env, ledger: Ledger, plan: Plan, phase: str | None, **kw: Any) ->
 
 def destination_keys(env: Env) -> set[str]:
     return {o.key for o in env.destination.list_objects(env.bucket)}
+
+
+def test_a_container_taken_out_of_the_sites_file_leaves_the_inventory_and_delta_says_so(
+    env_for: Any,
+) -> None:
+    """A container taken out of the source's `buckets` is left out of the inventory (a plan
+    made then does not copy it), its objects not counted as deleted at the source (copies of
+    them are never taken for deletions' to remove). A plan made before, which copies it,
+    is refused by delta and cutover, naming the container (exit 3): its old rows would pass
+    for current, what changed there unseen, and cutover would say ready."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        put(env.source, env.container, "d/01.bin", body(99, 2500))  # changed, to be seen
+        site = env.config.site(env.source_site.name)
+        other = unique_name("other")
+        env.source.create_container(other)
+        put(env.source, other, "x/1.bin", body(1, 10))
+        put(env.source, other, "x/2.bin", body(2, 10))
+
+        def listing(*containers: str) -> Any:
+            listed = site.model_copy(update={"buckets": containers})
+            return env.config.model_copy(update={"sites": {**env.config.sites, site.name: listed}})
+
+        both = run_inventory(listing(env.container, other), site.name, env.source)
+        assert f"{other}/x/" in {d.dataset for d in both.datasets} and both.unlisted == 0
+        one = run_inventory(listing(env.container), site.name, env.source)
+        assert (one.unlisted, one.unlisted_containers, one.deleted) == (2, [other], 0)
+        assert {d.dataset for d in one.datasets} == {f"{env.container}/d/"}
+
+        without = listing(other)
+        left = run_inventory(without, site.name, env.source)
+        assert (left.unlisted, left.unlisted_containers, left.deleted) == (6, [env.container], 0)
+        assert ledger.deleted_at_source_count(plan.name, plan.source) == 0
+        for phase in ("delta", "cutover"):
+            with pytest.raises(ConfigError, match=f"no longer lists '{env.container}'") as e:
+                prepare_delta(without, plan, ledger, env.source, phase=phase)
+            assert e.value.exit_code == 3 and "add it back" in str(e.value)
+        # Listed again: only what changed since the copy is to copy.
+        delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert (delta.to_copy_new, delta.to_copy_changed, delta.deleted) == (0, 1, 0)
+        assert run(env, ledger, plan, "delta").copied == 1
 
 
 @pytest.mark.parametrize("src", ["azure", "s3"])
