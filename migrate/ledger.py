@@ -2750,12 +2750,13 @@ def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
     """Transfers `t` of the plan whose source object `o` changed since it was copied (or
     during its copy), or came back at the source after its copy was removed at the
     destination (state `removed`); and those of the phase itself still to copy whose
-    source changed since they were taken (their recorded ETag and size are refreshed)."""
+    source changed since they were taken (their recorded ETag and size are refreshed, and
+    an upload a stopped run left under way dropped: its parts are of the bytes before)."""
     where = (
         "t.plan = :plan AND o.site = :site "
         "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
         "AND (t.state IN ('changed', 'removed') OR ((t.state = 'done' OR (t.phase = :phase "
-        "AND t.state IN ('pending', 'failed'))) "
+        "AND t.state IN ('pending', 'failed', 'in_progress'))) "
         "AND (o.etag IS NOT t.source_etag OR o.size != t.size "
         # Metadata rewritten in place: the same ETag (S3), a later time. Unknown for
         # transfers taken before it was recorded (NULL: never true).

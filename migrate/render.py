@@ -217,7 +217,8 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
     console.print(
         f"Phase {s.phase}: {s.copied:,} copied ({human_bytes(s.bytes_copied)}, "
         f"{human_bytes(int(rate))}/s), {s.already_done:,} already done, {s.failed:,} failed, "
-        f"{s.changed:,} changed at the source (left for delta), {s.retries:,} retries."
+        f"{s.changed:,} changed at the source during the copy (a delta run copies them), "
+        f"{s.retries:,} retries."
     )
     if s.conflicts:
         console.print(

@@ -30,7 +30,7 @@ from providers.base import StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory, unique_name
 from tests.helpers import body, put
-from tests.test_executor import SMALL_PARTS, Env
+from tests.test_executor import SMALL_PARTS, Crash, CrashBeforeComplete, Env, MiB
 
 CHECKLIST = ("Stop every writer at the source", "Switch the applications over")
 ESTATE = {f"d/{i:02d}.bin": (body(i, 1000 + i), "application/octet-stream", {}, False)
@@ -130,6 +130,33 @@ def test_a_container_taken_out_of_the_sites_file_leaves_the_inventory_and_delta_
         delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
         assert (delta.to_copy_new, delta.to_copy_changed, delta.deleted) == (0, 1, 0)
         assert run(env, ledger, plan, "delta").copied == 1
+
+
+def test_a_delta_stopped_mid_copy_whose_object_changed_again_copies_the_latest(
+    env_for: Any,
+) -> None:
+    """A delta run dies with an upload under way; the object changes again at the source.
+    The next delta run re-lists, and copies the latest bytes (it read the object with the
+    ETag the stopped run had seen, failed it as changed and exited 0: its bytes stale until
+    yet another run); the stopped run's upload is not left behind."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        put(env.source, env.container, "d/02.bin", body(50, 11 * MiB))  # three parts
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        with pytest.raises(Crash):
+            run_phase(plan, "delta", ledger, env.source, CrashBeforeComplete(env.destination),
+                      config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
+        assert len(list(env.destination.list_multipart_uploads(env.bucket))) == 1
+        latest = body(51, 11 * MiB)
+        put(env.source, env.container, "d/02.bin", latest)
+
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        summary = run(env, ledger, plan, "delta")
+
+        assert (summary.copied, summary.changed, summary.failed) == (1, 0, 0), summary.failures
+        assert env.read_destination("d/02.bin") == latest
+        assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
 @pytest.mark.parametrize("src", ["azure", "s3"])
