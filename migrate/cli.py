@@ -955,7 +955,8 @@ def status(
     """Show a plan's progress from the ledger only (no store is contacted): per phase,
     objects done, pending, failed and changed; with --routes, every host contacted, by
     the plan's runs and, outside them, by the reads of its sites (inventory, sites check,
-    plan); with --failed, every object not copied and why (the report names 100 a phase).
+    plan); with --failed, every object that failed or changed at the source, and why
+    (the report names 100 a phase); with none, how many are still pending or in progress.
 
     Example: migrate status plans/hdh.yaml --routes
 
@@ -978,11 +979,27 @@ def status(
             if phase is not None:
                 loaded.phase(phase)  # an unknown phase is a PlanError, not an empty list
             if not _print_not_copied(ledger.not_copied(loaded.name, phase), json_out):
-                # Nothing on stdout (a script reads no line); a person is told why.
+                # Nothing on stdout (a script reads no line); a person is told why, and of
+                # what its phase has yet to copy (a stopped run's, one never run: no reason).
+                waiting = {
+                    state: sum(
+                        c.objects
+                        for c in ledger.phase_counts(loaded.name, phase)
+                        if c.state == state
+                    )
+                    for state in ("pending", "in_progress")
+                }
                 _stderr().print(
                     f"No object of plan {loaded.name}"
                     + (f", phase {phase}," if phase else "")
-                    + " is left uncopied (failed or changed).",
+                    + " failed or changed at the source."
+                    + (
+                        f" Not copied yet: {waiting['pending']:,} pending, "
+                        f"{waiting['in_progress']:,} in progress (a run stopped under way): "
+                        "run the phase to copy them."
+                        if any(waiting.values())
+                        else ""
+                    ),
                     markup=False,
                     soft_wrap=True,
                 )

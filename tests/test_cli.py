@@ -1721,6 +1721,16 @@ def test_status_failed_lists_every_object_not_copied_with_why(
     assert main(["status", plan, "--failed", "--phase", "pilot", *where]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "No object of plan" in err and "phase pilot" in err, err
+    assert "Not copied yet" not in err, err
+    # A run stopped under way (Ctrl-C) leaves its object in progress: not "nothing left".
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        db.execute("UPDATE transfers SET state='done' WHERE phase = 'bulk-1'")
+        db.execute("UPDATE transfers SET state='in_progress' WHERE key = 'f3.txt'")
+    db.close()
+    assert main(["status", plan, "--failed", "--phase", "bulk-1", *where]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "Not copied yet: 0 pending, 1 in progress" in err, err
+    assert "run the phase" in err, err
 
 
 def _steps_to_list_not_copied(tmp_path: Path, n: int, phase: str | None) -> int:
