@@ -8,11 +8,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
+from datetime import date
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.errors import ConfigError, MigrateError, RouteRefused
+from migrate.errors import ConfigError, MigrateError, PolicyViolation, RouteRefused
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
 from migrate.planlock import plan_lock
@@ -60,9 +61,10 @@ class Session:
         if name not in self._built:
             from providers.factory import build_adapter  # not loaded when nothing is copied
 
-            self._built[name] = build_adapter(
-                _site(self.config, name), guard=self.guard, catalog=self.catalog
-            )
+            site = _site(self.config, name)
+            if name == self.plan.destination:
+                refuse_blocked_destination(self.plan, site, self.catalog)
+            self._built[name] = build_adapter(site, guard=self.guard, catalog=self.catalog)
         return self._built[name]
 
     @property
@@ -76,6 +78,26 @@ class Session:
     def close(self) -> None:
         for adapter in self._built.values():
             adapter.close()
+
+
+def refuse_blocked_destination(
+    plan: Plan, site: Site, catalog: Catalog, today: date | None = None
+) -> None:
+    """PolicyViolation (exit 8) when the plan's policy blocks its destination as the sites
+    file and the catalog describe it now: the plan was approved under other facts (a
+    country corrected, a certification expired), and no request may reach it."""
+    from migrate.policy import evaluate
+
+    verdict = evaluate(site, plan.policy, catalog, today or date.today())
+    if not verdict.blocking:
+        return
+    why = next((r.text for r in verdict.reasons if r.outcome != "PASS"), verdict.status)
+    raise PolicyViolation(
+        f"destination {site.name} is {verdict.status} under policy {plan.policy} now "
+        f"({why}): plan {plan.name} was approved under other facts; nothing is sent to it",
+        hint="if a fact is wrong, correct it in the sites file or a catalog file; otherwise "
+        "make a plan to another destination and approve it",
+    )
 
 
 def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:

@@ -1676,6 +1676,28 @@ def test_an_endpoint_with_an_invalid_port_is_refused_when_the_sites_file_is_read
         assert_one_line_without_secret(out, err)
 
 
+def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_approved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan was approved under the facts of its day; the sites file now says the
+    destination is in the US (a fact corrected). Run and dry run refuse it (exit 8, what and
+    why), nothing is copied; put back, the run copies."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    sites = Path(where[1])
+    approved = sites.read_text()
+    sites.write_text(approved.replace("[sites.dst]\n", '[sites.dst]\ncountry = "US"\n'))
+    run = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test", *where]
+    for dry in ([], ["--dry-run"]):
+        assert main([*run, *dry]) == 8
+        err = capsys.readouterr().err
+        assert "destination dst is FAIL under policy eu-residency now" in err, err
+        assert "approved under other facts" in err and len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / "dst").rglob("*.txt")) == []
+    sites.write_text(approved)
+    assert main(run) == 0
+    assert len(list((tmp_path / "dst").rglob("*.txt"))) == 29
+
+
 def test_status_failed_lists_every_object_not_copied_with_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
