@@ -373,6 +373,28 @@ _MIGRATIONS: list[tuple[str, str]] = [
         UPDATE transfers SET overwrote = NULL WHERE state = 'done';
         """,
     ),
+    (
+        # Each copy removed at the destination by --delete-removed: kept apart from the
+        # transfer, which a later copy (the object back at the source) takes over, so the
+        # record of a deletion that cannot be undone stays.
+        "removals",
+        """
+        CREATE TABLE removals (
+            plan TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            container TEXT NOT NULL,
+            key TEXT NOT NULL,
+            destination_bucket TEXT NOT NULL,
+            destination_key TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX removals_plan ON removals (plan, at);
+        INSERT INTO removals
+            SELECT plan, phase, container, key, destination_bucket, destination_key,
+                COALESCE(finished_at, '')
+            FROM transfers WHERE state = 'removed' AND error = 'deleted at the source';
+        """,
+    ),
 ]
 
 
@@ -395,6 +417,18 @@ class InventoryRow(NamedTuple):
     metadata: str | None  # JSON object, or None when the listing does not carry metadata
     flags: int
     headers: str | None  # JSON object of `carried_headers`, None as metadata
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalRow:
+    """A copy removed at the destination by --delete-removed (its source object deleted)."""
+
+    phase: str  # the phase whose copy it was
+    container: str
+    key: str
+    destination_bucket: str
+    destination_key: str
+    at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -2470,13 +2504,37 @@ class Ledger:
         reports it if it is still there). Only a done transfer changes; returns whether
         this one did. Should the object come back at the source, the next delta phase
         copies it again."""
+        now = _now()
         with self.atomic() as db:
             cur = db.execute(
                 "UPDATE transfers SET state='removed', error='deleted at the source', "
                 "finished_at=? WHERE plan=? AND container=? AND key=? AND state='done'",
-                (_now(), plan, container, key),
+                (now, plan, container, key),
             )
+            if cur.rowcount > 0:
+                db.execute(
+                    "INSERT INTO removals SELECT plan, phase, container, key, "
+                    "destination_bucket, destination_key, ? FROM transfers "
+                    "WHERE plan=? AND container=? AND key=?",
+                    (now, plan, container, key),
+                )
         return cur.rowcount > 0
+
+    def removals(self, plan: str, limit: int) -> tuple[list[RemovalRow], int]:
+        """Every copy --delete-removed removed at the destination, kept even when the key
+        was copied again since: the first `limit` by time, and how many in all."""
+        with self._lock:
+            count = int(
+                self._db.execute("SELECT COUNT(*) FROM removals WHERE plan=?", (plan,)).fetchone()[
+                    0
+                ]
+            )
+            rows = self._db.execute(
+                "SELECT phase, container, key, destination_bucket, destination_key, at "
+                "FROM removals WHERE plan=? ORDER BY at, container, key LIMIT ?",
+                (plan, limit),
+            ).fetchall()
+        return [RemovalRow(*(str(v) for v in r)) for r in rows], count
 
 
 # -- verification: rows ------------------------------------------------------------------------

@@ -289,6 +289,24 @@ class DeletedAtSourceSection(_Model):
     objects: tuple[str, ...]  # the first `limit` as source container/key
 
 
+class RemovalInfo(_Model):
+    """A copy `run --delete-removed` removed at the destination, its source object deleted:
+    kept here even when the key was copied again since (the object back at the source)."""
+
+    phase: str  # the phase whose copy it was
+    source_container: str
+    source_key: str
+    destination_bucket: str
+    destination_key: str
+    removed_at: str
+
+
+class RemovalsSection(_Model):
+    count: int
+    limit: int
+    removals: tuple[RemovalInfo, ...]  # the first `limit`, oldest first
+
+
 class OutsidePlanDataset(_Model):
     """A dataset of the source's current inventory that none of the plan's mappings has:
     no phase of the plan copies it."""
@@ -336,6 +354,9 @@ class Report(_Model):
     routes_outside_runs: tuple[SiteRouteInfo, ...]
     unproven_sources: UnprovenSection
     deleted_at_source: DeletedAtSourceSection
+    # every copy removed at the destination by --delete-removed, ever (a phase's `removed`
+    # names those still removed: a key copied again since leaves it, not this log)
+    removals: RemovalsSection
     timeline: tuple[TimelineBin, ...]
 
 
@@ -906,7 +927,27 @@ def build_report(
                 for d in ledger.deleted_at_source(plan.name, plan.source, limit=UNPROVEN_LIMIT)
             ),
         ),
+        removals=_removals(ledger, plan.name),
         timeline=_timeline(ledger.done_timeline(plan.name)),
+    )
+
+
+def _removals(ledger: Ledger, plan: str) -> RemovalsSection:
+    rows, count = ledger.removals(plan, UNPROVEN_LIMIT)
+    return RemovalsSection(
+        count=count,
+        limit=UNPROVEN_LIMIT,
+        removals=tuple(
+            RemovalInfo(
+                phase=r.phase,
+                source_container=r.container,
+                source_key=r.key,
+                destination_bucket=r.destination_bucket,
+                destination_key=r.destination_key,
+                removed_at=r.at,
+            )
+            for r in rows
+        ),
     )
 
 
@@ -1392,6 +1433,26 @@ def render_html(report: Report) -> str:
             + "</p><details><summary>objects</summary><ul>"
             + "".join(f"<li><code>{_e(o)}</code></li>" for o in d.objects)
             + "</ul></details></section>"
+        )
+
+    # Every removal --delete-removed made, which cannot be undone.
+    gone = r.removals
+    if gone.count:
+        out.append("<section><h2>Copies removed at the destination</h2>")
+        out.append(
+            f"<p>{gone.count:,} copies were removed at the destination by "
+            "<code>run --delete-removed</code>, their source object deleted (a key copied "
+            "again since, the object back at the source, stays listed here)."
+            + (f" The first {gone.limit:,} are listed." if gone.count > gone.limit else "")
+            + "</p><details><summary>removals</summary><table><tr><th>removed at</th>"
+            "<th>phase</th><th>source</th><th>destination</th></tr>"
+            + "".join(
+                f"<tr><td>{_e(x.removed_at)}</td><td>{_e(x.phase)}</td>"
+                f"<td><code>{_e(x.source_container)}/{_e(x.source_key)}</code></td>"
+                f"<td><code>{_e(x.destination_bucket)}/{_e(x.destination_key)}</code></td></tr>"
+                for x in gone.removals
+            )
+            + "</table></details></section>"
         )
 
     # Unproven sources.

@@ -566,6 +566,23 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     ]
     page = render_html(report)
     assert '<th class="num">removed</th>' in page and "Open items" not in page
+    # Each removal is logged, with when: a deletion that cannot be undone stays on record
+    # when the object comes back at the source and its key is copied again (the transfer,
+    # and the phase's `removed`, are the new copy's then).
+    logged = [(x.phase, x.source_key, x.destination_key) for x in report.removals.removals]
+    assert logged == [("bulk-1", removed_key, removed_key)] and report.removals.count == 1
+    assert "Copies removed at the destination" in page
+    when = report.removals.removals[0].removed_at
+    put(env.source, env.container, removed_key, b"back at the source")
+    with Ledger(env.state) as ledger:
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        summary = run_phase(plan, "delta", ledger, env.source, env.destination,
+                            config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
+        assert (summary.copied, summary.failed) == (1, 0)
+    report = report_of(env, plan)
+    assert [p.removed for p in report.phases if p.name == "bulk-1"] == [()]
+    again = [(x.phase, x.source_key, x.removed_at) for x in report.removals.removals]
+    assert again == [("bulk-1", removed_key, when)] and report.removals.count == 1
 
 
 def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
