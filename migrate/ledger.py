@@ -2438,6 +2438,23 @@ class Ledger:
         "AND o.key = t.key WHERE t.plan = ? AND t.state = 'done' AND o.deleted_in > 0"
     )
 
+    def changed_since_copy_count(self, plan: str, site: str) -> int:
+        """How many of the plan's copies the latest inventory of the source `site` shows
+        changed since (another ETag, size, later time or version), or back at the source
+        after their copy was removed: what a delta run would copy again."""
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM transfers AS t JOIN objects AS o ON o.site = ? "
+                    "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
+                    "WHERE t.plan = ? AND (t.state = 'removed' OR (t.state = 'done' AND "
+                    "(o.etag IS NOT t.source_etag OR o.size != t.size "
+                    "OR julianday(o.last_modified) > julianday(t.source_modified) "
+                    "OR o.version_id != t.source_version)))",
+                    (site, plan),
+                ).fetchone()[0]
+            )
+
     def deleted_at_source_count(self, plan: str, site: str) -> int:
         """How many done transfers of the plan copied an object that the latest inventory
         of the source `site` marks deleted (their copies are still at the destination)."""

@@ -340,6 +340,9 @@ class Report(_Model):
     phases_not_run: tuple[str, ...]
     # the source's datasets (its current inventory) that the plan does not map
     outside_plan: tuple[OutsidePlanDataset, ...]
+    # copies whose source object its latest inventory shows changed since (or back at the
+    # source after the copy was removed): what a delta run would copy again
+    changed_since_copy: int
     plan: PlanInfo
     approvals: tuple[ApprovalInfo, ...]
     sites: tuple[SiteInfo, ...]
@@ -581,6 +584,7 @@ def _open_items(
     verifications: Sequence[VerificationInfo] = (),
     approved: bool = True,
     sites: Sequence[SiteInfo] = (),
+    changed_since_copy: int = 0,
 ) -> tuple[str, ...]:
     """One sentence per reason the move is not complete and verified, in this order: the
     plan as it stands approved by no one; a destination or runner the policy blocks now;
@@ -657,6 +661,12 @@ def _open_items(
             f"{_plural(len(outside), 'dataset', 'datasets')} outside the plan: "
             f"{_listed([d.dataset for d in outside])}; make a plan for "
             f"{'it' if len(outside) == 1 else 'them'}"
+        )
+    if changed_since_copy:
+        items.append(
+            f"{_plural(changed_since_copy, 'object', 'objects')} copied "
+            f"{'has' if changed_since_copy == 1 else 'have'} changed at the source since "
+            "(its latest inventory): run delta, or cutover, again"
         )
     return tuple(items)
 
@@ -839,6 +849,7 @@ def build_report(
         for a in ledger.approvals(plan.name)
     )
     judged = _sites(plan, catalog, today, sites)
+    changed = ledger.changed_since_copy_count(plan.name, plan.source)
     open_items = _open_items(
         phases,
         outside,
@@ -847,11 +858,13 @@ def build_report(
         # plan never approved cannot have run through `migrate run`.)
         approved=not approvals or any(a.current for a in approvals),
         sites=judged,
+        changed_since_copy=changed,
     )
     count, unproven = ledger.unproven_sources(plan.name, UNPROVEN_LIMIT)
     allow = set(plan.allowlist)
     moment = now or datetime.now(UTC)
     return Report(
+        changed_since_copy=changed,
         tool_version=tool_version,
         generated_at=moment.isoformat(timespec="seconds"),
         generated_by=generated_by or os_user(),

@@ -576,6 +576,14 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     put(env.source, env.container, removed_key, b"back at the source")
     with Ledger(env.state) as ledger:
         prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+    # What the latest inventory shows changed since the copy (or back) is an open item.
+    report = report_of(env, plan)
+    assert (report.changed_since_copy, report.status) == (1, "incomplete")
+    assert report.open_items == (
+        "1 object copied has changed at the source since (its latest inventory): run "
+        "delta, or cutover, again",
+    )
+    with Ledger(env.state) as ledger:
         summary = run_phase(plan, "delta", ledger, env.source, env.destination,
                             config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
         assert (summary.copied, summary.failed) == (1, 0)
@@ -583,6 +591,13 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     assert [p.removed for p in report.phases if p.name == "bulk-1"] == [()]
     again = [(x.phase, x.source_key, x.removed_at) for x in report.removals.removals]
     assert again == [("bulk-1", removed_key, when)] and report.removals.count == 1
+    assert report.changed_since_copy == 0
+    # Written at the source after the move, seen by an inventory: the move is not complete.
+    changed = next(k for k in ESTATE if k != removed_key)
+    put(env.source, env.container, changed, b"written after the move")
+    run_inventory(env.config, env.source_site.name, env.source)
+    report = report_of(env, plan)
+    assert report.changed_since_copy == 1 and report.status == "incomplete"
 
 
 def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
