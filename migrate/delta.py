@@ -25,7 +25,7 @@ from migrate.errors import (
 )
 from migrate.inventory import portable_key, run_inventory
 from migrate.ledger import DatasetTotal, DeletedRow, Ledger
-from migrate.plan import PhaseKind, Plan
+from migrate.plan import PhaseKind, Plan, check_sources_listed
 from migrate.sites import SitesConfig
 from migrate.transfer import SHA256_METADATA
 from providers.base import ObjectInfo, StoreAdapter
@@ -77,17 +77,9 @@ def prepare_delta(
     copied and objects copied before whose source changed. Also names the source's datasets
     the plan does not have. Writes nothing but the inventory; the destination is not
     touched."""
-    site = config.site(plan.source)
     # The re-list covers the containers the sites file lists now: one the plan copies that
-    # it no longer lists would keep its old rows, taken for current, its changes unseen.
-    dropped = sorted({m.source_container for m in plan.mappings} - set(site.buckets))
-    if dropped:
-        raise ConfigError(
-            f"{config.path}: sites.{site.name}: buckets/containers no longer lists "
-            f"{', '.join(map(repr, dropped))}, which plan {plan.name} copies: the re-list "
-            "would not see what changed there",
-            hint="add it back to the site's list, or make a new plan without it",
-        )
+    # it no longer lists would keep its old rows, its changes unseen.
+    check_sources_listed(plan, config)
     # Never a resumed run: what an interrupted one listed may have changed since.
     listed = run_inventory(config, plan.source, source, resume=False)
     count = ledger.deleted_at_source_count(plan.name, plan.source)

@@ -985,11 +985,11 @@ class Ledger:
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (site, container, key) DO UPDATE SET
                     changed_in = CASE
-                        WHEN objects.deleted_in IS NOT NULL THEN excluded.last_seen
+                        WHEN objects.deleted_in > 0 THEN excluded.last_seen
                         WHEN objects.etag IS NOT excluded.etag OR objects.size != excluded.size
                             OR objects.version_id IS NOT excluded.version_id
                         THEN excluded.last_seen ELSE objects.changed_in END,
-                    first_seen = CASE WHEN objects.deleted_in IS NOT NULL
+                    first_seen = CASE WHEN objects.deleted_in > 0
                         THEN excluded.first_seen ELSE objects.first_seen END,
                     dataset = excluded.dataset, size = excluded.size, etag = excluded.etag,
                     last_modified = excluded.last_modified, checksums = excluded.checksums,
@@ -2817,7 +2817,9 @@ _GONE = (
     "t.plan = :plan AND t.phase = :phase AND t.state IN ('pending', 'failed', 'changed') "
     "AND t.upload_id IS NULL AND NOT EXISTS (SELECT 1 FROM objects AS g "
     "WHERE g.site = :site AND g.container = t.container AND g.key = t.key "
-    "AND g.deleted_in IS NULL)"
+    # Below 0: in a container the site no longer lists, not known gone (see
+    # finish_inventory_run).
+    "AND (g.deleted_in IS NULL OR g.deleted_in < 0))"
 )
 
 

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from migrate.errors import PlanError, PlanTampered
+from migrate.errors import ConfigError, PlanError, PlanTampered
 
 if TYPE_CHECKING:
     from migrate.ledger import Approval, Ledger
+    from migrate.sites import SitesConfig
 
 # libyaml's safe loader where PyYAML has it: the same documents, about 10x faster to load.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -408,6 +409,20 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
         f"plan {plan.name} is not approved",
         hint="review it with `migrate plan show`, then run `migrate plan approve`",
     )
+
+
+def check_sources_listed(plan: Plan, config: SitesConfig) -> None:
+    """ConfigError (exit 3) when the sites file no longer lists a container the plan
+    copies: the inventory leaves it out then, so a phase would take none of its objects and
+    a re-list would see none of its changes (cutover would say ready)."""
+    site = config.site(plan.source)
+    dropped = sorted({m.source_container for m in plan.mappings} - set(site.buckets))
+    if dropped:
+        raise ConfigError(
+            f"{config.path}: sites.{site.name}: buckets/containers no longer lists "
+            f"{', '.join(map(repr, dropped))}, which plan {plan.name} copies",
+            hint="add it back to the site's list, or make a new plan without it",
+        )
 
 
 def approval_of(plan: Plan, ledger: Ledger) -> tuple[Approval | None, str]:

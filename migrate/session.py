@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from migrate.errors import ConfigError, MigrateError, PolicyViolation, RouteRefused
 from migrate.ledger import Ledger, RouteUse
-from migrate.plan import Plan, load_plan
+from migrate.plan import Plan, check_sources_listed, load_plan
 from migrate.planlock import plan_lock
 from migrate.routing import RoutingGuard, endpoint_host, proxy_host
 from migrate.sites import Site, SitesConfig
@@ -63,7 +63,9 @@ class Session:
 
             site = _site(self.config, name)
             if name == self.plan.destination:
-                refuse_blocked_destination(self.plan, site, self.catalog)
+                refuse_blocked_now(self.plan, site, self.config, self.catalog)
+            else:
+                check_sources_listed(self.plan, self.config)
             self._built[name] = build_adapter(site, guard=self.guard, catalog=self.catalog)
         return self._built[name]
 
@@ -80,24 +82,29 @@ class Session:
             adapter.close()
 
 
-def refuse_blocked_destination(
-    plan: Plan, site: Site, catalog: Catalog, today: date | None = None
+def refuse_blocked_now(
+    plan: Plan, destination: Site, config: SitesConfig, catalog: Catalog, today: date | None = None
 ) -> None:
-    """PolicyViolation (exit 8) when the plan's policy blocks its destination as the sites
-    file and the catalog describe it now: the plan was approved under other facts (a
-    country corrected, a certification expired), and no request may reach it."""
-    from migrate.policy import evaluate
+    """PolicyViolation (exit 8) when the plan's policy blocks its destination, or the
+    machine running migrate, as the sites file and the catalog describe them now: the plan
+    was approved under other facts (a country corrected, a certification expired), and no
+    byte may go there."""
+    from migrate.policy import evaluate, evaluate_runner
 
-    verdict = evaluate(site, plan.policy, catalog, today or date.today())
-    if not verdict.blocking:
-        return
-    why = next((r.text for r in verdict.reasons if r.outcome != "PASS"), verdict.status)
-    raise PolicyViolation(
-        f"destination {site.name} is {verdict.status} under policy {plan.policy} now "
-        f"({why}): plan {plan.name} was approved under other facts; nothing is sent to it",
-        hint="if a fact is wrong, correct it in the sites file or a catalog file; otherwise "
-        "make a plan to another destination and approve it",
-    )
+    for what, verdict in (
+        (f"destination {destination.name}", evaluate(destination, plan.policy, catalog,
+                                                     today or date.today())),
+        ("the runner (runner.location)", evaluate_runner(config.runner.location, plan.policy)),
+    ):  # fmt: skip
+        if not verdict.blocking:
+            continue
+        why = next((r.text for r in verdict.reasons if r.outcome != "PASS"), verdict.status)
+        raise PolicyViolation(
+            f"{what} is {verdict.status} under policy {plan.policy} now ({why}): plan "
+            f"{plan.name} was approved under other facts; nothing is copied",
+            hint="if a fact is wrong, correct it in the sites file or a catalog file; "
+            "otherwise make a plan that passes and approve it",
+        )
 
 
 def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:

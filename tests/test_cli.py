@@ -1680,8 +1680,8 @@ def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The plan was approved under the facts of its day; the sites file now says the
-    destination is in the US (a fact corrected). Run and dry run refuse it (exit 8, what and
-    why), nothing is copied; put back, the run copies."""
+    destination (or the runner) is in the US (a fact corrected). Run and dry run refuse it
+    (exit 8, what and why), nothing is copied; put back, the run copies."""
     plan, where = finished_local_copy(tmp_path, capsys, run=False)
     sites = Path(where[1])
     approved = sites.read_text()
@@ -1693,9 +1693,31 @@ def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_
         assert "destination dst is FAIL under policy eu-residency now" in err, err
         assert "approved under other facts" in err and len(err.strip().splitlines()) == 1, err
     assert list((tmp_path / "dst").rglob("*.txt")) == []
+    # The same for the machine that runs migrate, whose bytes stream through it.
+    sites.write_text(approved + '[runner]\nlocation = "US"\n')
+    assert main(run) == 8
+    err = capsys.readouterr().err
+    assert "the runner (runner.location) is FAIL under policy eu-residency now" in err, err
     sites.write_text(approved)
     assert main(run) == 0
     assert len(list((tmp_path / "dst").rglob("*.txt"))) == 29
+
+
+def test_a_run_of_a_plan_whose_container_the_sites_file_no_longer_lists_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inventory leaves out a container taken out of the sites file: a phase not run
+    yet would take none of its objects, a delta see none of its changes. Every run and dry
+    run of a plan that copies it is refused, naming it (exit 3), before any request."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    sites = Path(where[1])
+    sites.write_text(sites.read_text().replace('buckets = ["data"]', 'buckets = ["other"]'))
+    run = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "test", *where]
+    for dry in ([], ["--dry-run"]):
+        assert main([*run, *dry]) == 3
+        err = capsys.readouterr().err
+        assert "no longer lists 'data', which plan" in err and "add it back" in err, err
+    assert list((tmp_path / "dst").rglob("*.txt")) == []
 
 
 def test_status_failed_lists_every_object_not_copied_with_why(

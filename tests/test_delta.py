@@ -126,10 +126,32 @@ def test_a_container_taken_out_of_the_sites_file_leaves_the_inventory_and_delta_
             with pytest.raises(ConfigError, match=f"no longer lists '{env.container}'") as e:
                 prepare_delta(without, plan, ledger, env.source, phase=phase)
             assert e.value.exit_code == 3 and "add it back" in str(e.value)
-        # Listed again: only what changed since the copy is to copy.
+        # Listed again: nothing taken for added, only what changed since the copy to copy.
         delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
-        assert (delta.to_copy_new, delta.to_copy_changed, delta.deleted) == (0, 1, 0)
+        assert (delta.added, delta.changed, delta.deleted) == (0, 0, 0)
+        assert (delta.to_copy_new, delta.to_copy_changed) == (0, 1)
         assert run(env, ledger, plan, "delta").copied == 1
+
+
+def test_a_phase_resolved_before_its_container_was_unlisted_still_copies_it(
+    env_for: Any,
+) -> None:
+    """Objects of a container the sites file no longer lists are left out of the inventory,
+    not known deleted: a phase that took them before still copies them (they were settled
+    as gone at the source, and the phase dropped them all, reporting success)."""
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    site = env.config.site(env.source_site.name)
+    elsewhere = site.model_copy(update={"buckets": (unique_name("other"),)})
+    env.source.create_container(elsewhere.buckets[0])
+    with Ledger(env.state) as ledger:
+        assert ledger.resolve_phase(plan, plan.phase("bulk-1")) == len(ESTATE)
+    config = env.config.model_copy(update={"sites": {**env.config.sites, site.name: elsewhere}})
+    assert run_inventory(config, site.name, env.source).unlisted == len(ESTATE)
+    with Ledger(env.state) as ledger:
+        summary = run(env, ledger, plan, "bulk-1")
+    assert (summary.objects, summary.copied, summary.failed) == (len(ESTATE),) * 2 + (0,)
 
 
 def test_a_delta_stopped_mid_copy_whose_object_changed_again_copies_the_latest(
