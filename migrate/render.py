@@ -167,7 +167,7 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
         console.print(
             f"Left out: {summary.unlisted:,} objects of containers the sites file no longer "
             f"lists ({names}); not counted as deleted. A plan made before that still "
-            "copies them: delta and cutover refuse it until they are listed again.",
+            "copies them is refused by run until they are listed again.",
             markup=False,
         )
 
