@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 from typing import TypeVar
 
@@ -314,6 +315,9 @@ def run_phase(
     ledger.phase_mark(plan.name, phase_name, "started_at")
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         destination.create_container(bucket)
+    for bucket, key, upload in ledger.take_dropped_uploads():
+        with suppress(MigrateError):  # the sweep below is the fallback
+            retries(partial(destination.abort_multipart, bucket, key, upload))
     abort_orphan_uploads(
         plan,
         ledger,

@@ -718,6 +718,9 @@ class Ledger:
         self._group: list[_Statement] = []
         self._group_timer: threading.Timer | None = None
         self._closed = False
+        # Uploads a phase's resolution took from transfers it refreshed: see
+        # `take_dropped_uploads`.
+        self._dropped_uploads: list[tuple[str, str, str]] = []
         # Executor threads share this connection: one transaction at a time.
         self._lock = _StateLock(self._commit_group)
         try:
@@ -2023,6 +2026,14 @@ class Ledger:
                 )
             return self._phase_size(db, plan.name, phase.name)
 
+    def take_dropped_uploads(self) -> list[tuple[str, str, str]]:
+        """(bucket, key, upload id) of each unfinished upload `resolve_phase` dropped from a
+        transfer it took again (its source changed since the upload began), for the caller
+        to abort; handed out once."""
+        with self._lock:
+            dropped, self._dropped_uploads = self._dropped_uploads, []
+        return dropped
+
     @staticmethod
     def _phase_size(db: sqlite3.Connection, plan: str, phase: str) -> int:
         return int(
@@ -2035,6 +2046,17 @@ class Ledger:
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         if phase.selector.changed_since_copy:
             where = _changed_where(phase.selector.datasets, params)
+            # Their uploads are of the bytes before: the run aborts them by id (no listing
+            # needed, which a store may refuse), once this is committed.
+            self._dropped_uploads.extend(
+                (str(b), str(k), str(u))
+                for b, k, u in db.execute(
+                    "SELECT t.destination_bucket, t.destination_key, t.upload_id "
+                    f"FROM transfers AS t, objects AS o WHERE {where} "
+                    "AND t.upload_id IS NOT NULL",
+                    params,
+                )
+            )
             db.execute(
                 "UPDATE transfers AS t SET phase = :phase, state = 'pending', size = o.size, "
                 "source_etag = o.etag, source_version = o.version_id, "

@@ -18,7 +18,7 @@ import pytest
 from migrate.cli import main
 from migrate.delta import cutover_checklist, deleted_at_source, prepare_delta, remove_deleted
 from migrate.demo import AZURE_ENV, S3_KEY_ENV, S3_SECRET_ENV, write_sites_file
-from migrate.errors import ConfigError, MigrateError, PlanError, Retryable
+from migrate.errors import ConfigError, CredentialsRejected, MigrateError, PlanError, Retryable
 from migrate.executor import run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import DeletedRow, Ledger
@@ -30,7 +30,14 @@ from providers.base import StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory, unique_name
 from tests.helpers import body, put
-from tests.test_executor import SMALL_PARTS, Crash, CrashBeforeComplete, Env, MiB
+from tests.test_executor import (
+    SMALL_PARTS,
+    Crash,
+    CrashBeforeComplete,
+    Env,
+    MiB,
+    UploadListingFails,
+)
 
 CHECKLIST = ("Stop every writer at the source", "Switch the applications over")
 ESTATE = {f"d/{i:02d}.bin": (body(i, 1000 + i), "application/octet-stream", {}, False)
@@ -160,7 +167,8 @@ def test_a_delta_stopped_mid_copy_whose_object_changed_again_copies_the_latest(
     """A delta run dies with an upload under way; the object changes again at the source.
     The next delta run re-lists, and copies the latest bytes (it read the object with the
     ETag the stopped run had seen, failed it as changed and exited 0: its bytes stale until
-    yet another run); the stopped run's upload is not left behind."""
+    yet another run); the stopped run's upload is aborted, by its id: not left behind even
+    where the store refuses to list unfinished uploads."""
     env: Env = env_for("s3", "s3")
     with Ledger(env.state) as ledger:
         plan = bulk_copied(env, ledger)
@@ -174,9 +182,13 @@ def test_a_delta_stopped_mid_copy_whose_object_changed_again_copies_the_latest(
         put(env.source, env.container, "d/02.bin", latest)
 
         prepare_delta(env.config, plan, ledger, env.source, phase="delta")
-        summary = run(env, ledger, plan, "delta")
+        refused = CredentialsRejected("dst: credentials rejected (AccessDenied)")
+        unlisted = UploadListingFails(env.destination, refused, times=1000, after=0)
+        summary = run_phase(plan, "delta", ledger, env.source, unlisted, config=SMALL_PARTS,
+                            sleep=lambda s: None)  # fmt: skip
 
         assert (summary.copied, summary.changed, summary.failed) == (1, 0, 0), summary.failures
+        assert summary.unswept, "the sweep was refused: the upload went by its id"
         assert env.read_destination("d/02.bin") == latest
         assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
