@@ -48,6 +48,7 @@ from migrate.plan import (
     Plan,
     check_approved,
     check_same_routes,
+    check_sources_listed,
     compute_digest,
     load_plan,
     save_plan,
@@ -818,6 +819,8 @@ def run(
         check_approved(session.plan, session.ledger)
         if dry_run:
             from migrate.dryrun import dry_run as do_dry_run
+
+            check_sources_listed(session.plan, config)
 
             report = do_dry_run(
                 session.plan, phase, session.ledger, session.source, session.destination

@@ -316,8 +316,12 @@ def run_phase(
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         destination.create_container(bucket)
     for bucket, key, upload in ledger.take_dropped_uploads():
-        with suppress(MigrateError):  # the sweep below is the fallback
+        try:
             retries(partial(destination.abort_multipart, bucket, key, upload))
+        except RouteRefused:
+            raise
+        except MigrateError:
+            pass  # the sweep below is the fallback
     abort_orphan_uploads(
         plan,
         ledger,

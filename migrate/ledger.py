@@ -1983,6 +1983,15 @@ class Ledger:
         appeared or changed since its last run joins it, and what it had not copied yet
         and the source no longer has leaves it; when that changes its set, its
         `finished_at` and `verified_at` are cleared (there is new work to do and check)."""
+        dropped: list[tuple[str, str, str]] = []
+        size = self._resolve_phase(plan, phase, dropped)
+        with self._lock:  # committed: the uploads it took from transfers may go
+            self._dropped_uploads.extend(dropped)
+        return size
+
+    def _resolve_phase(
+        self, plan: Plan, phase: Phase | str, dropped: list[tuple[str, str, str]]
+    ) -> int:
         if isinstance(phase, str):
             phase = plan.phase(phase)
         if phase.kind.value == "decommission":
@@ -2009,7 +2018,7 @@ class Ledger:
             if row is None or row[0] is None or again:
                 before = db.total_changes
                 if plan.mappings:
-                    self._resolve(db, plan, phase)
+                    self._resolve(db, plan, phase, dropped)
                     self._refuse_names_not_utf8(db, plan, phase.name)
                 if again:
                     if db.total_changes != before:
@@ -2042,18 +2051,24 @@ class Ledger:
             ).fetchone()[0]
         )
 
-    def _resolve(self, db: sqlite3.Connection, plan: Plan, phase: Phase) -> None:
+    def _resolve(
+        self,
+        db: sqlite3.Connection,
+        plan: Plan,
+        phase: Phase,
+        dropped: list[tuple[str, str, str]],
+    ) -> None:
         params: dict[str, object] = {"plan": plan.name, "site": plan.source, "phase": phase.name}
         if phase.selector.changed_since_copy:
             where = _changed_where(phase.selector.datasets, params)
-            # Their uploads are of the bytes before: the run aborts them by id (no listing
-            # needed, which a store may refuse), once this is committed.
-            self._dropped_uploads.extend(
+            # Their unfinished uploads are of the bytes before: the run aborts them by id
+            # (no listing needed, which a store may refuse), once this is committed.
+            dropped.extend(
                 (str(b), str(k), str(u))
                 for b, k, u in db.execute(
                     "SELECT t.destination_bucket, t.destination_key, t.upload_id "
                     f"FROM transfers AS t, objects AS o WHERE {where} "
-                    "AND t.upload_id IS NOT NULL",
+                    "AND t.upload_id IS NOT NULL AND t.state != 'done'",
                     params,
                 )
             )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from migrate.errors import ConfigError, MigrateError, PolicyViolation, RouteRefused
 from migrate.ledger import Ledger, RouteUse
-from migrate.plan import Plan, check_sources_listed, load_plan
+from migrate.plan import Plan, load_plan
 from migrate.planlock import plan_lock
 from migrate.routing import RoutingGuard, endpoint_host, proxy_host
 from migrate.sites import Site, SitesConfig
@@ -64,8 +64,6 @@ class Session:
             site = _site(self.config, name)
             if name == self.plan.destination:
                 refuse_blocked_now(self.plan, site, self.config, self.catalog)
-            else:
-                check_sources_listed(self.plan, self.config)
             self._built[name] = build_adapter(site, guard=self.guard, catalog=self.catalog)
         return self._built[name]
 

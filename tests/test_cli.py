@@ -1708,7 +1708,8 @@ def test_a_run_of_a_plan_whose_container_the_sites_file_no_longer_lists_is_refus
 ) -> None:
     """The inventory leaves out a container taken out of the sites file: a phase not run
     yet would take none of its objects, a delta see none of its changes. Every run and dry
-    run of a plan that copies it is refused, naming it (exit 3), before any request."""
+    run of a plan that copies it is refused, naming it (exit 3), before any request (not
+    verify: it checks the copies made)."""
     plan, where = finished_local_copy(tmp_path, capsys, run=False)
     sites = Path(where[1])
     sites.write_text(sites.read_text().replace('buckets = ["data"]', 'buckets = ["other"]'))
@@ -1718,6 +1719,9 @@ def test_a_run_of_a_plan_whose_container_the_sites_file_no_longer_lists_is_refus
         err = capsys.readouterr().err
         assert "no longer lists 'data', which plan" in err and "add it back" in err, err
     assert list((tmp_path / "dst").rglob("*.txt")) == []
+    # Verify compares what was copied: not refused for it.
+    main(["verify", plan, *where])
+    assert "no longer lists" not in capsys.readouterr().err
 
 
 def test_status_failed_lists_every_object_not_copied_with_why(
