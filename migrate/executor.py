@@ -507,6 +507,11 @@ def _each_on_workers(
     multipart copy stops before its next part (the next run resumes it)."""
     take = threading.Lock()
     errors: list[BaseException] = []
+    # Waited for on a condition, not by Thread.join: a join that an interrupt cut short
+    # marks its thread stopped (CPython 3.11), so the next join returned at once and the
+    # process exited with a copy under way, its record never written.
+    running = [0]
+    ended = threading.Condition()
 
     def worker() -> None:
         try:
@@ -518,20 +523,33 @@ def _each_on_workers(
                 work(row)
         except BaseException as exc:
             errors.append(exc)
+        finally:
+            with ended:
+                running[0] -= 1
+                ended.notify_all()
+
+    def wait_all() -> None:
+        with ended:
+            while running[0]:
+                ended.wait()
 
     threads = [threading.Thread(target=worker, name=f"migrate-copy-{i}") for i in range(n)]
     try:
         for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            with ended:
+                running[0] += 1
+            try:
+                t.start()
+            except BaseException:
+                with ended:
+                    running[0] -= 1
+                raise
+        wait_all()
     except BaseException as exc:  # the main thread interrupted (KeyboardInterrupt)
         errors.append(exc)
         if stop is not None:
             stop.set()
-        for t in threads:
-            if t.ident is not None:  # started
-                t.join()
+        wait_all()
         raise
     if errors:
         raise errors[0]
