@@ -44,10 +44,12 @@ from migrate.errors import (
     CredentialsRejected,
     EndpointUnreachable,
     MigrateError,
+    Permanent,
     PlanError,
     Retryable,
     RouteRefused,
     SourceChanged,
+    Unsupported,
     redact,
 )
 from migrate.ledger import CONFLICT, Ledger, TransferRow
@@ -212,11 +214,20 @@ def abort_orphan_uploads(
 
         def sweep(bucket: str = bucket) -> int:
             done = 0
+            refused: MigrateError | None = None
             # Aborted as listed: a bucket's uploads are never held in memory at once.
             for upload in destination.list_multipart_uploads(bucket):
                 if ledger.is_orphan_upload(plan.name, bucket, upload.key, upload.upload_id):
-                    destination.abort_multipart(bucket, upload.key, upload.upload_id)
+                    try:
+                        destination.abort_multipart(bucket, upload.key, upload.upload_id)
+                    except (Permanent, CredentialsRejected, Unsupported) as exc:
+                        # This upload's (a policy denying aborts under a prefix): the rest
+                        # of the bucket's may go.
+                        refused = refused or exc
+                        continue
                     done += 1
+            if refused is not None:
+                raise refused
             return done
 
         try:

@@ -1240,8 +1240,9 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
 ) -> None:
     """SIGTERM while the last parts of an object are under way: they finish, the object is
     completed and recorded done, the run's history counts it, and only then does the
-    process exit 130 (the objects not begun are left for the next run). (A join cut short by the interrupt let the process exit with the copy under
-    way: completed at the destination, `in_progress` in the ledger, its upload left.)"""
+    process exit 130 (the objects not begun are left for the next run). A join cut short
+    by the interrupt let the process exit with the copy under way: completed at the
+    destination, `in_progress` in the ledger, its upload left."""
     import os
     import signal
     import subprocess

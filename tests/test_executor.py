@@ -1633,6 +1633,36 @@ def test_a_sweep_of_unfinished_uploads_cut_by_throttling_is_tried_again(env_for:
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+class AbortRefused(Delegating):
+    """The store refuses to abort the uploads of one key (a policy denying it there)."""
+
+    def __init__(self, inner: StoreAdapter, key: str) -> None:
+        super().__init__(inner)
+        self.key = key
+
+    def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        if key == self.key:
+            raise migrate.errors.CredentialsRejected(f"dst: {key}: abort denied (AccessDenied)")
+        self._inner.abort_multipart(container, key, upload_id)
+
+
+def test_an_abort_refused_for_one_upload_leaves_the_rest_of_the_sweep_to_go_on(
+    env_for: Any,
+) -> None:
+    """One orphan the store will not abort is said in the warning; the others of the
+    bucket are aborted all the same (the whole bucket's sweep stopped at the first)."""
+    env: Env = env_for("s3", "s3")
+    plan = _orphans(env, ["a.bin", "b.bin", "c.bin"])
+    first = next(iter(env.destination.list_multipart_uploads(env.bucket))).key
+
+    summary = env.run(plan, destination=AbortRefused(env.destination, first))
+
+    assert (summary.copied, summary.failed) == (3, 0), summary.failures
+    assert summary.unswept == [f"{env.bucket}: dst: {first}: abort denied (AccessDenied)"]
+    left = [u.key for u in env.destination.list_multipart_uploads(env.bucket)]
+    assert left == [first], left
+
+
 def test_a_route_refused_during_the_sweep_stops_the_run(env_for: Any) -> None:
     """The sweep's requests go through the routing guard like any other: one it refuses
     stops the run (never skipped as a sweep the store refused), before anything is copied."""
