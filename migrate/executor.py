@@ -18,6 +18,7 @@ migrate/ledger.py), so a kill -9 at any instant leaves a state the next run can 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -503,6 +504,21 @@ def run_phase(
     return summary
 
 
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_interrupts() -> set[signal.Signals] | None:
+    """Block Ctrl-C and SIGTERM for this thread (delivered once released): the previous
+    mask, or None where signals cannot be masked."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    return None if mask is None else mask(signal.SIG_BLOCK, _INTERRUPTS)
+
+
+def _release_interrupts(previous: set[signal.Signals] | None) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _each_on_workers(
     rows: Iterator[TransferRow],
     work: Callable[[TransferRow], None],
@@ -546,21 +562,27 @@ def _each_on_workers(
 
     threads = [threading.Thread(target=worker, name=f"migrate-copy-{i}") for i in range(n)]
     try:
-        for t in threads:
-            with ended:
-                running[0] += 1
-            try:
+        # Ctrl-C and SIGTERM held back while the threads start (an interrupt inside
+        # Thread.start left one started but uncounted, or counted twice); they land after.
+        held = _hold_interrupts()
+        try:
+            for t in threads:
                 t.start()
-            except BaseException:
                 with ended:
-                    running[0] -= 1
-                raise
+                    running[0] += 1
+        finally:
+            _release_interrupts(held)
         wait_all()
     except BaseException as exc:  # the main thread interrupted (KeyboardInterrupt)
         errors.append(exc)
         if stop is not None:
             stop.set()
-        wait_all()
+        while True:  # a second Ctrl-C: the copies under way still finish (kill -9 does not)
+            try:
+                wait_all()
+                break
+            except KeyboardInterrupt:
+                continue
         raise
     if errors:
         raise errors[0]

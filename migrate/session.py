@@ -292,6 +292,7 @@ def open_session(
             yield session
         finally:
             stop.set()
-            recorder.join()
+            with suppress(KeyboardInterrupt):  # a second Ctrl-C: the routes still recorded
+                recorder.join()
             ledger.record_routes(plan.name, session.routes_used())
             session.close()

@@ -724,8 +724,15 @@ def verify(
         tally=tally,
         sleep=sleep,
     )
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
         verifier.run(pool)
+    except BaseException:
+        # Ctrl-C: the checks under way finish, those queued are dropped (a deep one
+        # re-reads a whole object), and nothing is marked verified.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     cutovers = {p.name for p in plan.phases if p.kind == PhaseKind.CUTOVER}
     outside = (
         ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])

@@ -1235,14 +1235,16 @@ def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signals", [1, 2])
 def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], signals: int
 ) -> None:
     """SIGTERM while the last parts of an object are under way: they finish, the object is
     completed and recorded done, the run's history counts it, and only then does the
     process exit 130 (the objects not begun are left for the next run). A join cut short
     by the interrupt let the process exit with the copy under way: completed at the
-    destination, `in_progress` in the ledger, its upload left."""
+    destination, `in_progress` in the ledger, its upload left. A second SIGTERM while
+    they finish changes nothing (it cut that wait short the same way)."""
     import os
     import signal
     import subprocess
@@ -1263,7 +1265,9 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(3)  # the small objects done, the big one's 4 parts under way
-    proc.send_signal(signal.SIGTERM)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     with Ledger(tmp_path / "state") as ledger:
