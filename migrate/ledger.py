@@ -2485,9 +2485,7 @@ class Ledger:
                     "SELECT COUNT(*) FROM transfers AS t JOIN objects AS o ON o.site = ? "
                     "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
                     "WHERE t.plan = ? AND (t.state = 'removed' OR (t.state = 'done' AND "
-                    "(o.etag IS NOT t.source_etag OR o.size != t.size "
-                    "OR julianday(o.last_modified) > julianday(t.source_modified) "
-                    "OR o.version_id != t.source_version)))",
+                    f"{_SOURCE_DIFFERS}))",
                     (site, plan),
                 ).fetchone()[0]
             )
@@ -2578,17 +2576,15 @@ class Ledger:
         """Every copy --delete-removed removed at the destination, kept even when the key
         was copied again since: the first `limit` by time, and how many in all."""
         with self._lock:
-            count = int(
-                self._db.execute("SELECT COUNT(*) FROM removals WHERE plan=?", (plan,)).fetchone()[
-                    0
-                ]
-            )
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM removals WHERE plan=?", (plan,)
+            ).fetchone()
             rows = self._db.execute(
                 "SELECT phase, container, key, destination_bucket, destination_key, at "
                 "FROM removals WHERE plan=? ORDER BY at, container, key LIMIT ?",
                 (plan, limit),
             ).fetchall()
-        return [RemovalRow(*(str(v) for v in r)) for r in rows], count
+        return [RemovalRow(*(str(v) for v in r)) for r in rows], int(count)
 
 
 # -- verification: rows ------------------------------------------------------------------------
@@ -2860,6 +2856,18 @@ _GONE = (
 )
 
 
+# The source object `o`, as the latest inventory has it, is no longer the one transfer `t`
+# took: another ETag or size; metadata rewritten in place (the same ETag on S3, a later
+# time; unknown for transfers taken before the time was recorded: NULL, never true); or,
+# within the same second (times are to the second), another version id in a versioned
+# bucket.
+_SOURCE_DIFFERS = (
+    "(o.etag IS NOT t.source_etag OR o.size != t.size "
+    "OR julianday(o.last_modified) > julianday(t.source_modified) "
+    "OR o.version_id != t.source_version)"
+)
+
+
 def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
     """Transfers `t` of the plan whose source object `o` changed since it was copied (or
     during its copy), or came back at the source after its copy was removed at the
@@ -2870,14 +2878,7 @@ def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
         "t.plan = :plan AND o.site = :site "
         "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
         "AND (t.state IN ('changed', 'removed') OR ((t.state = 'done' OR (t.phase = :phase "
-        "AND t.state IN ('pending', 'failed', 'in_progress'))) "
-        "AND (o.etag IS NOT t.source_etag OR o.size != t.size "
-        # Metadata rewritten in place: the same ETag (S3), a later time. Unknown for
-        # transfers taken before it was recorded (NULL: never true).
-        "OR julianday(o.last_modified) > julianday(t.source_modified) "
-        # ... or within the same second (times are to the second): a versioned bucket
-        # gives the rewrite another version id.
-        "OR o.version_id != t.source_version)))"
+        f"AND t.state IN ('pending', 'failed', 'in_progress'))) AND {_SOURCE_DIFFERS}))"
     )
     if datasets:
         names = []
