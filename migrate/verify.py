@@ -196,6 +196,17 @@ class _Tally:
             setattr(self, name, getattr(self, name) + n)
 
 
+def _found_wrong(plan: Plan, tally: _Tally) -> tuple[str, ...]:
+    """The phases a failed verification takes the mark from. Only a phase whose objects
+    are found wrong: an unfinished one (a failure, Ctrl-C) keeps what was proven of it, and
+    the gates after it stay open. And the cutover, whichever phase's objects are wrong (or
+    a dataset is outside the plan): its mark says the whole estate may switch over."""
+    wrong = set(tally.wrong_phases)
+    if wrong or tally.counts.get("outside_plan"):
+        wrong |= {p.name for p in plan.phases if p.kind == PhaseKind.CUTOVER}
+    return tuple(sorted(wrong))
+
+
 def _decisive(got: str, want: str) -> bool:
     """Whether comparing two MD5-shaped values decides: always when they are equal; when
     they differ, only for two whole-object MD5s. A multipart MD5 depends on the part size,
@@ -800,8 +811,6 @@ def verify(
         reread=result.reread,
         summary=dumps(result.summary()),
         verified_phases=verified,
-        # Only a phase whose objects are found wrong loses its mark: an unfinished one (a
-        # failure, Ctrl-C) keeps what was proven of it, and the gates after it stay open.
-        unverified_phases=() if result.passed else tuple(sorted(tally.wrong_phases)),
+        unverified_phases=() if result.passed else _found_wrong(plan, tally),
     )
     return replace(result, record_id=record)

@@ -353,6 +353,30 @@ def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_th
         assert ledger.phase_state(plan.name, "delta").verified_at is not None
 
 
+def test_an_object_found_wrong_in_any_phase_takes_the_cutovers_mark(env_for: Any) -> None:
+    """The cutover's mark says the estate may switch over. An object of bulk-1 lost at the
+    destination after the cutover passed: the verification that finds it (of bulk-1, or of
+    the whole plan) takes the mark from bulk-1 and from the cutover; delta keeps its own."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        for phase in ("delta", "cutover"):
+            prepare_delta(env.config, plan, ledger, env.source, phase=phase)
+            assert run(env, ledger, plan, phase).failed == 0
+            assert check(env, ledger, plan, phase).passed
+        for scope in ("bulk-1", None):
+            whole = check(env, ledger, plan, None)
+            assert whole.passed, whole.findings
+            assert ledger.phase_state(plan.name, "cutover").verified_at is not None
+            env.destination.delete(env.bucket, "d/03.bin")
+            result = check(env, ledger, plan, scope)
+            assert not result.passed and result.counts == {"missing": 1}, result.counts
+            assert ledger.phase_state(plan.name, "bulk-1").verified_at is None
+            assert ledger.phase_state(plan.name, "cutover").verified_at is None
+            assert ledger.phase_state(plan.name, "delta").verified_at is not None
+            assert run(env, ledger, plan, "bulk-1").copied == 1  # copied again
+
+
 class _StopsListing:
     """The source, whose listing stops (Ctrl-C, a lost connection) after `after` objects."""
 
