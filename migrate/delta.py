@@ -213,6 +213,7 @@ def remove_deleted(
     recorded (a run stopped half-way still says how many it made)."""
     removed = 0
     for row in deleted_at_source(plan, ledger):
+        gone = False
         try:
             left = _why_kept(row, source, destination)
             if left is not None:
@@ -221,12 +222,12 @@ def remove_deleted(
                 )
             destination.delete(row.destination_bucket, row.destination_key)
         except NotFound:
-            pass  # the bucket itself is gone: so is the copy
+            gone = True  # the copy (or its bucket) is gone already: someone else removed it
         except TransferError as exc:
             if on_error is not None:
                 on_error(row, exc)
             continue
-        if ledger.transfer_removed(plan.name, row.container, row.key):
+        if ledger.transfer_removed(plan.name, row.container, row.key, already_gone=gone):
             removed += 1
             if on_removed is not None:
                 on_removed(row)

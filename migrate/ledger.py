@@ -395,6 +395,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
             FROM transfers WHERE state = 'removed' AND error = 'deleted at the source';
         """,
     ),
+    (
+        # A copy that --delete-removed found gone at the destination already (removed by
+        # someone else) is recorded as such: the log does not say the run removed it.
+        "removals_already_gone",
+        "ALTER TABLE removals ADD COLUMN already_gone INTEGER NOT NULL DEFAULT 0;",
+    ),
 ]
 
 
@@ -429,6 +435,7 @@ class RemovalRow:
     destination_bucket: str
     destination_key: str
     at: str
+    already_gone: bool  # not there when --delete-removed came to it: not removed by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -2550,12 +2557,14 @@ class Ledger:
                 (plan, container, key),
             )
 
-    def transfer_removed(self, plan: str, container: str, key: str) -> bool:
+    def transfer_removed(
+        self, plan: str, container: str, key: str, *, already_gone: bool = False
+    ) -> bool:
         """Record that the destination copy of an object deleted at the source was removed
         (state `removed`: the manifest and verification no longer expect it, and verify
-        reports it if it is still there). Only a done transfer changes; returns whether
-        this one did. Should the object come back at the source, the next delta phase
-        copies it again."""
+        reports it if it is still there), or found gone already. Only a done transfer
+        changes; returns whether this one did. Should the object come back at the source,
+        the next delta phase copies it again."""
         now = _now()
         with self.atomic() as db:
             cur = db.execute(
@@ -2566,25 +2575,31 @@ class Ledger:
             if cur.rowcount > 0:
                 db.execute(
                     "INSERT INTO removals SELECT plan, phase, container, key, "
-                    "destination_bucket, destination_key, ? FROM transfers "
+                    "destination_bucket, destination_key, ?, ? FROM transfers "
                     "WHERE plan=? AND container=? AND key=?",
-                    (now, plan, container, key),
+                    (now, int(already_gone), plan, container, key),
                 )
         return cur.rowcount > 0
 
-    def removals(self, plan: str, limit: int) -> tuple[list[RemovalRow], int]:
-        """Every copy --delete-removed removed at the destination, kept even when the key
-        was copied again since: the first `limit` by time, and how many in all."""
+    def removals(self, plan: str, limit: int) -> tuple[list[RemovalRow], int, int]:
+        """Every copy --delete-removed removed at the destination (or found gone already),
+        kept even when the key was copied again since: the first `limit` by time, how many
+        in all, and how many of them were found gone already."""
         with self._lock:
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM removals WHERE plan=?", (plan,)
+            count, gone = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(already_gone), 0) FROM removals WHERE plan=?",
+                (plan,),
             ).fetchone()
             rows = self._db.execute(
-                "SELECT phase, container, key, destination_bucket, destination_key, at "
-                "FROM removals WHERE plan=? ORDER BY at, container, key LIMIT ?",
+                "SELECT phase, container, key, destination_bucket, destination_key, at, "
+                "already_gone FROM removals WHERE plan=? ORDER BY at, container, key LIMIT ?",
                 (plan, limit),
             ).fetchall()
-        return [RemovalRow(*(str(v) for v in r)) for r in rows], int(count)
+        removals = [
+            RemovalRow(str(ph), str(c), str(k), str(b), str(dk), str(at), bool(gone_one))
+            for ph, c, k, b, dk, at, gone_one in rows
+        ]
+        return removals, int(count), int(gone)
 
 
 # -- verification: rows ------------------------------------------------------------------------

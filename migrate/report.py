@@ -299,10 +299,14 @@ class RemovalInfo(_Model):
     destination_bucket: str
     destination_key: str
     removed_at: str
+    # not there when --delete-removed came to it (removed by someone else): recorded, and
+    # no longer expected, but not removed by the run
+    already_gone: bool = False
 
 
 class RemovalsSection(_Model):
     count: int
+    already_gone: int = 0  # of `count`: not there when --delete-removed came to them
     limit: int
     removals: tuple[RemovalInfo, ...]  # the first `limit`, oldest first
 
@@ -946,9 +950,10 @@ def build_report(
 
 
 def _removals(ledger: Ledger, plan: str) -> RemovalsSection:
-    rows, count = ledger.removals(plan, UNPROVEN_LIMIT)
+    rows, count, gone = ledger.removals(plan, UNPROVEN_LIMIT)
     return RemovalsSection(
         count=count,
+        already_gone=gone,
         limit=UNPROVEN_LIMIT,
         removals=tuple(
             RemovalInfo(
@@ -958,6 +963,7 @@ def _removals(ledger: Ledger, plan: str) -> RemovalsSection:
                 destination_bucket=r.destination_bucket,
                 destination_key=r.destination_key,
                 removed_at=r.at,
+                already_gone=r.already_gone,
             )
             for r in rows
         ),
@@ -1453,16 +1459,25 @@ def render_html(report: Report) -> str:
     if gone.count:
         out.append("<section><h2>Copies removed at the destination</h2>")
         out.append(
-            f"<p>{gone.count:,} copies were removed at the destination by "
+            f"<p>{gone.count - gone.already_gone:,} copies were removed at the destination by "
             "<code>run --delete-removed</code>, their source object deleted (a key copied "
             "again since, the object back at the source, stays listed here)."
+            + (
+                f" {gone.already_gone:,} more, their source object deleted too, were gone "
+                "from the destination already when it came to them (removed by someone "
+                "else): no longer expected there."
+                if gone.already_gone
+                else ""
+            )
             + (f" The first {gone.limit:,} are listed." if gone.count > gone.limit else "")
             + "</p><details><summary>removals</summary><table><tr><th>removed at</th>"
             "<th>phase</th><th>source</th><th>destination</th></tr>"
             + "".join(
                 f"<tr><td>{_e(x.removed_at)}</td><td>{_e(x.phase)}</td>"
                 f"<td><code>{_e(x.source_container)}/{_e(x.source_key)}</code></td>"
-                f"<td><code>{_e(x.destination_bucket)}/{_e(x.destination_key)}</code></td></tr>"
+                f"<td><code>{_e(x.destination_bucket)}/{_e(x.destination_key)}</code>"
+                + (" (gone already)" if x.already_gone else "")
+                + "</td></tr>"
                 for x in gone.removals
             )
             + "</table></details></section>"

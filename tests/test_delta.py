@@ -938,6 +938,35 @@ def test_a_run_stopped_while_removing_records_the_removals_it_made(
     assert (runs[-1].outcome, runs[-1].counts.removed) == ("interrupted", 2)
 
 
+def test_a_copy_gone_already_when_removal_comes_to_it_is_logged_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two objects deleted at the source, one's copy deleted at the destination by someone
+    else first: the report's log of removals says the run removed one, and found the other
+    gone already (an auditor reads who deleted what)."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    for n in (1, 2):
+        (tmp_path / "src" / "data" / f"f{n}.txt").unlink()
+    (tmp_path / "dst" / "data" / "f2.txt").unlink()
+    code = main(["run", plan, "--phase", "delta", "--delete-removed", "--force", "--reason",
+                 "t", *where])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    assert not (tmp_path / "dst" / "data" / "f1.txt").exists()
+    capsys.readouterr()
+    assert main(["report", plan, "-o", str(tmp_path / "rep"), *where]) == 0
+    log = json.loads((tmp_path / "rep" / "report.json").read_text())["removals"]
+    assert (log["count"], log["already_gone"]) == (2, 1)
+    assert sorted((x["source_key"], x["already_gone"]) for x in log["removals"]) == [
+        ("f1.txt", False),
+        ("f2.txt", True),
+    ]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "1 copies were removed" in page and "1 more, their source object deleted" in page
+    assert page.count("(gone already)") == 1
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [(["--delete-removed", "--max-remove", "ten"], "neither a count of copies nor a percentage"),
