@@ -667,10 +667,17 @@ def _open_items(
             f"{'it' if len(outside) == 1 else 'them'}"
         )
     if changed_since_copy:
+        catching = [p.name for p in phases if p.kind in ("delta", "cutover")]
         items.append(
             f"{_plural(changed_since_copy, 'object', 'objects')} copied "
             f"{'has' if changed_since_copy == 1 else 'have'} changed at the source since "
-            "(its latest inventory): run delta, or cutover, again"
+            "(its latest inventory): "
+            + (
+                f"run {' or '.join(catching)} again"
+                if catching
+                else "the plan has no delta or cutover phase to copy "
+                f"{'it' if changed_since_copy == 1 else 'them'} again; make one"
+            )
         )
     return tuple(items)
 

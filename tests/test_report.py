@@ -580,8 +580,7 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     report = report_of(env, plan)
     assert (report.changed_since_copy, report.status) == (1, "incomplete")
     assert report.open_items == (
-        "1 object copied has changed at the source since (its latest inventory): run "
-        "delta, or cutover, again",
+        "1 object copied has changed at the source since (its latest inventory): run delta again",
     )
     with Ledger(env.state) as ledger:
         summary = run_phase(plan, "delta", ledger, env.source, env.destination,
@@ -598,6 +597,26 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     run_inventory(env.config, env.source_site.name, env.source)
     report = report_of(env, plan)
     assert report.changed_since_copy == 1 and report.status == "incomplete"
+
+
+def test_a_change_at_the_source_after_a_plan_without_delta_says_what_to_do(
+    env_for: Any,
+) -> None:
+    """A plan of bulk-1 alone, copied and verified; then an object is written at the source
+    and an inventory sees it: the move is incomplete, and no phase of this plan can copy it
+    again, so the report does not tell the operator to run one."""
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    assert [p.kind for p in plan.phases] == ["bulk"]
+    (key, *_) = [o.key for o in env.source.list_objects(env.container)]
+    put(env.source, env.container, key, b"written after the move")
+    run_inventory(env.config, env.source_site.name, env.source)
+    report = report_of(env, plan)
+    assert (report.changed_since_copy, report.status) == (1, "incomplete")
+    assert report.open_items == (
+        "1 object copied has changed at the source since (its latest inventory): the plan "
+        "has no delta or cutover phase to copy it again; make one",
+    )
 
 
 def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
