@@ -401,6 +401,12 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "removals_already_gone",
         "ALTER TABLE removals ADD COLUMN already_gone INTEGER NOT NULL DEFAULT 0;",
     ),
+    (
+        # The report finds the run each copy finished in (its phase's latest run begun
+        # before): a phase's duration is the time its runs worked, not the idle between.
+        "runs_by_phase",
+        "CREATE INDEX runs_phase ON runs (plan, phase, started_at);",
+    ),
 ]
 
 
@@ -2415,15 +2421,20 @@ class Ledger:
             ]
 
     def transfer_stats(self, plan: str) -> list[TransferStats]:
-        """Per phase, dataset and state: objects, bytes, attempts, retries, and the first
-        start and last finish (one grouped scan)."""
+        """Per phase, dataset, state and run (of the phase) that finished them: objects,
+        bytes, attempts, retries, and the first start and last finish (one grouped scan).
+        A transfer's run is its phase's latest begun by its finish; none if unfinished, or
+        finished where no run was recorded (a library caller's `run_phase`)."""
         with self._lock:
             return [
-                TransferStats(ph, d, s, int(n), int(b or 0), int(a or 0), int(r or 0), st, fi)
-                for ph, d, s, n, b, a, r, st, fi in self._db.execute(
-                    "SELECT phase, dataset, state, COUNT(*), SUM(size), SUM(attempts), "
-                    "SUM(retries), MIN(started_at), MAX(finished_at) FROM transfers "
-                    "WHERE plan=? GROUP BY phase, dataset, state ORDER BY phase, dataset, state",
+                TransferStats(ph, d, s, int(n), int(b or 0), int(a or 0), int(r or 0), st, fi, run)
+                for ph, d, s, run, n, b, a, r, st, fi in self._db.execute(
+                    "SELECT phase, dataset, state, run, COUNT(*), SUM(size), SUM(attempts), "
+                    "SUM(retries), MIN(started_at), MAX(finished_at) FROM (SELECT t.*, "
+                    "(SELECT MAX(r.started_at) FROM runs AS r WHERE r.plan = t.plan "
+                    "AND r.phase = t.phase AND r.started_at <= t.finished_at) AS run "
+                    "FROM transfers AS t WHERE t.plan=?) "
+                    "GROUP BY phase, dataset, state, run ORDER BY phase, dataset, state, run",
                     (plan,),
                 )
             ]
@@ -2741,6 +2752,7 @@ class TransferStats:
     retries: int
     first_started: str | None
     last_finished: str | None
+    run_started: str | None = None  # the run of the phase that finished them (its start)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,9 @@ class Counts(_Model):
     attempts: int = 0
     started_at: str | None = None
     finished_at: str | None = None
-    duration_seconds: float | None = None  # first start to last finish
+    # the time the runs worked on these objects: first start to last finish in each run,
+    # summed (not the idle time between two runs)
+    duration_seconds: float | None = None
     # bytes done / duration (a duration under one second counts as one second)
     throughput_bytes_per_second: float | None = None
 
@@ -457,6 +459,27 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
 
 
+def _busy_seconds(stats: Sequence[TransferStats]) -> float | None:
+    """The time the runs worked on these objects: in each run, from the first start (or
+    the run's own, for an object first tried in an earlier run) to the last finish, summed.
+    So a phase run twice an hour apart does not count the hour between. Objects finished
+    where no run was recorded count from their first start to their last finish."""
+    spans: dict[str | None, tuple[str, str]] = {}
+    for s in stats:
+        if s.state == "removed" or not s.first_started or not s.last_finished:
+            continue  # a removal records when it happened: not part of the copy
+        start = max(s.first_started, s.run_started) if s.run_started else s.first_started
+        if s.run_started in spans:
+            first, last = spans[s.run_started]
+            start, end = min(first, start), max(last, s.last_finished)
+        else:
+            end = s.last_finished
+        spans[s.run_started] = (start, end)
+    if not spans:
+        return None
+    return sum(_seconds(start, end) or 0.0 for start, end in spans.values())
+
+
 def _counts(stats: Sequence[TransferStats]) -> Counts:
     objects = size = done = done_bytes = failed = changed = pending = removed = 0
     retries = attempts = 0
@@ -480,7 +503,7 @@ def _counts(stats: Sequence[TransferStats]) -> Counts:
         else:
             pending += s.objects
     started, finished = (min(starts) if starts else None), (max(ends) if ends else None)
-    duration = _seconds(started, finished)
+    duration = _busy_seconds(stats)
     return Counts(
         objects=objects,
         bytes=size,

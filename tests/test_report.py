@@ -599,6 +599,45 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     assert report.changed_since_copy == 1 and report.status == "incomplete"
 
 
+def test_a_phase_run_twice_an_hour_apart_reports_the_time_its_runs_worked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """delta copies one changed object, and an hour later another: the phase's duration
+    (and its throughput) is the time the two runs worked, not the hour between them."""
+    import sqlite3
+
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    delta = ["run", plan, "--phase", "delta", "--force", "--reason", "t", *where]
+    (tmp_path / "src" / "data" / "f1.txt").write_text("changed once\n")
+    assert main(delta) == 0
+    # The first delta run, and what it copied, an hour earlier: as if run then.
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    with db:
+        for table, where_ in (("runs", "phase='delta'"), ("transfers", "phase='delta'")):
+            db.execute(
+                f"UPDATE {table} SET started_at=strftime('%Y-%m-%dT%H:%M:%S+00:00', "
+                "started_at, '-1 hour'), finished_at=strftime('%Y-%m-%dT%H:%M:%S+00:00', "
+                f"finished_at, '-1 hour') WHERE {where_}"
+            )
+    db.close()
+    (tmp_path / "src" / "data" / "f2.txt").write_text("changed later\n")
+    assert main(delta) == 0
+    capsys.readouterr()
+    assert main(["report", plan, "-o", str(tmp_path / "rep"), *where]) == 0
+    phases = json.loads((tmp_path / "rep" / "report.json").read_text())["phases"]
+    (counts,) = [p["counts"] for p in phases if p["name"] == "delta"]
+    assert counts["done"] >= 2  # (and the object of the pilot, which never ran)
+    span = datetime.fromisoformat(counts["finished_at"]) - datetime.fromisoformat(
+        counts["started_at"]
+    )
+    assert span.total_seconds() >= 3600  # first copy to last: the hour is in there
+    assert counts["duration_seconds"] < 60, counts
+    assert counts["throughput_bytes_per_second"] >= 27 / 60
+
+
 def test_a_change_at_the_source_after_a_plan_without_delta_says_what_to_do(
     env_for: Any,
 ) -> None:
