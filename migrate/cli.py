@@ -47,6 +47,7 @@ from migrate.ledger import Ledger, NotCopiedRow
 from migrate.plan import (
     Plan,
     check_approved,
+    check_inventory_held,
     check_same_routes,
     check_sources_listed,
     compute_digest,
@@ -200,6 +201,12 @@ def _print_out(text: str) -> bool:
     except BrokenPipeError:
         _stdout_closed()
         return False
+    except OSError as exc:  # a full disk under a redirection: said, not a traceback
+        _stdout_closed()
+        raise ConfigError(
+            f"the output could not be written to standard output ({exc.strerror or exc})",
+            hint="free space where the output goes, then run the command again",
+        ) from None
     return True
 
 
@@ -821,10 +828,16 @@ def run(
             from migrate.dryrun import dry_run as do_dry_run
 
             check_sources_listed(session.plan, config)
+            check_inventory_held(session.plan, session.ledger, phase)
 
             report = do_dry_run(
                 session.plan, phase, session.ledger, session.source, session.destination
             )
+            if not force:
+                from migrate.executor import gate_refusal
+
+                gate = gate_refusal(session.plan, phase, session.ledger)
+                report.gate_refused = None if gate is None else gate.one_line()
             if delete_removed and session.plan.phase(phase).kind in ("delta", "cutover"):
                 # Announced before any run deletes what cannot be brought back.
                 report.would_remove = session.ledger.deleted_at_source_count(
@@ -911,7 +924,9 @@ def run(
         raise TransferError(
             f"phase {phase}: {summary.failed:,} of {summary.objects:,} objects failed "
             f"(not recorded as copied){conflicts}",
-            hint="the summary above (or --json) names them; the same command again retries them"
+            hint="the summary above (or --json) names them and why; the same command again "
+            "retries them (what is wrong at the source, bytes that do not match its stored "
+            "MD5, say, must be mended there first)"
             + (" (--overwrite copies over the conflicts)" if summary.conflicts else ""),
         )
     if not passed:

@@ -23,7 +23,8 @@ from migrate.errors import (
     PlanError,
     TransferError,
 )
-from migrate.inventory import portable_key, run_inventory
+from migrate.inventory import run_inventory
+from migrate.keys import portable_key
 from migrate.ledger import DatasetTotal, DeletedRow, Ledger
 from migrate.plan import PhaseKind, Plan, check_sources_listed
 from migrate.sites import SitesConfig

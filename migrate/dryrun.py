@@ -74,6 +74,8 @@ class DryRunReport:
     would_remove: int | None = None
     # Why the run would refuse to remove them (more than --max-remove allows); None: it would not.
     removal_refused: str | None = None
+    # Why the run would refuse to start (the phase's gate, without --force); None: it would not.
+    gate_refused: str | None = None
 
     @property
     def objects(self) -> int:

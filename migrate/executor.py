@@ -132,13 +132,13 @@ class _Retries:
     def __call__(self, fn: Callable[[], T], /) -> T:
         try:
             return fn()
-        except Retryable:
+        except (Retryable, EndpointUnreachable):  # an outage may be a store's restart
             if self._config.max_attempts <= 1:
                 raise
         self._count()
         self._sleep(self._wait(SimpleNamespace(attempt_number=1)))  # type: ignore[arg-type]
         retrying = Retrying(
-            retry=retry_if_exception_type(Retryable),
+            retry=retry_if_exception_type((Retryable, EndpointUnreachable)),
             wait=self._after_first,
             stop=stop_after_attempt(self._config.max_attempts - 1),
             sleep=self._sleep,
@@ -171,22 +171,32 @@ class _LedgerRecorder:
             part.etag,
         )
 
+    def claimed(self, bucket: str, key: str) -> bool:
+        return self._ledger.destination_claimed(self._plan, bucket, key)
+
 
 def check_gates(plan: Plan, phase_name: str, ledger: Ledger, force_reason: str | None) -> None:
     """A phase starts only after the phases it requires were verified (or done, for delta
     before cutover), unless forced with a reason that the ledger records."""
-    phase = plan.phase(phase_name)
-    missing = []
-    for required in phase.requires:
-        state = ledger.phase_state(plan.name, required)
-        if state.verified_at is None:
-            missing.append(required)
-    if not missing:
+    refused = gate_refusal(plan, phase_name, ledger)
+    if refused is None:
         return
     if force_reason:
         ledger.phase_mark(plan.name, phase_name, "started_at", reason=force_reason)
         return
-    raise PlanError(
+    raise refused
+
+
+def gate_refusal(plan: Plan, phase_name: str, ledger: Ledger) -> PlanError | None:
+    """What the phase's gate says without --force (nothing is written): None when open."""
+    missing = [
+        required
+        for required in plan.phase(phase_name).requires
+        if ledger.phase_state(plan.name, required).verified_at is None
+    ]
+    if not missing:
+        return None
+    return PlanError(
         f"phase {phase_name} requires {', '.join(missing)} to be verified first",
         hint=f"run `migrate verify PLAN --phase {missing[0]}`, or pass --force --reason '...'",
     )
@@ -240,6 +250,10 @@ def abort_orphan_uploads(
                 on_skipped(bucket, exc)
     return aborted
 
+
+# What stops a run: the store, not the object (credentials refused may be one object's:
+# a bucket policy on a prefix).
+_SITE_WIDE = (EndpointUnreachable,)
 
 # What a later run may get past, with the same upload.
 _RECOVERABLE = (
@@ -323,6 +337,7 @@ def run_phase(
     summary = PhaseSummary(plan.name, phase_name, objects=total)
     counts = {c.state: c for c in ledger.phase_counts(plan.name, phase_name)}
     summary.already_done = counts["done"].objects if "done" in counts else 0
+    summary.left_changed = counts["changed"].objects if "changed" in counts else 0
     todo_bytes = sum(c.bytes for s, c in counts.items() if s != "done" and s != "changed")
     ledger.phase_mark(plan.name, phase_name, "started_at")
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
@@ -432,6 +447,11 @@ def run_phase(
                 summary.conflicts += 1
             subscriber.on_object(row.key, "failed")
             return
+        except _SITE_WIDE:
+            # Every object would fail the same way (a store gone past the retries): the run
+            # stops, this object left as a kill leaves it (its upload kept), and the same
+            # command resumes once the store answers again.
+            raise
         except (MigrateError, OSError) as exc:
             if isinstance(exc, MigrateError):
                 reason = exc.one_line()

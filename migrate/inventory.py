@@ -15,6 +15,7 @@ from enum import IntFlag
 from pathlib import Path
 
 from migrate.errors import ConfigError, ListingOutOfOrder
+from migrate.keys import portable_key
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
 from migrate.transfer import (
@@ -59,6 +60,8 @@ class Flag(IntFlag):
     DIRECTORY_MARKER = 128
     HEADER_NOT_ASCII = 256
     KEY_NOT_UTF8 = 512
+    TAGGED = 1024
+    NOT_BLOCK_BLOB = 2048
 
 
 FLAG_LABELS: dict[Flag, str] = {
@@ -72,6 +75,8 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.DIRECTORY_MARKER: "directory of a hierarchical namespace (an empty object)",
     Flag.HEADER_NOT_ASCII: "header value beyond ASCII (may not be kept exactly)",
     Flag.KEY_NOT_UTF8: "name not valid UTF-8 (rename at the source)",
+    Flag.TAGGED: "index tags (not carried)",
+    Flag.NOT_BLOCK_BLOB: "append or page blob (copied as a plain object)",
 }
 
 
@@ -119,20 +124,11 @@ def flags_of(obj: ObjectInfo) -> Flag:
     # nothing to look at on the other objects, which are most of a large inventory.
     if obj.metadata is not None and not all(v.isascii() for v in carried_headers(obj).values()):
         flags |= Flag.HEADER_NOT_ASCII
+    if obj.tags:
+        flags |= Flag.TAGGED
+    if obj.blob_type not in (None, "BlockBlob"):
+        flags |= Flag.NOT_BLOCK_BLOB
     return flags
-
-
-def portable_key(key: str, size: int = 0) -> bool:
-    """False for a key with an empty, '.' or '..' segment: stores that keep objects as
-    files (SeaweedFS's filer, say) store `a//b` as `a/b`, and `a/./b` or `a/../b` as a
-    path, so the copy lands under another key, maybe another object's. A trailing '/' is
-    fine on a folder marker (no bytes); such a store keeps none of an object's bytes
-    under it (a folder)."""
-    if key.endswith("/"):
-        if size > 0:
-            return False
-        key = key[:-1]
-    return not any(s in ("", ".", "..") for s in key.split("/"))
 
 
 def escaped_key(key: str) -> str:

@@ -609,6 +609,7 @@ class _StateLock:
 # place it is in. Busy and locked (another process) are neither: they are raised as they are.
 _NOT_OURS = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR", "SQLITE_CONSTRAINT")
 _IN_USE = ("SQLITE_BUSY", "SQLITE_LOCKED")
+_UNWRITABLE = ("SQLITE_FULL", "SQLITE_IOERR")
 
 
 class _NotOurSchema(sqlite3.DatabaseError):
@@ -780,7 +781,7 @@ class Ledger:
         with self._lock.held:
             try:
                 self._commit_group()
-            except sqlite3.Error:
+            except (sqlite3.Error, ConfigError):  # ConfigError: the state unwritable
                 if keep_group_errors:
                     raise
             finally:
@@ -807,16 +808,37 @@ class Ledger:
         self._depth += 1
         try:
             yield self._db
-        except BaseException:
+        except BaseException as exc:
             self._depth -= 1
-            if self._depth == 0:
-                self._db.execute("ROLLBACK")
-            else:
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
+            # SQLite may have rolled back already (a full disk): nothing is left to undo.
+            if self._db.in_transaction:
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                else:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+            self._raise_unwritable(exc)
             raise
         self._depth -= 1
-        self._db.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
+        try:
+            self._db.execute("COMMIT" if self._depth == 0 else f"RELEASE {name}")
+        except sqlite3.Error as exc:
+            if self._depth == 0 and self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._raise_unwritable(exc)
+            raise
+
+    def _raise_unwritable(self, exc: BaseException) -> None:
+        """A state that cannot be written any more (its disk full, an I/O error): one line
+        naming it and what to do. Any other error: nothing raised here."""
+        name = getattr(exc, "sqlite_errorname", "")
+        if not name.startswith(_UNWRITABLE):
+            return
+        raise ConfigError(
+            f"state file {self.path} cannot be written ({exc}): nothing more is recorded",
+            hint="free space on its disk (or move state_dir), then run the same command "
+            "again: it resumes; an object copied whose record was not written is copied again",
+        ) from exc
 
     _held_transaction = contextmanager(_transaction)
 
@@ -858,7 +880,7 @@ class Ledger:
     def _commit_group_late(self) -> None:
         """The timer's commit: its errors are met again by the next call (the records
         stay grouped), so none is raised in the timer's thread."""
-        with suppress(sqlite3.Error), self._lock:
+        with suppress(sqlite3.Error, ConfigError), self._lock:  # ConfigError: unwritable
             pass
 
     def _write(self, statements: list[_Statement], group: bool) -> None:
@@ -1767,6 +1789,12 @@ class Ledger:
         self._db.create_function("migrate_max_segment", 1, _max_segment_bytes, deterministic=True)
         self._plan_fns = True
 
+    def inventory_run_site(self, run: int) -> str | None:
+        """The site an inventory run of this state listed; None if the state has no such run."""
+        with self._lock:
+            row = self._db.execute("SELECT site FROM inventory_runs WHERE id=?", (run,)).fetchone()
+        return str(row[0]) if row else None
+
     def latest_inventory_run(self, site: str) -> int | None:
         """The id of the site's last finished inventory run, None if it has none."""
         with self._lock:
@@ -2566,6 +2594,18 @@ class Ledger:
             db.execute(
                 "UPDATE transfers SET recopy_reason = NULL WHERE plan=? AND container=? AND key=?",
                 (plan, container, key),
+            )
+
+    def destination_claimed(self, plan: str, bucket: str, key: str) -> bool:
+        """Whether a transfer of the plan writes under this destination key."""
+        with self._lock:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
+                    "AND destination_key=? LIMIT 1",
+                    (plan, bucket, key),
+                ).fetchone()
+                is not None
             )
 
     def transfer_removed(

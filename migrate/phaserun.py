@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from migrate import os_user, tool_version
 from migrate.errors import ConfigError, MigrateError
 from migrate.ledger import Ledger, RunCounts
-from migrate.plan import check_sources_listed
+from migrate.plan import check_inventory_held, check_sources_listed
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ def run_plan_phase(
     plan, ledger = session.plan, session.ledger
     kind = plan.phase(phase).kind
     check_sources_listed(plan, session.config)
+    check_inventory_held(plan, ledger, phase)
     if delete_removed and kind not in ("delta", "cutover"):
         # Taken without a word, it looked like a removal that had been done.
         raise ConfigError(

@@ -411,6 +411,24 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
     )
 
 
+def check_inventory_held(plan: Plan, ledger: Ledger, phase: str | None = None) -> None:
+    """PlanError when the state does not hold the inventory the plan was made from (the
+    state moved aside, or another sites file's): its phases would take nothing from it, and
+    each would pass, with nothing copied, and open the gate of the next. With `phase`: only
+    while that phase has not taken its objects yet (a finished one's answer reads no more
+    than it did)."""
+    if phase is not None and ledger.phase_state(plan.name, phase).resolved_at is not None:
+        return
+    if ledger.inventory_run_site(plan.inventory_run) != plan.source:
+        raise PlanError(
+            f"plan {plan.name} was made from inventory #{plan.inventory_run} of {plan.source}, "
+            f"which the state {ledger.path} does not hold (another state, or another sites "
+            "file's)",
+            hint="use the sites file (and its state_dir) the plan was made with, or run "
+            f"`migrate inventory {plan.source}` and make the plan again",
+        )
+
+
 def check_sources_listed(plan: Plan, config: SitesConfig) -> None:
     """ConfigError (exit 3) when the sites file no longer lists a container the plan
     copies: the inventory leaves it out then, so a phase would take none of its objects and

@@ -63,6 +63,7 @@ from migrate.plan import (
     Severity,
     SiteRef,
     check_approved,
+    check_inventory_held,
     check_same_routes,
     load_plan,
     with_digest,
@@ -116,6 +117,8 @@ _FLAGS: tuple[Flag, ...] = (
     Flag.DIRECTORY_MARKER,
     Flag.HEADER_NOT_ASCII,
     Flag.KEY_NOT_UTF8,
+    Flag.TAGGED,
+    Flag.NOT_BLOCK_BLOB,
 )
 
 
@@ -762,9 +765,9 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
         ("KEY_NOT_PORTABLE", "KEY_MAY_CHANGE", warning,
          "keys with an empty, '.' or '..' segment (a//b, a/./b), or ending with '/' on an "
          "object with bytes: stores that keep objects as files (SeaweedFS, for one) store "
-         "the first under another key, which may be another object's (the second of two "
-         "such copies then fails as a conflict, and --delete-removed keeps them), and keep "
-         "the second as an empty folder (its copy fails, saying so)",
+         "the first under another key, which may be another object's, and keep the second "
+         "as an empty folder; the run looks for each such copy under its own key, and its "
+         "copy fails, saying so, where the store did that (--delete-removed keeps them)",
          "if the destination is such a store, rename them at the source, then run the "
          "inventory and plan again"),
         ("DIRECTORY_MARKER", "DIRECTORY_MARKERS", warning,
@@ -783,6 +786,16 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "listing carries these headers: Azure's)",
          "check a few at the destination after the pilot; an ASCII form (RFC 6266's "
          "filename*=UTF-8''...) is carried exactly"),
+        ("TAGGED", "TAGS_NOT_CARRIED", warning,
+         "blob index tags (a retention or classification label, say): the copy carries the "
+         "bytes, headers and metadata, not the tags",
+         "if something reads those tags, record them before the move (Get Blob Tags) and "
+         "set them at the destination (S3 object tagging) after it"),
+        ("NOT_BLOCK_BLOB", "BLOB_TYPE_NOT_CARRIED", warning,
+         "append or page blobs (a log appended to, a disk image): the copy is a plain "
+         "object with the same bytes, which S3 cannot append to or write in place",
+         "move what appends to or writes in those blobs to whole-object writes, or keep "
+         "them out of the move"),
         ("VERSIONED", "VERSIONS_NOT_CARRIED", warning,
          "versioned at the source: only each object's current version is copied; older "
          "versions and snapshots are not",
@@ -1426,4 +1439,5 @@ def approve_plan(path: Path, ledger: Ledger, who: str) -> Approval:
             hint=f"see `migrate plan show {path}`, fix them and generate the plan again",
         )
     check_same_routes(plan, ledger)
+    check_inventory_held(plan, ledger)
     return ledger.record_approval(plan.name, plan.digest, who, str(path))

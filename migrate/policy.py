@@ -200,7 +200,8 @@ def get_policy(name: str) -> Policy:
         return POLICIES[name]
     except KeyError:
         raise ConfigError(
-            f"unknown policy {name!r}", hint=f"policies: {', '.join(sorted(POLICIES))}"
+            f"unknown policy {name!r} (--policy, or `policy` in the sites file)",
+            hint=f"policies: {', '.join(sorted(POLICIES))}",
         ) from None
 
 

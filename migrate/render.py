@@ -203,6 +203,11 @@ def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -
 
 
 def nothing_to_do_line(s: PhaseSummary) -> str:
+    if s.left_changed:
+        return (
+            f"Phase {s.phase}: nothing to do: {s.already_done:,} objects copied and proven, "
+            f"{s.left_changed:,} changed at the source during their copy left for delta."
+        )
     return (
         f"Phase {s.phase}: nothing to do: all {s.already_done:,} objects were already "
         "copied and proven."
@@ -357,6 +362,8 @@ def print_dry_run(console: Console, report: Any) -> None:
             "--phase delta` without it, which only reports them)",
             markup=False,
         )
+    if report.gate_refused is not None:
+        console.print(f"The run would refuse to start: {report.gate_refused}", markup=False)
     if report.removal_refused is not None:
         console.print(f"The run would refuse: {report.removal_refused}", markup=False)
     if report.conflicts:

@@ -59,6 +59,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PlanFindingInfo(_Model):
+    """A finding of the plan, as it was approved: what was known, before the move, to not
+    move as it is (a warning) or to stop it (blocking: such a plan cannot be approved)."""
+
+    code: str
+    severity: str
+    message: str
+    action: str
+    objects: int
+    datasets: tuple[str, ...]
+    examples: tuple[str, ...]
+
+
 class PlanInfo(_Model):
     name: str
     digest: str
@@ -69,6 +82,9 @@ class PlanInfo(_Model):
     runner_location: str | None
     inventory_run: int
     allowlist: tuple[str, ...]
+    # the plan's findings (warnings accepted by its approval): what was knowingly left
+    # behind or changed (snapshots not carried, keys that may change, renamed buckets...)
+    findings: tuple[PlanFindingInfo, ...] = ()
 
 
 class ApprovalInfo(_Model):
@@ -916,6 +932,18 @@ def build_report(
             runner_location=plan.runner_location,
             inventory_run=plan.inventory_run,
             allowlist=plan.allowlist,
+            findings=tuple(
+                PlanFindingInfo(
+                    code=f.code,
+                    severity=f.severity.value,
+                    message=f.message,
+                    action=f.action,
+                    objects=f.objects,
+                    datasets=f.datasets,
+                    examples=f.examples,
+                )
+                for f in plan.findings
+            ),
         ),
         approvals=approvals,
         sites=judged,
@@ -1264,6 +1292,25 @@ def render_html(report: Report) -> str:
         )
     )
     out.append(f"<h3>Throughput over time</h3>{_chart(r.timeline)}")
+    out.append("<h3>Findings of the plan</h3>")
+    out.append(
+        "<p>What the plan said, before the move, would not move as it is; its approval "
+        "accepted them.</p>"
+        + _table(
+            ("severity", "finding", "objects", "what to do", "examples"),
+            [
+                [
+                    _e(f.severity),
+                    f"<code>{_e(f.code)}</code> {_e(f.message)}",
+                    f"{f.objects:,}",
+                    _e(f.action),
+                    ", ".join(f"<code>{_e(x)}</code>" for x in f.examples) or "-",
+                ]
+                for f in r.plan.findings
+            ],
+            {2},
+        )
+    )
     out.append("<h3>Source datasets outside the plan</h3>")
     out.append(
         "<p>In the source's current inventory, not mapped by the plan: no phase copies "

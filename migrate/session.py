@@ -283,7 +283,7 @@ def open_session(
             # A process killed outright (kill -9) records nothing at its end: the hosts it
             # contacted are written as it goes, so the report's routes miss a moment at most.
             while not stop.wait(ROUTES_EVERY_SECONDS):
-                with suppress(sqlite3.Error):
+                with suppress(sqlite3.Error, ConfigError):  # ConfigError: state unwritable
                     ledger.record_routes(plan.name, session.routes_used())
 
         recorder = threading.Thread(target=record_now_and_then, name="routes", daemon=True)

@@ -83,7 +83,12 @@ def check_sites(
                     )
         finally:
             adapter.close()
-        results.append(SiteCheck(name, site.provider, site.region, site.endpoint, checks))
+        # The site's code is its first failing container's: a script reading the site
+        # level (not each container) sees it too.
+        failed = next((c.exit_code for c in checks if not c.ok), 0)
+        results.append(
+            SiteCheck(name, site.provider, site.region, site.endpoint, checks, exit_code=failed)
+        )
     return results
 
 

@@ -289,6 +289,20 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                     "`credentials` as *_env references, a proxy's user:password in the "
                     "variable `credentials.proxy_auth_env` names",
                 )
+            if key in _URL_FIELDS and isinstance(value, str) and ("?" in value or "#" in value):
+                # Not repeated: an Azure SAS token rides in a query (`?...&sig=...`).
+                if "sig=" in value.lower():
+                    raise SecretInConfig(
+                        f"{path}: {here} holds a SAS token in its URL (`sig=`)",
+                        hint="write the URL without its query; give the SAS in the variable "
+                        "`credentials.sas_token_env` names",
+                    )
+                raise ConfigError(
+                    f"{path}: {here} has a query or a fragment (`?...`, `#...`), which "
+                    "an endpoint has not",
+                    hint="write it as scheme://host[:port][/path], e.g. "
+                    "https://s3.fr-par.scw.cloud",
+                )
             _refuse_secrets(value, path, here)
             # After every check for a secret (exit 4 comes first): not repeated either.
             if key in _URL_FIELDS and isinstance(value, str) and _unreadable(value):
@@ -385,8 +399,8 @@ def resolve_credentials(site: Site) -> Credentials:
         value = os.environ.get(var)
         if not value:
             raise ConfigError(
-                f"site {site.name}: environment variable {var} is not set "
-                f"(credentials.{field_name})",
+                f"site {site.name}: environment variable {var} is "
+                f"{'not set' if value is None else 'empty'} (credentials.{field_name})",
                 hint=f"export {var} before running migrate",
             )
         register_secret(value)

@@ -27,6 +27,8 @@ class PhaseSummary:
     # --overwrite: objects this plan did not write that the run let its copies replace
     overwriting: int = 0
     changed: int = 0
+    # changed at the source during an earlier run's copy: the delta's work, not this phase's
+    left_changed: int = 0
     retries: int = 0
     throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)
     lowest_concurrency: int = 0  # how far the concurrency limit went down under throttling
@@ -68,5 +70,9 @@ def finished_already(plan: Plan, phase_name: str, ledger: Ledger) -> PhaseSummar
         return None
     counts = {c.state: c.objects for c in ledger.phase_counts(plan.name, phase_name)}
     return PhaseSummary(
-        plan.name, phase_name, objects=sum(counts.values()), already_done=counts.get("done", 0)
+        plan.name,
+        phase_name,
+        objects=sum(counts.values()),
+        already_done=counts.get("done", 0),
+        left_changed=counts.get("changed", 0),
     )

@@ -50,7 +50,7 @@ from typing import Literal, TypeVar
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
-from migrate.inventory import portable_key
+from migrate.keys import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import PhaseKind, Plan, check_same_routes, destination_prefixes
 from migrate.transfer import SHA256_METADATA, carried_metadata
@@ -373,6 +373,12 @@ class _Verifier:
 
     # -- one object --------------------------------------------------------------------
 
+    @property
+    def leaves_changes(self) -> bool:
+        """Whether objects changed at the source are left to the delta: the verification of
+        one phase that is not a cutover."""
+        return self.phase is not None and self.plan.phase(self.phase).kind != PhaseKind.CUTOVER
+
     def in_scope(self, row: DestinationRow) -> bool:
         return self.phase is None or row.phase == self.phase
 
@@ -395,6 +401,12 @@ class _Verifier:
             return
         if row.state != "done":
             why = f": {row.error}" if row.error else ""
+            if row.state == "changed" and self.leaves_changes:
+                # Changed at the source during its copy: the delta's work (the run said so),
+                # not held against this phase; its gate opens. A cutover's (or the whole
+                # plan's) verification says whether the estate may switch over: it is.
+                self.finding(row, "source_changed", f"changed at the source{why}: delta copies it")
+                return
             self.finding(row, "not_done", f"transfer is {row.state}{why}")
             return
         self.tally.bump("objects")
@@ -554,19 +566,20 @@ class _Verifier:
         if info.metadata is None:
             return
         self.tally.bump("metadata_compared")
+        # Every difference is named, in one finding: one the store is known to make (a type
+        # of its own for the generic one) must not hide another (metadata lost).
+        differences: list[str] = []
+        store_made = True
         if ctype and info.content_type and ctype != info.content_type:
             # The generic type some stores replace with one guessed from the name, at every
             # write (SeaweedFS): a copy again would send it and see it replaced again.
             generic = ctype.lower() == _GENERIC_TYPE
-            self.finding(
-                row,
-                "metadata_mismatch",
+            differences.append(
                 f"content type {info.content_type!r}, the source's is {ctype!r}"
                 + (": the destination store chose a type of its own for the generic one"
-                   if generic else ""),
-                store_made=generic,
+                   if generic else "")
             )  # fmt: skip
-            return
+            store_made = generic
         # Where the source's headers are known, one the destination has and the source has
         # not is a mismatch too (a Content-Encoding added makes clients decode good bytes).
         for name in CARRIED_HEADERS if headers is not None else ():
@@ -575,25 +588,25 @@ class _Verifier:
             # its own way (UTF-8 read back as Latin-1): only its absence can be told.
             got = getattr(info, name) or ""
             if got != value and (value.isascii() or not got):
-                self.finding(
-                    row,
-                    "metadata_mismatch",
-                    f"{name.replace('_', ' ')} {got or None!r}, the source's is {value or None!r}",
+                differences.append(
+                    f"{name.replace('_', ' ')} {got or None!r}, the source's is {value or None!r}"
                 )
-                return
-        got = {k.lower(): v for k, v in info.metadata.items()}
+                store_made = False
+        got_meta = {k.lower(): v for k, v in info.metadata.items()}
         # migrate's own names are the copy's, not carried from the source.
         theirs = {k.lower(): v for k, v in carried_metadata(meta).items()}
-        for name in sorted(theirs.keys() | carried_metadata(got).keys()):
+        for name in sorted(theirs.keys() | carried_metadata(got_meta).keys()):
             # An empty value and no entry are the same nothing: some stores (SeaweedFS)
             # drop an entry without a value when it is written.
-            if (got.get(name) or "") != (theirs.get(name) or ""):
-                self.finding(
-                    row,
-                    "metadata_mismatch",
-                    f"metadata {name!r} is {got.get(name)!r}, the source's is {theirs.get(name)!r}",
+            if (got_meta.get(name) or "") != (theirs.get(name) or ""):
+                differences.append(
+                    f"metadata {name!r} is {got_meta.get(name)!r}, the source's is "
+                    f"{theirs.get(name)!r}"
                 )
-                return
+                store_made = False
+        if differences:
+            self.finding(row, "metadata_mismatch", "; ".join(differences), store_made=store_made)
+            return
         if (row.recopy_reason or "").startswith(_recopy_reason("metadata_mismatch", "")):
             # Right now: a same finding later is news, worth a copy again.
             self.ledger.clear_recopy_reason(self.plan.name, row.container, row.key)

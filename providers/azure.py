@@ -706,6 +706,8 @@ class AzureAdapter:
             content_disposition=settings.content_disposition,
             content_language=settings.content_language,
             archived=tier == _ARCHIVE,
+            tags=int(props.tag_count or 0),
+            blob_type=_enum_value(props.blob_type),
         )
 
     # -- containers (libcloud) ---------------------------------------------------------
@@ -815,6 +817,8 @@ class AzureAdapter:
             content_disposition=blob.content_disposition,
             content_language=blob.content_language,
             archived=tier == _ARCHIVE,
+            tags=blob.tag_count,
+            blob_type=blob.blob_type,
         )
 
     def head(self, container: str, key: str) -> ObjectInfo:

@@ -149,6 +149,8 @@ class ListedBlob:
     content_language: str | None
     tier: str | None
     metadata: dict[str, str]
+    tag_count: int = 0
+    blob_type: str | None = None
 
 
 def parse_blob_list(body: bytes) -> tuple[list[ListedBlob], str | None]:
@@ -181,6 +183,8 @@ def parse_blob_list(body: bytes) -> tuple[list[ListedBlob], str | None]:
                 content_language=props.get("Content-Language") or None,
                 tier=props.get("AccessTier") or None,
                 metadata=metadata,
+                tag_count=int(props.get("TagCount") or 0),
+                blob_type=props.get("BlobType") or None,
             )
         )
     return blobs, root.findtext("NextMarker") or None

@@ -106,6 +106,11 @@ class ObjectInfo:
     # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE
     # not restored).
     archived: bool = False
+    # Index tags the object bears (Azure's TagCount, in its listing): the copy does not
+    # carry them (the plan says so).
+    tags: int = 0
+    # Azure's blob type (BlockBlob, AppendBlob, PageBlob); None where the store has one kind.
+    blob_type: str | None = None
 
 
 # Classes a restore leaves as they were (S3 GLACIER, DEEP_ARCHIVE: a restored object keeps

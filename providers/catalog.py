@@ -426,7 +426,7 @@ class Catalog(_Model):
             return self.providers[name]
         except KeyError:
             raise ConfigError(
-                f"unknown provider {name!r}",
+                f"unknown provider {name!r} (a site's `provider` in the sites file)",
                 hint=f"known providers: {', '.join(self.names())}; add one in a catalog file",
             ) from None
 

@@ -789,7 +789,9 @@ class S3Adapter:
             )
         if isinstance(exc, bce.SSLError):
             return EndpointUnreachable(
-                f"{self.site_name}: TLS failed with {self.site.endpoint or 'AWS S3'}"
+                f"{self.site_name}: TLS failed with {self.site.endpoint or 'AWS S3'}",
+                hint="check that the endpoint speaks https on that port and that its "
+                "certificate is trusted (a private CA: AWS_CA_BUNDLE names its bundle)",
             )
         if isinstance(exc, bce.ProxyConnectionError):
             return EndpointUnreachable(f"{self.site_name}: the declared proxy does not answer")

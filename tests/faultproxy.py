@@ -46,6 +46,10 @@ class Faults:
     # The first this many multipart completions passed on, their answers dropped (the
     # connection closed): the store completed the upload, the client never heard.
     lose_completions: int = 0
+    # An outage: once this many PUTs have passed, the store goes away (connections under
+    # way dropped, new ones refused) for `down_for` seconds, then answers again.
+    down_after_puts: int = 0
+    down_for: float = 0.0
     seed: int = 7
     # What happened, for assertions.
     requests: int = 0
@@ -57,6 +61,8 @@ class Faults:
     listings: int = 0  # ListObjectsV2 requests (list-type=2)
     forwarded: int = 0  # requests that came as to a forward proxy (an absolute URL)
     refused_auth: int = 0  # of those, answered 407 for want of the proxy's credentials
+    puts: int = 0
+    down: bool = False
     completions_refused: int = 0
     completions_lost: int = 0
     # (uploadId, partNumber) -> parts the server accepted (200): a resent part counts twice.
@@ -125,6 +131,14 @@ def fault_proxy(
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with faults.lock:
+                if self.command == "PUT":
+                    faults.puts += 1
+                    if faults.puts == faults.down_after_puts:
+                        faults.down = True
+                        threading.Thread(target=outage, daemon=True).start()
+                if faults.down:  # no answer: the connection closed, as by a store gone
+                    self.close_connection = True
+                    return
                 faults.requests += 1
                 if self.command == "GET" and "list-type=2" in urlsplit(self.path).query:
                     faults.listings += 1
@@ -213,24 +227,40 @@ def fault_proxy(
 
     port = free_port()
     servers: list[ThreadingHTTPServer] = []
+    serving = threading.Lock()  # held while a server is being stopped or started
 
-    def serve() -> None:
-        time.sleep(listen_after)
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        server.daemon_threads = True
-        servers.append(server)
+    def serve(after: float) -> None:
+        time.sleep(after)
+        with serving:
+            server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            server.daemon_threads = True
+            servers.append(server)
         server.serve_forever()
 
-    thread = threading.Thread(target=serve, daemon=True)
+    def outage() -> None:
+        with serving:
+            servers[-1].shutdown()
+            servers[-1].server_close()  # the port refuses connections
+            servers.pop()
+        if faults.down_for != float("inf"):
+            time.sleep(faults.down_for)
+            with faults.lock:
+                faults.down = False
+            serve(0.0)
+
+    thread = threading.Thread(target=serve, args=(listen_after,), daemon=True)
     thread.start()
     if not listen_after:
         wait_until(lambda: bool(servers))
     try:
         yield Proxy(f"http://127.0.0.1:{port}", faults)
     finally:
-        wait_until(lambda: bool(servers))
-        servers[0].shutdown()
-        servers[0].server_close()
+        if not faults.down_after_puts:
+            wait_until(lambda: bool(servers))
+        with serving:
+            for server in servers:
+                server.shutdown()
+                server.server_close()
 
 
 def wait_until(ready: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -943,6 +943,7 @@ def test_an_endpoint_that_is_no_store_fails_the_check_and_the_inventory_with_exi
         assert code == 6, (site, out)
         (checked,) = json.loads(out)["sites"]
         assert checked["containers"][0]["exit_code"] == 6 and said in out, out
+        assert checked["exit_code"] == 6  # the site's too, for a script reading that level
         code, out, err = run(["inventory", site, "--sites", str(sites), "--json"], capsys)
         assert code == 6, (site, err)
         assert error_object(out)["kind"] == "EndpointUnreachable"
@@ -1866,3 +1867,68 @@ def test_status_failed_reads_each_page_without_reading_again_what_came_before(
     small = _steps_to_list_not_copied(tmp_path, 10_000, phase)
     large = _steps_to_list_not_copied(tmp_path, 40_000, phase)
     assert large / small < 6, f"10,000 failed: {small}k steps; 40,000: {large}k steps"
+
+
+def test_a_plan_run_with_a_state_that_lacks_its_inventory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state moved aside (as its damaged-state hint suggests), or another sites file:
+    the plan's phases would take nothing from it and pass, opening each gate on nothing
+    (found by a black-box review). Approve, run and its dry run refuse it, exit 9, saying
+    which inventory and which state; nothing is created at the destination."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    (tmp_path / "state").rename(tmp_path / "state-aside")
+    assert main(["plan", "approve", plan, *where]) == 9
+    assert "was made from inventory #1 of src" in capsys.readouterr().err
+    # Approved in that state all the same (a version before this check): run refuses it.
+    approved = load_plan(Path(plan))
+    with Ledger(tmp_path / "state") as ledger:
+        ledger.record_approval(approved.name, approved.digest, "someone", plan)
+    for args in (
+        ["run", plan, "--phase", "pilot"],
+        ["run", plan, "--phase", "pilot", "--dry-run"],
+        ["run", plan, "--phase", "bulk-1", "--force", "--reason", "t"],
+    ):
+        code = main([*args, *where])
+        err = capsys.readouterr().err
+        assert code == 9, (args, err)
+        assert "was made from inventory #1 of src, which the state" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert list((tmp_path / "dst").iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback() -> None:
+    """`--json > file` on a full disk: one line saying so, exit 3 (it was exit 1 and two
+    chained tracebacks: found by a black-box review)."""
+    import subprocess
+    import sys
+
+    migrate_bin = str(Path(sys.executable).parent / "migrate")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [migrate_bin, "providers", "--json"], stdout=full, stderr=subprocess.PIPE,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "could not be written to standard output (No space left on device)" in done.stderr
+
+
+def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bulk-1 before the pilot is verified: the dry run shows what the run would copy and
+    says the run would refuse to start (it showed a full table, and nothing else: found by
+    a black-box review); with --force it would not. Nothing is written by either."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    dry = ["run", plan, "--phase", "bulk-1", "--dry-run", *where]
+    assert main([*dry, "--json"]) == 0
+    refused = json.loads(capsys.readouterr().out)["gate_refused"]
+    assert refused.startswith("phase bulk-1 requires pilot to be verified first"), refused
+    assert main(dry) == 0
+    assert "The run would refuse to start: phase bulk-1 requires pilot" in capsys.readouterr().out
+    assert main([*dry, "--json", "--force", "--reason", "t"]) == 0
+    assert json.loads(capsys.readouterr().out)["gate_refused"] is None
+    with Ledger(tmp_path / "state") as ledger:
+        assert ledger.phase_state(load_plan(Path(plan)).name, "bulk-1").started_at is None

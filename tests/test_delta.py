@@ -719,7 +719,10 @@ def test_delete_removed_never_deletes_a_key_a_file_keeping_store_holds_as_anothe
     env_for: Any,
 ) -> None:
     """SeaweedFS stores d/a//b as d/a/b: deleting the first deletes the copy of the second,
-    whose source is still there (D4 of a review)."""
+    whose source is still there (D4 of a review). A run now fails d/a//b (stored under
+    another name); its transfer recorded done, as versions before that did, is kept."""
+    import sqlite3
+
     env: Env = env_for("azure", "s3")  # Azure keeps d/a//b and d/a/b apart
     data = body(5, 3000)
     for key in ("d/a/b", "d/a//b"):
@@ -730,7 +733,13 @@ def test_delete_removed_never_deletes_a_key_a_file_keeping_store_holds_as_anothe
               selector=Selector(changed_since_copy=True)),
     )})  # fmt: skip
     with Ledger(env.state) as ledger:
-        assert run(env, ledger, plan, "bulk-1").copied == 2
+        summary = run(env, ledger, plan, "bulk-1")
+        assert (summary.copied, [k for _, k, _ in summary.failures]) == (1, ["d/a//b"])
+    db = sqlite3.connect(env.state / "state.db")
+    with db:
+        db.execute("UPDATE transfers SET state='done', error=NULL WHERE key='d/a//b'")
+    db.close()
+    with Ledger(env.state) as ledger:
         env.source.delete(env.container, "d/a//b")
         assert prepare_delta(env.config, plan, ledger, env.source, phase="delta").deleted == 1
         kept: list[str] = []
@@ -903,6 +912,40 @@ def test_delete_removed_refuses_to_remove_more_than_max_remove_allows(
     assert json.loads(capsys.readouterr().out)["delta"]["removed"] == 4
     # The destination now holds what the source does (the pilot's object copied by delta).
     assert copies() == sorted(p.name for p in (tmp_path / "src" / "data").iterdir())
+
+
+def test_objects_changed_after_the_inventory_are_left_to_delta_and_hold_no_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live estate: every object is written to after the inventory (a log appended to).
+    The pilot and bulk-1 leave them to delta, their verification passes saying so, so
+    their gates open without --force, a run again says what is left and for whom, and
+    delta copies them all (found by a black-box review: the pilot could never be
+    verified, and every gate after it needed --force)."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    for n in range(30):
+        (tmp_path / "src" / "data" / f"f{n}.txt").write_text(f"object {n}, one more line\n")
+    code, out = cli(capsys, "run", plan, "--phase", "pilot", "--json", *where)
+    pilot = json.loads(out)["changed"]
+    assert code == 0 and pilot > 0 and json.loads(out)["copied"] == 0, out
+    code, out = cli(capsys, "verify", plan, "--phase", "pilot", "--json", *where)
+    answer = json.loads(out)
+    assert code == 0 and answer["passed"], out
+    assert answer["counts"] == {"source_changed": pilot}
+    assert all("delta copies it" in f["detail"] for f in answer["findings"])
+    code, out = cli(capsys, "run", plan, "--phase", "pilot", *where)
+    assert code == 0 and f"nothing to do: 0 objects copied and proven, {pilot} changed" in out
+    assert "left for delta" in out
+    code, out = cli(capsys, "run", plan, "--phase", "bulk-1", "--json", *where)  # no --force
+    assert code == 0 and json.loads(out)["changed"] == 30 - pilot, out
+    assert cli(capsys, "verify", plan, "--phase", "bulk-1", *where)[0] == 0
+    code, out = cli(capsys, "run", plan, "--phase", "delta", "--json", *where)
+    assert code == 0 and json.loads(out)["summary"]["copied"] == 30, out
+    assert (tmp_path / "dst" / "data" / "f7.txt").read_text() == "object 7, one more line\n"
+    # The whole plan's verification holds changes not copied against the move: none left.
+    assert cli(capsys, "verify", plan, *where)[0] == 0
 
 
 def test_a_run_stopped_while_removing_records_the_removals_it_made(

@@ -371,7 +371,7 @@ def test_keys_a_file_backed_store_would_rename_are_a_warning(estate: Estate) -> 
     finding = next(f for f in estate.plan().findings if f.code == "KEY_MAY_CHANGE")
     assert finding.severity.value == "warning" and finding.objects == 2
     assert finding.datasets == (f"{snds}/odd/",)
-    assert "the second of two such copies then fails as a conflict" in finding.message
+    assert "the run looks for each such copy under its own key" in finding.message
 
 
 def test_directories_of_a_hierarchical_namespace_are_a_warning(estate: Estate) -> None:
@@ -398,6 +398,40 @@ def test_header_values_beyond_ascii_are_a_warning(estate: Estate) -> None:
     finding = next(f for f in estate.plan().findings if f.code == "HEADERS_NOT_ASCII")
     assert finding.severity.value == "warning" and finding.objects == 1
     assert finding.examples == (f"{cohorts}/constances/cv.pdf",)
+
+
+def test_index_tags_and_append_blobs_are_warnings_the_report_will_carry(
+    estate: Estate, azure_sdk_site: Site
+) -> None:
+    """Azure blob index tags are not carried, and an append blob becomes a plain object
+    (an application appending to it would fail after the switch): the plan says so (they
+    went silently: found by a black-box review). Both listings tell them (the lean one, and
+    the SDK's, which a declared proxy takes)."""
+    import os
+
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.conftest import AZ_CONN_ENV
+
+    estate.seed()
+    _, cohorts = estate.containers
+    service = BlobServiceClient.from_connection_string(os.environ[AZ_CONN_ENV])
+    container = service.get_container_client(cohorts)
+    container.upload_blob("labels/a.json", b"{}", tags={"retention": "20y"})
+    log = container.get_blob_client("logs/app.log")
+    log.create_append_blob()
+    log.append_block(b"started\n")
+    estate.inventory()
+    findings = {f.code: f for f in estate.plan().findings}
+    for code, example in (("TAGS_NOT_CARRIED", "labels/a.json"),
+                          ("BLOB_TYPE_NOT_CARRIED", "logs/app.log")):  # fmt: skip
+        found = findings[code]
+        assert (found.severity.value, found.objects) == ("warning", 1)
+        assert found.examples == (f"{cohorts}/{example}",)
+    sdk = build_adapter(azure_sdk_site)
+    listed = {o.key: (o.tags, o.blob_type) for o in sdk.list_objects(cohorts)}
+    assert listed["labels/a.json"] == (1, "BlockBlob")
+    assert listed["logs/app.log"] == (0, "AppendBlob")
 
 
 @pytest.mark.parametrize(("provider", "region"), [("ovhcloud", "bhs"), ("outscale", "us-east-2")])

@@ -638,6 +638,29 @@ def test_a_phase_run_twice_an_hour_apart_reports_the_time_its_runs_worked(
     assert counts["throughput_bytes_per_second"] >= 27 / 60
 
 
+def test_the_report_carries_the_findings_the_plan_was_approved_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What was knowingly left behind or changed (the plan's warnings, accepted by its
+    approval) is in the report an auditor reads, not only in the plan file (found by a
+    black-box review: snapshots not carried, renamed buckets were nowhere in it)."""
+    from migrate.cli import main
+    from migrate.plan import load_plan
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    codes = {f.code: f for f in load_plan(Path(plan)).findings}
+    assert "NO_NATIVE_CHECKSUM" in codes
+    assert main(["report", plan, "-o", str(tmp_path / "rep"), *where]) == 0
+    carried = json.loads((tmp_path / "rep" / "report.json").read_text())["plan"]["findings"]
+    assert {f["code"] for f in carried} == set(codes)
+    (unproven,) = [f for f in carried if f["code"] == "NO_NATIVE_CHECKSUM"]
+    assert (unproven["severity"], unproven["objects"]) == ("warning", 30)
+    assert unproven["message"] == codes["NO_NATIVE_CHECKSUM"].message
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Findings of the plan" in page and "<code>NO_NATIVE_CHECKSUM</code>" in page
+
+
 def test_a_change_at_the_source_after_a_plan_without_delta_says_what_to_do(
     env_for: Any,
 ) -> None:

@@ -158,7 +158,11 @@ def test_credentials_come_from_the_environment_and_never_show(
 ) -> None:
     config = load_sites(write(tmp_path, GOOD))
     site = config.site("scw-par")
+    monkeypatch.delenv("SCW_ACCESS_KEY", raising=False)
     with pytest.raises(ConfigError, match="SCW_ACCESS_KEY is not set"):
+        resolve_credentials(site)
+    monkeypatch.setenv("SCW_ACCESS_KEY", "")  # set, to nothing: said so, not "not set"
+    with pytest.raises(ConfigError, match="SCW_ACCESS_KEY is empty"):
         resolve_credentials(site)
     monkeypatch.setenv("SCW_ACCESS_KEY", "SCWCANARYACCESS")
     monkeypatch.setenv("SCW_SECRET_KEY", "canary-secret-value-123")
@@ -271,3 +275,25 @@ def test_valid_ports_and_default_ports_are_accepted(tmp_path: Path) -> None:
     )
     config = load_sites(write(tmp_path, text))
     assert config.site("chu").endpoint == "https://s3.chu.example:65535"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "refused", "said"),
+    [
+        ("https://s3.fr-par.scw.cloud/?x=1", ConfigError, "has a query or a fragment"),
+        ("https://s3.fr-par.scw.cloud#top", ConfigError, "has a query or a fragment"),
+        ("https://hdh.blob.core.windows.net/?sv=2024&sig=c2VjcmV0", SecretInConfig, "SAS token"),
+    ],
+)
+def test_an_endpoint_with_a_query_is_refused_where_it_is_written(
+    tmp_path: Path, endpoint: str, refused: type[Exception], said: str
+) -> None:
+    """It passed the checks, then failed the first request (exit 6, as if unreachable):
+    now the file's line is named (found by a black-box review); a SAS token in it is a
+    secret (exit 4), and neither is repeated."""
+    text = GOOD.replace('region = "fr-par"', f'region = "fr-par"\nendpoint = "{endpoint}"')
+    with pytest.raises(refused) as err:
+        load_sites(write(tmp_path, text))
+    line = str(err.value.args[0])
+    assert "sites.scw-par.endpoint" in line and said in line, line
+    assert "x=1" not in line and "c2VjcmV0" not in line

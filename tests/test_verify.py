@@ -448,6 +448,33 @@ def test_a_generic_content_type_the_destination_replaces_is_named_not_copied_aga
     assert check(env, plan, check_metadata=True, copy_again=True).to_copy_again == 1
 
 
+def test_metadata_lost_beside_a_type_the_store_chose_is_named_and_copied_again(
+    env_for: Any,
+) -> None:
+    """The store's own type for the generic one must not hide user metadata lost at the
+    destination (verify named only the first difference, and the metadata was never named
+    nor copied again: found by a black-box review): both are named, in one finding, and
+    the copy is made again."""
+    env: Env = env_for("azure", "s3")
+    key = "cohort/table.csv"
+    meta = {"owner": "dpo", "retention": "20y"}
+    plan = copied(env, {key: (b"id,age\n1,42\n", "application/octet-stream", meta, False)})
+    copy = env.destination.head(env.bucket, key)
+    kept = {k: v for k, v in (copy.metadata or {}).items() if k.lower() != "owner"}
+    env.destination.replace_metadata(env.bucket, key, WriteAttrs(
+        content_type=copy.content_type, metadata=kept), if_match=copy.etag or "",
+        size=copy.size)  # fmt: skip
+
+    result = check(env, plan, check_metadata=True)
+
+    assert named(result) == [("metadata_mismatch", key)] and not result.passed
+    detail = result.findings[0].detail
+    assert "chose a type of its own" in detail and "metadata 'owner' is None" in detail, detail
+    assert result.to_copy_again == 1
+    assert env.run(plan).copied == 1
+    assert env.destination.head(env.bucket, key).metadata.get("owner") == "dpo"
+
+
 class DropsDisposition(Delegating):
     """A destination that loses Content-Disposition on a single PUT of a key `lost*`."""
 
