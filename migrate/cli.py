@@ -1316,7 +1316,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def fail_json(code: int, kind: str, message: str, hint: str | None = None) -> None:
         if wants_json(args) and not _json_printed:
-            _print_out(error_json(code, kind, message, hint))
+            with contextlib.suppress(ConfigError):  # stdout unwritable: the line said it
+                _print_out(error_json(code, kind, message, hint))
 
     try:
         if wrong := next((a for a in args if a.startswith("--deep=")), None):

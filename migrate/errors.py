@@ -54,6 +54,10 @@ class ConfigError(MigrateError):
     exit_code = 3
 
 
+class StateUnwritable(ConfigError):
+    """The state file can no longer be written (its disk full, an I/O error)."""
+
+
 class SecretInConfig(ConfigError):
     exit_code = 4
 

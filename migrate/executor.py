@@ -50,6 +50,7 @@ from migrate.errors import (
     Retryable,
     RouteRefused,
     SourceChanged,
+    StateUnwritable,
     Unsupported,
     redact,
 )
@@ -251,9 +252,9 @@ def abort_orphan_uploads(
     return aborted
 
 
-# What stops a run: the store, not the object (credentials refused may be one object's:
-# a bucket policy on a prefix).
-_SITE_WIDE = (EndpointUnreachable,)
+# What stops a run: the store or the state, not the object (credentials refused may be one
+# object's: a bucket policy on a prefix).
+_SITE_WIDE = (EndpointUnreachable, StateUnwritable)
 
 # What a later run may get past, with the same upload.
 _RECOVERABLE = (

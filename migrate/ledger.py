@@ -33,7 +33,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from migrate.errors import ConfigError, InventorySuperseded
+from migrate.errors import ConfigError, InventorySuperseded, StateUnwritable
 from migrate.locations import STATE_FILE
 
 if TYPE_CHECKING:
@@ -834,7 +834,7 @@ class Ledger:
         name = getattr(exc, "sqlite_errorname", "")
         if not name.startswith(_UNWRITABLE):
             return
-        raise ConfigError(
+        raise StateUnwritable(
             f"state file {self.path} cannot be written ({exc}): nothing more is recorded",
             hint="free space on its disk (or move state_dir), then run the same command "
             "again: it resumes; an object copied whose record was not written is copied again",

@@ -206,7 +206,8 @@ def nothing_to_do_line(s: PhaseSummary) -> str:
     if s.left_changed:
         return (
             f"Phase {s.phase}: nothing to do: {s.already_done:,} objects copied and proven, "
-            f"{s.left_changed:,} changed at the source during their copy left for delta."
+            f"{s.left_changed:,} changed at the source during their copy left for a delta or "
+            "cutover run."
         )
     return (
         f"Phase {s.phase}: nothing to do: all {s.already_done:,} objects were already "

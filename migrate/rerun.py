@@ -132,8 +132,8 @@ def remember(plan: Plan, phase: str, inputs: Inputs, recheck: Inputs | None) -> 
                 return render.nothing_to_do_line(summary), render.to_json(summary)
 
             return ledger.record_receipt(inputs.digest, finished)
-    except sqlite3.Error:  # a busy state file, say: the command's answer stands without it
-        return False
+    except (sqlite3.Error, MigrateError):  # a busy or full state file, say: the command's
+        return False  # answer stands without it
 
 
 def _parse(args: list[str]) -> _Request | None:

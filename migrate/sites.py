@@ -289,21 +289,22 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                     "`credentials` as *_env references, a proxy's user:password in the "
                     "variable `credentials.proxy_auth_env` names",
                 )
-            if key in _URL_FIELDS and isinstance(value, str) and ("?" in value or "#" in value):
+            query = key in _URL_FIELDS and isinstance(value, str) and ("?" in value or "#" in value)
+            if query and "sig=" in str(value).lower():
                 # Not repeated: an Azure SAS token rides in a query (`?...&sig=...`).
-                if "sig=" in value.lower():
-                    raise SecretInConfig(
-                        f"{path}: {here} holds a SAS token in its URL (`sig=`)",
-                        hint="write the URL without its query; give the SAS in the variable "
-                        "`credentials.sas_token_env` names",
-                    )
+                raise SecretInConfig(
+                    f"{path}: {here} holds a SAS token in its URL (`sig=`)",
+                    hint="write the URL without its query; give the SAS in the variable "
+                    "`credentials.sas_token_env` names",
+                )
+            _refuse_secrets(value, path, here)
+            if query:  # after every check for a secret (exit 4 first); not repeated
                 raise ConfigError(
                     f"{path}: {here} has a query or a fragment (`?...`, `#...`), which "
                     "an endpoint has not",
                     hint="write it as scheme://host[:port][/path], e.g. "
                     "https://s3.fr-par.scw.cloud",
                 )
-            _refuse_secrets(value, path, here)
             # After every check for a secret (exit 4 comes first): not repeated either.
             if key in _URL_FIELDS and isinstance(value, str) and _unreadable(value):
                 raise ConfigError(

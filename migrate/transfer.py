@@ -79,9 +79,6 @@ from providers.base import (
 T = TypeVar("T")
 
 MiB = 1024 * 1024
-# How many keys a listing may show before a key stored under another name would come (see
-# `_check_stored_under_its_key`): past them, the key counts as not found.
-_LISTED_BEFORE_KEY = 10_000
 # Metadata migrate writes on each copy; verify and dry-run read them back.
 SHA256_METADATA = "migrate-sha256"
 SOURCE_MTIME_METADATA = "migrate-source-last-modified"
@@ -424,6 +421,17 @@ class _PartsInFlight:
         futures_wait(list(self._futures.values()))
 
 
+def _one_object(a: ObjectInfo, b: ObjectInfo) -> bool:
+    """Whether two HEADs describe one object (two of the same bytes, written apart, differ
+    in their time or migrate's metadata of their source)."""
+    return (a.etag, a.size, a.last_modified, dict(a.metadata or {})) == (
+        b.etag,
+        b.size,
+        b.last_modified,
+        dict(b.metadata or {}),
+    )
+
+
 class ObjectCopy:
     """Copies one item; stateless between items, so one instance serves many threads.
 
@@ -497,64 +505,43 @@ class ObjectCopy:
         if item.destination_key.endswith("/") and item.size > 0:
             self._check_kept_as_object(item)
         elif not portable_key(item.destination_key):
-            self._check_stored_under_its_key(item, outcome)
+            self._check_stored_under_its_key(item)
         return outcome
 
-    def _check_stored_under_its_key(self, item: TransferItem, outcome: TransferOutcome) -> None:
+    def _check_stored_under_its_key(self, item: TransferItem) -> None:
         """A store that keeps objects as files (SeaweedFS's filer, a local directory) stores
         `a//b` as `a/b` and `/x` as `x`: the write succeeds, and the object is under another
-        key, maybe another object's. Such keys, rare, are looked for in a listing (a HEAD
-        takes the same path and finds it) before the copy counts as done."""
+        key, maybe another object's. Such keys, rare, are checked before the copy counts as
+        done: the name such a store makes of the key holding the very object its own key
+        answers with (a HEAD of each: one object under both names) says it was moved.
+        (A listing cannot tell: SeaweedFS answers one under `a//` with names made from the
+        prefix asked for.) What landed there is left: it may be another transfer's copy,
+        of this plan or another, the same bytes, which counted it as its own."""
         bucket, key = item.destination_bucket, item.destination_key
-        segments = key.split("/")
-        clean = next(i for i, s in enumerate(segments) if s in ("", ".", ".."))
-        # Listed from the part of the key before its first odd segment: SeaweedFS answers a
-        # listing under `a//` (or after it) with names made from the prefix asked for.
-        prefix = "/".join(segments[:clean]) + "/" if clean else ""
-
-        def listed() -> bool:
-            listing = self.destination.list_objects(bucket, prefix=prefix)
-            try:
-                # In key order: the few keys before this one (a character below '/' after
-                # the prefix), then this one if it is there.
-                for n, obj in enumerate(listing):
-                    if obj.key >= key or n >= _LISTED_BEFORE_KEY:
-                        return obj.key == key
-                return False
-            finally:
-                close = getattr(listing, "close", None)
-                if close is not None:
-                    close()
-
-        if self.call(listed):
-            return
-        removed = self._remove_landed(item, outcome)
+        landed = posixpath.normpath("/" + key).lstrip("/")
+        try:
+            there = self.call(lambda: self.destination.head(bucket, landed))
+        except NotFound:
+            return  # nothing under the name such a store would make: the key is kept
+        try:
+            mine = self.call(lambda: self.destination.head(bucket, key))
+        except NotFound:
+            mine = None
+        if mine is not None and not _one_object(there, mine):
+            return  # two objects: the store keeps the key as it is
+        whose = (
+            "another object's name in this plan, whose copy fails as a conflict until this "
+            "is moved away"
+            if self.recorder.claimed(bucket, landed)
+            else "remove it there by hand (verify names it `unexpected`)"
+        )
         raise Permanent(
-            f"{bucket}/{key}: the destination stored the copy under another name (a store "
-            "keeping objects as files reads an empty, '.' or '..' segment as a path, a//b as "
-            f"a/b): not counted as copied; {removed}",
+            f"{bucket}/{key}: the destination stored the copy under another name, {landed} "
+            "(a store keeping objects as files reads an empty, '.' or '..' segment as a "
+            f"path): not counted as copied; what it wrote is left at {landed}: {whose}",
             hint="rename it at the source (no empty, '.' or '..' segment, no leading '/'), "
             "then run the inventory, plan and phase again",
         )
-
-    def _remove_landed(self, item: TransferItem, outcome: TransferOutcome) -> str:
-        """Remove what the copy left under the other name, where it is this copy (a HEAD
-        takes the same path: its SHA-256) and the name the store made of the key (`a/b`
-        of `a//b`, `x` of `/x`) is no transfer's of the plan: one with the same bytes under
-        that name may have counted them as its own copy. Says what was done."""
-        bucket, key = item.destination_bucket, item.destination_key
-        landed = posixpath.normpath("/" + key).lstrip("/")
-        if self.recorder.claimed(bucket, landed):
-            return f"what it wrote is left at {landed}, another object's name in this plan"
-        try:
-            head = self.call(lambda: self.destination.head(bucket, key))
-        except NotFound:
-            return "nothing of it is left"
-        stored = {k.lower(): v for k, v in (head.metadata or {}).items()}
-        if head.size != outcome.size or stored.get(SHA256_METADATA) != outcome.sha256:
-            return f"what it wrote under {landed} was not found to remove"
-        self.call(lambda: self.destination.delete(bucket, key))
-        return f"what it wrote under {landed} was removed"
 
     def _check_kept_as_object(self, item: TransferItem) -> None:
         """A store that keeps objects as files (SeaweedFS's filer) takes a key ending with

@@ -374,10 +374,20 @@ class _Verifier:
     # -- one object --------------------------------------------------------------------
 
     @property
+    def catching(self) -> list[str]:
+        """The plan's phases that copy what changed at the source (delta, cutover)."""
+        kinds = (PhaseKind.DELTA, PhaseKind.CUTOVER)
+        return [p.name for p in self.plan.phases if p.kind in kinds]
+
+    @property
     def leaves_changes(self) -> bool:
         """Whether objects changed at the source are left to the delta: the verification of
-        one phase that is not a cutover."""
-        return self.phase is not None and self.plan.phase(self.phase).kind != PhaseKind.CUTOVER
+        one phase that is not a cutover, of a plan with a phase to copy them."""
+        return (
+            self.phase is not None
+            and self.plan.phase(self.phase).kind != PhaseKind.CUTOVER
+            and bool(self.catching)
+        )
 
     def in_scope(self, row: DestinationRow) -> bool:
         return self.phase is None or row.phase == self.phase
@@ -405,7 +415,11 @@ class _Verifier:
                 # Changed at the source during its copy: the delta's work (the run said so),
                 # not held against this phase; its gate opens. A cutover's (or the whole
                 # plan's) verification says whether the estate may switch over: it is.
-                self.finding(row, "source_changed", f"changed at the source{why}: delta copies it")
+                self.finding(
+                    row,
+                    "source_changed",
+                    f"changed at the source{why}: {' or '.join(self.catching)} copies it",
+                )
                 return
             self.finding(row, "not_done", f"transfer is {row.state}{why}")
             return

@@ -1898,7 +1898,7 @@ def test_a_plan_run_with_a_state_that_lacks_its_inventory_is_refused(
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
-def test_output_that_cannot_be_written_is_one_line_not_a_traceback() -> None:
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """`--json > file` on a full disk: one line saying so, exit 3 (it was exit 1 and two
     chained tracebacks: found by a black-box review)."""
     import subprocess
@@ -1913,6 +1913,15 @@ def test_output_that_cannot_be_written_is_one_line_not_a_traceback() -> None:
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert "could not be written to standard output (No space left on device)" in done.stderr
+    # A command failing, its JSON error unwritable: its own line and code, still.
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [migrate_bin, "run", "no-such-plan.yaml", "--phase", "pilot", "--json"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "MIGRATE_SITES"},
+        )  # fmt: skip
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert done.returncode == 3 and "sites file sites.toml not found" in done.stderr, done.stderr
 
 
 def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(

@@ -934,10 +934,10 @@ def test_objects_changed_after_the_inventory_are_left_to_delta_and_hold_no_gate(
     answer = json.loads(out)
     assert code == 0 and answer["passed"], out
     assert answer["counts"] == {"source_changed": pilot}
-    assert all("delta copies it" in f["detail"] for f in answer["findings"])
+    assert all("delta or cutover copies it" in f["detail"] for f in answer["findings"])
     code, out = cli(capsys, "run", plan, "--phase", "pilot", *where)
     assert code == 0 and f"nothing to do: 0 objects copied and proven, {pilot} changed" in out
-    assert "left for delta" in out
+    assert "left for a delta or cutover run" in out
     code, out = cli(capsys, "run", plan, "--phase", "bulk-1", "--json", *where)  # no --force
     assert code == 0 and json.loads(out)["changed"] == 30 - pilot, out
     assert cli(capsys, "verify", plan, "--phase", "bulk-1", *where)[0] == 0

@@ -283,6 +283,7 @@ def test_valid_ports_and_default_ports_are_accepted(tmp_path: Path) -> None:
         ("https://s3.fr-par.scw.cloud/?x=1", ConfigError, "has a query or a fragment"),
         ("https://s3.fr-par.scw.cloud#top", ConfigError, "has a query or a fragment"),
         ("https://hdh.blob.core.windows.net/?sv=2024&sig=c2VjcmV0", SecretInConfig, "SAS token"),
+        ("https://h.example/?k=" + EXAMPLE_KEY_ID, SecretInConfig, "secret"),
     ],
 )
 def test_an_endpoint_with_a_query_is_refused_where_it_is_written(
