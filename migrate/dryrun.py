@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from migrate.errors import NotFound, Permanent, Unsupported
+from migrate.keys import portable_key
 from migrate.ledger import Ledger, PhaseCandidate
 from migrate.plan import Plan
 from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA, native_md5
@@ -116,6 +117,10 @@ def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
     version (delta, verify) counts too."""
     meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
     if info.size != row.size or SOURCE_MTIME_METADATA not in meta:
+        return False
+    if not portable_key(row.destination_key):
+        # A store keeping objects as files answers a HEAD of a//b with a/b's object: what
+        # is there may be another transfer's copy (a//b written over it destroyed it).
         return False
     sums = _source_sums(row)
     # Other bytes than the source's are no copy of it, whatever metadata they bear (another
