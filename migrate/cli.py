@@ -841,7 +841,7 @@ def run(
             if delete_removed and session.plan.phase(phase).kind in ("delta", "cutover"):
                 # Announced before any run deletes what cannot be brought back.
                 report.would_remove = session.ledger.deleted_at_source_count(
-                    session.plan.name, session.plan.source
+                    session.plan.name, session.plan.source, removable=True
                 )
                 from migrate.delta import DEFAULT_MAX_REMOVE, check_removal_ceiling
 

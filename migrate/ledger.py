@@ -2536,12 +2536,19 @@ class Ledger:
                 ).fetchone()[0]
             )
 
-    def deleted_at_source_count(self, plan: str, site: str) -> int:
+    def deleted_at_source_count(self, plan: str, site: str, *, removable: bool = False) -> int:
         """How many done transfers of the plan copied an object that the latest inventory
-        of the source `site` marks deleted (their copies are still at the destination)."""
+        of the source `site` marks deleted (their copies are still at the destination).
+        `removable`: only those --delete-removed may remove (not a key a store keeping
+        files may hold under another name: a//b)."""
+        where = " AND migrate_portable(t.destination_key)" if removable else ""
         with self._lock:
+            if removable:
+                from migrate.keys import portable_key
+
+                self._db.create_function("migrate_portable", 1, portable_key, deterministic=True)
             row = self._db.execute(
-                f"SELECT COUNT(*) {self._DELETED_AT_SOURCE}", (site, plan)
+                f"SELECT COUNT(*) {self._DELETED_AT_SOURCE}{where}", (site, plan)
             ).fetchone()
         return int(row[0])
 

@@ -742,6 +742,9 @@ def test_delete_removed_never_deletes_a_key_a_file_keeping_store_holds_as_anothe
     with Ledger(env.state) as ledger:
         env.source.delete(env.container, "d/a//b")
         assert prepare_delta(env.config, plan, ledger, env.source, phase="delta").deleted == 1
+        # What a dry run announces it would remove: not this one (it said 1, and the run
+        # kept it: found by a black-box review).
+        assert ledger.deleted_at_source_count(plan.name, plan.source, removable=True) == 0
         kept: list[str] = []
         removed = remove_deleted(plan, ledger, env.source, env.destination,
                                  on_error=lambda r, e: kept.append(e.message))  # fmt: skip
