@@ -62,6 +62,7 @@ class Flag(IntFlag):
     KEY_NOT_UTF8 = 512
     TAGGED = 1024
     NOT_BLOCK_BLOB = 2048
+    FOLDER_METADATA = 4096
 
 
 FLAG_LABELS: dict[Flag, str] = {
@@ -77,6 +78,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.KEY_NOT_UTF8: "name not valid UTF-8 (rename at the source)",
     Flag.TAGGED: "index tags (not carried)",
     Flag.NOT_BLOCK_BLOB: "append or page blob (copied as a plain object)",
+    Flag.FOLDER_METADATA: "folder-like name ('/' last) with metadata a file store drops",
 }
 
 
@@ -124,6 +126,14 @@ def flags_of(obj: ObjectInfo) -> Flag:
     # nothing to look at on the other objects, which are most of a large inventory.
     if obj.metadata is not None and not all(v.isascii() for v in carried_headers(obj).values()):
         flags |= Flag.HEADER_NOT_ASCII
+    # An empty object named like a folder: a store keeping objects as files (SeaweedFS)
+    # makes it a folder, and keeps none of its metadata or headers.
+    if (
+        obj.size == 0
+        and obj.key.endswith("/")
+        and (carried_metadata(obj.metadata or {}) or any(carried_headers(obj).values()))
+    ):
+        flags |= Flag.FOLDER_METADATA
     if obj.tags:
         flags |= Flag.TAGGED
     if obj.blob_type not in (None, "BlockBlob"):

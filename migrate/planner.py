@@ -119,6 +119,7 @@ _FLAGS: tuple[Flag, ...] = (
     Flag.KEY_NOT_UTF8,
     Flag.TAGGED,
     Flag.NOT_BLOCK_BLOB,
+    Flag.FOLDER_METADATA,
 )
 
 
@@ -786,6 +787,12 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "listing carries these headers: Azure's)",
          "check a few at the destination after the pilot; an ASCII form (RFC 6266's "
          "filename*=UTF-8''...) is carried exactly"),
+        ("FOLDER_METADATA", "FOLDER_METADATA_MAY_BE_LOST", warning,
+         "empty objects named like folders (a key ending with '/') that carry metadata or "
+         "headers: a store keeping objects as files (SeaweedFS, for one) makes each a "
+         "folder and keeps none of it (verify then names it lost)",
+         "if that metadata matters and the destination is such a store, keep it elsewhere "
+         "(a manifest object), or move such markers to a name without the '/'"),
         ("TAGGED", "TAGS_NOT_CARRIED", warning,
          "blob index tags (a retention or classification label, say): the copy carries the "
          "bytes, headers and metadata, not the tags",

@@ -400,13 +400,14 @@ def test_header_values_beyond_ascii_are_a_warning(estate: Estate) -> None:
     assert finding.examples == (f"{cohorts}/constances/cv.pdf",)
 
 
-def test_index_tags_and_append_blobs_are_warnings_the_report_will_carry(
+def test_index_tags_append_blobs_and_folder_metadata_are_warnings(
     estate: Estate, azure_sdk_site: Site
 ) -> None:
-    """Azure blob index tags are not carried, and an append blob becomes a plain object
-    (an application appending to it would fail after the switch): the plan says so (they
-    went silently: found by a black-box review). Both listings tell them (the lean one, and
-    the SDK's, which a declared proxy takes)."""
+    """Azure blob index tags are not carried, an append blob becomes a plain object (an
+    application appending to it would fail after the switch), and a folder marker's
+    metadata is lost on a store keeping files: the plan says so (they went silently: found
+    by a black-box review). Both listings tell them (the lean one, and the SDK's, which a
+    declared proxy takes)."""
     import os
 
     from azure.storage.blob import BlobServiceClient
@@ -421,10 +422,14 @@ def test_index_tags_and_append_blobs_are_warnings_the_report_will_carry(
     log = container.get_blob_client("logs/app.log")
     log.create_append_blob()
     log.append_block(b"started\n")
+    # A folder marker with metadata: a store keeping files keeps none of it.
+    container.upload_blob("labels/2025/", b"", metadata={"owner": "dpo"})
+    container.upload_blob("labels/2026/", b"")  # a bare marker: nothing to lose
     estate.inventory()
     findings = {f.code: f for f in estate.plan().findings}
     for code, example in (("TAGS_NOT_CARRIED", "labels/a.json"),
-                          ("BLOB_TYPE_NOT_CARRIED", "logs/app.log")):  # fmt: skip
+                          ("BLOB_TYPE_NOT_CARRIED", "logs/app.log"),
+                          ("FOLDER_METADATA_MAY_BE_LOST", "labels/2025/")):  # fmt: skip
         found = findings[code]
         assert (found.severity.value, found.objects) == ("warning", 1)
         assert found.examples == (f"{cohorts}/{example}",)
