@@ -1795,6 +1795,16 @@ class Ledger:
             row = self._db.execute("SELECT site FROM inventory_runs WHERE id=?", (run,)).fetchone()
         return str(row[0]) if row else None
 
+    def inventory_finished_at(self, site: str) -> str | None:
+        """When the site's last finished inventory run finished (ISO, UTC); None if none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT finished_at FROM inventory_runs WHERE site=? AND finished_at IS NOT "
+                "NULL ORDER BY id DESC LIMIT 1",
+                (site,),
+            ).fetchone()
+        return str(row[0]) if row else None
+
     def latest_inventory_run(self, site: str) -> int | None:
         """The id of the site's last finished inventory run, None if it has none."""
         with self._lock:
@@ -2535,6 +2545,23 @@ class Ledger:
                     (site, plan),
                 ).fetchone()[0]
             )
+
+    def not_taken_count(self, plan: str, site: str, datasets: Sequence[str]) -> int:
+        """How many objects the latest inventory of the source `site` has in `datasets`
+        (the plan's) that no transfer of the plan holds: new at the source since its phases
+        took theirs, what a delta run would take."""
+        if not datasets:
+            return 0
+        names = ", ".join("?" for _ in datasets)
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM objects AS o INDEXED BY objects_dataset "
+                f"WHERE o.site = ? AND o.dataset IN ({names}) AND o.deleted_in IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM transfers AS t WHERE t.plan = ? "
+                "AND t.container = o.container AND t.key = o.key)",
+                (site, *datasets, plan),
+            ).fetchone()
+        return int(count)
 
     def deleted_at_source_count(self, plan: str, site: str, *, removable: bool = False) -> int:
         """How many done transfers of the plan copied an object that the latest inventory

@@ -365,6 +365,11 @@ class Report(_Model):
     # copies whose source object its latest inventory shows changed since (or back at the
     # source after the copy was removed): what a delta run would copy again
     changed_since_copy: int
+    # objects the source's latest inventory has in the plan's datasets that no phase has
+    # taken (new since): counted once every phase but decommission has run
+    not_taken: int = 0
+    # when the source's latest inventory (what the counts above read) finished listing
+    source_inventory_at: str | None = None
     plan: PlanInfo
     approvals: tuple[ApprovalInfo, ...]
     sites: tuple[SiteInfo, ...]
@@ -628,6 +633,7 @@ def _open_items(
     approved: bool = True,
     sites: Sequence[SiteInfo] = (),
     changed_since_copy: int = 0,
+    not_taken: int = 0,
 ) -> tuple[str, ...]:
     """One sentence per reason the move is not complete and verified, in this order: the
     plan as it stands approved by no one; a destination or runner the policy blocks now;
@@ -705,18 +711,27 @@ def _open_items(
             f"{_listed([d.dataset for d in outside])}; make a plan for "
             f"{'it' if len(outside) == 1 else 'them'}"
         )
+    catching = [p.name for p in phases if p.kind in ("delta", "cutover")]
+
+    def to_do(n: int, again: str = "") -> str:
+        return (
+            f"run {' or '.join(catching)} again"
+            if catching
+            else "the plan has no delta or cutover phase to copy "
+            f"{'it' if n == 1 else 'them'}{again}; make one"
+        )
+
     if changed_since_copy:
-        catching = [p.name for p in phases if p.kind in ("delta", "cutover")]
         items.append(
             f"{_plural(changed_since_copy, 'object', 'objects')} copied "
             f"{'has' if changed_since_copy == 1 else 'have'} changed at the source since "
-            "(its latest inventory): "
-            + (
-                f"run {' or '.join(catching)} again"
-                if catching
-                else "the plan has no delta or cutover phase to copy "
-                f"{'it' if changed_since_copy == 1 else 'them'} again; make one"
-            )
+            f"(its latest inventory): {to_do(changed_since_copy, ' again')}"
+        )
+    if not_taken:
+        items.append(
+            f"{_plural(not_taken, 'object', 'objects')} at the source in the plan's datasets "
+            f"{'has' if not_taken == 1 else 'have'} no copy (new since its phases took "
+            f"theirs, by its latest inventory): {to_do(not_taken)}"
         )
     return tuple(items)
 
@@ -900,6 +915,13 @@ def build_report(
     )
     judged = _sites(plan, catalog, today, sites)
     changed = ledger.changed_since_copy_count(plan.name, plan.source)
+    copying = [p for p in phases if p.kind != "decommission"]
+    # Before every phase has run, what no phase took yet is theirs to take (said already).
+    not_taken = (
+        ledger.not_taken_count(plan.name, plan.source, [m.dataset for m in plan.mappings])
+        if all(p.resolved_at is not None for p in copying)
+        else 0
+    )
     open_items = _open_items(
         phases,
         outside,
@@ -909,12 +931,15 @@ def build_report(
         approved=not approvals or any(a.current for a in approvals),
         sites=judged,
         changed_since_copy=changed,
+        not_taken=not_taken,
     )
     count, unproven = ledger.unproven_sources(plan.name, UNPROVEN_LIMIT)
     allow = set(plan.allowlist)
     moment = now or datetime.now(UTC)
     return Report(
         changed_since_copy=changed,
+        not_taken=not_taken,
+        source_inventory_at=ledger.inventory_finished_at(plan.source),
         tool_version=tool_version,
         generated_at=moment.isoformat(timespec="seconds"),
         generated_by=generated_by or os_user(),
@@ -1269,6 +1294,7 @@ def render_html(report: Report) -> str:
         f"<dt>policy</dt><dd>{_e(r.plan.policy)}</dd>",
         f"<dt>from / to</dt><dd>{_e(r.plan.source)} &rarr; {_e(r.plan.destination)}</dd>",
         f"<dt>plan created</dt><dd>{_e(r.plan.created)}</dd>",
+        f"<dt>source as of</dt><dd>its latest inventory, {_e(r.source_inventory_at or '-')}</dd>",
         f"<dt>report</dt><dd>by {_e(r.generated_by)} at {_e(r.generated_at)}, "
         f"migrate {_e(r.tool_version)}</dd>",
     ]

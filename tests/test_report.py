@@ -597,6 +597,24 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     run_inventory(env.config, env.source_site.name, env.source)
     report = report_of(env, plan)
     assert report.changed_since_copy == 1 and report.status == "incomplete"
+    assert report.source_inventory_at and report.source_inventory_at in render_html(report)
+    # Copied again; then a new object in a dataset of the plan, seen by an inventory: it
+    # has no copy, and the report says so (it said verified: found by an auditor's review).
+    with Ledger(env.state) as ledger:
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        run_phase(plan, "delta", ledger, env.source, env.destination, config=SMALL_PARTS,
+                  sleep=lambda s: None)  # fmt: skip
+    assert check(env, plan, None).passed
+    assert report_of(env, plan).status == "verified"
+    directory = changed.rpartition("/")[0]
+    put(env.source, env.container, f"{directory}/after-the-move.csv", b"new")
+    run_inventory(env.config, env.source_site.name, env.source)
+    report = report_of(env, plan)
+    assert (report.not_taken, report.changed_since_copy, report.status) == (1, 0, "incomplete")
+    assert report.open_items == (
+        "1 object at the source in the plan's datasets has no copy (new since its phases "
+        "took theirs, by its latest inventory): run delta again",
+    )
 
 
 def test_a_phase_run_twice_an_hour_apart_reports_the_time_its_runs_worked(
