@@ -1655,17 +1655,18 @@ class Ledger:
             after = (rows[-1][0], rows[-1][1], rows[-1][2])
 
     def phase_mark(self, plan: str, phase: str, column: str, reason: str | None = None) -> None:
-        """Record started_at, finished_at or verified_at (and a forced gate's reason: each
-        different reason is kept, after those before it)."""
+        """Record started_at (its first run's start: kept), finished_at or verified_at (and
+        a forced gate's reason: each different reason is kept, after those before it)."""
         if column not in ("started_at", "finished_at", "verified_at"):
             raise ValueError(column)
+        value = "COALESCE(started_at, :now)" if column == "started_at" else ":now"
         with self.atomic() as db:
             db.execute(
                 "INSERT INTO phases (plan, phase) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (plan, phase),
             )
             db.execute(
-                f"UPDATE phases SET {column}=:now, forced_reason=CASE "
+                f"UPDATE phases SET {column}={value}, forced_reason=CASE "
                 "WHEN :reason IS NULL THEN forced_reason "
                 "WHEN forced_reason IS NULL THEN :reason "
                 "WHEN instr('; then: ' || forced_reason || '; then: ', "

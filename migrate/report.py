@@ -387,6 +387,8 @@ class Report(_Model):
     # every copy removed at the destination by --delete-removed, ever (a phase's `removed`
     # names those still removed: a key copied again since leaves it, not this log)
     removals: RemovalsSection
+    # bytes and objects per span of time, each object counted when its copy finished (a
+    # large object is a peak at its end, not spread over its copy)
     timeline: tuple[TimelineBin, ...]
 
 
@@ -1317,7 +1319,12 @@ def render_html(report: Report) -> str:
             set(range(1, len(_COUNT_HEADERS))),
         )
     )
-    out.append(f"<h3>Throughput over time</h3>{_chart(r.timeline)}")
+    out.append(
+        f"<h3>Throughput over time</h3>{_chart(r.timeline)}"
+        '<p class="muted">Each object\'s bytes count when its copy finishes: a large one '
+        "shows as a peak at its end, not spread over its copy; the runs' own figures are "
+        "in the history of runs below.</p>"
+    )
     out.append("<h3>Findings of the plan</h3>")
     out.append(
         "<p>What the plan said, before the move, would not move as it is; its approval "
