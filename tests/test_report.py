@@ -330,6 +330,20 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     assert not [ln for ln in fails if " root " in ln], "the forged roots match"
     assert f"FAIL {len(lines) - 1} objects, the report says {len(lines)}" in fails
     assert "FAIL the manifest file's SHA-256 is not the one the report names" in fails
+    # The manifest section's figures forged too: the report's totals still tell (an
+    # auditor's review passed such a forgery).
+    dropped = json.loads(lines[0])
+    forged["manifest"].update(
+        objects=len(lines) - 1,
+        bytes=forged["manifest"]["bytes"] - dropped["size"],
+        sha256=hashlib.sha256(shorter.read_bytes()).hexdigest(),
+    )
+    forged_json.write_text(json.dumps(forged))
+    caught = run_checker(str(shorter), "--report", str(forged_json))
+    assert caught.returncode == 1, caught.stdout
+    fails = [ln for ln in caught.stdout.splitlines() if ln.startswith("FAIL ")]
+    said = f"FAIL {len(lines) - 1} objects, the report's totals of what was copied say"
+    assert [ln for ln in fails if ln.startswith(said)], fails
 
 
 # -- report.json -------------------------------------------------------------------------------

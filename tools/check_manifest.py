@@ -237,6 +237,12 @@ def expected_roots(args):
         items = data.get("open_items") or []
         status = f"report status: {data['status']}" + "".join(f"\n  open: {i}" for i in items)
     figures = {k: manifest[k] for k in ("objects", "bytes", "sha256") if k in manifest}
+    # The report's totals of objects copied, which the manifest lists one by one: a
+    # forger editing the manifest section alone leaves them telling.
+    totals = data.get("totals") or {}
+    for name, key in (("objects", "done"), ("bytes", "done_bytes")):
+        if key in totals:
+            figures[f"totals {name}"] = totals[key]
     return manifest["plan_root"], datasets, status, figures
 
 
@@ -343,6 +349,11 @@ def main(argv=None):
     for name in ("objects", "bytes"):
         if name in figures and figures[name] != counts[name]:
             root_problems.append(f"{counts[name]} {name}, the report says {figures[name]}")
+        total = figures.get(f"totals {name}")
+        if total is not None and total != counts[name]:
+            root_problems.append(
+                f"{counts[name]} {name}, the report's totals of what was copied say {total}"
+            )
     if "sha256" in figures and hash_file(args.manifest)[1] != figures["sha256"]:
         root_problems.append("the manifest file's SHA-256 is not the one the report names")
     for problem in root_problems:
