@@ -83,6 +83,15 @@ def bulk_copied(env: Env, ledger: Ledger) -> Plan:
     return plan
 
 
+def bulk_then_delta(env: Env) -> Plan:
+    """The plan of the estate the source holds now: bulk-1, then a delta."""
+    return env.plan().model_copy(update={"phases": (
+        Phase(name="bulk-1", kind=PhaseKind.BULK),
+        Phase(name="delta", kind=PhaseKind.DELTA, requires=("bulk-1",),
+              selector=Selector(changed_since_copy=True)),
+    )})  # fmt: skip
+
+
 def run(env: Env, ledger: Ledger, plan: Plan, phase: str, **kw: Any) -> Any:
     return run_phase(plan, phase, ledger, env.source, env.destination, config=SMALL_PARTS,
                      sleep=lambda s: None, **kw)  # fmt: skip
@@ -727,11 +736,7 @@ def test_delete_removed_never_deletes_a_key_a_file_keeping_store_holds_as_anothe
     data = body(5, 3000)
     for key in ("d/a/b", "d/a//b"):
         put(env.source, env.container, key, data)
-    plan = env.plan().model_copy(update={"phases": (
-        Phase(name="bulk-1", kind=PhaseKind.BULK),
-        Phase(name="delta", kind=PhaseKind.DELTA, requires=("bulk-1",),
-              selector=Selector(changed_since_copy=True)),
-    )})  # fmt: skip
+    plan = bulk_then_delta(env)
     with Ledger(env.state) as ledger:
         summary = run(env, ledger, plan, "bulk-1")
         assert (summary.copied, [k for _, k, _ in summary.failures]) == (1, ["d/a//b"])
@@ -763,11 +768,7 @@ def test_a_new_key_a_file_keeping_store_holds_as_a_copied_one_does_not_overwrite
 
     env: Env = env_for("azure", "s3")  # Azure keeps d/a//b and d/a/b apart
     put_blob(env.source, env.container, "d/a/b", body(1, 3000), multipart=True)
-    plan = env.plan().model_copy(update={"phases": (
-        Phase(name="bulk-1", kind=PhaseKind.BULK),
-        Phase(name="delta", kind=PhaseKind.DELTA, requires=("bulk-1",),
-              selector=Selector(changed_since_copy=True)),
-    )})  # fmt: skip
+    plan = bulk_then_delta(env)
     with Ledger(env.state) as ledger:
         assert run(env, ledger, plan, "bulk-1").copied == 1
         assert check(env, ledger, plan, "bulk-1").passed
