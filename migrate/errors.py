@@ -167,7 +167,8 @@ EXIT_CODES: dict[int, str] = {
     1: "unexpected error (run again with --debug and report it)",
     2: "wrong command-line usage (an unknown command or option, a missing argument, a value "
     "not of the option's type)",
-    3: "configuration error (sites file; an option's value out of range or not understood)",
+    3: "configuration error (sites file; an option's value out of range or not understood; "
+    "the state or the output cannot be written: a full disk, say)",
     4: "a secret is written in the sites file",
     5: "credentials rejected by a store (a local site: permission denied)",
     6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind)",
