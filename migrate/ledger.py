@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from migrate.errors import ConfigError, InventorySuperseded, StateUnwritable
+from migrate.keys import portable_key
 from migrate.locations import STATE_FILE
 
 if TYPE_CHECKING:
@@ -781,7 +782,7 @@ class Ledger:
         with self._lock.held:
             try:
                 self._commit_group()
-            except (sqlite3.Error, ConfigError):  # ConfigError: the state unwritable
+            except (sqlite3.Error, StateUnwritable):
                 if keep_group_errors:
                     raise
             finally:
@@ -880,7 +881,7 @@ class Ledger:
     def _commit_group_late(self) -> None:
         """The timer's commit: its errors are met again by the next call (the records
         stay grouped), so none is raised in the timer's thread."""
-        with suppress(sqlite3.Error, ConfigError), self._lock:  # ConfigError: unwritable
+        with suppress(sqlite3.Error, StateUnwritable), self._lock:
             pass
 
     def _write(self, statements: list[_Statement], group: bool) -> None:
@@ -1781,13 +1782,15 @@ class Ledger:
     # number of objects.
 
     def _plan_functions(self) -> None:
-        """Register the SQL functions plans select with (once per connection)."""
+        """Register the SQL functions plans (and removal counts) select with (once per
+        connection)."""
         if getattr(self, "_plan_fns", False):
             return
         from migrate.plan import key_hash  # plan imports nothing of the ledger
 
         self._db.create_function("migrate_key_hash", 2, key_hash, deterministic=True)
         self._db.create_function("migrate_max_segment", 1, _max_segment_bytes, deterministic=True)
+        self._db.create_function("migrate_portable", 1, portable_key, deterministic=True)
         self._plan_fns = True
 
     def inventory_run_site(self, run: int) -> str | None:
@@ -2208,8 +2211,7 @@ class Ledger:
         where = [
             "o.site = :site",
             "o.deleted_in IS NULL",
-            "NOT EXISTS (SELECT 1 FROM transfers t WHERE t.plan = :plan "
-            "AND t.container = o.container AND t.key = o.key)",
+            _NOT_TAKEN,
         ]
         if sel.datasets:
             names = []
@@ -2553,14 +2555,15 @@ class Ledger:
         took theirs, what a delta run would take."""
         if not datasets:
             return 0
-        names = ", ".join("?" for _ in datasets)
+        params: dict[str, object] = {"site": site, "plan": plan}
+        params.update({f"d{i}": d for i, d in enumerate(datasets)})
+        names = ", ".join(f":d{i}" for i in range(len(datasets)))
         with self._lock:
             (count,) = self._db.execute(
                 "SELECT COUNT(*) FROM objects AS o INDEXED BY objects_dataset "
-                f"WHERE o.site = ? AND o.dataset IN ({names}) AND o.deleted_in IS NULL "
-                "AND NOT EXISTS (SELECT 1 FROM transfers AS t WHERE t.plan = ? "
-                "AND t.container = o.container AND t.key = o.key)",
-                (site, *datasets, plan),
+                f"WHERE o.site = :site AND o.dataset IN ({names}) AND o.deleted_in IS NULL "
+                f"AND {_NOT_TAKEN}",
+                params,
             ).fetchone()
         return int(count)
 
@@ -2571,10 +2574,7 @@ class Ledger:
         files may hold under another name: a//b)."""
         where = " AND migrate_portable(t.destination_key)" if removable else ""
         with self._lock:
-            if removable:
-                from migrate.keys import portable_key
-
-                self._db.create_function("migrate_portable", 1, portable_key, deterministic=True)
+            self._plan_functions()
             row = self._db.execute(
                 f"SELECT COUNT(*) {self._DELETED_AT_SOURCE}{where}", (site, plan)
             ).fetchone()
@@ -2963,6 +2963,12 @@ _GONE = (
 # time; unknown for transfers taken before the time was recorded: NULL, never true); or,
 # within the same second (times are to the second), another version id in a versioned
 # bucket.
+# The inventory's object `o` is no transfer's of the plan (:plan): no phase has taken it.
+_NOT_TAKEN = (
+    "NOT EXISTS (SELECT 1 FROM transfers AS t WHERE t.plan = :plan "
+    "AND t.container = o.container AND t.key = o.key)"
+)
+
 _SOURCE_DIFFERS = (
     "(o.etag IS NOT t.source_etag OR o.size != t.size "
     "OR julianday(o.last_modified) > julianday(t.source_modified) "

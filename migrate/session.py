@@ -13,7 +13,13 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.errors import ConfigError, MigrateError, PolicyViolation, RouteRefused
+from migrate.errors import (
+    ConfigError,
+    MigrateError,
+    PolicyViolation,
+    RouteRefused,
+    StateUnwritable,
+)
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
 from migrate.planlock import plan_lock
@@ -283,7 +289,7 @@ def open_session(
             # A process killed outright (kill -9) records nothing at its end: the hosts it
             # contacted are written as it goes, so the report's routes miss a moment at most.
             while not stop.wait(ROUTES_EVERY_SECONDS):
-                with suppress(sqlite3.Error, ConfigError):  # ConfigError: state unwritable
+                with suppress(sqlite3.Error, StateUnwritable):
                     ledger.record_routes(plan.name, session.routes_used())
 
         recorder = threading.Thread(target=record_now_and_then, name="routes", daemon=True)
