@@ -492,6 +492,7 @@ def run_phase(
             retries=n,
             group=group,
             overwriting=row.overwriting,
+            tags=outcome.tags,
         )
         with lock:
             summary.copied += 1

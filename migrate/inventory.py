@@ -76,7 +76,7 @@ FLAG_LABELS: dict[Flag, str] = {
     Flag.DIRECTORY_MARKER: "directory of a hierarchical namespace (an empty object)",
     Flag.HEADER_NOT_ASCII: "header value beyond ASCII (may not be kept exactly)",
     Flag.KEY_NOT_UTF8: "name not valid UTF-8 (rename at the source)",
-    Flag.TAGGED: "index tags (not carried)",
+    Flag.TAGGED: "index tags",
     Flag.NOT_BLOCK_BLOB: "append or page blob (copied as a plain object)",
     Flag.FOLDER_METADATA: "folder-like name ('/' last) with metadata a file store drops",
 }

@@ -408,6 +408,11 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "runs_by_phase",
         "CREATE INDEX runs_phase ON runs (plan, phase, started_at);",
     ),
+    (
+        # The tags a copy set on the object (JSON; NULL: none), which verify compares.
+        "transfer_tags",
+        "ALTER TABLE transfers ADD COLUMN tags TEXT;",
+    ),
 ]
 
 
@@ -1300,8 +1305,10 @@ class Ledger:
         retries: int,
         group: bool = False,
         overwriting: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         """The only way an object becomes done: with the checksums that prove it.
+        `tags`: those the copy set on the object, for verify to compare.
         `group`: committed with other small objects' records (the module's docstring).
         `overwriting` (the row's): a copy --overwrite let replace another's object leaves
         its record (`overwrites`)."""
@@ -1321,7 +1328,7 @@ class Ledger:
                 (
                     "UPDATE transfers SET state='done', sha256=?, md5=?, destination_etag=?, "
                     "error=?, retries=retries+?, finished_at=?, bytes_disputed=0, "
-                    "overwrote=NULL "
+                    "overwrote=NULL, tags=? "
                     "WHERE plan=? AND container=? AND key=?",
                     (
                         sha256,
@@ -1330,6 +1337,7 @@ class Ledger:
                         f"source-proof:{source_proof}",
                         retries,
                         _now(),
+                        json.dumps(dict(tags), sort_keys=True) if tags else None,
                         plan,
                         container,
                         key,
@@ -2300,7 +2308,7 @@ class Ledger:
         base = (
             "SELECT t.destination_key, t.container, t.key, t.phase, t.dataset, t.size, "
             "t.state, t.sha256, t.md5, t.destination_etag, t.source_etag, t.source_version, "
-            "t.error, o.etag, o.content_type, o.metadata, o.headers, t.recopy_reason "
+            "t.error, o.etag, o.content_type, o.metadata, o.headers, t.recopy_reason, t.tags "
             "FROM transfers t "
             "LEFT JOIN objects o ON o.site = ? AND o.container = t.container AND o.key = t.key "
             "WHERE t.plan = ? AND t.destination_bucket = ?"
@@ -2714,6 +2722,7 @@ class DestinationRow:
     metadata: str | None  # JSON, or None when the source listing did not carry metadata
     headers: str | None = None  # JSON of the source's other headers, None where unknown
     recopy_reason: str | None = None  # why verify last asked for a copy again, if it did
+    tags: str | None = None  # JSON of the tags the copy set; None: it set none
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,9 @@ class LimitedAdapter:
     def head(self, container: str, key: str) -> ObjectInfo:
         return self._call(lambda: self.inner.head(container, key))
 
+    def read_tags(self, container: str, key: str) -> dict[str, str]:
+        return self._call(lambda: self.inner.read_tags(container, key))
+
     def open_range(
         self,
         container: str,

@@ -793,11 +793,14 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "folder and keeps none of it (verify then names it lost)",
          "if that metadata matters and the destination is such a store, keep it elsewhere "
          "(a manifest object), or move such markers to a name without the '/'"),
-        ("TAGGED", "TAGS_NOT_CARRIED", warning,
-         "blob index tags (a retention or classification label, say): the copy carries the "
-         "bytes, headers and metadata, not the tags",
-         "if something reads those tags, record them before the move (Get Blob Tags) and "
-         "set them at the destination (S3 object tagging) after it"),
+        ("TAGGED", "TAGS_CARRIED", warning,
+         "blob index tags (a retention or classification label, say): the copy sets them "
+         "as the destination's object tags (S3 object tagging takes Azure's 10 tags and "
+         "their characters), and verify compares them; a store without object tagging "
+         "fails those copies or drops the tags, and verify then names each object",
+         "check that the destination keeps object tags (the pilot's verify does); the "
+         "source's credentials must be allowed to read tags (Blob Index Data Reader, or "
+         "a SAS with the t permission)"),
         ("NOT_BLOCK_BLOB", "BLOB_TYPE_NOT_CARRIED", warning,
          "append or page blobs (a log appended to, a disk image): the copy is a plain "
          "object with the same bytes, which S3 cannot append to or write in place",

@@ -59,6 +59,7 @@ from typing import Protocol, TypeVar
 from migrate.errors import (
     ChecksumMismatch,
     CompletionRaced,
+    CredentialsRejected,
     NotFound,
     Permanent,
     PreconditionFailed,
@@ -130,6 +131,7 @@ class TransferOutcome:
     source_proof: str  # "md5" when the source's native MD5 matched, else "none"
     parts: int
     sent_bytes: int  # bytes actually sent now (resumed parts are not sent again)
+    tags: Mapping[str, str] = field(default_factory=dict)  # those set on the object
 
 
 class Recorder(Protocol):
@@ -475,8 +477,11 @@ class ObjectCopy:
         (`info`), or from a HEAD where the read said nothing (an empty object)."""
         if item.attrs is not None:
             return item.attrs
+        # Not every store counts tags in a HEAD (AWS does only in a GET's answer): asked.
+        tags_unknown = info is None
         if info is None:
             info = self.call(lambda: self.source.head(item.container, item.key))
+        tags = self._source_tags(item) if tags_unknown or info.tags else {}
         if item.source_etag and info.etag and info.etag != item.source_etag:
             raise SourceChanged(f"{item.container}/{item.key} changed since the inventory")
         metadata = carried_metadata(info.metadata)
@@ -484,7 +489,21 @@ class ObjectCopy:
             metadata[SOURCE_MTIME_METADATA] = info.last_modified.isoformat()
         # The class is mapped by the plan (Azure's Hot/Cool are not S3 classes); unmapped:
         # none sent.
-        return WriteAttrs.of(info, metadata, item.storage_classes.get(info.storage_class or ""))
+        return WriteAttrs.of(
+            info, metadata, item.storage_classes.get(info.storage_class or ""), tags
+        )
+
+    def _source_tags(self, item: TransferItem) -> dict[str, str]:
+        """The source object's tags: an object is not copied without them."""
+        try:
+            return self.call(lambda: self.source.read_tags(item.container, item.key))
+        except CredentialsRejected as exc:
+            raise CredentialsRejected(
+                f"{item.container}/{item.key}: its tags cannot be read ({exc.message})",
+                hint="grant the source's credentials the right to read object tags (S3: "
+                "s3:GetObjectTagging; Azure: Blob Index Data Reader, or a SAS with the t "
+                "permission), then run the phase again",
+            ) from None
 
     def _part_size(self, item: TransferItem) -> int:
         return item.part_size or choose_part_size(
@@ -616,7 +635,9 @@ class ObjectCopy:
             self.buffers.give(data)
         self._check_destination_etag(item, result, md5)
         self.on_bytes(item.size)
-        return TransferOutcome(item.size, sha256, md5, result.etag, proof, 1, item.size)
+        return TransferOutcome(
+            item.size, sha256, md5, result.etag, proof, 1, item.size, write_attrs.tags
+        )
 
     def _multipart(
         self, item: TransferItem, reader: _SourceReader, part_size: int
@@ -778,6 +799,7 @@ class ObjectCopy:
             proof,
             len(parts),
             sending.sent,
+            create_attrs.tags,
         )
 
     def _conditioned(
@@ -999,7 +1021,9 @@ class ObjectCopy:
             # The object keeps the attributes it was created with, the SHA-256 added.
             kept = WriteAttrs.of(head, dict(head.metadata or {}), head.storage_class)
             etag = self._write_sha256(item, kept, head.etag, digest, head.version_id)
-        return TransferOutcome(item.size, digest, expected, etag, proof, count, 0)
+        # The tags the upload was created with, as the source has them (read again).
+        tags = self.attrs_for(item, reader.info).tags
+        return TransferOutcome(item.size, digest, expected, etag, proof, count, 0, tags)
 
     def _upload_part(
         self,

@@ -41,7 +41,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,7 +49,15 @@ from typing import Literal, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from migrate.errors import ConfigError, NotFound, Permanent, PlanError, Retryable, SourceChanged
+from migrate.errors import (
+    ConfigError,
+    NotFound,
+    Permanent,
+    PlanError,
+    Retryable,
+    SourceChanged,
+    Unsupported,
+)
 from migrate.keys import portable_key
 from migrate.ledger import DestinationRow, Ledger, dumps
 from migrate.plan import PhaseKind, Plan, check_same_routes, destination_prefixes
@@ -448,7 +456,12 @@ class _Verifier:
                 return
             else:  # rewritten in another number or size of parts: only the bytes can tell
                 reread = True
-        need_head = reread or self.check_metadata or (not md5_shaped and obj.metadata is None)
+        need_head = (
+            reread
+            or self.check_metadata
+            or (not md5_shaped and obj.metadata is None)
+            or row.tags is not None  # no listing carries tags: read them (slow)
+        )
         if not need_head:
             if md5_shaped:  # the ETag is the MD5 the ledger holds: proven without a request
                 if obj.metadata is not None:
@@ -486,7 +499,26 @@ class _Verifier:
             source_info = self.reread_source(row)
             if source_info is None:
                 return
-        self.metadata(row, info, source_info)
+        self.metadata(row, info, source_info, self.tag_differences(row))
+
+    def tag_differences(self, row: DestinationRow) -> list[str]:
+        """The destination's tags against those the copy set (none where it set none)."""
+        if row.tags is None:
+            return []
+        want: dict[str, str] = json.loads(row.tags)
+        try:
+            got = self.call(
+                lambda: self.destination.read_tags(row.destination_bucket, row.destination_key)
+            )
+        except (Unsupported, Permanent) as exc:
+            return [f"its tags could not be read ({exc.one_line()})"]
+        except NotFound:
+            return ["its tags could not be read (the object was gone)"]
+        return [
+            f"tag {name!r} is {got.get(name)!r}, the source's is {want.get(name)!r}"
+            for name in sorted(want.keys() | got.keys())
+            if got.get(name) != want.get(name)
+        ]
 
     def stored(self, row: DestinationRow, info: ObjectInfo) -> str | None:
         """Compare the stored checksums of an object whose ETag is no hash. Returns None
@@ -561,29 +593,42 @@ class _Verifier:
             return None
         return info
 
-    def metadata(self, row: DestinationRow, info: ObjectInfo, source: ObjectInfo | None) -> None:
+    def metadata(
+        self,
+        row: DestinationRow,
+        info: ObjectInfo,
+        source: ObjectInfo | None,
+        tags: Sequence[str] = (),
+    ) -> None:
         """Content type, the other headers a copy keeps and user metadata against the
         source's, where both are known (the headers from the inventory where its listing
-        carried them: Azure's)."""
+        carried them: Azure's); `tags`, the differences of the object's tags, in the same
+        finding."""
         headers: dict[str, str] | None
+        # Every difference is named, in one finding: one the store is known to make (a type
+        # of its own for the generic one) must not hide another (metadata lost).
+        differences: list[str] = list(tags)
+        store_made = not tags
         if source is not None:
+            known = True
             ctype, meta = source.content_type, dict(source.metadata or {})
             headers = carried_headers(source)
         elif row.inventory_etag is not None and row.inventory_etag == row.source_etag:
-            if row.metadata is None:
-                return  # the source's listing carried none (S3): nothing to compare with
+            # None where the source's listing carried no metadata (S3): nothing to compare.
+            known = row.metadata is not None
             ctype = row.content_type
-            meta = json.loads(row.metadata)
+            meta = json.loads(row.metadata) if row.metadata is not None else {}
             headers = json.loads(row.headers) if row.headers is not None else None
         else:
-            return  # the source changed since its copy: the delta compares it
-        if info.metadata is None:
+            known = False  # the source changed since its copy: the delta compares it
+            ctype, meta, headers = None, {}, None
+        if not known or info.metadata is None:
+            if differences:
+                self.finding(row, "metadata_mismatch", "; ".join(differences))
+            elif row.tags is not None:
+                self._right_now(row)  # its tags, the one thing compared
             return
         self.tally.bump("metadata_compared")
-        # Every difference is named, in one finding: one the store is known to make (a type
-        # of its own for the generic one) must not hide another (metadata lost).
-        differences: list[str] = []
-        store_made = True
         if ctype and info.content_type and ctype != info.content_type:
             # The generic type some stores replace with one guessed from the name, at every
             # write (SeaweedFS): a copy again would send it and see it replaced again.
@@ -593,7 +638,7 @@ class _Verifier:
                 + (": the destination store chose a type of its own for the generic one"
                    if generic else "")
             )  # fmt: skip
-            store_made = generic
+            store_made = store_made and generic
         # Where the source's headers are known, one the destination has and the source has
         # not is a mismatch too (a Content-Encoding added makes clients decode good bytes).
         for name in CARRIED_HEADERS if headers is not None else ():
@@ -621,8 +666,12 @@ class _Verifier:
         if differences:
             self.finding(row, "metadata_mismatch", "; ".join(differences), store_made=store_made)
             return
+        self._right_now(row)
+
+    def _right_now(self, row: DestinationRow) -> None:
+        """The object's metadata found right: a same finding later is news, worth a copy
+        again (see `finding`)."""
         if (row.recopy_reason or "").startswith(_recopy_reason("metadata_mismatch", "")):
-            # Right now: a same finding later is news, worth a copy again.
             self.ledger.clear_recopy_reason(self.plan.name, row.container, row.key)
 
     def finding(

@@ -830,6 +830,14 @@ class AzureAdapter:
             self._fail(exc, f"{container}/{key}")
         return self._info(container, props)
 
+    def read_tags(self, container: str, key: str) -> dict[str, str]:
+        if _unstorable(key):  # its URL would name another blob
+            raise NotFound(f"{self.site_name}: {container}/{key}: no Azure blob has this name")
+        try:
+            return dict(self._blob(container, key).get_blob_tags())
+        except _NETWORK_ERRORS as exc:
+            self._fail(exc, f"{container}/{key}")
+
     def open_range(
         self,
         container: str,
@@ -960,6 +968,7 @@ class AzureAdapter:
             content_disposition=h.get("content-disposition"),
             content_language=h.get("content-language"),
             archived=tier == _ARCHIVE,
+            tags=int(h.get("x-ms-tag-count") or 0),
         )
 
     # -- writes (SDK) ----------------------------------------------------------------------
@@ -993,6 +1002,7 @@ class AzureAdapter:
                 content_settings=settings,
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=tier,
+                tags=dict(attrs.tags) or None,
                 headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
                 **_condition(expect),
             )
@@ -1128,6 +1138,7 @@ class AzureAdapter:
                 content_settings=_settings(attrs),
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=_tier(attrs, self.site_name),
+                tags=dict(attrs.tags) or None,
                 **_condition(expect),
             )
         except _NETWORK_ERRORS as exc:

@@ -106,8 +106,9 @@ class ObjectInfo:
     # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE
     # not restored).
     archived: bool = False
-    # Index tags the object bears (Azure's TagCount, in its listing): the copy does not
-    # carry them (the plan says so).
+    # How many tags the object bears (S3 object tagging, Azure blob index tags), where the
+    # answer says: Azure's listings and reads, S3's reads (x-amz-tagging-count; an S3
+    # listing does not say, so 0 there). `read_tags` gives them.
     tags: int = 0
     # Azure's blob type (BlockBlob, AppendBlob, PageBlob); None where the store has one kind.
     blob_type: str | None = None
@@ -133,13 +134,19 @@ class WriteAttrs:
     content_language: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
+    # The object's tags (S3 object tagging, Azure blob index tags); none: the object has none.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
-        cls, info: ObjectInfo, metadata: Mapping[str, str], storage_class: str | None
+        cls,
+        info: ObjectInfo,
+        metadata: Mapping[str, str],
+        storage_class: str | None,
+        tags: Mapping[str, str] | None = None,
     ) -> WriteAttrs:
         """What writing `info`'s object again sets: its content type and the headers a
-        copy keeps, with these metadata and class."""
+        copy keeps, with these metadata, class and tags."""
         return cls(
             content_type=info.content_type,
             content_encoding=info.content_encoding,
@@ -148,6 +155,7 @@ class WriteAttrs:
             content_language=info.content_language,
             metadata=metadata,
             storage_class=storage_class,
+            tags=dict(tags or {}),
         )
 
 
@@ -340,6 +348,11 @@ class StoreAdapter(Protocol):
         """Bytes [start, end) (end None: to the end) as a stream, conditioned on if_match."""
         ...
 
+    def read_tags(self, container: str, key: str) -> dict[str, str]:
+        """The object's tags (S3 object tagging, Azure blob index tags), {} where it has
+        none. NotFound if the object is absent."""
+        ...
+
     def put_object(
         self,
         container: str,
@@ -405,7 +418,8 @@ class StoreAdapter(Protocol):
         """Give an object the user metadata of `attrs`, keeping its bytes, on the store's
         side: nothing of the object is sent. `attrs` are all of the object's attributes, as
         written: a store that can only rewrite them all (S3: a copy onto itself, multipart
-        above `max_copy_size` bytes) sets every one. Conditioned on `if_match`:
+        above `max_copy_size` bytes) sets every one. The object keeps its tags where
+        `attrs` names none. Conditioned on `if_match`:
         SourceChanged if the object is no longer that one. Returns the object's ETag
         afterwards (a new one on some stores) and the checksums the store computed.
 

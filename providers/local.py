@@ -252,7 +252,18 @@ class LocalAdapter:
             content_disposition=_opt_str(meta.get("content_disposition")),
             content_language=_opt_str(meta.get("content_language")),
             metadata=_str_map(meta.get("metadata")),
+            tags=len(_str_map(meta.get("tags"))),
         )
+
+    def read_tags(self, container: str, key: str) -> dict[str, str]:
+        path = self._path(container, key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            self._require_container(container)
+            raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
+        meta = self._read_meta(container, key)
+        return _str_map(meta.get("tags")) if meta.get("etag") == _etag(st) else {}
 
     def _read_meta(self, container: str, key: str) -> dict[str, object]:
         try:
@@ -497,6 +508,7 @@ class LocalAdapter:
             content_disposition=_opt_str(info.get("content_disposition")),
             content_language=_opt_str(info.get("content_language")),
             metadata=_str_map(info.get("metadata")),
+            tags=_str_map(info.get("tags")),
         )
         result = self._install(container, key, tmp, attrs, {"md5": etag}, expect)
         shutil.rmtree(udir, ignore_errors=True)
@@ -518,6 +530,8 @@ class LocalAdapter:
             raise SourceChanged(f"{self.site_name}: {container}/{key} changed (ETag differs)")
         meta = self._read_meta(container, key)
         meta["metadata"] = dict(attrs.metadata)
+        if attrs.tags:
+            meta["tags"] = dict(attrs.tags)
         meta_tmp = self._tmp()
         meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
         os.replace(meta_tmp, self._meta_path(container, key))
@@ -573,7 +587,12 @@ class LocalAdapter:
 def _stored(attrs: WriteAttrs) -> dict[str, object]:
     """A write's attributes as the JSON beside the bytes (or an upload's) holds them."""
     headers: dict[str, object] = {name: getattr(attrs, name) for name in CARRIED_HEADERS}
-    return {"content_type": attrs.content_type, **headers, "metadata": dict(attrs.metadata)}
+    return {
+        "content_type": attrs.content_type,
+        **headers,
+        "metadata": dict(attrs.metadata),
+        "tags": dict(attrs.tags),
+    }
 
 
 def _opt_str(value: object) -> str | None:

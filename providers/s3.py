@@ -33,6 +33,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
@@ -198,6 +199,25 @@ def _condition_kwargs(expect: str | None) -> dict[str, str]:
     if expect is None:
         return {}
     return {"IfNoneMatch": "*"} if expect == ABSENT else {"IfMatch": f'"{expect}"'}
+
+
+def tagging_header(tags: Mapping[str, str]) -> str:
+    """Tags as S3's x-amz-tagging header takes them: a URL query, every character but
+    the unreserved ones escaped."""
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags.items())
+
+
+def _tag_count(r: Mapping[str, Any]) -> int:
+    """How many tags a GET or HEAD answer says the object has: botocore parses it for
+    GetObject (TagCount) only; its header is read for HeadObject."""
+    count = r.get("TagCount")
+    if count is None:
+        headers = r.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        count = headers.get("x-amz-tagging-count")
+    try:
+        return int(count or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _unquote(etag: str | None) -> str | None:
@@ -1090,7 +1110,12 @@ class S3Adapter:
             content_disposition=r.get("ContentDisposition"),
             content_language=r.get("ContentLanguage"),
             archived=storage_class in RESTORED_IN_PLACE and not restored,
+            tags=_tag_count(r),
         )
+
+    def read_tags(self, container: str, key: str) -> dict[str, str]:
+        r = self._call(self._client.get_object_tagging, container, key, Bucket=container, Key=key)
+        return {t["Key"]: t["Value"] for t in r.get("TagSet", [])}
 
     def open_range(
         self,
@@ -1185,6 +1210,7 @@ class S3Adapter:
             ("Content-Disposition", attrs.content_disposition),
             ("Content-Language", attrs.content_language),
             ("x-amz-storage-class", attrs.storage_class),
+            ("x-amz-tagging", tagging_header(attrs.tags) if attrs.tags else None),
         ):
             if value:
                 headers[name] = value
@@ -1259,6 +1285,8 @@ class S3Adapter:
             kwargs["Metadata"] = dict(attrs.metadata)
         if attrs.storage_class:
             kwargs["StorageClass"] = attrs.storage_class
+        if attrs.tags:
+            kwargs["Tagging"] = tagging_header(attrs.tags)
         return kwargs
 
     def _checksum_kwargs(self, checksums: Mapping[str, str]) -> dict[str, Any]:
@@ -1460,6 +1488,8 @@ class S3Adapter:
         if self._sha256_parts():
             # Stores that recompute it give the whole object's SHA-256 back: one more proof.
             extra["ChecksumAlgorithm"] = "SHA256"
+        if attrs.tags:  # else the copy keeps the object's own (TaggingDirective COPY)
+            extra["TaggingDirective"] = "REPLACE"
         r = self._call(
             self._client.copy_object, container, key,
             Bucket=container, Key=key, CopySource=source, CopySourceIfMatch=f'"{if_match}"',
@@ -1481,6 +1511,8 @@ class S3Adapter:
         so the object stays as it was."""
         caps = self.capabilities
         part = max(-(-size // caps.max_parts), min(caps.max_copy_size, caps.max_part_size))
+        if not attrs.tags:  # a new object: it keeps the tags only if they are set again
+            attrs = replace(attrs, tags=self.read_tags(container, key))
         upload_id = self.create_multipart(container, key, attrs)
         try:
             parts: list[PartResult] = []

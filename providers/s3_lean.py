@@ -65,6 +65,7 @@ _HEADERS = {
     "content-language": "ContentLanguage",
     "content-range": "ContentRange",
     "x-amz-storage-class": "StorageClass",
+    "x-amz-tagging-count": "TagCount",
     "x-amz-restore": "Restore",
     "x-amz-server-side-encryption": "ServerSideEncryption",
     "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",

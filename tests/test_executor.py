@@ -105,10 +105,11 @@ def put(
     content_type: str = "application/octet-stream",
     meta: dict[str, str] | None = None,
     multipart: bool = False,
+    tags: dict[str, str] | None = None,
     **headers: str,
 ) -> None:
     """`headers`: WriteAttrs' other fields (cache_control, content_disposition, ...)."""
-    attrs = WriteAttrs(content_type=content_type, metadata=meta or {}, **headers)  # type: ignore[arg-type]
+    attrs = WriteAttrs(content_type=content_type, metadata=meta or {}, tags=tags or {}, **headers)  # type: ignore[arg-type]
     if not multipart:
         helpers.put(adapter, container, key, data, attrs)
         return

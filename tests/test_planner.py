@@ -403,11 +403,11 @@ def test_header_values_beyond_ascii_are_a_warning(estate: Estate) -> None:
 def test_index_tags_append_blobs_and_folder_metadata_are_warnings(
     estate: Estate, azure_sdk_site: Site
 ) -> None:
-    """Azure blob index tags are not carried, an append blob becomes a plain object (an
-    application appending to it would fail after the switch), and a folder marker's
-    metadata is lost on a store keeping files: the plan says so (they went silently: found
-    by a black-box review). Both listings tell them (the lean one, and the SDK's, which a
-    declared proxy takes)."""
+    """Azure blob index tags are carried as object tags (which not every store keeps), an
+    append blob becomes a plain object (an application appending to it would fail after
+    the switch), and a folder marker's metadata is lost on a store keeping files: the plan
+    says so (they went silently: found by a black-box review). Both listings tell them
+    (the lean one, and the SDK's, which a declared proxy takes)."""
     import os
 
     from azure.storage.blob import BlobServiceClient
@@ -427,7 +427,7 @@ def test_index_tags_append_blobs_and_folder_metadata_are_warnings(
     container.upload_blob("labels/2026/", b"")  # a bare marker: nothing to lose
     estate.inventory()
     findings = {f.code: f for f in estate.plan().findings}
-    for code, example in (("TAGS_NOT_CARRIED", "labels/a.json"),
+    for code, example in (("TAGS_CARRIED", "labels/a.json"),
                           ("BLOB_TYPE_NOT_CARRIED", "logs/app.log"),
                           ("FOLDER_METADATA_MAY_BE_LOST", "labels/2025/")):  # fmt: skip
         found = findings[code]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from migrate.errors import PlanError
+from migrate.errors import CredentialsRejected, NotFound, PlanError
 from migrate.executor import check_gates, run_phase
 from migrate.ledger import Ledger
 from migrate.plan import Phase, PhaseKind, Plan
@@ -21,7 +21,7 @@ from migrate.verify import VerifyResult, sampled, verify
 from providers.base import StoreAdapter, WriteAttrs
 from tests.conftest import SiteFactory
 from tests.helpers import body
-from tests.test_executor import ESTATE, SMALL_PARTS, Delegating, Env, put
+from tests.test_executor import ESTATE, SMALL_PARTS, Delegating, Env, MiB, put
 
 Estate = dict[str, tuple[bytes, str, dict[str, str], bool]]
 
@@ -254,6 +254,56 @@ def test_headers_and_metadata_added_at_the_destination_are_found(env_for: Any) -
     details = [f.detail for f in result.findings]
     assert details[0] == "content encoding 'gzip', the source's is None", details
     assert details[1] == "metadata 'classification' is 'public', the source's is None", details
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [("azure", "s3"), ("s3", "s3"), ("s3", "azure"), ("local", "local")]
+)
+def test_tags_arrive_with_their_objects_and_a_copy_that_lost_them_is_found(
+    env_for: Any, src: str, dst: str
+) -> None:
+    """Object tags (S3 object tagging, Azure blob index tags: a retention or classification
+    label, say) arrive with their objects, sent in one PUT, in parts or empty. verify
+    compares them unasked; a copy rewritten without them is named, in one finding, and
+    copied again by the next run."""
+    env: Env = env_for(src, dst)
+    tags = {"classification": "pseudonymised", "retention": "2036-01-01"}
+    tagged = {"tagged/one.csv": b"id;age\n1;42\n", "tagged/parts.bin": body(21, 11 * MiB),
+              "tagged/empty": b""}  # fmt: skip
+    for key, data in tagged.items():
+        ctype = "text/csv" if key.endswith(".csv") else "application/octet-stream"
+        put(env.source, env.container, key, data, content_type=ctype,
+            multipart=len(data) > 5 * MiB, tags=tags)  # fmt: skip
+    put(env.source, env.container, "plain.txt", b"no tags")
+    plan = env.plan()
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (4, 0)
+    for key in tagged:
+        assert env.destination.read_tags(env.bucket, key) == tags, key
+    assert env.destination.read_tags(env.bucket, "plain.txt") == {}
+    first = check(env, plan)
+    assert first.passed, first.findings
+
+    # Another writer puts the same bytes and metadata back, without the tags.
+    key = "tagged/one.csv"
+    head = env.destination.head(env.bucket, key)
+    put(env.destination, env.bucket, key, tagged[key], content_type="text/csv",
+        meta=dict(head.metadata or {}))  # fmt: skip
+    result = check(env, plan)
+    assert named(result) == [("metadata_mismatch", key)]
+    assert result.findings[0].detail == (
+        "tag 'classification' is None, the source's is 'pseudonymised'; "
+        "tag 'retention' is None, the source's is '2036-01-01'"
+    )
+    assert result.to_copy_again == 1
+    assert env.run(plan).copied == 1
+    assert env.destination.read_tags(env.bucket, key) == tags
+    assert check(env, plan).passed
+    # Stripped again later: news, so marked to copy again again.
+    put(env.destination, env.bucket, key, tagged[key], content_type="text/csv",
+        meta=dict(env.destination.head(env.bucket, key).metadata or {}))  # fmt: skip
+    assert check(env, plan).to_copy_again == 1
 
 
 def test_keys_merge_in_byte_order(env_for: Any) -> None:
@@ -520,3 +570,35 @@ def test_a_header_value_beyond_ascii_is_checked_for_presence_only(env_for: Any) 
     result = check(env, plan, check_metadata=True)
     # Dropped altogether: that much can be told.
     assert named(result) == [("metadata_mismatch", "lost.pdf")], result.findings
+
+
+class TagsRefused(Delegating):
+    """A source key without the right to read tags (SeaweedFS lets any reader read them)."""
+
+    def read_tags(self, container: str, key: str) -> dict[str, str]:
+        raise CredentialsRejected(f"seaweed: {container}/{key}: access denied (AccessDenied)")
+
+
+def test_a_source_key_that_may_not_read_tags_fails_those_objects_saying_so(
+    env_for: Any,
+) -> None:
+    """A tagged object is not copied without its tags: where the source's credentials may
+    not read them, its transfer fails, saying what to grant; the others are copied."""
+    env: Env = env_for("s3", "s3")
+    put(env.source, env.container, "tagged.csv", b"a;b\n", tags={"retention": "2036"})
+    put(env.source, env.container, "plain.csv", b"c;d\n")
+    plan = env.plan()
+    summary = env.run(plan, source=TagsRefused(env.source))  # type: ignore[arg-type]
+
+    assert (summary.copied, summary.failed) == (1, 1)
+    with Ledger(env.state) as ledger:
+        states = dict(ledger._db.execute("SELECT key, state || ' ' || error FROM transfers"))
+    assert states["plain.csv"] == "done source-proof:md5"
+    assert states["tagged.csv"].startswith("failed ")
+    assert "its tags cannot be read" in states["tagged.csv"]
+    assert "s3:GetObjectTagging" in states["tagged.csv"]
+    with pytest.raises(NotFound):
+        env.destination.head(env.bucket, "tagged.csv")
+    # Granted, the next run copies it with its tags.
+    assert env.run(plan).copied == 1
+    assert env.destination.read_tags(env.bucket, "tagged.csv") == {"retention": "2036"}

@@ -463,6 +463,54 @@ def test_replace_metadata_keeps_the_bytes_and_needs_the_same_object(
         assert list(adapter.list_multipart_uploads(container)) == []
 
 
+def test_tags_are_written_read_back_and_kept_when_metadata_is_replaced(
+    adapter: StoreAdapter, container: str
+) -> None:
+    tags = {"classification": "health data", "retention": "2036-01-01", "a+b": "c/d=e"}
+    data = _data(2000, seed=11)
+    _put(adapter, container, "tagged/one", data, WriteAttrs(metadata={"m": "1"}, tags=tags))
+    size = _part_size(adapter)
+    chunk = _data(size, seed=12)
+    upload = adapter.create_multipart(container, "tagged/parts", WriteAttrs(tags=tags))
+    part = adapter.upload_part(
+        container, "tagged/parts", upload, 1, io.BytesIO(chunk), size, _sums(chunk)
+    )
+    adapter.complete_multipart(container, "tagged/parts", upload, [part])
+    _put(adapter, container, "plain", b"no tags")
+
+    for key in ("tagged/one", "tagged/parts"):
+        assert adapter.read_tags(container, key) == tags
+        assert adapter.head(container, key).tags == len(tags)  # each store here says
+        stream = adapter.open_range(container, key, 0, 10)
+        assert stream.info is not None and stream.info.tags == len(tags)
+        stream.close()
+    assert adapter.read_tags(container, "plain") == {}
+    assert adapter.head(container, "plain").tags == 0
+    with pytest.raises(NotFound):
+        adapter.read_tags(container, "absent")
+
+    # The SHA-256 written after a multipart copy: the object keeps its tags.
+    before = adapter.head(container, "tagged/one")
+    assert before.etag is not None
+    adapter.replace_metadata(
+        container, "tagged/one", WriteAttrs(metadata={"m": "1", "n": "2"}),
+        if_match=before.etag, size=len(data),
+    )  # fmt: skip
+    assert adapter.head(container, "tagged/one").metadata == {"m": "1", "n": "2"}
+    assert adapter.read_tags(container, "tagged/one") == tags
+    # Also where the store rewrites a large object by parts (a new object).
+    big = _data(2 * size + 1000, seed=13)
+    _put(adapter, container, "tagged/big", big, WriteAttrs(tags=tags))
+    adapter.capabilities = dataclasses.replace(adapter.capabilities, max_copy_size=size)
+    etag = adapter.head(container, "tagged/big").etag
+    assert etag is not None
+    adapter.replace_metadata(
+        container, "tagged/big", WriteAttrs(metadata={"n": "3"}), if_match=etag, size=len(big)
+    )
+    assert adapter.head(container, "tagged/big").metadata == {"n": "3"}
+    assert adapter.read_tags(container, "tagged/big") == tags
+
+
 def test_unfinished_upload_is_listed_then_aborted(adapter: StoreAdapter, container: str) -> None:
     if not adapter.capabilities.lists_uploads:
         pytest.skip("this store cannot list unfinished uploads")
