@@ -151,8 +151,10 @@ class LimitedAdapter:
     def head(self, container: str, key: str) -> ObjectInfo:
         return self._call(lambda: self.inner.head(container, key))
 
-    def read_tags(self, container: str, key: str) -> dict[str, str]:
-        return self._call(lambda: self.inner.read_tags(container, key))
+    def read_tags(
+        self, container: str, key: str, *, version_id: str | None = None
+    ) -> dict[str, str]:
+        return self._call(lambda: self.inner.read_tags(container, key, version_id=version_id))
 
     def open_range(
         self,

@@ -477,11 +477,14 @@ class ObjectCopy:
         (`info`), or from a HEAD where the read said nothing (an empty object)."""
         if item.attrs is not None:
             return item.attrs
-        # Not every store counts tags in a HEAD (AWS does only in a GET's answer): asked.
-        tags_unknown = info is None
         if info is None:
             info = self.call(lambda: self.source.head(item.container, item.key))
-        tags = self._source_tags(item) if tags_unknown or info.tags else {}
+            # Not every store counts tags in a HEAD (AWS does only in a GET's answer): asked,
+            # and a refusal taken as none, as a GET's answer says none to a key without
+            # the right to read them.
+            tags = self._source_tags(item, known=bool(info.tags))
+        else:
+            tags = self._source_tags(item) if info.tags else {}
         if item.source_etag and info.etag and info.etag != item.source_etag:
             raise SourceChanged(f"{item.container}/{item.key} changed since the inventory")
         metadata = carried_metadata(info.metadata)
@@ -493,11 +496,19 @@ class ObjectCopy:
             info, metadata, item.storage_classes.get(info.storage_class or ""), tags
         )
 
-    def _source_tags(self, item: TransferItem) -> dict[str, str]:
-        """The source object's tags: an object is not copied without them."""
+    def _source_tags(self, item: TransferItem, *, known: bool = True) -> dict[str, str]:
+        """The source object's tags. One known to have some (`known`) is not copied without
+        them; else a refusal to read them is taken as none."""
+        version = item.source_version
         try:
-            return self.call(lambda: self.source.read_tags(item.container, item.key))
-        except CredentialsRejected as exc:
+            return self.call(
+                lambda: self.source.read_tags(item.container, item.key, version_id=version)
+            )
+        except (CredentialsRejected, Unsupported, Permanent) as exc:
+            if not known:
+                return {}
+            if not isinstance(exc, CredentialsRejected):
+                raise
             raise CredentialsRejected(
                 f"{item.container}/{item.key}: its tags cannot be read ({exc.message})",
                 hint="grant the source's credentials the right to read object tags (S3: "
@@ -636,7 +647,7 @@ class ObjectCopy:
         self._check_destination_etag(item, result, md5)
         self.on_bytes(item.size)
         return TransferOutcome(
-            item.size, sha256, md5, result.etag, proof, 1, item.size, write_attrs.tags
+            item.size, sha256, md5, result.etag, proof, 1, item.size, write_attrs.tags or {}
         )
 
     def _multipart(
@@ -799,7 +810,7 @@ class ObjectCopy:
             proof,
             len(parts),
             sending.sent,
-            create_attrs.tags,
+            create_attrs.tags or {},
         )
 
     def _conditioned(
@@ -1017,12 +1028,12 @@ class ObjectCopy:
         etag = head.etag
         if (head.etag or "").lower() != expected and written != digest:
             return None
+        # The tags the upload was created with, as the source has them (read again).
+        tags = self.attrs_for(item, reader.info).tags or {}
         if self.sha256_metadata and written != digest and head.etag:
             # The object keeps the attributes it was created with, the SHA-256 added.
-            kept = WriteAttrs.of(head, dict(head.metadata or {}), head.storage_class)
+            kept = WriteAttrs.of(head, dict(head.metadata or {}), head.storage_class, tags)
             etag = self._write_sha256(item, kept, head.etag, digest, head.version_id)
-        # The tags the upload was created with, as the source has them (read again).
-        tags = self.attrs_for(item, reader.info).tags
         return TransferOutcome(item.size, digest, expected, etag, proof, count, 0, tags)
 
     def _upload_part(

@@ -51,6 +51,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from migrate.errors import (
     ConfigError,
+    CredentialsRejected,
     NotFound,
     Permanent,
     PlanError,
@@ -499,26 +500,34 @@ class _Verifier:
             source_info = self.reread_source(row)
             if source_info is None:
                 return
-        self.metadata(row, info, source_info, self.tag_differences(row))
+        self.metadata(row, info, source_info, *self.tag_differences(row))
 
-    def tag_differences(self, row: DestinationRow) -> list[str]:
-        """The destination's tags against those the copy set (none where it set none)."""
+    def tag_differences(self, row: DestinationRow) -> tuple[list[str], bool]:
+        """The destination's tags against those the copy set (none where it set none), and
+        whether they could be read: tags that cannot be read are not known wrong, and a copy
+        again would not make them readable."""
         if row.tags is None:
-            return []
+            return [], True
         want: dict[str, str] = json.loads(row.tags)
         try:
             got = self.call(
                 lambda: self.destination.read_tags(row.destination_bucket, row.destination_key)
             )
-        except (Unsupported, Permanent) as exc:
-            return [f"its tags could not be read ({exc.one_line()})"]
+        except (Unsupported, Permanent, CredentialsRejected) as exc:
+            hint = (
+                "; grant verify's credentials the right to read object tags "
+                "(S3: s3:GetObjectTagging)"
+                if isinstance(exc, CredentialsRejected)
+                else ""
+            )
+            return [f"its tags could not be read ({exc.message}){hint}"], False
         except NotFound:
-            return ["its tags could not be read (the object was gone)"]
+            return ["its tags could not be read (the object was gone)"], False
         return [
             f"tag {name!r} is {got.get(name)!r}, the source's is {want.get(name)!r}"
             for name in sorted(want.keys() | got.keys())
             if got.get(name) != want.get(name)
-        ]
+        ], True
 
     def stored(self, row: DestinationRow, info: ObjectInfo) -> str | None:
         """Compare the stored checksums of an object whose ETag is no hash. Returns None
@@ -599,11 +608,12 @@ class _Verifier:
         info: ObjectInfo,
         source: ObjectInfo | None,
         tags: Sequence[str] = (),
+        tags_read: bool = True,
     ) -> None:
         """Content type, the other headers a copy keeps and user metadata against the
         source's, where both are known (the headers from the inventory where its listing
         carried them: Azure's); `tags`, the differences of the object's tags, in the same
-        finding."""
+        finding (`tags_read` False: they could not be read)."""
         headers: dict[str, str] | None
         # Every difference is named, in one finding: one the store is known to make (a type
         # of its own for the generic one) must not hide another (metadata lost).
@@ -624,9 +634,9 @@ class _Verifier:
             ctype, meta, headers = None, {}, None
         if not known or info.metadata is None:
             if differences:
-                self.finding(row, "metadata_mismatch", "; ".join(differences))
-            elif row.tags is not None:
-                self._right_now(row)  # its tags, the one thing compared
+                self.finding(row, "metadata_mismatch", "; ".join(differences), mark=tags_read)
+            elif row.tags is not None and _tags_only(row.recopy_reason):
+                self._right_now(row)  # its tags, the one thing compared, are right now
             return
         self.tally.bump("metadata_compared")
         if ctype and info.content_type and ctype != info.content_type:
@@ -664,7 +674,11 @@ class _Verifier:
                 )
                 store_made = False
         if differences:
-            self.finding(row, "metadata_mismatch", "; ".join(differences), store_made=store_made)
+            # Tags that could not be read are not known wrong: marked for what else differs.
+            mark = tags_read or len(differences) > len(tags)
+            self.finding(
+                row, "metadata_mismatch", "; ".join(differences), store_made=store_made, mark=mark
+            )
             return
         self._right_now(row)
 
@@ -682,15 +696,18 @@ class _Verifier:
         *,
         source_side: bool = False,
         store_made: bool = False,
+        mark: bool = True,
     ) -> None:
         """Record a finding. What the destination holds wrong is marked to copy again (the
         phase's next run does it); not what is wrong at the source (`source_side`): a copy
         of those bytes would be no better; nor what the destination is known to alter at
-        every write (`store_made`, a LASTING kind), unless verify is told to copy again."""
+        every write (`store_made`, a LASTING kind), unless verify is told to copy again;
+        nor what is not known wrong (`mark` False: what could not be read)."""
         # A key the destination stores under another name (a//b as a/b) would be copied
         # and found missing again at every run: named, not marked.
         if (
             kind in WRONG_CONTENT
+            and mark
             and not source_side
             and row.state == "done"
             and portable_key(row.destination_key)
@@ -725,6 +742,14 @@ class _Verifier:
                 phase=row.phase,
             )
         )
+
+
+def _tags_only(reason: str | None) -> bool:
+    """Whether a recopy reason names the object's tags alone (see `tag_differences`)."""
+    prefix = _recopy_reason("metadata_mismatch", "")
+    if not reason or not reason.startswith(prefix):
+        return False
+    return all(p.startswith(("tag ", "its tags ")) for p in reason[len(prefix) :].split("; "))
 
 
 def _wait_some(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:

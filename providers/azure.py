@@ -830,7 +830,11 @@ class AzureAdapter:
             self._fail(exc, f"{container}/{key}")
         return self._info(container, props)
 
-    def read_tags(self, container: str, key: str) -> dict[str, str]:
+    def read_tags(
+        self, container: str, key: str, *, version_id: str | None = None
+    ) -> dict[str, str]:
+        if version_id is not None:
+            raise Unsupported(f"{self.site_name}: Azure sites are read without versions")
         if _unstorable(key):  # its URL would name another blob
             raise NotFound(f"{self.site_name}: {container}/{key}: no Azure blob has this name")
         try:
@@ -1002,7 +1006,7 @@ class AzureAdapter:
                 content_settings=settings,
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=tier,
-                tags=dict(attrs.tags) or None,
+                tags=dict(attrs.tags or {}) or None,
                 headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
                 **_condition(expect),
             )
@@ -1138,7 +1142,7 @@ class AzureAdapter:
                 content_settings=_settings(attrs),
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=_tier(attrs, self.site_name),
-                tags=dict(attrs.tags) or None,
+                tags=dict(attrs.tags or {}) or None,
                 **_condition(expect),
             )
         except _NETWORK_ERRORS as exc:

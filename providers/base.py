@@ -134,8 +134,11 @@ class WriteAttrs:
     content_language: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
-    # The object's tags (S3 object tagging, Azure blob index tags); none: the object has none.
-    tags: Mapping[str, str] = field(default_factory=dict)
+    # The object's tags (S3 object tagging, Azure blob index tags). A write sets them (None
+    # or empty: none); `replace_metadata` leaves an object's tags as they are, and None
+    # there means they are not known to the caller (a store that must write the object
+    # anew then reads them first).
+    tags: Mapping[str, str] | None = None
 
     @classmethod
     def of(
@@ -155,7 +158,7 @@ class WriteAttrs:
             content_language=info.content_language,
             metadata=metadata,
             storage_class=storage_class,
-            tags=dict(tags or {}),
+            tags=None if tags is None else dict(tags),
         )
 
 
@@ -348,9 +351,11 @@ class StoreAdapter(Protocol):
         """Bytes [start, end) (end None: to the end) as a stream, conditioned on if_match."""
         ...
 
-    def read_tags(self, container: str, key: str) -> dict[str, str]:
+    def read_tags(
+        self, container: str, key: str, *, version_id: str | None = None
+    ) -> dict[str, str]:
         """The object's tags (S3 object tagging, Azure blob index tags), {} where it has
-        none. NotFound if the object is absent."""
+        none; of that version where given (stores with versions). NotFound if absent."""
         ...
 
     def put_object(
@@ -418,8 +423,8 @@ class StoreAdapter(Protocol):
         """Give an object the user metadata of `attrs`, keeping its bytes, on the store's
         side: nothing of the object is sent. `attrs` are all of the object's attributes, as
         written: a store that can only rewrite them all (S3: a copy onto itself, multipart
-        above `max_copy_size` bytes) sets every one. The object keeps its tags where
-        `attrs` names none. Conditioned on `if_match`:
+        above `max_copy_size` bytes) sets every one. The object keeps its tags (see
+        `WriteAttrs.tags`). Conditioned on `if_match`:
         SourceChanged if the object is no longer that one. Returns the object's ETag
         afterwards (a new one on some stores) and the checksums the store computed.
 

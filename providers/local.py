@@ -255,7 +255,13 @@ class LocalAdapter:
             tags=len(_str_map(meta.get("tags"))),
         )
 
-    def read_tags(self, container: str, key: str) -> dict[str, str]:
+    def read_tags(
+        self,
+        container: str,
+        key: str,
+        *,
+        version_id: str | None = None,  # no versions here
+    ) -> dict[str, str]:
         path = self._path(container, key)
         try:
             st = path.stat()
@@ -529,9 +535,7 @@ class LocalAdapter:
         if info.etag != if_match:
             raise SourceChanged(f"{self.site_name}: {container}/{key} changed (ETag differs)")
         meta = self._read_meta(container, key)
-        meta["metadata"] = dict(attrs.metadata)
-        if attrs.tags:
-            meta["tags"] = dict(attrs.tags)
+        meta["metadata"] = dict(attrs.metadata)  # the tags stay as they are
         meta_tmp = self._tmp()
         meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
         os.replace(meta_tmp, self._meta_path(container, key))
@@ -591,7 +595,7 @@ def _stored(attrs: WriteAttrs) -> dict[str, object]:
         "content_type": attrs.content_type,
         **headers,
         "metadata": dict(attrs.metadata),
-        "tags": dict(attrs.tags),
+        "tags": dict(attrs.tags or {}),
     }
 
 

@@ -1113,8 +1113,14 @@ class S3Adapter:
             tags=_tag_count(r),
         )
 
-    def read_tags(self, container: str, key: str) -> dict[str, str]:
-        r = self._call(self._client.get_object_tagging, container, key, Bucket=container, Key=key)
+    def read_tags(
+        self, container: str, key: str, *, version_id: str | None = None
+    ) -> dict[str, str]:
+        kwargs = {"VersionId": version_id} if version_id else {}
+        r = self._call(
+            self._client.get_object_tagging, container, key,
+            Bucket=container, Key=key, **kwargs,
+        )  # fmt: skip
         return {t["Key"]: t["Value"] for t in r.get("TagSet", [])}
 
     def open_range(
@@ -1488,12 +1494,13 @@ class S3Adapter:
         if self._sha256_parts():
             # Stores that recompute it give the whole object's SHA-256 back: one more proof.
             extra["ChecksumAlgorithm"] = "SHA256"
-        if attrs.tags:  # else the copy keeps the object's own (TaggingDirective COPY)
-            extra["TaggingDirective"] = "REPLACE"
+        # No tags sent: the copy keeps the object's own (TaggingDirective COPY). Sent again,
+        # some stores refuse what their PUT took (SeaweedFS: a value with '&' or '%').
+        kept = self._write_kwargs(replace(attrs, tags=None))
         r = self._call(
             self._client.copy_object, container, key,
             Bucket=container, Key=key, CopySource=source, CopySourceIfMatch=f'"{if_match}"',
-            MetadataDirective="REPLACE", **self._write_kwargs(attrs), **extra,
+            MetadataDirective="REPLACE", **kept, **extra,
         )  # fmt: skip
         result = r.get("CopyObjectResult", {})
         etag = _unquote(result.get("ETag"))
@@ -1511,7 +1518,7 @@ class S3Adapter:
         so the object stays as it was."""
         caps = self.capabilities
         part = max(-(-size // caps.max_parts), min(caps.max_copy_size, caps.max_part_size))
-        if not attrs.tags:  # a new object: it keeps the tags only if they are set again
+        if attrs.tags is None:  # a new object: it keeps the tags only if they are set again
             attrs = replace(attrs, tags=self.read_tags(container, key))
         upload_id = self.create_multipart(container, key, attrs)
         try:
