@@ -912,6 +912,7 @@ def verify(
         reread=result.reread,
         summary=dumps(result.summary()),
         verified_phases=verified,
-        unverified_phases=() if result.passed else _found_wrong(plan, tally),
+        # Held back, the cutover loses an earlier mark too: the estate may not switch over.
+        unverified_phases=held_back if result.passed else _found_wrong(plan, tally),
     )
     return replace(result, record_id=record)

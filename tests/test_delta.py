@@ -362,6 +362,26 @@ def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_th
         assert ledger.phase_state(plan.name, "delta").verified_at is not None
 
 
+def test_a_dataset_appearing_after_the_cutover_passed_takes_its_mark(env_for: Any) -> None:
+    """The cutover passed; then a dataset no phase copies appears at the source and is
+    inventoried. The whole plan's verification passes (its objects are right) but holds
+    the cutover back: the cutover loses its earlier mark too."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        for phase in ("delta", "cutover"):
+            prepare_delta(env.config, plan, ledger, env.source, phase=phase)
+            assert run(env, ledger, plan, phase).failed == 0
+            assert check(env, ledger, plan, phase).passed
+        assert ledger.phase_state(plan.name, "cutover").verified_at is not None
+        put(env.source, env.container, "newset/a.csv", body(7, 300))
+        run_inventory(env.config, env.source_site.name, env.source)
+        whole = check(env, ledger, plan, None)
+        assert whole.passed and whole.held_back == ("cutover",)
+        assert ledger.phase_state(plan.name, "cutover").verified_at is None
+        assert ledger.phase_state(plan.name, "delta").verified_at is not None
+
+
 def test_an_object_found_wrong_in_any_phase_takes_the_cutovers_mark(env_for: Any) -> None:
     """The cutover's mark says the estate may switch over. An object of bulk-1 lost at the
     destination after the cutover passed: the verification that finds it (of bulk-1, or of
