@@ -47,6 +47,7 @@ class DeltaSummary:
     deleted: int  # copied objects the source no longer has (their copies are kept)
     deleted_examples: list[DeletedRow] = field(default_factory=list)  # the first SHOWN
     removed: int = 0  # of those, removed at the destination now (set by the caller)
+    already_gone: int = 0  # and found gone there already, removed by someone else
     # Of those, how many copies asked to be removed were not, and why for the first SHOWN
     # (remove_deleted's checks, errors): their number grows with the estate, the list not.
     kept_count: int = 0
@@ -197,6 +198,7 @@ def remove_deleted(
     *,
     on_error: Callable[[DeletedRow, MigrateError], None] | None = None,
     on_removed: Callable[[DeletedRow], None] | None = None,
+    on_gone: Callable[[DeletedRow], None] | None = None,
 ) -> int:
     """Delete at the destination the copies of objects deleted at the source, each removal
     recorded in the ledger (state `removed`) right after it; returns how many were removed.
@@ -209,9 +211,10 @@ def remove_deleted(
     store keeping objects as files may hold under another name (a//b as a/b) is never
     deleted. What is left is passed to `on_error`, as is a transfer error on one object
     (that copy stays, its transfer done: the next run tries again); an error that stops
-    every request (credentials, endpoint, route) propagates. An object already gone at
-    the destination counts as removed. `on_removed` hears of each removal as it is
-    recorded (a run stopped half-way still says how many it made)."""
+    every request (credentials, endpoint, route) propagates. A copy already gone at the
+    destination is recorded removed too, as gone already, and passed to `on_gone`.
+    `on_removed` hears of each removal as it is recorded (a run stopped half-way still
+    says how many it made)."""
     removed = 0
     for row in deleted_at_source(plan, ledger):
         gone = False
@@ -229,6 +232,10 @@ def remove_deleted(
                 on_error(row, exc)
             continue
         if ledger.transfer_removed(plan.name, row.container, row.key, already_gone=gone):
+            if gone:
+                if on_gone is not None:
+                    on_gone(row)
+                continue
             removed += 1
             if on_removed is not None:
                 on_removed(row)

@@ -226,6 +226,9 @@ def _run(
             def one_removed(_row: object) -> None:
                 counted.removed += 1  # as it goes: a run stopped half-way records them
 
+            def one_gone(_row: object) -> None:
+                counted.already_gone += 1
+
             def one_kept(_row: object, exc: MigrateError) -> None:
                 counted.kept_count += 1
                 if len(counted.kept_at_destination) < SHOWN:
@@ -238,6 +241,7 @@ def _run(
                 session.destination,
                 on_error=one_kept,
                 on_removed=one_removed,
+                on_gone=one_gone,
             )
         if on_delta is not None:
             on_delta(delta)

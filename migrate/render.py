@@ -445,7 +445,8 @@ def print_delta(console: Console, delta: Any) -> None:
         f"inventory; {delta.deleted:,} copied objects were deleted at the source"
         + (
             f", {delta.removed:,} removed at the destination"
-            if delta.removed
+            + (f" ({delta.already_gone:,} more found gone there)" if delta.already_gone else "")
+            if delta.removed or delta.already_gone
             else " (kept at the destination; --delete-removed removes them)"
             if delta.deleted
             else ""

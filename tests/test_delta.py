@@ -1059,11 +1059,15 @@ def test_a_copy_gone_already_when_removal_comes_to_it_is_logged_as_such(
     (tmp_path / "dst" / "data" / "f2.txt").unlink()
     code = main(["run", plan, "--phase", "delta", "--delete-removed", "--force", "--reason",
                  "t", *where])  # fmt: skip
-    assert code == 0, capsys.readouterr()
+    said = capsys.readouterr().out
+    assert code == 0, said
     assert not (tmp_path / "dst" / "data" / "f1.txt").exists()
-    capsys.readouterr()
+    assert "1 removed at the destination (1 more found gone there)" in " ".join(said.split())
     assert main(["report", plan, "-o", str(tmp_path / "rep"), *where]) == 0
-    log = json.loads((tmp_path / "rep" / "report.json").read_text())["removals"]
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    last = report["runs"]["runs"][-1]
+    assert last["removed"] == 1, last
+    log = report["removals"]
     assert (log["count"], log["already_gone"]) == (2, 1)
     assert sorted((x["source_key"], x["already_gone"]) for x in log["removals"]) == [
         ("f1.txt", False),
