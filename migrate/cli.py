@@ -4,6 +4,7 @@ exit code here, in `main`, and nowhere else."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -1366,13 +1368,37 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the output's reader went away mid-command: cut off, silently
         _stdout_closed()
         return INTERRUPTED
-    except Exception as exc:  # a bug: still one line, unless --debug
-        if debug:
-            _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
-        message = f"{type(exc).__name__}: {redact(str(exc))}"
-        hint = "run again with --debug and report it"
-        _stderr().print(
-            f"migrate: unexpected error: {message} ({hint})", markup=False, soft_wrap=True
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            return _unexpected(exc, debug, fail_json)
+        # The human output (rich) on a full disk: as `_print_out` says it for --json.
+        try:
+            sys.stdout.flush()
+        except OSError:
+            _stdout_closed()  # else Python fails again flushing it at exit
+        error = ConfigError(
+            f"the output could not be written ({exc.strerror or exc})",
+            hint="free space where the output goes, then run the command again",
         )
-        fail_json(1, UNEXPECTED, message, hint)
-        return 1
+        _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
+        fail_json(error.exit_code, type(error).__name__, error.message, error.hint)
+        return error.exit_code
+    except Exception as exc:  # a bug: still one line, unless --debug
+        return _unexpected(exc, debug, fail_json)
+
+
+# Write errors that say the place is full or failing, not that the command is wrong.
+_UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _unexpected(
+    exc: Exception, debug: bool, fail_json: Callable[[int, str, str, str | None], None]
+) -> int:
+    """A bug: still one line, unless --debug."""
+    if debug:
+        _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
+    message = f"{type(exc).__name__}: {redact(str(exc))}"
+    hint = "run again with --debug and report it"
+    _stderr().print(f"migrate: unexpected error: {message} ({hint})", markup=False, soft_wrap=True)
+    fail_json(1, UNEXPECTED, message, hint)
+    return 1

@@ -1913,6 +1913,15 @@ def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Pat
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert "could not be written to standard output (No space left on device)" in done.stderr
+    # The human output too (it was exit 1, "unexpected error": found by a review).
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [migrate_bin, "providers"], stdout=full, stderr=subprocess.PIPE,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "the output could not be written (No space left on device)" in done.stderr
     # A command failing, its JSON error unwritable: its own line and code, still.
     with open("/dev/full", "w") as full:
         done = subprocess.run(
