@@ -16,7 +16,8 @@ If-None-Match: *; see migrate/transfer.py): an object another writer puts under 
 after the check fails that write as a conflict too, instead of being overwritten.
 
 A bucket is listed under the plan's prefixes (memory: a page or two), each page looked up
-in the ledger at once, and a HEAD made only for keys the phase is to write; when the
+in the ledger at once, and a HEAD made only for keys the phase is to write (and for every
+key a store keeping files renames, a//b: its listing shows it under another name); when the
 bucket holds many objects and the phase writes few keys, those keys are HEADed instead.
 A bucket holding more than two pages, on a store whose listing is in key order from a
 start-after (`Capabilities.ranged_listing`: S3), is listed only around the keys to write,
@@ -143,6 +144,9 @@ def mark_conflicts(
             count = ledger.to_write_count(plan.name, phase, bucket)
             if count == 0:
                 continue
+            # A key a store keeping files lists under another name (a//b as a/b) is not
+            # found by its name in a listing: HEADed, which answers what the write would hit.
+            check_all(list(ledger.to_write_at(plan.name, phase, bucket, not_portable=True)))
             listing = _listing(destination, bucket, prefixes)
             # A bucket new or nearly empty (the usual case) is read in a request or two;
             # else, for few keys to write, a HEAD each costs less than listing the bucket.

@@ -1377,12 +1377,19 @@ class Ledger:
                 )
 
     def to_write_at(
-        self, plan: str, phase: str, bucket: str, keys: Sequence[str] | None = None
+        self,
+        plan: str,
+        phase: str,
+        bucket: str,
+        keys: Sequence[str] | None = None,
+        *,
+        not_portable: bool = False,
     ) -> Iterator[PhaseCandidate]:
         """The phase's transfers to do, whose destination is one of `keys` in `bucket`
-        (None: any key), in destination key order, but those the conflict check has left
-        as conflicts since it cleared them. `previous_sha256` is set when this plan copied
-        it before; `uploading` when an upload of it is under way."""
+        (None: any key; `not_portable`: only keys a store keeping files renames), in
+        destination key order, but those the conflict check has left as conflicts since it
+        cleared them. `previous_sha256` is set when this plan copied it before; `uploading`
+        when an upload of it is under way."""
         # Its source is there (else the run settled it first): not gone.
         sql = (
             f"SELECT {_CANDIDATE_COLUMNS}, upload_id IS NOT NULL, 0 "
@@ -1390,6 +1397,8 @@ class Ledger:
             f"AND (error IS NULL OR error NOT LIKE '{CONFLICT}%')"
         )
         args: list[object] = [plan, bucket, phase]
+        if not_portable:
+            sql += " AND NOT migrate_portable(destination_key)"
         if keys is not None:
             if not keys:
                 return

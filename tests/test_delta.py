@@ -813,6 +813,34 @@ def test_a_new_key_a_file_keeping_store_holds_as_a_copied_one_does_not_overwrite
                     copy)[0] == "copy"  # fmt: skip  # (a portable key: its lost record)
 
 
+def test_a_new_folded_key_does_not_replace_a_copy_on_a_store_without_write_conditions(
+    env_for: Any,
+) -> None:
+    """d/a/b copied and verified; then d/a//b appears at the source, with other bytes of
+    the same size. The destination keeps files (SeaweedFS lists d/a//b's place as d/a/b)
+    and takes no write condition: the conflict check, which read the bucket's listing, did
+    not HEAD d/a//b, so its write landed on d/a/b's copy, still recorded done (a review).
+    Keys a store keeping files renames are now HEADed whatever the bucket's size: a
+    conflict, and d/a/b's copy stays."""
+    from tests.test_executor import RefusesConditions
+    from tests.test_executor import put as put_blob
+
+    env: Env = env_for("azure", "s3")
+    put_blob(env.source, env.container, "d/a/b", body(1, 3000))
+    plan = bulk_then_delta(env)
+    with Ledger(env.state) as ledger:
+        assert run(env, ledger, plan, "bulk-1").copied == 1
+        assert check(env, ledger, plan, "bulk-1").passed
+        put_blob(env.source, env.container, "d/a//b", body(2, 3000))
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        summary = run_phase(plan, "delta", ledger, env.source,
+                            RefusesConditions(env.destination),  # type: ignore[arg-type]
+                            config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
+        assert (summary.copied, summary.conflicts) == (0, 1), summary.failures
+        assert env.read_destination("d/a/b") == body(1, 3000)
+        assert check(env, ledger, plan, "bulk-1").passed
+
+
 def test_an_inventory_overtaken_by_a_newer_listing_of_its_site_stops_and_deletes_nothing(
     env_for: Any,
 ) -> None:
