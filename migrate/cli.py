@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import math
 import os
@@ -1211,15 +1212,23 @@ def report(
     plan: PlanArg,
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the report files.")],
     sites: SitesOpt = None,
+    require_verified: Annotated[
+        bool,
+        typer.Option(
+            "--require-verified",
+            help="Exit 12 (after writing the files) unless the report's status is verified.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write report.json, report.html (self-contained, opens offline) and manifest.jsonl.gz
-    from the ledger. No store is contacted.
+    """Write report.json, report.html (self-contained, opens offline), manifest.jsonl.gz
+    and SHA256SUMS (their SHA-256: record it with the hand-over; `sha256sum -c SHA256SUMS`
+    then tells any later edit) from the ledger. No store is contacted.
 
-    Example: migrate report plans/hdh.yaml -o reports/hdh/
+    Example: migrate report plans/hdh.yaml -o reports/hdh/ --require-verified
     """
-    from migrate.report import build_report, write_report
+    from migrate.report import SUMS_FILE, build_report, write_report
 
     config, catalog = _load(sites)
     loaded = load_plan(plan)
@@ -1227,6 +1236,11 @@ def report(
         built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
         with _writing("the report", out):
             paths = write_report(built, out, plan=loaded, ledger=ledger)
+    sums_file = out / SUMS_FILE
+    sums = {
+        name: digest
+        for digest, _, name in (ln.partition("  ") for ln in sums_file.read_text().splitlines())
+    }
     if json_out:
         _out(
             True,
@@ -1234,14 +1248,23 @@ def report(
                 "files": [str(p) for p in paths],
                 "status": built.status,
                 "plan_root": built.manifest.plan_root,
+                "sha256": sums,
             },
         )
     else:
         _console().print(
             f"report: {out / 'report.html'} ({built.status}"
             + (f"; not run yet: {', '.join(built.phases_not_run)}" if built.phases_not_run else "")
-            + f"); manifest plan root {built.manifest.plan_root}",
+            + f"); manifest plan root {built.manifest.plan_root}; the files' SHA-256 in "
+            f"{sums_file} (record it with the hand-over), SHA-256 of that file "
+            f"{hashlib.sha256(sums_file.read_bytes()).hexdigest()}",
             markup=False,
+        )
+    if require_verified and built.status != "verified":
+        first = f": {built.open_items[0]}" if built.open_items else ""
+        raise IntegrityError(
+            f"the report of plan {loaded.name} is {built.status}, not verified{first}",
+            hint="its open items say what is left; the files were written all the same",
         )
 
 

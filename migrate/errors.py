@@ -178,7 +178,8 @@ EXIT_CODES: dict[int, str] = {
     9: "plan invalid, blocked (a gate, --max-remove), not approved or edited after approval",
     10: "a request was refused by the routing guard",
     11: "some objects failed to transfer",
-    12: "integrity check failed (checksum mismatch, source changed, verification failed)",
+    12: "integrity check failed (checksum mismatch, source changed, verification failed; "
+    "a report `--require-verified` that is not verified)",
     13: "the store does not support the operation",
     14: "another process is running or verifying the same plan, or listing the same site "
     "(wait for it to end)",

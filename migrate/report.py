@@ -19,6 +19,7 @@ object list is the manifest).
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ _P = ParamSpec("_P")
 REPORT_SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+SUMS_FILE = "SHA256SUMS"  # `sha256sum -c` reads it: the hashes to record at the hand-over
 UNPROVEN_LIMIT = 1000
 OPEN_ITEM_NAMES = 10  # datasets named in the open item about those outside the plan
 FAILURES_LIMIT = 100
@@ -1068,9 +1070,10 @@ def to_json(report: Report) -> str:
 
 def write_report(report: Report, out_dir: Path, *, plan: Plan, ledger: Ledger) -> list[Path]:
     """Write manifest.jsonl.gz, report.json and report.html into `out_dir` (each through a
-    temporary file renamed into place). The manifest is written from the ledger again and
-    must be the one the report describes: IntegrityError if the ledger changed since the
-    report was built."""
+    temporary file renamed into place), then SHA256SUMS, their SHA-256 as `sha256sum`
+    writes them: recorded with the hand-over, they tell any later edit of a file. The
+    manifest is written from the ledger again and must be the one the report describes:
+    IntegrityError if the ledger changed since the report was built."""
     out_dir.mkdir(parents=True, exist_ok=True)
     info = write_manifest(plan, ledger, out_dir / MANIFEST_FILE)
     if info.sha256 != report.manifest.sha256:
@@ -1079,12 +1082,18 @@ def write_report(report: Report, out_dir: Path, *, plan: Plan, ledger: Ledger) -
             hint="run `migrate report` again once no phase is running",
         )
     paths = [out_dir / MANIFEST_FILE]
+    sums = {MANIFEST_FILE: info.sha256}
     for name, text in ((REPORT_JSON, to_json(report)), (REPORT_HTML, render_html(report))):
         tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        data = text.encode("utf-8")
+        tmp.write_bytes(data)
         tmp.replace(out_dir / name)
         paths.append(out_dir / name)
-    return paths
+        sums[name] = hashlib.sha256(data).hexdigest()
+    tmp = out_dir / (SUMS_FILE + ".tmp")
+    tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    tmp.replace(out_dir / SUMS_FILE)
+    return [*paths, out_dir / SUMS_FILE]
 
 
 # -- HTML ------------------------------------------------------------------------------------

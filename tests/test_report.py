@@ -96,7 +96,12 @@ def audited(env: Env, *later: Phase) -> Plan:
 
 def report_of(env: Env, plan: Plan) -> Report:
     with Ledger(env.state) as ledger:
-        return build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+    # Whatever state it describes, a report never contradicts itself by the checker's
+    # cross-checks (which would then fail an honest report).
+    data = json.loads(to_json(report))
+    assert load_checker().contradictions(data, data["manifest"]) == []
+    return report
 
 
 def check(env: Env, plan: Plan, phase: str | None) -> VerifyResult:
@@ -344,6 +349,24 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     fails = [ln for ln in caught.stdout.splitlines() if ln.startswith("FAIL ")]
     said = f"FAIL {len(lines) - 1} objects, the report's totals of what was copied say"
     assert [ln for ln in fails if ln.startswith(said)], fails
+    # And the totals of what was copied forged too: the report's other figures (its totals'
+    # parts, its phases, each dataset's copies) contradict them (an auditor's review
+    # passed such a forgery).
+    forged["totals"].update(done=len(lines) - 1, done_bytes=forged["manifest"]["bytes"])
+    forged_json.write_text(json.dumps(forged))
+    caught = run_checker(str(shorter), "--report", str(forged_json))
+    assert caught.returncode == 1, caught.stdout
+    fails = [ln for ln in caught.stdout.splitlines() if ln.startswith("FAIL ")]
+    assert fails and all("the report contradicts itself" in ln for ln in fails), fails
+    assert [ln for ln in fails if f"dataset {dropped['dataset']}: the report's phases" in ln]
+    # A pipeline that takes only a verified move: the status is checked, not just echoed.
+    assert run_checker(str(manifest), "--report", report_json, "--require-verified").returncode == 0
+    unfinished = json.loads(Path(report_json).read_text())
+    unfinished["status"] = "incomplete"
+    forged_json.write_text(json.dumps(unfinished))
+    refused = run_checker(str(manifest), "--report", str(forged_json), "--require-verified")
+    assert refused.returncode == 1
+    assert "FAIL the report's status is incomplete, not verified" in refused.stdout
 
 
 # -- report.json -------------------------------------------------------------------------------
@@ -422,7 +445,8 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
             now=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
         )
         paths = write_report(report, out, plan=plan, ledger=ledger)
-    assert sorted(p.name for p in paths) == ["manifest.jsonl.gz", "report.html", "report.json"]
+    assert sorted(p.name for p in paths) == [
+        "SHA256SUMS", "manifest.jsonl.gz", "report.html", "report.json"]  # fmt: skip
     text = (out / "report.json").read_text(encoding="utf-8")
     data = json.loads(text)
     schema = json.loads((ROOT / "reports" / "schema.json").read_text(encoding="utf-8"))
@@ -1077,3 +1101,36 @@ def test_the_record_of_an_object_overwritten_survives_a_later_copy_of_its_key(
     listed = {p["name"]: (p["overwritten_count"], [o["key"] for o in p["overwritten"]])
               for p in phases if p["overwritten_count"]}  # fmt: skip
     assert listed == {"bulk-1": (1, [key])}
+
+
+def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_move(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SHA256SUMS beside the report (what `sha256sum -c` reads) holds the SHA-256 of each
+    file: recorded with the hand-over, it tells a later edit of the HTML or the JSON (an
+    auditor's review found nothing to tell an edited page). --require-verified makes an
+    unfinished move fail the command (exit 12), for pipelines that go by exit codes; the
+    files are written all the same."""
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    out = tmp_path / "rep"
+    assert main(["report", plan, "-o", str(out), *where]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    assert sorted(ln.split("  ")[1] for ln in sums) == [
+        "manifest.jsonl.gz", "report.html", "report.json"]  # fmt: skip
+    for ln in sums:
+        digest, name = ln.split("  ")
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    assert f"SHA-256 in {out / 'SHA256SUMS'}" in said
+    assert hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest() in said
+
+    code = main(["report", plan, "-o", str(out), "--require-verified", "--json", *where])
+    captured = capsys.readouterr()
+    assert code == 12
+    answer = json.loads(captured.out)
+    assert answer["status"] == "incomplete" and set(answer["sha256"]) == {
+        "manifest.jsonl.gz", "report.html", "report.json"}  # fmt: skip
+    assert captured.err.count("\n") == 1 and "is incomplete, not verified" in captured.err

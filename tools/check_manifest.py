@@ -243,7 +243,47 @@ def expected_roots(args):
     for name, key in (("objects", "done"), ("bytes", "done_bytes")):
         if key in totals:
             figures[f"totals {name}"] = totals[key]
+    figures["contradictions"] = contradictions(data, manifest)
+    figures["status"] = data.get("status")
     return manifest["plan_root"], datasets, status, figures
+
+
+def contradictions(data, manifest):
+    """Where the report's own figures disagree: its totals with their parts and with its
+    phases, each dataset's copies in its phases with its manifest section, a status of
+    verified with objects not done. A forger who edits a few figures leaves the others."""
+    out = []
+    totals = data.get("totals") or {}
+    parts = ("done", "failed", "changed", "pending")
+    if "objects" in totals and all(k in totals for k in parts):
+        counted = sum(totals[k] for k in parts)
+        if counted != totals["objects"]:
+            out.append(
+                f"the report's totals say {totals['objects']} objects, and {counted} done, "
+                "failed, changed or pending"
+            )
+    phases = data.get("phases")
+    if isinstance(phases, list) and phases:
+        for key in ("objects", "done", "done_bytes"):
+            if key in totals:
+                counted = sum((p.get("counts") or {}).get(key, 0) for p in phases)
+                if counted != totals[key]:
+                    out.append(f"the report's phases count {counted} {key}, its totals {totals[key]}")
+        copied = {}
+        for p in phases:
+            for d in p.get("datasets") or []:
+                done = (d.get("counts") or {}).get("done", 0)
+                copied[d["dataset"]] = copied.get(d["dataset"], 0) + done
+        listed = {d["dataset"]: d.get("objects", 0) for d in manifest.get("datasets", [])}
+        for name in sorted(set(copied) | set(listed)):
+            if copied.get(name, 0) != listed.get(name, 0):
+                out.append(
+                    f"dataset {name}: the report's phases count {copied.get(name, 0)} objects "
+                    f"copied, its manifest section {listed.get(name, 0)}"
+                )
+    if data.get("status") == "verified" and totals.get("done") != totals.get("objects"):
+        out.append("the report says verified, and not every object of its totals is done")
+    return out
 
 
 def main(argv=None):
@@ -266,7 +306,15 @@ def main(argv=None):
     parser.add_argument("--region", default=None, help="SigV4 signing region")
     parser.add_argument("--workers", type=int, default=4, help="parallel reads (default 4)")
     parser.add_argument("--quiet", action="store_true", help="print problems and summary only")
+    parser.add_argument(
+        "--require-verified",
+        action="store_true",
+        help="with --report: fail (exit 1) unless the report's status is verified",
+    )
     args = parser.parse_args(argv)
+    if args.require_verified and not args.report:
+        print("error: --require-verified needs --report", file=sys.stderr)
+        return 2
 
     reader = None
     if args.s3:
@@ -356,6 +404,12 @@ def main(argv=None):
             )
     if "sha256" in figures and hash_file(args.manifest)[1] != figures["sha256"]:
         root_problems.append("the manifest file's SHA-256 is not the one the report names")
+    for problem in figures.get("contradictions", []):
+        root_problems.append(f"the report contradicts itself: {problem}")
+    if args.require_verified and figures.get("status") != "verified":
+        root_problems.append(
+            f"the report's status is {figures.get('status')}, not verified (--require-verified)"
+        )
     for problem in root_problems:
         print(f"FAIL {problem}")
     if want_plan is None:
