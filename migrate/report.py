@@ -1501,6 +1501,12 @@ def render_html(report: Report) -> str:
     # Routes.
     out.append("<section><h2>Route attestation: every host contacted</h2>")
     out.append(
+        "<p>The plan's allowlist, the only hosts its runs, dry runs and verifications may "
+        "contact: "
+        + (", ".join(f"<code>{_e(h)}</code>" for h in r.plan.allowlist) or "none")
+        + ". Bytes sent count what the requests sent, not what they read.</p>"
+    )
+    out.append(
         _table(
             ("host", "scheme", "requests", "bytes sent", "first", "last", "allowed as"),
             [

@@ -494,6 +494,11 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
 
     routes = [(r["host"], r["requests"], r["allowed_as"]) for r in data["routes"]]
     assert routes == [("127.0.0.1:8333", 12, "loopback")]
+    # The page names the allowlist the contacted hosts are to be compared with (an
+    # auditor's review found it in the JSON only).
+    page = (out / "report.html").read_text()
+    allowed = ", ".join(f"<code>{h}</code>" for h in plan.allowlist)
+    assert "The plan's allowlist, the only hosts its runs" in page and allowed in page
     unproven = data["unproven_sources"]
     assert unproven["count"] == 1
     assert [o["source_key"] for o in unproven["objects"]] == ["imaging/big.tar"]
