@@ -134,7 +134,14 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on erro
 def _console() -> Console:
     from rich.console import Console
 
-    return Console()
+    class _Cut(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits 1 ("unexpected error"): the reader went away (`| head`), which
+            # `main` answers as documented, 130.
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Cut()
 
 
 @functools.cache

@@ -1408,6 +1408,20 @@ def test_a_failure_whose_reader_went_away_keeps_its_exit_code_without_a_tracebac
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2, done.stderr
 
 
+def test_human_output_cut_off_by_its_reader_exits_130_not_1(tmp_path: Path) -> None:
+    """`migrate providers | true`: rich's own answer to the broken pipe was exit 1, which
+    the README calls an unexpected error (a newcomer's review); it is 130, as documented."""
+    import subprocess
+    import sys
+
+    migrate_bin = Path(sys.executable).parent / "migrate"
+    done = subprocess.run(
+        ["bash", "-c", f'{migrate_bin} providers | true; echo "rc=${{PIPESTATUS[0]}}" >&2'],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stderr == "rc=130\n", done.stderr
+
+
 def test_ctrl_c_while_the_cli_loads_is_an_interruption_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
