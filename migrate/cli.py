@@ -375,7 +375,11 @@ def plan(
     policy: PolicyOpt = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Plan file to write.")] = None,
     bandwidth: Annotated[
-        str, typer.Option(help="Declared bandwidth for estimates, e.g. 1Gbit/s, 200MB/s.")
+        str,
+        typer.Option(
+            help="Declared bandwidth for estimates, e.g. 1Gbit/s or 1Gbps (bits), 200MB/s "
+            "(bytes): B is bytes, b bits."
+        ),
     ] = "1Gbit/s",
     pilot_share: Annotated[
         str,
@@ -732,7 +736,10 @@ def run(
         ),
     ] = 16,
     bwlimit: Annotated[
-        str | None, typer.Option(help="Most bytes per second written, e.g. 200MB/s, 1Gbit/s.")
+        str | None,
+        typer.Option(
+            help="Most bytes per second written, e.g. 200MB/s, or 1Gbit/s (B is bytes, b bits)."
+        ),
     ] = None,
     max_rps: Annotated[
         float | None,

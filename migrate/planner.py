@@ -1406,27 +1406,31 @@ def make_plan(
 
 # -- options -----------------------------------------------------------------------------------
 
-_BANDWIDTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*(?:/\s*s)?\s*$")
-_BANDWIDTH_UNITS = {
-    "": 1.0, "b": 1.0,
-    "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-    "kib": 2.0**10, "mib": 2.0**20, "gib": 2.0**30, "tib": 2.0**40,
-    "bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
-}  # fmt: skip
+# A number, then a prefix (k, M, G, T; Ki, Mi, Gi, Ti binary), then B (bytes) or b, bit
+# (bits), then /s or ps: as network and storage people write them, the letter's case says
+# bytes or bits (1Gb/s and 1 Gbps are a gigabit link, 200MBps is 200 megabytes a second).
+_BANDWIDTH = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([kKmMgGtT])(i?))?(B|b|bit|Bit)?\s*(ps|/\s*s)?\s*$"
+)
+_PREFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_BANDWIDTH_HINT = "e.g. 1Gbit/s or 1Gbps (bits), 100MB/s or 100MBps (bytes), 50MiB/s"
 
 
 def parse_bandwidth(text: str) -> float:
-    """'1Gbit/s', '100 Mbit/s', '125MB/s', '1 Gbps', '50MiB/s' or a number of bytes per
-    second -> bytes per second. Bits are decimal (1 Gbit/s = 125,000,000 B/s)."""
+    """'1Gbit/s', '1Gb/s', '1 Gbps', '100 Mbit/s', '125MB/s', '125MBps', '50MiB/s' or a
+    number of bytes per second -> bytes per second. B is bytes, b and bit are bits (1 Gbit/s
+    = 125,000,000 B/s); a prefix without either (100M) is refused, as ambiguous."""
     match = _BANDWIDTH.match(text)
-    unit = match.group(2).lower() if match else None
-    if unit is not None and unit.endswith("bps"):
-        unit = unit[:-3] + "bit"  # Gbps = Gbit/s
-    if match is None or unit not in _BANDWIDTH_UNITS:
-        raise ConfigError(
-            f"bandwidth {text!r} not understood", hint="e.g. 1Gbit/s, 500Mbit/s, 100MB/s"
-        )
-    value = float(match.group(1)) * _BANDWIDTH_UNITS[unit]
+    if match is None or (match.group(2) and not match.group(4)):
+        raise ConfigError(f"bandwidth {text!r} not understood", hint=_BANDWIDTH_HINT)
+    number, prefix, binary, unit, _ = match.groups()
+    scale = 1.0
+    if prefix:
+        power = "kmgt".index(prefix.lower()) + 1
+        scale = 2.0 ** (10 * power) if binary else _PREFIXES[prefix.lower()]
+    if unit in ("b", "bit", "Bit"):
+        scale /= 8
+    value = float(number) * scale
     if value <= 0:
         raise ConfigError(f"bandwidth {text!r} must be positive")
     return value

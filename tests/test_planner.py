@@ -1029,3 +1029,22 @@ def test_a_plan_written_before_the_sha256_option_still_loads(
     path.write_text(text.replace("large_objects: true", "large_objects: false"), encoding="utf-8")
     with pytest.raises(PlanError):
         load_plan(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "bytes_per_second"),
+    [("1Gbit/s", 125e6), ("1Gb/s", 125e6), ("1 Gbps", 125e6), ("100 Mbit/s", 12.5e6),
+     ("125MB/s", 125e6), ("200MBps", 200e6), ("50MiB/s", 50 * 2**20), ("1000", 1000.0),
+     ("2 kB/s", 2000.0)],
+)  # fmt: skip
+def test_a_bandwidth_reads_b_as_bits_and_B_as_bytes(text: str, bytes_per_second: float) -> None:
+    """As network people write them: 1Gb/s is a gigabit link, 200MBps two hundred
+    megabytes a second (it read 1Gb/s as a gigabyte, 200MBps as megabits: a newcomer's
+    review)."""
+    assert parse_bandwidth(text) == pytest.approx(bytes_per_second)
+
+
+@pytest.mark.parametrize("text", ["100M", "fast", "1 Gbit/sps", "10XB/s", "-5MB/s"])
+def test_a_bandwidth_without_bytes_or_bits_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="not understood"):
+        parse_bandwidth(text)
