@@ -462,9 +462,20 @@ def plan(
         _out(True, {"plan": str(out), "digest": made.digest, "blocking": len(made.blocking)})
     else:
         render.print_plan(_console(), made)
-        _console().print(
-            f"Plan written to {out}. Review it, then: migrate plan approve {out}", markup=False
-        )
+        if made.blocking:
+            codes = ", ".join(sorted({f.code for f in made.blocking}))
+            n = len(made.blocking)
+            _console().print(
+                f"Plan written to {out}. It cannot be approved: {n} blocking "
+                f"finding{'s' if n > 1 else ''} ({codes}); fix what each says, then make the "
+                "plan again.",
+                markup=False,
+            )
+        else:
+            _console().print(
+                f"Plan written to {out}. Review it, then: migrate plan approve {out}",
+                markup=False,
+            )
 
 
 @plan_app.command("show")

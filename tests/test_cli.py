@@ -569,6 +569,10 @@ def test_a_file_name_that_is_not_utf8_is_listed_and_blocks_the_plan_with_a_findi
         capsys,
     )
     assert code == 0, err
+    # Its last line does not invite an approval that would be refused (a newcomer's review).
+    said = " ".join(out.split())
+    assert "It cannot be approved: 1 blocking finding (KEY_NOT_UTF8)" in said, said
+    assert "migrate plan approve" not in said
     code, out, err = run(["plan", "show", plan, "--json", *where], capsys)
     assert code == 0, err
     finding = next(f for f in json.loads(out)["findings"] if f["code"] == "KEY_NOT_UTF8")
