@@ -406,8 +406,10 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
             hint="review it with `migrate plan show`, then `migrate plan approve` it again",
         )
     raise PlanError(
-        f"plan {plan.name} is not approved",
-        hint="review it with `migrate plan show`, then run `migrate plan approve`",
+        f"plan {plan.name} is not approved in the state {ledger.path}",
+        hint="if it was approved with another sites file, name that one with --sites (its "
+        "state_dir holds the approval); else review it with `migrate plan show`, then run "
+        "`migrate plan approve`",
     )
 
 
