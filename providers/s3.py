@@ -892,14 +892,26 @@ class S3Adapter:
         try:
             self._client.create_bucket(**kwargs)
         except bce.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in (
-                "BucketAlreadyOwnedByYou",
-                "BucketAlreadyExists",
-            ):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 # BucketAlreadyExists may also mean someone else's: prove it is ours.
                 self.check(container)
                 return
-            raise self._map_error(exc, container) from None
+            error = self._map_error(exc, container)
+            if isinstance(error, CredentialsRejected):
+                # Keys that may write objects but not create buckets are common (the buckets
+                # made beforehand, in a console): one already there, and readable, will do.
+                try:
+                    self.check(container)
+                    return
+                except MigrateError:
+                    pass
+                raise CredentialsRejected(
+                    f"{self.site_name}: bucket {container!r}: creating it was refused ({code})",
+                    hint="create the plan's buckets beforehand, or let these credentials "
+                    "create buckets (s3:CreateBucket); then run the phase again",
+                ) from None
+            raise error from None
         except _SDK_ERRORS as exc:
             raise self._map_error(exc, container) from None
 

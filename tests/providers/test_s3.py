@@ -15,6 +15,7 @@ import pytest
 
 from migrate.errors import (
     ConfigError,
+    CredentialsRejected,
     EndpointUnreachable,
     ListingOutOfOrder,
     MigrateError,
@@ -664,3 +665,30 @@ def test_parts_are_listed_on_from_the_last_one_where_the_store_gives_no_marker(
         assert asked == [0, 2]
     finally:
         adapter.close()
+
+
+def test_credentials_that_may_not_create_buckets_use_one_made_beforehand(
+    s3_site: Site, seaweed: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys scoped to objects (the buckets made beforehand, in a console) are refused a
+    CreateBucket even of a bucket that is there: that bucket is used. A bucket that is not
+    there is named as refused to be created, with what to do (it read as a generic
+    'credentials rejected': a newcomer's review)."""
+    monkeypatch.setenv("MIGRATE_TEST_RO_KEY", seaweed.readonly_access_key)
+    monkeypatch.setenv("MIGRATE_TEST_RO_SECRET", seaweed.readonly_secret_key)
+    scoped = S3Adapter(
+        s3_site.model_copy(
+            update={
+                "credentials": CredentialRef(
+                    access_key_env="MIGRATE_TEST_RO_KEY", secret_key_env="MIGRATE_TEST_RO_SECRET"
+                )
+            }
+        )
+    )
+    made = unique_name("made")
+    S3Adapter(s3_site).create_container(made)
+    scoped.create_container(made)  # there, and readable: no error
+    with pytest.raises(CredentialsRejected) as refused:
+        scoped.create_container(unique_name("absent"))
+    assert "creating it was refused (AccessDenied)" in refused.value.one_line()
+    assert "create the plan's buckets beforehand" in refused.value.one_line()
