@@ -12,6 +12,7 @@
     ├── RouteRefused                 (10) a request to a host outside the allowlist
     ├── TransferError                (11) an object could not be copied
     │   ├── Retryable                     throttling, timeouts, resets: try again
+    │   │   └── NoAnswer                      a timeout or a cut connection: no answer
     │   └── Permanent                     retrying will not help
     │       ├── ListingOutOfOrder             a listing not in key order: resume cannot trust it
     │       └── PreconditionFailed            a conditional write found another object there
@@ -96,6 +97,11 @@ class TransferError(MigrateError):
 
 class Retryable(TransferError):
     """Throttling (429, 503 SlowDown, ServerBusy), timeouts, connection resets."""
+
+
+class NoAnswer(Retryable):
+    """A request the store did not answer: timed out, or the connection cut. Unlike a
+    throttling answer, it says nothing of whether the store is still there."""
 
 
 class Permanent(TransferError):

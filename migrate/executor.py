@@ -55,7 +55,7 @@ from migrate.errors import (
     redact,
 )
 from migrate.ledger import CONFLICT, Ledger, TransferRow
-from migrate.limits import AdaptiveLimit, LimitedAdapter
+from migrate.limits import STALL_AFTER, AdaptiveLimit, LimitedAdapter
 from migrate.memory import return_large_buffers
 from migrate.plan import Plan
 from migrate.summary import PhaseSummary, Subscriber, finished_already
@@ -88,6 +88,9 @@ class TransferConfig:
     max_attempts: int = 6
     backoff_initial: float = 0.2
     backoff_max: float = 20.0
+    # Seconds a store may answer nothing (every request timed out or cut) before the run
+    # takes it as gone and stops (exit 6).
+    stall_after: float = STALL_AFTER
 
 
 class _Retries:
@@ -361,13 +364,20 @@ def run_phase(
     # halves when the store throttles and grows back as requests succeed.
     source_limit = AdaptiveLimit(config.concurrency * 2)
     destination_limit = AdaptiveLimit(config.concurrency * 2)
-    source = LimitedAdapter(source, concurrency=source_limit, max_rps=config.max_rps, sleep=sleep)
+    source = LimitedAdapter(
+        source,
+        concurrency=source_limit,
+        max_rps=config.max_rps,
+        sleep=sleep,
+        stall_after=config.stall_after,
+    )
     destination = LimitedAdapter(
         destination,
         concurrency=destination_limit,
         max_rps=config.max_rps,
         bwlimit=config.bwlimit,
         sleep=sleep,
+        stall_after=config.stall_after,
     )
     # Through the limits: on a large estate this is a listing of the destination.
     conflicts = mark_conflicts(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
-from migrate.errors import Retryable
+from migrate.errors import EndpointUnreachable, MigrateError, NoAnswer, Retryable
 from providers.base import (
     ObjectInfo,
     PartResult,
@@ -98,9 +98,16 @@ class AdaptiveLimit:
             self._cond.notify_all()
 
 
+# A store that has answered no request for this long, every request since timed out or
+# cut, is taken as gone: the run stops (exit 6) instead of retrying one request at a time.
+STALL_AFTER = 300.0
+
+
 class LimitedAdapter:
     """A StoreAdapter whose calls pass a request-rate bucket, a bandwidth bucket (bytes
-    written) and the adaptive concurrency limit."""
+    written) and the adaptive concurrency limit; and that takes the store as gone once it
+    has answered nothing for `stall_after` seconds (EndpointUnreachable, which stops a
+    run), every call from then on failing so at once."""
 
     def __init__(
         self,
@@ -111,6 +118,7 @@ class LimitedAdapter:
         bwlimit: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stall_after: float = STALL_AFTER,
     ) -> None:
         self.inner = inner
         self.site_name = inner.site_name
@@ -118,8 +126,14 @@ class LimitedAdapter:
         self.concurrency = concurrency
         self.requests = TokenBucket(max_rps, clock=clock, sleep=sleep) if max_rps else None
         self.bandwidth = TokenBucket(bwlimit, clock=clock, sleep=sleep) if bwlimit else None
+        self._clock = clock
+        self._stall_after = stall_after
+        self._answered_at = clock()
+        self._gone: EndpointUnreachable | None = None
 
     def _call(self, fn: Callable[[], T], sent: int = 0) -> T:
+        if self._gone is not None:
+            raise self._gone
         if self.requests:
             self.requests.take(1)
         if self.bandwidth and sent:
@@ -127,12 +141,32 @@ class LimitedAdapter:
         self.concurrency.acquire()
         throttled = False
         try:
-            return fn()
+            result = fn()
+        except NoAnswer:
+            throttled = True
+            silent = self._clock() - self._answered_at
+            if silent >= self._stall_after:
+                self._gone = EndpointUnreachable(
+                    f"{self.site_name}: no answer for {silent:.0f} s (every request timed "
+                    "out or was cut)",
+                    hint="check that the store is up and reachable, then run the same "
+                    "command again: it resumes",
+                )
+                raise self._gone from None
+            raise
         except Retryable:
             throttled = True
+            self._answered_at = self._clock()  # an answer, if a refusal
+            raise
+        except EndpointUnreachable:  # no connection: no answer either
+            raise
+        except MigrateError:
+            self._answered_at = self._clock()
             raise
         finally:
             self.concurrency.release(throttled)
+        self._answered_at = self._clock()
+        return result
 
     def check(self, container: str) -> None:
         self._call(lambda: self.inner.check(container))

@@ -106,6 +106,7 @@ from migrate.errors import (
     CredentialsRejected,
     EndpointUnreachable,
     MigrateError,
+    NoAnswer,
     NotFound,
     Permanent,
     PreconditionFailed,
@@ -626,7 +627,7 @@ class AzureAdapter:
                 hint="check the site's endpoint/account and the network",
             ) from None
         if isinstance(exc, ServiceResponseError):
-            raise Retryable(f"{where}: connection lost or timed out during the answer") from None
+            raise NoAnswer(f"{where}: connection lost or timed out during the answer") from None
         if isinstance(exc, InvalidCredsError):
             raise _credentials_rejected(where) from None
         if isinstance(exc, ContainerDoesNotExistError):
@@ -642,7 +643,7 @@ class AzureAdapter:
                 hint="the endpoint's certificate does not verify for its host name",
             ) from None
         if isinstance(exc, Urllib3Error):
-            raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
+            raise NoAnswer(f"{where}: network error ({type(exc).__name__})") from None
         if isinstance(exc, requests.TooManyRedirects):
             raise Permanent(f"{where}: the endpoint answered with a redirect (refused)") from None
         if isinstance(exc, requests.exceptions.SSLError | ssl.SSLError):
@@ -653,14 +654,14 @@ class AzureAdapter:
         if isinstance(exc, requests.ConnectTimeout):
             raise EndpointUnreachable(f"{where}: connection to the endpoint timed out") from None
         if isinstance(exc, requests.Timeout):
-            raise Retryable(f"{where}: the endpoint did not answer in time") from None
+            raise NoAnswer(f"{where}: the endpoint did not answer in time") from None
         if isinstance(exc, requests.ConnectionError):
             if _is_connect_failure(exc):
                 raise EndpointUnreachable(
                     f"{where}: no connection to the endpoint",
                     hint="check the site's endpoint/account and the network",
                 ) from None
-            raise Retryable(f"{where}: connection lost") from None
+            raise NoAnswer(f"{where}: connection lost") from None
         if isinstance(exc, InvalidContainerNameError):
             raise Permanent(
                 f"{where}: not a valid container name",
@@ -674,7 +675,7 @@ class AzureAdapter:
         if isinstance(exc, AzureError):
             raise Retryable(f"{where}: {type(exc).__name__}") from None
         if isinstance(exc, OSError):
-            raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
+            raise NoAnswer(f"{where}: network error ({type(exc).__name__})") from None
         raise exc
 
     def _check_key(self, key: str) -> None:

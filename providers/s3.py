@@ -56,6 +56,7 @@ from migrate.errors import (
     EndpointUnreachable,
     ListingOutOfOrder,
     MigrateError,
+    NoAnswer,
     NotFound,
     Permanent,
     PreconditionFailed,
@@ -199,6 +200,10 @@ def _condition_kwargs(expect: str | None) -> dict[str, str]:
     if expect is None:
         return {}
     return {"IfNoneMatch": "*"} if expect == ABSENT else {"IfMatch": f'"{expect}"'}
+
+
+# Seconds without a byte of an answer before a request counts as unanswered (NoAnswer).
+READ_TIMEOUT = 60.0
 
 
 def tagging_header(tags: Mapping[str, str]) -> str:
@@ -453,6 +458,7 @@ def _lean_for(site: Site, region: str, guard: RequestGuard | None) -> LeanS3 | N
         region,
         BotoCredentials(creds.access_key, creds.secret_key, creds.session_token),
         guard,
+        read_timeout=READ_TIMEOUT,
     )
 
 
@@ -590,7 +596,7 @@ def build_client(site: Site) -> S3Client:
         # it once more.
         s3={"addressing_style": site.addressing, "payload_signing_enabled": False},
         connect_timeout=5,
-        read_timeout=60,
+        read_timeout=READ_TIMEOUT,
         # One retry at most: the project's own retry layer decides the rest.
         retries={"total_max_attempts": 2, "mode": "standard"},
         max_pool_connections=32,
@@ -829,7 +835,7 @@ class S3Adapter:
             | ConnectionError
             | TimeoutError,
         ):
-            return Retryable(f"{where}: connection interrupted ({type(exc).__name__})")
+            return NoAnswer(f"{where}: connection interrupted ({type(exc).__name__})")
         if isinstance(exc, io.UnsupportedOperation):
             return Permanent(
                 f"{where}: the body cannot be rewound",

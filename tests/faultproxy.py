@@ -50,6 +50,11 @@ class Faults:
     # way dropped, new ones refused) for `down_for` seconds, then answers again.
     down_after_puts: int = 0
     down_for: float = 0.0
+    # A store that hangs: once this many PUTs have passed, every request is held, never
+    # answered (the connection stays open), until the proxy stops.
+    hang_after_puts: int = 0
+    hung: bool = False
+    released: threading.Event = field(default_factory=threading.Event)
     seed: int = 7
     # What happened, for assertions.
     requests: int = 0
@@ -136,6 +141,13 @@ def fault_proxy(
                     if faults.puts == faults.down_after_puts:
                         faults.down = True
                         threading.Thread(target=outage, daemon=True).start()
+                    if faults.puts == faults.hang_after_puts:
+                        faults.hung = True
+            if faults.hung:  # held, unanswered, as by a store that stopped (SIGSTOP)
+                faults.released.wait()
+                self.close_connection = True
+                return
+            with faults.lock:
                 if faults.down:  # no answer: the connection closed, as by a store gone
                     self.close_connection = True
                     return
@@ -255,6 +267,7 @@ def fault_proxy(
     try:
         yield Proxy(f"http://127.0.0.1:{port}", faults)
     finally:
+        faults.released.set()
         if not faults.down_after_puts:
             wait_until(lambda: bool(servers))
         with serving:

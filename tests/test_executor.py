@@ -886,6 +886,34 @@ def test_a_store_gone_during_a_run_stops_it_and_the_same_command_resumes(
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+def test_a_store_that_stops_answering_stops_the_run_instead_of_hanging_it(
+    env_for: Any, seaweed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination keeps its connections open and answers nothing (a paused process,
+    a black-holed route): every request times out, the concurrency falls to one, and the
+    run retried them one at a time for hours (a newcomer's review). Once the store has
+    answered nothing for `stall_after` seconds the run stops (EndpointUnreachable: exit 6),
+    nothing recorded failed, and the same command resumes once the store answers."""
+    import providers.s3
+
+    monkeypatch.setattr(providers.s3, "READ_TIMEOUT", 1.0)
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    config = dataclasses.replace(SMALL_PARTS, stall_after=3.0, max_attempts=3)
+    started = time.monotonic()
+    with fault_proxy(seaweed.endpoint, Faults(hang_after_puts=2)) as proxy:
+        hung = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+        with pytest.raises(EndpointUnreachable, match="no answer for"):
+            env.run(plan, destination=hung, config=config)
+    assert time.monotonic() - started < 60
+    with Ledger(env.state) as ledger:
+        states = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}
+    assert "failed" not in states, states
+    summary = env.run(plan)  # the store answers again
+    assert summary.failed == 0 and summary.copied == len(ESTATE) - states.get("done", 0)
+
+
 def put_in_parts(store: StoreAdapter, container: str, key: str, data: bytes) -> None:
     """`data` under the key in a multipart upload of 5 MiB parts, as another writer would."""
     upload = store.create_multipart(container, key, WriteAttrs())

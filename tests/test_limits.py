@@ -73,3 +73,40 @@ def env_for(site_for: Any, tmp_path: Path) -> Any:
         return Env(site_for(source), site_for(destination), tmp_path)
 
     return make
+
+
+def test_a_store_is_taken_as_gone_only_after_answering_nothing_for_a_while() -> None:
+    """Timeouts and cut connections (NoAnswer) for `stall_after` seconds: the store is gone
+    (EndpointUnreachable), and every later call fails so at once, sending nothing. Throttling
+    is an answer: a store busy for longer is not gone."""
+    from migrate.errors import EndpointUnreachable, NoAnswer, Retryable
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+
+    class Store:
+        site_name, capabilities = "dst", None
+        calls = 0
+        fails: type[Exception] = NoAnswer
+
+        def head(self, container: str, key: str) -> Any:
+            Store.calls += 1
+            clock.now += 60  # a read timeout
+            raise Store.fails("timed out")
+
+    busy = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                          sleep=clock.sleep, stall_after=300)  # fmt: skip
+    Store.fails = Retryable  # 503 SlowDown, for ten minutes
+    for _ in range(10):
+        with pytest.raises(Retryable):
+            busy.head("b", "k")
+    Store.fails = NoAnswer
+    for _ in range(4):  # 240 s of timeouts since the last answer
+        with pytest.raises(NoAnswer):
+            busy.head("b", "k")
+    with pytest.raises(EndpointUnreachable, match="no answer for 300 s"):
+        busy.head("b", "k")
+    sent = Store.calls
+    with pytest.raises(EndpointUnreachable):
+        busy.head("b", "k")
+    assert Store.calls == sent
