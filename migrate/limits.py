@@ -128,7 +128,9 @@ class LimitedAdapter:
         self.bandwidth = TokenBucket(bwlimit, clock=clock, sleep=sleep) if bwlimit else None
         self._clock = clock
         self._stall_after = stall_after
-        self._answered_at = clock()
+        # When the store last answered; None until the first call (the run may work a
+        # while before: a delta's listing of the source).
+        self._answered_at: float | None = None
         self._gone: EndpointUnreachable | None = None
 
     def _call(self, fn: Callable[[], T], sent: int = 0) -> T:
@@ -139,6 +141,8 @@ class LimitedAdapter:
         if self.bandwidth and sent:
             self.bandwidth.take(sent)
         self.concurrency.acquire()
+        if self._answered_at is None:
+            self._answered_at = self._clock()
         throttled = False
         try:
             result = fn()

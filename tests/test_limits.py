@@ -110,3 +110,10 @@ def test_a_store_is_taken_as_gone_only_after_answering_nothing_for_a_while() -> 
     with pytest.raises(EndpointUnreachable):
         busy.head("b", "k")
     assert Store.calls == sent
+    # The silence counts from the first call: a run that worked a while before (a delta's
+    # listing of the source) does not take a first timeout for a store long gone.
+    later = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    clock.now += 1000
+    with pytest.raises(NoAnswer):
+        later.head("b", "k")
