@@ -697,6 +697,17 @@ class _ProgressSubscriber(Subscriber):
             self._progress.advance(self._objects_task, 1)
         self._tick()
 
+    def on_stopping(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        _stderr().print(
+            "migrate: stopping: the requests under way finish first (up to a minute on a "
+            "store that does not answer; Ctrl-C again does not cut them)",
+            markup=False,
+            soft_wrap=True,
+        )
+
     def _tick(self) -> None:
         now = time.monotonic()
         if self._quiet or self._bars or now - self._last < 5:

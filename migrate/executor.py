@@ -524,7 +524,7 @@ def run_phase(
 
     with part_senders, part_readers:
         rows = _rows(ledger, plan.name, phase_name)  # not the conflicts just found
-        _each_on_workers(rows, work, config.concurrency, stop)
+        _each_on_workers(rows, work, config.concurrency, stop, subscriber.on_stopping)
 
     summary.unguarded = copier.unguarded
     summary.failures = ledger.failures(plan.name, phase_name)
@@ -556,6 +556,7 @@ def _each_on_workers(
     work: Callable[[TransferRow], None],
     n: int,
     stop: threading.Event | None = None,
+    on_stopping: Callable[[], None] = lambda: None,
 ) -> None:
     """`work(row)` for every row, on `n` threads that each take the next row when done
     with theirs. A small object is a few milliseconds of work: handing each one to a pool
@@ -609,6 +610,8 @@ def _each_on_workers(
         errors.append(exc)
         if stop is not None:
             stop.set()
+        with suppress(Exception):  # said at once: the wait may be long (a slow store)
+            on_stopping()
         while True:  # a second Ctrl-C: the copies under way still finish (kill -9 does not)
             try:
                 wait_all()

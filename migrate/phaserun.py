@@ -118,6 +118,9 @@ class _Counted(Subscriber):
                 self.changed += 1
         self.inner.on_object(key, state)
 
+    def on_stopping(self) -> None:
+        self.inner.on_stopping()
+
 
 @dataclass
 class PhaseRun:

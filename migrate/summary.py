@@ -55,6 +55,9 @@ class Subscriber:
 
     def on_object(self, key: str, state: str) -> None: ...
 
+    def on_stopping(self) -> None:
+        """Interrupted (Ctrl-C, SIGTERM): the requests under way are being finished."""
+
 
 def finished_already(plan: Plan, phase_name: str, ledger: Ledger) -> PhaseSummary | None:
     """The summary of a copy phase that finished and has nothing left to do, from the

@@ -1226,6 +1226,8 @@ def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
     else:
         assert proc.returncode == 130, (out, err)
         assert "migrate: interrupted; the same command resumes" in err, err
+        # Said at once, before the wait (a newcomer's review: silence, then Ctrl-C again).
+        assert "migrate: stopping: the requests under way finish first" in err, err
         # The parts under way finish (2 x 5 MiB at 4 MB/s: under 3 s); the rest of their
         # objects (some 60 MiB: 15 s) is left for the next run.
         assert waited < 9, f"{waited:.1f} s after Ctrl-C"  # 4.3 s measured; 17.6 s before
