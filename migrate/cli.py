@@ -41,6 +41,7 @@ from migrate.errors import (
     PolicyViolation,
     SecretInConfig,
     TransferError,
+    UsageError,
     as_store_failure,
     error_json,
     redact,
@@ -427,7 +428,7 @@ def plan(
     if ctx.invoked_subcommand is not None:
         return
     if not (source and destination and out):
-        raise ConfigError(
+        raise UsageError(
             "migrate plan needs --from SITE --to SITE -o plans/NAME.yaml",
             hint="or use `migrate plan show|approve PLAN`",
         )
@@ -812,7 +813,7 @@ def run(
     receipt = None if dry_run else _receipt_inputs(plan, phase, sites)
     config = load_sites(sites)
     if force and not reason:
-        raise ConfigError("--force needs --reason '...': the reason is recorded in the state")
+        raise UsageError("--force needs --reason '...': the reason is recorded in the state")
     if max_remove is not None:
         if not delete_removed:
             raise ConfigError(
@@ -1020,7 +1021,7 @@ def status(
     Example: migrate status plans/hdh.yaml --failed --phase bulk-1 > failed.txt
     """
     if phase is not None and not failed:
-        raise ConfigError("--phase is for --failed", hint="add --failed, or leave --phase out")
+        raise UsageError("--phase is for --failed", hint="add --failed, or leave --phase out")
     config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
     if compute_digest(loaded) != loaded.digest:  # shown, but not taken as it stands

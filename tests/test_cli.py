@@ -1974,3 +1974,20 @@ def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(
     assert json.loads(capsys.readouterr().out)["gate_refused"] is None
     with Ledger(tmp_path / "state") as ledger:
         assert ledger.phase_state(load_plan(Path(plan)).name, "bulk-1").started_at is None
+
+
+def test_an_option_missing_that_another_needs_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2, as the README's table says of a missing argument (they exited 3, a
+    configuration error: a newcomer's review)."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    for args, said in (
+        (["run", plan, "--phase", "bulk-1", "--force"], "--force needs --reason"),
+        (["status", plan, "--phase", "bulk-1"], "--phase is for --failed"),
+        (["plan", "--from", "src"], "migrate plan needs --from SITE --to SITE"),
+    ):
+        code, out, err = run([*args, *where, "--json"], capsys)
+        assert code == 2, (args, err)
+        assert said in err and err.count("\n") == 1, err
+        assert json.loads(out)["error"]["kind"] == "UsageError"
