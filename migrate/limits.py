@@ -175,6 +175,9 @@ class LimitedAdapter:
     def check(self, container: str) -> None:
         self._call(lambda: self.inner.check(container))
 
+    def check_account(self) -> str:
+        return self._call(self.inner.check_account)
+
     def create_container(self, container: str) -> None:
         self._call(lambda: self.inner.create_container(container))
 

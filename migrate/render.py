@@ -88,6 +88,8 @@ def print_site_checks(console: Console, results: list[SiteCheck]) -> None:
             continue
         for c in r.containers or []:
             result = "[green]ok[/]" if c.ok else f"[red]{_lit(c.error)}[/]"
+            if c.ok and c.detail:
+                result += f": {_lit(c.detail)}"
             table.add_row(
                 _lit(r.site), _lit(r.provider), _lit(r.region or "-"), _lit(c.container), result
             )

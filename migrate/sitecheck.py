@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from migrate.errors import MigrateError, as_store_failure
+from migrate.errors import MigrateError, RouteRefused, as_store_failure
 from migrate.sites import Site, SitesConfig
 from providers.base import StoreAdapter
 
@@ -17,6 +17,7 @@ class ContainerCheck:
     ok: bool
     error: str | None = None
     exit_code: int = 0
+    detail: str | None = None  # what a passing check showed, where it says more than ok
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,29 @@ def check_sites(
             )
             continue
         if not site.buckets:
-            adapter.close()
-            results.append(
-                SiteCheck(
-                    name,
-                    site.provider,
-                    site.region,
-                    site.endpoint,
-                    not_checked="set up, not contacted: it lists no bucket or container "
-                    "(add `buckets` to check it)",
+            # A destination whose buckets the run makes: its credentials proved without one.
+            try:
+                shown = adapter.check_account()
+            except RouteRefused as exc:  # where its requests go is not known: said, not failed
+                results.append(
+                    SiteCheck(name, site.provider, site.region, site.endpoint,
+                              not_checked=f"set up, not contacted: {exc.one_line()}")
+                )  # fmt: skip
+                continue
+            except MigrateError as exc:
+                failure = as_store_failure(exc)
+                account = ContainerCheck("(account)", False, failure.one_line(), failure.exit_code)
+                results.append(
+                    SiteCheck(name, site.provider, site.region, site.endpoint, [account],
+                              exit_code=failure.exit_code)
+                )  # fmt: skip
+            else:
+                account = ContainerCheck("(account)", True, detail=f"reachable, {shown}")
+                results.append(
+                    SiteCheck(name, site.provider, site.region, site.endpoint, [account])
                 )
-            )
+            finally:
+                adapter.close()
             continue
         checks = []
         try:

@@ -727,6 +727,22 @@ class AzureAdapter:
         except Exception as exc:
             self._fail(exc, f"container {container}", container_call=True)
 
+    def check_account(self) -> str:
+        try:
+            next(iter(self._service.list_containers(results_per_page=1)), None)
+        except HttpResponseError as exc:
+            # Refused the listing, not the key or signature: a SAS without list rights.
+            if exc.status_code == 403 and _error_code(exc) in (
+                "AuthorizationPermissionMismatch",
+                "AuthorizationResourceTypeMismatch",
+                "AuthorizationServiceMismatch",
+            ):
+                return "credentials accepted (they may not list containers, which no copy needs)"
+            self._fail(exc, "the account", container_call=True)
+        except Exception as exc:
+            self._fail(exc, "the account", container_call=True)
+        return "credentials accepted (its containers listed)"
+
     def create_container(self, container: str) -> None:
         try:
             with self._libcloud_lock:

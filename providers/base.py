@@ -324,6 +324,13 @@ class StoreAdapter(Protocol):
         """
         ...
 
+    def check_account(self) -> str:
+        """Prove reachability and credentials without a container (a site that names none:
+        a destination whose buckets the run makes). One cheap request; returns what it
+        showed. Raises CredentialsRejected (the credentials refused, not merely denied that
+        request) or EndpointUnreachable."""
+        ...
+
     def create_container(self, container: str) -> None:
         """Create a bucket/container; no error if it exists and is ours."""
         ...

@@ -179,6 +179,13 @@ class LocalAdapter:
         except PermissionError:
             raise self._denied(directory) from None
 
+    def check_account(self) -> str:
+        if not self.root.is_dir():
+            raise NotFound(f"{self.site_name}: {self.root} is not a directory")
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise self._denied(self.root, "write")
+        return "the directory is there, readable and writable"
+
     def create_container(self, container: str) -> None:
         self._container_dir(container).mkdir(parents=True, exist_ok=True)
 

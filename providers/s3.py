@@ -890,6 +890,18 @@ class S3Adapter:
                 hint="check the site's endpoint and provider: is it this store's S3 API?",
             )
 
+    def check_account(self) -> str:
+        try:
+            self._client.list_buckets()
+        except bce.ClientError as exc:
+            # Refused the listing, not the signature: credentials known to the store.
+            if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "AllAccessDisabled"):
+                return "credentials accepted (they may not list buckets, which no copy needs)"
+            raise self._map_error(exc) from None
+        except _SDK_ERRORS as exc:
+            raise self._map_error(exc) from None
+        return "credentials accepted (its buckets listed)"
+
     def create_container(self, container: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": container}
         region = self._client.meta.region_name
