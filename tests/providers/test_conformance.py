@@ -701,9 +701,13 @@ def test_wrong_credentials_are_rejected(
             list(wrong.list_objects(container))
         with pytest.raises(CredentialsRejected):
             wrong.put_object(container, "x", io.BytesIO(b"x"), 1, WriteAttrs(), {})
+        # Without a container too (sites check of a destination whose buckets the run makes).
+        with pytest.raises(CredentialsRejected):
+            wrong.check_account()
     finally:
         wrong.close()
     assert list(adapter.list_objects(container)) == []
+    assert adapter.check_account()  # what it showed, in words
 
 
 def test_unreachable_endpoint(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
