@@ -4,7 +4,6 @@ exit code here, in `main`, and nowhere else."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
 import json
@@ -142,7 +141,35 @@ def _console() -> Console:
             self.quiet = True
             raise BrokenPipeError
 
-    return _Cut()
+    return _Cut(file=_Stdout())  # type: ignore[arg-type]
+
+
+class _OutputUnwritable(OSError):
+    """Standard output could not be written (a full disk under a redirection)."""
+
+
+class _Stdout:
+    """Standard output for the human output: its write errors say they are the output's,
+    so that only they are told as such (another OSError is the command's own)."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputUnwritable(exc.errno, exc.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputUnwritable(exc.errno, exc.strerror) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stdout, name)
 
 
 @functools.cache
@@ -1428,9 +1455,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the output's reader went away mid-command: cut off, silently
         _stdout_closed()
         return INTERRUPTED
-    except OSError as exc:
-        if exc.errno not in _UNWRITABLE:
-            return _unexpected(exc, debug, fail_json)
+    except _OutputUnwritable as exc:
         # The human output (rich) on a full disk: as `_print_out` says it for --json.
         try:
             sys.stdout.flush()
@@ -1445,10 +1470,6 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except Exception as exc:  # a bug: still one line, unless --debug
         return _unexpected(exc, debug, fail_json)
-
-
-# Write errors that say the place is full or failing, not that the command is wrong.
-_UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
 def _unexpected(

@@ -98,16 +98,19 @@ class AdaptiveLimit:
             self._cond.notify_all()
 
 
-# A store that has answered no request for this long, every request since timed out or
-# cut, is taken as gone: the run stops (exit 6) instead of retrying one request at a time.
+# A store whose requests have all gone unanswered (timed out or cut) for this long, from
+# the first of them, is taken as gone: the run stops (exit 6) instead of retrying one
+# request at a time for hours.
 STALL_AFTER = 300.0
 
 
 class LimitedAdapter:
     """A StoreAdapter whose calls pass a request-rate bucket, a bandwidth bucket (bytes
-    written) and the adaptive concurrency limit; and that takes the store as gone once it
-    has answered nothing for `stall_after` seconds (EndpointUnreachable, which stops a
-    run), every call from then on failing so at once."""
+    written) and the adaptive concurrency limit; and that takes the store as gone once its
+    requests have gone unanswered for `stall_after` seconds from the first of them, none
+    answered since (EndpointUnreachable, which stops a run), every call from then on
+    failing so at once. Time the store is not asked (a bandwidth bucket, the other
+    store's work) is no silence."""
 
     def __init__(
         self,
@@ -128,9 +131,8 @@ class LimitedAdapter:
         self.bandwidth = TokenBucket(bwlimit, clock=clock, sleep=sleep) if bwlimit else None
         self._clock = clock
         self._stall_after = stall_after
-        # When the store last answered; None until the first call (the run may work a
-        # while before: a delta's listing of the source).
-        self._answered_at: float | None = None
+        # When the first request unanswered since the last answer failed; None once answered.
+        self._unanswered_since: float | None = None
         self._gone: EndpointUnreachable | None = None
 
     def _call(self, fn: Callable[[], T], sent: int = 0) -> T:
@@ -141,14 +143,15 @@ class LimitedAdapter:
         if self.bandwidth and sent:
             self.bandwidth.take(sent)
         self.concurrency.acquire()
-        if self._answered_at is None:
-            self._answered_at = self._clock()
         throttled = False
         try:
             result = fn()
         except NoAnswer:
             throttled = True
-            silent = self._clock() - self._answered_at
+            now = self._clock()
+            if self._unanswered_since is None:
+                self._unanswered_since = now
+            silent = now - self._unanswered_since
             if silent >= self._stall_after:
                 self._gone = EndpointUnreachable(
                     f"{self.site_name}: no answer for {silent:.0f} s (every request timed "
@@ -160,16 +163,16 @@ class LimitedAdapter:
             raise
         except Retryable:
             throttled = True
-            self._answered_at = self._clock()  # an answer, if a refusal
+            self._unanswered_since = None  # an answer, if a refusal
             raise
         except EndpointUnreachable:  # no connection: no answer either
             raise
         except MigrateError:
-            self._answered_at = self._clock()
+            self._unanswered_since = None
             raise
         finally:
             self.concurrency.release(throttled)
-        self._answered_at = self._clock()
+        self._unanswered_since = None
         return result
 
     def check(self, container: str) -> None:

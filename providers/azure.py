@@ -1421,6 +1421,8 @@ def _from_status(
         return Permanent(f"{where}: metadata refused (Azure metadata names must be C# identifiers)")
     if 300 <= status < 400:
         return Permanent(f"{where}: the endpoint answered with a redirect (refused)")
+    if status in (502, 504) and not code:  # a gateway's answer: none of the store's
+        return NoAnswer(f"{where}: no answer through a gateway (HTTP {status})")
     if status in (408, 429) or status >= 500 or code in _RETRYABLE_CODES:
         return Retryable(f"{where}: the service is busy or failed (HTTP {status}){code_text}")
     return Permanent(f"{where}: refused by the service (HTTP {status}){code_text}")

@@ -160,6 +160,8 @@ _RETRYABLE_CODES = {
     "OperationAborted",
 }
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+_GATEWAY_STATUS = {502, 504}  # Bad Gateway, Gateway Timeout
+_GATEWAY_CODES = ("BadGateway", "Bad Gateway", "GatewayTimeout", "Gateway Timeout")
 # The store cannot hold this key beside an existing one (a file where a prefix is needed).
 _UNSUPPORTED_CODES = {"ExistingObjectIsFile", "ExistingObjectIsDirectory", "NotImplemented"}
 
@@ -803,6 +805,10 @@ class S3Adapter:
                     hint="run the phase again: the object is copied in a new upload, or "
                     "reported as a conflict if another writer's object is there now",
                 )
+            if status in _GATEWAY_STATUS and code in (None, "", str(status), *_GATEWAY_CODES):
+                # A gateway's answer (a load balancer before a store that is gone): no answer
+                # of the store's.
+                return NoAnswer(f"{where}: {op} failed with {status} from a gateway, try again")
             if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
                 return Retryable(f"{where}: {op} failed with {code or status}, try again")
             message = str(err.get("Message") or "").strip()

@@ -2001,3 +2001,18 @@ def test_an_option_missing_that_another_needs_is_a_usage_error(
         assert code == 2, (args, err)
         assert said in err and err.count("\n") == 1, err
         assert json.loads(out)["error"]["kind"] == "UsageError"
+
+
+def test_a_disk_error_that_is_not_the_outputs_is_not_told_as_the_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An I/O error reading a file is the command's own: not "the output could not be
+    written" (a review found every ENOSPC or EIO told so)."""
+    import errno
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("migrate.cli.load_plan", failing)
+    code, _, err = run(["plan", "show", str(tmp_path / "p.yaml")], capsys)
+    assert code == 1 and "output could not be written" not in err, err

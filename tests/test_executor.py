@@ -900,7 +900,7 @@ def test_a_store_that_stops_answering_stops_the_run_instead_of_hanging_it(
     env: Env = env_for("s3", "s3")
     env.seed(ESTATE)
     plan = env.plan()
-    config = dataclasses.replace(SMALL_PARTS, stall_after=3.0, max_attempts=3)
+    config = dataclasses.replace(SMALL_PARTS, stall_after=3.0, max_attempts=8)
     started = time.monotonic()
     with fault_proxy(seaweed.endpoint, Faults(hang_after_puts=2)) as proxy:
         hung = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))

@@ -692,3 +692,26 @@ def test_credentials_that_may_not_create_buckets_use_one_made_beforehand(
         scoped.create_container(unique_name("absent"))
     assert "creating it was refused (AccessDenied)" in refused.value.one_line()
     assert "create the plan's buckets beforehand" in refused.value.one_line()
+
+
+def test_a_gateways_502_or_504_is_no_answer_but_a_stores_503_is_one(s3_site: Site) -> None:
+    """A load balancer before a store that is gone answers 502 or 504 (an HTML page, no S3
+    error code): no answer of the store's, which the run's stall watchdog counts (a
+    review); a 503 SlowDown is the store's own answer."""
+    import botocore.exceptions as bce
+
+    from migrate.errors import NoAnswer
+
+    adapter = S3Adapter(s3_site)
+
+    def answer(status: int, code: str) -> MigrateError:
+        error = {
+            "Error": {"Code": code, "Message": ""},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        return adapter._map_error(bce.ClientError(error, "PutObject"), "b", "k")  # type: ignore[arg-type]
+
+    assert isinstance(answer(502, "502"), NoAnswer)
+    assert isinstance(answer(504, "GatewayTimeout"), NoAnswer)
+    slow = answer(503, "SlowDown")
+    assert isinstance(slow, Retryable) and not isinstance(slow, NoAnswer)
