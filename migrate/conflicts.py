@@ -146,13 +146,13 @@ def mark_conflicts(
                 continue
             # A key a store keeping files lists under another name (a//b as a/b) is not
             # found by its name in a listing: HEADed, which answers what the write would hit.
-            check_all(list(ledger.to_write_at(plan.name, phase, bucket, not_portable=True)))
+            check_all(list(ledger.to_write_at(plan.name, phase, bucket, portable=False)))
             listing = _listing(destination, bucket, prefixes)
             # A bucket new or nearly empty (the usual case) is read in a request or two;
             # else, for few keys to write, a HEAD each costs less than listing the bucket.
             first = list(islice(listing, 2 * PAGE + 1))
             if count <= FEW and len(first) > 2 * PAGE:
-                check_all(list(ledger.to_write_at(plan.name, phase, bucket)))
+                check_all(list(ledger.to_write_at(plan.name, phase, bucket, portable=True)))
                 continue
             if len(first) > 2 * PAGE and destination.capabilities.ranged_listing:
                 # Only where keys are to be written: a resumed phase skips what it copied.
@@ -160,14 +160,16 @@ def mark_conflicts(
                     for keys in _chunks(
                         _listed_in_runs(destination, bucket, prefixes, ledger, plan.name, phase)
                     ):
-                        check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
+                        check_all(
+                            list(ledger.to_write_at(plan.name, phase, bucket, keys, portable=True))
+                        )
                     continue
                 except ListingOutOfOrder:
                     pass  # a store that ignores StartAfter: the whole listing, below
             # The whole listing, in whatever order the store gives it (the keys already
             # left as conflicts above are not asked again: `to_write_at` skips them).
             for keys in _chunks(o.key for o in chain(first, listing)):
-                check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys)))
+                check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys, portable=True)))
     return replace(found, overwriting=overwriting)
 
 

@@ -1383,10 +1383,11 @@ class Ledger:
         bucket: str,
         keys: Sequence[str] | None = None,
         *,
-        not_portable: bool = False,
+        portable: bool | None = None,
     ) -> Iterator[PhaseCandidate]:
         """The phase's transfers to do, whose destination is one of `keys` in `bucket`
-        (None: any key; `not_portable`: only keys a store keeping files renames), in
+        (None: any key; `portable` False: only keys a store keeping files renames, True:
+        only the others), in
         destination key order, but those the conflict check has left as conflicts since it
         cleared them. `previous_sha256` is set when this plan copied it before; `uploading`
         when an upload of it is under way."""
@@ -1397,8 +1398,8 @@ class Ledger:
             f"AND (error IS NULL OR error NOT LIKE '{CONFLICT}%')"
         )
         args: list[object] = [plan, bucket, phase]
-        if not_portable:
-            sql += " AND NOT migrate_portable(destination_key)"
+        if portable is not None:
+            sql += f" AND {'' if portable else 'NOT '}migrate_portable(destination_key)"
         if keys is not None:
             if not keys:
                 return

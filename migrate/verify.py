@@ -912,7 +912,10 @@ def verify(
         reread=result.reread,
         summary=dumps(result.summary()),
         verified_phases=verified,
-        # Held back, the cutover loses an earlier mark too: the estate may not switch over.
-        unverified_phases=held_back if result.passed else _found_wrong(plan, tally),
+        # Held back, the cutover loses an earlier mark too, passed or not: the estate may
+        # not switch over.
+        unverified_phases=tuple(
+            sorted(set(held_back) | set(() if result.passed else _found_wrong(plan, tally)))
+        ),
     )
     return replace(result, record_id=record)

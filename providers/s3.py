@@ -922,13 +922,14 @@ class S3Adapter:
                 self.check(container)
                 return
             error = self._map_error(exc, container)
-            if isinstance(error, CredentialsRejected):
+            if code == "AccessDenied":
                 # Keys that may write objects but not create buckets are common (the buckets
                 # made beforehand, in a console): one already there, and readable, will do.
+                # (Other refusals, a wrong secret or an expired token, are what they say.)
                 try:
                     self.check(container)
                     return
-                except MigrateError:
+                except (NotFound, CredentialsRejected):
                     pass
                 raise CredentialsRejected(
                     f"{self.site_name}: bucket {container!r}: creating it was refused ({code})",

@@ -380,6 +380,19 @@ def test_a_dataset_appearing_after_the_cutover_passed_takes_its_mark(env_for: An
         assert whole.passed and whole.held_back == ("cutover",)
         assert ledger.phase_state(plan.name, "cutover").verified_at is None
         assert ledger.phase_state(plan.name, "delta").verified_at is not None
+        # Marked again (a verification of the cutover alone would refuse: outside_plan),
+        # then a whole-plan verification failing for an unfinished object, nothing wrong at
+        # the destination: it takes the cutover's mark all the same (a review).
+        ledger._db.execute(
+            "UPDATE phases SET verified_at = '2026-12-04T00:00:00+00:00' WHERE phase = 'cutover'"
+        )
+        key = ledger._db.execute("SELECT key FROM transfers WHERE phase = 'bulk-1'").fetchone()[0]
+        ledger._db.execute(
+            "UPDATE transfers SET state = 'failed', error = 'injected' WHERE key = ?", (key,)
+        )
+        failing = check(env, ledger, plan, None)
+        assert not failing.passed
+        assert ledger.phase_state(plan.name, "cutover").verified_at is None
 
 
 def test_an_object_found_wrong_in_any_phase_takes_the_cutovers_mark(env_for: Any) -> None:

@@ -1014,7 +1014,7 @@ def test_a_destination_object_that_cannot_be_read_is_left_as_a_conflict_and_the_
     unreadable = taken[3]
     faults = Faults(head_status={f"/{env.bucket}/{unreadable}": 400}, head_delay=0.05)
 
-    class Totals:
+    class Totals(migrate.executor.Subscriber):
         def __init__(self) -> None:
             self.bytes = -1
 
