@@ -232,13 +232,14 @@ class LocalAdapter:
             )
 
     def head(self, container: str, key: str) -> ObjectInfo:
-        path = self._path(container, key)
+        return self._described(container, key, self._stat(container, key))
+
+    def _stat(self, container: str, key: str) -> os.stat_result:
         try:
-            st = path.stat()
+            return self._path(container, key).stat()
         except (FileNotFoundError, NotADirectoryError):
             self._require_container(container)
             raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
-        return self._described(container, key, st)
 
     def _described(self, container: str, key: str, st: os.stat_result) -> ObjectInfo:
         """The object as stat says, with the side file's attributes if they are this
@@ -269,12 +270,7 @@ class LocalAdapter:
         *,
         version_id: str | None = None,  # no versions here
     ) -> dict[str, str]:
-        path = self._path(container, key)
-        try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            self._require_container(container)
-            raise NotFound(f"{self.site_name}: {container}/{key} not found") from None
+        st = self._stat(container, key)
         meta = self._read_meta(container, key)
         return _str_map(meta.get("tags")) if meta.get("etag") == _etag(st) else {}
 

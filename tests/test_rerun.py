@@ -165,7 +165,7 @@ def test_every_table_a_finished_answer_is_read_from_voids_the_receipts(
         ("an edited plan", 9),
         ("an edited sites file", 3),
         ("an empty --sites", 3),
-        ("--force without --reason", 3),
+        ("--force without --reason", 2),  # a usage error
         ("other code", 0),
         ("--debug", 0),
         ("--dry-run", 0),
