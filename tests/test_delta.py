@@ -362,17 +362,23 @@ def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_th
         assert ledger.phase_state(plan.name, "delta").verified_at is not None
 
 
+def cut_over(env: Env, ledger: Ledger) -> Plan:
+    """bulk-1, delta and cutover copied and each verified."""
+    plan = bulk_copied(env, ledger)
+    for phase in ("delta", "cutover"):
+        prepare_delta(env.config, plan, ledger, env.source, phase=phase)
+        assert run(env, ledger, plan, phase).failed == 0
+        assert check(env, ledger, plan, phase).passed
+    return plan
+
+
 def test_a_dataset_appearing_after_the_cutover_passed_takes_its_mark(env_for: Any) -> None:
     """The cutover passed; then a dataset no phase copies appears at the source and is
     inventoried. The whole plan's verification passes (its objects are right) but holds
     the cutover back: the cutover loses its earlier mark too."""
     env: Env = env_for("s3", "s3")
     with Ledger(env.state) as ledger:
-        plan = bulk_copied(env, ledger)
-        for phase in ("delta", "cutover"):
-            prepare_delta(env.config, plan, ledger, env.source, phase=phase)
-            assert run(env, ledger, plan, phase).failed == 0
-            assert check(env, ledger, plan, phase).passed
+        plan = cut_over(env, ledger)
         assert ledger.phase_state(plan.name, "cutover").verified_at is not None
         put(env.source, env.container, "newset/a.csv", body(7, 300))
         run_inventory(env.config, env.source_site.name, env.source)
@@ -401,11 +407,7 @@ def test_an_object_found_wrong_in_any_phase_takes_the_cutovers_mark(env_for: Any
     the whole plan) takes the mark from bulk-1 and from the cutover; delta keeps its own."""
     env: Env = env_for("s3", "s3")
     with Ledger(env.state) as ledger:
-        plan = bulk_copied(env, ledger)
-        for phase in ("delta", "cutover"):
-            prepare_delta(env.config, plan, ledger, env.source, phase=phase)
-            assert run(env, ledger, plan, phase).failed == 0
-            assert check(env, ledger, plan, phase).passed
+        plan = cut_over(env, ledger)
         for scope in ("bulk-1", None):
             whole = check(env, ledger, plan, None)
             assert whole.passed, whole.findings
