@@ -55,6 +55,7 @@ import psutil  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
 from bench import measure  # noqa: E402
+from bench import profile as prof  # noqa: E402
 from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs  # noqa: E402
 
 MiB = 1024 * 1024
@@ -427,7 +428,6 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
     def profile(self, scenario: int, src: str, slug: str) -> list[str]:
         """One more migrate run of a copy scenario (4: its re-run) under py-spy, untimed.
         Always through bench/migrate_copy.py: one process holds the whole copy."""
-        from bench import profile as prof
 
         if scenario == 5:  # the inventory command itself
             sites5 = self.sites_file("p5", [src], [])
@@ -990,6 +990,16 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="after the rounds, profile migrate with py-spy"
     )
     args = parser.parse_args(argv)
+    # Said before the servers start and the data is seeded, not minutes later as a traceback.
+    missing = [] if (BIN / "rclone").exists() else ["rclone"]
+    if args.profile and prof.py_spy() is None:
+        missing.append("py-spy")
+    if missing:
+        say(
+            f"bench: {', '.join(missing)} not found in {BIN}: run `make bench`, which installs "
+            "them (pip install -e '.[bench]')"
+        )
+        return 2
     scale = QUICK if args.quick else FULL
     rounds = scale.rounds if args.rounds is None else args.rounds
     only = {int(x) for x in args.only.split(",") if x}
