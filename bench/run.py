@@ -428,7 +428,6 @@ credentials = {{ connection_string_env = "{AZ_CONN}" }}
     def profile(self, scenario: int, src: str, slug: str) -> list[str]:
         """One more migrate run of a copy scenario (4: its re-run) under py-spy, untimed.
         Always through bench/migrate_copy.py: one process holds the whole copy."""
-
         if scenario == 5:  # the inventory command itself
             sites5 = self.sites_file("p5", [src], [])
             cmd5 = [sys.executable, "-m", "migrate", "inventory", "src-s3", "--sites", str(sites5)]
