@@ -57,6 +57,7 @@ from migrate.plan import (
     load_plan,
     save_plan,
 )
+from migrate.planlock import holder as plan_holder
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -843,7 +844,7 @@ def run(
         raise UsageError("--force needs --reason '...': the reason is recorded in the state")
     if max_remove is not None:
         if not delete_removed:
-            raise ConfigError(
+            raise UsageError(
                 "--max-remove bounds --delete-removed, which is not given",
                 hint="add --delete-removed, or leave --max-remove out",
             )
@@ -1080,8 +1081,12 @@ def status(
                     + " failed or changed at the source."
                     + (
                         f" Not copied yet: {waiting['pending']:,} pending, "
-                        f"{waiting['in_progress']:,} in progress (a run stopped under way): "
-                        "run the phase to copy them."
+                        f"{waiting['in_progress']:,} in progress"
+                        + (
+                            f" (under way now: {running})"
+                            if (running := plan_holder(config.state_dir, loaded.name))
+                            else " (a run stopped under way): run the phase to copy them."
+                        )
                         if any(waiting.values())
                         else ""
                     ),
@@ -1091,14 +1096,19 @@ def status(
             return
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
+        state_file = ledger.path.resolve()
         used = ledger.routes(loaded.name) if routes else []
         # The reads of its two sites outside its runs (inventory, sites check, plan).
         before = ledger.site_routes([loaded.source, loaded.destination]) if routes else []
+    running = plan_holder(config.state_dir, loaded.name)  # a live run, or None
     if json_out:
         _out(
             True,
             {
                 "plan": loaded.name,
+                "state": str(state_file),
+                # what the process running or verifying the plan does, or null
+                "running": running,
                 "counts": counts,
                 "phases": phases,
                 "routes": used,
@@ -1109,7 +1119,9 @@ def status(
             },
         )
         return
-    render.print_status(_console(), loaded, counts, phases)
+    render.print_status(
+        _console(), loaded, counts, phases, state_file=state_file, running=running, plan_arg=plan
+    )
     if routes:
         render.print_routes(_console(), used)
         render.print_site_routes(_console(), before)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -56,3 +57,24 @@ def plan_lock(state_dir: Path, plan: str, doing: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def holder(state_dir: Path, plan: str) -> str | None:
+    """What the live process holding the plan's lock does ("pid 12: run --phase bulk-1,
+    since ..."), or None. Read without taking the lock, so that a run starting meanwhile is
+    never refused: the lock file holds its holder's line until released, and a killed
+    holder's line stays behind, so its pid is checked alive."""
+    try:
+        line = lock_path(state_dir, plan).read_text("utf-8", "replace").strip()
+    except OSError:
+        return None
+    pid = re.match(r"pid ([1-9]\d*):", line)  # never 0: kill(0) is the process group
+    if pid is None:
+        return None
+    try:
+        os.kill(int(pid[1]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return line

@@ -264,8 +264,17 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
 
 
 def print_status(
-    console: Console, plan: Plan, counts: list[PhaseCounts], phases: dict[str, PhaseState]
+    console: Console,
+    plan: Plan,
+    counts: list[PhaseCounts],
+    phases: dict[str, PhaseState],
+    *,
+    state_file: Path,
+    running: str | None,
+    plan_arg: str,
 ) -> None:
+    """The table, then what it was read from and whether a run is under way: "in progress"
+    after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied."""
     table = _table(f"Plan {plan.name}")
     for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
@@ -281,6 +290,19 @@ def print_status(
             (state.verified_at or "-") if state else "-",
         )
     console.print(table)
+    console.print(f"State: {_lit(state_file)}", soft_wrap=True)
+    stopped = [c.phase for c in counts if c.state == "in_progress" and c.objects]
+    if running:
+        console.print(f"Under way now: {_lit(running)}", soft_wrap=True)
+    elif stopped:
+        left = sum(c.objects for c in counts if c.state == "in_progress")
+        console.print(
+            f"No run is under way: the {left:,} object(s) in progress were left by a run that "
+            "stopped before finishing them (interrupted, killed or crashed). Running the "
+            "phase again copies them: "
+            + "; ".join(f"migrate run {_lit(plan_arg)} --phase {_lit(p)}" for p in stopped),
+            soft_wrap=True,
+        )
 
 
 def print_routes(console: Console, routes: list[RouteUse]) -> None:

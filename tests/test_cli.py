@@ -1862,6 +1862,49 @@ def test_status_failed_lists_every_object_not_copied_with_why(
     assert "run the phase" in err, err
 
 
+def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_stopped_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator reading "in progress" after a Ctrl-C must not wait for a run that is not
+    there: status names the state it read, a live run (the plan's lock holder) by what it
+    does, and otherwise says the objects were left by a stopped run and how to finish."""
+    import sqlite3
+
+    from migrate.planlock import lock_path, plan_lock
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    state = (tmp_path / "state").resolve()
+    with sqlite3.connect(state / "state.db") as db:
+        db.execute("UPDATE transfers SET state='in_progress' WHERE key IN ('f3.txt', 'f4.txt')")
+    db.close()
+    monkeypatch.setenv("COLUMNS", "200")  # the table and its lines unfolded
+    assert main(["status", plan, *where]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"State: {state / 'state.db'}" in out, out
+    assert "No run is under way: the 2 object(s) in progress were left by a run" in out
+    assert f"migrate run {plan} --phase bulk-1" in out, out
+    assert main(["status", plan, "--json", *where]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == str(state / "state.db") and shown["running"] is None
+
+    plan_name = shown["plan"]
+    with plan_lock(state, plan_name, "run --phase bulk-1"):  # a live holder: this process
+        assert main(["status", plan, *where]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"Under way now: pid {os.getpid()}: run --phase bulk-1, since" in out, out
+        assert "No run is under way" not in out
+        assert main(["status", plan, "--json", *where]) == 0
+        running = json.loads(capsys.readouterr().out)["running"]
+        assert running.startswith(f"pid {os.getpid()}: run --phase bulk-1"), running
+        assert main(["status", plan, "--failed", "--phase", "bulk-1", *where]) == 0
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"2 in progress (under way now: pid {os.getpid()}" in err, err
+    # A holder killed with kill -9 leaves its line in the lock file, not its lock.
+    lock_path(state, plan_name).write_text("pid 999999999: run --phase bulk-1, since x")
+    assert main(["status", plan, "--json", *where]) == 0
+    assert json.loads(capsys.readouterr().out)["running"] is None
+
+
 def _steps_to_list_not_copied(tmp_path: Path, n: int, phase: str | None) -> int:
     """SQLite VM steps (thousands) for `status --failed`'s reading of `n` failed objects."""
     import sqlite3

@@ -1122,21 +1122,26 @@ def test_a_copy_gone_already_when_removal_comes_to_it_is_logged_as_such(
 
 
 @pytest.mark.parametrize(
-    ("args", "said"),
-    [(["--delete-removed", "--max-remove", "ten"], "neither a count of copies nor a percentage"),
-     (["--delete-removed", "--max-remove", "150%"], "a share is from 0% to 100%"),
-     (["--delete-removed", "--max-remove", "-1"], "a count of copies is 0 or more"),
-     (["--max-remove", "5"], "--max-remove")],
+    ("args", "said", "exit_code"),
+    [(["--delete-removed", "--max-remove", "ten"], "neither a count of copies nor a percentage", 3),
+     (["--delete-removed", "--max-remove", "150%"], "a share is from 0% to 100%", 3),
+     (["--delete-removed", "--max-remove", "-1"], "a count of copies is 0 or more", 3),
+     # an option that needs another one: a usage error, as --force without --reason
+     (["--max-remove", "5"], "add --delete-removed", 2)],
 )  # fmt: skip
 def test_a_wrong_max_remove_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    said: str,
+    exit_code: int,
 ) -> None:
     from tests.helpers import finished_local_copy
 
     plan, where = finished_local_copy(tmp_path, capsys)
     (tmp_path / "src" / "data" / "f1.txt").unlink()
     code = main(["run", plan, "--phase", "delta", "--force", "--reason", "t", *args, *where])
-    assert code == 3
+    assert code == exit_code
     err = capsys.readouterr().err
     assert "--max-remove" in err and said in err, err
     assert (tmp_path / "dst" / "data" / "f1.txt").exists()
