@@ -1001,7 +1001,7 @@ def run(
         if whole is False:
             raise IntegrityError(
                 "cutover: the verification of the whole plan failed: do not switch over",
-                hint="`migrate verify PLAN` names what is wrong",
+                hint=f"`migrate verify {session.plan.command_path}` names what is wrong",
             )
         raise IntegrityError(
             f"cutover: {delta.unplanned_objects if delta else 0:,} source objects are in "
@@ -1218,6 +1218,7 @@ def verify(
 
     Example: migrate verify plans/hdh.yaml --phase pilot --sample 5%
     """
+    from migrate.verify import WRONG_CONTENT
     from migrate.verify import verify as do_verify
 
     if seed is not None and not 0 <= seed < 2**63:  # the state keeps it as a 64-bit integer
@@ -1239,6 +1240,12 @@ def verify(
             check_metadata=metadata,
             copy_again=copy_again,
         )
+    shown = session.plan.command_path
+    # An unfinished phase is the cause of every `not_done` line: said first, not buried.
+    unfinished_in = {f.phase for f in result.findings if f.kind == "not_done"}
+    unfinished = [p.name for p in session.plan.phases if p.name in unfinished_in]
+    if result.counts.get("not_done") and not unfinished and result.phase:
+        unfinished = [result.phase]
     if json_out:
         _out(True, {**result.summary(first=1000), "record_id": result.record_id})
     else:
@@ -1250,10 +1257,22 @@ def verify(
             f"seed {result.seed}): {state}; {result.objects:,} objects, "
             f"{result.reread:,} re-read"
         )
+        if result.counts.get("not_done"):
+            _console().print(
+                f"  {result.counts['not_done']:,} object(s) not copied yet: "
+                + ("phase " + ", ".join(unfinished) + " is" if len(unfinished) == 1 else "")
+                + ("phases " + ", ".join(unfinished) + " are" if len(unfinished) > 1 else "")
+                + (" " if unfinished else "a phase is ")
+                + f"unfinished (pending, failed, or left by a stopped run; `migrate status "
+                f"{shown} --failed` says why each failed)",
+                markup=False,
+                soft_wrap=True,
+            )
         for name in result.held_back:
             _console().print(
                 f"  {name} not marked verified: the source holds datasets outside the plan "
-                f"(`migrate run PLAN --phase {name}` names them; make a plan for them)",
+                f"(`migrate run {session.plan.command_path} --phase {name}` names them; make a "
+                "plan for them)",
                 markup=False,
             )
         for f in result.findings[:50]:
@@ -1263,19 +1282,25 @@ def verify(
     if not result.passed:
         kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(result.counts.items()))
         where = f"phase {result.phase}" if result.phase else "the whole plan"
+        steps = []
+        if unfinished:
+            steps.append(
+                "finish the phase first: "
+                + " and ".join(f"`migrate run {shown} --phase {p}`" for p in unfinished[:3])
+            )
         if result.to_copy_again:
-            from migrate.verify import WRONG_CONTENT
-
             wrong = {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
             phases = [p.name for p in session.plan.phases if p.name in wrong]  # plan order
-            hint = (
+            steps.append(
                 f"the {result.to_copy_again:,} object{'s' if result.to_copy_again > 1 else ''} "
                 "found wrong will be copied again by "
-                + " and ".join(f"`migrate run PLAN --phase {p}`" for p in phases[:3])
-                + ", then verify again"
+                + " and ".join(f"`migrate run {shown} --phase {p}`" for p in phases[:3])
             )
-        else:
-            hint = "fix what the findings name (stdout, or --json), then verify again"
+        hint = (
+            "; ".join(steps) + ", then verify again"
+            if steps
+            else "fix what the findings name (stdout, or --json), then verify again"
+        )
         raise IntegrityError(
             f"verification of {where} failed ({kinds or 'see the findings'}); "
             + ("it is not verified" if result.phase is None else "the phase is not verified"),

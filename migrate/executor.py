@@ -202,7 +202,8 @@ def gate_refusal(plan: Plan, phase_name: str, ledger: Ledger) -> PlanError | Non
         return None
     return PlanError(
         f"phase {phase_name} requires {', '.join(missing)} to be verified first",
-        hint=f"run `migrate verify PLAN --phase {missing[0]}`, or pass --force --reason '...'",
+        hint=f"run `migrate verify {plan.command_path} --phase {missing[0]}`, or pass --force "
+        "--reason '...'",
     )
 
 

@@ -160,7 +160,7 @@ def run_plan_phase(
         raise ConfigError(
             f"--delete-removed: phase {phase} is a {kind} phase; only delta and cutover "
             "re-list the source and remove what was deleted there",
-            hint=f"run `migrate run PLAN --phase {phase}` without it",
+            hint=f"run `migrate run {plan.command_path} --phase {phase}` without it",
         )
     if delete_removed:
         from migrate.delta import DEFAULT_MAX_REMOVE

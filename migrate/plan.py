@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from migrate.errors import ConfigError, PlanError, PlanTampered
 
@@ -190,6 +191,13 @@ class Plan(_Model):
     allowlist: tuple[str, ...]  # every host the run may contact
     options: PlanOptions
     digest: str = ""
+    _path: Path | None = PrivateAttr(default=None)  # the file it was read from: not its content
+
+    @property
+    def command_path(self) -> str:
+        """The plan file as a command line names it, for the commands a message suggests
+        (`migrate run plans/hdh.yaml --phase bulk-1`); PLAN for a plan read from no file."""
+        return shlex.quote(str(self._path)) if self._path is not None else "PLAN"
 
     @property
     def blocking(self) -> list[Finding]:
@@ -295,6 +303,7 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
             f"{path}: content does not match its digest (edited by hand?)",
             hint="regenerate it with `migrate plan` and approve it again",
         )
+    plan._path = path
     return plan
 
 

@@ -24,9 +24,10 @@ def lock_path(state_dir: Path, plan: str) -> Path:
 
 
 @contextmanager
-def plan_lock(state_dir: Path, plan: str, doing: str) -> Iterator[None]:
+def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN") -> Iterator[None]:
     """Hold the plan's lock while the block runs; PlanBusy at once if another process
-    holds it, naming what that process does. `doing`: e.g. "run --phase bulk-1"."""
+    holds it, naming what that process does. `doing`: e.g. "run --phase bulk-1";
+    `plan_file`: the plan as the hint's command names it."""
     path = lock_path(state_dir, plan)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def plan_lock(state_dir: Path, plan: str, doing: str) -> Iterator[None]:
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
             raise PlanBusy(
                 f"plan {plan} is in use by another process ({holder})",
-                hint="wait for it to end (`migrate status PLAN` shows its progress), then "
+                hint=f"wait for it to end (`migrate status {plan_file}` shows its progress), then "
                 "run this command again",
             ) from None
         since = datetime.now(UTC).isoformat(timespec="seconds")

@@ -278,7 +278,11 @@ def open_session(
     does, e.g. "verify"): hold the plan's lock for the session (PlanBusy if another process
     holds it)."""
     plan = load_plan(plan_path, check_digest=check_digest)
-    held = plan_lock(config.state_dir, plan.name, lock) if lock else nullcontext()
+    held = (
+        plan_lock(config.state_dir, plan.name, lock, plan_file=plan.command_path)
+        if lock
+        else nullcontext()
+    )
     with held, Ledger(config.state_dir) as ledger:
         # Both sites must exist in the sites file, whether or not the command uses them.
         _site(config, plan.source), _site(config, plan.destination)

@@ -795,12 +795,14 @@ def verify(
         if ledger.phase_state(plan.name, phase).resolved_at is None:
             raise PlanError(
                 f"phase {phase} of plan {plan.name} has not run: nothing to verify",
-                hint=f"run `migrate run PLAN --phase {phase}` first",
+                hint=f"run `migrate run {plan.command_path} --phase {phase}` first",
             )
     elif not ledger.phase_counts(plan.name):
         raise PlanError(
             f"plan {plan.name} has not run: nothing to verify",
-            hint="run `migrate run PLAN --phase PHASE` first",
+            hint=f"run `migrate run {plan.command_path} --phase {plan.phases[0].name}` first"
+            if plan.phases
+            else "make a plan with phases: `migrate plan`",
         )
     # The whole plan's verification covers every phase that ran, one with no object to copy
     # (a delta that found nothing changed) too: there is nothing of it left to check. Taken

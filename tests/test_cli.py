@@ -1301,6 +1301,30 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
     assert not list((tmp_path / "dst").glob(".migrate-uploads/*/*"))
 
 
+def test_verifying_an_unfinished_phase_says_first_that_it_is_unfinished_and_how_to_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the cause (a run stopped, objects that failed) was buried under one
+    `not_done` line an object and a hint to "fix what the findings name"."""
+    import sqlite3
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        db.execute("UPDATE transfers SET state='pending' WHERE key IN ('f3.txt', 'f4.txt')")
+        db.execute("UPDATE transfers SET state='failed', error='refused' WHERE key = 'f5.txt'")
+    db.close()
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(["verify", plan, "--phase", "bulk-1", *where], capsys)
+    assert code == 12, err
+    first = out.splitlines()[1]  # under the verdict, before the findings
+    assert "3 object(s) not copied yet: phase bulk-1 is unfinished" in first, out
+    assert f"`migrate status {plan} --failed` says why" in first, out
+    assert err.startswith("migrate: error: verification of phase bulk-1 failed (3 not_done)")
+    assert f"finish the phase first: `migrate run {plan} --phase bulk-1`, then verify" in err
+    assert "fix what the findings name" not in err, err
+    assert_one_line_without_secret(out, err)
+
+
 def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_verified(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1312,7 +1336,8 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
     assert code == 12 and "missing" in out, out
     assert err.startswith("migrate: error: verification of phase bulk-1 failed (1 missing)")
     assert_one_line_without_secret(out, err)
-    assert "will be copied again by `migrate run PLAN --phase bulk-1`" in err, err
+    # The hint names the plan file as typed: a command to paste, not a template.
+    assert f"will be copied again by `migrate run {plan} --phase bulk-1`" in err, err
     code, out, _ = run(["status", plan, "--json", *where], capsys)
     answer = json.loads(out)
     assert answer["phases"]["bulk-1"]["verified_at"] is None
