@@ -8,6 +8,7 @@ credentials by environment variable, and runs the inventory.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import io
 import os
@@ -17,6 +18,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from importlib.metadata import version
@@ -218,24 +220,52 @@ credentials = {{ access_key_env = "{S3_KEY_ENV}", secret_key_env = "{S3_SECRET_E
     return path
 
 
-def prepare_workdir(workdir: Path) -> None:
+@contextmanager
+def prepared_workdir(workdir: Path) -> Iterator[None]:
+    """The workdir emptied for this demo and held while it runs: a second demo on the same
+    workdir (`make demo` while a `demo --keep` is up) is refused at once, instead of
+    deleting the first one's servers' data and state under it. The lock is the directory's
+    own (flock), taken before anything in it is deleted; the kernel releases it when the
+    process ends, however it ends."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} is a file", hint="choose a directory")
     try:
-        if workdir.exists() and any(workdir.iterdir()):
-            if not (workdir / MARKER).exists():
-                raise ConfigError(
-                    f"{workdir} exists and was not made by `migrate demo`",
-                    hint="choose another --workdir",
-                )
-            shutil.rmtree(workdir)
+        if workdir.exists() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
+            raise ConfigError(
+                f"{workdir} exists and was not made by `migrate demo`",
+                hint="choose another --workdir",
+            )
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
+        fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise ConfigError(
             f"--workdir {workdir} cannot be used ({exc.strerror or type(exc).__name__})",
             hint="choose a directory you can write to",
         ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"--workdir {workdir} is in use by another `migrate demo` (one kept up with "
+                "--keep, or still running)",
+                hint="stop that demo first (Ctrl-C in its terminal), or choose another --workdir",
+            ) from None
+        try:  # what the last demo left: emptied, the directory (and so its lock) kept
+            for child in workdir.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"--workdir {workdir} cannot be used ({exc.strerror or type(exc).__name__})",
+                hint="choose a directory you can write to",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_env_file(workdir: Path, sites_file: Path) -> Path:
@@ -273,7 +303,17 @@ def run_demo(
     """The whole flow. `keep`, when given, is called with the result, its `env_file`
     written, while the servers are still up; they stop when it returns."""
     workdir = workdir.resolve()
-    prepare_workdir(workdir)
+    with prepared_workdir(workdir):
+        return _run_demo(workdir, small_files, console, large_sizes, keep)
+
+
+def _run_demo(
+    workdir: Path,
+    small_files: int,
+    console: Console | None,
+    large_sizes: tuple[int, ...] | None,
+    keep: Callable[[DemoResult], None] | None,
+) -> DemoResult:
     say = console.print if console else (lambda *a, **k: None)
     with azurite(workdir / "azurite") as az, seaweedfs(workdir / "seaweedfs") as sw:
         say(f"Azurite (Azure source) on {az.endpoint}; SeaweedFS (destination) on {sw.endpoint}")

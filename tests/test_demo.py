@@ -116,6 +116,13 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
             # file gives it all, and `migrate` runs as the README writes it.
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "MIGRATE_"))}
             env["PATH"] = "/usr/bin:/bin"
+            # A second demo on the same workdir (`make demo` in another terminal) is refused
+            # at once and deletes nothing of this one's (the verify below reads it all).
+            second = subprocess.run(
+                ["bash", "-c", f". {env_file} && migrate demo --small 1 --workdir {workdir}"],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            seen["second"] = (second.returncode, second.stderr)
             done = subprocess.run(
                 ["bash", "-c", f". {env_file} && migrate verify {plan} --deep=both --json"],
                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -132,6 +139,8 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
 
     assert code == 0
     assert seen["mode"] == 0o600
+    code2, err2 = seen["second"]
+    assert code2 == 3 and "is in use by another `migrate demo`" in err2, err2
     assert seen["verify"] == (0, "") and seen["passed"] is True
     result = json.loads(capsys.readouterr().out)
     assert result["env_file"] == str(env_file)
