@@ -631,7 +631,10 @@ class AzureAdapter:
         if isinstance(exc, InvalidCredsError):
             raise _credentials_rejected(where) from None
         if isinstance(exc, ContainerDoesNotExistError):
-            raise NotFound(f"{where}: container not found") from None
+            raise NotFound(
+                f"{where}: container not found",
+                hint=_container_hint(where),
+            ) from None
         if isinstance(exc, _CONNECT_FAILURES):
             raise EndpointUnreachable(
                 f"{where}: no connection to the endpoint",
@@ -750,7 +753,26 @@ class AzureAdapter:
         except ContainerAlreadyExistsError:
             return
         except Exception as exc:
-            self._fail(exc, f"create container {container}", container_call=True)
+            try:
+                self._fail(exc, f"create container {container}", container_call=True)
+            except CredentialsRejected as refused:
+                # As on S3: credentials that may write blobs but not create containers (a
+                # SAS, a data role; the containers made beforehand): one already there, and
+                # readable, will do. A missing one proves the credentials were accepted and
+                # only the creation refused; a key refused outright is said as it is.
+                try:
+                    self.check(container)
+                    return
+                except CredentialsRejected:
+                    raise refused from None
+                except NotFound:
+                    raise CredentialsRejected(
+                        f"{self.site_name}: container {container!r}: creating it was refused",
+                        hint="create the plan's containers beforehand, or let these "
+                        "credentials create containers (an account SAS with write on "
+                        "containers, or the Storage Blob Data Contributor role); then run "
+                        "the phase again",
+                    ) from None
 
     # -- listing and reads (SDK) -------------------------------------------------------
 
@@ -1392,6 +1414,14 @@ class AzureAdapter:
 # -- small pure helpers -------------------------------------------------------------------------
 
 
+def _container_hint(where: str) -> str:
+    site = where.partition(":")[0]  # every `where` begins with the site's name
+    return (
+        f"check the container's name and site {site}'s account (or endpoint) in the sites "
+        f"file; `migrate sites check {site}` tries each container it lists"
+    )
+
+
 def _from_status(
     where: str, status: int, code: str | None, container_call: bool, detail: str = ""
 ) -> MigrateError:
@@ -1401,8 +1431,12 @@ def _from_status(
     if status in (401, 403):
         return _credentials_rejected(where)
     if status == 404:
-        missing = "container" if container_call or code == "ContainerNotFound" else "object"
-        return NotFound(f"{where}: {missing} not found{code_text}")
+        if container_call or code == "ContainerNotFound":
+            return NotFound(
+                f"{where}: container not found{code_text}",
+                hint=_container_hint(where),
+            )
+        return NotFound(f"{where}: object not found{code_text}")
     if status == 412:
         return SourceChanged(f"{where}: the object changed since it was listed{code_text}")
     if status == 409 and code == "BlobArchived":

@@ -152,7 +152,12 @@ class LocalAdapter:
             what = "is not a directory" if self.root.exists() else "does not exist"
             raise NotFound(f"{self.site_name}: directory {self.root} {what}")
         if not cdir.is_dir():
-            raise NotFound(f"{self.site_name}: container {container!r} not found")
+            raise NotFound(
+                f"{self.site_name}: container {container!r} not found in {self.root}",
+                hint=f"check the container's name and site {self.site_name}'s path in the "
+                f"sites file; `migrate sites check {self.site_name}` tries each container "
+                "it lists",
+            )
         return cdir
 
     # -- contract ------------------------------------------------------------------------

@@ -789,7 +789,13 @@ class S3Adapter:
                 )
             if status == 404 or code in _NOT_FOUND_CODES or code == "404":
                 if code == "NoSuchBucket" or (key is None and container is not None):
-                    return NotFound(f"{self.site_name}: bucket {container!r} not found")
+                    return NotFound(
+                        f"{self.site_name}: bucket {container!r} not found at "
+                        f"{self.site.endpoint or 'AWS S3'}",
+                        hint=f"check the bucket's name and site {self.site_name}'s endpoint "
+                        f"and region in the sites file; `migrate sites check "
+                        f"{self.site_name}` tries each bucket it lists",
+                    )
                 if code == "NoSuchUpload":
                     return NotFound(f"{where}: multipart upload not found")
                 return _KeyNotFound(f"{where}: not found")

@@ -188,7 +188,10 @@ def test_a_missing_bucket_gives_exit_7(
     sites = write_sites(tmp_path, seaweed.endpoint, "no-such-bucket")
     code, out, err = run(["inventory", "dest", "--sites", str(sites)], capsys)
     assert code == 7
-    assert "no-such-bucket" in err
+    # What is missing, where it was looked for, and what to check next.
+    said = " ".join(err.split())
+    assert f"bucket 'no-such-bucket' not found at {seaweed.endpoint}" in said, said
+    assert "`migrate sites check dest` tries each bucket" in said, said
     assert_one_line_without_secret(out, err)
 
 

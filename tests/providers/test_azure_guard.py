@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migrate.errors import NotFound, Permanent, RouteRefused, Unsupported
+from migrate.errors import CredentialsRejected, NotFound, Permanent, RouteRefused, Unsupported
 from migrate.localservers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_port
 from migrate.sites import CredentialRef, Site
 from providers.azure import AzureAdapter
@@ -322,6 +322,53 @@ def test_real_azure_urls(
     finally:
         adapter.close()
     assert guard.checked == [("HEAD", expected), ("GET", expected)]
+
+
+def test_credentials_that_may_not_create_containers_use_one_made_beforehand(
+    azurite_server: Azurite, azure_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SAS (or a data role) that may not create containers, the containers made
+    beforehand as many teams do: a run's creation of one that exists uses it, as on S3; one
+    that does not exist is said refused, with what to do; a wrong key is said as it is."""
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    made = unique_name("made")
+    owner = AzureAdapter(azure_site)
+    owner.create_container(made)
+    owner.close()
+    sas = generate_account_sas(
+        AZURITE_ACCOUNT,
+        AZURITE_KEY,
+        resource_types=ResourceTypes(container=True, object=True),
+        permission=AccountSasPermissions(read=True, list=True),  # no write: no creation
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_SAS", sas)
+    site = Site(
+        name="readonly",
+        provider="azure",
+        account=AZURITE_ACCOUNT,
+        endpoint=azurite_server.endpoint,
+        credentials=CredentialRef(sas_token_env="MIGRATE_TEST_AZURE_SAS"),
+    )
+    adapter = AzureAdapter(site)
+    try:
+        adapter.create_container(made)  # there already, and readable: used
+        with pytest.raises(CredentialsRejected) as refused:
+            adapter.create_container(unique_name("absent"))
+        assert "creating it was refused" in str(refused.value), refused.value
+        assert "beforehand" in (refused.value.hint or "")
+    finally:
+        adapter.close()
+    # A key refused outright is not said to be a refused creation.
+    monkeypatch.setenv("MIGRATE_TEST_AZURE_SAS", sas.replace("sig=", "sig=AAAA", 1))
+    wrong = AzureAdapter(site)
+    try:
+        with pytest.raises(CredentialsRejected) as rejected:
+            wrong.create_container(made)
+        assert "creating it was refused" not in str(rejected.value), rejected.value
+    finally:
+        wrong.close()
 
 
 # -- Azure specifics the conformance suite does not reach --------------------------------

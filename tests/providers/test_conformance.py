@@ -648,10 +648,12 @@ def test_missing_key_is_not_found(adapter: StoreAdapter, container: str) -> None
 def test_check_and_missing_container(adapter: StoreAdapter, container: str) -> None:
     adapter.check(container)
     missing = unique_name("absent")
-    with pytest.raises(NotFound):
-        adapter.check(missing)
-    with pytest.raises(NotFound):
-        list(adapter.list_objects(missing))
+    for call in (lambda: adapter.check(missing), lambda: list(adapter.list_objects(missing))):
+        with pytest.raises(NotFound) as absent:
+            call()
+        # The line a mistyped name gives: which container, and what to check next.
+        assert missing in str(absent.value), absent.value
+        assert "sites check" in (absent.value.hint or ""), absent.value.hint
 
 
 def test_create_container_twice(adapter: StoreAdapter, container: str) -> None:
