@@ -469,6 +469,12 @@ def plan(
         raise ConfigError("no policy: pass --policy or set `policy` in the sites file")
     # Names first, before any store is read: a typo is a configuration error (exit 3).
     config.site(source), config.site(destination), get_policy(chosen)
+    share = _share_of(pilot_share, "--pilot-share")
+    if not 0 <= share < 1:  # said as typed: "200%", not the 2 it converts to
+        raise ConfigError(
+            f"--pilot-share {pilot_share}: give a share from 0% to below 100%",
+            hint="e.g. --pilot-share 2% or 0.02",
+        )
     made = plan_from_sites(
         config,
         catalog,
@@ -478,7 +484,7 @@ def plan(
         policy=chosen,
         today=date.today(),
         bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
-        pilot_share=_share_of(pilot_share, "--pilot-share"),
+        pilot_share=share,
         pilot=pilot,
         wave_cap_bytes=wave_cap_gib * 1024**3,
         include_decommission=decommission,
