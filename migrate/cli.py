@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -1486,6 +1487,8 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.exit_code)
         ctx = getattr(exc, "ctx", None)
         where = f"see `{ctx.command_path} --help`" if ctx is not None else None
+        if any(a == "--deep" and b == "both" for a, b in itertools.pairwise(args)):
+            where = "write --deep=both, in one word, to re-read the source too"
         message = " ".join(exc.format_message().split())
         line = f"migrate: error: {message}" + (f" ({where})" if where else "")
         _stderr().print(line, markup=False, soft_wrap=True)

@@ -1366,6 +1366,10 @@ def test_deep_takes_both_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, out, err = run(["verify", str(tmp_path / "p.yaml"), "--deep=all"], capsys)
     assert code == 3 and "--deep takes no value but `both`" in err, err
     assert_one_line_without_secret(out, err)
+    # `--deep both`, as one would type it, is told the one spelling that works.
+    code, out, err = run(["verify", str(tmp_path / "p.yaml"), "--deep", "both"], capsys)
+    assert code == 2 and "write --deep=both, in one word" in err, err
+    assert_one_line_without_secret(out, err)
 
 
 def test_a_run_with_failed_objects_says_so_in_one_line_and_exits_11(
