@@ -668,6 +668,12 @@ def providers_show(
     from providers.catalog import iter_facts
 
     catalog, _ = _catalog_and_policy(sites, None)
+    if name not in catalog.providers:  # typed here, not read from a sites file
+        raise ConfigError(
+            f"unknown provider {name!r}",
+            hint=f"known providers: {', '.join(catalog.names())} (`migrate providers` lists "
+            "them; a catalog file adds one)",
+        )
     provider = catalog.provider(name)
     if json_out:
         _out(True, provider.model_dump(mode="json"))

@@ -857,6 +857,7 @@ def test_providers_show_lists_facts_with_sources(capsys: pytest.CaptureFixture[s
     assert "s3.fr-par.scw.cloud" in out
     code, _, err = run(["providers", "show", "nosuch"], capsys)
     assert code == 3 and "scaleway" in err
+    assert "sites file" not in err, err  # the name was typed here, not read from a file
 
 
 def test_sites_check_of_no_site_or_of_a_path_that_is_a_file_says_so(
