@@ -47,7 +47,7 @@ from migrate.errors import (
     redact,
     wants_json,
 )
-from migrate.ledger import Ledger, NotCopiedRow
+from migrate.ledger import Ledger, NotCopiedRow, PhaseCounts
 from migrate.plan import (
     Plan,
     check_approved,
@@ -58,6 +58,7 @@ from migrate.plan import (
     load_plan,
     save_plan,
 )
+from migrate.planlock import copying
 from migrate.planlock import holder as plan_holder
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
@@ -1072,6 +1073,8 @@ def status(
             markup=False,
             soft_wrap=True,
         )
+    # Asked before and after the counts: a run ending meanwhile is not a stopped one.
+    running = plan_holder(config.state_dir, loaded.name)
     with Ledger.for_reading(config.state_dir) as ledger:
         check_same_routes(loaded, ledger)  # another plan's progress is not this one's
         if failed:
@@ -1080,29 +1083,17 @@ def status(
             if not _print_not_copied(ledger.not_copied(loaded.name, phase), json_out):
                 # Nothing on stdout (a script reads no line); a person is told why, and of
                 # what its phase has yet to copy (a stopped run's, one never run: no reason).
-                waiting = {
-                    state: sum(
-                        c.objects
-                        for c in ledger.phase_counts(loaded.name, phase)
-                        if c.state == state
-                    )
-                    for state in ("pending", "in_progress")
-                }
+                waiting = [
+                    c
+                    for c in ledger.phase_counts(loaded.name, phase)
+                    if c.state in ("pending", "in_progress") and c.objects
+                ]
+                running = plan_holder(config.state_dir, loaded.name) or running
                 _stderr().print(
                     f"No object of plan {loaded.name}"
                     + (f", phase {phase}," if phase else "")
                     + " failed or changed at the source."
-                    + (
-                        f" Not copied yet: {waiting['pending']:,} pending, "
-                        f"{waiting['in_progress']:,} in progress"
-                        + (
-                            f" (under way now: {running})"
-                            if (running := plan_holder(config.state_dir, loaded.name))
-                            else " (a run stopped under way): run the phase to copy them."
-                        )
-                        if any(waiting.values())
-                        else ""
-                    ),
+                    + (_not_copied_yet(loaded, waiting, running) if waiting else ""),
                     markup=False,
                     soft_wrap=True,
                 )
@@ -1110,10 +1101,10 @@ def status(
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
         state_file = ledger.path.resolve()
+        running = plan_holder(config.state_dir, loaded.name) or running
         used = ledger.routes(loaded.name) if routes else []
         # The reads of its two sites outside its runs (inventory, sites check, plan).
         before = ledger.site_routes([loaded.source, loaded.destination]) if routes else []
-    running = plan_holder(config.state_dir, loaded.name)  # a live run, or None
     if json_out:
         _out(
             True,
@@ -1132,12 +1123,31 @@ def status(
             },
         )
         return
-    render.print_status(
-        _console(), loaded, counts, phases, state_file=state_file, running=running, plan_arg=plan
-    )
+    render.print_status(_console(), loaded, counts, phases, state_file=state_file, running=running)
     if routes:
         render.print_routes(_console(), used)
         render.print_site_routes(_console(), before)
+
+
+def _not_copied_yet(plan: Plan, waiting: list[PhaseCounts], running: str | None) -> str:
+    """What is still to copy, for `status --failed` that found nothing failed: whether a
+    run is copying it now, else the commands that copy it (a stopped run's, or never run)."""
+    pending = sum(c.objects for c in waiting if c.state == "pending")
+    in_progress = sum(c.objects for c in waiting if c.state == "in_progress")
+    live = copying(running, [p.name for p in plan.phases])
+    behind = {c.phase for c in waiting} - live
+    left = [p.name for p in plan.phases if p.name in behind]
+    return (
+        f" Not copied yet: {pending:,} pending, {in_progress:,} in progress"
+        + (f" (under way now: {running})" if running else "")
+        + (
+            ": "
+            + "; ".join(f"`migrate run {plan.command_path} --phase {p}`" for p in left)
+            + " copies them (a run stopped under way, or not run yet)."
+            if left
+            else "."
+        )
+    )
 
 
 def _escaped(text: str) -> str:
@@ -1255,10 +1265,7 @@ def verify(
         )
     shown = session.plan.command_path
     # An unfinished phase is the cause of every `not_done` line: said first, not buried.
-    unfinished_in = {f.phase for f in result.findings if f.kind == "not_done"}
-    unfinished = [p.name for p in session.plan.phases if p.name in unfinished_in]
-    if result.counts.get("not_done") and not unfinished and result.phase:
-        unfinished = [result.phase]
+    unfinished = result.unfinished
     if json_out:
         _out(True, {**result.summary(first=1000), "record_id": result.record_id})
     else:
@@ -1273,9 +1280,8 @@ def verify(
         if result.counts.get("not_done"):
             _console().print(
                 f"  {result.counts['not_done']:,} object(s) not copied yet: "
-                + ("phase " + ", ".join(unfinished) + " is" if len(unfinished) == 1 else "")
-                + ("phases " + ", ".join(unfinished) + " are" if len(unfinished) > 1 else "")
-                + (" " if unfinished else "a phase is ")
+                + (f"phases {', '.join(unfinished)} are " if len(unfinished) > 1 else "")
+                + (f"phase {unfinished[0]} is " if len(unfinished) == 1 else "")
                 + f"unfinished (pending, failed, or left by a stopped run; `migrate status "
                 f"{shown} --failed` says why each failed)",
                 markup=False,
@@ -1493,9 +1499,13 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.exit_code)
         ctx = getattr(exc, "ctx", None)
         where = f"see `{ctx.command_path} --help`" if ctx is not None else None
-        if any(a == "--deep" and b == "both" for a, b in itertools.pairwise(args)):
-            where = "write --deep=both, in one word, to re-read the source too"
         message = " ".join(exc.format_message().split())
+        if (
+            next((a for a in args if not a.startswith("-")), None) == "verify"
+            and any(a == "--deep" and b == "both" for a, b in itertools.pairwise(args))
+            and "(both)" in message  # typer's "Got unexpected extra argument (both)"
+        ):
+            where = "write --deep=both, in one word, to re-read the source too"
         line = f"migrate: error: {message}" + (f" ({where})" if where else "")
         _stderr().print(line, markup=False, soft_wrap=True)
         fail_json(int(exc.exit_code), USAGE, message, where)

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from migrate import render
 from migrate.dryrun import dry_run
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, DemoBusy
 from migrate.executor import TransferConfig
 from migrate.inventory import InventorySummary, run_inventory
 from migrate.ledger import Ledger
@@ -225,44 +225,51 @@ def prepared_workdir(workdir: Path) -> Iterator[None]:
     """The workdir emptied for this demo and held while it runs: a second demo on the same
     workdir (`make demo` while a `demo --keep` is up) is refused at once, instead of
     deleting the first one's servers' data and state under it. The lock is the directory's
-    own (flock), taken before anything in it is deleted; the kernel releases it when the
-    process ends, however it ends."""
+    own (flock), taken before anything in it is read or deleted; the kernel releases it
+    when the process ends, however it ends."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} is a file", hint="choose a directory")
+
+    def unusable(exc: OSError) -> ConfigError:
+        return ConfigError(
+            f"--workdir {workdir} cannot be used ({exc.strerror or type(exc).__name__})",
+            hint="choose a directory you can write to",
+        )
+
     try:
-        if workdir.exists() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
-            raise ConfigError(
-                f"{workdir} exists and was not made by `migrate demo`",
-                hint="choose another --workdir",
-            )
         workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-        raise ConfigError(
-            f"--workdir {workdir} cannot be used ({exc.strerror or type(exc).__name__})",
-            hint="choose a directory you can write to",
-        ) from None
+        raise unusable(exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(
+            raise DemoBusy(
                 f"--workdir {workdir} is in use by another `migrate demo` (one kept up with "
                 "--keep, or still running)",
                 hint="stop that demo first (Ctrl-C in its terminal), or choose another --workdir",
             ) from None
-        try:  # what the last demo left: emptied, the directory (and so its lock) kept
+        except OSError as exc:  # a file system without locks (some NFS)
+            raise unusable(exc) from None
+        try:
+            if any(workdir.iterdir()) and not (workdir / MARKER).exists():
+                raise ConfigError(
+                    f"{workdir} exists and was not made by `migrate demo`",
+                    hint="choose another --workdir",
+                )
+            (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
+            # What the last demo left, emptied: the directory (and so its lock) and the
+            # marker kept, so that a demo stopped half-way here is still known as one.
             for child in workdir.iterdir():
+                if child.name == MARKER:
+                    continue
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-            (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
         except OSError as exc:
-            raise ConfigError(
-                f"--workdir {workdir} cannot be used ({exc.strerror or type(exc).__name__})",
-                hint="choose a directory you can write to",
-            ) from None
+            raise unusable(exc) from None
         yield
     finally:
         os.close(fd)

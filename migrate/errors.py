@@ -156,6 +156,11 @@ class PlanBusy(MigrateError):
     exit_code = 14
 
 
+class DemoBusy(PlanBusy):
+    """Another `migrate demo` holds the same workdir: a second would delete its servers'
+    data and state under it."""
+
+
 class InventorySuperseded(PlanBusy):
     """A newer listing of the same site (a delta's re-list, another `migrate inventory`)
     started while this one ran: two would record each other's objects as deleted."""
@@ -195,8 +200,8 @@ EXIT_CODES: dict[int, str] = {
     12: "integrity check failed (checksum mismatch, source changed, verification failed; "
     "a report `--require-verified` that is not verified)",
     13: "the store does not support the operation",
-    14: "another process is running or verifying the same plan, or listing the same site "
-    "(wait for it to end)",
+    14: "another process is running or verifying the same plan, listing the same site, or "
+    "running a demo in the same workdir (wait for it to end)",
     130: "interrupted (Ctrl-C, or SIGTERM); the same command resumes",
 }
 INTERRUPTED = 130

@@ -197,7 +197,18 @@ class Plan(_Model):
     def command_path(self) -> str:
         """The plan file as a command line names it, for the commands a message suggests
         (`migrate run plans/hdh.yaml --phase bulk-1`); PLAN for a plan read from no file."""
-        return shlex.quote(str(self._path)) if self._path is not None else "PLAN"
+        if self._path is None:
+            return "PLAN"
+        text = str(self._path)
+        # `./-x.yaml` is kept `./`: `-x.yaml` would be read as an option.
+        return shlex.quote(f"./{text}" if text.startswith("-") else text)
+
+    # The file it was read from is not the plan: two reads of one plan, or a plan read and
+    # the same one made in memory, are equal (pydantic compares private attributes too).
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
 
     @property
     def blocking(self) -> list[Finding]:
@@ -412,13 +423,14 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
             f"plan {plan.name} is not the version that was approved (approved by "
             f"{last.approved_by} at {last.approved_at}, digest {last.digest[:19]}…; this one "
             f"is {plan.digest[:19]}…)",
-            hint="review it with `migrate plan show`, then `migrate plan approve` it again",
+            hint=f"review it with `migrate plan show {plan.command_path}`, then `migrate plan "
+            f"approve {plan.command_path}` again",
         )
     raise PlanError(
         f"plan {plan.name} is not approved in the state {ledger.path}",
         hint="if it was approved with another sites file, name that one with --sites (its "
-        "state_dir holds the approval); else review it with `migrate plan show`, then run "
-        "`migrate plan approve`",
+        f"state_dir holds the approval); else review it with `migrate plan show "
+        f"{plan.command_path}`, then run `migrate plan approve {plan.command_path}`",
     )
 
 

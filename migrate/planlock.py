@@ -1,6 +1,7 @@
 """One process at a time runs or verifies a plan: an advisory lock file in the state
 directory, taken without waiting and released by the kernel when the process ends (a crash
-or kill -9 leaves no stale lock). Reading commands (status, report, plan show) take none."""
+or kill -9 leaves no stale lock). Reading commands (status, report, plan show) take none;
+`status` asks whether it is held (`holder`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 from migrate.errors import ConfigError, PlanBusy
 
 LOCK_DIR = "locks"
+_TRIES = 20  # 50 ms apart: a lock taken by `holder` for a moment is given back by then
 
 
 def lock_path(state_dir: Path, plan: str) -> Path:
@@ -39,15 +42,21 @@ def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN"
             hint="set state_dir in the sites file to a directory you can write to",
         ) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
-            raise PlanBusy(
-                f"plan {plan} is in use by another process ({holder})",
-                hint=f"wait for it to end (`migrate status {plan_file}` shows its progress), then "
-                "run this command again",
-            ) from None
+        for attempt in range(_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+                # No line: a `status` probing the lock for a moment (see `holder`), or a
+                # holder about to write its line: asked again, briefly.
+                if holder or attempt == _TRIES - 1:
+                    raise PlanBusy(
+                        f"plan {plan} is in use by another process ({holder or 'unknown'})",
+                        hint=f"wait for it to end (`migrate status {plan_file}` shows its "
+                        "progress), then run this command again",
+                    ) from None
+                time.sleep(0.05)
         since = datetime.now(UTC).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {doing}, since {since}".encode(), 0)
@@ -61,21 +70,38 @@ def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN"
 
 
 def holder(state_dir: Path, plan: str) -> str | None:
-    """What the live process holding the plan's lock does ("pid 12: run --phase bulk-1,
-    since ..."), or None. Read without taking the lock, so that a run starting meanwhile is
-    never refused: the lock file holds its holder's line until released, and a killed
-    holder's line stays behind, so its pid is checked alive."""
+    """What the process holding the plan's lock does ("pid 12: run --phase bulk-1, since
+    ..."), or None when no process holds it. Asked of the kernel: a shared lock taken and
+    given back at once (a killed holder's line stays in the file; its pid may be another
+    process's by now). A run starting in that moment asks again (`plan_lock`)."""
+    path = lock_path(state_dir, plan)
     try:
-        line = lock_path(state_dir, plan).read_text("utf-8", "replace").strip()
-    except OSError:
-        return None
-    pid = re.match(r"pid ([1-9]\d*):", line)  # never 0: kill(0) is the process group
-    if pid is None:
-        return None
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # never run nor verified here
+    except OSError as exc:
+        return f"unknown: the plan's lock file {path} cannot be read here ({exc.strerror})"
     try:
-        os.kill(int(pid[1]), 0)
-    except ProcessLookupError:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            line = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            return line or "a process starting (it has not said what it does yet)"
+        except OSError as exc:  # a file system without locks (some NFS)
+            return f"unknown: the plan's lock file {path} cannot be locked here ({exc.strerror})"
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return None
-    except PermissionError:
-        pass  # alive, another user's
-    return line
+    finally:
+        os.close(fd)
+
+
+def copying(line: str | None, phases: Sequence[str]) -> set[str]:
+    """Of `phases`, those whose objects the lock's holder (`holder`'s line) may be copying
+    now: its phase for a run, none for a verification, all when it does not say."""
+    if line is None:
+        return set()
+    if run := re.search(r"^pid \d+: run --phase (.+), since ", line):
+        return {run[1]} & set(phases)
+    if re.search(r"^pid \d+: verify, since ", line):
+        return set()
+    return set(phases)

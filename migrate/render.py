@@ -271,10 +271,11 @@ def print_status(
     *,
     state_file: Path,
     running: str | None,
-    plan_arg: str,
 ) -> None:
     """The table, then what it was read from and whether a run is under way: "in progress"
     after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied."""
+    from migrate.planlock import copying
+
     table = _table(f"Plan {plan.name}")
     for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
@@ -291,16 +292,21 @@ def print_status(
         )
     console.print(table)
     console.print(f"State: {_lit(state_file)}", soft_wrap=True)
-    stopped = [c.phase for c in counts if c.state == "in_progress" and c.objects]
     if running:
         console.print(f"Under way now: {_lit(running)}", soft_wrap=True)
-    elif stopped:
-        left = sum(c.objects for c in counts if c.state == "in_progress")
+    live = copying(running, [p.name for p in plan.phases])
+    halted = {c.phase for c in counts if c.state == "in_progress" and c.objects} - live
+    if halted:
+        left = sum(c.objects for c in counts if c.state == "in_progress" and c.phase in halted)
         console.print(
-            f"No run is under way: the {left:,} object(s) in progress were left by a run that "
-            "stopped before finishing them (interrupted, killed or crashed). Running the "
-            "phase again copies them: "
-            + "; ".join(f"migrate run {_lit(plan_arg)} --phase {_lit(p)}" for p in stopped),
+            f"{'No run' if not running else 'No run of these phases'} is under way: the "
+            f"{left:,} object(s) in progress were left by a run that stopped before finishing "
+            "them (interrupted, killed or crashed). Running the phase again copies them: "
+            + "; ".join(
+                f"migrate run {_lit(plan.command_path)} --phase {_lit(p.name)}"
+                for p in plan.phases
+                if p.name in halted
+            ),
             soft_wrap=True,
         )
 

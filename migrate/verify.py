@@ -157,6 +157,9 @@ class VerifyResult:
     record_id: int = 0  # the ledger's verification record
     # Passing, yet not marked: the cutover, while the source holds datasets outside the plan.
     held_back: tuple[str, ...] = ()
+    # Phases with objects not copied yet (`not_done`), in the plan's order: all of them, even
+    # past `max_findings`.
+    unfinished: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -189,6 +192,7 @@ class _Tally:
     counts: dict[str, int] = field(default_factory=dict)
     findings: list[VerifyFinding] = field(default_factory=list)
     wrong_phases: set[str] = field(default_factory=set)  # phases of WRONG_CONTENT findings
+    unfinished: set[str] = field(default_factory=set)  # phases of `not_done` findings
     to_copy_again: int = 0  # done transfers found wrong at the destination, back to pending
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -197,6 +201,8 @@ class _Tally:
             self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
             if finding.kind in WRONG_CONTENT and finding.phase is not None:
                 self.wrong_phases.add(finding.phase)
+            if finding.kind == "not_done" and finding.phase is not None:
+                self.unfinished.add(finding.phase)
             if len(self.findings) < self.max_findings:
                 self.findings.append(finding)
 
@@ -897,6 +903,7 @@ def verify(
         findings=tuple(sorted(tally.findings, key=lambda f: (f.bucket, f.key, f.kind))),
         to_copy_again=tally.to_copy_again,
         verified_phases=(),
+        unfinished=tuple(p.name for p in plan.phases if p.name in tally.unfinished),
     )
     verified = phases if result.passed else ()
     result = replace(result, verified_phases=verified, held_back=held_back if result.passed else ())

@@ -528,6 +528,7 @@ class AzureAdapter:
         )
         target = _target(site, expected_endpoint)
         self._account = target.account
+        self._place = _Place(site.name, target.account, target.endpoint)
         adapter = _GuardedHTTPAdapter(guard)
         proxy = proxy_url(site)  # with its user and password, if it asks for them
         self._sdk_session = _configure(requests.Session(), adapter, proxy)
@@ -619,7 +620,7 @@ class AzureAdapter:
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
             detail = str(exc.message or "").lower()
             raise _from_status(
-                where, exc.status_code, _error_code(exc), container_call, detail
+                where, exc.status_code, _error_code(exc), container_call, detail, self._place
             ) from None
         if isinstance(exc, ServiceRequestTimeoutError | ServiceRequestError):
             raise EndpointUnreachable(
@@ -631,10 +632,7 @@ class AzureAdapter:
         if isinstance(exc, InvalidCredsError):
             raise _credentials_rejected(where) from None
         if isinstance(exc, ContainerDoesNotExistError):
-            raise NotFound(
-                f"{where}: container not found",
-                hint=_container_hint(where),
-            ) from None
+            raise _container_missing(where, "", self._place) from None
         if isinstance(exc, _CONNECT_FAILURES):
             raise EndpointUnreachable(
                 f"{where}: no connection to the endpoint",
@@ -673,7 +671,7 @@ class AzureAdapter:
         if isinstance(exc, LibcloudError):
             status = _libcloud_status(exc)
             if status is not None:
-                raise _from_status(where, status, None, container_call) from None
+                raise _from_status(where, status, None, container_call, place=self._place) from None
             raise Permanent(f"{where}: unexpected answer from the service") from None
         if isinstance(exc, AzureError):
             raise Retryable(f"{where}: {type(exc).__name__}") from None
@@ -759,9 +757,10 @@ class AzureAdapter:
                 # As on S3: credentials that may write blobs but not create containers (a
                 # SAS, a data role; the containers made beforehand): one already there, and
                 # readable, will do. A missing one proves the credentials were accepted and
-                # only the creation refused; a key refused outright is said as it is.
+                # only the creation refused; a key refused outright is said as it is. Read
+                # by a listing: a container's SAS may list it, not read its properties.
                 try:
-                    self.check(container)
+                    next(iter(self.list_objects(container)), None)
                     return
                 except CredentialsRejected:
                     raise refused from None
@@ -807,7 +806,9 @@ class AzureAdapter:
                 answer = lean.list_page(container, prefix, marker, _PAGE)
                 if answer.status >= 300:
                     status, code, detail = answer.error()
-                    raise _from_status(f"{self.site_name}: {what}", status, code, True, detail)
+                    raise _from_status(
+                        f"{self.site_name}: {what}", status, code, True, detail, self._place
+                    )
                 return parse_blob_list(answer.response.data)
             except _NETWORK_ERRORS as exc:
                 self._fail(exc, what)
@@ -952,7 +953,9 @@ class AzureAdapter:
         if answer.status >= 300:
             status, code, detail = answer.error()
             answer.close()
-            raise _from_status(f"{self.site_name}: {what}", status, code, False, detail)
+            raise _from_status(
+                f"{self.site_name}: {what}", status, code, False, detail, self._place
+            )
         wrong = wrong_range(header_map(answer.headers).get("content-range"), start, end)
         if wrong is not None:
             answer.close()
@@ -978,7 +981,9 @@ class AzureAdapter:
         try:
             if answer.status >= 300:
                 status, code, detail = answer.error()
-                raise _from_status(f"{self.site_name}: {what}", status, code, False, detail)
+                raise _from_status(
+                    f"{self.site_name}: {what}", status, code, False, detail, self._place
+                )
         finally:
             answer.close()
 
@@ -1363,7 +1368,9 @@ class AzureAdapter:
             code = _error_code(exc)
             if exc.status_code is None:
                 self._fail(exc, f"account information ({container})")
-            error = _from_status(where, exc.status_code, code, True, str(exc.message or ""))
+            error = _from_status(
+                where, exc.status_code, code, True, str(exc.message or ""), self._place
+            )
             fatal = isinstance(error, CredentialsRejected | NotFound)
             if fatal and code not in _PERMISSION_CODES:
                 raise error from None
@@ -1414,28 +1421,42 @@ class AzureAdapter:
 # -- small pure helpers -------------------------------------------------------------------------
 
 
-def _container_hint(where: str) -> str:
-    site = where.partition(":")[0]  # every `where` begins with the site's name
-    return (
-        f"check the container's name and site {site}'s account (or endpoint) in the sites "
-        f"file; `migrate sites check {site}` tries each container it lists"
+@dataclass(frozen=True)
+class _Place:
+    """Where a missing container was looked for, for its message."""
+
+    site: str
+    account: str
+    endpoint: str  # the service URL: no key nor SAS is in it
+
+
+def _container_missing(where: str, code_text: str, place: _Place | None) -> NotFound:
+    if place is None:
+        return NotFound(f"{where}: container not found{code_text}")
+    return NotFound(
+        f"{where}: container not found{code_text} in account {place.account} at {place.endpoint}",
+        hint=f"check the container's name and site {place.site}'s account and endpoint in "
+        f"the sites file; `migrate sites check {place.site}` tries each container it lists",
     )
 
 
 def _from_status(
-    where: str, status: int, code: str | None, container_call: bool, detail: str = ""
+    where: str,
+    status: int,
+    code: str | None,
+    container_call: bool,
+    detail: str = "",
+    place: _Place | None = None,
 ) -> MigrateError:
     """The error for an HTTP status and Azure error code; `detail` (the service's message,
-    lowercased) only helps classify and is never shown."""
+    lowercased) only helps classify and is never shown; `place`, where a missing container
+    was looked for."""
     code_text = f" ({code})" if code else ""
     if status in (401, 403):
         return _credentials_rejected(where)
     if status == 404:
         if container_call or code == "ContainerNotFound":
-            return NotFound(
-                f"{where}: container not found{code_text}",
-                hint=_container_hint(where),
-            )
+            return _container_missing(where, code_text, place)
         return NotFound(f"{where}: object not found{code_text}")
     if status == 412:
         return SourceChanged(f"{where}: the object changed since it was listed{code_text}")

@@ -1893,8 +1893,9 @@ def test_status_failed_lists_every_object_not_copied_with_why(
     db.close()
     assert main(["status", plan, "--failed", "--phase", "bulk-1", *where]) == 0
     out, err = capsys.readouterr()
-    assert out == "" and "Not copied yet: 0 pending, 1 in progress" in err, err
-    assert "run the phase" in err, err
+    err = " ".join(err.split())
+    assert out == "" and "Not copied yet: 0 pending, 1 in progress:" in err, err
+    assert f"`migrate run {plan} --phase bulk-1` copies them" in err, err
 
 
 def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_stopped_one(
@@ -1934,8 +1935,16 @@ def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_
         assert main(["status", plan, "--failed", "--phase", "bulk-1", *where]) == 0
         err = " ".join(capsys.readouterr().err.split())
         assert f"2 in progress (under way now: pid {os.getpid()}" in err, err
-    # A holder killed with kill -9 leaves its line in the lock file, not its lock.
-    lock_path(state, plan_name).write_text("pid 999999999: run --phase bulk-1, since x")
+        assert "copies them" not in err, err
+    # A verification copies nothing: the objects in progress are still a stopped run's.
+    with plan_lock(state, plan_name, "verify"):
+        assert main(["status", plan, *where]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"Under way now: pid {os.getpid()}: verify, since" in out, out
+        assert "No run of these phases is under way: the 2 object(s) in progress" in out, out
+    # A holder killed with kill -9 leaves its line in the lock file, not its lock (and its
+    # pid may be another process's by now: here, this one's).
+    lock_path(state, plan_name).write_text(f"pid {os.getpid()}: run --phase bulk-1, since x")
     assert main(["status", plan, "--json", *where]) == 0
     assert json.loads(capsys.readouterr().out)["running"] is None
 

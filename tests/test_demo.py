@@ -140,7 +140,7 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
     assert code == 0
     assert seen["mode"] == 0o600
     code2, err2 = seen["second"]
-    assert code2 == 3 and "is in use by another `migrate demo`" in err2, err2
+    assert code2 == 14 and "is in use by another `migrate demo`" in err2, err2
     assert seen["verify"] == (0, "") and seen["passed"] is True
     result = json.loads(capsys.readouterr().out)
     assert result["env_file"] == str(env_file)
