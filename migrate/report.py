@@ -586,6 +586,31 @@ def _described(v: VerificationInfo) -> str:
     return how + (", metadata" if v.metadata_compared else "")
 
 
+# What each verification mode read, for a reader who has not read the README.
+_MODES = {
+    "stored": "the destination listed and compared with the ledger's checksums, no byte re-read",
+    "deep": "every destination object's bytes re-read and hashed",
+    "deep-both": "every object's bytes re-read and hashed at both ends",
+}
+
+
+def _last_checked(verifications: Sequence[VerificationInfo]) -> str:
+    """The header's line on the latest verification (oldest first in `verifications`):
+    when the destination was last checked, of what, how, and what came of it."""
+    if not verifications:
+        return '<dd class="muted">never: no verification is recorded</dd>'
+    v = verifications[-1]
+    read = _MODES.get(v.mode, v.mode)
+    if v.sample is not None and v.mode == "stored":
+        read += f", and a {v.sample:.0%} sample re-read (seed {v.seed})"
+    verdict = "passed" if v.passed else "FAILED"
+    return (
+        f"<dd>verification #{v.id} of {_e(v.phase or 'the whole plan')}, finished "
+        f"{_e(v.finished_at)}: {verdict}; {v.objects:,} objects ({_bytes(v.bytes)}), "
+        f"{v.reread:,} re-read; {_e(read)}</dd>"
+    )
+
+
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
 
@@ -1317,6 +1342,7 @@ def render_html(report: Report) -> str:
         )
     if not r.approvals:
         out.append('<dt>approved</dt><dd class="muted">no approval recorded</dd>')
+    out.append(f"<dt>destination last checked</dt>{_last_checked(r.verifications)}")
     out.append("</dl></header>")
 
     # Summary.

@@ -536,6 +536,7 @@ def test_a_report_of_a_failed_phase_lists_failures_and_is_incomplete(
     assert report.manifest.objects == 0
     assert report.manifest.plan_root == hashlib.sha256(b"").hexdigest()
     html = render_html(report)
+    assert "never: no verification is recorded" in html
     assert "Permanent: refused &lt;b&gt;(injected)&lt;/b&gt;" in html
     assert "<b>(injected)" not in html  # every value is escaped
 
@@ -771,13 +772,22 @@ def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
         f"the latest verification covering phase bulk-1 (#{result.record_id}, of the whole "
         f"plan, {result.finished_at}) failed: unexpected 1",
     )
-    assert "latest verification failed" in render_html(report)
+    page = render_html(report)
+    assert "latest verification failed" in page
+    # The header says when the destination was last checked, how, and what came of it.
+    assert (
+        f"<dt>destination last checked</dt><dd>verification #{result.record_id} of the whole "
+        f"plan, finished {result.finished_at}: FAILED;" in page
+    ), page
+    assert "listed and compared with the ledger" in page
 
     # The stray object gone, a verification of the phase passes again: verified again.
     env.destination.delete(env.bucket, stray)
-    assert check(env, plan, "bulk-1").passed
+    again = check(env, plan, "bulk-1")
+    assert again.passed
     report = report_of(env, plan)
     assert (report.status, report.open_items) == ("verified", ())
+    assert f"verification #{again.record_id} of bulk-1, finished" in render_html(report)
 
 
 def test_what_no_approval_covers_a_weaker_check_and_a_blocked_destination_stay_open(
