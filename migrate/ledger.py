@@ -2483,17 +2483,20 @@ class Ledger:
         """Per phase, dataset, state and run (of the phase) that finished them: objects,
         bytes, attempts, retries, and the first start and last finish (one grouped scan).
         A transfer's run is its phase's latest begun by its finish; none if unfinished, or
-        finished where no run was recorded (a library caller's `run_phase`)."""
+        finished where no run was recorded (a library caller's `run_phase`). A pending
+        transfer a verification sent back to be copied again has the state `found_wrong`."""
         with self._lock:
             return [
                 TransferStats(ph, d, s, int(n), int(b or 0), int(a or 0), int(r or 0), st, fi, run)
                 for ph, d, s, run, n, b, a, r, st, fi in self._db.execute(
-                    "SELECT phase, dataset, state, run, COUNT(*), SUM(size), SUM(attempts), "
+                    "SELECT phase, dataset, shown, run, COUNT(*), SUM(size), SUM(attempts), "
                     "SUM(retries), MIN(started_at), MAX(finished_at) FROM (SELECT t.*, "
+                    "CASE WHEN t.state = 'pending' AND t.recopy_reason IS NOT NULL "
+                    "THEN 'found_wrong' ELSE t.state END AS shown, "
                     "(SELECT MAX(r.started_at) FROM runs AS r WHERE r.plan = t.plan "
                     "AND r.phase = t.phase AND r.started_at <= t.finished_at) AS run "
                     "FROM transfers AS t WHERE t.plan=?) "
-                    "GROUP BY phase, dataset, state, run ORDER BY phase, dataset, state, run",
+                    "GROUP BY phase, dataset, shown, run ORDER BY phase, dataset, shown, run",
                     (plan,),
                 )
             ]

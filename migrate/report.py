@@ -132,6 +132,9 @@ class Counts(_Model):
     failed: int = 0
     changed: int = 0
     pending: int = 0  # pending or in progress
+    # of `pending`: copied, then found wrong at the destination by a verification (missing,
+    # altered), to be copied again by the phase's next run
+    found_wrong: int = 0
     # deleted at the source, then removed at the destination (delta --delete-removed): no
     # longer part of the move, so not in `objects`
     removed: int = 0
@@ -506,7 +509,7 @@ def _busy_seconds(stats: Sequence[TransferStats]) -> float | None:
 
 
 def _counts(stats: Sequence[TransferStats]) -> Counts:
-    objects = size = done = done_bytes = failed = changed = pending = removed = 0
+    objects = size = done = done_bytes = failed = changed = pending = found_wrong = removed = 0
     retries = attempts = 0
     starts = [s.first_started for s in stats if s.first_started]
     # A removal (delta --delete-removed) records when it happened: not part of the copy.
@@ -527,6 +530,7 @@ def _counts(stats: Sequence[TransferStats]) -> Counts:
             changed += s.objects
         else:
             pending += s.objects
+            found_wrong += s.objects if s.state == "found_wrong" else 0
     started, finished = (min(starts) if starts else None), (max(ends) if ends else None)
     duration = _busy_seconds(stats)
     return Counts(
@@ -537,6 +541,7 @@ def _counts(stats: Sequence[TransferStats]) -> Counts:
         failed=failed,
         changed=changed,
         pending=pending,
+        found_wrong=found_wrong,
         removed=removed,
         retries=retries,
         attempts=attempts,
@@ -698,7 +703,11 @@ def _open_items(
                 for n, label in (
                     (c.failed, "failed"),
                     (c.changed, "changed at the source"),
-                    (c.pending, "still to copy"),
+                    (
+                        c.found_wrong,
+                        "found wrong at the destination by a verification, to copy again",
+                    ),
+                    (c.pending - c.found_wrong, "still to copy"),
                 )
                 if n
             ]

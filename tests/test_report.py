@@ -544,6 +544,34 @@ def test_a_report_of_a_failed_phase_lists_failures_and_is_incomplete(
 # -- the status: verified only when the whole move is ----------------------------------------
 
 
+def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
+    env_for: Any,
+) -> None:
+    """A copy lost at the destination after its verification: the report says it was
+    found wrong and will be copied again, not "still to copy" as if never copied."""
+    env: Env = env_for("s3", "s3")
+    plan = audited(env)
+    lost = "reports/2025/q1.csv"
+    env.destination.delete(env.bucket, lost)
+    result = check(env, plan, "bulk-1")
+    assert result.counts == {"missing": 1}
+    report = report_of(env, plan)
+    assert (report.totals.found_wrong, report.totals.pending) == (1, 1)
+    assert report.open_items[0] == (
+        f"phase bulk-1: 1 of {len(ESTATE)} objects not copied (1 found wrong at the "
+        "destination by a verification, to copy again)"
+    ), report.open_items
+    # The checker holds the figure to its parts: more found wrong than pending is forged.
+    data = json.loads(to_json(report))
+    data["totals"]["found_wrong"] = 2
+    assert load_checker().contradictions(data, data["manifest"]) == [
+        "the report's totals say 2 objects found wrong to copy again, and only 1 pending"
+    ]
+    # Copied again, it is done: nothing found wrong is left.
+    assert env.run(plan).copied == 1
+    assert report_of(env, plan).totals.found_wrong == 0
+
+
 def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_counted(
     env_for: Any,
 ) -> None:

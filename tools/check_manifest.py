@@ -262,6 +262,11 @@ def contradictions(data, manifest):
                 f"the report's totals say {totals['objects']} objects, and {counted} done, "
                 "failed, changed or pending"
             )
+    if totals.get("found_wrong", 0) > totals.get("pending", 0):
+        out.append(  # those found wrong are among those pending
+            f"the report's totals say {totals['found_wrong']} objects found wrong to copy "
+            f"again, and only {totals.get('pending', 0)} pending"
+        )
     phases = data.get("phases")
     if isinstance(phases, list) and phases:
         for key in ("objects", "done", "done_bytes"):
