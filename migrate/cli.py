@@ -298,11 +298,11 @@ def sites_check(
     debug: DebugOpt = False,
 ) -> None:
     """Check every site: reachable, credentials accepted, buckets present; with the
-    policy's verdict for each.
+    policy's verdict for each, and for the machine running migrate (runner.location).
 
     Example: migrate sites check scw-par --fail-on-policy --json
     """
-    from migrate.policy import evaluate
+    from migrate.policy import evaluate, evaluate_runner
     from migrate.session import site_reads
     from migrate.sitecheck import check_sites, exit_code_of, first_problem
 
@@ -318,6 +318,8 @@ def sites_check(
     if config.policy:
         names = [site] if site else sorted(config.sites)
         verdicts = [evaluate(config.site(n), config.policy, catalog, date.today()) for n in names]
+        # The bytes pass through the machine running migrate: a run judges it too.
+        verdicts.append(evaluate_runner(config.runner.location, config.policy))
     if json_out:
         _out(
             True,

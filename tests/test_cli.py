@@ -1136,6 +1136,17 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     )
     code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
     assert code == 0, (out, err)
+    # The machine running migrate is judged too, as a run judges it.
+    runner = json.loads(out)["verdicts"][-1]
+    assert (runner["subject"], runner["status"]) == ("runner", "UNKNOWN"), runner
+    assert "does not declare where migrate runs" in runner["reasons"][0]["text"]
+    # A runner the policy blocks fails --fail-on-policy, as it would fail the run.
+    abroad = tmp_path / "abroad.toml"
+    abroad.write_text('runner = { location = "US" }\n' + sites.read_text())
+    code, out, err = run(
+        ["sites", "check", "here", "--fail-on-policy", "--sites", str(abroad)], capsys
+    )
+    assert code == 8 and "runner: FAIL under policy eu-residency" in err, (out, err)
     checked = {s["site"]: s for s in json.loads(out)["sites"]}
     assert set(checked) == {"here", "us"}
     here = checked["here"]
