@@ -274,6 +274,7 @@ def test_sas_token_works_on_both_stacks(
     adapter = AzureAdapter(site, guard=guard)
     container = unique_name("sas")
     try:
+        assert adapter.check_account() == "credentials accepted (its containers listed)"
         adapter.create_container(container)
         adapter.check(container)
         _put(adapter, container, "k", b"via sas")
@@ -354,6 +355,9 @@ def test_credentials_that_may_not_create_containers_use_one_made_beforehand(
     adapter = AzureAdapter(site)
     try:
         adapter.create_container(made)  # there already, and readable: used
+        # sites check's proof of a site without containers: accepted, though it may not
+        # list the account's containers (no service resource type in this SAS).
+        assert "may not list containers" in adapter.check_account()
         with pytest.raises(CredentialsRejected) as refused:
             adapter.create_container(unique_name("absent"))
         assert "creating it was refused" in str(refused.value), refused.value
@@ -367,6 +371,8 @@ def test_credentials_that_may_not_create_containers_use_one_made_beforehand(
         with pytest.raises(CredentialsRejected) as rejected:
             wrong.create_container(made)
         assert "creating it was refused" not in str(rejected.value), rejected.value
+        with pytest.raises(CredentialsRejected):
+            wrong.check_account()
     finally:
         wrong.close()
 
