@@ -289,8 +289,8 @@ def sites_check(
         bool,
         typer.Option(
             "--fail-on-policy",
-            help="Exit 8 when the policy blocks a site checked: name the destination, as "
-            "the source being left usually fails it.",
+            help="Exit 8 when the policy blocks a site checked or the runner (runner.location): "
+            "name the destination, as the source being left usually fails it.",
         ),
     ] = False,
     sites: SitesOpt = None,

@@ -192,8 +192,8 @@ EXIT_CODES: dict[int, str] = {
     5: "credentials rejected by a store (a local site: permission denied)",
     6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind)",
     7: "bucket, container or object not found",
-    8: "a site fails the sovereignty policy (`sites check --fail-on-policy`; a run, dry run "
-    "or verify whose destination or runner the plan's policy blocks now)",
+    8: "a site or the runner fails the sovereignty policy (`sites check --fail-on-policy`; a "
+    "run, dry run or verify whose destination or runner the plan's policy blocks now)",
     9: "plan invalid, blocked (a gate, --max-remove), not approved or edited after approval",
     10: "a request was refused by the routing guard",
     11: "some objects failed to transfer",

@@ -2491,8 +2491,10 @@ class Ledger:
                 for ph, d, s, run, n, b, a, r, st, fi in self._db.execute(
                     "SELECT phase, dataset, shown, run, COUNT(*), SUM(size), SUM(attempts), "
                     "SUM(retries), MIN(started_at), MAX(finished_at) FROM (SELECT t.*, "
+                    # the reason stays on the copy found right again later (verify compares
+                    # it); a transfer sent back by verify has it as its error too
                     "CASE WHEN t.state = 'pending' AND t.recopy_reason IS NOT NULL "
-                    "THEN 'found_wrong' ELSE t.state END AS shown, "
+                    "AND t.error = t.recopy_reason THEN 'found_wrong' ELSE t.state END AS shown, "
                     "(SELECT MAX(r.started_at) FROM runs AS r WHERE r.plan = t.plan "
                     "AND r.phase = t.phase AND r.started_at <= t.finished_at) AS run "
                     "FROM transfers AS t WHERE t.plan=?) "

@@ -593,7 +593,8 @@ def _described(v: VerificationInfo) -> str:
 
 # What each verification mode read, for a reader who has not read the README.
 _MODES = {
-    "stored": "the destination listed and compared with the ledger's checksums, no byte re-read",
+    "stored": "the destination listed and compared with the ledger's checksums (bytes re-read "
+    "only where no stored checksum proves an object)",
     "deep": "every destination object's bytes re-read and hashed",
     "deep-both": "every object's bytes re-read and hashed at both ends",
 }
@@ -607,7 +608,7 @@ def _last_checked(verifications: Sequence[VerificationInfo]) -> str:
     v = verifications[-1]
     read = _MODES.get(v.mode, v.mode)
     if v.sample is not None and v.mode == "stored":
-        read += f", and a {v.sample:.0%} sample re-read (seed {v.seed})"
+        read += f", plus a {round(v.sample * 100, 3):g}% sample re-read (seed {v.seed})"
     verdict = "passed" if v.passed else "FAILED"
     return (
         f"<dd>verification #{v.id} of {_e(v.phase or 'the whole plan')}, finished "

@@ -1143,10 +1143,8 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     # A runner the policy blocks fails --fail-on-policy, as it would fail the run.
     abroad = tmp_path / "abroad.toml"
     abroad.write_text('runner = { location = "US" }\n' + sites.read_text())
-    code, out, err = run(
-        ["sites", "check", "here", "--fail-on-policy", "--sites", str(abroad)], capsys
-    )
-    assert code == 8 and "runner: FAIL under policy eu-residency" in err, (out, err)
+    blocked = run(["sites", "check", "here", "--fail-on-policy", "--sites", str(abroad)], capsys)
+    assert blocked[0] == 8 and "runner: FAIL under policy eu-residency" in blocked[2], blocked
     checked = {s["site"]: s for s in json.loads(out)["sites"]}
     assert set(checked) == {"here", "us"}
     here = checked["here"]

@@ -550,7 +550,13 @@ def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
     """A copy lost at the destination after its verification: the report says it was
     found wrong and will be copied again, not "still to copy" as if never copied."""
     env: Env = env_for("s3", "s3")
-    plan = audited(env)
+    delta = Phase(
+        name="delta",
+        kind=PhaseKind.DELTA,
+        requires=("bulk-1",),
+        selector=Selector(changed_since_copy=True),
+    )
+    plan = audited(env, delta)
     lost = "reports/2025/q1.csv"
     env.destination.delete(env.bucket, lost)
     result = check(env, plan, "bulk-1")
@@ -570,6 +576,15 @@ def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
     # Copied again, it is done: nothing found wrong is left.
     assert env.run(plan).copied == 1
     assert report_of(env, plan).totals.found_wrong == 0
+    # Changed at the source since, it is the delta's to copy: changed, not found wrong
+    # (verify keeps the reason of its earlier copy again on the row).
+    put(env.source, env.container, lost, b"new bytes at the source")
+    with Ledger(env.state) as ledger:
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+    report = report_of(env, plan)
+    (_, later) = report.phases
+    assert (later.counts.pending, later.counts.found_wrong) == (1, 0), later.counts
+    assert "found wrong" not in " ".join(report.open_items), report.open_items
 
 
 def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_counted(

@@ -262,7 +262,8 @@ def contradictions(data, manifest):
                 f"the report's totals say {totals['objects']} objects, and {counted} done, "
                 "failed, changed or pending"
             )
-    if totals.get("found_wrong", 0) > totals.get("pending", 0):
+    wrong, pending = totals.get("found_wrong", 0), totals.get("pending", 0)
+    if isinstance(wrong, int) and isinstance(pending, int) and wrong > pending:
         out.append(  # those found wrong are among those pending
             f"the report's totals say {totals['found_wrong']} objects found wrong to copy "
             f"again, and only {totals.get('pending', 0)} pending"
