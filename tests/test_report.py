@@ -581,6 +581,7 @@ def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
     put(env.source, env.container, lost, b"new bytes at the source")
     with Ledger(env.state) as ledger:
         prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        assert ledger.resolve_phase(plan, "delta") == 1  # as the delta's run begins
     report = report_of(env, plan)
     (_, later) = report.phases
     assert (later.counts.pending, later.counts.found_wrong) == (1, 0), later.counts
