@@ -135,7 +135,25 @@ class LimitedAdapter:
         self._unanswered_since: float | None = None
         self._gone: EndpointUnreachable | None = None
 
-    def _call(self, fn: Callable[[], T], sent: int = 0) -> T:
+    def _silence(self) -> None:
+        """A request unanswered (NoAnswer): the store is taken as gone (raised) once
+        nothing has been answered for `stall_after` seconds from the first of them."""
+        now = self._clock()
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        silent = now - self._unanswered_since
+        if silent >= self._stall_after:
+            self._gone = EndpointUnreachable(
+                f"{self.site_name}: no answer for {silent:.0f} s (every request timed "
+                "out or was cut)",
+                hint="check that the store is up and reachable, then run the same "
+                "command again: it resumes",
+            )
+            raise self._gone from None
+
+    def _call(self, fn: Callable[[], T], sent: int = 0, *, answers: bool = True) -> T:
+        """`answers` False: the call's success is not yet an answer (a read's headers,
+        its body still to come: `_WatchedStream` says when it comes)."""
         if self._gone is not None:
             raise self._gone
         if self.requests:
@@ -148,18 +166,7 @@ class LimitedAdapter:
             result = fn()
         except NoAnswer:
             throttled = True
-            now = self._clock()
-            if self._unanswered_since is None:
-                self._unanswered_since = now
-            silent = now - self._unanswered_since
-            if silent >= self._stall_after:
-                self._gone = EndpointUnreachable(
-                    f"{self.site_name}: no answer for {silent:.0f} s (every request timed "
-                    "out or was cut)",
-                    hint="check that the store is up and reachable, then run the same "
-                    "command again: it resumes",
-                )
-                raise self._gone from None
+            self._silence()
             raise
         except Retryable:
             throttled = True
@@ -172,7 +179,8 @@ class LimitedAdapter:
             raise
         finally:
             self.concurrency.release(throttled)
-        self._unanswered_since = None
+        if answers:
+            self._unanswered_since = None
         return result
 
     def check(self, container: str) -> None:
@@ -210,11 +218,15 @@ class LimitedAdapter:
         if_match: str | None = None,
         version_id: str | None = None,
     ) -> ReadStream:
-        return self._call(
+        # A store may answer a read's headers and then stall its body: the body's reads
+        # are what answers (or does not), for the watchdog.
+        stream = self._call(
             lambda: self.inner.open_range(
                 container, key, start, end, if_match=if_match, version_id=version_id
-            )
+            ),
+            answers=False,
         )
+        return _WatchedStream(stream, self)
 
     def put_object(
         self,
@@ -310,3 +322,31 @@ class LimitedAdapter:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _WatchedStream:
+    """A read's body, whose reads count for the stall watchdog as requests do: bytes (or
+    the end) are an answer; a read timed out or cut (NoAnswer) is silence, and once the
+    store has been silent for `stall_after` seconds it is gone (EndpointUnreachable)."""
+
+    def __init__(self, inner: ReadStream, adapter: LimitedAdapter) -> None:
+        self._inner = inner
+        self._adapter = adapter
+
+    @property
+    def info(self) -> ObjectInfo | None:
+        return self._inner.info
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._adapter._gone is not None:
+            raise self._adapter._gone
+        try:
+            data = self._inner.read(size)
+        except NoAnswer:
+            self._adapter._silence()
+            raise
+        self._adapter._unanswered_since = None
+        return data
+
+    def close(self) -> None:
+        self._inner.close()

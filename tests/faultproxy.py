@@ -54,6 +54,11 @@ class Faults:
     # answered (the connection stays open), until the proxy stops.
     hang_after_puts: int = 0
     hung: bool = False
+    # A store that answers, then stalls: GET answers with more bytes than this get their
+    # headers and first 64 KiB, then nothing more (the connection held) until the proxy
+    # stops. 0: off.
+    stall_bodies_over: int = 0
+    stalled: int = 0
     released: threading.Event = field(default_factory=threading.Event)
     seed: int = 7
     # What happened, for assertions.
@@ -232,6 +237,18 @@ def fault_proxy(
             length_of = resp.getheader("Content-Length", "0") if self.command == "HEAD" else None
             self.send_header("Content-Length", length_of or str(len(data)))
             self.end_headers()
+            if (
+                self.command == "GET"
+                and faults.stall_bodies_over
+                and len(data) > max(faults.stall_bodies_over, 65536)
+            ):
+                with faults.lock:
+                    faults.stalled += 1
+                self.wfile.write(data[:65536])
+                self.wfile.flush()
+                faults.released.wait()
+                self.close_connection = True
+                return
             if self.command != "HEAD":
                 self.wfile.write(data)
 

@@ -914,6 +914,35 @@ def test_a_store_that_stops_answering_stops_the_run_instead_of_hanging_it(
     assert summary.failed == 0 and summary.copied == len(ESTATE) - states.get("done", 0)
 
 
+def test_a_source_that_answers_reads_then_stalls_their_bodies_stops_the_run(
+    env_for: Any, seaweed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source answers a read's headers and first bytes, then nothing more (a proxy or
+    a store half gone): every part's read times out, and each retry's headers are answered
+    again. Those headers counted as answers, and the run went on one object at a time for
+    hours; the body's reads are what answers: once nothing has come for `stall_after`
+    seconds the run stops (exit 6), nothing recorded failed, and the same command resumes."""
+    import providers.s3
+
+    monkeypatch.setattr(providers.s3, "READ_TIMEOUT", 1.0)
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    config = dataclasses.replace(SMALL_PARTS, stall_after=3.0, max_attempts=8)
+    started = time.monotonic()
+    with fault_proxy(seaweed.endpoint, Faults(stall_bodies_over=MiB)) as proxy:
+        stalled = build_adapter(env.source_site.model_copy(update={"endpoint": proxy.endpoint}))
+        with pytest.raises(EndpointUnreachable, match="no answer for"):
+            env.run(plan, source=stalled, config=config)
+        assert proxy.faults.stalled >= 2
+    assert time.monotonic() - started < 60
+    with Ledger(env.state) as ledger:
+        states = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}
+    assert "failed" not in states, states
+    summary = env.run(plan)  # the store answers again
+    assert summary.failed == 0 and summary.copied == len(ESTATE) - states.get("done", 0)
+
+
 def put_in_parts(store: StoreAdapter, container: str, key: str, data: bytes) -> None:
     """`data` under the key in a multipart upload of 5 MiB parts, as another writer would."""
     upload = store.create_multipart(container, key, WriteAttrs())

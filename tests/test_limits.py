@@ -119,3 +119,44 @@ def test_a_store_is_taken_as_gone_only_after_answering_nothing_for_a_while() -> 
     with pytest.raises(EndpointUnreachable):
         store.head("b", "k")
     assert Store.calls == sent
+
+
+def test_a_read_whose_body_never_comes_is_silence_though_its_headers_came() -> None:
+    """A store that answers each read's headers and never its body: the headers are no
+    answer, the body's reads are (a review: each retry's headers kept the run going)."""
+    from migrate.errors import EndpointUnreachable, NoAnswer
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+
+    class Body:
+        info = None
+        stalls = True
+
+        def read(self, size: int = -1, /) -> bytes:
+            clock.now += 60  # a read timeout
+            if Body.stalls:
+                raise NoAnswer("timed out")
+            return b"bytes"
+
+        def close(self) -> None:
+            pass
+
+    class Store:
+        site_name, capabilities = "src", None
+
+        def open_range(self, *args: Any, **kwargs: Any) -> Body:
+            return Body()  # the headers: answered at once
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    Body.stalls = False
+    assert store.open_range("b", "k").read() == b"bytes"
+    Body.stalls = True
+    for _ in range(5):  # 240 s of bodies timed out after the first
+        with pytest.raises(NoAnswer):
+            store.open_range("b", "k").read()
+    with pytest.raises(EndpointUnreachable, match="no answer for 300 s"):
+        store.open_range("b", "k").read()
+    with pytest.raises(EndpointUnreachable):  # gone: no request sent any more
+        store.open_range("b", "k")
