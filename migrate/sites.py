@@ -137,8 +137,10 @@ def load_sites(explicit: Path | str | None = None) -> SitesConfig:
             if explicit
             else (f" (from ${SITES_ENV})" if os.environ.get(SITES_ENV) else "")
         )
+        # Named whole: "sites.toml" alone does not say which directory was looked in.
+        shown = path if path.is_absolute() else f"{path} ({path.absolute()})"
         raise ConfigError(
-            f"sites file {path}{named} not found",
+            f"sites file {shown}{named} not found",
             hint=f"pass --sites PATH or set {SITES_ENV}; see README 'Configuration'",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
