@@ -139,9 +139,10 @@ class LimitedAdapter:
         """A request unanswered (NoAnswer): the store is taken as gone (raised) once
         nothing has been answered for `stall_after` seconds from the first of them."""
         now = self._clock()
-        if self._unanswered_since is None:
-            self._unanswered_since = now
-        silent = now - self._unanswered_since
+        since = self._unanswered_since  # read once: another thread may reset it meanwhile
+        if since is None:
+            since = self._unanswered_since = now
+        silent = now - since
         if silent >= self._stall_after:
             self._gone = EndpointUnreachable(
                 f"{self.site_name}: no answer for {silent:.0f} s (every request timed "
@@ -325,9 +326,10 @@ class LimitedAdapter:
 
 
 class _WatchedStream:
-    """A read's body, whose reads count for the stall watchdog as requests do: bytes (or
-    the end) are an answer; a read timed out or cut (NoAnswer) is silence, and once the
-    store has been silent for `stall_after` seconds it is gone (EndpointUnreachable)."""
+    """A read's body, whose reads count for the stall watchdog as requests do: bytes, or a
+    refusal, are an answer; a read timed out or cut (NoAnswer) is silence, and once the
+    store has been silent for `stall_after` seconds it is gone (EndpointUnreachable). An
+    empty read is neither: an empty object's is answered without a request."""
 
     def __init__(self, inner: ReadStream, adapter: LimitedAdapter) -> None:
         self._inner = inner
@@ -345,7 +347,13 @@ class _WatchedStream:
         except NoAnswer:
             self._adapter._silence()
             raise
-        self._adapter._unanswered_since = None
+        except EndpointUnreachable:
+            raise
+        except MigrateError:  # a refusal in the body's course (a later chunk's 412, 503)
+            self._adapter._unanswered_since = None
+            raise
+        if data:
+            self._adapter._unanswered_since = None
         return data
 
     def close(self) -> None:

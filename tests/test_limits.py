@@ -123,7 +123,8 @@ def test_a_store_is_taken_as_gone_only_after_answering_nothing_for_a_while() -> 
 
 def test_a_read_whose_body_never_comes_is_silence_though_its_headers_came() -> None:
     """A store that answers each read's headers and never its body: the headers are no
-    answer, the body's reads are (a review: each retry's headers kept the run going)."""
+    answer, the body's reads are (a review: each retry's headers kept the run going); an
+    empty object's read, answered without a request, is no answer either."""
     from migrate.errors import EndpointUnreachable, NoAnswer
     from migrate.limits import LimitedAdapter
 
@@ -132,8 +133,11 @@ def test_a_read_whose_body_never_comes_is_silence_though_its_headers_came() -> N
     class Body:
         info = None
         stalls = True
+        empty = False
 
         def read(self, size: int = -1, /) -> bytes:
+            if Body.empty:
+                return b""
             clock.now += 60  # a read timeout
             if Body.stalls:
                 raise NoAnswer("timed out")
@@ -156,6 +160,9 @@ def test_a_read_whose_body_never_comes_is_silence_though_its_headers_came() -> N
     for _ in range(5):  # 240 s of bodies timed out after the first
         with pytest.raises(NoAnswer):
             store.open_range("b", "k").read()
+        Body.empty = True
+        assert store.open_range("b", "empty").read() == b""
+        Body.empty = False
     with pytest.raises(EndpointUnreachable, match="no answer for 300 s"):
         store.open_range("b", "k").read()
     with pytest.raises(EndpointUnreachable):  # gone: no request sent any more
