@@ -86,16 +86,25 @@ class AdaptiveLimit:
         with self._cond:
             self._in_flight -= 1
             if throttled:
-                self.throttled += 1
-                self.limit = max(1, self.limit // 2)
-                self.lowest = min(self.lowest, self.limit)
-                self._successes = 0
+                self._halve()
             else:
                 self._successes += 1
                 if self._successes >= self._grow_after and self.limit < self.maximum:
                     self.limit += 1
                     self._successes = 0
             self._cond.notify_all()
+
+    def throttle(self) -> None:
+        """A failure outside a call's slot (a read's body timed out): halved, as for a
+        call throttled."""
+        with self._cond:
+            self._halve()
+
+    def _halve(self) -> None:
+        self.throttled += 1
+        self.limit = max(1, self.limit // 2)
+        self.lowest = min(self.lowest, self.limit)
+        self._successes = 0
 
 
 # A store whose requests have all gone unanswered (timed out or cut) for this long, from
@@ -345,6 +354,7 @@ class _WatchedStream:
         try:
             data = self._inner.read(size)
         except NoAnswer:
+            self._adapter.concurrency.throttle()  # as a call timed out would
             self._adapter._silence()
             raise
         except EndpointUnreachable:
