@@ -16,6 +16,8 @@ the whole plan):
   disposition, language, encoding), where they are at hand (a listing that carries them or
   a HEAD made anyway), against the source's inventory (or the source's HEAD with
   `deep="both"`);
+- the object's tags against those its copy set (with `deep="both"`, against the source's
+  as they are now: a tag change moves neither an ETag nor a time, so no delta sees it);
 - with `deep` (every object) or `sample` (a seeded share of them): the destination's bytes
   re-read and their SHA-256 compared with the ledger's; with `deep="both"` the source's too,
   read conditionally on the ETag seen when copied.
@@ -506,15 +508,39 @@ class _Verifier:
             source_info = self.reread_source(row)
             if source_info is None:
                 return
+            # Tags changed at the source change neither its ETag nor its time: no delta
+            # sees it. Read from the source, they are what the copy must bear now.
+            want, unread = self.source_tags(row, source_info)
+            if unread:
+                self.metadata(row, info, source_info, unread, False)
+                return
+            self.metadata(row, info, source_info, *self.tag_differences(row, want))
+            return
         self.metadata(row, info, source_info, *self.tag_differences(row))
 
-    def tag_differences(self, row: DestinationRow) -> tuple[list[str], bool]:
-        """The destination's tags against those the copy set (none where it set none), and
-        whether they could be read: tags that cannot be read are not known wrong, and a copy
-        again would not make them readable."""
-        if row.tags is None:
+    def source_tags(
+        self, row: DestinationRow, source: ObjectInfo
+    ) -> tuple[dict[str, str], list[str]]:
+        """The source object's tags now (`--deep=both`), read where it bears any or the copy
+        recorded some; else what could not be read of them."""
+        if not source.tags and not json.loads(row.tags or "{}"):
+            return {}, []
+        try:
+            return self.call(
+                lambda: self.source.read_tags(row.container, row.key, version_id=row.source_version)
+            ), []
+        except (Unsupported, Permanent, CredentialsRejected, NotFound) as exc:
+            return {}, [f"the source's tags could not be read ({exc.message})"]
+
+    def tag_differences(
+        self, row: DestinationRow, source: dict[str, str] | None = None
+    ) -> tuple[list[str], bool]:
+        """The destination's tags against the source's (`source`, read now) or else those
+        the copy set (none where it set none), and whether they could be read: tags that
+        cannot be read are not known wrong, and a copy again would not make them readable."""
+        if source is None and row.tags is None:
             return [], True
-        want: dict[str, str] = json.loads(row.tags)
+        want: dict[str, str] = source if source is not None else json.loads(row.tags or "{}")
         try:
             got = self.call(
                 lambda: self.destination.read_tags(row.destination_bucket, row.destination_key)

@@ -310,6 +310,47 @@ def test_tags_arrive_with_their_objects_and_a_copy_that_lost_them_is_found(
     assert check(env, plan).to_copy_again == 1
 
 
+@pytest.mark.parametrize("src", ["s3", "azure"])
+def test_tags_changed_at_the_source_after_the_copy_are_found_by_deep_both(
+    env_for: Any, src: str
+) -> None:
+    """A tag changed at the source (a retention label extended) moves neither the object's
+    ETag nor its time: no delta sees it, and verify compared the destination's tags with
+    those the copy set. `--deep=both` reads the source's too: the copy is found wrong,
+    marked to copy again, and the next run gives it the tags as they are now."""
+    env: Env = env_for(src, "s3")
+    key, data = "tagged/one.csv", b"id;age\n1;42\n"
+    tags = {"classification": "pseudonymised", "retention": "2036-01-01"}
+    put(env.source, env.container, key, data, content_type="text/csv", tags=tags)
+    put(env.source, env.container, "plain.csv", b"no;tags\n", content_type="text/csv")
+    plan = env.plan()
+    assert env.run(plan).copied == 2
+    first = check(env, plan, deep="both")
+    assert first.passed, first.findings
+
+    later = {**tags, "retention": "2046-01-01"}
+    etag = env.source.head(env.container, key).etag
+    if src == "s3":
+        env.source._client.put_object_tagging(  # type: ignore[attr-defined]
+            Bucket=env.container,
+            Key=key,
+            Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in later.items()]},
+        )
+    else:
+        env.source._blob(env.container, key).set_blob_tags(later)  # type: ignore[attr-defined]
+    assert env.source.head(env.container, key).etag == etag  # nothing a delta would see
+    assert check(env, plan).passed  # the destination still bears what the copy set
+    result = check(env, plan, deep="both")
+    assert named(result) == [("metadata_mismatch", key)]
+    assert (
+        result.findings[0].detail == "tag 'retention' is '2036-01-01', the source's is '2046-01-01'"
+    )
+    assert result.to_copy_again == 1
+    assert env.run(plan).copied == 1
+    assert env.destination.read_tags(env.bucket, key) == later
+    assert check(env, plan, deep="both").passed
+
+
 def test_keys_merge_in_byte_order(env_for: Any) -> None:
     """Keys whose order differs between naive sorts ('/' sorts after ' ' and '-' but before
     '0'; accents after ASCII; upper before lower case): no spurious finding."""
