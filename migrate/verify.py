@@ -510,7 +510,7 @@ class _Verifier:
                 return
             # Tags changed at the source change neither its ETag nor its time: no delta
             # sees it. Read from the source, they are what the copy must bear now.
-            want, unread = self.source_tags(row, source_info)
+            want, unread = self.source_tags(row)
             if unread:
                 self.metadata(row, info, source_info, unread, False)
                 return
@@ -518,18 +518,17 @@ class _Verifier:
             return
         self.metadata(row, info, source_info, *self.tag_differences(row))
 
-    def source_tags(
-        self, row: DestinationRow, source: ObjectInfo
-    ) -> tuple[dict[str, str], list[str]]:
-        """The source object's tags now (`--deep=both`), read where it bears any or the copy
-        recorded some; else what could not be read of them."""
-        if not source.tags and not json.loads(row.tags or "{}"):
-            return {}, []
+    def source_tags(self, row: DestinationRow) -> tuple[dict[str, str], list[str]]:
+        """The source object's tags now (`--deep=both`); else what could not be read of
+        them. Read whatever the source's HEAD said of their count: it need not say (AWS's
+        does not), and tags added since the copy are tags to carry too."""
         try:
             return self.call(
                 lambda: self.source.read_tags(row.container, row.key, version_id=row.source_version)
             ), []
-        except (Unsupported, Permanent, CredentialsRejected, NotFound) as exc:
+        except Unsupported:
+            return {}, []  # a store without object tags: none to carry
+        except (Permanent, CredentialsRejected, NotFound) as exc:
             return {}, [f"the source's tags could not be read ({exc.message})"]
 
     def tag_differences(
