@@ -510,7 +510,7 @@ class _Verifier:
                 return
             # Tags changed at the source change neither its ETag nor its time: no delta
             # sees it. Read from the source, they are what the copy must bear now.
-            want, unread = self.source_tags(row)
+            want, unread = self.source_tags(row, source_info)
             if unread:
                 self.metadata(row, info, source_info, unread, False)
                 return
@@ -518,10 +518,14 @@ class _Verifier:
             return
         self.metadata(row, info, source_info, *self.tag_differences(row))
 
-    def source_tags(self, row: DestinationRow) -> tuple[dict[str, str], list[str]]:
+    def source_tags(
+        self, row: DestinationRow, source: ObjectInfo
+    ) -> tuple[dict[str, str], list[str]]:
         """The source object's tags now (`--deep=both`); else what could not be read of
         them. Read whatever the source's HEAD said of their count: it need not say (AWS's
-        does not), and tags added since the copy are tags to carry too."""
+        does not), and tags added since the copy are tags to carry too. Credentials that
+        may not read them, where neither the HEAD nor the copy saw any, are no finding: the
+        copy needed no such right either."""
         try:
             return self.call(
                 lambda: self.source.read_tags(row.container, row.key, version_id=row.source_version)
@@ -529,6 +533,8 @@ class _Verifier:
         except Unsupported:
             return {}, []  # a store without object tags: none to carry
         except (Permanent, CredentialsRejected, NotFound) as exc:
+            if not source.tags and not json.loads(row.tags or "{}"):
+                return {}, []
             return {}, [f"the source's tags could not be read ({exc.message})"]
 
     def tag_differences(

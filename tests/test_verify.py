@@ -649,9 +649,17 @@ def test_a_source_key_that_may_not_read_tags_fails_those_objects_saying_so(
     assert "s3:GetObjectTagging" in states["tagged.csv"]
     with pytest.raises(NotFound):
         env.destination.head(env.bucket, "tagged.csv")
+    # verify --deep=both with the same key: the untagged objects it copied pass (their
+    # copy needed no such right either); it says so only of the tagged one's tags.
+    refused = check(env, plan, deep="both", source=TagsRefused(env.source))  # type: ignore[arg-type]
+    assert named(refused) == [("not_done", "tagged.csv")], refused.findings
     # Granted, the next run copies it with its tags.
     assert env.run(plan).copied == 1
     assert env.destination.read_tags(env.bucket, "tagged.csv") == {"retention": "2036"}
+    refused = check(env, plan, deep="both", source=TagsRefused(env.source))  # type: ignore[arg-type]
+    assert named(refused) == [("metadata_mismatch", "tagged.csv")], refused.findings
+    assert "the source's tags could not be read" in refused.findings[0].detail
+    assert refused.to_copy_again == 0  # not known wrong
 
 
 def test_large_objects_rewritten_by_parts_keep_their_tags_without_reading_them(
