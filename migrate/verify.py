@@ -510,13 +510,22 @@ class _Verifier:
                 return
             # Tags changed at the source change neither its ETag nor its time: no delta
             # sees it. Read from the source, they are what the copy must bear now.
-            want, unread = self.source_tags(row, source_info)
-            if unread:
-                self.metadata(row, info, source_info, unread, False)
+            try:
+                want, unread = self.source_tags(row, source_info)
+            except NotFound:
+                self.finding(row, "source_changed", "source object deleted since its copy")
                 return
-            self.metadata(row, info, source_info, *self.tag_differences(row, want))
+            if unread:
+                # Still held to the tags its copy set: lost ones are known wrong.
+                lost, read = self.tag_differences(row)
+                self.metadata(row, info, source_info, [*unread, *lost], read and bool(lost),
+                              compared=row.tags is not None)  # fmt: skip
+                return
+            self.metadata(row, info, source_info, *self.tag_differences(row, want),
+                          compared=bool(want) or row.tags is not None)  # fmt: skip
             return
-        self.metadata(row, info, source_info, *self.tag_differences(row))
+        self.metadata(row, info, source_info, *self.tag_differences(row),
+                      compared=row.tags is not None)  # fmt: skip
 
     def source_tags(
         self, row: DestinationRow, source: ObjectInfo
@@ -532,7 +541,7 @@ class _Verifier:
             ), []
         except Unsupported:
             return {}, []  # a store without object tags: none to carry
-        except (Permanent, CredentialsRejected, NotFound) as exc:
+        except (Permanent, CredentialsRejected) as exc:
             if not source.tags and not json.loads(row.tags or "{}"):
                 return {}, []
             return {}, [f"the source's tags could not be read ({exc.message})"]
@@ -542,15 +551,20 @@ class _Verifier:
     ) -> tuple[list[str], bool]:
         """The destination's tags against the source's (`source`, read now) or else those
         the copy set (none where it set none), and whether they could be read: tags that
-        cannot be read are not known wrong, and a copy again would not make them readable."""
-        if source is None and row.tags is None:
-            return [], True
+        cannot be read are not known wrong, and a copy again would not make them readable.
+        None wanted where the copy recorded none (an older version's copy): not read."""
         want: dict[str, str] = source if source is not None else json.loads(row.tags or "{}")
+        if not want and row.tags is None:
+            return [], True
         try:
             got = self.call(
                 lambda: self.destination.read_tags(row.destination_bucket, row.destination_key)
             )
-        except (Unsupported, Permanent, CredentialsRejected) as exc:
+        except Unsupported as exc:
+            if not want:
+                return [], True  # a store without object tags bears none, as wanted
+            return [f"its tags could not be read ({exc.message})"], False
+        except (Permanent, CredentialsRejected) as exc:
             hint = (
                 "; grant verify's credentials the right to read object tags "
                 "(S3: s3:GetObjectTagging)"
@@ -646,11 +660,14 @@ class _Verifier:
         source: ObjectInfo | None,
         tags: Sequence[str] = (),
         tags_read: bool = True,
+        *,
+        compared: bool = False,
     ) -> None:
         """Content type, the other headers a copy keeps and user metadata against the
         source's, where both are known (the headers from the inventory where its listing
         carried them: Azure's); `tags`, the differences of the object's tags, in the same
-        finding (`tags_read` False: they could not be read)."""
+        finding (`tags_read` False: they could not be read; `compared`: tags were compared,
+        found right where `tags` is empty)."""
         headers: dict[str, str] | None
         # Every difference is named, in one finding: one the store is known to make (a type
         # of its own for the generic one) must not hide another (metadata lost).
@@ -672,7 +689,7 @@ class _Verifier:
         if not known or info.metadata is None:
             if differences:
                 self.finding(row, "metadata_mismatch", "; ".join(differences), mark=tags_read)
-            elif row.tags is not None and _tags_only(row.recopy_reason):
+            elif compared and _tags_only(row.recopy_reason):
                 self._right_now(row)  # its tags, the one thing compared, are right now
             return
         self.tally.bump("metadata_compared")

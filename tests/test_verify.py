@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from migrate.errors import CredentialsRejected, NotFound, PlanError
+from migrate.errors import CredentialsRejected, NotFound, PlanError, Unsupported
 from migrate.executor import check_gates, run_phase
 from migrate.ledger import Ledger
 from migrate.plan import Phase, PhaseKind, Plan
@@ -51,6 +51,7 @@ def check(
     seed: int = 7,
     phase: str | None = "bulk-1",
     source: StoreAdapter | None = None,
+    destination: StoreAdapter | None = None,
     **kw: Any,
 ) -> VerifyResult:
     with Ledger(env.state) as ledger:
@@ -58,7 +59,7 @@ def check(
             plan,
             ledger,
             source or env.source,
-            env.destination,
+            destination or env.destination,
             phase=phase,
             deep=deep,  # type: ignore[arg-type]
             sample=sample,
@@ -622,6 +623,28 @@ class TagsRefused(Delegating):
 
     def read_tags(self, container: str, key: str, **kw: Any) -> dict[str, str]:
         raise CredentialsRejected(f"seaweed: {container}/{key}: access denied (AccessDenied)")
+
+
+class NoTagging(Delegating):
+    """A store without object tagging (Exoscale's SOS, say): GetObjectTagging unsupported."""
+
+    def read_tags(self, container: str, key: str, **kw: Any) -> dict[str, str]:
+        raise Unsupported(f"dst: {container}/{key}: the store cannot do GetObjectTagging")
+
+
+def test_a_destination_without_object_tagging_verifies_objects_without_tags(
+    env_for: Any,
+) -> None:
+    """Objects without tags, on a destination that has no object tagging: nothing to
+    compare, and no finding, plain or with --deep=both (which reads the source's tags)."""
+    env: Env = env_for("s3", "s3")
+    put(env.source, env.container, "plain.csv", b"c;d\n", content_type="text/csv")
+    plan = env.plan()
+    assert env.run(plan).copied == 1
+    bare = NoTagging(env.destination)
+    for deep in (False, True, "both"):
+        result = check(env, plan, deep=deep, destination=bare)  # type: ignore[arg-type]
+        assert result.passed, (deep, result.findings)
 
 
 def test_a_source_key_that_may_not_read_tags_fails_those_objects_saying_so(
