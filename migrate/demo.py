@@ -33,7 +33,7 @@ from migrate.errors import ConfigError, DemoBusy
 from migrate.executor import TransferConfig
 from migrate.inventory import InventorySummary, run_inventory
 from migrate.ledger import Ledger
-from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs
+from migrate.localservers import Azurite, SeaweedFS, azurite, seaweedfs, stop_left_behind
 from migrate.phaserun import run_plan_phase
 from migrate.plan import PhaseKind, save_plan
 from migrate.planner import (
@@ -258,6 +258,8 @@ def prepared_workdir(workdir: Path) -> Iterator[None]:
                     f"{workdir} exists and was not made by `migrate demo`",
                     hint="choose another --workdir",
                 )
+            # A demo killed with kill -9 left its servers running on what is deleted next.
+            stop_left_behind(workdir)
             (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
             # What the last demo left, emptied: the directory (and so its lock) and the
             # marker kept, so that a demo stopped half-way here is still known as one.

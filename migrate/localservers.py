@@ -6,9 +6,11 @@ Both listen on loopback only, on free ports, with data under a directory the cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +57,45 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def stop_left_behind(under: Path) -> int:
+    """Stop the servers this module started under `under` (their working directory) whose
+    starter was killed without stopping them (kill -9): a SeaweedFS or an Azurite, this
+    user's, nothing else. Returns how many. Linux's /proc is read; elsewhere, none."""
+    root = under.resolve()
+    left: list[int] = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = (entry / "cwd").resolve(strict=True)
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        ours = Path(argv[0].decode(errors="replace")).name == "weed" or any(
+            b"azurite" in a for a in argv[:2]
+        )
+        if ours and cwd.is_relative_to(root) and int(entry.name) != os.getpid():
+            left.append(int(entry.name))
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for pid in left:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return len(left)
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone, nor a zombie no one reaps (a container's init may not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _find_tool(name: str, env_var: str, candidates: list[Path]) -> str:

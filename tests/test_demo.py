@@ -150,3 +150,53 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
         host, port = endpoint_host(sites.site(name).endpoint or "").rsplit(":", 1)
         with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=2):
             pass
+
+
+def test_a_demo_killed_with_kill_9_has_its_servers_stopped_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """kill -9 leaves a demo's servers running (nothing is left to stop them), on the data
+    the next demo on that workdir deletes: that demo stops them first, and nothing else."""
+    import sys
+
+    from migrate.demo import MARKER, prepared_workdir
+    from migrate.localservers import _alive, stop_left_behind
+
+    workdir = (tmp_path / "demo").resolve()
+    workdir.mkdir()
+    (workdir / MARKER).write_text("made by migrate demo\n")
+    script = (
+        "import sys, time\nfrom pathlib import Path\n"
+        "from migrate.localservers import seaweedfs\n"
+        "with seaweedfs(Path(sys.argv[1])):\n    print('up', flush=True)\n    time.sleep(600)\n"
+    )
+    starter = subprocess.Popen(
+        [sys.executable, "-c", script, str(workdir / "seaweedfs")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    bystander = subprocess.Popen(["sleep", "600"], cwd=workdir)  # a shell cd'ed there, say
+    try:
+        assert starter.stdout is not None and starter.stdout.readline().strip() == "up"
+        servers = [
+            int(p.name)
+            for p in Path("/proc").glob("[0-9]*")
+            if _cwd(p).is_relative_to(workdir) and int(p.name) != bystander.pid
+        ]
+        starter.kill()  # kill -9: its server lives on
+        starter.wait()
+        assert servers and all(_alive(pid) for pid in servers), servers
+        with prepared_workdir(workdir):
+            assert not any(_alive(pid) for pid in servers)
+            assert [p.name for p in workdir.iterdir()] == [MARKER]
+        assert bystander.poll() is None  # not a server of the demo's: left alone
+    finally:
+        bystander.kill()
+        starter.kill()
+        stop_left_behind(workdir)  # whatever happened above, no server outlives the test
+
+
+def _cwd(proc: Path) -> Path:
+    try:
+        return (proc / "cwd").resolve(strict=True)
+    except OSError:
+        return Path("/")
