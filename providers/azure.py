@@ -162,6 +162,10 @@ _UPLOAD_ATTRS_KEPT = 4096
 _CHUNK_GET = 4 * _MiB  # bytes per GET of a ranged read, and an open stream's buffer
 _READ_BLOCK = 256 * 1024  # bytes per read from the socket while a GET's body arrives
 _PAGE = 5000  # blobs per List Blobs request (the service's maximum)
+# Blob index tags, as Set Blob Tags documents them: at most 10; a key of 1-128 characters,
+# a value of 0-256; letters, digits, space and + - . / : = _ only (S3's may hold more).
+_MAX_TAGS = 10
+_TAG_TEXT = re.compile(r"[A-Za-z0-9 +\-./:=_]*")
 _CONNECT_TIMEOUT = 5
 _READ_TIMEOUT = 60
 _LIBCLOUD_TIMEOUT = 10  # libcloud has one timeout for connect and read: container calls only
@@ -1050,7 +1054,7 @@ class AzureAdapter:
                 content_settings=settings,
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=tier,
-                tags=dict(attrs.tags or {}) or None,
+                tags=_azure_tags(attrs, f"{self.site_name}: {what}"),
                 headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
                 **_condition(expect),
             )
@@ -1109,6 +1113,7 @@ class AzureAdapter:
     def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
         self._check_key(key)
         _tier(attrs, self.site_name)  # refuse an unknown tier now, not at the end
+        _azure_tags(attrs, f"{self.site_name}: {container}/{key}")  # now, not after the parts
         upload_id = uuid.uuid4().hex
         with self._upload_attrs_lock:
             self._upload_attrs[upload_id] = attrs
@@ -1186,7 +1191,7 @@ class AzureAdapter:
                 content_settings=_settings(attrs),
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=_tier(attrs, self.site_name),
-                tags=dict(attrs.tags or {}) or None,
+                tags=_azure_tags(attrs, f"{self.site_name}: {container}/{key}"),
                 **_condition(expect),
             )
         except _NETWORK_ERRORS as exc:
@@ -1419,6 +1424,29 @@ class AzureAdapter:
 
 
 # -- small pure helpers -------------------------------------------------------------------------
+
+
+def _azure_tags(attrs: WriteAttrs, where: str) -> dict[str, str] | None:
+    """The object's tags as blob index tags, or Permanent naming the one Azure would refuse
+    (an S3 tag may hold characters, or be longer, than Azure takes): said before any byte
+    is sent, not as the service's generic refusal after."""
+    tags = dict(attrs.tags or {})
+    if len(tags) > _MAX_TAGS:
+        raise Permanent(
+            f"{where}: {len(tags)} tags; Azure blob index tags are at most {_MAX_TAGS}",
+            hint="remove tags at the source, then run the phase again",
+        )
+    for name, value in tags.items():
+        if not (1 <= len(name) <= 128 and len(value) <= 256) or not (
+            _TAG_TEXT.fullmatch(name) and _TAG_TEXT.fullmatch(value)
+        ):
+            raise Permanent(
+                f"{where}: tag {name!r} = {value!r} is not one Azure blob index tags take "
+                "(a key of 1-128 characters, a value of up to 256; letters, digits, space "
+                "and + - . / : = _ only)",
+                hint="rename the tag or change its value at the source, then run the phase again",
+            )
+    return tags or None
 
 
 @dataclass(frozen=True)

@@ -625,6 +625,32 @@ class TagsRefused(Delegating):
         raise CredentialsRejected(f"seaweed: {container}/{key}: access denied (AccessDenied)")
 
 
+def test_an_s3_tag_azure_would_refuse_fails_that_copy_saying_which_and_why(
+    env_for: Any,
+) -> None:
+    """S3 tags may hold characters Azure's blob index tags do not take ('&', '%', '@'):
+    that object's copy fails before any byte is sent, naming the tag and Azure's rule (it
+    was the service's generic refusal), large objects before their parts; the others go."""
+    env: Env = env_for("s3", "azure")
+    put(env.source, env.container, "odd.csv", b"a;b\n", tags={"team": "r&d 50%"})
+    put(env.source, env.container, "odd-large.bin", body(5, 11 * MiB), multipart=True,
+        tags={"owner": "dpo@chu.fr"})  # fmt: skip
+    put(env.source, env.container, "fine.csv", b"c;d\n", tags={"team": "r+d 50"})
+    plan = env.plan()
+    summary = env.run(plan)
+    assert (summary.copied, summary.failed) == (1, 2)
+    with Ledger(env.state) as ledger:
+        errors = dict(ledger._db.execute("SELECT key, error FROM transfers WHERE state='failed'"))
+    assert "tag 'team' = 'r&d 50%' is not one Azure blob index tags take" in errors["odd.csv"]
+    assert "tag 'owner' = 'dpo@chu.fr'" in errors["odd-large.bin"]
+    assert env.destination.read_tags(env.bucket, "fine.csv") == {"team": "r+d 50"}
+    with Ledger(env.state) as ledger:  # refused at the upload's start: no part was sent
+        (upload,) = ledger._db.execute(
+            "SELECT upload_id FROM transfers WHERE key = 'odd-large.bin'"
+        ).fetchone()
+    assert upload is None
+
+
 class NoTagging(Delegating):
     """A store without object tagging (Exoscale's SOS, say): GetObjectTagging unsupported."""
 
