@@ -221,12 +221,13 @@ credentials = {{ access_key_env = "{S3_KEY_ENV}", secret_key_env = "{S3_SECRET_E
 
 
 @contextmanager
-def prepared_workdir(workdir: Path) -> Iterator[None]:
+def prepared_workdir(workdir: Path) -> Iterator[int]:
     """The workdir emptied for this demo and held while it runs: a second demo on the same
     workdir (`make demo` while a `demo --keep` is up) is refused at once, instead of
     deleting the first one's servers' data and state under it. The lock is the directory's
     own (flock), taken before anything in it is read or deleted; the kernel releases it
-    when the process ends, however it ends."""
+    when the process ends, however it ends. Yields how many servers an earlier demo, killed
+    with kill -9, had left running there (stopped)."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} is a file", hint="choose a directory")
 
@@ -259,7 +260,7 @@ def prepared_workdir(workdir: Path) -> Iterator[None]:
                     hint="choose another --workdir",
                 )
             # A demo killed with kill -9 left its servers running on what is deleted next.
-            stop_left_behind(workdir)
+            stopped = stop_left_behind(workdir)
             (workdir / MARKER).write_text("made by migrate demo; deleted by the next demo run\n")
             # What the last demo left, emptied: the directory (and so its lock) and the
             # marker kept, so that a demo stopped half-way here is still known as one.
@@ -272,7 +273,7 @@ def prepared_workdir(workdir: Path) -> Iterator[None]:
                     child.unlink()
         except OSError as exc:
             raise unusable(exc) from None
-        yield
+        yield stopped
     finally:
         os.close(fd)
 
@@ -312,7 +313,9 @@ def run_demo(
     """The whole flow. `keep`, when given, is called with the result, its `env_file`
     written, while the servers are still up; they stop when it returns."""
     workdir = workdir.resolve()
-    with prepared_workdir(workdir):
+    with prepared_workdir(workdir) as stopped:
+        if console and stopped:
+            console.print(f"Stopped {stopped} server(s) an earlier demo left running here.")
         return _run_demo(workdir, small_files, console, large_sizes, keep)
 
 

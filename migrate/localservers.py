@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -60,33 +61,57 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def stop_left_behind(under: Path) -> int:
-    """Stop the servers this module started under `under` (their working directory) whose
-    starter was killed without stopping them (kill -9): a SeaweedFS or an Azurite, this
-    user's, nothing else. Returns how many. Linux's /proc is read; elsewhere, none."""
+    """Stop the servers this module started with their data under `under` whose starter
+    was killed without stopping them (kill -9): this user's `weed mini -dir=...` and
+    `azurite-blob --location ...` there, nothing else. Returns how many. Linux only (its
+    /proc); elsewhere, none. Each is held by a pidfd from the moment it is matched, so a
+    pid reused meanwhile is never signalled."""
     root = under.resolve()
-    left: list[int] = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cwd = (entry / "cwd").resolve(strict=True)
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile, or another user's
-            continue
-        ours = Path(argv[0].decode(errors="replace")).name == "weed" or any(
-            b"azurite" in a for a in argv[:2]
-        )
-        if ours and cwd.is_relative_to(root) and int(entry.name) != os.getpid():
-            left.append(int(entry.name))
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for pid in left:
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    return len(left)
+    held: list[int] = []  # pidfds
+    try:
+        for entry in Path("/proc").glob("[0-9]*"):
+            pid = int(entry.name)
+            if pid == os.getpid():
+                continue
+            try:
+                fd = os.pidfd_open(pid)
+            except (OSError, AttributeError):  # gone, or no pidfds here: not signalled
+                continue
+            try:  # read after the pidfd is open: of the process it holds
+                mine = entry.stat().st_uid == os.getuid()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                os.close(fd)
+                continue
+            if mine and _serves_under(argv, root):
+                held.append(fd)
+            else:
+                os.close(fd)
+        for fd in held:
+            with contextlib.suppress(OSError):  # gone, or not ours to signal after all
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for fd in held:
+            # A pidfd reads ready once its process has ended (a zombie no one reaps too).
+            ended, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ended:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+        return len(held)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def _serves_under(argv: list[bytes], root: Path) -> bool:
+    """Whether a command line is one of this module's servers, its data under `root`."""
+    args = [a.decode(errors="replace") for a in argv]
+    data: list[str] = []
+    if "mini" in args:  # weed mini -dir=DATA
+        data += [a.removeprefix("-dir=") for a in args if a.startswith("-dir=")]
+    if "--location" in args[:-1]:  # azurite-blob ... --location DATA
+        data.append(args[args.index("--location") + 1])
+    return any(d and Path(d).is_absolute() and Path(d).resolve().is_relative_to(root) for d in data)
 
 
 def _alive(pid: int) -> bool:

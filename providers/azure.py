@@ -163,7 +163,8 @@ _CHUNK_GET = 4 * _MiB  # bytes per GET of a ranged read, and an open stream's bu
 _READ_BLOCK = 256 * 1024  # bytes per read from the socket while a GET's body arrives
 _PAGE = 5000  # blobs per List Blobs request (the service's maximum)
 # Blob index tags, as Set Blob Tags documents them: at most 10; a key of 1-128 characters,
-# a value of 0-256; letters, digits, space and + - . / : = _ only (S3's may hold more).
+# a value of 0-256; ASCII letters, digits, space and + - . / : = _ only (S3's may hold
+# more: '&', '@', accented letters).
 _MAX_TAGS = 10
 _TAG_TEXT = re.compile(r"[A-Za-z0-9 +\-./:=_]*")
 _CONNECT_TIMEOUT = 5
@@ -1038,6 +1039,7 @@ class AzureAdapter:
     ) -> WriteResult:
         what = f"{container}/{key}"
         self._check_key(key)
+        tags = _azure_tags(attrs, f"{self.site_name}: {what}")  # before the body is read
         if length > _MAX_SINGLE_PUT:
             raise Unsupported(
                 f"{self.site_name}: {what}: {length} bytes is over the single-put limit "
@@ -1054,7 +1056,7 @@ class AzureAdapter:
                 content_settings=settings,
                 metadata=_metadata_to_azure(attrs.metadata),
                 standard_blob_tier=tier,
-                tags=_azure_tags(attrs, f"{self.site_name}: {what}"),
+                tags=tags,
                 headers={"Content-MD5": base64.b64encode(md5).decode("ascii")},
                 **_condition(expect),
             )
@@ -1442,8 +1444,8 @@ def _azure_tags(attrs: WriteAttrs, where: str) -> dict[str, str] | None:
         ):
             raise Permanent(
                 f"{where}: tag {name!r} = {value!r} is not one Azure blob index tags take "
-                "(a key of 1-128 characters, a value of up to 256; letters, digits, space "
-                "and + - . / : = _ only)",
+                "(a key of 1-128 characters, a value of up to 256; ASCII letters, digits, "
+                "space and + - . / : = _ only)",
                 hint="rename the tag or change its value at the source, then run the phase again",
             )
     return tags or None

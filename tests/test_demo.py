@@ -4,6 +4,7 @@ secret is written in anything it leaves behind."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -156,25 +157,32 @@ def test_a_demo_killed_with_kill_9_has_its_servers_stopped_by_the_next_one(
     tmp_path: Path,
 ) -> None:
     """kill -9 leaves a demo's servers running (nothing is left to stop them), on the data
-    the next demo on that workdir deletes: that demo stops them first, and nothing else."""
+    the next demo on that workdir deletes: that demo stops them first, and nothing else (a
+    look-alike working there, a log viewer named after Azurite, is left alone)."""
     import sys
 
     from migrate.demo import MARKER, prepared_workdir
-    from migrate.localservers import _alive, stop_left_behind
+    from migrate.localservers import _alive
 
     workdir = (tmp_path / "demo").resolve()
     workdir.mkdir()
     (workdir / MARKER).write_text("made by migrate demo\n")
     script = (
         "import sys, time\nfrom pathlib import Path\n"
-        "from migrate.localservers import seaweedfs\n"
-        "with seaweedfs(Path(sys.argv[1])):\n    print('up', flush=True)\n    time.sleep(600)\n"
+        "from migrate.localservers import azurite, seaweedfs\nw = Path(sys.argv[1])\n"
+        "with seaweedfs(w / 'seaweedfs'), azurite(w / 'azurite'):\n"
+        "    print('up', flush=True)\n    time.sleep(600)\n"
     )
+    # Its own session: whatever happens below, the finally kills the whole group.
     starter = subprocess.Popen(
-        [sys.executable, "-c", script, str(workdir / "seaweedfs")],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    bystander = subprocess.Popen(["sleep", "600"], cwd=workdir)  # a shell cd'ed there, say
+        [sys.executable, "-c", script, str(workdir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    bystander = subprocess.Popen(
+        ["bash", "-c", "exec -a azurite.log sleep 600"], cwd=workdir, start_new_session=True
+    )
     try:
         assert starter.stdout is not None and starter.stdout.readline().strip() == "up"
         servers = [
@@ -182,17 +190,19 @@ def test_a_demo_killed_with_kill_9_has_its_servers_stopped_by_the_next_one(
             for p in Path("/proc").glob("[0-9]*")
             if _cwd(p).is_relative_to(workdir) and int(p.name) != bystander.pid
         ]
-        starter.kill()  # kill -9: its server lives on
+        starter.kill()  # kill -9: its servers live on
         starter.wait()
-        assert servers and all(_alive(pid) for pid in servers), servers
-        with prepared_workdir(workdir):
+        assert len(servers) >= 2 and all(_alive(pid) for pid in servers), servers
+        with prepared_workdir(workdir) as stopped:
+            assert stopped == len(servers)
             assert not any(_alive(pid) for pid in servers)
             assert [p.name for p in workdir.iterdir()] == [MARKER]
         assert bystander.poll() is None  # not a server of the demo's: left alone
     finally:
-        bystander.kill()
-        starter.kill()
-        stop_left_behind(workdir)  # whatever happened above, no server outlives the test
+        for group in (starter.pid, bystander.pid):  # the servers are in the starter's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        bystander.wait()
 
 
 def _cwd(proc: Path) -> Path:
