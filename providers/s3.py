@@ -1095,6 +1095,10 @@ class S3Adapter:
             watermark = ""
             for item in page.get("Contents", []):
                 key = item["Key"]
+                if key == prefix and key.endswith("/") and not _unquote(item.get("ETag")):
+                    # SeaweedFS: the directory itself, kept when its last object went (no
+                    # ETag, which an object written there, a folder marker, has).
+                    continue
                 watermark = max(watermark, key)
                 if start_after is None or key > start_after:
                     heapq.heappush(pending, (key, seq, item))
