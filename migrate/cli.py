@@ -179,7 +179,17 @@ class _Stdout:
 def _stderr() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True)
+    class _Gone(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits 1 ("unexpected error"): stderr's reader went away (`2>&1 | head`);
+            # what is left to say is dropped, and the command's own exit code stands.
+            self.quiet = True
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stderr.fileno())  # and Python's own last flush
+                os.close(devnull)
+
+    return _Gone(stderr=True)
 
 
 PolicyOpt = Annotated[

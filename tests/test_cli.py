@@ -2069,6 +2069,25 @@ def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Pat
     assert done.returncode == 3 and said in " ".join(done.stderr.split()), done.stderr
 
 
+def test_a_failure_whose_stderr_reader_went_away_keeps_its_exit_code(tmp_path: Path) -> None:
+    """`migrate ... 2>&1 | head -1`: the error line meets a closed pipe. rich exited 1
+    ("unexpected error", a newcomer's review); the command's own code stands."""
+    import subprocess
+    import sys
+
+    migrate_bin = str(Path(sys.executable).parent / "migrate")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [migrate_bin, "inventory", "x", "--sites", str(tmp_path / "none.toml")],
+            stdout=subprocess.DEVNULL, stderr=write, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 3  # the missing sites file's code, not 1
+
+
 def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
