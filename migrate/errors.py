@@ -202,10 +202,13 @@ EXIT_CODES: dict[int, str] = {
     13: "the store does not support the operation",
     14: "another process is running or verifying the same plan, listing the same site, or "
     "running a demo in the same workdir (wait for it to end)",
-    130: "interrupted (Ctrl-C, or SIGTERM); the same command resumes",
+    130: "interrupted (Ctrl-C, or SIGTERM); run the same command again: a run or an inventory "
+    "resumes where it stopped",
 }
 INTERRUPTED = 130
-INTERRUPTED_MESSAGE = "interrupted; the same command resumes"
+INTERRUPTED_MESSAGE = (
+    "interrupted; run the same command again (a run or an inventory resumes where it stopped)"
+)
 INTERRUPTED_LINE = f"migrate: {INTERRUPTED_MESSAGE}"
 # `kind` of the --json error object for what is not a MigrateError.
 UNEXPECTED, USAGE, INTERRUPTED_KIND = "UnexpectedError", "UsageError", "Interrupted"

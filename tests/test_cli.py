@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from migrate.cli import app, main
-from migrate.errors import EXIT_CODES
+from migrate.errors import EXIT_CODES, INTERRUPTED_LINE, INTERRUPTED_MESSAGE
 from migrate.ledger import Ledger
 from migrate.localservers import SeaweedFS, free_port
 from migrate.plan import Phase, PhaseKind, Selector, load_plan
@@ -1254,7 +1254,7 @@ def test_ctrl_c_stops_a_run_between_parts_says_so_and_the_same_command_resumes(
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode == 130, (out, err)
-        assert "migrate: interrupted; the same command resumes" in err, err
+        assert INTERRUPTED_LINE in err, err
         # Said at once, before the wait (a newcomer's review: silence, then Ctrl-C again).
         assert "migrate: stopping: the requests under way finish first" in err, err
         # The parts under way finish (2 x 5 MiB at 4 MB/s: under 3 s); the rest of their
@@ -1578,11 +1578,12 @@ def test_under_json_every_failure_is_also_one_json_object_on_stdout(
 
     monkeypatch.setattr("migrate.cli.load_plan", interrupted)
     code, out, err = run(["plan", "show", missing, "--json"], capsys)
-    assert code == 130 and err == "migrate: interrupted; the same command resumes\n"
+    assert code == 130 and err == INTERRUPTED_LINE + "\n"
+    assert "run the same command again (a run or an inventory resumes" in err  # not verify
     assert error_object(out) == {
         "exit_code": 130,
         "kind": "Interrupted",
-        "message": "interrupted; the same command resumes",
+        "message": INTERRUPTED_MESSAGE,
         "hint": None,
     }
     # The same when Ctrl-C comes before the CLI loads (the re-run receipt's look-up).
