@@ -1492,7 +1492,7 @@ def main(argv: list[str] | None = None) -> int:
         result = command(args=args, prog_name="migrate", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
-            _stderr().print(INTERRUPTED_LINE, markup=False)
+            _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
             fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return code
     except MigrateError as raised:
@@ -1523,7 +1523,7 @@ def main(argv: list[str] | None = None) -> int:
         fail_json(int(exc.exit_code), USAGE, message, where)
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _stderr().print(INTERRUPTED_LINE, markup=False)
+        _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
         fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return INTERRUPTED
     except BrokenPipeError:  # the output's reader went away mid-command: cut off, silently
