@@ -1322,10 +1322,15 @@ def verify(
         if result.to_copy_again:
             wrong = {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
             phases = [p.name for p in session.plan.phases if p.name in wrong]  # plan order
+            commands = []
+            for name in phases[:3]:
+                commands.append(f"`migrate run {shown} --phase {name}`")
+                # A later one's gate needs this one verified again first.
+                if any(name in session.plan.phase(q).requires for q in phases if q != name):
+                    commands.append(f"`migrate verify {shown} --phase {name}`")
             steps.append(
                 f"the {result.to_copy_again:,} object{'s' if result.to_copy_again > 1 else ''} "
-                "found wrong will be copied again by "
-                + " and ".join(f"`migrate run {shown} --phase {p}`" for p in phases[:3])
+                "found wrong will be copied again by " + ", then ".join(commands)
             )
         hint = (
             "; ".join(steps) + ", then verify again"

@@ -296,6 +296,8 @@ def print_status(
         console.print(f"Under way now: {_lit(running)}", soft_wrap=True)
     live = copying(running, [p.name for p in plan.phases])
     halted = {c.phase for c in counts if c.state == "in_progress" and c.objects} - live
+    if not running and not halted:
+        console.print("No run is under way.")
     if halted:
         left = sum(c.objects for c in counts if c.state == "in_progress" and c.phase in halted)
         console.print(

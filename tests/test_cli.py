@@ -1320,6 +1320,33 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
     assert not list((tmp_path / "dst").glob(".migrate-uploads/*/*"))
 
 
+def test_objects_found_wrong_in_two_phases_are_told_the_order_that_passes_the_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Copies lost in the pilot and in bulk-1: the hint named `run --phase pilot` and
+    `run --phase bulk-1`, and the second was refused by its gate (the pilot verified
+    first): a newcomer's review. The hint gives the order that passes."""
+    import sqlite3
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    assert run(["run", plan, "--phase", "pilot", *where], capsys)[0] == 0
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        keys = dict(db.execute("SELECT phase, MIN(key) FROM transfers GROUP BY phase"))
+    db.close()
+    for key in keys.values():
+        (tmp_path / "dst" / "data" / key).unlink()
+    code, _, err = run(["verify", plan, *where], capsys)
+    assert code == 12, err
+    said = " ".join(err.split())
+    assert (
+        f"copied again by `migrate run {plan} --phase pilot`, then `migrate verify {plan} "
+        f"--phase pilot`, then `migrate run {plan} --phase bulk-1`, then verify again" in said
+    ), said
+    for step in (["run", plan, "--phase", "pilot"], ["verify", plan, "--phase", "pilot"],
+                 ["run", plan, "--phase", "bulk-1"], ["verify", plan]):  # fmt: skip
+        assert run([*step, *where], capsys)[0] == 0, step
+
+
 def test_verifying_an_unfinished_phase_says_first_that_it_is_unfinished_and_how_to_finish(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1924,6 +1951,8 @@ def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_
 
     plan, where = finished_local_copy(tmp_path, capsys)
     state = (tmp_path / "state").resolve()
+    assert main(["status", plan, *where]) == 0
+    assert "No run is under way." in capsys.readouterr().out  # said, not left to guess
     with sqlite3.connect(state / "state.db") as db:
         db.execute("UPDATE transfers SET state='in_progress' WHERE key IN ('f3.txt', 'f4.txt')")
     db.close()
