@@ -1105,7 +1105,13 @@ def status(
                     f"No object of plan {loaded.name}"
                     + (f", phase {phase}," if phase else "")
                     + " failed or changed at the source."
-                    + (_not_copied_yet(loaded, waiting, running) if waiting else ""),
+                    + (
+                        _not_copied_yet(
+                            loaded, waiting, running, ledger.found_wrong(loaded.name, phase)
+                        )
+                        if waiting
+                        else ""
+                    ),
                     markup=False,
                     soft_wrap=True,
                 )
@@ -1141,21 +1147,29 @@ def status(
         render.print_site_routes(_console(), before)
 
 
-def _not_copied_yet(plan: Plan, waiting: list[PhaseCounts], running: str | None) -> str:
+def _not_copied_yet(
+    plan: Plan, waiting: list[PhaseCounts], running: str | None, found_wrong: int
+) -> str:
     """What is still to copy, for `status --failed` that found nothing failed: whether a
-    run is copying it now, else the commands that copy it (a stopped run's, or never run)."""
+    run is copying it now, else the commands that copy it (copies a verification found
+    wrong, a stopped run's objects, or a phase never run)."""
     pending = sum(c.objects for c in waiting if c.state == "pending")
     in_progress = sum(c.objects for c in waiting if c.state == "in_progress")
     live = copying(running, [p.name for p in plan.phases])
     behind = {c.phase for c in waiting} - live
     left = [p.name for p in plan.phases if p.name in behind]
+    why = []
+    if found_wrong:
+        why.append(f"{found_wrong:,} found wrong at the destination by a verification")
+    if pending - found_wrong or in_progress:
+        why.append("a run stopped under way, or not run yet")
     return (
         f" Not copied yet: {pending:,} pending, {in_progress:,} in progress"
         + (f" (under way now: {running})" if running else "")
         + (
             ": "
             + "; ".join(f"`migrate run {plan.command_path} --phase {p}`" for p in left)
-            + " copies them (a run stopped under way, or not run yet)."
+            + f" copies them ({'; '.join(why)})."
             if left
             else "."
         )

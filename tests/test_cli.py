@@ -1391,6 +1391,11 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
         "done": 28,
         "pending": 1,
     }
+    # status --failed says why it is pending: found wrong, not a run that stopped.
+    code, out, err = run(["status", plan, "--failed", "--phase", "bulk-1", *where], capsys)
+    said = " ".join(err.split())
+    assert code == 0 and out == "", (out, err)
+    assert "copies them (1 found wrong at the destination by a verification)." in said, said
     # The same run again copies back what was lost (and only that), and it verifies.
     again = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "lost copy", "--json"]
     code, out, err = run([*again, *where], capsys)  # forced: the fixture's pilot has not run
