@@ -694,7 +694,7 @@ def providers_show(
     render.print_provider(_console(), provider.display_name, list(iter_facts(provider)))
 
 
-PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml).")]
+PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml).", metavar="PLAN")]
 
 
 class _ProgressSubscriber(Subscriber):
@@ -868,6 +868,11 @@ def run(
     config = load_sites(sites)
     if force and not reason:
         raise UsageError("--force needs --reason '...': the reason is recorded in the state")
+    if reason is not None and not force:  # taken without a word, it looked recorded
+        raise UsageError(
+            "--reason is the reason for --force, which is not given",
+            hint="add --force (past the phase's gate), or leave --reason out",
+        )
     if max_remove is not None:
         if not delete_removed:
             raise UsageError(
@@ -1299,9 +1304,13 @@ def verify(
 
         state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         _console().print(
-            f"verify {escape(result.plan)} {escape(result.phase or 'all phases')} ({result.mode}, "
-            f"seed {result.seed}): {state}; {result.objects:,} objects, "
-            f"{result.reread:,} re-read"
+            f"verify {escape(result.plan)} {escape(result.phase or 'all phases')} ({result.mode}"
+            + (
+                f", a {round(result.sample * 100, 3):g}% sample, seed {result.seed}"
+                if result.sample is not None
+                else ""
+            )
+            + f"): {state}; {result.objects:,} objects, {result.reread:,} re-read"
         )
         if result.counts.get("not_done"):
             _console().print(
@@ -1461,6 +1470,8 @@ def demo(
                 markup=False,
             )
         _until_interrupted()
+        if not json_out:  # the servers take a few seconds to stop
+            _stderr().print("Stopping the servers ...", markup=False)
 
     result = run_demo(
         workdir,

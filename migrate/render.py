@@ -383,8 +383,13 @@ def print_dry_run(console: Console, report: Any) -> None:
     if report.identical:
         # "identical" spoke as if the run skipped them all: it skips only its own done ones.
         console.print(
-            f"Identical: {done:,} copied by this plan already (the run skips them); the run "
-            f"copies the other {again:,} again, to record checksums of the bytes it reads.",
+            f"Identical: {done:,} copied by this plan already (the run skips them)"
+            + (
+                f"; the run copies the other {again:,} again, to record checksums of the "
+                "bytes it reads."
+                if again
+                else "."
+            ),
             markup=False,
         )
     if report.would_remove is not None:

@@ -165,8 +165,8 @@ def _parse(args: list[str]) -> _Request | None:
         return None
     if any(not _count(values[n], _MOST.get(n)) for n in _NUMBER_OPTIONS if n in values):
         return None
-    if "--force" in flags and not values.get("--reason"):
-        return None  # the CLI refuses it: --force needs --reason
+    if ("--force" in flags) != ("--reason" in values):
+        return None  # the CLI refuses it: --force needs --reason, and --reason --force
     sites = values.get("--sites")
     return _Request(Path(positional[0]), phase, Path(sites) if sites else None, "--json" in flags)
 

@@ -1408,6 +1408,18 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
     assert run(["verify", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
 
 
+def test_verify_says_its_mode_and_a_sample_its_share_and_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A seed is said where it decided something (a sample), with the sample's share."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    code, out, _ = run(["verify", plan, "--phase", "bulk-1", "--sample", "50%", "--seed", "3",
+                        *where], capsys)  # fmt: skip
+    assert code == 0 and "(stored, a 50% sample, seed 3): passed" in out, out
+    code, out, _ = run(["verify", plan, "--phase", "bulk-1", "--deep", *where], capsys)
+    assert code == 0 and "(deep): passed" in out and "seed" not in out, out
+
+
 def test_deep_takes_both_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["verify", str(tmp_path / "p.yaml"), "--deep=all"], capsys)
     assert code == 3 and "--deep takes no value but `both`" in err, err

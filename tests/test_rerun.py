@@ -166,6 +166,7 @@ def test_every_table_a_finished_answer_is_read_from_voids_the_receipts(
         ("an edited sites file", 3),
         ("an empty --sites", 3),
         ("--force without --reason", 2),  # a usage error
+        ("--reason without --force", 2),  # so is a reason for nothing
         ("other code", 0),
         ("--debug", 0),
         ("--dry-run", 0),
@@ -195,6 +196,8 @@ def test_what_the_receipt_was_not_written_for_is_answered_by_the_full_command(
         args[-1] = ""
     elif change == "--force without --reason":
         args.append("--force")
+    elif change == "--reason without --force":
+        args += ["--reason", "why"]
     elif change == "other code":
         monkeypatch.setattr("migrate.rerun._code", lambda: b"migrate 0.2")
     else:
