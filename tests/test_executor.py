@@ -886,14 +886,18 @@ def test_a_store_gone_during_a_run_stops_it_and_the_same_command_resumes(
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+@pytest.mark.parametrize("stalls", ["the destination", "the source's bodies"])
 def test_a_store_that_stops_answering_stops_the_run_instead_of_hanging_it(
-    env_for: Any, seaweed: Any, monkeypatch: pytest.MonkeyPatch
+    env_for: Any, seaweed: Any, monkeypatch: pytest.MonkeyPatch, stalls: str
 ) -> None:
     """The destination keeps its connections open and answers nothing (a paused process,
     a black-holed route): every request times out, the concurrency falls to one, and the
-    run retried them one at a time for hours (a newcomer's review). Once the store has
-    answered nothing for `stall_after` seconds the run stops (EndpointUnreachable: exit 6),
-    nothing recorded failed, and the same command resumes once the store answers."""
+    run retried them one at a time for hours (a newcomer's review). Or the source answers
+    a read's headers and first bytes, then nothing more (a proxy or a store half gone):
+    each retry's headers counted as answers, and the run went on one object at a time;
+    the body's reads are what answers. Once the store has answered nothing for
+    `stall_after` seconds the run stops (EndpointUnreachable: exit 6), nothing recorded
+    failed, and the same command resumes once the store answers."""
     import providers.s3
 
     monkeypatch.setattr(providers.s3, "READ_TIMEOUT", 1.0)
@@ -902,39 +906,17 @@ def test_a_store_that_stops_answering_stops_the_run_instead_of_hanging_it(
     plan = env.plan()
     config = dataclasses.replace(SMALL_PARTS, stall_after=3.0, max_attempts=8)
     started = time.monotonic()
-    with fault_proxy(seaweed.endpoint, Faults(hang_after_puts=2)) as proxy:
-        hung = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+    source = stalls != "the destination"
+    faults = Faults(stall_bodies_over=MiB) if source else Faults(hang_after_puts=2)
+    with fault_proxy(seaweed.endpoint, faults) as proxy:
+        site = env.source_site if source else env.destination_site
+        silent = build_adapter(site.model_copy(update={"endpoint": proxy.endpoint}))
         with pytest.raises(EndpointUnreachable, match="no answer for"):
-            env.run(plan, destination=hung, config=config)
-    assert time.monotonic() - started < 60
-    with Ledger(env.state) as ledger:
-        states = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}
-    assert "failed" not in states, states
-    summary = env.run(plan)  # the store answers again
-    assert summary.failed == 0 and summary.copied == len(ESTATE) - states.get("done", 0)
-
-
-def test_a_source_that_answers_reads_then_stalls_their_bodies_stops_the_run(
-    env_for: Any, seaweed: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The source answers a read's headers and first bytes, then nothing more (a proxy or
-    a store half gone): every part's read times out, and each retry's headers are answered
-    again. Those headers counted as answers, and the run went on one object at a time for
-    hours; the body's reads are what answers: once nothing has come for `stall_after`
-    seconds the run stops (exit 6), nothing recorded failed, and the same command resumes."""
-    import providers.s3
-
-    monkeypatch.setattr(providers.s3, "READ_TIMEOUT", 1.0)
-    env: Env = env_for("s3", "s3")
-    env.seed(ESTATE)
-    plan = env.plan()
-    config = dataclasses.replace(SMALL_PARTS, stall_after=3.0, max_attempts=8)
-    started = time.monotonic()
-    with fault_proxy(seaweed.endpoint, Faults(stall_bodies_over=MiB)) as proxy:
-        stalled = build_adapter(env.source_site.model_copy(update={"endpoint": proxy.endpoint}))
-        with pytest.raises(EndpointUnreachable, match="no answer for"):
-            env.run(plan, source=stalled, config=config)
-        assert proxy.faults.stalled >= 2
+            if source:
+                env.run(plan, source=silent, config=config)
+            else:
+                env.run(plan, destination=silent, config=config)
+        assert proxy.faults.stalled >= 2 if source else proxy.faults.hung
     assert time.monotonic() - started < 60
     with Ledger(env.state) as ledger:
         states = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}

@@ -58,6 +58,15 @@ def env_for(site_for: SiteFactory, tmp_path: Path) -> Any:
     return make
 
 
+# A delta phase after bulk-1, as the planner makes one.
+DELTA = Phase(
+    name="delta",
+    kind=PhaseKind.DELTA,
+    requires=("bulk-1",),
+    selector=Selector(changed_since_copy=True),
+)
+
+
 def audited(env: Env, *later: Phase) -> Plan:
     """ESTATE copied, verified, approved, with a route recorded: what a report describes.
     `later`: phases the plan has after bulk-1 (not run here)."""
@@ -550,13 +559,7 @@ def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
     """A copy lost at the destination after its verification: the report says it was
     found wrong and will be copied again, not "still to copy" as if never copied."""
     env: Env = env_for("s3", "s3")
-    delta = Phase(
-        name="delta",
-        kind=PhaseKind.DELTA,
-        requires=("bulk-1",),
-        selector=Selector(changed_since_copy=True),
-    )
-    plan = audited(env, delta)
+    plan = audited(env, DELTA)
     lost = "reports/2025/q1.csv"
     env.destination.delete(env.bucket, lost)
     result = check(env, plan, "bulk-1")
@@ -592,14 +595,8 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     env_for: Any,
 ) -> None:
     env: Env = env_for("s3", "s3")
-    delta = Phase(
-        name="delta",
-        kind=PhaseKind.DELTA,
-        requires=("bulk-1",),
-        selector=Selector(changed_since_copy=True),
-    )
     decommission = Phase(name="decommission", kind=PhaseKind.DECOMMISSION, requires=("delta",))
-    plan = audited(env, delta, decommission)
+    plan = audited(env, DELTA, decommission)
 
     # bulk-1 is copied and verified, and the report used to say "verified" here.
     report = report_of(env, plan)
