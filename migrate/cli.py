@@ -58,8 +58,8 @@ from migrate.plan import (
     load_plan,
     save_plan,
 )
-from migrate.planlock import copying
 from migrate.planlock import holder as plan_holder
+from migrate.planlock import left_behind
 from migrate.policy import POLICIES, get_policy
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
@@ -1160,9 +1160,7 @@ def _not_copied_yet(
     wrong, a stopped run's objects, or a phase never run)."""
     pending = sum(c.objects for c in waiting if c.state == "pending")
     in_progress = sum(c.objects for c in waiting if c.state == "in_progress")
-    live = copying(running, [p.name for p in plan.phases])
-    behind = {c.phase for c in waiting} - live
-    left = [p.name for p in plan.phases if p.name in behind]
+    left = left_behind(running, [p.name for p in plan.phases], (c.phase for c in waiting))
     why = []
     if found_wrong:
         why.append(f"{found_wrong:,} found wrong at the destination by a verification")

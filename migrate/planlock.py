@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,3 +105,10 @@ def copying(line: str | None, phases: Sequence[str]) -> set[str]:
     if re.search(r"^pid \d+: verify, since ", line):
         return set()
     return set(phases)
+
+
+def left_behind(line: str | None, phases: Sequence[str], waiting: Iterable[str]) -> list[str]:
+    """Of the phases with objects `waiting` (pending, in progress), those no process is
+    copying now (`holder`'s line), in the plan's order (`phases`)."""
+    behind = set(waiting) - copying(line, phases)
+    return [p for p in phases if p in behind]

@@ -274,7 +274,7 @@ def print_status(
 ) -> None:
     """The table, then what it was read from and whether a run is under way: "in progress"
     after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied."""
-    from migrate.planlock import copying
+    from migrate.planlock import left_behind
 
     table = _table(f"Plan {plan.name}")
     for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
@@ -294,8 +294,11 @@ def print_status(
     console.print(f"State: {_lit(state_file)}", soft_wrap=True)
     if running:
         console.print(f"Under way now: {_lit(running)}", soft_wrap=True)
-    live = copying(running, [p.name for p in plan.phases])
-    halted = {c.phase for c in counts if c.state == "in_progress" and c.objects} - live
+    halted = left_behind(
+        running,
+        [p.name for p in plan.phases],
+        (c.phase for c in counts if c.state == "in_progress" and c.objects),
+    )
     if not running and not halted:
         console.print("No run is under way.")
     if halted:
@@ -305,9 +308,7 @@ def print_status(
             f"{left:,} object(s) in progress were left by a run that stopped before finishing "
             "them (interrupted, killed or crashed). Running the phase again copies them: "
             + "; ".join(
-                f"migrate run {_lit(plan.command_path)} --phase {_lit(p.name)}"
-                for p in plan.phases
-                if p.name in halted
+                f"migrate run {_lit(plan.command_path)} --phase {_lit(name)}" for name in halted
             ),
             soft_wrap=True,
         )

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -248,27 +249,42 @@ def test_a_read_answered_with_other_bytes_than_the_range_asked_fails(
         server.close()
 
 
-def test_sas_token_works_on_both_stacks(
-    azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+def _sas_site(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, name: str, types: Any, permission: Any
+) -> tuple[Site, str]:
+    """A site on Azurite whose credentials are an account SAS of these resource types and
+    permissions (the token in MIGRATE_TEST_AZURE_SAS); and the token."""
+    from azure.storage.blob import generate_account_sas
 
     sas = generate_account_sas(
         AZURITE_ACCOUNT,
         AZURITE_KEY,
-        resource_types=ResourceTypes(service=True, container=True, object=True),
-        permission=AccountSasPermissions(
-            read=True, write=True, delete=True, list=True, add=True, create=True
-        ),
+        resource_types=types,
+        permission=permission,
         expiry=datetime.now(UTC) + timedelta(hours=1),
     )
     monkeypatch.setenv("MIGRATE_TEST_AZURE_SAS", sas)
     site = Site(
-        name="sas",
+        name=name,
         provider="azure",
         account=AZURITE_ACCOUNT,
-        endpoint=azurite_server.endpoint,
+        endpoint=azurite.endpoint,
         credentials=CredentialRef(sas_token_env="MIGRATE_TEST_AZURE_SAS"),
+    )
+    return site, sas
+
+
+def test_sas_token_works_on_both_stacks(
+    azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes
+
+    site, _ = _sas_site(
+        azurite_server,
+        monkeypatch,
+        "sas",
+        ResourceTypes(service=True, container=True, object=True),
+        AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True, create=True),
     )
     guard = RecordingGuard()
     adapter = AzureAdapter(site, guard=guard)
@@ -331,26 +347,18 @@ def test_credentials_that_may_not_create_containers_use_one_made_beforehand(
     """A SAS (or a data role) that may not create containers, the containers made
     beforehand as many teams do: a run's creation of one that exists uses it, as on S3; one
     that does not exist is said refused, with what to do; a wrong key is said as it is."""
-    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes
 
     made = unique_name("made")
     owner = AzureAdapter(azure_site)
     owner.create_container(made)
     owner.close()
-    sas = generate_account_sas(
-        AZURITE_ACCOUNT,
-        AZURITE_KEY,
-        resource_types=ResourceTypes(container=True, object=True),
-        permission=AccountSasPermissions(read=True, list=True),  # no write: no creation
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    monkeypatch.setenv("MIGRATE_TEST_AZURE_SAS", sas)
-    site = Site(
-        name="readonly",
-        provider="azure",
-        account=AZURITE_ACCOUNT,
-        endpoint=azurite_server.endpoint,
-        credentials=CredentialRef(sas_token_env="MIGRATE_TEST_AZURE_SAS"),
+    site, sas = _sas_site(
+        azurite_server,
+        monkeypatch,
+        "readonly",
+        ResourceTypes(container=True, object=True),
+        AccountSasPermissions(read=True, list=True),  # no write: no creation
     )
     adapter = AzureAdapter(site)
     try:
