@@ -38,6 +38,7 @@ from migrate.errors import (
     IntegrityError,
     MigrateError,
     PlanError,
+    PlanTampered,
     PolicyViolation,
     SecretInConfig,
     TransferError,
@@ -51,11 +52,13 @@ from migrate.ledger import Ledger, NotCopiedRow, PhaseCounts
 from migrate.plan import (
     Plan,
     check_approved,
+    check_as_written,
     check_inventory_held,
     check_same_routes,
     check_sources_listed,
     compute_digest,
     load_plan,
+    moved_route,
     save_plan,
 )
 from migrate.planlock import holder as plan_holder
@@ -457,6 +460,17 @@ def plan(
             "in the ledger and the manifest only.",
         ),
     ] = True,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            metavar="DATASET",
+            help="Leave a dataset of the inventory out of the plan, on purpose (repeat for "
+            "more), named as `migrate inventory` shows it, e.g. --exclude snds/archive-2012/, "
+            "or a pattern, 'archive/*'. The plan records each dataset left out, and its "
+            "report lists them; the cutover does not wait for them.",
+        ),
+    ] = None,
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -503,6 +517,7 @@ def plan(
         wave_cap_bytes=wave_cap_gib * 1024**3,
         include_decommission=decommission,
         sha256_on_large_objects=large_sha256,
+        exclude=exclude or (),
         warn=_warn,
     )
     with _writing("the plan", out):
@@ -539,7 +554,15 @@ def plan_show(
 
     Example: migrate plan show plans/hdh.yaml
     """
-    loaded = load_plan(plan)
+    loaded = load_plan(plan, check_digest=False)
+    try:
+        check_as_written(loaded, plan)
+    except PlanError:
+        # A reviewer sees the plan edited by hand too, then why it is refused (exit 9); a
+        # script (--json) is told it is refused, as run would.
+        if not json_out:
+            render.print_plan(_console(), loaded)
+        raise
     approval = _approval(loaded, sites)
     if json_out:
         shown = loaded.model_dump(mode="json")
@@ -604,6 +627,9 @@ def plan_approve(
 
     config = load_sites(sites)
     who = by or os_user()
+    loaded = load_plan(plan)
+    # Sites the sites file does not have: approved, the plan could never run (exit 3).
+    config.site(loaded.source), config.site(loaded.destination)
     with Ledger(config.state_dir) as ledger:
         kept = approve_plan(plan, ledger, who)  # the first approval of this digest
     if json_out:
@@ -699,10 +725,15 @@ PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml)."
 
 class _ProgressSubscriber(Subscriber):
     """Progress on stderr: rich bars (bytes, objects, rate, ETA) on a terminal, one line per
-    interval otherwise, nothing with --json."""
+    interval otherwise, nothing with --json. A copy that moves nothing for `stall_notice`
+    seconds says so, and again each such span: a log must not fall silent while a run
+    waits on a store (it stops by itself after STALL_AFTER without an answer)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, stall_notice: float = 60.0) -> None:
         self._quiet = quiet
+        self._stall_notice = stall_notice
+        self._moved_at = time.monotonic()
+        self._done = threading.Event()
         self._bars = not quiet and _stderr().is_terminal
         self._lock = threading.Lock()
         self._bytes = 0
@@ -717,12 +748,39 @@ class _ProgressSubscriber(Subscriber):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._done.set()
         if self._progress is not None:
             self._progress.stop()
+
+    def _watch(self) -> None:
+        from migrate.limits import STALL_AFTER
+
+        told = 0
+        while not self._done.wait(min(5.0, self._stall_notice / 4)):
+            still = time.monotonic() - self._moved_at
+            spans = int(still // self._stall_notice)
+            if spans <= told:
+                told = min(told, spans)
+                continue
+            told = spans
+            line = (
+                f"migrate: nothing moved for {render.human_duration(still)}: waiting on the "
+                f"stores (a run stops by itself, exit 6, once a store has not answered for "
+                f"{render.human_duration(STALL_AFTER)}; Ctrl-C stops it now and it resumes)"
+            )
+            bars = self._progress  # read once: on_stopping may drop the bars meanwhile
+            if self._done.is_set():
+                return
+            (bars.console if bars is not None else _stderr()).print(
+                line, markup=False, soft_wrap=True
+            )
 
     def on_start(self, objects: int, size: int) -> None:
         self._total_objects, self._total_bytes = objects, size
         self._start = self._last = time.monotonic()  # the rate of the copy, not its set-up
+        self._moved_at = self._start
+        if not self._quiet:
+            threading.Thread(target=self._watch, name="stall-notice", daemon=True).start()
         if self._bars:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -739,6 +797,7 @@ class _ProgressSubscriber(Subscriber):
             self._progress.start()
 
     def on_bytes(self, n: int) -> None:
+        self._moved_at = time.monotonic()
         with self._lock:
             self._bytes += n
         if self._progress is not None:
@@ -746,6 +805,7 @@ class _ProgressSubscriber(Subscriber):
         self._tick()
 
     def on_object(self, key: str, state: str) -> None:
+        self._moved_at = time.monotonic()
         with self._lock:
             self._objects += 1
         if self._progress is not None:
@@ -986,6 +1046,7 @@ def run(
         )
         summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready
         checklist = outcome.checklist
+        session.ledger.check_in_place()  # its records are in the state there is now
     if receipt and not summary.failed and kind not in ("delta", "cutover"):
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
@@ -1021,7 +1082,8 @@ def run(
             else ""
         )
         raise TransferError(
-            f"phase {phase}: {summary.failed:,} of {summary.objects:,} objects failed "
+            f"phase {phase}: {summary.failed:,} of "
+            f"{summary.objects - summary.deleted_at_source:,} objects failed "
             f"(not recorded as copied){conflicts}",
             hint="the summary above (or --json) names them and why; the same command again "
             "retries them (what is wrong at the source, bytes that do not match its stored "
@@ -1083,17 +1145,29 @@ def status(
         raise UsageError("--phase is for --failed", hint="add --failed, or leave --phase out")
     config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
-    if compute_digest(loaded) != loaded.digest:  # shown, but not taken as it stands
-        _stderr().print(
-            f"migrate: warning: {plan} was edited after it was made (its digest does not "
-            "match): approve, run and verify refuse it; the progress below is its name's",
-            markup=False,
-            soft_wrap=True,
-        )
+    edited = compute_digest(loaded) != loaded.digest  # shown, but not taken as it stands
     # Asked before and after the counts: a run ending meanwhile is not a stopped one.
     running = plan_holder(config.state_dir, loaded.name)
     with Ledger.for_reading(config.state_dir) as ledger:
-        check_same_routes(loaded, ledger)  # another plan's progress is not this one's
+        moved = moved_route(loaded, ledger)
+        if moved is not None and edited:
+            # An edit moved a dataset: not another plan to save under another name.
+            raise PlanTampered(
+                f"{plan} was edited after it was made (its digest does not match): it "
+                f"sends {moved[0]} as {moved[2]}, where the progress the state holds under "
+                f"its name sent it as {moved[1]}",
+                hint="put the file back as `migrate plan` wrote it, or make the plan again "
+                "and approve it",
+            )
+        if moved is not None:
+            check_same_routes(loaded, ledger)  # raises: another plan's progress, not this one's
+        if edited:
+            _stderr().print(
+                f"migrate: warning: {plan} was edited after it was made (its digest does not "
+                "match): approve, run and verify refuse it; the progress below is its name's",
+                markup=False,
+                soft_wrap=True,
+            )
         if failed:
             if phase is not None:
                 loaded.phase(phase)  # an unknown phase is a PlanError, not an empty list
@@ -1270,7 +1344,7 @@ def verify(
 
     Example: migrate verify plans/hdh.yaml --phase pilot --sample 5%
     """
-    from migrate.verify import WRONG_CONTENT
+    from migrate.verify import NON_FAILING, WRONG_CONTENT
     from migrate.verify import verify as do_verify
 
     if seed is not None and not 0 <= seed < 2**63:  # the state keeps it as a 64-bit integer
@@ -1332,7 +1406,9 @@ def verify(
         if result.truncated or len(result.findings) > 50:
             _console().print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
     if not result.passed:
-        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(result.counts.items()))
+        kinds = ", ".join(
+            f"{n:,} {kind}" for kind, n in sorted(result.counts.items()) if kind not in NON_FAILING
+        )
         where = f"phase {result.phase}" if result.phase else "the whole plan"
         steps = []
         if unfinished:
@@ -1342,6 +1418,10 @@ def verify(
             )
         if result.to_copy_again:
             wrong = {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}
+            rewritten = any(
+                f.kind in ("size_mismatch", "checksum_mismatch", "metadata_mismatch")
+                for f in result.findings
+            )
             phases = [p.name for p in session.plan.phases if p.name in wrong]  # plan order
             commands = []
             for name in phases[:3]:
@@ -1351,7 +1431,22 @@ def verify(
                     commands.append(f"`migrate verify {shown} --phase {name}`")
             steps.append(
                 f"the {result.to_copy_again:,} object{'s' if result.to_copy_again > 1 else ''} "
-                "found wrong will be copied again by " + ", then ".join(commands)
+                "found wrong will be copied again by "
+                + ", then ".join(commands)
+                + (
+                    # What the run will not overwrite unasked: said before it refuses.
+                    " (one rewritten there without this plan's migrate-sha256 is taken for "
+                    "another writer's: a conflict until that run is given --overwrite)"
+                    if rewritten
+                    else ""
+                )
+                + (
+                    f" ({result.gone_at_source:,} of them deleted at the source since cannot "
+                    "be: the run leaves them at the destination, unproven; remove them by "
+                    "hand if they are not wanted)"
+                    if result.gone_at_source
+                    else ""
+                )
             )
         hint = (
             "; ".join(steps) + ", then verify again"
@@ -1399,6 +1494,7 @@ def report(
         name: digest
         for digest, _, name in (ln.partition("  ") for ln in sums_file.read_text().splitlines())
     }
+    sums_digest = hashlib.sha256(sums_file.read_bytes()).hexdigest()
     if json_out:
         _out(
             True,
@@ -1406,7 +1502,9 @@ def report(
                 "files": [str(p) for p in paths],
                 "status": built.status,
                 "plan_root": built.manifest.plan_root,
-                "sha256": sums,
+                # the other files' hashes, then that of the file listing them: the one
+                # to record with the hand-over
+                "sha256": {**sums, SUMS_FILE: sums_digest},
             },
         )
     else:
@@ -1415,7 +1513,7 @@ def report(
             + (f"; not run yet: {', '.join(built.phases_not_run)}" if built.phases_not_run else "")
             + f"); manifest plan root {built.manifest.plan_root}; the files' SHA-256 in "
             f"{sums_file} (record it with the hand-over), SHA-256 of that file "
-            f"{hashlib.sha256(sums_file.read_bytes()).hexdigest()}",
+            f"{sums_digest}",
             markup=False,
         )
     if require_verified and built.status != "verified":
@@ -1460,7 +1558,8 @@ def demo(
             _out(True, result)
         else:
             _console().print(
-                "The servers stay up until Ctrl-C. In another terminal, from here:\n"
+                f"The servers stay up until Ctrl-C here (or `kill -INT {os.getpid()}`). In "
+                "another terminal, from here:\n"
                 f"  . {result.env_file}\n"
                 f"  migrate status {result.plan} --routes\n"
                 f"  migrate verify {result.plan} --deep=both\n"

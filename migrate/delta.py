@@ -52,6 +52,8 @@ class DeltaSummary:
     # (remove_deleted's checks, errors): their number grows with the estate, the list not.
     kept_count: int = 0
     kept_at_destination: list[str] = field(default_factory=list)
+    # Why --delete-removed removed nothing (past --max-remove), as the dry run says it
+    removal_refused: str | None = None
     phase: str | None = None  # the phase counted below (None: not counted)
     to_copy_new: int | None = None  # objects the phase still has to copy, never copied
     to_copy_changed: int | None = None  # ... copied before, changed at the source since
@@ -87,7 +89,7 @@ def prepare_delta(
     count = ledger.deleted_at_source_count(plan.name, plan.source)
     examples = ledger.deleted_at_source(plan.name, plan.source, limit=SHOWN)
     summary = DeltaSummary(listed.added, listed.changed, count, examples)
-    summary.unplanned = ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])
+    summary.unplanned = ledger.datasets_outside(plan.source, plan.accounted)
     if phase is not None:
         summary.phase = plan.phase(phase).name  # PlanError for an unknown phase
         new = changed = 0

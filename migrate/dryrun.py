@@ -29,8 +29,8 @@ from itertools import islice
 from migrate.errors import NotFound, Permanent, Unsupported
 from migrate.keys import portable_key
 from migrate.ledger import Ledger, PhaseCandidate
-from migrate.plan import Plan
-from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA, native_md5
+from migrate.plan import PhaseKind, Plan
+from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA
 from providers.base import ObjectInfo, StoreAdapter
 
 __all__ = ["DatasetDryRun", "DryRunReport", "dry_run"]
@@ -67,6 +67,7 @@ class DatasetDryRun:
 class DryRunReport:
     plan: str
     phase: str
+    source: str  # the source site
     resolved: bool  # True: the phase's set was already fixed by an earlier run
     datasets: list[DatasetDryRun]
     missing_buckets: list[str]  # destination buckets that do not exist yet
@@ -77,6 +78,16 @@ class DryRunReport:
     removal_refused: str | None = None
     # Why the run would refuse to start (the phase's gate, without --force); None: it would not.
     gate_refused: str | None = None
+    # When the source's latest whole inventory, which this dry run reads, began listing.
+    inventory_listed_at: str | None = None
+    # Listings under --prefix since then, each "PREFIX at WHEN": those parts are as they
+    # found them.
+    inventory_prefixes_since: list[str] = field(default_factory=list)
+    # A delta's or cutover's run lists the source again first, and takes what changed
+    # since that inventory too: this dry run cannot see it.
+    run_lists_again: bool = False
+    # The source's datasets in that inventory that the plan neither maps nor leaves out.
+    outside_plan: list[str] = field(default_factory=list)
 
     @property
     def objects(self) -> int:
@@ -111,6 +122,14 @@ def _source_sums(row: PhaseCandidate) -> dict[str, str]:
     return {str(k): str(v).lower() for k, v in sums.items()} if isinstance(sums, dict) else {}
 
 
+def _listed_md5(sums: dict[str, str]) -> str | None:
+    """The MD5 the source's listing gave as the object's. Not a look-alike ETag: the
+    adapter puts an ETag there only where its store says it is the MD5 (GCS: never, as a
+    composed object's ETag looks like one)."""
+    md5 = sums.get("md5", "")
+    return md5 if _MD5.match(md5) else None
+
+
 def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
     """Whether the object is this plan's copy of `row` whose record was lost: migrate's
     metadata, the size, and the source's SHA-256 where it has one. A copy of an earlier
@@ -125,7 +144,7 @@ def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
     sums = _source_sums(row)
     # Other bytes than the source's are no copy of it, whatever metadata they bear (another
     # writer's, or another run's, may bear migrate's).
-    md5, stored_md5 = native_md5(sums, row.etag), info.checksums.get("md5", "").lower()
+    md5, stored_md5 = _listed_md5(sums), info.checksums.get("md5", "").lower()
     # A multipart copy's MD5 is of its parts' MD5s ("-N"): no MD5 of the bytes to compare.
     if md5 and _MD5.match(stored_md5) and md5 != stored_md5:
         return False
@@ -164,7 +183,7 @@ def _compare(row: PhaseCandidate, info: ObjectInfo) -> tuple[str, str]:
         return "identical", "ETag recorded by this plan"
     if sums.get("sha256") and dest_sha == sums["sha256"]:
         return "identical", "sha256"
-    md5 = native_md5(sums, row.etag)
+    md5 = _listed_md5(sums)
     if md5 and (dest_sums.get("md5") == md5 or (_MD5.match(etag) and etag == md5)):
         return "identical", "md5"
     if earlier:
@@ -277,10 +296,16 @@ def dry_run(
                         )
     for d in report.values():
         d.conflict_examples.sort()
+    whole, since = ledger.inventory_listings(plan.source)
     return DryRunReport(
         plan=plan.name,
         phase=chosen.name,
+        source=plan.source,
         resolved=resolved,
         datasets=[report[k] for k in sorted(report)],
         missing_buckets=sorted(missing),
+        inventory_listed_at=whole,
+        inventory_prefixes_since=[f"{prefix} at {at}" for prefix, at in since],
+        run_lists_again=chosen.kind in (PhaseKind.DELTA, PhaseKind.CUTOVER),
+        outside_plan=[d.dataset for d in ledger.datasets_outside(plan.source, plan.accounted)],
     )

@@ -245,6 +245,7 @@ _SECRET_PATTERNS = [
     # \b-bounded: `AKIA..._env` (a key id made a TOML key, then a hint) must match too.
     # Key ids are base32 (A-Z, 2-7): `ASIAPACIFICSALES2024` (a 0) names a folder, not a key.
     re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z2-7]{16}(?![A-Z0-9])"),
+    re.compile(r"(?<![A-Z0-9])(SCW)[A-Z0-9]{17}(?![A-Z0-9])"),  # Scaleway's
 ]
 
 

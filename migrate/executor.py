@@ -57,7 +57,7 @@ from migrate.errors import (
 from migrate.ledger import CONFLICT, Ledger, TransferRow
 from migrate.limits import STALL_AFTER, AdaptiveLimit, LimitedAdapter
 from migrate.memory import return_large_buffers
-from migrate.plan import Plan
+from migrate.plan import PhaseKind, Plan
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 from migrate.transfer import (
     DEFAULT_PART_SIZE,
@@ -200,10 +200,13 @@ def gate_refusal(plan: Plan, phase_name: str, ledger: Ledger) -> PlanError | Non
     ]
     if not missing:
         return None
+    first, path = missing[0], plan.command_path
+    verify = f"migrate verify {path} --phase {first}"
+    if ledger.phase_state(plan.name, first).resolved_at is None:  # not run yet: run it first
+        verify = f"migrate run {path} --phase {first}` then `{verify}"
     return PlanError(
         f"phase {phase_name} requires {', '.join(missing)} to be verified first",
-        hint=f"run `migrate verify {plan.command_path} --phase {missing[0]}`, or pass --force "
-        "--reason '...'",
+        hint=f"run `{verify}`, or pass --force --reason '...'",
     )
 
 
@@ -338,12 +341,20 @@ def run_phase(
     # A HEAD for each object taken and then deleted at the source before its copy.
     if settle_gone(plan, phase_name, ledger, destination, call=retries):
         total = ledger.resolve_phase(plan, plan.phase(phase_name))
+    if plan.phase(phase_name).kind in (PhaseKind.DELTA, PhaseKind.CUTOVER):
+        # Its re-list saw the source now: the earlier phases' objects deleted there before
+        # their copy (one changed or failed mid-run, say) are settled too, else they would
+        # hold the cutover until each of those phases ran again.
+        for earlier in plan.phases:
+            if earlier.name != phase_name and earlier.kind != PhaseKind.DECOMMISSION:
+                settle_gone(plan, earlier.name, ledger, destination, call=retries)
     return_large_buffers()
     summary = PhaseSummary(plan.name, phase_name, objects=total)
     counts = {c.state: c for c in ledger.phase_counts(plan.name, phase_name)}
     summary.already_done = counts["done"].objects if "done" in counts else 0
+    summary.deleted_at_source = counts["removed"].objects if "removed" in counts else 0
     summary.left_changed = counts["changed"].objects if "changed" in counts else 0
-    todo_bytes = sum(c.bytes for s, c in counts.items() if s != "done" and s != "changed")
+    todo_bytes = sum(c.bytes for s, c in counts.items() if s not in ("done", "changed", "removed"))
     ledger.phase_mark(plan.name, phase_name, "started_at")
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         destination.create_container(bucket)
@@ -393,7 +404,12 @@ def run_phase(
     summary.conflicts = summary.failed = conflicts.objects
     summary.overwriting = conflicts.overwriting
     subscriber.on_start(
-        total - summary.already_done - conflicts.objects, todo_bytes - conflicts.bytes
+        total
+        - summary.already_done
+        - summary.deleted_at_source
+        - summary.left_changed  # the delta's: this run copies none of them
+        - conflicts.objects,
+        todo_bytes - conflicts.bytes,
     )
     classes = {m.dataset: m.storage_classes for m in plan.mappings}
     # Parts of large objects go to their own threads, so one large object (a pilot, the

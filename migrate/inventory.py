@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntFlag
 from pathlib import Path
@@ -27,6 +27,10 @@ from migrate.transfer import (
 from providers.base import HEADER_TOKEN, ObjectInfo, StoreAdapter, carried_headers
 
 PAGE = 1000
+# A container whose first listing finds more top-level prefixes than this is one dataset:
+# an estate kept a prefix per patient or per case would otherwise give a dataset, a
+# mapping and a report section each, by the hundred thousand (~10 KiB of memory each).
+WHOLE_CONTAINER_AFTER = 1000
 _LISTER_WAIT = 10.0  # seconds for a listing request under way to end, once the caller stops
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048
@@ -166,7 +170,8 @@ def source_key(key: str, flags: int) -> str:
 _NOT_UTF8 = int(Flag.KEY_NOT_UTF8)  # an int: an IntFlag's `&` costs more, once per object
 
 
-def to_row(obj: ObjectInfo) -> InventoryRow:
+def to_row(obj: ObjectInfo, dataset: str | None = None) -> InventoryRow:
+    """`dataset`: the object's, where its container is one (see WHOLE_CONTAINER_AFTER)."""
     flags = int(flags_of(obj))
     # The dataset is the escaped key's: escaping keeps every '/', so it is the escaped form
     # of the key's own dataset.
@@ -174,7 +179,7 @@ def to_row(obj: ObjectInfo) -> InventoryRow:
     return InventoryRow(  # positional: one per listed object (see InventoryRow)
         obj.container,
         key,
-        dataset_of(obj.container, key),
+        dataset or dataset_of(obj.container, key),
         obj.size,
         obj.etag,
         obj.last_modified.isoformat() if obj.last_modified else None,
@@ -199,6 +204,9 @@ class DatasetSummary:
     size_classes: dict[str, int]
     tiers: dict[str, int]
     issues: dict[str, int]  # label -> objects, only labels with objects
+    # The whole container, its objects under more than WHOLE_CONTAINER_AFTER top-level
+    # prefixes: one dataset, not one a prefix.
+    whole_container: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,7 @@ class InventorySummary:
     # Objects of containers the sites file no longer lists, left out (the first 20 named).
     unlisted: int = 0
     unlisted_containers: list[str] = field(default_factory=list)
+    prefix: str = ""  # what this run listed under (--prefix); "" the whole site
 
     @property
     def objects(self) -> int:
@@ -254,10 +263,11 @@ def run_inventory(
                 continue
             adapter.check(container)
             listed, listed_bytes = 0, 0
+            grouping = _Grouping(ledger, site.name, run_id, container, prefix)
             listing = adapter.list_objects(container, prefix, start_after=state.marker)
             try:
                 for objects in _pages_ahead(listing, PAGE):
-                    page = [to_row(obj) for obj in objects]
+                    page = [to_row(obj, grouping.whole) for obj in objects]
                     listed += len(page)
                     listed_bytes += sum(row.size for row in page)
                     # The marker is the listed key itself (not the stored one, maybe
@@ -265,6 +275,7 @@ def run_inventory(
                     ledger.record_listing_page(
                         site.name, run_id, container, page, done=False, marker=objects[-1].key
                     )
+                    grouping.saw(page)
                     if progress:
                         progress(container, listed, listed_bytes)
             except ListingOutOfOrder:
@@ -273,6 +284,7 @@ def run_inventory(
                 ledger.restart_listing(run_id, container)
                 raise
             ledger.record_listing_page(site.name, run_id, container, [], done=True)
+            grouping.listed()
             if progress:
                 progress(container, listed, listed_bytes)
         changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
@@ -288,9 +300,62 @@ def run_inventory(
         )
         return replace(
             summary,
+            prefix=prefix,
             unlisted=changes.unlisted,
             unlisted_containers=list(changes.unlisted_containers),
         )
+
+
+class _Grouping:
+    """How a container's objects are grouped into datasets (see WHOLE_CONTAINER_AFTER):
+    decided once, at the end of its first listing that finds objects, and kept, so that a
+    later listing (a delta's) puts a new object in the dataset the plan maps. A listing
+    under a --prefix sees part of the container: it keeps one dataset a prefix (a plan
+    made from it maps prefixes; one whole container would take in what it left out)."""
+
+    def __init__(self, ledger: Ledger, site: str, run_id: int, container: str, prefix: str) -> None:
+        self._ledger, self._site, self._run, self._container = ledger, site, run_id, container
+        self._prefix = prefix
+        decided = ledger.whole_container(site, container)
+        self.whole: str | None = f"{container}/" if decided else None
+        self._undecided = decided is None
+        self._counting = decided is None and not prefix
+        # A resumed first listing counts what it stored before.
+        self._seen = ledger.datasets_listed(site, container) if self._counting else 0
+        self._last: str | None = None
+
+    def saw(self, page: Sequence[InventoryRow]) -> None:
+        """Count the page's datasets (a listing is in key order, so a prefix's objects come
+        together); past the limit, make the container one dataset."""
+        if not self._counting:
+            return
+        for row in page:
+            if row.dataset != self._last:
+                self._last = row.dataset
+                self._seen += 1
+        if self._seen > WHOLE_CONTAINER_AFTER:
+            # Counted again in SQL: a store listing out of key order would count a
+            # prefix twice.
+            self._seen = self._ledger.datasets_listed(self._site, self._container)
+            if self._seen > WHOLE_CONTAINER_AFTER:
+                self._decide(whole=True)
+                self.whole = f"{self._container}/"
+
+    def listed(self) -> None:
+        """The container's listing ended: decided now, if it found objects. Counted again
+        in SQL: an interruption between a last page and its count is no split decision."""
+        if not self._undecided:
+            return
+        found = self._ledger.datasets_listed(self._site, self._container)
+        if found:  # a container empty so far is decided when objects come
+            whole = not self._prefix and found > WHOLE_CONTAINER_AFTER
+            self._decide(whole=whole)
+            if whole:
+                self.whole = f"{self._container}/"
+
+    def _decide(self, *, whole: bool) -> None:
+        self._ledger.decide_datasets(self._site, self._run, self._container, whole=whole)
+        self._undecided = self._counting = False
 
 
 def _pages_ahead(objects: Iterator[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
@@ -360,6 +425,7 @@ def summarize(
     changed: int,
     deleted: int,
 ) -> InventorySummary:
+    whole = ledger.whole_containers(site)
     datasets = [
         DatasetSummary(
             dataset=c.dataset,
@@ -369,6 +435,7 @@ def summarize(
             size_classes=dict(c.size_classes),
             tiers=dict(c.tiers),
             issues={FLAG_LABELS[Flag(bit)]: n for bit, n in c.flags if n},
+            whole_container=c.container in whole,
         )
         for c in ledger.dataset_counts(site, SIZE_CLASSES, [int(f) for f in FLAG_LABELS])
     ]

@@ -413,7 +413,28 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "transfer_tags",
         "ALTER TABLE transfers ADD COLUMN tags TEXT;",
     ),
+    (
+        # How a container's objects are grouped into datasets, decided at its first
+        # listing and kept: by top-level prefix (whole 0), or the container as one dataset
+        # (whole 1: too many prefixes; see migrate.inventory.WHOLE_CONTAINER_AFTER). The
+        # containers listed before are by prefix, as they were planned.
+        "container_datasets",
+        """
+        CREATE TABLE container_datasets (
+            site TEXT NOT NULL,
+            container TEXT NOT NULL,
+            whole INTEGER NOT NULL,
+            PRIMARY KEY (site, container)
+        ) WITHOUT ROWID;
+        INSERT INTO container_datasets SELECT DISTINCT site, container, 0 FROM objects;
+        """,
+    ),
 ]
+
+
+# The end of the reason of a transfer `removed` whose source object is gone while its
+# destination key holds an object this plan cannot prove it wrote: left there, not removed.
+BY_HAND = "remove it by hand"
 
 
 class InventoryRow(NamedTuple):
@@ -662,6 +683,19 @@ def _run_migrations(db: sqlite3.Connection, applied: set[int]) -> None:
         db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
 
 
+def _after(plan: Plan, phase: str) -> list[str]:
+    """The phases that require `phase`, directly or through others."""
+    found: list[str] = []
+    todo = [phase]
+    while todo:
+        name = todo.pop()
+        for p in plan.phases:
+            if name in p.requires and p.name not in found:
+                found.append(p.name)
+                todo.append(p.name)
+    return found
+
+
 def _check_current(db: sqlite3.Connection, site: str, run_id: int) -> None:
     """Refuse the pages of an inventory run abandoned, or overtaken by a newer run of the
     same site over keys it lists too: its older listing would write over the newer's
@@ -720,6 +754,7 @@ class Ledger:
         read as it is, never upgraded; writing fails. See `Ledger.for_reading`."""
         self.path = state_dir / STATE_FILE
         self._read_only = read_only
+        self._identity: tuple[int, int] | None = None  # read-only: not written, not checked
         try:
             if read_only:
                 self._db = _connect_read_only(self.path)
@@ -730,6 +765,10 @@ class Ledger:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA foreign_keys=ON")
+            # The file this connection writes: one removed or replaced meanwhile takes
+            # every record with it (see `check_in_place`).
+            opened = os.stat(self.path)
+            self._identity = (opened.st_dev, opened.st_ino)
         except (OSError, sqlite3.Error) as exc:  # unwritable, or not a state file at all
             if hasattr(self, "_db"):
                 self._db.close()
@@ -753,6 +792,25 @@ class Ledger:
             self._closed = True
             self._db.close()
             raise
+
+    def check_in_place(self) -> None:
+        """StateUnwritable when the state file this connection writes is no longer the one
+        at its path (the state directory removed, or the file replaced, while a command
+        worked): what it recorded went with the old file, though every write succeeded."""
+        if self._identity is None:
+            return
+        try:
+            now = os.stat(self.path)
+            there = (now.st_dev, now.st_ino) == self._identity
+        except OSError:
+            there = False
+        if not there:
+            raise StateUnwritable(
+                f"the state file {self.path} was removed or replaced while this command "
+                "worked: what it recorded went with the old file",
+                hint="restore the state directory from a backup if there is one; else the "
+                "move starts over from a new state (inventory, plan approve, run)",
+            )
 
     @classmethod
     def for_reading(cls, state_dir: Path) -> Ledger:
@@ -996,6 +1054,62 @@ class Ledger:
         if isinstance(marker, bytes):  # a key that is not UTF-8 (see record_listing_page)
             marker = marker.decode("utf-8", "surrogateescape")
         return ListingState(marker=marker, done=bool(row[1]))
+
+    def whole_container(self, site: str, container: str) -> bool | None:
+        """Whether the container's objects are one dataset (True) or one a top-level prefix
+        (False); None: not decided yet (its first listing is under way, or to come)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT whole FROM container_datasets WHERE site=? AND container=?",
+                (site, container),
+            ).fetchone()
+        return None if row is None else bool(row[0])
+
+    def source_deleted(self, site: str, container: str, key: str) -> bool:
+        """Whether the site's latest inventory found the object deleted."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT deleted_in FROM objects WHERE site=? AND container=? AND key=?",
+                (site, container, key),
+            ).fetchone()
+        return row is not None and row[0] is not None and int(row[0]) > 0
+
+    def whole_containers(self, site: str) -> set[str]:
+        """The site's containers whose objects are one dataset (see `whole_container`)."""
+        with self._lock:
+            return {
+                str(c)
+                for (c,) in self._db.execute(
+                    "SELECT container FROM container_datasets WHERE site=? AND whole", (site,)
+                )
+            }
+
+    def datasets_listed(self, site: str, container: str) -> int:
+        """How many datasets the container's objects stored so far fall into."""
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(DISTINCT dataset) FROM objects WHERE site=? AND container=?",
+                    (site, container),
+                ).fetchone()[0]
+            )
+
+    def decide_datasets(self, site: str, run_id: int, container: str, *, whole: bool) -> None:
+        """Record how the container's objects are grouped, for good. `whole`: they become
+        one dataset, `<container>/`, those stored already too (one UPDATE, in SQL)."""
+        with self.atomic() as db:
+            _check_current(db, site, run_id)
+            db.execute(
+                "INSERT INTO container_datasets (site, container, whole) VALUES (?, ?, ?) "
+                "ON CONFLICT (site, container) DO UPDATE SET whole = excluded.whole",
+                (site, container, int(whole)),
+            )
+            if whole:
+                dataset = f"{container}/"
+                db.execute(
+                    "UPDATE objects SET dataset=? WHERE site=? AND container=? AND dataset != ?",
+                    (dataset, site, container, dataset),
+                )
 
     def restart_listing(self, run_id: int, container: str) -> None:
         """The container is listed again from its first key at the run's next attempt: its
@@ -1488,7 +1602,7 @@ class Ledger:
                     f"UPDATE transfers SET state='removed', error=?, finished_at=? {where}",
                     (
                         "deleted at the source after verify found its copy's bytes wrong; the "
-                        "object at the destination key is not a proven copy: remove it by hand",
+                        f"object at the destination key is not a proven copy: {BY_HAND}",
                         _now(),
                         plan,
                         container,
@@ -1508,7 +1622,7 @@ class Ledger:
                 "deleted at the source; its copy is no longer at the destination"
                 if at_destination is None
                 else "deleted at the source before its copy was recorded; the object at the "
-                "destination key is not proven this plan's: remove it by hand if it is"
+                f"destination key is not proven this plan's: {BY_HAND} if it is"
             )
             db.execute(
                 f"UPDATE transfers SET state='removed', error=?, finished_at=? {where}",
@@ -1929,6 +2043,20 @@ class Ledger:
             )
         return out
 
+    def inventory_listings(self, site: str) -> tuple[str | None, list[tuple[str, str]]]:
+        """When the site's latest whole listing began (None: none finished), and the
+        (prefix, began) of each `--prefix` listing finished after it: the state's view of
+        the site is made of both."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT prefix, started_at FROM inventory_runs WHERE site=? AND finished_at "
+                "IS NOT NULL AND id >= COALESCE((SELECT MAX(id) FROM inventory_runs WHERE "
+                "site=? AND prefix='' AND finished_at IS NOT NULL), 0) ORDER BY id",
+                (site, site),
+            ).fetchall()
+        whole = next((str(at) for prefix, at in rows if prefix == ""), None)
+        return whole, [(str(prefix), str(at)) for prefix, at in rows if prefix != ""]
+
     def inventory_started_at(self, run: int) -> str | None:
         """When an inventory run began listing (ISO, UTC)."""
         with self._lock:
@@ -1937,14 +2065,18 @@ class Ledger:
             ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
 
-    def plan_recent_changes(self, site: str, since: str) -> tuple[int, int]:
+    def plan_recent_changes(
+        self, site: str, since: str, excluding: Sequence[str] = ()
+    ) -> tuple[int, int]:
         """Objects and bytes of the site's current inventory last modified at or after
-        `since` (ISO 8601, UTC: the inventory stores UTC times, so strings compare)."""
+        `since` (ISO 8601, UTC: the inventory stores UTC times, so strings compare), but
+        in the datasets `excluding` names (one JSON parameter: SQLite's variable limit)."""
         with self._lock:
             n, size = self._db.execute(
                 "SELECT COUNT(*), SUM(size) FROM objects "
-                "WHERE site=? AND deleted_in IS NULL AND last_modified >= ?",
-                (site, since),
+                "WHERE site=? AND deleted_in IS NULL AND last_modified >= ? "
+                "AND dataset NOT IN (SELECT value FROM json_each(?))",
+                (site, since, json.dumps(list(excluding), ensure_ascii=False)),
             ).fetchone()
         return int(n), int(size or 0)
 
@@ -2110,6 +2242,12 @@ class Ledger:
                             "UPDATE phases SET finished_at = NULL, verified_at = NULL "
                             "WHERE plan=? AND phase=?",
                             (plan.name, phase.name),
+                        )
+                        # New work here voids the verifications of the phases after it
+                        # (the cutover's "switch over" no longer holds).
+                        db.executemany(
+                            "UPDATE phases SET verified_at = NULL WHERE plan=? AND phase=?",
+                            [(plan.name, later) for later in _after(plan, phase.name)],
                         )
                     return self._phase_size(db, plan.name, phase.name)
                 db.execute(
@@ -2495,7 +2633,9 @@ class Ledger:
         bytes, attempts, retries, and the first start and last finish (one grouped scan).
         A transfer's run is its phase's latest begun by its finish; none if unfinished, or
         finished where no run was recorded (a library caller's `run_phase`). A pending
-        transfer a verification sent back to be copied again has the state `found_wrong`."""
+        transfer a verification sent back to be copied again has the state `found_wrong`; one
+        whose source is gone and whose destination key holds what this plan cannot prove
+        its copy (left there, not removed), `left`."""
         with self._lock:
             return [
                 TransferStats(ph, d, s, int(n), int(b or 0), int(a or 0), int(r or 0), st, fi, run)
@@ -2505,7 +2645,10 @@ class Ledger:
                     # the reason stays on the copy found right again later (verify compares
                     # it); a transfer sent back by verify has it as its error too
                     "CASE WHEN t.state = 'pending' AND t.recopy_reason IS NOT NULL "
-                    "AND t.error = t.recopy_reason THEN 'found_wrong' ELSE t.state END AS shown, "
+                    "AND t.error = t.recopy_reason THEN 'found_wrong' "
+                    # not removed: an object this plan cannot prove its copy is left there
+                    f"WHEN t.state = 'removed' AND t.error LIKE '%{BY_HAND}%' THEN 'left' "
+                    "ELSE t.state END AS shown, "
                     "(SELECT MAX(r.started_at) FROM runs AS r WHERE r.plan = t.plan "
                     "AND r.phase = t.phase AND r.started_at <= t.finished_at) AS run "
                     "FROM transfers AS t WHERE t.plan=?) "

@@ -64,7 +64,10 @@ class TokenBucket:
 class AdaptiveLimit:
     """At most `limit` calls in flight; halved on throttling, +1 after `grow_after`
     successes, never below 1 nor above `maximum` (additive increase, multiplicative
-    decrease, as TCP does)."""
+    decrease, as TCP does). As TCP, one decrease a window: calls started before the last
+    decrease that come back throttled (one network blip seen by every stream at once) do
+    not halve it again; the calls started under the lower limit tell whether it is low
+    enough."""
 
     def __init__(self, maximum: int, grow_after: int = 20) -> None:
         self.maximum = maximum
@@ -74,19 +77,23 @@ class AdaptiveLimit:
         self._grow_after = grow_after
         self._successes = 0
         self._in_flight = 0
+        self.epoch = 0  # decreases so far: a call's epoch is the one it started in
         self._cond = threading.Condition()
 
-    def acquire(self) -> None:
+    def acquire(self) -> int:
+        """Wait for a slot; the epoch the call starts in (for `release`)."""
         with self._cond:
             while self._in_flight >= self.limit:
                 self._cond.wait()
             self._in_flight += 1
+            return self.epoch
 
-    def release(self, throttled: bool) -> None:
+    def release(self, throttled: bool, epoch: int | None = None) -> None:
+        """`epoch`: the one `acquire` gave (None: halve whenever throttled)."""
         with self._cond:
             self._in_flight -= 1
             if throttled:
-                self._halve()
+                self._halve(epoch)
             else:
                 self._successes += 1
                 if self._successes >= self._grow_after and self.limit < self.maximum:
@@ -94,17 +101,20 @@ class AdaptiveLimit:
                     self._successes = 0
             self._cond.notify_all()
 
-    def throttle(self) -> None:
+    def throttle(self, epoch: int | None = None) -> None:
         """A failure outside a call's slot (a read's body timed out): halved, as for a
         call throttled."""
         with self._cond:
-            self._halve()
+            self._halve(epoch)
 
-    def _halve(self) -> None:
+    def _halve(self, epoch: int | None) -> None:
         self.throttled += 1
+        self._successes = 0
+        if epoch is not None and epoch != self.epoch:
+            return  # started before the last decrease, which answered for it
+        self.epoch += 1
         self.limit = max(1, self.limit // 2)
         self.lowest = min(self.lowest, self.limit)
-        self._successes = 0
 
 
 # A store whose requests have all gone unanswered (timed out or cut) for this long, from
@@ -140,17 +150,23 @@ class LimitedAdapter:
         self.bandwidth = TokenBucket(bwlimit, clock=clock, sleep=sleep) if bwlimit else None
         self._clock = clock
         self._stall_after = stall_after
-        # When the first request unanswered since the last answer failed; None once answered.
+        # When the store was last asked and has not answered since (the start of the first
+        # request since the last answer that went unanswered); None once answered.
         self._unanswered_since: float | None = None
+        self._answered_at: float | None = None  # the last answer
         self._gone: EndpointUnreachable | None = None
 
-    def _silence(self) -> None:
-        """A request unanswered (NoAnswer): the store is taken as gone (raised) once
-        nothing has been answered for `stall_after` seconds from the first of them."""
+    def _silence(self, asked_at: float) -> None:
+        """A request sent at `asked_at` went unanswered (NoAnswer): the store is taken as
+        gone (raised) once nothing has been answered for `stall_after` seconds since the
+        first such request was sent (not since it failed: its timeouts and retries took
+        minutes of that silence already), or since the last answer, if later."""
         now = self._clock()
+        answered = self._answered_at
+        start = asked_at if answered is None else max(asked_at, answered)
         since = self._unanswered_since  # read once: another thread may reset it meanwhile
-        if since is None:
-            since = self._unanswered_since = now
+        if since is None or start < since:
+            since = self._unanswered_since = start
         silent = now - since
         if silent >= self._stall_after:
             self._gone = EndpointUnreachable(
@@ -161,6 +177,10 @@ class LimitedAdapter:
             )
             raise self._gone from None
 
+    def _answered(self) -> None:
+        self._unanswered_since = None
+        self._answered_at = self._clock()
+
     def _call(self, fn: Callable[[], T], sent: int = 0, *, answers: bool = True) -> T:
         """`answers` False: the call's success is not yet an answer (a read's headers,
         its body still to come: `_WatchedStream` says when it comes)."""
@@ -170,27 +190,28 @@ class LimitedAdapter:
             self.requests.take(1)
         if self.bandwidth and sent:
             self.bandwidth.take(sent)
-        self.concurrency.acquire()
+        epoch = self.concurrency.acquire()
         throttled = False
+        asked = self._clock()
         try:
             result = fn()
         except NoAnswer:
             throttled = True
-            self._silence()
+            self._silence(asked)
             raise
         except Retryable:
             throttled = True
-            self._unanswered_since = None  # an answer, if a refusal
+            self._answered()  # an answer, if a refusal
             raise
         except EndpointUnreachable:  # no connection: no answer either
             raise
         except MigrateError:
-            self._unanswered_since = None
+            self._answered()
             raise
         finally:
-            self.concurrency.release(throttled)
+            self.concurrency.release(throttled, epoch)
         if answers:
-            self._unanswered_since = None
+            self._answered()
         return result
 
     def check(self, container: str) -> None:
@@ -343,27 +364,30 @@ class _WatchedStream:
     def __init__(self, inner: ReadStream, adapter: LimitedAdapter) -> None:
         self._inner = inner
         self._adapter = adapter
+        self._epoch = adapter.concurrency.epoch  # about when the read was asked
 
     @property
     def info(self) -> ObjectInfo | None:
         return self._inner.info
 
     def read(self, size: int = -1, /) -> bytes:
-        if self._adapter._gone is not None:
-            raise self._adapter._gone
+        adapter = self._adapter
+        if adapter._gone is not None:
+            raise adapter._gone
+        asked = adapter._clock()
         try:
             data = self._inner.read(size)
         except NoAnswer:
-            self._adapter.concurrency.throttle()  # as a call timed out would
-            self._adapter._silence()
+            adapter.concurrency.throttle(self._epoch)  # as a call timed out would
+            adapter._silence(asked)
             raise
         except EndpointUnreachable:
             raise
         except MigrateError:  # a refusal in the body's course (a later chunk's 412, 503)
-            self._adapter._unanswered_since = None
+            adapter._answered()
             raise
         if data:
-            self._adapter._unanswered_since = None
+            adapter._answered()
         return data
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from migrate import os_user, tool_version
-from migrate.errors import ConfigError, MigrateError
+from migrate.errors import ConfigError, MigrateError, PlanError
 from migrate.ledger import Ledger, RunCounts
 from migrate.plan import check_inventory_held, check_sources_listed
 from migrate.summary import PhaseSummary, Subscriber, finished_already
@@ -208,6 +208,9 @@ def _run(
         # estate) nor removes anything at the destination.
         log.start()  # refused at the gate too: a try is worth a line in the history
         check_gates(plan, phase, ledger, force_reason)
+        # Both stores' adapters before the re-list (hours, on a large estate): a credential
+        # unset, or a destination the policy blocks now, said before it, not after.
+        _ = session.source, session.destination
         delta = log.delta = prepare_delta(session.config, plan, ledger, session.source, phase=phase)
         if delete_removed and delta.deleted:
             assert max_remove is not None  # the default set by run_plan_phase
@@ -220,9 +223,14 @@ def _run(
                     session.source,
                     session.destination,
                 )
-            except MigrateError:
+            except PlanError as refused:  # past --max-remove (a store's error is not that)
+                delta.removal_refused = refused.one_line()
                 if on_delta is not None:
                     on_delta(delta)  # what the re-list found: the copies it would remove
+                raise
+            except MigrateError:
+                if on_delta is not None:
+                    on_delta(delta)
                 raise
             counted = delta
 

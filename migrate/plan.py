@@ -185,6 +185,9 @@ class Plan(_Model):
     inventory_run: int  # the inventory the plan was made from
     sites: tuple[SiteRef, ...]
     mappings: tuple[Mapping, ...]
+    # Datasets of the inventory left out on purpose (`migrate plan --exclude`): not moved,
+    # and, unlike a dataset that appeared later, no reason to hold the cutover back.
+    excluded: tuple[str, ...] = ()
     phases: tuple[Phase, ...]
     totals: Estimate
     findings: tuple[Finding, ...] = ()
@@ -221,6 +224,11 @@ class Plan(_Model):
         known = ", ".join(p.name for p in self.phases)
         raise PlanError(f"plan {self.name}: no phase {name!r}", hint=f"phases: {known}")
 
+    @property
+    def accounted(self) -> list[str]:
+        """The datasets the plan decided about: mapped, or excluded on purpose."""
+        return [m.dataset for m in self.mappings] + list(self.excluded)
+
     def mapping_for(self, dataset: str) -> Mapping | None:
         for mapping in self.mappings:
             if mapping.dataset == dataset:
@@ -233,9 +241,17 @@ def _canonical(plan: Plan) -> dict[str, Any]:
     return data
 
 
-# Options added after plans were first approved, with their defaults: they count in the
-# digest only when set otherwise, so a plan written before them keeps its digest.
+# Options and fields added after plans were first approved, with their defaults: they
+# count in the digest only when set otherwise, so a plan written before them keeps its digest.
 _LATER_OPTIONS: dict[str, Any] = {"sha256_on_large_objects": True}
+_LATER_FIELDS: dict[str, Any] = {"excluded": []}
+
+
+def _drop_later_fields(data: dict[str, Any]) -> None:
+    """Leave out the later fields at their defaults: a plan without them reads as before."""
+    for name, default in _LATER_FIELDS.items():
+        if data.get(name, default) == default:
+            data.pop(name, None)
 
 
 def compute_digest(plan: Plan) -> str:
@@ -243,6 +259,7 @@ def compute_digest(plan: Plan) -> str:
     for name, default in _LATER_OPTIONS.items():
         if data["options"].get(name, default) == default:
             data["options"].pop(name, None)
+    _drop_later_fields(data)
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
 
@@ -255,6 +272,7 @@ def to_yaml(plan: Plan) -> str:
     """Deterministic YAML: the same plan always gives the same bytes."""
     data = _canonical(plan)
     data["digest"] = plan.digest
+    _drop_later_fields(data)
     header = (
         f"# migrate plan {plan.name}: review it, then `migrate plan approve`.\n"
         "# Editing it after approval makes `migrate run` refuse it.\n"
@@ -265,6 +283,24 @@ def to_yaml(plan: Plan) -> str:
 def save_plan(plan: Plan, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_yaml(plan), encoding="utf-8")
+
+
+def check_as_written(plan: Plan, path: Path) -> None:
+    """PlanTampered unless the plan is as `migrate plan` wrote it: its content matches its
+    digest, and it names the sites whose verdicts were reviewed (one naming another site
+    than the one judged was edited, and its digest made again)."""
+    for role, name in (("source", plan.source), ("destination", plan.destination)):
+        if not any(s.name == name and s.role == role for s in plan.sites):
+            raise PlanTampered(
+                f"{path}: its {role} is {name!r}, but its sites list no {role} of that name "
+                "(edited by hand?)",
+                hint="generate the plan again with `migrate plan` and approve it",
+            )
+    if compute_digest(plan) != plan.digest:
+        raise PlanTampered(
+            f"{path}: content does not match its digest (edited by hand?)",
+            hint="regenerate it with `migrate plan` and approve it again",
+        )
 
 
 def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
@@ -309,11 +345,8 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise PlanError(f"{path}: {where}: {err['msg']}") from None
-    if check_digest and compute_digest(plan) != plan.digest:
-        raise PlanTampered(
-            f"{path}: content does not match its digest (edited by hand?)",
-            hint="regenerate it with `migrate plan` and approve it again",
-        )
+    if check_digest:  # shown unchecked (plan show, status), it is refused when checked
+        check_as_written(plan, path)
     plan._path = path
     return plan
 
@@ -385,19 +418,29 @@ def routes_of(plan: Plan) -> dict[str, str]:
     }
 
 
+def moved_route(plan: Plan, ledger: Ledger) -> tuple[str, str, str] | None:
+    """The first dataset the state's progress under this plan's name sent elsewhere than
+    this plan does: (dataset, as the state's progress sent it, as this plan does)."""
+    bound = ledger.plan_routes(plan.name)
+    for dataset, route in sorted(routes_of(plan).items()):
+        if dataset in bound and bound[dataset] != route:
+            return dataset, bound[dataset], route
+    return None
+
+
 def check_same_routes(plan: Plan, ledger: Ledger) -> None:
     """PlanError if the state holds the progress of another plan of this name (a plan is
     named by its file) that sent one of these datasets elsewhere: its transfers, verified
     there, would be taken for this plan's."""
-    bound = ledger.plan_routes(plan.name)
-    for dataset, route in sorted(routes_of(plan).items()):
-        if dataset in bound and bound[dataset] != route:
-            raise PlanError(
-                f"plan {plan.name}: the state already holds the progress of another plan of "
-                f"that name, which sent {dataset} as {bound[dataset]} (this one: {route})",
-                hint="save this plan under another name (a plan is named by its file: "
-                "-o plans/OTHER.yaml), or give it another state_dir",
-            )
+    moved = moved_route(plan, ledger)
+    if moved is not None:
+        dataset, before, now = moved
+        raise PlanError(
+            f"plan {plan.name}: the state already holds the progress of another plan of "
+            f"that name, which sent {dataset} as {before} (this one: {now})",
+            hint="save this plan under another name (a plan is named by its file: "
+            "-o plans/OTHER.yaml), or give it another state_dir",
+        )
 
 
 def check_approved(plan: Plan, ledger: Ledger) -> Approval:

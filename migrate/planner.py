@@ -39,12 +39,14 @@ How the plan is shaped (each choice is visible in the plan itself):
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import hashlib
 import math
 import re
 from collections.abc import Mapping as MappingOf
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -210,11 +212,17 @@ CHANGE_WINDOW_DAYS = 30  # the source's recent change rate is measured over this
 
 
 def plan_inputs(
-    ledger: Ledger, site: str, *, limits: DestinationLimits | None = None
+    ledger: Ledger,
+    site: str,
+    *,
+    limits: DestinationLimits | None = None,
+    exclude: Sequence[str] = (),
 ) -> PlanInputs:
     """Per-dataset aggregates of the site's current inventory, measured against the
     destination's limits (`destination_limits`; default: S3's). Grouped scans and bounded
-    queries only. Raises PlanError when the site has no finished inventory."""
+    queries only. `exclude` (as `make_plan` takes it): the recent changes, which the delta
+    and cutover estimates are projected from, leave those datasets out. Raises PlanError
+    when the site has no finished inventory."""
     limits = limits or DestinationLimits()
     run = ledger.latest_inventory_run(site)
     if run is None:
@@ -270,19 +278,14 @@ def plan_inputs(
                 issues=issues,
             )
         )
-    recent = (0, 0)
+    inputs = PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets))
+    left_out = excluded_datasets(inputs, exclude) if exclude else []
     started = ledger.inventory_started_at(run)
-    if started is not None:
-        since = datetime.fromisoformat(started) - timedelta(days=CHANGE_WINDOW_DAYS)
-        recent = ledger.plan_recent_changes(site, since.isoformat(timespec="seconds"))
-    return PlanInputs(
-        site=site,
-        inventory_run=run,
-        limits=limits,
-        datasets=tuple(datasets),
-        recent_objects=recent[0],
-        recent_bytes=recent[1],
-    )
+    if started is None:
+        return inputs
+    since = datetime.fromisoformat(started) - timedelta(days=CHANGE_WINDOW_DAYS)
+    n, size = ledger.plan_recent_changes(site, since.isoformat(timespec="seconds"), left_out)
+    return replace(inputs, recent_objects=n, recent_bytes=size)
 
 
 # -- catalog adapters --------------------------------------------------------------------------
@@ -327,7 +330,7 @@ def _part_rule(site: Site, catalog: Catalog) -> _PartRule:
 def _standard_class(site: Site, catalog: Catalog) -> str | None:
     """The destination's standard class: the provider's, else its declared software's
     (Catalog.storage_class_for only looks at the provider)."""
-    provider = catalog.provider(site.provider)
+    provider = catalog.provider_of(site)
     if provider.standard_class.value:
         return provider.standard_class.value
     if site.software:
@@ -688,8 +691,8 @@ def _replication_findings(
                     severity=Severity.WARNING,
                     message=f"{label}: {answer.detail}",
                     action=f"check the {role}'s replication and geo-redundancy settings in the "
-                    f"provider's console (no copy may leave {where}), or let the credentials "
-                    "read them and plan again",
+                    f"provider's console (no copy may leave {where}); where credentials may "
+                    "not read them, granting that and planning again lets migrate check",
                 )
             )
     return out
@@ -759,10 +762,11 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "rename or re-encode that metadata at the source, then run the inventory and plan "
          "again"),
         ("NO_CHECKSUM", "NO_NATIVE_CHECKSUM", warning,
-         "no native checksum at the source (an Azure blob committed from blocks, a "
-         "multipart S3 object, a local file): the checksum is computed in flight on the "
-         "bytes read, and the source cannot confirm them",
-         "none needed; the report lists these objects as proven by the bytes read"),
+         "no native checksum in the source's listing (an Azure blob committed from blocks, "
+         "a multipart S3 object, a local file; every GCS object, whose MD5 comes with the "
+         "read where GCS has one): the checksum is computed in flight on the bytes read, "
+         "and where the source gives none the bytes cannot be held to it",
+         "none needed; the manifest says of each object whether the source's MD5 proved it"),
         ("KEY_NOT_PORTABLE", "KEY_MAY_CHANGE", warning,
          "keys with an empty, '.' or '..' segment (a//b, a/./b), or ending with '/' on an "
          "object with bytes: stores that keep objects as files (SeaweedFS, for one) store "
@@ -858,9 +862,12 @@ def _archive_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog
         f"{issue.objects:,} objects ({size:,} bytes) are in a tier that must be rehydrated "
         f"before they can be read ({notes or 'archived'}); " + _restore_terms(restorable, size)
     )
+    left_out = " ".join(f"--exclude {d}" for d in sorted(issue.datasets)[:3])
+    more = " ..." if len(issue.datasets) > 3 else ""
     action = (
         "rehydrate them at the source (e.g. set the tier to Hot or Cool) and wait until it "
-        "completes, then run the inventory and plan again; or leave their datasets out"
+        "completes, then run the inventory and plan again; or make the plan again leaving "
+        f"their datasets out ({left_out}{more})"
     )
     return [_issue_finding(issue, "ARCHIVED_NEEDS_REHYDRATION", Severity.BLOCKING, message, action)]
 
@@ -974,10 +981,10 @@ def _protection_findings(
             Finding(
                 code="LOCKS_UNKNOWN",
                 severity=Severity.WARNING,
-                message="could not tell whether objects are under retention or legal hold "
-                "(S3 keeps those per object): " + "; ".join(w for _, w in lock_unknown),
-                action="check the buckets' Object Lock settings and objects' holds before "
-                "decommissioning the source",
+                message="could not tell whether objects are under retention or legal hold: "
+                + "; ".join(w for _, w in lock_unknown),
+                action="check the containers' retention and hold settings (on S3, Object Lock "
+                "and each object's holds) before decommissioning the source",
                 datasets=names,
             )
         )
@@ -1026,6 +1033,41 @@ def check_plan_options(
         raise ConfigError("--wave-cap-gib must be positive", hint="e.g. --wave-cap-gib 1024")
 
 
+def excluded_datasets(inputs: PlanInputs, exclude: Sequence[str]) -> list[str]:
+    """The datasets of the inventory that `exclude` names, each a dataset's name or a
+    pattern (`archive/*`: every dataset of container archive), sorted; each must name at
+    least one (PlanError naming the unknown, and where to see the names). The plan records
+    the names, not the patterns: the approver sees what is left out."""
+    known = sorted(d.dataset for d in inputs.datasets)
+    names: set[str] = set()
+    for given in exclude:
+        if any(c in given for c in "*?["):
+            matched = fnmatch.filter(known, given)
+        else:
+            matched = [given] if given in known else []
+        if not matched:
+            near = [d for d in known if d.startswith(given.rstrip("/*?["))] or (
+                difflib.get_close_matches(given, known, n=3, cutoff=0.8)
+            )
+            raise PlanError(
+                f"--exclude {given!r}: no such dataset in the inventory of {inputs.site}"
+                + (f" (did you mean {', '.join(near[:3])}?)" if near else ""),
+                hint=f"the datasets are named as `migrate inventory {inputs.site}` shows "
+                "them, container/prefix/ (container/ for a whole container); container/* "
+                "takes every dataset of a container",
+            )
+        names.update(matched)
+    return sorted(names)
+
+
+def without_datasets(inputs: PlanInputs, names: Sequence[str]) -> PlanInputs:
+    """The inventory's aggregates less the datasets named (see `excluded_datasets`)."""
+    if not names:
+        return inputs
+    left = set(names)
+    return replace(inputs, datasets=tuple(d for d in inputs.datasets if d.dataset not in left))
+
+
 def make_plan(
     *,
     name: str,
@@ -1048,6 +1090,7 @@ def make_plan(
     replication: MappingOf[str, Replication] | None = None,
     used_buckets: Sequence[str] = (),
     protection: MappingOf[str, Protection] | None = None,
+    exclude: Sequence[str] = (),
 ) -> Plan:
     """The plan to move `source`'s inventory (`datasets`, from `plan_inputs` measured with
     `destination_limits(destination)`) to `destination` under `policy`, with its digest.
@@ -1055,8 +1098,9 @@ def make_plan(
     site (a role left out was not read, and gives no finding). `used_buckets`: destination
     buckets found already holding objects before the plan (read by the caller).
     `protection` maps each source container to what its store said of older versions,
-    snapshots and retention locks (containers left out were not read). Pure: reads
-    no file, clock or network. Raises PlanError or ConfigError on bad input."""
+    snapshots and retention locks (containers left out were not read). `exclude`: datasets
+    of the inventory left out on purpose (recorded in the plan; no finding is about them).
+    Pure: reads no file, clock or network. Raises PlanError or ConfigError on bad input."""
     if source == destination:
         raise PlanError(f"source and destination are the same site ({source})")
     check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
@@ -1070,6 +1114,9 @@ def make_plan(
             "inventory aggregates were measured against other limits than the destination's",
             hint="read them with plan_inputs(ledger, source, limits=destination_limits(...))",
         )
+    inventoried = datasets
+    excluded = excluded_datasets(datasets, exclude) if exclude else []
+    datasets = without_datasets(datasets, excluded)
     src_provider, dst_provider = catalog.provider(src.provider), catalog.provider(dst.provider)
     src_verdict = evaluate(src, policy, catalog, today)
     dst_verdict = evaluate(dst, policy, catalog, today)
@@ -1159,7 +1206,7 @@ def make_plan(
     else:
         # A container with no object has no dataset, so no mapping: no bucket is made for it,
         # and an application that expects it at the destination would find none.
-        listed = {d.container for d in datasets.datasets}
+        listed = {d.container for d in inventoried.datasets}
         empty = [c for c in src.buckets if c not in listed]
         if empty:
             findings.append(
@@ -1389,6 +1436,7 @@ def make_plan(
             _ref(dst, "destination", dst_verdict, dst_endpoint),
         ),
         mappings=tuple(sorted(mappings, key=lambda m: m.dataset)),
+        excluded=tuple(excluded),
         phases=tuple(phases),
         totals=_sum([pilot_estimate, *wave_estimates], money),
         findings=tuple(findings),

@@ -623,7 +623,7 @@ def _verdict(
 def evaluate(site: Site, policy: str, catalog: Catalog, today: date) -> Verdict:
     """The verdict of one configured site under a policy."""
     pol = get_policy(policy)
-    provider = catalog.provider(site.provider)
+    provider = catalog.provider_of(site)
     declared = None
     region = None
     if provider.declared_by_site:

@@ -45,6 +45,15 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def human_duration(seconds: float) -> str:
+    """`45 s`, `2 min`, `5 min 30 s`: a wait, as a person reads it."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min" + (f" {rest} s" if rest else "")
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -138,7 +147,7 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
         tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
         issues = "\n".join(f"{k}: {v}" for k, v in d.issues.items()) or "-"
         table.add_row(
-            _lit(d.dataset),
+            _lit(d.dataset) + (" [dim](whole container)[/]" if d.whole_container else ""),
             f"{d.objects:,}",
             human_bytes(d.bytes),
             classes,
@@ -164,6 +173,22 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
         )
     resumed = " (resumed an interrupted listing)" if summary.resumed else ""
     console.print(f"{change}{resumed}. State: {summary.state}", markup=False)
+    if summary.prefix:
+        console.print(
+            f"This run listed only under {summary.prefix!r} in each container; the table is "
+            "the site's whole inventory as the state holds it.",
+            markup=False,
+        )
+    whole = [d.container for d in summary.datasets if d.whole_container]
+    if whole:
+        from migrate.inventory import WHOLE_CONTAINER_AFTER
+
+        console.print(
+            f"One dataset each (whole container): {', '.join(whole)}. Their first listing "
+            f"found more than {WHOLE_CONTAINER_AFTER:,} top-level prefixes, too many to "
+            "plan and report one by one; kept so in every later inventory.",
+            markup=False,
+        )
     if summary.unlisted:
         names = ", ".join(summary.unlisted_containers)
         console.print(
@@ -177,7 +202,25 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
 _STATUS_STYLE = {"PASS": "green", "FAIL": "red", "UNKNOWN": "yellow"}
 
 
+# Below this width a verdicts table leaves its reasons a column of a few letters (a site's
+# reasons ran to ~220 lines at 80 columns): each verdict is printed as a block instead.
+_VERDICT_TABLE_WIDTH = 120
+
+
 def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> None:
+    if console.width < _VERDICT_TABLE_WIDTH:
+        console.print(f"{title}:", markup=False)
+        for v in verdicts:
+            style = _STATUS_STYLE.get(str(v.status), "white")
+            blocking = " (blocking)" if v.blocking else ""
+            console.print(f"{_lit(v.subject)}: [{style}]{v.status}[/]{blocking}", soft_wrap=True)
+            for r in v.reasons:
+                console.print(f"  {r.outcome}: {r.text}", markup=False, soft_wrap=True)
+            for w in v.warnings[:3]:
+                console.print(f"  warning: {w.message}", markup=False, soft_wrap=True)
+            if len(v.warnings) > 3:
+                console.print(f"  (+{len(v.warnings) - 3} more warnings; --json lists all)")
+        return
     table = _table(title, show_lines=True)
     table.add_column("subject", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
@@ -199,21 +242,38 @@ def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -
     for column in ("fact", "value", "source", "as of"):
         table.add_column(column, overflow="fold")
     for path, fact in facts:
-        value = "unknown" if fact.value is None else str(_plain(fact.value))
+        value = "unknown" if fact.value is None else _fact_text(fact.value)
         table.add_row(_lit(path), _lit(value), _lit(fact.source or "-"), str(fact.as_of or "-"))
     console.print(table)
 
 
+def _fact_text(value: Any) -> str:
+    """A fact's value for a reader: a record as `key: value; ...` (unset keys left out), a
+    list one item a line, an empty list `none`. Not Python's reprs."""
+    plain = _plain(value)
+    if isinstance(plain, list):
+        return "\n".join(_fact_text(v) for v in plain) or "none"
+    if isinstance(plain, dict):
+        return "; ".join(f"{k}: {_fact_text(v)}" for k, v in plain.items() if v is not None)
+    return str(plain)
+
+
 def nothing_to_do_line(s: PhaseSummary) -> str:
+    # Deleted at the source since: no longer moved, and said so (else "done" fell unsaid).
+    n = s.deleted_at_source
+    gone = f", {n:,} deleted at the source since, no longer moved" if n else ""
     if s.left_changed:
         return (
             f"Phase {s.phase}: nothing to do: {s.already_done:,} objects copied and proven, "
             f"{s.left_changed:,} changed at the source during their copy left for a delta or "
-            "cutover run."
+            f"cutover run{gone}."
         )
+    if not s.already_done:
+        return f"Phase {s.phase}: nothing to do: it has no objects to copy{gone}."
     return (
-        f"Phase {s.phase}: nothing to do: all {s.already_done:,} objects were already "
-        "copied and proven."
+        f"Phase {s.phase}: nothing to do: all {s.already_done:,} "
+        + ("object was" if s.already_done == 1 else "objects were")
+        + f" already copied and proven{gone}."
     )
 
 
@@ -256,8 +316,9 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
         )
     if s.throttled:
         console.print(
-            f"  the stores asked to slow down {s.throttled:,} times: concurrency went down "
-            f"to {s.lowest_concurrency} and back up as requests succeeded"
+            f"  the stores asked to slow down, or did not answer in time, {s.throttled:,} "
+            f"times (the lowest concurrency reached: {s.lowest_concurrency}; it grows back as "
+            "requests succeed)"
         )
     for container, key, why in s.failures:
         console.print(f"  {container}/{key}: {why}", markup=False)
@@ -277,7 +338,14 @@ def print_status(
     from migrate.planlock import left_behind
 
     table = _table(f"Plan {plan.name}")
-    for column in ("phase", "done", "pending", "in progress", "failed", "changed", "verified"):
+    states = ["done", "pending", "in_progress", "failed", "changed"]
+    # Objects deleted at the source after their copy left the move (their copy removed at
+    # the destination, or left there unproven: the report tells which): their own column,
+    # once there are any, so "done" falling is explained.
+    if any(c.state == "removed" and c.objects for c in counts):
+        states.append("removed")
+    named = {"in_progress": "in progress", "removed": "deleted at source"}
+    for column in ("phase", *(named.get(s, s) for s in states), "verified"):
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
     by_phase: dict[str, dict[str, int]] = {}
     for c in counts:
@@ -287,7 +355,7 @@ def print_status(
         state = phases.get(phase.name)
         table.add_row(
             _lit(phase.name),
-            *(f"{n.get(k, 0):,}" for k in ("done", "pending", "in_progress", "failed", "changed")),
+            *(f"{n.get(k, 0):,}" for k in states),
             (state.verified_at or "-") if state else "-",
         )
     console.print(table)
@@ -423,6 +491,44 @@ def print_dry_run(console: Console, report: Any) -> None:
         )
     if report.missing_buckets:
         console.print(f"Buckets to be created: {', '.join(report.missing_buckets)}", markup=False)
+    if report.outside_plan:
+        n = len(report.outside_plan)
+        console.print(
+            f"NOT IN THE PLAN: {n:,} dataset{'s' if n > 1 else ''} of the source that no "
+            f"phase copies: {', '.join(report.outside_plan[:DELTA_EXAMPLES])}"
+            + (" ..." if n > DELTA_EXAMPLES else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+    since = ", ".join(report.inventory_prefixes_since)
+    if report.inventory_listed_at:
+        listed = f"the inventory listed at {report.inventory_listed_at}" + (
+            f" (parts listed again since, under --prefix: {since})" if since else ""
+        )
+    elif since:
+        listed = f"the inventory listed under --prefix only ({since}): the rest of the site unseen"
+    else:
+        listed = "the inventory listed at (none finished)"
+    if report.run_lists_again:
+        console.print(
+            f"From {listed}: the run lists the source again first and takes what changed "
+            f"since, which this dry run does not see (`migrate inventory {report.source}` "
+            "first shows it).",
+            markup=False,
+        )
+    elif report.inventory_listed_at or since:
+        console.print(f"From {listed}.", markup=False)
+
+
+def _estimated_time(seconds: float | None) -> str:
+    """An estimate's duration at the scale it has: under a minute, minutes, hours."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:
+        return "< 1 min"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:,.1f} h"
 
 
 def print_plan(console: Console, plan: Plan) -> None:
@@ -453,9 +559,10 @@ def print_plan(console: Console, plan: Plan) -> None:
         phases.add_row(
             "total" if phase is None else _lit(phase.name),
             "" if phase is None else _lit(", ".join(phase.requires) or "-"),
-            f"{e.objects:,}",
+            # A projection of a few bytes may round to no whole object: "<1", not "0".
+            f"{e.objects:,}" if e.objects or not e.bytes else "<1",
             human_bytes(e.bytes),
-            f"{e.duration_seconds / 3600:,.1f} h",
+            _estimated_time(e.duration_seconds),
             cost,
         )
     console.print(phases)
@@ -469,6 +576,12 @@ def print_plan(console: Console, plan: Plan) -> None:
                 f"[{style}]{f.severity}[/]", _lit(f.message), f"{f.objects:,}", _lit(f.action)
             )
         console.print(findings)
+    if plan.excluded:
+        console.print(
+            f"Left out on purpose (--exclude), not moved: {', '.join(plan.excluded)}",
+            markup=False,
+            soft_wrap=True,
+        )
     for phase in plan.phases:
         if phase.checklist:  # reviewed with the plan, before the phase is run
             console.print(f"Checklist of phase {phase.name}:", markup=False)
@@ -480,11 +593,15 @@ def print_plan(console: Console, plan: Plan) -> None:
 def print_delta(console: Console, delta: Any) -> None:
     console.print(
         f"Source re-listed: {delta.added:,} added, {delta.changed:,} changed since the last "
-        f"inventory; {delta.deleted:,} copied objects were deleted at the source"
+        f"inventory; {delta.deleted:,} "
+        + ("copied object was" if delta.deleted == 1 else "copied objects were")
+        + " deleted at the source"
         + (
             f", {delta.removed:,} removed at the destination"
             + (f" ({delta.already_gone:,} more found gone there)" if delta.already_gone else "")
             if delta.removed or delta.already_gone
+            else " (none removed: more than --max-remove allows)"
+            if delta.removal_refused
             else " (kept at the destination; --delete-removed removes them)"
             if delta.deleted
             else ""

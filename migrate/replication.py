@@ -11,7 +11,7 @@ needs reachable sites anyway); the adapters are closed before returning.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 
 from migrate.errors import NotFound
@@ -23,8 +23,10 @@ from migrate.planner import (
     check_plan_options,
     destination_buckets,
     destination_limits,
+    excluded_datasets,
     make_plan,
     plan_inputs,
+    without_datasets,
 )
 from migrate.session import SiteReads, declared_proxies, site_reads
 from migrate.sites import SitesConfig
@@ -151,6 +153,7 @@ def plan_from_sites(
     wave_cap_bytes: int = DEFAULT_WAVE_CAP,
     include_decommission: bool = False,
     sha256_on_large_objects: bool = True,
+    exclude: Sequence[str] = (),
     warn: Callable[[str], None],
 ) -> Plan:
     """What `migrate plan` does, for the command and the demo alike: the inventory's
@@ -158,13 +161,18 @@ def plan_from_sites(
     check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
     with Ledger(config.state_dir) as ledger:
         inputs = plan_inputs(
-            ledger, source, limits=destination_limits(config.site(destination), catalog)
+            ledger,
+            source,
+            limits=destination_limits(config.site(destination), catalog),
+            exclude=exclude,
         )
+    # An unknown name is refused before any read.
+    kept = without_datasets(inputs, excluded_datasets(inputs, exclude))
     proxies = declared_proxies(config, [source, destination])  # as the run's guard takes
     with site_reads(config, catalog, "plan", proxies, warn=warn) as reads:
-        replication = read_plan_replication(config, source, destination, inputs, reads=reads)
-        used_buckets = used_destination_buckets(config, destination, inputs, reads=reads)
-        protection = read_plan_protection(config, source, inputs, reads=reads)
+        replication = read_plan_replication(config, source, destination, kept, reads=reads)
+        used_buckets = used_destination_buckets(config, destination, kept, reads=reads)
+        protection = read_plan_protection(config, source, kept, reads=reads)
     return make_plan(
         name=name,
         config=config,
@@ -184,4 +192,5 @@ def plan_from_sites(
         replication=replication,
         used_buckets=used_buckets,
         protection=protection,
+        exclude=exclude,
     )

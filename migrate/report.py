@@ -138,6 +138,9 @@ class Counts(_Model):
     # deleted at the source, then removed at the destination (delta --delete-removed): no
     # longer part of the move, so not in `objects`
     removed: int = 0
+    # deleted at the source, their destination key holding an object this plan cannot
+    # prove its copy: not removed, left there for a person to judge; not in `objects`
+    left_at_destination: int = 0
     retries: int = 0
     attempts: int = 0
     started_at: str | None = None
@@ -367,6 +370,9 @@ class Report(_Model):
     phases_not_run: tuple[str, ...]
     # the source's datasets (its current inventory) that the plan does not map
     outside_plan: tuple[OutsidePlanDataset, ...]
+    # datasets of the source's current inventory the plan leaves out on purpose (`migrate
+    # plan --exclude`, approved with it): not moved, no open item
+    excluded: tuple[OutsidePlanDataset, ...] = ()
     # copies whose source object its latest inventory shows changed since (or back at the
     # source after the copy was removed): what a delta run would copy again
     changed_since_copy: int
@@ -494,7 +500,7 @@ def _busy_seconds(stats: Sequence[TransferStats]) -> float | None:
     where no run was recorded count from their first start to their last finish."""
     spans: dict[str | None, tuple[str, str]] = {}
     for s in stats:
-        if s.state == "removed" or not s.first_started or not s.last_finished:
+        if s.state in _GONE or not s.first_started or not s.last_finished:
             continue  # a removal records when it happened: not part of the copy
         start = max(s.first_started, s.run_started) if s.run_started else s.first_started
         if s.run_started in spans:
@@ -508,16 +514,23 @@ def _busy_seconds(stats: Sequence[TransferStats]) -> float | None:
     return sum(_seconds(start, end) or 0.0 for start, end in spans.values())
 
 
+_GONE = ("removed", "left")  # source objects deleted: their times are not the copy's
+
+
 def _counts(stats: Sequence[TransferStats]) -> Counts:
     objects = size = done = done_bytes = failed = changed = pending = found_wrong = removed = 0
+    left = 0
     retries = attempts = 0
     starts = [s.first_started for s in stats if s.first_started]
     # A removal (delta --delete-removed) records when it happened: not part of the copy.
-    ends = [s.last_finished for s in stats if s.last_finished and s.state != "removed"]
+    ends = [s.last_finished for s in stats if s.last_finished and s.state not in _GONE]
     for s in stats:
         if s.state == "removed":
             removed += s.objects  # deleted at the source, removed at the destination:
             continue  # counted apart, no longer moved
+        if s.state == "left":
+            left += s.objects  # deleted at the source, not removed at the destination
+            continue
         objects += s.objects
         size += s.bytes
         retries += s.retries
@@ -543,6 +556,7 @@ def _counts(stats: Sequence[TransferStats]) -> Counts:
         pending=pending,
         found_wrong=found_wrong,
         removed=removed,
+        left_at_destination=left,
         retries=retries,
         attempts=attempts,
         started_at=started,
@@ -716,6 +730,15 @@ def _open_items(
             items.append(
                 f"phase {p.name}: {c.objects - c.done:,} of {of} not copied"
                 + (f" ({', '.join(why)})" if why else "")
+            )
+        if c.left_at_destination:
+            n = c.left_at_destination
+            items.append(
+                f"phase {p.name}: {_plural(n, 'object', 'objects')} deleted at the source "
+                f"{'is' if n == 1 else 'are'} left at the destination, not proven this plan's "
+                f"{'copy' if n == 1 else 'copies'}: remove {'it' if n == 1 else 'them'} by hand "
+                f"if {'it is' if n == 1 else 'they are'} (the phase's removed list names "
+                f"{'it' if n == 1 else 'them'})"
             )
         v = p.verification
         if v is not None and not v.passed:
@@ -939,10 +962,12 @@ def build_report(
                 ),
             )
         )
-    outside = tuple(
+    unmapped = [
         OutsidePlanDataset(dataset=d.dataset, objects=d.objects, bytes=d.bytes)
         for d in ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])
-    )
+    ]
+    outside = tuple(d for d in unmapped if d.dataset not in plan.excluded)
+    excluded = tuple(d for d in unmapped if d.dataset in plan.excluded)
     approvals = tuple(
         ApprovalInfo(
             digest=a.digest,
@@ -986,6 +1011,7 @@ def build_report(
         open_items=open_items,
         phases_not_run=tuple(p.name for p in phases if p.resolved_at is None),
         outside_plan=outside,
+        excluded=excluded,
         plan=PlanInfo(
             name=plan.name,
             digest=plan.digest,
@@ -1253,6 +1279,11 @@ def _chart(bins: Sequence[TimelineBin]) -> str:
     return "".join(parts)
 
 
+def _datasets_table(datasets: Sequence[OutsidePlanDataset]) -> str:
+    rows = [[_e(d.dataset), f"{d.objects:,}", _bytes(d.bytes)] for d in datasets]
+    return _table(("dataset", "objects", "bytes"), rows, {1, 2})
+
+
 def _counts_row(label: str, c: Counts) -> list[str]:
     return [
         label,
@@ -1262,7 +1293,9 @@ def _counts_row(label: str, c: Counts) -> list[str]:
         f"{c.failed:,}",
         f"{c.changed:,}",
         f"{c.pending:,}",
-        f"{c.removed:,}",
+        # those left at the destination unproven are not removed, and said beside them
+        f"{c.removed:,}"
+        + (f" (+{c.left_at_destination:,} left there)" if c.left_at_destination else ""),
         f"{c.retries:,}",
         _duration(c.duration_seconds),
         (_bytes(c.throughput_bytes_per_second) + "/s")
@@ -1392,16 +1425,17 @@ def render_html(report: Report) -> str:
     out.append("<h3>Source datasets outside the plan</h3>")
     out.append(
         "<p>In the source's current inventory, not mapped by the plan: no phase copies "
-        "them.</p>"
-        + _table(
-            ("dataset", "objects", "bytes"),
-            [[_e(d.dataset), f"{d.objects:,}", _bytes(d.bytes)] for d in r.outside_plan],
-            {1, 2},
-        )
+        "them.</p>" + _datasets_table(r.outside_plan)
         if r.outside_plan
         else '<p class="muted">None: every dataset of the source\'s current inventory is in '
         "the plan.</p>"
     )
+    if r.excluded:
+        out.append("<h3>Source datasets the plan leaves out</h3>")
+        out.append(
+            "<p>Left out on purpose when the plan was made (<code>migrate plan "
+            "--exclude</code>), and approved with it: not moved.</p>" + _datasets_table(r.excluded)
+        )
     out.append("</section>")
 
     # Sites.

@@ -111,6 +111,10 @@ def remember(plan: Plan, phase: str, inputs: Inputs, recheck: Inputs | None) -> 
     may have come from the bytes read before). Returns whether a receipt was stored."""
     if recheck != inputs:
         return False
+    from migrate.locations import STATE_FILE
+
+    if not (inputs.state_dir / STATE_FILE).is_file():
+        return False  # a state removed meanwhile: no new empty one made for a receipt
     from migrate import render
     from migrate.errors import MigrateError
     from migrate.ledger import Ledger

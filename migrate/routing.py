@@ -34,11 +34,14 @@ GLOBAL_ENDPOINTS = (
     "s3-accelerate.amazonaws.com",
     "s3-accelerate.dualstack.amazonaws.com",
     "storage.googleapis.com",
+    "commondatastorage.googleapis.com",  # GCS's older name for the same global endpoint
 )
 _GLOBAL_SUFFIXES = (
     ".s3-accelerate.amazonaws.com",
     ".s3-accelerate.dualstack.amazonaws.com",
     ".s3.amazonaws.com",
+    ".storage.googleapis.com",  # GCS's virtual-hosted form, BUCKET.storage.googleapis.com
+    ".commondatastorage.googleapis.com",
 )
 
 

@@ -137,13 +137,22 @@ def site_guard(
     from providers.factory import site_hosts
 
     hosts = site_hosts(site, buckets, catalog)
+    provider = catalog.provider_of(site)
+    codes = [r.code for r in provider.regions]
+    if not hosts and site.region and codes and provider.region(site.region) is None:
+        raise ConfigError(
+            f"site {site.name}: region {site.region!r} is not a {provider.display_name} "
+            f"region the catalog knows ({', '.join(codes)})",
+            hint="correct the site's `region`, or declare its `endpoint` (and the region in a "
+            "catalog file)",
+        )
     if not hosts:
         # What a plan would block (*_ENDPOINT_UNKNOWN): no host could be allowed.
         raise ConfigError(
             f"site {site.name}: no endpoint (none declared and none in the catalog for region "
             f"{site.region}): where its requests would go cannot be checked",
-            hint=f"declare `endpoint` for site {site.name} (for Azure, `account` and `region` "
-            "also do)",
+            hint=f"declare `endpoint` for site {site.name}, or its region with an endpoint in "
+            "a catalog file (for Azure, `account` and `region` also do)",
         )
     return _guard([site], sorted(hosts), catalog, proxies)
 
@@ -155,7 +164,7 @@ def guarded_adapter(
     local site sends no request: it has no guard."""
     from providers.factory import build_adapter
 
-    if catalog.provider(site.provider).api == "local":
+    if catalog.provider_of(site).api == "local":
         return build_adapter(site)
     return build_adapter(site, guard=site_guard(site, buckets, catalog, proxies), catalog=catalog)
 
@@ -182,7 +191,7 @@ class SiteReads:
         """Like `guarded_adapter`; the caller closes it."""
         from providers.factory import build_adapter
 
-        if self.catalog.provider(site.provider).api == "local":
+        if self.catalog.provider_of(site).api == "local":
             return build_adapter(site)
         guard = site_guard(site, buckets, self.catalog, self.proxies)
         self._guards.append((site.name, guard))
@@ -242,7 +251,7 @@ def _guard(
     extra_global = []
     for site in sites:
         try:
-            patterns = [g.host for g in catalog.provider(site.provider).global_endpoints]
+            patterns = [g.host for g in catalog.provider_of(site).global_endpoints]
         except ConfigError:  # an unknown provider is reported by the plan check, not here
             continue
         # A region-less hostname the plan allows (an Azure account host, whose region the

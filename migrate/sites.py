@@ -28,13 +28,21 @@ _SECRET_VALUE = [
     re.compile(r"AccountKey=", re.IGNORECASE),
     re.compile(r"SharedAccessSignature=|[?&]sig=", re.IGNORECASE),
     re.compile(r"\b(AKIA|ASIA)[A-Z2-7]{16}\b"),
+    re.compile(r"\bSCW[A-Z0-9]{17}\b"),  # Scaleway's access-key ids
+    re.compile(r"\bGOOG1[A-Z0-9]{20,}\b"),  # Google Cloud Storage HMAC key ids
 ]
 # The same shapes as TOML keys (`[sites.AKIA...]`, `AKIA..._env = ...`): a key id is
 # bounded by what is not part of one, `_` included.
 _SECRET_KEY = [
     *_SECRET_VALUE[:2],
     re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z2-7]{16}(?![A-Z0-9])"),
+    re.compile(r"(?<![A-Z0-9])SCW[A-Z0-9]{17}(?![A-Z0-9])"),
+    re.compile(r"(?<![A-Z0-9])GOOG1[A-Z0-9]{20,}(?![A-Z0-9])"),
 ]
+# What an `*_env` key holds instead of a variable's name when a key id was pasted there:
+# 16 or more capitals and digits, two digits at least, no `_` (Outscale's, Ceph's, IONOS's
+# are 20 such); or 32 hex digits (OVHcloud's). A variable's name has words and `_`.
+_KEY_ID_AS_NAME = re.compile(r"^(?=(?:[A-Z]*[0-9]){2})[A-Z0-9]{16,}$|^[0-9a-fA-F]{32,}$")
 # Long base64 (account keys, secret keys) mixes cases and digits; a long name or a path
 # of plain words does not, so it is not taken for one (a secret in a field that names
 # things, such as `path` or `buckets`, is a mistake this shape cannot tell from a name).
@@ -222,7 +230,10 @@ def _first_error(exc: ValidationError, path: Path) -> str:
     where = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{path}: {where}: unknown key (check its spelling against the README)"
+        near = _nearest_key([str(p) for p in err["loc"]])
+        return f"{path}: {where}: unknown key" + (
+            f" (did you mean {near}?)" if near else " (check its spelling against the README)"
+        )
     if kind == "missing":
         return f"{path}: {where}: required key is missing"
     if kind in ("tuple_type", "list_type"):  # pydantic says "tuple": the file has lists
@@ -231,6 +242,21 @@ def _first_error(exc: ValidationError, path: Path) -> str:
     count = exc.error_count()
     more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
     return f"{path}: {where}: {expected}{more}"
+
+
+def _nearest_key(loc: list[str]) -> str | None:
+    """The known key nearest an unknown one, at the level where it was written."""
+    import difflib
+
+    model: type[BaseModel] = SitesConfig
+    if "credentials" in loc[:-1]:
+        model = CredentialRef
+    elif loc[0] == "sites" and len(loc) == 3:
+        model = Site
+    elif loc[0] == "runner":
+        model = Runner
+    near = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.75)
+    return near[0] if near else None
 
 
 _URL_FIELDS = {"endpoint", "proxy"}
@@ -250,6 +276,20 @@ def _unreadable(url: str) -> bool:
     except ValueError:
         return True
     return False
+
+
+def _credential_hint(key: str) -> str:
+    """What to write instead of `key = "..."` under credentials: its `_env` form where
+    there is one, else the nearest key there is, else them all."""
+    import difflib
+
+    known = [k for k in CredentialRef.model_fields if k.endswith("_env")]
+    if f"{key}_env" in known:
+        return f'write {key}_env = "VARIABLE_NAME" and export the secret in that variable'
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if near:
+        return f'did you mean {near[0]} = "VARIABLE_NAME"? (the secret in that variable)'
+    return f"the credential keys are {', '.join(known)} (names of variables) and profile"
 
 
 def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
@@ -275,8 +315,14 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                 if key not in _REFERENCE_KEYS and not key.endswith("_env"):
                     raise SecretInConfig(
                         f"{path}: {here} holds a credential value",
-                        hint=f'write {key}_env = "VARIABLE_NAME" and export the secret '
-                        "in that environment variable",
+                        hint=_credential_hint(str(key)),
+                    )
+                if key.endswith("_env") and _ENV_NAME.match(value) and _KEY_ID_AS_NAME.match(value):
+                    raise SecretInConfig(
+                        f"{path}: {here} looks like an access-key id, not the name of an "
+                        "environment variable (capitals and digits without a `_`)",
+                        hint="name the variable with a `_`, such as SCW_ACCESS_KEY, and export "
+                        "the key in it",
                     )
                 if key.endswith("_env") and not _ENV_NAME.match(value):
                     raise SecretInConfig(

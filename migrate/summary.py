@@ -19,6 +19,9 @@ class PhaseSummary:
     phase: str
     objects: int = 0  # in the phase
     already_done: int = 0  # skipped: done by an earlier run
+    # of `objects`: deleted at the source and no longer moved (their copy removed at the
+    # destination, or left there unproven): neither done nor to do
+    deleted_at_source: int = 0
     copied: int = 0
     bytes_copied: int = 0
     bytes_sent: int = 0
@@ -77,5 +80,6 @@ def finished_already(plan: Plan, phase_name: str, ledger: Ledger) -> PhaseSummar
         phase_name,
         objects=sum(counts.values()),
         already_done=counts.get("done", 0),
+        deleted_at_source=counts.get("removed", 0),
         left_changed=counts.get("changed", 0),
     )

@@ -1087,12 +1087,18 @@ class ObjectCopy:
         """`md5` when the bytes read have the source's own MD5, `none` when it has none.
         `read`: the source as the read described it. A listing cannot tell an SSE-KMS or
         SSE-C object, whose ETag is no MD5, from a plain one; the read's answer can, and
-        an MD5 taken from that ETag is then no MD5 at all (not a mismatch)."""
+        an MD5 taken from that ETag is then no MD5 at all (not a mismatch). Where the
+        read's answer gives an MD5, that is the one the bytes must have."""
         native = native_md5(item.source_checksums, item.source_etag)
         if native is None:
             return "none"
         if read is not None and "md5" not in read.checksums and (read.etag or "").lower() == native:
             return "none"
+        said = (read.checksums.get("md5") or "").lower() if read is not None else ""
+        if _MD5_HEX.match(said):
+            # The store's own word on this object, from the read's answer (If-Match held it
+            # to the inventoried one): GCS gives an MD5 in x-goog-hash where its ETag is none.
+            native = said
         if native != md5:
             raise ChecksumMismatch(
                 f"{item.container}/{item.key}: bytes read do not match the source's own MD5"

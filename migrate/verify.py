@@ -54,6 +54,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from migrate.errors import (
     ConfigError,
     CredentialsRejected,
+    NoAnswer,
     NotFound,
     Permanent,
     PlanError,
@@ -62,7 +63,7 @@ from migrate.errors import (
     Unsupported,
 )
 from migrate.keys import portable_key
-from migrate.ledger import DestinationRow, Ledger, dumps
+from migrate.ledger import BY_HAND, DestinationRow, Ledger, dumps
 from migrate.plan import PhaseKind, Plan, check_same_routes, destination_prefixes
 from migrate.transfer import SHA256_METADATA, carried_metadata
 from providers.base import CARRIED_HEADERS, ObjectInfo, StoreAdapter, carried_headers
@@ -74,27 +75,33 @@ FindingKind = Literal[
     "unexpected",
     "size_mismatch",
     "checksum_mismatch",
+    "unreadable",
     "metadata_mismatch",
     "not_done",
     "source_changed",
     "outside_plan",
+    "store_altered",
 ]
 FINDING_KINDS: tuple[FindingKind, ...] = (
     "missing",
     "unexpected",
     "size_mismatch",
     "checksum_mismatch",
+    "unreadable",
     "metadata_mismatch",
     "not_done",
     "source_changed",
     "outside_plan",
+    "store_altered",
 )
-# A changed source is the delta's work: reported, not held against the copy.
-NON_FAILING: frozenset[str] = frozenset({"source_changed"})
+# A changed source is the delta's work: reported, not held against the copy. What the
+# destination store alters at every write (the generic content type replaced by one it
+# guesses) no copy can avoid: reported, each object named, not held against the copy.
+NON_FAILING: frozenset[str] = frozenset({"source_changed", "store_altered"})
 # What the destination holds is wrong: the phase of that object is not verified any more.
 # (`not_done` is a phase unfinished, not wrong; `unexpected` belongs to no phase.)
 WRONG_CONTENT: frozenset[str] = frozenset(
-    {"missing", "size_mismatch", "checksum_mismatch", "metadata_mismatch"}
+    {"missing", "size_mismatch", "checksum_mismatch", "unreadable", "metadata_mismatch"}
 )
 # What a store may alter on every write (a proxy dropping some header names, a store
 # rewriting values): found again, word for word, after the copy verify asked for, it is
@@ -162,6 +169,9 @@ class VerifyResult:
     # Phases with objects not copied yet (`not_done`), in the plan's order: all of them, even
     # past `max_findings`.
     unfinished: tuple[str, ...] = ()
+    # Of `to_copy_again`: their source deleted since (the latest inventory), so no run can
+    # copy them again: it leaves them at the destination, unproven.
+    gone_at_source: int = 0
 
     @property
     def passed(self) -> bool:
@@ -196,6 +206,7 @@ class _Tally:
     wrong_phases: set[str] = field(default_factory=set)  # phases of WRONG_CONTENT findings
     unfinished: set[str] = field(default_factory=set)  # phases of `not_done` findings
     to_copy_again: int = 0  # done transfers found wrong at the destination, back to pending
+    gone_at_source: int = 0  # of those, their source deleted since
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, finding: VerifyFinding) -> None:
@@ -422,8 +433,8 @@ class _Verifier:
             # gone; if it is still there it is unexpected.
             if obj is not None:
                 detail = "deleted at the source and removed by the delta, yet still present"
-                if row.error and row.error.startswith("deleted at the source before"):
-                    detail = row.error  # settled without proof that the object is this plan's
+                if row.error and BY_HAND in row.error:
+                    detail = row.error  # left there, not removed: it says why
                 self.finding(row, "unexpected", detail)
             return
         if row.state != "done":
@@ -612,6 +623,13 @@ class _Verifier:
         except NotFound:
             self.finding(row, "missing", "listed, but gone when read")
             return False
+        except NoAnswer:
+            raise  # the store silent: no object's finding
+        except (Retryable, Permanent) as exc:
+            # This object's bytes cannot be read back (a store failing its own checksum
+            # answers 500 to every try): not proven, and no reason to stop the others'.
+            self.finding(row, "unreadable", f"its bytes could not be read: {exc.one_line()}")
+            return False
         self.tally.bump("reread")
         self.tally.bump("reread_bytes", size)
         if size != row.size:
@@ -639,6 +657,11 @@ class _Verifier:
             info = self.call(lambda: self.source.head(row.container, row.key))
         except (SourceChanged, NotFound) as exc:
             what = "deleted" if isinstance(exc, NotFound) else "changed"
+            if what == "changed":  # some stores answer a conditional read of no object 412
+                try:
+                    self.call(lambda: self.source.head(row.container, row.key))
+                except NotFound:
+                    what = "deleted"
             self.finding(row, "source_changed", f"source object {what} since its copy")
             return None
         self.tally.bump("source_reread")
@@ -727,12 +750,19 @@ class _Verifier:
                     f"{theirs.get(name)!r}"
                 )
                 store_made = False
+        if differences and store_made and not self.copy_again:
+            # The type alone, and the store's doing at every write: named, not failing.
+            self.finding(
+                row,
+                "store_altered",
+                "; ".join(differences) + " at every write; the bytes are proven, and copying "
+                "again would not mend it (verify --copy-again marks it, once the store is fixed)",
+            )
+            return
         if differences:
             # Tags that could not be read are not known wrong: marked for what else differs.
             mark = tags_read or len(differences) > len(tags)
-            self.finding(
-                row, "metadata_mismatch", "; ".join(differences), store_made=store_made, mark=mark
-            )
+            self.finding(row, "metadata_mismatch", "; ".join(differences), mark=mark)
             return
         self._right_now(row)
 
@@ -749,14 +779,13 @@ class _Verifier:
         detail: str,
         *,
         source_side: bool = False,
-        store_made: bool = False,
         mark: bool = True,
     ) -> None:
         """Record a finding. What the destination holds wrong is marked to copy again (the
         phase's next run does it); not what is wrong at the source (`source_side`): a copy
-        of those bytes would be no better; nor what the destination is known to alter at
-        every write (`store_made`, a LASTING kind), unless verify is told to copy again;
-        nor what is not known wrong (`mark` False: what could not be read)."""
+        of those bytes would be no better; nor what is not known wrong (`mark` False: what
+        could not be read). What the destination alters at every write is `store_altered`,
+        never marked (unless verify is told to copy again: then a metadata_mismatch)."""
         # A key the destination stores under another name (a//b as a/b) would be copied
         # and found missing again at every run: named, not marked.
         if (
@@ -767,12 +796,7 @@ class _Verifier:
             and portable_key(row.destination_key)
         ):
             why = _recopy_reason(kind, detail)
-            if kind in LASTING and store_made and not self.copy_again:
-                detail += (
-                    " at every write, and copying again would not mend it (not marked to copy "
-                    "again; verify --copy-again marks it)"
-                )
-            elif kind in LASTING and row.recopy_reason == why and not self.copy_again:
+            if kind in LASTING and row.recopy_reason == why and not self.copy_again:
                 detail += (
                     "; so again after the copy verify asked for: the destination alters it on "
                     "write, and copying again would not mend it (not marked to copy again; "
@@ -783,9 +807,12 @@ class _Verifier:
                 row.container,
                 row.key,
                 why,
-                bytes_wrong=kind in ("size_mismatch", "checksum_mismatch"),
+                # bytes found other, or not readable at all: never proven later as they are
+                bytes_wrong=kind in ("size_mismatch", "checksum_mismatch", "unreadable"),
             ):
                 self.tally.bump("to_copy_again")
+                if self.ledger.source_deleted(self.plan.source, row.container, row.key):
+                    self.tally.bump("gone_at_source")
         self.tally.add(
             VerifyFinding(
                 kind,
@@ -902,11 +929,7 @@ def verify(
         raise
     pool.shutdown(wait=True)
     cutovers = {p.name for p in plan.phases if p.kind == PhaseKind.CUTOVER}
-    outside = (
-        ledger.datasets_outside(plan.source, [m.dataset for m in plan.mappings])
-        if cutovers & set(phases)
-        else []
-    )
+    outside = ledger.datasets_outside(plan.source, plan.accounted) if cutovers & set(phases) else []
     held_back: tuple[str, ...] = ()
     if outside and phase is None:
         # The whole plan's objects may all be right (the cutover's run reports `verified`
@@ -950,6 +973,7 @@ def verify(
         counts=dict(sorted(tally.counts.items())),
         findings=tuple(sorted(tally.findings, key=lambda f: (f.bucket, f.key, f.kind))),
         to_copy_again=tally.to_copy_again,
+        gone_at_source=tally.gone_at_source,
         verified_phases=(),
         unfinished=tuple(p.name for p in plan.phases if p.name in tally.unfinished),
     )

@@ -138,6 +138,8 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    proxy_refused,
+    unresolved,
     wrong_range,
 )
 from providers.lean_http import with_page_retries
@@ -235,9 +237,29 @@ def _parse_connection_string(value: str) -> dict[str, str]:
     return parts
 
 
+# Azure's container names (learn.microsoft.com, "Naming and referencing containers, blobs,
+# and metadata"): 3 to 63 lowercase letters, digits and hyphens, a letter or digit at each
+# end, no two hyphens together; and the service's own $root, $web and $logs.
+_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$|^\$(root|web|logs)$")
+
+
+def _check_container_names(site: Site) -> None:
+    """A name Azure cannot have is a mistake in the sites file: said before any request
+    (the service answers it with a generic 400)."""
+    for name in site.buckets:
+        if not _CONTAINER_NAME.match(name):
+            raise ConfigError(
+                f"site {site.name}: {name!r} cannot be an Azure container's name (3 to 63 "
+                "lowercase letters, digits and hyphens, a letter or digit at each end, no "
+                "two hyphens together)",
+                hint="write the container's name as the Azure portal shows it",
+            )
+
+
 def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
     """`expected_endpoint`: the endpoint the catalog gives this site (the one its plan
     judges and allows), when the site declares none."""
+    _check_container_names(site)
     creds = resolve_credentials(site)
     conn = _parse_connection_string(creds.connection_string or "")
     account = site.account or conn.get("accountname")
@@ -534,6 +556,7 @@ class AzureAdapter:
         target = _target(site, expected_endpoint)
         self._account = target.account
         self._place = _Place(site.name, target.account, target.endpoint)
+        self._proxied = bool(site.proxy)
         adapter = _GuardedHTTPAdapter(guard)
         proxy = proxy_url(site)  # with its user and password, if it asks for them
         self._sdk_session = _configure(requests.Session(), adapter, proxy)
@@ -622,6 +645,9 @@ class AzureAdapter:
         where = f"{self.site_name}: {what}"
         if isinstance(exc, MigrateError):
             raise exc
+        if self._proxied and _proxy_said_407(exc):
+            # An https endpoint through the proxy: its CONNECT answered 407.
+            raise _from_status(where, 407, None, container_call, place=self._place) from None
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
             detail = str(exc.message or "").lower()
             raise _from_status(
@@ -638,6 +664,12 @@ class AzureAdapter:
             raise _credentials_rejected(where) from None
         if isinstance(exc, ContainerDoesNotExistError):
             raise _container_missing(where, "", self._place) from None
+        if isinstance(exc, _CONNECT_FAILURES) and unresolved(exc):
+            raise EndpointUnreachable(
+                f"{where}: the endpoint's host does not resolve (DNS)",
+                hint="check the site's endpoint/account (the host is made from the account) "
+                "and this machine's DNS",
+            ) from None
         if isinstance(exc, _CONNECT_FAILURES):
             raise EndpointUnreachable(
                 f"{where}: no connection to the endpoint",
@@ -1484,6 +1516,8 @@ def _from_status(
     code_text = f" ({code})" if code else ""
     if status in (401, 403):
         return _credentials_rejected(where)
+    if status == 407:  # the declared proxy's answer, not the service's
+        return proxy_refused(where)
     if status == 404:
         if container_call or code == "ContainerNotFound":
             return _container_missing(where, code_text, place)
@@ -1511,6 +1545,20 @@ def _from_status(
     if status in (408, 429) or status >= 500 or code in _RETRYABLE_CODES:
         return Retryable(f"{where}: the service is busy or failed (HTTP {status}){code_text}")
     return Permanent(f"{where}: refused by the service (HTTP {status}){code_text}")
+
+
+def _proxy_said_407(exc: BaseException) -> bool:
+    """Whether a connection failure is the proxy refusing a tunnel for want of credentials
+    (requests' ProxyError, wrapped by azure-core or libcloud): read, never shown."""
+    seen: BaseException | None = exc
+    for _ in range(6):  # the chain of causes, not forever
+        if seen is None:
+            return False
+        if isinstance(seen, requests.exceptions.ProxyError) and "407" in str(seen):
+            return True
+        inner = getattr(seen, "inner_exception", None)
+        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
+    return False
 
 
 def _credentials_rejected(where: str) -> CredentialsRejected:

@@ -46,10 +46,46 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
+from migrate.errors import CredentialsRejected
+
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 # S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+|\*)", re.IGNORECASE)
+
+
+def proxy_refused(where: str, proxy: str | None = None) -> CredentialsRejected:
+    """The declared proxy answered 407 (to a request, or to the CONNECT of an https
+    endpoint): the proxy's credentials, not the store's. `proxy`: its URL (never holds
+    user:password: the sites file refuses that), when the caller has it."""
+    which = f"the proxy {proxy}" if proxy else "the site's proxy"
+    return CredentialsRejected(
+        f"{where}: {which} asked for credentials it was not given, or refused them (407)",
+        hint="set credentials.proxy_auth_env in the site to a variable holding the proxy's "
+        "user:password, or check the one it names",
+    )
+
+
+def unresolved(exc: BaseException) -> bool:
+    """Whether a connection failed because its host name does not resolve (DNS): said as
+    such, not as a store that does not answer. Follows the causes botocore, urllib3 and
+    requests wrap the resolver's error in."""
+    import socket
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cause = todo.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError":
+            return True
+        wrapped = getattr(cause, "kwargs", None)
+        reason = getattr(cause, "reason", None)
+        todo += [cause.__cause__, cause.__context__]
+        todo += [x for x in (reason, (wrapped or {}).get("error")) if isinstance(x, BaseException)]
+    return False
 
 
 def wrong_range(content_range: str | None, start: int, end: int | None) -> str | None:
@@ -249,6 +285,11 @@ class Capabilities:
     # may then list a key range and stop past its end (S3). Azure sorts by UTF-16 and an
     # account with a hierarchical namespace in path order, with no start-after.
     ranged_listing: bool = False
+    # False where objects cannot bear tags (GCS): read_tags gives none, without a request.
+    object_tags: bool = True
+    # False where the API used cannot say what a container keeps (GCS): protection() and
+    # replication() answer unknown, after checking that the container exists.
+    reads_protection: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -430,6 +430,16 @@ class Catalog(_Model):
                 hint=f"known providers: {', '.join(self.names())}; add one in a catalog file",
             ) from None
 
+    def provider_of(self, site: Site) -> Provider:
+        """The site's provider; an unknown one is said with the site that names it."""
+        try:
+            return self.providers[site.provider]
+        except KeyError:
+            raise ConfigError(
+                f"site {site.name}: unknown provider {site.provider!r}",
+                hint=f"known providers: {', '.join(self.names())}; add one in a catalog file",
+            ) from None
+
     def region(self, provider: str, code: str) -> Region | None:
         """The region, or None when the catalog does not list it."""
         return self.provider(provider).region(code)
@@ -442,7 +452,7 @@ class Catalog(_Model):
         """The site's https endpoint: its explicit `endpoint` if any (a mismatch with the
         region is reported by endpoint_findings), else the region's endpoint from the
         catalog, else None."""
-        provider = self.provider(site.provider)
+        provider = self.provider_of(site)
         if site.endpoint:
             return site.endpoint
         if provider.declared_by_site or not site.region:
@@ -456,7 +466,7 @@ class Catalog(_Model):
     def endpoint_findings(self, site: Site) -> list[str]:
         """Problems with how a site reaches its provider: no or unknown region, an explicit
         endpoint that is not the region's, or one that hides the region."""
-        provider = self.provider(site.provider)
+        provider = self.provider_of(site)
         findings: list[str] = []
         where = f"site {site.name}"
         if provider.declared_by_site:
@@ -544,7 +554,7 @@ class Catalog(_Model):
     def limits_for(self, site: Site) -> Limits:
         """The provider's limits; for a self-hosted site, its software's (all unknown when
         the site names no software)."""
-        provider = self.provider(site.provider)
+        provider = self.provider_of(site)
         if not provider.software:
             return provider.limits
         if not site.software:

@@ -97,7 +97,7 @@ def site_hosts(site: Site, buckets: Sequence[str], catalog: Catalog) -> set[str]
         is_ip = bool(ipaddress.ip_address(bare.strip("[]")))
     except ValueError:
         is_ip = False
-    if catalog.provider(site.provider).api != "s3" or is_ip or is_loopback(bare):
+    if catalog.provider_of(site).api != "s3" or is_ip or is_loopback(bare):
         return hosts
     if s3_site_as_built(site, catalog).addressing != "path":
         hosts.update(f"{b}.{host}" for b in buckets)
@@ -124,6 +124,11 @@ def build_adapter(
             confirmed_checksums=confirmed_checksums(site),
             limits=store_limits(site),
         )
+    if api == "gcs":
+        from providers.gcs import GcsAdapter
+
+        site = s3_site_as_built(site, catalog)
+        return GcsAdapter(site, guard=guard, limits=store_limits(site))
     if api == "azure":
         from providers.azure import AzureAdapter
 

@@ -84,6 +84,8 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    proxy_refused,
+    unresolved,
     wrong_range,
 )
 from providers.lean_http import release, with_page_retries
@@ -782,6 +784,8 @@ class S3Adapter:
                 return ChecksumMismatch(f"{where}: the store refused the bytes ({code})")
             if status == 412 or code in ("PreconditionFailed", "412"):
                 return SourceChanged(f"{where}: the object changed (ETag or version differs)")
+            if status == 407:  # the declared proxy's answer, not the store's
+                return proxy_refused(where, self.site.proxy)
             if status == 403 or code in _CREDENTIAL_CODES:
                 return CredentialsRejected(
                     f"{where}: credentials rejected ({code or status})",
@@ -820,6 +824,13 @@ class S3Adapter:
             message = str(err.get("Message") or "").strip()
             detail = f": {message}" if message else ""
             return Permanent(f"{where}: {op} failed with {code or status}{detail}")
+        if isinstance(exc, bce.EndpointConnectionError) and unresolved(exc):
+            host = urlsplit(self.site.endpoint or "").hostname or "AWS S3's"
+            return EndpointUnreachable(
+                f"{self.site_name}: the endpoint's host {host} does not resolve (DNS)",
+                hint="check the host name in the site's endpoint (or the catalog's for its "
+                "region) and this machine's DNS",
+            )
         if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
             return EndpointUnreachable(
                 f"{self.site_name}: no answer from {self.site.endpoint or 'AWS S3'}",
@@ -831,8 +842,16 @@ class S3Adapter:
                 hint="check that the endpoint speaks https on that port and that its "
                 "certificate is trusted (a private CA: AWS_CA_BUNDLE names its bundle)",
             )
+        if isinstance(exc, bce.ProxyConnectionError) and "407" in repr(
+            getattr(exc, "kwargs", {}).get("error")  # read, never shown: it names the proxy
+        ):
+            # An https endpoint through the proxy: its CONNECT answered 407.
+            return proxy_refused(self.site_name, self.site.proxy)
         if isinstance(exc, bce.ProxyConnectionError):
-            return EndpointUnreachable(f"{self.site_name}: the declared proxy does not answer")
+            return EndpointUnreachable(
+                f"{self.site_name}: the declared proxy {self.site.proxy} does not answer",
+                hint="check that the proxy is up and the site's `proxy` names it",
+            )
         if isinstance(exc, bce.FlexibleChecksumError):
             return ChecksumMismatch(f"{where}: response checksum does not match")
         if isinstance(

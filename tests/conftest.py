@@ -55,6 +55,13 @@ def s3_site(seaweed: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> Site:
 
 
 @pytest.fixture
+def gcs_site(s3_site: Site) -> Site:
+    """A GCS site (the XML API with HMAC keys, providers/gcs.py) served by SeaweedFS: no
+    local GCS speaks that API. What only GCS answers is tested in tests/providers/test_gcs.py."""
+    return s3_site.model_copy(update={"name": "gcs", "provider": "gcs"})
+
+
+@pytest.fixture
 def azure_site(azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch) -> Site:
     monkeypatch.setenv(AZ_CONN_ENV, azurite_server.connection_string)
     return Site(
@@ -89,7 +96,7 @@ SiteFactory = Callable[[str], Site]
 
 @pytest.fixture
 def site_for(request: pytest.FixtureRequest) -> SiteFactory:
-    """site_for('local' | 's3' | 'azure' | 'azure_sdk'): the test site of that kind (servers
+    """site_for('local' | 's3' | 'gcs' | 'azure' | 'azure_sdk'): the test site of that kind (servers
     start lazily)."""
 
     def make(kind: str) -> Site:

@@ -150,7 +150,8 @@ class FixedAnswer:
                     if len(got) < length:
                         self.close_connection = True
 
-            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
+            # CONNECT too: a proxy refusing to open a tunnel (407, say)
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = do_CONNECT = _answer
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -194,6 +195,20 @@ def read_bytes_50_to_59(adapter: StoreAdapter, container: str, right: bool) -> N
         adapter.open_range(container, "k", 50, 60)
 
 
+def two_local_sites(tmp_path: Path, buckets: tuple[str, ...] = ("data",)) -> list[str]:
+    """A sites file of two local sites, src (tmp_path/src, holding `buckets`) and dst
+    (tmp_path/dst, made empty), with its state in tmp_path/state: the --sites option."""
+    (tmp_path / "dst").mkdir(exist_ok=True)
+    listed = ", ".join(f'"{b}"' for b in buckets)
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[sites.src]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = [{listed}]\n'
+        f'[sites.dst]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
+    )
+    return ["--sites", str(sites)]
+
+
 def finished_local_copy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], *, run: bool = True
 ) -> tuple[str, list[str]]:
@@ -202,17 +217,10 @@ def finished_local_copy(
     from migrate.cli import main  # not for every test that uses these helpers
 
     (tmp_path / "src" / "data").mkdir(parents=True)
-    (tmp_path / "dst").mkdir()
     for n in range(30):
         (tmp_path / "src" / "data" / f"f{n}.txt").write_text(f"object {n}\n")
-    sites = tmp_path / "sites.toml"
-    sites.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n'
-        f'[sites.src]\nprovider = "local"\npath = "{tmp_path / "src"}"\nbuckets = ["data"]\n'
-        f'[sites.dst]\nprovider = "local"\npath = "{tmp_path / "dst"}"\n'
-    )
+    where = two_local_sites(tmp_path)
     plan = str(tmp_path / "plan.yaml")
-    where = ["--sites", str(sites)]
     for args in (
         ["inventory", "src"],
         ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o", plan],

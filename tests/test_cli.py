@@ -4,9 +4,14 @@ exit codes, and never a secret."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
+import shutil
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +25,7 @@ from migrate.localservers import SeaweedFS, free_port
 from migrate.plan import Phase, PhaseKind, Selector, load_plan
 from migrate.routing import endpoint_host
 from migrate.sites import load_sites
-from tests.helpers import finished_local_copy
+from tests.helpers import finished_local_copy, two_local_sites
 
 CANARY = "CANARY-secret-9f8e7d6c5b4a"
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +236,7 @@ def test_a_malformed_azure_account_key_gives_exit_3_without_showing_it(
     sites = tmp_path / "sites.toml"
     sites.write_text(
         '[sites.az]\nprovider = "azure"\nregion = "francecentral"\naccount = "acct"\n'
-        'buckets = ["c"]\ncredentials = { connection_string_env = "T_AZ" }\n'
+        'buckets = ["cases"]\ncredentials = { connection_string_env = "T_AZ" }\n'
     )
     code, out, err = run(["inventory", "az", "--sites", str(sites)], capsys)
     assert code == 3, err
@@ -502,6 +507,8 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert approval["detail"].endswith("state.db")
     code, out, err = run(["plan", "show", plan, *where], capsys)  # read before cutover
     assert "Checklist of phase cutover:" in out and "1. Announce the freeze" in out, out
+    # A small estate's estimates at their scale: not "0.0 h".
+    assert "< 1 min" in out and "0.0 h" not in out, out
     code, out, err = run(["plan", "approve", plan, "--by", "dpo", "--json", *where], capsys)
     approved = json.loads(out)
     assert code == 0 and approved["approved_by"] == "dpo" and approved["approved_at"], err
@@ -859,6 +866,15 @@ def test_providers_show_lists_facts_with_sources(capsys: pytest.CaptureFixture[s
     code, out, _ = run(["providers", "show", "scaleway", "--json"], capsys)
     assert code == 0
     assert "s3.fr-par.scw.cloud" in out
+    # For a reader: records and lists as text, never Python's reprs.
+    # At 80 columns, verdicts as blocks: each reason on a line of its own, whole (a table
+    # left reasons a column of a few letters, hundreds of lines long).
+    code, out, _ = run(["providers", "--policy", "eu-residency"], capsys)
+    assert code == 0 and "\n  PASS: region fsn1 is in Germany (DE), in the EU/EEA\n" in out, out
+    assert len(out.splitlines()) < 60, out
+    code, out, _ = run(["providers", "show", "gcs"], capsys)
+    assert code == 0 and "{'" not in out and "None" not in out, out
+    assert "law:" in out and "country: US" in out, out
     code, _, err = run(["providers", "show", "nosuch"], capsys)
     assert code == 3 and "scaleway" in err
     assert "sites file" not in err, err  # the name was typed here, not read from a file
@@ -1667,6 +1683,16 @@ def test_status_shows_a_plan_edited_by_hand_with_a_warning_and_bad_yaml_says_its
     code, out, err = run(["status", plan, *where, "--json"], capsys)
     assert code == 0 and json.loads(out)["plan"]
     assert "was edited after it was made" in err and "run and verify refuse it" in err
+    # The reviewer sees it too, then why it is refused.
+    code, out, err = run(["plan", "show", plan, *where], capsys)
+    assert code == 9 and "policy fr-health" in out and "edited by hand?" in err, err
+    # An edit that sends a dataset elsewhere: said so, not "save it under another name".
+    bucket = load_plan(Path(plan), check_digest=False).mappings[0].destination_bucket
+    Path(plan).write_text(text.replace(f"destination_bucket: {bucket}", "destination_bucket: zz"))
+    code, out, err = run(["status", plan, *where], capsys)
+    assert code == 9 and "was edited after it was made" in err and f"dst:{bucket}/" in err, err
+    assert "another name" not in err and "put the file back" in err
+    assert_one_line_without_secret(out, err)
     Path(plan).write_text(text + "phases: [\n")
     code, out, err = run(["status", plan, *where], capsys)
     lines = text.count("\n")
@@ -2146,6 +2172,8 @@ def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(
     assert main([*dry, "--json"]) == 0
     refused = json.loads(capsys.readouterr().out)["gate_refused"]
     assert refused.startswith("phase bulk-1 requires pilot to be verified first"), refused
+    # The pilot has not run: the way through starts with running it, not verifying it.
+    assert f"(run `migrate run {plan} --phase pilot` then `migrate verify {plan}" in refused
     assert main(dry) == 0
     assert "The run would refuse to start: phase bulk-1 requires pilot" in capsys.readouterr().out
     assert main([*dry, "--json", "--force", "--reason", "t"]) == 0
@@ -2184,3 +2212,176 @@ def test_a_disk_error_that_is_not_the_outputs_is_not_told_as_the_outputs(
     monkeypatch.setattr("migrate.cli.load_plan", failing)
     code, _, err = run(["plan", "show", str(tmp_path / "p.yaml")], capsys)
     assert code == 1 and "output could not be written" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("site", "said"),
+    [
+        ('provider = "scaleway"\nregion = "fr-xyz"',
+         "site scw: region 'fr-xyz' is not a Scaleway region the catalog knows (fr-par, "),
+        ('provider = "scalewai"\nregion = "fr-par"', "site scw: unknown provider 'scalewai'"),
+    ],
+)  # fmt: skip
+def test_a_region_or_provider_the_catalog_does_not_know_is_said_with_its_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], site: str, said: str
+) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[sites.scw]\n{site}\nbuckets = ["b"]\n'
+        'credentials = { access_key_env = "K", secret_key_env = "S" }\n'
+    )
+    code, out, err = run(["inventory", "scw", "--sites", str(sites)], capsys)
+    assert code == 3 and said in err, err
+    assert_one_line_without_secret(out, err)
+
+
+def test_an_inventory_under_a_prefix_says_the_table_is_the_whole_sites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "src" / "data" / name).mkdir(parents=True)
+        (tmp_path / "src" / "data" / name / "x.txt").write_text(name)
+    where = two_local_sites(tmp_path)
+    assert run(["inventory", "src", *where], capsys)[0] == 0
+    (tmp_path / "src" / "data" / "a" / "y.txt").write_text("new")
+    code, out, _ = run(["inventory", "src", "--prefix", "a/", *where], capsys)
+    said = " ".join(out.split())
+    assert code == 0 and "1 added, 0 changed, 0 deleted" in said, said
+    assert "This run listed only under 'a/' in each container; the table is the site's" in said
+
+
+def test_a_plan_naming_a_site_its_review_did_not_judge_or_the_sites_file_lacks_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from migrate.plan import compute_digest, save_plan
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    made = load_plan(Path(plan))
+    # Edited, its digest made again: the destination is not the site whose verdict the
+    # approver saw.
+    forged = made.model_copy(update={"destination": "nosuchsite"})
+    save_plan(forged.model_copy(update={"digest": compute_digest(forged)}), Path(plan))
+    for args in (["plan", "approve", plan], ["plan", "show", plan]):
+        code, out, err = run([*args, *where], capsys)
+        assert code == 9 and "its destination is 'nosuchsite', but its sites list no" in err
+        assert_one_line_without_secret(out, err)
+    assert "-> nosuchsite" in out  # shown to the reviewer, then refused
+    # As made, but the sites file no longer has its destination: refused before approval.
+    save_plan(made, Path(plan))
+    sites = Path(where[1])
+    sites.write_text(sites.read_text().replace("[sites.dst]", "[sites.dst2]"))
+    code, out, err = run(["plan", "approve", plan, *where], capsys)
+    assert code == 3 and "dst" in err, err
+    assert_one_line_without_secret(out, err)
+
+
+def test_a_state_removed_while_a_run_copies_is_said_and_no_empty_state_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every write of the run went to the file removed with its directory: the run does
+    not end in success as if recorded (a walkthrough: exit 0, then a new empty state)."""
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "src" / "data" / "big.bin").write_bytes(os.urandom(3 * 1024**2))
+    where = two_local_sites(tmp_path)
+    plan = str(tmp_path / "plan.yaml")
+    for args in (["inventory", "src"], ["plan", "--from", "src", "--to", "dst", "--policy",
+                 "eu-residency", "--no-pilot", "-o", plan], ["plan", "approve", plan]):  # fmt: skip
+        assert run([*args, *where], capsys)[0] == 0
+    migrate_bin = str(Path(sys.executable).parent / "migrate")
+    copying = subprocess.Popen(
+        [migrate_bin, "run", plan, "--phase", "bulk-1", "--bwlimit", "1MB/s", *where],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # Removed once the run has its phase's objects in the state (it then copies for ~3 s
+    # more at 1 MB/s): not before the run opened it, however slow the machine.
+    db, deadline = tmp_path / "state" / "state.db", time.monotonic() + 60
+    while time.monotonic() < deadline and copying.poll() is None:
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as ro,
+        ):
+            if ro.execute("SELECT COUNT(*) FROM transfers").fetchone()[0]:
+                break
+        time.sleep(0.05)
+    shutil.rmtree(tmp_path / "state")
+    out, err = copying.communicate(timeout=120)
+    assert copying.returncode == 3, (out, err)
+    assert "was removed or replaced while this command worked" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "state" / "state.db").exists()
+
+
+def test_verify_says_a_rewritten_copy_needs_overwrite_before_the_run_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    copy = sorted((tmp_path / "dst").rglob("*.txt"))[0]
+    copy.write_bytes(b"X" * copy.stat().st_size)  # same size, other bytes, no metadata
+    code, _, err = run(["verify", plan, "--phase", "bulk-1", "--deep", *where], capsys)
+    said = " ".join(err.split())
+    assert code == 12 and "checksum_mismatch" in said, said
+    assert "a conflict until that run is given --overwrite" in said, said
+
+
+def test_verify_says_a_copy_found_wrong_whose_source_is_gone_cannot_be_copied_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, where = finished_local_copy(tmp_path, capsys)
+    copy = sorted((tmp_path / "dst").rglob("*.txt"))[0]
+    (tmp_path / "src" / "data" / copy.name).unlink()  # deleted at the source since
+    assert run(["inventory", "src", *where], capsys)[0] == 0
+    copy.write_bytes(b"X" * copy.stat().st_size)
+    code, _, err = run(["verify", plan, "--phase", "bulk-1", "--deep", *where], capsys)
+    said = " ".join(err.split())
+    assert code == 12 and "1 of them deleted at the source since cannot be" in said, said
+
+
+def test_a_copy_that_moves_nothing_says_so_while_it_waits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run waiting on a store that does not answer: its log says so each minute (here,
+    each 0.5 s), rather than falling silent until the watchdog stops it; once bytes move,
+    it stops saying so. Nothing with --json (quiet)."""
+    from migrate.cli import _ProgressSubscriber
+
+    with _ProgressSubscriber(False, stall_notice=0.5) as progress:
+        progress.on_start(2, 200)
+        time.sleep(1.8)
+        progress.on_bytes(100)
+        progress.on_object("a", "done")
+        time.sleep(0.1)  # a notice the watcher was printing as the bytes came
+        waiting = capsys.readouterr().err
+        time.sleep(0.3)  # less than the notice's span, counted from the bytes
+    assert waiting.count("migrate: nothing moved for") >= 2, waiting
+    assert "waiting on the stores" in waiting and "exit 6" in waiting, waiting
+    assert "nothing moved" not in capsys.readouterr().err
+    with _ProgressSubscriber(True, stall_notice=0.2) as quiet:
+        quiet.on_start(2, 200)
+        time.sleep(0.5)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        'provider = "self-hosted"\nsoftware = "ceph-rgw"\nregion = "local"\ncountry = "FR"\n'
+        'endpoint = "https://s3.no-such-host.invalid"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n',
+        'provider = "azure"\nregion = "francecentral"\naccount = "nosuchaccount"\n'
+        'endpoint = "https://nosuchaccount.blob.no-such-host.invalid"\n'
+        'credentials = { account_key_env = "T_SECRET" }\n',
+    ],
+    ids=["s3", "azure"],
+)
+def test_an_endpoint_whose_host_does_not_resolve_is_said_so(
+    site: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host name mistyped, or a DNS that does not know it: one line saying so (exit 6),
+    not "no answer", which sends one looking at a store that is up."""
+    monkeypatch.setenv("T_KEY", "key-id")
+    monkeypatch.setenv("T_SECRET", "c2VjcmV0LWZvci10ZXN0cw==")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'state_dir = "{tmp_path / "state"}"\n[sites.x]\n{site}buckets = ["bucket"]\n')
+    code, _, err = run(["inventory", "x", "--sites", str(sites)], capsys)
+    assert code == 6, err
+    assert "does not resolve (DNS)" in err and len(err.strip().splitlines()) == 1, err

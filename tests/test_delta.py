@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +20,33 @@ import pytest
 from migrate.cli import main
 from migrate.delta import cutover_checklist, deleted_at_source, prepare_delta, remove_deleted
 from migrate.demo import AZURE_ENV, S3_KEY_ENV, S3_SECRET_ENV, write_sites_file
-from migrate.errors import ConfigError, CredentialsRejected, MigrateError, PlanError, Retryable
+from migrate.errors import (
+    ConfigError,
+    CredentialsRejected,
+    MigrateError,
+    PlanError,
+    Retryable,
+    SourceChanged,
+)
 from migrate.executor import run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import DeletedRow, Ledger
 from migrate.localservers import Azurite, SeaweedFS
-from migrate.plan import Phase, PhaseKind, Plan, Selector
+from migrate.plan import Phase, PhaseKind, Plan, Selector, load_plan
+from migrate.planner import plan_inputs
+from migrate.report import build_report, render_html
 from migrate.sites import load_sites
 from migrate.verify import VerifyResult, verify
 from providers.base import StoreAdapter, WriteAttrs
+from providers.catalog import builtin_catalog
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory, unique_name
-from tests.helpers import body, put
+from tests.helpers import body, put, two_local_sites
 from tests.test_executor import (
     SMALL_PARTS,
     Crash,
     CrashBeforeComplete,
+    Delegating,
     Env,
     MiB,
     UploadListingFails,
@@ -550,6 +563,16 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     would = json.loads(out)["datasets"]
     totals = [sum(d[k] for d in would) for k in ("would_copy", "conflicts")]
     assert totals == [2, 0], would
+    # The destination's secret unset: said before the source is listed again (hours, on
+    # a large estate), not after.
+    with Ledger(load_sites(sites).state_dir) as ledger:
+        listings = ledger.latest_inventory_run("azure-hdh")
+    monkeypatch.delenv(S3_SECRET_ENV)
+    assert main(["run", plan, "--phase", "delta", *s]) == 3
+    assert f"{S3_SECRET_ENV} is not set" in capsys.readouterr().err
+    with Ledger(load_sites(sites).state_dir) as ledger:
+        assert ledger.latest_inventory_run("azure-hdh") == listings
+    monkeypatch.setenv(S3_SECRET_ENV, seaweed.secret_key)
     time.sleep(1.1)  # timestamps are to the second: the removal is later than the copy
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--delete-removed", "--json", *s)
     assert code == 0
@@ -726,6 +749,14 @@ def test_a_copy_verify_found_wrong_is_never_settled_as_proven_once_its_source_is
         assert "d/02.bin" not in {r.key for r in ledger.manifest_rows(plan.name)}
         after = check(env, ledger, plan, None)
         assert [(f.kind, f.key) for f in after.findings] == [("unexpected", "d/02.bin")]
+        assert "remove it by hand" in after.findings[0].detail  # not "removed by the delta"
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+    # Left there, not removed: an open item, never counted with the removals.
+    bulk = next(p for p in report.phases if p.name == "bulk-1")
+    assert (bulk.counts.removed, bulk.counts.left_at_destination) == (0, 1)
+    assert (report.totals.removed, report.totals.left_at_destination) == (0, 1)
+    assert any("left at the destination, not proven" in i for i in report.open_items)
+    assert "(+1 left there)" in render_html(report)
 
 
 @pytest.mark.parametrize("dst", ["s3", "azure"])
@@ -1001,7 +1032,12 @@ def test_delete_removed_refuses_to_remove_more_than_max_remove_allows(
 
     before = copies()
     assert main([*run, *where]) == 9
-    err = capsys.readouterr().err.strip().splitlines()
+    out, err_text = capsys.readouterr()
+    assert (
+        "4 copied objects were deleted at the source (none removed: more than "
+        "--max-remove allows)" in " ".join(out.split())
+    ), out
+    err = err_text.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith(
         "migrate: error: --delete-removed: 4 copies would be removed (13.8% of the plan's 29)"
@@ -1017,6 +1053,18 @@ def test_delete_removed_refuses_to_remove_more_than_max_remove_allows(
 
     assert main([*run, "--max-remove", "4", "--json", *where]) == 0
     assert json.loads(capsys.readouterr().out)["delta"]["removed"] == 4
+    assert main(["status", plan, *where]) == 0  # "done" fell by 4: the removed say why
+    table = capsys.readouterr().out
+    row = next(ln for ln in table.splitlines() if "bulk-1" in ln).split("│")
+    assert "deleted" in table and "source" in table
+    assert [c.strip() for c in row][2:8] == ["25", "0", "0", "0", "0", "4"]
+    assert main(["run", plan, "--phase", "bulk-1", "--json", *where]) == 0  # nothing to do
+    again = json.loads(capsys.readouterr().out)
+    figures = (again["objects"], again["already_done"], again["deleted_at_source"])
+    assert figures == (29, 25, 4), again
+    assert main(["run", plan, "--phase", "bulk-1", *where]) == 0
+    said = capsys.readouterr().out
+    assert "25 objects were already copied and proven, 4 deleted at the source since" in said
     # The destination now holds what the source does (the pilot's object copied by delta).
     assert copies() == sorted(p.name for p in (tmp_path / "src" / "data").iterdir())
 
@@ -1204,3 +1252,171 @@ def test_copies_a_run_keeps_do_not_use_up_the_removal_ceiling(
     assert code == 0, err
     assert json.loads(out)["delta"]["removed"] == 3
     assert (dst / "f1.txt").read_text() == "the application's own f1\n"
+
+
+def test_a_container_kept_a_prefix_per_patient_is_one_dataset_and_its_new_prefixes_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A container with more top-level prefixes than the limit (one per patient, say) is
+    inventoried, planned and reported as one dataset, not one a prefix; so it stays: a
+    prefix that appears later is copied by delta as part of it. A container with few
+    prefixes keeps one dataset a prefix."""
+    monkeypatch.setattr("migrate.inventory.WHOLE_CONTAINER_AFTER", 5)
+    src = tmp_path / "src"
+    for n in range(8):
+        for i in range(2):
+            (src / "patients" / f"p{n:03d}").mkdir(parents=True, exist_ok=True)
+            (src / "patients" / f"p{n:03d}" / f"scan-{i}.dcm").write_bytes(body(n * 10 + i, 300))
+    (src / "patients" / "index.csv").write_bytes(body(99, 50))
+    for name in ("a", "b"):
+        (src / "studies" / name).mkdir(parents=True)
+        (src / "studies" / name / "t.csv").write_bytes(body(len(name), 80))
+    s = two_local_sites(tmp_path, ("patients", "studies"))
+    code, out = cli(capsys, "inventory", "src", "--json", *s)
+    assert code == 0
+    datasets = {d["dataset"]: d for d in json.loads(out)["datasets"]}
+    assert sorted(datasets) == ["patients/", "studies/a/", "studies/b/"]
+    assert datasets["patients/"]["objects"] == 17 and datasets["patients/"]["whole_container"]
+    assert not datasets["studies/a/"]["whole_container"]
+
+    plan = str(tmp_path / "plans" / "p.yaml")
+    made = cli(capsys, "plan", "--from", "src", "--to", "dst", "--policy", "eu-residency",
+               "--no-pilot", "-o", plan, *s)  # fmt: skip
+    assert made[0] == 0
+    mapped = [m.dataset for m in load_plan(Path(plan)).mappings]
+    assert mapped == ["patients/", "studies/a/", "studies/b/"]
+    assert cli(capsys, "plan", "approve", plan, *s)[0] == 0
+    assert cli(capsys, "run", plan, "--phase", "bulk-1", *s)[0] == 0
+    assert cli(capsys, "verify", plan, "--phase", "bulk-1", *s)[0] == 0
+
+    # Most patients' files leave (archived elsewhere), one patient is admitted: fewer
+    # prefixes than the limit now, and still one dataset, the one the plan maps.
+    for n in range(6):
+        shutil.rmtree(src / "patients" / f"p{n:03d}")
+    (src / "patients" / "p900").mkdir()
+    (src / "patients" / "p900" / "scan-0.dcm").write_bytes(body(900, 200))
+    code, out = cli(capsys, "run", plan, "--phase", "delta", "--json", *s)
+    assert code == 0, out
+    assert json.loads(out)["summary"]["copied"] == 1
+    copied = tmp_path / "dst" / load_plan(Path(plan)).mappings[0].destination_bucket
+    assert (copied / "p900" / "scan-0.dcm").read_bytes() == body(900, 200)
+    assert (copied / "p007" / "scan-1.dcm").read_bytes() == body(71, 300)
+    assert cli(capsys, "verify", plan, "--phase", "delta", *s)[0] == 0
+
+
+def test_a_dataset_left_out_on_purpose_is_on_the_record_and_does_not_hold_the_cutover(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan --exclude` leaves a dataset out (an archive no one reads, say): the plan, its
+    review and its report say so; the move is verified and the cutover says switch over,
+    where a dataset merely missing from the plan would hold it back."""
+    src = tmp_path / "src" / "data"
+    for name in ("keep", "old"):
+        (src / name).mkdir(parents=True)
+        for i in range(3):
+            (src / name / f"{i}.txt").write_bytes(body(i + len(name), 100))
+    s = two_local_sites(tmp_path)
+    plan = str(tmp_path / "plans" / "p.yaml")
+    assert cli(capsys, "inventory", "src", *s)[0] == 0
+    code, out = cli(capsys, "plan", "--from", "src", "--to", "dst", "--policy", "eu-residency",
+                    "--no-pilot", "--exclude", "data/old/", "-o", plan, *s)  # fmt: skip
+    assert code == 0 and "Left out on purpose (--exclude), not moved: data/old/" in out, out
+    assert cli(capsys, "plan", "approve", plan, *s)[0] == 0
+    for phase in ("bulk-1", "delta"):
+        assert cli(capsys, "run", plan, "--phase", phase, *s)[0] == 0
+        assert cli(capsys, "verify", plan, "--phase", phase, *s)[0] == 0
+    code, out = cli(capsys, "run", plan, "--phase", "cutover", *s)
+    assert code == 0 and "Verification of the whole plan: passed" in out, out
+    bucket = load_plan(Path(plan)).mappings[0].destination_bucket
+    assert sorted(p.name for p in (tmp_path / "dst" / bucket).iterdir()) == ["keep"]
+
+    assert cli(capsys, "report", plan, "-o", str(tmp_path / "report"), *s)[0] == 0
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert rep["status"] == "verified" and rep["outside_plan"] == []
+    assert rep["excluded"] == [{"dataset": "data/old/", "objects": 3, "bytes": 300}]
+    assert (
+        "Source datasets the plan leaves out" in (tmp_path / "report" / "report.html").read_text()
+    )
+
+    # A dry run of the delta reads the latest inventory, and says so: the run lists again.
+    (src / "keep" / "9.txt").write_bytes(b"new")
+    code, out = cli(capsys, "run", plan, "--phase", "delta", "--dry-run", "--json", *s)
+    dry = json.loads(out)
+    assert code == 0 and dry["run_lists_again"] and dry["inventory_listed_at"]
+    assert sum(d["would_copy"] for d in dry["datasets"]) == 0 and dry["outside_plan"] == []
+    (src / "new").mkdir()
+    (src / "new" / "a.txt").write_bytes(b"a")
+    assert cli(capsys, "inventory", "src", *s)[0] == 0
+    code, out = cli(capsys, "run", plan, "--phase", "delta", "--dry-run", *s)
+    said = " ".join(out.split())
+    assert code == 0, said
+    assert "NOT IN THE PLAN: 1 dataset of the source that no phase copies: data/new/" in said
+    assert "the run lists the source again first" in said and "migrate inventory src" in said
+    # A listing under --prefix since: the dry run says which part is as it found it, and
+    # when the rest was listed (not the partial listing's time alone).
+    whole = json.loads(cli(capsys, "run", plan, "--phase", "delta", "--dry-run", "--json",
+                           *s)[1])["inventory_listed_at"]  # fmt: skip
+    assert cli(capsys, "inventory", "src", "--prefix", "keep/", *s)[0] == 0
+    dry = json.loads(cli(capsys, "run", plan, "--phase", "delta", "--dry-run", "--json", *s)[1])
+    assert dry["inventory_listed_at"] == whole
+    assert [p.split(" at ")[0] for p in dry["inventory_prefixes_since"]] == ["keep/"]
+    said = " ".join(cli(capsys, "run", plan, "--phase", "delta", "--dry-run", *s)[1].split())
+    assert f"listed at {whole} (parts listed again since, under --prefix: keep/ at" in said
+    # The delta's and cutover's projections leave out what changed in excluded datasets.
+    with Ledger(tmp_path / "state") as ledger:
+        everything = plan_inputs(ledger, "src").recent_objects
+        assert plan_inputs(ledger, "src", exclude=["data/old/"]).recent_objects == everything - 3
+
+
+def test_new_work_for_the_delta_voids_the_cutovers_verification(env_for: Any) -> None:
+    """The cutover verified says the estate may switch over; an object that appears and
+    is taken by delta after that makes it untrue, so the cutover is no longer verified."""
+    env: Env = env_for("local", "local")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        for phase in ("delta", "cutover"):
+            prepare_delta(env.config, plan, ledger, env.source, phase=phase)
+            run(env, ledger, plan, phase)
+            assert check(env, ledger, plan, phase).passed
+        assert ledger.phase_state(plan.name, "cutover").verified_at is not None
+        put(env.source, env.container, "d/late.bin", body(120, 300))
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        ledger.resolve_phase(plan, "delta")  # as its next run does first
+        assert ledger.phase_state(plan.name, "delta").verified_at is None
+        assert ledger.phase_state(plan.name, "cutover").verified_at is None
+        # Copied and verified again, the cutover is verified again by its own check.
+        run(env, ledger, plan, "delta")
+        assert check(env, ledger, plan, "delta").passed
+        prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        run(env, ledger, plan, "cutover")
+        assert check(env, ledger, plan, "cutover").passed
+        assert ledger.phase_state(plan.name, "cutover").verified_at is not None
+
+
+def test_an_object_deleted_during_the_bulk_copy_does_not_hold_the_cutover(env_for: Any) -> None:
+    """Deleted at the source while bulk-1 copied it (Azure answers the read's If-Match with
+    412: recorded changed), then seen gone by the delta's re-list: the delta's run settles
+    it, so bulk-1 no longer holds it and the cutover may pass without bulk-1 run again."""
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = bulk_then_delta(env)
+    gone = sorted(ESTATE)[2]
+
+    class DeletedMidCopy(Delegating):
+        def open_range(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
+            if key == gone:
+                raise SourceChanged(f"src: {container}/{key}: the object changed (412)")
+            return self._inner.open_range(container, key, *args, **kw)
+
+    with Ledger(env.state) as ledger:
+        summary = run_phase(plan, "bulk-1", ledger, DeletedMidCopy(env.source), env.destination,
+                            config=SMALL_PARTS, sleep=lambda s: None)  # fmt: skip
+        assert summary.changed == 1
+        env.source.delete(env.container, gone)
+        assert check(env, ledger, plan, "bulk-1").passed  # the change is the delta's
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        run(env, ledger, plan, "delta")
+        states = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}
+        assert "changed" not in states, states
+        whole = check(env, ledger, plan, None)
+    assert whole.passed, whole.findings

@@ -112,6 +112,8 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
             while not env_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
             seen["mode"] = env_file.stat().st_mode & 0o777
+            # The store's own identities file holds the same keys: the user's alone too.
+            seen["modes"] = {p.stat().st_mode & 0o777 for p in workdir.rglob("s3.json")}
             plan = workdir / "plans" / "hdh-demo.yaml"
             # A shell with none of the demo's environment, nor `migrate` on its PATH: the
             # file gives it all, and `migrate` runs as the README writes it.
@@ -139,7 +141,7 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
     shell.join()
 
     assert code == 0
-    assert seen["mode"] == 0o600
+    assert seen["mode"] == 0o600 and seen["modes"] == {0o600}
     code2, err2 = seen["second"]
     assert code2 == 14 and "is in use by another `migrate demo`" in err2, err2
     assert seen["verify"] == (0, "") and seen["passed"] is True

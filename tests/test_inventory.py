@@ -242,3 +242,48 @@ def test_a_listing_found_out_of_order_is_listed_again_from_the_start(
     assert summary.objects == 3
     with Ledger(config.state_dir) as ledger:
         assert [r.key for r in ledger.inventory_objects(declared.name)] == ["a b", "a/b", "c"]
+
+
+def test_a_resumed_first_listing_counts_the_prefixes_listed_before_the_break(
+    local_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container is one dataset once its first listing has found more top-level prefixes
+    than the limit, the pages stored before an interruption counted too."""
+    monkeypatch.setattr("migrate.inventory.WHOLE_CONTAINER_AFTER", 1_600)
+    adapter = build_adapter(local_site)
+    container = unique_name("cases")
+    adapter.create_container(container)
+    for i in range(2_500):
+        put(adapter, container, f"case-{i:05d}/report.txt", b"%d" % i)
+    config = config_for(local_site, tmp_path, (container,))
+    with pytest.raises(ConnectionResetError):
+        run_inventory(config, local_site.name, FailingListing(adapter, fail_after=1_700))  # type: ignore[arg-type]
+
+    summary = run_inventory(config, local_site.name, adapter)
+    assert summary.resumed
+    assert [(d.dataset, d.objects, d.whole_container) for d in summary.datasets] == [
+        (f"{container}/", 2_500, True)
+    ]
+
+
+def test_a_container_first_listed_under_a_prefix_or_empty_is_grouped_when_it_holds_objects(
+    local_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first inventory under a --prefix keeps one dataset a prefix for good (a plan made
+    from it maps prefixes: one whole container would take in what it left out); a
+    container empty at its first listing is decided once objects come."""
+    monkeypatch.setattr("migrate.inventory.WHOLE_CONTAINER_AFTER", 3)
+    adapter = build_adapter(local_site)
+    partial, empty = unique_name("partial"), unique_name("empty")
+    for container in (partial, empty):
+        adapter.create_container(container)
+    for i in range(6):
+        put(adapter, partial, f"p{i}/x.txt", b"x")
+    run_inventory(config_for(local_site, tmp_path, (empty,)), local_site.name, adapter)
+    config = config_for(local_site, tmp_path, (partial, empty))
+    run_inventory(config, local_site.name, adapter, prefix="p1/")
+    for i in range(6):
+        put(adapter, empty, f"case-{i}/x.txt", b"x")
+    summary = run_inventory(config, local_site.name, adapter)
+    datasets = {d.dataset: d.whole_container for d in summary.datasets}
+    assert datasets == {f"{empty}/": True, **{f"{partial}/p{i}/": False for i in range(6)}}

@@ -46,6 +46,40 @@ def test_concurrency_halves_on_throttling_and_recovers() -> None:
     assert limit.limit == 8
 
 
+def test_one_blip_seen_by_every_call_in_flight_halves_the_concurrency_once() -> None:
+    """Eight requests cut by the same network blip: as TCP, one decrease for the calls
+    started before it (8 -> 4, not to 1); a call started under the lower limit and
+    throttled too halves it again. Each throttled answer is still counted."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from migrate.errors import Retryable
+    from migrate.limits import LimitedAdapter
+
+    started = Barrier(8)
+
+    class Store:
+        site_name, capabilities = "dst", None
+
+        def head(self, container: str, key: str) -> Any:
+            started.wait(timeout=10)  # all eight in flight before any answer
+            raise Retryable("503 SlowDown")
+
+    limit = AdaptiveLimit(8)
+    store = LimitedAdapter(Store(), concurrency=limit)  # type: ignore[arg-type]
+
+    def one(_: int) -> None:
+        with pytest.raises(Retryable):
+            store.head("b", "k")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(8)))
+    assert (limit.limit, limit.lowest, limit.throttled) == (4, 4, 8)
+    later = limit.acquire()  # under the lower limit: its throttling is news
+    limit.release(throttled=True, epoch=later)
+    assert (limit.limit, limit.throttled) == (2, 9)
+
+
 def test_a_phase_with_bwlimit_takes_as_long_as_its_bytes_need(env_for: Any) -> None:
     env = env_for("local", "s3")
     data = {f"k/{i}": (body(i, 200_000), "application/octet-stream", {}, False)
@@ -77,7 +111,8 @@ def env_for(site_for: Any, tmp_path: Path) -> Any:
 
 def test_a_store_is_taken_as_gone_only_after_answering_nothing_for_a_while() -> None:
     """Requests unanswered (NoAnswer: timeouts, cut connections) for `stall_after` seconds
-    from the first of them: the store is gone (EndpointUnreachable), and every later call
+    since the first of them was sent (not since it failed: a timeout is already silence):
+    the store is gone (EndpointUnreachable), and every later call
     fails so at once, sending nothing. Throttling is an answer: a store busy for longer is
     not gone; nor is one not asked for a long while (a bandwidth bucket, the other store's
     work), then failing once (a review: one cut connection stopped a healthy run)."""
@@ -110,7 +145,7 @@ def test_a_store_is_taken_as_gone_only_after_answering_nothing_for_a_while() -> 
     Store.fails = None
     store.head("b", "k")
     Store.fails = NoAnswer
-    for _ in range(5):  # 240 s of timeouts after the first
+    for _ in range(4):  # 240 s of silence since the first was sent
         with pytest.raises(NoAnswer):
             store.head("b", "k")
     with pytest.raises(EndpointUnreachable, match="no answer for 300 s"):
@@ -160,7 +195,7 @@ def test_a_read_whose_body_never_comes_is_silence_though_its_headers_came() -> N
     with pytest.raises(NoAnswer):  # a body timed out slows the copy down, as a call's would
         store.open_range("b", "k").read()
     assert (store.concurrency.limit, store.concurrency.throttled) == (2, 1)
-    for _ in range(4):  # 240 s of bodies timed out after the first
+    for _ in range(3):  # 240 s of silence since the first body was asked for
         with pytest.raises(NoAnswer):
             store.open_range("b", "k").read()
         Body.empty = True

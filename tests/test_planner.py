@@ -261,6 +261,26 @@ def test_archive_tier_blob_blocks_the_plan(estate: Estate, tmp_path: Path) -> No
     save_plan(plan, path)
     with Ledger(estate.state) as ledger, pytest.raises(PlanError, match="cannot be approved"):
         approve_plan(path, ledger, "tester")
+    assert f"--exclude {snds}/old/" in finding.action
+
+    # What the finding offers: the plan made again without that dataset, on the record.
+    with pytest.raises(PlanError, match=f"--exclude '{snds}/ol': no such dataset") as err:
+        estate.plan(exclude=[f"{snds}/ol"])
+    assert f"did you mean {snds}/old/" in err.value.one_line()
+    with pytest.raises(PlanError, match=f"did you mean {snds}/old/"):  # a letter wrong
+        estate.plan(exclude=[f"{snds}/odl/"])
+    with pytest.raises(PlanError, match=r"--exclude 'nothere/\*': no such dataset"):
+        estate.plan(exclude=["nothere/*"])
+    # A pattern takes every dataset it matches; the plan names each.
+    assert estate.plan(exclude=[f"{snds}/o*"]).excluded == (f"{snds}/old/",)
+    kept = estate.plan(exclude=[f"{snds}/old/"])
+    assert "ARCHIVED_NEEDS_REHYDRATION" not in {f.code for f in kept.findings}
+    assert kept.excluded == (f"{snds}/old/",) and kept.mapping_for(f"{snds}/old/") is None
+    assert kept.totals.objects == plan.totals.objects - 1
+    save_plan(kept, path)
+    assert load_plan(path) == kept and f"- {snds}/old/" in path.read_text()
+    with Ledger(estate.state) as ledger:
+        approve_plan(path, ledger, "tester")
 
 
 def test_a_restored_glacier_object_is_copied_and_only_the_others_block_the_plan(
@@ -641,7 +661,21 @@ def test_pilot_covers_every_dataset_and_size_class_and_bulk_is_disjoint(
     classes = {(o.dataset, size_class(o.size)) for o in inventory}
     covered = {(r.dataset, size_class(r.size)) for r in rows["pilot"]}
     assert covered == classes
-    assert pilot == len(classes)  # one per dataset x class, as the sample took none
+    # One per dataset x class (its lowest hash), plus what the 1-in-10,000 hash sample took:
+    # the estate's names vary per run, so now and then the sample takes an object.
+    lowest: dict[tuple[str, int], tuple[int, str, str]] = {}
+    for o in inventory:
+        h = (key_hash(o.container, o.key), o.container, o.key)
+        cls = (o.dataset, size_class(o.size))
+        lowest[cls] = min(lowest.get(cls, h), h)
+    per_10000 = plan.phase("pilot").selector.sample_per_10000 or 0
+    assert per_10000 == 1
+    sampled = {
+        (o.container, o.key) for o in inventory if key_hash(o.container, o.key) % 10_000 < per_10000
+    }
+    expected = {(c, k) for _, c, k in lowest.values()} | sampled
+    assert {(r.container, r.key) for r in rows["pilot"]} == expected
+    assert pilot == len(expected)
     assert not {(r.container, r.key) for r in rows["pilot"]} & {
         (r.container, r.key) for r in rows["bulk-1"]
     }
@@ -1018,6 +1052,8 @@ def test_a_plan_written_before_the_sha256_option_still_loads(
     # the plan without it.
     data = json.loads(plan.model_dump_json(exclude={"digest"}))
     del data["options"]["sha256_on_large_objects"]
+    del data["excluded"]  # nor the later `excluded` (empty: not written either)
+    assert "excluded" not in text
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     old_digest = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
     old_text = text.replace("  sha256_on_large_objects: true\n", "").replace(

@@ -243,7 +243,9 @@ def test_the_standalone_check_passes_on_a_good_s3_destination_and_fails_on_a_tam
     assert gone.returncode == 1 and f"FAIL {env.bucket}/{key}: missing" in gone.stdout
 
     wrong = run_checker(manifest, *s3, env={**creds, "AWS_SECRET_ACCESS_KEY": "not-the-key"})
-    assert wrong.returncode == 1 and "HTTP 403" in wrong.stdout
+    # Stopped at the first refusal, in one line: not a FAIL line for every object.
+    assert wrong.returncode == 2 and "FAIL" not in wrong.stdout, wrong.stdout
+    assert wrong.stderr.count("\n") == 1 and "refused the credentials (HTTP 403" in wrong.stderr
 
 
 def test_the_standalone_check_never_reads_another_file_than_the_key_names(
@@ -376,6 +378,8 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     refused = run_checker(str(manifest), "--report", str(forged_json), "--require-verified")
     assert refused.returncode == 1
     assert "FAIL the report's status is incomplete, not verified" in refused.stdout
+    # The manifest itself is whole: its problems are not counted for the status.
+    assert "0 objects and 0 manifest problems; the report is not verified" in refused.stdout
 
 
 # -- report.json -------------------------------------------------------------------------------
@@ -835,18 +839,22 @@ def test_what_no_approval_covers_a_weaker_check_and_a_blocked_destination_stay_o
     env_for: Any,
 ) -> None:
     """The report was `verified` on a plan edited after its approval (another host in its
-    allowlist), on a plain verification that followed a failing metadata one (nothing
-    mended), and on a destination the policy blocks as the sites file says now."""
+    allowlist), on a plain verification that followed a failing metadata one (what it
+    found gone, but not checked as closely since), and on a destination the policy blocks
+    as the sites file says now."""
     env: Env = env_for("azure", "s3")
-    key = "cohort/table.csv"  # a generic type SeaweedFS replaces with one of its own
-    env.seed({key: (b"id,age\n1,42\n", "application/octet-stream", {}, False)})
+    key = "cohort/table.csv"
+    env.seed({key: (b"id,age\n1,42\n", "text/csv", {"owner": "dpo"}, False)})
     plan = env.plan()
     assert env.run(plan).copied == 1
+    stray = "cohort/stray.csv"  # put by hand under the plan's prefix: fails a verification
+    put(env.destination, env.bucket, stray, b"put by hand")
     with Ledger(env.state) as ledger:
         ledger.record_approval(plan.name, plan.digest, "dpo@example.org", "plans/t.yaml")
         deeper = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
                         deep=False, sample=None, seed=1, check_metadata=True)  # fmt: skip
         assert not deeper.passed
+        env.destination.delete(env.bucket, stray)
         plain = verify(plan, ledger, env.source, env.destination, phase="bulk-1",
                        deep=False, sample=None, seed=1)  # fmt: skip
         assert plain.passed
@@ -1188,5 +1196,8 @@ def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_m
     assert code == 12
     answer = json.loads(captured.out)
     assert answer["status"] == "incomplete" and set(answer["sha256"]) == {
-        "manifest.jsonl.gz", "report.html", "report.json"}  # fmt: skip
+        "manifest.jsonl.gz", "report.html", "report.json", "SHA256SUMS"}  # fmt: skip
+    # the hash to record with the hand-over, for a pipeline as for a person
+    sums_hash = hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest()
+    assert answer["sha256"]["SHA256SUMS"] == sums_hash
     assert captured.err.count("\n") == 1 and "is incomplete, not verified" in captured.err

@@ -61,6 +61,11 @@ def test_sites_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     [
         ("[sites.a\nprovider = 1", "not valid TOML"),
         ('[sites.a]\nprovider = "local"\nregoin = "x"\n', "sites.a.regoin: unknown key"),
+        (
+            '[sites.a]\nprovider = "local"\nbucket_prefx = "x"\n',
+            "sites.a.bucket_prefx: unknown key (did you mean bucket_prefix?)",
+        ),
+        ('polcy = "fr-health"\n', "polcy: unknown key (did you mean policy?)"),
         ('[sites.a]\nregion = "x"\n', "sites.a.provider: required key is missing"),
         (
             '[sites.a]\nprovider = "s3"\nbuckets = "one"\n',
@@ -86,6 +91,10 @@ def test_an_invalid_file_gets_one_line_naming_file_and_key(
         f'access_key_env = "{EXAMPLE_KEY_ID}"',
         'connection_string_env = "DefaultEndpointsProtocol=https;AccountKey=abc"',
         'account_key_env = "not a variable name"',
+        # Key ids of other stores pasted where a variable's name goes: never echoed.
+        'access_key_env = "SCWABCDEFGHJKMNPQRST"',  # Scaleway's shape
+        'access_key_env = "SC8XWQ2BTK4P0GM1RZ7N"',  # 20 capitals and digits (Outscale, Ceph)
+        'access_key_env = "0f3c9a7e5b1d24680f3c9a7e5b1d2468"',  # 32 hex digits (OVHcloud)
     ],
 )
 def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: str) -> None:
@@ -93,6 +102,8 @@ def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: st
     with pytest.raises(SecretInConfig) as err:
         load_sites(path)
     assert err.value.exit_code == 4
+    value = credentials.split('"')[1]
+    assert value not in err.value.one_line() or value == "not a variable name"
     assert "wJalrXUtnFEMI" not in err.value.one_line()
     assert EXAMPLE_KEY_ID not in err.value.one_line()
 
@@ -217,6 +228,7 @@ def test_access_key_ids_are_redacted_from_any_message() -> None:
     temporary = "ASIA" + "Y34FZKBOKMUTVV7A"
     text = f"sites.{EXAMPLE_KEY_ID}.x, {EXAMPLE_KEY_ID}_env and ({temporary})"
     assert redact(text) == "sites.AKIA***.x, AKIA***_env and (ASIA***)"
+    assert redact("variable SCWABCDEFGHJKMNPQRST is not set") == "variable SCW*** is not set"
     line = ConfigError(f"bad key {EXAMPLE_KEY_ID}", hint=f"write {EXAMPLE_KEY_ID}_env").one_line()
     assert EXAMPLE_KEY_ID not in line
     # Not a key id: longer, or lowercase, words are left as they are.
@@ -298,3 +310,16 @@ def test_an_endpoint_with_a_query_is_refused_where_it_is_written(
     line = str(err.value.args[0])
     assert "sites.scw-par.endpoint" in line and said in line, line
     assert "x=1" not in line and "c2VjcmV0" not in line
+
+
+def test_a_misspelled_credential_key_is_told_the_key_it_meant(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[sites.a]\nprovider = "azure"\naccount = "x"\n'
+        'credentials = { connection_string_var = "DEMO_AZURE_CONNECTION_STRING" }\n',
+    )
+    with pytest.raises(SecretInConfig) as err:
+        load_sites(path)
+    line = err.value.one_line()
+    assert 'did you mean connection_string_env = "VARIABLE_NAME"?' in line, line
+    assert "DEMO_AZURE_CONNECTION_STRING" not in line  # what it holds is not repeated

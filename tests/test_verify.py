@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from migrate.errors import CredentialsRejected, NotFound, PlanError, Unsupported
+from migrate.errors import CredentialsRejected, NotFound, PlanError, Retryable, Unsupported
 from migrate.executor import check_gates, run_phase
+from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
 from migrate.plan import Phase, PhaseKind, Plan
 from migrate.verify import VerifyResult, sampled, verify
@@ -444,15 +445,24 @@ def test_a_sample_of_a_small_phase_re_reads_at_least_one_object(env_for: Any) ->
         assert (result.reread, result.reread_bytes) == (1, len(estate[lowest][0]))
 
 
+@pytest.mark.parametrize("src", ["s3", "azure"])
 def test_deep_both_reports_a_source_changed_since_its_copy_without_failing(
-    env_for: Any,
+    env_for: Any, src: str
 ) -> None:
-    env: Env = env_for("s3", "s3")
+    env: Env = env_for(src, "s3")
     plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
     put(env.source, env.container, "top.txt", b"changed at the source")
+    env.source.delete(env.container, "reports/2025/q1.csv")
     result = check(env, plan, deep="both")
-    assert named(result) == [("source_changed", "top.txt")]
-    assert result.passed  # the copy itself is intact: the delta phase takes the change
+    assert sorted(named(result)) == [
+        ("source_changed", "reports/2025/q1.csv"),
+        ("source_changed", "top.txt"),
+    ]
+    said = {f.key: f.detail for f in result.findings}
+    # Each says what happened to it (a store may answer a read of no object 412).
+    assert said["top.txt"] == "source object changed since its copy"
+    assert said["reports/2025/q1.csv"] == "source object deleted since its copy"
+    assert result.passed  # the copies themselves are intact: the delta phase takes both
 
 
 def test_an_empty_metadata_value_the_destination_drops_is_no_finding(env_for: Any) -> None:
@@ -522,13 +532,14 @@ def test_metadata_the_destination_alters_at_every_write_is_copied_again_once(
     assert check(env, plan, check_metadata=True).to_copy_again == 1
 
 
-def test_a_generic_content_type_the_destination_replaces_is_named_not_copied_again(
+def test_a_generic_content_type_the_destination_replaces_is_named_not_held_against_the_copy(
     env_for: Any,
 ) -> None:
     """An Azure blob keeps the generic application/octet-stream; SeaweedFS stores the copy
-    under a type it guesses from the name, at every write. verify names it (the verification
-    fails: the type differs) but asks for no copy again, which would end the same; the
-    operator accepts it with --force --reason, or --copy-again once the store is fixed."""
+    under a type it guesses from the name, at every write. verify names it (store_altered)
+    and passes: no copy could avoid it, and the verification (so the report) could never
+    pass otherwise. It asks for no copy again, which would end the same; --copy-again, once
+    the store is fixed, holds it against the copy and marks it."""
     env: Env = env_for("azure", "s3")
     key = "cohort/table.csv"
     plan = copied(env, {key: (b"id,age\n1,42\n", "application/octet-stream", {}, False)})
@@ -537,11 +548,14 @@ def test_a_generic_content_type_the_destination_replaces_is_named_not_copied_aga
 
     result = check(env, plan, check_metadata=True)
 
-    assert named(result) == [("metadata_mismatch", key)] and not result.passed
+    assert named(result) == [("store_altered", key)] and result.passed
     assert result.to_copy_again == 0
     assert "chose a type of its own" in result.findings[0].detail
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state(plan.name, "bulk-1").verified_at is not None
     assert env.run(plan).copied == 0
-    assert check(env, plan, check_metadata=True, copy_again=True).to_copy_again == 1
+    fixed = check(env, plan, check_metadata=True, copy_again=True)
+    assert named(fixed) == [("metadata_mismatch", key)] and fixed.to_copy_again == 1
 
 
 def test_metadata_lost_beside_a_type_the_store_chose_is_named_and_copied_again(
@@ -763,3 +777,40 @@ def test_tags_verify_may_not_read_are_named_not_copied_again(env_for: Any) -> No
     assert "its tags could not be read" in result.findings[0].detail
     assert "s3:GetObjectTagging" in result.findings[0].detail
     assert result.to_copy_again == 0
+
+
+class FailsItsOwnChecksum(Delegating):
+    """A destination that answers 500 to every read of one object (SeaweedFS whose stored
+    bytes fail its CRC); the others read well."""
+
+    bad = ""
+
+    def open_range(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
+        if key == self.bad:
+            raise Retryable(f"dst: {container}/{key}: GetObject failed with InternalError")
+        return self._inner.open_range(container, key, *args, **kw)
+
+
+def test_an_object_that_cannot_be_read_back_is_a_finding_and_the_others_are_checked(
+    env_for: Any,
+) -> None:
+    """`--deep` re-reads every copy: one the store cannot serve is not proven (unreadable,
+    marked to copy again), and does not stop the verification of the others (it did: the
+    whole verify ended in exit 6, recording nothing)."""
+    env: Env = env_for("s3", "s3")
+    plan = copied(env)
+    failing = FailsItsOwnChecksum(env.destination)
+    failing.bad = sorted(ESTATE)[1]
+    result = check(env, plan, deep=True, destination=failing, sleep=lambda s: None)
+    assert not result.passed and named(result) == [("unreadable", failing.bad)]
+    assert "could not be read" in result.findings[0].detail
+    assert result.reread == len(ESTATE) - 1  # every other object was re-read
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state("t", "bulk-1").verified_at is None
+    # Its source deleted before the copy that would mend it: never taken for a proven
+    # copy (the manifest leaves it out), as bytes found other would not be.
+    env.source.delete(env.container, failing.bad)
+    run_inventory(env.config, env.source_site.name, env.source, resume=False)
+    env.run(plan)
+    with Ledger(env.state) as ledger:
+        assert failing.bad not in {r.key for r in ledger.manifest_rows(plan.name)}

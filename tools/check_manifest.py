@@ -27,7 +27,8 @@ MANIFEST is the `manifest.jsonl.gz` written by `migrate report`. The script
    redirects are refused (a redirect would send the request elsewhere).
 
 Prints one line per problem ("FAIL bucket/key: why") and a summary; exit status 0 when
-everything matches, 1 when something does not, 2 on a usage or reading error.
+everything matches, 1 when something does not, 2 on a usage or reading error (credentials
+the store refuses for the first objects, none read, stop the check: all would fail alike).
 
 Example:
     AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... python3 tools/check_manifest.py \\
@@ -166,6 +167,13 @@ def file_of(root, bucket, key):
     return Path(root, *segments)
 
 
+class CredentialsRefused(Exception):
+    """The store refused the credentials: every object would fail alike, so the check stops."""
+
+
+REFUSALS_TO_STOP = 3  # refusals (401, 403) before any object could be read: the credentials
+
+
 def check_object(reader, root, record):
     """None when the destination object matches the line, else why not."""
     bucket, key = record["destination_bucket"], record["destination_key"]
@@ -180,6 +188,10 @@ def check_object(reader, root, record):
     except FileNotFoundError:
         return "missing"
     except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            # S3 answers 403 for a missing key to a reader that may not list the bucket,
+            # and for an object whose KMS key it may not use: one refusal is an object's.
+            return f"HTTP {exc.code} {exc.reason} (missing, or not readable with these credentials)"
         return "missing" if exc.code == 404 else f"HTTP {exc.code} {exc.reason}"
     except (OSError, urllib.error.URLError) as exc:
         return f"cannot read: {exc}"
@@ -354,12 +366,27 @@ def main(argv=None):
     def check(record):
         return record, check_object(reader, args.dir, record)
 
+    read_one = False  # an object read: the credentials work
+    refused = []  # the refusals before that, held back: all alike, they are the credentials'
+
     def report(done):
-        nonlocal failures
+        nonlocal failures, read_one
         record, why = done
+        where = f"{record['destination_bucket']}/{record['destination_key']}"
+        if why is not None and why.startswith(("HTTP 401", "HTTP 403")) and not read_one:
+            refused.append(f"FAIL {where}: {why}")
+            failures += 1
+            if len(refused) >= REFUSALS_TO_STOP:
+                raise CredentialsRefused(f"{why.split(' (', 1)[0]} for {where} and the others")
+            return
+        if why is None or not why.startswith("HTTP 40"):
+            read_one = True
+            for line in refused:
+                print(line)
+            refused.clear()
         if why is not None:
             failures += 1
-            print(f"FAIL {record['destination_bucket']}/{record['destination_key']}: {why}")
+            print(f"FAIL {where}: {why}")
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
@@ -378,8 +405,17 @@ def main(argv=None):
                         report(pending.pop(0).result())
             for future in pending:
                 report(future.result())
+        for line in refused:  # fewer refusals than objects to stop at: each said
+            print(line)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         print(f"error: cannot read {args.manifest}: {exc}", file=sys.stderr)
+        return 2
+    except CredentialsRefused as exc:
+        print(
+            f"error: the store refused the credentials ({exc}): check AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and their right to read the buckets",
+            file=sys.stderr,
+        )
         return 2
 
     for problem in problems:
@@ -412,23 +448,26 @@ def main(argv=None):
         root_problems.append("the manifest file's SHA-256 is not the one the report names")
     for problem in figures.get("contradictions", []):
         root_problems.append(f"the report contradicts itself: {problem}")
-    if args.require_verified and figures.get("status") != "verified":
-        root_problems.append(
-            f"the report's status is {figures.get('status')}, not verified (--require-verified)"
-        )
+    unverified = args.require_verified and figures.get("status") != "verified"
     for problem in root_problems:
         print(f"FAIL {problem}")
+    if unverified:  # not a problem of the manifest: of the move it describes
+        print(
+            f"FAIL the report's status is {figures.get('status')}, not verified "
+            "(--require-verified)"
+        )
     if want_plan is None:
         print("note: no --report nor --root: the manifest was checked against itself only")
 
     if report_status is not None:
         print(report_status)
-    bad = failures + len(problems) + len(root_problems)
+    bad = failures + len(problems) + len(root_problems) + int(unverified)
     checked = "bytes and roots" if check_bytes else "roots only"
     status = "OK" if bad == 0 else "FAILED"
     print(
         f"{status}: {counts['objects']} objects, {counts['bytes']} bytes ({checked}); "
         f"{failures} objects and {len(problems) + len(root_problems)} manifest problems"
+        + ("; the report is not verified" if unverified else "")
     )
     return 0 if bad == 0 else 1
 

@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migrate.errors import CredentialsRejected, NotFound, Permanent, RouteRefused, Unsupported
+from migrate.errors import (
+    ConfigError,
+    CredentialsRejected,
+    NotFound,
+    Permanent,
+    RouteRefused,
+    Unsupported,
+)
 from migrate.localservers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_port
 from migrate.sites import CredentialRef, Site
 from providers.azure import AzureAdapter
@@ -97,6 +104,39 @@ def test_every_request_the_server_receives_was_checked_by_the_guard(
     assert len(guard.checked) == proxy.faults.requests > 10
     assert all(url.startswith(endpoint + "/") for _, url in guard.checked)
     assert len(guard.recorded) == len(guard.checked)
+
+
+def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_credentials_refused(
+    azure_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:wr0ng-canary")
+    proxy = helpers.FixedAnswer(407, {"Proxy-Authenticate": 'Basic realm="egress"'})
+    site = azure_site.model_copy(
+        update={"endpoint": f"https://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"}
+    )
+    adapter = AzureAdapter(helpers.through_proxy(site, f"http://127.0.0.1:{proxy.port}"))
+    try:
+        for call in (lambda: adapter.head("cases", "k"), lambda: adapter.check("cases")):
+            with pytest.raises(CredentialsRejected) as refused:  # the SDK's, libcloud's
+                call()
+            line = refused.value.one_line()
+            assert "(407)" in line and "proxy_auth_env" in line and "wr0ng" not in line, line
+    finally:
+        adapter.close()
+        proxy.close()
+    assert {m for m, _ in proxy.requests} == {"CONNECT"}
+
+
+@pytest.mark.parametrize("name", ["Snds_Bad", "ab", "snds--x", "-snds"])
+def test_a_container_name_azure_cannot_have_is_a_configuration_error_before_any_request(
+    azure_site: Site, name: str
+) -> None:
+    guard = RecordingGuard()
+    with pytest.raises(ConfigError) as err:
+        AzureAdapter(azure_site.model_copy(update={"buckets": ("snds", name)}), guard=guard)
+    line = err.value.one_line()
+    assert err.value.exit_code == 3 and f"{name!r} cannot be an Azure container's name" in line
+    assert guard.checked == []
 
 
 def test_refused_host_raises_route_refused_and_sends_nothing(azure_site: Site) -> None:
@@ -484,8 +524,19 @@ def test_a_proxy_that_asks_for_credentials_gets_them_on_the_azure_paths(
     monkeypatch.setenv("EGRESS_PROXY_AUTH", helpers.PROXY_AUTH)
     with fault_proxy(azurite_server.endpoint, Faults(proxy_auth=helpers.PROXY_AUTH)) as proxy:
         adapter = AzureAdapter(helpers.through_proxy(azure_site, proxy.endpoint))
+        container = unique_name("proxied")
         try:
-            helpers.round_trip(adapter, unique_name("proxied"))
+            helpers.round_trip(adapter, container)
         finally:
             adapter.close()
-    assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0
+        assert proxy.faults.forwarded >= 4 and proxy.faults.refused_auth == 0
+        # Wrong ones: refused as credentials (exit 5), naming which to set, not repeated.
+        monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:wr0ng-canary")
+        wrong = AzureAdapter(helpers.through_proxy(azure_site, proxy.endpoint))
+        try:
+            with pytest.raises(CredentialsRejected) as refused:
+                wrong.head(container, "k")
+        finally:
+            wrong.close()
+    line = refused.value.one_line()
+    assert "407" in line and "proxy_auth_env" in line and "wr0ng" not in line, line

@@ -207,6 +207,37 @@ def test_a_proxy_that_asks_for_credentials_gets_them_from_the_environment(
         assert proxy.faults.refused_auth >= 1
         line = refused.value.one_line()
         assert "407" in line and "wr0ng-p" not in line and "p%40ss" not in line
+        # The proxy's refusal, said as credentials refused (exit 5), and which to set.
+        assert refused.value.exit_code == 5 and "proxy_auth_env" in line, line
+    # A proxy that is not there: named, with what to check.
+    gone = f"http://127.0.0.1:{free_port()}"
+    down = S3Adapter(helpers.through_proxy(s3_site, gone))
+    try:
+        with pytest.raises(EndpointUnreachable) as unreachable:
+            down.head(bucket, "k")
+    finally:
+        down.close()
+    assert f"the declared proxy {gone} does not answer" in unreachable.value.one_line()
+
+
+def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_credentials_refused(
+    s3_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a proxy, an https endpoint is reached by CONNECT: a 407 to it is the proxy
+    asking for credentials (exit 5), not a proxy that does not answer."""
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:wr0ng-canary")
+    proxy = helpers.FixedAnswer(407, {"Proxy-Authenticate": 'Basic realm="egress"'})
+    site = s3_site.model_copy(update={"endpoint": f"https://127.0.0.1:{free_port()}"})
+    adapter = S3Adapter(helpers.through_proxy(site, f"http://127.0.0.1:{proxy.port}"))
+    try:
+        with pytest.raises(CredentialsRejected) as refused:
+            adapter.head("b", "k")
+    finally:
+        adapter.close()
+        proxy.close()
+    assert [m for m, _ in proxy.requests][:1] == ["CONNECT"]
+    line = refused.value.one_line()
+    assert "(407)" in line and "proxy_auth_env" in line and "wr0ng" not in line, line
 
 
 _TRUNCATED_NO_TOKEN = (
