@@ -8,7 +8,7 @@ import io
 import random
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,6 +231,34 @@ def finished_local_copy(
         err = capsys.readouterr().err  # and what the step printed is not left for the test
         assert code == 0, err
     return plan, where
+
+
+def wait_for_rows(
+    state_dir: Path,
+    ready: Callable[[dict[str, str]], bool],
+    query: str = "SELECT key, state FROM transfers",
+    timeout: float = 60,
+) -> dict[str, str]:
+    """Poll the state another process is writing until `ready` holds for what `query` gives
+    (two columns, as a mapping; by default key -> transfer state): a test that stops a run
+    once it is under way waits for that, not for a fixed time (a slow machine's start-up
+    took the whole sleep)."""
+    import sqlite3
+    import time
+
+    from migrate.locations import STATE_FILE
+
+    deadline = time.monotonic() + timeout
+    while True:
+        db = sqlite3.connect(state_dir / STATE_FILE, timeout=10)
+        try:
+            rows = dict(db.execute(query))
+        finally:
+            db.close()
+        if ready(rows):
+            return rows
+        assert time.monotonic() < deadline, f"never came to pass: {rows}"
+        time.sleep(0.05)
 
 
 def self_signed_tls(folder: Path, name: str) -> tuple[ssl.SSLContext, Path]:

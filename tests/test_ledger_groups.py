@@ -52,8 +52,11 @@ def test_a_group_is_committed_half_a_second_after_its_first_record_when_nothing_
     state: Path,
 ) -> None:
     with Ledger(state) as ledger:
+        recorded = time.monotonic()
         done(ledger, "k0")
-        assert states_seen_by_another_process(state)["k0"] == "pending"
+        seen = states_seen_by_another_process(state)["k0"]
+        if time.monotonic() - recorded < 0.4:  # not where a loaded machine paused this test
+            assert seen == "pending"
         deadline = time.monotonic() + 5
         while states_seen_by_another_process(state)["k0"] != "done":
             assert time.monotonic() < deadline, "the group was never committed on its own"
