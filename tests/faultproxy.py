@@ -95,10 +95,11 @@ class Proxy:
 
 @contextmanager
 def fault_proxy(
-    upstream: str, faults: Faults | None = None, *, listen_after: float = 0.0
+    upstream: str, faults: Faults | None = None, *, listen_after: float | threading.Event = 0.0
 ) -> Iterator[Proxy]:
     """A proxy to `upstream` that injects `faults`. With `listen_after`, its port refuses
-    connections for that many seconds first (a store restarting)."""
+    connections for that many seconds first, or until that event is set (a store
+    restarting)."""
     faults = faults or Faults()
     target = urlsplit(upstream)
     up_host, up_port = target.hostname or "127.0.0.1", target.port or 80
@@ -258,8 +259,11 @@ def fault_proxy(
     servers: list[ThreadingHTTPServer] = []
     serving = threading.Lock()  # held while a server is being stopped or started
 
-    def serve(after: float) -> None:
-        time.sleep(after)
+    def serve(after: float | threading.Event) -> None:
+        if isinstance(after, threading.Event):
+            after.wait()
+        else:
+            time.sleep(after)
         with serving:
             server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
             server.daemon_threads = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -394,8 +395,16 @@ def test_a_store_refusing_connections_for_a_moment_is_tried_again(
     direct.create_container(bucket)
     direct.put_object(bucket, "k", b"still here", 10, WriteAttrs(), {})
     direct.close()
-    with fault_proxy(seaweed.endpoint, listen_after=0.5) as proxy:
-        guard = RecordingGuard()
+    refused = threading.Event()  # the proxy starts listening once a connection failed
+
+    class Guard(RecordingGuard):
+        def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None:
+            super().record(method, url, sent_bytes, status)
+            if status is None:
+                refused.set()
+
+    with fault_proxy(seaweed.endpoint, listen_after=refused) as proxy:
+        guard = Guard()
         adapter = S3Adapter(s3_site.model_copy(update={"endpoint": proxy.endpoint}), guard=guard)
         try:
             stream = adapter.open_range(bucket, "k", 0, 10)
