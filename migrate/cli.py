@@ -142,10 +142,11 @@ def _console() -> Console:
 
     class _Cut(Console):
         def on_broken_pipe(self) -> None:
-            # rich exits 1 ("unexpected error"): the reader went away (`| head`), which
-            # `main` answers as documented, 130.
+            # rich exits 1 ("unexpected error"). The reader went away (`| head`): the rest
+            # of the output is dropped and the command goes on to its own end and exit
+            # code (a run keeps copying; a failure is still said on stderr).
             self.quiet = True
-            raise BrokenPipeError
+            _stdout_closed()
 
     return _Cut(file=_Stdout())  # type: ignore[arg-type]
 
@@ -1653,7 +1654,9 @@ def main(argv: list[str] | None = None) -> int:
         _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
         fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return INTERRUPTED
-    except BrokenPipeError:  # the output's reader went away mid-command: cut off, silently
+    except BrokenPipeError:
+        # The output's reader went away where the output is not the CLI's own to drop (its
+        # own goes on to the command's end, see _Cut): cut off, silently.
         _stdout_closed()
         return INTERRUPTED
     except _OutputUnwritable as exc:

@@ -1546,18 +1546,49 @@ def test_a_failure_whose_reader_went_away_keeps_its_exit_code_without_a_tracebac
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2, done.stderr
 
 
-def test_human_output_cut_off_by_its_reader_exits_130_not_1(tmp_path: Path) -> None:
-    """`migrate providers | true`: rich's own answer to the broken pipe was exit 1, which
-    the README calls an unexpected error (a newcomer's review); it is 130, as documented."""
+def test_a_command_whose_reader_left_goes_on_to_its_own_end_and_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate ... | head -1`, the reader gone before the output is written: the rest of
+    the output is dropped and the command goes on as if it were read. rich exited 1 (an
+    unexpected error, by the README); then every command stopped at once, 130: a run
+    stopped copying, recorded as an unexpected BrokenPipeError, and a failure's own code
+    and line were lost (a tampered plan shown as if nothing were wrong)."""
     import subprocess
     import sys
 
-    migrate_bin = Path(sys.executable).parent / "migrate"
-    done = subprocess.run(
-        ["bash", "-c", f'{migrate_bin} providers | true; echo "rc=${{PIPESTATUS[0]}}" >&2'],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.stderr == "rc=130\n", done.stderr
+    plan, where = finished_local_copy(tmp_path, capsys)
+    migrate_bin = str(Path(sys.executable).parent / "migrate")
+
+    def unread(*args: str) -> tuple[int, str]:
+        read, write = os.pipe()
+        os.close(read)  # `| head -1` gone
+        try:
+            done = subprocess.run(
+                [migrate_bin, *args], stdout=write, stderr=subprocess.PIPE, text=True,
+                timeout=120, cwd=tmp_path,
+            )  # fmt: skip
+        finally:
+            os.close(write)
+        return done.returncode, done.stderr
+
+    assert unread("providers") == (0, "")
+    assert unread("plan", "show", plan, *where) == (0, "")
+    # A run keeps copying to its end (a delta's first line is printed before it copies),
+    # and is recorded as any other.
+    (tmp_path / "src" / "data" / "f3.txt").write_text("changed since the copy\n")
+    code, err = unread("run", plan, "--phase", "delta", "--force", "--reason", "t", *where)
+    assert (code, err) == (0, ""), err
+    assert (tmp_path / "dst" / "data" / "f3.txt").read_text() == "changed since the copy\n"
+    with Ledger(tmp_path / "state") as ledger:
+        history, _ = ledger.runs("plan", 10)
+    assert [(r.phase, r.outcome) for r in history][-1:] == [("delta", "completed")], history
+    # A failure after some output: its own code, and its line on stderr.
+    edited = Path(plan).read_text().replace("    GET: 30\n", "    GET: 3\n")
+    assert edited != Path(plan).read_text()
+    Path(plan).write_text(edited)
+    code, err = unread("plan", "show", plan, *where)
+    assert code == 9 and "does not match its digest" in err, (code, err)
 
 
 def test_ctrl_c_while_the_cli_loads_is_an_interruption_not_a_traceback(

@@ -119,15 +119,24 @@ def check(env: Env, plan: Plan, phase: str | None) -> VerifyResult:
                       sample=None, seed=7)  # fmt: skip
 
 
-def run_checker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_checker(
+    *args: str, env: dict[str, str] | None = None, unread: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`unread`: its stdout a pipe nobody reads any more (`| head -1` gone)."""
     # -I -S: isolated, no site-packages: proof that the script needs the standard library only.
-    return subprocess.run(
-        [sys.executable, "-I", "-S", str(CHECKER), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env if env is not None else {"PATH": os.environ.get("PATH", "")},
-    )
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-I", "-S", str(CHECKER), *args],
+            stdout=write if unread else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env if env is not None else {"PATH": os.environ.get("PATH", "")},
+        )
+    finally:
+        os.close(write)
 
 
 def load_checker() -> ModuleType:
@@ -294,6 +303,9 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     assert good.returncode == 0, good.stdout + good.stderr
     # What was copied checks out; whether the move is complete is the report's to say.
     assert "report status: verified" in good.stdout
+    # Its reader gone (`| head -1`): the check goes on to its own code, with no traceback.
+    unread = run_checker(str(manifest), "--report", report_json, "--dir", root, unread=True)
+    assert (unread.returncode, unread.stderr) == (0, "")
 
     key = "imaging/medium.bin"
     path = Path(root, env.bucket, key)
@@ -301,6 +313,8 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     path.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
     bad = run_checker(str(manifest), "--report", report_json, "--dir", root)
     assert bad.returncode == 1
+    unread = run_checker(str(manifest), "--report", report_json, "--dir", root, unread=True)
+    assert (unread.returncode, unread.stderr) == (1, "")
     assert [ln.split(":")[0] for ln in bad.stdout.splitlines() if ln.startswith("FAIL ")] == [
         f"FAIL {env.bucket}/{key}"
     ]

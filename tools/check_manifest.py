@@ -304,6 +304,36 @@ def contradictions(data, manifest):
     return out
 
 
+class _ReaderMayLeave:
+    """Standard output whose reader may leave early (`| head`): the rest of the output is
+    dropped and the check goes on to its own exit code (a traceback and 1 would read as a
+    mismatch)."""
+
+    def __init__(self, out):
+        self._out = out
+
+    def write(self, text):
+        try:
+            return self._out.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._out.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._out, name)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Re-check a destination against a migrate manifest (stdlib only).",
@@ -473,4 +503,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.stdout = _ReaderMayLeave(sys.stdout)
+    code = main()
+    sys.stdout.flush()  # while a reader gone is still dropped, not at exit as a traceback
+    sys.exit(code)
