@@ -151,8 +151,8 @@ def site_guard(
         raise ConfigError(
             f"site {site.name}: no endpoint (none declared and none in the catalog for region "
             f"{site.region}): where its requests would go cannot be checked",
-            hint=f"declare `endpoint` for site {site.name}, or its region with an endpoint in "
-            "a catalog file (for Azure, `account` and `region` also do)",
+            hint=f"declare `endpoint` for site {site.name}, or list its region with an "
+            "endpoint in a catalog file; an Azure site may give `account` and `region` instead",
         )
     return _guard([site], sorted(hosts), catalog, proxies)
 

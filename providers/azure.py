@@ -138,6 +138,7 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    not_a_url,
     proxy_refused,
     unresolved,
     wrong_range,
@@ -276,7 +277,7 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
     endpoint = endpoint.rstrip("/")
     parsed = urlsplit(endpoint)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"site {site.name}: endpoint {endpoint!r} is not an http(s) URL")
+        raise not_a_url(site.name, endpoint)
     if not account:
         # Path-style endpoints (emulators) name the account in the path.
         path_account = parsed.path.strip("/").split("/")[0]

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
-from migrate.errors import CredentialsRejected
+from migrate.errors import ConfigError, CredentialsRejected
 
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 # S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
@@ -63,6 +63,16 @@ def proxy_refused(where: str, proxy: str | None = None) -> CredentialsRejected:
         f"{where}: {which} asked for credentials it was not given, or refused them (407)",
         hint="set credentials.proxy_auth_env in the site to a variable holding the proxy's "
         "user:password, or check the one it names",
+    )
+
+
+def not_a_url(site: str, endpoint: str) -> ConfigError:
+    """A site's endpoint no http(s) URL can be read from, with how to write it."""
+    return ConfigError(
+        f"site {site}: endpoint {endpoint!r} is not an http(s) URL",
+        hint=f'write it with its scheme: endpoint = "https://{endpoint}"'
+        if "://" not in endpoint
+        else "write it as https://HOST or https://HOST:PORT",
     )
 
 

@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from migrate.errors import ConfigError, Permanent, SourceChanged, Unsupported
-from migrate.routing import host_of, with_scheme
+from migrate.errors import ConfigError, Permanent, RouteRefused, SourceChanged, Unsupported
+from migrate.routing import host_of, is_global_endpoint, with_scheme
 from migrate.sites import Site
 from providers.base import (
     ObjectInfo,
@@ -102,6 +102,14 @@ def check_regional_endpoint(site: Site) -> None:
     if not site.endpoint:
         return
     host = host_of(with_scheme(site.endpoint))[1]  # as the guard reads it: no trailing dot
+    regional = f"https://storage.{(site.region or 'LOCATION').lower()}.rep.googleapis.com"
+    if is_global_endpoint(host):
+        # The guard refuses its requests all the same; said here with the site and the fix.
+        raise RouteRefused(
+            f"site {site.name}: endpoint {host} is GCS's global endpoint, which does not "
+            "keep requests in one location: refused",
+            hint=f'set endpoint = "{regional}" in the site, the regional endpoint of its region',
+        )
     match = _REGIONAL.match(host)
     if match is None:
         return
@@ -110,7 +118,10 @@ def check_regional_endpoint(site: Site) -> None:
             f"site {site.name}: endpoint {host} serves GCS location {match[1]}, but the site "
             f"declares region {site.region or '(none)'}: the plan would judge one place and "
             "every request go to another",
-            hint=f'declare region = "{match[1]}", or the endpoint of the region declared',
+            hint=f'set endpoint = "{regional}" for the region declared, or declare region = '
+            f'"{match[1]}" (a location your catalog file lists)'
+            if site.region
+            else f'declare region = "{match[1]}" (a location your catalog file lists)',
         )
 
 

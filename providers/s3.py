@@ -84,6 +84,7 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    not_a_url,
     proxy_refused,
     unresolved,
     wrong_range,
@@ -566,7 +567,7 @@ def build_client(site: Site) -> S3Client:
     if endpoint is not None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"site {site.name}: endpoint {endpoint!r} is not an http(s) URL")
+            raise not_a_url(site.name, endpoint)
         if (
             parts.scheme == "http"
             and parts.hostname not in _LOOPBACK_HOSTS

@@ -2408,6 +2408,31 @@ def test_a_copy_that_moves_nothing_says_so_while_it_waits(
     "site",
     [
         'provider = "self-hosted"\nsoftware = "ceph-rgw"\nregion = "local"\ncountry = "FR"\n'
+        'endpoint = "s3.example.fr"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n',
+        'provider = "azure"\nregion = "francecentral"\naccount = "acct"\n'
+        'endpoint = "s3.example.fr"\ncredentials = { account_key_env = "T_SECRET" }\n',
+    ],
+    ids=["s3", "azure"],
+)
+def test_an_endpoint_written_without_its_scheme_is_said_with_how_to_write_it(
+    site: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_KEY", "key-id")
+    monkeypatch.setenv("T_SECRET", "c2VjcmV0LWZvci10ZXN0cw==")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'state_dir = "{tmp_path / "state"}"\n[sites.x]\n{site}buckets = ["bkt"]\n')
+    code, out, err = run(["inventory", "x", "--sites", str(sites)], capsys)
+    assert code == 3, err
+    assert "'s3.example.fr' is not an http(s) URL" in err, err
+    assert 'endpoint = "https://s3.example.fr"' in " ".join(err.split()), err
+    assert_one_line_without_secret(out, err)
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        'provider = "self-hosted"\nsoftware = "ceph-rgw"\nregion = "local"\ncountry = "FR"\n'
         'endpoint = "https://s3.no-such-host.invalid"\n'
         'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n',
         'provider = "azure"\nregion = "francecentral"\naccount = "nosuchaccount"\n'

@@ -458,9 +458,13 @@ def test_a_gcs_site_on_the_global_endpoint_is_refused_before_any_request(
         f'credentials = {{ access_key_env = "{S3_KEY_ENV}", secret_key_env = "{S3_SECRET_ENV}" }}\n'
     )
     assert main(["inventory", "g", "--sites", str(sites)]) == 10
-    err = capsys.readouterr().err.strip()
-    assert "storage.googleapis.com refused: a global endpoint" in err, err
-    assert len(err.splitlines()) == 1 and "hmac-secret" not in err
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1, said
+    err = " ".join(said.split())
+    assert "site g: endpoint " in err and "is GCS's global endpoint" in err, err
+    # What to write instead, for the site's own region.
+    assert 'set endpoint = "https://storage.europe-west9.rep.googleapis.com"' in err, err
+    assert "hmac-secret" not in err
 
 
 def test_an_object_rewritten_during_its_copy_is_never_joined_even_if_gcs_ignores_if_match(
@@ -524,8 +528,11 @@ def test_a_regional_endpoint_must_be_the_sites_region(
         name="g", provider="gcs", region=region, endpoint=endpoint,
         credentials=CredentialRef(access_key_env=S3_KEY_ENV, secret_key_env=S3_SECRET_ENV),
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="serves GCS location"):
+    with pytest.raises(ConfigError, match="serves GCS location") as refused:
         build_adapter(site)
+    # The fix offered: the endpoint of the region declared, or (none declared) that region.
+    offered = f"storage.{region}.rep.googleapis.com" if region else 'region = "europe-west9"'
+    assert offered in refused.value.one_line()
     location = endpoint.split(".")[1].lower()
     build_adapter(site.model_copy(update={"region": location})).close()  # built, nothing sent
 
