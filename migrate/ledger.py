@@ -314,9 +314,9 @@ _MIGRATIONS: list[tuple[str, str]] = [
         "ALTER TABLE transfers ADD COLUMN destination_seen TEXT;",
     ),
     (
-        # Each `migrate run` that did work: who ran it, with which version and options,
-        # when, and what came of it (the phases table keeps only the latest times). NULL
-        # outcome: no end recorded (killed, or under way).
+        # Each `migrate run` of a phase (refused at its gate too): who ran it, with which
+        # version and options, when, and what came of it (the phases table keeps only the
+        # latest times). NULL outcome: no end recorded (killed, or under way).
         "runs",
         """
         CREATE TABLE runs (
@@ -2951,7 +2951,7 @@ class NotCopiedRow:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """One `migrate run` of a phase that did work (see the `runs` migration)."""
+    """One `migrate run` of a phase, refused at its gate too (see the `runs` migration)."""
 
     id: int
     plan: str

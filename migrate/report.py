@@ -226,7 +226,8 @@ class RunOptions(_Model):
 
 
 class RunInfo(_Model):
-    """One `migrate run` of a phase that did work (a finished phase's re-run writes none)."""
+    """One `migrate run` of a phase, refused at its gate too (a finished phase's re-run
+    writes none)."""
 
     phase: str
     started_at: str

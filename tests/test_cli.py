@@ -2202,6 +2202,22 @@ def test_a_failure_whose_stderr_reader_went_away_keeps_its_exit_code(tmp_path: P
     assert done.returncode == 3  # the missing sites file's code, not 1
 
 
+def test_a_run_refused_at_its_gate_is_on_the_record_and_copied_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An attempt is part of the history an auditor reads (the report's `runs`): who tried
+    bulk-1 before the pilot was verified, and that the gate stopped it."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    code, _, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
+    assert code == 9 and "requires pilot to be verified first" in err, err
+    with Ledger(tmp_path / "state") as ledger:
+        (record,), count = ledger.runs("plan", 10)
+        counts = {c.state for c in ledger.phase_counts("plan", "bulk-1")}
+    assert count == 1 and record.phase == "bulk-1", record
+    assert (record.outcome or "").startswith("stopped: phase bulk-1 requires pilot"), record
+    assert record.counts.copied == 0 and "done" not in counts
+
+
 def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
