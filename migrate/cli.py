@@ -641,10 +641,16 @@ def plan_approve(
                 "digest": kept.digest,
                 "approved_by": kept.approved_by,
                 "approved_at": kept.approved_at,
+                # False: approved already; this call's approver is not on the record.
+                "recorded": kept.recorded_now,
             },
         )
     else:
-        again = "" if kept.approved_by == who else " (already: approving again changes nothing)"
+        again = ""
+        if not kept.recorded_now:
+            again = " (approved already: approving again changes nothing" + (
+                ")" if kept.approved_by == who else f"; {who} is not recorded)"
+            )
         _console().print(
             f"Approved {plan} ({kept.digest}) by {kept.approved_by} at {kept.approved_at}{again}.",
             markup=False,

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from itertools import pairwise
@@ -2125,17 +2125,17 @@ class Ledger:
         """Record that `who` approved this digest of the plan; approving it again keeps the
         first record."""
         with self.atomic() as db:
-            db.execute(
+            inserted = db.execute(
                 "INSERT INTO approvals (plan, digest, approved_by, approved_at, path) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (plan, digest) DO NOTHING",
                 (plan, digest, who, _now(), path),
-            )
+            ).rowcount
             row = db.execute(
                 "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
                 "WHERE plan=? AND digest=?",
                 (plan, digest),
             ).fetchone()
-        return Approval(*row)
+        return replace(Approval(*row), recorded_now=inserted == 1)
 
     def approvals(self, plan: str) -> list[Approval]:
         """Every approval of the plan (any digest), newest first."""
@@ -3063,6 +3063,9 @@ class Approval:
     approved_by: str
     approved_at: str
     path: str
+    # From record_approval: whether that call recorded it (False: the digest was approved
+    # already, and the first approval stands).
+    recorded_now: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

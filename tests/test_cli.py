@@ -512,9 +512,14 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     code, out, err = run(["plan", "approve", plan, "--by", "dpo", "--json", *where], capsys)
     approved = json.loads(out)
     assert code == 0 and approved["approved_by"] == "dpo" and approved["approved_at"], err
+    assert approved["recorded"] is True
     # Approved again by someone else: the first approval is the one kept, and said so.
     code, out, err = run(["plan", "approve", plan, "--by", "other", "--json", *where], capsys)
-    assert code == 0 and json.loads(out) == approved, err
+    assert code == 0 and json.loads(out) == {**approved, "recorded": False}, err
+    code, out, err = run(["plan", "approve", plan, "--by", "other", *where], capsys)
+    said = " ".join(out.split())
+    assert "by dpo at " in said and "approved already" in said, said
+    assert "other is not recorded" in said, said
     code, out, err = run(["plan", "show", plan, *where], capsys)
     assert code == 0 and "Approval: approved by dpo at " in out, out
     # Read away from its sites file (none here): the plan alone; to a script, an approval
