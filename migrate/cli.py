@@ -1565,7 +1565,8 @@ def demo(
             _out(True, result)
         else:
             _console().print(
-                f"The servers stay up until Ctrl-C here (or `kill -INT {os.getpid()}`). In "
+                # SIGTERM, not -INT: a demo started in the background ignores SIGINT.
+                f"The servers stay up until Ctrl-C here (or `kill {os.getpid()}`). In "
                 "another terminal, from here:\n"
                 f"  . {result.env_file}\n"
                 f"  migrate status {result.plan} --routes\n"
