@@ -319,6 +319,7 @@ def sites_check(
     from migrate.policy import evaluate, evaluate_runner
     from migrate.session import site_reads
     from migrate.sitecheck import check_sites, exit_code_of, first_problem
+    from providers.factory import endpoint_as_built
 
     config, catalog = _load(sites)
     if not config.sites:  # an empty table would read as "all is well"
@@ -327,7 +328,12 @@ def sites_check(
             hint="add a [sites.NAME] section per store; see README 'Configuration'",
         )
     with site_reads(config, catalog, "sites check", warn=_warn) as reads:
-        results = check_sites(config, lambda s: reads.adapter(s, s.buckets), only=site)
+        results = check_sites(
+            config,
+            lambda s: reads.adapter(s, s.buckets),
+            only=site,
+            endpoint_of=lambda s: endpoint_as_built(s, catalog),
+        )
     verdicts = []
     if config.policy:
         names = [site] if site else sorted(config.sites)

@@ -4,6 +4,7 @@ each bucket/container exist? One cheap request per container; no secret is shown
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from migrate.errors import MigrateError, RouteRefused, as_store_failure
@@ -39,13 +40,22 @@ class SiteCheck:
 
 
 def check_sites(
-    config: SitesConfig, build: Callable[[Site], StoreAdapter], only: str | None = None
+    config: SitesConfig,
+    build: Callable[[Site], StoreAdapter],
+    only: str | None = None,
+    endpoint_of: Callable[[Site], str | None] = lambda site: site.endpoint,
 ) -> list[SiteCheck]:
+    """`endpoint_of`: the endpoint a site's requests go to (the catalog's for its region,
+    where the site declares none), shown with its result."""
     results = []
     for name in [only] if only else sorted(config.sites):
         site = config.site(name)
+        # What the results show: the endpoint checked, the catalog's where the site
+        # declares none (a site whose endpoint cannot be found fails just below).
+        with suppress(MigrateError):
+            site = site.model_copy(update={"endpoint": endpoint_of(site)})
         try:
-            adapter = build(site)  # credentials, endpoint, path: resolved even unlisted
+            adapter = build(config.site(name))  # credentials, endpoint, path: even unlisted
         except MigrateError as exc:
             results.append(
                 SiteCheck(

@@ -104,6 +104,18 @@ def site_hosts(site: Site, buckets: Sequence[str], catalog: Catalog) -> set[str]
     return hosts
 
 
+def endpoint_as_built(site: Site, catalog: Catalog | None = None) -> str | None:
+    """The endpoint the site's adapter sends its requests to, as `build_adapter` makes it:
+    the site's, else its region's from the catalog. None for a local directory, for AWS
+    without one (botocore's choice) and where none is known."""
+    api = api_for(site)
+    if api in ("s3", "gcs"):
+        return s3_site_as_built(site, catalog).endpoint
+    if api == "azure":
+        return site.endpoint or _catalog_endpoint(site, catalog)
+    return None
+
+
 def build_adapter(
     site: Site, *, guard: RequestGuard | None = None, catalog: Catalog | None = None
 ) -> StoreAdapter:

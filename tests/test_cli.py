@@ -1137,6 +1137,22 @@ def test_a_state_that_cannot_record_routes_costs_sites_check_a_warning_not_its_r
     assert "state cannot be opened" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_sites_check_shows_the_endpoint_a_site_takes_from_the_catalog(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site that declares its region, not its endpoint: the check's JSON says where its
+    requests go (it said null), whatever came of the check (here: no credentials set)."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        '[sites.scw]\nprovider = "scaleway"\nregion = "fr-par"\nbuckets = ["hdh-data"]\n'
+        'credentials = { access_key_env = "UNSET_KEY_1", secret_key_env = "UNSET_KEY_2" }\n'
+    )
+    code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
+    (checked,) = json.loads(out)["sites"]
+    assert code == 3 and "UNSET_KEY_1" in checked["error"], (out, err)
+    assert checked["endpoint"] == "https://s3.fr-par.scw.cloud", checked
+
+
 def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1173,6 +1189,7 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     assert "readable and writable" in here["containers"][0]["detail"]
     assert checked["us"]["not_checked"].startswith("set up, not contacted: ")
     assert "global endpoint" in checked["us"]["not_checked"]
+    assert checked["us"]["endpoint"] is None  # botocore's choice, the global one: not shown
     code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
     assert code == 0 and "(account)" in out and "not contacted" in out, out
 
