@@ -1064,10 +1064,8 @@ def run(
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
     if json_out:
-        if kind == "cutover":
-            _out(True, {"summary": summary, "delta": delta, "verified": whole, "ready": passed})
-        else:
-            _out(True, {"summary": summary, "delta": delta} if delta else summary)
+        cutover = (whole, passed) if kind == "cutover" else None
+        _out(True, render.run_answer(summary, delta, cutover))
     else:
         render.print_phase_summary(_console(), summary)
         if kind == "cutover":

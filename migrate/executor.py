@@ -546,7 +546,7 @@ def run_phase(
     summary.unguarded = copier.unguarded
     summary.failures = ledger.failures(plan.name, phase_name)
     summary.throttled = source_limit.throttled + destination_limit.throttled
-    summary.lowest_concurrency = min(source_limit.lowest, destination_limit.lowest)
+    summary.lowest_requests_in_flight = min(source_limit.lowest, destination_limit.lowest)
     if summary.failed == 0 and summary.changed == 0:
         ledger.phase_mark(plan.name, phase_name, "finished_at")
     summary.seconds = time.monotonic() - started

@@ -72,6 +72,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def run_answer(
+    summary: PhaseSummary, delta: object | None, cutover: tuple[bool | None, bool] | None = None
+) -> dict[str, Any]:
+    """`run --json`: one shape for every phase, so that `.failed` or `.copied` reads the
+    same of a pilot and of a delta. The copy's figures at the top; `delta`, what the
+    re-list found (null for a copy phase); a cutover's `verified` and `ready`. A failure is
+    named as `status --failed` names it."""
+    answer: dict[str, Any] = _plain(summary)
+    answer["failures"] = [
+        {"container": container, "key": key, "reason": why}
+        for container, key, why in summary.failures
+    ]
+    answer["delta"] = _plain(delta)
+    if cutover is not None:
+        answer["verified"], answer["ready"] = cutover
+    return answer
+
+
 def to_json(value: Any) -> str:
     """Stable JSON: sorted keys, so scripts and diffs see the same text for the same data."""
     return json.dumps(_plain(value), sort_keys=True, indent=2, ensure_ascii=False)
@@ -317,8 +335,8 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
     if s.throttled:
         console.print(
             f"  the stores asked to slow down, or did not answer in time, {s.throttled:,} "
-            f"times (the lowest concurrency reached: {s.lowest_concurrency}; it grows back as "
-            "requests succeed)"
+            f"times (requests in flight to a store went down to {s.lowest_requests_in_flight}; "
+            "they grow back as requests succeed)"
         )
     for container, key, why in s.failures:
         console.print(f"  {container}/{key}: {why}", markup=False)

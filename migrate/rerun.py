@@ -133,7 +133,8 @@ def remember(plan: Plan, phase: str, inputs: Inputs, recheck: Inputs | None) -> 
                 summary = finished_already(plan, phase, ledger)
                 if summary is None:
                     return None
-                return render.nothing_to_do_line(summary), render.to_json(summary)
+                answer = render.run_answer(summary, None)  # as the CLI answers it
+                return render.nothing_to_do_line(summary), render.to_json(answer)
 
             return ledger.record_receipt(inputs.digest, finished)
     except (sqlite3.Error, MigrateError):  # a busy or full state file, say: the command's

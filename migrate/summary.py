@@ -34,7 +34,9 @@ class PhaseSummary:
     left_changed: int = 0
     retries: int = 0
     throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)
-    lowest_concurrency: int = 0  # how far the concurrency limit went down under throttling
+    # The lowest limit on requests in flight to one store: it starts at twice --concurrency
+    # (an object's reads and writes, or its parts) and halves when the store throttles.
+    lowest_requests_in_flight: int = 0
     # The destination refused conditional writes: this run's writes went without a condition,
     # so an object put under a key after the conflict check could be overwritten.
     unguarded: bool = False

@@ -640,7 +640,7 @@ def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_re
     # Renamed: the delta re-lists and copies it.
     os.rename(os.fsencode(data) + b"/caf\xe9.csv", data / "cafe.csv")
     code, out, err = run(["run", plan, "--phase", "delta", "--json", *where], capsys)
-    assert code == 0 and json.loads(out)["summary"]["copied"] == 1, err  # b.csv is others'
+    assert code == 0 and json.loads(out)["copied"] == 1, err  # b.csv is others'
     assert (tmp_path / "d" / "data" / "sub" / "cafe.csv").read_bytes() == b"x,y\n"
 
 
@@ -1732,7 +1732,12 @@ def test_a_command_whose_json_says_what_failed_prints_no_second_object(
         f.unlink()  # the pilot's object is gone at the source: its copy fails
     code, out, err = run(["run", plan, "--phase", "pilot", "--json", *where], capsys)
     assert code == 11, err
-    assert json.loads(out)["failed"] == 1
+    answer = json.loads(out)
+    # The shape of every phase's answer (a delta's adds what it found in `delta`), and a
+    # failure named as `status --failed --json` names it.
+    assert answer["failed"] == 1 and answer["delta"] is None, answer
+    (failure,) = answer["failures"]
+    assert set(failure) == {"container", "key", "reason"} and failure["container"] == "data"
     assert_one_line_without_secret(out, err)
 
 

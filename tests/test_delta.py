@@ -577,7 +577,7 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--delete-removed", "--json", *s)
     assert code == 0
     result = json.loads(out)
-    assert result["summary"]["copied"] == 2
+    assert result["copied"] == 2
     assert (result["delta"]["deleted"], result["delta"]["removed"]) == (1, 1)
     destination = build_adapter(load_sites(sites).site("chu-seaweed"))
     keys = {o.key for o in destination.list_objects("delta-dsnds")}
@@ -1097,7 +1097,7 @@ def test_objects_changed_after_the_inventory_are_left_to_delta_and_hold_no_gate(
     assert code == 0 and json.loads(out)["changed"] == 30 - pilot, out
     assert cli(capsys, "verify", plan, "--phase", "bulk-1", *where)[0] == 0
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--json", *where)
-    assert code == 0 and json.loads(out)["summary"]["copied"] == 30, out
+    assert code == 0 and json.loads(out)["copied"] == 30, out
     assert (tmp_path / "dst" / "data" / "f7.txt").read_text() == "object 7, one more line\n"
     # The whole plan's verification holds changes not copied against the move: none left.
     assert cli(capsys, "verify", plan, *where)[0] == 0
@@ -1297,7 +1297,7 @@ def test_a_container_kept_a_prefix_per_patient_is_one_dataset_and_its_new_prefix
     (src / "patients" / "p900" / "scan-0.dcm").write_bytes(body(900, 200))
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--json", *s)
     assert code == 0, out
-    assert json.loads(out)["summary"]["copied"] == 1
+    assert json.loads(out)["copied"] == 1
     copied = tmp_path / "dst" / load_plan(Path(plan)).mappings[0].destination_bucket
     assert (copied / "p900" / "scan-0.dcm").read_bytes() == body(900, 200)
     assert (copied / "p007" / "scan-1.dcm").read_bytes() == body(71, 300)
