@@ -962,12 +962,16 @@ def run(
             f"--max-rps {max_rps}: give a finite number of requests per second",
             hint="e.g. --max-rps 100, or leave the option out for no limit",
         )
-    if concurrency < 1 or part_size_mib < 1 or (max_rps is not None and max_rps <= 0):
-        # 0 would copy nothing (or, for --max-rps, silently not limit): never what was meant.
-        raise ConfigError(
-            "--concurrency, --part-size-mib and --max-rps must be above 0",
-            hint="e.g. --concurrency 8 --part-size-mib 16 --max-rps 100",
-        )
+    # 0 would copy nothing (or, for --max-rps, silently not limit): never what was meant.
+    for option, value, example in (
+        ("--concurrency", concurrency, "8"),
+        ("--part-size-mib", part_size_mib, "16"),
+        ("--max-rps", 1 if max_rps is None else max_rps, "100"),
+    ):
+        if value <= 0:
+            raise ConfigError(
+                f"{option} {value:g}: must be above 0", hint=f"e.g. {option} {example}"
+            )
     if part_size_mib > MAX_PART_SIZE_MIB:
         raise ConfigError(
             f"--part-size-mib {part_size_mib:,}: at most {MAX_PART_SIZE_MIB:,} (S3's largest "
@@ -1182,7 +1186,8 @@ def status(
         if failed:
             if phase is not None:
                 loaded.phase(phase)  # an unknown phase is a PlanError, not an empty list
-            if not _print_not_copied(ledger.not_copied(loaded.name, phase), json_out):
+            printed = _print_not_copied(ledger.not_copied(loaded.name, phase), json_out)
+            if not printed and not json_out:
                 # Nothing on stdout (a script reads no line); a person is told why, and of
                 # what its phase has yet to copy (a stopped run's, one never run: no reason).
                 waiting = [

@@ -263,7 +263,8 @@ def test_run_options_that_would_copy_nothing_or_limit_nothing_give_exit_3(
         capsys,
     )
     assert code == 3, err
-    assert "must be above 0" in err
+    name, value = option.split("=")
+    assert f"{name} {value}: must be above 0" in err, err  # which of them, as given
     assert_one_line_without_secret(out, err)
 
 
@@ -2038,6 +2039,9 @@ def test_status_failed_lists_every_object_not_copied_with_why(
     out, err = capsys.readouterr()
     assert out == "" and "No object of plan" in err and "phase pilot" in err, err
     assert "Not copied yet" not in err, err
+    # To a script, nothing at all: no line on stdout, no sentence on stderr.
+    assert main(["status", plan, "--failed", "--phase", "pilot", "--json", *where]) == 0
+    assert capsys.readouterr() == ("", "")
     # A run stopped under way (Ctrl-C) leaves its object in progress: not "nothing left".
     with sqlite3.connect(tmp_path / "state" / "state.db") as db:
         db.execute("UPDATE transfers SET state='done' WHERE phase = 'bulk-1'")
