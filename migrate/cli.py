@@ -266,9 +266,9 @@ def _print_out(text: str) -> bool:
 
 
 def _stdout_closed() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    from migrate.output import drop_stdout
+
+    drop_stdout()
 
 
 def _option_as_value(command: Any, args: list[str]) -> tuple[str, str] | None:

@@ -324,10 +324,12 @@ def run_phase(
     force_reason: str | None = None,
     overwrite: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PhaseSummary:
     """Copy the phase's objects not done yet. An object already at the destination that
     this plan did not write, with other bytes, is not overwritten (its transfer fails as a
-    conflict; see migrate/conflicts.py) unless `overwrite`."""
+    conflict; see migrate/conflicts.py) unless `overwrite`. `sleep` and `clock`: the
+    retries' and the rate limits' (a test's fake ones)."""
     config = config or TransferConfig()
     subscriber = subscriber or Subscriber()
     started = time.monotonic()
@@ -380,6 +382,7 @@ def run_phase(
         source,
         concurrency=source_limit,
         max_rps=config.max_rps,
+        clock=clock,
         sleep=sleep,
         stall_after=config.stall_after,
     )
@@ -388,6 +391,7 @@ def run_phase(
         concurrency=destination_limit,
         max_rps=config.max_rps,
         bwlimit=config.bwlimit,
+        clock=clock,
         sleep=sleep,
         stall_after=config.stall_after,
     )

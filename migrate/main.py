@@ -14,6 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     # records and the hosts it contacted written, rather than cut off with nothing said.
     if threading.current_thread() is threading.main_thread():  # where handlers can be set
         signal.signal(signal.SIGTERM, _as_ctrl_c)
+    # A reader gone from stdout (`| head`) drops the rest of the output, nothing more: for
+    # every writer (the receipt's answer, rich, click's help), not an exit 1 or 120.
+    from migrate.output import install
+
+    install()
     # Ctrl-C while the CLI loads (half a second of imports) is an interruption like any.
     try:
         from migrate.rerun import answer

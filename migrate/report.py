@@ -226,8 +226,7 @@ class RunOptions(_Model):
 
 
 class RunInfo(_Model):
-    """One `migrate run` of a phase, refused at its gate too (a finished phase's re-run
-    writes none)."""
+    """One `migrate run` of a phase, refused at its gate too (a finished one's re-run: none)."""
 
     phase: str
     started_at: str

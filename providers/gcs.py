@@ -102,13 +102,16 @@ def check_regional_endpoint(site: Site) -> None:
     if not site.endpoint:
         return
     host = host_of(with_scheme(site.endpoint))[1]  # as the guard reads it: no trailing dot
-    regional = f"https://storage.{(site.region or 'LOCATION').lower()}.rep.googleapis.com"
+    regional = f"https://storage.{(site.region or '').lower()}.rep.googleapis.com"
     if is_global_endpoint(host):
         # The guard refuses its requests all the same; said here with the site and the fix.
         raise RouteRefused(
             f"site {site.name}: endpoint {host} is GCS's global endpoint, which does not "
             "keep requests in one location: refused",
-            hint=f'set endpoint = "{regional}" in the site, the regional endpoint of its region',
+            hint=f'set endpoint = "{regional}" in the site, the regional endpoint of its region'
+            if site.region
+            else "declare the site's `region` (its GCS location) and set endpoint = "
+            '"https://storage.LOCATION.rep.googleapis.com" for it',
         )
     match = _REGIONAL.match(host)
     if match is None:

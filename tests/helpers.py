@@ -249,14 +249,21 @@ def wait_for_rows(
     from migrate.locations import STATE_FILE
 
     deadline = time.monotonic() + timeout
+    rows: dict[str, str] = {}
     while True:
-        db = sqlite3.connect(state_dir / STATE_FILE, timeout=10)
+        # Read-only: a state not there yet is not made here, empty (nor one being made,
+        # its tables not there yet, taken for an answer).
         try:
-            rows = dict(db.execute(query))
-        finally:
-            db.close()
-        if ready(rows):
-            return rows
+            db = sqlite3.connect(f"file:{state_dir / STATE_FILE}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = dict(db.execute(query))
+            finally:
+                db.close()
+        except sqlite3.OperationalError:
+            rows = {}
+        else:
+            if ready(rows):
+                return rows
         assert time.monotonic() < deadline, f"never came to pass: {rows}"
         time.sleep(0.05)
 

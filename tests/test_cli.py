@@ -1583,20 +1583,29 @@ def test_a_command_whose_reader_left_goes_on_to_its_own_end_and_exit_code(
     plan, where = finished_local_copy(tmp_path, capsys)
     migrate_bin = str(Path(sys.executable).parent / "migrate")
 
-    def unread(*args: str) -> tuple[int, str]:
+    def unread(*args: str, unbuffered: bool = False) -> tuple[int, str]:
         read, write = os.pipe()
         os.close(read)  # `| head -1` gone
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        env |= {"PYTHONUNBUFFERED": "1"} if unbuffered else {}
         try:
             done = subprocess.run(
                 [migrate_bin, *args], stdout=write, stderr=subprocess.PIPE, text=True,
-                timeout=120, cwd=tmp_path,
+                timeout=120, cwd=tmp_path, env=env,
             )  # fmt: skip
         finally:
             os.close(write)
         return done.returncode, done.stderr
 
     assert unread("providers") == (0, "")
+    assert unread("--help") == (0, "")  # click's own output
     assert unread("plan", "show", plan, *where) == (0, "")
+    # A finished phase run again: the receipt's answer (before the CLI loads), and the
+    # CLI's "nothing to do" (an option the receipt does not answer for).
+    for unbuffered in (False, True):  # the broken pipe met at exit, or at once
+        assert unread("run", plan, "--phase", "bulk-1", *where, unbuffered=unbuffered) == (0, "")
+        again = ["run", plan, "--phase", "bulk-1", "--max-rps", "50", *where]
+        assert unread(*again, unbuffered=unbuffered) == (0, "")
     # A run keeps copying to its end (a delta's first line is printed before it copies),
     # and is recorded as any other.
     (tmp_path / "src" / "data" / "f3.txt").write_text("changed since the copy\n")
@@ -2441,7 +2450,7 @@ def test_a_copy_that_moves_nothing_says_so_while_it_waits(
         time.sleep(0.1)  # a notice the watcher was printing as the bytes came
         waiting = capsys.readouterr().err
         time.sleep(0.3)  # less than the notice's span, counted from the bytes
-        paused = time.monotonic() - moved > 0.45  # a loaded machine's pause: no conclusion
+    paused = time.monotonic() - moved > 0.45  # a loaded machine's pause: no conclusion
     assert waiting.count("migrate: nothing moved for") >= 2, waiting
     assert "waiting on the stores" in waiting and "exit 6" in waiting, waiting
     assert paused or "nothing moved" not in capsys.readouterr().err
