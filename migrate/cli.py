@@ -1571,7 +1571,7 @@ def demo(
 
     def wait(result: DemoResult) -> None:
         if json_out:
-            _out(True, result)
+            _out(True, render.demo_answer(result))
         else:
             _console().print(
                 # SIGTERM, not -INT: a demo started in the background ignores SIGINT.
@@ -1594,7 +1594,7 @@ def demo(
         keep=wait if keep else None,
     )
     if json_out and not keep:
-        _out(True, result)
+        _out(True, render.demo_answer(result))
 
 
 def _until_interrupted() -> None:

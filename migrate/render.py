@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from rich.console import Console
     from rich.table import Table
 
+    from migrate.demo import DemoResult
     from migrate.inventory import InventorySummary
     from migrate.ledger import PhaseCounts, PhaseState, RouteUse, SiteRouteUse
     from migrate.plan import Plan
@@ -87,6 +88,17 @@ def run_answer(
     answer["delta"] = _plain(delta)
     if cutover is not None:
         answer["verified"], answer["ready"] = cutover
+    return answer
+
+
+def demo_answer(result: DemoResult) -> dict[str, Any]:
+    """`demo --json`: its phases' figures and failures as `run --json` gives them (not what
+    a delta's re-list found: the demo does not keep it)."""
+    answer: dict[str, Any] = _plain(result)
+    answer["phases"] = [
+        {k: v for k, v in run_answer(summary, None).items() if k != "delta"}
+        for summary in result.phases
+    ]
     return answer
 
 

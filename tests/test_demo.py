@@ -147,6 +147,7 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
     assert seen["verify"] == (0, "") and seen["passed"] is True
     result = json.loads(capsys.readouterr().out)
     assert result["env_file"] == str(env_file)
+    assert all(p["failures"] == [] and p["failed"] == 0 for p in result["phases"])
     assert not env_file.exists(), "its credentials end with the servers"
     sites = load_sites(workdir / "sites.toml")
     for name in ("azure-hdh", "chu-seaweed"):
