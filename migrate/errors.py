@@ -75,6 +75,12 @@ class CredentialsRejected(MigrateError):
     exit_code = 5
 
 
+class KeyRejected(CredentialsRejected):
+    """The credentials themselves refused (a wrong key or signature, an unknown key, an
+    expired token), not a permission on one object: every request to the site will be
+    refused alike, so a run stops rather than fail each object."""
+
+
 class EndpointUnreachable(MigrateError):
     exit_code = 6
 

@@ -44,6 +44,7 @@ from migrate.errors import (
     ConfigError,
     CredentialsRejected,
     EndpointUnreachable,
+    KeyRejected,
     MigrateError,
     Permanent,
     PlanError,
@@ -259,9 +260,9 @@ def abort_orphan_uploads(
     return aborted
 
 
-# What stops a run: the store or the state, not the object (credentials refused may be one
-# object's: a bucket policy on a prefix).
-_SITE_WIDE = (EndpointUnreachable, StateUnwritable)
+# What stops a run: the store, its key or the state, not the object (a permission refused
+# may be one object's: a bucket policy on a prefix; a key refused is every object's).
+_SITE_WIDE = (EndpointUnreachable, KeyRejected, StateUnwritable)
 
 # What a later run may get past, with the same upload.
 _RECOVERABLE = (

@@ -105,6 +105,7 @@ from migrate.errors import (
     ConfigError,
     CredentialsRejected,
     EndpointUnreachable,
+    KeyRejected,
     MigrateError,
     NoAnswer,
     NotFound,
@@ -661,7 +662,7 @@ class AzureAdapter:
             ) from None
         if isinstance(exc, ServiceResponseError):
             raise NoAnswer(f"{where}: connection lost or timed out during the answer") from None
-        if isinstance(exc, InvalidCredsError):
+        if isinstance(exc, InvalidCredsError):  # libcloud's 401 or 403: which, it does not say
             raise _credentials_rejected(where) from None
         if isinstance(exc, ContainerDoesNotExistError):
             raise _container_missing(where, "", self._place) from None
@@ -1516,7 +1517,14 @@ def _from_status(
     was looked for."""
     code_text = f" ({code})" if code else ""
     if status in (401, 403):
-        return _credentials_rejected(where)
+        # AuthenticationFailed (Azure: a wrong key or SAS signature) and AuthorizationFailure
+        # (Azurite's answer to a wrong key; Azure's to a network rule, or shared keys
+        # disabled) are every request's answer: the run stops. A permission refused
+        # (AuthorizationPermissionMismatch: a role condition on a prefix) may be this
+        # object's alone.
+        return _credentials_rejected(
+            where, key=status == 401 or code in ("AuthenticationFailed", "AuthorizationFailure")
+        )
     if status == 407:  # the declared proxy's answer, not the service's
         return proxy_refused(where)
     if status == 404:
@@ -1562,8 +1570,8 @@ def _proxy_said_407(exc: BaseException) -> bool:
     return False
 
 
-def _credentials_rejected(where: str) -> CredentialsRejected:
-    return CredentialsRejected(
+def _credentials_rejected(where: str, *, key: bool = False) -> CredentialsRejected:
+    return (KeyRejected if key else CredentialsRejected)(
         f"{where}: the account refused the credentials",
         hint="check the key, SAS token or connection string, and its permissions",
     )

@@ -54,6 +54,7 @@ from migrate.errors import (
     ConfigError,
     CredentialsRejected,
     EndpointUnreachable,
+    KeyRejected,
     ListingOutOfOrder,
     MigrateError,
     NoAnswer,
@@ -129,16 +130,17 @@ def _software_of(server: str | None) -> str:
     return (server or "").strip().split(" ")[0].split("/")[0].lower()
 
 
-_CREDENTIAL_CODES = {
+# The key itself refused: every request of the site would be (KeyRejected).
+_KEY_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
-    "AccessDenied",
     "ExpiredToken",
     "InvalidToken",
     "TokenRefreshRequired",
     "InvalidClientTokenId",
-    "AllAccessDisabled",
 }
+# A permission refused: possibly this object's only (a bucket policy on a prefix).
+_CREDENTIAL_CODES = {"AccessDenied", "AllAccessDisabled", *_KEY_CODES}
 _NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "NoSuchVersion", "NotFound"}
 _CHECKSUM_CODES = {
     "BadDigest",
@@ -788,7 +790,8 @@ class S3Adapter:
             if status == 407:  # the declared proxy's answer, not the store's
                 return proxy_refused(where, self.site.proxy)
             if status == 403 or code in _CREDENTIAL_CODES:
-                return CredentialsRejected(
+                rejected = KeyRejected if code in _KEY_CODES else CredentialsRejected
+                return rejected(
                     f"{where}: credentials rejected ({code or status})",
                     hint=f"check the credentials referenced by site {self.site_name}",
                 )

@@ -2571,3 +2571,38 @@ def test_a_state_that_can_no_longer_be_written_stops_the_run_in_one_line(env_for
     assert done <= copied  # nothing recorded copied that is not there
     summary = env.run(plan)
     assert (summary.failed, summary.copied + summary.already_done) == (0, 300)
+
+
+@pytest.mark.parametrize("src", ["s3", "azure"])
+def test_a_source_key_refused_stops_the_run_and_fails_no_object(
+    env_for: Any, src: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's key wrong since the inventory (a rotated secret, a SAS signature
+    mistyped): every read would be refused alike. The run stops at the first (exit 5),
+    no object recorded failed (a walkthrough: "296 of 296 objects failed", exit 11, one
+    line each). A permission refused (AccessDenied on a prefix) stays the object's own."""
+    import base64
+
+    from migrate.errors import KeyRejected
+    from tests.conftest import AZ_CONN_ENV, S3_SECRET_ENV
+
+    env = env_for(src, "s3")
+    env.seed({f"k/{i}": (body(i, 300), "text/plain", {}, False) for i in range(6)})
+    plan = env.plan()
+    if src == "s3":
+        monkeypatch.setenv(S3_SECRET_ENV, "not-the-secret-of-this-key")
+    else:
+        wrong = base64.b64encode(b"not the key of this account").decode()
+        conn = os.environ[AZ_CONN_ENV]
+        key = next(p for p in conn.split(";") if p.startswith("AccountKey="))
+        monkeypatch.setenv(AZ_CONN_ENV, conn.replace(key, f"AccountKey={wrong}"))
+    source = build_adapter(env.source_site)
+    try:
+        with pytest.raises(KeyRejected) as refused:
+            env.run(plan, source=source)
+    finally:
+        source.close()
+    assert refused.value.exit_code == 5
+    with Ledger(env.state) as ledger:
+        states = {c.state for c in ledger.phase_counts("t", "bulk-1")}
+    assert not states & {"failed", "done"}, states
