@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -1202,7 +1202,11 @@ def status(
                     + " failed or changed at the source."
                     + (
                         _not_copied_yet(
-                            loaded, waiting, running, ledger.found_wrong(loaded.name, phase)
+                            loaded,
+                            waiting,
+                            running,
+                            ledger.found_wrong(loaded.name, phase),
+                            _gated(loaded, ledger),
                         )
                         if waiting
                         else ""
@@ -1213,6 +1217,7 @@ def status(
             return
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
+        gated = _gated(loaded, ledger)
         state_file = ledger.path.resolve()
         running = plan_holder(config.state_dir, loaded.name) or running
         used = ledger.routes(loaded.name) if routes else []
@@ -1236,14 +1241,28 @@ def status(
             },
         )
         return
-    render.print_status(_console(), loaded, counts, phases, state_file=state_file, running=running)
+    render.print_status(
+        _console(), loaded, counts, phases, state_file=state_file, running=running, gated=gated
+    )
     if routes:
         render.print_routes(_console(), used)
         render.print_site_routes(_console(), before)
 
 
+def _gated(plan: Plan, ledger: Ledger) -> set[str]:
+    """The phases whose gate would refuse a run now (a command that copies what one left
+    needs --force, as the run that left it had)."""
+    from migrate.executor import gate_refusal
+
+    return {p.name for p in plan.phases if gate_refusal(plan, p.name, ledger) is not None}
+
+
 def _not_copied_yet(
-    plan: Plan, waiting: list[PhaseCounts], running: str | None, found_wrong: int
+    plan: Plan,
+    waiting: list[PhaseCounts],
+    running: str | None,
+    found_wrong: int,
+    gated: Collection[str],
 ) -> str:
     """What is still to copy, for `status --failed` that found nothing failed: whether a
     run is copying it now, else the commands that copy it (copies a verification found
@@ -1261,7 +1280,7 @@ def _not_copied_yet(
         + (f" (under way now: {running})" if running else "")
         + (
             ": "
-            + "; ".join(f"`migrate run {plan.command_path} --phase {p}`" for p in left)
+            + "; ".join(f"`{render.resume_command(plan, p, gated)}`" for p in left)
             + f" copies them ({'; '.join(why)})."
             if left
             else "."

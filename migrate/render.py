@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -354,6 +354,13 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
         console.print(f"  {container}/{key}: {why}", markup=False)
 
 
+def resume_command(plan: Plan, phase: str, gated: Collection[str]) -> str:
+    """The command that copies what a phase has left; with --force where the phase's gate
+    would refuse it (the run that left them was forced past it)."""
+    forced = " --force --reason '...'" if phase in gated else ""
+    return f"migrate run {plan.command_path} --phase {phase}{forced}"
+
+
 def print_status(
     console: Console,
     plan: Plan,
@@ -362,6 +369,7 @@ def print_status(
     *,
     state_file: Path,
     running: str | None,
+    gated: Collection[str] = (),
 ) -> None:
     """The table, then what it was read from and whether a run is under way: "in progress"
     after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied."""
@@ -405,9 +413,7 @@ def print_status(
             f"{'No run' if not running else 'No run of these phases'} is under way: the "
             f"{left:,} object(s) in progress were left by a run that stopped before finishing "
             "them (interrupted, killed or crashed). Running the phase again copies them: "
-            + "; ".join(
-                f"migrate run {_lit(plan.command_path)} --phase {_lit(name)}" for name in halted
-            ),
+            + "; ".join(_lit(resume_command(plan, name, gated)) for name in halted),
             soft_wrap=True,
         )
 

@@ -2060,7 +2060,8 @@ def test_status_failed_lists_every_object_not_copied_with_why(
     out, err = capsys.readouterr()
     err = " ".join(err.split())
     assert out == "" and "Not copied yet: 0 pending, 1 in progress:" in err, err
-    assert f"`migrate run {plan} --phase bulk-1` copies them" in err, err
+    # bulk-1 was run past its gate (the pilot is not verified): so is the command offered.
+    assert f"`migrate run {plan} --phase bulk-1 --force --reason '...'` copies them" in err, err
 
 
 def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_stopped_one(
@@ -2085,7 +2086,8 @@ def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_
     out = " ".join(capsys.readouterr().out.split())
     assert f"State: {state / 'state.db'}" in out, out
     assert "No run is under way: the 2 object(s) in progress were left by a run" in out
-    assert f"migrate run {plan} --phase bulk-1" in out, out
+    # The command that passes the phase's gate (bulk-1 was forced: the pilot not verified).
+    assert f"migrate run {plan} --phase bulk-1 --force --reason '...'" in out, out
     assert main(["status", plan, "--json", *where]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["state"] == str(state / "state.db") and shown["running"] is None
