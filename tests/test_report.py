@@ -29,6 +29,7 @@ from migrate.errors import IntegrityError
 from migrate.executor import run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger, RouteUse
+from migrate.localservers import free_port
 from migrate.manifest import MANIFEST_FILE, Merkle, manifest_info, write_manifest
 from migrate.plan import Phase, PhaseKind, Plan, Selector, load_plan, with_digest
 from migrate.report import (
@@ -255,6 +256,11 @@ def test_the_standalone_check_passes_on_a_good_s3_destination_and_fails_on_a_tam
     # Stopped at the first refusal, in one line: not a FAIL line for every object.
     assert wrong.returncode == 2 and "FAIL" not in wrong.stdout, wrong.stdout
     assert wrong.stderr.count("\n") == 1 and "refused the credentials (HTTP 403" in wrong.stderr
+    # A mistyped endpoint (nothing listens there): said once, never taken for tampering.
+    nowhere = ["--s3", f"http://127.0.0.1:{free_port()}", "--region", "local"]
+    astray = run_checker(manifest, *nowhere, env=creds)
+    assert astray.returncode == 2 and "FAIL" not in astray.stdout, astray.stdout
+    assert astray.stderr.count("\n") == 1 and "cannot reach the store at" in astray.stderr
 
 
 def test_the_standalone_check_never_reads_another_file_than_the_key_names(

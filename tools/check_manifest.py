@@ -171,6 +171,14 @@ class CredentialsRefused(Exception):
     """The store refused the credentials: every object would fail alike, so the check stops."""
 
 
+class Unreachable(Exception):
+    """The store could not be reached (refused connection, unknown host, timeout) before any
+    object was read: a mistyped endpoint, not objects that fail the check."""
+
+
+UNREACHABLE = "cannot reach the store"
+
+
 REFUSALS_TO_STOP = 3  # refusals (401, 403) before any object could be read: the credentials
 
 
@@ -193,7 +201,9 @@ def check_object(reader, root, record):
             # and for an object whose KMS key it may not use: one refusal is an object's.
             return f"HTTP {exc.code} {exc.reason} (missing, or not readable with these credentials)"
         return "missing" if exc.code == 404 else f"HTTP {exc.code} {exc.reason}"
-    except (OSError, urllib.error.URLError) as exc:
+    except urllib.error.URLError as exc:  # no HTTP answer at all
+        return f"{UNREACHABLE}: {exc.reason}"
+    except OSError as exc:
         return f"cannot read: {exc}"
     except Exception as exc:  # one object that cannot be checked is a failure, not a crash
         return f"cannot check: {type(exc).__name__}: {exc}"
@@ -343,7 +353,8 @@ def main(argv=None):
         "  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... check_manifest.py manifest.jsonl.gz \\\n"
         "      --report report.json --s3 https://s3.fr-par.scw.cloud --region fr-par\n"
         "  check_manifest.py manifest.jsonl.gz --report report.json --dir /mnt/copy\n"
-        "exit codes: 0 everything matches, 1 something does not, 2 usage error",
+        "exit codes: 0 everything matches, 1 something does not, 2 usage error, or the\n"
+        "  store refuses the credentials or cannot be reached before any object is read",
     )
     parser.add_argument("manifest", help="manifest.jsonl.gz")
     parser.add_argument("--report", help="report.json holding the expected Merkle roots")
@@ -409,7 +420,13 @@ def main(argv=None):
             if len(refused) >= REFUSALS_TO_STOP:
                 raise CredentialsRefused(f"{why.split(' (', 1)[0]} for {where} and the others")
             return
-        if why is None or not why.startswith("HTTP 40"):
+        if why is not None and why.startswith(UNREACHABLE) and not read_one:
+            refused.append(f"FAIL {where}: {why}")
+            failures += 1
+            if len(refused) >= REFUSALS_TO_STOP:
+                raise Unreachable(why.removeprefix(UNREACHABLE + ": "))
+            return
+        if why is None or not why.startswith(("HTTP 40", UNREACHABLE)):
             read_one = True
             for line in refused:
                 print(line)
@@ -439,6 +456,13 @@ def main(argv=None):
             print(line)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         print(f"error: cannot read {args.manifest}: {exc}", file=sys.stderr)
+        return 2
+    except Unreachable as exc:
+        print(
+            f"error: {UNREACHABLE} at {args.s3} ({exc}): check --s3 (the endpoint's URL) "
+            "and the network; no object was checked",
+            file=sys.stderr,
+        )
         return 2
     except CredentialsRefused as exc:
         print(
