@@ -2577,6 +2577,24 @@ class Ledger:
             )
             return int(cursor.lastrowid or 0)
 
+    def run_progress(self, run_id: int, counts: RunCounts) -> None:
+        """What a run under way has done so far: a run killed outright (no end recorded)
+        shows it, not nothing."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE runs SET copied=?, bytes_copied=?, failed=?, conflicts=?, changed=?, "
+                "removed=? WHERE id=? AND finished_at IS NULL",
+                (
+                    counts.copied,
+                    counts.bytes_copied,
+                    counts.failed,
+                    counts.conflicts,
+                    counts.changed,
+                    counts.removed,
+                    run_id,
+                ),
+            )
+
     def run_finished(self, run_id: int, outcome: str, counts: RunCounts) -> None:
         with self.atomic() as db:
             db.execute(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -37,9 +38,15 @@ class _RunLog:
         self.counted = _Counted(Subscriber())  # as it goes: what a stopped run did
 
     def counting(self, subscriber: Subscriber) -> Subscriber:
-        """`subscriber`, the objects it is told of also counted for this record."""
-        self.counted = _Counted(subscriber)
+        """`subscriber`, the objects it is told of also counted for this record (and written
+        to it every few seconds: a run killed outright shows what it had done)."""
+        self.counted = _Counted(subscriber, self._progress)
         return self.counted
+
+    def _progress(self) -> None:
+        if self.id is not None:
+            with suppress(MigrateError, sqlite3.Error):  # the copy's own records come first
+                self.ledger.run_progress(self.id, self._counts(None))
 
     def start(self) -> None:
         if self.id is None:
@@ -91,14 +98,18 @@ class _RunLog:
         )
 
 
+PROGRESS_EVERY = 2.0  # seconds between writes of a run's counts while it copies
+
+
 class _Counted(Subscriber):
     """Passes the copy's progress on, counting objects done, failed and changed, and
     bytes, as they come (threads call it at once)."""
 
-    def __init__(self, inner: Subscriber) -> None:
+    def __init__(self, inner: Subscriber, tick: Callable[[], None] | None = None) -> None:
         self.inner = inner
         self.copied = self.failed = self.changed = self.bytes = 0
         self._lock = threading.Lock()
+        self._tick, self._ticked = tick, time.monotonic()
 
     def on_start(self, objects: int, size: int) -> None:
         self.inner.on_start(objects, size)
@@ -116,6 +127,11 @@ class _Counted(Subscriber):
                 self.failed += 1
             elif state == "changed":
                 self.changed += 1
+            due = self._tick is not None and time.monotonic() - self._ticked >= PROGRESS_EVERY
+            if due:
+                self._ticked = time.monotonic()
+        if due and self._tick is not None:
+            self._tick()
         self.inner.on_object(key, state)
 
     def on_stopping(self) -> None:

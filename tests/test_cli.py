@@ -1369,6 +1369,40 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
     assert not list((tmp_path / "dst").glob(".migrate-uploads/*/*"))
 
 
+@pytest.mark.slow
+def test_a_run_killed_outright_shows_in_its_record_what_it_had_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9: no end is recorded, but the run's record holds what it had copied up to a
+    few seconds before (the report showed 0 copied for a run that had copied 106 objects:
+    an ops walkthrough)."""
+    import signal
+    import subprocess
+    import sys
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrate", "run", plan, "--phase", "bulk-1", "--force",
+         "--reason", "t", "--max-rps", "4", *where],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_rows(
+            tmp_path / "state",
+            lambda rows: bool(rows) and min(int(c) for c in rows.values()) >= 6,
+            "SELECT id, copied FROM runs",
+        )
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    with Ledger(tmp_path / "state") as ledger:
+        (record,), _ = ledger.runs("plan", 10)
+        done = {c.state: c.objects for c in ledger.phase_counts("plan", "bulk-1")}.get("done", 0)
+    assert record.outcome is None and record.finished_at is None, record
+    assert 6 <= record.counts.copied <= done < 29, (record, done)
+
+
 def test_objects_found_wrong_in_two_phases_are_told_the_order_that_passes_the_gates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
