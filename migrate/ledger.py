@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import cache
 from itertools import pairwise
@@ -2580,37 +2580,18 @@ class Ledger:
     def run_progress(self, run_id: int, counts: RunCounts) -> None:
         """What a run under way has done so far: a run killed outright (no end recorded)
         shows it, not nothing."""
-        with self.atomic() as db:
-            db.execute(
-                "UPDATE runs SET copied=?, bytes_copied=?, failed=?, conflicts=?, changed=?, "
-                "removed=? WHERE id=? AND finished_at IS NULL",
-                (
-                    counts.copied,
-                    counts.bytes_copied,
-                    counts.failed,
-                    counts.conflicts,
-                    counts.changed,
-                    counts.removed,
-                    run_id,
-                ),
-            )
+        self._run_counts(run_id, counts, "WHERE id=? AND finished_at IS NULL")
 
     def run_finished(self, run_id: int, outcome: str, counts: RunCounts) -> None:
+        self._run_counts(run_id, counts, "WHERE id=?", finished_at=_now(), outcome=outcome)
+
+    def _run_counts(self, run_id: int, counts: RunCounts, where: str, **end: str) -> None:
+        # The counts' columns are named as RunCounts' fields.
+        columns = [*end, *(f.name for f in fields(RunCounts))]
         with self.atomic() as db:
             db.execute(
-                "UPDATE runs SET finished_at=?, outcome=?, copied=?, bytes_copied=?, failed=?, "
-                "conflicts=?, changed=?, removed=? WHERE id=?",
-                (
-                    _now(),
-                    outcome,
-                    counts.copied,
-                    counts.bytes_copied,
-                    counts.failed,
-                    counts.conflicts,
-                    counts.changed,
-                    counts.removed,
-                    run_id,
-                ),
+                f"UPDATE runs SET {', '.join(f'{c}=?' for c in columns)} {where}",
+                (*end.values(), *astuple(counts), run_id),
             )
 
     def runs(self, plan: str, limit: int) -> tuple[list[RunRecord], int]:
