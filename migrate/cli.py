@@ -49,6 +49,8 @@ from migrate.errors import (
     wants_json,
 )
 from migrate.ledger import Ledger, NotCopiedRow, PhaseCounts
+from migrate.output import drop_stdout
+from migrate.output import install as install_reader_may_leave
 from migrate.plan import (
     Plan,
     check_approved,
@@ -140,15 +142,8 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on erro
 def _console() -> Console:
     from rich.console import Console
 
-    class _Cut(Console):
-        def on_broken_pipe(self) -> None:
-            # rich exits 1 ("unexpected error"). The reader went away (`| head`): the rest
-            # of the output is dropped and the command goes on to its own end and exit
-            # code (a run keeps copying; a failure is still said on stderr).
-            self.quiet = True
-            _stdout_closed()
-
-    return _Cut(file=_Stdout())  # type: ignore[arg-type]
+    # A reader gone from stdout (`| head`) never reaches rich: migrate.output drops it.
+    return Console(file=_Stdout())  # type: ignore[arg-type]
 
 
 class _OutputUnwritable(OSError):
@@ -162,16 +157,12 @@ class _Stdout:
     def write(self, text: str) -> int:
         try:
             return sys.stdout.write(text)
-        except BrokenPipeError:
-            raise
         except OSError as exc:
             raise _OutputUnwritable(exc.errno, exc.strerror) from None
 
     def flush(self) -> None:
         try:
             sys.stdout.flush()
-        except BrokenPipeError:
-            raise
         except OSError as exc:
             raise _OutputUnwritable(exc.errno, exc.strerror) from None
 
@@ -247,28 +238,16 @@ def _out(json_mode: bool, value: object) -> None:
         _json_printed.append(True)
 
 
-def _print_out(text: str) -> bool:
-    """Print to stdout; a reader gone (`| head`) ends the output, not the command's exit
-    code, and leaves no traceback at exit (Python would flush stdout again). False once
-    the reader is gone."""
+def _print_out(text: str) -> None:
+    """Print to stdout (a reader gone, `| head`, is migrate.output's to drop)."""
     try:
         print(text, flush=True)
-    except BrokenPipeError:
-        _stdout_closed()
-        return False
     except OSError as exc:  # a full disk under a redirection: said, not a traceback
-        _stdout_closed()
+        drop_stdout()
         raise ConfigError(
             f"the output could not be written to standard output ({exc.strerror or exc})",
             hint="free space where the output goes, then run the command again",
         ) from None
-    return True
-
-
-def _stdout_closed() -> None:
-    from migrate.output import drop_stdout
-
-    drop_stdout()
 
 
 def _option_as_value(command: Any, args: list[str]) -> tuple[str, str] | None:
@@ -1310,8 +1289,7 @@ def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> bool:
         else:
             where = _escaped(f"{row.container}/{row.key}")
             line = f"{row.phase}\t{row.state}\t{where}\t{' '.join(row.reason.split())}"
-        if not _print_out(line):
-            break
+        _print_out(line)
     return seen
 
 
@@ -1633,6 +1611,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ["--deep-both" if a == "--deep=both" else a for a in args]
     debug = "--debug" in args
     _json_printed.clear()
+    install_reader_may_leave()  # called directly, not through migrate.main
 
     def fail_json(code: int, kind: str, message: str, hint: str | None = None) -> None:
         if wants_json(args) and not _json_printed:
@@ -1689,17 +1668,12 @@ def main(argv: list[str] | None = None) -> int:
         _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
         fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
         return INTERRUPTED
-    except BrokenPipeError:
-        # The output's reader went away where the output is not the CLI's own to drop (its
-        # own goes on to the command's end, see _Cut): cut off, silently.
-        _stdout_closed()
-        return INTERRUPTED
     except _OutputUnwritable as exc:
         # The human output (rich) on a full disk: as `_print_out` says it for --json.
         try:
             sys.stdout.flush()
         except OSError:
-            _stdout_closed()  # else Python fails again flushing it at exit
+            drop_stdout()  # else Python fails again flushing it at exit
         error = ConfigError(
             f"the output could not be written ({exc.strerror or exc})",
             hint="free space where the output goes, then run the command again",
