@@ -429,6 +429,15 @@ _MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO container_datasets SELECT DISTINCT site, container, 0 FROM objects;
         """,
     ),
+    (
+        # Who ran each verification and with which version, as for runs: a verification
+        # opens the gates. NULL: recorded before this was kept.
+        "verifications_by",
+        """
+        ALTER TABLE verifications ADD COLUMN run_by TEXT;
+        ALTER TABLE verifications ADD COLUMN tool_version TEXT;
+        """,
+    ),
 ]
 
 
@@ -2527,6 +2536,8 @@ class Ledger:
         size: int,
         reread: int,
         summary: str,
+        run_by: str,
+        tool_version: str,
         verified_phases: Sequence[str] = (),
         unverified_phases: Sequence[str] = (),
     ) -> int:
@@ -2537,8 +2548,8 @@ class Ledger:
         with self.atomic() as db:
             cur = db.execute(
                 "INSERT INTO verifications (plan, phase, mode, sample, seed, started_at, "
-                "finished_at, passed, objects, bytes, reread, summary) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "finished_at, passed, objects, bytes, reread, summary, run_by, tool_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     plan,
                     phase,
@@ -2552,6 +2563,8 @@ class Ledger:
                     size,
                     reread,
                     summary,
+                    run_by,
+                    tool_version,
                 ),
             )
             for name in verified_phases:
@@ -2616,12 +2629,11 @@ class Ledger:
         """Every verification of the plan, oldest first."""
         with self._lock:
             return [
-                VerificationRecord(
-                    int(i), p, ph, m, sa, int(se), st, fi, bool(pa), int(o), int(b), int(r), su
-                )
-                for i, p, ph, m, sa, se, st, fi, pa, o, b, r, su in self._db.execute(
+                VerificationRecord(i, p, ph, m, sa, se, st, fi, bool(passed), *rest)
+                for i, p, ph, m, sa, se, st, fi, passed, *rest in self._db.execute(
                     "SELECT id, plan, phase, mode, sample, seed, started_at, finished_at, "
-                    "passed, objects, bytes, reread, summary FROM verifications "
+                    "passed, objects, bytes, reread, summary, run_by, tool_version "
+                    "FROM verifications "
                     "WHERE plan=? ORDER BY id",
                     (plan,),
                 )
@@ -2991,6 +3003,8 @@ class VerificationRecord:
     bytes: int
     reread: int
     summary: str  # JSON written by migrate.verify
+    run_by: str | None  # None: recorded before who was kept
+    tool_version: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,10 @@ class VerificationInfo(_Model):
     objects: int
     bytes: int
     reread: int
+    # who ran it (the OS user) and with which migrate, as for runs (None: recorded before
+    # this was kept)
+    run_by: str | None
+    tool_version: str | None
     # objects whose content type, headers and user metadata were compared with the source's
     # (None: a verification recorded before this was counted)
     metadata_compared: int | None
@@ -582,6 +586,8 @@ def _verification(record: VerificationRecord) -> VerificationInfo:
         objects=record.objects,
         bytes=record.bytes,
         reread=record.reread,
+        run_by=record.run_by,
+        tool_version=record.tool_version,
         metadata_compared=(
             int(summary["metadata_compared"]) if "metadata_compared" in summary else None
         ),
@@ -626,9 +632,16 @@ def _last_checked(verifications: Sequence[VerificationInfo]) -> str:
     verdict = "passed" if v.passed else "FAILED"
     return (
         f"<dd>verification #{v.id} of {_e(v.phase or 'the whole plan')}, finished "
-        f"{_e(v.finished_at)}: {verdict}; {v.objects:,} objects ({_bytes(v.bytes)}), "
-        f"{v.reread:,} re-read; {_e(read)}</dd>"
+        f"{_e(v.finished_at)}{_e(_verified_by(v))}: {verdict}; {v.objects:,} objects "
+        f"({_bytes(v.bytes)}), {v.reread:,} re-read; {_e(read)}</dd>"
     )
+
+
+def _verified_by(v: VerificationInfo) -> str:
+    """`, by NAME with migrate V` (nothing for a verification recorded before they were)."""
+    if v.run_by is None:
+        return ""
+    return f", by {v.run_by} with migrate {v.tool_version}"
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -1346,7 +1359,8 @@ def _verification_html(v: VerificationInfo) -> str:
     return (
         f"<p>{status} {_e(v.mode)}{_e(sample)}{seed}, "
         f"{v.objects:,} objects ({_e(_bytes(v.bytes))}), {v.reread:,} re-read, "
-        f"{compared}; {_e(v.finished_at)}. Findings: {_e(counts)}.</p>{table}"
+        f"{compared}; {_e(v.finished_at)}{_e(_verified_by(v))}. Findings: {_e(counts)}.</p>"
+        f"{table}"
     )
 
 

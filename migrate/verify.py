@@ -51,6 +51,7 @@ from typing import Literal, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from migrate import os_user, tool_version
 from migrate.errors import (
     ConfigError,
     CredentialsRejected,
@@ -992,6 +993,8 @@ def verify(
         size=result.bytes,
         reread=result.reread,
         summary=dumps(result.summary()),
+        run_by=os_user(),
+        tool_version=tool_version(),
         verified_phases=verified,
         # Held back, the cutover loses an earlier mark too, passed or not: the estate may
         # not switch over.

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from migrate import os_user, tool_version
 from migrate.delta import prepare_delta, remove_deleted
 from migrate.errors import IntegrityError
 from migrate.executor import run_phase
@@ -842,7 +843,8 @@ def test_a_failed_verification_after_a_passing_one_leaves_the_report_incomplete(
     # The header says when the destination was last checked, how, and what came of it.
     assert (
         f"<dt>destination last checked</dt><dd>verification #{result.record_id} of the whole "
-        f"plan, finished {result.finished_at}: FAILED;" in page
+        f"plan, finished {result.finished_at}, by {os_user()} with migrate {tool_version()}: "
+        "FAILED;" in page
     ), page
     assert "listed and compared with the ledger" in page
 
@@ -1117,6 +1119,31 @@ def test_a_run_and_its_report_work_for_a_uid_without_a_login_name(
     assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["runs"]["runs"][-1]["run_by"] == report["generated_by"] == f"uid {os.getuid()}"
+
+
+def test_each_verification_names_who_ran_it_and_with_which_migrate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verification opens the gates: the report says who ran it and with which version,
+    as for runs. One recorded by an earlier version (which kept neither) says so."""
+    import migrate.ledger
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+    from tests.test_cli import as_of_schema
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    assert main(["verify", plan, "--phase", "bulk-1", *where]) == 0
+    as_of_schema(tmp_path / "state" / "state.db", migrate.ledger._MIGRATIONS[:-1])
+    monkeypatch.setenv("LOGNAME", "auditor-2")
+    assert main(["verify", plan, "--phase", "bulk-1", *where]) == 0
+    assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [(v["run_by"], v["tool_version"]) for v in report["verifications"]] == [
+        (None, None),
+        ("auditor-2", report["tool_version"]),
+    ]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert f", by auditor-2 with migrate {report['tool_version']}" in html
 
 
 def test_an_interrupted_run_records_what_it_copied_before(
