@@ -758,7 +758,8 @@ class _ProgressSubscriber(Subscriber):
             line = (
                 f"migrate: nothing moved for {render.human_duration(still)}: waiting on the "
                 f"stores (a run stops by itself, exit 6, once a store has not answered for "
-                f"{render.human_duration(STALL_AFTER)}; Ctrl-C stops it now and it resumes)"
+                f"{render.human_duration(STALL_AFTER)}, when its requests waiting then end: "
+                "up to a minute or two later; Ctrl-C stops it now and it resumes)"
             )
             bars = self._progress  # read once: on_stopping may drop the bars meanwhile
             if self._done.is_set():
