@@ -2308,7 +2308,10 @@ class Ledger:
                 "source_etag = o.etag, source_version = o.version_id, "
                 "source_modified = o.last_modified, "
                 "source_checksums = o.checksums, upload_id = NULL, part_size = NULL, "
-                "error = NULL, started_at = NULL, finished_at = NULL "
+                "error = NULL, started_at = NULL, finished_at = NULL, "
+                # counted for the phase that copies it now: the report's tables count an
+                # object, its attempts and retries where its latest copy was made
+                "attempts = 0, retries = 0 "
                 f"FROM objects AS o WHERE {where}",
                 params,
             )

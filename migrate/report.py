@@ -141,6 +141,7 @@ class Counts(_Model):
     # deleted at the source, their destination key holding an object this plan cannot
     # prove its copy: not removed, left there for a person to judge; not in `objects`
     left_at_destination: int = 0
+    # of the copies counted here (an object taken by a later phase takes its own)
     retries: int = 0
     attempts: int = 0
     started_at: str | None = None

@@ -1095,6 +1095,35 @@ def test_the_report_lists_each_run_with_who_ran_it_its_options_and_what_came_of_
     assert "<h2>Runs</h2>" in html and "--delete-removed (at most 4)" in html
 
 
+def test_an_object_a_delta_copies_again_counts_its_retries_for_the_delta_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The phases' tables count an object where its latest copy was made: its attempts
+    and retries with it, those of that copy (the delta's table showed bulk-1's retries of an
+    object the delta copied again at its first try)."""
+    import sqlite3
+
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:  # bulk-1 retried each twice
+        db.execute("UPDATE transfers SET attempts = 3, retries = 2 WHERE phase = 'bulk-1'")
+    (tmp_path / "src" / "data" / "f5.txt").write_text("changed since its copy\n")
+    for args in (
+        ["inventory", "src"],
+        ["run", plan, "--phase", "delta", "--force", "--reason", "t"],
+        ["report", plan, "-o", str(tmp_path / "r")],
+    ):
+        assert main([*args, *where]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    counts = {p["name"]: p["counts"] for p in report["phases"]}
+    # the changed object, and the pilot's (not run: new since the copy)
+    assert (counts["delta"]["objects"], counts["bulk-1"]["objects"]) == (2, 28)
+    assert (counts["delta"]["attempts"], counts["delta"]["retries"]) == (2, 0)
+    assert (counts["bulk-1"]["attempts"], counts["bulk-1"]["retries"]) == (3 * 28, 2 * 28)
+
+
 def test_a_run_and_its_report_work_for_a_uid_without_a_login_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
