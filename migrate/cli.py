@@ -29,6 +29,7 @@ from migrate.bounds import MAX_CONCURRENCY, MAX_PART_SIZE_MIB
 from migrate.errors import (
     EXIT_CODES,
     INTERRUPTED,
+    INTERRUPTED_HINT,
     INTERRUPTED_KIND,
     INTERRUPTED_LINE,
     INTERRUPTED_MESSAGE,
@@ -45,6 +46,7 @@ from migrate.errors import (
     UsageError,
     as_store_failure,
     error_json,
+    kind_of,
     redact,
     wants_json,
 )
@@ -1636,7 +1638,7 @@ def main(argv: list[str] | None = None) -> int:
         code = int(result) if isinstance(result, int) else 0
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
             _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
-            fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
+            fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT)
         return code
     except MigrateError as raised:
         if debug:
@@ -1644,7 +1646,7 @@ def main(argv: list[str] | None = None) -> int:
         named = next((a for a in args if not a.startswith("-")), None)
         exc = raised if named == "run" else as_store_failure(raised)
         _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
-        fail_json(exc.exit_code, type(exc).__name__, exc.message, exc.hint)
+        fail_json(exc.exit_code, kind_of(exc), exc.message, exc.hint)
         return exc.exit_code
     except typer.Exit as exc:  # the command said it (sites check: its table or JSON)
         return int(exc.exit_code)
@@ -1667,7 +1669,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
-        fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE)
+        fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT)
         return INTERRUPTED
     except _OutputUnwritable as exc:
         # The human output (rich) on a full disk: as `_print_out` says it for --json.
@@ -1680,7 +1682,7 @@ def main(argv: list[str] | None = None) -> int:
             hint="free space where the output goes, then run the command again",
         )
         _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
-        fail_json(error.exit_code, type(error).__name__, error.message, error.hint)
+        fail_json(error.exit_code, kind_of(error), error.message, error.hint)
         return error.exit_code
     except Exception as exc:  # a bug: still one line, unless --debug
         return _unexpected(exc, debug, fail_json)

@@ -212,10 +212,9 @@ EXIT_CODES: dict[int, str] = {
     "resumes where it stopped",
 }
 INTERRUPTED = 130
-INTERRUPTED_MESSAGE = (
-    "interrupted; run the same command again (a run or an inventory resumes where it stopped)"
-)
-INTERRUPTED_LINE = f"migrate: {INTERRUPTED_MESSAGE}"
+INTERRUPTED_MESSAGE = "interrupted"
+INTERRUPTED_HINT = "run the same command again: a run or an inventory resumes where it stopped"
+INTERRUPTED_LINE = f"migrate: {INTERRUPTED_MESSAGE} ({INTERRUPTED_HINT})"
 # `kind` of the --json error object for what is not a MigrateError.
 UNEXPECTED, USAGE, INTERRUPTED_KIND = "UnexpectedError", "UsageError", "Interrupted"
 
@@ -225,17 +224,33 @@ def wants_json(args: list[str]) -> bool:
     return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
+def kind_of(error: MigrateError) -> str:
+    """The error's kind for --json: its family, one per exit code (the outermost class of
+    its type's with the same code: KeyRejected is a CredentialsRejected, PlanTampered a
+    PlanError), so that a script matching on it sees the same kind for the same failure
+    whichever command met it and however precisely."""
+    kind = type(error)
+    for base in kind.__mro__[1:]:
+        if not (isinstance(base, type) and issubclass(base, MigrateError)):
+            break
+        if base is MigrateError or base.exit_code != error.exit_code:
+            break
+        kind = base
+    return kind.__name__
+
+
 def error_json(exit_code: int, kind: str, message: str, hint: str | None = None) -> str:
     """The one JSON object `--json` prints on stdout for a failure: the exit code, the
-    error's kind (its type, e.g. PlanError), and the stderr line's message and hint, each
-    on one line and redacted. Keys sorted, as every --json output."""
+    error's kind (`kind_of`), and the stderr line's message and hint, each redacted. On one
+    line, as the failure's stderr line, and as each line of JSON Lines output
+    (`status --failed --json`). Keys sorted, as every --json output."""
     error = {
         "exit_code": exit_code,
         "kind": kind,
         "message": redact(" ".join(message.split())),
         "hint": redact(" ".join(hint.split())) if hint else None,
     }
-    return json.dumps({"error": error}, sort_keys=True, indent=2, ensure_ascii=False)
+    return json.dumps({"error": error}, sort_keys=True, ensure_ascii=False)
 
 
 # Values that must never be shown: registered by whoever reads a secret (credential

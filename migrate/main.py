@@ -39,6 +39,7 @@ def _as_ctrl_c(signum: int, frame: object) -> None:
 def _interrupted(args: list[str]) -> int:
     from migrate.errors import (  # as the CLI says it
         INTERRUPTED,
+        INTERRUPTED_HINT,
         INTERRUPTED_KIND,
         INTERRUPTED_LINE,
         INTERRUPTED_MESSAGE,
@@ -48,5 +49,5 @@ def _interrupted(args: list[str]) -> int:
 
     print(INTERRUPTED_LINE, file=sys.stderr)
     if wants_json(args):
-        print(error_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE))
+        print(error_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT))
     return INTERRUPTED

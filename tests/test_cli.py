@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from migrate import errors
 from migrate.cli import app, main
-from migrate.errors import EXIT_CODES, INTERRUPTED_LINE, INTERRUPTED_MESSAGE
+from migrate.errors import EXIT_CODES, INTERRUPTED_LINE
 from migrate.ledger import Ledger
 from migrate.localservers import SeaweedFS, free_port
 from migrate.plan import Phase, PhaseKind, Selector, load_plan
@@ -1689,6 +1690,7 @@ def local_sites(tmp_path: Path, extra: str = "") -> Path:
 
 def error_object(out: str) -> dict[str, object]:
     """The one JSON object --json prints for a failure (json.loads fails on two)."""
+    assert len(out.splitlines()) == 1, out  # one line, as the failure's stderr line
     answer = json.loads(out)
     assert set(answer) == {"error"}, answer
     error = answer["error"]
@@ -1746,12 +1748,12 @@ def test_under_json_every_failure_is_also_one_json_object_on_stdout(
     monkeypatch.setattr("migrate.cli.load_plan", interrupted)
     code, out, err = run(["plan", "show", missing, "--json"], capsys)
     assert code == 130 and err == INTERRUPTED_LINE + "\n"
-    assert "run the same command again (a run or an inventory resumes" in err  # not verify
+    assert "(run the same command again: a run or an inventory resumes" in err  # not verify
     assert error_object(out) == {
         "exit_code": 130,
         "kind": "Interrupted",
-        "message": INTERRUPTED_MESSAGE,
-        "hint": None,
+        "message": "interrupted",
+        "hint": "run the same command again: a run or an inventory resumes where it stopped",
     }
     # The same when Ctrl-C comes before the CLI loads (the re-run receipt's look-up).
     import migrate.main
@@ -1759,6 +1761,27 @@ def test_under_json_every_failure_is_also_one_json_object_on_stdout(
     monkeypatch.setattr("migrate.rerun.answer", interrupted)
     assert migrate.main.main(["run", missing, "--phase", "p", "--json"]) == 130
     assert error_object(capsys.readouterr().out)["kind"] == "Interrupted"
+
+
+def test_an_errors_kind_is_its_family_one_per_exit_code() -> None:
+    """A script matching on --json's `kind` sees the same kind for the same failure whatever
+    the command that met it, and however precisely it was told (a wrong key was
+    KeyRejected from one command, CredentialsRejected from another: a walkthrough)."""
+    assert errors.kind_of(errors.KeyRejected("k")) == "CredentialsRejected"
+    assert errors.kind_of(errors.PlanTampered("t")) == "PlanError"
+    assert errors.kind_of(errors.StateUnwritable("s")) == "ConfigError"
+    assert errors.kind_of(errors.DemoBusy("d")) == "PlanBusy"
+    assert errors.kind_of(errors.ChecksumMismatch("c")) == "IntegrityError"
+    # a subclass with a code of its own is a family of its own
+    assert errors.kind_of(errors.SecretInConfig("s")) == "SecretInConfig"
+    kinds: dict[int, set[str]] = {}
+    for cls in _subclasses(errors.MigrateError):
+        kinds.setdefault(cls.exit_code, set()).add(errors.kind_of(cls("x")))
+    assert all(len(names) == 1 for names in kinds.values()), kinds
+
+
+def _subclasses(cls: type[errors.MigrateError]) -> list[type[errors.MigrateError]]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
 
 
 def test_a_command_whose_json_says_what_failed_prints_no_second_object(
