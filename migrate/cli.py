@@ -719,16 +719,19 @@ PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml)."
 
 class _ProgressSubscriber(Subscriber):
     """Progress on stderr: rich bars (bytes, objects, rate, ETA) on a terminal, one line per
-    interval otherwise, nothing with --json. A copy that moves nothing for `stall_notice`
-    seconds says so, and again each such span: a log must not fall silent while a run
-    waits on a store (it stops by itself after STALL_AFTER without an answer)."""
+    interval otherwise, none with --json (`lines` False). A copy that moves nothing for
+    `stall_notice` seconds says so, and again each such span, --json or not: a log must
+    not fall silent while a run waits on a store (it stops by itself after STALL_AFTER
+    without an answer), nor a CI job's, which may kill a job silent for too long. Nothing
+    at all when `quiet` (a finished phase, answered from the ledger)."""
 
-    def __init__(self, quiet: bool, stall_notice: float = 60.0) -> None:
+    def __init__(self, quiet: bool, stall_notice: float = 60.0, *, lines: bool = True) -> None:
         self._quiet = quiet
+        self._lines = lines and not quiet
         self._stall_notice = stall_notice
         self._moved_at = time.monotonic()
         self._done = threading.Event()
-        self._bars = not quiet and _stderr().is_terminal
+        self._bars = self._lines and _stderr().is_terminal
         self._lock = threading.Lock()
         self._bytes = 0
         self._objects = 0
@@ -820,7 +823,7 @@ class _ProgressSubscriber(Subscriber):
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self._quiet or self._bars or now - self._last < 5:
+        if not self._lines or self._bars or now - self._last < 5:
             return
         self._last = now
         rate = self._bytes / max(now - self._start, 1e-6)
@@ -1040,7 +1043,7 @@ def run(
             max_remove=max_remove,
             force_reason=reason if force else None,
             overwrite=overwrite,
-            progress=lambda quiet: _ProgressSubscriber(json_out or quiet),
+            progress=lambda quiet: _ProgressSubscriber(quiet, lines=not json_out),
             on_delta=None if json_out else lambda d: render.print_delta(_console(), d),
         )
         summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready

@@ -2497,7 +2497,9 @@ def test_a_copy_that_moves_nothing_says_so_while_it_waits(
 ) -> None:
     """A run waiting on a store that does not answer: its log says so each minute (here,
     each 0.5 s), rather than falling silent until the watchdog stops it; once bytes move,
-    it stops saying so. Nothing with --json (quiet)."""
+    it stops saying so. The same under --json (no progress lines: stdout is the JSON, and
+    a CI job may kill one silent too long); nothing for a phase answered from the ledger
+    (quiet)."""
     from migrate.cli import _ProgressSubscriber
 
     with _ProgressSubscriber(False, stall_notice=0.5) as progress:
@@ -2513,6 +2515,13 @@ def test_a_copy_that_moves_nothing_says_so_while_it_waits(
     assert waiting.count("migrate: nothing moved for") >= 2, waiting
     assert "waiting on the stores" in waiting and "exit 6" in waiting, waiting
     assert paused or "nothing moved" not in capsys.readouterr().err
+    with _ProgressSubscriber(False, stall_notice=0.2, lines=False) as json_out:
+        json_out.on_start(2, 200)
+        time.sleep(0.5)
+        json_out._last -= 10  # a progress line would be due now
+        json_out.on_bytes(100)
+    said = capsys.readouterr().err
+    assert "nothing moved for" in said and "objects" not in said, said
     with _ProgressSubscriber(True, stall_notice=0.2) as quiet:
         quiet.on_start(2, 200)
         time.sleep(0.5)
