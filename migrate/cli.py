@@ -1421,7 +1421,8 @@ def verify(
                 markup=False,
             )
         for f in result.findings[:50]:
-            _console().print(f"  {f.kind}: {f.bucket}/{f.key}: {f.detail}", markup=False)
+            where = f"{f.bucket}/{f.key}" if f.bucket else f"source {f.source}"
+            _console().print(f"  {f.kind}: {where}: {f.detail}", markup=False)
         if result.truncated or len(result.findings) > 50:
             _console().print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
     if not result.passed:

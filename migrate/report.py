@@ -1342,13 +1342,19 @@ def _run_options(o: RunOptions) -> str:
     return ", ".join(g for g in given if g) or "-"
 
 
+def _finding_object(f: FindingInfo) -> str:
+    """The destination object a finding is of; a source dataset for `outside_plan`, which
+    has none."""
+    if not f.bucket:
+        return f"source <code>{_e(f.source or '')}</code>"
+    return f"<code>{_e(f.bucket)}/{_e(f.key)}</code>"
+
+
 def _verification_html(v: VerificationInfo) -> str:
     status = _badge("passed" if v.passed else "failed")
     sample = f", sample {v.sample:.2%}" if v.sample else ""
     counts = ", ".join(f"{k}: {n:,}" for k, n in sorted(v.counts.items())) or "no findings"
-    rows = [
-        [_e(f.kind), f"<code>{_e(f.bucket)}/{_e(f.key)}</code>", _e(f.detail)] for f in v.findings
-    ]
+    rows = [[_e(f.kind), _finding_object(f), _e(f.detail)] for f in v.findings]
     table = _table(("kind", "destination object", "detail"), rows, set()) if rows else ""
     compared = (
         f"metadata compared for {v.metadata_compared:,}"

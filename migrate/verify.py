@@ -124,7 +124,8 @@ _CHUNK = 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class VerifyFinding:
     """One problem with one object. `source` is "container/key" at the source when the
-    ledger knows the object; `phase` is the transfer's phase."""
+    ledger knows the object; `phase` is the transfer's phase. An `outside_plan` finding is
+    of a source dataset (`source`), with no destination object (`bucket` and `key` "")."""
 
     kind: FindingKind
     bucket: str
@@ -941,12 +942,12 @@ def verify(
         # The cutover's verification says the estate may switch over: not while the source
         # holds datasets no phase of the plan copies (the cutover's run says so too).
         for d in outside:
-            container, _, prefix = d.dataset.partition("/")
+            # No destination object: the plan maps no destination for it. `source` names it.
             tally.add(
                 VerifyFinding(
                     "outside_plan",
-                    container,
-                    prefix,
+                    "",
+                    "",
                     f"{d.objects:,} object{'s' if d.objects != 1 else ''} ({d.bytes:,} bytes) "
                     "at the source in a dataset no phase of this plan copies: make a plan "
                     "for it",

@@ -362,10 +362,13 @@ def test_verify_of_the_cutover_fails_while_the_source_holds_a_dataset_outside_th
         assert run(env, ledger, plan, "cutover").failed == 0
         result = check(env, ledger, plan, "cutover")
         assert not result.passed
-        assert [(f.kind, f.bucket, f.key) for f in result.findings] == [
-            ("outside_plan", env.container, "newset/")
+        # of a source dataset: no destination object
+        assert [(f.kind, f.bucket, f.key, f.source) for f in result.findings] == [
+            ("outside_plan", "", "", f"{env.container}/newset/")
         ]
         assert "1 object (300 bytes) at the source" in result.findings[0].detail
+        page = render_html(build_report(plan, ledger, builtin_catalog(), date.today(), "0"))
+        assert f"source <code>{env.container}/newset/</code>" in page
         assert ledger.phase_state(plan.name, "cutover").verified_at is None
         # The whole plan's verification: its objects are right, the cutover stays unmarked.
         whole = check(env, ledger, plan, None)
