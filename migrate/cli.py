@@ -1054,7 +1054,7 @@ def run(
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
     if json_out:
         cutover = (whole, passed) if kind == "cutover" else None
-        _out(True, render.run_answer(summary, delta, cutover))
+        _out(True, render.run_answer(summary, delta, cutover, checklist))
     else:
         render.print_phase_summary(_console(), summary)
         if kind == "cutover":

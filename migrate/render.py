@@ -74,29 +74,36 @@ def _plain(value: Any) -> Any:
 
 
 def run_answer(
-    summary: PhaseSummary, delta: object | None, cutover: tuple[bool | None, bool] | None = None
+    summary: PhaseSummary,
+    delta: object | None,
+    cutover: tuple[bool | None, bool] | None = None,
+    checklist: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`run --json`: one shape for every phase, so that `.failed` or `.copied` reads the
     same of a pilot and of a delta. The copy's figures at the top; `delta`, what the
-    re-list found (null for a copy phase); a cutover's `verified` and `ready`. A failure is
-    named as `status --failed` names it."""
+    re-list found (null for a copy phase); a cutover's `verified` and `ready` (null for
+    the other phases) and, once ready, the plan's `checklist` for switching over (else
+    empty). A failure is named as `status --failed` names it."""
     answer: dict[str, Any] = _plain(summary)
     answer["failures"] = [
         {"container": container, "key": key, "reason": why}
         for container, key, why in summary.failures
     ]
     answer["delta"] = _plain(delta)
-    if cutover is not None:
-        answer["verified"], answer["ready"] = cutover
+    answer["verified"], answer["ready"] = cutover if cutover is not None else (None, None)
+    answer["checklist"] = list(checklist) if cutover is not None and cutover[1] else []
     return answer
+
+
+_NOT_IN_DEMO = frozenset({"delta", "verified", "ready", "checklist"})
 
 
 def demo_answer(result: DemoResult) -> dict[str, Any]:
     """`demo --json`: its phases' figures and failures as `run --json` gives them (not what
-    a delta's re-list found: the demo does not keep it)."""
+    a delta's re-list found, nor the cutover's verdict: the demo keeps them apart)."""
     answer: dict[str, Any] = _plain(result)
     answer["phases"] = [
-        {k: v for k, v in run_answer(summary, None).items() if k != "delta"}
+        {k: v for k, v in run_answer(summary, None).items() if k not in _NOT_IN_DEMO}
         for summary in result.phases
     ]
     return answer

@@ -1803,6 +1803,7 @@ def test_a_command_whose_json_says_what_failed_prints_no_second_object(
     # The shape of every phase's answer (a delta's adds what it found in `delta`), and a
     # failure named as `status --failed --json` names it.
     assert answer["failed"] == 1 and answer["delta"] is None, answer
+    assert (answer["verified"], answer["ready"], answer["checklist"]) == (None, None, [])
     (failure,) = answer["failures"]
     assert set(failure) == {"container", "key", "reason"} and failure["container"] == "data"
     assert_one_line_without_secret(out, err)

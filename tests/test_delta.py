@@ -596,6 +596,10 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert "nothing to do" in out
     assert "Verification of the whole plan: passed" in out
     assert "Checklist for switching applications over (" in out
+    code, out = cli(capsys, "run", plan, "--phase", "cutover", "--json", *s)
+    answer = json.loads(out)
+    assert code == 0 and (answer["verified"], answer["ready"]) == (True, True), answer
+    assert answer["checklist"] == list(load_plan(Path(plan)).phase("cutover").checklist) != []
     # The object removed at the destination is no longer part of the move: still verified.
     report_dir = tmp_path / "report"
     assert cli(capsys, "report", plan, "-o", str(report_dir), *s)[0] == 0
@@ -613,7 +617,7 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     out, err = capsys.readouterr()
     assert code == 12
     answer = json.loads(out)
-    assert (answer["verified"], answer["ready"]) == (True, False)
+    assert (answer["verified"], answer["ready"], answer["checklist"]) == (True, False, [])
     assert [(d["dataset"], d["objects"]) for d in answer["delta"]["unplanned"]] == [
         ("dsnds/newset/", 1)
     ]
