@@ -1143,6 +1143,10 @@ def status(
     """
     if phase is not None and not failed:
         raise UsageError("--phase is for --failed", hint="add --failed, or leave --phase out")
+    if routes and failed:
+        raise UsageError(
+            "--routes and --failed show different things", hint="ask for one, then the other"
+        )
     config = load_sites(sites)
     loaded = load_plan(plan, check_digest=False)
     edited = compute_digest(loaded) != loaded.digest  # shown, but not taken as it stands
@@ -1213,6 +1217,8 @@ def status(
             True,
             {
                 "plan": loaded.name,
+                # the file does not match its digest (see the warning): progress is its name's
+                "edited": edited,
                 "state": str(state_file),
                 # what the process running or verifying the plan does, or null
                 "running": running,

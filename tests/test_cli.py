@@ -1813,11 +1813,13 @@ def test_status_shows_a_plan_edited_by_hand_with_a_warning_and_bad_yaml_says_its
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plan, where = finished_local_copy(tmp_path, capsys)
+    code, out, err = run(["status", plan, *where, "--json"], capsys)
+    assert code == 0 and json.loads(out)["edited"] is False
     text = Path(plan).read_text()
     assert "policy: eu-residency" in text
     Path(plan).write_text(text.replace("policy: eu-residency", "policy: fr-health"))
     code, out, err = run(["status", plan, *where, "--json"], capsys)
-    assert code == 0 and json.loads(out)["plan"]
+    assert code == 0 and json.loads(out)["edited"] is True  # a script is told too
     assert "was edited after it was made" in err and "run and verify refuse it" in err
     # The reviewer sees it too, then why it is refused.
     code, out, err = run(["plan", "show", plan, *where], capsys)
@@ -2348,6 +2350,7 @@ def test_an_option_missing_that_another_needs_is_a_usage_error(
     for args, said in (
         (["run", plan, "--phase", "bulk-1", "--force"], "--force needs --reason"),
         (["status", plan, "--phase", "bulk-1"], "--phase is for --failed"),
+        (["status", plan, "--failed", "--routes"], "--routes and --failed show different"),
         (["plan", "--from", "src"], "migrate plan needs --from SITE --to SITE"),
     ):
         code, out, err = run([*args, *where, "--json"], capsys)
