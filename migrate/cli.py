@@ -1018,7 +1018,7 @@ def run(
                 except PlanError as refused:
                     report.removal_refused = refused.one_line()
             if json_out:
-                _out(True, report)
+                _out(True, render.dry_run_answer(report))
             else:
                 render.print_dry_run(_console(), report)
             return
@@ -1527,6 +1527,9 @@ def report(
             {
                 "files": [str(p) for p in paths],
                 "status": built.status,
+                # what is left before the status is verified, as report.json says it
+                "open_items": list(built.open_items),
+                "phases_not_run": list(built.phases_not_run),
                 "plan_root": built.manifest.plan_root,
                 # the other files' hashes, then that of the file listing them: the one
                 # to record with the hand-over

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from rich.table import Table
 
     from migrate.demo import DemoResult
+    from migrate.dryrun import DryRunReport
     from migrate.inventory import InventorySummary
     from migrate.ledger import PhaseCounts, PhaseState, RouteUse, SiteRouteUse
     from migrate.plan import Plan
@@ -92,6 +93,19 @@ def run_answer(
     answer["delta"] = _plain(delta)
     answer["verified"], answer["ready"] = cutover if cutover is not None else (None, None)
     answer["checklist"] = list(checklist) if cutover is not None and cutover[1] else []
+    return answer
+
+
+def dry_run_answer(report: DryRunReport) -> dict[str, Any]:
+    """`run --dry-run --json`: the report, and its datasets' counts summed (`totals`, each
+    count of a dataset's), so that a script need not add them up."""
+    answer: dict[str, Any] = _plain(report)
+    totals: dict[str, int] = {}
+    for dataset in answer["datasets"]:
+        for name, value in dataset.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[name] = totals.get(name, 0) + value
+    answer["totals"] = totals
     return answer
 
 

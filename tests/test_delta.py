@@ -563,9 +563,12 @@ def test_delta_copies_what_changed_and_cutover_verifies(
     assert cli(capsys, "inventory", "azure-hdh", *s)[0] == 0
     code, out = cli(capsys, "run", plan, "--phase", "delta", "--dry-run", "--json", *s)
     assert code == 0
-    would = json.loads(out)["datasets"]
-    totals = [sum(d[k] for d in would) for k in ("would_copy", "conflicts")]
+    would = json.loads(out)
+    totals = [sum(d[k] for d in would["datasets"]) for k in ("would_copy", "conflicts")]
     assert totals == [2, 0], would
+    # summed for a script, each count of a dataset's
+    assert [would["totals"][k] for k in ("would_copy", "conflicts")] == totals
+    assert would["totals"]["objects"] == sum(d["objects"] for d in would["datasets"]) > 0
     # The destination's secret unset: said before the source is listed again (hours, on
     # a large estate), not after.
     with Ledger(load_sites(sites).state_dir) as ledger:

@@ -1277,3 +1277,7 @@ def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_m
     sums_hash = hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest()
     assert answer["sha256"]["SHA256SUMS"] == sums_hash
     assert captured.err.count("\n") == 1 and "is incomplete, not verified" in captured.err
+    # what is left, as report.json says it: a script need not open the file
+    written = json.loads((out / "report.json").read_text())
+    assert answer["open_items"] == written["open_items"] != []
+    assert answer["phases_not_run"] == written["phases_not_run"] == ["pilot", "delta", "cutover"]
