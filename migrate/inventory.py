@@ -203,7 +203,9 @@ class DatasetSummary:
     bytes: int
     size_classes: dict[str, int]
     tiers: dict[str, int]
-    issues: dict[str, int]  # label -> objects, only labels with objects
+    # Flag name (KEY_TOO_LONG, ARCHIVED, ...: stable, for scripts; FLAG_LABELS says each in
+    # words) -> objects, only those with objects
+    issues: dict[str, int]
     # The whole container, its objects under more than WHOLE_CONTAINER_AFTER top-level
     # prefixes: one dataset, not one a prefix.
     whole_container: bool = False
@@ -434,7 +436,7 @@ def summarize(
             bytes=c.bytes,
             size_classes=dict(c.size_classes),
             tiers=dict(c.tiers),
-            issues={FLAG_LABELS[Flag(bit)]: n for bit, n in c.flags if n},
+            issues={str(Flag(bit).name): n for bit, n in c.flags if n},
             whole_container=c.container in whole,
         )
         for c in ledger.dataset_counts(site, SIZE_CLASSES, [int(f) for f in FLAG_LABELS])

@@ -190,13 +190,13 @@ def print_inventory(console: Console, summary: InventorySummary) -> None:
     from migrate.inventory import FLAG_LABELS, Flag
 
     def problems(d: Any) -> int:
-        return sum(1 for k in d.issues if k != FLAG_LABELS[Flag.NO_CHECKSUM])
+        return sum(1 for k in d.issues if k != Flag.NO_CHECKSUM.name)
 
     shown, hidden = _shown(summary.datasets, lambda d: (-problems(d), -d.bytes))
     for d in shown:
         classes = ", ".join(f"{k}: {v}" for k, v in d.size_classes.items() if v)
         tiers = ", ".join(f"{k}: {v}" for k, v in d.tiers.items())
-        issues = "\n".join(f"{k}: {v}" for k, v in d.issues.items()) or "-"
+        issues = "\n".join(f"{FLAG_LABELS[Flag[k]]}: {v}" for k, v in d.issues.items()) or "-"
         table.add_row(
             _lit(d.dataset) + (" [dim](whole container)[/]" if d.whole_container else ""),
             f"{d.objects:,}",

@@ -74,6 +74,14 @@ def test_the_readme_documents_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.MULTILINE))
     assert {int(k): v for k, v in table.items()} == EXIT_CODES
+    # and every --json kind of error and of inventory issue, which scripts match on
+    from migrate.inventory import Flag
+
+    said = " ".join(readme.split())
+    for cls in _subclasses(errors.MigrateError)[1:]:
+        kind = errors.kind_of(cls("x"))
+        assert f"`{kind}` ({cls.exit_code})" in said, kind
+    assert all(f"`{flag.name}`" in readme for flag in Flag)
 
 
 def write_sites(tmp_path: Path, endpoint: str, bucket: str) -> Path:
@@ -580,7 +588,10 @@ def test_a_file_name_that_is_not_utf8_is_listed_and_blocks_the_plan_with_a_findi
     assert code == 0, err
     datasets = {d["dataset"]: d for d in json.loads(out)["datasets"]}
     assert {d: v["objects"] for d, v in datasets.items()} == {"c1/": 1, "c1/data/": 4}
-    assert datasets["c1/data/"]["issues"]["name not valid UTF-8 (rename at the source)"] == 1
+    assert datasets["c1/data/"]["issues"]["KEY_NOT_UTF8"] == 1  # a code, stable for scripts
+    code, out, err = run(["inventory", "s", *where], capsys)
+    said = " ".join(out.replace("│", " ").split())  # the table folds its cells
+    assert code == 0 and "name not valid UTF-8" in said, out  # in words for a person
     from migrate.inventory import source_key  # the state's key back as the source names it
 
     with Ledger(tmp_path / ".migrate") as ledger:
