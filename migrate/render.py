@@ -86,6 +86,7 @@ def run_answer(
     the other phases) and, once ready, the plan's `checklist` for switching over (else
     empty). A failure is named as `status --failed` names it."""
     answer: dict[str, Any] = _plain(summary)
+    answer["seconds"] = round(summary.seconds, 3)  # a clock's digits past 1 ms say nothing
     answer["failures"] = [
         {"container": container, "key": key, "reason": why}
         for container, key, why in summary.failures
