@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from migrate.errors import MigrateError, RouteRefused, as_store_failure
+from migrate.errors import MigrateError, RouteRefused, as_store_failure, kind_of
 from migrate.sites import Site, SitesConfig
 from providers.base import StoreAdapter
 
@@ -19,6 +19,7 @@ class ContainerCheck:
     error: str | None = None
     exit_code: int = 0
     detail: str | None = None  # what a passing check showed, where it says more than ok
+    kind: str | None = None  # the error's kind, as --json's error objects name it
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class SiteCheck:
     containers: list[ContainerCheck] = field(default_factory=list)
     error: str | None = None  # the site could not be set up at all (credentials missing...)
     exit_code: int = 0
+    kind: str | None = None  # the error's kind, as --json's error objects name it
     # set when nothing was checked: a site that lists no bucket is not contacted (which
     # request proves credentials without a bucket differs by store and by key policy)
     not_checked: str | None = None
@@ -65,6 +67,7 @@ def check_sites(
                     site.endpoint,
                     error=exc.one_line(),
                     exit_code=exc.exit_code,
+                    kind=kind_of(exc),
                 )
             )
             continue
@@ -80,7 +83,13 @@ def check_sites(
                 continue
             except MigrateError as exc:
                 failure = as_store_failure(exc)
-                account = ContainerCheck("(account)", False, failure.one_line(), failure.exit_code)
+                account = ContainerCheck(
+                    "(account)",
+                    False,
+                    failure.one_line(),
+                    failure.exit_code,
+                    kind=kind_of(failure),
+                )
                 results.append(
                     SiteCheck(name, site.provider, site.region, site.endpoint, [account],
                               exit_code=failure.exit_code)
@@ -102,7 +111,13 @@ def check_sites(
                 except MigrateError as exc:
                     failure = as_store_failure(exc)
                     checks.append(
-                        ContainerCheck(container, False, failure.one_line(), failure.exit_code)
+                        ContainerCheck(
+                            container,
+                            False,
+                            failure.one_line(),
+                            failure.exit_code,
+                            kind=kind_of(failure),
+                        )
                     )
         finally:
             adapter.close()

@@ -173,6 +173,9 @@ def test_wrong_credentials_give_exit_5_and_never_show_the_secret(
     assert_one_line_without_secret(out, err)
     code, out, err = run(["sites", "check", "--sites", str(sites), "--json"], capsys)
     assert code == 5 and CANARY not in out + err
+    (checked,) = json.loads(out)["sites"][0]["containers"]
+    # the kind of error --json's error objects give for it, from any command
+    assert (checked["exit_code"], checked["kind"]) == (5, "CredentialsRejected"), checked
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert CANARY.encode() not in f.read_bytes(), f
@@ -996,6 +999,7 @@ def test_an_endpoint_that_is_no_store_fails_the_check_and_the_inventory_with_exi
         assert code == 6, (site, out)
         (checked,) = json.loads(out)["sites"]
         assert checked["containers"][0]["exit_code"] == 6 and said in out, out
+        assert checked["containers"][0]["kind"] == "EndpointUnreachable"
         assert checked["exit_code"] == 6  # the site's too, for a script reading that level
         code, out, err = run(["inventory", site, "--sites", str(sites), "--json"], capsys)
         assert code == 6, (site, err)
