@@ -511,7 +511,9 @@ def plan(
     with _writing("the plan", out):
         save_plan(made, out)
     if json_out:
-        _out(True, {"plan": str(out), "digest": made.digest, "blocking": len(made.blocking)})
+        # `plan` is its name, as every --json output names it; `file`, where it is
+        answer = {"plan": made.name, "file": str(out), "digest": made.digest}
+        _out(True, {**answer, "blocking": len(made.blocking)})
     else:
         render.print_plan(_console(), made)
         if made.blocking:
@@ -624,7 +626,8 @@ def plan_approve(
         _out(
             True,
             {
-                "plan": str(plan),
+                "plan": loaded.name,
+                "file": str(plan),
                 "digest": kept.digest,
                 "approved_by": kept.approved_by,
                 "approved_at": kept.approved_at,

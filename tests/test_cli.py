@@ -526,6 +526,8 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     approved = json.loads(out)
     assert code == 0 and approved["approved_by"] == "dpo" and approved["approved_at"], err
     assert approved["recorded"] is True
+    # `plan` is the plan's name, as run, verify and status name it; `file`, its path
+    assert (approved["plan"], approved["file"]) == (load_plan(Path(plan)).name, plan)
     # Approved again by someone else: the first approval is the one kept, and said so.
     code, out, err = run(["plan", "approve", plan, "--by", "other", "--json", *where], capsys)
     assert code == 0 and json.loads(out) == {**approved, "recorded": False}, err

@@ -510,7 +510,8 @@ credentials = {{ access_key_env = "{AWS_KEY_ENV}", secret_key_env = "{AWS_SECRET
     out = tmp_path / "plans" / "p.yaml"
     args = ["plan", "--from", "az", "--to", "chu", "-o", str(out), "--sites", str(sites)]
     assert main([*args, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["blocking"] == 0
+    made = json.loads(capsys.readouterr().out)
+    assert (made["plan"], made["file"], made["blocking"]) == ("p", str(out), 0)
     codes = {f.code for f in load_plan(out).findings}
     assert not codes & {"REPLICATION_UNKNOWN", "REPLICATION_OUTSIDE_POLICY"}  # francesouth: FR
 
