@@ -124,6 +124,23 @@ def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard
                 hint="make the plan again (its allowlist then names the proxy) and approve "
                 "it, or remove the proxy from the sites file",
             )
+    # A site whose endpoint was changed in the sites file since the plan was made: refused
+    # here, before any request, naming it (else each object failed at its first request).
+    from providers.factory import site_hosts
+
+    source, destination = sites
+    for site, buckets in (
+        (source, {m.source_container for m in plan.mappings}),
+        (destination, {m.destination_bucket for m in plan.mappings}),
+    ):
+        if outside := sorted(site_hosts(site, sorted(buckets), catalog) - set(plan.allowlist)):
+            raise RouteRefused(
+                f"site {site.name}'s requests would go to {outside[0]}, which plan "
+                f"{plan.name} does not allow (not on its allowlist: the sites file changed "
+                "since the plan was made?); nothing is sent",
+                hint="put the site's endpoint back as the plan has it, or make the plan again "
+                "and approve it",
+            )
     return _guard(sites, plan.allowlist, catalog, declared_proxies(config, names))
 
 

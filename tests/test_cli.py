@@ -2058,6 +2058,53 @@ def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_
     assert len(list((tmp_path / "dst").rglob("*.txt"))) == 29
 
 
+def test_a_site_whose_endpoint_changed_after_approval_gets_no_request(
+    tmp_path: Path,
+    seaweed: SeaweedFS,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The allowlist is the approved plan's: a site's endpoint edited in the sites file
+    since (another host, the same store behind it) gets nothing, from a run, a dry run or
+    a verify, and the run stops at once, naming the site and the host (exit 10; every
+    object failed at its first request: a mutation audit)."""
+    import boto3
+
+    from tests.faultproxy import fault_proxy
+
+    boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1",
+                 aws_access_key_id=seaweed.access_key, aws_secret_access_key=seaweed.secret_key,
+                 ).put_object(Bucket=bucket, Key="data/a.csv", Body=b"id\n1\n")  # fmt: skip
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
+    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
+    (tmp_path / "copy").mkdir()
+    sites.write_text(
+        sites.read_text() + f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "copy"}"\n'
+    )
+    where = ["--sites", str(sites)]
+    plan = str(tmp_path / "p.yaml")
+    for args in (
+        ["inventory", "dest"],
+        ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+         "-o", plan],
+        ["plan", "approve", plan],
+    ):  # fmt: skip
+        assert run([*args, *where], capsys)[0] == 0
+    with fault_proxy(seaweed.endpoint) as other:  # another host:port, the same store behind
+        sites.write_text(sites.read_text().replace(seaweed.endpoint, other.endpoint))
+        refused = f"site dest's requests would go to {endpoint_host(other.endpoint)}, which "
+        for command in (["run", plan, "--phase", "bulk-1"], ["run", plan, "--phase", "bulk-1",
+                        "--dry-run"], ["verify", plan]):  # fmt: skip
+            code, _, err = run([*command, *where], capsys)
+            said = " ".join(err.split())
+            assert code == 10 and refused + "plan p does not allow" in said, (command, err)
+            assert err.count("\n") == 1, err
+        assert other.faults.requests == 0
+    assert list((tmp_path / "copy").rglob("*.csv")) == []
+
+
 def test_a_run_of_a_plan_whose_container_the_sites_file_no_longer_lists_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
