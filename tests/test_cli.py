@@ -1780,6 +1780,43 @@ def test_under_json_every_failure_is_also_one_json_object_on_stdout(
     assert error_object(capsys.readouterr().out)["kind"] == "Interrupted"
 
 
+def test_a_secret_in_a_stores_answer_is_written_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store's error that repeats a credential (a secret read from the environment, an
+    Azure key or SAS, a SigV4 signature): neither the failure's line, nor --json, nor the
+    state, nor the report, nor --debug's traceback carries it. Redaction is the second
+    guard (messages are written without secrets); nothing tested it (a mutation audit)."""
+    from migrate.errors import Permanent, register_secret
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    secrets = [
+        CANARY,  # a value the sites file's variables gave (registered as they are read)
+        "AccountKey=" + "Zm9vYmFyYmF6cXV4" * 4,
+        "SharedAccessSignature=sv=2024&sig=" + "c2lnbmF0dXJl" * 3,
+        "Signature=" + "ab12" * 16,
+        "Credential=" + "AKIA" + "IOSFODNN7EXAMPLE/20261205/eu-west-3/s3/aws4_request",
+    ]
+    register_secret(CANARY)
+    said = "; ".join(secrets)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise Permanent(f"the store answered 403: {said}", hint=f"it also said {said}")
+
+    monkeypatch.setattr("providers.local.LocalAdapter.open_range", refused)
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--force", "--reason", "t",
+                          "--json", *where], capsys)  # fmt: skip
+    assert code == 11 and "the store answered 403" in out, out
+    assert main(["report", plan, "-o", str(tmp_path / "rep"), *where]) == 0
+    monkeypatch.setattr("migrate.cli.load_plan", refused)
+    code, debug_out, debug_err = run(["plan", "show", plan, "--debug"], capsys)
+    assert code == 6 and "Traceback" in debug_err, debug_err  # a store failing: 6
+    written = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
+    for secret in (CANARY, *(s.split("=", 1)[1][:20] for s in secrets[1:])):
+        assert secret not in out + err + debug_out + debug_err, secret
+        assert secret.encode() not in written, secret
+
+
 def test_an_errors_kind_is_its_family_one_per_exit_code() -> None:
     """A script matching on --json's `kind` sees the same kind for the same failure whatever
     the command that met it, and however precisely it was told (a wrong key was
