@@ -85,6 +85,16 @@ def azure_sdk_site(azure_site: Site, azurite_server: Azurite) -> Iterator[Site]:
 
 
 @pytest.fixture
+def s3_sdk_site(s3_site: Site, seaweed: SeaweedFS) -> Iterator[Site]:
+    """The SeaweedFS site through a declared proxy on loopback: with a proxy, requests take
+    botocore's path (as every AWS site's do) instead of the lean one."""
+    from tests.faultproxy import fault_proxy
+
+    with fault_proxy(seaweed.endpoint) as proxy:
+        yield s3_site.model_copy(update={"name": "seaweed-sdk", "proxy": proxy.endpoint})
+
+
+@pytest.fixture
 def local_site(tmp_path: Path) -> Site:
     root = tmp_path / "local-store"
     root.mkdir()
@@ -96,8 +106,8 @@ SiteFactory = Callable[[str], Site]
 
 @pytest.fixture
 def site_for(request: pytest.FixtureRequest) -> SiteFactory:
-    """site_for('local' | 's3' | 'gcs' | 'azure' | 'azure_sdk'): the test site of that kind (servers
-    start lazily)."""
+    """site_for('local' | 's3' | 's3_sdk' | 'gcs' | 'azure' | 'azure_sdk'): the test site of that
+    kind (servers start lazily)."""
 
     def make(kind: str) -> Site:
         site: Site = request.getfixturevalue(f"{kind}_site")

@@ -42,11 +42,13 @@ from providers.base import ABSENT, PartResult, StoreAdapter, WriteAttrs
 from providers.factory import build_adapter
 from tests.conftest import SiteFactory, unique_name
 
-# azure_sdk: Azure through a declared proxy, where blob reads take the SDK's path.
-KINDS = ["local", "s3", "gcs", "azure", "azure_sdk"]
+# azure_sdk, s3_sdk: through a declared proxy, where requests take the SDK's path (the
+# Azure SDK's downloader; botocore, as for every AWS site) instead of the lean one.
+KINDS = ["local", "s3", "s3_sdk", "gcs", "azure", "azure_sdk"]
 _MODULES = {
     "local": "providers.local",
     "s3": "providers.s3",
+    "s3_sdk": "providers.s3",
     "gcs": "providers.gcs",
     "azure": "providers.azure",
     "azure_sdk": "providers.azure",
