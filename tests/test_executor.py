@@ -1007,6 +1007,45 @@ def test_a_corrupted_upload_is_never_marked_done(env_for: Any, seaweed: Any, siz
     assert env.read_destination("one.bin") == body(9, size)
 
 
+class StoresOtherBytes(Delegating):
+    """A store that takes no checksum (none is sent on) and keeps one byte flipped: what it
+    holds is not what was sent, and it says nothing."""
+
+    @staticmethod
+    def _flipped(body: Any) -> memoryview:
+        data = bytearray(bytes(body))
+        data[len(data) // 2] ^= 0x01
+        return memoryview(bytes(data))
+
+    def put_object(self, container: str, key: str, body: Any, length: int, attrs: WriteAttrs,
+                   checksums: Any, **kwargs: Any) -> Any:  # fmt: skip
+        return self._inner.put_object(
+            container, key, self._flipped(body), length, attrs, {}, **kwargs
+        )
+
+    def upload_part(self, container: str, key: str, upload_id: str, number: int, body: Any,
+                    length: int, checksums: Any) -> PartResult:  # fmt: skip
+        return self._inner.upload_part(
+            container, key, upload_id, number, self._flipped(body), length, {}
+        )
+
+
+@pytest.mark.parametrize("size", [4000, 11 * MiB + 3])  # one PUT; three parts
+def test_bytes_a_store_kept_wrong_without_a_word_are_never_marked_done(
+    env_for: Any, size: int
+) -> None:
+    """The store's checks off (no checksum reaches it), migrate's own must hold: the ETag
+    the store answers is compared with the MD5 of the bytes sent (a single PUT; each part)
+    and the copy is failed, not done (a mutation audit: the only corruption test flipped
+    bits the store itself refused)."""
+    env: Env = env_for("s3", "s3")
+    env.seed({"one.bin": (body(9, size), "application/octet-stream", {}, False)})
+    summary = env.run(env.plan(), destination=StoresOtherBytes(env.destination))
+    assert (summary.copied, summary.failed) == (0, 1), summary.failures
+    with Ledger(env.state) as ledger:
+        assert {c.state for c in ledger.phase_counts("t")} == {"failed"}
+
+
 def test_a_destination_object_that_cannot_be_read_is_left_as_a_conflict_and_the_phase_goes_on(
     env_for: Any, seaweed: Any
 ) -> None:
