@@ -8,7 +8,8 @@ hosts recorded are the route attestation that `migrate status --routes` and the 
 
 Refused, whatever the allowlist says:
 - a host that is not on the allowlist (exact host, with port when not the scheme's
-  default; a wildcard only where the sites file declares one);
+  default; never a wildcard: a plan names each host, each bucket's under virtual-host
+  addressing);
 - global and accelerated endpoints that hide the region (s3.amazonaws.com, ...);
 - plain HTTP, except to loopback or to a host whose site declares `allow_http`;
 - at construction: a proxy in the environment that no site declares.
@@ -152,8 +153,7 @@ class RoutingGuard:
         global_endpoints: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self._exact = {a.lower() for a in allowlist if not a.startswith("*.")}
-        self._wildcards = tuple(a.lower()[1:] for a in allowlist if a.startswith("*."))
+        self._exact = {a.lower() for a in allowlist}
         self._http = {h.lower() for h in http_allowed}
         self._global = tuple(global_endpoints)
         self._lock = threading.Lock()
@@ -166,10 +166,7 @@ class RoutingGuard:
             )
 
     def allowed(self, host_port: str) -> bool:
-        host = host_port.split(":")[0]
-        if host_port in self._exact:
-            return True
-        return any(host.endswith(suffix) for suffix in self._wildcards)
+        return host_port in self._exact
 
     def check(self, method: str, url: str) -> None:
         scheme, host, port = host_of(url)

@@ -29,6 +29,13 @@ def test_only_hosts_on_the_allowlist_pass() -> None:
         g.check("GET", "https://s3.nl-ams.scw.cloud/bucket/key")
     with pytest.raises(RouteRefused, match=re.escape("127.0.0.1:9001")):
         g.check("GET", "http://127.0.0.1:9001/bucket/key")  # same host, other port
+    # Hosts are matched whole: no suffix, no wildcard (a plan names each host it allows).
+    for url in ("https://evil-s3.fr-par.scw.cloud/b/k", "https://x.s3.fr-par.scw.cloud/b/k",
+                "https://s3.fr-par.scw.cloud.evil.example/b/k"):  # fmt: skip
+        with pytest.raises(RouteRefused):
+            g.check("GET", url)
+    with pytest.raises(RouteRefused):
+        guard("*.scw.cloud").check("GET", "https://s3.fr-par.scw.cloud/b/k")
 
 
 @pytest.mark.parametrize(
