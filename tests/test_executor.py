@@ -2147,6 +2147,42 @@ def _script_answer(script: str, args: str) -> dict[str, int]:
     return dict(json.loads(proc.stdout))
 
 
+def test_a_phase_never_holds_more_part_buffers_than_its_concurrency(
+    env_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory bound itself, counted (peak RSS moves by tens of MiB between runs, so a
+    bound half again too large went unseen: a mutation audit): large objects read ahead
+    and send parts on other threads, small ones take their own buffers, and at no moment
+    do the buffers in use outnumber --concurrency (the default pool)."""
+    from migrate.transfer import PartBuffers
+
+    held: list[int] = [0, 0]  # now, most
+    lock = threading.Lock()
+
+    class Counted(PartBuffers):
+        def _view(self, length: int) -> memoryview:
+            with lock:
+                held[0] += 1
+                held[1] = max(held)
+            return super()._view(length)
+
+        def give(self, view: memoryview) -> None:
+            with lock:
+                held[0] -= 1
+            super().give(view)
+
+    monkeypatch.setattr("migrate.executor.PartBuffers", Counted)
+    env: Env = env_for("s3", "s3")
+    estate = {f"big/{i}.bin": (body(i, 4 * SMALL_PARTS.part_size + i), "application/x", {},
+                               True) for i in range(3)}  # fmt: skip
+    estate.update({f"small/{i:02d}": (body(i, 2000), "text/plain", {}, False) for i in range(30)})
+    env.seed(estate)
+    summary = env.run(env.plan(), config=SMALL_PARTS)
+    assert summary.copied == len(estate), summary.failures
+    assert held[0] == 0  # every buffer given back
+    assert 1 < held[1] <= SMALL_PARTS.concurrency, held
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("src", ["azure", "s3"])
 def test_a_copy_between_servers_keeps_memory_bounded_by_its_parts_not_its_objects(
