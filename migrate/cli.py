@@ -743,12 +743,15 @@ class _ProgressSubscriber(Subscriber):
         self._start = time.monotonic()
         self._last = self._start  # the first line 5 s in: a rate measured on more than a part
         self._progress: Progress | None = None
+        self._watcher: threading.Thread | None = None
 
     def __enter__(self) -> _ProgressSubscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
+        if self._watcher is not None:
+            self._watcher.join(5)  # a notice it was printing is printed before the summary
         if self._progress is not None:
             self._progress.stop()
 
@@ -781,7 +784,8 @@ class _ProgressSubscriber(Subscriber):
         self._start = self._last = time.monotonic()  # the rate of the copy, not its set-up
         self._moved_at = self._start
         if not self._quiet:
-            threading.Thread(target=self._watch, name="stall-notice", daemon=True).start()
+            self._watcher = threading.Thread(target=self._watch, name="stall-notice", daemon=True)
+            self._watcher.start()
         if self._bars:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

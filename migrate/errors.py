@@ -1,7 +1,7 @@
 """The project's errors: one small tree, each type with its exit code and a one-line message.
 
     MigrateError                     (exit 1, unexpected)
-    ├── UsageError                   (2)  an option missing that another needs
+    ├── UsageError                   (2)  an option missing that another needs, or in conflict
     ├── ConfigError                  (3)  sites file or option is wrong
     │   └── SecretInConfig           (4)  a secret value written where a reference belongs
     ├── CredentialsRejected          (5)  the store refused the credentials
@@ -191,7 +191,8 @@ EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "unexpected error (run again with --debug and report it)",
     2: "wrong command-line usage (an unknown command or option, a missing argument, a value "
-    "not of the option's type, an option missing that another needs)",
+    "not of the option's type, an option missing that another needs, or two that cannot go "
+    "together)",
     3: "configuration error (sites file; an option's value out of range or not understood; "
     "the state or the output cannot be written: a full disk, say)",
     4: "a secret is written in the sites file",

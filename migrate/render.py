@@ -100,12 +100,14 @@ def run_answer(
 def dry_run_answer(report: DryRunReport) -> dict[str, Any]:
     """`run --dry-run --json`: the report, and its datasets' counts summed (`totals`, each
     count of a dataset's), so that a script need not add them up."""
+    from migrate.dryrun import DatasetDryRun
+
     answer: dict[str, Any] = _plain(report)
-    totals: dict[str, int] = {}
+    # Every count, 0 where no dataset has one (a plan without datasets too).
+    totals = {f.name: 0 for f in dataclasses.fields(DatasetDryRun) if f.type in ("int", int)}
     for dataset in answer["datasets"]:
-        for name, value in dataset.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                totals[name] = totals.get(name, 0) + value
+        for name in totals:
+            totals[name] += dataset[name]
     answer["totals"] = totals
     return answer
 
@@ -117,6 +119,8 @@ def demo_answer(result: DemoResult) -> dict[str, Any]:
     """`demo --json`: its phases' figures and failures as `run --json` gives them (not what
     a delta's re-list found, nor the cutover's verdict: the demo keeps them apart)."""
     answer: dict[str, Any] = _plain(result)
+    # `plan` is its name, as every --json output names a plan (its file is named after it)
+    answer["plan"], answer["plan_file"] = result.plan.stem, str(result.plan)
     answer["phases"] = [
         {k: v for k, v in run_answer(summary, None).items() if k not in _NOT_IN_DEMO}
         for summary in result.phases

@@ -371,7 +371,8 @@ class Report(_Model):
     status: Literal["verified", "incomplete"]
     # one sentence per reason the status is not "verified" (empty when it is)
     open_items: tuple[str, ...]
-    # the plan's phases that have not run yet
+    # the plan's phases that have not run yet (not decommission: migrate runs it never; it
+    # deletes the source after the move)
     phases_not_run: tuple[str, ...]
     # the source's datasets (its current inventory) that the plan does not map
     outside_plan: tuple[OutsidePlanDataset, ...]
@@ -1023,7 +1024,7 @@ def build_report(
         generated_by=generated_by or os_user(),
         status="incomplete" if open_items else "verified",
         open_items=open_items,
-        phases_not_run=tuple(p.name for p in phases if p.resolved_at is None),
+        phases_not_run=tuple(p.name for p in copying if p.resolved_at is None),
         outside_plan=outside,
         excluded=excluded,
         plan=PlanInfo(

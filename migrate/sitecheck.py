@@ -92,7 +92,7 @@ def check_sites(
                 )
                 results.append(
                     SiteCheck(name, site.provider, site.region, site.endpoint, [account],
-                              exit_code=failure.exit_code)
+                              exit_code=failure.exit_code, kind=account.kind)
                 )  # fmt: skip
             else:
                 account = ContainerCheck("(account)", True, detail=f"reachable, {shown}")
@@ -121,11 +121,19 @@ def check_sites(
                     )
         finally:
             adapter.close()
-        # The site's code is its first failing container's: a script reading the site
-        # level (not each container) sees it too.
-        failed = next((c.exit_code for c in checks if not c.ok), 0)
+        # The site's code and kind are its first failing container's: a script reading the
+        # site level (not each container) sees them too.
+        first = next((c for c in checks if not c.ok), None)
         results.append(
-            SiteCheck(name, site.provider, site.region, site.endpoint, checks, exit_code=failed)
+            SiteCheck(
+                name,
+                site.provider,
+                site.region,
+                site.endpoint,
+                checks,
+                exit_code=first.exit_code if first else 0,
+                kind=first.kind if first else None,
+            )
         )
     return results
 

@@ -173,9 +173,11 @@ def test_wrong_credentials_give_exit_5_and_never_show_the_secret(
     assert_one_line_without_secret(out, err)
     code, out, err = run(["sites", "check", "--sites", str(sites), "--json"], capsys)
     assert code == 5 and CANARY not in out + err
-    (checked,) = json.loads(out)["sites"][0]["containers"]
-    # the kind of error --json's error objects give for it, from any command
+    (site,) = json.loads(out)["sites"]
+    (checked,) = site["containers"]
+    # the kind of error --json's error objects give for it, from any command; the site's too
     assert (checked["exit_code"], checked["kind"]) == (5, "CredentialsRejected"), checked
+    assert (site["exit_code"], site["kind"]) == (5, "CredentialsRejected"), site
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert CANARY.encode() not in f.read_bytes(), f
@@ -1001,7 +1003,7 @@ def test_an_endpoint_that_is_no_store_fails_the_check_and_the_inventory_with_exi
         assert code == 6, (site, out)
         (checked,) = json.loads(out)["sites"]
         assert checked["containers"][0]["exit_code"] == 6 and said in out, out
-        assert checked["containers"][0]["kind"] == "EndpointUnreachable"
+        assert checked["containers"][0]["kind"] == checked["kind"] == "EndpointUnreachable"
         assert checked["exit_code"] == 6  # the site's too, for a script reading that level
         code, out, err = run(["inventory", site, "--sites", str(sites), "--json"], capsys)
         assert code == 6, (site, err)
@@ -2622,10 +2624,13 @@ def test_a_copy_that_moves_nothing_says_so_while_it_waits(
     assert paused or "nothing moved" not in capsys.readouterr().err
     with _ProgressSubscriber(False, stall_notice=0.2, lines=False) as json_out:
         json_out.on_start(2, 200)
-        time.sleep(0.5)
+        said, deadline = "", time.monotonic() + 10  # a loaded machine may be slow to say it
+        while "nothing moved for" not in said and time.monotonic() < deadline:
+            time.sleep(0.1)
+            said += capsys.readouterr().err
         json_out._last -= 10  # a progress line would be due now
         json_out.on_bytes(100)
-    said = capsys.readouterr().err
+    said += capsys.readouterr().err
     assert "nothing moved for" in said and "objects" not in said, said
     with _ProgressSubscriber(True, stall_notice=0.2) as quiet:
         quiet.on_start(2, 200)

@@ -147,6 +147,9 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
     assert seen["verify"] == (0, "") and seen["passed"] is True
     result = json.loads(capsys.readouterr().out)
     assert result["env_file"] == str(env_file)
+    # the plan named as every --json output names it; its file beside
+    assert (result["plan"], result["plan_file"]) == ("hdh-demo", str(workdir / "plans" /
+                                                                  "hdh-demo.yaml"))  # fmt: skip
     assert all(p["failures"] == [] and p["failed"] == 0 for p in result["phases"])
     assert not env_file.exists(), "its credentials end with the servers"
     sites = load_sites(workdir / "sites.toml")
