@@ -161,7 +161,9 @@ class VerifyResult:
     source_reread: int
     source_reread_bytes: int
     counts: dict[str, int]  # findings by kind (all of them, kept or not)
-    findings: tuple[VerifyFinding, ...]  # the first `max_findings`, sorted
+    # the first `max_findings`: those that fail the verification first, then the others,
+    # each in key order
+    findings: tuple[VerifyFinding, ...]
     # Objects found wrong at the destination, marked for their phase's next run to copy again.
     to_copy_again: int
     verified_phases: tuple[str, ...]  # phases marked verified (empty unless passed)
@@ -204,7 +206,10 @@ class _Tally:
     source_reread: int = 0
     source_reread_bytes: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    findings: list[VerifyFinding] = field(default_factory=list)
+    findings: list[VerifyFinding] = field(default_factory=list)  # failing ones
+    # Those that fail nothing (store_altered, ...), kept apart: thousands of them must not
+    # crowd out the one finding that fails the verification.
+    informing: list[VerifyFinding] = field(default_factory=list)
     wrong_phases: set[str] = field(default_factory=set)  # phases of WRONG_CONTENT findings
     unfinished: set[str] = field(default_factory=set)  # phases of `not_done` findings
     to_copy_again: int = 0  # done transfers found wrong at the destination, back to pending
@@ -218,8 +223,19 @@ class _Tally:
                 self.wrong_phases.add(finding.phase)
             if finding.kind == "not_done" and finding.phase is not None:
                 self.unfinished.add(finding.phase)
-            if len(self.findings) < self.max_findings:
-                self.findings.append(finding)
+            kept = self.findings if finding.failing else self.informing
+            if len(kept) < self.max_findings:
+                kept.append(finding)
+
+    def kept(self) -> tuple[VerifyFinding, ...]:
+        """The findings kept, the failing ones first (each part in key order), at most
+        `max_findings`."""
+
+        def order(f: VerifyFinding) -> tuple[str, str, str]:
+            return (f.bucket, f.key, f.kind)
+
+        ordered = sorted(self.findings, key=order) + sorted(self.informing, key=order)
+        return tuple(ordered[: self.max_findings])
 
     def bump(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -973,7 +989,7 @@ def verify(
         source_reread=tally.source_reread,
         source_reread_bytes=tally.source_reread_bytes,
         counts=dict(sorted(tally.counts.items())),
-        findings=tuple(sorted(tally.findings, key=lambda f: (f.bucket, f.key, f.kind))),
+        findings=tally.kept(),
         to_copy_again=tally.to_copy_again,
         gone_at_source=tally.gone_at_source,
         verified_phases=(),

@@ -465,6 +465,26 @@ def test_deep_both_reports_a_source_changed_since_its_copy_without_failing(
     assert result.passed  # the copies themselves are intact: the delta phase takes both
 
 
+def test_the_findings_that_fail_a_verification_are_kept_first(env_for: Any) -> None:
+    """Findings that fail nothing (a source changed since its copy, a store's alteration)
+    may number thousands: they never crowd out, of the findings kept (stdout's first 50,
+    --json's 1,000, the ledger's 100), the one that fails it (a walkthrough found it named
+    nowhere, behind 9,375 store_altered)."""
+    env: Env = env_for("s3", "s3")
+    estate = {k: v for k, v in ESTATE.items() if not v[3]}
+    plan = copied(env, estate)
+    last = sorted(estate)[-1]
+    for key in sorted(estate)[:-1]:
+        put(env.source, env.container, key, b"changed at the source")
+    env.destination.delete(env.bucket, last)
+    result = check(env, plan, deep="both", max_findings=2)
+    assert not result.passed
+    assert result.counts == {"source_changed": len(estate) - 1, "missing": 1}
+    (first, kind), (second, _) = [(f.kind, f.key) for f in result.findings]
+    assert (first, kind, second) == ("missing", last, "source_changed")
+    assert result.truncated == len(estate) - 2
+
+
 def test_an_empty_metadata_value_the_destination_drops_is_no_finding(env_for: Any) -> None:
     """Azure keeps a metadata entry with an empty value; SeaweedFS drops it on write. The
     copy holds the same nothing: verify passes and asks for no copy again."""
