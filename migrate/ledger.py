@@ -444,6 +444,10 @@ _MIGRATIONS: list[tuple[str, str]] = [
 # The end of the reason of a transfer `removed` whose source object is gone while its
 # destination key holds an object this plan cannot prove it wrote: left there, not removed.
 BY_HAND = "remove it by hand"
+# Its reason once a verification found that destination key empty (removed by hand).
+LEFT_GONE = (
+    "deleted at the source; what its destination key held is gone (a verification found it empty)"
+)
 
 
 class InventoryRow(NamedTuple):
@@ -2813,6 +2817,17 @@ class Ledger:
                     (plan, plan, container, key),
                 )
         return cur.rowcount > 0
+
+    def left_gone(self, plan: str, container: str, key: str) -> None:
+        """A verification found empty the destination key of an object deleted at the
+        source whose copy was left there to be removed by hand (removed since): no longer
+        left, it counts as removed."""
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE transfers SET error=? WHERE plan=? AND container=? AND key=? "
+                f"AND state='removed' AND error LIKE '%{BY_HAND}%'",
+                (LEFT_GONE, plan, container, key),
+            )
 
     def clear_recopy_reason(self, plan: str, container: str, key: str) -> None:
         """A verification found right what it had asked to copy again."""

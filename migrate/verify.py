@@ -454,6 +454,9 @@ class _Verifier:
                 if row.error and BY_HAND in row.error:
                     detail = row.error  # left there, not removed: it says why
                 self.finding(row, "unexpected", detail)
+            elif row.error and BY_HAND in row.error:
+                # Left there to be removed by hand, and removed: the report's open item goes.
+                self.ledger.left_gone(self.plan.name, row.container, row.key)
             return
         if row.state != "done":
             why = f": {row.error}" if row.error else ""

@@ -768,6 +768,16 @@ def test_a_copy_verify_found_wrong_is_never_settled_as_proven_once_its_source_is
     assert any("left at the destination, not proven" in i for i in report.open_items)
     assert "(+1 left there)" in render_html(report)
 
+    # Removed by hand, as the open item says: the next verification finds the key empty and
+    # the item goes (it stayed forever: a walkthrough).
+    env.destination.delete(env.bucket, key)
+    with Ledger(env.state) as ledger:
+        assert check(env, ledger, plan, None).passed
+        report = build_report(plan, ledger, builtin_catalog(), date(2026, 11, 23), "0.1.0")
+    bulk = next(p for p in report.phases if p.name == "bulk-1")
+    assert (bulk.counts.removed, bulk.counts.left_at_destination) == (1, 0)
+    assert not any("left at the destination" in i for i in report.open_items)
+
 
 @pytest.mark.parametrize("dst", ["s3", "azure"])
 def test_delete_removed_deletes_only_this_plans_copy_of_an_object_the_source_lacks_now(
