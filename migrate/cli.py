@@ -833,15 +833,25 @@ class _ProgressSubscriber(Subscriber):
         if not self._lines or self._bars or now - self._last < 5:
             return
         self._last = now
-        rate = self._bytes / max(now - self._start, 1e-6)
-        left = max(self._total_bytes - self._bytes, 0)
-        eta = f"{left / rate:.0f} s" if rate > 0 else "?"
+        elapsed = max(now - self._start, 1e-6)
+        rate = self._bytes / elapsed
+        left = _eta(self._bytes, self._total_bytes, self._objects, self._total_objects, elapsed)
+        eta = f"{left:.0f} s" if self._objects or self._bytes else "?"
         _stderr().print(
             f"{self._objects:,}/{self._total_objects:,} objects, "
             f"{render.human_bytes(self._bytes)}/{render.human_bytes(self._total_bytes)}, "
             f"{render.human_bytes(int(rate))}/s, ETA {eta}",
             markup=False,
         )
+
+
+def _eta(done_bytes: int, bytes_: int, done_objects: int, objects: int, elapsed: float) -> float:
+    """Seconds left: the longer of what the bytes and the objects left take at their rates
+    so far (many small objects take their time by the object, not by the byte: an ETA by
+    bytes alone said 3 s of a run that took 51)."""
+    by_bytes = (bytes_ - done_bytes) * elapsed / done_bytes if done_bytes else 0.0
+    by_objects = (objects - done_objects) * elapsed / done_objects if done_objects else 0.0
+    return max(by_bytes, by_objects, 0.0)
 
 
 MIN_RPS = 0.1  # one request each 10 s: below that, a limit looks like a hang
