@@ -486,9 +486,11 @@ def print_dry_run(console: Console, report: Any) -> None:
     table = _table(f"Dry run of {report.plan} phase {report.phase} (nothing written)")
     for column in ("dataset", "destination", "objects", "would copy", "identical", "conflicts"):
         table.add_column(column, overflow="fold")
-    # Those with conflicts or copies not as recorded, then those with the most to copy.
+    # Those with conflicts or copies not as recorded, then those with the most to copy;
+    # not those the phase has no object of (a delta's, most of them).
+    with_objects = [d for d in report.datasets if d.objects]
     shown, hidden = _shown(
-        report.datasets,
+        with_objects,
         lambda d: (-(d.conflicts + d.done_not_as_recorded), -d.would_copy_bytes),
     )
     for d in shown:
@@ -501,7 +503,25 @@ def print_dry_run(console: Console, report: Any) -> None:
             f"{d.conflicts:,}",
         )
     _more_row(table, hidden, 6)
+    if len(with_objects) > 1:
+        bytes_ = sum(d.would_copy_bytes for d in report.datasets)
+        table.add_section()
+        table.add_row(
+            "total",
+            "",
+            f"{report.objects:,}",
+            f"{report.would_copy:,} ({human_bytes(bytes_)})",
+            f"{report.identical:,}",
+            f"{report.conflicts:,}",
+        )
     console.print(table)
+    if empty := len(report.datasets) - len(with_objects):
+        one = empty == 1
+        console.print(
+            f"{empty:,} dataset{'' if one else 's'} of the plan {'has' if one else 'have'} no "
+            "object in this phase (not shown).",
+            markup=False,
+        )
     wrong = sum(d.done_not_as_recorded for d in report.datasets)
     done = sum(d.done_in_ledger for d in report.datasets) - wrong
     again = report.identical - done

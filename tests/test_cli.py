@@ -2599,6 +2599,25 @@ def test_verify_says_a_copy_found_wrong_whose_source_is_gone_cannot_be_copied_ag
     assert code == 12 and "1 of them deleted at the source since cannot be" in said, said
 
 
+def test_a_dry_runs_table_gives_its_totals_and_leaves_out_datasets_without_objects() -> None:
+    """192 datasets, 50 rows shown: the totals were in --json alone, and a delta's rows were
+    mostly datasets it has nothing of (a walkthrough)."""
+    from rich.console import Console
+
+    from migrate import render
+    from migrate.dryrun import DatasetDryRun, DryRunReport
+
+    datasets = [DatasetDryRun(f"c/p{i:03d}/", "c", objects=2, bytes=20, would_copy=2,
+                              would_copy_bytes=2048) for i in range(60)]  # fmt: skip
+    datasets += [DatasetDryRun(f"c/z{i}/", "c") for i in range(7)]
+    report = DryRunReport("p", "delta", "src", True, datasets, [])
+    console = Console(record=True, width=200)
+    render.print_dry_run(console, report)
+    said = " ".join(console.export_text().replace("│", " ").split())
+    assert "... 10 more datasets" in said and "total 120 120 (120.0 KiB) 0 0" in said, said
+    assert "c/z" not in said and "7 datasets of the plan have no object in this phase" in said
+
+
 def test_the_eta_of_many_small_objects_counts_the_objects_left() -> None:
     """The longer of what the bytes and the objects left take at their rates so far: 19
     of 8,499 small objects done with two thirds of the bytes (a large one among them) is
