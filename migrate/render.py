@@ -691,6 +691,12 @@ def print_delta(console: Console, delta: Any) -> None:
     )
     for row in delta.deleted_examples[:DELTA_EXAMPLES]:
         console.print(f"  deleted at the source: {row.container}/{row.key}", markup=False)
+    if delta.deleted > DELTA_EXAMPLES:
+        console.print(
+            f"  ... and {delta.deleted - DELTA_EXAMPLES:,} more deleted at the source (the "
+            "report lists them: `migrate report`)",
+            markup=False,
+        )
     for line in delta.kept_at_destination[:DELTA_EXAMPLES]:
         console.print(f"  kept: {line}", markup=False, soft_wrap=True)
     if delta.kept_count > DELTA_EXAMPLES:

@@ -2618,6 +2618,22 @@ def test_a_dry_runs_table_gives_its_totals_and_leaves_out_datasets_without_objec
     assert "c/z" not in said and "7 datasets of the plan have no object in this phase" in said
 
 
+def test_a_deltas_list_of_objects_deleted_at_the_source_says_how_many_more() -> None:
+    """30 deleted, 20 named: the other 10 were not said to exist (a walkthrough)."""
+    from rich.console import Console
+
+    from migrate import render
+    from migrate.delta import DeltaSummary
+    from migrate.ledger import DeletedRow
+
+    rows = [DeletedRow("c", f"k{i:02d}", "c", f"k{i:02d}", 1) for i in range(30)]
+    console = Console(record=True, width=200)
+    render.print_delta(console, DeltaSummary(0, 0, 30, rows))
+    said = console.export_text()
+    assert said.count("deleted at the source: c/k") == 20
+    assert "... and 10 more deleted at the source (the report lists them" in said, said
+
+
 def test_the_eta_of_many_small_objects_counts_the_objects_left() -> None:
     """The longer of what the bytes and the objects left take at their rates so far: 19
     of 8,499 small objects done with two thirds of the bytes (a large one among them) is
