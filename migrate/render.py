@@ -408,8 +408,9 @@ def print_status(
     # once there are any, so "done" falling is explained.
     if any(c.state == "removed" and c.objects for c in counts):
         states.append("removed")
-    # Not every object deleted at the source: those only once a delta --delete-removed
-    # took them out of the move (a delta without it keeps their copies, still done).
+    # Not every object deleted at the source: those taken out of the move (their copy
+    # removed by --delete-removed, gone, or left there unproven); a delta without
+    # --delete-removed keeps the others' copies, still done.
     named = {"in_progress": "in progress", "removed": "out of the move (deleted at source)"}
     for column in ("phase", *(named.get(s, s) for s in states), "verified"):
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
