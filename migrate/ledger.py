@@ -1833,6 +1833,12 @@ class Ledger:
                 {"now": _now(), "reason": reason, "plan": plan, "phase": phase},
             )
 
+    def removed_by(self, plan: Plan, phase: str) -> None:
+        """`phase`'s run removed copies at the destination (--delete-removed): what the
+        verifications of it and of the phases after it checked is not what is there now
+        (the cutover's "switch over" among them), until they are verified again."""
+        self.clear_verified(plan.name, [phase, *_after(plan, phase)])
+
     def clear_verified(self, plan: str, phases: Sequence[str]) -> None:
         """The phases are not verified any more (found wrong, or their check failed)."""
         with self.atomic() as db:

@@ -261,15 +261,19 @@ def _run(
                 if len(counted.kept_at_destination) < SHOWN:
                     counted.kept_at_destination.append(exc.one_line())
 
-            remove_deleted(
-                plan,
-                ledger,
-                session.source,
-                session.destination,
-                on_error=one_kept,
-                on_removed=one_removed,
-                on_gone=one_gone,
-            )
+            try:
+                remove_deleted(
+                    plan,
+                    ledger,
+                    session.source,
+                    session.destination,
+                    on_error=one_kept,
+                    on_removed=one_removed,
+                    on_gone=one_gone,
+                )
+            finally:
+                if counted.removed:
+                    ledger.removed_by(plan, phase)
         if on_delta is not None:
             on_delta(delta)
     # A finished phase is answered from the ledger, before any adapter is built.

@@ -1413,6 +1413,41 @@ def test_new_work_for_the_delta_voids_the_cutovers_verification(env_for: Any) ->
         assert ledger.phase_state(plan.name, "cutover").verified_at is not None
 
 
+def test_copies_removed_after_the_cutover_was_verified_void_its_verification(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cutover verified, a delta --delete-removed then removes copies at the destination:
+    what was verified is not what is there now, so neither the delta nor the cutover stays
+    verified until checked again (they kept their marks: a walkthrough)."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    forced = ["--force", "--reason", "t", *where]
+    for args in (
+        ["run", plan, "--phase", "delta", *forced],
+        ["verify", plan, *where],
+        ["run", plan, "--phase", "cutover", *forced],
+        ["verify", plan, *where],
+    ):
+        assert main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+
+    def verified() -> dict[str, bool]:
+        assert main(["status", plan, "--json", *where]) == 0
+        phases = json.loads(capsys.readouterr().out)["phases"]
+        return {name: phases[name]["verified_at"] is not None for name in ("delta", "cutover")}
+
+    assert verified() == {"delta": True, "cutover": True}
+    (tmp_path / "src" / "data" / "f3.txt").unlink()
+    assert main(["inventory", "src", *where]) == 0
+    assert main(["run", plan, "--phase", "delta", "--delete-removed", *forced]) == 0
+    capsys.readouterr()
+    assert verified() == {"delta": False, "cutover": False}
+    assert main(["verify", plan, *where]) == 0  # checked again: verified again
+    capsys.readouterr()
+    assert verified() == {"delta": True, "cutover": True}
+
+
 def test_an_object_deleted_during_the_bulk_copy_does_not_hold_the_cutover(env_for: Any) -> None:
     """Deleted at the source while bulk-1 copied it (Azure answers the read's If-Match with
     412: recorded changed), then seen gone by the delta's re-list: the delta's run settles
