@@ -771,6 +771,19 @@ class _Verifier:
                     f"{theirs.get(name)!r}"
                 )
                 store_made = False
+        # An empty object named like a folder, at a store that keeps it as a folder and
+        # drops all it carried (SeaweedFS): the plan warned (FOLDER_METADATA_MAY_BE_LOST),
+        # and no copy again can mend it.
+        folder = row.destination_key.endswith("/") and row.size == 0 and not tags
+        kept_nothing = not carried_metadata(got_meta) and not any(
+            getattr(info, name) for name in CARRIED_HEADERS
+        )
+        if differences and folder and kept_nothing:
+            store_made = True
+            differences.append(
+                "the store keeps an empty object named like a folder as a folder, without "
+                "what it carried"
+            )
         if differences and store_made and not self.copy_again:
             # The type alone, and the store's doing at every write: named, not failing.
             self.finding(

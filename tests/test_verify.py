@@ -485,6 +485,28 @@ def test_the_findings_that_fail_a_verification_are_kept_first(env_for: Any) -> N
     assert result.truncated == len(estate) - 2
 
 
+def test_a_folder_marker_whose_metadata_the_store_drops_is_the_stores_doing(env_for: Any) -> None:
+    """An empty object named like a folder, with metadata (the plan's warning,
+    FOLDER_METADATA_MAY_BE_LOST): SeaweedFS keeps it as a folder, without it. A metadata
+    verification names it store_altered and passes: no copy again can mend it, and a failing
+    one closed every gate for good (a walkthrough). An object with bytes is not excused."""
+    env: Env = env_for("azure", "s3")
+    plan = copied(env, {
+        "marks/folder/": (b"", "application/octet-stream", {"owner": "dpo"}, False),
+        "marks/file.txt": (b"a note", "text/plain", {"owner": "dpo"}, False),
+    })  # fmt: skip
+    result = check(env, plan, check_metadata=True)
+    assert result.passed, result.findings
+    assert named(result) == [("store_altered", "marks/folder/")]
+    assert "named like a folder" in result.findings[0].detail
+    meta = dict(env.destination.head(env.bucket, "marks/file.txt").metadata or {})
+    meta.pop("owner")
+    put(env.destination, env.bucket, "marks/file.txt", b"a note", content_type="text/plain",
+        meta=meta)  # fmt: skip
+    result = check(env, plan, check_metadata=True)
+    assert [f.kind for f in result.findings if f.key == "marks/file.txt"] == ["metadata_mismatch"]
+
+
 def test_an_empty_metadata_value_the_destination_drops_is_no_finding(env_for: Any) -> None:
     """Azure keeps a metadata entry with an empty value; SeaweedFS drops it on write. The
     copy holds the same nothing: verify passes and asks for no copy again."""
