@@ -431,7 +431,9 @@ def plan(
             "this destination.",
         ),
     ] = True,
-    wave_cap_gib: Annotated[int, typer.Option(help="Most GiB per bulk wave.")] = 2048,
+    wave_cap_gib: Annotated[
+        float, typer.Option(help="Most GiB per bulk wave (a fraction too: 0.5 for a rehearsal).")
+    ] = 2048,
     decommission: Annotated[
         bool,
         typer.Option(
@@ -491,6 +493,11 @@ def plan(
             f"--pilot-share {pilot_share}: give a share from 0% to below 100%",
             hint="e.g. --pilot-share 2% or 0.02",
         )
+    if not 1 / 1024**3 <= wave_cap_gib <= 2**40:  # nan and inf too: no comparison holds
+        raise ConfigError(
+            f"--wave-cap-gib {wave_cap_gib:g}: give a positive number of GiB",
+            hint="e.g. --wave-cap-gib 1024, or 0.5 for a rehearsal",
+        )
     made = plan_from_sites(
         config,
         catalog,
@@ -502,7 +509,7 @@ def plan(
         bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
         pilot_share=share,
         pilot=pilot,
-        wave_cap_bytes=wave_cap_gib * 1024**3,
+        wave_cap_bytes=int(wave_cap_gib * 1024**3),
         include_decommission=decommission,
         sha256_on_large_objects=large_sha256,
         exclude=exclude or (),

@@ -1253,6 +1253,8 @@ def test_plan_options_and_names_are_checked_before_any_store_is_read(
         # as typed, not the 2 it converts to
         (["--policy", "eu-residency", "--pilot-share", "200%"], "--pilot-share 200%: give a"),
         (["--policy", "eu-residency", "--pilot-share", "two"], "give a share such as"),
+        (["--policy", "eu-residency", "--wave-cap-gib", "nan"], "--wave-cap-gib nan: give a"),
+        (["--policy", "eu-residency", "--wave-cap-gib", "0"], "--wave-cap-gib 0: give a"),
     ):
         code, out, err = run([*plan, *extra], capsys)
         assert code == 3 and said in err, (extra, code, err)
