@@ -732,18 +732,16 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
     assert run(["verify", plan, *where], capsys)[0] == 0
 
 
-def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
+def approved_seaweed_to_local(
     tmp_path: Path,
     seaweed: SeaweedFS,
     bucket: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Every request of a site goes through its declared proxy: the plan names it with the
-    hosts it allows, and a proxy added to the sites file after approval stops the run."""
+) -> tuple[str, Path]:
+    """One object in `bucket` of SeaweedFS (site `dest`), a local site `d`, and the plan
+    from one to the other, approved (no pilot): the plan file and the sites file."""
     import boto3
-
-    from tests.faultproxy import fault_proxy
 
     boto3.client(
         "s3",
@@ -761,11 +759,31 @@ def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
     )
     where = ["--sites", str(sites)]
     plan = str(tmp_path / "p.yaml")
+    for args in (
+        ["inventory", "dest"],
+        ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+         "-o", plan],
+        ["plan", "approve", plan],
+    ):  # fmt: skip
+        assert run([*args, *where], capsys)[0] == 0
+    return plan, sites
+
+
+def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
+    tmp_path: Path,
+    seaweed: SeaweedFS,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every request of a site goes through its declared proxy: the plan names it with the
+    hosts it allows, and a proxy added to the sites file after approval stops the run."""
+    from tests.faultproxy import fault_proxy
+
+    plan, sites = approved_seaweed_to_local(tmp_path, seaweed, bucket, monkeypatch, capsys)
+    where = ["--sites", str(sites)]
     make = ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "--no-pilot",
             "-o", plan, *where]  # fmt: skip
-    assert run(["inventory", "dest", *where], capsys)[0] == 0
-    assert run(make, capsys)[0] == 0
-    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     with fault_proxy(seaweed.endpoint) as proxy:
         text = sites.read_text()
         sites.write_text(text.replace("[sites.d]", f'proxy = "{proxy.endpoint}"\n[sites.d]'))
@@ -2110,29 +2128,10 @@ def test_a_site_whose_endpoint_changed_after_approval_gets_no_request(
     since (another host, the same store behind it) gets nothing, from a run, a dry run or
     a verify, and the run stops at once, naming the site and the host (exit 10; every
     object failed at its first request: a mutation audit)."""
-    import boto3
-
     from tests.faultproxy import fault_proxy
 
-    boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1",
-                 aws_access_key_id=seaweed.access_key, aws_secret_access_key=seaweed.secret_key,
-                 ).put_object(Bucket=bucket, Key="data/a.csv", Body=b"id\n1\n")  # fmt: skip
-    monkeypatch.setenv("T_KEY", seaweed.access_key)
-    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
-    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
-    (tmp_path / "copy").mkdir()
-    sites.write_text(
-        sites.read_text() + f'[sites.d]\nprovider = "local"\npath = "{tmp_path / "copy"}"\n'
-    )
+    plan, sites = approved_seaweed_to_local(tmp_path, seaweed, bucket, monkeypatch, capsys)
     where = ["--sites", str(sites)]
-    plan = str(tmp_path / "p.yaml")
-    for args in (
-        ["inventory", "dest"],
-        ["plan", "--from", "dest", "--to", "d", "--policy", "eu-residency", "--no-pilot",
-         "-o", plan],
-        ["plan", "approve", plan],
-    ):  # fmt: skip
-        assert run([*args, *where], capsys)[0] == 0
     with fault_proxy(seaweed.endpoint) as other:  # another host:port, the same store behind
         sites.write_text(sites.read_text().replace(seaweed.endpoint, other.endpoint))
         refused = f"site dest's requests would go to {endpoint_host(other.endpoint)}, which "
