@@ -651,6 +651,15 @@ def print_plan(console: Console, plan: Plan) -> None:
             cost,
         )
     console.print(phases)
+    t = plan.totals
+    console.print(
+        f"Durations are the bytes at --bandwidth "
+        f"({human_bytes(int(plan.options.bandwidth_bytes_per_second))}/s) alone: each object "
+        "adds its requests' round trips, which the pilot's run measures (many small objects "
+        f"take longer than their bytes: these average {human_bytes(t.bytes // max(t.objects, 1))}"
+        ").",
+        markup=False,
+    )
     if plan.findings:
         findings = _table("Findings")
         for column in ("severity", "finding", "objects", "what to do"):
