@@ -1465,6 +1465,10 @@ def verify(
             steps.append(
                 "finish the phase first: "
                 + " and ".join(f"`migrate run {shown} --phase {p}`" for p in unfinished[:3])
+                # A failure a run again cannot mend (a key the store renames, a source gone)
+                # fails again: its reason says what to mend first.
+                + f" (objects that failed: mend what `migrate status {shown} --failed` names "
+                "first)"
             )
         if result.to_copy_again:
             wrong = {f.phase for f in result.findings if f.kind in WRONG_CONTENT and f.phase}

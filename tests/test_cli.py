@@ -1494,7 +1494,9 @@ def test_verifying_an_unfinished_phase_says_first_that_it_is_unfinished_and_how_
     assert "3 object(s) not copied yet: phase bulk-1 is unfinished" in first, out
     assert f"`migrate status {plan} --failed` says why" in first, out
     assert err.startswith("migrate: error: verification of phase bulk-1 failed (3 not_done)")
-    assert f"finish the phase first: `migrate run {plan} --phase bulk-1`, then verify" in err
+    assert f"finish the phase first: `migrate run {plan} --phase bulk-1` (objects that " in err
+    # a failure a run again cannot mend fails again: what to mend is named first
+    assert f"failed: mend what `migrate status {plan} --failed` names first), then verify" in err
     assert "fix what the findings name" not in err, err
     assert_one_line_without_secret(out, err)
 
