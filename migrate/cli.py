@@ -518,7 +518,7 @@ def plan(
     with _writing("the plan", out):
         save_plan(made, out)
     if json_out:
-        # `plan` is its name, as every --json output names it; `file`, where it is
+        # `plan` is its name, as run, verify and status name it; `file`, where it is
         answer = {"plan": made.name, "file": str(out), "digest": made.digest}
         _out(True, {**answer, "blocking": len(made.blocking)})
     else:

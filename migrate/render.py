@@ -119,7 +119,7 @@ def demo_answer(result: DemoResult) -> dict[str, Any]:
     """`demo --json`: its phases' figures and failures as `run --json` gives them (not what
     a delta's re-list found, nor the cutover's verdict: the demo keeps them apart)."""
     answer: dict[str, Any] = _plain(result)
-    # `plan` is its name, as every --json output names a plan (its file is named after it)
+    # `plan` is its name, as run, verify and status name it (its file is named after it)
     answer["plan"], answer["plan_file"] = result.plan.stem, str(result.plan)
     answer["phases"] = [
         {k: v for k, v in run_answer(summary, None).items() if k not in _NOT_IN_DEMO}
