@@ -68,6 +68,7 @@ from migrate.plan import (
 from migrate.planlock import holder as plan_holder
 from migrate.planlock import left_behind
 from migrate.policy import POLICIES, get_policy
+from migrate.projection import RUNS_MEASURED, project
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
 from migrate.summary import Subscriber
@@ -1230,6 +1231,7 @@ def status(
             return
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
+        projection = project(loaded, ledger.runs(loaded.name, RUNS_MEASURED)[0], counts)
         gated = _gated(loaded, ledger)
         state_file = ledger.path.resolve()
         running = plan_holder(config.state_dir, loaded.name) or running
@@ -1248,6 +1250,9 @@ def status(
                 "running": running,
                 "counts": counts,
                 "phases": phases,
+                # each phase's time left at the rates the plan's finished runs measured
+                # (null before one has copied): see migrate/projection.py
+                "projection": projection,
                 "routes": used,
                 # flat, as in the report's JSON
                 "routes_outside_runs": [
@@ -1257,7 +1262,14 @@ def status(
         )
         return
     render.print_status(
-        _console(), loaded, counts, phases, state_file=state_file, running=running, gated=gated
+        _console(),
+        loaded,
+        counts,
+        phases,
+        state_file=state_file,
+        running=running,
+        gated=gated,
+        projection=projection,
     )
     if routes:
         render.print_routes(_console(), used)

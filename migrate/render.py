@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from migrate.ledger import PhaseCounts, PhaseState, RouteUse, SiteRouteUse
     from migrate.plan import Plan
     from migrate.policy import Verdict
+    from migrate.projection import Projection
     from migrate.sitecheck import SiteCheck
     from migrate.summary import PhaseSummary
 
@@ -45,6 +46,16 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def about(seconds: float) -> str:
+    """`~40 s`, `~12 min`, `~3 h 20 min`: a projection, to the unit it can be trusted to."""
+    if seconds < 60:
+        return f"~{max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"~{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"~{hours} h" + (f" {minutes} min" if minutes else "")
 
 
 def human_duration(seconds: float) -> str:
@@ -399,9 +410,11 @@ def print_status(
     state_file: Path,
     running: str | None,
     gated: Collection[str] = (),
+    projection: Projection | None = None,
 ) -> None:
     """The table, then what it was read from and whether a run is under way: "in progress"
-    after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied."""
+    after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied.
+    With a projection, each phase's time left at the rates the plan's runs measured."""
     from migrate.planlock import left_behind
 
     table = _table(f"Plan {plan.name}")
@@ -415,7 +428,11 @@ def print_status(
     # removed by --delete-removed, gone, or left there unproven); a delta without
     # --delete-removed keeps the others' copies, still done.
     named = {"in_progress": "in progress", "removed": "out of the move (deleted at source)"}
-    for column in ("phase", *(named.get(s, s) for s in states), "verified"):
+    columns = ["phase", *(named.get(s, s) for s in states), "verified"]
+    time_left = {p.phase: p for p in projection.phases} if projection else {}
+    if projection:
+        columns.append("time left")
+    for column in columns:
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
     by_phase: dict[str, dict[str, int]] = {}
     for c in counts:
@@ -423,12 +440,32 @@ def print_status(
     for phase in plan.phases:
         n = by_phase.get(phase.name, {})
         state = phases.get(phase.name)
-        table.add_row(
+        row = [
             _lit(phase.name),
             *(f"{n.get(k, 0):,}" for k in states),
             (state.verified_at or "-") if state else "-",
-        )
+        ]
+        if projection:
+            p = time_left.get(phase.name)
+            mark = "*" if p is not None and p.counted_from == "plan" else ""
+            row.append("-" if p is None else about(p.seconds) + mark)
+        table.add_row(*row)
     console.print(table)
+    if projection:
+        m = projection.measured
+        console.print(
+            f"Time left: at the rates this plan's {m.runs:,} finished run(s) measured "
+            f"({m.objects:,} object(s), {human_bytes(m.bytes)} in {human_duration(m.seconds)}: "
+            f"{human_bytes(int(m.bytes_per_second))}/s plus {m.seconds_per_object * 1000:,.1f} "
+            "ms an object)"
+            + (
+                "; * counted from the plan's estimate of the phase's objects (chosen when it runs)."
+                if any(p.counted_from == "plan" for p in projection.phases)
+                else "."
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
     console.print(f"State: {_lit(state_file)}", soft_wrap=True)
     if running:
         console.print(f"Under way now: {_lit(running)}", soft_wrap=True)
@@ -660,7 +697,7 @@ def print_plan(console: Console, plan: Plan) -> None:
         f"({human_bytes(int(plan.options.bandwidth_bytes_per_second))}/s) alone: each object "
         "adds its requests' round trips, which the pilot's run measures (many small objects "
         f"take longer than their bytes: these average {human_bytes(t.bytes // max(t.objects, 1))}"
-        ").",
+        "); once a run has copied, `migrate status` times the phases left at its rates.",
         markup=False,
     )
     if plan.findings:
