@@ -66,7 +66,7 @@ from migrate.plan import (
     save_plan,
 )
 from migrate.planlock import holder as plan_holder
-from migrate.planlock import left_behind
+from migrate.planlock import left_behind, parse_holder
 from migrate.policy import POLICIES, get_policy
 from migrate.projection import RUNS_MEASURED, project
 from migrate.session import open_session
@@ -1248,6 +1248,8 @@ def status(
                 "state": str(state_file),
                 # what the process running or verifying the plan does, or null
                 "running": running,
+                # the same in fields (pid, command, phase, since, line), or null
+                "running_process": parse_holder(running),
                 "counts": counts,
                 "phases": phases,
                 # each phase's time left at the rates the plan's finished runs measured

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,14 +96,41 @@ def holder(state_dir: Path, plan: str) -> str | None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """`holder`'s line in fields, for scripts (`status --json`): each None when the line
+    does not say (a process starting, a lock that cannot be read)."""
+
+    pid: int | None
+    command: str | None  # "run", "verify" or "demo"
+    phase: str | None  # a run's phase
+    since: str | None  # ISO 8601, UTC
+    line: str
+
+
+_LINE = re.compile(r"^pid (\d+): (.+), since (\S+)$")
+
+
+def parse_holder(line: str | None) -> Holder | None:
+    if line is None:
+        return None
+    found = _LINE.match(line)
+    if found is None:
+        return Holder(None, None, None, None, line)
+    doing = found[2]
+    phase = doing.removeprefix("run --phase ") if doing.startswith("run --phase ") else None
+    return Holder(int(found[1]), doing.split(" ", 1)[0], phase, found[3], line)
+
+
 def copying(line: str | None, phases: Sequence[str]) -> set[str]:
     """Of `phases`, those whose objects the lock's holder (`holder`'s line) may be copying
     now: its phase for a run, none for a verification, all when it does not say."""
-    if line is None:
+    held = parse_holder(line)
+    if held is None:
         return set()
-    if run := re.search(r"^pid \d+: run --phase (.+), since ", line):
-        return {run[1]} & set(phases)
-    if re.search(r"^pid \d+: verify, since ", line):
+    if held.command == "run":
+        return {held.phase or ""} & set(phases)
+    if held.command == "verify":
         return set()
     return set(phases)
 

@@ -2270,8 +2270,17 @@ def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_
         assert f"Under way now: pid {os.getpid()}: run --phase bulk-1, since" in out, out
         assert "No run is under way" not in out
         assert main(["status", plan, "--json", *where]) == 0
-        running = json.loads(capsys.readouterr().out)["running"]
+        answer = json.loads(capsys.readouterr().out)
+        running = answer["running"]
         assert running.startswith(f"pid {os.getpid()}: run --phase bulk-1"), running
+        # The same in fields, for a script: no parsing of the line.
+        process = answer["running_process"]
+        assert (process["pid"], process["command"], process["phase"]) == (
+            os.getpid(),
+            "run",
+            "bulk-1",
+        ), process
+        assert process["since"].startswith("20") and process["line"] == running
         assert main(["status", plan, "--failed", "--phase", "bulk-1", *where]) == 0
         err = " ".join(capsys.readouterr().err.split())
         assert f"2 in progress (under way now: pid {os.getpid()}" in err, err
@@ -2282,11 +2291,15 @@ def test_status_names_its_state_and_says_whether_in_progress_is_a_live_run_or_a_
         out = " ".join(capsys.readouterr().out.split())
         assert f"Under way now: pid {os.getpid()}: verify, since" in out, out
         assert "No run of these phases is under way: the 2 object(s) in progress" in out, out
+        assert main(["status", plan, "--json", *where]) == 0
+        process = json.loads(capsys.readouterr().out)["running_process"]
+        assert (process["command"], process["phase"]) == ("verify", None), process
     # A holder killed with kill -9 leaves its line in the lock file, not its lock (and its
     # pid may be another process's by now: here, this one's).
     lock_path(state, plan_name).write_text(f"pid {os.getpid()}: run --phase bulk-1, since x")
     assert main(["status", plan, "--json", *where]) == 0
-    assert json.loads(capsys.readouterr().out)["running"] is None
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["running"] is None and answer["running_process"] is None
 
 
 def _steps_to_list_not_copied(tmp_path: Path, n: int, phase: str | None) -> int:
