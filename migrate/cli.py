@@ -1074,6 +1074,11 @@ def run(
         summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready
         checklist = outcome.checklist
         session.ledger.check_in_place()  # its records are in the state there is now
+        ahead = None
+        if not json_out and kind in ("pilot", "bulk"):
+            name = session.plan.name
+            runs = session.ledger.runs(name, RUNS_MEASURED)[0]
+            ahead = project(session.plan, runs, session.ledger.phase_counts(name))
     if receipt and not summary.failed and kind not in ("delta", "cutover"):
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
@@ -1082,6 +1087,8 @@ def run(
         _out(True, render.run_answer(summary, delta, cutover, checklist))
     else:
         render.print_phase_summary(_console(), summary)
+        if ahead is not None and ahead.phases:
+            render.print_time_left(_console(), ahead)
         if kind == "cutover":
             state = (
                 "passed"

@@ -487,6 +487,22 @@ def print_status(
         )
 
 
+def print_time_left(console: Console, projection: Projection) -> None:
+    """After a pilot or bulk run: the phases left, timed at the rates measured so far."""
+    left = ", ".join(
+        f"{p.phase} {about(p.seconds)}" + ("*" if p.counted_from == "plan" else "")
+        for p in projection.phases
+    )
+    estimated = any(p.counted_from == "plan" for p in projection.phases)
+    console.print(
+        f"Time left at the rates this plan's runs measured: {left} (`migrate status` "
+        "shows how"
+        + ("; * counted from the plan's estimate of the phase's objects)." if estimated else ")."),
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def print_routes(console: Console, routes: list[RouteUse]) -> None:
     table = _table("Hosts contacted (route attestation)")
     # The host is read whole, even in an 80-column log; the rest folds around it.

@@ -1123,7 +1123,10 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
 
     code, after, err = run(["status", plan, "--json", *where], capsys)
     assert code == 0, err
-    assert json.loads(after) == json.loads(before)  # everything recorded is still there
+    before_json, after_json = json.loads(before), json.loads(after)
+    # The schema of 2026-11 kept no run history: nothing to time the phases left by.
+    assert before_json.pop("projection") is not None and after_json.pop("projection") is None
+    assert after_json == before_json  # everything recorded is still there
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0, err
     summary = json.loads(out)

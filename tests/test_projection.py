@@ -34,7 +34,9 @@ def test_status_projects_the_phases_left_from_the_pilots_run(
     assert "time left" not in status(plan, where, capsys)
 
     assert main(["run", plan, "--phase", "pilot", *where]) == 0
-    capsys.readouterr()
+    said = " ".join(capsys.readouterr().out.split())
+    # The run's own summary says it too, once it has measured.
+    assert "Time left at the rates this plan's runs measured: bulk-1 ~" in said, said
     answer = json.loads(status(plan, where, capsys, "--json"))
     measured, phases = answer["projection"]["measured"], answer["projection"]["phases"]
     assert (measured["runs"], measured["objects"]) == (1, 1), measured  # the pilot's one file
