@@ -6,8 +6,8 @@ has copied something (the pilot, first), its time says what an object costs here
 model has two terms: the bytes at the plan's bandwidth, plus a cost per object, the time
 the runs took beyond their bytes at that bandwidth, shared over their objects. Runs faster
 than the bandwidth says (the link is faster than declared) price the bytes at their
-measured rate instead, and objects at nothing more. Only finished runs that copied count:
-a killed run has no end to measure from.
+measured rate instead, and objects at nothing more. Only finished pilot and bulk runs that
+copied count: a killed run has no end to measure from, a delta's lists the source again.
 """
 
 from __future__ import annotations
@@ -55,8 +55,11 @@ class Projection:
 
 
 def measure(plan: Plan, runs: Sequence[RunRecord]) -> Measured | None:
-    """The rates of the plan's finished runs that copied; None without one."""
-    used = [r for r in runs if r.finished_at and r.counts.copied > 0]
+    """The rates of the plan's finished pilot and bulk runs that copied; None without one."""
+    # A delta's or cutover's run lists the source again and may delete: its time is not
+    # its copies'. A pilot's and a wave's is.
+    copying = {p.name for p in plan.phases if p.kind in (PhaseKind.PILOT, PhaseKind.BULK)}
+    used = [r for r in runs if r.finished_at and r.counts.copied > 0 and r.phase in copying]
     if not used:
         return None
     objects = sum(r.counts.copied + r.counts.failed + r.counts.changed for r in used)

@@ -120,6 +120,8 @@ def test_no_finished_run_that_copied_means_no_projection(
 ) -> None:
     plan = _plan(tmp_path, capsys, bandwidth=1e6)
     assert project(plan, [_run("bulk-1", 5, 0, 0)], []) is None
+    # A delta's run lists the whole source again for its few copies: not a copy's rate.
+    assert project(plan, [_run("delta", 50, 2, 2 * MiB)], []) is None
     # A phase whose estimate has no objects (none left to take) is not projected.
     empty = plan.model_copy(
         update={"phases": tuple(p.model_copy(update={"estimate": Estimate()}) for p in plan.phases)}
