@@ -427,6 +427,20 @@ def proxy_url(site: Site) -> str | None:
     ).geturl()
 
 
+def _credential_flaw(value: str) -> str | None:
+    """What no credential holds, said without the value: a control character (a carriage
+    return, a newline) or a space at either end."""
+    for i, char in enumerate(value):
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            named = {"\r": "a carriage return", "\n": "a newline", "\t": "a tab"}
+            what = named.get(char, f"the control character U+{ord(char):04X}")
+            end = "at its end" if i == len(value) - 1 else f"at character {i + 1}"
+            return f"holds {what} {end}"
+    if value != value.strip():
+        return "begins or ends with a space"
+    return None
+
+
 def resolve_credentials(site: Site) -> Credentials:
     """Read the environment variables a site references; each value is registered for
     redaction, so it can appear in no message."""
@@ -453,6 +467,14 @@ def resolve_credentials(site: Site) -> Credentials:
                 hint=f"export {var} before running migrate",
             )
         register_secret(value)
+        if flaw := _credential_flaw(value):
+            # Sent in a header, it fails far from here: a library's ValueError (exit 1),
+            # a dropped connection (exit 11), a rejected signature (exit 5).
+            raise ConfigError(
+                f"site {site.name}: environment variable {var} (credentials.{field_name}) {flaw}",
+                hint=f"export {var} again without it (a file saved with Windows line "
+                "endings leaves a carriage return: `tr -d '\\r'`)",
+            )
         if field_name == "proxy_auth_env":  # as it appears in a proxy URL, too
             user, _, password = value.partition(":")
             register_secret(password)

@@ -183,6 +183,31 @@ def test_wrong_credentials_give_exit_5_and_never_show_the_secret(
             assert CANARY.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.parametrize("flaw", ["\r", "\n", " "])
+def test_a_credential_saved_with_a_carriage_return_is_named_before_any_request(
+    seaweed: SeaweedFS,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flaw: str,
+) -> None:
+    """An env file saved with Windows line endings: the key sent in a header failed far
+    away, as an unexpected ValueError (exit 1), a dropped connection (exit 11) or an
+    unreachable endpoint (exit 6), by command (a walkthrough)."""
+    monkeypatch.setenv("T_KEY", seaweed.access_key + flaw)
+    monkeypatch.setenv("T_SECRET", CANARY)
+    sites = write_sites(tmp_path, seaweed.endpoint, bucket)
+    for command in (["inventory", "dest"], ["sites", "check"]):
+        code, out, err = run([*command, "--sites", str(sites)], capsys)
+        assert code == 3, err
+        assert_one_line_without_secret(out, err)
+        assert seaweed.access_key not in err
+        assert "T_KEY (credentials.access_key_env)" in err, err
+        said = {"\r": "a carriage return at its end", "\n": "a newline at its end"}
+        assert said.get(flaw, "begins or ends with a space") in err, err
+
+
 def test_an_unreachable_endpoint_gives_exit_6_within_30_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
