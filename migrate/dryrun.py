@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 
-from migrate.errors import NotFound, Permanent, Unsupported
+from migrate.errors import NotFound, Permanent, TransferError, Unsupported, as_store_failure
 from migrate.keys import portable_key
 from migrate.ledger import Ledger, PhaseCandidate
 from migrate.plan import PhaseKind, Plan
@@ -243,14 +243,17 @@ def dry_run(
     stores, not to the ledger. Memory: one batch of rows and per-dataset counters."""
     chosen = plan.phase(phase)
     resolved = ledger.phase_state(plan.name, chosen.name).resolved_at is not None
-    for container in sorted({m.source_container for m in plan.mappings}):
-        source_adapter.check(container)  # reachable and readable, before any HEAD
     missing: set[str] = set()
-    for bucket in sorted({m.destination_bucket for m in plan.mappings}):
-        try:
-            dest_adapter.check(bucket)
-        except NotFound:
-            missing.add(bucket)
+    try:
+        for container in sorted({m.source_container for m in plan.mappings}):
+            source_adapter.check(container)  # reachable and readable, before any HEAD
+        for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+            try:
+                dest_adapter.check(bucket)
+            except NotFound:
+                missing.add(bucket)
+    except TransferError as exc:  # no object would fail: the store does (exit 6, not 11)
+        raise as_store_failure(exc) from None
     report: dict[str, DatasetDryRun] = {
         m.dataset: DatasetDryRun(m.dataset, m.destination_bucket) for m in plan.mappings
     }

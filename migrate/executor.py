@@ -52,7 +52,9 @@ from migrate.errors import (
     RouteRefused,
     SourceChanged,
     StateUnwritable,
+    TransferError,
     Unsupported,
+    as_store_failure,
     redact,
 )
 from migrate.ledger import CONFLICT, Ledger, TransferRow
@@ -360,7 +362,10 @@ def run_phase(
     todo_bytes = sum(c.bytes for s, c in counts.items() if s not in ("done", "changed", "removed"))
     ledger.phase_mark(plan.name, phase_name, "started_at")
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
-        destination.create_container(bucket)
+        try:
+            destination.create_container(bucket)
+        except TransferError as exc:  # no object has failed: the store has (exit 6, not 11)
+            raise as_store_failure(exc) from None
     for bucket, key, upload in ledger.take_dropped_uploads():
         try:
             retries(partial(destination.abort_multipart, bucket, key, upload))

@@ -888,6 +888,28 @@ def test_a_store_gone_during_a_run_stops_it_and_the_same_command_resumes(
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+def test_a_store_that_answers_nothing_from_the_start_is_unreachable_not_objects_failing(
+    env_for: Any, seaweed: Any
+) -> None:
+    """The destination closes every connection unanswered from the first request, the
+    bucket's check before any object: a run and a dry run say the store is unreachable
+    (exit 6), not that objects failed to transfer (exit 11), which none had (a walkthrough)."""
+    from migrate.dryrun import dry_run
+
+    env: Env = env_for("s3", "s3")
+    env.seed(ESTATE)
+    plan = env.plan()
+    with fault_proxy(seaweed.endpoint, Faults(down=True)) as proxy:
+        gone = build_adapter(env.destination_site.model_copy(update={"endpoint": proxy.endpoint}))
+        with pytest.raises(EndpointUnreachable):
+            env.run(plan, destination=gone)
+        with Ledger(env.state) as ledger, pytest.raises(EndpointUnreachable):
+            dry_run(plan, "bulk-1", ledger, env.source, gone)
+    with Ledger(env.state) as ledger:
+        states = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}
+    assert set(states) == {"pending"}, states
+
+
 @pytest.mark.parametrize("stalls", ["the destination", "the source's bodies"])
 def test_a_store_that_stops_answering_stops_the_run_instead_of_hanging_it(
     env_for: Any, seaweed: Any, monkeypatch: pytest.MonkeyPatch, stalls: str
