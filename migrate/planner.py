@@ -1008,9 +1008,10 @@ def _ref(site: Site, role: str, verdict: Verdict, endpoint: str | None) -> SiteR
 _CUTOVER_CHECKLIST = (
     "Announce the freeze; stop every application writing to the source (revoke write "
     "keys/SAS or make the containers read-only) and confirm no write is in flight",
-    "Run `migrate inventory {source}` so the state sees the last writes",
-    "Run `migrate run PLAN --phase cutover`",
-    "Run `migrate verify PLAN --phase cutover` and check that it passes",
+    "Run `migrate run PLAN --phase cutover`: it re-lists {source} (the last writes), copies "
+    "them and verifies the whole plan",
+    "Check that it says the whole plan's verification passed (exit 0); otherwise do not "
+    "switch over",
     "Switch applications to the destination ({destination}: {buckets}) and test them",
     "Keep the source read-only until the switch is accepted; decommission only after a "
     "passing verification",
@@ -1361,7 +1362,8 @@ def make_plan(
             requires=bulk_names,
             estimate=delta_estimate,
             checklist=(
-                f"Run `migrate inventory {source}` first: the delta is what it finds new or "
+                f"Its run re-lists {source} first (a `migrate inventory {source}` before it "
+                "only refreshes a dry run's counts): the delta is what it finds new or "
                 "changed since the bulk copy. Its estimate is a projection: what changed in "
                 f"the {CHANGE_WINDOW_DAYS} days before the inventory, scaled to the time the "
                 "pilot and bulk waves are estimated to take",
