@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from migrate.errors import ConfigError, SecretInConfig, register_secret
 from migrate.locations import SITES_ENV, sites_path, state_dir_of
@@ -111,6 +111,14 @@ class Runner(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     location: str | None = None  # ISO country code of the machine running migrate
+
+    @field_validator("location")
+    @classmethod
+    def _two_letters(cls, value: str | None) -> str | None:
+        # "France" was judged a country outside the EU (exit 8): a typo, not a verdict.
+        if value is not None and not re.fullmatch(r"[A-Za-z]{2}", value.strip()):
+            raise ValueError(f"{value!r} is not a two-letter ISO 3166 country code (e.g. FR)")
+        return value
 
 
 class SitesConfig(BaseModel):

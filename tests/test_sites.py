@@ -323,3 +323,15 @@ def test_a_misspelled_credential_key_is_told_the_key_it_meant(tmp_path: Path) ->
     line = err.value.one_line()
     assert 'did you mean connection_string_env = "VARIABLE_NAME"?' in line, line
     assert "DEMO_AZURE_CONNECTION_STRING" not in line  # what it holds is not repeated
+
+
+@pytest.mark.parametrize("location", ["France", "FRA", "F", "12"])
+def test_a_runner_location_that_is_no_country_code_is_a_configuration_error(
+    tmp_path: Path, location: str
+) -> None:
+    """`location = "France"` was judged a country outside the EU/EEA (a FAIL verdict, exit 8
+    from run and verify): a typo said as a sovereignty failure (a walkthrough)."""
+    text = GOOD.replace('location = "FR"', f'location = "{location}"')
+    with pytest.raises(ConfigError, match=r"runner\.location: .*not a two-letter ISO 3166"):
+        load_sites(write(tmp_path, text))
+    assert load_sites(write(tmp_path, GOOD.replace('"FR"', '"fr"'))).runner.location == "fr"
