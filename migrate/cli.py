@@ -608,6 +608,23 @@ def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
     return approval is not None, detail
 
 
+def _record_text(option: str, value: str) -> str:
+    """A value kept in the audit record (who approved, why a gate was forced): one line of
+    text, its edges trimmed. A newline in it printed a made-up second line in every output
+    that shows it (exit 3, a value not understood); blank, it recorded nothing (exit 2, as
+    when it is missing) (a walkthrough)."""
+    text = value.strip()
+    if not text:
+        raise UsageError(f"{option} is blank: it is recorded, so it must say something")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ConfigError(
+            f"{option}: one line of text, without control characters (a newline, a tab): "
+            "it is recorded and shown as one line",
+            hint=f"give {option} again on one line",
+        )
+    return text
+
+
 @plan_app.command("approve")
 def plan_approve(
     plan: PlanArg,
@@ -624,7 +641,7 @@ def plan_approve(
     from migrate.planner import approve_plan
 
     config = load_sites(sites)
-    who = by or os_user()
+    who = os_user() if by is None else _record_text("--by", by)
     loaded = load_plan(plan)
     # Sites the sites file does not have: approved, the plan could never run (exit 3).
     config.site(loaded.source), config.site(loaded.destination)
@@ -949,8 +966,10 @@ def run(
     # changed meanwhile stores no receipt.
     receipt = None if dry_run else _receipt_inputs(plan, phase, sites)
     config = load_sites(sites)
-    if force and not reason:
+    if force and not (reason or "").strip():
         raise UsageError("--force needs --reason '...': the reason is recorded in the state")
+    if force and reason is not None:
+        reason = _record_text("--reason", reason)
     if reason is not None and not force:  # taken without a word, it looked recorded
         raise UsageError(
             "--reason is the reason for --force, which is not given",

@@ -2511,6 +2511,32 @@ def test_an_option_missing_that_another_needs_is_a_usage_error(
         assert json.loads(out)["error"]["kind"] == "UsageError"
 
 
+def test_what_the_audit_record_keeps_is_one_line_that_says_something(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A blank --reason passed the gate and was recorded; an approver's name holding a
+    newline printed a made-up line under it wherever shown (a walkthrough). Refused, and
+    nothing recorded; a value's edges are trimmed."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    forced = ["run", plan, "--phase", "bulk-1", "--force", *where]
+    for args, code, said in (
+        ([*forced, "--reason", "   "], 2, "--force needs --reason"),
+        ([*forced, "--reason", "ok\nInjected: line"], 3, "--reason: one line of text"),
+        (["plan", "approve", plan, "--by", "ops\nInjected: line", *where], 3, "--by: one line"),
+        (["plan", "approve", plan, "--by", " ", *where], 2, "--by is blank"),
+    ):
+        got, _, err = run(args, capsys)
+        assert got == code and said in err and err.count("\n") == 1, (args, err)
+    name = load_plan(Path(plan)).name
+    with Ledger(tmp_path / "state") as ledger:
+        assert ledger.phase_state(name, "bulk-1").started_at is None
+        (approval,) = ledger.approvals(name)  # the helper's own, alone
+        assert "Injected" not in approval.approved_by
+    assert main([*forced, "--reason", "  pilot verified by hand  "]) == 0
+    with Ledger(tmp_path / "state") as ledger:
+        assert ledger.phase_state(name, "bulk-1").forced_reason == "pilot verified by hand"
+
+
 def test_a_disk_error_that_is_not_the_outputs_is_not_told_as_the_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
