@@ -1436,6 +1436,19 @@ def verify(
     from migrate.verify import NON_FAILING, WRONG_CONTENT
     from migrate.verify import verify as do_verify
 
+    # Options that would do nothing as given: refused, not taken without a word.
+    if sample is not None and (deep or deep_both):
+        raise UsageError(
+            "--deep re-reads every object, --sample a share of them: give one",
+            hint="e.g. --sample 5% for a seeded share, or --deep for all",
+        )
+    if seed is not None and sample is None:
+        raise UsageError("--seed is the seed of --sample, which is not given", hint="add --sample")
+    if copy_again and not metadata:
+        raise UsageError(
+            "--copy-again acts on metadata findings, which --metadata looks for",
+            hint="add --metadata",
+        )
     if seed is not None and not 0 <= seed < 2**63:  # the state keeps it as a 64-bit integer
         raise ConfigError(
             f"--seed {seed}: give a whole number from 0 to {2**63 - 1}", hint="e.g. --seed 2026"

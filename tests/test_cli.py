@@ -2504,6 +2504,11 @@ def test_an_option_missing_that_another_needs_is_a_usage_error(
         (["status", plan, "--phase", "bulk-1"], "--phase is for --failed"),
         (["status", plan, "--failed", "--routes"], "--routes and --failed show different"),
         (["plan", "--from", "src"], "migrate plan needs --from SITE --to SITE"),
+        # an option that does nothing as given was taken without a word (a walkthrough)
+        (["verify", plan, "--deep", "--sample", "5%"], "--deep re-reads every object"),
+        (["verify", plan, "--deep=both", "--sample", "5%"], "--deep re-reads every object"),
+        (["verify", plan, "--seed", "3"], "--seed is the seed of --sample"),
+        (["verify", plan, "--copy-again"], "--copy-again acts on metadata findings"),
     ):
         code, out, err = run([*args, *where, "--json"], capsys)
         assert code == 2, (args, err)
