@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -47,6 +46,7 @@ from migrate.errors import (
     as_store_failure,
     error_json,
     kind_of,
+    printable,
     redact,
     wants_json,
 )
@@ -1346,10 +1346,7 @@ def _not_copied_yet(
 def _escaped(text: str) -> str:
     """A name on one line, its columns kept: backslashes and control characters (a key
     may hold a newline or a tab) written as backslash escapes."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text.replace("\\", "\\\\"))
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+    return printable(text.replace("\\", "\\\\"))
 
 
 def _print_not_copied(rows: Iterator[NotCopiedRow], json_out: bool) -> bool:
@@ -1505,7 +1502,7 @@ def verify(
             )
         for f in result.findings[:50]:
             where = f"{f.bucket}/{f.key}" if f.bucket else f"source {f.source}"
-            _console().print(f"  {f.kind}: {where}: {f.detail}", markup=False)
+            _console().print(printable(f"  {f.kind}: {where}: {f.detail}"), markup=False)
         if result.truncated or len(result.findings) > 50:
             _console().print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
     if not result.passed:

@@ -49,7 +49,7 @@ class MigrateError(Exception):
 
     def one_line(self) -> str:
         text = self.message if not self.hint else f"{self.message} ({self.hint})"
-        return redact(" ".join(text.split()))
+        return redact(printable(" ".join(text.split())))
 
 
 class UsageError(MigrateError):
@@ -269,6 +269,16 @@ _SECRET_PATTERNS = [
     re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z2-7]{16}(?![A-Z0-9])"),
     re.compile(r"(?<![A-Z0-9])(SCW)[A-Z0-9]{17}(?![A-Z0-9])"),  # Scaleway's
 ]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text as a terminal shows it and not as it acts on one: a control character (a key
+    may hold a newline, or ESC and a sequence that erases the line and writes another) as
+    a backslash escape, `\\x1b`. For what a person reads; --json keeps names as they are."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def register_secret(value: str) -> None:

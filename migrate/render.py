@@ -10,6 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from migrate.errors import printable
+
 if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from rich.console import Console
     from rich.table import Table
@@ -36,7 +38,7 @@ def _lit(value: object) -> str:
     which rich reads as markup: `[x]` in a key is shown, and `[/x]` does not crash."""
     from rich.markup import escape
 
-    return escape(str(value))
+    return escape(printable(str(value)))
 
 
 def human_bytes(n: int) -> str:
@@ -391,7 +393,7 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
             "they grow back as requests succeed)"
         )
     for container, key, why in s.failures:
-        console.print(f"  {container}/{key}: {why}", markup=False)
+        console.print(printable(f"  {container}/{key}: {why}"), markup=False)
 
 
 def resume_command(plan: Plan, phase: str, gated: Collection[str]) -> str:
@@ -622,7 +624,7 @@ def print_dry_run(console: Console, report: Any) -> None:
         )
     for d in report.datasets:
         for example in d.conflict_examples:
-            console.print(f"  conflict: {example}", markup=False)
+            console.print(printable(f"  conflict: {example}"), markup=False)
     if report.not_copied:
         console.print(
             f"Not copied: {report.not_copied:,} objects changed at the source during their "
@@ -758,7 +760,9 @@ def print_delta(console: Console, delta: Any) -> None:
         )
     )
     for row in delta.deleted_examples[:DELTA_EXAMPLES]:
-        console.print(f"  deleted at the source: {row.container}/{row.key}", markup=False)
+        console.print(
+            printable(f"  deleted at the source: {row.container}/{row.key}"), markup=False
+        )
     if delta.deleted > DELTA_EXAMPLES:
         console.print(
             f"  ... and {delta.deleted - DELTA_EXAMPLES:,} more deleted at the source (the "

@@ -136,6 +136,29 @@ def approved_plan(
     return plan
 
 
+def test_a_key_holding_terminal_controls_is_shown_escaped_never_acting_on_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key holding ESC and a line-erasing sequence reached the terminal raw in verify's
+    findings: the line read "FAKE: all good" over the finding; a newline split one finding
+    over two lines (a walkthrough). Shown escaped; --json keeps the name as it is."""
+    evil = "esc\x1b[2K\rFAKE: all good\nsecond.txt"
+    where = local_move(tmp_path, {evil: b"evil", "plain.txt": b"plain"})
+    plan = approved_plan(tmp_path, capsys, where)
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    (tmp_path / "d" / "data" / evil).unlink()  # the copy goes missing
+    code, out, err = run(["verify", plan, *where], capsys)
+    assert code == 12, err
+    assert "\x1b" not in out + err and "\r" not in out + err, out
+    (line,) = [x for x in out.splitlines() if "missing" in x and "FAKE" in x]
+    assert "esc\\x1b[2K\\x0dFAKE: all good\\x0asecond.txt" in line, line
+    code, out, _ = run(["verify", plan, "--json", *where], capsys)
+    assert code == 12 and evil in [f["key"] for f in json.loads(out)["findings"]]
+    # An error's one line naming such a key: one line, and no control acts either.
+    said = errors.TransferError(f"data/{evil}: failed", hint="x").one_line()
+    assert said == "data/esc\\x1b[2K FAKE: all good second.txt: failed (x)", said
+
+
 def assert_one_line_without_secret(out: str, err: str) -> None:
     assert CANARY not in out and CANARY not in err
     assert "Traceback" not in err
