@@ -105,6 +105,11 @@ class RouteRefused(MigrateError):
     exit_code = 10
 
 
+class GlobalEndpointRefused(RouteRefused):
+    """A request to an endpoint that does not say where the data is served (AWS's
+    us-east-1 one): what `sites check` cannot contact a site by, not a failure of it."""
+
+
 class TransferError(MigrateError):
     exit_code = 11
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from fnmatch import fnmatch
 from urllib.parse import SplitResult, urlsplit
 
-from migrate.errors import RouteRefused
+from migrate.errors import GlobalEndpointRefused, RouteRefused
 
 # Endpoints whose hostname does not say the region: a request there may be served anywhere.
 GLOBAL_ENDPOINTS = (
@@ -172,7 +172,7 @@ class RoutingGuard:
         scheme, host, port = host_of(url)
         key = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
         if is_global_endpoint(host, self._global):
-            raise RouteRefused(
+            raise GlobalEndpointRefused(
                 f"{method} to {key} refused: a global endpoint that does not say where "
                 "the data is served",
                 hint="use the regional endpoint of the site's region",

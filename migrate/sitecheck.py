@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from migrate.errors import MigrateError, RouteRefused, as_store_failure, kind_of
+from migrate.errors import GlobalEndpointRefused, MigrateError, as_store_failure, kind_of
 from migrate.sites import Site, SitesConfig
 from providers.base import StoreAdapter
 
@@ -75,7 +75,7 @@ def check_sites(
             # A destination whose buckets the run makes: its credentials proved without one.
             try:
                 shown = adapter.check_account()
-            except RouteRefused as exc:  # where its requests go is not known: said, not failed
+            except GlobalEndpointRefused as exc:  # where they go is not known: said, not failed
                 results.append(
                     SiteCheck(name, site.provider, site.region, site.endpoint,
                               not_checked=f"set up, not contacted: {exc.one_line()}")

@@ -59,7 +59,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import ipaddress
 import re
 import ssl
 import threading
@@ -115,7 +114,7 @@ from migrate.errors import (
     SourceChanged,
     Unsupported,
 )
-from migrate.routing import endpoint_host
+from migrate.routing import endpoint_host, is_loopback
 from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.azure_lean import (
     AzureAnswer,
@@ -283,7 +282,7 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
         # Path-style endpoints (emulators) name the account in the path.
         path_account = parsed.path.strip("/").split("/")[0]
         account = path_account or parsed.hostname.split(".")[0]
-    if parsed.scheme == "http" and not site.allow_http and not _is_loopback(parsed.hostname):
+    if parsed.scheme == "http" and not site.allow_http and not is_loopback(parsed.hostname):
         raise ConfigError(
             f"site {site.name}: endpoint {endpoint} is plain HTTP beyond this machine",
             hint="use https, or declare allow_http = true in the site",
@@ -326,15 +325,6 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
                 f'{parsed.path}") so that plans judge and allow that host',
             )
     return _Target(endpoint, account, key or None, sas.lstrip("?") if sas else None)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- the routing seam -----------------------------------------------------------------------

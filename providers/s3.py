@@ -67,6 +67,7 @@ from migrate.errors import (
     Unsupported,
     register_secret,
 )
+from migrate.routing import is_loopback
 from migrate.sites import Site, proxy_url, resolve_credentials
 from providers.base import (
     ABSENT,
@@ -116,7 +117,6 @@ _CHECKSUM_FIELDS = {
     "ChecksumCRC64NVME": "crc64nvme",
 }
 _PLAIN_MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # Stores whose listing walks directories instead of sorting keys by bytes. The catalog will
 # carry this as a quirk of the software; until then, the site's declared software decides,
 # and where none is declared, the Server header of the first listing (SeaweedFS names
@@ -572,8 +572,7 @@ def build_client(site: Site) -> S3Client:
             raise not_a_url(site.name, endpoint)
         if (
             parts.scheme == "http"
-            and parts.hostname not in _LOOPBACK_HOSTS
-            and not parts.hostname.startswith("127.")
+            and not is_loopback(parts.hostname)  # the guard's test: "127.0.0.l" is a name
             and not site.allow_http
         ):
             raise ConfigError(

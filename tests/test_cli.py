@@ -1285,6 +1285,18 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     assert checked["us"]["endpoint"] is None  # botocore's choice, the global one: not shown
     code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
     assert code == 0 and "(account)" in out and "not contacted" in out, out
+    # `127.0.0.l`, a typo: a name, not loopback. Plain HTTP to it was let through the
+    # site's set-up ("127." taken for loopback) and refused at each request, which the
+    # check took for a global endpoint's, not contacted: exit 0 (a walkthrough).
+    plain = tmp_path / "plain.toml"
+    plain.write_text(
+        '[sites.typo]\nprovider = "self-hosted"\nsoftware = "seaweedfs"\n'
+        'endpoint = "http://127.0.0.l:8333"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+    )
+    code, out, err = run(["sites", "check", "--json", "--sites", str(plain)], capsys)
+    (typo,) = json.loads(out)["sites"]
+    assert code == 3 and typo["exit_code"] == 3 and "uses plain HTTP" in typo["error"], typo
 
     code, out, err = run(
         ["sites", "check", "us", "--fail-on-policy", "--sites", str(sites)], capsys
