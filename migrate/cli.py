@@ -1031,6 +1031,9 @@ def run(
         check_approved(session.plan, session.ledger)
         if dry_run:
             from migrate.dryrun import dry_run as do_dry_run
+            from migrate.phaserun import check_removal_applies
+
+            check_removal_applies(session.plan, phase, delete_removed)
 
             check_sources_listed(session.plan, config)
             check_inventory_held(session.plan, session.ledger, phase)

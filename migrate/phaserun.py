@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from migrate import os_user, tool_version
 from migrate.errors import ConfigError, MigrateError, PlanError
 from migrate.ledger import Ledger, RunCounts
-from migrate.plan import check_inventory_held, check_sources_listed
+from migrate.plan import Plan, check_inventory_held, check_sources_listed
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 
 if TYPE_CHECKING:
@@ -149,6 +149,19 @@ class PhaseRun:
     checklist: list[str] = field(default_factory=list)
 
 
+def check_removal_applies(plan: Plan, phase: str, delete_removed: bool) -> None:
+    """--delete-removed on a phase that removes nothing: refused (exit 3), by a run and by
+    its dry run alike (the dry run took it without a word, the run then refused it)."""
+    kind = plan.phase(phase).kind
+    if delete_removed and kind not in ("delta", "cutover"):
+        # Taken without a word, it looked like a removal that had been done.
+        raise ConfigError(
+            f"--delete-removed: phase {phase} is a {kind} phase; only delta and cutover "
+            "re-list the source and remove what was deleted there",
+            hint=f"run `migrate run {plan.command_path} --phase {phase}` without it",
+        )
+
+
 def run_plan_phase(
     session: Session,
     phase: str,
@@ -168,16 +181,10 @@ def run_plan_phase(
     removed). `max_remove`: the most copies --delete-removed may remove (see
     migrate/delta.py; None: DEFAULT_MAX_REMOVE)."""
     plan, ledger = session.plan, session.ledger
-    kind = plan.phase(phase).kind
+    plan.phase(phase)  # an unknown phase is said first
     check_sources_listed(plan, session.config)
     check_inventory_held(plan, ledger, phase)
-    if delete_removed and kind not in ("delta", "cutover"):
-        # Taken without a word, it looked like a removal that had been done.
-        raise ConfigError(
-            f"--delete-removed: phase {phase} is a {kind} phase; only delta and cutover "
-            "re-list the source and remove what was deleted there",
-            hint=f"run `migrate run {plan.command_path} --phase {phase}` without it",
-        )
+    check_removal_applies(plan, phase, delete_removed)
     if delete_removed:
         from migrate.delta import DEFAULT_MAX_REMOVE
 

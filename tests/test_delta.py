@@ -963,9 +963,12 @@ def test_delete_removed_given_to_a_phase_that_removes_nothing_is_refused(
     from tests.helpers import finished_local_copy
 
     plan, where = finished_local_copy(tmp_path, capsys)
-    code = main(["run", plan, "--phase", "bulk-1", "--delete-removed", *where])
-    err = capsys.readouterr().err
-    assert code == 3 and "only delta and cutover" in err, err
+    # Its dry run says so too: it took the option without a word, the run then refused
+    # it (a walkthrough).
+    for dry in ([], ["--dry-run"]):
+        code = main(["run", plan, "--phase", "bulk-1", "--delete-removed", *dry, *where])
+        err = capsys.readouterr().err
+        assert code == 3 and "only delta and cutover" in err, (dry, err)
 
 
 def test_an_upload_another_writer_has_under_a_key_already_copied_is_not_aborted(
