@@ -516,6 +516,10 @@ def plan(
         exclude=exclude or (),
         warn=_warn,
     )
+    with Ledger.for_reading(config.state_dir) as ledger:
+        # Written over a plan of that name with progress elsewhere, the file the state's
+        # progress was approved as would be gone, and every run refused (a walkthrough).
+        check_same_routes(made, ledger)
     with _writing("the plan", out):
         save_plan(made, out)
     if json_out:

@@ -2551,6 +2551,29 @@ def test_an_option_missing_that_another_needs_is_a_usage_error(
         assert json.loads(out)["error"]["kind"] == "UsageError"
 
 
+def test_a_plan_made_again_over_one_with_progress_elsewhere_is_refused_unwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan -o` over the approved plan whose bulk-1 is copied, with another destination:
+    the file was replaced (the version approved and run gone) and every run then refused
+    (a walkthrough). Refused before writing (exit 9); the same routes may be made again."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    sites = Path(where[1])
+    (tmp_path / "elsewhere").mkdir()
+    sites.write_text(
+        sites.read_text()
+        + f'[sites.other]\nprovider = "local"\npath = "{tmp_path / "elsewhere"}"\n'
+    )
+    before = Path(plan).read_bytes()
+    make = ["plan", "--from", "src", "--policy", "eu-residency", "-o", plan, *where]
+    code, _, err = run([*make, "--to", "other"], capsys)
+    assert code == 9 and "already holds the progress of another plan" in err, err
+    assert "-o plans/OTHER.yaml" in err and err.count("\n") == 1, err
+    assert Path(plan).read_bytes() == before
+    code, _, err = run([*make, "--to", "dst"], capsys)  # the same routes: made again
+    assert code == 0, err
+
+
 def test_what_the_audit_record_keeps_is_one_line_that_says_something(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
