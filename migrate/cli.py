@@ -228,6 +228,21 @@ def _warn(line: str) -> None:
     _stderr().print(f"migrate: warning: {line}", markup=False, soft_wrap=True)
 
 
+def _warn_if_state_unaware(plan: Plan, ledger: Ledger, config: SitesConfig) -> None:
+    """A state that holds nothing of the plan (never approved, nor run): its progress and
+    report read as a plan with nothing done, exit 0, when the sites file is most likely not
+    the plan's (a walkthrough); said, as run says it."""
+    if ledger.approvals(plan.name) or ledger.runs(plan.name, 1)[1]:
+        return
+    missing = [s for s in (plan.source, plan.destination) if s not in config.sites]
+    _warn(
+        f"the state {ledger.path} holds nothing of plan {plan.name} (never approved nor run "
+        "with it)"
+        + (f", and {config.path} declares no site {' nor '.join(missing)}" if missing else "")
+        + ": if the plan was made with another sites file, name it with --sites"
+    )
+
+
 # Set once a command printed its JSON: a failure after it (verify's findings, a run's
 # failed objects) prints no second object under --json; `main` clears it.
 _json_printed: list[bool] = []
@@ -1211,6 +1226,7 @@ def status(
     # Asked before and after the counts: a run ending meanwhile is not a stopped one.
     running = plan_holder(config.state_dir, loaded.name)
     with Ledger.for_reading(config.state_dir) as ledger:
+        _warn_if_state_unaware(loaded, ledger, config)
         moved = moved_route(loaded, ledger)
         if moved is not None and edited:
             # An edit moved a dataset: not another plan to save under another name.
@@ -1597,6 +1613,7 @@ def report(
     config, catalog = _load(sites)
     loaded = load_plan(plan)
     with Ledger.for_reading(config.state_dir) as ledger, ledger.snapshot():
+        _warn_if_state_unaware(loaded, ledger, config)
         built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
         with _writing("the report", out):
             paths = write_report(built, out, plan=loaded, ledger=ledger)

@@ -747,18 +747,27 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A plan is named by its file: made again into the same file with another destination,
-    it would take the first one's progress (done, verified) for its own."""
+    it would take the first one's progress (done, verified) for its own. `plan` refuses to
+    write it; a copy over the file is refused by every command."""
     files = {f"{i}.csv": b"1,2,3\n" * (i + 1) for i in range(3)}
     where = local_move(tmp_path, files, "d1", "d2")
     plan = approved_plan(tmp_path, capsys, where, to="d1")
 
-    def make(to: str) -> None:
-        assert run(["plan", "--from", "s", "--to", to, "--policy", "eu-residency",
-                    "--no-pilot", "-o", plan, *where], capsys)[0] == 0  # fmt: skip
+    def make(to: str, out: str = plan) -> int:
+        return run(["plan", "--from", "s", "--to", to, "--policy", "eu-residency",
+                    "--no-pilot", "-o", out, *where], capsys)[0]  # fmt: skip
 
+    # Another plan of that name, made before the first one's progress (or by hand):
+    (tmp_path / "elsewhere").mkdir()
+    assert make("d2", str(tmp_path / "elsewhere" / Path(plan).name)) == 0
     assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
     assert run(["verify", plan, *where], capsys)[0] == 0
-    make("d2")
+    approved = Path(plan).read_bytes()
+    # `plan -o` over it now: refused, unwritten (the approved, run file was replaced and
+    # every run refused: a walkthrough)
+    assert make("d2") == 9
+    assert Path(plan).read_bytes() == approved
+    shutil.copy(tmp_path / "elsewhere" / Path(plan).name, plan)  # copied over it
     for args in (
         ["plan", "approve", plan],
         ["run", plan, "--phase", "bulk-1"],
@@ -776,7 +785,7 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
     assert not any((tmp_path / "d2").iterdir()) and not (tmp_path / "report").exists()
     # Made again with the same destination (after a new inventory, say): the same move, its
     # progress untouched by the refused commands.
-    make("d1")
+    assert make("d1") == 0
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0 and json.loads(out)["copied"] == 0, err
@@ -2551,27 +2560,24 @@ def test_an_option_missing_that_another_needs_is_a_usage_error(
         assert json.loads(out)["error"]["kind"] == "UsageError"
 
 
-def test_a_plan_made_again_over_one_with_progress_elsewhere_is_refused_unwritten(
+def test_status_and_report_say_when_the_state_holds_nothing_of_the_plan(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`plan -o` over the approved plan whose bulk-1 is copied, with another destination:
-    the file was replaced (the version approved and run gone) and every run then refused
-    (a walkthrough). Refused before writing (exit 9); the same routes may be made again."""
+    """With another sites file (another state, without the plan's sites) status showed a
+    plan with nothing done and report wrote one, exit 0, without a word; run said why it
+    refused (a walkthrough). They still answer (an auditor's copy may be read so), and
+    warn, naming the state and the sites missing."""
     plan, where = finished_local_copy(tmp_path, capsys)
-    sites = Path(where[1])
-    (tmp_path / "elsewhere").mkdir()
-    sites.write_text(
-        sites.read_text()
-        + f'[sites.other]\nprovider = "local"\npath = "{tmp_path / "elsewhere"}"\n'
-    )
-    before = Path(plan).read_bytes()
-    make = ["plan", "--from", "src", "--policy", "eu-residency", "-o", plan, *where]
-    code, _, err = run([*make, "--to", "other"], capsys)
-    assert code == 9 and "already holds the progress of another plan" in err, err
-    assert "-o plans/OTHER.yaml" in err and err.count("\n") == 1, err
-    assert Path(plan).read_bytes() == before
-    code, _, err = run([*make, "--to", "dst"], capsys)  # the same routes: made again
-    assert code == 0, err
+    other = tmp_path / "other.toml"
+    other.write_text(f'state_dir = "{tmp_path / "other-state"}"\n[sites.x]\nprovider = "local"\n'
+                     f'path = "{tmp_path}"\n')  # fmt: skip
+    for args in (["status", plan], ["report", plan, "-o", str(tmp_path / "r")]):
+        code, _, err = run([*args, "--sites", str(other)], capsys)
+        assert code == 0, err
+        assert "warning: the state " in err and "holds nothing of plan plan" in err, err
+        assert "declares no site src nor dst" in err and "--sites" in err, err
+        code, _, err = run([*args, *where], capsys)  # its own: nothing to warn of
+        assert code == 0 and "warning" not in err, err
 
 
 def test_what_the_audit_record_keeps_is_one_line_that_says_something(
