@@ -416,7 +416,7 @@ def print_status(
 ) -> None:
     """The table, then what it was read from and whether a run is under way: "in progress"
     after a run stopped (Ctrl-C, a kill, a crash) means left half-done, not being copied.
-    With a projection, each phase's time left at the rates the plan's runs measured."""
+    With a projection, the phases' time left at the rates the plan's runs measured."""
     from migrate.planlock import left_behind
 
     table = _table(f"Plan {plan.name}")
@@ -431,9 +431,6 @@ def print_status(
     # --delete-removed keeps the others' copies, still done.
     named = {"in_progress": "in progress", "removed": "out of the move (deleted at source)"}
     columns = ["phase", *(named.get(s, s) for s in states), "verified"]
-    time_left = {p.phase: p for p in projection.phases} if projection else {}
-    if projection:
-        columns.append("time left")
     for column in columns:
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
     by_phase: dict[str, dict[str, int]] = {}
@@ -442,32 +439,14 @@ def print_status(
     for phase in plan.phases:
         n = by_phase.get(phase.name, {})
         state = phases.get(phase.name)
-        row = [
+        table.add_row(
             _lit(phase.name),
             *(f"{n.get(k, 0):,}" for k in states),
             (state.verified_at or "-") if state else "-",
-        ]
-        if projection:
-            p = time_left.get(phase.name)
-            mark = "*" if p is not None and p.counted_from == "plan" else ""
-            row.append("-" if p is None else about(p.seconds) + mark)
-        table.add_row(*row)
-    console.print(table)
-    if projection:
-        m = projection.measured
-        console.print(
-            f"Time left: at the rates this plan's {m.runs:,} finished run(s) measured "
-            f"({m.objects:,} object(s), {human_bytes(m.bytes)} in {human_duration(m.seconds)}: "
-            f"{human_bytes(int(m.bytes_per_second))}/s plus {m.seconds_per_object * 1000:,.1f} "
-            "ms an object)"
-            + (
-                "; * counted from the plan's estimate of the phase's objects (chosen when it runs)."
-                if any(p.counted_from == "plan" for p in projection.phases)
-                else "."
-            ),
-            markup=False,
-            soft_wrap=True,
         )
+    console.print(table)
+    if projection and projection.phases:
+        print_time_left(console, projection, figures=True)
     console.print(f"State: {_lit(state_file)}", soft_wrap=True)
     if running:
         console.print(f"Under way now: {_lit(running)}", soft_wrap=True)
@@ -489,17 +468,26 @@ def print_status(
         )
 
 
-def print_time_left(console: Console, projection: Projection) -> None:
-    """After a pilot or bulk run: the phases left, timed at the rates measured so far."""
+def print_time_left(console: Console, projection: Projection, *, figures: bool = False) -> None:
+    """The phases left, timed at the rates the plan's runs measured: after a pilot or bulk
+    run (pointing at `status`), and in `status` (`figures`: what was measured)."""
     left = ", ".join(
         f"{p.phase} {about(p.seconds)}" + ("*" if p.counted_from == "plan" else "")
         for p in projection.phases
     )
-    estimated = any(p.counted_from == "plan" for p in projection.phases)
+    m = projection.measured
+    said = (
+        f"measured: {m.runs:,} finished pilot or bulk run(s), {m.objects:,} object(s), "
+        f"{human_bytes(m.bytes)} in {human_duration(m.seconds)}: "
+        f"{human_bytes(int(m.bytes_per_second))}/s plus {m.seconds_per_object * 1000:,.1f} ms "
+        "an object"
+        if figures
+        else "`migrate status` shows the figures"
+    )
+    if any(p.counted_from == "plan" for p in projection.phases):
+        said += "; * counted from the plan's estimate of the phase's objects"
     console.print(
-        f"Time left at the rates this plan's runs measured: {left} (`migrate status` "
-        "shows how"
-        + ("; * counted from the plan's estimate of the phase's objects)." if estimated else ")."),
+        f"Time left at the rates this plan's runs measured: {left} ({said}).",
         markup=False,
         soft_wrap=True,
     )
