@@ -1116,7 +1116,9 @@ def run(
         checklist = outcome.checklist
         session.ledger.check_in_place()  # its records are in the state there is now
         ahead = None
-        if not json_out and kind in ("pilot", "bulk"):
+        # Not after a finished phase's answer (nothing copied): a re-run reads no more of
+        # the state than its receipt keeps (migrate/rerun.py).
+        if not json_out and kind in ("pilot", "bulk") and outcome.summary.copied:
             name = session.plan.name
             runs = session.ledger.runs(name, RUNS_MEASURED)[0]
             ahead = project(session.plan, runs, session.ledger.phase_counts(name))

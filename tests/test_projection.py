@@ -51,3 +51,78 @@ def test_status_projects_the_phases_left_from_the_pilots_run(
     text = " ".join(status(plan, where, capsys).split())
     assert "Time left at the rates this plan's runs measured: bulk-1 ~" in text, text
     assert "(measured: 1 finished pilot or bulk run(s), 1 object(s)," in text, text
+
+
+def _plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], bandwidth: float) -> Plan:
+    plan, _ = finished_local_copy(tmp_path, capsys, run=False)
+    loaded = load_plan(Path(plan))
+    return loaded.model_copy(
+        update={
+            "options": loaded.options.model_copy(update={"bandwidth_bytes_per_second": bandwidth})
+        }
+    )
+
+
+def _run(phase: str, seconds: int, copied: int, size: int, *, finished: bool = True) -> RunRecord:
+    start = "2026-12-05T10:00:00+00:00"
+    end = f"2026-12-05T10:{seconds // 60:02d}:{seconds % 60:02d}+00:00"
+    return RunRecord(
+        1, "p", phase, start, end if finished else None, "ops", "0", "{}",
+        "completed" if finished else None, RunCounts(copied=copied, bytes_copied=size),
+    )  # fmt: skip
+
+
+def test_many_small_objects_cost_their_round_trips_not_their_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The walkthrough's pilot: 8,538 small objects, 152 MiB in 51 s on a link the plan
+    # declared at 125 MB/s (1.2 s of bytes): ~5.8 ms an object beyond its bytes.
+    plan = _plan(tmp_path, capsys, bandwidth=125e6)
+    runs = [_run("pilot", 51, 8_538, 152 * MiB)]
+    counts = [PhaseCounts("bulk-1", "pending", 100_000, 1_800 * MiB)]
+    projection = project(plan, runs, counts)
+    assert projection is not None
+    m = projection.measured
+    assert m.bytes_per_second == 125e6
+    assert m.seconds_per_object == pytest.approx((51 - 152 * MiB / 125e6) / 8_538)
+    bulk = {p.phase: p for p in projection.phases}["bulk-1"]
+    assert bulk.counted_from == "state"
+    # 100,000 objects at ~5.8 ms each, plus 1,800 MiB at the bandwidth: ~10 min, where
+    # the bytes alone say 15 s.
+    assert bulk.seconds == pytest.approx(1_800 * MiB / 125e6 + 100_000 * m.seconds_per_object, 0.01)
+    assert 560 < bulk.seconds < 620
+
+
+def test_a_link_faster_than_declared_prices_bytes_at_the_measured_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan(tmp_path, capsys, bandwidth=1e6)  # declared 1 MB/s; 400 MiB took 20 s
+    runs = [_run("pilot", 20, 40, 400 * MiB), _run("bulk-1", 30, 10, 1, finished=False)]
+    counts = [
+        PhaseCounts("bulk-1", "done", 5, 50 * MiB),
+        PhaseCounts("bulk-1", "failed", 2, 20 * MiB),
+        PhaseCounts("bulk-1", "pending", 8, 80 * MiB),
+    ]
+    projection = project(plan, runs, counts)
+    assert projection is not None
+    assert projection.measured.runs == 1  # a run with no end (killed) measures nothing
+    assert projection.measured.seconds_per_object == 0
+    bulk = {p.phase: p for p in projection.phases}["bulk-1"]
+    # What is left: the failed and the pending, at 20 MiB/s.
+    assert (bulk.objects, bulk.bytes) == (10, 100 * MiB)
+    assert bulk.seconds == pytest.approx(5.0)
+
+
+def test_no_finished_run_that_copied_means_no_projection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan(tmp_path, capsys, bandwidth=1e6)
+    assert project(plan, [_run("bulk-1", 5, 0, 0)], []) is None
+    # A delta's run lists the whole source again for its few copies: not a copy's rate.
+    assert project(plan, [_run("delta", 50, 2, 2 * MiB)], []) is None
+    # A phase whose estimate has no objects (none left to take) is not projected.
+    empty = plan.model_copy(
+        update={"phases": tuple(p.model_copy(update={"estimate": Estimate()}) for p in plan.phases)}
+    )
+    projection = project(empty, [_run("pilot", 5, 3, 3 * MiB)], [])
+    assert projection is not None and projection.phases == ()
