@@ -192,7 +192,19 @@ class LocalAdapter:
         return "the directory is there, readable and writable"
 
     def create_container(self, container: str) -> None:
-        self._container_dir(container).mkdir(parents=True, exist_ok=True)
+        # The site's directory is the operator's to make: a typo in its path must not put
+        # the data on another disk (`sites check` said "not found" there, the run made it).
+        if not self.root.is_dir():
+            what = "is not a directory" if self.root.exists() else "does not exist"
+            raise NotFound(
+                f"{self.site_name}: directory {self.root} {what}",
+                hint=f"check site {self.site_name}'s path in the sites file, or make the "
+                f"directory (mkdir -p {self.root})",
+            )
+        try:
+            self._container_dir(container).mkdir(exist_ok=True)
+        except PermissionError:
+            raise self._denied(self.root, "write") from None
 
     def list_objects(
         self, container: str, prefix: str = "", start_after: str | None = None

@@ -2580,6 +2580,21 @@ def test_status_and_report_say_when_the_state_holds_nothing_of_the_plan(
         assert code == 0 and "warning" not in err, err
 
 
+def test_a_local_destination_whose_directory_is_missing_is_not_made_by_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in a local site's path: `sites check` said not found, and the run made the
+    whole path and copied there, onto another disk perhaps (a walkthrough). Exit 7, the
+    path named, nothing made."""
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    (tmp_path / "dst").rmdir()
+    code, _, err = run(["run", plan, "--phase", "bulk-1", "--force", "--reason", "t", *where],
+                       capsys)  # fmt: skip
+    assert code == 7, err
+    assert f"directory {tmp_path / 'dst'} does not exist" in err and "mkdir -p" in err, err
+    assert not (tmp_path / "dst").exists()
+
+
 def test_what_the_audit_record_keeps_is_one_line_that_says_something(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
