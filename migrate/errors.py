@@ -85,6 +85,11 @@ class EndpointUnreachable(MigrateError):
     exit_code = 6
 
 
+class StoreFull(EndpointUnreachable):
+    """The destination has no space left (a local disk, a quota): every object would fail
+    the same way, so a run stops, as for a store gone, and resumes once space is made."""
+
+
 class NotFound(MigrateError):
     exit_code = 7
 
@@ -202,7 +207,8 @@ EXIT_CODES: dict[int, str] = {
     "the state or the output cannot be written: a full disk, say)",
     4: "a secret is written in the sites file",
     5: "credentials rejected by a store (a local site: permission denied)",
-    6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind)",
+    6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind); "
+    "a destination with no space left",
     7: "bucket, container or object not found",
     8: "a site or the runner fails the sovereignty policy (`sites check --fail-on-policy`; a "
     "run, dry run or verify whose destination or runner the plan's policy blocks now)",

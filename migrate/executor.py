@@ -33,7 +33,7 @@ from typing import TypeVar
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -52,6 +52,7 @@ from migrate.errors import (
     RouteRefused,
     SourceChanged,
     StateUnwritable,
+    StoreFull,
     TransferError,
     Unsupported,
     as_store_failure,
@@ -139,13 +140,15 @@ class _Retries:
     def __call__(self, fn: Callable[[], T], /) -> T:
         try:
             return fn()
+        except StoreFull:  # a full disk does not empty itself between tries
+            raise
         except (Retryable, EndpointUnreachable):  # an outage may be a store's restart
             if self._config.max_attempts <= 1:
                 raise
         self._count()
         self._sleep(self._wait(SimpleNamespace(attempt_number=1)))  # type: ignore[arg-type]
         retrying = Retrying(
-            retry=retry_if_exception_type((Retryable, EndpointUnreachable)),
+            retry=retry_if_exception(_worth_another_try),
             wait=self._after_first,
             stop=stop_after_attempt(self._config.max_attempts - 1),
             sleep=self._sleep,
@@ -153,6 +156,10 @@ class _Retries:
             reraise=True,
         )
         return retrying(fn)
+
+
+def _worth_another_try(exc: BaseException) -> bool:
+    return isinstance(exc, Retryable | EndpointUnreachable) and not isinstance(exc, StoreFull)
 
 
 class _LedgerRecorder:

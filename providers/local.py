@@ -12,12 +12,14 @@ whenever the file is rewritten, which is what conditional reads need.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +31,7 @@ from migrate.errors import (
     NotFound,
     PreconditionFailed,
     SourceChanged,
+    StoreFull,
     Unsupported,
 )
 from migrate.sites import Site
@@ -389,8 +392,9 @@ class LocalAdapter:
         meta_path = self._meta_path(container, key)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         meta_tmp = self._tmp()
-        meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
-        os.replace(meta_tmp, meta_path)
+        with self._space(meta_tmp):
+            meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+            os.replace(meta_tmp, meta_path)
         os.replace(tmp, path)
         return WriteResult(etag=_etag(path.stat()), checksums=dict(checksums))
 
@@ -418,6 +422,24 @@ class LocalAdapter:
             "condition failed); nothing was written"
         )
 
+    @contextmanager
+    def _space(self, *made: Path) -> Iterator[None]:
+        """A write: a disk or quota full is the store's (StoreFull: the run stops, as for
+        a store gone, instead of failing every object left one by one), and the files
+        `made` for it are removed (they were left under .migrate-tmp)."""
+        try:
+            yield
+        except BaseException as exc:
+            for path in made:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(
+                    f"{self.site_name}: {self.root}: no space left ({exc.strerror})",
+                    hint="make room there (or raise the quota), then run the phase again: "
+                    "what is copied is kept",
+                ) from None
+            raise
+
     def put_object(
         self,
         container: str,
@@ -431,8 +453,10 @@ class LocalAdapter:
     ) -> WriteResult:
         self._path(container, key)  # refuse an impossible key before reading bytes
         self._require_container(container)
-        tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
-        return self._install(container, key, tmp, attrs, {**checksums, "md5": md5}, expect)
+        with self._space():
+            tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
+        with self._space(tmp):
+            return self._install(container, key, tmp, attrs, {**checksums, "md5": md5}, expect)
 
     # -- multipart -----------------------------------------------------------------------
 
@@ -476,8 +500,11 @@ class LocalAdapter:
         checksums: Mapping[str, str],
     ) -> PartResult:
         self._upload_info(container, key, upload_id)
-        tmp, md5 = self._receive(body, length, checksums, f"{container}/{key} part {part_number}")
-        os.replace(tmp, self._upload_dir(container, upload_id) / f"{part_number:05d}")
+        with self._space():
+            what = f"{container}/{key} part {part_number}"
+            tmp, md5 = self._receive(body, length, checksums, what)
+        with self._space(tmp):
+            os.replace(tmp, self._upload_dir(container, upload_id) / f"{part_number:05d}")
         return PartResult(
             part_number=part_number, etag=md5, size=length, checksums={**checksums, "md5": md5}
         )
@@ -514,11 +541,10 @@ class LocalAdapter:
         udir = self._upload_dir(container, upload_id)
         tmp = self._tmp()
         digests = b""
-        with tmp.open("wb") as out:
+        with self._space(tmp), tmp.open("wb") as out:
             for part in sorted(parts, key=lambda p: p.part_number):
                 source = udir / f"{part.part_number:05d}"
                 if not source.exists():
-                    tmp.unlink()
                     raise NotFound(
                         f"{self.site_name}: part {part.part_number} of {key!r} was never uploaded"
                     )
@@ -536,7 +562,8 @@ class LocalAdapter:
             metadata=_str_map(info.get("metadata")),
             tags=_str_map(info.get("tags")),
         )
-        result = self._install(container, key, tmp, attrs, {"md5": etag}, expect)
+        with self._space(tmp):
+            result = self._install(container, key, tmp, attrs, {"md5": etag}, expect)
         shutil.rmtree(udir, ignore_errors=True)
         return result
 

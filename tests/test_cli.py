@@ -2595,6 +2595,41 @@ def test_a_local_destination_whose_directory_is_missing_is_not_made_by_the_run(
     assert not (tmp_path / "dst").exists()
 
 
+def test_a_destination_with_no_space_left_stops_the_run_and_the_same_command_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full local disk failed every object left one by one (210 failures) and left its
+    partial files under .migrate-tmp (a walkthrough). The run stops at the first (exit 6,
+    saying so), nothing is recorded failed, no partial file stays, and the same command
+    copies the rest once there is room."""
+    import errno
+
+    import providers.local
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    chunks = providers.local._chunks
+    writes = [0]
+
+    def filling(body: object, length: int) -> object:
+        writes[0] += 1
+        if writes[0] > 5:  # room for five objects
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return chunks(body, length)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(providers.local, "_chunks", filling)
+    forced = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "t", *where]
+    code, _, err = run(forced, capsys)
+    assert code == 6 and "no space left" in err and err.count("\n") == 1, err
+    assert "then run the phase again" in err
+    with Ledger(tmp_path / "state") as ledger:
+        states = {c.state: c.objects for c in ledger.phase_counts("plan", "bulk-1")}
+    assert "failed" not in states and 0 < states.get("done", 0) <= 5, states
+    assert not any(p.is_file() for p in (tmp_path / "dst" / ".migrate-tmp").rglob("*"))
+    monkeypatch.setattr(providers.local, "_chunks", chunks)  # room made
+    code, out, err = run([*forced, "--json"], capsys)
+    assert code == 0 and json.loads(out)["failed"] == 0, err
+
+
 def test_what_the_audit_record_keeps_is_one_line_that_says_something(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
