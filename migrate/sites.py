@@ -145,7 +145,8 @@ class SitesConfig(BaseModel):
 def load_sites(explicit: Path | str | None = None) -> SitesConfig:
     path = sites_path(explicit)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is no TOML error.
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         # Where the path came from: a stale variable in a shell's profile is easy to miss.
         named = (

@@ -68,10 +68,13 @@ def proxy_refused(where: str, proxy: str | None = None) -> CredentialsRejected:
 
 def not_a_url(site: str, endpoint: str) -> ConfigError:
     """A site's endpoint no http(s) URL can be read from, with how to write it."""
+    # `http//host` or `https:/host`: a scheme mistyped, not missing (prefixing another
+    # one would make `https://http//host`).
+    mistyped = "://" not in endpoint and re.match(r"(?i)https?[:/]", endpoint)
     return ConfigError(
         f"site {site}: endpoint {endpoint!r} is not an http(s) URL",
         hint=f'write it with its scheme: endpoint = "https://{endpoint}"'
-        if "://" not in endpoint
+        if "://" not in endpoint and not mistyped
         else "write it as https://HOST or https://HOST:PORT",
     )
 

@@ -231,6 +231,30 @@ def test_a_credential_saved_with_a_carriage_return_is_named_before_any_request(
         assert said.get(flaw, "begins or ends with a space") in err, err
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "hint"),
+    [
+        ("127.0.0.1:8333", 'endpoint = "https://127.0.0.1:8333"'),
+        ("http//127.0.0.1:8333", "write it as https://HOST or https://HOST:PORT"),
+    ],
+)
+def test_an_endpoint_without_a_readable_scheme_says_how_to_write_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    endpoint: str,
+    hint: str,
+) -> None:
+    """A scheme missing gets one in the hint; one mistyped got another in front of it,
+    `https://http//127.0.0.1:8333` (a walkthrough)."""
+    monkeypatch.setenv("T_KEY", "k")
+    monkeypatch.setenv("T_SECRET", CANARY)
+    sites = write_sites(tmp_path, endpoint, "b")
+    code, _, err = run(["sites", "check", "--sites", str(sites)], capsys)
+    assert code == 3 and "is not an http(s) URL" in err and hint in err, err
+    assert "https://http" not in err
+
+
 def test_an_unreachable_endpoint_gives_exit_6_within_30_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

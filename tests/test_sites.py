@@ -335,3 +335,11 @@ def test_a_runner_location_that_is_no_country_code_is_a_configuration_error(
     with pytest.raises(ConfigError, match=r"runner\.location: .*not a two-letter ISO 3166"):
         load_sites(write(tmp_path, text))
     assert load_sites(write(tmp_path, GOOD.replace('"FR"', '"fr"'))).runner.location == "fr"
+
+
+def test_a_sites_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors begin a UTF-8 file with a BOM: "not valid TOML: Invalid statement
+    (at line 1, column 1)" named nothing the user could see (a walkthrough)."""
+    path = tmp_path / "sites.toml"
+    path.write_bytes("\ufeff".encode() + GOOD.encode())
+    assert load_sites(path).runner.location == "FR"
