@@ -203,8 +203,16 @@ def _writing(what: str, path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        why = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            # mkdir's "File exists" said nothing of which: the first non-directory on the way.
+            blocking = next(
+                (p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None
+            )
+            if blocking is not None:
+                why = f"{blocking} is a file, where a directory is needed"
         raise ConfigError(
-            f"cannot write {what} to {path} ({exc.strerror or exc})",
+            f"cannot write {what} to {path} ({why})",
             hint="choose a path you can write to with -o",
         ) from None
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from migrate.atomic import replacing
 from migrate.ledger import Ledger, ManifestRow
 from migrate.plan import Plan
 
@@ -168,8 +169,6 @@ def write_manifest(plan: Plan, ledger: Ledger, path: Path) -> ManifestInfo:
     renamed into place) and return its roots. Streams: memory does not grow with the number
     of objects."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as out:
+    with replacing(path) as out:
         info = _build(plan, ledger, out, path)
-    tmp.replace(path)
     return info

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from migrate.atomic import write_bytes
 from migrate.errors import ConfigError, PlanError, PlanTampered
 
 if TYPE_CHECKING:
@@ -282,7 +283,7 @@ def to_yaml(plan: Plan) -> str:
 
 def save_plan(plan: Plan, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_yaml(plan), encoding="utf-8")
+    write_bytes(path, to_yaml(plan).encode("utf-8"))  # a plan is never left cut
 
 
 def check_as_written(plan: Plan, path: Path) -> None:

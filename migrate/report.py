@@ -31,6 +31,7 @@ from typing import Any, Concatenate, Literal, ParamSpec
 from pydantic import BaseModel, ConfigDict
 
 from migrate import os_user
+from migrate.atomic import write_bytes
 from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
 from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
 from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
@@ -1160,15 +1161,12 @@ def write_report(report: Report, out_dir: Path, *, plan: Plan, ledger: Ledger) -
     paths = [out_dir / MANIFEST_FILE]
     sums = {MANIFEST_FILE: info.sha256}
     for name, text in ((REPORT_JSON, to_json(report)), (REPORT_HTML, render_html(report))):
-        tmp = out_dir / (name + ".tmp")
         data = text.encode("utf-8")
-        tmp.write_bytes(data)
-        tmp.replace(out_dir / name)
+        write_bytes(out_dir / name, data)
         paths.append(out_dir / name)
         sums[name] = hashlib.sha256(data).hexdigest()
-    tmp = out_dir / (SUMS_FILE + ".tmp")
-    tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
-    tmp.replace(out_dir / SUMS_FILE)
+    listed = "".join(f"{digest}  {name}\n" for name, digest in sums.items())
+    write_bytes(out_dir / SUMS_FILE, listed.encode("utf-8"))
     return [*paths, out_dir / SUMS_FILE]
 
 

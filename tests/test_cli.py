@@ -2654,6 +2654,52 @@ def test_a_destination_with_no_space_left_stops_the_run_and_the_same_command_res
     assert code == 0 and json.loads(out)["failed"] == 0, err
 
 
+def test_an_output_path_through_a_file_names_that_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report -o` an existing file, `plan -o /dev/null/x.yaml`: "(File exists)" named no
+    file (a walkthrough)."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    for args, blocking in (
+        (["report", plan, "-o", str(taken)], taken),
+        (["report", plan, "-o", str(taken / "r")], taken),
+        (["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o",
+          str(taken / "p.yaml")], taken),
+    ):  # fmt: skip
+        code, _, err = run([*args, *where], capsys)
+        assert code == 3, err
+        assert f"({blocking} is a file, where a directory is needed)" in err, err
+    assert taken.read_text() == "mine"
+
+
+def test_a_report_cut_by_a_full_disk_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`manifest.jsonl.gz.tmp` stayed behind a report the disk could not take (a
+    walkthrough); a plan written in place would be left cut, over the good one."""
+    import errno
+
+    import migrate.manifest
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    out = tmp_path / "r"
+
+    build = migrate.manifest._build
+
+    def full(plan: object, ledger: object, out: object, path: object) -> object:
+        if out is not None:  # the file's write, not the report's figures
+            out.write(b"half a line")  # type: ignore[attr-defined]
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return build(plan, ledger, out, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(migrate.manifest, "_build", full)
+    code, _, err = run(["report", plan, "-o", str(out), *where], capsys)
+    assert code == 3 and "No space left on device" in err, err
+    assert [p.name for p in out.iterdir()] == []
+
+
 def test_what_the_audit_record_keeps_is_one_line_that_says_something(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
