@@ -56,7 +56,8 @@ class DeltaSummary:
     removal_refused: str | None = None
     phase: str | None = None  # the phase counted below (None: not counted)
     to_copy_new: int | None = None  # objects the phase still has to copy, never copied
-    to_copy_changed: int | None = None  # ... copied before, changed at the source since
+    # ... copied before: changed at the source since, or found wrong by a verification
+    to_copy_changed: int | None = None
     # Datasets at the source the plan does not have (they appeared after it was made): no
     # phase of this plan copies them.
     unplanned: list[DatasetTotal] = field(default_factory=list)

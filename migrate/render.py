@@ -769,8 +769,8 @@ def print_delta(console: Console, delta: Any) -> None:
         # "0 added" compares with the inventory just before: one run by hand counts too.
         console.print(
             f"Phase {delta.phase} has {delta.to_copy_new + delta.to_copy_changed:,} objects to "
-            f"copy: {delta.to_copy_new:,} never copied, {delta.to_copy_changed:,} changed since "
-            "their copy",
+            f"copy: {delta.to_copy_new:,} never copied, {delta.to_copy_changed:,} copied before "
+            "(changed at the source since, or found wrong by a verification)",
             markup=False,
         )
     if delta.unplanned:
