@@ -304,9 +304,21 @@ def check_as_written(plan: Plan, path: Path) -> None:
         )
 
 
+# Far above a plan's size (its datasets, findings and a few example keys each): a path
+# that reads on past it (/dev/zero, a log by mistake) is not one, and is not read whole.
+MAX_PLAN_BYTES = 64 * 1024**2
+
+
 def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlanLoader)
+        with path.open("rb") as handle:  # a pipe too: `<(...)`
+            data = handle.read(MAX_PLAN_BYTES + 1)
+        if len(data) > MAX_PLAN_BYTES:
+            raise PlanError(
+                f"{path}: not a plan (more than {MAX_PLAN_BYTES // 1024**2} MiB)",
+                hint="give the YAML file `migrate plan` wrote",
+            )
+        raw = yaml.load(data.decode("utf-8"), Loader=_PlanLoader)
     except FileNotFoundError:
         raise PlanError(f"plan {path} not found", hint="create one with `migrate plan`") from None
     except IsADirectoryError:

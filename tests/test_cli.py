@@ -2700,6 +2700,17 @@ def test_a_report_cut_by_a_full_disk_leaves_no_partial_file(
     assert [p.name for p in out.iterdir()] == []
 
 
+def test_a_plan_path_that_reads_on_without_end_is_refused_not_read_whole(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan show /dev/zero` read until the kernel killed it (exit 137, no word): a walkthrough."""
+    import migrate.plan
+
+    monkeypatch.setattr(migrate.plan, "MAX_PLAN_BYTES", 1024**2)
+    code, _, err = run(["plan", "show", "/dev/zero"], capsys)
+    assert code == 9 and "/dev/zero: not a plan (more than 1 MiB)" in err, err
+
+
 def test_what_the_audit_record_keeps_is_one_line_that_says_something(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
