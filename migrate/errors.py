@@ -49,7 +49,7 @@ class MigrateError(Exception):
 
     def one_line(self) -> str:
         text = self.message if not self.hint else f"{self.message} ({self.hint})"
-        return redact(printable(" ".join(text.split())))
+        return printable(redact(" ".join(text.split())))
 
 
 class UsageError(MigrateError):
@@ -92,6 +92,11 @@ class StoreFull(EndpointUnreachable):
 
 class NotFound(MigrateError):
     exit_code = 7
+
+
+class SiteRootMissing(NotFound):
+    """The directory a local site is (its `path`) does not exist: not a bucket a run
+    makes, but a path to correct or make (a run makes no site's root)."""
 
 
 class PolicyViolation(MigrateError):
@@ -283,13 +288,16 @@ _SECRET_PATTERNS = [
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, newlines: bool = False) -> str:
     """Text as a terminal shows it and not as it acts on one: a control character (a key
     may hold a newline, or ESC and a sequence that erases the line and writes another) as
-    a backslash escape, `\\x1b`. For what a person reads; --json keeps names as they are."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    a backslash escape, `\\x1b`. For what a person reads; --json keeps names as they are.
+    `newlines`: kept (a table cell's lines), every other control escaped."""
+    pattern = _CONTROL_BUT_NEWLINE if newlines else _CONTROL
+    return pattern.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def register_secret(value: str) -> None:

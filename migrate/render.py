@@ -38,7 +38,9 @@ def _lit(value: object) -> str:
     which rich reads as markup: `[x]` in a key is shown, and `[/x]` does not crash."""
     from rich.markup import escape
 
-    return escape(printable(str(value)))
+    # A cell's own line breaks stay (verdict reasons, a fact's values): a newline does not
+    # act on a terminal beyond the cell; ESC and the rest do.
+    return escape(printable(str(value), newlines=True))
 
 
 def human_bytes(n: int) -> str:
