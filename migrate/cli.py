@@ -237,11 +237,13 @@ def _warn(line: str) -> None:
 
 
 def _warn_if_state_unaware(plan: Plan, ledger: Ledger, config: SitesConfig) -> None:
-    """A state that holds nothing of the plan (never approved, nor run): its progress and
-    report read as a plan with nothing done, exit 0, when the sites file is most likely not
-    the plan's (a walkthrough); said, as run says it."""
+    """A state that holds nothing of the plan (never approved, nor run, nor its inventory):
+    its progress and report read as a plan with nothing done, exit 0, when the sites file
+    is most likely not the plan's (a walkthrough); said, as run says it."""
     if ledger.approvals(plan.name) or ledger.runs(plan.name, 1)[1]:
         return
+    if ledger.inventory_run_site(plan.inventory_run) == plan.source:
+        return  # the plan's own inventory: a plan made here, not approved yet
     missing = [s for s in (plan.source, plan.destination) if s not in config.sites]
     _warn(
         f"the state {ledger.path} holds nothing of plan {plan.name} (never approved nor run "
@@ -1474,11 +1476,6 @@ def verify(
         )
     if seed is not None and sample is None:
         raise UsageError("--seed is the seed of --sample, which is not given", hint="add --sample")
-    if copy_again and not metadata:
-        raise UsageError(
-            "--copy-again acts on metadata findings, which --metadata looks for",
-            hint="add --metadata",
-        )
     if seed is not None and not 0 <= seed < 2**63:  # the state keeps it as a 64-bit integer
         raise ConfigError(
             f"--seed {seed}: give a whole number from 0 to {2**63 - 1}", hint="e.g. --seed 2026"

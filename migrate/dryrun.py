@@ -26,7 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 
-from migrate.errors import NotFound, Permanent, TransferError, Unsupported, as_store_failure
+from migrate.errors import (
+    NotFound,
+    Permanent,
+    SiteRootMissing,
+    TransferError,
+    Unsupported,
+    as_store_failure,
+)
 from migrate.keys import portable_key
 from migrate.ledger import Ledger, PhaseCandidate
 from migrate.plan import PhaseKind, Plan
@@ -250,6 +257,8 @@ def dry_run(
         for bucket in sorted({m.destination_bucket for m in plan.mappings}):
             try:
                 dest_adapter.check(bucket)
+            except SiteRootMissing:
+                raise  # not a bucket the run makes: the run refuses it too
             except NotFound:
                 missing.add(bucket)
     except TransferError as exc:  # no object would fail: the store does (exit 6, not 11)

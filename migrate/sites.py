@@ -116,6 +116,8 @@ class Runner(BaseModel):
     @classmethod
     def _two_letters(cls, value: str | None) -> str | None:
         # "France" was judged a country outside the EU (exit 8): a typo, not a verdict.
+        if value is not None and not value.strip():
+            return None  # blank, as in a template: not declared (UNKNOWN), as before
         if value is not None and not re.fullmatch(r"[A-Za-z]{2}", value.strip()):
             raise ValueError(f"{value!r} is not a two-letter ISO 3166 country code (e.g. FR)")
         return value
@@ -436,16 +438,16 @@ def proxy_url(site: Site) -> str | None:
     ).geturl()
 
 
-def _credential_flaw(value: str) -> str | None:
+def _credential_flaw(value: str, *, spaces: bool = True) -> str | None:
     """What no credential holds, said without the value: a control character (a carriage
-    return, a newline) or a space at either end."""
+    return, a newline) or, with `spaces`, a space at either end."""
     for i, char in enumerate(value):
         if ord(char) < 0x20 or ord(char) == 0x7F:
             named = {"\r": "a carriage return", "\n": "a newline", "\t": "a tab"}
             what = named.get(char, f"the control character U+{ord(char):04X}")
             end = "at its end" if i == len(value) - 1 else f"at character {i + 1}"
             return f"holds {what} {end}"
-    if value != value.strip():
+    if spaces and value != value.strip():
         return "begins or ends with a space"
     return None
 
@@ -476,13 +478,19 @@ def resolve_credentials(site: Site) -> Credentials:
                 hint=f"export {var} before running migrate",
             )
         register_secret(value)
-        if flaw := _credential_flaw(value):
+        # A proxy's password may end with a space; a key, a secret, a SAS never does.
+        if flaw := _credential_flaw(value, spaces=field_name != "proxy_auth_env"):
             # Sent in a header, it fails far from here: a library's ValueError (exit 1),
             # a dropped connection (exit 11), a rejected signature (exit 5).
             raise ConfigError(
                 f"site {site.name}: environment variable {var} (credentials.{field_name}) {flaw}",
-                hint=f"export {var} again without it (a file saved with Windows line "
-                "endings leaves a carriage return: `tr -d '\\r'`)",
+                hint=f"export {var} again without it"
+                + (
+                    " (a file saved with Windows line endings leaves a carriage return: "
+                    "`tr -d '\\r'`)"
+                    if "carriage return" in flaw
+                    else ""
+                ),
             )
         if field_name == "proxy_auth_env":  # as it appears in a proxy URL, too
             user, _, password = value.partition(":")

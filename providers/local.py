@@ -30,6 +30,7 @@ from migrate.errors import (
     CredentialsRejected,
     NotFound,
     PreconditionFailed,
+    SiteRootMissing,
     SourceChanged,
     StoreFull,
     Unsupported,
@@ -149,11 +150,20 @@ class LocalAdapter:
         tmp.mkdir(parents=True, exist_ok=True)
         return tmp / uuid.uuid4().hex
 
-    def _require_container(self, container: str) -> Path:
-        cdir = self._container_dir(container)
+    def _require_root(self) -> None:
+        # The site's directory is the operator's to make: a typo in its path must not put
+        # the data on another disk (`sites check` said "not found" there, the run made it).
         if not self.root.is_dir():
             what = "is not a directory" if self.root.exists() else "does not exist"
-            raise NotFound(f"{self.site_name}: directory {self.root} {what}")
+            raise SiteRootMissing(
+                f"{self.site_name}: directory {self.root} {what}",
+                hint=f"check site {self.site_name}'s path in the sites file, or make the "
+                f"directory (mkdir -p {self.root})",
+            )
+
+    def _require_container(self, container: str) -> Path:
+        cdir = self._container_dir(container)
+        self._require_root()
         if not cdir.is_dir():
             raise NotFound(
                 f"{self.site_name}: container {container!r} not found in {self.root}",
@@ -188,22 +198,13 @@ class LocalAdapter:
             raise self._denied(directory) from None
 
     def check_account(self) -> str:
-        if not self.root.is_dir():
-            raise NotFound(f"{self.site_name}: {self.root} is not a directory")
+        self._require_root()
         if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
             raise self._denied(self.root, "write")
         return "the directory is there, readable and writable"
 
     def create_container(self, container: str) -> None:
-        # The site's directory is the operator's to make: a typo in its path must not put
-        # the data on another disk (`sites check` said "not found" there, the run made it).
-        if not self.root.is_dir():
-            what = "is not a directory" if self.root.exists() else "does not exist"
-            raise NotFound(
-                f"{self.site_name}: directory {self.root} {what}",
-                hint=f"check site {self.site_name}'s path in the sites file, or make the "
-                f"directory (mkdir -p {self.root})",
-            )
+        self._require_root()
         try:
             self._container_dir(container).mkdir(exist_ok=True)
         except PermissionError:

@@ -335,6 +335,8 @@ def test_a_runner_location_that_is_no_country_code_is_a_configuration_error(
     with pytest.raises(ConfigError, match=r"runner\.location: .*not a two-letter ISO 3166"):
         load_sites(write(tmp_path, text))
     assert load_sites(write(tmp_path, GOOD.replace('"FR"', '"fr"'))).runner.location == "fr"
+    # blank, as a template leaves it: not declared (the runner's verdict UNKNOWN), no error
+    assert load_sites(write(tmp_path, GOOD.replace('"FR"', '""'))).runner.location is None
 
 
 def test_a_sites_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
@@ -343,3 +345,22 @@ def test_a_sites_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> No
     path = tmp_path / "sites.toml"
     path.write_bytes("\ufeff".encode() + GOOD.encode())
     assert load_sites(path).runner.location == "FR"
+
+
+def test_a_proxy_password_may_end_with_a_space_a_key_may_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        '[sites.a]\nprovider = "scaleway"\nregion = "fr-par"\n'
+        'proxy = "http://proxy.chu.example:3128"\n'
+        'credentials = { access_key_env = "K", secret_key_env = "S", '
+        'proxy_auth_env = "PROXY_AUTH" }\n'
+    )
+    site = load_sites(write(tmp_path, text)).site("a")
+    monkeypatch.setenv("K", "SCWKEY")
+    monkeypatch.setenv("S", "s3cr3t-value")
+    monkeypatch.setenv("PROXY_AUTH", "ops:pass phrase ")
+    assert resolve_credentials(site).proxy_auth == "ops:pass phrase "
+    monkeypatch.setenv("S", "s3cr3t-value ")
+    with pytest.raises(ConfigError, match=r"S \(credentials.secret_key_env\) begins or ends"):
+        resolve_credentials(site)
