@@ -414,6 +414,39 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     assert "FAIL the report's status is incomplete, not verified" in refused.stdout
     # The manifest itself is whole: its problems are not counted for the status.
     assert "0 objects and 0 manifest problems; the report is not verified" in refused.stdout
+    # The figures that would give a dropped line away taken out of the report, instead of
+    # edited (an auditor's walkthrough passed it, exit 0): their absence fails the check.
+    stripped = json.loads(forged_json.read_text())
+    stripped["status"] = "verified"
+    for key in ("sha256", "objects", "bytes"):
+        del stripped["manifest"][key]
+    del stripped["totals"], stripped["phases"]
+    forged_json.write_text(json.dumps(stripped))
+    caught = run_checker(str(shorter), "--report", str(forged_json))
+    assert caught.returncode == 1, caught.stdout
+    assert "the report lacks totals, phases (it): taken out?" in caught.stdout, caught.stdout
+    assert "lacks objects, bytes, sha256 (its manifest section)" in caught.stdout
+    # "verified" written over an incomplete report whose counts were made to agree: its
+    # phases' verifications say otherwise (the same walkthrough).
+    unverified = json.loads(Path(report_json).read_text())
+    for phase in unverified["phases"]:
+        phase["verified_at"] = None
+    forged_json.write_text(json.dumps(unverified))
+    caught = run_checker(str(manifest), "--report", str(forged_json), "--require-verified")
+    assert caught.returncode == 1, caught.stdout
+    assert "the report says verified, and phase bulk-1 is not run, not verified" in caught.stdout
+    # A manifest damaged in its compressed bytes or cut short: a mismatch (exit 1), said in
+    # one line (a flipped byte was a zlib traceback; a cut file exit 2, a usage error).
+    packed = manifest.read_bytes()
+    for name, damaged in (
+        ("flipped", packed[:40] + bytes([packed[40] ^ 0xFF]) + packed[41:]),
+        ("cut", packed[: len(packed) // 2]),
+    ):
+        bad_file = tmp_path / f"{name}.jsonl.gz"
+        bad_file.write_bytes(damaged)
+        caught = run_checker(str(bad_file), "--report", report_json)
+        assert caught.returncode == 1 and "Traceback" not in caught.stderr, caught
+        assert "FAIL manifest: the file is damaged" in caught.stdout, caught.stdout
 
 
 # -- report.json -------------------------------------------------------------------------------

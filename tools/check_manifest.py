@@ -27,7 +27,8 @@ MANIFEST is the `manifest.jsonl.gz` written by `migrate report`. The script
    redirects are refused (a redirect would send the request elsewhere).
 
 Prints one line per problem ("FAIL bucket/key: why") and a summary; exit status 0 when
-everything matches, 1 when something does not, 2 on a usage or reading error (credentials
+everything matches, 1 when something does not (a damaged manifest file too), 2 on a usage
+error or a file that cannot be opened (credentials
 the store refuses for the first objects, none read, stop the check: all would fail alike).
 
 Example:
@@ -49,6 +50,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -267,14 +269,31 @@ def expected_roots(args):
             figures[f"totals {name}"] = totals[key]
     figures["contradictions"] = contradictions(data, manifest)
     figures["status"] = data.get("status")
-    return manifest["plan_root"], datasets, status, figures
+    return manifest.get("plan_root"), datasets, status, figures  # none: a contradiction
+
+
+# What every report.json of this format holds (reports/schema.json): one taken out is a
+# figure a forger did not want compared, not a report of another shape.
+REQUIRED = {
+    "": ("status", "open_items", "phases_not_run", "totals", "phases", "verifications",
+         "manifest"),
+    "manifest": ("plan_root", "objects", "bytes", "sha256", "datasets"),
+    "totals": ("objects", "done", "done_bytes", "failed", "changed", "pending"),
+}  # fmt: skip
 
 
 def contradictions(data, manifest):
     """Where the report's own figures disagree: its totals with their parts and with its
     phases, each dataset's copies in its phases with its manifest section, a status of
-    verified with objects not done. A forger who edits a few figures leaves the others."""
+    verified with objects not done, a phase not verified or a verification failed. A
+    forger who edits a few figures, or takes some out, leaves the others."""
     out = []
+    for section, keys in REQUIRED.items():
+        held = data if not section else data.get(section)
+        missing = [k for k in keys if not isinstance(held, dict) or k not in held]
+        if missing:
+            where = f"its {section} section" if section else "it"
+            out.append(f"the report lacks {', '.join(missing)} ({where}): taken out?")
     totals = data.get("totals") or {}
     parts = ("done", "failed", "changed", "pending")
     if "objects" in totals and all(k in totals for k in parts):
@@ -296,7 +315,9 @@ def contradictions(data, manifest):
             if key in totals:
                 counted = sum((p.get("counts") or {}).get(key, 0) for p in phases)
                 if counted != totals[key]:
-                    out.append(f"the report's phases count {counted} {key}, its totals {totals[key]}")
+                    out.append(
+                        f"the report's phases count {counted} {key}, its totals {totals[key]}"
+                    )
         copied = {}
         for p in phases:
             for d in p.get("datasets") or []:
@@ -309,8 +330,20 @@ def contradictions(data, manifest):
                     f"dataset {name}: the report's phases count {copied.get(name, 0)} objects "
                     f"copied, its manifest section {listed.get(name, 0)}"
                 )
-    if data.get("status") == "verified" and totals.get("done") != totals.get("objects"):
-        out.append("the report says verified, and not every object of its totals is done")
+    if data.get("status") == "verified":
+        if totals.get("done") != totals.get("objects"):
+            out.append("the report says verified, and not every object of its totals is done")
+        if data.get("open_items") or data.get("phases_not_run"):
+            out.append("the report says verified, and lists open items or phases not run")
+        for p in phases if isinstance(phases, list) else []:
+            if p.get("kind") == "decommission":
+                continue  # not part of the move: it deletes the source after it
+            check = p.get("verification") or {}
+            if not p.get("verified_at") or not p.get("resolved_at") or not check.get("passed"):
+                out.append(
+                    f"the report says verified, and phase {p.get('name')} is not run, not "
+                    "verified, or its latest verification did not pass"
+                )
     return out
 
 
@@ -455,7 +488,12 @@ def main(argv=None):
                 report(future.result())
         for line in refused:  # fewer refusals than objects to stop at: each said
             print(line)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # Opened, and not the file written: cut, or its bytes changed. A mismatch (1),
+        # not a usage error (2).
+        print(f"FAIL manifest: the file is damaged ({exc}): not the manifest the report describes")
+        return 1
+    except OSError as exc:
         print(f"error: cannot read {args.manifest}: {exc}", file=sys.stderr)
         return 2
     except Unreachable as exc:
@@ -511,7 +549,7 @@ def main(argv=None):
             f"FAIL the report's status is {figures.get('status')}, not verified "
             "(--require-verified)"
         )
-    if want_plan is None:
+    if not args.report and not args.root:
         print("note: no --report nor --root: the manifest was checked against itself only")
 
     if report_status is not None:
