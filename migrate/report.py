@@ -35,7 +35,7 @@ from migrate.atomic import write_bytes
 from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
 from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
 from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
-from migrate.plan import PhaseKind, Plan, check_same_routes
+from migrate.plan import PhaseKind, Plan, check_same_routes, to_yaml
 from migrate.policy import Verdict, evaluate, evaluate_provider, evaluate_runner
 from migrate.routing import endpoint_host, host_of, is_loopback
 from migrate.sites import Site
@@ -48,6 +48,9 @@ REPORT_SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 SUMS_FILE = "SHA256SUMS"  # `sha256sum -c` reads it: the hashes to record at the hand-over
+# The plan reported on, as `migrate plan` wrote it: what the approvals' digest is of, handed
+# over with the rest (`migrate plan show plan.yaml` gives its digest).
+PLAN_FILE = "plan.yaml"
 UNPROVEN_LIMIT = 1000
 OPEN_ITEM_NAMES = 10  # datasets named in the open item about those outside the plan
 FAILURES_LIMIT = 100
@@ -1146,8 +1149,8 @@ def to_json(report: Report) -> str:
 
 
 def write_report(report: Report, out_dir: Path, *, plan: Plan, ledger: Ledger) -> list[Path]:
-    """Write manifest.jsonl.gz, report.json and report.html into `out_dir` (each through a
-    temporary file renamed into place), then SHA256SUMS, their SHA-256 as `sha256sum`
+    """Write manifest.jsonl.gz, report.json, report.html and plan.yaml into `out_dir` (each
+    through a temporary file renamed into place), then SHA256SUMS, their SHA-256 as `sha256sum`
     writes them: recorded with the hand-over, they tell any later edit of a file. The
     manifest is written from the ledger again and must be the one the report describes:
     IntegrityError if the ledger changed since the report was built."""
@@ -1160,7 +1163,11 @@ def write_report(report: Report, out_dir: Path, *, plan: Plan, ledger: Ledger) -
         )
     paths = [out_dir / MANIFEST_FILE]
     sums = {MANIFEST_FILE: info.sha256}
-    for name, text in ((REPORT_JSON, to_json(report)), (REPORT_HTML, render_html(report))):
+    for name, text in (
+        (REPORT_JSON, to_json(report)),
+        (REPORT_HTML, render_html(report)),
+        (PLAN_FILE, to_yaml(plan)),
+    ):
         data = text.encode("utf-8")
         write_bytes(out_dir / name, data)
         paths.append(out_dir / name)

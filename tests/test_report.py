@@ -526,7 +526,7 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
         )
         paths = write_report(report, out, plan=plan, ledger=ledger)
     assert sorted(p.name for p in paths) == [
-        "SHA256SUMS", "manifest.jsonl.gz", "report.html", "report.json"]  # fmt: skip
+        "SHA256SUMS", "manifest.jsonl.gz", "plan.yaml", "report.html", "report.json"]  # fmt: skip
     text = (out / "report.json").read_text(encoding="utf-8")
     data = json.loads(text)
     schema = json.loads((ROOT / "reports" / "schema.json").read_text(encoding="utf-8"))
@@ -1308,7 +1308,10 @@ def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_m
     said = " ".join(capsys.readouterr().out.split())
     sums = (out / "SHA256SUMS").read_text().splitlines()
     assert sorted(ln.split("  ")[1] for ln in sums) == [
-        "manifest.jsonl.gz", "report.html", "report.json"]  # fmt: skip
+        "manifest.jsonl.gz", "plan.yaml", "report.html", "report.json"]  # fmt: skip
+    # The plan reported on is handed over with it, byte for byte as `migrate plan` wrote
+    # it: what the approvals' digest is of (an auditor could not check an approval).
+    assert (out / "plan.yaml").read_bytes() == Path(plan).read_bytes()
     for ln in sums:
         digest, name = ln.split("  ")
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
@@ -1320,7 +1323,7 @@ def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_m
     assert code == 12
     answer = json.loads(captured.out)
     assert answer["status"] == "incomplete" and set(answer["sha256"]) == {
-        "manifest.jsonl.gz", "report.html", "report.json", "SHA256SUMS"}  # fmt: skip
+        "manifest.jsonl.gz", "plan.yaml", "report.html", "report.json", "SHA256SUMS"}  # fmt: skip
     # the hash to record with the hand-over, for a pipeline as for a person
     sums_hash = hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest()
     assert answer["sha256"]["SHA256SUMS"] == sums_hash
