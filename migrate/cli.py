@@ -1609,9 +1609,10 @@ def report(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write report.json, report.html (self-contained, opens offline), manifest.jsonl.gz
-    and SHA256SUMS (their SHA-256: record it with the hand-over; `sha256sum -c SHA256SUMS`
-    then tells any later edit) from the ledger. No store is contacted.
+    """Write report.json, report.html (self-contained, opens offline), manifest.jsonl.gz,
+    plan.yaml (the plan reported on) and SHA256SUMS (their SHA-256: record it with the
+    hand-over; `sha256sum -c SHA256SUMS` then tells any later edit) from the ledger. No
+    store is contacted.
 
     Example: migrate report plans/hdh.yaml -o reports/hdh/ --require-verified
     """
