@@ -1235,6 +1235,8 @@ def _bytes(n: float | None) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return "<1s"  # times are kept to the second: not "0s" beside a rate
     s = round(seconds)
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -1393,7 +1395,11 @@ def render_html(report: Report) -> str:
             "<p>Open items (the move is not complete and verified until none is left):</p>"
             "<ul>" + "".join(f"<li>{_e(item)}</li>" for item in r.open_items) + "</ul>"
             if r.open_items
-            else ""
+            # Said, not left for the reader to infer from a missing list: what "verified"
+            # covers (the copy), and what it does not (the source, still in place).
+            else "<p>Open items: none. The copy is complete and verified; the source still "
+            "holds the data until it is deleted there (migrate never deletes at the "
+            "source).</p>"
         ),
         '<dl class="meta">',
         f"<dt>plan digest</dt><dd><code>{_e(r.plan.digest)}</code></dd>",

@@ -559,7 +559,8 @@ def main(argv=None):
     status = "OK" if bad == 0 else "FAILED"
     print(
         f"{status}: {counts['objects']} objects, {counts['bytes']} bytes ({checked}); "
-        f"{failures} objects and {len(problems) + len(root_problems)} manifest problems"
+        f"{failures} object problems and {len(problems) + len(root_problems)} manifest "
+        "problems"
         + ("; the report is not verified" if unverified else "")
     )
     return 0 if bad == 0 else 1
