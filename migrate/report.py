@@ -290,6 +290,9 @@ class RouteInfo(_Model):
     # how the routing guard let it through: on the plan's allowlist, or a loopback address
     # (local servers); "other": a declared proxy or a host allowed by the sites file
     allowed_as: Literal["allowlist", "loopback", "other"]
+    # the plan's sites whose endpoint this host is, with their role and provider:
+    # empty for a proxy, or a host a store's answer named (an Azure account's, say)
+    sites: tuple[str, ...] = ()
 
 
 class SiteRouteInfo(RouteInfo):
@@ -495,6 +498,19 @@ def _allowed_as(
     if form in allow or host in allow:
         return "allowlist"
     return "loopback" if is_loopback(name) else "other"
+
+
+def _sites_at(host: str, plan: Plan) -> tuple[str, ...]:
+    """The plan's sites whose endpoint is `host` (in the allowlist's form), each with its
+    role: an auditor reads where each host's requests went, not only that it was allowed."""
+    named = []
+    for site in plan.sites:
+        try:
+            if site.endpoint and endpoint_host(site.endpoint) == host:
+                named.append(f"{site.name} ({site.role}, {site.provider})")
+        except MigrateError:
+            continue
+    return tuple(named)
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -1070,6 +1086,7 @@ def build_report(
                 first_seen=r.first_seen,
                 last_seen=r.last_seen,
                 allowed_as=_allowed_as(r.host, r.scheme, allow),
+                sites=_sites_at(r.host, plan),
             )
             for r in ledger.routes(plan.name)
         ),
@@ -1611,10 +1628,11 @@ def render_html(report: Report) -> str:
     )
     out.append(
         _table(
-            ("host", "scheme", "requests", "bytes sent", "first", "last", "allowed as"),
+            ("host", "site", "scheme", "requests", "bytes sent", "first", "last", "allowed as"),
             [
                 [
                     f"<code>{_e(x.host)}</code>",
+                    _e(", ".join(x.sites) or "-"),
                     _e(x.scheme),
                     f"{x.requests:,}",
                     _bytes(x.bytes_sent),
@@ -1624,7 +1642,7 @@ def render_html(report: Report) -> str:
                 ]
                 for x in r.routes
             ],
-            {2, 3},
+            {3, 4},
         )
         if r.routes
         else '<p class="muted">No host recorded.</p>'

@@ -56,6 +56,15 @@ def test_the_demo_runs_the_whole_flow_and_attests_its_routes(
     routes = status["routes"]
     assert {r["host"] for r in routes} == expected
     assert all(r["requests"] > 0 for r in routes)
+    # The report names the site each host is, and its role (an auditor's walkthrough read
+    # bare host:port pairs).
+    az_host, sw_host = sorted(expected, key=lambda h: h != endpoint_host(
+        config.site("azure-hdh").endpoint or ""))  # fmt: skip
+    named = {r["host"]: r["sites"] for r in report["routes"]}
+    assert named == {
+        az_host: ["azure-hdh (source, azure)"],
+        sw_host: [f"chu-seaweed (destination, {config.site('chu-seaweed').provider})"],
+    }, named
     # The reads outside the runs are attested too: the inventory's of the source, the
     # plan's of both sites (replication, buckets in use); the seeding is not migrate's.
     az, sw = (endpoint_host(config.site(n).endpoint or "") for n in ("azure-hdh", "chu-seaweed"))
