@@ -1375,7 +1375,7 @@ def _finding_object(f: FindingInfo) -> str:
     return f"<code>{_e(f.bucket)}/{_e(f.key)}</code>"
 
 
-def _verification_html(v: VerificationInfo) -> str:
+def _verification_html(v: VerificationInfo, *, named: bool = True) -> str:
     status = _badge("passed" if v.passed else "failed")
     sample = f", sample {v.sample:.2%}" if v.sample else ""
     counts = ", ".join(f"{k}: {n:,}" for k, n in sorted(v.counts.items())) or "no findings"
@@ -1388,8 +1388,12 @@ def _verification_html(v: VerificationInfo) -> str:
     )
     # The seed says which objects a sample took: none without a sample.
     seed = f", seed <code>{v.seed}</code>" if v.sample is not None else ""
+    # Which verification, and of what: under a phase, the whole plan's reads as the phase's
+    # own count otherwise (an auditor's walkthrough).
+    scope = f"phase {v.phase}" if v.phase is not None else "the whole plan"
+    which = f"Verification #{v.id} ({_e(scope)}): " if named else ""
     return (
-        f"<p>{status} {_e(v.mode)}{_e(sample)}{seed}, "
+        f"<p>{which}{status} {_e(v.mode)}{_e(sample)}{seed}, "
         f"{v.objects:,} objects ({_e(_bytes(v.bytes))}), {v.reread:,} re-read, "
         f"{compared}; {_e(v.finished_at)}{_e(_verified_by(v))}. Findings: {_e(counts)}.</p>"
         f"{table}"
@@ -1592,7 +1596,8 @@ def render_html(report: Report) -> str:
     if not r.verifications:
         out.append('<p class="muted">No verification recorded.</p>')
     for v in r.verifications:
-        out.append(f"<h3>#{v.id}: {_e(v.phase or 'whole plan')}</h3>{_verification_html(v)}")
+        heading = f"<h3>#{v.id}: {_e(v.phase or 'whole plan')}</h3>"
+        out.append(heading + _verification_html(v, named=False))
     out.append("</section>")
 
     # Manifest.

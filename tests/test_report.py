@@ -726,6 +726,9 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     # none is said, with what "verified" does not cover: the source still holds the data
     # (an auditor's walkthrough found nothing said when the list was empty)
     assert "Open items: none." in page and "the source still holds the data" in page
+    # Under each phase, which verification covers it and of what (the whole plan's count
+    # read as the phase's own: the same walkthrough).
+    assert f"Verification #{whole.record_id} (the whole plan): " in page
     # Each removal is logged, with when: a deletion that cannot be undone stays on record
     # when the object comes back at the source and its key is copied again (the transfer,
     # and the phase's `removed`, are the new copy's then).
