@@ -223,6 +223,12 @@ def _check_ports(site: Site, path: Path) -> None:
         url = getattr(site, key)
         if url is None:
             continue
+        if "://" not in url and re.match(r"(?i)https?[:/]", url):
+            # `https:/host`, `http//host`: read as a host named "https" (its port "missing").
+            raise ConfigError(
+                f"{path}: sites.{site.name}.{key}: {url!r}: its scheme is mistyped",
+                hint="write it as https://HOST or https://HOST:PORT",
+            )
         try:
             parts = split_url(url)
             port = parts.port

@@ -233,10 +233,12 @@ def test_a_credential_saved_with_a_carriage_return_is_named_before_any_request(
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "hint"),
+    ("endpoint", "said", "hint"),
     [
-        ("127.0.0.1:8333", 'endpoint = "https://127.0.0.1:8333"'),
-        ("http//127.0.0.1:8333", "write it as https://HOST or https://HOST:PORT"),
+        ("127.0.0.1:8333", "is not an http(s) URL", 'endpoint = "https://127.0.0.1:8333"'),
+        ("http//127.0.0.1:8333", "its scheme is mistyped", "write it as https://HOST or"),
+        # read as a host named "https", its port missing: "has no valid port" (a review)
+        ("https:/s3.example.eu", "its scheme is mistyped", "write it as https://HOST or"),
     ],
 )
 def test_an_endpoint_without_a_readable_scheme_says_how_to_write_it(
@@ -244,6 +246,7 @@ def test_an_endpoint_without_a_readable_scheme_says_how_to_write_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     endpoint: str,
+    said: str,
     hint: str,
 ) -> None:
     """A scheme missing gets one in the hint; one mistyped got another in front of it,
@@ -252,8 +255,8 @@ def test_an_endpoint_without_a_readable_scheme_says_how_to_write_it(
     monkeypatch.setenv("T_SECRET", CANARY)
     sites = write_sites(tmp_path, endpoint, "b")
     code, _, err = run(["sites", "check", "--sites", str(sites)], capsys)
-    assert code == 3 and "is not an http(s) URL" in err and hint in err, err
-    assert "https://http" not in err
+    assert code == 3 and said in err and hint in err, err
+    assert "https://http" not in err and "no valid port" not in err
 
 
 def test_an_unreachable_endpoint_gives_exit_6_within_30_seconds(
