@@ -763,7 +763,7 @@ def _open_items(
             ]
             of = _plural(c.objects, "object", "objects")
             items.append(
-                f"phase {p.name}: {c.objects - c.done:,} of {of} not copied"
+                f"phase {p.name}: {c.objects - c.done:,} of {of} not copied and proven"
                 + (f" ({', '.join(why)})" if why else "")
             )
         if c.left_at_destination:

@@ -610,7 +610,7 @@ def test_a_report_of_a_failed_phase_lists_failures_and_is_incomplete(
         ("top.txt", "Permanent: refused <b>(injected)</b>")
     ]
     assert report.open_items == (
-        f"phase bulk-1: {len(ESTATE) - 1} of {len(ESTATE) - 1} objects not copied "
+        f"phase bulk-1: {len(ESTATE) - 1} of {len(ESTATE) - 1} objects not copied and proven "
         f"(1 failed, {len(ESTATE) - 2} still to copy)",
         "phase bulk-1 is not verified",
     )
@@ -639,8 +639,9 @@ def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
     report = report_of(env, plan)
     assert (report.totals.found_wrong, report.totals.pending) == (1, 1)
     assert report.open_items[0] == (
-        f"phase bulk-1: 1 of {len(ESTATE)} objects not copied (1 found wrong at the "
-        "destination by a verification, to copy again)"
+        # "not copied" alone said of an object copied, then found wrong (an auditor)
+        f"phase bulk-1: 1 of {len(ESTATE)} objects not copied and proven (1 found wrong at "
+        "the destination by a verification, to copy again)"
     ), report.open_items
     # The checker holds the figure to its parts: more found wrong than pending is forged.
     data = json.loads(to_json(report))
