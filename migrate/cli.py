@@ -1515,7 +1515,7 @@ def verify(
         )
         if result.counts.get("not_done"):
             _console().print(
-                f"  {result.counts['not_done']:,} object(s) not copied yet: "
+                f"  {result.counts['not_done']:,} object(s) not copied and proven yet: "
                 + (f"phases {', '.join(unfinished)} are " if len(unfinished) > 1 else "")
                 + (f"phase {unfinished[0]} is " if len(unfinished) == 1 else "")
                 + f"unfinished (pending, failed, or left by a stopped run; `migrate status "

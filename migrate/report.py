@@ -1437,7 +1437,14 @@ def render_html(report: Report) -> str:
             f"<dt>approved</dt><dd>by {_e(a.approved_by)} at {_e(a.approved_at)}, "
             f"<code>{_e(a.digest)}</code>{mark}</dd>"
         )
-    if not r.approvals:
+    if r.approvals:
+        # Who approved is a name as given, not an identity proven (an auditor's question).
+        out.append(
+            '<dt></dt><dd class="muted">approvers as recorded by <code>migrate plan approve'
+            "</code> (its <code>--by</code>, or the user running it): not authenticated by "
+            "migrate</dd>"
+        )
+    else:
         out.append('<dt>approved</dt><dd class="muted">no approval recorded</dd>')
     out.append(f"<dt>destination last checked</dt>{_last_checked(r.verifications)}")
     out.append("</dl></header>")

@@ -1595,7 +1595,7 @@ def test_verifying_an_unfinished_phase_says_first_that_it_is_unfinished_and_how_
     code, out, err = run(["verify", plan, "--phase", "bulk-1", *where], capsys)
     assert code == 12, err
     first = out.splitlines()[1]  # under the verdict, before the findings
-    assert "3 object(s) not copied yet: phase bulk-1 is unfinished" in first, out
+    assert "3 object(s) not copied and proven yet: phase bulk-1 is unfinished" in first, out
     assert f"`migrate status {plan} --failed` says why" in first, out
     assert err.startswith("migrate: error: verification of phase bulk-1 failed (3 not_done)")
     assert f"finish the phase first: `migrate run {plan} --phase bulk-1` (objects that " in err

@@ -730,6 +730,8 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     # Under each phase, which verification covers it and of what (the whole plan's count
     # read as the phase's own: the same walkthrough).
     assert f"Verification #{whole.record_id} (the whole plan): " in page
+    # An approver is a name as given: the page says it is not authenticated (an auditor).
+    assert "approvers as recorded by" in page and "not authenticated by migrate" in page
     # Each removal is logged, with when: a deletion that cannot be undone stays on record
     # when the object comes back at the source and its key is copied again (the transfer,
     # and the phase's `removed`, are the new copy's then).
