@@ -68,7 +68,7 @@ from migrate.plan import (
 from migrate.planlock import holder as plan_holder
 from migrate.planlock import left_behind, parse_holder
 from migrate.policy import POLICIES, get_policy
-from migrate.projection import RUNS_MEASURED, project
+from migrate.projection import projected
 from migrate.session import open_session
 from migrate.sites import SitesConfig, load_sites
 from migrate.summary import Subscriber
@@ -645,7 +645,7 @@ def _record_text(option: str, value: str) -> str:
     text = value.strip()
     if not text:
         raise UsageError(f"{option} is blank: it is recorded, so it must say something")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if printable(text) != text:  # a control character in it
         raise ConfigError(
             f"{option}: one line of text, without control characters (a newline, a tab): "
             "it is recorded and shown as one line",
@@ -1129,9 +1129,7 @@ def run(
         # Not after a finished phase's answer (nothing copied): a re-run reads no more of
         # the state than its receipt keeps (migrate/rerun.py).
         if not json_out and kind in ("pilot", "bulk") and outcome.summary.copied:
-            name = session.plan.name
-            runs = session.ledger.runs(name, RUNS_MEASURED)[0]
-            ahead = project(session.plan, runs, session.ledger.phase_counts(name))
+            ahead = projected(session.plan, session.ledger)
     if receipt and not summary.failed and kind not in ("delta", "cutover"):
         # The state is final (the session recorded its routes): the answer a re-run gives.
         rerun.remember(session.plan, phase, receipt, _receipt_inputs(plan, phase, sites))
@@ -1292,7 +1290,7 @@ def status(
             return
         counts = ledger.phase_counts(loaded.name)
         phases = {p.name: ledger.phase_state(loaded.name, p.name) for p in loaded.phases}
-        projection = project(loaded, ledger.runs(loaded.name, RUNS_MEASURED)[0], counts)
+        projection = projected(loaded, ledger, counts)
         gated = _gated(loaded, ledger)
         state_file = ledger.path.resolve()
         running = plan_holder(config.state_dir, loaded.name) or running

@@ -140,10 +140,8 @@ class _Retries:
     def __call__(self, fn: Callable[[], T], /) -> T:
         try:
             return fn()
-        except StoreFull:  # a full disk does not empty itself between tries
-            raise
-        except (Retryable, EndpointUnreachable):  # an outage may be a store's restart
-            if self._config.max_attempts <= 1:
+        except (Retryable, EndpointUnreachable) as exc:  # an outage may be a store's restart
+            if not _worth_another_try(exc) or self._config.max_attempts <= 1:
                 raise
         self._count()
         self._sleep(self._wait(SimpleNamespace(attempt_number=1)))  # type: ignore[arg-type]
@@ -159,6 +157,7 @@ class _Retries:
 
 
 def _worth_another_try(exc: BaseException) -> bool:
+    # A full disk does not empty itself between tries.
     return isinstance(exc, Retryable | EndpointUnreachable) and not isinstance(exc, StoreFull)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from migrate.ledger import PhaseCounts, RunRecord
+from migrate.ledger import Ledger, PhaseCounts, RunRecord
 from migrate.plan import PhaseKind, Plan
 
 # The latest runs measured: the rates of today's link and stores, not of last month's.
@@ -101,6 +101,15 @@ def project(
         seconds = size / measured.bytes_per_second + objects * measured.seconds_per_object
         phases.append(PhaseProjection(phase.name, objects, size, round(seconds, 1), source))
     return Projection(measured, tuple(phases))
+
+
+def projected(
+    plan: Plan, ledger: Ledger, counts: Sequence[PhaseCounts] | None = None
+) -> Projection | None:
+    """`project` from the state: the plan's latest runs, and its phase counts unless the
+    caller has read them already."""
+    runs = ledger.runs(plan.name, RUNS_MEASURED)[0]
+    return project(plan, runs, ledger.phase_counts(plan.name) if counts is None else counts)
 
 
 def _seconds(start: str, end: str) -> float:

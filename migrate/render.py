@@ -432,8 +432,7 @@ def print_status(
     # removed by --delete-removed, gone, or left there unproven); a delta without
     # --delete-removed keeps the others' copies, still done.
     named = {"in_progress": "in progress", "removed": "out of the move (deleted at source)"}
-    columns = ["phase", *(named.get(s, s) for s in states), "verified"]
-    for column in columns:
+    for column in ("phase", *(named.get(s, s) for s in states), "verified"):
         table.add_column(column, overflow="fold")  # a narrow terminal: the whole time, folded
     by_phase: dict[str, dict[str, int]] = {}
     for c in counts:

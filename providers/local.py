@@ -340,7 +340,7 @@ class LocalAdapter:
         tmp = self._tmp()
         md5, sha256 = hashlib.md5(), hashlib.sha256()
         received = 0
-        try:
+        with self._space(tmp):
             with tmp.open("wb") as out:
                 for chunk in _chunks(body, length):
                     md5.update(chunk)
@@ -355,9 +355,6 @@ class LocalAdapter:
                 expected = checksums.get(algo)
                 if expected is not None and expected.lower() != digest.hexdigest():
                     raise ChecksumMismatch(f"{self.site_name}: {what}: {algo} does not match")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return tmp, md5.hexdigest()
 
     def _install(
@@ -368,6 +365,20 @@ class LocalAdapter:
         attrs: WriteAttrs,
         checksums: Mapping[str, str],
         expect: str | None = None,
+    ) -> WriteResult:
+        """Put the received file `tmp` in place as the object, with its attributes beside it;
+        `tmp` is removed if that fails (a full disk, a condition failed)."""
+        with self._space(tmp):
+            return self._put_in_place(container, key, tmp, attrs, checksums, expect)
+
+    def _put_in_place(
+        self,
+        container: str,
+        key: str,
+        tmp: Path,
+        attrs: WriteAttrs,
+        checksums: Mapping[str, str],
+        expect: str | None,
     ) -> WriteResult:
         path = self._path(container, key)
         self._require_container(container)
@@ -454,10 +465,8 @@ class LocalAdapter:
     ) -> WriteResult:
         self._path(container, key)  # refuse an impossible key before reading bytes
         self._require_container(container)
-        with self._space():
-            tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
-        with self._space(tmp):
-            return self._install(container, key, tmp, attrs, {**checksums, "md5": md5}, expect)
+        tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
+        return self._install(container, key, tmp, attrs, {**checksums, "md5": md5}, expect)
 
     # -- multipart -----------------------------------------------------------------------
 
@@ -501,9 +510,7 @@ class LocalAdapter:
         checksums: Mapping[str, str],
     ) -> PartResult:
         self._upload_info(container, key, upload_id)
-        with self._space():
-            what = f"{container}/{key} part {part_number}"
-            tmp, md5 = self._receive(body, length, checksums, what)
+        tmp, md5 = self._receive(body, length, checksums, f"{container}/{key} part {part_number}")
         with self._space(tmp):
             os.replace(tmp, self._upload_dir(container, upload_id) / f"{part_number:05d}")
         return PartResult(
@@ -563,8 +570,7 @@ class LocalAdapter:
             metadata=_str_map(info.get("metadata")),
             tags=_str_map(info.get("tags")),
         )
-        with self._space(tmp):
-            result = self._install(container, key, tmp, attrs, {"md5": etag}, expect)
+        result = self._install(container, key, tmp, attrs, {"md5": etag}, expect)
         shutil.rmtree(udir, ignore_errors=True)
         return result
 
