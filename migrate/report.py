@@ -182,7 +182,7 @@ class VerificationInfo(_Model):
     phase: str | None  # None: the whole plan
     mode: str
     sample: float | None
-    seed: int
+    seed: int | None  # None: nothing was sampled (a seed decides only which objects a sample takes)
     started_at: str
     finished_at: str
     passed: bool
@@ -601,7 +601,7 @@ def _verification(record: VerificationRecord) -> VerificationInfo:
         phase=record.phase,
         mode=record.mode,
         sample=record.sample,
-        seed=record.seed,
+        seed=record.seed if record.sample is not None else None,
         started_at=record.started_at,
         finished_at=record.finished_at,
         passed=record.passed,

@@ -560,7 +560,8 @@ def test_report_json_follows_its_schema_and_states_what_an_auditor_needs(
     assert phase["counts"]["done_bytes"] == total
     assert phase["counts"]["throughput_bytes_per_second"] > 0
     assert sum(d["counts"]["objects"] for d in phase["datasets"]) == len(ESTATE)
-    assert phase["verification"]["passed"] is True and phase["verification"]["seed"] == 42
+    # deep re-reads every object: no sample, so no seed (42 was given but picked nothing)
+    assert phase["verification"]["passed"] is True and phase["verification"]["seed"] is None
     assert phase["verification"]["mode"] == "deep"
     # An S3 source's listing carries no metadata, and a deep verification reads only the
     # destination: nothing to compare metadata with, and the report says so.
@@ -722,6 +723,10 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
         whole.record_id,
         None,
     ]
+    # A stored verification sampled nothing: no seed is reported, which would suggest
+    # objects were picked by it.
+    assert bulk.verification is not None and bulk.verification.sample is None
+    assert bulk.verification.seed is None
     page = render_html(report)
     assert '<th class="num">removed</th>' in page and "Open items (the move" not in page
     # none is said, with what "verified" does not cover: the source still holds the data
