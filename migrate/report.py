@@ -35,7 +35,7 @@ from migrate.atomic import write_bytes
 from migrate.errors import ConfigError, IntegrityError, MigrateError, PlanError
 from migrate.ledger import Ledger, TimelinePoint, TransferStats, VerificationRecord
 from migrate.manifest import MANIFEST_FILE, ManifestInfo, manifest_info, write_manifest
-from migrate.plan import PhaseKind, Plan, check_same_routes, to_yaml
+from migrate.plan import Estimate, PhaseKind, Plan, check_same_routes, to_yaml
 from migrate.policy import Verdict, evaluate, evaluate_provider, evaluate_runner
 from migrate.routing import endpoint_host, host_of, is_loopback
 from migrate.sites import Site
@@ -78,6 +78,19 @@ class PlanFindingInfo(_Model):
     examples: tuple[str, ...]
 
 
+class EstimateInfo(_Model):
+    """What the plan estimated for a phase (or all of them), to read beside what it took."""
+
+    objects: int
+    bytes: int
+    # the bytes at the plan's --bandwidth alone (each object's round trips are not in it)
+    duration_seconds: float
+    egress_cost: float | None  # None: the source's price is unknown in the catalog
+    currency: str
+    # delta and cutover: a guess of what will change at the source, not counted objects
+    projection: bool = False
+
+
 class PlanInfo(_Model):
     name: str
     digest: str
@@ -91,6 +104,10 @@ class PlanInfo(_Model):
     # the plan's findings (warnings accepted by its approval): what was knowingly left
     # behind or changed (snapshots not carried, keys that may change, renamed buckets...)
     findings: tuple[PlanFindingInfo, ...] = ()
+    # the --bandwidth the plan's durations were estimated at, and its estimate of the whole
+    # move (delta and cutover, projections, not in it)
+    bandwidth_bytes_per_second: float | None = None
+    estimated: EstimateInfo | None = None
 
 
 class ApprovalInfo(_Model):
@@ -223,6 +240,8 @@ class PhaseInfo(_Model):
     # the latest verification covering this phase: of this phase, or of the whole plan
     # (None for a phase not run yet)
     verification: VerificationInfo | None
+    # what the plan estimated for it (None: a phase the plan no longer has)
+    estimated: EstimateInfo | None = None
 
 
 class RunOptions(_Model):
@@ -541,6 +560,21 @@ def _busy_seconds(stats: Sequence[TransferStats]) -> float | None:
 
 
 _GONE = ("removed", "left")  # source objects deleted: their times are not the copy's
+
+
+# Phases whose estimate guesses at changes to come rather than counts listed objects.
+_PROJECTED = (PhaseKind.DELTA.value, PhaseKind.CUTOVER.value)
+
+
+def _estimate(e: Estimate, *, projection: bool = False) -> EstimateInfo:
+    return EstimateInfo(
+        objects=e.objects,
+        bytes=e.bytes,
+        duration_seconds=e.duration_seconds,
+        egress_cost=e.egress_cost,
+        currency=e.currency,
+        projection=projection,
+    )
 
 
 def _counts(stats: Sequence[TransferStats]) -> Counts:
@@ -954,9 +988,11 @@ def build_report(
     for name in names:
         mine = [s for s in stats if s.phase == name]
         state = ledger.phase_state(plan.name, name)
+        estimated: EstimateInfo | None = None
         try:
             spec = plan.phase(name)
             kind, requires = spec.kind.value, spec.requires
+            estimated = _estimate(spec.estimate, projection=kind in _PROJECTED)
         except PlanError:  # a phase the plan no longer has: its transfers are still reported
             kind, requires = "unknown", ()
         of_dataset: dict[str, list[TransferStats]] = {}
@@ -995,6 +1031,7 @@ def build_report(
                 verification=(
                     _covering(verifications, name) if state.resolved_at is not None else None
                 ),
+                estimated=estimated,
             )
         )
     unmapped = [
@@ -1069,6 +1106,8 @@ def build_report(
                 )
                 for f in plan.findings
             ),
+            bandwidth_bytes_per_second=plan.options.bandwidth_bytes_per_second,
+            estimated=_estimate(plan.totals),
         ),
         approvals=approvals,
         sites=judged,
@@ -1253,7 +1292,8 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 1:
-        return "<1s"  # times are kept to the second: not "0s" beside a rate
+        # times are kept to the second: not "0s" beside a rate (HTML: the "<" escaped)
+        return "&lt;1s"
     s = round(seconds)
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -1358,6 +1398,51 @@ _COUNT_HEADERS = (
 )
 
 
+def _planned_row(label: str, e: EstimateInfo | None, c: Counts) -> list[str]:
+    mark = "~" if e is not None and e.projection else ""
+    if e is None:
+        planned = ["-", "-", "-", "-"]
+    else:
+        planned = [
+            f"{mark}{e.objects:,}",
+            mark + _bytes(e.bytes),
+            mark + _duration(e.duration_seconds),
+            "unknown" if e.egress_cost is None else f"{mark}{e.egress_cost:,.2f} {_e(e.currency)}",
+        ]
+    return [label, *planned, f"{c.done:,}", _bytes(c.done_bytes), _duration(c.duration_seconds)]
+
+
+def _planned_html(r: Report) -> str:
+    """The plan's estimates beside what the runs copied and took: what to correct in the
+    next plan's --bandwidth, and what to explain to whoever approved the estimate."""
+    rows = [_planned_row(_e(p.name), p.estimated, p.counts) for p in r.phases]
+    rows.append(_planned_row("<b>all phases</b>", r.plan.estimated, r.totals))
+    bandwidth = r.plan.bandwidth_bytes_per_second
+    at = f" ({_bytes(bandwidth)}/s)" if bandwidth else ""
+    return (
+        "<h3>Planned and done</h3>"
+        + _table(
+            (
+                "phase",
+                "planned objects",
+                "planned bytes",
+                "planned duration",
+                "planned egress",
+                "copied",
+                "bytes copied",
+                "took",
+            ),
+            rows,
+            set(range(1, 8)),
+        )
+        + f'<p class="muted">Planned durations are the bytes at the plan\'s bandwidth{at} '
+        "alone (each object's requests add to them); the egress is at the source's price "
+        "in the catalog when the plan was made. Figures marked ~ (delta, cutover) were "
+        "guesses at what would change at the source, and are not in the plan's total. "
+        '"took" is the runs\' working time, without the pauses between them.</p>'
+    )
+
+
 def _run_options(o: RunOptions) -> str:
     given = [
         "--overwrite" if o.overwrite else "",
@@ -1458,6 +1543,7 @@ def render_html(report: Report) -> str:
             set(range(1, len(_COUNT_HEADERS))),
         )
     )
+    out.append(_planned_html(r))
     out.append(
         f"<h3>Throughput over time</h3>{_chart(r.timeline)}"
         '<p class="muted">Each object\'s bytes count when its copy finishes: a large one '

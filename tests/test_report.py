@@ -1347,3 +1347,49 @@ def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_m
     written = json.loads((out / "report.json").read_text())
     assert answer["open_items"] == written["open_items"] != []
     assert answer["phases_not_run"] == written["phases_not_run"] == ["pilot", "delta", "cutover"]
+
+
+def test_the_report_sets_the_plans_estimates_beside_what_was_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ops team reads, after the move, what the plan estimated (objects, bytes, time at
+    its bandwidth, egress) beside what the runs copied and took: delta's and cutover's
+    estimates marked as the guesses they were."""
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan_path, where = finished_local_copy(tmp_path, capsys)
+    plan = load_plan(Path(plan_path))
+    assert main(["report", plan_path, "-o", str(tmp_path / "r"), *where]) == 0
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["plan"]["bandwidth_bytes_per_second"] == plan.options.bandwidth_bytes_per_second
+    total = data["plan"]["estimated"]
+    assert (
+        (total["objects"], total["bytes"])
+        == (plan.totals.objects, plan.totals.bytes)
+        == (
+            30,
+            sum(len(f"object {n}\n") for n in range(30)),
+        )
+    )
+    assert total["projection"] is False
+    phases = {p["name"]: p for p in data["phases"]}
+    for spec in plan.phases:
+        estimated = phases[spec.name]["estimated"]
+        assert (estimated["objects"], estimated["bytes"]) == (
+            spec.estimate.objects,
+            spec.estimate.bytes,
+        )
+        assert estimated["projection"] is (spec.kind in (PhaseKind.DELTA, PhaseKind.CUTOVER))
+    bulk = phases["bulk-1"]
+    # the pilot's share is an expected count (its sample is a hash's pick): the done
+    # figure is what the run took, set beside it
+    assert bulk["counts"]["done"] == 29 and bulk["estimated"]["objects"] in (28, 29)
+    page = (tmp_path / "r" / "report.html").read_text()
+    section = page[page.index("<h3>Planned and done</h3>") :]
+    section = section[: section.index("</table>")]
+    delta = section[section.index("<td>delta</td>") :]
+    assert delta.startswith('<td>delta</td><td class="num">~0</td>')  # a guess, marked
+    assert '<td><b>all phases</b></td><td class="num">30</td>' in section
+    # the plan's zero seconds and the run's fraction of one, escaped ("<1s" was raw HTML)
+    assert "<1s" not in page and '<td class="num">&lt;1s</td>' in section
