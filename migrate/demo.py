@@ -445,13 +445,16 @@ def _plan_run_verify_report(
                 if console:
                     state = "[green]passed[/]" if run.ready else "[red]FAILED[/]"
                     console.print(f"cutover: verification of the whole plan {state}")
-                continue
+            # Each phase's bytes re-read in part; after the cutover (whose own verification
+            # compares listings, to keep the freeze short) the whole plan's, as its
+            # checklist asks: the report's "last checked" is then a re-read.
+            of = None if spec.kind == PhaseKind.CUTOVER else phase
             result = verify(
                 session.plan,
                 session.ledger,
                 session.source,
                 session.destination,
-                phase=phase,
+                phase=of,
                 deep=False,
                 sample=0.05,
                 seed=2026,
@@ -459,7 +462,7 @@ def _plan_run_verify_report(
             verified = verified and result.passed
             if console:
                 state = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
-                console.print(f"verify {phase} (5% re-read, seed 2026): {state}")
+                console.print(f"verify {of or 'the whole plan'} (5% re-read, seed 2026): {state}")
     out = workdir / "report"
     with Ledger(config.state_dir) as ledger, ledger.snapshot():
         built = build_report(

@@ -1013,6 +1013,11 @@ _CUTOVER_CHECKLIST = (
     "Check that it says the whole plan's verification passed (exit 0); otherwise do not "
     "switch over",
     "Switch applications to the destination ({destination}: {buckets}) and test them",
+    # The cutover's own verification compares listings with the stored checksums, so the
+    # freeze stays short; the bytes are re-read after it, off the critical path.
+    "For the auditor's report, re-read the destination's bytes once switched: `migrate "
+    "verify PLAN --deep` (every object) or `--sample 5%` (a seeded share); the cutover's "
+    "verification compared listings with the stored checksums and re-read none",
     "Keep the source read-only until the switch is accepted; decommission only after a "
     "passing verification",
 )

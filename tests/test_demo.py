@@ -43,6 +43,16 @@ def test_the_demo_runs_the_whole_flow_and_attests_its_routes(
     assert report["status"] == "verified", report["open_items"]
     assert report["phases_not_run"] == [] and report["open_items"] == []
     assert (result.report / "report.html").exists()
+    # The last check of the destination, after the cutover (whose own verification compares
+    # listings), re-read bytes of the whole plan: what the report's "last checked" says.
+    last = report["verifications"][-1]
+    assert (last["phase"], last["mode"], last["sample"], last["seed"]) == (
+        None,
+        "stored",
+        0.05,
+        2026,
+    )
+    assert last["passed"] and last["reread"] > 0, last
 
     config = load_sites(result.sites_file)
     expected = {
