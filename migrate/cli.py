@@ -1510,6 +1510,11 @@ def verify(
                 else ""
             )
             + f"): {state}; {result.objects:,} objects, {result.reread:,} re-read"
+            + (
+                f", metadata compared for {result.metadata_compared:,}"
+                if result.metadata_asked
+                else ""
+            )
         )
         if result.counts.get("not_done"):
             _console().print(

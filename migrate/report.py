@@ -213,6 +213,9 @@ class VerificationInfo(_Model):
     # objects whose content type, headers and user metadata were compared with the source's
     # (None: a verification recorded before this was counted)
     metadata_compared: int | None
+    # --metadata was given: every object's metadata was to be compared (None: recorded
+    # before this was kept; a plain verification compares some objects' metadata too)
+    metadata_asked: bool | None = None
     counts: dict[str, int]
     findings: tuple[FindingInfo, ...]  # the first ones (the ledger keeps 100)
 
@@ -647,6 +650,7 @@ def _verification(record: VerificationRecord) -> VerificationInfo:
         metadata_compared=(
             int(summary["metadata_compared"]) if "metadata_compared" in summary else None
         ),
+        metadata_asked=(bool(summary["metadata_asked"]) if "metadata_asked" in summary else None),
         counts={str(k): int(v) for k, v in dict(summary.get("counts", {})).items()},
         findings=tuple(FindingInfo(**f) for f in summary.get("findings", [])),
     )
@@ -662,9 +666,18 @@ def _covering(verifications: Sequence[VerificationInfo], phase: str) -> Verifica
     return found
 
 
+def _checked_metadata(v: VerificationInfo) -> bool:
+    """Whether `v` was a metadata verification (--metadata): a plain one compares the
+    metadata of the few objects it reads anyway (tagged ones), which is not one. Before
+    this was recorded, whether it compared any. `--deep=both` compares every object's."""
+    if v.mode == "deep-both":
+        return True
+    return v.metadata_asked if v.metadata_asked is not None else bool(v.metadata_compared)
+
+
 def _described(v: VerificationInfo) -> str:
     how = v.mode if v.sample is None else f"{v.mode}, a {v.sample:.0%} sample"
-    return how + (", metadata" if v.metadata_compared else "")
+    return how + (", metadata" if _checked_metadata(v) else "")
 
 
 # What each verification mode read, for a reader who has not read the README.
@@ -717,13 +730,12 @@ _RANK = {"stored": 0, "deep": 2, "deep-both": 3}
 
 def _as_strong(v: VerificationInfo, than: VerificationInfo) -> bool:
     """Whether `v` checked at least what `than` checked: as many bytes re-read (none, a
-    sample, every destination object, both sides) and metadata if it compared any."""
+    sample, every destination object, both sides) and metadata if it was a metadata one."""
 
     def rank(x: VerificationInfo) -> int:
         return max(_RANK.get(x.mode, 0), 1 if x.sample is not None else 0)
 
-    compared = bool(than.metadata_compared)
-    return rank(v) >= rank(than) and (not compared or bool(v.metadata_compared))
+    return rank(v) >= rank(than) and (not _checked_metadata(than) or _checked_metadata(v))
 
 
 def _weaker_since(

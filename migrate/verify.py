@@ -176,6 +176,9 @@ class VerifyResult:
     # Of `to_copy_again`: their source deleted since (the latest inventory), so no run can
     # copy them again: it leaves them at the destination, unproven.
     gone_at_source: int = 0
+    # --metadata was given: every object's metadata was to be compared (`metadata_compared`
+    # says of how many it could be: not those changed at the source since their copy)
+    metadata_asked: bool = False
 
     @property
     def passed(self) -> bool:
@@ -556,8 +559,22 @@ class _Verifier:
             self.metadata(row, info, source_info, *self.tag_differences(row, want),
                           compared=bool(want) or row.tags is not None)  # fmt: skip
             return
+        if self.check_metadata and row.metadata is None:
+            # The source's listing carried no metadata (S3): --metadata asked for it, so it
+            # is read from the source (a HEAD), else none would be compared at all.
+            source_info = self.source_as_copied(row)
         self.metadata(row, info, source_info, *self.tag_differences(row),
                       compared=row.tags is not None)  # fmt: skip
+
+    def source_as_copied(self, row: DestinationRow) -> ObjectInfo | None:
+        """The source object's HEAD while it is the one copied (same ETag); None when it
+        changed or is gone since (the delta copies or reports it: nothing to compare)."""
+        try:
+            info = self.call(lambda: self.source.head(row.container, row.key))
+        except NotFound:
+            return None
+        etag = (info.etag or "").strip('"').lower()
+        return info if etag and etag == (row.source_etag or "").strip('"').lower() else None
 
     def source_tags(
         self, row: DestinationRow, source: ObjectInfo
@@ -1010,6 +1027,7 @@ def verify(
         gone_at_source=tally.gone_at_source,
         verified_phases=(),
         unfinished=tuple(p.name for p in plan.phases if p.name in tally.unfinished),
+        metadata_asked=check_metadata,
     )
     verified = phases if result.passed else ()
     result = replace(result, verified_phases=verified, held_back=held_back if result.passed else ())

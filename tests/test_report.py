@@ -1393,3 +1393,32 @@ def test_the_report_sets_the_plans_estimates_beside_what_was_copied(
     assert '<td><b>all phases</b></td><td class="num">30</td>' in section
     # the plan's zero seconds and the run's fraction of one, escaped ("<1s" was raw HTML)
     assert "<1s" not in page and '<td class="num">&lt;1s</td>' in section
+
+
+def test_a_plain_verification_comparing_a_few_objects_metadata_does_not_clear_a_metadata_one() -> (
+    None
+):
+    """A failed `--metadata` verification stays open until one as strong passes: a plain
+    verification that compared the metadata of the two tagged objects it read anyway is
+    not one (a walkthrough found it cleared the failure, the status able to turn
+    `verified`)."""
+    from migrate.report import VerificationInfo, _described, _weaker_since
+
+    def record(n: int, passed: bool, compared: int, asked: bool | None) -> VerificationInfo:
+        return VerificationInfo(
+            id=n, phase=None, mode="stored", sample=None, seed=None,
+            started_at="2026-12-05T07:00:00+00:00", finished_at="2026-12-05T07:01:00+00:00",
+            passed=passed, objects=46, bytes=1000, reread=0, run_by="ops",
+            tool_version="0.1.0", metadata_compared=compared, metadata_asked=asked,
+            counts={} if passed else {"metadata_mismatch": 1}, findings=(),
+        )  # fmt: skip
+
+    failed = record(1, False, 46, True)
+    plain = record(2, True, 2, False)
+    assert _weaker_since([failed, plain], "bulk-1", plain) == failed
+    assert _described(plain) == "stored" and _described(failed) == "stored, metadata"
+    again = record(3, True, 46, True)
+    assert _weaker_since([failed, plain, again], "bulk-1", again) is None
+    # Recorded before `metadata_asked` was kept: whether it compared any, as before.
+    old = record(4, True, 2, None)
+    assert _weaker_since([failed, old], "bulk-1", old) is None

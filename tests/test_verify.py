@@ -100,10 +100,12 @@ def test_a_good_copy_verifies_stored_deep_and_against_the_source(
     assert both.metadata_compared == len(ESTATE)
     if dst == "s3":
         assert stored.metadata_compared == 0
-    # HEADs of the destination alone: the source's metadata is known from an Azure
-    # listing, not from an S3 one (read only with --deep=both).
+    # --metadata compares every object's: from an Azure listing, or read from an S3 source
+    # with a HEAD (its listing carries none; a walkthrough found it compared none, and
+    # passed, as if it had).
     heads = check(env, plan, check_metadata=True)
-    assert heads.metadata_compared == (len(ESTATE) if src == "azure" else 0)
+    assert heads.metadata_compared == len(ESTATE) and heads.metadata_asked
+    assert not stored.metadata_asked
 
     whole = check(env, plan, phase=None)
     assert whole.passed and whole.verified_phases == ("bulk-1",)
@@ -219,8 +221,10 @@ def test_an_unknown_object_under_the_plan_prefix_is_unexpected(env_for: Any) -> 
         assert ledger.phase_state("t", "bulk-1").verified_at is not None
 
 
-def test_metadata_changed_at_the_destination_is_found_with_a_head(env_for: Any) -> None:
-    env: Env = env_for("azure", "s3")  # an Azure listing carries metadata: the inventory has it
+@pytest.mark.parametrize("src", ["azure", "s3"])
+def test_metadata_changed_at_the_destination_is_found_with_a_head(env_for: Any, src: str) -> None:
+    # An Azure listing carries metadata (the inventory has it); an S3 source's is read
+    env: Env = env_for(src, "s3")
     plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
     key = "reports/2025/q1.csv"
     data, ctype, _, _ = ESTATE[key]
