@@ -61,6 +61,7 @@ from migrate.plan import (
     check_same_routes,
     check_sources_listed,
     compute_digest,
+    holds_inventory,
     load_plan,
     moved_route,
     save_plan,
@@ -242,7 +243,7 @@ def _warn_if_state_unaware(plan: Plan, ledger: Ledger, config: SitesConfig) -> N
     is most likely not the plan's (a walkthrough); said, as run says it."""
     if ledger.approvals(plan.name) or ledger.runs(plan.name, 1)[1]:
         return
-    if ledger.inventory_run_site(plan.inventory_run) == plan.source:
+    if holds_inventory(plan, ledger):
         return  # the plan's own inventory: a plan made here, not approved yet
     missing = [s for s in (plan.source, plan.destination) if s not in config.sites]
     _warn(

@@ -190,6 +190,7 @@ class PlanInputs:
     # rate the delta and cutover estimates are projected from.
     recent_objects: int = 0
     recent_bytes: int = 0
+    inventory_started_at: str | None = None  # when that inventory began listing
 
     @property
     def objects(self) -> int:
@@ -278,9 +279,10 @@ def plan_inputs(
                 issues=issues,
             )
         )
-    inputs = PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets))
-    left_out = excluded_datasets(inputs, exclude) if exclude else []
     started = ledger.inventory_started_at(run)
+    inputs = PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets),
+                        inventory_started_at=started)  # fmt: skip
+    left_out = excluded_datasets(inputs, exclude) if exclude else []
     if started is None:
         return inputs
     since = datetime.fromisoformat(started) - timedelta(days=CHANGE_WINDOW_DAYS)
@@ -1438,6 +1440,10 @@ def make_plan(
         source=source,
         destination=destination,
         inventory_run=inventory_run,
+        # which state's inventory #N it is: another state may have a run of that number
+        inventory_started_at=(
+            datasets.inventory_started_at if datasets.inventory_run == inventory_run else None
+        ),
         sites=(
             _ref(src, "source", src_verdict, src_endpoint),
             _ref(dst, "destination", dst_verdict, dst_endpoint),

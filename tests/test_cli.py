@@ -2622,6 +2622,22 @@ def test_status_and_report_say_when_the_state_holds_nothing_of_the_plan(
     capsys.readouterr()
     code, _, err = run(["status", made, *mine], capsys)
     assert code == 0 and "warning" not in err, err
+    # Another state whose inventory #1 is of a site of the same name (its own sites file,
+    # the same names): not the plan's inventory. status warned of nothing, exit 0 and no
+    # progress (an automation walkthrough), and a run would take its phases from it.
+    twin = tmp_path / "twin"
+    (twin / "src" / "data").mkdir(parents=True)
+    (twin / "src" / "data" / "b.txt").write_text("b")
+    theirs = two_local_sites(twin)
+    time.sleep(1.1)  # an inventory's start is kept to the second: listed in another one
+    assert main(["inventory", "src", *theirs]) == 0
+    capsys.readouterr()
+    code, _, err = run(["status", made, *theirs], capsys)
+    assert code == 0 and "holds nothing of plan" in err, err
+    # Nor is it approved there: the approval would have let a run take its phases from
+    # that other inventory.
+    code, _, err = run(["plan", "approve", made, *theirs], capsys)
+    assert code == 9 and "which the state" in err and "does not hold" in err, err
 
 
 def test_a_local_destination_whose_directory_is_missing_is_not_made_by_the_run(
