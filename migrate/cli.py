@@ -348,11 +348,20 @@ def sites_check(
         verdicts = [evaluate(config.site(n), config.policy, catalog, date.today()) for n in names]
         # The bytes pass through the machine running migrate: a run judges it too.
         verdicts.append(evaluate_runner(config.runner.location, config.policy))
+    code, first = exit_code_of(results), first_problem(results)
+    blocked = [v for v in verdicts if v.blocking]
+    if not code and blocked and fail_on_policy:
+        code = PolicyViolation.exit_code  # reachable, but not where the policy allows
+        first = f"{blocked[0].subject}: {blocked[0].status} under policy {config.policy}"
     if json_out:
         _out(
             True,
             {
-                "sites": results,
+                # the command's outcome, as its exit code says it (a script need not walk
+                # each site's containers: a site's `error` is only a set-up failure's)
+                "ok": not code,
+                "exit_code": code,
+                "sites": [{**asdict(r), "ok": r.ok} for r in results],
                 "policy": config.policy,
                 "verdicts": [v.to_dict() for v in verdicts],
             },
@@ -361,11 +370,6 @@ def sites_check(
         render.print_site_checks(_console(), results)
         if verdicts:
             render.print_verdicts(_console(), verdicts, title=f"Policy {config.policy}")
-    code, first = exit_code_of(results), first_problem(results)
-    blocked = [v for v in verdicts if v.blocking]
-    if not code and blocked and fail_on_policy:
-        code = PolicyViolation.exit_code  # reachable, but not where the policy allows
-        first = f"{blocked[0].subject}: {blocked[0].status} under policy {config.policy}"
     if code:
         # The table (or the JSON) says it all; stderr says it in one line, for logs.
         _stderr().print(f"migrate: error: {first}", markup=False, soft_wrap=True)
@@ -1298,6 +1302,7 @@ def status(
         used = ledger.routes(loaded.name) if routes else []
         # The reads of its two sites outside its runs (inventory, sites check, plan).
         before = ledger.site_routes([loaded.source, loaded.destination]) if routes else []
+        approval = _approval_state(loaded, ledger, edited)
     if json_out:
         _out(
             True,
@@ -1315,11 +1320,17 @@ def status(
                 # each phase's time left at the rates the plan's finished runs measured
                 # (null before one has copied): see migrate/projection.py
                 "projection": projection,
-                "routes": used,
+                # whether run would take this file as approved, and by whom, in this state
+                "approval": approval,
+                # null without --routes: not asked, which an empty list would read as "no
+                # host contacted" (an automation walkthrough)
+                "routes": used if routes else None,
                 # flat, as in the report's JSON
                 "routes_outside_runs": [
                     {"site": u.site, "command": u.command, **asdict(u.route)} for u in before
-                ],
+                ]
+                if routes
+                else None,
             },
         )
         return
@@ -1333,9 +1344,30 @@ def status(
         gated=gated,
         projection=projection,
     )
+    if not approval["approved"]:
+        _console().print(
+            f"Not approved in this state{' (this version)' if approval['latest'] else ''}: a "
+            f"run refuses it; `migrate plan approve {loaded.command_path}` after review.",
+            markup=False,
+            soft_wrap=True,
+        )
     if routes:
         render.print_routes(_console(), used)
         render.print_site_routes(_console(), before)
+
+
+def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
+    """Whether this file, as it stands, is approved in the state (what a run checks first),
+    by whom and when; `latest`: the digest last approved under its name, when not this."""
+    approvals = ledger.approvals(plan.name)
+    mine = next((a for a in approvals if a.digest == plan.digest and not edited), None)
+    return {
+        "approved": mine is not None and not plan.blocking,
+        "digest": plan.digest,
+        "approved_by": mine.approved_by if mine else None,
+        "approved_at": mine.approved_at if mine else None,
+        "latest": approvals[0].digest if approvals and mine is None else None,
+    }
 
 
 def _gated(plan: Plan, ledger: Ledger) -> set[str]:

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 
-from migrate.dryrun import classify, head_or_none, unreadable
+from migrate.dryrun import SAME_BYTES_NOT_OURS, classify, head_or_none, unreadable
 from migrate.errors import ListingOutOfOrder, NotFound, Permanent, Unsupported
 from migrate.ledger import CONFLICT, Ledger, PhaseCandidate
 from migrate.plan import Plan, destination_prefixes
@@ -57,6 +57,9 @@ class Conflicts:
     objects: int = 0
     bytes: int = 0
     overwriting: int = 0  # with --overwrite: objects not this plan's its writes may replace
+    # objects this plan did not write holding the same bytes: replaced by the copy, whose
+    # content type and metadata are the source's (recorded as copied over, with what was there)
+    same_bytes: int = 0
 
 
 def _listing(destination: StoreAdapter, bucket: str, prefixes: list[str]) -> Iterator[ObjectInfo]:
@@ -83,7 +86,7 @@ def mark_conflicts(
     since). With `overwrite`, none fails: each write is let replace what the check found
     (and only that: its write expects it), recorded for the report (`overwrote`)."""
     ledger.clear_conflicts(plan.name, phase)
-    lock, overwriting = threading.Lock(), 0
+    lock, overwriting, same_bytes = threading.Lock(), 0, 0
 
     def fail(row: PhaseCandidate, why: str) -> int:
         # An upload under way is not completed over the object, nor thrown away: once the
@@ -101,7 +104,7 @@ def mark_conflicts(
 
     def check(row: PhaseCandidate) -> int | None:
         """The row's size if it is left as a conflict, else None."""
-        nonlocal overwriting
+        nonlocal overwriting, same_bytes
         try:
             info = head_or_none(destination, row.destination_bucket, row.destination_key, call)
         except (Permanent, Unsupported) as exc:  # this key's, not the site's
@@ -123,6 +126,16 @@ def mark_conflicts(
                     replaced = f"{why}; its ETag {info.etag or '-'}, {info.size:,} bytes"
                     with lock:
                         overwriting += 1
+                elif outcome == "identical" and why in SAME_BYTES_NOT_OURS:
+                    # Another writer's object (or another plan's copy): its bytes are kept,
+                    # not its content type and metadata, which the copy's replace: on record.
+                    replaced = (
+                        f"the same bytes ({why}), another writer's object: its content type "
+                        f"and metadata replaced by the source's; its ETag {info.etag or '-'}, "
+                        f"{info.size:,} bytes"
+                    )
+                    with lock:
+                        same_bytes += 1
                 ledger.destination_seen(
                     plan.name, row.container, row.key, info.etag, overwriting=replaced
                 )
@@ -170,7 +183,7 @@ def mark_conflicts(
             # left as conflicts above are not asked again: `to_write_at` skips them).
             for keys in _chunks(o.key for o in chain(first, listing)):
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys, portable=True)))
-    return replace(found, overwriting=overwriting)
+    return replace(found, overwriting=overwriting, same_bytes=same_bytes)
 
 
 def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:

@@ -160,6 +160,11 @@ def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
     return not source_sha or not stored or source_sha == stored
 
 
+# The reasons `classify` finds an object identical by its content alone, not as a copy this
+# plan recorded: another writer's object (or another plan's copy) with the same bytes.
+SAME_BYTES_NOT_OURS = ("sha256", "md5")
+
+
 def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
     """("copy" | "identical" | "conflict", why) for one object and its destination HEAD."""
     if info is None:

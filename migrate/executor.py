@@ -419,6 +419,7 @@ def run_phase(
     )
     summary.conflicts = summary.failed = conflicts.objects
     summary.overwriting = conflicts.overwriting
+    summary.same_bytes_replaced = conflicts.same_bytes
     subscriber.on_start(
         total
         - summary.already_done

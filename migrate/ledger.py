@@ -1690,8 +1690,9 @@ class Ledger:
     def overwritten(
         self, plan: str, phase: str, limit: int
     ) -> tuple[list[tuple[str, str, str]], int]:
-        """The copies of `phase` done over an object this plan did not write (--overwrite),
-        with what was there: the first `limit` in key order, and how many in all."""
+        """The copies of `phase` done over an object this plan did not write (--overwrite,
+        or one holding the same bytes), with what was there: the first `limit` in key
+        order, and how many in all."""
         where = "plan=? AND phase=?"
         with self._lock:
             count = int(

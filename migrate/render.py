@@ -374,6 +374,13 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
             "replaced by their copy (the report lists each copied over, with what was there)",
             markup=False,
         )
+    if s.same_bytes_replaced:
+        console.print(
+            f"  {s.same_bytes_replaced:,} objects this plan did not write held the same bytes: "
+            "replaced by their copy, their content type and metadata now the source's (the "
+            "report lists each copied over, with what was there)",
+            markup=False,
+        )
     if s.unguarded:
         console.print(
             "  warning: the destination refused conditional writes (If-None-Match, If-Match): "

@@ -235,9 +235,9 @@ class PhaseInfo(_Model):
     # removed at the destination (`--delete-removed`) or no longer expected there, each
     # with why: the first FAILURES_LIMIT, in key order
     removed: tuple[FailureInfo, ...]
-    # copied with --overwrite over an object this plan did not write, each with what was
-    # there (why it was a conflict, its ETag and size): the first FAILURES_LIMIT, in key
-    # order, and how many in all
+    # copied over an object this plan did not write (with --overwrite, or one holding the
+    # same bytes), each with what was there (why, its ETag and size): the first
+    # FAILURES_LIMIT, in key order, and how many in all
     overwritten: tuple[FailureInfo, ...]
     overwritten_count: int
     # the latest verification covering this phase: of this phase, or of the whole plan
@@ -1656,7 +1656,11 @@ def render_html(report: Report) -> str:
         for listed, heading in (
             (p.failures, "failed or changed object"),
             (p.removed, "removed object (source)"),
-            (p.overwritten, "copied over another's object (--overwrite): what was there"),
+            (
+                p.overwritten,
+                "copied over an object this plan did not write (--overwrite, or the same "
+                "bytes): what was there",
+            ),
         ):
             if listed:
                 rows = [

@@ -29,6 +29,9 @@ class PhaseSummary:
     conflicts: int = 0  # not copied: another object at the destination key (see conflicts.py)
     # --overwrite: objects this plan did not write that the run let its copies replace
     overwriting: int = 0
+    # objects this plan did not write with the same bytes as the source's, replaced by their
+    # copy (their content type and metadata now the source's): the report lists each
+    same_bytes_replaced: int = 0
     changed: int = 0
     # changed at the source during an earlier run's copy: the delta's work, not this phase's
     left_changed: int = 0

@@ -201,6 +201,10 @@ def test_wrong_credentials_give_exit_5_and_never_show_the_secret(
     # the kind of error --json's error objects give for it, from any command; the site's too
     assert (checked["exit_code"], checked["kind"]) == (5, "CredentialsRejected"), checked
     assert (site["exit_code"], site["kind"]) == (5, "CredentialsRejected"), site
+    # A site whose containers failed has no set-up `error`: `ok` says it failed, at the
+    # site and for the command (an automation walkthrough tested `.error != null`).
+    assert site["error"] is None and site["ok"] is False
+    assert (json.loads(out)["ok"], json.loads(out)["exit_code"]) == (False, 5)
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert CANARY.encode() not in f.read_bytes(), f
@@ -1318,6 +1322,7 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     assert blocked[0] == 8 and "runner: FAIL under policy eu-residency" in blocked[2], blocked
     checked = {s["site"]: s for s in json.loads(out)["sites"]}
     assert set(checked) == {"here", "us"}
+    assert json.loads(out)["ok"] is True and checked["here"]["ok"] is True
     here = checked["here"]
     assert [(c["container"], c["ok"]) for c in here["containers"]] == [("(account)", True)]
     assert "readable and writable" in here["containers"][0]["detail"]
@@ -3037,3 +3042,39 @@ def test_a_mistyped_endpoint_is_said_with_what_to_do(
     got, out, err = run(["inventory", "x", "--sites", str(sites)], capsys)
     assert got == code and said in " ".join(err.split()), err
     assert_one_line_without_secret(out, err)
+
+
+def test_status_json_says_whether_the_plan_is_approved_and_routes_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reads from status whether run would take the plan as approved (a plan
+    edited and digested again looked approved until run refused it), and routes only when
+    asked: an empty list read as "no host contacted" (an automation walkthrough)."""
+    from migrate import os_user
+    from migrate.plan import save_plan, with_digest
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    code, out, _ = run(["status", plan, "--json", *where], capsys)
+    answer = json.loads(out)
+    assert code == 0 and answer["routes"] is None and answer["routes_outside_runs"] is None
+    approval = answer["approval"]
+    assert approval["approved"] is True and approval["approved_by"] == os_user()
+    assert approval["digest"] == load_plan(Path(plan)).digest and approval["latest"] is None
+    code, out, _ = run(["status", plan, "--json", "--routes", *where], capsys)
+    answer = json.loads(out)
+    # asked: lists (empty: a local site is no host)
+    assert answer["routes"] == answer["routes_outside_runs"] == [], answer
+    approved = load_plan(Path(plan)).digest
+
+    # Edited, then given a digest of its own again: not the version approved.
+    loaded = load_plan(Path(plan))
+    options = loaded.options.model_copy(update={"bandwidth_bytes_per_second": 1e6})
+    save_plan(with_digest(loaded.model_copy(update={"options": options})), Path(plan))
+    code, out, _ = run(["status", plan, "--json", *where], capsys)
+    approval = json.loads(out)["approval"]
+    assert approval["approved"] is False and approval["latest"] == approved
+    assert (approval["approved_by"], approval["approved_at"]) == (None, None)
+    code, out, _ = run(["status", plan, *where], capsys)
+    assert code == 0 and "Not approved in this state (this version): a run refuses it" in out
+    code, _, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
+    assert code == 9 and "not the version that was approved" in err, err

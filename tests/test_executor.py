@@ -2282,8 +2282,9 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
     env.destination.create_container(env.bucket)
     foreign = b"someone else's report"
     put(env.destination, env.bucket, "reports/2025/q1.csv", foreign)
+    # The same bytes, another writer's metadata: no conflict, but on record as replaced.
     put(env.destination, env.bucket, "reports/2025/q2 été %+#.csv",
-        ESTATE["reports/2025/q2 été %+#.csv"][0])  # fmt: skip
+        ESTATE["reports/2025/q2 été %+#.csv"][0], meta={"foreign": "yes"})  # fmt: skip
     # Copied there by migrate, but not by this plan (another size): a conflict too.
     other = b"another plan's copy"
     put(env.destination, env.bucket, "top.txt", other, meta={
@@ -2312,6 +2313,15 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
         "top.txt",
     ]
     assert all(f[2].startswith("conflict: ") for f in summary.failures)
+    # The object with the same bytes was replaced by the copy, its writer's metadata gone:
+    # said and recorded, not silent (a walkthrough found neither).
+    assert summary.same_bytes_replaced == 1 and summary.overwriting == 0
+    meta = env.destination.head(env.bucket, "reports/2025/q2 été %+#.csv").metadata or {}
+    assert "foreign" not in meta and "migrate-sha256" in meta
+    with Ledger(env.state) as ledger:
+        (same,), _ = ledger.overwritten("t", "bulk-1", 100)
+    assert same[1] == "reports/2025/q2 été %+#.csv" and same[2].startswith("the same bytes (")
+    assert "another writer's object" in same[2], same
     assert env.read_destination("reports/2025/q1.csv") == foreign
     assert env.read_destination("top.txt") == other
     assert env.read_destination("imaging/medium.bin") == same_size
@@ -2326,8 +2336,9 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
     # What each copy replaced stays on record, for the report.
     with Ledger(env.state) as ledger:
         replaced, count = ledger.overwritten("t", "bulk-1", 100)
-    assert count == 3 and [k for _, k, _ in replaced] == [
-        "imaging/medium.bin", "reports/2025/q1.csv", "top.txt"]  # fmt: skip
+    assert count == 4 and [k for _, k, _ in replaced] == [
+        "imaging/medium.bin", "reports/2025/q1.csv", "reports/2025/q2 été %+#.csv",
+        "top.txt"]  # fmt: skip
     assert replaced[1][2].startswith(f"size {len(foreign)} at the destination")
     assert f"{len(foreign):,} bytes" in replaced[1][2] and "its ETag" in replaced[1][2]
 
