@@ -239,6 +239,24 @@ def test_metadata_changed_at_the_destination_is_found_with_a_head(env_for: Any, 
     assert "owner" in result.findings[0].detail
 
 
+def test_metadata_rewritten_at_an_s3_source_under_the_same_etag_is_found_by_metadata(
+    env_for: Any,
+) -> None:
+    """An S3 object whose metadata alone was rewritten keeps its ETag: a delta sees its
+    later time, but not a rewrite in the same second as the one its re-list saw (times are
+    to the second). `--metadata` reads the source's metadata itself and finds the copy
+    behind (a walkthrough found it compared none on an S3 source)."""
+    env: Env = env_for("s3", "s3")
+    plan = copied(env, {k: v for k, v in ESTATE.items() if not v[3]})
+    key = "reports/2025/q1.csv"
+    data, ctype, meta, _ = ESTATE[key]
+    put(env.source, env.container, key, data, content_type=ctype, meta={**meta, "owner": "B2"})
+    assert check(env, plan).passed  # the destination as copied: stored checksums agree
+    result = check(env, plan, check_metadata=True)
+    assert named(result) == [("metadata_mismatch", key)], result.findings
+    assert "'owner'" in result.findings[0].detail and "'B2'" in result.findings[0].detail
+
+
 def test_headers_and_metadata_added_at_the_destination_are_found(env_for: Any) -> None:
     """Another writer rewrites copies with their own bytes and migrate's metadata, adding a
     Content-Encoding (clients would then decode good bytes) or a metadata entry the source
