@@ -3188,6 +3188,9 @@ _NOT_TAKEN = (
     "AND t.container = o.container AND t.key = o.key)"
 )
 
+# A copy a verification sent back to be copied again: pending, its reason still its error.
+_FOUND_WRONG = "(t.state = 'pending' AND t.recopy_reason IS NOT NULL AND t.error = t.recopy_reason)"
+
 _SOURCE_DIFFERS = (
     "(o.etag IS NOT t.source_etag OR o.size != t.size "
     "OR julianday(o.last_modified) > julianday(t.source_modified) "
@@ -3205,7 +3208,11 @@ def _changed_where(datasets: Sequence[str], params: dict[str, object]) -> str:
         "t.plan = :plan AND o.site = :site "
         "AND o.container = t.container AND o.key = t.key AND o.deleted_in IS NULL "
         "AND (t.state IN ('changed', 'removed') OR ((t.state = 'done' OR (t.phase = :phase "
-        f"AND t.state IN ('pending', 'failed', 'in_progress'))) AND {_SOURCE_DIFFERS}))"
+        f"AND t.state IN ('pending', 'failed', 'in_progress'))) AND {_SOURCE_DIFFERS}) "
+        # copies a verification found wrong, of any earlier phase: the cutover's run, in the
+        # freeze, copies them itself (it left them to their phase's run, and then failed
+        # its verification of the whole plan: a walkthrough)
+        f"OR {_FOUND_WRONG})"
     )
     if datasets:
         names = []

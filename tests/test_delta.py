@@ -437,6 +437,27 @@ def test_an_object_found_wrong_in_any_phase_takes_the_cutovers_mark(env_for: Any
             assert run(env, ledger, plan, "bulk-1").copied == 1  # copied again
 
 
+def test_the_cutover_copies_what_a_verification_found_wrong_in_an_earlier_phase(
+    env_for: Any,
+) -> None:
+    """In the freeze, the cutover's run copies again an earlier phase's copy a verification
+    found wrong, rather than leave it to that phase's run and then fail the whole plan's
+    verification, "do not switch over" (a walkthrough)."""
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = cut_over(env, ledger)
+        env.destination.delete(env.bucket, "d/03.bin")
+        assert check(env, ledger, plan, None).counts == {"missing": 1}
+        assert ledger.found_wrong(plan.name, "bulk-1") == 1
+        again = prepare_delta(env.config, plan, ledger, env.source, phase="cutover")
+        assert again.to_copy_changed == 1, again
+        summary = run(env, ledger, plan, "cutover")
+        assert (summary.copied, summary.failed) == (1, 0)
+        assert ledger.found_wrong(plan.name) == 0
+        assert env.read_destination("d/03.bin") == ESTATE["d/03.bin"][0]
+        assert check(env, ledger, plan, None).passed
+
+
 class _StopsListing:
     """The source, whose listing stops (Ctrl-C, a lost connection) after `after` objects."""
 
