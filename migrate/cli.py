@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -1116,17 +1117,22 @@ def run(
             )
 
         kind = session.plan.phase(phase).kind
-        outcome = run_plan_phase(
-            session,
-            phase,
-            transfer_config,
-            delete_removed=delete_removed,
-            max_remove=max_remove,
-            force_reason=reason if force else None,
-            overwrite=overwrite,
-            progress=lambda quiet: _ProgressSubscriber(quiet, lines=not json_out),
-            on_delta=None if json_out else lambda d: render.print_delta(_console(), d),
-        )
+        try:
+            outcome = run_plan_phase(
+                session,
+                phase,
+                transfer_config,
+                delete_removed=delete_removed,
+                max_remove=max_remove,
+                force_reason=reason if force else None,
+                overwrite=overwrite,
+                progress=lambda quiet: _ProgressSubscriber(quiet, lines=not json_out),
+                on_delta=None if json_out else lambda d: render.print_delta(_console(), d),
+            )
+        except KeyboardInterrupt:
+            if json_out:
+                _interrupted_json(session.ledger, session.plan.name, phase)
+            raise
         summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready
         checklist = outcome.checklist
         session.ledger.check_in_place()  # its records are in the state there is now
@@ -1368,6 +1374,25 @@ def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
         "approved_at": mine.approved_at if mine else None,
         "latest": approvals[0].digest if approvals and mine is None else None,
     }
+
+
+def _interrupted_json(ledger: Ledger, plan: str, phase: str) -> None:
+    """Under --json, an interrupted run's error object with what the run did before it
+    stopped (`run`: its record, as the report's history has it; null if it has none), so a
+    script need not ask `status` (an automation walkthrough)."""
+    done: dict[str, Any] | None = None
+    with contextlib.suppress(MigrateError, sqlite3.Error):
+        records, _ = ledger.runs(plan, 1)
+        if records and records[-1].phase == phase and records[-1].outcome == "interrupted":
+            last = records[-1]
+            done = {"phase": phase, "started_at": last.started_at,
+                    "finished_at": last.finished_at, **asdict(last.counts)}  # fmt: skip
+    answer = json.loads(
+        error_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT)
+    )
+    answer["run"] = done
+    _print_out(json.dumps(answer, sort_keys=True, ensure_ascii=False))
+    _json_printed.append(True)
 
 
 def _gated(plan: Plan, ledger: Ledger) -> set[str]:

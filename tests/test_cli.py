@@ -1497,7 +1497,7 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
     capsys.readouterr()
     proc = subprocess.Popen(
         [sys.executable, "-m", "migrate", "run", plan, "--phase", "bulk-1", "--part-size-mib",
-         "5", "--bwlimit", "2MB/s", *where],
+         "5", "--bwlimit", "2MB/s", "--json", *where],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     # The small objects done (some of them at least), the big one's 4 parts under way.
@@ -1518,6 +1518,12 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
     # Nothing left under way: done, or not begun (the objects no thread had taken yet).
     assert set(states) <= {"done", "pending"} and states["done"] > 1, states
     assert history.counts.copied == states["done"], (history, states)
+    # --json: the interruption's error, with what the run did (a script need not ask
+    # status: an automation walkthrough)
+    answer = json.loads(out)
+    assert answer["error"]["exit_code"] == 130, answer
+    assert answer["run"]["copied"] == states["done"] and answer["run"]["phase"] == "bulk-1"
+    assert answer["run"]["bytes_copied"] >= len(big), answer
     assert not list((tmp_path / "dst").glob(".migrate-uploads/*/*"))
 
 
