@@ -192,6 +192,9 @@ class FindingInfo(_Model):
     detail: str
     source: str | None = None
     phase: str | None = None
+    # the source object apart (None: an `unexpected` object, or recorded before they were)
+    source_container: str | None = None
+    source_key: str | None = None
 
 
 class VerificationInfo(_Model):

@@ -123,9 +123,11 @@ _CHUNK = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class VerifyFinding:
-    """One problem with one object. `source` is "container/key" at the source when the
-    ledger knows the object; `phase` is the transfer's phase. An `outside_plan` finding is
-    of a source dataset (`source`), with no destination object (`bucket` and `key` "")."""
+    """One problem with one object: `bucket` and `key` at the destination. `source` is
+    "container/key" at the source when the ledger knows the object, also given apart
+    (`source_container`, `source_key`: the names `status --failed` gives a script to join
+    on); `phase` is the transfer's phase. An `outside_plan` finding is of a source dataset
+    (`source`), with no destination object (`bucket` and `key` "")."""
 
     kind: FindingKind
     bucket: str
@@ -133,6 +135,8 @@ class VerifyFinding:
     detail: str
     source: str | None = None
     phase: str | None = None
+    source_container: str | None = None
+    source_key: str | None = None
 
     @property
     def failing(self) -> bool:
@@ -872,6 +876,8 @@ class _Verifier:
                 detail,
                 source=f"{row.container}/{row.key}",
                 phase=row.phase,
+                source_container=row.container,
+                source_key=row.key,
             )
         )
 

@@ -154,6 +154,9 @@ def test_a_key_holding_terminal_controls_is_shown_escaped_never_acting_on_the_te
     assert "esc\\x1b[2K\\x0dFAKE: all good\\x0asecond.txt" in line, line
     code, out, _ = run(["verify", plan, "--json", *where], capsys)
     assert code == 12 and evil in [f["key"] for f in json.loads(out)["findings"]]
+    # The source object apart, as status --failed names it: a script joins on them.
+    (finding,) = json.loads(out)["findings"]
+    assert (finding["source_container"], finding["source_key"]) == ("data", evil), finding
     # An error's one line naming such a key: one line, and no control acts either.
     said = errors.TransferError(f"data/{evil}: failed", hint="x").one_line()
     assert said == "data/esc\\x1b[2K FAKE: all good second.txt: failed (x)", said
