@@ -1117,6 +1117,7 @@ def run(
             )
 
         kind = session.plan.phase(phase).kind
+        begun = _utc_now()  # a run record older than this is another run's
         try:
             outcome = run_plan_phase(
                 session,
@@ -1131,7 +1132,7 @@ def run(
             )
         except KeyboardInterrupt:
             if json_out:
-                _interrupted_json(session.ledger, session.plan.name, phase)
+                _interrupted_json(session.ledger, session.plan.name, phase, begun)
             raise
         summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready
         checklist = outcome.checklist
@@ -1350,41 +1351,62 @@ def status(
         gated=gated,
         projection=projection,
     )
-    if not approval["approved"]:
-        _console().print(
-            f"Not approved in this state{' (this version)' if approval['latest'] else ''}: a "
-            f"run refuses it; `migrate plan approve {loaded.command_path}` after review.",
-            markup=False,
-            soft_wrap=True,
-        )
+    if approval["why_not"] and not edited:  # an edited file has its warning already
+        _console().print(f"A run refuses this plan: {approval['why_not']}.", markup=False,
+                         soft_wrap=True)  # fmt: skip
     if routes:
         render.print_routes(_console(), used)
         render.print_site_routes(_console(), before)
 
 
 def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
-    """Whether this file, as it stands, is approved in the state (what a run checks first),
-    by whom and when; `latest`: the digest last approved under its name, when not this."""
+    """Whether a run would take this file, as it stands, as approved in the state (its
+    first checks: the file as written, no blocking finding, the state holding its inventory,
+    an approval of its digest), by whom and when, and `why_not`; `latest`: the digest last
+    approved under its name, when another."""
     approvals = ledger.approvals(plan.name)
-    mine = next((a for a in approvals if a.digest == plan.digest and not edited), None)
+    mine = next((a for a in approvals if a.digest == plan.digest), None)
+    path = plan.command_path
+    why_not = None
+    if edited:
+        why_not = "the file was edited after it was made (its digest does not match)"
+    elif plan.blocking:
+        why_not = f"it has blocking findings (`migrate plan show {path}`): make it again"
+    elif not holds_inventory(plan, ledger):
+        why_not = "this state does not hold the inventory it was made from (another --sites?)"
+    elif mine is None:
+        which = "this version is not" if approvals else "it is not"
+        why_not = f"{which} approved in this state: `migrate plan approve {path}` after review"
     return {
-        "approved": mine is not None and not plan.blocking,
+        "approved": why_not is None,
+        "why_not": why_not,
         "digest": plan.digest,
-        "approved_by": mine.approved_by if mine else None,
-        "approved_at": mine.approved_at if mine else None,
-        "latest": approvals[0].digest if approvals and mine is None else None,
+        "approved_by": mine.approved_by if mine and not edited else None,
+        "approved_at": mine.approved_at if mine and not edited else None,
+        "latest": approvals[0].digest if approvals and approvals[0].digest != plan.digest else None,
     }
 
 
-def _interrupted_json(ledger: Ledger, plan: str, phase: str) -> None:
+def _utc_now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _interrupted_json(ledger: Ledger, plan: str, phase: str, begun: str) -> None:
     """Under --json, an interrupted run's error object with what the run did before it
     stopped (`run`: its record, as the report's history has it; null if it has none), so a
     script need not ask `status` (an automation walkthrough)."""
     done: dict[str, Any] | None = None
     with contextlib.suppress(MigrateError, sqlite3.Error):
         records, _ = ledger.runs(plan, 1)
-        if records and records[-1].phase == phase and records[-1].outcome == "interrupted":
-            last = records[-1]
+        last = records[-1] if records else None
+        if (
+            last is not None
+            and last.phase == phase
+            and last.outcome == "interrupted"
+            and last.started_at >= begun  # this command's run, not an earlier one's
+        ):
             done = {"phase": phase, "started_at": last.started_at,
                     "finished_at": last.finished_at, **asdict(last.counts)}  # fmt: skip
     answer = json.loads(
@@ -1501,7 +1523,12 @@ def verify(
         typer.Option(help="Seed of --sample (default: random; recorded either way)."),
     ] = None,
     metadata: Annotated[
-        bool, typer.Option("--metadata", help="HEAD every object to compare its metadata.")
+        bool,
+        typer.Option(
+            "--metadata",
+            help="HEAD every object to compare its metadata with the source's "
+            "(an S3 source's read with a HEAD too).",
+        ),
     ] = False,
     copy_again: Annotated[
         bool,
@@ -1515,9 +1542,10 @@ def verify(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Compare the destination with the ledger (and the source with --deep=both): missing,
-    unexpected, size, checksum and metadata mismatches. Exit code 0 only when everything
-    verifies; a passing verification opens the next phase's gate.
+    """Compare the destination with the ledger (and the source with --deep=both, its
+    metadata with --metadata): missing, unexpected, size, checksum and metadata
+    mismatches. Exit code 0 only when everything verifies; a passing verification opens
+    the next phase's gate.
 
     Example: migrate verify plans/hdh.yaml --phase pilot --sample 5%
     """
@@ -1569,11 +1597,20 @@ def verify(
             )
             + f"): {state}; {result.objects:,} objects, {result.reread:,} re-read"
             + (
-                f", metadata compared for {result.metadata_compared:,}"
+                f", metadata compared for {result.metadata_compared:,} of {result.objects:,}"
                 if result.metadata_asked
                 else ""
             )
         )
+        if result.metadata_asked and result.metadata_compared < result.objects:
+            _console().print(
+                f"  metadata of {result.objects - result.metadata_compared:,} object(s) not "
+                "compared: changed at the source since their copy (a delta copies them), "
+                "missing at the destination, or the source's could not be read (its "
+                "credentials, or the object gone)",
+                markup=False,
+                soft_wrap=True,
+            )
         if result.counts.get("not_done"):
             _console().print(
                 f"  {result.counts['not_done']:,} object(s) not copied and proven yet: "

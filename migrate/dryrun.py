@@ -160,9 +160,10 @@ def _lost_record(row: PhaseCandidate, info: ObjectInfo) -> bool:
     return not source_sha or not stored or source_sha == stored
 
 
-# The reasons `classify` finds an object identical by its content alone, not as a copy this
-# plan recorded: another writer's object (or another plan's copy) with the same bytes.
+# The reasons `classify` finds an object identical by its content alone, not as a copy of
+# this plan's: another writer's object (or another plan's copy) with the same bytes.
 SAME_BYTES_NOT_OURS = ("sha256", "md5")
+OURS_SAME_BYTES = "this plan's earlier copy, the same bytes"
 
 
 def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
@@ -172,7 +173,24 @@ def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
     outcome, why = _compare(row, info)
     if outcome == "conflict" and _lost_record(row, info):
         return "copy", "this plan's copy whose record was lost"
+    # Copied again (its metadata changed at the source, or verify found it wrong), or its
+    # record lost: this plan's own copy, not another writer's object.
+    ours = outcome == "identical" and why in SAME_BYTES_NOT_OURS
+    if ours and (_earlier_copy(row, info) or _lost_record(row, info)):
+        return "identical", OURS_SAME_BYTES
     return outcome, why
+
+
+def _earlier_copy(row: PhaseCandidate, info: ObjectInfo) -> bool:
+    """Whether the destination holds the bytes this plan's last copy of `row` wrote."""
+    dest_sha = (info.metadata or {}).get(SHA256_METADATA, "").lower() or info.checksums.get(
+        "sha256", ""
+    ).lower()
+    etag = (info.etag or "").lower()
+    return bool(
+        (row.previous_sha256 and dest_sha == row.previous_sha256)
+        or (row.previous_md5 and etag == row.previous_md5.lower())
+    )
 
 
 def _compare(row: PhaseCandidate, info: ObjectInfo) -> tuple[str, str]:
@@ -180,9 +198,7 @@ def _compare(row: PhaseCandidate, info: ObjectInfo) -> tuple[str, str]:
     dest_sums = {k: v.lower() for k, v in info.checksums.items()}
     dest_sha = (info.metadata or {}).get(SHA256_METADATA, "").lower() or dest_sums.get("sha256")
     etag = (info.etag or "").lower()
-    earlier = (row.previous_sha256 and dest_sha == row.previous_sha256) or (
-        row.previous_md5 and etag == row.previous_md5.lower()
-    )
+    earlier = _earlier_copy(row, info)
     if info.size != row.size:
         if earlier:  # changed at the source since this plan copied it, size and all
             return "copy", "this plan's earlier copy of an object changed since"

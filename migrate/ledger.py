@@ -1753,10 +1753,8 @@ class Ledger:
     def found_wrong(self, plan: str, phase: str | None = None) -> int:
         """Transfers a verification sent back to be copied again (pending, its reason still
         their error: see `transfer_stats`), of the plan or one phase."""
-        sql = (
-            "SELECT COUNT(*) FROM transfers WHERE plan=? AND state='pending' "
-            "AND recopy_reason IS NOT NULL AND error = recopy_reason"
-            + (" AND phase=?" if phase else "")
+        sql = f"SELECT COUNT(*) FROM transfers AS t WHERE t.plan=? AND {_FOUND_WRONG}" + (
+            " AND t.phase=?" if phase else ""
         )
         with self._lock:
             return int(self._db.execute(sql, (plan, phase) if phase else (plan,)).fetchone()[0])
@@ -2314,6 +2312,16 @@ class Ledger:
                     params,
                 )
             )
+            # The earlier phases whose copies found wrong it takes: left with nothing to copy,
+            # they are finished again (verify cleared the mark when it sent them back).
+            emptied = [
+                str(p)
+                for (p,) in db.execute(
+                    "SELECT DISTINCT t.phase FROM transfers AS t, objects AS o "
+                    f"WHERE {where} AND t.phase != :phase AND {_FOUND_WRONG}",
+                    params,
+                )
+            ]
             db.execute(
                 "UPDATE transfers AS t SET phase = :phase, state = 'pending', size = o.size, "
                 "source_etag = o.etag, source_version = o.version_id, "
@@ -2326,6 +2334,14 @@ class Ledger:
                 f"FROM objects AS o WHERE {where}",
                 params,
             )
+            for earlier in emptied:
+                db.execute(
+                    "UPDATE phases SET finished_at = ? WHERE plan = ? AND phase = ? "
+                    "AND finished_at IS NULL AND resolved_at IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM transfers WHERE plan = ? AND phase = ? "
+                    "AND state IN ('pending', 'in_progress', 'failed', 'changed'))",
+                    (_now(), plan.name, earlier, plan.name, earlier),
+                )
         ctes = [_mapping_cte(plan, params)]
         select = self._selection(plan, phase, params, "s", ctes)
         db.execute(
@@ -2669,8 +2685,7 @@ class Ledger:
                     "SUM(retries), MIN(started_at), MAX(finished_at) FROM (SELECT t.*, "
                     # the reason stays on the copy found right again later (verify compares
                     # it); a transfer sent back by verify has it as its error too
-                    "CASE WHEN t.state = 'pending' AND t.recopy_reason IS NOT NULL "
-                    "AND t.error = t.recopy_reason THEN 'found_wrong' "
+                    f"CASE WHEN {_FOUND_WRONG} THEN 'found_wrong' "
                     # not removed: an object this plan cannot prove its copy is left there
                     f"WHEN t.state = 'removed' AND t.error LIKE '%{BY_HAND}%' THEN 'left' "
                     "ELSE t.state END AS shown, "

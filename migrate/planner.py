@@ -1014,12 +1014,13 @@ _CUTOVER_CHECKLIST = (
     "them and verifies the whole plan",
     "Check that it says the whole plan's verification passed (exit 0); otherwise do not "
     "switch over",
+    # The cutover's own verification compares listings with the stored checksums, so it is
+    # short; the bytes are re-read before applications write there (their objects would be
+    # findings: unexpected, or copies changed).
+    "For the auditor's report, re-read the destination's bytes before applications write "
+    "to it: `migrate verify PLAN --deep` (every object) or `--sample 5%` (a seeded share, "
+    "shorter); the cutover's verification compared listings with the stored checksums",
     "Switch applications to the destination ({destination}: {buckets}) and test them",
-    # The cutover's own verification compares listings with the stored checksums, so the
-    # freeze stays short; the bytes are re-read after it, off the critical path.
-    "For the auditor's report, re-read the destination's bytes once switched: `migrate "
-    "verify PLAN --deep` (every object) or `--sample 5%` (a seeded share); the cutover's "
-    "verification compared listings with the stored checksums and re-read none",
     "Keep the source read-only until the switch is accepted; decommission only after a "
     "passing verification",
 )

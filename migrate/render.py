@@ -377,8 +377,8 @@ def print_phase_summary(console: Console, s: PhaseSummary) -> None:
     if s.same_bytes_replaced:
         console.print(
             f"  {s.same_bytes_replaced:,} objects this plan did not write held the same bytes: "
-            "replaced by their copy, their content type and metadata now the source's (the "
-            "report lists each copied over, with what was there)",
+            "let be replaced by their copy, which gives them the source's content type and "
+            "metadata (the report lists each copied over, with what was there)",
             markup=False,
         )
     if s.unguarded:

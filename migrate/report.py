@@ -672,10 +672,12 @@ def _covering(verifications: Sequence[VerificationInfo], phase: str) -> Verifica
 def _checked_metadata(v: VerificationInfo) -> bool:
     """Whether `v` was a metadata verification (--metadata): a plain one compares the
     metadata of the few objects it reads anyway (tagged ones), which is not one. Before
-    this was recorded, whether it compared any. `--deep=both` compares every object's."""
+    this was recorded, whether it compared any. `--deep=both` compares every object's. One
+    that could compare none (every source changed or unreadable) checked none."""
     if v.mode == "deep-both":
         return True
-    return v.metadata_asked if v.metadata_asked is not None else bool(v.metadata_compared)
+    asked = v.metadata_asked if v.metadata_asked is not None else True
+    return asked and bool(v.metadata_compared)
 
 
 def _described(v: VerificationInfo) -> str:
@@ -1430,7 +1432,12 @@ def _planned_row(label: str, e: EstimateInfo | None, c: Counts) -> list[str]:
 def _planned_html(r: Report) -> str:
     """The plan's estimates beside what the runs copied and took: what to correct in the
     next plan's --bandwidth, and what to explain to whoever approved the estimate."""
-    rows = [_planned_row(_e(p.name), p.estimated, p.counts) for p in r.phases]
+    # not decommission: migrate never runs it (it deletes the source after the move)
+    rows = [
+        _planned_row(_e(p.name), p.estimated, p.counts)
+        for p in r.phases
+        if p.kind != PhaseKind.DECOMMISSION.value
+    ]
     rows.append(_planned_row("<b>all phases</b>", r.plan.estimated, r.totals))
     bandwidth = r.plan.bandwidth_bytes_per_second
     at = f" ({_bytes(bandwidth)}/s)" if bandwidth else ""

@@ -1,4 +1,5 @@
-"""Verify a plan's destination against the ledger (and, with `deep="both"`, the source).
+"""Verify a plan's destination against the ledger (and, with `deep="both"`, the source; with
+`check_metadata`, the source's metadata where its listing carried none).
 
 What one verification proves, object by object, for the transfers in scope (a phase, or
 the whole plan):
@@ -15,7 +16,7 @@ the whole plan):
 - content type, user metadata and the other headers a copy keeps (cache control, content
   disposition, language, encoding), where they are at hand (a listing that carries them or
   a HEAD made anyway), against the source's inventory (or the source's HEAD with
-  `deep="both"`);
+  `deep="both"`, or with `check_metadata` where its listing carried none: S3's);
 - the object's tags against those its copy set (with `deep="both"`, against the source's
   as they are now: a tag change moves neither an ETag nor a time, so no delta sees it);
 - with `deep` (every object) or `sample` (a seeded share of them): the destination's bytes
@@ -572,10 +573,13 @@ class _Verifier:
 
     def source_as_copied(self, row: DestinationRow) -> ObjectInfo | None:
         """The source object's HEAD while it is the one copied (same ETag); None when it
-        changed or is gone since (the delta copies or reports it: nothing to compare)."""
+        changed or is gone since (the delta copies or reports it: nothing to compare), or
+        cannot be read (credentials that may not read it, a store refusing: its metadata is
+        not compared, which the count of those compared shows; the others still are)."""
+        self.tally.bump("heads")
         try:
             info = self.call(lambda: self.source.head(row.container, row.key))
-        except NotFound:
+        except (NotFound, Permanent, CredentialsRejected, Unsupported):
             return None
         etag = (info.etag or "").strip('"').lower()
         return info if etag and etag == (row.source_etag or "").strip('"').lower() else None
@@ -920,7 +924,8 @@ def verify(
     `deep=True` re-reads every destination object, `deep="both"` the source too; else
     `sample` (a share in (0, 1]) re-reads the objects the seeded sample takes.
     `check_metadata` makes a HEAD of every object to compare its content type and metadata
-    even where the ETag suffices. `copy_again` marks to copy again even metadata found
+    even where the ETag suffices (and one of its source, where the source's listing carried
+    no metadata: S3's). `copy_again` marks to copy again even metadata found
     wrong again after the copy a verification asked for (see LASTING). A passing result
     marks `verified_at` on the phase (on every phase that ran, when `phase` is None)."""
     if sample is not None and not 0 < sample <= 1:

@@ -3084,6 +3084,9 @@ def test_status_json_says_whether_the_plan_is_approved_and_routes_only_when_aske
     assert approval["approved"] is False and approval["latest"] == approved
     assert (approval["approved_by"], approval["approved_at"]) == (None, None)
     code, out, _ = run(["status", plan, *where], capsys)
-    assert code == 0 and "Not approved in this state (this version): a run refuses it" in out
+    assert code == 0 and "A run refuses this plan: this version is not approved" in out
+    assert json.loads(run(["status", plan, "--json", *where], capsys)[1])["approval"][
+        "why_not"
+    ].startswith("this version is not approved in this state")
     code, _, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
     assert code == 9 and "not the version that was approved" in err, err

@@ -283,6 +283,10 @@ def test_delta_copies_metadata_rewritten_in_place_at_an_s3_source(env_for: Any) 
         assert (delta.changed, delta.to_copy_changed) == (0, 1)
         summary = run(env, ledger, plan, "delta")
         assert (summary.objects, summary.copied, summary.failed) == (1, 1, 0)
+        # Its earlier copy, the same bytes, is this plan's: not another writer's object
+        # replaced (a review found it counted and recorded so).
+        assert summary.same_bytes_replaced == 0
+        assert ledger.overwritten(plan.name, "delta", 10) == ([], 0)
         copy = env.destination.head(env.bucket, key)
         assert (copy.metadata or {}).get("status") == "withdrawn"
         assert copy.content_type == "application/x-study"
@@ -455,6 +459,8 @@ def test_the_cutover_copies_what_a_verification_found_wrong_in_an_earlier_phase(
         assert (summary.copied, summary.failed) == (1, 0)
         assert ledger.found_wrong(plan.name) == 0
         assert env.read_destination("d/03.bin") == ESTATE["d/03.bin"][0]
+        # bulk-1, left with nothing to copy, is finished again (verify cleared its mark)
+        assert ledger.phase_state(plan.name, "bulk-1").finished_at is not None
         assert check(env, ledger, plan, None).passed
 
 
