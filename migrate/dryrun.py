@@ -57,6 +57,9 @@ class DatasetDryRun:
     would_copy_bytes: int = 0
     identical: int = 0  # skipped: already at the destination with the same bytes
     identical_bytes: int = 0
+    # Of `identical`: objects this plan did not write (another writer's, another plan's
+    # copy): the run copies over them, giving them the source's content type and metadata.
+    identical_not_ours: int = 0
     conflicts: int = 0
     conflict_bytes: int = 0
     done_in_ledger: int = 0  # of `objects`: marked done by an earlier run of this phase
@@ -320,6 +323,8 @@ def dry_run(
                 elif outcome == "identical":
                     d.identical += 1
                     d.identical_bytes += row.size
+                    if why in SAME_BYTES_NOT_OURS:
+                        d.identical_not_ours += 1
                 else:
                     d.conflicts += 1
                     d.conflict_bytes += row.size

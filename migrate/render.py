@@ -600,6 +600,14 @@ def print_dry_run(console: Console, report: Any) -> None:
             ),
             markup=False,
         )
+    if theirs := sum(d.identical_not_ours for d in report.datasets):
+        console.print(
+            f"Of the identical, {theirs:,} are objects this plan did not write (another "
+            "writer's, or another plan's copy): their bytes are the source's, and the run "
+            "copies over them, giving them the source's content type and metadata (the "
+            "report lists each).",
+            markup=False,
+        )
     if report.would_remove is not None:
         console.print(
             f"--delete-removed: {report.would_remove:,} copies whose source object the latest "

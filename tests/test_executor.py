@@ -2305,6 +2305,8 @@ def test_an_object_at_the_destination_this_plan_did_not_write_is_not_overwritten
     with Ledger(env.state) as ledger:
         preview = dry_run(plan, "bulk-1", ledger, env.source, env.destination)
     assert preview.conflicts == 3
+    # the object with the same bytes: identical, and said to be another writer's
+    assert sum(d.identical_not_ours for d in preview.datasets) == 1
     summary = go()
     assert (summary.conflicts, summary.failed, summary.copied) == (3, 3, len(ESTATE) - 3)
     assert [f[1] for f in summary.failures] == [
