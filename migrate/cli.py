@@ -1632,7 +1632,9 @@ def verify(
             where = f"{f.bucket}/{f.key}" if f.bucket else f"source {f.source}"
             _console().print(printable(f"  {f.kind}: {where}: {f.detail}"), markup=False)
         if result.truncated or len(result.findings) > 50:
-            _console().print(f"  ... {sum(result.counts.values()) - 50:,} more (see --json)")
+            _console().print(
+                f"  ... {sum(result.counts.values()) - 50:,} more (--json lists the first 1,000)"
+            )
     if not result.passed:
         kinds = ", ".join(
             f"{n:,} {kind}" for kind, n in sorted(result.counts.items()) if kind not in NON_FAILING

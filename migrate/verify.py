@@ -14,9 +14,9 @@ the whole plan):
   checksum passes only if its ETag is still the one the copy was verified against; else
   its bytes are re-read;
 - content type, user metadata and the other headers a copy keeps (cache control, content
-  disposition, language, encoding), where they are at hand (a listing that carries them or
-  a HEAD made anyway), against the source's inventory (or the source's HEAD with
-  `deep="both"`, or with `check_metadata` where its listing carried none: S3's);
+  disposition, language, encoding, Expires), where they are at hand (a listing that
+  carries them or a HEAD made anyway), against the source's inventory (or the source's
+  HEAD with `deep="both"`, or with `check_metadata` where its listing carried none: S3's);
 - the object's tags against those its copy set (with `deep="both"`, against the source's
   as they are now: a tag change moves neither an ETag nor a time, so no delta sees it);
 - with `deep` (every object) or `sample` (a seeded share of them): the destination's bytes
@@ -774,7 +774,10 @@ class _Verifier:
             store_made = store_made and generic
         # Where the source's headers are known, one the destination has and the source has
         # not is a mismatch too (a Content-Encoding added makes clients decode good bytes).
+        kept = self.destination.capabilities.expires_header
         for name in CARRIED_HEADERS if headers is not None else ():
+            if name == "expires" and not kept:
+                continue  # a store without the header cannot keep it: no copy would mend it
             value = (headers or {}).get(name) or ""
             # A value beyond ASCII travels as header bytes each store and library decodes
             # its own way (UTF-8 read back as Latin-1): only its absence can be told.

@@ -152,6 +152,8 @@ class ObjectInfo:
     cache_control: str | None = None
     content_disposition: str | None = None
     content_language: str | None = None
+    # The HTTP Expires header as the store gives it (S3 keeps one; Azure and GCS have none)
+    expires: str | None = None
     # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE
     # not restored).
     archived: bool = False
@@ -181,6 +183,7 @@ class WriteAttrs:
     cache_control: str | None = None
     content_disposition: str | None = None
     content_language: str | None = None
+    expires: str | None = None  # set where the store keeps it (`Capabilities.expires_header`)
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
     # The object's tags (S3 object tagging, Azure blob index tags). A write sets them (None
@@ -205,6 +208,7 @@ class WriteAttrs:
             cache_control=info.cache_control,
             content_disposition=info.content_disposition,
             content_language=info.content_language,
+            expires=info.expires,
             metadata=metadata,
             storage_class=storage_class,
             tags=None if tags is None else dict(tags),
@@ -212,7 +216,13 @@ class WriteAttrs:
 
 
 # The headers a copy keeps besides the content type (WriteAttrs.of), which verify compares.
-CARRIED_HEADERS = ("content_encoding", "cache_control", "content_disposition", "content_language")
+CARRIED_HEADERS = (
+    "content_encoding",
+    "cache_control",
+    "content_disposition",
+    "content_language",
+    "expires",
+)
 
 
 def carried_headers(obj: ObjectInfo) -> dict[str, str]:
@@ -300,6 +310,9 @@ class Capabilities:
     ranged_listing: bool = False
     # False where objects cannot bear tags (GCS): read_tags gives none, without a request.
     object_tags: bool = True
+    # True where an object keeps an HTTP Expires header (S3): elsewhere a copy cannot carry
+    # one, and verify does not hold its absence against the copy.
+    expires_header: bool = False
     # False where the API used cannot say what a container keeps (GCS): protection() and
     # replication() answer unknown, after checking that the container exists.
     reads_protection: bool = True

@@ -34,7 +34,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import quote, urlsplit
@@ -726,6 +727,7 @@ class S3Adapter:
             max_segment_bytes=None,
             # ListObjectsV2's order, or the walk's on stores listing in path order.
             ranged_listing=True,
+            expires_header=True,
         )
         if limits is not None:
             self.capabilities = limits.applied_to(self.capabilities)
@@ -1178,6 +1180,7 @@ class S3Adapter:
             cache_control=r.get("CacheControl"),
             content_disposition=r.get("ContentDisposition"),
             content_language=r.get("ContentLanguage"),
+            expires=_expires(r),
             archived=storage_class in RESTORED_IN_PLACE and not restored,
             tags=_tag_count(r),
         )
@@ -1284,6 +1287,7 @@ class S3Adapter:
             ("Cache-Control", attrs.cache_control),
             ("Content-Disposition", attrs.content_disposition),
             ("Content-Language", attrs.content_language),
+            ("Expires", attrs.expires),
             ("x-amz-storage-class", attrs.storage_class),
             ("x-amz-tagging", tagging_header(attrs.tags) if attrs.tags else None),
         ):
@@ -1356,6 +1360,11 @@ class S3Adapter:
             kwargs["ContentDisposition"] = attrs.content_disposition
         if attrs.content_language:
             kwargs["ContentLanguage"] = attrs.content_language
+        if attrs.expires:
+            # botocore sends a date it is given; a value that is no date cannot be sent
+            # through it (verify then names it missing).
+            with contextlib.suppress(TypeError, ValueError):
+                kwargs["Expires"] = parsedate_to_datetime(attrs.expires)
         if attrs.metadata:
             kwargs["Metadata"] = dict(attrs.metadata)
         if attrs.storage_class:
@@ -1820,3 +1829,15 @@ class S3Adapter:
         self._client.close()
         if self._lean is not None:
             self._lean.close()
+
+
+def _expires(r: Mapping[str, Any]) -> str | None:
+    """The Expires header as the store gave it (botocore keeps the text as ExpiresString and
+    parses a valid one into Expires; the lean path gives the text alone)."""
+    raw = r.get("ExpiresString")
+    if raw:
+        return str(raw)
+    when = r.get("Expires")
+    if isinstance(when, datetime):
+        return format_datetime(when.astimezone(UTC), usegmt=True)
+    return str(when) if when else None

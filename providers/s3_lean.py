@@ -63,6 +63,7 @@ _HEADERS = {
     "cache-control": "CacheControl",
     "content-disposition": "ContentDisposition",
     "content-language": "ContentLanguage",
+    "expires": "ExpiresString",
     "content-range": "ContentRange",
     "x-amz-storage-class": "StorageClass",
     "x-amz-tagging-count": "TagCount",
