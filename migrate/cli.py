@@ -242,10 +242,17 @@ def _warn_if_state_unaware(plan: Plan, ledger: Ledger, config: SitesConfig) -> N
     """A state that holds nothing of the plan (never approved, nor run, nor its inventory):
     its progress and report read as a plan with nothing done, exit 0, when the sites file
     is most likely not the plan's (a walkthrough); said, as run says it."""
-    if ledger.approvals(plan.name) or ledger.runs(plan.name, 1)[1]:
-        return
     if holds_inventory(plan, ledger):
-        return  # the plan's own inventory: a plan made here, not approved yet
+        return  # the plan's own inventory: its state (approved or not yet)
+    if ledger.approvals(plan.name) or ledger.runs(plan.name, 1)[1]:
+        # Another plan of the same name (a rehearsal's state, another workdir): what is
+        # shown is its progress, not this plan's (a walkthrough read it as this one's).
+        _warn(
+            f"the state {ledger.path} does not hold the inventory plan {plan.name} was made "
+            "from: what it holds under that name is another plan's (another sites file's "
+            "state?); name the plan's sites file with --sites"
+        )
+        return
     missing = [s for s in (plan.source, plan.destination) if s not in config.sites]
     _warn(
         f"the state {ledger.path} holds nothing of plan {plan.name} (never approved nor run "
@@ -1372,6 +1379,8 @@ def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
         why_not = "the file was edited after it was made (its digest does not match)"
     elif plan.blocking:
         why_not = f"it has blocking findings (`migrate plan show {path}`): make it again"
+    elif moved_route(plan, ledger) is not None:
+        why_not = "the state holds another plan's progress under its name (other routes)"
     elif not holds_inventory(plan, ledger):
         why_not = "this state does not hold the inventory it was made from (another --sites?)"
     elif mine is None:

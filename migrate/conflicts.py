@@ -132,7 +132,7 @@ def mark_conflicts(
                     replaced = (
                         f"the same bytes ({why}), another writer's object: its content type "
                         f"and metadata replaced by the source's; its ETag {info.etag or '-'}, "
-                        f"{info.size:,} bytes"
+                        f"{info.size:,} bytes{_bore(info)}"
                     )
                     with lock:
                         same_bytes += 1
@@ -184,6 +184,15 @@ def mark_conflicts(
             for keys in _chunks(o.key for o in chain(first, listing)):
                 check_all(list(ledger.to_write_at(plan.name, phase, bucket, keys, portable=True)))
     return replace(found, overwriting=overwriting, same_bytes=same_bytes)
+
+
+def _bore(info: ObjectInfo) -> str:
+    """What a replaced object carried, where its HEAD said (a listing does not): its content
+    type and the names of its metadata (not their values, which the report would spread)."""
+    if info.metadata is None:
+        return ""
+    names = ", ".join(sorted(info.metadata)) or "none"
+    return f", content type {info.content_type or '-'}, metadata {names}"
 
 
 def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:

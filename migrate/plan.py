@@ -476,6 +476,9 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
     for approval in approvals:
         if approval.digest == plan.digest:
             return approval
+    # Another state's plan of the same name (a rehearsal's): not this plan's to approve
+    # there, which the hint below would send the user to try.
+    check_inventory_held(plan, ledger)
     if approvals:
         last = approvals[0]
         raise PlanTampered(

@@ -588,25 +588,27 @@ def print_dry_run(console: Console, report: Any) -> None:
             "run skips them; `migrate verify` finds them and marks them to copy again.",
             markup=False,
         )
+    theirs = sum(d.identical_not_ours for d in report.datasets)
     if report.identical:
         # "identical" spoke as if the run skipped them all: it skips only its own done ones.
         console.print(
             f"Identical: {done:,} copied by this plan already (the run skips them)"
             + (
                 f"; the run copies the other {again:,} again, to record checksums of the "
-                "bytes it reads."
+                "bytes it reads"
+                + (
+                    f" ({theirs:,} of them objects this plan did not write, another "
+                    "writer's or another plan's copy: the copy gives them the source's "
+                    "content type and metadata, and the report lists each)"
+                    if theirs
+                    else ""
+                )
+                + "."
                 if again
                 else "."
             ),
             markup=False,
-        )
-    if theirs := sum(d.identical_not_ours for d in report.datasets):
-        console.print(
-            f"Of the identical, {theirs:,} are objects this plan did not write (another "
-            "writer's, or another plan's copy): their bytes are the source's, and the run "
-            "copies over them, giving them the source's content type and metadata (the "
-            "report lists each).",
-            markup=False,
+            soft_wrap=True,
         )
     if report.would_remove is not None:
         console.print(

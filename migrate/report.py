@@ -671,7 +671,8 @@ def _covering(verifications: Sequence[VerificationInfo], phase: str) -> Verifica
 
 def _checked_metadata(v: VerificationInfo) -> bool:
     """Whether `v` was a metadata verification (--metadata): a plain one compares the
-    metadata of the few objects it reads anyway (tagged ones), which is not one. Before
+    metadata of the objects it reads with a HEAD anyway (sampled, tagged, without an MD5
+    ETag) where the source's is known, which is not one. Before
     this was recorded, whether it compared any. `--deep=both` compares every object's. One
     that could compare none (every source changed or unreadable) checked none."""
     if v.mode == "deep-both":
@@ -1420,8 +1421,10 @@ def _planned_row(label: str, e: EstimateInfo | None, c: Counts) -> list[str]:
     if e is None:
         planned = ["-", "-", "-", "-"]
     else:
+        # a projection of a few bytes may round to no whole object: "<1", not "0"
+        objects = f"{e.objects:,}" if e.objects or not e.bytes else "<1"
         planned = [
-            f"{mark}{e.objects:,}",
+            f"{mark}{objects}",
             mark + _bytes(e.bytes),
             mark + _duration(e.duration_seconds),
             "unknown" if e.egress_cost is None else f"{mark}{e.egress_cost:,.2f} {_e(e.currency)}",
@@ -1459,8 +1462,11 @@ def _planned_html(r: Report) -> str:
         )
         + f'<p class="muted">Planned durations are the bytes at the plan\'s bandwidth{at} '
         "alone (each object's requests add to them); the egress is at the source's price "
-        "in the catalog when the plan was made. Figures marked ~ (delta, cutover) were "
-        "guesses at what would change at the source, and are not in the plan's total. "
+        "in the catalog when the plan was made. The pilot's objects are a sample a hash of "
+        "each key picks: planned is its expected size, the objects it took are known when "
+        "it runs (its dry run gives them), and the waves hold the rest. Figures marked ~ "
+        "(delta, cutover) were guesses at what would change at the source, and are not in "
+        "the plan's total. "
         '"took" is the runs\' working time, without the pauses between them.</p>'
     )
 

@@ -196,6 +196,8 @@ class VerifyResult:
     def summary(self, first: int = 100) -> dict[str, object]:
         """What the ledger keeps of this verification: counters and the first findings."""
         data = {k: v for k, v in asdict(self).items() if k not in ("findings", "record_id")}
+        if self.sample is None:
+            data["seed"] = None  # it took no sample: a seed would suggest one (as the report)
         data["passed"] = self.passed
         data["findings"] = [asdict(f) for f in self.findings[:first]]
         return data

@@ -2652,6 +2652,19 @@ def test_status_and_report_say_when_the_state_holds_nothing_of_the_plan(
     # that other inventory.
     code, _, err = run(["plan", "approve", made, *theirs], capsys)
     assert code == 9 and "which the state" in err and "does not hold" in err, err
+    # That state with a plan of the same name of its own, approved (a rehearsal's state):
+    # status showed its progress as this plan's without a word, and run sent the user to
+    # approve this one there (a README check).
+    twins = str(twin / "made.yaml")
+    assert main(["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", "-o",
+                 twins, *theirs]) == 0  # fmt: skip
+    assert main(["plan", "approve", twins, *theirs]) == 0
+    capsys.readouterr()
+    code, _, err = run(["status", made, *theirs], capsys)
+    assert code == 0 and "does not hold the inventory plan made was made from" in err, err
+    code, _, err = run(["run", made, "--phase", "bulk-1", "--force", "--reason", "t", *theirs],
+                       capsys)  # fmt: skip
+    assert code == 9 and "which the state" in err and "does not hold" in err, err
 
 
 def test_a_local_destination_whose_directory_is_missing_is_not_made_by_the_run(
