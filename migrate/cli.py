@@ -1083,6 +1083,7 @@ def run(
             report = do_dry_run(
                 session.plan, phase, session.ledger, session.source, session.destination
             )
+            gate: MigrateError | None = None
             if not force:
                 from migrate.executor import gate_refusal
 
@@ -1107,7 +1108,17 @@ def run(
                 except PlanError as refused:
                     report.removal_refused = refused.one_line()
             if json_out:
-                _out(True, render.dry_run_answer(report))
+                answer = render.dry_run_answer(report)
+                # The run's own error object, as the run would print it (a script matches
+                # its `kind` and `exit_code`; `gate_refused` is its one line).
+                answer["gate_error"] = (
+                    None
+                    if gate is None
+                    else json.loads(
+                        error_json(gate.exit_code, kind_of(gate), gate.message, gate.hint)
+                    )["error"]
+                )
+                _out(True, answer)
             else:
                 render.print_dry_run(_console(), report)
             return

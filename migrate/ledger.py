@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -437,6 +438,13 @@ _MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE verifications ADD COLUMN run_by TEXT;
         ALTER TABLE verifications ADD COLUMN tool_version TEXT;
         """,
+    ),
+    (
+        # A random name for each inventory run: a plan names the one it was made from, which
+        # another state's run of the same number (a same-named site) is not. NULL: a run
+        # listed before this was kept.
+        "inventory token",
+        "ALTER TABLE inventory_runs ADD COLUMN token TEXT;",
     ),
 ]
 
@@ -1051,8 +1059,8 @@ class Ledger:
             if row:  # a newer listing covered its keys since: resumed, it would be refused
                 db.execute("UPDATE inventory_runs SET abandoned_at=? WHERE id=?", (_now(), row[0]))
             cur = db.execute(
-                "INSERT INTO inventory_runs (site, prefix, started_at) VALUES (?, ?, ?)",
-                (site, prefix, _now()),
+                "INSERT INTO inventory_runs (site, prefix, started_at, token) VALUES (?, ?, ?, ?)",
+                (site, prefix, _now(), secrets.token_hex(8)),
             )
             return int(cur.lastrowid or 0), False
 
@@ -2074,6 +2082,13 @@ class Ledger:
             ).fetchall()
         whole = next((str(at) for prefix, at in rows if prefix == ""), None)
         return whole, [(str(prefix), str(at)) for prefix, at in rows if prefix != ""]
+
+    def inventory_token(self, run: int) -> str | None:
+        """An inventory run's random name (None: no such run, or one listed before runs
+        were named)."""
+        with self._lock:
+            row = self._db.execute("SELECT token FROM inventory_runs WHERE id=?", (run,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
     def inventory_started_at(self, run: int) -> str | None:
         """When an inventory run began listing (ISO, UTC)."""

@@ -184,9 +184,9 @@ class Plan(_Model):
     source: str
     destination: str
     inventory_run: int  # the inventory the plan was made from
-    # when that inventory began listing: tells the state that holds it from another whose
+    # that inventory run's random name: tells the state that holds it from another whose
     # inventory of a site of the same name has the same number (None: an older plan)
-    inventory_started_at: str | None = None
+    inventory_token: str | None = None
     sites: tuple[SiteRef, ...]
     mappings: tuple[Mapping, ...]
     # Datasets of the inventory left out on purpose (`migrate plan --exclude`): not moved,
@@ -248,7 +248,7 @@ def _canonical(plan: Plan) -> dict[str, Any]:
 # Options and fields added after plans were first approved, with their defaults: they
 # count in the digest only when set otherwise, so a plan written before them keeps its digest.
 _LATER_OPTIONS: dict[str, Any] = {"sha256_on_large_objects": True}
-_LATER_FIELDS: dict[str, Any] = {"excluded": [], "inventory_started_at": None}
+_LATER_FIELDS: dict[str, Any] = {"excluded": [], "inventory_token": None}
 
 
 def _drop_later_fields(data: dict[str, Any]) -> None:
@@ -498,12 +498,13 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
 
 def holds_inventory(plan: Plan, ledger: Ledger) -> bool:
     """Whether the state holds the inventory the plan was made from: its run of that number
-    listed the plan's source, and began when the plan says (where the plan says: another
-    state's inventory of a site of the same name may bear the same number)."""
+    listed the plan's source, and bears the name the plan gives it (where the plan gives
+    one: another state's inventory of a site of the same name may bear the same number)."""
     if ledger.inventory_run_site(plan.inventory_run) != plan.source:
         return False
-    started = plan.inventory_started_at
-    return started is None or ledger.inventory_started_at(plan.inventory_run) == started
+    token, named = plan.inventory_token, ledger.inventory_token(plan.inventory_run)
+    # A run listed before runs were named (or a plan made before) is told by its site alone.
+    return token is None or named is None or named == token
 
 
 def check_inventory_held(plan: Plan, ledger: Ledger, phase: str | None = None) -> None:

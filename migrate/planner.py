@@ -190,7 +190,7 @@ class PlanInputs:
     # rate the delta and cutover estimates are projected from.
     recent_objects: int = 0
     recent_bytes: int = 0
-    inventory_started_at: str | None = None  # when that inventory began listing
+    inventory_token: str | None = None  # that inventory run's random name
 
     @property
     def objects(self) -> int:
@@ -281,7 +281,7 @@ def plan_inputs(
         )
     started = ledger.inventory_started_at(run)
     inputs = PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets),
-                        inventory_started_at=started)  # fmt: skip
+                        inventory_token=ledger.inventory_token(run))  # fmt: skip
     left_out = excluded_datasets(inputs, exclude) if exclude else []
     if started is None:
         return inputs
@@ -1442,8 +1442,8 @@ def make_plan(
         destination=destination,
         inventory_run=inventory_run,
         # which state's inventory #N it is: another state may have a run of that number
-        inventory_started_at=(
-            datasets.inventory_started_at if datasets.inventory_run == inventory_run else None
+        inventory_token=(
+            datasets.inventory_token if datasets.inventory_run == inventory_run else None
         ),
         sites=(
             _ref(src, "source", src_verdict, src_endpoint),

@@ -2571,14 +2571,20 @@ def test_a_dry_run_says_when_the_phases_gate_would_refuse_the_run(
     plan, where = finished_local_copy(tmp_path, capsys, run=False)
     dry = ["run", plan, "--phase", "bulk-1", "--dry-run", *where]
     assert main([*dry, "--json"]) == 0
-    refused = json.loads(capsys.readouterr().out)["gate_refused"]
+    answer = json.loads(capsys.readouterr().out)
+    refused = answer["gate_refused"]
     assert refused.startswith("phase bulk-1 requires pilot to be verified first"), refused
+    # and the run's own error object, for a script to match (an automation walkthrough)
+    gate = answer["gate_error"]
+    assert (gate["exit_code"], gate["kind"]) == (9, "PlanError"), gate
+    assert gate["message"].startswith("phase bulk-1 requires pilot") and gate["hint"], gate
     # The pilot has not run: the way through starts with running it, not verifying it.
     assert f"(run `migrate run {plan} --phase pilot` then `migrate verify {plan}" in refused
     assert main(dry) == 0
     assert "The run would refuse to start: phase bulk-1 requires pilot" in capsys.readouterr().out
     assert main([*dry, "--json", "--force", "--reason", "t"]) == 0
-    assert json.loads(capsys.readouterr().out)["gate_refused"] is None
+    forced = json.loads(capsys.readouterr().out)
+    assert forced["gate_refused"] is None and forced["gate_error"] is None
     with Ledger(tmp_path / "state") as ledger:
         assert ledger.phase_state(load_plan(Path(plan)).name, "bulk-1").started_at is None
 
@@ -2643,7 +2649,8 @@ def test_status_and_report_say_when_the_state_holds_nothing_of_the_plan(
     (twin / "src" / "data").mkdir(parents=True)
     (twin / "src" / "data" / "b.txt").write_text("b")
     theirs = two_local_sites(twin)
-    time.sleep(1.1)  # an inventory's start is kept to the second: listed in another one
+    # (in the same second as the plan's own inventory: a plan named it by its start, to
+    # the second, which two states made at once shared; a review)
     assert main(["inventory", "src", *theirs]) == 0
     capsys.readouterr()
     code, _, err = run(["status", made, *theirs], capsys)
