@@ -239,9 +239,10 @@ def _warn(line: str) -> None:
 
 
 def _warn_if_state_unaware(plan: Plan, ledger: Ledger, config: SitesConfig) -> None:
-    """A state that holds nothing of the plan (never approved, nor run, nor its inventory):
-    its progress and report read as a plan with nothing done, exit 0, when the sites file
-    is most likely not the plan's (a walkthrough); said, as run says it."""
+    """A state without the plan's inventory: holding nothing of it (never approved nor run),
+    its progress and report read as a plan with nothing done, exit 0; holding another plan
+    of the same name, as that plan's. The sites file is most likely not the plan's (two
+    walkthroughs); said, as run says it."""
     if holds_inventory(plan, ledger):
         return  # the plan's own inventory: its state (approved or not yet)
     if ledger.approvals(plan.name) or ledger.runs(plan.name, 1)[1]:

@@ -444,7 +444,10 @@ _MIGRATIONS: list[tuple[str, str]] = [
         # another state's run of the same number (a same-named site) is not. NULL: a run
         # listed before this was kept.
         "inventory token",
-        "ALTER TABLE inventory_runs ADD COLUMN token TEXT;",
+        """
+        ALTER TABLE inventory_runs ADD COLUMN token TEXT;
+        UPDATE inventory_runs SET token = lower(hex(randomblob(8))) WHERE token IS NULL;
+        """,
     ),
 ]
 

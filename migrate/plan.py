@@ -463,7 +463,8 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
     """The approval of exactly this plan. Raises PlanTampered when its content does not
     match its digest or differs from the approved version, PlanError when it was never
     approved (or carries a blocking finding) or the state holds another plan's progress
-    under its name."""
+    under its name, or does not hold the inventory it was made from (another state's plan
+    of the same name: not this plan's to approve there)."""
     if compute_digest(plan) != plan.digest:
         raise PlanTampered(
             f"plan {plan.name}: content does not match its digest (edited by hand?)",
@@ -502,9 +503,11 @@ def holds_inventory(plan: Plan, ledger: Ledger) -> bool:
     one: another state's inventory of a site of the same name may bear the same number)."""
     if ledger.inventory_run_site(plan.inventory_run) != plan.source:
         return False
-    token, named = plan.inventory_token, ledger.inventory_token(plan.inventory_run)
-    # A run listed before runs were named (or a plan made before) is told by its site alone.
-    return token is None or named is None or named == token
+    # A plan made before runs were named is told by its site alone; the migration that
+    # named them named the older runs too, so a plan bearing a name has one to match.
+    return plan.inventory_token is None or (
+        ledger.inventory_token(plan.inventory_run) == plan.inventory_token
+    )
 
 
 def check_inventory_held(plan: Plan, ledger: Ledger, phase: str | None = None) -> None:

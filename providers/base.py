@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from migrate.errors import ConfigError, CredentialsRejected
@@ -152,7 +154,8 @@ class ObjectInfo:
     cache_control: str | None = None
     content_disposition: str | None = None
     content_language: str | None = None
-    # The HTTP Expires header as the store gives it (S3 keeps one; Azure and GCS have none)
+    # The HTTP Expires header as the store gives it (S3 and local directories keep one; Azure
+    # and GCS have none)
     expires: str | None = None
     # True where a read needs a restore first (Azure Archive tier, S3 GLACIER/DEEP_ARCHIVE
     # not restored).
@@ -183,7 +186,8 @@ class WriteAttrs:
     cache_control: str | None = None
     content_disposition: str | None = None
     content_language: str | None = None
-    expires: str | None = None  # set where the store keeps it (`Capabilities.expires_header`)
+    # kept by the stores that can (`Capabilities.expires_header`), ignored by the others
+    expires: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None  # destination's own class name, already mapped
     # The object's tags (S3 object tagging, Azure blob index tags). A write sets them (None
@@ -223,6 +227,20 @@ CARRIED_HEADERS = (
     "content_language",
     "expires",
 )
+
+
+def expires_instant(text: str) -> datetime | None:
+    """The moment an Expires header names, however written (an HTTP date, ISO 8601, epoch
+    seconds, as botocore reads "0"): one path rewrites it as an HTTP date, another sends
+    it as given, so copies are compared by it. None for a value that is no date at all."""
+    with suppress(TypeError, ValueError, IndexError):
+        return parsedate_to_datetime(text).astimezone(UTC)
+    with suppress(ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(float(text), UTC)
+    with suppress(ValueError):
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
 
 
 def carried_headers(obj: ObjectInfo) -> dict[str, str]:

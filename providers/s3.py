@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import quote, urlsplit
@@ -87,6 +87,7 @@ from providers.base import (
     WriteAttrs,
     WriteBody,
     WriteResult,
+    expires_instant,
     not_a_url,
     proxy_refused,
     unresolved,
@@ -1360,11 +1361,10 @@ class S3Adapter:
             kwargs["ContentDisposition"] = attrs.content_disposition
         if attrs.content_language:
             kwargs["ContentLanguage"] = attrs.content_language
-        if attrs.expires:
-            # botocore sends a date it is given; a value that is no date cannot be sent
-            # through it (verify then names it missing).
-            with contextlib.suppress(TypeError, ValueError):
-                kwargs["Expires"] = parsedate_to_datetime(attrs.expires)
+        if attrs.expires and (when := expires_instant(attrs.expires)) is not None:
+            # botocore sends a date, written its own way (verify compares the moment); a
+            # value that is no date cannot go through it (nor is it held against the copy).
+            kwargs["Expires"] = when
         if attrs.metadata:
             kwargs["Metadata"] = dict(attrs.metadata)
         if attrs.storage_class:

@@ -1222,6 +1222,10 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
     before_json, after_json = json.loads(before), json.loads(after)
     # The schema of 2026-11 kept no run history: nothing to time the phases left by.
     assert before_json.pop("projection") is not None and after_json.pop("projection") is None
+    # Nor names of inventory runs: the upgrade names them anew, so this plan, made since
+    # (no real plan is made before its state's schema), names another (the state's
+    # approval and progress are there still; run, below, answers from the receipt).
+    assert before_json.pop("approval")["approved"] and not after_json.pop("approval")["approved"]
     assert after_json == before_json  # everything recorded is still there
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0, err
@@ -1234,6 +1238,10 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
             "WHERE plan=? GROUP BY phase, state", ("plan",)
         ).fetchall()  # fmt: skip
     assert versions == list(range(1, len(latest) + 1))
+    # every inventory run named, those listed before too: a plan made from one names it
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        unnamed = db.execute("SELECT COUNT(*) FROM inventory_runs WHERE token IS NULL")
+        assert unnamed.fetchone()[0] == 0
     assert "COVERING INDEX" in str(counting)  # a phase is counted without reading its rows
 
 
