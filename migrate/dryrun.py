@@ -178,8 +178,8 @@ def classify(row: PhaseCandidate, info: ObjectInfo | None) -> tuple[str, str]:
         return "copy", "this plan's copy whose record was lost"
     # Copied again (its metadata changed at the source, or verify found it wrong), or its
     # record lost: this plan's own copy, not another writer's object.
-    ours = outcome == "identical" and why in SAME_BYTES_NOT_OURS
-    if ours and (_earlier_copy(row, info) or _lost_record(row, info)):
+    by_content = outcome == "identical" and why in SAME_BYTES_NOT_OURS
+    if by_content and (_earlier_copy(row, info) or _lost_record(row, info)):
         return "identical", OURS_SAME_BYTES
     return outcome, why
 
