@@ -46,6 +46,7 @@ from migrate.errors import (
     UsageError,
     as_store_failure,
     error_json,
+    error_object,
     kind_of,
     printable,
     redact,
@@ -1115,9 +1116,7 @@ def run(
                 answer["gate_error"] = (
                     None
                     if gate is None
-                    else json.loads(
-                        error_json(gate.exit_code, kind_of(gate), gate.message, gate.hint)
-                    )["error"]
+                    else error_object(gate.exit_code, kind_of(gate), gate.message, gate.hint)
                 )
                 _out(True, answer)
             else:
@@ -1136,7 +1135,8 @@ def run(
             )
 
         kind = session.plan.phase(phase).kind
-        begun = _utc_now()  # a run record older than this is another run's
+        # The latest run record before this run's: an interruption names this run's alone.
+        before = _last_run_id(session.ledger, session.plan.name) if json_out else 0
         try:
             outcome = run_plan_phase(
                 session,
@@ -1151,7 +1151,7 @@ def run(
             )
         except KeyboardInterrupt:
             if json_out:
-                _interrupted_json(session.ledger, session.plan.name, phase, begun)
+                _interrupted_json(session.ledger, session.plan.name, phase, before)
             raise
         summary, delta, whole, passed = outcome.summary, outcome.delta, outcome.whole, outcome.ready
         checklist = outcome.checklist
@@ -1408,13 +1408,12 @@ def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
     }
 
 
-def _utc_now() -> str:
-    from datetime import UTC, datetime
+def _last_run_id(ledger: Ledger, plan: str) -> int:
+    records, _ = ledger.runs(plan, 1)
+    return records[-1].id if records else 0
 
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
-
-def _interrupted_json(ledger: Ledger, plan: str, phase: str, begun: str) -> None:
+def _interrupted_json(ledger: Ledger, plan: str, phase: str, before: int) -> None:
     """Under --json, an interrupted run's error object with what the run did before it
     stopped (`run`: its record, as the report's history has it; null if it has none), so a
     script need not ask `status` (an automation walkthrough)."""
@@ -1426,14 +1425,12 @@ def _interrupted_json(ledger: Ledger, plan: str, phase: str, begun: str) -> None
             last is not None
             and last.phase == phase
             and last.outcome == "interrupted"
-            and last.started_at >= begun  # this command's run, not an earlier one's
+            and last.id > before  # this command's run, not an earlier one's
         ):
             done = {"phase": phase, "started_at": last.started_at,
                     "finished_at": last.finished_at, **asdict(last.counts)}  # fmt: skip
-    answer = json.loads(
-        error_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT)
-    )
-    answer["run"] = done
+    error = error_object(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT)
+    answer = {"error": error, "run": done}
     _print_out(json.dumps(answer, sort_keys=True, ensure_ascii=False))
     _json_printed.append(True)
 

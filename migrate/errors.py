@@ -256,17 +256,24 @@ def kind_of(error: MigrateError) -> str:
     return kind.__name__
 
 
-def error_json(exit_code: int, kind: str, message: str, hint: str | None = None) -> str:
-    """The one JSON object `--json` prints on stdout for a failure: the exit code, the
-    error's kind (`kind_of`), and the stderr line's message and hint, each redacted. On one
-    line, as the failure's stderr line, and as each line of JSON Lines output
-    (`status --failed --json`). Keys sorted, as every --json output."""
-    error = {
+def error_object(
+    exit_code: int, kind: str, message: str, hint: str | None = None
+) -> dict[str, object]:
+    """A failure as `--json` names it: the exit code, the error's kind (`kind_of`), and the
+    stderr line's message and hint, each redacted."""
+    return {
         "exit_code": exit_code,
         "kind": kind,
         "message": redact(" ".join(message.split())),
         "hint": redact(" ".join(hint.split())) if hint else None,
     }
+
+
+def error_json(exit_code: int, kind: str, message: str, hint: str | None = None) -> str:
+    """The one JSON object `--json` prints on stdout for a failure, `{"error": ...}` (see
+    `error_object`). On one line, as the failure's stderr line, and as each line of JSON
+    Lines output (`status --failed --json`). Keys sorted, as every --json output."""
+    error = error_object(exit_code, kind, message, hint)
     return json.dumps({"error": error}, sort_keys=True, ensure_ascii=False)
 
 

@@ -589,8 +589,8 @@ class _Verifier:
             info = self.call(lambda: self.source.head(row.container, row.key))
         except (NotFound, Permanent, CredentialsRejected, Unsupported):
             return None
-        etag = (info.etag or "").strip('"').lower()
-        return info if etag and etag == (row.source_etag or "").strip('"').lower() else None
+        etag = (info.etag or "").lower()  # adapters give ETags without their quotes
+        return info if etag and etag == (row.source_etag or "").lower() else None
 
     def source_tags(
         self, row: DestinationRow, source: ObjectInfo
