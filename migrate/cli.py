@@ -1232,8 +1232,9 @@ def status(
         bool,
         typer.Option(
             "--failed",
-            help="Every object not copied (failed, or changed at the source during its "
-            "copy), with why, one per line: phase, state, container/key (a backslash, tab "
+            help="Every object not copied (failed, changed at the source during its copy, "
+            "or found_wrong: a verification sent it back to be copied again), with why, one "
+            "per line: phase, state, container/key (a backslash, tab "
             "or newline in it escaped: \\\\, \\x09, \\x0a), reason, tab-separated; with "
             "--json, one JSON object per line, names as they are.",
         ),
@@ -1248,8 +1249,9 @@ def status(
     """Show a plan's progress from the ledger only (no store is contacted): per phase,
     objects done, pending, failed and changed; with --routes, every host contacted, by
     the plan's runs and, outside them, by the reads of its sites (inventory, sites check,
-    plan); with --failed, every object that failed or changed at the source, and why
-    (the report names 100 a phase); with none, how many are still pending or in progress.
+    plan); with --failed, every object that failed, changed at the source or was found
+    wrong by a verification, and why (the report names 100 a phase); with none, how many
+    are still pending or in progress.
 
     Example: migrate status plans/hdh.yaml --routes
 
@@ -1303,13 +1305,12 @@ def status(
                 _stderr().print(
                     f"No object of plan {loaded.name}"
                     + (f", phase {phase}," if phase else "")
-                    + " failed or changed at the source."
+                    + " failed, changed at the source, or was found wrong by a verification."
                     + (
                         _not_copied_yet(
                             loaded,
                             waiting,
                             running,
-                            ledger.found_wrong(loaded.name, phase),
                             _gated(loaded, ledger),
                         )
                         if waiting
@@ -1447,27 +1448,21 @@ def _not_copied_yet(
     plan: Plan,
     waiting: list[PhaseCounts],
     running: str | None,
-    found_wrong: int,
     gated: Collection[str],
 ) -> str:
-    """What is still to copy, for `status --failed` that found nothing failed: whether a
-    run is copying it now, else the commands that copy it (copies a verification found
-    wrong, a stopped run's objects, or a phase never run)."""
+    """What is still to copy, for `status --failed` that found nothing failed or found
+    wrong: whether a run is copying it now, else the commands that copy it (a stopped
+    run's objects, or a phase never run)."""
     pending = sum(c.objects for c in waiting if c.state == "pending")
     in_progress = sum(c.objects for c in waiting if c.state == "in_progress")
     left = left_behind(running, [p.name for p in plan.phases], (c.phase for c in waiting))
-    why = []
-    if found_wrong:
-        why.append(f"{found_wrong:,} found wrong at the destination by a verification")
-    if pending - found_wrong or in_progress:
-        why.append("a run stopped under way, or not run yet")
     return (
         f" Not copied yet: {pending:,} pending, {in_progress:,} in progress"
         + (f" (under way now: {running})" if running else "")
         + (
             ": "
             + "; ".join(f"`{render.resume_command(plan, p, gated)}`" for p in left)
-            + f" copies them ({'; '.join(why)})."
+            + " copies them (a run stopped under way, or not run yet)."
             if left
             else "."
         )

@@ -42,6 +42,15 @@ if TYPE_CHECKING:
     from migrate.plan import Phase, Plan
     from providers.base import ObjectInfo
 
+# The transfers `status --failed` lists: failed, changed at the source during their copy,
+# or found wrong by a verification (pending, their reason still their error). Written
+# without a table alias: the partial index below holds exactly these rows, and SQLite
+# uses it only for a query naming the same expression.
+_NOT_COPIED_STATES = (
+    "(state IN ('failed', 'changed') "
+    "OR (state = 'pending' AND recopy_reason IS NOT NULL AND error = recopy_reason))"
+)
+
 _MIGRATIONS: list[tuple[str, str]] = [
     (
         "inventory",
@@ -448,6 +457,16 @@ _MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE inventory_runs ADD COLUMN token TEXT;
         UPDATE inventory_runs SET token = lower(hex(randomblob(8))) WHERE token IS NULL;
         """,
+    ),
+    (
+        # `status --failed` lists the copies a verification found wrong too (pending, to be
+        # copied again): a script reading its lines saw none of them.
+        "transfers not copied, found wrong",
+        """
+        DROP INDEX transfers_not_copied;
+        CREATE INDEX transfers_not_copied ON transfers (plan, phase, container, key)
+        WHERE NOT_COPIED;
+        """.replace("NOT_COPIED", _NOT_COPIED_STATES),
     ),
 ]
 
@@ -1790,14 +1809,15 @@ class Ledger:
     def not_copied(
         self, plan: str, phase: str | None = None, page: int = 500
     ) -> Iterator[NotCopiedRow]:
-        """Every failed or changed object of the plan (of `phase` only, if given) with its
-        reason, in (phase, container, key) order: all of them, a page at a time (keyset
-        pagination along an index: memory and each page's cost do not grow with their
-        number)."""
+        """Every failed or changed object of the plan (of `phase` only, if given), and every
+        copy a verification found wrong (state `found_wrong`), with its reason, in (phase,
+        container, key) order: all of them, a page at a time (keyset pagination along an
+        index: memory and each page's cost do not grow with their number)."""
         columns = (
-            "phase, container, key, destination_bucket, destination_key, state, error, attempts"
+            "phase, container, key, destination_bucket, destination_key, "
+            "CASE WHEN state = 'pending' THEN 'found_wrong' ELSE state END, error, attempts"
         )
-        base = f"SELECT {columns} FROM transfers WHERE plan=? AND state IN ('failed', 'changed')"
+        base = f"SELECT {columns} FROM transfers WHERE plan=? AND {_NOT_COPIED_STATES}"
         after: tuple[str, str, str] | None = None
         while True:
             if phase is not None:
@@ -3005,15 +3025,15 @@ def _manifest_row(r: Sequence[Any], proof: str) -> ManifestRow:
 
 @dataclass(frozen=True, slots=True)
 class NotCopiedRow:
-    """An object a phase has not copied: failed (with why) or changed at the source during
-    its copy (left for a delta phase)."""
+    """An object a phase has not copied: failed (with why), changed at the source during
+    its copy (left for a delta phase), or found wrong by a verification (to copy again)."""
 
     phase: str
     container: str
     key: str
     destination_bucket: str
     destination_key: str
-    state: str  # failed | changed
+    state: str  # failed | changed | found_wrong
     reason: str
     attempts: int
 

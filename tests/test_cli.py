@@ -1647,11 +1647,17 @@ def test_a_failed_verification_says_so_in_one_line_and_the_phase_is_no_longer_ve
         "done": 28,
         "pending": 1,
     }
-    # status --failed says why it is pending: found wrong, not a run that stopped.
+    # status --failed lists it, found wrong and why: a script reads it as it reads failures
+    # (it saw no line, only a count on stderr).
     code, out, err = run(["status", plan, "--failed", "--phase", "bulk-1", *where], capsys)
-    said = " ".join(err.split())
-    assert code == 0 and out == "", (out, err)
-    assert "copies them (1 found wrong at the destination by a verification)." in said, said
+    name = f"data/{copied[0].name}"
+    assert code == 0 and err == "", err
+    [line] = out.splitlines()
+    assert line.startswith(f"bulk-1\tfound_wrong\t{name}\t") and "missing" in line, line
+    code, out, _ = run(["status", plan, "--failed", "--json", *where], capsys)
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert (row["state"], row["container"] + "/" + row["key"]) == ("found_wrong", name), row
+    assert code == 0 and "missing" in row["reason"], row
     # The same run again copies back what was lost (and only that), and it verifies.
     again = ["run", plan, "--phase", "bulk-1", "--force", "--reason", "lost copy", "--json"]
     code, out, err = run([*again, *where], capsys)  # forced: the fixture's pilot has not run
