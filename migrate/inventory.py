@@ -72,11 +72,11 @@ class Flag(IntFlag):
 FLAG_LABELS: dict[Flag, str] = {
     Flag.KEY_TOO_LONG: f"key over {MAX_KEY_BYTES} bytes",
     Flag.METADATA_TOO_LARGE: "metadata over 2 KB",
-    Flag.METADATA_BAD_NAME: "metadata name S3 will not take",
+    Flag.METADATA_BAD_NAME: "metadata name or value S3 will not take",
     Flag.ARCHIVED: "archive tier: rehydrate first",
     Flag.TOO_LARGE: "object over 5 TiB",
     Flag.NO_CHECKSUM: "no native checksum (computed in flight)",
-    Flag.KEY_NOT_PORTABLE: "key with an empty, '.' or '..' segment",
+    Flag.KEY_NOT_PORTABLE: "key with an empty, '.' or '..' segment, or a backslash",
     Flag.DIRECTORY_MARKER: "directory of a hierarchical namespace (an empty object)",
     Flag.HEADER_NOT_ASCII: "header value beyond ASCII (may not be kept exactly)",
     Flag.KEY_NOT_UTF8: "name not valid UTF-8 (rename at the source)",

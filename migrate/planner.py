@@ -770,8 +770,9 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "and where the source gives none the bytes cannot be held to it",
          "none needed; the manifest says of each object whether the source's MD5 proved it"),
         ("KEY_NOT_PORTABLE", "KEY_MAY_CHANGE", warning,
-         "keys with an empty, '.' or '..' segment (a//b, a/./b), or ending with '/' on an "
-         "object with bytes: stores that keep objects as files (SeaweedFS, for one) store "
+         "keys with an empty, '.' or '..' segment (a//b, a/./b) or a backslash (a\\b), or "
+         "ending with '/' on an object with bytes: stores that keep objects as files "
+         "(SeaweedFS, for one) store "
          "the first under another key, which may be another object's, and keep the second "
          "as an empty folder; the run looks for each such copy under its own key, and its "
          "copy fails, saying so, where the store did that (--delete-removed keeps them)",

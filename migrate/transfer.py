@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import posixpath
 import re
 import threading
 from collections import deque
@@ -66,7 +65,7 @@ from migrate.errors import (
     SourceChanged,
     Unsupported,
 )
-from migrate.keys import portable_key
+from migrate.keys import filed_name, portable_key
 from providers.base import (
     ABSENT,
     Capabilities,
@@ -540,15 +539,16 @@ class ObjectCopy:
 
     def _check_stored_under_its_key(self, item: TransferItem) -> None:
         """A store that keeps objects as files (SeaweedFS's filer, a local directory) stores
-        `a//b` as `a/b` and `/x` as `x`: the write succeeds, and the object is under another
-        key, maybe another object's. Such keys, rare, are checked before the copy counts as
-        done: the name such a store makes of the key holding the very object its own key
-        answers with (a HEAD of each: one object under both names) says it was moved.
+        `a//b` and `a\\b` as `a/b` and `/x` as `x`: the write succeeds, and the object is
+        under another key, maybe another object's. Such keys, rare, are checked before the
+        copy counts as done: the name such a store makes of the key holding the very object
+        its own key answers with (a HEAD of each: one object under both names) says it was
+        moved.
         (A listing cannot tell: SeaweedFS answers one under `a//` with names made from the
         prefix asked for.) What landed there is left: it may be another transfer's copy,
         of this plan or another, the same bytes, which counted it as its own."""
         bucket, key = item.destination_bucket, item.destination_key
-        landed = posixpath.normpath("/" + key).lstrip("/")
+        landed = filed_name(key)
         try:
             there = self.call(lambda: self.destination.head(bucket, landed))
         except NotFound:
@@ -568,9 +568,10 @@ class ObjectCopy:
         raise Permanent(
             f"{bucket}/{key}: the destination stored the copy under another name, {landed} "
             "(a store keeping objects as files reads an empty, '.' or '..' segment as a "
-            f"path): not counted as copied; what it wrote is left at {landed}: {whose}",
-            hint="rename it at the source (no empty, '.' or '..' segment, no leading '/'), "
-            "then run the inventory, plan and phase again",
+            f"path, a backslash as '/'): not counted as copied; what it wrote is left at "
+            f"{landed}: {whose}",
+            hint="rename it at the source (no empty, '.' or '..' segment, no leading '/', no "
+            "backslash), then run the inventory, plan and phase again",
         )
 
     def _check_kept_as_object(self, item: TransferItem) -> None:

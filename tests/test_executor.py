@@ -2536,6 +2536,25 @@ def test_a_key_the_destination_stores_under_another_name_is_not_recorded_copied(
         assert not list(env.destination.list_multipart_uploads(env.bucket))
 
 
+def test_a_key_with_a_backslash_the_destination_stores_under_a_slash_is_not_recorded_copied(
+    env_for: Any,
+) -> None:
+    """SeaweedFS stores d/w\\in as d/w/in (a local directory keeps the name as it is): the
+    copy was recorded done, and every verification after called it missing and sent it
+    back to be copied again, without end (a walkthrough). It fails, saying where the bytes
+    are."""
+    env: Env = env_for("local", "s3")
+    env.seed({"d/w\\in": (body(5, 200), "application/octet-stream", {}, False),
+              "d/plain": (body(6, 200), "application/octet-stream", {}, False)})  # fmt: skip
+    plan = env.plan()
+    summary = env.run(plan)
+    assert (summary.copied, summary.failed) == (1, 1), summary.failures
+    [(_, key, why)] = summary.failures
+    assert key == "d/w\\in" and "stored the copy under another name, d/w/in" in why, why
+    assert "left at d/w/in: remove it there by hand" in why, why
+    assert env.read_destination("d/w/in") == body(5, 200)
+
+
 def test_a_key_kept_as_it_is_beside_its_folded_name_is_copied(env_for: Any) -> None:
     """A store that keeps keys as they are (Azure here): d/a//b beside d/a/b, and /x, are
     each copied under their own key: the check finds two objects, or none under the other

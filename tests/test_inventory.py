@@ -134,7 +134,7 @@ def test_objects_that_will_not_move_as_they_are_are_flagged() -> None:
     assert Flag.ARCHIVED in flags_of(obj(archived=True, storage_class="Archive"))
     assert Flag.TOO_LARGE in flags_of(obj(size=5 * 1024**4 + 1))
     assert Flag.NO_CHECKSUM in flags_of(obj(checksums={}))
-    for key in ("a//b", "/a", "a/./b", "a/../b", "a/.."):
+    for key in ("a//b", "/a", "a/./b", "a/../b", "a/..", "a\\b"):  # a\b is a/b on SeaweedFS
         assert Flag.KEY_NOT_PORTABLE in flags_of(obj(key=key)), key
     for key in ("a/b", "a/.b/c", "a..b"):  # a dot file: as they are
         assert Flag.KEY_NOT_PORTABLE not in flags_of(obj(key=key)), key
