@@ -2019,11 +2019,14 @@ class Ledger:
         key_limit: int,
         segment_limit: int | None,
         size_limit: int,
+        folder_keys: bool = False,
     ) -> list[PlanDatasetStats]:
         """Per dataset of the site's current inventory, in one grouped scan: counts and bytes
         per size class (bounded by `size_bounds`, upper bounds exclusive; the last class is
         open) and per flag bit, the largest object and key, and how many objects exceed the
-        given key, path-segment and size limits (in bytes)."""
+        given key, path-segment and size limits (in bytes); with `folder_keys`, how many
+        keys end with '/' or are the folder of other keys (a lookup in the key index
+        each)."""
         self._plan_functions()
         lows = [0, *(int(b) for b in size_bounds)]
         classes = []
@@ -2052,6 +2055,7 @@ class Ledger:
                 segment,
                 "SUM(size > :ol)",
                 "SUM(version_id IS NOT NULL)",
+                f"SUM({_EXAMPLE_CONDITIONS['folder_key']})" if folder_keys else "0",
                 *classes,
                 *flags,
             ]
@@ -2067,8 +2071,8 @@ class Ledger:
             rows = self._db.execute(sql, params).fetchall()  # one row per dataset
         for row in rows:
             ints = [int(v or 0) for v in row[2:]]
-            classes_part = ints[8 : 8 + 2 * n_classes]
-            flags_part = ints[8 + 2 * n_classes :]
+            classes_part = ints[9 : 9 + 2 * n_classes]
+            flags_part = ints[9 + 2 * n_classes :]
             out.append(
                 PlanDatasetStats(
                     dataset=str(row[0]),
@@ -2081,6 +2085,7 @@ class Ledger:
                     over_segment_limit=ints[5],
                     over_size_limit=ints[6],
                     versioned=ints[7],
+                    folder_keys=ints[8],
                     size_classes=tuple(
                         (classes_part[2 * i], classes_part[2 * i + 1]) for i in range(n_classes)
                     ),
@@ -3133,6 +3138,7 @@ class PlanDatasetStats:
     over_segment_limit: int  # objects with a path segment longer than the limit asked
     over_size_limit: int  # objects larger than the limit asked
     versioned: int  # objects with a version id
+    folder_keys: int  # keys ending with '/' or the folder of others (when asked; else 0)
     size_classes: tuple[tuple[int, int], ...]  # (objects, bytes) per class, in bound order
     flags: tuple[tuple[int, int, int], ...]  # (bit, objects, bytes) per flag bit asked
 
@@ -3184,6 +3190,13 @@ _EXAMPLE_CONDITIONS = {
     "flag": "(flags & :v) != 0",
     "key_bytes": "length(CAST(key AS BLOB)) > :v",
     "segment_bytes": "length(CAST(key AS BLOB)) > :v AND migrate_max_segment(key) > :v",
+    # A key ending with '/', or the folder of another key of its container (keys between
+    # `key/` and `key0`, '0' following '/': one seek in the primary key).
+    "folder_key": (
+        "(substr(key, -1) = '/' OR EXISTS (SELECT 1 FROM objects AS f WHERE f.site = "
+        "objects.site AND f.container = objects.container AND f.key > objects.key || '/' "
+        "AND f.key < objects.key || '0' AND f.deleted_in IS NULL))"
+    ),
     "size": "size > :v",
     "tier": "storage_class = :v",
 }

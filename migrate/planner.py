@@ -76,7 +76,7 @@ from migrate.sites import Site, SitesConfig
 from migrate.transfer import DEFAULT_PART_SIZE
 from providers.base import RESTORED_IN_PLACE, Protection, Replication, ReplicationTarget
 from providers.catalog import Catalog, ClassMapping, country_name, in_eu_eea
-from providers.factory import site_hosts
+from providers.factory import declared_key_rules, site_hosts
 
 __all__ = [
     "DEFAULT_WAVE_CAP",
@@ -135,6 +135,9 @@ class DestinationLimits:
     key_bytes: int = MAX_KEY_BYTES
     segment_bytes: int | None = None  # longest '/'-separated key segment; None: no limit
     object_bytes: int = MAX_OBJECT_BYTES
+    # False where a key cannot also be a folder of others (`a` beside `a/b`) nor end
+    # with '/' (a local directory)
+    key_may_be_prefix: bool = True
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ def plan_inputs(
         key_limit=limits.key_bytes,
         segment_limit=limits.segment_bytes,
         size_limit=limits.object_bytes,
+        folder_keys=not limits.key_may_be_prefix,
     )
     tiers: dict[str, list[TierInput]] = {}
     for t in ledger.plan_tier_stats(site):
@@ -255,6 +259,7 @@ def plan_inputs(
             ("KEY_SEGMENT_TOO_LONG", s.over_segment_limit, "segment_bytes",
              limits.segment_bytes or 0),
             ("OBJECT_TOO_LARGE", s.over_size_limit, "size", limits.object_bytes),
+            ("KEY_IS_FOLDER", s.folder_keys, "folder_key", 0),
             *((Flag(bit).name or str(bit), n, "flag", bit) for bit, n, _ in s.flags),
             ("VERSIONED", s.versioned, None, 0),
         ]  # fmt: skip
@@ -307,15 +312,22 @@ def _known(value: int | None, default: int) -> int:
 
 def destination_limits(site: Site, catalog: Catalog) -> DestinationLimits:
     """The destination's limits from the catalog; S3's where the catalog does not know.
-    The largest object is also bounded by max parts x max part size when both are known."""
+    The largest object is also bounded by max parts x max part size when both are known.
+    What its adapter declares of keys (a local directory's) counts too: the catalog leaves
+    a local site's limits to it."""
     lim = catalog.limits_for(site)
     largest = _known(lim.max_object_size.value, MAX_OBJECT_BYTES)
     if lim.max_parts.value is not None and lim.max_part_size.value is not None:
         largest = min(largest, int(lim.max_parts.value) * int(lim.max_part_size.value))
+    declared = declared_key_rules(site)
+    segment = lim.max_segment_bytes.value
+    if declared.max_segment_bytes is not None:
+        segment = min(segment or declared.max_segment_bytes, declared.max_segment_bytes)
     return DestinationLimits(
         key_bytes=_known(lim.key_bytes.value, MAX_KEY_BYTES),
-        segment_bytes=lim.max_segment_bytes.value,
+        segment_bytes=segment,
         object_bytes=largest,
+        key_may_be_prefix=declared.key_may_be_prefix,
     )
 
 
@@ -754,6 +766,12 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          f"({lim.segment_bytes or 0:,} bytes)",
          "rename them at the source (shorter path segments), then run the inventory and "
          "plan again"),
+        ("KEY_IS_FOLDER", "KEY_IS_FOLDER", warning,
+         f"keys {dst.name} cannot hold as files: a key ending with '/' (a folder marker), "
+         "or a key that is also the folder of other keys (a beside a/b): their copies fail, "
+         "each saying so, and the phase goes on",
+         "if these objects matter, rename them at the source (or copy them to a store that "
+         "keeps keys as they are), then run the inventory and plan again"),
         ("METADATA_TOO_LARGE", "METADATA_TOO_LARGE", blocking,
          "user metadata over 2 KB with what the copy adds (its SHA-256, the source's time), "
          "which S3 refuses: the copy would fail",

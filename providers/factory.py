@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from migrate.errors import ConfigError
 from migrate.routing import endpoint_host, is_loopback
@@ -55,6 +55,23 @@ def store_limits(site: Site) -> StoreLimits:
         max_single_put=lim.max_single_put.value,
         max_object_size=lim.max_object_size.value,
     )
+
+
+class KeyRules(NamedTuple):
+    """What keys a store's adapter declares it can hold, beyond the catalog's limits (for a
+    store the catalog leaves to its adapter: a local directory)."""
+
+    max_segment_bytes: int | None = None  # longest '/'-separated segment; None: no limit
+    key_may_be_prefix: bool = True  # False: `a` beside `a/b`, or a key ending with '/', fail
+
+
+def declared_key_rules(site: Site) -> KeyRules:
+    """The key rules the site's adapter declares (no store is contacted)."""
+    if api_for(site) == "local":
+        from providers.local import MAX_SEGMENT_BYTES
+
+        return KeyRules(MAX_SEGMENT_BYTES, key_may_be_prefix=False)
+    return KeyRules()
 
 
 def _catalog_endpoint(site: Site, catalog: Catalog | None = None) -> str | None:

@@ -102,6 +102,11 @@ def _chunks(body: WriteBody, length: int) -> Iterator[bytes | memoryview]:
         yield chunk
 
 
+# A file name holds 255 bytes (NAME_MAX); an object's attributes are kept in a file named
+# after its last segment with '.json' added (`_meta_path`).
+MAX_SEGMENT_BYTES = 255 - len(".json")
+
+
 class LocalAdapter:
     def __init__(self, site: Site) -> None:
         if not site.path:
@@ -117,7 +122,7 @@ class LocalAdapter:
             max_single_put=5 * 1024**3,
             lists_uploads=True,
             conditional_read=True,
-            max_segment_bytes=255,
+            max_segment_bytes=MAX_SEGMENT_BYTES,
             key_may_be_prefix=False,
             expires_header=True,  # kept beside the bytes, as the other headers
         )
@@ -137,9 +142,11 @@ class LocalAdapter:
                     f"{self.site_name}: key {key!r} cannot be stored in a local directory "
                     "(empty, '.' or '..' path segment)"
                 )
-            if len(os.fsencode(segment)) > 255:
+            if len(os.fsencode(segment)) > MAX_SEGMENT_BYTES:
                 raise Unsupported(
-                    f"{self.site_name}: key {key!r} has a path segment over 255 bytes"
+                    f"{self.site_name}: key {key!r} has a path segment over "
+                    f"{MAX_SEGMENT_BYTES} bytes (a file name's 255, less the '.json' of the "
+                    "file its attributes are kept in)"
                 )
         return self._container_dir(container).joinpath(*segments)
 

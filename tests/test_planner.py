@@ -394,6 +394,30 @@ def test_keys_a_file_backed_store_would_rename_are_a_warning(estate: Estate) -> 
     assert "the run looks for each such copy under its own key" in finding.message
 
 
+def test_keys_a_local_directory_cannot_hold_are_named_by_the_plan(
+    estate: Estate, local_site: Site
+) -> None:
+    """A local directory holds no key ending with '/' and no key beside keys under it (a
+    and a/b), nor a segment over 250 bytes (its attributes' file adds '.json'): each copy
+    failed at the run while the plan said nothing (a walkthrough). The plan names them;
+    the same keys to SeaweedFS are fine."""
+    estate.seed()
+    snds, _ = estate.containers
+    for key in ("tree/a", "tree/a/b", "tree/marker/", "tree/ab", "tree/a0", "tree/" + "s" * 252):
+        put(estate.source, snds, key, b"" if key.endswith("/") else b"x")
+    estate.inventory()
+    local = local_site.model_copy(update={"name": "rehearsal"})
+    plan = estate.plan(destination=local)
+    by_code = {f.code: f for f in plan.findings}
+    folder = by_code["KEY_IS_FOLDER"]
+    assert folder.severity.value == "warning" and folder.objects == 2, folder
+    assert set(folder.examples) == {f"{snds}/tree/a", f"{snds}/tree/marker/"}, folder.examples
+    assert "rehearsal cannot hold as files" in folder.message, folder.message
+    segment = by_code["KEY_SEGMENT_TOO_LONG"]
+    assert segment.objects == 1 and "(250 bytes)" in segment.message, segment.message
+    assert not {"KEY_IS_FOLDER", "KEY_SEGMENT_TOO_LONG"} & {f.code for f in estate.plan().findings}
+
+
 def test_directories_of_a_hierarchical_namespace_are_a_warning(estate: Estate) -> None:
     """An ADLS Gen2 account lists each directory as an empty blob bearing hdi_isfolder:
     the plan says they will be copied as empty objects, and how to drop them after."""
