@@ -659,12 +659,22 @@ def _verification(record: VerificationRecord) -> VerificationInfo:
     )
 
 
-def _covering(verifications: Sequence[VerificationInfo], phase: str) -> VerificationInfo | None:
+def _covering(
+    verifications: Sequence[VerificationInfo], phase: str, since: str | None
+) -> VerificationInfo | None:
     """The latest of `verifications` (oldest first) that covers `phase`: one of that phase,
-    or one of the whole plan."""
+    or one of the whole plan begun since the phase's first run (`since`): one before
+    checked nothing of it (a walkthrough saw a failed one named the latest verification
+    of a phase run after it)."""
     found: VerificationInfo | None = None
     for v in verifications:
-        if v.phase is None or v.phase == phase:
+        if v.phase == phase or (
+            v.phase is None
+            and (
+                since is None
+                or datetime.fromisoformat(v.started_at) >= datetime.fromisoformat(since)
+            )
+        ):
             found = v
     return found
 
@@ -1047,7 +1057,9 @@ def build_report(
                 overwritten_count=replaced_count,
                 # a phase not run yet holds nothing any verification could have covered
                 verification=(
-                    _covering(verifications, name) if state.resolved_at is not None else None
+                    _covering(verifications, name, state.started_at)
+                    if state.resolved_at is not None
+                    else None
                 ),
                 estimated=estimated,
             )

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import ModuleType
@@ -663,6 +664,30 @@ def test_an_object_found_wrong_after_its_copy_is_said_so_not_still_to_copy(
     (_, later) = report.phases
     assert (later.counts.pending, later.counts.found_wrong) == (1, 0), later.counts
     assert "found wrong" not in " ".join(report.open_items), report.open_items
+
+
+def test_a_verification_of_the_whole_plan_made_before_a_phase_ran_is_not_that_phases(
+    env_for: Any,
+) -> None:
+    """A whole-plan verification that failed before the delta ran (the delta not run yet)
+    was named the latest verification covering the delta, run after it (a walkthrough):
+    the delta, run since and not verified, is said to be not verified."""
+    env: Env = env_for("s3", "s3")
+    plan = audited(env, DELTA)
+    env.destination.delete(env.bucket, "reports/2025/q1.csv")  # lost after its verification
+    assert not check(env, plan, None).passed  # the delta not run yet
+    time.sleep(1.1)  # times are to the second: one in the same second counts as covering
+    with Ledger(env.state) as ledger:
+        prepare_delta(env.config, plan, ledger, env.source, phase="delta")
+        ledger.resolve_phase(plan, "delta")
+        ledger.phase_mark(plan.name, "delta", "started_at")
+    report = report_of(env, plan)
+    (bulk, delta) = report.phases
+    assert delta.verification is None and bulk.verification is not None
+    items = " | ".join(report.open_items)
+    assert "phase delta is not verified" in items, items
+    assert "covering phases bulk-1, delta" not in items, items
+    assert "the latest verification covering phase bulk-1 (#2, of the whole plan" in items
 
 
 def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_counted(
