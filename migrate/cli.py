@@ -1580,6 +1580,10 @@ def verify(
     share = _share(sample)  # the options first: no state is opened for a wrong one
     config = load_sites(sites)
     with open_session(plan, config, lambda: _catalog_of(config), lock="verify") as session:
+        # The hosts a verification contacts with the sites' credentials are those the
+        # approved plan names: a plan edited and digested again was verified against the
+        # hosts it named (a review).
+        check_approved(session.plan, session.ledger)
         result = do_verify(
             session.plan,
             session.ledger,

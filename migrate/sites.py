@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -458,6 +458,25 @@ def _credential_flaw(value: str, *, spaces: bool = True) -> str | None:
     return None
 
 
+def _plain_variable_name(var: str) -> bool:
+    """A variable's name as people write them (capitals, digits, `_`): safe to repeat. One
+    with small letters may be a key pasted where its name goes (Garage's key ids,
+    `GK3515373e4c...`, pass the shape of a name)."""
+    return bool(re.fullmatch(r"[A-Z_][A-Z0-9_]*", var))
+
+
+def _variable_shown(var: str, field_name: str) -> str:
+    if _plain_variable_name(var):
+        return f"environment variable {var}"
+    return f"the environment variable credentials.{field_name} names"
+
+
+def _userinfo(endpoint: str) -> str | None:
+    """The `user:password` of an endpoint URL (with or without its scheme), if any."""
+    authority = endpoint.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    return authority.rpartition("@")[0] or None
+
+
 def resolve_credentials(site: Site) -> Credentials:
     """Read the environment variables a site references; each value is registered for
     redaction, so it can appear in no message."""
@@ -477,11 +496,15 @@ def resolve_credentials(site: Site) -> Credentials:
             values[field_name.removesuffix("_env")] = None
             continue
         value = os.environ.get(var)
+        shown = _variable_shown(var, field_name)
         if not value:
             raise ConfigError(
-                f"site {site.name}: environment variable {var} is "
+                f"site {site.name}: {shown} is "
                 f"{'not set' if value is None else 'empty'} (credentials.{field_name})",
-                hint=f"export {var} before running migrate",
+                hint=f"export {var} before running migrate"
+                if _plain_variable_name(var)
+                else f"export the variable credentials.{field_name} names, or name one in "
+                "capitals (a key pasted there instead of a name is not repeated here)",
             )
         register_secret(value)
         # A proxy's password may end with a space; a key, a secret, a SAS never does.
@@ -489,8 +512,8 @@ def resolve_credentials(site: Site) -> Credentials:
             # Sent in a header, it fails far from here: a library's ValueError (exit 1),
             # a dropped connection (exit 11), a rejected signature (exit 5).
             raise ConfigError(
-                f"site {site.name}: environment variable {var} (credentials.{field_name}) {flaw}",
-                hint=f"export {var} again without it"
+                f"site {site.name}: {shown} (credentials.{field_name}) {flaw}",
+                hint=f"export {var if _plain_variable_name(var) else 'it'} again without it"
                 + (
                     " (a file saved with Windows line endings leaves a carriage return: "
                     "`tr -d '\\r'`)"
@@ -509,7 +532,20 @@ def resolve_credentials(site: Site) -> Credentials:
                 continue
             if name.strip().lower() not in _PUBLIC_CONNECTION_FIELDS:
                 register_secret(component)
-            elif "?" in component:  # an endpoint with a query: a SAS, perhaps
+                continue
+            if "?" in component:  # an endpoint with a query: a SAS, perhaps
                 register_secret(component.split("?", 1)[1])
+            if userinfo := _userinfo(component):
+                # As a sites file's endpoint with a user and password is refused: printed
+                # in full by the endpoint's checks before (a secrets review).
+                register_secret(userinfo)
+                register_secret(userinfo.partition(":")[2])
+                register_secret(unquote(userinfo.partition(":")[2]))
+                raise SecretInConfig(
+                    f"site {site.name}: the connection string in credentials.{field_name} "
+                    f"has a user and password in its {name.strip()}",
+                    hint="remove them (Azure Storage takes the account key or a SAS): "
+                    "`scheme://host[:port]/path` only",
+                )
         values[field_name.removesuffix("_env")] = value
     return Credentials(profile=ref.profile, **values)

@@ -692,6 +692,7 @@ def _profile_keys(site: str, profile: str) -> tuple[str, str, str | None]:
             hint=hint,
         )
     register_secret(str(secret))
+    register_secret(str(key))  # as a key from the environment: a store may echo it
     token = scoped.get("aws_session_token")
     if token:
         register_secret(str(token))

@@ -3124,3 +3124,7 @@ def test_status_json_says_whether_the_plan_is_approved_and_routes_only_when_aske
     ].startswith("this version is not approved in this state")
     code, _, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
     assert code == 9 and "not the version that was approved" in err, err
+    # Nor does verify contact a store for it: the hosts it would reach are the edit's (a
+    # secrets-and-routing review sent signed requests where an edited allowlist said).
+    code, _, err = run(["verify", plan, *where], capsys)
+    assert code == 9 and "not the version that was approved" in err, err

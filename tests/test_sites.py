@@ -183,6 +183,42 @@ def test_credentials_come_from_the_environment_and_never_show(
     assert "canary-secret-value-123" not in str(creds)
 
 
+def test_a_key_pasted_where_a_variable_name_goes_is_not_repeated_when_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Garage's key ids (GK + hex) and many secrets pass the shape of a variable's name: the
+    "not set" message printed them back (a secrets review). A name in capitals is said."""
+    pasted = "GK3515373e4c851ebaad366558"
+    text = GOOD.replace('access_key_env = "SCW_ACCESS_KEY"', f'access_key_env = "{pasted}"')
+    assert text != GOOD
+    site = load_sites(write(tmp_path, text)).site("scw-par")
+    monkeypatch.delenv(pasted, raising=False)
+    with pytest.raises(ConfigError) as err:
+        resolve_credentials(site)
+    said = err.value.args[0] + " " + (err.value.hint or "")
+    assert pasted not in said, said
+    assert "the environment variable credentials.access_key_env names is not set" in said
+
+
+def test_a_connection_string_endpoint_with_a_password_is_refused_without_repeating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BlobEndpoint with `user:password@` was printed in full by the endpoint's checks
+    (plain HTTP, not a URL) in errors and --json (a secrets review)."""
+    site = load_sites(write(tmp_path, GOOD)).site("azure-hdh")
+    for endpoint in ("http://user:PwCanary9pass@blob.example.fr/acct",
+                     "user:PwCanary9pass@127.0.0.1:10000"):  # fmt: skip
+        monkeypatch.setenv(
+            "HDH_AZURE_CONNECTION_STRING",
+            f"AccountName=hdhprod;AccountKey=Zm9vYmFyYmF6cXV4;BlobEndpoint={endpoint}",
+        )
+        with pytest.raises(SecretInConfig) as err:
+            resolve_credentials(site)
+        assert "PwCanary9pass" not in err.value.args[0] + (err.value.hint or "")
+        assert "PwCanary9pass" not in err.value.one_line()
+        assert "has a user and password in its BlobEndpoint" in err.value.args[0]
+
+
 def test_unknown_site_lists_the_known_ones(tmp_path: Path) -> None:
     config = load_sites(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="azure-hdh, scw-par"):
