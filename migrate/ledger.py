@@ -1189,6 +1189,10 @@ class Ledger:
                         WHEN objects.deleted_in > 0 THEN excluded.last_seen
                         WHEN objects.etag IS NOT excluded.etag OR objects.size != excluded.size
                             OR objects.version_id IS NOT excluded.version_id
+                            -- rewritten in place (S3 metadata: the same ETag, a later
+                            -- time): delta copies it, so the re-list counts it changed
+                            OR julianday(excluded.last_modified)
+                                > julianday(objects.last_modified)
                         THEN excluded.last_seen ELSE objects.changed_in END,
                     first_seen = CASE WHEN objects.deleted_in > 0
                         THEN excluded.first_seen ELSE objects.first_seen END,

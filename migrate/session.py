@@ -141,7 +141,32 @@ def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard
                 hint="put the site's endpoint back as the plan has it, or make the plan again "
                 "and approve it",
             )
+    _check_endpoints_as_planned(plan, sites, catalog)
     return _guard(sites, plan.allowlist, catalog, declared_proxies(config, names))
+
+
+def _check_endpoints_as_planned(plan: Plan, sites: Sequence[Site], catalog: Catalog) -> None:
+    """Each site's requests go to the host the plan recorded for that site, not merely to
+    one of the plan's hosts: a source pointed at the destination's host (both allowed)
+    sent its requests, and its SAS, to the destination's operator (a secrets and routing
+    review). The allowlist is one list for both sites; this binds each to its own."""
+    planned = {ref.name: ref.endpoint for ref in plan.sites}
+    for site in sites:
+        try:
+            now = catalog.endpoint_for(site)
+        except ConfigError:
+            now = None
+        was = planned.get(site.name)
+        before = endpoint_host(was) if was else None
+        after = endpoint_host(now) if now else None
+        if before != after:
+            raise RouteRefused(
+                f"site {site.name}'s requests would go to {after or 'no known endpoint'}, "
+                f"where plan {plan.name} sends that site's to {before or 'no endpoint'} (the "
+                "sites file changed since the plan was made?); nothing is sent",
+                hint="put the site's endpoint back as the plan has it, or make the plan again "
+                "and approve it",
+            )
 
 
 def site_guard(

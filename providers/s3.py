@@ -602,7 +602,15 @@ def build_client(site: Site) -> S3Client:
         # SHA-256 the store is confirmed to verify (often both), signed headers the server
         # checks against the body, so the body stays bound to the signature without hashing
         # it once more.
-        s3={"addressing_style": site.addressing, "payload_signing_enabled": False},
+        # Accelerate, dual-stack and FIPS named here: an AWS config file's settings are
+        # merged under these, and its `use_accelerate_endpoint` broke every site (a review).
+        s3={
+            "addressing_style": site.addressing,
+            "payload_signing_enabled": False,
+            "use_accelerate_endpoint": False,
+        },
+        use_dualstack_endpoint=False,
+        use_fips_endpoint=False,
         connect_timeout=5,
         read_timeout=READ_TIMEOUT,
         # One retry at most: the project's own retry layer decides the rest.

@@ -2284,6 +2284,49 @@ def test_a_site_whose_endpoint_changed_after_approval_gets_no_request(
     assert list((tmp_path / "copy").rglob("*.csv")) == []
 
 
+def test_a_site_pointed_at_the_other_sites_host_gets_no_request(
+    tmp_path: Path,
+    seaweed: SeaweedFS,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Both hosts of the plan are on its allowlist; the source's endpoint edited to the
+    destination's sent the source's requests, and its credentials, to the destination's
+    operator (a secrets and routing review). Each site is bound to its own host."""
+    from tests.faultproxy import fault_proxy
+
+    plan, sites = approved_seaweed_to_local(tmp_path, seaweed, bucket, monkeypatch, capsys)
+    where = ["--sites", str(sites)]
+    with fault_proxy(seaweed.endpoint) as other:  # the destination's host: another port
+        # A second S3 site at the other host, the plan's destination: made, approved.
+        (tmp_path / "far").mkdir()
+        far_site = write_sites(tmp_path / "far", other.endpoint, bucket).read_text()
+        far_site = far_site.replace("[sites.dest]", "[sites.far]").replace(
+            f'buckets = ["{bucket}"]', f'bucket_prefix = "far-{bucket[:20]}-"'
+        )
+        sites.write_text(sites.read_text() + far_site)
+        plan = str(tmp_path / "p2.yaml")
+        for args in (["plan", "--from", "dest", "--to", "far", "--policy", "eu-residency",
+                      "--no-pilot", "-o", plan], ["plan", "approve", plan]):  # fmt: skip
+            assert run([*args, *where], capsys)[0] == 0
+        allowed = load_plan(Path(plan)).allowlist
+        assert {endpoint_host(seaweed.endpoint), endpoint_host(other.endpoint)} <= set(allowed)
+        before = other.faults.requests
+        # The source now names the destination's host: on the allowlist, not the source's.
+        sites.write_text(sites.read_text().replace(seaweed.endpoint, other.endpoint))
+        refused = (
+            f"site dest's requests would go to {endpoint_host(other.endpoint)}, where plan p2 "
+            f"sends that site's to {endpoint_host(seaweed.endpoint)}"
+        )
+        for command in (["run", plan, "--phase", "bulk-1"], ["run", plan, "--phase", "bulk-1",
+                        "--dry-run"], ["verify", plan]):  # fmt: skip
+            code, _, err = run([*command, *where], capsys)
+            said = " ".join(err.split())
+            assert code == 10 and refused in said, (command, err)
+        assert other.faults.requests == before
+
+
 def test_a_run_of_a_plan_whose_container_the_sites_file_no_longer_lists_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -537,6 +537,11 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
         f"aws_secret_access_key = {seaweed.secret_key}\n"
     )
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    # A config file's `s3` settings do not reach the site: accelerate broke every one.
+    (tmp_path / "config").write_text(
+        "[default]\ns3 =\n  use_accelerate_endpoint = true\n  use_dualstack_endpoint = true\n"
+        "[profile hds-seaweed]\ns3 =\n  use_accelerate_endpoint = true\n"
+    )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     site = s3_site.model_copy(update={"credentials": CredentialRef(profile="hds-seaweed")})
     adapter = S3Adapter(site)
