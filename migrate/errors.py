@@ -177,6 +177,10 @@ class PlanBusy(MigrateError):
     exit_code = 14
 
 
+class StateBusy(PlanBusy):
+    """Another process holds the state file's write lock longer than this one waits."""
+
+
 class DemoBusy(PlanBusy):
     """Another `migrate demo` holds the same workdir: a second would delete its servers'
     data and state under it."""
@@ -223,8 +227,9 @@ EXIT_CODES: dict[int, str] = {
     12: "integrity check failed (checksum mismatch, source changed, verification failed; "
     "a report `--require-verified` that is not verified)",
     13: "the store does not support the operation",
-    14: "another process is running or verifying the same plan, listing the same site, or "
-    "running a demo in the same workdir (wait for it to end)",
+    14: "another process is running or verifying the same plan, listing the same site, "
+    "running a demo in the same workdir, or holding the state file's write lock (wait for "
+    "it to end)",
     130: "interrupted (Ctrl-C, or SIGTERM); run the same command again: a run or an inventory "
     "resumes where it stopped",
 }

@@ -51,6 +51,7 @@ from migrate.errors import (
     Retryable,
     RouteRefused,
     SourceChanged,
+    StateBusy,
     StateUnwritable,
     StoreFull,
     TransferError,
@@ -270,7 +271,7 @@ def abort_orphan_uploads(
 
 # What stops a run: the store, its key or the state, not the object (a permission refused
 # may be one object's: a bucket policy on a prefix; a key refused is every object's).
-_SITE_WIDE = (EndpointUnreachable, KeyRejected, StateUnwritable)
+_SITE_WIDE = (EndpointUnreachable, KeyRejected, StateUnwritable, StateBusy)
 
 # What a later run may get past, with the same upload.
 _RECOVERABLE = (

@@ -34,7 +34,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from migrate.errors import ConfigError, InventorySuperseded, StateUnwritable
+from migrate.errors import ConfigError, InventorySuperseded, StateBusy, StateUnwritable
 from migrate.keys import portable_key
 from migrate.locations import STATE_FILE
 
@@ -650,6 +650,9 @@ def _now() -> str:
 # object: started, done, its parts cleared: 256 objects) or this age.
 GROUP_STATEMENTS = 768
 GROUP_SECONDS = 0.5
+# How long a write waits for another process's write lock before giving up (SQLite's own
+# default is 5 s; a run's grouped commit or an inventory page may hold it a moment).
+BUSY_SECONDS = 30.0
 
 _Statement = tuple[str, tuple[object, ...]]
 
@@ -679,7 +682,7 @@ class _StateLock:
 # place it is in. Busy and locked (another process) are neither: they are raised as they are.
 _NOT_OURS = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR", "SQLITE_CONSTRAINT")
 _IN_USE = ("SQLITE_BUSY", "SQLITE_LOCKED")
-_UNWRITABLE = ("SQLITE_FULL", "SQLITE_IOERR")
+_UNWRITABLE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY")
 
 
 class _NotOurSchema(sqlite3.DatabaseError):
@@ -799,11 +802,17 @@ class Ledger:
         self._read_only = read_only
         self._identity: tuple[int, int] | None = None  # read-only: not written, not checked
         try:
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                # SQLite takes an empty file for a new state: one truncated to nothing
+                # would be read as a state holding nothing (a walkthrough).
+                raise _NotOurSchema("the file is empty: truncated?")
             if read_only:
                 self._db = _connect_read_only(self.path)
             else:
                 state_dir.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS
+                )
                 # The first write: fails where read-only.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -858,17 +867,32 @@ class Ledger:
     @classmethod
     def for_reading(cls, state_dir: Path) -> Ledger:
         """For the commands that only read (status, report): a state that exists but may
-        not be written here is read as it is, instead of refused."""
+        not be written here is read as it is, instead of refused. One that does not exist
+        is refused, not made empty (a walkthrough: a deleted state read as one that held
+        nothing of the plan, with a hint about another sites file)."""
         path = state_dir / STATE_FILE
+        if not path.exists():
+            raise ConfigError(
+                f"no state file at {path}: nothing was inventoried, approved or run with "
+                "this state directory",
+                hint="name the sites file the plan was made with (--sites, or MIGRATE_SITES), "
+                "or restore the state directory from a backup",
+            )
         writable = os.access(path, os.W_OK) and os.access(state_dir, os.W_OK)
         return cls(state_dir, read_only=path.is_file() and not writable)
 
     def _open_error(self, exc: OSError | sqlite3.Error) -> Exception:
         """The one line for a state that cannot be opened: the file (damaged, or another
-        tool's) or the place (unwritable). Another process holding it is raised as is."""
+        tool's), the place (unwritable), or another process holding its write lock."""
         name = getattr(exc, "sqlite_errorname", "")
         if name.startswith(_IN_USE):
-            return exc
+            return self._busy(exc)
+        if name.startswith("SQLITE_READONLY"):
+            return ConfigError(
+                f"state file {self.path} cannot be written here ({exc})",
+                hint="make it writable (its permissions, an immutable flag, a read-only "
+                "mount), or point state_dir at a copy you may write",
+            )
         if name.startswith(_NOT_OURS):
             return ConfigError(
                 f"state file {self.path} is damaged or not migrate's ({exc})",
@@ -888,7 +912,7 @@ class Ledger:
         with self._lock.held:
             try:
                 self._commit_group()
-            except (sqlite3.Error, StateUnwritable):
+            except (sqlite3.Error, StateUnwritable, StateBusy):
                 if keep_group_errors:
                     raise
             finally:
@@ -911,7 +935,11 @@ class Ledger:
 
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         name = f"sp{self._depth}"
-        self._db.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {name}")
+        try:
+            self._db.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {name}")
+        except sqlite3.Error as exc:
+            self._raise_unwritable(exc)
+            raise
         self._depth += 1
         try:
             yield self._db
@@ -935,10 +963,27 @@ class Ledger:
             self._raise_unwritable(exc)
             raise
 
+    def _busy(self, exc: BaseException) -> StateBusy:
+        return StateBusy(
+            f"state file {self.path} is held by another process's write for longer than "
+            f"{BUSY_SECONDS:g} s ({exc})",
+            hint="wait for it to end (`migrate status` names a run under way), then run the "
+            "same command again",
+        )
+
     def _raise_unwritable(self, exc: BaseException) -> None:
-        """A state that cannot be written any more (its disk full, an I/O error): one line
-        naming it and what to do. Any other error: nothing raised here."""
+        """A state that cannot be written any more (its disk full, an I/O error, made
+        read-only) or whose write lock another process holds too long: one line naming it
+        and what to do. Any other error: nothing raised here."""
         name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(_IN_USE):
+            raise self._busy(exc) from exc
+        if name.startswith("SQLITE_READONLY"):
+            raise StateUnwritable(
+                f"state file {self.path} cannot be written ({exc}): nothing more is recorded",
+                hint="make it writable again (its permissions, an immutable flag, a read-only "
+                "mount), then run the same command again: it resumes",
+            ) from exc
         if not name.startswith(_UNWRITABLE):
             return
         raise StateUnwritable(
@@ -987,7 +1032,7 @@ class Ledger:
     def _commit_group_late(self) -> None:
         """The timer's commit: its errors are met again by the next call (the records
         stay grouped), so none is raised in the timer's thread."""
-        with suppress(sqlite3.Error, StateUnwritable), self._lock:
+        with suppress(sqlite3.Error, StateUnwritable, StateBusy), self._lock:
             pass
 
     def _write(self, statements: list[_Statement], group: bool) -> None:
@@ -1015,6 +1060,10 @@ class Ledger:
         if self._read_only:
             self._check_read_only()
             return
+        if self._up_to_date():
+            # Nothing to apply: no write lock taken, so that status, report and plan show
+            # read while another process holds it (a walkthrough: they failed after 5 s).
+            return
         with self.atomic() as db:
             tables = {
                 str(name)
@@ -1031,6 +1080,18 @@ class Ledger:
             _run_migrations(db, applied)
             have = _schema_of(db)
         self._check_schema(have)
+
+    def _up_to_date(self) -> bool:
+        """Whether every migration is applied and the schema is whole, read without a
+        transaction (False on any doubt: the write path then decides)."""
+        try:
+            have = _schema_of(self._db)
+            if not any(kind == "table" and name == "schema_migrations" for kind, name, _ in have):
+                return False
+            applied = {int(v) for (v,) in self._db.execute("SELECT version FROM schema_migrations")}
+        except sqlite3.Error:
+            return False
+        return set(range(1, len(_MIGRATIONS) + 1)) <= applied and not (_expected_schema() - have)
 
     def _check_read_only(self) -> None:
         """A state that may not be written is read only if it needs no migration."""

@@ -273,6 +273,8 @@ class RunInfo(_Model):
     # not ready to switch over (cutover); interrupted; "stopped: " and the error that
     # stopped it. None: no end recorded (killed, or still running).
     outcome: str | None
+    # With no end recorded: the objects the ledger holds done from the run's time, where
+    # more than its last progress record (written every few seconds) says.
     copied: int
     bytes_copied: int
     failed: int  # conflicts included
@@ -923,10 +925,23 @@ def _timeline(points: Sequence[TimelinePoint], bins: int = CHART_BINS) -> tuple[
     )
 
 
-def _runs(ledger: Ledger, plan: str) -> RunsSection:
+def _runs(ledger: Ledger, plan: str, stats: Sequence[TransferStats]) -> RunsSection:
+    """The latest runs. A run with no end recorded (killed) wrote its counts every few
+    seconds: its copies are those the ledger holds done from its time, where more (a
+    walkthrough saw killed runs listed with 0 copied that had copied 1-3 large objects)."""
     records, count = ledger.runs(plan, RUNS_LIMIT)
+    done: dict[tuple[str, str], tuple[int, int]] = {}
+    for s in stats:
+        if s.state == "done" and s.run_started is not None:
+            n, b = done.get((s.phase, s.run_started), (0, 0))
+            done[(s.phase, s.run_started)] = (n + s.objects, b + s.bytes)
     runs = []
     for r in records:
+        counts = asdict(r.counts)
+        if r.outcome is None:
+            n, b = done.get((r.phase, r.started_at), (0, 0))
+            if n > counts["copied"]:
+                counts.update(copied=n, bytes_copied=max(b, counts["bytes_copied"]))
         try:
             given = json.loads(r.options)
         except ValueError:
@@ -945,7 +960,7 @@ def _runs(ledger: Ledger, plan: str) -> RunsSection:
                 tool_version=r.tool_version,
                 options=options,
                 outcome=r.outcome,
-                **asdict(r.counts),
+                **counts,
             )
         )
     return RunsSection(count=count, limit=RUNS_LIMIT, runs=tuple(runs))
@@ -1143,7 +1158,7 @@ def build_report(
         sites=judged,
         totals=_counts(stats),
         phases=tuple(phases),
-        runs=_runs(ledger, plan.name),
+        runs=_runs(ledger, plan.name, stats),
         verifications=verifications,
         manifest=_manifest_section(manifest_info(plan, ledger)),
         routes=tuple(

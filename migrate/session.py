@@ -18,6 +18,7 @@ from migrate.errors import (
     MigrateError,
     PolicyViolation,
     RouteRefused,
+    StateBusy,
     StateUnwritable,
 )
 from migrate.ledger import Ledger, RouteUse
@@ -344,7 +345,7 @@ def open_session(
             # A process killed outright (kill -9) records nothing at its end: the hosts it
             # contacted are written as it goes, so the report's routes miss a moment at most.
             while not stop.wait(ROUTES_EVERY_SECONDS):
-                with suppress(sqlite3.Error, StateUnwritable):
+                with suppress(sqlite3.Error, StateUnwritable, StateBusy):
                     ledger.record_routes(plan.name, session.routes_used())
 
         recorder = threading.Thread(target=record_now_and_then, name="routes", daemon=True)

@@ -2145,10 +2145,12 @@ def test_an_access_key_id_written_as_a_toml_key_is_refused_and_never_shown(
 def damage_state(state: Path, how: str) -> None:
     import sqlite3
 
-    if how == "not a database":
+    if how in ("not a database", "truncated to nothing"):
         for leftover in state.parent.glob("state.db-*"):  # the write-ahead log beside it
             leftover.unlink()
-        state.write_bytes(b"not a database at all\n" * 200)
+        # SQLite reads an empty file as a new database: it was taken for a state holding
+        # nothing of the plan (a walkthrough)
+        state.write_bytes(b"not a database at all\n" * 200 if how == "not a database" else b"")
         return
     if how == "another tool's database":
         for leftover in state.parent.glob("state.db*"):
@@ -2166,7 +2168,14 @@ def damage_state(state: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "how", ["a table dropped", "another tool's file", "another tool's database", "not a database"]
+    "how",
+    [
+        "a table dropped",
+        "another tool's file",
+        "another tool's database",
+        "not a database",
+        "truncated to nothing",
+    ],
 )
 def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
     how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -2182,6 +2191,53 @@ def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
         assert "directory you can write to" not in err
         assert error_object(out)["kind"] == "ConfigError"
         assert_one_line_without_secret(out, err)
+
+
+def test_a_missing_state_is_said_and_not_made_again_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status and report on a state directory removed made a new empty state, and read it
+    as one holding nothing of the plan, pointing at another sites file (a walkthrough)."""
+    import shutil
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    shutil.rmtree(tmp_path / "state")
+    state = tmp_path / "state" / "state.db"
+    for args in (["status", plan], ["report", plan, "-o", str(tmp_path / "rep")]):
+        code, out, err = run([*args, *where, "--json"], capsys)
+        assert code == 3 and f"no state file at {state}" in err, (args, err)
+        assert error_object(out)["kind"] == "ConfigError"
+        assert_one_line_without_secret(out, err)
+        assert not (tmp_path / "state").exists()
+
+
+def test_a_state_whose_write_lock_another_process_holds_is_one_line_exit_14_and_reads_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command opened the state with a write transaction and failed after 5 s as an
+    unexpected error (exit 1) while another process held its write lock, status and
+    report too (a walkthrough): those read on; a write waits, then says so (exit 14)."""
+    import sqlite3
+
+    import migrate.ledger
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    monkeypatch.setattr(migrate.ledger, "BUSY_SECONDS", 0.2)
+    state = tmp_path / "state" / "state.db"
+    holder = sqlite3.connect(state, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        code, out, err = run(["status", plan, "--json", *where], capsys)
+        assert code == 0 and json.loads(out)["plan"] == "plan", err
+        code, out, err = run(["plan", "approve", plan, "--json", *where], capsys)
+        assert code == 14, err
+        assert f"state file {state} is held by another process's write" in err, err
+        assert error_object(out)["kind"] == "PlanBusy"
+        assert_one_line_without_secret(out, err)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -2679,6 +2735,7 @@ def test_status_and_report_say_when_the_state_holds_nothing_of_the_plan(
     other = tmp_path / "other.toml"
     other.write_text(f'state_dir = "{tmp_path / "other-state"}"\n[sites.x]\nprovider = "local"\n'
                      f'path = "{tmp_path}"\n')  # fmt: skip
+    Ledger(tmp_path / "other-state").close()  # a state of its own (none at all: exit 3)
     for args in (["status", plan], ["report", plan, "-o", str(tmp_path / "r")]):
         code, _, err = run([*args, "--sites", str(other)], capsys)
         assert code == 0, err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from migrate.errors import StateBusy
 from migrate.ledger import Ledger
 from migrate.locations import STATE_FILE
 
@@ -71,7 +72,7 @@ def test_a_group_whose_commit_fails_is_kept_and_committed_by_the_next_call(
         other = sqlite3.connect(state / STATE_FILE, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process writing the state
         done(ledger, "k1")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(StateBusy, match="held by another process's write"):
             ledger.phase_counts(PLAN, PHASE)
         time.sleep(0.7)  # the timer's attempt fails too, silently
         other.execute("ROLLBACK")

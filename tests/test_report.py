@@ -1181,6 +1181,28 @@ def test_the_report_lists_each_run_with_who_ran_it_its_options_and_what_came_of_
     assert "<h2>Runs</h2>" in html and "--delete-removed (at most 4)" in html
 
 
+def test_a_killed_run_is_reported_with_the_copies_the_ledger_holds_from_its_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed (kill -9) ends with the counts of its last progress record, written
+    every few seconds: the report listed such runs with 0 copied that had copied objects
+    (a walkthrough). It lists the copies the ledger holds done from the run's time."""
+    import sqlite3
+
+    from migrate.cli import main
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys)  # bulk-1: 29 copied
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:  # as kill -9 leaves it
+        db.execute("UPDATE runs SET finished_at = NULL, outcome = NULL, copied = 3, "
+                    "bytes_copied = 30")  # fmt: skip
+    db.close()
+    assert main(["report", plan, "-o", str(tmp_path / "r"), *where]) == 0
+    [killed] = json.loads((tmp_path / "r" / "report.json").read_text())["runs"]["runs"]
+    assert killed["outcome"] is None and killed["copied"] == 29, killed
+    assert killed["bytes_copied"] > 29 * len("object 0\n"), killed  # not its record's 30
+
+
 def test_an_object_a_delta_copies_again_counts_its_retries_for_the_delta_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
