@@ -473,7 +473,12 @@ def plan(
         ),
     ] = True,
     wave_cap_gib: Annotated[
-        float, typer.Option(help="Most GiB per bulk wave (a fraction too: 0.5 for a rehearsal).")
+        float,
+        typer.Option(
+            help="About how many GiB per bulk wave: the number of waves is the bytes "
+            "divided by it, and objects go to waves by key hash, so a wave's size varies "
+            "around it (a fraction too: 0.5 for a rehearsal).",
+        ),
     ] = 2048,
     decommission: Annotated[
         bool,

@@ -251,7 +251,7 @@ def _why_kept(row: DeletedRow, source: StoreAdapter, destination: StoreAdapter) 
     if not portable_key(row.destination_key):
         return (
             "a store keeping objects as files may hold another object's copy under this "
-            "name (a//b and a\\b are a/b there); remove it by hand if it is this one"
+            "name (a//b is a/b there); remove it by hand if it is this one"
         )
     if head_or_none(source, row.container, row.key) is not None:
         return f"the source has {row.container}/{row.key} again (the next delta copies it)"

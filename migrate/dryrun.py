@@ -35,7 +35,7 @@ from migrate.errors import (
     as_store_failure,
 )
 from migrate.keys import portable_key
-from migrate.ledger import Ledger, PhaseCandidate
+from migrate.ledger import Ledger, PhaseCandidate, refuse_decommission
 from migrate.plan import PhaseKind, Plan
 from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA
 from providers.base import ObjectInfo, StoreAdapter
@@ -273,6 +273,7 @@ def dry_run(
     at the destination and identical (skipped), what conflicts. Writes nothing: not to the
     stores, not to the ledger. Memory: one batch of rows and per-dataset counters."""
     chosen = plan.phase(phase)
+    refuse_decommission(plan, chosen)
     resolved = ledger.phase_state(plan.name, chosen.name).resolved_at is not None
     missing: set[str] = set()
     try:

@@ -181,6 +181,16 @@ class StateBusy(PlanBusy):
     """Another process holds the state file's write lock longer than this one waits."""
 
 
+# What stops a run: the store, its key or the state, not the object (a permission refused
+# may be one object's: a bucket policy on a prefix; a key refused is every object's).
+SITE_WIDE: tuple[type[MigrateError], ...] = (
+    EndpointUnreachable,
+    KeyRejected,
+    StateUnwritable,
+    StateBusy,
+)
+
+
 class DemoBusy(PlanBusy):
     """Another `migrate demo` holds the same workdir: a second would delete its servers'
     data and state under it."""

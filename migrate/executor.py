@@ -41,18 +41,16 @@ from tenacity import (
 from migrate.conflicts import mark_conflicts
 from migrate.delta import settle_gone
 from migrate.errors import (
+    SITE_WIDE,
     ConfigError,
     CredentialsRejected,
     EndpointUnreachable,
-    KeyRejected,
     MigrateError,
     Permanent,
     PlanError,
     Retryable,
     RouteRefused,
     SourceChanged,
-    StateBusy,
-    StateUnwritable,
     StoreFull,
     TransferError,
     Unsupported,
@@ -68,6 +66,7 @@ from migrate.transfer import (
     DEFAULT_PART_SIZE,
     ObjectCopy,
     PartBuffers,
+    Stopped,
     TransferItem,
     TransferOutcome,
     WriteConflict,
@@ -208,6 +207,22 @@ def gate_refusal(plan: Plan, phase_name: str, ledger: Ledger) -> PlanError | Non
         for required in plan.phase(phase_name).requires
         if ledger.phase_state(plan.name, required).verified_at is None
     ]
+    if not missing and plan.phase(phase_name).kind == PhaseKind.CUTOVER:
+        # The switch-over needs every phase that copies to have run, not the delta alone:
+        # a wave never run (a plan made again with other waves) left the report
+        # incomplete after a cutover that passed (a walkthrough).
+        unrun = [
+            p.name
+            for p in plan.phases
+            if p.kind not in (PhaseKind.CUTOVER, PhaseKind.DECOMMISSION)
+            and ledger.phase_state(plan.name, p.name).resolved_at is None
+        ]
+        if unrun:
+            return PlanError(
+                f"phase {phase_name} switches over, and {', '.join(unrun)} never ran",
+                hint=f"run `migrate run {plan.command_path} --phase {unrun[0]}` first (a "
+                "phase with nothing left to copy ends at once), or pass --force --reason '...'",
+            )
     if not missing:
         return None
     first, path = missing[0], plan.command_path
@@ -269,9 +284,7 @@ def abort_orphan_uploads(
     return aborted
 
 
-# What stops a run: the store, its key or the state, not the object (a permission refused
-# may be one object's: a bucket policy on a prefix; a key refused is every object's).
-_SITE_WIDE = (EndpointUnreachable, KeyRejected, StateUnwritable, StateBusy)
+_SITE_WIDE = SITE_WIDE
 
 # What a later run may get past, with the same upload.
 _RECOVERABLE = (
@@ -349,7 +362,21 @@ def run_phase(
         nothing.seconds = time.monotonic() - started
         return nothing
     total = ledger.resolve_phase(plan, plan.phase(phase_name))
-    retries = _Retries(config, sleep)
+    # Set on Ctrl-C, or once a copy finds a store gone: multipart copies stop between
+    # parts, a part not begun is not sent, and a retry's backoff ends at once (each part
+    # waited its own retries out: a walkthrough saw a run take a minute to stop).
+    stop = threading.Event()
+
+    def backoff(seconds: float) -> None:
+        if sleep is time.sleep:
+            stopped = stop.wait(seconds)
+        else:  # a test's clock
+            sleep(seconds)
+            stopped = stop.is_set()
+        if stopped:
+            raise Stopped("the run is stopping: not tried again")
+
+    retries = _Retries(config, backoff)
     # A HEAD for each object taken and then deleted at the source before its copy.
     if settle_gone(plan, phase_name, ledger, destination, call=retries):
         total = ledger.resolve_phase(plan, plan.phase(phase_name))
@@ -439,7 +466,6 @@ def run_phase(
     part_readers = ThreadPoolExecutor(
         max_workers=config.concurrency, thread_name_prefix="migrate-read"
     )
-    stop = threading.Event()  # set on Ctrl-C: multipart copies stop between parts
     copier = ObjectCopy(
         source,
         destination,
@@ -597,9 +623,10 @@ def _each_on_workers(
     with theirs. A small object is a few milliseconds of work: handing each one to a pool
     and waiting for its future woke the main thread, and took its own locks, for every
     object (0.3-0.4 ms of CPU each, a seventh of a small object's copy). The first error
-    stops the others from taking new rows, and is raised once all have stopped; so is an
-    interrupt of the main thread, which also sets `stop`: a request under way finishes, a
-    multipart copy stops before its next part (the next run resumes it)."""
+    stops the others from taking new rows and sets `stop`, and is raised once all have
+    stopped; so is an interrupt of the main thread, which also sets `stop`: a request under
+    way finishes, a multipart copy stops before its next part, a retry is not made (the
+    next run resumes them)."""
     take = threading.Lock()
     errors: list[BaseException] = []
     # Waited for on a condition, not by Thread.join: a join that an interrupt cut short
@@ -618,6 +645,8 @@ def _each_on_workers(
                 work(row)
         except BaseException as exc:
             errors.append(exc)
+            if stop is not None:
+                stop.set()  # the run stops: the copies under way stop retrying
         finally:
             with ended:
                 running[0] -= 1
@@ -655,4 +684,6 @@ def _each_on_workers(
                 continue
         raise
     if errors:
-        raise errors[0]
+        # What stopped the run, not a copy that stopped because it did (a retry cut short
+        # may be recorded before the error that set `stop`).
+        raise next((e for e in errors if not isinstance(e, Stopped)), errors[0])

@@ -15,7 +15,7 @@ from enum import IntFlag
 from pathlib import Path
 
 from migrate.errors import ConfigError, ListingOutOfOrder
-from migrate.keys import portable_key
+from migrate.keys import may_be_renamed
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.sites import SitesConfig
 from migrate.transfer import (
@@ -117,7 +117,7 @@ def flags_of(obj: ObjectInfo) -> Flag:
         flags |= Flag.TOO_LARGE
     if not obj.checksums:
         flags |= Flag.NO_CHECKSUM
-    if not portable_key(obj.key, obj.size):
+    if may_be_renamed(obj.key, obj.size):
         flags |= Flag.KEY_NOT_PORTABLE
     # An account with a hierarchical namespace (ADLS Gen2) lists each directory as an empty
     # blob bearing hdi_isfolder=true: it holds no data, and S3 has no directories.

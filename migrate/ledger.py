@@ -794,6 +794,19 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
+def refuse_decommission(plan: Plan, phase: Phase) -> None:
+    """A decommission phase is planned, never run: `migrate run` only copies (its dry run
+    says so too, rather than what it would copy)."""
+    if phase.kind.value == "decommission":
+        from migrate.errors import PlanError
+
+        raise PlanError(
+            f"plan {plan.name}: phase {phase.name} deletes at the source; "
+            "`migrate run` only copies",
+            hint="decommissioning is not implemented in this version",
+        )
+
+
 class Ledger:
     def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         """`read_only`: a state this process may not write (a copy handed to an auditor):
@@ -2336,14 +2349,7 @@ class Ledger:
     ) -> int:
         if isinstance(phase, str):
             phase = plan.phase(phase)
-        if phase.kind.value == "decommission":
-            from migrate.errors import PlanError
-
-            raise PlanError(
-                f"plan {plan.name}: phase {phase.name} deletes at the source; "
-                "`migrate run` only copies",
-                hint="decommissioning is not implemented in this version",
-            )
+        refuse_decommission(plan, phase)
         self._plan_functions()
         from migrate.plan import routes_of
 

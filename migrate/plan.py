@@ -457,6 +457,17 @@ def check_same_routes(plan: Plan, ledger: Ledger) -> None:
             hint="save this plan under another name (a plan is named by its file: "
             "-o plans/OTHER.yaml), or give it another state_dir",
         )
+    # A dataset copied already, then left out with --exclude: its copies were neither
+    # verified nor reported any more, and verify failed for good (a walkthrough).
+    copied = [d for d in plan.excluded if d in ledger.plan_routes(plan.name)]
+    if copied:
+        raise PlanError(
+            f"plan {plan.name}: --exclude {copied[0]}: this plan's runs took it already (the "
+            "state holds their progress); left out now, its copies would be neither "
+            "verified nor reported",
+            hint="keep it in the plan (no --exclude for it), or save a plan for the rest "
+            "under another name (-o plans/OTHER.yaml)",
+        )
 
 
 def check_approved(plan: Plan, ledger: Ledger) -> Approval:

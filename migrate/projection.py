@@ -12,7 +12,7 @@ copied count: a killed run has no end to measure from, a delta's lists the sourc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +23,8 @@ from migrate.plan import PhaseKind, Plan
 RUNS_MEASURED = 100
 # Objects a phase's next run takes: what its state has not done.
 LEFT_STATES = ("pending", "in_progress", "failed", "changed")
+LEFT_BY_COPY = ("pending", "in_progress", "failed")  # a pilot's or a wave's next run
+_RELISTING = (PhaseKind.DELTA, PhaseKind.CUTOVER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +81,24 @@ def project(
     plan: Plan,
     runs: Sequence[RunRecord],
     counts: Sequence[PhaseCounts],
+    resolved: Collection[str] | None = None,
 ) -> Projection | None:
     """Each phase with objects left to copy, timed at the runs' measured rates; None when
-    no run has measured any (the plan's own durations are all there is)."""
+    no run has measured any (the plan's own durations are all there is). `resolved`: the
+    phases run (their objects fixed), default those with counts: a phase run with none
+    has nothing left, not its plan's estimate (a walkthrough)."""
     measured = measure(plan, runs)
     if measured is None:
         return None
-    resolved = {c.phase for c in counts}
+    resolved = {c.phase for c in counts} | set(resolved or ())
     phases: list[PhaseProjection] = []
     for phase in plan.phases:
         if phase.kind is PhaseKind.DECOMMISSION:
             continue  # migrate copies nothing in it
         if phase.name in resolved:
-            left = [c for c in counts if c.phase == phase.name and c.state in LEFT_STATES]
+            # A pilot's or a wave's objects changed at the source are the delta's to copy.
+            states = LEFT_STATES if phase.kind in _RELISTING else LEFT_BY_COPY
+            left = [c for c in counts if c.phase == phase.name and c.state in states]
             objects, size = sum(c.objects for c in left), sum(c.bytes for c in left)
             source = "state"
         else:
@@ -109,7 +116,10 @@ def projected(
     """`project` from the state: the plan's latest runs, and its phase counts unless the
     caller has read them already."""
     runs = ledger.runs(plan.name, RUNS_MEASURED)[0]
-    return project(plan, runs, ledger.phase_counts(plan.name) if counts is None else counts)
+    resolved = [p.name for p in plan.phases if ledger.phase_state(plan.name, p.name).resolved_at]
+    return project(
+        plan, runs, ledger.phase_counts(plan.name) if counts is None else counts, resolved
+    )
 
 
 def _seconds(start: str, end: str) -> float:

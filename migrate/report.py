@@ -670,15 +670,17 @@ def _covering(
     of a phase run after it)."""
     found: VerificationInfo | None = None
     for v in verifications:
-        if v.phase == phase or (
-            v.phase is None
-            and (
-                since is None
-                or datetime.fromisoformat(v.started_at) >= datetime.fromisoformat(since)
-            )
-        ):
+        if _covers(v, phase, since):
             found = v
     return found
+
+
+def _covers(v: VerificationInfo, phase: str, since: str | None) -> bool:
+    """Whether `v` checked `phase`: one of that phase, or of the whole plan begun since the
+    phase's first run (`since`; None: the time was not recorded, any)."""
+    if v.phase is not None:
+        return v.phase == phase
+    return since is None or datetime.fromisoformat(v.started_at) >= datetime.fromisoformat(since)
 
 
 def _checked_metadata(v: VerificationInfo) -> bool:
@@ -757,14 +759,17 @@ def _as_strong(v: VerificationInfo, than: VerificationInfo) -> bool:
 
 
 def _weaker_since(
-    verifications: Sequence[VerificationInfo], phase: str, latest: VerificationInfo
+    verifications: Sequence[VerificationInfo],
+    phase: str,
+    latest: VerificationInfo,
+    since: str | None,
 ) -> VerificationInfo | None:
-    """A failed verification covering `phase` that no passing one as strong has followed,
-    while the latest covering it passed: a weaker check does not clear a stronger one's
-    findings."""
+    """A failed verification covering `phase` (`_covers`) that no passing one as strong has
+    followed, while the latest covering it passed: a weaker check does not clear a stronger
+    one's findings."""
     pending: VerificationInfo | None = None
     for v in verifications:  # oldest first
-        if v.phase is not None and v.phase != phase:
+        if not _covers(v, phase, since):
             continue
         if not v.passed and (pending is None or _as_strong(v, pending)):
             pending = v
@@ -846,7 +851,7 @@ def _open_items(
             items.append(f"phase {p.name} is not verified")
         elif v is None:
             items.append(f"phase {p.name} is marked verified but no verification of it is recorded")
-        elif stronger := _weaker_since(verifications, p.name, v):
+        elif stronger := _weaker_since(verifications, p.name, v, p.started_at):
             items.append(
                 f"phase {p.name}: verification #{stronger.id} ({_described(stronger)}) failed "
                 f"and the passing ones since checked less (the latest, #{v.id}: "

@@ -465,16 +465,19 @@ def _plain_variable_name(var: str) -> bool:
     return bool(re.fullmatch(r"[A-Z_][A-Z0-9_]*", var))
 
 
-def _variable_shown(var: str, field_name: str) -> str:
+def _variable_named(var: str, field_name: str) -> tuple[str, str]:
+    """How a message names the variable a credential field names: before and after what
+    is said of it; its name not repeated where it may be a key (`_plain_variable_name`)."""
     if _plain_variable_name(var):
-        return f"environment variable {var}"
-    return f"the environment variable credentials.{field_name} names"
+        return f"environment variable {var}", f" (credentials.{field_name})"
+    return f"the environment variable credentials.{field_name} names", ""
 
 
 def _userinfo(endpoint: str) -> str | None:
-    """The `user:password` of an endpoint URL (with or without its scheme), if any."""
-    authority = endpoint.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
-    return authority.rpartition("@")[0] or None
+    """What stands before the last '@' of an endpoint URL (after its scheme, if any): a
+    `user:password`, or more (a password may hold '/' or '?': not cut there), if any."""
+    rest = endpoint.split("://", 1)[-1]
+    return rest.rpartition("@")[0] or None
 
 
 def resolve_credentials(site: Site) -> Credentials:
@@ -496,11 +499,10 @@ def resolve_credentials(site: Site) -> Credentials:
             values[field_name.removesuffix("_env")] = None
             continue
         value = os.environ.get(var)
-        shown = _variable_shown(var, field_name)
         if not value:
+            named, where = _variable_named(var, field_name)
             raise ConfigError(
-                f"site {site.name}: {shown} is "
-                f"{'not set' if value is None else 'empty'} (credentials.{field_name})",
+                f"site {site.name}: {named} is {'not set' if value is None else 'empty'}{where}",
                 hint=f"export {var} before running migrate"
                 if _plain_variable_name(var)
                 else f"export the variable credentials.{field_name} names, or name one in "
@@ -512,8 +514,9 @@ def resolve_credentials(site: Site) -> Credentials:
             # Sent in a header, it fails far from here: a library's ValueError (exit 1),
             # a dropped connection (exit 11), a rejected signature (exit 5).
             raise ConfigError(
-                f"site {site.name}: {shown} (credentials.{field_name}) {flaw}",
-                hint=f"export {var if _plain_variable_name(var) else 'it'} again without it"
+                f"site {site.name}: {''.join(_variable_named(var, field_name))} {flaw}",
+                hint=f"export {var if _plain_variable_name(var) else 'that variable'} again "
+                "without it"
                 + (
                     " (a file saved with Windows line endings leaves a carriage return: "
                     "`tr -d '\\r'`)"
@@ -538,10 +541,10 @@ def resolve_credentials(site: Site) -> Credentials:
             if userinfo := _userinfo(component):
                 # As a sites file's endpoint with a user and password is refused: printed
                 # in full by the endpoint's checks before (a secrets review).
-                register_secret(userinfo)
-                register_secret(userinfo.partition(":")[2])
-                register_secret(unquote(userinfo.partition(":")[2]))
-                raise SecretInConfig(
+                for secret in (component, userinfo, userinfo.partition(":")[2]):
+                    register_secret(secret)
+                    register_secret(unquote(secret))
+                raise ConfigError(
                     f"site {site.name}: the connection string in credentials.{field_name} "
                     f"has a user and password in its {name.strip()}",
                     hint="remove them (Azure Storage takes the account key or a SAS): "

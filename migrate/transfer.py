@@ -56,6 +56,7 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from migrate.errors import (
+    SITE_WIDE,
     ChecksumMismatch,
     CompletionRaced,
     CredentialsRejected,
@@ -65,7 +66,7 @@ from migrate.errors import (
     SourceChanged,
     Unsupported,
 )
-from migrate.keys import filed_name, portable_key
+from migrate.keys import filed_name, may_be_renamed
 from providers.base import (
     ABSENT,
     Capabilities,
@@ -405,16 +406,23 @@ class _PartsInFlight:
         self.sent += len(data)
 
     def raise_failure(self) -> None:
-        for future in self._futures.values():
-            if future.done() and future.exception() is not None:
-                self.drain()
-                future.result()
+        if any(f.done() and f.exception() is not None for f in self._futures.values()):
+            self._raise_failed()
 
     def wait(self) -> dict[int, tuple[PartResult, str]]:
         """Each part sent: the store's answer and the part's MD5."""
+        self._raise_failed()
         for number, future in sorted(self._futures.items()):
             self._done[number] = future.result()
         return self._done
+
+    def _raise_failed(self) -> None:
+        """Once every part is done: the first part's error, but a part stopped because
+        another failed (its retry cut short: `Stopped`) gives way to that failure."""
+        self.drain()
+        failed = [e for _, f in sorted(self._futures.items()) if (e := f.exception())]
+        if failed:
+            raise next((e for e in failed if not isinstance(e, Stopped)), failed[0])
 
     def drain(self) -> None:
         """Wait for every part still in flight (their errors are raised by wait or
@@ -533,7 +541,7 @@ class ObjectCopy:
             outcome = self._multipart(item, reader, self._part_size(item))
         if item.destination_key.endswith("/") and item.size > 0:
             self._check_kept_as_object(item)
-        elif not portable_key(item.destination_key):
+        elif may_be_renamed(item.destination_key):
             self._check_stored_under_its_key(item)
         return outcome
 
@@ -967,8 +975,19 @@ class ObjectCopy:
         length = len(data)
         where = f"{item.destination_bucket}/{item.destination_key} part {number}"
         try:
+            if self.stop is not None and self.stop.is_set():
+                # Queued behind parts that failed: the run stops, this one is not begun.
+                raise Stopped(f"{where}: the run is stopping, not sent")
             sums = self._checksums_for(data, md5)
-            result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
+            try:
+                result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
+            except SITE_WIDE:
+                # The store gone past the retries: the run stops, so the parts in flight
+                # stop retrying now, not once this object's other parts have waited
+                # their retries out.
+                if self.stop is not None:
+                    self.stop.set()
+                raise
             stored = result.checksums.get("md5", "").lower()  # set where the ETag is an MD5
             echoed = result.checksums.get("sha256", "").lower()
             if echoed and "sha256" in sums and echoed != sums["sha256"]:

@@ -103,8 +103,11 @@ def _chunks(body: WriteBody, length: int) -> Iterator[bytes | memoryview]:
 
 
 # A file name holds 255 bytes (NAME_MAX); an object's attributes are kept in a file named
-# after its last segment with '.json' added (`_meta_path`).
-MAX_SEGMENT_BYTES = 255 - len(".json")
+# after its last segment with '.json' added (`_meta_path`): a key written here has a last
+# segment of 250 bytes at most (declared to the planner for every segment: it checks no
+# last segment apart), and a folder's 255.
+NAME_MAX = 255
+MAX_SEGMENT_BYTES = NAME_MAX - len(".json")
 
 
 class LocalAdapter:
@@ -142,13 +145,23 @@ class LocalAdapter:
                     f"{self.site_name}: key {key!r} cannot be stored in a local directory "
                     "(empty, '.' or '..' path segment)"
                 )
-            if len(os.fsencode(segment)) > MAX_SEGMENT_BYTES:
+            if len(os.fsencode(segment)) > NAME_MAX:
                 raise Unsupported(
-                    f"{self.site_name}: key {key!r} has a path segment over "
-                    f"{MAX_SEGMENT_BYTES} bytes (a file name's 255, less the '.json' of the "
-                    "file its attributes are kept in)"
+                    f"{self.site_name}: key {key!r} has a path segment over {NAME_MAX} bytes"
                 )
         return self._container_dir(container).joinpath(*segments)
+
+    def _writable_path(self, container: str, key: str) -> Path:
+        """`_path` of a key this store can write: its attributes' file, named after its last
+        segment with '.json' added, must be a file name too."""
+        path = self._path(container, key)
+        if len(os.fsencode(path.name)) > MAX_SEGMENT_BYTES:
+            raise Unsupported(
+                f"{self.site_name}: key {key!r} has a last path segment over "
+                f"{MAX_SEGMENT_BYTES} bytes (a file name's {NAME_MAX}, less the '.json' of the "
+                "file its attributes are kept in)"
+            )
+        return path
 
     def _meta_path(self, container: str, key: str) -> Path:
         return self.root / _META / container / (key + ".json")
@@ -315,6 +328,10 @@ class LocalAdapter:
             data = json.loads(self._meta_path(container, key).read_text(encoding="utf-8"))
         except (FileNotFoundError, NotADirectoryError, ValueError):
             return {}
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # a file put here by other means: none kept
+                return {}
+            raise
         return data if isinstance(data, dict) else {}
 
     def open_range(
@@ -478,7 +495,7 @@ class LocalAdapter:
         *,
         expect: str | None = None,
     ) -> WriteResult:
-        self._path(container, key)  # refuse an impossible key before reading bytes
+        self._writable_path(container, key)  # refuse an impossible key before reading bytes
         self._require_container(container)
         tmp, md5 = self._receive(body, length, checksums, f"{container}/{key}")
         return self._install(container, key, tmp, attrs, {**checksums, "md5": md5}, expect)
@@ -491,7 +508,7 @@ class LocalAdapter:
         return self.root / _UPLOADS / container / upload_id
 
     def create_multipart(self, container: str, key: str, attrs: WriteAttrs) -> str:
-        self._path(container, key)
+        self._writable_path(container, key)
         self._require_container(container)
         upload_id = uuid.uuid4().hex
         udir = self._upload_dir(container, upload_id)
@@ -601,6 +618,7 @@ class LocalAdapter:
         version_id: str | None = None,  # no versions here
     ) -> WriteResult:
         """Rewrite the side file for the same bytes: the ETag (mtime and size) stays."""
+        self._writable_path(container, key)
         info = self.head(container, key)
         if info.etag != if_match:
             raise SourceChanged(f"{self.site_name}: {container}/{key} changed (ETag differs)")

@@ -604,11 +604,15 @@ def build_client(site: Site) -> S3Client:
         # it once more.
         # Accelerate, dual-stack and FIPS named here: an AWS config file's settings are
         # merged under these, and its `use_accelerate_endpoint` broke every site (a review).
-        s3={
-            "addressing_style": site.addressing,
-            "payload_signing_enabled": False,
-            "use_accelerate_endpoint": False,
-        },
+        s3=cast(  # the stubs lack use_dualstack_endpoint, which botocore reads here
+            Any,
+            {
+                "addressing_style": site.addressing,
+                "payload_signing_enabled": False,
+                "use_accelerate_endpoint": False,
+                "use_dualstack_endpoint": False,
+            },
+        ),
         use_dualstack_endpoint=False,
         use_fips_endpoint=False,
         connect_timeout=5,

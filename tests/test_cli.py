@@ -136,6 +136,82 @@ def approved_plan(
     return plan
 
 
+def test_a_lost_copy_of_a_key_with_a_backslash_is_copied_again_where_the_store_keeps_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store that keeps `w\\in` as it is (a local directory, plain S3): its copy lost at
+    the destination is marked and copied again as any other (a review: treating every
+    backslash key as renamed left it missing for good)."""
+    where = local_move(tmp_path, {"w\\in": b"backslash", "plain": b"plain"})
+    plan = approved_plan(tmp_path, capsys, where)
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    for name in ("w\\in", "plain"):
+        (tmp_path / "d" / "data" / name).unlink()
+    code, out, err = run(["verify", plan, *where], capsys)
+    assert code == 12 and out.count("missing") == 2, out
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
+    assert code == 0 and json.loads(out)["copied"] == 2, err
+    assert (tmp_path / "d" / "data" / "w\\in").read_bytes() == b"backslash"
+    assert run(["verify", plan, *where], capsys)[0] == 0
+
+
+def test_a_decommission_phase_is_refused_by_its_run_and_its_dry_run_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its dry run said what it would copy, exit 0, and never that the run refuses it (a
+    walkthrough): both refuse it, one line, exit 9; nothing is deleted at the source."""
+    where = local_move(tmp_path, {"a.txt": b"a", "b.txt": b"b"})
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+                "--decommission", "-o", plan, *where], capsys)[0] == 0  # fmt: skip
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    for dry in ([], ["--dry-run"]):
+        command = ["run", plan, "--phase", "decommission", "--force", "--reason", "t", *dry]
+        code, out, err = run([*command, "--json", *where], capsys)
+        assert code == 9 and "`migrate run` only copies" in err, (dry, out, err)
+        assert "not implemented in this version" in err
+        assert error_object(out)["exit_code"] == 9
+        assert_one_line_without_secret(out, err)
+    assert sorted(p.name for p in (tmp_path / "src" / "data").iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_dataset_copied_already_cannot_be_left_out_of_the_plan_made_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Made again with --exclude on a dataset its runs copied, the plan was approved, and
+    verify failed from then on, its copies neither verified nor reported (a walkthrough).
+    The plan is refused (exit 9), nothing written."""
+    where = local_move(tmp_path, {"a/1.txt": b"1", "b/2.txt": b"2"})
+    plan = approved_plan(tmp_path, capsys, where)
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    before = Path(plan).read_bytes()
+    again = ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+             "-o", plan, "--exclude", "data/a/", "--json", *where]  # fmt: skip
+    code, out, err = run(again, capsys)
+    assert code == 9 and "--exclude data/a/: this plan's runs took it already" in err, err
+    assert error_object(out)["exit_code"] == 9 and Path(plan).read_bytes() == before
+    assert_one_line_without_secret(out, err)
+
+
+def test_the_cutover_waits_for_every_phase_that_copies_to_have_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its gate asked for the delta alone: a phase never run (a wave of a plan made again)
+    left the report incomplete after a cutover that passed (a walkthrough). It names the
+    phase and the command (exit 9); once run, the cutover goes."""
+    plan, where = finished_local_copy(tmp_path, capsys)  # bulk-1 copied; the pilot never ran
+    for step in (["verify", plan, "--phase", "bulk-1"], ["run", plan, "--phase", "delta"],
+                 ["verify", plan, "--phase", "delta"]):  # fmt: skip
+        assert run([*step, *where], capsys)[0] == 0, step
+    code, out, err = run(["run", plan, "--phase", "cutover", "--json", *where], capsys)
+    assert code == 9 and "phase cutover switches over, and pilot never ran" in err, err
+    assert f"run `migrate run {plan} --phase pilot` first" in err, err
+    assert_one_line_without_secret(out, err)
+    assert run(["run", plan, "--phase", "pilot", *where], capsys)[0] == 0
+    assert run(["run", plan, "--phase", "cutover", *where], capsys)[0] == 0
+
+
 def test_a_key_holding_terminal_controls_is_shown_escaped_never_acting_on_the_terminal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -561,6 +561,49 @@ def test_an_outage_during_an_upload_keeps_its_parts_for_the_next_run(env_for: An
     assert list(env.destination.list_multipart_uploads(env.bucket)) == []
 
 
+class GoneLate:
+    """A destination gone: every part refused as unreachable. The parts of `late` begin only
+    once the other object's part has been refused three times (its retries run behind)."""
+
+    def __init__(self, inner: StoreAdapter, late: str) -> None:
+        self._inner, self._late = inner, late
+        self._early_tries = 0
+        self.late_tries = 0
+        self._begin = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def upload_part(self, container: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == self._late:
+            assert self._begin.wait(30)
+            self.late_tries += 1
+        else:
+            self._early_tries += 1
+            if self._early_tries >= 3:
+                self._begin.set()
+        raise EndpointUnreachable(f"{key}: no answer (a test's store gone)")
+
+
+def test_once_a_copy_finds_the_store_gone_the_others_stop_retrying(env_for: Any) -> None:
+    """Each part waited its own retries out, one after the other: a run whose destination
+    died took a minute to stop (a walkthrough). The first copy that finds it gone stops the
+    run, and the others' retries with it."""
+    env: Env = env_for("s3", "s3")
+    octets = "application/octet-stream"
+    env.seed({"a/early.bin": (body(1, 11 * MiB), octets, {}, False),
+              "b/late.bin": (body(2, 11 * MiB), octets, {}, False)})  # fmt: skip
+    plan = env.plan()
+    gone = GoneLate(env.destination, "b/late.bin")
+    config = dataclasses.replace(SMALL_PARTS, concurrency=2, backoff_initial=0.1,
+                                 backoff_max=0.1)  # fmt: skip
+    with Ledger(env.state) as ledger, pytest.raises(EndpointUnreachable):
+        run_phase(plan, "bulk-1", ledger, env.source, gone, config=config)  # type: ignore[arg-type]
+    # Begun after three of the other's six tries (or not begun: queued behind it), it
+    # does not try all of its own six (each of its parts did, one part after the other).
+    assert gone.late_tries < config.max_attempts, gone.late_tries
+
+
 class KmsLike:
     """A destination that answers as S3 does under SSE-KMS: ETags that look like MD5s and
     hash no bytes (said so by `etag_hashes_bytes`), and a completion that refuses any part

@@ -126,3 +126,23 @@ def test_no_finished_run_that_copied_means_no_projection(
     )
     projection = project(empty, [_run("pilot", 5, 3, 3 * MiB)], [])
     assert projection is not None and projection.phases == ()
+
+
+def test_a_phase_run_with_nothing_left_or_only_the_deltas_changes_is_not_projected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wave run with no object kept its plan estimate, and one whose only objects left
+    had changed at the source (the delta's) was timed too (a walkthrough)."""
+    plan = _plan(tmp_path, capsys, bandwidth=1e6)
+    runs = [_run("pilot", 20, 40, 400 * MiB)]
+    counts = [
+        PhaseCounts("pilot", "done", 40, 400 * MiB),
+        PhaseCounts("pilot", "changed", 2, 2 * MiB),
+    ]
+    projection = project(plan, runs, counts, resolved=["pilot", "bulk-1"])
+    assert projection is not None
+    names = {p.phase for p in projection.phases}
+    assert "pilot" not in names and "bulk-1" not in names, projection.phases
+    # Not said run: the plan's estimate, as before.
+    again = project(plan, runs, counts)
+    assert again is not None and "bulk-1" in {p.phase for p in again.phases}

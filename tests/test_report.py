@@ -1462,10 +1462,12 @@ def test_a_plain_verification_comparing_a_few_objects_metadata_does_not_clear_a_
 
     failed = record(1, False, 46, True)
     plain = record(2, True, 2, False)
-    assert _weaker_since([failed, plain], "bulk-1", plain) == failed
+    assert _weaker_since([failed, plain], "bulk-1", plain, None) == failed
     assert _described(plain) == "stored" and _described(failed) == "stored, metadata"
     again = record(3, True, 46, True)
-    assert _weaker_since([failed, plain, again], "bulk-1", again) is None
+    assert _weaker_since([failed, plain, again], "bulk-1", again, None) is None
     # Recorded before `metadata_asked` was kept: whether it compared any, as before.
     old = record(4, True, 2, None)
-    assert _weaker_since([failed, old], "bulk-1", old) is None
+    assert _weaker_since([failed, old], "bulk-1", old, None) is None
+    # A failed check of the whole plan begun before the phase's first run checked none of it.
+    assert _weaker_since([failed, plain], "bulk-1", plain, "2026-12-05T07:30:00+00:00") is None

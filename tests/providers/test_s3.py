@@ -541,10 +541,14 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
     (tmp_path / "config").write_text(
         "[default]\ns3 =\n  use_accelerate_endpoint = true\n  use_dualstack_endpoint = true\n"
         "[profile hds-seaweed]\ns3 =\n  use_accelerate_endpoint = true\n"
+        "  use_dualstack_endpoint = true\n"
     )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     site = s3_site.model_copy(update={"credentials": CredentialRef(profile="hds-seaweed")})
     adapter = S3Adapter(site)
+    settings = adapter._client.meta.config.s3 or {}
+    assert not settings.get("use_accelerate_endpoint"), settings
+    assert not settings.get("use_dualstack_endpoint"), settings
     bucket = unique_name("profile")
     adapter.create_container(bucket)
     data = b"written with the profile's keys"
