@@ -56,6 +56,7 @@ from migrate.ledger import Ledger, NotCopiedRow, PhaseCounts
 from migrate.output import drop_stdout
 from migrate.output import install as install_reader_may_leave
 from migrate.plan import (
+    PhaseKind,
     Plan,
     check_approved,
     check_as_written,
@@ -560,6 +561,7 @@ def plan(
         sha256_on_large_objects=large_sha256,
         exclude=exclude or (),
         warn=_warn,
+        keep_waves=_waves_begun(out, config.state_dir),
     )
     with Ledger.for_reading(config.state_dir) as ledger:
         # Written over a plan of that name with progress elsewhere, the file the state's
@@ -1447,6 +1449,26 @@ def _gated(plan: Plan, ledger: Ledger) -> set[str]:
     from migrate.executor import gate_refusal
 
     return {p.name for p in plan.phases if gate_refusal(plan, p.name, ledger) is not None}
+
+
+def _waves_begun(out: Path, state_dir: Path) -> int | None:
+    """The number of bulk waves of the plan `out` holds, if the state holds runs of it:
+    a plan made again over it keeps them (see planner.make_plan). None otherwise, or when
+    that file is no plan this version reads (the new plan is then split afresh)."""
+    from migrate.locations import STATE_FILE
+
+    if not out.is_file() or not (state_dir / STATE_FILE).is_file():
+        return None
+    try:
+        before = load_plan(out, check_digest=False)
+    except MigrateError:
+        return None
+    waves = sum(1 for p in before.phases if p.kind == PhaseKind.BULK)
+    if before.name != out.stem or not waves:
+        return None
+    with Ledger.for_reading(state_dir) as ledger:
+        began = any(ledger.phase_state(before.name, p.name).resolved_at for p in before.phases)
+    return waves if began else None
 
 
 def _not_copied_yet(

@@ -1895,7 +1895,11 @@ class Ledger:
             "phase, container, key, destination_bucket, destination_key, "
             "CASE WHEN state = 'pending' THEN 'found_wrong' ELSE state END, error, attempts"
         )
-        base = f"SELECT {columns} FROM transfers WHERE plan=? AND {_NOT_COPIED_STATES}"
+        # Named: with --phase, SQLite chose the primary key for the first page (a review).
+        base = (
+            f"SELECT {columns} FROM transfers INDEXED BY transfers_not_copied "
+            f"WHERE plan=? AND {_NOT_COPIED_STATES}"
+        )
         after: tuple[str, str, str] | None = None
         while True:
             if phase is not None:

@@ -1119,6 +1119,7 @@ def make_plan(
     used_buckets: Sequence[str] = (),
     protection: MappingOf[str, Protection] | None = None,
     exclude: Sequence[str] = (),
+    keep_waves: int | None = None,
 ) -> Plan:
     """The plan to move `source`'s inventory (`datasets`, from `plan_inputs` measured with
     `destination_limits(destination)`) to `destination` under `policy`, with its digest.
@@ -1321,7 +1322,23 @@ def make_plan(
     total_n = total.ints()
     pilot_n = {k: min(v, total_n[k]) for k, v in pilot_load.ints().items()}
     rest = {k: total_n[k] - pilot_n[k] for k in total_n}
-    waves = max(1, math.ceil(rest["bytes"] / wave_cap_bytes))
+    split = max(1, math.ceil(rest["bytes"] / wave_cap_bytes))
+    # A plan made again mid-move keeps the waves its runs began with: each object keeps
+    # its wave (a wave is a key hash modulo their number), else objects of waves not run
+    # fell to no wave and the delta (a walkthrough).
+    waves = keep_waves or split
+    if keep_waves and keep_waves != split:
+        findings.append(
+            Finding(
+                code="WAVES_KEPT",
+                severity=Severity.WARNING,
+                message=f"{keep_waves} bulk waves kept from the plan this file held, whose "
+                f"runs began: each object stays in its wave (the bytes now would make "
+                f"{split} at this wave size)",
+                action="none needed; to split what is left otherwise, make a plan under "
+                "another name once this one's runs are done",
+            )
+        )
     wave_parts = {k: _split(v, waves) for k, v in rest.items()}
     free_left = [money.free_gb]
     pilot_estimate = _estimate(pilot_n, bandwidth_bytes_per_second, money, free_left)

@@ -155,9 +155,11 @@ def plan_from_sites(
     sha256_on_large_objects: bool = True,
     exclude: Sequence[str] = (),
     warn: Callable[[str], None],
+    keep_waves: int | None = None,
 ) -> Plan:
     """What `migrate plan` does, for the command and the demo alike: the inventory's
-    aggregates, what the live sites say (replication, buckets in use), then the pure plan."""
+    aggregates, what the live sites say (replication, buckets in use), then the pure plan.
+    `keep_waves`: the number of bulk waves of the plan whose runs began (see make_plan)."""
     check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
     with Ledger(config.state_dir) as ledger:
         inputs = plan_inputs(
@@ -193,4 +195,5 @@ def plan_from_sites(
         used_buckets=used_buckets,
         protection=protection,
         exclude=exclude,
+        keep_waves=keep_waves,
     )

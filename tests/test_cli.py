@@ -212,6 +212,39 @@ def test_the_cutover_waits_for_every_phase_that_copies_to_have_run(
     assert run(["run", plan, "--phase", "cutover", *where], capsys)[0] == 0
 
 
+def test_a_plan_made_again_mid_move_keeps_its_waves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wave is a key hash modulo the number of waves: a plan made again over one whose
+    runs began counted another number from the bytes now, and objects of waves not run
+    fell to no wave and went to the delta (a walkthrough). It keeps the number, says so."""
+    where = local_move(tmp_path, {f"f{n}.bin": bytes(1000) for n in range(3)})
+    plan = str(tmp_path / "p.yaml")
+    cap = f"{1000 / 1024**3:.12f}"  # 1,000 bytes a wave
+    make = ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+            "--wave-cap-gib", cap, "-o", plan, *where]  # fmt: skip
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(make, capsys)[0] == 0
+
+    def waves(path: str) -> list[str]:
+        return [p.name for p in load_plan(Path(path)).phases if p.kind.value == "bulk"]
+
+    assert waves(plan) == ["bulk-1", "bulk-2", "bulk-3"]
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    for n in range(3, 6):
+        (tmp_path / "src" / "data" / f"f{n}.bin").write_bytes(bytes(1000))
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(make, capsys)[0] == 0
+    assert waves(plan) == ["bulk-1", "bulk-2", "bulk-3"]
+    [kept] = [f for f in load_plan(Path(plan)).findings if f.code == "WAVES_KEPT"]
+    assert "3 bulk waves kept" in kept.message and "would make 6" in kept.message
+    # Another file, no run of it: split afresh.
+    other = str(tmp_path / "q.yaml")
+    assert run([*make[:-4], "-o", other, *where], capsys)[0] == 0
+    assert len(waves(other)) == 6
+
+
 def test_a_key_holding_terminal_controls_is_shown_escaped_never_acting_on_the_terminal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
