@@ -1452,12 +1452,19 @@ def _gated(plan: Plan, ledger: Ledger) -> set[str]:
 
 
 def _waves_begun(out: Path, state_dir: Path) -> int | None:
-    """The number of bulk waves of the plan `out` holds, if the state holds runs of it:
-    a plan made again over it keeps them (see planner.make_plan). None otherwise, or when
-    that file is no plan this version reads (the new plan is then split afresh)."""
+    """The number of bulk waves the runs of the plan named by `out` began with: a plan
+    made again keeps them (see planner.make_plan). The state records it from a wave's
+    first run; for runs before that was kept, the plan `out` holds, if the state holds
+    runs of it. None otherwise (the new plan is split afresh)."""
     from migrate.locations import STATE_FILE
 
-    if not out.is_file() or not (state_dir / STATE_FILE).is_file():
+    if not (state_dir / STATE_FILE).is_file():
+        return None
+    with Ledger.for_reading(state_dir) as ledger:
+        recorded = ledger.plan_waves(out.stem)
+    if recorded is not None:
+        return recorded
+    if not out.is_file():
         return None
     try:
         before = load_plan(out, check_digest=False)

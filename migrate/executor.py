@@ -57,7 +57,7 @@ from migrate.errors import (
     as_store_failure,
     redact,
 )
-from migrate.ledger import CONFLICT, Ledger, TransferRow
+from migrate.ledger import CONFLICT, Ledger, TransferRow, refuse_decommission
 from migrate.limits import STALL_AFTER, AdaptiveLimit, LimitedAdapter
 from migrate.memory import return_large_buffers
 from migrate.plan import PhaseKind, Plan
@@ -66,6 +66,7 @@ from migrate.transfer import (
     DEFAULT_PART_SIZE,
     ObjectCopy,
     PartBuffers,
+    RunStop,
     Stopped,
     TransferItem,
     TransferOutcome,
@@ -356,6 +357,8 @@ def run_phase(
     config = config or TransferConfig()
     subscriber = subscriber or Subscriber()
     started = time.monotonic()
+    # Before its gate: --force would record a start of a phase no run takes.
+    refuse_decommission(plan, plan.phase(phase_name))
     check_gates(plan, phase_name, ledger, force_reason)
     nothing = finished_already(plan, phase_name, ledger)
     if nothing is not None:
@@ -365,7 +368,7 @@ def run_phase(
     # Set on Ctrl-C, or once a copy finds a store gone: multipart copies stop between
     # parts, a part not begun is not sent, and a retry's backoff ends at once (each part
     # waited its own retries out: a walkthrough saw a run take a minute to stop).
-    stop = threading.Event()
+    stop = RunStop()
 
     def backoff(seconds: float) -> None:
         if sleep is time.sleep:
@@ -616,7 +619,7 @@ def _each_on_workers(
     rows: Iterator[TransferRow],
     work: Callable[[TransferRow], None],
     n: int,
-    stop: threading.Event | None = None,
+    stop: RunStop | None = None,
     on_stopping: Callable[[], None] = lambda: None,
 ) -> None:
     """`work(row)` for every row, on `n` threads that each take the next row when done
@@ -637,7 +640,9 @@ def _each_on_workers(
 
     def worker() -> None:
         try:
-            while not errors:
+            # A copy may have decided the run stops (a store gone) while its object was
+            # recorded failed for another reason: no row is taken after that.
+            while not errors and not (stop is not None and stop.is_set()):
                 with take:
                     row = next(rows, None)  # the ledger read, too, may fail
                 if row is None:
@@ -645,8 +650,11 @@ def _each_on_workers(
                 work(row)
         except BaseException as exc:
             errors.append(exc)
-            if stop is not None:
-                stop.set()  # the run stops: the copies under way stop retrying
+            if stop is not None:  # the run stops: the copies under way stop retrying
+                if isinstance(exc, Stopped):
+                    stop.set()
+                else:
+                    stop.stop_for(exc)
         finally:
             with ended:
                 running[0] -= 1
@@ -683,7 +691,12 @@ def _each_on_workers(
             except KeyboardInterrupt:
                 continue
         raise
+    # What stopped the run, not a copy that stopped because it did (a retry cut short may
+    # be recorded before the error that set `stop`, or instead of it).
+    cause = next((e for e in errors if not isinstance(e, Stopped)), None)
+    if cause is None and stop is not None:
+        cause = stop.cause
+    if cause is not None:
+        raise cause
     if errors:
-        # What stopped the run, not a copy that stopped because it did (a retry cut short
-        # may be recorded before the error that set `stop`).
-        raise next((e for e in errors if not isinstance(e, Stopped)), errors[0])
+        raise errors[0]

@@ -468,6 +468,18 @@ _MIGRATIONS: list[tuple[str, str]] = [
         WHERE NOT_COPIED;
         """.replace("NOT_COPIED", _NOT_COPIED_STATES),
     ),
+    (
+        # How many ways a plan's bulk waves split its objects (a key hash modulo that),
+        # from the first wave a run took: a plan made again keeps it, and a wave of another
+        # split is refused (objects of waves not run fell to no wave: a walkthrough).
+        "plan waves",
+        """
+        CREATE TABLE plan_waves (
+            plan TEXT PRIMARY KEY,
+            waves INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 
@@ -2318,6 +2330,47 @@ class Ledger:
                 f"{plan.source}`)",
             )
 
+    def _bind_waves(self, db: sqlite3.Connection, plan: Plan, phase: Phase) -> None:
+        """Record the plan's split into waves at its first wave's run; refuse a wave of
+        another split (PlanError)."""
+        waves = phase.selector.waves
+        if not waves:
+            return
+        db.execute(
+            "INSERT OR IGNORE INTO plan_waves (plan, waves) VALUES (?, ?)", (plan.name, waves)
+        )
+        (bound,) = db.execute("SELECT waves FROM plan_waves WHERE plan=?", (plan.name,)).fetchone()
+        if int(bound) != waves:
+            from migrate.errors import PlanError
+
+            raise PlanError(
+                f"plan {plan.name}: phase {phase.name} splits the objects into {waves} "
+                f"waves; its runs began with {bound} (each object's wave depends on it)",
+                hint="make the plan again with `migrate plan -o` over its file: it keeps "
+                f"the {bound} waves",
+            )
+
+    def plan_waves(self, plan: str) -> int | None:
+        """The number of bulk waves the plan's runs began with, if a wave ran."""
+        with self._lock:
+            row = self._db.execute("SELECT waves FROM plan_waves WHERE plan=?", (plan,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def datasets_taken(self, plan: str, datasets: Sequence[str]) -> list[str]:
+        """Those of `datasets` that a phase of the plan took objects of (it has transfers),
+        each one index probe per state (transfers_manifest leads with plan, state, dataset)."""
+        states = "('pending', 'in_progress', 'done', 'failed', 'changed', 'removed')"
+        with self._lock:
+            return [
+                d
+                for d in datasets
+                if self._db.execute(
+                    f"SELECT 1 FROM transfers WHERE plan=? AND state IN {states} "
+                    "AND dataset=? LIMIT 1",
+                    (plan, d),
+                ).fetchone()
+            ]
+
     def plan_routes(self, plan: str) -> dict[str, str]:
         """Where each dataset of the plan went when its state was made (dataset -> route)."""
         with self._lock:
@@ -2363,6 +2416,7 @@ class Ledger:
                 "VALUES (?, ?, ?, ?)",
                 [(plan.name, d, route, _now()) for d, route in routes_of(plan).items()],
             )
+            self._bind_waves(db, plan, phase)
             row = db.execute(
                 "SELECT resolved_at FROM phases WHERE plan=? AND phase=?", (plan.name, phase.name)
             ).fetchone()

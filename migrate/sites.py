@@ -546,7 +546,8 @@ def resolve_credentials(site: Site) -> Credentials:
                     register_secret(unquote(secret))
                 raise ConfigError(
                     f"site {site.name}: the connection string in credentials.{field_name} "
-                    f"has a user and password in its {name.strip()}",
+                    f"has an '@' in its {name.strip()} (a user and password, which is "
+                    "refused)",
                     hint="remove them (Azure Storage takes the account key or a SAS): "
                     "`scheme://host[:port]/path` only",
                 )

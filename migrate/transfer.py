@@ -167,8 +167,27 @@ class WriteConflict(PreconditionFailed):
 
 
 class Stopped(Exception):  # not a MigrateError: nothing failed
-    """A copy left unfinished because the run is stopping (Ctrl-C): not a failure, never
-    recorded as one; the next run resumes the object."""
+    """A copy left unfinished because the run is stopping (Ctrl-C, or a store found gone):
+    not a failure, never recorded as one; the next run resumes the object."""
+
+
+class RunStop(threading.Event):
+    """Set once the run stops (an interrupt, or a store found gone past the retries): the
+    copies under way stop between parts, a part not begun is not sent, a retry is not
+    made. `cause`: the error that decided it, if one did: what the run raises, not the
+    `Stopped` of the copies that stopped because of it (a review: a store's outage came
+    out as exit 1, or the run went on with every later copy stopped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cause: BaseException | None = None
+        self._first = threading.Lock()
+
+    def stop_for(self, cause: BaseException) -> None:
+        with self._first:
+            if self.cause is None:
+                self.cause = cause
+        self.set()
 
 
 def _b64(hexdigest: str) -> str:
@@ -417,12 +436,18 @@ class _PartsInFlight:
         return self._done
 
     def _raise_failed(self) -> None:
-        """Once every part is done: the first part's error, but a part stopped because
-        another failed (its retry cut short: `Stopped`) gives way to that failure."""
+        """Once every part is done, the error that says most: a store gone (the run stops),
+        else the first part's failure, else a part stopped because the run stops."""
         self.drain()
         failed = [e for _, f in sorted(self._futures.items()) if (e := f.exception())]
+        for kind in (SITE_WIDE, Exception):
+            first = next(
+                (e for e in failed if isinstance(e, kind) and not isinstance(e, Stopped)), None
+            )
+            if first is not None:
+                raise first
         if failed:
-            raise next((e for e in failed if not isinstance(e, Stopped)), failed[0])
+            raise failed[0]
 
     def drain(self) -> None:
         """Wait for every part still in flight (their errors are raised by wait or
@@ -461,7 +486,7 @@ class ObjectCopy:
         buffers: PartBuffers | None = None,
         sha256_metadata: bool = True,
         reads: Executor | None = None,
-        stop: threading.Event | None = None,
+        stop: RunStop | None = None,
     ) -> None:
         """`stop`: once set (an interrupt), a multipart copy stops before its next part,
         its upload and parts left recorded for the next run, as after a crash."""
@@ -981,12 +1006,12 @@ class ObjectCopy:
             sums = self._checksums_for(data, md5)
             try:
                 result = self.call(partial(self._upload_part, item, upload_id, number, data, sums))
-            except SITE_WIDE:
+            except SITE_WIDE as exc:
                 # The store gone past the retries: the run stops, so the parts in flight
                 # stop retrying now, not once this object's other parts have waited
                 # their retries out.
                 if self.stop is not None:
-                    self.stop.set()
+                    self.stop.stop_for(exc)
                 raise
             stored = result.checksums.get("md5", "").lower()  # set where the ETag is an MD5
             echoed = result.checksums.get("sha256", "").lower()

@@ -654,7 +654,8 @@ class LocalAdapter:
     def delete(self, container: str, key: str) -> None:
         path = self._path(container, key)
         path.unlink(missing_ok=True)
-        self._meta_path(container, key).unlink(missing_ok=True)
+        if len(os.fsencode(path.name)) <= MAX_SEGMENT_BYTES:  # else no attributes' file
+            self._meta_path(container, key).unlink(missing_ok=True)
         # Empty directories left behind would block a later object named like them.
         cdir = self._container_dir(container)
         parent = path.parent

@@ -20,7 +20,7 @@ import pytest
 
 from migrate import errors
 from migrate.cli import app, main
-from migrate.errors import EXIT_CODES, INTERRUPTED_LINE
+from migrate.errors import EXIT_CODES, INTERRUPTED_LINE, PlanError
 from migrate.ledger import Ledger
 from migrate.localservers import SeaweedFS, free_port
 from migrate.plan import Phase, PhaseKind, Selector, load_plan
@@ -174,6 +174,8 @@ def test_a_decommission_phase_is_refused_by_its_run_and_its_dry_run_alike(
         assert error_object(out)["exit_code"] == 9
         assert_one_line_without_secret(out, err)
     assert sorted(p.name for p in (tmp_path / "src" / "data").iterdir()) == ["a.txt", "b.txt"]
+    code, out, _ = run(["status", plan, "--json", *where], capsys)  # no forced start recorded
+    assert json.loads(out)["phases"]["decommission"]["started_at"] is None, out
 
 
 def test_a_dataset_copied_already_cannot_be_left_out_of_the_plan_made_again(
@@ -192,6 +194,30 @@ def test_a_dataset_copied_already_cannot_be_left_out_of_the_plan_made_again(
     assert code == 9 and "--exclude data/a/: this plan's runs took it already" in err, err
     assert error_object(out)["exit_code"] == 9 and Path(plan).read_bytes() == before
     assert_one_line_without_secret(out, err)
+
+
+def test_a_dataset_no_phase_took_yet_may_be_left_out_of_the_plan_made_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mapped, in a wave not run yet: no copy of it to lose track of (a review found it
+    refused as one the runs took)."""
+    import sqlite3
+
+    where = local_move(tmp_path, {f"d{n}/x.bin": bytes(1000) for n in range(8)})
+    plan = str(tmp_path / "p.yaml")
+    make = ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "--no-pilot",
+            "--wave-cap-gib", f"{1000 / 1024**3:.12f}", "-o", plan, *where]  # fmt: skip
+    for step in (["inventory", "s", *where], make, ["plan", "approve", plan, *where],
+                 ["run", plan, "--phase", "bulk-1", *where]):  # fmt: skip
+        assert run(step, capsys)[0] == 0, step
+    with sqlite3.connect(tmp_path / ".migrate" / "state.db") as db:
+        taken = {d for (d,) in db.execute("SELECT DISTINCT dataset FROM transfers")}
+    db.close()
+    untaken = sorted({f"data/d{n}/" for n in range(8)} - taken)
+    assert untaken and taken, taken  # the keys' hashes put some in bulk-1, not all
+    code, _, err = run([*make, "--exclude", untaken[0]], capsys)
+    assert code == 0, err
+    assert untaken[0] in load_plan(Path(plan)).excluded
 
 
 def test_the_cutover_waits_for_every_phase_that_copies_to_have_run(
@@ -239,6 +265,18 @@ def test_a_plan_made_again_mid_move_keeps_its_waves(
     assert waves(plan) == ["bulk-1", "bulk-2", "bulk-3"]
     [kept] = [f for f in load_plan(Path(plan)).findings if f.code == "WAVES_KEPT"]
     assert "3 bulk waves kept" in kept.message and "would make 6" in kept.message
+    # A wave of another split is refused at its run (a plan not made by `migrate plan`).
+    loaded = load_plan(Path(plan))
+    six = loaded.model_copy(update={"phases": tuple(
+        p.model_copy(update={"selector": p.selector.model_copy(update={"waves": 6})})
+        if p.kind.value == "bulk" else p for p in loaded.phases)})  # fmt: skip
+    with Ledger(tmp_path / ".migrate") as ledger, pytest.raises(PlanError, match="began with 3"):
+        ledger.resolve_phase(six, "bulk-2")
+    # The same name elsewhere (the file moved): the state says how its runs began.
+    (tmp_path / "plans").mkdir()
+    moved = str(tmp_path / "plans" / "p.yaml")
+    assert run([*make[:-4], "-o", moved, *where], capsys)[0] == 0
+    assert waves(moved) == ["bulk-1", "bulk-2", "bulk-3"]
     # Another file, no run of it: split afresh.
     other = str(tmp_path / "q.yaml")
     assert run([*make[:-4], "-o", other, *where], capsys)[0] == 0

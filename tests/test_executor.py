@@ -30,7 +30,7 @@ import migrate.executor
 import migrate.render
 import migrate.summary
 import migrate.transfer
-from migrate.errors import EndpointUnreachable, NotFound, Permanent
+from migrate.errors import EndpointUnreachable, NotFound, Permanent, Retryable
 from migrate.executor import TransferConfig, run_phase
 from migrate.inventory import Flag, run_inventory
 from migrate.ledger import Ledger
@@ -602,6 +602,72 @@ def test_once_a_copy_finds_the_store_gone_the_others_stop_retrying(env_for: Any)
     # Begun after three of the other's six tries (or not begun: queued behind it), it
     # does not try all of its own six (each of its parts did, one part after the other).
     assert gone.late_tries < config.max_attempts, gone.late_tries
+
+
+class ThrottledOnce:
+    """A source whose first read of each later part (start > 0) is throttled once."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner, self._failed = inner, set[int]()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def open_range(self, container: str, key: str, start: int = 0, *args: Any, **kw: Any) -> Any:
+        if start > 0 and start not in self._failed:
+            self._failed.add(start)
+            raise Retryable("throttled (a test's)")
+        return self._inner.open_range(container, key, start, *args, **kw)
+
+
+class PartsFail:
+    """A destination whose parts of `key` fail: its first as throttled for good (a 503),
+    the others as a store gone; other keys' parts go through."""
+
+    def __init__(self, inner: StoreAdapter, key: str | None = None) -> None:
+        self._inner, self._key = inner, key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def upload_part(self, container: str, key: str, upload_id: str, number: int, *args: Any,
+                    **kw: Any) -> Any:  # fmt: skip
+        if self._key is not None and key != self._key:
+            return self._inner.upload_part(container, key, upload_id, number, *args, **kw)
+        if self._key is not None and number == 1:
+            raise Retryable("503 slow down (a test's)")
+        time.sleep(0.05)
+        raise EndpointUnreachable(f"{key}: no answer (a test's store gone)")
+
+
+@pytest.mark.parametrize("case", ["a read retried meanwhile", "another part failed first"])
+def test_a_store_found_gone_by_a_part_stops_the_run_with_that_error(
+    env_for: Any, case: str
+) -> None:
+    """A part that found the store gone set the run's stop; the copy then stopped (its
+    next read's retry cut short) without reading that error, and the run ended on a
+    `Stopped`: exit 1, "unexpected error". Or its object failed for another part's
+    reason, and the run went on stopped, every later copy cut short (a review). The run
+    stops, raising the store's error (exit 6); nothing is recorded failed for it."""
+    env: Env = env_for("local", "local")
+    octets = "application/octet-stream"
+    if case == "a read retried meanwhile":
+        env.seed({"a/one.bin": (body(1, 16 * MiB), octets, {}, False)})
+        source: Any = ThrottledOnce(env.source)
+        destination: Any = PartsFail(env.destination)
+        config = dataclasses.replace(SMALL_PARTS, concurrency=1, buffers=1)
+    else:
+        env.seed({"a/a.bin": (body(1, 11 * MiB), octets, {}, False),
+                  "b/b.bin": (body(2, 11 * MiB), octets, {}, False)})  # fmt: skip
+        source, destination = env.source, PartsFail(env.destination, "a/a.bin")
+        config = dataclasses.replace(SMALL_PARTS, concurrency=1, buffers=3)
+    config = dataclasses.replace(config, backoff_initial=0.001, backoff_max=0.001)
+    plan = env.plan()
+    with Ledger(env.state) as ledger:
+        with pytest.raises(EndpointUnreachable):
+            run_phase(plan, "bulk-1", ledger, source, destination, config=config)
+        states = {c.state for c in ledger.phase_counts(plan.name, "bulk-1")}
+    assert "failed" not in states, states  # the store is, not the object
 
 
 class KmsLike:

@@ -60,3 +60,5 @@ def test_a_last_segment_leaves_room_for_its_attributes_file_and_a_folder_does_no
         assert stream.read() == b"by hand"
     finally:
         stream.close()
+    adapter.delete("data", listed.key)  # no attributes' file to remove either
+    assert not (tmp_path / "data" / ("n" * 253)).exists()
