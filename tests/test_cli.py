@@ -220,6 +220,25 @@ def test_a_dataset_no_phase_took_yet_may_be_left_out_of_the_plan_made_again(
     assert untaken[0] in load_plan(Path(plan)).excluded
 
 
+def test_a_dataset_gone_from_the_source_and_from_the_plan_made_again_is_not_found_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its copies were checked against a listing that no longer covers it: each found
+    missing, and sent back to a phase to copy again, for good (a review)."""
+    import shutil
+
+    where = local_move(tmp_path, {"a/1.txt": b"1", "b/2.txt": b"2"})
+    plan = approved_plan(tmp_path, capsys, where)
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    shutil.rmtree(tmp_path / "src" / "data" / "a")  # the whole dataset, deleted there
+    for step in (["inventory", "s"], ["plan", "--from", "s", "--to", "d", "--policy",
+                 "eu-residency", "--no-pilot", "-o", plan], ["plan", "approve", plan]):  # fmt: skip
+        assert run([*step, *where], capsys)[0] == 0, step
+    assert [m.dataset for m in load_plan(Path(plan)).mappings] == ["data/b/"]
+    code, out, err = run(["verify", plan, *where], capsys)
+    assert code == 0 and "missing" not in out, (out, err)
+
+
 def test_the_cutover_waits_for_every_phase_that_copies_to_have_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
