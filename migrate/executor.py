@@ -359,6 +359,7 @@ def run_phase(
     started = time.monotonic()
     # Before its gate: --force would record a start of a phase no run takes.
     refuse_decommission(plan, plan.phase(phase_name))
+    ledger.refuse_other_split(plan, plan.phase(phase_name))
     check_gates(plan, phase_name, ledger, force_reason)
     nothing = finished_already(plan, phase_name, ledger)
     if nothing is not None:

@@ -2339,15 +2339,20 @@ class Ledger:
         db.execute(
             "INSERT OR IGNORE INTO plan_waves (plan, waves) VALUES (?, ?)", (plan.name, waves)
         )
-        (bound,) = db.execute("SELECT waves FROM plan_waves WHERE plan=?", (plan.name,)).fetchone()
-        if int(bound) != waves:
+        self.refuse_other_split(plan, phase)
+
+    def refuse_other_split(self, plan: Plan, phase: Phase) -> None:
+        """PlanError for a wave of another split than the one the plan's runs began with
+        (a run checks it before its gate too: --force would record a start)."""
+        bound = self.plan_waves(plan.name)
+        waves = phase.selector.waves
+        if bound is not None and waves and bound != waves:
             from migrate.errors import PlanError
 
             raise PlanError(
                 f"plan {plan.name}: phase {phase.name} splits the objects into {waves} "
                 f"waves; its runs began with {bound} (each object's wave depends on it)",
-                hint="make the plan again with `migrate plan -o` over its file: it keeps "
-                f"the {bound} waves",
+                hint=f"make the plan again with `migrate plan -o`: it keeps the {bound} waves",
             )
 
     def plan_waves(self, plan: str) -> int | None:

@@ -44,8 +44,8 @@ import fnmatch
 import hashlib
 import math
 import re
+from collections.abc import Collection, Sequence
 from collections.abc import Mapping as MappingOf
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -221,12 +221,15 @@ def plan_inputs(
     *,
     limits: DestinationLimits | None = None,
     exclude: Sequence[str] = (),
+    keep: Collection[str] = (),
 ) -> PlanInputs:
     """Per-dataset aggregates of the site's current inventory, measured against the
     destination's limits (`destination_limits`; default: S3's). Grouped scans and bounded
     queries only. `exclude` (as `make_plan` takes it): the recent changes, which the delta
-    and cutover estimates are projected from, leave those datasets out. Raises PlanError
-    when the site has no finished inventory."""
+    and cutover estimates are projected from, leave those datasets out. `keep`: datasets
+    the plan of this name took before, kept with no object where the source no longer
+    holds them (their copies stay the plan's: verified, reported, removable). Raises
+    PlanError when the site has no finished inventory."""
     limits = limits or DestinationLimits()
     run = ledger.latest_inventory_run(site)
     if run is None:
@@ -284,6 +287,14 @@ def plan_inputs(
                 issues=issues,
             )
         )
+    # A dataset gone from the source whose objects the plan took: dropped from the plan
+    # made again, its copies were neither listed nor verified (a review).
+    listed = {d.dataset for d in datasets}
+    empty = tuple(SizeClassInput(label, 0, 0) for label in SIZE_LABELS)
+    for gone in sorted(set(keep) - listed):
+        container = gone.split("/", 1)[0]
+        datasets.append(DatasetInput(gone, container, 0, 0, 0, 0, empty, (), ()))
+    datasets.sort(key=lambda d: (d.dataset, d.container))
     started = ledger.inventory_started_at(run)
     inputs = PlanInputs(site=site, inventory_run=run, limits=limits, datasets=tuple(datasets),
                         inventory_token=ledger.inventory_token(run))  # fmt: skip
@@ -1332,8 +1343,8 @@ def make_plan(
             Finding(
                 code="WAVES_KEPT",
                 severity=Severity.WARNING,
-                message=f"{keep_waves} bulk waves kept from the plan this file held, whose "
-                f"runs began: each object stays in its wave (the bytes now would make "
+                message=f"{keep_waves} bulk waves kept from this plan's runs (its waves "
+                f"began with them): each object stays in its wave (the bytes now would make "
                 f"{split} at this wave size)",
                 action="none needed; to split what is left otherwise, make a plan under "
                 "another name once this one's runs are done",

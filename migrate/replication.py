@@ -167,6 +167,7 @@ def plan_from_sites(
             source,
             limits=destination_limits(config.site(destination), catalog),
             exclude=exclude,
+            keep=ledger.datasets_taken(name, list(ledger.plan_routes(name))),
         )
     # An unknown name is refused before any read.
     kept = without_datasets(inputs, excluded_datasets(inputs, exclude))

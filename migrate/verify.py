@@ -397,16 +397,8 @@ class _Verifier:
                     f.result()
             running.add(pool.submit(fn))
 
-        mapped = {m.dataset for m in self.plan.mappings}
         for bucket, prefixes in destination_prefixes(self.plan).items():
-            # A dataset the plan no longer maps (gone from the source, the plan made again)
-            # is not listed: its transfers are not checked either (they were all found
-            # missing, for good: a review).
-            rows = (
-                r
-                for r in self.ledger.destination_rows(self.plan.name, self.plan.source, bucket)
-                if r.dataset in mapped
-            )
+            rows = self.ledger.destination_rows(self.plan.name, self.plan.source, bucket)
             objects = self.listing(bucket, prefixes)
             obj = next(objects, None)
             row = next(rows, None)

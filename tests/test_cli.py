@@ -220,23 +220,30 @@ def test_a_dataset_no_phase_took_yet_may_be_left_out_of_the_plan_made_again(
     assert untaken[0] in load_plan(Path(plan)).excluded
 
 
-def test_a_dataset_gone_from_the_source_and_from_the_plan_made_again_is_not_found_missing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("files", [["a/1.txt", "b/2.txt"], ["a/1.txt", "top.txt"]])
+def test_a_dataset_gone_from_the_source_stays_in_the_plan_made_again_with_its_copies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: list[str]
 ) -> None:
-    """Its copies were checked against a listing that no longer covers it: each found
-    missing, and sent back to a phase to copy again, for good (a review)."""
+    """Made again, the plan dropped a dataset gone from the source: its copies were found
+    missing for good (a review); then, with the ledger's rows left out, found unexpected
+    under a prefix still listed (`top.txt`: the container's root), or not checked at all
+    while the report attested them (a review of that). The plan keeps it, with no object:
+    its copies stay the plan's, verified (a lost one is found) and reported."""
     import shutil
 
-    where = local_move(tmp_path, {"a/1.txt": b"1", "b/2.txt": b"2"})
+    where = local_move(tmp_path, {name: name.encode() for name in files})
     plan = approved_plan(tmp_path, capsys, where)
     assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
     shutil.rmtree(tmp_path / "src" / "data" / "a")  # the whole dataset, deleted there
     for step in (["inventory", "s"], ["plan", "--from", "s", "--to", "d", "--policy",
                  "eu-residency", "--no-pilot", "-o", plan], ["plan", "approve", plan]):  # fmt: skip
         assert run([*step, *where], capsys)[0] == 0, step
-    assert [m.dataset for m in load_plan(Path(plan)).mappings] == ["data/b/"]
+    assert "data/a/" in [m.dataset for m in load_plan(Path(plan)).mappings]
     code, out, err = run(["verify", plan, *where], capsys)
-    assert code == 0 and "missing" not in out, (out, err)
+    assert code == 0 and "missing" not in out and "unexpected" not in out, (out, err)
+    (tmp_path / "d" / "data" / "a" / "1.txt").unlink()  # its copy lost: found
+    code, out, err = run(["verify", plan, *where], capsys)
+    assert code == 12 and "missing: data/a/1.txt" in out, (out, err)
 
 
 def test_the_cutover_waits_for_every_phase_that_copies_to_have_run(
@@ -283,7 +290,8 @@ def test_a_plan_made_again_mid_move_keeps_its_waves(
     assert run(make, capsys)[0] == 0
     assert waves(plan) == ["bulk-1", "bulk-2", "bulk-3"]
     [kept] = [f for f in load_plan(Path(plan)).findings if f.code == "WAVES_KEPT"]
-    assert "3 bulk waves kept" in kept.message and "would make 6" in kept.message
+    assert "3 bulk waves kept from this plan's runs" in kept.message, kept.message
+    assert "would make 6" in kept.message
     # A wave of another split is refused at its run (a plan not made by `migrate plan`).
     loaded = load_plan(Path(plan))
     six = loaded.model_copy(update={"phases": tuple(
