@@ -285,8 +285,6 @@ def abort_orphan_uploads(
     return aborted
 
 
-_SITE_WIDE = SITE_WIDE
-
 # What a later run may get past, with the same upload.
 _RECOVERABLE = (
     Retryable,
@@ -523,7 +521,7 @@ def run_phase(
                 summary.conflicts += 1
             subscriber.on_object(row.key, "failed")
             return
-        except _SITE_WIDE:
+        except SITE_WIDE:
             # Every object would fail the same way (a store gone past the retries): the run
             # stops, this object left as a kill leaves it (its upload kept), and the same
             # command resumes once the store answers again.
