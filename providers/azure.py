@@ -140,6 +140,7 @@ from providers.base import (
     WriteResult,
     not_a_url,
     proxy_refused,
+    tunnel_refused_407,
     unresolved,
     wrong_range,
 )
@@ -1553,7 +1554,7 @@ def _proxy_said_407(exc: BaseException) -> bool:
     for _ in range(6):  # the chain of causes, not forever
         if seen is None:
             return False
-        if isinstance(seen, requests.exceptions.ProxyError) and "407" in str(seen):
+        if isinstance(seen, requests.exceptions.ProxyError) and tunnel_refused_407(str(seen)):
             return True
         inner = getattr(seen, "inner_exception", None)
         seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)

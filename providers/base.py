@@ -56,6 +56,16 @@ HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+|\*)", re.IGNORECASE)
 
 
+# A proxy's refusal of a tunnel for want of credentials, as http.client words it; not any
+# "407" (a proxy on port 40711 that refused the connection was taken for one: a flaky test).
+_TUNNEL_407 = re.compile(r"Tunnel connection failed: 407\b|\b407 Proxy Authentication")
+
+
+def tunnel_refused_407(text: str) -> bool:
+    """Whether a connection failure's text (read, never shown) is a proxy's 407."""
+    return _TUNNEL_407.search(text) is not None
+
+
 def proxy_refused(where: str, proxy: str | None = None) -> CredentialsRejected:
     """The declared proxy answered 407 (to a request, or to the CONNECT of an https
     endpoint): the proxy's credentials, not the store's. `proxy`: its URL (never holds

@@ -90,6 +90,7 @@ from providers.base import (
     expires_instant,
     not_a_url,
     proxy_refused,
+    tunnel_refused_407,
     unresolved,
     wrong_range,
 )
@@ -861,8 +862,8 @@ class S3Adapter:
                 hint="check that the endpoint speaks https on that port and that its "
                 "certificate is trusted (a private CA: AWS_CA_BUNDLE names its bundle)",
             )
-        if isinstance(exc, bce.ProxyConnectionError) and "407" in repr(
-            getattr(exc, "kwargs", {}).get("error")  # read, never shown: it names the proxy
+        if isinstance(exc, bce.ProxyConnectionError) and tunnel_refused_407(
+            repr(getattr(exc, "kwargs", {}).get("error"))  # read, never shown: names the proxy
         ):
             # An https endpoint through the proxy: its CONNECT answered 407.
             return proxy_refused(self.site_name, self.site.proxy)

@@ -764,3 +764,14 @@ def test_a_gateways_502_or_504_is_no_answer_but_a_stores_503_is_one(s3_site: Sit
     assert isinstance(answer(504, "GatewayTimeout"), NoAnswer)
     slow = answer(503, "SlowDown")
     assert isinstance(slow, Retryable) and not isinstance(slow, NoAnswer)
+
+
+def test_a_proxy_port_holding_407_is_not_a_proxy_asking_for_credentials() -> None:
+    """A proxy on port 40711 that refused the connection was taken for one answering 407
+    (its text held "407"): credentials refused, not unreachable (a flaky conformance test)."""
+    from providers.base import tunnel_refused_407
+
+    refused = "HTTPConnection(host='127.0.0.1', port=40711): Failed to establish a new connection"
+    assert not tunnel_refused_407(f"Unable to connect to proxy {refused}: [Errno 111]")
+    assert tunnel_refused_407("Tunnel connection failed: 407 Proxy Authentication Required")
+    assert tunnel_refused_407("OSError('Tunnel connection failed: 407 authenticationrequired')")
