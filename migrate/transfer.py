@@ -173,10 +173,11 @@ class Stopped(Exception):  # not a MigrateError: nothing failed
 
 class RunStop(threading.Event):
     """Set once the run stops (an interrupt, or a store found gone past the retries): the
-    copies under way stop between parts, a part not begun is not sent, a retry is not
-    made. `cause`: the error that decided it, if one did: what the run raises, not the
-    `Stopped` of the copies that stopped because of it (a review: a store's outage came
-    out as exit 1, or the run went on with every later copy stopped)."""
+    copies under way stop between parts, a retry is not made, and, once a store is found
+    gone, a part not begun is not sent. `cause`: the error that decided it, if one did:
+    what the run raises, not the `Stopped` of the copies that stopped because of it (a
+    review: a store's outage came out as exit 1, or the run went on with every later copy
+    stopped)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -1000,8 +1001,10 @@ class ObjectCopy:
         length = len(data)
         where = f"{item.destination_bucket}/{item.destination_key} part {number}"
         try:
-            if self.stop is not None and self.stop.is_set():
-                # Queued behind parts that failed: the run stops, this one is not begun.
+            if self.stop is not None and self.stop.cause is not None:
+                # A store found gone: the run stops, a part not begun is not sent. (Not on
+                # an interrupt alone: a part read is sent, its object completed, as the
+                # requests under way are.)
                 raise Stopped(f"{where}: the run is stopping, not sent")
             sums = self._checksums_for(data, md5)
             try:
