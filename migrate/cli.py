@@ -1462,18 +1462,15 @@ def _waves_begun(out: Path, state_dir: Path) -> int | None:
         return None
     with Ledger.for_reading(state_dir) as ledger:
         recorded = ledger.plan_waves(out.stem)
-    if recorded is not None:
-        return recorded
-    if not out.is_file():
-        return None
-    try:
-        before = load_plan(out, check_digest=False)
-    except MigrateError:
-        return None
-    waves = sum(1 for p in before.phases if p.kind == PhaseKind.BULK)
-    if before.name != out.stem or not waves:
-        return None
-    with Ledger.for_reading(state_dir) as ledger:
+        if recorded is not None or not out.is_file():
+            return recorded
+        try:
+            before = load_plan(out, check_digest=False)
+        except MigrateError:
+            return None
+        waves = sum(1 for p in before.phases if p.kind == PhaseKind.BULK)
+        if before.name != out.stem or not waves:
+            return None
         began = any(ledger.phase_state(before.name, p.name).resolved_at for p in before.phases)
     return waves if began else None
 
