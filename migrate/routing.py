@@ -71,13 +71,29 @@ def host_of(url: str) -> tuple[str, str, int]:
     return scheme, host, port
 
 
+def _host_key(scheme: str, host: str, port: int) -> str:
+    # An IPv6 address keeps its brackets: `[2001:db8::5]:8333`, never `2001:db8::5:8333`,
+    # which would read as another address on the default port.
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == _DEFAULT_PORTS.get(scheme) else f"{shown}:{port}"
+
+
 def endpoint_host(url: str) -> str:
-    """The allowlist form of an endpoint: host, or host:port when the port is not default."""
-    scheme, host, port = host_of(url)
-    return host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    """The allowlist form of an endpoint: host, or host:port when the port is not default
+    (an IPv6 address in brackets)."""
+    return _host_key(*host_of(url))
+
+
+def bare_host(key: str) -> str:
+    """The host of an allowlist entry, its port left out (an IPv6 address without its
+    brackets)."""
+    if key.startswith("["):
+        return key[1:].split("]", 1)[0]
+    return key.rsplit(":", 1)[0] if key.count(":") == 1 else key
 
 
 def is_loopback(host: str) -> bool:
+    host = host.rstrip(".")  # as the guard reads a host: `127.0.0.1.` is 127.0.0.1
     if host == "localhost":
         return True
     try:
@@ -88,7 +104,7 @@ def is_loopback(host: str) -> bool:
 
 def is_global_endpoint(host: str, extra: Iterable[str] = ()) -> bool:
     """`extra`: the catalog's global endpoints, as fnmatch patterns."""
-    host = host.lower().split(":")[0]
+    host = bare_host(host.lower())
     if host in GLOBAL_ENDPOINTS or host.endswith(_GLOBAL_SUFFIXES):
         return True
     return any(fnmatch(host, pattern.lower()) for pattern in extra)
@@ -170,7 +186,7 @@ class RoutingGuard:
 
     def check(self, method: str, url: str) -> None:
         scheme, host, port = host_of(url)
-        key = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+        key = _host_key(scheme, host, port)
         if is_global_endpoint(host, self._global):
             raise GlobalEndpointRefused(
                 f"{method} to {key} refused: a global endpoint that does not say where "
@@ -190,8 +206,8 @@ class RoutingGuard:
             )
 
     def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None:
-        scheme, host, port = host_of(url)
-        key = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+        key = endpoint_host(url)
+        scheme = host_of(url)[0]
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._lock:
             use = self._uses.get((key, scheme))

@@ -24,7 +24,7 @@ from migrate.errors import (
 from migrate.ledger import Ledger, RouteUse
 from migrate.plan import Plan, load_plan
 from migrate.planlock import plan_lock
-from migrate.routing import RoutingGuard, endpoint_host, proxy_host
+from migrate.routing import RoutingGuard, bare_host, endpoint_host, proxy_host
 from migrate.sites import Site, SitesConfig
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ def _guard(
         # A region-less hostname the plan allows (an Azure account host, whose region the
         # site declares and the plan checked) is not refused; any other such host is.
         extra_global += [
-            p for p in patterns if not any(fnmatch(h.split(":")[0], p) for h in allowlist)
+            p for p in patterns if not any(fnmatch(bare_host(h), p) for h in allowlist)
         ]
     return RoutingGuard(
         allowlist,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from migrate.errors import ConfigError
-from migrate.routing import endpoint_host, is_loopback
+from migrate.routing import bare_host, endpoint_host, is_loopback
 from migrate.sites import Site
 from providers.base import RequestGuard, StoreAdapter, StoreLimits
 
@@ -109,9 +109,9 @@ def site_hosts(site: Site, buckets: Sequence[str], catalog: Catalog) -> set[str]
         return set()
     host = endpoint_host(endpoint)
     hosts = {host}
-    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    bare = bare_host(host)
     try:
-        is_ip = bool(ipaddress.ip_address(bare.strip("[]")))
+        is_ip = bool(ipaddress.ip_address(bare))
     except ValueError:
         is_ip = False
     if catalog.provider_of(site).api != "s3" or is_ip or is_loopback(bare):

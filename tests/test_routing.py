@@ -62,6 +62,26 @@ def test_plain_http_outside_loopback_needs_a_declaration() -> None:
     )
 
 
+def test_an_ipv6_endpoint_allows_its_own_address_and_port_only() -> None:
+    # Without brackets, [2001:db8::5]:8333 and [2001:db8::5:8333] (another address, on
+    # 443) were one allowlist entry.
+    allowed = endpoint_host("https://[2001:db8::5]:8333")
+    assert allowed == "[2001:db8::5]:8333"
+    guard(allowed).check("GET", "https://[2001:db8::5]:8333/b/k")
+    with pytest.raises(RouteRefused, match="not on the allowlist"):
+        guard(allowed).check("GET", "https://[2001:db8::5:8333]/b/k")
+    # A self-hosted site over plain HTTP on an IPv6 address, and loopback's.
+    guard(allowed, http_allowed=[allowed]).check("PUT", "http://[2001:db8::5]:8333/b/k")
+    guard("[::1]:8333").check("GET", "http://[::1]:8333/b/k")
+
+
+def test_a_trailing_dot_is_the_same_host_for_every_check() -> None:
+    from migrate.routing import is_loopback
+
+    assert is_loopback("127.0.0.1.") and is_loopback("localhost.")
+    guard("127.0.0.1:8333").check("GET", "http://127.0.0.1.:8333/b/k")
+
+
 def test_an_undeclared_proxy_stops_the_run_before_anything_is_sent() -> None:
     with pytest.raises(RouteRefused, match="HTTPS_PROXY"):
         RoutingGuard(["h"], env={"HTTPS_PROXY": "http://proxy.us.example:3128"})
