@@ -2376,6 +2376,20 @@ class Ledger:
                 ).fetchone()
             ]
 
+    def buckets_written(self, plan: str, buckets: Sequence[str]) -> list[str]:
+        """Those of `buckets` that a run of the plan began a copy into (transfers_destination
+        leads with plan, destination bucket)."""
+        with self._lock:
+            return [
+                b
+                for b in buckets
+                if self._db.execute(
+                    "SELECT 1 FROM transfers WHERE plan=? AND destination_bucket=? "
+                    "AND started_at IS NOT NULL LIMIT 1",
+                    (plan, b),
+                ).fetchone()
+            ]
+
     def plan_routes(self, plan: str) -> dict[str, str]:
         """Where each dataset of the plan went when its state was made (dataset -> route)."""
         with self._lock:

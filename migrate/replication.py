@@ -176,6 +176,12 @@ def plan_from_sites(
         replication = read_plan_replication(config, source, destination, kept, reads=reads)
         used_buckets = used_destination_buckets(config, destination, kept, reads=reads)
         protection = read_plan_protection(config, source, kept, reads=reads)
+    if used_buckets:
+        # A plan made again finds its own earlier copies there: not another writer's objects
+        # to warn of (a foreign object under a key it writes is still a conflict at the run).
+        with Ledger.for_reading(config.state_dir) as ledger:
+            ours = set(ledger.buckets_written(name, used_buckets))
+        used_buckets = [b for b in used_buckets if b not in ours]
     return make_plan(
         name=name,
         config=config,

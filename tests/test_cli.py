@@ -264,6 +264,23 @@ def test_the_cutover_waits_for_every_phase_that_copies_to_have_run(
     assert run(["run", plan, "--phase", "cutover", *where], capsys)[0] == 0
 
 
+def test_a_plan_made_again_does_not_warn_of_its_own_copies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Made again after a run, the plan warned that its destination bucket already held
+    objects (its own copies), asking the operator to confirm them; for another plan
+    those objects are still a warning."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    again = ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency", *where]
+    assert run([*again, "-o", plan], capsys)[0] == 0
+    codes = [f.code for f in load_plan(Path(plan)).findings]
+    assert "DESTINATION_BUCKET_IN_USE" not in codes, codes
+    other = tmp_path / "other.yaml"  # another plan's name: those copies are not its own
+    assert run([*again, "-o", str(other)], capsys)[0] == 0
+    [used] = [f for f in load_plan(other).findings if f.code == "DESTINATION_BUCKET_IN_USE"]
+    assert used.datasets == ("data",)
+
+
 def test_a_plan_made_again_mid_move_keeps_its_waves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
