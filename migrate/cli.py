@@ -1220,7 +1220,8 @@ def run(
         raise IntegrityError(
             f"cutover: {delta.unplanned_objects if delta else 0:,} source objects are in "
             "datasets this plan does not have: do not switch over",
-            hint="make a plan that includes them (`migrate plan`), run it, then cutover again",
+            hint="make a plan that includes them (`migrate plan`), run it, then cutover again; or "
+            "leave them out on purpose (`migrate plan --exclude DATASET`, recorded in the plan)",
         )
 
 

@@ -799,6 +799,7 @@ def print_delta(console: Console, delta: Any) -> None:
             f"({human_bytes(sum(d.bytes for d in delta.unplanned))}) in "
             f"{len(delta.unplanned)} dataset(s) that appeared after the plan was made: "
             f"{names}{more}. No phase of this plan copies them: make a plan that includes "
-            "them (`migrate plan`) before switching over.",
+            "them (`migrate plan`) before switching over, or leaves them out on purpose "
+            "(`--exclude`).",
             markup=False,
         )

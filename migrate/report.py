@@ -875,7 +875,8 @@ def _open_items(
             f"{'is' if objects == 1 else 'are'} in "
             f"{_plural(len(outside), 'dataset', 'datasets')} outside the plan: "
             f"{_listed([d.dataset for d in outside])}; make a plan for "
-            f"{'it' if len(outside) == 1 else 'them'}"
+            f"{'it' if len(outside) == 1 else 'them'}, or leave "
+            f"{'it' if len(outside) == 1 else 'them'} out on purpose (`migrate plan --exclude`)"
         )
     catching = [p.name for p in phases if p.kind in ("delta", "cutover")]
 

@@ -1033,7 +1033,7 @@ def verify(
                     "",
                     f"{d.objects:,} object{'s' if d.objects != 1 else ''} ({d.bytes:,} bytes) "
                     "at the source in a dataset no phase of this plan copies: make a plan "
-                    "for it",
+                    "for it, or leave it out on purpose (`migrate plan --exclude`)",
                     source=d.dataset,
                 )
             )

@@ -1036,7 +1036,7 @@ def test_a_dataset_at_the_source_outside_the_plan_leaves_the_report_incomplete(
     assert report.outside_plan == (OutsidePlanDataset(dataset=dataset, objects=1, bytes=300),)
     assert report.open_items == (
         f"1 object (300 B) at the source is in 1 dataset outside the plan: {dataset}; "
-        "make a plan for it",
+        "make a plan for it, or leave it out on purpose (`migrate plan --exclude`)",
     )
     (phase,) = report.phases
     assert phase.verified_at is not None and phase.verification and phase.verification.passed
