@@ -183,11 +183,15 @@ class RunStop(threading.Event):
         super().__init__()
         self.cause: BaseException | None = None
         self._first = threading.Lock()
+        # Set with `cause`: what a wait that must end only for a store gone (a rate limit's,
+        # which an interrupt alone lets run out) waits on.
+        self.failed = threading.Event()
 
     def stop_for(self, cause: BaseException) -> None:
         with self._first:
             if self.cause is None:
                 self.cause = cause
+        self.failed.set()
         self.set()
 
 

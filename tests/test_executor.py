@@ -604,6 +604,56 @@ def test_once_a_copy_finds_the_store_gone_the_others_stop_retrying(env_for: Any)
     assert gone.late_tries < config.max_attempts, gone.late_tries
 
 
+class SourceGoneFor:
+    """A source whose reads of `key` find the store gone, the first after `after` seconds
+    (the others, its retries, at once)."""
+
+    def __init__(self, inner: StoreAdapter, key: str, after: float) -> None:
+        self._inner, self._key, self._after = inner, key, after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def open_range(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
+        if key == self._key:
+            time.sleep(self._after)
+            self._after = 0
+            raise EndpointUnreachable(f"{key}: no answer (a test's store gone)")
+        return self._inner.open_range(container, key, *args, **kw)
+
+
+class PutsSeen:
+    def __init__(self, inner: StoreAdapter) -> None:
+        self._inner, self.sent = inner, list[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def put_object(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
+        self.sent.append(key)
+        return self._inner.put_object(container, key, *args, **kw)
+
+
+def test_a_store_found_gone_ends_a_bandwidth_wait_and_its_request_is_not_sent(
+    env_for: Any,
+) -> None:
+    """At --bwlimit, a copy waiting its turn for the bandwidth went on waiting, then sent
+    its request, after the run had found a store gone (the rate limits' sleeps did not
+    look at the run's stop). Its wait ends there, and nothing is sent."""
+    env: Env = env_for("local", "local")
+    octets = "application/octet-stream"
+    env.seed({"a/gone.bin": (body(1, 1000), octets, {}, False),
+              "b/waits.bin": (body(2, 4 * MiB), octets, {}, False)})  # fmt: skip
+    plan = env.plan()
+    source = SourceGoneFor(env.source, "a/gone.bin", after=0.5)
+    destination = PutsSeen(env.destination)
+    # 1 MB/s: the 4 MiB object's request waits about 3 s for the bucket to refill.
+    config = dataclasses.replace(SMALL_PARTS, concurrency=2, bwlimit=1_000_000)
+    with Ledger(env.state) as ledger, pytest.raises(EndpointUnreachable):
+        run_phase(plan, "bulk-1", ledger, source, destination, config=config)  # type: ignore[arg-type]
+    assert destination.sent == [], destination.sent
+
+
 class ThrottledOnce:
     """A source whose first read of each later part (start > 0) is throttled once."""
 
