@@ -126,7 +126,12 @@ class _Retries:
             n, counts[0] = counts[0], 0
         return n
 
-    def _count(self, state: RetryCallState | None = None) -> None:
+    def _retry_after(self, seconds: float) -> None:
+        # Counted once its wait is over: a wait the run's stop cut short makes no retry.
+        self._sleep(seconds)
+        self._count()
+
+    def _count(self) -> None:
         counts = self._counts.get()
         if counts is None:
             counts = [0]
@@ -144,14 +149,12 @@ class _Retries:
         except (Retryable, EndpointUnreachable) as exc:  # an outage may be a store's restart
             if not _worth_another_try(exc) or self._config.max_attempts <= 1:
                 raise
-        self._count()
-        self._sleep(self._wait(SimpleNamespace(attempt_number=1)))  # type: ignore[arg-type]
+        self._retry_after(self._wait(SimpleNamespace(attempt_number=1)))  # type: ignore[arg-type]
         retrying = Retrying(
             retry=retry_if_exception(_worth_another_try),
             wait=self._after_first,
             stop=stop_after_attempt(self._config.max_attempts - 1),
-            sleep=self._sleep,
-            before_sleep=self._count,
+            sleep=self._retry_after,
             reraise=True,
         )
         return retrying(fn)
