@@ -637,8 +637,26 @@ def evaluate(site: Site, policy: str, catalog: Catalog, today: date) -> Verdict:
         region = provider.region(site.region)
     subject = _Subject(catalog, provider, site.region, region, declared)
     where = f" {site.region}" if site.region and not declared else ""
-    return _verdict(
+    verdict = _verdict(
         subject, pol, today, label=f"site {site.name} ({provider.name}{where})", site=site.name
+    )
+    elsewhere = catalog.endpoint_elsewhere(site)
+    if elsewhere is None:
+        return verdict
+    # The rules judged the declared region and operator; the requests go to the endpoint,
+    # which the catalog places elsewhere: whatever they said, the site fails.
+    reason = Reason(
+        rule="endpoint-as-declared",
+        outcome="FAIL",
+        fact=f"sites.{site.name}.endpoint",
+        value=site.endpoint,
+        source=f"declared in the sites file ([sites.{site.name}] endpoint)",
+        as_of=None,
+        origin_file=None,
+        text=elsewhere,
+    )
+    return verdict.model_copy(
+        update={"status": "FAIL", "blocking": True, "reasons": (*verdict.reasons, reason)}
     )
 
 

@@ -533,6 +533,21 @@ class Catalog(_Model):
             for region in provider.regions:
                 if any(_host_matches(host, p) for p in _expected_hosts(provider, region, site)):
                     owners.append((name, region.code, provider.display_name))
+        if not owners:
+            # No region it lists: a region it left out (a US one) in the shape of the
+            # provider's endpoints, or a host of its domains whose region it cannot tell.
+            for name in self.names():
+                provider = self.providers[name]
+                if _global_match(provider, host) is not None:
+                    continue
+                code = _region_in_patterns(provider, host)
+                shown = provider.display_name
+                if code is not None and (name, code) != (site.provider, site.region):
+                    unlisted = provider.region(code) is None
+                    note = " (a region the catalog does not list: its country unknown)"
+                    owners.append((name, f"{code}{note if unlisted else ''}", shown))
+                elif code is None and name != site.provider and _in_domains(provider, host):
+                    owners.append((name, "(which region, the catalog cannot tell)", shown))
         if not owners or (site.provider, site.region) in {(o[0], o[1]) for o in owners}:
             return None
         claimed = ", ".join(f"{shown} {code}" for _, code, shown in owners)
@@ -659,6 +674,42 @@ def _expected_hosts(provider: Provider, region: Region, site: Site) -> list[str]
         text = text.replace("{account}", site.account or "*")
         out.append(text.lower())
     return out
+
+
+def _patterns(provider: Provider) -> list[str]:
+    """The provider's endpoint patterns, each holding {region}."""
+    texts = [provider.endpoint_pattern.value, *(provider.other_endpoint_patterns.value or ())]
+    return [t.lower() for t in texts if t and "{region}" in t]
+
+
+def _region_in_patterns(provider: Provider, host: str) -> str | None:
+    """The region a host names in the shape of one of the provider's endpoint patterns (a
+    bucket's name in front, as virtual-host addressing puts it), None if in none."""
+    for pattern in _patterns(provider):
+        shape = re.escape(pattern).replace(r"\{region\}", "([a-z0-9-]+)")
+        shape = shape.replace(r"\{account\}", "[a-z0-9-]+")
+        match = re.fullmatch(rf"(?:.+\.)?{shape}", host)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _in_domains(provider: Provider, host: str) -> bool:
+    """The host is under a domain of the provider's endpoints (their last two labels:
+    amazonaws.com, ovh.net, blob.core.windows.net's windows.net)."""
+    texts = [provider.endpoint_pattern.value, *(provider.other_endpoint_patterns.value or ())]
+    for region in provider.regions:
+        texts += [region.endpoint.value, *(region.other_endpoints.value or ())]
+    for text in texts:
+        if not text:
+            continue
+        labels = _host(text.replace("{region}", "r").replace("{account}", "a")).split(".")
+        if len(labels) < 2 or not labels[-1].isalpha():  # an address, not a domain
+            continue
+        domain = ".".join(labels[-2:])
+        if host == domain or host.endswith(f".{domain}"):
+            return True
+    return False
 
 
 def _host_matches(host: str, pattern: str) -> bool:

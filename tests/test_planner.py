@@ -932,6 +932,20 @@ def test_a_global_endpoint_blocks_the_plan(estate: Estate, endpoint: str) -> Non
         ("scaleway", "fr-par", "https://s3.nl-ams.scw.cloud", "Scaleway nl-ams"),
         ("self-hosted", None, "https://s3.us-east-1.amazonaws.com", "us-east-1"),
         ("self-hosted", None, "https://s3-us-east-1.amazonaws.com", "us-east-1"),  # legacy form
+        # A region the catalog leaves out (a US one), in the shape of the provider's
+        # endpoints; a host of a provider's domain whose region cannot be told.
+        (
+            "ionos",
+            "de",
+            "https://s3.us-central-1.ionoscloud.com",
+            "IONOS Cloud us-central-1 (a region the catalog does not list",
+        ),
+        (
+            "self-hosted",
+            None,
+            "https://s3.dualstack.eu-west-1.amazonaws.com",
+            "Amazon S3 (which region, the catalog cannot tell)",
+        ),
         ("scaleway", "fr-par", "https://s3.fr-par.scw.cloud", None),
         # Azure's hosts do not tell the region (a private endpoint, a DNS zone's): the
         # declared region stands, whichever it is.

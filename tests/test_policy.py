@@ -143,6 +143,29 @@ def test_self_hosted_judged_on_its_declarations(cat: Catalog) -> None:
     assert evaluate(not_a_code, "eu-residency", cat, TODAY).status == "UNKNOWN"
 
 
+@pytest.mark.parametrize(
+    ("provider", "region", "endpoint"),
+    [
+        ("self-hosted", None, "https://s3.us-west-2.amazonaws.com"),
+        ("ionos", "de", "https://s3.us-central-1.ionoscloud.com"),
+    ],
+)
+def test_a_site_whose_endpoint_the_catalog_places_elsewhere_fails(
+    cat: Catalog, provider: str, region: str | None, endpoint: str
+) -> None:
+    """The verdict judged what the site declares (France, IONOS de) while its requests
+    went to an AWS or IONOS US region: PASS in `sites check`, a warning in the plan."""
+    site = Site(
+        name="chu", provider=provider, region=region, endpoint=endpoint,
+        **({"software": "ceph-rgw", "country": "FR", "operator": "CHU Example"}
+           if provider == "self-hosted" else {}),
+    )  # fmt: skip
+    verdict = evaluate(site, "eu-residency", cat, TODAY)
+    assert verdict.status == "FAIL" and verdict.blocking
+    assert verdict.reasons[-1].rule == "endpoint-as-declared"
+    assert endpoint.removeprefix("https://") in verdict.reasons[-1].text
+
+
 def test_fr_health_scaleway_fr_par_passes_with_the_hds_condition(cat: Catalog) -> None:
     verdict = evaluate_provider("scaleway", "fr-par", "fr-health", cat, TODAY)
     assert verdict.status == "PASS"
