@@ -448,7 +448,8 @@ def _rule_no_law(subject: _Subject, rule: Rule) -> list[Reason]:
 
 
 def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str) -> Reason:
-    """Status, then service coverage, then region scope: each may be unknown."""
+    """Status, then region scope, then service coverage: each may be unknown (a region
+    outside the scope fails whatever the service coverage: it is the reason given)."""
     name = subject.provider.name
     fact_name = f"{name}.certifications[{cert.name}]"
     covers = cert.covers_region(region)
@@ -457,6 +458,9 @@ def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str
         outcome, text = "FAIL", f"{cert.name}: {cert.status}"
     elif cert.status == "unknown":
         outcome, text = "UNKNOWN", f"{cert.name}: status unknown"
+    elif covers is False:
+        outcome = "FAIL"
+        text = f"{cert.name} held in {', '.join(cert.regions or ())}, not in region {region}"
     elif cert.object_storage == "no":
         outcome, text = "FAIL", f"{cert.name} held, but not for the object-storage service"
     elif cert.object_storage == "unknown":
@@ -465,9 +469,6 @@ def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str
     elif covers is None:
         outcome = "UNKNOWN"
         text = f"{cert.name} covers object storage, but its region scope is unknown"
-    elif not covers:
-        outcome = "FAIL"
-        text = f"{cert.name} covers object storage in {', '.join(cert.regions or ())}, not {region}"
     else:
         outcome, text = "PASS", f"{cert.name} covers object storage in region {region}"
     if cert.scope:

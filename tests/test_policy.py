@@ -166,6 +166,15 @@ def test_a_site_whose_endpoint_the_catalog_places_elsewhere_fails(
     assert endpoint.removeprefix("https://") in verdict.reasons[-1].text
 
 
+def test_a_region_outside_a_certifications_scope_fails_on_that_reason(cat: Catalog) -> None:
+    """Outscale's SecNumCloud is scoped to cloudgouv-eu-west-1: eu-west-2 read UNKNOWN
+    ("whether it covers the object-storage service is unknown"), the scope not looked at."""
+    verdict = evaluate_provider("outscale", "eu-west-2", "secnumcloud", cat, TODAY)
+    [snc] = [r for r in verdict.reasons if r.rule == "secnumcloud-qualified"]
+    assert snc.outcome == "FAIL", snc.text
+    assert "cloudgouv-eu-west-1, not in region eu-west-2" in snc.text
+
+
 def test_fr_health_scaleway_fr_par_passes_with_the_hds_condition(cat: Catalog) -> None:
     verdict = evaluate_provider("scaleway", "fr-par", "fr-health", cat, TODAY)
     assert verdict.status == "PASS"
