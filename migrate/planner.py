@@ -557,8 +557,19 @@ def _split(total: int, n: int) -> list[int]:
 
 
 def _sum(estimates: Sequence[Estimate], money: _Money) -> Estimate:
+    """The phases' totals; costs from the total bytes (the first phases use the free
+    allowance first), not the sum of each phase's rounded cost (a cent each, lost)."""
+
     def total(values: Sequence[float | None]) -> float | None:
         return None if any(v is None for v in values) else round(sum(v or 0 for v in values), 2)
+
+    gb = sum(e.bytes for e in estimates) / GB
+    egress = total([e.egress_cost for e in estimates])
+    if egress is not None and money.egress_per_gb is not None:
+        egress = round((gb - min(money.free_gb, gb)) * money.egress_per_gb, 2)
+    storage = total([e.storage_cost_per_month for e in estimates])
+    if storage is not None and money.storage_per_gb_month is not None:
+        storage = round(gb * money.storage_per_gb_month, 2)
 
     kinds: dict[str, int] = {}
     for e in estimates:
@@ -569,9 +580,9 @@ def _sum(estimates: Sequence[Estimate], money: _Money) -> Estimate:
         bytes=sum(e.bytes for e in estimates),
         requests=sum(e.requests for e in estimates),
         duration_seconds=round(sum(e.duration_seconds for e in estimates), 1),
-        egress_cost=total([e.egress_cost for e in estimates]),
+        egress_cost=egress,
         request_cost=total([e.request_cost for e in estimates]),
-        storage_cost_per_month=total([e.storage_cost_per_month for e in estimates]),
+        storage_cost_per_month=storage,
         currency=money.egress_currency,
         storage_currency=money.storage_currency,
         requests_by_kind=kinds,

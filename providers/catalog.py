@@ -242,6 +242,14 @@ class Prices(_Model):
     egress_free_gb_month: Fact[float] = Field(default_factory=_unknown)
     currency: str | None = None
 
+    @model_validator(mode="after")
+    def _priced_in(self) -> Prices:
+        # The plan's costs would otherwise be shown in a currency nobody stated.
+        priced = self.storage_per_gb_month.value is not None or self.egress_per_gb.value is not None
+        if priced and not self.currency:
+            raise ValueError("a price needs its currency: add `currency: EUR` (or USD...)")
+        return self
+
 
 _UNITS = {
     "B": (1, 1),

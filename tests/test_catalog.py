@@ -276,6 +276,11 @@ providers:
             "certifications[HDS].status",
         ),
         ("name: newco\napi: s3\n", "provider newco"),
+        (  # a price with no currency: the plan showed it in EUR (a catalog review)
+            "name: self-hosted\nprices:\n  storage_per_gb_month: {value: 0.5, "
+            "source: https://x.example, as_of: 2026-01-01}\n",
+            "a price needs its currency",
+        ),
         ("name: scaleway\nregions: [\n", "not valid YAML"),
     ],
 )

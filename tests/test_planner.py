@@ -13,7 +13,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -122,7 +122,7 @@ class Estate:
     ) -> Plan:
         dest = destination or self.dest_site
         config = self.config_with(dest)
-        catalog = load_catalog()
+        catalog = cast(Catalog, kw.pop("catalog", None) or load_catalog())
         with Ledger(self.state) as ledger:
             inputs = plan_inputs(
                 ledger, self.source_site.name, limits=destination_limits(dest, catalog)
@@ -221,6 +221,30 @@ def test_plan_is_byte_identical_across_runs_and_validates(estate: Estate, tmp_pa
     assert not any("*" in h for h in first.allowlist)
     assert {s.verdict for s in first.sites} == {"FAIL", "PASS"}  # Azure fails fr-health
     assert "SOURCE_FAILS_POLICY" in codes(first, "warning")
+
+
+def test_the_totals_cost_is_that_of_the_total_bytes(estate: Estate, tmp_path: Path) -> None:
+    """Each phase's cost was rounded to the cent, then the rounded costs summed: the total
+    of many small waves was off by a cent a wave (a catalog review: 0.0 EUR shown for
+    0.0058). Prices and free allowance are a user catalog's."""
+    estate.seed()
+    estate.inventory()
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        "name: self-hosted\nprices:\n  currency: EUR\n"
+        "  storage_per_gb_month: {value: 700, source: https://example.org, as_of: 2026-11-01}\n",
+        encoding="utf-8",
+    )
+    catalog = load_catalog([prices])
+    plan = estate.plan(catalog=catalog, wave_cap_bytes=3_000)
+    waves = [p for p in plan.phases if p.kind.value in ("pilot", "bulk")]
+    assert len(waves) > 3
+    exact = round(plan.totals.bytes / 1e9 * 700, 2)
+    assert plan.totals.storage_cost_per_month == exact, (
+        plan.totals.storage_cost_per_month,
+        [w.estimate.storage_cost_per_month for w in waves],
+    )
+    assert plan.totals.storage_currency == "EUR"
 
 
 def test_more_waves_when_bytes_exceed_the_cap(estate: Estate) -> None:
