@@ -211,6 +211,8 @@ region = "local"
 addressing = "path"
 country = "FR"
 operator = "CHU Demo (hospital-run SeaweedFS)"
+parent_country = "FR"                  # a public hospital: no parent; its own country
+non_eu_law = []                        # declared: no law from outside the EU reaches it
 certifications = ["HDS"]
 bucket_prefix = "hdh-"
 credentials = {{ access_key_env = "{S3_KEY_ENV}", secret_key_env = "{S3_SECRET_ENV}" }}

@@ -216,6 +216,8 @@ class _Declared:
     country: str | None
     operator: str | None
     certifications: tuple[str, ...]
+    parent_country: str | None = None
+    non_eu_law: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -392,9 +394,64 @@ def _rule_operator_country(subject: _Subject, rule: Rule) -> list[Reason]:
     ]  # fmt: skip
 
 
+def _declared_parent(rule: Rule, decl: _Declared) -> Reason:
+    if decl.operator is None:
+        return _declared_reason(
+            rule, "UNKNOWN", decl, "operator", None,
+            f"site {decl.site} declares no operator: its parent cannot be judged",
+        )  # fmt: skip
+    if decl.parent_country is None:
+        return _declared_reason(
+            rule, "UNKNOWN", decl, "parent_country", None,
+            f"site {decl.site} declares no parent_country: who ultimately controls "
+            f"{decl.operator} is not known (declare its parent's country, or the operator's "
+            "own if it has no parent)",
+        )  # fmt: skip
+    code = decl.parent_country.strip().upper()
+    if not _ISO2.match(code):
+        return _declared_reason(
+            rule, "UNKNOWN", decl, "parent_country", decl.parent_country,
+            f"site {decl.site} declares parent_country {decl.parent_country!r}, not an ISO "
+            "3166 code",
+        )  # fmt: skip
+    ok = _country_in(code, rule.arg)
+    return _declared_reason(
+        rule, "PASS" if ok else "FAIL", decl, "parent_country", code,
+        f"the ultimate parent of {decl.operator} is, as declared, in {_where_country(code)}"
+        f"{_placed(ok, rule.arg)}",
+    )  # fmt: skip
+
+
+def _declared_law(rule: Rule, decl: _Declared) -> list[Reason]:
+    if decl.operator is None:
+        return [_declared_reason(
+            rule, "UNKNOWN", decl, "operator", None,
+            f"site {decl.site} declares no operator: its exposure to non-EU law cannot be "
+            "judged",
+        )]  # fmt: skip
+    if decl.non_eu_law is None:
+        return [_declared_reason(
+            rule, "UNKNOWN", decl, "non_eu_law", None,
+            f"site {decl.site} declares no non_eu_law: whether a law from outside the EU "
+            f"(the US CLOUD Act, say) reaches {decl.operator} or its parent is not known "
+            "(declare non_eu_law = [] if none does)",
+        )]  # fmt: skip
+    if not decl.non_eu_law:
+        return [_declared_reason(
+            rule, "PASS", decl, "non_eu_law", "none",
+            f"no non-EU extraterritorial law reaches {decl.operator} or its parent, as "
+            "declared",
+        )]  # fmt: skip
+    said = f"reaches {decl.operator} or its parent, as declared"
+    return [
+        _declared_reason(rule, "FAIL", decl, "non_eu_law", law, f"{law} {said}")
+        for law in decl.non_eu_law
+    ]
+
+
 def _rule_parent_country(subject: _Subject, rule: Rule) -> list[Reason]:
     if subject.declared is not None:
-        return [_declared_operator(subject, rule, subject.declared, "parent")]
+        return [_declared_parent(rule, subject.declared)]
     provider = subject.provider
     fact = provider.ultimate_parent
     fact_name = f"{provider.name}.ultimate_parent"
@@ -417,7 +474,7 @@ def _rule_parent_country(subject: _Subject, rule: Rule) -> list[Reason]:
 def _rule_no_law(subject: _Subject, rule: Rule) -> list[Reason]:
     decl = subject.declared
     if decl is not None:
-        return [_declared_operator(subject, rule, decl, "exposure to non-EU law")]
+        return _declared_law(rule, decl)
     provider = subject.provider
     fact = provider.extraterritorial
     fact_name = f"{provider.name}.extraterritorial"
@@ -633,6 +690,8 @@ def evaluate(site: Site, policy: str, catalog: Catalog, today: date) -> Verdict:
             country=site.country,
             operator=site.operator,
             certifications=tuple(site.certifications),
+            parent_country=site.parent_country,
+            non_eu_law=site.non_eu_law,
         )
     elif site.region:
         region = provider.region(site.region)

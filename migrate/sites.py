@@ -103,6 +103,10 @@ class Site(BaseModel):
     software: str | None = None
     country: str | None = None
     operator: str | None = None
+    # The operator's ultimate parent's country (its own, if it has no parent), and the
+    # non-EU laws that reach either ([]: none): not inferred from `country`, where the data is.
+    parent_country: str | None = None
+    non_eu_law: tuple[str, ...] | None = None
     certifications: tuple[str, ...] = ()
     credentials: CredentialRef = CredentialRef()
 

@@ -1239,7 +1239,8 @@ def test_sites_check_gives_each_site_its_verdict(
     sites.write_text(
         'policy = "eu-sovereign"\n'
         f'[sites.rehearsal]\nprovider = "local"\npath = "{tmp_path / "store"}"\n'
-        'buckets = ["b"]\ncountry = "FR"\noperator = "Us"\n'
+        'buckets = ["b"]\ncountry = "FR"\noperator = "Us"\nparent_country = "FR"\n'
+        "non_eu_law = []\n"
         '[sites.nowhere]\nprovider = "self-hosted"\nendpoint = "https://s3.example.org"\n'
         'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
     )

@@ -78,6 +78,8 @@ class Estate:
             update={
                 "bucket_prefix": "p5-",
                 "operator": "CHU Test",
+                "parent_country": "FR",
+                "non_eu_law": (),
                 "certifications": ("HDS",),
             }
         )
@@ -826,7 +828,8 @@ state = Path(sys.argv[1])
 src = Site(name="big", provider="azure", region="francecentral", account="hdhprod",
            buckets=("c0", "c1", "c2", "c3"))
 dst = Site(name="dst", provider="self-hosted", software="seaweedfs", region="local",
-           endpoint="https://s3.chu.example.fr", country="FR", operator="CHU",
+           endpoint="https://s3.chu.example.fr", country="FR", operator="CHU", parent_country="FR",
+           non_eu_law=(),
            certifications=("HDS",), bucket_prefix="hdh-")
 config = SitesConfig(path=state / "sites.toml", state_dir=state, runner=Runner(location="FR"),
                      sites={"big": src, "dst": dst})

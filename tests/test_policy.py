@@ -128,7 +128,8 @@ def test_self_hosted_without_country_is_unknown(cat: Catalog) -> None:
 def test_self_hosted_judged_on_its_declarations(cat: Catalog) -> None:
     site = Site(
         name="chu", provider="self-hosted", software="seaweedfs", endpoint="https://s3.chu.example",
-        country="FR", operator="CHU Example", certifications=("HDS",),
+        country="FR", operator="CHU Example", certifications=("HDS",), parent_country="FR",
+        non_eu_law=(),
     )  # fmt: skip
     verdict = evaluate(site, "fr-health", cat, TODAY)
     assert verdict.status == "PASS"
@@ -173,6 +174,34 @@ def test_a_region_outside_a_certifications_scope_fails_on_that_reason(cat: Catal
     [snc] = [r for r in verdict.reasons if r.rule == "secnumcloud-qualified"]
     assert snc.outcome == "FAIL", snc.text
     assert "cloudgouv-eu-west-1, not in region eu-west-2" in snc.text
+
+
+def test_a_self_hosted_sites_parent_and_law_are_what_it_declares_not_its_country(
+    cat: Catalog,
+) -> None:
+    """The parent and non-EU-law rules read the site's country (where the data is): a site
+    run by a US group's subsidiary in France passed eu-sovereign (a catalog review)."""
+    site = Site(
+        name="hosted", provider="self-hosted", software="ceph-rgw",
+        endpoint="https://s3.hosted.example", country="FR",
+        operator="Amazon Web Services EMEA SARL",
+    )  # fmt: skip
+    verdict = evaluate(site, "eu-sovereign", cat, TODAY)
+    assert verdict.status == "UNKNOWN" and verdict.blocking
+    by_rule = {r.rule: r for r in verdict.reasons}
+    assert by_rule["parent-in-eu-eea"].outcome == "UNKNOWN"
+    assert "declares no parent_country" in by_rule["parent-in-eu-eea"].text
+    assert by_rule["no-non-eu-law"].outcome == "UNKNOWN"
+    assert "declares no non_eu_law" in by_rule["no-non-eu-law"].text
+    declared = site.model_copy(update={"parent_country": "US", "non_eu_law": ("US CLOUD Act",)})
+    verdict = evaluate(declared, "eu-sovereign", cat, TODAY)
+    by_rule = {r.rule: r for r in verdict.reasons}
+    assert verdict.status == "FAIL"
+    assert by_rule["parent-in-eu-eea"].outcome == "FAIL"
+    assert by_rule["no-non-eu-law"].outcome == "FAIL"
+    assert "US CLOUD Act" in by_rule["no-non-eu-law"].text
+    # Residency judges where the data is, as before.
+    assert evaluate(site, "eu-residency", cat, TODAY).status == "PASS"
 
 
 def test_fr_health_scaleway_fr_par_passes_with_the_hds_condition(cat: Catalog) -> None:

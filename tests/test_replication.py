@@ -49,6 +49,8 @@ CHU = Site(
     addressing="path",
     country="FR",
     operator="CHU Test",
+    parent_country="FR",
+    non_eu_law=(),
     certifications=("HDS",),
 )
 
