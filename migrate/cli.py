@@ -1736,9 +1736,12 @@ def verify(
             if steps
             else "fix what the findings name (stdout, or --json), then verify again"
         )
+        if result.unverified_phases:
+            marks = f"not verified now: {', '.join(result.unverified_phases)}"
+        else:  # an object this plan did not write, say: no copy of it found wrong
+            marks = "no phase's verified mark removed (nothing it copied was found wrong)"
         raise IntegrityError(
-            f"verification of {where} failed ({kinds or 'see the findings'}); "
-            + ("it is not verified" if result.phase is None else "the phase is not verified"),
+            f"verification of {where} failed ({kinds or 'see the findings'}); {marks}",
             hint=hint,
         )
 

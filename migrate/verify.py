@@ -190,6 +190,9 @@ class VerifyResult:
     # --metadata was given: every object's metadata was to be compared (`metadata_compared`
     # says of how many it could be: not those changed at the source since their copy)
     metadata_asked: bool = False
+    # Phases whose verified mark this verification removed (objects of theirs found wrong;
+    # a held-back cutover): a failure of another kind (`unexpected` alone) removes none.
+    unverified_phases: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -1064,7 +1067,17 @@ def verify(
         metadata_asked=check_metadata,
     )
     verified = phases if result.passed else ()
-    result = replace(result, verified_phases=verified, held_back=held_back if result.passed else ())
+    # Held back, the cutover loses an earlier mark too, passed or not: the estate may not
+    # switch over.
+    unverified = tuple(
+        sorted(set(held_back) | set(() if result.passed else _found_wrong(plan, tally)))
+    )
+    result = replace(
+        result,
+        verified_phases=verified,
+        held_back=held_back if result.passed else (),
+        unverified_phases=unverified,
+    )
     record = ledger.record_verification(
         plan.name,
         phase,
@@ -1081,10 +1094,6 @@ def verify(
         run_by=os_user(),
         tool_version=tool_version(),
         verified_phases=verified,
-        # Held back, the cutover loses an earlier mark too, passed or not: the estate may
-        # not switch over.
-        unverified_phases=tuple(
-            sorted(set(held_back) | set(() if result.passed else _found_wrong(plan, tally)))
-        ),
+        unverified_phases=unverified,
     )
     return replace(result, record_id=record)

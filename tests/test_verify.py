@@ -141,7 +141,7 @@ def test_one_deleted_and_one_overwritten_object_each_give_exactly_one_finding(
     assert not result.passed
     assert named(result) == [("missing", "reports/2025/q1.csv")]
     assert result.findings[0].source == f"{env.container}/reports/2025/q1.csv"
-    assert result.to_copy_again == 1
+    assert result.to_copy_again == 1 and result.unverified_phases == ("bulk-1",)
     with Ledger(env.state) as ledger:
         assert ledger.phase_state("t", "bulk-1").verified_at is None
         assert not ledger.verifications("t")[-1].passed
@@ -215,6 +215,7 @@ def test_an_unknown_object_under_the_plan_prefix_is_unexpected(env_for: Any) -> 
         result = check(env, plan, phase=phase)
         assert named(result) == [("unexpected", "reports/2025/q3.csv")]
         assert result.listed == 5 and not result.passed
+        assert result.unverified_phases == ()  # what `verify` says it unmarked
     # Another writer's object is no fault of the copy: bulk-1 stays verified (its gates
     # open); only objects of a phase found wrong take that phase's mark away.
     with Ledger(env.state) as ledger:
