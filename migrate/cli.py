@@ -363,7 +363,15 @@ def sites_check(
     blocked = [v for v in verdicts if v.blocking]
     if not code and blocked and fail_on_policy:
         code = PolicyViolation.exit_code  # reachable, but not where the policy allows
-        first = f"{blocked[0].subject}: {blocked[0].status} under policy {config.policy}"
+        what = blocked[0]
+        todo = (
+            'declare where migrate runs, runner = { location = "FR" } (runner.location), '
+            "on a machine the policy allows"
+            if what.subject == "runner"
+            else "the verdict's reasons say why (above, or --json); choose a site the policy "
+            "allows, or correct a fact with a catalog file (README 'Correcting or adding a fact')"
+        )
+        first = f"{what.subject}: {what.status} under policy {config.policy} ({todo})"
     if json_out:
         _out(
             True,

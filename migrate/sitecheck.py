@@ -103,11 +103,15 @@ def check_sites(
                 adapter.close()
             continue
         checks = []
+        global_endpoint: GlobalEndpointRefused | None = None
         try:
             for container in site.buckets:
                 try:
                     adapter.check(container)
                     checks.append(ContainerCheck(container, True))
+                except GlobalEndpointRefused as exc:  # as for a site listing no bucket
+                    global_endpoint = exc
+                    break
                 except MigrateError as exc:
                     failure = as_store_failure(exc)
                     checks.append(
@@ -121,6 +125,12 @@ def check_sites(
                     )
         finally:
             adapter.close()
+        if global_endpoint is not None:
+            results.append(
+                SiteCheck(name, site.provider, site.region, site.endpoint,
+                          not_checked=f"set up, not contacted: {global_endpoint.one_line()}")
+            )  # fmt: skip
+            continue
         # The site's code and kind are its first failing container's: a script reading the
         # site level (not each container) sees them too.
         first = next((c for c in checks if not c.ok), None)

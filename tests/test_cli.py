@@ -1512,6 +1512,12 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
         '[sites.us]\nprovider = "aws"\nregion = "us-east-1"\n'
         'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
     )
+    # One listing buckets, too (it was refused, exit 10: a newcomer walkthrough).
+    listed = tmp_path / "listed.toml"
+    listed.write_text(sites.read_text().replace('"us-east-1"\n', '"us-east-1"\nbuckets = ["b"]\n'))
+    code, out, err = run(["sites", "check", "us", "--json", "--sites", str(listed)], capsys)
+    assert code == 0, (out, err)
+    assert json.loads(out)["sites"][0]["not_checked"].startswith("set up, not contacted: ")
     code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
     assert code == 0, (out, err)
     # The machine running migrate is judged too, as a run judges it.
@@ -1523,6 +1529,7 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     abroad.write_text('runner = { location = "US" }\n' + sites.read_text())
     blocked = run(["sites", "check", "here", "--fail-on-policy", "--sites", str(abroad)], capsys)
     assert blocked[0] == 8 and "runner: FAIL under policy eu-residency" in blocked[2], blocked
+    assert "runner.location" in blocked[2], blocked  # what to do, in the same line
     checked = {s["site"]: s for s in json.loads(out)["sites"]}
     assert set(checked) == {"here", "us"}
     assert json.loads(out)["ok"] is True and checked["here"]["ok"] is True
@@ -1552,6 +1559,7 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     )
     assert code == 8, (out, err)
     assert err.startswith("migrate: error: ") and "eu-residency" in err, err
+    assert "a site the policy allows" in err, err
     assert len(err.strip().splitlines()) == 1
     # Not contacted is not unchecked: credentials it cannot resolve are still an error.
     monkeypatch.delenv("T_SECRET")
