@@ -245,6 +245,15 @@ def _parse_connection_string(value: str) -> dict[str, str]:
 _CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$|^\$(root|web|logs)$")
 
 
+def _host_port(url: str) -> str:
+    """host[:port] of an endpoint, as the allowlist writes it; its text if unreadable (never
+    a user:password: a connection string's endpoint holding one is refused before)."""
+    try:
+        return endpoint_host(url)
+    except MigrateError:
+        return urlsplit(url).netloc.rpartition("@")[2] or url
+
+
 def _check_container_names(site: Site) -> None:
     """A name Azure cannot have is a mistake in the sites file: said before any request
     (the service answers it with a generic 400)."""
@@ -266,6 +275,16 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
     conn = _parse_connection_string(creds.connection_string or "")
     account = site.account or conn.get("accountname")
     endpoint = site.endpoint or conn.get("blobendpoint")
+    named = conn.get("blobendpoint")
+    if site.endpoint and named and _host_port(named) != _host_port(site.endpoint):
+        # The site's endpoint is used and the other host ignored: said, as when the site
+        # declares none (a walkthrough: requests went where the file said, silently).
+        raise ConfigError(
+            f"site {site.name}: the connection string points at {_host_port(named)}, the "
+            f"site's endpoint at {_host_port(site.endpoint)}",
+            hint="make them name the same host: which one the data should go to is the "
+            "site's `endpoint`, the one plans judge and allow",
+        )
     if not endpoint and account:
         protocol = conn.get("defaultendpointsprotocol", "https")
         suffix = conn.get("endpointsuffix", _DEFAULT_SUFFIX)

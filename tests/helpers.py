@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -376,3 +378,14 @@ def round_trip(adapter: StoreAdapter, container: str) -> None:
     put(adapter, container, "k", b"round trip")
     assert [o.key for o in adapter.list_objects(container)] == ["k"]
     assert adapter.open_range(container, "k").read() == b"round trip"
+
+
+def azure_at(site: Site, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """The Azure site reached at `endpoint` (a proxy in front of Azurite, say), its
+    connection string's BlobEndpoint naming that host too: a site whose two differ is
+    refused."""
+    var = site.credentials.connection_string_env
+    assert var, site
+    conn = os.environ[var]
+    monkeypatch.setenv(var, re.sub(r"BlobEndpoint=[^;]*", f"BlobEndpoint={endpoint}", conn))
+    return site.model_copy(update={"endpoint": endpoint})

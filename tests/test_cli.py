@@ -765,6 +765,17 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
         assert "not at hdhstorage.blob.core.windows.net" in said, said
         assert 'endpoint = "https://hdhstorage.privatelink.example.org"' in said, said
         assert base64.b64encode(CANARY.encode()).decode() not in out + err
+    # Declared, the site's endpoint was used and the connection string's host ignored,
+    # silently (a newcomer walkthrough): refused too.
+    hidden.write_text(
+        hidden.read_text().replace(
+            "buckets", 'endpoint = "https://hdhstorage.blob.core.windows.net"\nbuckets'
+        )
+    )
+    code, out, err = run(["inventory", "az", "--sites", str(hidden)], capsys)
+    assert code == 3, (out, err)
+    assert "points at hdhstorage.privatelink.example.org, the site's endpoint at" in err, err
+    assert_one_line_without_secret(out, err)
 
 
 def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(

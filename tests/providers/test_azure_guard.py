@@ -88,7 +88,7 @@ def test_guard_sees_every_request_of_both_stacks(azure_site: Site) -> None:
 
 
 def test_every_request_the_server_receives_was_checked_by_the_guard(
-    azure_site: Site, azurite_server: Azurite
+    azure_site: Site, azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every kind of call, on each of the three stacks (libcloud, the SDK, the lean path),
     through a proxy that counts what reaches Azurite: as many requests as the guard
@@ -96,7 +96,7 @@ def test_every_request_the_server_receives_was_checked_by_the_guard(
     guard = RecordingGuard()
     with fault_proxy(azurite_server.endpoint) as proxy:
         endpoint = f"{proxy.endpoint}/{azurite_server.account}"
-        adapter = AzureAdapter(azure_site.model_copy(update={"endpoint": endpoint}), guard=guard)
+        adapter = AzureAdapter(helpers.azure_at(azure_site, endpoint, monkeypatch), guard=guard)
         try:
             every_kind_of_call(adapter, unique_name("every"))
         finally:
@@ -111,8 +111,8 @@ def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_credentials_refused
 ) -> None:
     monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:wr0ng-canary")
     proxy = helpers.FixedAnswer(407, {"Proxy-Authenticate": 'Basic realm="egress"'})
-    site = azure_site.model_copy(
-        update={"endpoint": f"https://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"}
+    site = helpers.azure_at(
+        azure_site, f"https://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}", monkeypatch
     )
     adapter = AzureAdapter(helpers.through_proxy(site, f"http://127.0.0.1:{proxy.port}"))
     try:
@@ -249,7 +249,7 @@ def test_a_listing_that_cannot_be_followed_fails_instead_of_ending_short(
 
 
 def test_a_listing_page_answered_503_is_asked_again(
-    azure_site: Site, azurite_server: Azurite
+    azure_site: Site, azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The inventory has no retry layer of its own: a throttled page is asked again."""
     direct = AzureAdapter(azure_site)
@@ -260,7 +260,7 @@ def test_a_listing_page_answered_503_is_asked_again(
     direct.close()
     with fault_proxy(azurite_server.endpoint, Faults(slowdown_first=1)) as proxy:
         endpoint = f"{proxy.endpoint}/{azurite_server.account}"
-        adapter = AzureAdapter(azure_site.model_copy(update={"endpoint": endpoint}))
+        adapter = AzureAdapter(helpers.azure_at(azure_site, endpoint, monkeypatch))
         try:
             assert sorted(o.key for o in adapter.list_objects(container)) == ["a", "b/c", "d"]
         finally:
