@@ -56,6 +56,8 @@ from migrate import os_user, tool_version
 from migrate.errors import (
     ConfigError,
     CredentialsRejected,
+    EndpointUnreachable,
+    MigrateError,
     NoAnswer,
     NotFound,
     Permanent,
@@ -680,8 +682,19 @@ class _Verifier:
         except NotFound:
             self.finding(row, "missing", "listed, but gone when read")
             return False
-        except NoAnswer:
-            raise  # the store silent: no object's finding
+        except NoAnswer as exc:
+            # The store silent, or this object's body cut at every try while the store
+            # answers (SeaweedFS failing its own checksum on a later chunk: an audit saw
+            # every deep verify stop there, exit 6, nothing recorded). A HEAD of it tells.
+            if not self._answers(row):
+                raise
+            self.finding(
+                row,
+                "unreadable",
+                f"its bytes could not be read, the body cut at every try while the store "
+                f"answers: {exc.one_line()}",
+            )
+            return False
         except (Retryable, Permanent) as exc:
             # This object's bytes cannot be read back (a store failing its own checksum
             # answers 500 to every try): not proven, and no reason to stop the others'.
@@ -699,6 +712,17 @@ class _Verifier:
                 f"bytes read hash to SHA-256 {sha}, the ledger's is {row.sha256}",
             )
             return False
+        return True
+
+    def _answers(self, row: DestinationRow) -> bool:
+        """Whether the destination answers a HEAD of the object (any answer, a refusal
+        too); False when it does not answer either (the store silent)."""
+        try:
+            self.head(row.destination_bucket, row.destination_key)
+        except (NoAnswer, EndpointUnreachable):
+            return False
+        except MigrateError:
+            return True
         return True
 
     def reread_source(self, row: DestinationRow) -> ObjectInfo | None:

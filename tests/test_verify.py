@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from migrate.errors import CredentialsRejected, NotFound, PlanError, Retryable, Unsupported
+from migrate.errors import (
+    CredentialsRejected,
+    NoAnswer,
+    NotFound,
+    PlanError,
+    Retryable,
+    Unsupported,
+)
 from migrate.executor import check_gates, run_phase
 from migrate.inventory import run_inventory
 from migrate.ledger import Ledger
@@ -849,23 +856,63 @@ class FailsItsOwnChecksum(Delegating):
     bytes fail its CRC); the others read well."""
 
     bad = ""
+    cut = False  # its body cut after the answer began (SeaweedFS, a later chunk's CRC)
 
     def open_range(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
-        if key == self.bad:
+        if key == self.bad and not self.cut:
             raise Retryable(f"dst: {container}/{key}: GetObject failed with InternalError")
-        return self._inner.open_range(container, key, *args, **kw)
+        stream = self._inner.open_range(container, key, *args, **kw)
+        return _CutBody(stream) if key == self.bad else stream
 
 
-def test_an_object_that_cannot_be_read_back_is_a_finding_and_the_others_are_checked(
+class _CutBody:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def read(self, size: int = -1, /) -> bytes:
+        raise NoAnswer("dst: connection interrupted (ProtocolError)")
+
+
+class Silent(Delegating):
+    """A destination that lists, then answers nothing: every read and HEAD times out."""
+
+    def open_range(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
+        raise NoAnswer(f"dst: {container}/{key}: read timed out")
+
+    def head(self, container: str, key: str) -> Any:
+        raise NoAnswer(f"dst: {container}/{key}: read timed out")
+
+
+def test_a_store_that_stops_answering_stops_a_deep_verify_with_no_finding(
     env_for: Any,
+) -> None:
+    """A store silent is no object's fault: the verification stops (exit 6), marking no
+    copy unreadable (each would be copied again)."""
+    env: Env = env_for("s3", "s3")
+    plan = copied(env)
+    with pytest.raises(NoAnswer):
+        check(env, plan, deep=True, destination=Silent(env.destination), sleep=lambda s: None)
+    with Ledger(env.state) as ledger:
+        counts = {c.state: c.objects for c in ledger.phase_counts(plan.name, "bulk-1")}
+    assert set(counts) == {"done"}, counts
+
+
+@pytest.mark.parametrize("how", ["answered 500", "body cut"])
+def test_an_object_that_cannot_be_read_back_is_a_finding_and_the_others_are_checked(
+    env_for: Any, how: str
 ) -> None:
     """`--deep` re-reads every copy: one the store cannot serve is not proven (unreadable,
     marked to copy again), and does not stop the verification of the others (it did: the
-    whole verify ended in exit 6, recording nothing)."""
+    whole verify ended in exit 6, recording nothing; and again, an audit found, for a body
+    cut at every try while the store answered)."""
     env: Env = env_for("s3", "s3")
     plan = copied(env)
     failing = FailsItsOwnChecksum(env.destination)
     failing.bad = sorted(ESTATE)[1]
+    failing.cut = how == "body cut"
     result = check(env, plan, deep=True, destination=failing, sleep=lambda s: None)
     assert not result.passed and named(result) == [("unreadable", failing.bad)]
     assert "could not be read" in result.findings[0].detail
