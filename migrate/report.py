@@ -857,6 +857,21 @@ def _open_items(
                 f"and the passing ones since checked less (the latest, #{v.id}: "
                 f"{_described(v)}); verify it again as #{stronger.id} did"
             )
+    # Not failing (the copy was right when made), but proof the copy is stale: a
+    # `--deep=both` that re-read the source found it changed since (an audit: the report
+    # said complete and verified while its own latest verification had found one).
+    stale: dict[int, VerificationInfo] = {}
+    for p in checked:
+        v = p.verification
+        if v is not None and v.passed and v.counts.get("source_changed"):
+            stale[v.id] = v
+    for v in (stale[i] for i in sorted(stale)):
+        changed = _plural(v.counts["source_changed"], "source object", "source objects")
+        items.append(
+            f"verification #{v.id} ({_described(v)}) found {changed} "
+            "changed or deleted since the copy: run an inventory of the source and the "
+            "delta before switching over"
+        )
     for v, names in (failed[i] for i in sorted(failed)):
         scope = ", of the whole plan" if v.phase is None else ""
         found = ", ".join(

@@ -493,6 +493,14 @@ def test_deep_both_reports_a_source_changed_since_its_copy_without_failing(
     assert said["top.txt"] == "source object changed since its copy"
     assert said["reports/2025/q1.csv"] == "source object deleted since its copy"
     assert result.passed  # the copies themselves are intact: the delta phase takes both
+    # But the copy is stale: the report is not complete (it said "complete and verified"
+    # while its own latest verification had found them: an audit).
+    from tests.test_report import report_of
+
+    report = report_of(env, plan)
+    assert report.status == "incomplete", report.open_items
+    assert any("found 2 source objects changed or deleted since the copy" in i
+               for i in report.open_items), report.open_items  # fmt: skip
 
 
 def test_the_findings_that_fail_a_verification_are_kept_first(env_for: Any) -> None:
