@@ -1781,6 +1781,7 @@ def report(
     config, catalog = _load(sites)
     loaded = load_plan(plan)
     with Ledger.for_reading(config.state_dir) as ledger, ledger.snapshot():
+        ledger.check_integrity()  # the auditor's record is not made from a damaged file
         _warn_if_state_unaware(loaded, ledger, config)
         built = build_report(loaded, ledger, catalog, date.today(), _version(), sites=config.sites)
         with _writing("the report", out):
@@ -1963,6 +1964,18 @@ def main(argv: list[str] | None = None) -> int:
         error = ConfigError(
             f"the output could not be written ({exc.strerror or exc})",
             hint="free space where the output goes, then run the command again",
+        )
+        _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
+        fail_json(error.exit_code, kind_of(error), error.message, error.hint)
+        return error.exit_code
+    except sqlite3.DatabaseError as exc:
+        name = getattr(exc, "sqlite_errorname", "")
+        if not name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return _unexpected(exc, debug, fail_json)
+        # Damage a query reached mid-command (the file opened well): the file, not a bug.
+        error = ConfigError(
+            f"the state file (state.db in the sites file's state_dir) is damaged ({exc})",
+            hint="restore it from a backup: what it records of the move cannot be trusted",
         )
         _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
         fail_json(error.exit_code, kind_of(error), error.message, error.hint)

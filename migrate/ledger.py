@@ -930,6 +930,25 @@ class Ledger:
             hint="set state_dir in the sites file to a directory you can write to",
         )
 
+    def check_integrity(self) -> None:
+        """SQLite's own check of the whole file: a state damaged in its middle reads well
+        until a query reaches the damaged pages (an audit: `report` failed there with an
+        unexpected error, `status` showed figures as if nothing were wrong). Raises the
+        one line naming the file."""
+        with self._lock:
+            try:
+                rows = self._db.execute("PRAGMA quick_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(str(exc)) from exc
+        if rows != [("ok",)]:
+            raise self._damaged(str(rows[0][0]))
+
+    def _damaged(self, detail: str) -> ConfigError:
+        return ConfigError(
+            f"state file {self.path} is damaged ({detail[:200]})",
+            hint="restore it from a backup: what it records of the move cannot be trusted as it is",
+        )
+
     def close(self, *, keep_group_errors: bool = True) -> None:
         """Commits the last group, then closes. `keep_group_errors=False` (leaving on an
         error already): a failing commit does not replace that error; its objects are

@@ -2404,6 +2404,27 @@ def test_a_damaged_state_or_another_tools_is_one_line_naming_the_file_exit_3(
         assert_one_line_without_secret(out, err)
 
 
+def test_a_state_damaged_in_its_middle_is_not_reported_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A page overwritten mid-file opens well: `report` failed deep in its reads with an
+    unexpected error, exit 1 (an audit). It checks the whole file first: exit 3, naming it."""
+    plan, where = finished_local_copy(tmp_path, capsys)
+    state = tmp_path / "state" / "state.db"
+    size = state.stat().st_size
+    page = 4096
+    assert size >= 6 * page, size
+    with state.open("r+b") as f:  # a page well past the header and the schema's
+        f.seek((size // page // 2) * page)
+        f.write(bytes(range(256)) * (page // 256))
+    code, out, err = run(["report", plan, "-o", str(tmp_path / "rep"), *where, "--json"], capsys)
+    assert code == 3, (out, err)
+    assert f"state file {state} is damaged" in err and "restore it from a backup" in err, err
+    assert error_object(out)["kind"] == "ConfigError"
+    assert_one_line_without_secret(out, err)
+    assert not (tmp_path / "rep" / "report.json").exists()
+
+
 def test_a_missing_state_is_said_and_not_made_again_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
