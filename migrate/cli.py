@@ -1627,7 +1627,7 @@ def verify(
         result = do_verify(
             session.plan,
             session.ledger,
-            session.source,
+            session.deferred(session.plan.source),  # only --deep=both and --metadata read it
             session.destination,
             phase=phase,
             deep="both" if deep_both else deep,

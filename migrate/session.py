@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from datetime import date
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from migrate.errors import (
     ConfigError,
@@ -47,6 +47,7 @@ class Session:
         self._catalog: Catalog | None = None
         self._guard: RoutingGuard | None = None
         self._built: dict[str, StoreAdapter] = {}
+        self._building = threading.Lock()  # a deferred adapter's first use may be a worker's
 
     @property
     def guard(self) -> RoutingGuard:
@@ -65,14 +66,21 @@ class Session:
         return [RouteUse(*use) for use in self._guard.drain()] if self._guard else []
 
     def _adapter(self, name: str) -> StoreAdapter:
-        if name not in self._built:
-            from providers.factory import build_adapter  # not loaded when nothing is copied
+        with self._building:
+            if name not in self._built:
+                from providers.factory import build_adapter  # not loaded if nothing is copied
 
-            site = _site(self.config, name)
-            if name == self.plan.destination:
-                refuse_blocked_now(self.plan, site, self.config, self.catalog)
-            self._built[name] = build_adapter(site, guard=self.guard, catalog=self.catalog)
-        return self._built[name]
+                site = _site(self.config, name)
+                if name == self.plan.destination:
+                    refuse_blocked_now(self.plan, site, self.config, self.catalog)
+                self._built[name] = build_adapter(site, guard=self.guard, catalog=self.catalog)
+            return self._built[name]
+
+    def deferred(self, name: str) -> StoreAdapter:
+        """The site's adapter, built (its credentials asked for) at its first use: a plain
+        verification never contacts the source, and an auditor given the destination's
+        credentials alone could not run it (a walkthrough)."""
+        return cast("StoreAdapter", _Deferred(lambda: self._adapter(name)))
 
     @property
     def source(self) -> StoreAdapter:
@@ -85,6 +93,14 @@ class Session:
     def close(self) -> None:
         for adapter in self._built.values():
             adapter.close()
+
+
+class _Deferred:
+    def __init__(self, build: Callable[[], StoreAdapter]) -> None:
+        self._build = build
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._build(), name)
 
 
 def refuse_blocked_now(

@@ -1066,6 +1066,28 @@ def approved_seaweed_to_local(
     return plan, sites
 
 
+def test_a_plain_verify_needs_the_destinations_credentials_only(
+    tmp_path: Path,
+    seaweed: SeaweedFS,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A plain verification never contacts the source, yet asked for its credentials (exit
+    3 without them: a walkthrough): an auditor given the destination's alone could not
+    verify. Re-reading the source asks for them."""
+    plan, sites = approved_seaweed_to_local(tmp_path, seaweed, bucket, monkeypatch, capsys)
+    where = ["--sites", str(sites)]
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    monkeypatch.delenv("T_KEY")
+    monkeypatch.delenv("T_SECRET")
+    code, out, err = run(["verify", plan, *where], capsys)
+    assert code == 0, (out, err)
+    code, out, err = run(["verify", plan, "--deep=both", *where], capsys)
+    assert code == 3 and "T_KEY" in err, (out, err)
+    assert_one_line_without_secret(out, err)
+
+
 def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
     tmp_path: Path,
     seaweed: SeaweedFS,
