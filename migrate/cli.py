@@ -398,7 +398,13 @@ def sites_check(
 @app.command()
 def inventory(
     site: Annotated[str, typer.Argument(help="Name of the site to list (from the sites file).")],
-    prefix: Annotated[str, typer.Option(help="Only keys under this prefix.")] = "",
+    prefix: Annotated[
+        str,
+        typer.Option(
+            help="Only keys under this prefix, within each container (without the "
+            "container's name: cepidc/ for dataset snds/cepidc/)."
+        ),
+    ] = "",
     sites: SitesOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -423,6 +429,14 @@ def inventory(
             )
         finally:
             adapter.close()
+    if prefix and not summary.listed and not summary.resumed:
+        # Exit 0 and "0 added" read as a listing that found nothing new (a walkthrough
+        # gave `snds/`, a dataset's name, where the container's keys start `cepidc/`).
+        _warn(
+            f"no object under --prefix {prefix!r} in any container of site {site} "
+            f"({', '.join(chosen.buckets)}): the prefix is the start of a key within each "
+            "container, without the container's name"
+        )
     if json_out:
         _out(True, summary)
     else:

@@ -226,6 +226,7 @@ class InventorySummary:
     unlisted: int = 0
     unlisted_containers: list[str] = field(default_factory=list)
     prefix: str = ""  # what this run listed under (--prefix); "" the whole site
+    listed: int = 0  # objects this command listed (a resumed run's earlier pages not counted)
 
     @property
     def objects(self) -> int:
@@ -259,6 +260,7 @@ def run_inventory(
         )
     with Ledger(config.state_dir) as ledger:
         run_id, resumed = ledger.open_inventory_run(site.name, prefix, resume=resume)
+        total = 0
         for container in site.buckets:
             state = ledger.listing_state(run_id, container)
             if state.done:
@@ -286,6 +288,7 @@ def run_inventory(
                 ledger.restart_listing(run_id, container)
                 raise
             ledger.record_listing_page(site.name, run_id, container, [], done=True)
+            total += listed
             grouping.listed()
             if progress:
                 progress(container, listed, listed_bytes)
@@ -303,6 +306,7 @@ def run_inventory(
         return replace(
             summary,
             prefix=prefix,
+            listed=total,
             unlisted=changes.unlisted,
             unlisted_containers=list(changes.unlisted_containers),
         )

@@ -918,6 +918,20 @@ def test_a_file_name_that_is_not_utf8_is_listed_and_blocks_the_plan_with_a_findi
     assert_one_line_without_secret(out, err)
 
 
+def test_an_inventory_prefix_that_matches_nothing_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--prefix data/sub/` (the dataset's name, container included) listed nothing, exit
+    0, "0 added": read as nothing new (a walkthrough). Said, with how a prefix is read."""
+    where = local_move(tmp_path, {"sub/a.csv": b"a\n", "sub/b.csv": b"b\n"})
+    code, out, err = run(["inventory", "s", "--prefix", "data/sub/", "--json", *where], capsys)
+    assert code == 0 and json.loads(out)["listed"] == 0, err
+    assert "no object under --prefix 'data/sub/' in any container of site s (data)" in err, err
+    assert "without the container's name" in err
+    code, out, err = run(["inventory", "s", "--prefix", "sub/", "--json", *where], capsys)
+    assert code == 0 and json.loads(out)["listed"] == 2 and "no object" not in err, err
+
+
 def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
