@@ -39,7 +39,8 @@ class PhaseSummary:
     throttled: int = 0  # answers that asked to slow down (429, 503 SlowDown, ServerBusy)
     # The lowest limit on requests in flight to one store: it starts at twice --concurrency
     # (an object's reads and writes, or its parts) and halves when the store throttles.
-    lowest_requests_in_flight: int = 0
+    # None: no copy ran (a phase with nothing to do): 0 read as throttled to nothing.
+    lowest_requests_in_flight: int | None = None
     # The destination refused conditional writes: this run's writes went without a condition,
     # so an object put under a key after the conflict check could be overwritten.
     unguarded: bool = False

@@ -1040,6 +1040,8 @@ def test_a_plan_made_again_under_its_name_with_another_destination_is_refused(
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0 and json.loads(out)["copied"] == 0, err
+    # No copy ran: no limit to tell of (0 read as throttled to nothing: a walkthrough).
+    assert json.loads(out)["lowest_requests_in_flight"] is None
     assert run(["verify", plan, *where], capsys)[0] == 0
 
 
