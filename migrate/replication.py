@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 
-from migrate.errors import NotFound
+from migrate.errors import ConfigError, NotFound
 from migrate.ledger import Ledger
 from migrate.plan import Plan
 from migrate.planner import (
@@ -161,6 +161,15 @@ def plan_from_sites(
     aggregates, what the live sites say (replication, buckets in use), then the pure plan.
     `keep_waves`: the number of bulk waves of the plan whose runs began (see make_plan)."""
     check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
+    if not config.site(source).buckets:
+        # Else "run `migrate inventory SITE` first", which refuses it: a site with no
+        # bucket listed (a destination's) cannot be moved from (a walkthrough).
+        raise ConfigError(
+            f"{config.path}: sites.{source}: no buckets/containers listed: a source names "
+            "those it moves",
+            hint=f'add buckets = ["name", ...] to site {source}, then `migrate inventory '
+            f"{source}`; or check --from and --to, the source first",
+        )
     with Ledger(config.state_dir) as ledger:
         inputs = plan_inputs(
             ledger,

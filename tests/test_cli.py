@@ -932,6 +932,19 @@ def test_an_inventory_prefix_that_matches_nothing_is_said(
     assert code == 0 and json.loads(out)["listed"] == 2 and "no object" not in err, err
 
 
+def test_a_plan_from_a_site_listing_no_bucket_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from a destination's site (no bucket listed) said "run `migrate inventory d`
+    first", which then refused it (a walkthrough)."""
+    where = local_move(tmp_path, {"a.csv": b"a\n"})
+    code, out, err = run(["plan", "--from", "d", "--to", "s", "--policy", "eu-residency",
+                          "-o", str(tmp_path / "p.yaml"), *where], capsys)  # fmt: skip
+    assert code == 3, err
+    assert "sites.d: no buckets/containers listed" in err and "--from and --to" in err, err
+    assert_one_line_without_secret(out, err)
+
+
 def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
