@@ -1163,6 +1163,10 @@ def run(
                 max_rps=max_rps,
             )
 
+        # The sites as they stand against the plan's allowlist, before anything else: a
+        # finished phase answered "nothing to do", exit 0, to a sites file its dry run and
+        # verify refused (exit 10: a walkthrough). No request is made.
+        session.guard  # noqa: B018 (built for its checks)
         kind = session.plan.phase(phase).kind
         # The latest run record before this run's: an interruption names this run's alone.
         before = _last_run_id(session.ledger, session.plan.name) if json_out else 0

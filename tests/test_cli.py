@@ -2621,6 +2621,12 @@ def test_a_site_whose_endpoint_changed_after_approval_gets_no_request(
             assert err.count("\n") == 1, err
         assert other.faults.requests == 0
     assert list((tmp_path / "copy").rglob("*.csv")) == []
+    # A finished phase too: it answered "nothing to do", exit 0 (a walkthrough).
+    sites.write_text(sites.read_text().replace(other.endpoint, seaweed.endpoint))
+    assert run(["run", plan, "--phase", "bulk-1", *where], capsys)[0] == 0
+    sites.write_text(sites.read_text().replace(seaweed.endpoint, "http://localhost:9"))
+    code, _, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
+    assert code == 10 and "plan p does not allow" in " ".join(err.split()), err
 
 
 def test_a_site_pointed_at_the_other_sites_host_gets_no_request(
