@@ -760,7 +760,7 @@ def print_delta(console: Console, delta: Any) -> None:
             if delta.removed or delta.already_gone
             else " (none removed: more than --max-remove allows)"
             if delta.removal_refused
-            else " (kept at the destination; --delete-removed removes them)"
+            else " (left at the destination; --delete-removed removes them)"
             if delta.deleted
             else ""
         )
@@ -776,10 +776,11 @@ def print_delta(console: Console, delta: Any) -> None:
             markup=False,
         )
     for line in delta.kept_at_destination[:DELTA_EXAMPLES]:
-        console.print(f"  kept: {line}", markup=False, soft_wrap=True)
+        console.print(f"  not removed: {line}", markup=False, soft_wrap=True)
     if delta.kept_count > DELTA_EXAMPLES:
         console.print(
-            f"  ... and {delta.kept_count - DELTA_EXAMPLES:,} more copies kept (--json gives "
+            f"  ... and {delta.kept_count - DELTA_EXAMPLES:,} more copies not removed (--json "
+            "gives "
             f"the first {len(delta.kept_at_destination):,} with why)",
             markup=False,
         )
