@@ -860,17 +860,34 @@ def _open_items(
     # Not failing (the copy was right when made), but proof the copy is stale: a
     # `--deep=both` that re-read the source found it changed since (an audit: the report
     # said complete and verified while its own latest verification had found one).
+    # The latest that re-read the source stands until a delta or cutover ran after it (its
+    # re-list takes them) or another one re-read it: a plain one since reads no source.
+    last_catch_up = max(
+        (p.finished_at for p in phases if p.kind in ("delta", "cutover") and p.finished_at),
+        default=None,
+        key=datetime.fromisoformat,
+    )
     stale: dict[int, VerificationInfo] = {}
     for p in checked:
-        v = p.verification
-        if v is not None and v.passed and v.counts.get("source_changed"):
+        both = [
+            v for v in verifications if v.mode == "deep-both" and _covers(v, p.name, p.started_at)
+        ]
+        v = both[-1] if both else None
+        if (
+            v is not None
+            and v.counts.get("source_changed")
+            and (
+                last_catch_up is None
+                or datetime.fromisoformat(last_catch_up) < datetime.fromisoformat(v.finished_at)
+            )
+        ):
             stale[v.id] = v
     for v in (stale[i] for i in sorted(stale)):
         changed = _plural(v.counts["source_changed"], "source object", "source objects")
         items.append(
             f"verification #{v.id} ({_described(v)}) found {changed} "
-            "changed or deleted since the copy: run an inventory of the source and the "
-            "delta before switching over"
+            "changed or deleted since the copy: run the delta (or the cutover), then verify "
+            "again, before switching over"
         )
     for v, names in (failed[i] for i in sorted(failed)):
         scope = ", of the whole plan" if v.phase is None else ""
