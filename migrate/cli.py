@@ -369,7 +369,8 @@ def sites_check(
             "on a machine the policy allows"
             if what.subject == "runner"
             else "the verdict's reasons say why (above, or --json); choose a site the policy "
-            "allows, or correct a fact with a catalog file (README 'Correcting or adding a fact')"
+            "allows, or correct the site's declarations in the sites file or a fact with a "
+            "catalog file (README 'Correcting or adding a fact')"
         )
         first = f"{what.subject}: {what.status} under policy {config.policy} ({todo})"
     if json_out:

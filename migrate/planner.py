@@ -1228,8 +1228,10 @@ def make_plan(
             findings.append(
                 Finding(
                     code=f"{role}_ENDPOINT_ELSEWHERE",
-                    severity=Severity.BLOCKING,
-                    message=elsewhere,
+                    # Where it is unknown, the verdict says UNKNOWN, which the policy
+                    # weighs (eu-residency lets it pass).
+                    severity=Severity.BLOCKING if elsewhere.known else Severity.WARNING,
+                    message=elsewhere.text,
                     action=f"set site {site.name}'s provider and region to where its endpoint "
                     "is, or its endpoint to the declared region's",
                 )

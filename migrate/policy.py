@@ -704,19 +704,25 @@ def evaluate(site: Site, policy: str, catalog: Catalog, today: date) -> Verdict:
     if elsewhere is None:
         return verdict
     # The rules judged the declared region and operator; the requests go to the endpoint,
-    # which the catalog places elsewhere: whatever they said, the site fails.
+    # which the catalog places elsewhere (the site fails whatever they said), or in a
+    # region it does not list (where the data goes: unknown).
     reason = Reason(
         rule="endpoint-as-declared",
-        outcome="FAIL",
+        outcome="FAIL" if elsewhere.known else "UNKNOWN",
         fact=f"sites.{site.name}.endpoint",
         value=site.endpoint,
         source=f"declared in the sites file ([sites.{site.name}] endpoint)",
         as_of=None,
         origin_file=None,
-        text=elsewhere,
+        text=elsewhere.text,
     )
+    status = _combine([verdict.status, reason.outcome])
     return verdict.model_copy(
-        update={"status": "FAIL", "blocking": True, "reasons": (*verdict.reasons, reason)}
+        update={
+            "status": status,
+            "blocking": _blocking(status, pol),
+            "reasons": (*verdict.reasons, reason),
+        }
     )
 
 

@@ -25,6 +25,7 @@ import functools
 import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import (
@@ -61,6 +62,7 @@ __all__ = [
     "Catalog",
     "Certification",
     "ClassMapping",
+    "Elsewhere",
     "Exposure",
     "Fact",
     "GlobalEndpoint",
@@ -202,6 +204,15 @@ class Certification(_Model):
         if self.regions is None:
             return None
         return "*" in self.regions or code in self.regions
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """Catalog.endpoint_elsewhere's answer: `known`, the catalog places the endpoint (another
+    listed region, another provider's host): the site fails; else where it is is unknown."""
+
+    text: str
+    known: bool
 
 
 class GlobalEndpoint(_Model):
@@ -525,11 +536,13 @@ class Catalog(_Model):
             )
         return findings
 
-    def endpoint_elsewhere(self, site: Site) -> str | None:
+    def endpoint_elsewhere(self, site: Site) -> Elsewhere | None:
         """The site's endpoint host is, by the catalog, another provider's or another
         region's endpoint than the site declares: the data would go there, whatever the
-        verdict on the declared region says. None when it is the declared one's, or no
-        region of the catalog claims it (a private endpoint, a custom domain)."""
+        verdict on the declared region says (`known`); or it names, in the shape of the
+        provider's endpoints, a region the catalog does not list: where the data would go
+        is unknown. None when it is the declared one's, or no provider of the catalog
+        claims it (a private endpoint, a custom domain)."""
         if not site.endpoint:
             return None
         host = _host(site.endpoint)
@@ -541,9 +554,11 @@ class Catalog(_Model):
             for region in provider.regions:
                 if any(_host_matches(host, p) for p in _expected_hosts(provider, region, site)):
                     owners.append((name, region.code, provider.display_name))
+        known = True
         if not owners:
             # No region it lists: a region it left out (a US one) in the shape of the
-            # provider's endpoints, or a host of its domains whose region it cannot tell.
+            # provider's endpoints, or another provider's storage host whose region the
+            # catalog cannot tell.
             for name in self.names():
                 provider = self.providers[name]
                 if _global_match(provider, host) is not None:
@@ -551,18 +566,24 @@ class Catalog(_Model):
                 code = _region_in_patterns(provider, host)
                 shown = provider.display_name
                 if code is not None and (name, code) != (site.provider, site.region):
-                    unlisted = provider.region(code) is None
-                    note = " (a region the catalog does not list: its country unknown)"
-                    owners.append((name, f"{code}{note if unlisted else ''}", shown))
-                elif code is None and name != site.provider and _in_domains(provider, host):
+                    if provider.region(code) is None:
+                        # Another provider's: the site is not what it declares; its own:
+                        # a region the catalog does not place.
+                        known = known and name != site.provider
+                        note = " (a region the catalog does not list: where it is, unknown)"
+                        owners.append((name, f"{code}{note}", shown))
+                    else:
+                        owners.append((name, code, shown))
+                elif code is None and name != site.provider and _in_shapes(provider, host):
                     owners.append((name, "(which region, the catalog cannot tell)", shown))
         if not owners or (site.provider, site.region) in {(o[0], o[1]) for o in owners}:
             return None
         claimed = ", ".join(f"{shown} {code}" for _, code, shown in owners)
-        return (
+        return Elsewhere(
             f"site {site.name}: endpoint host {host} is, by the catalog, the endpoint of "
             f"{claimed}, not of the site's {site.provider} {site.region or '(no region)'}: "
-            "the data would go there, and the verdict judges the declared region"
+            "the data would go there, and the verdict judges the declared region",
+            known=known,
         )
 
     def global_endpoint(self, host: str) -> tuple[Provider, GlobalEndpoint] | None:
@@ -660,7 +681,7 @@ class Catalog(_Model):
 
 def _host(endpoint: str) -> str:
     parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
-    return (parts.hostname or "").lower()
+    return (parts.hostname or "").lower().rstrip(".")  # as the routing guard reads it
 
 
 def _fill(pattern: str, site: Site, region: str) -> str | None:
@@ -702,20 +723,21 @@ def _region_in_patterns(provider: Provider, host: str) -> str | None:
     return None
 
 
-def _in_domains(provider: Provider, host: str) -> bool:
-    """The host is under a domain of the provider's endpoints (their last two labels:
-    amazonaws.com, ovh.net, blob.core.windows.net's windows.net)."""
+def _in_shapes(provider: Provider, host: str) -> bool:
+    """The host is in the shape of one of the provider's storage endpoints, any region or
+    account in place of theirs (`s3.dualstack.us-west-2.amazonaws.com` is Amazon S3's; an
+    EC2 or load balancer name under amazonaws.com is not)."""
     texts = [provider.endpoint_pattern.value, *(provider.other_endpoint_patterns.value or ())]
     for region in provider.regions:
         texts += [region.endpoint.value, *(region.other_endpoints.value or ())]
     for text in texts:
         if not text:
             continue
-        labels = _host(text.replace("{region}", "r").replace("{account}", "a")).split(".")
-        if len(labels) < 2 or not labels[-1].isalpha():  # an address, not a domain
+        shape = re.sub(r"\{(region|account)\}", "*", text.lower())
+        labels = shape.split(".")
+        if len(labels) < 2 or not labels[-1].isalpha():  # an address, not a host name
             continue
-        domain = ".".join(labels[-2:])
-        if host == domain or host.endswith(f".{domain}"):
+        if _host_matches(host, shape):
             return True
     return False
 
