@@ -1580,6 +1580,12 @@ def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_aske
     code, out, err = run(["sites", "check", "us", "--json", "--sites", str(listed)], capsys)
     assert code == 0, (out, err)
     assert json.loads(out)["sites"][0]["not_checked"].startswith("set up, not contacted: ")
+    # One the site declares is its mistake, as `inventory` says (a review: exit 0).
+    declared = tmp_path / "declared.toml"
+    global_endpoint = 'region = "eu-west-3"\nendpoint = "https://s3.amazonaws.com"\n'
+    declared.write_text(listed.read_text().replace('region = "us-east-1"\n', global_endpoint))
+    code, out, err = run(["sites", "check", "us", "--json", "--sites", str(declared)], capsys)
+    assert code == 10 and json.loads(out)["sites"][0]["exit_code"] == 10, (out, err)
     code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
     assert code == 0, (out, err)
     # The machine running migrate is judged too, as a run judges it.
