@@ -253,13 +253,8 @@ class Prices(_Model):
     egress_free_gb_month: Fact[float] = Field(default_factory=_unknown)
     currency: str | None = None
 
-    @model_validator(mode="after")
-    def _priced_in(self) -> Prices:
-        # The plan's costs would otherwise be shown in a currency nobody stated.
-        priced = self.storage_per_gb_month.value is not None or self.egress_per_gb.value is not None
-        if priced and not self.currency:
-            raise ValueError("a price needs its currency: add `currency: EUR` (or USD...)")
-        return self
+    def priced(self) -> bool:
+        return self.storage_per_gb_month.value is not None or self.egress_per_gb.value is not None
 
 
 _UNITS = {
@@ -388,6 +383,21 @@ class Provider(_Model):
     quirks: dict[str, Fact[bool | int | str]] = {}
     software: tuple[Software, ...] = ()
     notes: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _priced_in(self) -> Provider:
+        # The plan's costs would otherwise be shown in a currency nobody stated. A region's
+        # prices take the provider's currency unless they name their own.
+        if self.prices.priced() and not self.prices.currency:
+            raise ValueError("prices: a price needs its currency: add `currency: EUR` (or USD...)")
+        for region in self.regions:
+            stated = region.prices and (region.prices.currency or self.prices.currency)
+            if region.prices and region.prices.priced() and not stated:
+                raise ValueError(
+                    f"regions[{region.code}].prices: a price needs its currency: add "
+                    "`currency: EUR` (or USD...)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> Provider:

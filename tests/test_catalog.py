@@ -314,6 +314,19 @@ def test_bad_builtin_file_names_file_and_key(
         catalog_module._builtin_raw.cache_clear()
 
 
+def test_a_regions_price_takes_its_providers_currency(tmp_path: Path) -> None:
+    """The check that a price has its currency refused a region's price of a provider
+    priced in USD (a review)."""
+    path = tmp_path / "eu-west-3.yaml"
+    path.write_text(
+        "name: aws\nregions:\n  - code: eu-west-3\n    prices:\n      egress_per_gb: "
+        "{value: 0.02, source: https://x.example, as_of: 2026-11-01}\n",
+        encoding="utf-8",
+    )
+    prices = load_catalog([path]).prices_for("aws", "eu-west-3")
+    assert (prices.egress_per_gb.value, prices.currency) == (0.02, "USD")
+
+
 def test_catalog_is_frozen(cat: Catalog) -> None:
     with pytest.raises(ValueError):
         cat.provider("scaleway").limits.max_parts.value = 5  # type: ignore[misc]
