@@ -686,8 +686,15 @@ class _Verifier:
             # The store silent, or this object's body cut at every try while the store
             # answers (SeaweedFS failing its own checksum on a later chunk: an audit saw
             # every deep verify stop there, exit 6, nothing recorded). A HEAD of it tells.
-            if not self._answers(row):
-                raise
+            try:
+                self.head(row.destination_bucket, row.destination_key)
+            except NotFound:
+                self.finding(row, "missing", "listed, but gone when read")
+                return False
+            except (NoAnswer, EndpointUnreachable):
+                raise exc from None
+            except MigrateError:
+                pass  # an answer: the store is there
             self.finding(
                 row,
                 "unreadable",
@@ -712,17 +719,6 @@ class _Verifier:
                 f"bytes read hash to SHA-256 {sha}, the ledger's is {row.sha256}",
             )
             return False
-        return True
-
-    def _answers(self, row: DestinationRow) -> bool:
-        """Whether the destination answers a HEAD of the object (any answer, a refusal
-        too); False when it does not answer either (the store silent)."""
-        try:
-            self.head(row.destination_bucket, row.destination_key)
-        except (NoAnswer, EndpointUnreachable):
-            return False
-        except MigrateError:
-            return True
         return True
 
     def reread_source(self, row: DestinationRow) -> ObjectInfo | None:

@@ -868,6 +868,12 @@ class FailsItsOwnChecksum(Delegating):
 
     bad = ""
     cut = False  # its body cut after the answer began (SeaweedFS, a later chunk's CRC)
+    gone = False  # and deleted before the HEAD that tells a store silent from it
+
+    def head(self, container: str, key: str) -> Any:
+        if key == self.bad and self.gone:
+            raise NotFound(f"dst: {container}/{key}: not found")
+        return self._inner.head(container, key)
 
     def open_range(self, container: str, key: str, *args: Any, **kw: Any) -> Any:
         if key == self.bad and not self.cut:
@@ -911,7 +917,7 @@ def test_a_store_that_stops_answering_stops_a_deep_verify_with_no_finding(
     assert set(counts) == {"done"}, counts
 
 
-@pytest.mark.parametrize("how", ["answered 500", "body cut"])
+@pytest.mark.parametrize("how", ["answered 500", "body cut", "body cut, then gone"])
 def test_an_object_that_cannot_be_read_back_is_a_finding_and_the_others_are_checked(
     env_for: Any, how: str
 ) -> None:
@@ -923,8 +929,12 @@ def test_an_object_that_cannot_be_read_back_is_a_finding_and_the_others_are_chec
     plan = copied(env)
     failing = FailsItsOwnChecksum(env.destination)
     failing.bad = sorted(ESTATE)[1]
-    failing.cut = how == "body cut"
+    failing.cut = how.startswith("body cut")
+    failing.gone = how.endswith("gone")
     result = check(env, plan, deep=True, destination=failing, sleep=lambda s: None)
+    if failing.gone:  # not unreadable: missing (a review)
+        assert named(result) == [("missing", failing.bad)]
+        return
     assert not result.passed and named(result) == [("unreadable", failing.bad)]
     assert "could not be read" in result.findings[0].detail
     assert result.reread == len(ESTATE) - 1  # every other object was re-read
