@@ -517,7 +517,8 @@ def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str
         outcome, text = "UNKNOWN", f"{cert.name}: status unknown"
     elif covers is False:
         outcome = "FAIL"
-        text = f"{cert.name} held in {', '.join(cert.regions or ())}, not in region {region}"
+        held = ", ".join(cert.regions or ()) or "no region"
+        text = f"{cert.name} held in {held}, not in region {region}"
     elif cert.object_storage == "no":
         outcome, text = "FAIL", f"{cert.name} held, but not for the object-storage service"
     elif cert.object_storage == "unknown":

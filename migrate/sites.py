@@ -110,6 +110,22 @@ class Site(BaseModel):
     certifications: tuple[str, ...] = ()
     credentials: CredentialRef = CredentialRef()
 
+    @field_validator("non_eu_law")
+    @classmethod
+    def _named_laws(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _laws(value)
+
+
+def _laws(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    # ["none"] would read as a law named "none" that reaches the operator (a FAIL).
+    for law in value or ():
+        if not law.strip() or law.strip().lower() in ("none", "no", "n/a", "-"):
+            raise ValueError(
+                f"{law!r} is not a law's name: write non_eu_law = [] when none reaches the "
+                'operator or its parent, else the laws\' names (e.g. ["US CLOUD Act"])'
+            )
+    return value
+
 
 class Runner(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

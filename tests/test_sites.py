@@ -71,6 +71,10 @@ def test_sites_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
             '[sites.a]\nprovider = "s3"\nbuckets = "one"\n',
             'sites.a.buckets: should be a list, e.g. ["a", "b"]',
         ),
+        (  # a law named "none" would fail the site (a review)
+            '[sites.a]\nprovider = "self-hosted"\nnon_eu_law = ["none"]\n',
+            "'none' is not a law's name: write non_eu_law = []",
+        ),
     ],
 )
 def test_an_invalid_file_gets_one_line_naming_file_and_key(
