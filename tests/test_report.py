@@ -292,8 +292,9 @@ def test_the_standalone_check_never_reads_another_file_than_the_key_names(
     lines = [
         {"dataset": "x/", "destination_bucket": "bkt", "destination_key": key, "size": len(data),
          "sha256": sha}
-        for key in ("a/../b", "nul\u0000", "ok")
+        for key in ("a/../b", "nul\u0000", "ok", "p")
     ]  # fmt: skip
+    del lines[3]["sha256"]  # a line cut or edited: a failure, not a traceback (an audit)
     text = "".join(
         json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
         for r in lines
@@ -305,8 +306,10 @@ def test_the_standalone_check_never_reads_another_file_than_the_key_names(
     assert "FAIL bkt/a/../b: cannot be checked in a directory" in result.stdout
     assert "FAIL bkt/nul" in result.stdout
     assert "FAIL bkt/ok" not in result.stdout
-    assert "3 objects" in result.stdout
-    assert "2 object problems and 0 manifest problems" in result.stdout
+    assert "FAIL bkt/p: the manifest line has no valid sha256" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "4 objects" in result.stdout
+    assert "3 object problems and 0 manifest problems" in result.stdout
 
 
 def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(

@@ -184,8 +184,24 @@ UNREACHABLE = "cannot reach the store"
 REFUSALS_TO_STOP = 3  # refusals (401, 403) before any object could be read: the credentials
 
 
+def _invalid_fields(record):
+    """The fields a line needs to be checked, missing or of the wrong kind."""
+    named = ("destination_bucket", "destination_key")
+    wrong = [k for k in named if not isinstance(record.get(k), str)]
+    size = record.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        wrong.append("size")
+    sha = record.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        wrong.append("sha256")
+    return wrong
+
+
 def check_object(reader, root, record):
     """None when the destination object matches the line, else why not."""
+    wrong = _invalid_fields(record)
+    if wrong:  # a line edited or cut: a failure, not a crash (an audit: KeyError, exit 1)
+        return f"the manifest line has no valid {', '.join(wrong)}: it cannot be checked"
     bucket, key = record["destination_bucket"], record["destination_key"]
     try:
         if reader is not None:
@@ -446,7 +462,7 @@ def main(argv=None):
     def report(done):
         nonlocal failures, read_one
         record, why = done
-        where = f"{record['destination_bucket']}/{record['destination_key']}"
+        where = f"{record.get('destination_bucket', '?')}/{record.get('destination_key', '?')}"
         if why is not None and why.startswith(("HTTP 401", "HTTP 403")) and not read_one:
             refused.append(f"FAIL {where}: {why}")
             failures += 1
