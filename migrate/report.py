@@ -1712,6 +1712,12 @@ def render_html(report: Report) -> str:
     for p in r.phases:
         if p.verification is not None and not p.verification.passed:
             verified = _badge("latest verification failed", "failed")
+        elif p.verification is not None and _weaker_since(
+            r.verifications, p.name, p.verification, p.started_at
+        ):
+            # As its open item says: a plain pass does not clear a failed deep one (an
+            # audit saw "verified" badges under open items that said so).
+            verified = _badge("a stronger verification failed", "failed")
         elif p.verified_at and p.verification is not None:
             verified = _badge("verified")
         else:

@@ -976,6 +976,10 @@ def test_what_no_approval_covers_a_weaker_check_and_a_blocked_destination_stay_o
         f"passing ones since checked less (the latest, #{plain.record_id}: stored); verify "
         f"it again as #{deeper.record_id} did",
     )
+    # Its HTML badge says so too, not "verified" under that item (an audit).
+    html = render_html(report)
+    assert "a stronger verification failed</span></h3>" in html
+    assert ">verified</span></h3>" not in html
 
     edited = with_digest(plan.model_copy(update={"allowlist": (*plan.allowlist, "evil:443")}))
     assert (
