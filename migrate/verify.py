@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 import re
 import threading
 import time
@@ -118,6 +119,14 @@ WRONG_CONTENT: frozenset[str] = frozenset(
 # not marked to copy again (each verify and run would otherwise copy it forever).
 LASTING: frozenset[str] = frozenset({"metadata_mismatch"})
 _GENERIC_TYPE = "application/octet-stream"  # RFC 2046's type for bytes of no known kind
+
+
+def _guessable(key: str, chosen: str) -> bool:
+    """Whether `chosen` may be a store's guess from the key's name: the type the name's
+    extension maps to, where one is known (an audit: text/html put by another writer over
+    a .json's generic type passed as the store's doing)."""
+    guess, _ = mimetypes.guess_type(key, strict=False)
+    return guess is None or chosen.split(";")[0].strip().lower() == guess.lower()
 
 
 def _recopy_reason(kind: str, detail: str) -> str:
@@ -796,7 +805,9 @@ class _Verifier:
         if ctype and info.content_type and ctype != info.content_type:
             # The generic type some stores replace with one guessed from the name, at every
             # write (SeaweedFS): a copy again would send it and see it replaced again.
-            generic = ctype.lower() == _GENERIC_TYPE
+            generic = ctype.lower() == _GENERIC_TYPE and _guessable(
+                row.destination_key, info.content_type
+            )
             differences.append(
                 f"content type {info.content_type!r}, the source's is {ctype!r}"
                 + (": the destination store chose a type of its own for the generic one"

@@ -641,6 +641,23 @@ def test_a_generic_content_type_the_destination_replaces_is_named_not_held_again
     assert named(fixed) == [("metadata_mismatch", key)] and fixed.to_copy_again == 1
 
 
+def test_a_type_no_name_guess_gives_over_the_generic_one_is_held_against_the_copy(
+    env_for: Any,
+) -> None:
+    """Any type over the generic one passed as the store's guess, whoever set it: text/html
+    put over a .csv's (an audit). Only the type its name's extension maps to is the store's."""
+    env: Env = env_for("azure", "s3")
+    key = "cohort/table.csv"
+    plan = copied(env, {key: (b"id,age\n1,42\n", "application/octet-stream", {}, False)})
+    copy = env.destination.head(env.bucket, key)
+    env.destination.replace_metadata(env.bucket, key, WriteAttrs(
+        content_type="text/html; charset=utf-8", metadata=dict(copy.metadata or {})),
+        if_match=copy.etag or "", size=copy.size)  # fmt: skip
+    result = check(env, plan, check_metadata=True)
+    assert named(result) == [("metadata_mismatch", key)] and not result.passed
+    assert "text/html" in result.findings[0].detail
+
+
 def test_metadata_lost_beside_a_type_the_store_chose_is_named_and_copied_again(
     env_for: Any,
 ) -> None:
