@@ -1966,6 +1966,15 @@ def main(argv: list[str] | None = None) -> int:
             and "(both)" in message  # typer's "Got unexpected extra argument (both)"
         ):
             where = "write --deep=both, in one word, to re-read the source too"
+        first = next((a for a in args if not a.startswith("-")), None)
+        if (
+            "No such option" in message
+            and first in _command_names()
+            and args.index(first) > 0
+            and args[0] not in ("--help", "--version")
+        ):
+            # `migrate --debug run ...`: the option is the command's, written after it.
+            where = f"options go after the command's name: migrate {first} ... {args[0]}"
         line = f"migrate: error: {message}" + (f" ({where})" if where else "")
         _stderr().print(line, markup=False, soft_wrap=True)
         fail_json(int(exc.exit_code), USAGE, message, where)
@@ -2001,6 +2010,12 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except Exception as exc:  # a bug: still one line, unless --debug
         return _unexpected(exc, debug, fail_json)
+
+
+def _command_names() -> set[str]:
+    """The top-level commands and groups (run, plan, sites...)."""
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    return names | {g.name or "" for g in app.registered_groups}
 
 
 def _unexpected(

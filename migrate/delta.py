@@ -165,7 +165,8 @@ def check_removal_ceiling(
         return
     share = f"{100 * to_remove / copies:.1f}%" if copies else "all"
     raise PlanError(
-        f"--delete-removed: {to_remove:,} copies would be removed ({share} of the plan's "
+        f"--delete-removed: {to_remove:,} {'copy' if to_remove == 1 else 'copies'} would be "
+        f"removed ({share} of the plan's "
         f"{copies:,}), more than --max-remove {max_remove} allows ({ceiling:,}): nothing "
         "was removed or copied",
         hint="check that the source was not emptied by mistake (the delta's summary names "

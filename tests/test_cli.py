@@ -1960,6 +1960,16 @@ def test_deep_takes_both_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert_one_line_without_secret(out, err)
 
 
+def test_an_option_before_the_command_is_told_where_it_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate --debug run ...` said only "No such option: --debug" (a walkthrough)."""
+    code, out, err = run(["--debug", "run", str(tmp_path / "p.yaml")], capsys)
+    assert code == 2, err
+    assert "options go after the command's name: migrate run ... --debug" in err, err
+    assert_one_line_without_secret(out, err)
+
+
 def test_a_run_with_failed_objects_says_so_in_one_line_and_exits_11(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
