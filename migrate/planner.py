@@ -1153,7 +1153,10 @@ def make_plan(
     of the inventory left out on purpose (recorded in the plan; no finding is about them).
     Pure: reads no file, clock or network. Raises PlanError or ConfigError on bad input."""
     if source == destination:
-        raise PlanError(f"source and destination are the same site ({source})")
+        raise PlanError(
+            f"source and destination are the same site ({source})",
+            hint="--from names the site moved from, --to another site to move to",
+        )
     check_plan_options(bandwidth_bytes_per_second, pilot_share, wave_cap_bytes)
     src, dst = config.site(source), config.site(destination)
     get_policy(policy)

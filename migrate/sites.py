@@ -182,8 +182,16 @@ def load_sites(explicit: Path | str | None = None) -> SitesConfig:
             f"sites file {shown}{named} not found",
             hint=f"pass --sites PATH or set {SITES_ENV}; see README 'Configuration'",
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"sites file {path} is a directory",
+            hint="name the file itself, e.g. --sites sites.toml",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read sites file {path}: {exc}") from None
+        raise ConfigError(
+            f"cannot read sites file {path}: {exc}",
+            hint="check its permissions, and that it is the TOML sites file (UTF-8 text)",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_sites(raw, path)

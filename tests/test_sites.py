@@ -88,6 +88,14 @@ def test_an_invalid_file_gets_one_line_naming_file_and_key(
     assert err.value.exit_code == 3
 
 
+def test_a_sites_path_that_is_a_directory_is_said_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_sites(tmp_path)
+    assert err.value.one_line() == (
+        f"sites file {tmp_path} is a directory (name the file itself, e.g. --sites sites.toml)"
+    )
+
+
 @pytest.mark.parametrize(
     "credentials",
     [
