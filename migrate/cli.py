@@ -559,8 +559,10 @@ def plan(
     config.site(source), config.site(destination), get_policy(chosen)
     share = _share_of(pilot_share, "--pilot-share")
     if not 0 <= share < 1:  # said as typed: "200%", not the 2 it converts to
+        bare = "%" not in pilot_share and share >= 1  # "5": 500%, not 5%
         raise ConfigError(
-            f"--pilot-share {pilot_share}: give a share from 0% to below 100%",
+            f"--pilot-share {pilot_share}: give a share from 0% to below 100%"
+            + (f" ({pilot_share} without % is {share:.0%})" if bare else ""),
             hint="e.g. --pilot-share 2% or 0.02",
         )
     if not 1 / 1024**3 <= wave_cap_gib <= 2**40:  # nan and inf too: no comparison holds

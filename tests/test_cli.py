@@ -1658,7 +1658,7 @@ def test_plan_options_and_names_are_checked_before_any_store_is_read(
     for extra, said in (
         (["--policy", "eu-residency", "--from", "nosuch"], "no site named 'nosuch'"),
         (["--policy", "no-such-policy"], "unknown policy 'no-such-policy'"),
-        (["--policy", "eu-residency", "--pilot-share", "5"], "--pilot-share 5: give a share"),
+        (["--policy", "eu-residency", "--pilot-share", "5"], "(5 without % is 500%)"),
         # as typed, not the 2 it converts to
         (["--policy", "eu-residency", "--pilot-share", "200%"], "--pilot-share 200%: give a"),
         (["--policy", "eu-residency", "--pilot-share", "two"], "give a share such as"),
