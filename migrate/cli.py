@@ -1675,6 +1675,11 @@ def verify(
             )
             + f"): {state}; {result.objects:,} objects, {result.reread:,} re-read"
             + (
+                f" ({result.source_reread:,} at the source too)"
+                if result.mode == "deep-both"
+                else ""
+            )
+            + (
                 f", metadata compared for {result.metadata_compared:,} of {result.objects:,}"
                 if result.metadata_asked
                 else ""

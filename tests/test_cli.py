@@ -1115,6 +1115,10 @@ def test_a_plain_verify_needs_the_destinations_credentials_only(
     code, out, err = run(["verify", plan, "--deep=both", *where], capsys)
     assert code == 3 and "T_KEY" in err, (out, err)
     assert_one_line_without_secret(out, err)
+    monkeypatch.setenv("T_KEY", seaweed.access_key)
+    monkeypatch.setenv("T_SECRET", seaweed.secret_key)
+    code, out, err = run(["verify", plan, "--deep=both", *where], capsys)
+    assert code == 0 and "1 re-read (1 at the source too)" in " ".join(out.split()), out
 
 
 def test_a_proxy_the_plan_does_not_name_is_refused_before_any_request(
