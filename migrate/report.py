@@ -1596,8 +1596,10 @@ def render_html(report: Report) -> str:
             if r.open_items
             # Said, not left for the reader to infer from a missing list: what "verified"
             # covers (the copy), and what it does not (the source, still in place).
-            else "<p>Open items: none. The copy is complete and verified; the source still "
-            "holds the data until it is deleted there (migrate never deletes at the "
+            else "<p>Open items: none. The copy is complete and verified, as the latest "
+            "verifications found it (this report reads the state, not the stores: the "
+            "manifest and tools/check_manifest.py re-check the destination now); the source "
+            "still holds the data until it is deleted there (migrate never deletes at the "
             "source).</p>"
         ),
         '<dl class="meta">',

@@ -760,6 +760,7 @@ def test_a_phase_not_run_leaves_the_report_incomplete_and_removed_objects_are_co
     # none is said, with what "verified" does not cover: the source still holds the data
     # (an auditor's walkthrough found nothing said when the list was empty)
     assert "Open items: none." in page and "the source still holds the data" in page
+    assert "as the latest verifications found it" in page  # not the stores now (an audit)
     # Under each phase, which verification covers it and of what (the whole plan's count
     # read as the phase's own: the same walkthrough).
     assert f"Verification #{whole.record_id} (the whole plan): " in page
