@@ -1231,12 +1231,11 @@ def make_plan(
             findings.append(
                 Finding(
                     code=f"{role}_ENDPOINT_ELSEWHERE",
-                    # Where it is unknown, the verdict says UNKNOWN, which the policy
-                    # weighs (eu-residency lets it pass).
-                    severity=Severity.BLOCKING if elsewhere.known else Severity.WARNING,
+                    severity=Severity.BLOCKING,  # known elsewhere, or where is unknown
                     message=elsewhere.text,
                     action=f"set site {site.name}'s provider and region to where its endpoint "
-                    "is, or its endpoint to the declared region's",
+                    "is, or its endpoint to the declared region's; a host that is the declared "
+                    "region's after all goes in its `other_endpoints`, in a catalog file",
                 )
             )
         for text in catalog.endpoint_findings(site) if elsewhere is None else ():

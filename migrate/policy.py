@@ -721,7 +721,9 @@ def evaluate(site: Site, policy: str, catalog: Catalog, today: date) -> Verdict:
     return verdict.model_copy(
         update={
             "status": status,
-            "blocking": _blocking(status, pol),
+            # Blocking under every policy, eu-residency too: its requests would go where
+            # the catalog cannot say, a US region as well as the declared one (a review).
+            "blocking": True,
             "reasons": (*verdict.reasons, reason),
         }
     )

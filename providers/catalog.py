@@ -209,7 +209,9 @@ class Certification(_Model):
 @dataclass(frozen=True)
 class Elsewhere:
     """Catalog.endpoint_elsewhere's answer: `known`, the catalog places the endpoint (another
-    listed region, another provider's host): the site fails; else where it is is unknown."""
+    listed region, another provider's host): the site fails; else (its own provider's, in a
+    region the catalog does not place) where it is is unknown. Either way no plan may send
+    its data there."""
 
     text: str
     known: bool
@@ -566,25 +568,29 @@ class Catalog(_Model):
                     owners.append((name, region.code, provider.display_name))
         known = True
         if not owners:
-            # No region it lists: a region it left out (a US one) in the shape of the
-            # provider's endpoints, or another provider's storage host whose region the
-            # catalog cannot tell.
+            # No region it lists: another provider's host (a global one, whose name tells
+            # no region, too); or its own in a region the catalog leaves out (a US one), in
+            # the shape of its endpoints, or whose region cannot be read: where the data
+            # would go is then unknown, and no plan sends it there unlooked (blocking).
+            unlisted = " (a region the catalog does not list: where it is, unknown)"
             for name in self.names():
                 provider = self.providers[name]
+                shown, own = provider.display_name, name == site.provider
                 if _global_match(provider, host) is not None:
-                    continue
+                    if not own:
+                        owners.append((name, "(a global endpoint: no region in its name)", shown))
+                    continue  # its own: the region is the declared one (Azure's accounts)
                 code = _region_in_patterns(provider, host)
-                shown = provider.display_name
-                if code is not None and (name, code) != (site.provider, site.region):
+                if code is not None:
+                    if (name, code) == (site.provider, site.region):
+                        continue
                     if provider.region(code) is None:
-                        # Another provider's: the site is not what it declares; its own:
-                        # a region the catalog does not place.
-                        known = known and name != site.provider
-                        note = " (a region the catalog does not list: where it is, unknown)"
-                        owners.append((name, f"{code}{note}", shown))
+                        known = known and not own
+                        owners.append((name, f"{code}{unlisted}", shown))
                     else:
                         owners.append((name, code, shown))
-                elif code is None and name != site.provider and _in_shapes(provider, host):
+                elif _in_shapes(provider, host):
+                    known = known and not own
                     owners.append((name, "(which region, the catalog cannot tell)", shown))
         if not owners or (site.provider, site.region) in {(o[0], o[1]) for o in owners}:
             return None

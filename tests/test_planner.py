@@ -1004,11 +1004,7 @@ def test_an_endpoint_the_catalog_places_elsewhere_blocks_the_plan(
         assert found == []
         return
     (finding,) = found
-    if provider == "ionos":  # a region the catalog does not list: where, unknown
-        assert finding.severity.value == "warning"
-        assert "DESTINATION_POLICY_UNKNOWN" in {f.code for f in plan.findings}
-    else:
-        assert finding.severity.value == "blocking" and finding in plan.blocking
+    assert finding.severity.value == "blocking" and finding in plan.blocking
     host = endpoint.removeprefix("https://")
     assert f"endpoint host {host} is, by the catalog, the endpoint of " in finding.message
     assert claimed in finding.message, finding.message

@@ -154,6 +154,11 @@ def test_self_hosted_judged_on_its_declarations(cat: Catalog) -> None:
         # Its own provider's, in a region the catalog does not list: where, unknown.
         ("ionos", "de", "https://s3.us-central-1.ionoscloud.com", "UNKNOWN"),
         ("ionos", "de", "https://s3.eu-central-1.ionoscloud.com", "UNKNOWN"),
+        # (AWS fails eu-sovereign on its own; the endpoint's reason is added.)
+        ("aws", "eu-west-3", "https://s3.dualstack.us-east-2.amazonaws.com", "FAIL"),
+        # Another provider's host: a regional GCS one, an Azure account's (global).
+        ("self-hosted", None, "https://storage.us-east1.rep.googleapis.com", "FAIL"),
+        ("self-hosted", None, "https://chuacct.blob.core.windows.net", "FAIL"),
         # Not a storage endpoint of any provider (a VPS's or a load balancer's name).
         ("self-hosted", None, "https://vps-1a2b3c4d.vps.ovh.net", "PASS"),
         ("self-hosted", None, "https://my-alb-1234.eu-west-3.elb.amazonaws.com", "PASS"),
@@ -177,8 +182,9 @@ def test_a_site_whose_endpoint_the_catalog_places_elsewhere_fails(
         return
     assert verdict.blocking and verdict.reasons[-1].rule == "endpoint-as-declared"
     assert endpoint.removeprefix("https://").rstrip(".") in verdict.reasons[-1].text
-    residency = evaluate(site, "eu-residency", cat, TODAY)
-    assert residency.blocking == (status == "FAIL")  # UNKNOWN does not block it
+    # eu-residency too, UNKNOWN as well: the requests would go where the catalog cannot
+    # say, a US region as well as the declared one (a review).
+    assert evaluate(site, "eu-residency", cat, TODAY).blocking
 
 
 def test_a_region_outside_a_certifications_scope_fails_on_that_reason(cat: Catalog) -> None:
