@@ -87,9 +87,26 @@ def inputs_of(plan: Path, phase: str, sites: Path | None) -> Inputs:
     """What a finished phase's answer is derived from, outside the ledger."""
     sites_file = sites_path(sites)
     sites_bytes = _file_bytes(sites_file)
-    state_dir = state_dir_of(tomllib.loads(sites_bytes.decode("utf-8")), sites_file)
+    raw = tomllib.loads(sites_bytes.decode("utf-8"))
+    state_dir = state_dir_of(raw, sites_file)
+    # What the run's checks read besides: the user's catalog files (an endpoint moved by
+    # one) and the proxy variables (an undeclared proxy is refused): a change to either is
+    # a full run's to answer (a review: a receipt answered exit 0 where the run said 10).
+    catalogs = [_file_bytes((sites_file.parent / p).resolve()) for p in raw.get("catalog", [])]
+    proxies = sorted(
+        f"{name.lower()}={value.rpartition('@')[2]}"  # never a proxy's credentials
+        for name, value in os.environ.items()
+        if value and name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    )
     digest = hashlib.sha256(_FORMAT)
-    for part in (phase.encode("utf-8"), _file_bytes(plan), sites_bytes, bytes(state_dir)):
+    for part in (
+        phase.encode("utf-8"),
+        _file_bytes(plan),
+        sites_bytes,
+        bytes(state_dir),
+        *catalogs,
+        "\n".join(proxies).encode("utf-8", "surrogateescape"),
+    ):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     digest.update(_code())

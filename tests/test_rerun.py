@@ -172,6 +172,9 @@ def test_every_table_a_finished_answer_is_read_from_voids_the_receipts(
         ("--dry-run", 0),
         ("--concurrency=257", 3),  # beyond the CLI's bound: refused there, so not answered
         ("--part-size-mib=5121", 3),
+        # What the run's checks read besides the files (a review: the receipt said 0).
+        ("a proxy variable set", 10),
+        ("a user catalog file edited", 0),
     ],
 )
 def test_what_the_receipt_was_not_written_for_is_answered_by_the_full_command(
@@ -200,6 +203,16 @@ def test_what_the_receipt_was_not_written_for_is_answered_by_the_full_command(
         args += ["--reason", "why"]
     elif change == "other code":
         monkeypatch.setattr("migrate.rerun._code", lambda: b"migrate 0.2")
+    elif change == "a proxy variable set":
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    elif change == "a user catalog file edited":
+        catalog = Path(where[1]).parent / "mine.yaml"
+        catalog.write_text("name: scaleway\nnotes: [one]\n")
+        sites = Path(where[1])
+        sites.write_text('catalog = ["mine.yaml"]\n' + sites.read_text())
+        assert answers(args)[3] is True  # a full run, whose receipt names the catalog file
+        assert answers(args)[3] is False
+        catalog.write_text("name: scaleway\nnotes: [two]\n")
     else:
         args.append(change)
     code, _, err, by_cli = answers(args)
