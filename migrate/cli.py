@@ -1101,7 +1101,7 @@ def run(
             f"--bwlimit {bwlimit}: at least {MIN_BANDWIDTH:,} bytes per second (1 KB/s)",
             hint="e.g. --bwlimit 200MB/s, or leave the option out for no limit",
         )
-    # The catalog is loaded with the first adapter: not at all for a finished phase.
+    # The catalog is loaded with the guard (the allowlist's checks), before any adapter.
     doing = None if dry_run else f"run --phase {phase}"
     with open_session(plan, config, lambda: _catalog_of(config), lock=doing) as session:
         check_approved(session.plan, session.ledger)

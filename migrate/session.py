@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 class Session:
     """The adapters, and the guard they share, are built when first used: a command that
-    finds nothing to do (a finished phase run again) contacts no store and loads neither an
-    SDK nor the catalog."""
+    finds nothing to do (a finished phase run again) contacts no store and loads no SDK
+    (`run` builds the guard first all the same: its checks of the sites against the plan's
+    allowlist read the catalog)."""
 
     def __init__(
         self, plan: Plan, config: SitesConfig, ledger: Ledger, catalog: Callable[[], Catalog]
