@@ -635,6 +635,12 @@ class Catalog(_Model):
         if reg is None or reg.prices is None:
             return prov.prices
         merged = prov.prices.model_dump()
+        other = reg.prices.currency and reg.prices.currency != prov.prices.currency
+        for name, fact in prov.prices:
+            # The provider's prices in another currency than the region's: not relabelled
+            # (a review: EUR prices read as USD), unknown unless the region restates them.
+            if isinstance(fact, Fact) and other:
+                merged[name] = Fact[float]().model_dump()
         for name, fact in reg.prices:
             if isinstance(fact, Fact) and fact.known:
                 merged[name] = fact.model_dump()

@@ -325,6 +325,17 @@ def test_a_regions_price_takes_its_providers_currency(tmp_path: Path) -> None:
     )
     prices = load_catalog([path]).prices_for("aws", "eu-west-3")
     assert (prices.egress_per_gb.value, prices.currency) == (0.02, "USD")
+    # A region priced in another currency: the provider's prices are not relabelled in
+    # it (a review: Scaleway's EUR egress read as USD), unknown unless it restates them.
+    path.write_text(
+        "name: scaleway\nregions:\n  - code: fr-par\n    prices:\n      currency: USD\n"
+        "      storage_per_gb_month: {value: 0.02, source: https://x.example, as_of: 2026-11-01}\n",
+        encoding="utf-8",
+    )
+    prices = load_catalog([path]).prices_for("scaleway", "fr-par")
+    assert (prices.storage_per_gb_month.value, prices.currency) == (0.02, "USD")
+    assert load_catalog().prices_for("scaleway", "fr-par").egress_per_gb.value is not None
+    assert prices.egress_per_gb.value is None
 
 
 def test_catalog_is_frozen(cat: Catalog) -> None:
