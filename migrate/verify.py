@@ -750,6 +750,35 @@ class _Verifier:
                     what = "deleted"
             self.finding(row, "source_changed", f"source object {what} since its copy")
             return None
+        except NoAnswer as exc:
+            # As for the destination's (reread): the source silent, or this object's body
+            # cut at every try while it answers a HEAD (a review: it stopped every
+            # --deep=both, exit 6, nothing recorded).
+            try:
+                self.call(lambda: self.source.head(row.container, row.key))
+            except NotFound:
+                self.finding(row, "source_changed", "source object deleted since its copy")
+                return None
+            except (NoAnswer, EndpointUnreachable):
+                raise exc from None
+            except MigrateError:
+                pass
+            self.finding(
+                row,
+                "unreadable",
+                "the source's bytes could not be read, the body cut at every try while the "
+                f"store answers: {exc.one_line()}",
+                source_side=True,
+            )
+            return None
+        except (Retryable, Permanent) as exc:  # a source failing its own checksum: 500s
+            self.finding(
+                row,
+                "unreadable",
+                f"the source's bytes could not be read: {exc.one_line()}",
+                source_side=True,
+            )
+            return None
         self.tally.bump("source_reread")
         self.tally.bump("source_reread_bytes", size)
         if sha != row.sha256 or size != row.size:

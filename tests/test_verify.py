@@ -912,6 +912,24 @@ class _CutBody:
         raise NoAnswer("dst: connection interrupted (ProtocolError)")
 
 
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_source_object_that_cannot_be_read_is_a_finding_of_deep_both(
+    env_for: Any, cut: bool
+) -> None:
+    """--deep=both re-reads the source: one object it cannot serve (500s, or its body cut
+    at every try while it answers) stopped the whole verification, exit 6, nothing recorded
+    (a review). It is that object's finding, unproven and not copied again (a copy of those
+    bytes would be no better), and the others are checked."""
+    env: Env = env_for("s3", "s3")
+    plan = copied(env)
+    failing = FailsItsOwnChecksum(env.source)
+    failing.bad, failing.cut = sorted(ESTATE)[1], cut
+    result = check(env, plan, deep="both", source=failing, sleep=lambda s: None)
+    assert not result.passed and named(result) == [("unreadable", failing.bad)]
+    assert "the source's bytes could not be read" in result.findings[0].detail
+    assert result.to_copy_again == 0 and result.source_reread == len(ESTATE) - 1
+
+
 class Silent(Delegating):
     """A destination that lists, then answers nothing: every read and HEAD times out."""
 
