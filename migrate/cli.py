@@ -1168,7 +1168,9 @@ def run(
 
         # The sites as they stand against the plan's allowlist, before anything else: a
         # finished phase answered "nothing to do", exit 0, to a sites file its dry run and
-        # verify refused (exit 10: a walkthrough). No request is made.
+        # verify refused (exit 10: a walkthrough). No request is made. (A phase the plan
+        # does not have is said first.)
+        session.plan.phase(phase)
         session.guard  # noqa: B018 (built for its checks)
         kind = session.plan.phase(phase).kind
         # The latest run record before this run's: an interruption names this run's alone.
@@ -2008,6 +2010,8 @@ def main(argv: list[str] | None = None) -> int:
         if not name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
             return _unexpected(exc, debug, fail_json)
         # Damage a query reached mid-command (the file opened well): the file, not a bug.
+        if debug:
+            _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
         error = ConfigError(
             f"the state file (state.db in the sites file's state_dir) is damaged ({exc})",
             hint="restore it from a backup: what it records of the move cannot be trusted",
