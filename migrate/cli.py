@@ -52,7 +52,7 @@ from migrate.errors import (
     redact,
     wants_json,
 )
-from migrate.ledger import Ledger, NotCopiedRow, PhaseCounts
+from migrate.ledger import Approval, Ledger, NotCopiedRow, PhaseCounts
 from migrate.output import drop_stdout
 from migrate.output import install as install_reader_may_leave
 from migrate.plan import (
@@ -1419,25 +1419,16 @@ def status(
 
 
 def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
-    """Whether a run would take this file, as it stands, as approved in the state (its
-    first checks: the file as written, no blocking finding, the state holding its inventory,
-    an approval of its digest), by whom and when, and `why_not`; `latest`: the digest last
-    approved under its name, when another."""
+    """Whether a run would take this file, as it stands, as approved in the state (the
+    run's own check, `check_approved`: `why_not` is its line), by whom and when; `latest`:
+    the digest last approved under its name, when another."""
     approvals = ledger.approvals(plan.name)
-    mine = next((a for a in approvals if a.digest == plan.digest), None)
-    path = plan.command_path
+    mine: Approval | None = None
     why_not = None
-    if edited:
-        why_not = "the file was edited after it was made (its digest does not match)"
-    elif plan.blocking:
-        why_not = f"it has blocking findings (`migrate plan show {path}`): make it again"
-    elif moved_route(plan, ledger) is not None:
-        why_not = "the state holds another plan's progress under its name (other routes)"
-    elif not holds_inventory(plan, ledger):
-        why_not = "this state does not hold the inventory it was made from (another --sites?)"
-    elif mine is None:
-        which = "this version is not" if approvals else "it is not"
-        why_not = f"{which} approved in this state: `migrate plan approve {path}` after review"
+    try:
+        mine = check_approved(plan, ledger)
+    except PlanError as exc:  # PlanTampered too
+        why_not = exc.one_line()
     return {
         "approved": why_not is None,
         "why_not": why_not,

@@ -3522,10 +3522,12 @@ def test_status_json_says_whether_the_plan_is_approved_and_routes_only_when_aske
     assert approval["approved"] is False and approval["latest"] == approved
     assert (approval["approved_by"], approval["approved_at"]) == (None, None)
     code, out, _ = run(["status", plan, *where], capsys)
-    assert code == 0 and "A run refuses this plan: this version is not approved" in out
+    # The run's own line (one check, `check_approved`, for both).
+    said = " ".join(out.split())
+    assert code == 0 and "A run refuses this plan: plan plan is not the version that" in said
     assert json.loads(run(["status", plan, "--json", *where], capsys)[1])["approval"][
         "why_not"
-    ].startswith("this version is not approved in this state")
+    ].startswith("plan plan is not the version that was approved")
     code, _, err = run(["run", plan, "--phase", "bulk-1", *where], capsys)
     assert code == 9 and "not the version that was approved" in err, err
     # Nor does verify contact a store for it: the hosts it would reach are the edit's (a
