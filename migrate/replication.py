@@ -28,8 +28,9 @@ from migrate.planner import (
     plan_inputs,
     without_datasets,
 )
+from migrate.policy import evaluate
 from migrate.session import SiteReads, declared_proxies, site_reads
-from migrate.sites import SitesConfig
+from migrate.sites import Site, SitesConfig
 from providers.base import Protection, Replication, ReplicationTarget, StoreAdapter
 from providers.catalog import Catalog
 
@@ -70,9 +71,11 @@ def read_plan_replication(
     inputs: PlanInputs,
     *,
     reads: SiteReads,
+    roles: Sequence[str] = ("source", "destination"),
 ) -> dict[str, Replication]:
     """What make_plan's `replication` takes: the source's inventoried containers and the
-    destination buckets the plan will map them to (those that exist)."""
+    destination buckets the plan will map them to (those that exist); of the `roles` asked
+    (one left out is not read, and gives no finding)."""
     src, dst = config.site(source), config.site(destination)
     containers = sorted({d.container for d in inputs.datasets})
     wanted = {
@@ -81,6 +84,8 @@ def read_plan_replication(
     }
     out: dict[str, Replication] = {}
     for role, (site, names) in wanted.items():
+        if role not in roles:
+            continue
         adapter = reads.adapter(site, names)
         try:
             out[role] = read_replication(adapter, names)
@@ -138,6 +143,14 @@ def read_plan_protection(
     return out
 
 
+def _may_receive(site: Site, policy: str, catalog: Catalog, today: date) -> bool:
+    """The destination passes what the plan would block it on: a destination role in the
+    catalog, and a verdict under the policy that does not block."""
+    if "destination" not in catalog.provider_of(site).roles:
+        return False
+    return not evaluate(site, policy, catalog, today).blocking
+
+
 def plan_from_sites(
     config: SitesConfig,
     catalog: Catalog,
@@ -181,10 +194,28 @@ def plan_from_sites(
     # An unknown name is refused before any read.
     kept = without_datasets(inputs, excluded_datasets(inputs, exclude))
     proxies = declared_proxies(config, [source, destination])  # as the run's guard takes
+    # A site the plan will block is not read: its endpoint placed elsewhere by the catalog
+    # (the requests, bucket names in them, would go there), or a destination the policy
+    # or the catalog refuses (a walkthrough saw a plan to a US host read it first, and
+    # fail on its DNS before any finding was written). The plan says why, and blocks.
+    readable = [
+        role
+        for role, name in (("source", source), ("destination", destination))
+        if catalog.endpoint_elsewhere(config.site(name)) is None
+        and (role == "source" or _may_receive(config.site(name), policy, catalog, today))
+    ]
     with site_reads(config, catalog, "plan", proxies, warn=warn) as reads:
-        replication = read_plan_replication(config, source, destination, kept, reads=reads)
-        used_buckets = used_destination_buckets(config, destination, kept, reads=reads)
-        protection = read_plan_protection(config, source, kept, reads=reads)
+        replication = read_plan_replication(
+            config, source, destination, kept, reads=reads, roles=readable
+        )
+        used_buckets = (
+            used_destination_buckets(config, destination, kept, reads=reads)
+            if "destination" in readable
+            else []
+        )
+        protection = (
+            read_plan_protection(config, source, kept, reads=reads) if "source" in readable else {}
+        )
     if used_buckets:
         # A plan made again finds its own earlier copies there: not another writer's objects
         # to warn of (a foreign object under a key it writes is still a conflict at the run).

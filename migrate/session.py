@@ -196,6 +196,16 @@ def site_guard(
     in the environment must be one of them, as in a run)."""
     from providers.factory import site_hosts
 
+    elsewhere = catalog.endpoint_elsewhere(site)
+    if elsewhere is not None:
+        # Where a plan would block it (*_ENDPOINT_ELSEWHERE), nothing is sent before one
+        # either: the catalog places its endpoint elsewhere than the site declares.
+        raise RouteRefused(
+            f"{elsewhere.text}: nothing sent",
+            hint=f"correct site {site.name}'s endpoint, or its provider and region; a host "
+            "that is the declared region's after all goes in its `other_endpoints`, in a "
+            "catalog file",
+        )
     hosts = site_hosts(site, buckets, catalog)
     provider = catalog.provider_of(site)
     codes = [r.code for r in provider.regions]

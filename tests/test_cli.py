@@ -945,6 +945,36 @@ def test_a_plan_from_a_site_listing_no_bucket_says_so(
     assert_one_line_without_secret(out, err)
 
 
+def test_a_site_whose_endpoint_the_catalog_places_elsewhere_is_never_contacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A self-hosted destination pointed at an AWS US host: the plan read it (replication,
+    buckets in use) before judging it, and failed on its DNS, no finding written; `sites
+    check` and `inventory` contacted it too (a walkthrough). Nothing is sent: the plan is
+    written, blocked, saying why; the others refuse, exit 10."""
+    monkeypatch.setenv("T_KEY", "AKIDEXAMPLE")
+    monkeypatch.setenv("T_SECRET", "not-a-real-secret")
+    where = local_move(tmp_path, {"a.csv": b"a\n"})
+    sites = Path(where[1])
+    sites.write_text(
+        sites.read_text() + '[sites.us]\nprovider = "self-hosted"\nsoftware = "ceph-rgw"\n'
+        'endpoint = "https://s3.us-east-2.amazonaws.com"\nbuckets = ["b"]\ncountry = "FR"\n'
+        'credentials = { access_key_env = "T_KEY", secret_key_env = "T_SECRET" }\n'
+    )
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    plan = str(tmp_path / "p.yaml")
+    code, out, err = run(["plan", "--from", "s", "--to", "us", "--policy", "eu-residency",
+                          "-o", plan, *where], capsys)  # fmt: skip
+    assert Path(plan).exists(), (code, err)
+    codes = {f.code: f for f in load_plan(Path(plan)).findings}
+    assert codes["DESTINATION_ENDPOINT_ELSEWHERE"].severity.value == "blocking"
+    for args in (["sites", "check", "us"], ["inventory", "us"]):
+        code, out, err = run([*args, *where], capsys)
+        assert code == 10 and "nothing sent" in out + err, (args, out, err)
+    with Ledger(tmp_path / ".migrate") as ledger:
+        assert not [r for r in ledger.site_routes(["us"])], "a request was sent"
+
+
 def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
