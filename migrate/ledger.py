@@ -480,6 +480,20 @@ _MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # The digests `migrate plan` made with this state: approval takes no other (a file
+        # whose blocking findings were cut out and its digest computed again was approved
+        # and run: a walkthrough; the digest is no seal, anyone can compute it).
+        "plans made",
+        """
+        CREATE TABLE plans_made (
+            plan TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            made_at TEXT NOT NULL,
+            PRIMARY KEY (plan, digest)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 
@@ -2310,6 +2324,24 @@ class Ledger:
                 (plan, digest),
             ).fetchone()
         return replace(Approval(*row), recorded_now=inserted == 1)
+
+    def record_plan_made(self, plan: str, digest: str) -> None:
+        """`migrate plan` made this digest of the plan with this state."""
+        with self.atomic() as db:
+            db.execute(
+                "INSERT INTO plans_made (plan, digest, made_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (plan, digest) DO NOTHING",
+                (plan, digest, _now()),
+            )
+
+    def plan_made(self, plan: str, digest: str) -> bool:
+        with self._lock:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM plans_made WHERE plan=? AND digest=?", (plan, digest)
+                ).fetchone()
+                is not None
+            )
 
     def approvals(self, plan: str) -> list[Approval]:
         """Every approval of the plan (any digest), newest first."""

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from migrate.errors import ConfigError, PlanError
+from migrate.errors import ConfigError, PlanError, PlanTampered
 from migrate.inventory import MAX_KEY_BYTES, MAX_OBJECT_BYTES, Flag
 from migrate.ledger import Approval, Ledger
 from migrate.plan import (
@@ -1578,4 +1578,13 @@ def approve_plan(path: Path, ledger: Ledger, who: str) -> Approval:
         )
     check_same_routes(plan, ledger)
     check_inventory_held(plan, ledger)
+    if not ledger.plan_made(plan.name, plan.digest):
+        # Its findings are the file's word: only one `migrate plan` wrote is taken.
+        raise PlanTampered(
+            f"plan {plan.name} was not made by `migrate plan` with this state (its digest "
+            f"{plan.digest[:19]}… is not one the state recorded): its findings cannot be "
+            "taken on its word",
+            hint="make it with `migrate plan` (the same inventory and options give the same "
+            "file), review it, then approve it",
+        )
     return ledger.record_approval(plan.name, plan.digest, who, str(path))

@@ -222,7 +222,7 @@ def plan_from_sites(
         with Ledger.for_reading(config.state_dir) as ledger:
             ours = set(ledger.buckets_written(name, used_buckets))
         used_buckets = [b for b in used_buckets if b not in ours]
-    return make_plan(
+    made = make_plan(
         name=name,
         config=config,
         source=source,
@@ -244,3 +244,6 @@ def plan_from_sites(
         exclude=exclude,
         keep_waves=keep_waves,
     )
+    with Ledger(config.state_dir) as ledger:  # approval takes only what `plan` made
+        ledger.record_plan_made(made.name, made.digest)
+    return made

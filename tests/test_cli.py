@@ -975,6 +975,27 @@ def test_a_site_whose_endpoint_the_catalog_places_elsewhere_is_never_contacted(
         assert not [r for r in ledger.site_routes(["us"])], "a request was sent"
 
 
+def test_a_plan_file_not_made_by_migrate_plan_is_not_approved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plan's blocking findings cut out and its digest computed again (it is no seal):
+    approved and run (a walkthrough). Approval takes only a digest `migrate plan` made."""
+    from migrate.plan import save_plan, with_digest
+
+    where = local_move(tmp_path, {"a.csv": b"a\n"})
+    plan = str(tmp_path / "p.yaml")
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    make = ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "-o", plan, *where]
+    assert run(make, capsys)[0] == 0
+    made = load_plan(Path(plan))
+    save_plan(with_digest(made.model_copy(update={"findings": ()})), Path(plan))
+    code, out, err = run(["plan", "approve", plan, *where], capsys)
+    assert code == 9 and "was not made by `migrate plan` with this state" in err, err
+    assert_one_line_without_secret(out, err)
+    assert run(make, capsys)[0] == 0  # made again: the same file, approved
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+
+
 def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,7 +22,7 @@ from migrate.dryrun import dry_run
 from migrate.errors import ConfigError, PlanError, PlanTampered
 from migrate.executor import run_phase
 from migrate.inventory import SIZE_CLASSES, dataset_of, flags_of, run_inventory, to_row
-from migrate.ledger import Ledger
+from migrate.ledger import Approval, Ledger
 from migrate.plan import (
     Estimate,
     Mapping,
@@ -66,6 +66,14 @@ MiB = 1024 * 1024
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return load_catalog()
+
+
+def made_and_approved(path: Path, ledger: Ledger, who: str) -> Approval:
+    """As `migrate plan` then `plan approve`: these tests make plans with make_plan, which
+    records nothing (approval takes only the digests `migrate plan` recorded)."""
+    plan = load_plan(path, check_digest=False)
+    ledger.record_plan_made(plan.name, plan.digest)
+    return approve_plan(path, ledger, who)
 
 
 class Estate:
@@ -286,7 +294,7 @@ def test_archive_tier_blob_blocks_the_plan(estate: Estate, tmp_path: Path) -> No
     path = tmp_path / "p.yaml"
     save_plan(plan, path)
     with Ledger(estate.state) as ledger, pytest.raises(PlanError, match="cannot be approved"):
-        approve_plan(path, ledger, "tester")
+        made_and_approved(path, ledger, "tester")
     assert f"--exclude {snds}/old/" in finding.action
 
     # What the finding offers: the plan made again without that dataset, on the record.
@@ -306,7 +314,7 @@ def test_archive_tier_blob_blocks_the_plan(estate: Estate, tmp_path: Path) -> No
     save_plan(kept, path)
     assert load_plan(path) == kept and f"- {snds}/old/" in path.read_text()
     with Ledger(estate.state) as ledger:
-        approve_plan(path, ledger, "tester")
+        made_and_approved(path, ledger, "tester")
 
 
 def test_a_restored_glacier_object_is_copied_and_only_the_others_block_the_plan(
@@ -555,9 +563,9 @@ def test_approval_and_a_hand_edit_refused_at_run_time(estate: Estate, tmp_path: 
     with Ledger(estate.state) as ledger:
         with pytest.raises(PlanError, match="not approved"):
             check_approved(load_plan(path), ledger)
-        approval = approve_plan(path, ledger, "dpo@example.fr")
+        approval = made_and_approved(path, ledger, "dpo@example.fr")
         assert approval.digest == plan.digest
-        assert approve_plan(path, ledger, "someone-else") == approval  # idempotent
+        assert made_and_approved(path, ledger, "someone-else") == approval  # idempotent
         assert check_approved(load_plan(path), ledger).approved_by == "dpo@example.fr"
 
         # A hand edit: the content no longer matches its digest.
@@ -593,7 +601,7 @@ def test_a_plan_file_holding_a_key_twice_is_refused(estate: Estate, tmp_path: Pa
         load_plan(path)
     assert "(line " in str(err.value)
     with Ledger(estate.state) as ledger, pytest.raises(PlanTampered):
-        approve_plan(path, ledger, "dpo@example.fr")
+        made_and_approved(path, ledger, "dpo@example.fr")
     save_plan(plan, path)  # as written: anchors and merge keys were never used, all is well
     assert load_plan(path) == plan
 
@@ -671,7 +679,7 @@ def test_an_approved_plan_runs_and_a_dry_run_then_finds_its_copies_identical(
     path = tmp_path / "hdh.yaml"
     save_plan(estate.plan(), path)
     with Ledger(estate.state) as ledger:
-        approve_plan(path, ledger, "tester")
+        made_and_approved(path, ledger, "tester")
         plan = load_plan(path)
         check_approved(plan, ledger)
         summary = run_phase(plan, "pilot", ledger, estate.source, estate.dest)
@@ -745,7 +753,7 @@ def test_a_plan_without_a_pilot_says_so_and_its_bulk_wave_copies_everything_unga
     path = tmp_path / "hdh.yaml"
     save_plan(plan, path)
     with Ledger(estate.state) as ledger:
-        approve_plan(path, ledger, "tester")
+        made_and_approved(path, ledger, "tester")
         plan = load_plan(path)
         inventory = list(ledger.inventory_objects(estate.source_site.name))
         summary = run_phase(plan, "bulk-1", ledger, estate.source, estate.dest)  # no --force
