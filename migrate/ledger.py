@@ -2311,8 +2311,17 @@ class Ledger:
 
     def record_approval(self, plan: str, digest: str, who: str, path: str) -> Approval:
         """Record that `who` approved this digest of the plan; approving it again keeps the
-        first record."""
+        first record, while it is the plan's latest approval. One approved before a later
+        version was is approved anew (a new record: the latest approval is the one a run
+        takes)."""
         with self.atomic() as db:
+            latest = db.execute(
+                "SELECT digest FROM approvals WHERE plan=? ORDER BY approved_at DESC, rowid DESC "
+                "LIMIT 1",
+                (plan,),
+            ).fetchone()
+            if latest is not None and latest[0] != digest:
+                db.execute("DELETE FROM approvals WHERE plan=? AND digest=?", (plan, digest))
             inserted = db.execute(
                 "INSERT INTO approvals (plan, digest, approved_by, approved_at, path) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (plan, digest) DO NOTHING",
@@ -2350,7 +2359,7 @@ class Ledger:
                 Approval(*row)
                 for row in self._db.execute(
                     "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
-                    "WHERE plan=? ORDER BY approved_at DESC, digest",
+                    "WHERE plan=? ORDER BY approved_at DESC, rowid DESC",
                     (plan,),
                 )
             ]

@@ -487,9 +487,19 @@ def check_approved(plan: Plan, ledger: Ledger) -> Approval:
         raise PlanError(f"plan {plan.name} has blocking findings and cannot run")
     check_same_routes(plan, ledger)
     approvals = ledger.approvals(plan.name)
-    for approval in approvals:
-        if approval.digest == plan.digest:
-            return approval
+    if approvals and approvals[0].digest == plan.digest:
+        return approvals[0]
+    if any(a.digest == plan.digest for a in approvals):
+        # Approved once, then a later version was (a walkthrough: the first file copied
+        # back ran what the second left out): only the latest approval is taken.
+        last = approvals[0]
+        raise PlanTampered(
+            f"plan {plan.name}: this version's approval was superseded by a later version's "
+            f"(approved by {last.approved_by} at {last.approved_at}, digest "
+            f"{last.digest[:19]}…)",
+            hint=f"run the version approved last, or approve this one again after review "
+            f"(`migrate plan approve {plan.command_path}`)",
+        )
     # Another state's plan of the same name (a rehearsal's): not this plan's to approve
     # there, which the hint below would send the user to try.
     check_inventory_held(plan, ledger)

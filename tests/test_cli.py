@@ -996,6 +996,29 @@ def test_a_plan_file_not_made_by_migrate_plan_is_not_approved(
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
 
 
+def test_only_the_latest_approval_of_a_plan_is_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """v1 approved, v2 made (a dataset left out) and approved, v1's file copied back: it
+    ran, the dataset v2 left out with it (a walkthrough)."""
+    where = local_move(tmp_path, {"keep/a.csv": b"a\n", "drop/b.csv": b"b\n"})
+    plan = str(tmp_path / "p.yaml")
+    make = ["plan", "--from", "s", "--to", "d", "--policy", "eu-residency", "-o", plan, *where]
+    assert run(["inventory", "s", *where], capsys)[0] == 0
+    assert run(make, capsys)[0] == 0
+    assert run(["plan", "approve", plan, "--by", "dpo", *where], capsys)[0] == 0
+    first = Path(plan).read_bytes()
+    assert run([*make, "--exclude", "data/drop/"], capsys)[0] == 0
+    assert run(["plan", "approve", plan, "--by", "ciso", *where], capsys)[0] == 0
+    Path(plan).write_bytes(first)
+    code, out, err = run(["run", plan, "--phase", "pilot", "--dry-run", *where], capsys)
+    assert code == 9 and "superseded by a later version's (approved by ciso" in err, err
+    assert_one_line_without_secret(out, err)
+    # Approved again after review: the latest, taken.
+    assert run(["plan", "approve", plan, "--by", "dpo", *where], capsys)[0] == 0
+    assert run(["run", plan, "--phase", "pilot", "--dry-run", *where], capsys)[0] == 0
+
+
 def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
