@@ -36,7 +36,7 @@ from migrate.errors import (
 )
 from migrate.keys import portable_key
 from migrate.ledger import Ledger, PhaseCandidate, refuse_decommission
-from migrate.plan import PhaseKind, Plan
+from migrate.plan import CERTIFICATION_CONDITION, PhaseKind, Plan
 from migrate.transfer import SHA256_METADATA, SOURCE_MTIME_METADATA
 from providers.base import ObjectInfo, StoreAdapter
 
@@ -98,6 +98,9 @@ class DryRunReport:
     run_lists_again: bool = False
     # The source's datasets in that inventory that the plan neither maps nor leaves out.
     outside_plan: list[str] = field(default_factory=list)
+    # The plan's policy needs the destination's buckets made as a certification requires
+    # (CERTIFICATION_CONDITION): the run creates none, and refuses while one is missing.
+    buckets_made_as_required: bool = False
 
     @property
     def objects(self) -> int:
@@ -347,4 +350,5 @@ def dry_run(
         inventory_prefixes_since=[f"{prefix} at {at}" for prefix, at in since],
         run_lists_again=chosen.kind in (PhaseKind.DELTA, PhaseKind.CUTOVER),
         outside_plan=[d.dataset for d in ledger.datasets_outside(plan.source, plan.accounted)],
+        buckets_made_as_required=any(f.code == CERTIFICATION_CONDITION for f in plan.findings),
     )

@@ -46,6 +46,7 @@ from migrate.errors import (
     CredentialsRejected,
     EndpointUnreachable,
     MigrateError,
+    NotFound,
     Permanent,
     PlanError,
     Retryable,
@@ -60,7 +61,7 @@ from migrate.errors import (
 from migrate.ledger import CONFLICT, Ledger, TransferRow, refuse_decommission
 from migrate.limits import STALL_AFTER, AdaptiveLimit, LimitedAdapter
 from migrate.memory import return_large_buffers
-from migrate.plan import PhaseKind, Plan
+from migrate.plan import CERTIFICATION_CONDITION, PhaseKind, Plan
 from migrate.summary import PhaseSummary, Subscriber, finished_already
 from migrate.transfer import (
     DEFAULT_PART_SIZE,
@@ -190,6 +191,21 @@ class _LedgerRecorder:
 
     def claimed(self, bucket: str, key: str) -> bool:
         return self._ledger.destination_claimed(self._plan, bucket, key)
+
+
+def refuse_missing_bucket(plan: Plan, destination: StoreAdapter, bucket: str) -> None:
+    """PlanError when `bucket` does not exist at the destination while the plan says its
+    buckets must be made as a certification requires (CERTIFICATION_CONDITION): a bucket
+    the run made would not be covered."""
+    try:
+        destination.check(bucket)
+    except NotFound:
+        finding = next(f for f in plan.findings if f.code == CERTIFICATION_CONDITION)
+        raise PlanError(
+            f"destination bucket {bucket} does not exist, and the plan's policy needs it made "
+            f"as a certification requires: {finding.message.split(': ', 1)[-1]}",
+            hint=f"{finding.action}; then run the same command again",
+        ) from None
 
 
 def check_gates(plan: Plan, phase_name: str, ledger: Ledger, force_reason: str | None) -> None:
@@ -411,9 +427,13 @@ def run_phase(
     summary.left_changed = counts["changed"].objects if "changed" in counts else 0
     todo_bytes = sum(c.bytes for s, c in counts.items() if s not in ("done", "changed", "removed"))
     ledger.phase_mark(plan.name, phase_name, "started_at")
+    made_as_required = any(f.code == CERTIFICATION_CONDITION for f in plan.findings)
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
         try:
-            destination.create_container(bucket)
+            if made_as_required:
+                refuse_missing_bucket(plan, destination, bucket)
+            else:
+                destination.create_container(bucket)
         except TransferError as exc:  # no object has failed: the store has (exit 6, not 11)
             raise as_store_failure(exc) from None
     for bucket, key, upload in ledger.take_dropped_uploads():

@@ -472,6 +472,11 @@ def check_same_routes(plan: Plan, ledger: Ledger) -> None:
         )
 
 
+# A finding the run reads: the destination's buckets must exist, made as a certification
+# the policy needs requires (Scaleway's HDS: with a tag, in the console); the run makes none.
+CERTIFICATION_CONDITION = "CERTIFICATION_CONDITION"
+
+
 def check_approved(plan: Plan, ledger: Ledger) -> Approval:
     """The approval of exactly this plan. Raises PlanTampered when its content does not
     match its digest or differs from the approved version, PlanError when it was never

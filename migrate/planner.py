@@ -54,6 +54,7 @@ from migrate.errors import ConfigError, PlanError, PlanTampered
 from migrate.inventory import MAX_KEY_BYTES, MAX_OBJECT_BYTES, Flag
 from migrate.ledger import Approval, Ledger
 from migrate.plan import (
+    CERTIFICATION_CONDITION,
     Estimate,
     Finding,
     Mapping,
@@ -1318,6 +1319,24 @@ def make_plan(
                 action="check that applications will use the new name, or rename the "
                 "container / change bucket_prefix",
                 datasets=tuple(sorted(names)),
+            )
+        )
+    # A certification the policy needs that covers only buckets made some way (Scaleway's
+    # HDS: made with a tag, in the console): the buckets the run would create are not
+    # (a walkthrough: fr-health PASS, and the run made them). The run makes none then.
+    conditions = [w.message for w in dst_verdict.warnings if w.kind == "condition"]
+    bucket_names = sorted({m.destination_bucket for m in mappings})
+    if conditions and bucket_names and dst_verdict.status == "PASS":
+        findings.append(
+            Finding(
+                code=CERTIFICATION_CONDITION,
+                severity=Severity.WARNING,
+                message=f"destination {dst.name}: {'; '.join(conditions)}: `migrate run` does "
+                "not create its buckets (a bucket it made would not be covered), it refuses "
+                "a phase while one is missing",
+                action="create the destination buckets as the condition says, before the "
+                "first run: " + ", ".join(bucket_names),
+                datasets=tuple(bucket_names),
             )
         )
 

@@ -638,7 +638,14 @@ def print_dry_run(console: Console, report: Any) -> None:
             "the run settles what is gone).",
             markup=False,
         )
-    if report.missing_buckets:
+    if report.missing_buckets and report.buckets_made_as_required:
+        console.print(
+            f"Buckets missing, which the run does not create (the plan's policy needs them made "
+            f"as a certification requires: CERTIFICATION_CONDITION): "
+            f"{', '.join(report.missing_buckets)}; the run refuses until they exist",
+            markup=False,
+        )
+    elif report.missing_buckets:
         console.print(f"Buckets to be created: {', '.join(report.missing_buckets)}", markup=False)
     if report.outside_plan:
         n = len(report.outside_plan)

@@ -1018,6 +1018,31 @@ def test_an_endpoint_the_catalog_places_elsewhere_blocks_the_plan(
     assert claimed in finding.message, finding.message
 
 
+def test_buckets_a_certification_needs_made_its_way_are_not_created_by_the_run(
+    estate: Estate,
+) -> None:
+    """Scaleway's HDS covers only buckets made in fr-par with a tag, in the console: a plan
+    under fr-health passed, and the run made the buckets itself, not covered (a
+    walkthrough). The plan says so; the run creates none and refuses while one is missing."""
+    estate.seed()
+    estate.inventory()
+    scw = estate.dest_site.model_copy(update={
+        "name": "scw", "provider": "scaleway", "region": "fr-par", "software": None,
+        "country": None, "operator": None, "parent_country": None, "non_eu_law": None,
+        "certifications": ()})  # fmt: skip
+    plan = estate.plan(destination=scw, policy="fr-health")
+    [finding] = [f for f in plan.findings if f.code == "CERTIFICATION_CONDITION"]
+    assert "HDS-certified tag" in finding.message and finding.severity.value == "warning"
+    assert finding.datasets == tuple(sorted({m.destination_bucket for m in plan.mappings}))
+    with Ledger(estate.state) as ledger, pytest.raises(PlanError, match="does not exist"):
+        run_phase(plan, "pilot", ledger, estate.source, estate.dest, sleep=lambda s: None)
+    for bucket in finding.datasets:  # made as HDS requires (here: by hand)
+        estate.dest.create_container(bucket)
+    with Ledger(estate.state) as ledger:
+        summary = run_phase(plan, "pilot", ledger, estate.source, estate.dest)
+    assert summary.copied > 0
+
+
 def test_a_destination_bucket_already_holding_objects_is_a_finding(estate: Estate) -> None:
     from migrate.replication import used_destination_buckets
 
