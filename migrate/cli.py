@@ -721,6 +721,14 @@ def plan_approve(
     loaded = load_plan(plan)
     # Sites the sites file does not have: approved, the plan could never run (exit 3).
     config.site(loaded.source), config.site(loaded.destination)
+    # Judged now, as a run judges it: a destination or runner the policy blocks under the
+    # facts of today (a catalog file, the sites file) is not approved (a walkthrough: the
+    # file's PASS was approved, and only the run refused).
+    from migrate.session import guard_for, refuse_blocked_now
+
+    catalog = _catalog_of(config)
+    refuse_blocked_now(loaded, config.site(loaded.destination), config, catalog, approving=True)
+    guard_for(loaded, config, catalog)  # the sites' hosts against its allowlist, as a run
     with Ledger(config.state_dir) as ledger:
         kept = approve_plan(plan, ledger, who)  # the first approval of this digest
     if json_out:

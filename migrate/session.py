@@ -105,7 +105,13 @@ class _Deferred:
 
 
 def refuse_blocked_now(
-    plan: Plan, destination: Site, config: SitesConfig, catalog: Catalog, today: date | None = None
+    plan: Plan,
+    destination: Site,
+    config: SitesConfig,
+    catalog: Catalog,
+    today: date | None = None,
+    *,
+    approving: bool = False,
 ) -> None:
     """PolicyViolation (exit 8) when the plan's policy blocks its destination, or the
     machine running migrate, as the sites file and the catalog describe them now: the plan
@@ -121,9 +127,10 @@ def refuse_blocked_now(
         if not verdict.blocking:
             continue
         why = next((r.text for r in verdict.reasons if r.outcome != "PASS"), verdict.status)
+        done = "it is not approved" if approving else "nothing is copied"
         raise PolicyViolation(
             f"{what} is {verdict.status} under policy {plan.policy} now ({why}): plan "
-            f"{plan.name} was approved under other facts; nothing is copied",
+            f"{plan.name} was made under other facts; {done}",
             hint="if a fact is wrong, correct it in the sites file or a catalog file; "
             "otherwise make a plan that passes and approve it",
         )

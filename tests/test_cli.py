@@ -2672,8 +2672,14 @@ def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_
         assert main([*run, *dry]) == 8
         err = capsys.readouterr().err
         assert "destination dst is FAIL under policy eu-residency now" in err, err
-        assert "approved under other facts" in err and len(err.strip().splitlines()) == 1, err
+        assert "made under other facts; nothing is copied" in err, err
+        assert len(err.strip().splitlines()) == 1, err
     assert list((tmp_path / "dst").rglob("*.txt")) == []
+    # Nor is the plan approved under these facts (a walkthrough: approved, only the run
+    # refused), as it stands or made again.
+    assert main(["plan", "approve", plan, "--by", "someone", *where]) == 8
+    err = capsys.readouterr().err
+    assert "made under other facts; it is not approved" in err, err
     # The same for the machine that runs migrate, whose bytes stream through it.
     sites.write_text(approved + '[runner]\nlocation = "US"\n')
     assert main(run) == 8
