@@ -677,6 +677,17 @@ def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
             return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
         with Ledger(config.state_dir) as ledger:
             approval, detail = approval_of(plan, ledger)
+        if approval is not None:
+            # Whether a run would take it, the sites and the catalog as they are now: an
+            # approved plan a run refuses read "approved" here (a walkthrough).
+            from migrate.session import guard_for, refuse_blocked_now
+
+            catalog = _catalog_of(config)
+            try:
+                refuse_blocked_now(plan, config.site(plan.destination), config, catalog)
+                guard_for(plan, config, catalog)
+            except MigrateError as refused:
+                return False, f"{detail}, but a run refuses it now: {refused.one_line()}"
     except SecretInConfig:
         raise  # a secret written in the file is refused wherever the file is read
     except MigrateError as exc:

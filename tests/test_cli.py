@@ -2680,6 +2680,10 @@ def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_
     assert main(["plan", "approve", plan, "--by", "someone", *where]) == 8
     err = capsys.readouterr().err
     assert "made under other facts; it is not approved" in err, err
+    # `plan show` says a run refuses it (it said "approved by ...": a walkthrough).
+    assert main(["plan", "show", plan, "--json", *where]) == 0
+    approval = json.loads(capsys.readouterr().out)["approval"]
+    assert approval["approved"] is False and "but a run refuses it now" in approval["detail"]
     # The same for the machine that runs migrate, whose bytes stream through it.
     sites.write_text(approved + '[runner]\nlocation = "US"\n')
     assert main(run) == 8
