@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from migrate.errors import (
     ConfigError,
     MigrateError,
+    PlanError,
     PolicyViolation,
     RouteRefused,
     StateBusy,
@@ -176,6 +177,17 @@ def _check_endpoints_as_planned(plan: Plan, sites: Sequence[Site], catalog: Cata
     sent its requests, and its SAS, to the destination's operator (a secrets and routing
     review). The allowlist is one list for both sites; this binds each to its own."""
     planned = {ref.name: ref.endpoint for ref in plan.sites}
+    for ref in plan.sites:
+        site = next((s for s in sites if s.name == ref.name), None)
+        if site is not None and (site.provider, site.region) != (ref.provider, ref.region):
+            # Another store under the same name and host (a walkthrough: a self-hosted
+            # destination made "scaleway fr-par" ran as approved): not the one judged.
+            raise PlanError(
+                f"site {site.name} is {site.provider} {site.region or '(no region)'} in the "
+                f"sites file, where plan {plan.name} judged {ref.provider} "
+                f"{ref.region or '(no region)'}; nothing is sent",
+                hint="put the site back as the plan has it, or make the plan again and approve it",
+            )
     for site in sites:
         try:
             now = catalog.endpoint_for(site)
