@@ -687,6 +687,9 @@ def _estimated_time(seconds: float | None) -> str:
     return f"{seconds / 3600:,.1f} h"
 
 
+_MAPPINGS_SHOWN = 50  # a plan of thousands of datasets lists the first, in name order
+
+
 def print_plan(console: Console, plan: Plan) -> None:
     console.print(
         f"Plan {plan.name}: {plan.source} -> {plan.destination}, policy "
@@ -694,8 +697,8 @@ def print_plan(console: Console, plan: Plan) -> None:
         markup=False,
     )
     sites = _table("Sites")
-    for column in ("site", "role", "provider", "region", "verdict"):
-        sites.add_column(column)
+    for column in ("site", "role", "provider", "region", "endpoint", "verdict"):
+        sites.add_column(column, overflow="fold")
     for site in plan.sites:
         style = _STATUS_STYLE.get(site.verdict, "white")
         sites.add_row(
@@ -703,15 +706,47 @@ def print_plan(console: Console, plan: Plan) -> None:
             site.role,
             _lit(site.provider),
             _lit(site.region or "-"),
+            _lit(site.endpoint or "-"),
             f"[{style}]{site.verdict}[/]",
         )
     console.print(sites)
+    # Why each verdict is what it is: what a reviewer approves (a walkthrough found only the
+    # verdicts shown, their reasons, conditions and re-check warnings in the YAML alone).
+    for site in plan.sites:
+        for reason in site.reasons:
+            console.print(printable(f"  {site.name}: {reason}"), markup=False, soft_wrap=True)
+    console.print(
+        f"Runner (the machine running migrate): {plan.runner_location or 'not declared'}",
+        markup=False,
+    )
+    mappings = _table("Where each dataset goes")
+    for column in ("dataset", "destination", "storage classes"):
+        mappings.add_column(column, overflow="fold")
+    for m in plan.mappings[:_MAPPINGS_SHOWN]:
+        classes = ", ".join(f"{k} -> {v}" for k, v in sorted(m.storage_classes.items()))
+        where = f"{m.destination_bucket}/{m.destination_prefix}"
+        renamed = f" (renamed: {m.renamed_because})" if m.renamed_because else ""
+        mappings.add_row(_lit(m.dataset), _lit(where + renamed), _lit(classes or "-"))
+    console.print(mappings)
+    if len(plan.mappings) > _MAPPINGS_SHOWN:
+        console.print(
+            f"... and {len(plan.mappings) - _MAPPINGS_SHOWN:,} more datasets (--json, or the "
+            "plan file's mappings)",
+            markup=False,
+        )
     phases = _table("Phases")
-    for column in ("phase", "requires", "objects", "bytes", "duration", "egress cost"):
+    for column in (
+        "phase", "requires", "objects", "bytes", "duration", "egress cost", "storage / month"
+    ):  # fmt: skip
         phases.add_column(column)
     for phase in (*plan.phases, None):
         e = plan.totals if phase is None else phase.estimate
         cost = "unknown" if e.egress_cost is None else f"{e.egress_cost:,.2f} {e.currency}"
+        stored = (
+            "unknown"
+            if e.storage_cost_per_month is None
+            else f"{e.storage_cost_per_month:,.2f} {e.storage_currency}"
+        )
         phases.add_row(
             "total" if phase is None else _lit(phase.name),
             "" if phase is None else _lit(", ".join(phase.requires) or "-"),
@@ -720,6 +755,7 @@ def print_plan(console: Console, plan: Plan) -> None:
             human_bytes(e.bytes),
             _estimated_time(e.duration_seconds),
             cost,
+            stored,
         )
     console.print(phases)
     t = plan.totals
@@ -738,7 +774,10 @@ def print_plan(console: Console, plan: Plan) -> None:
         for f in plan.findings:
             style = "red" if f.severity == "blocking" else "yellow"
             findings.add_row(
-                f"[{style}]{f.severity}[/]", _lit(f.message), f"{f.objects:,}", _lit(f.action)
+                f"[{style}]{f.severity}[/]",
+                _lit(f"{f.code}: {f.message}"),  # the code: what --json and the README name
+                f"{f.objects:,}",
+                _lit(f.action),
             )
         console.print(findings)
     if plan.excluded:
