@@ -845,7 +845,9 @@ class S3Adapter:
             detail = f": {message}" if message else ""
             return Permanent(f"{where}: {op} failed with {code or status}{detail}")
         if isinstance(exc, bce.EndpointConnectionError) and unresolved(exc):
-            host = urlsplit(self.site.endpoint or "").hostname or "AWS S3's"
+            # The URL botocore asked (AWS's own endpoint where the site declares none).
+            asked = str(getattr(exc, "kwargs", {}).get("endpoint_url") or self.site.endpoint or "")
+            host = urlsplit(asked).hostname or "(AWS S3's)"
             return EndpointUnreachable(
                 f"{self.site_name}: the endpoint's host {host} does not resolve (DNS)",
                 hint="check the host name in the site's endpoint (or the catalog's for its "
