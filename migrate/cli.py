@@ -592,8 +592,16 @@ def plan(
         # Written over a plan of that name with progress elsewhere, the file the state's
         # progress was approved as would be gone, and every run refused (a walkthrough).
         check_same_routes(made, ledger)
+        approvals = ledger.approvals(made.name)
     with _writing("the plan", out):
         save_plan(made, out)
+    if approvals and approvals[0].digest != made.digest:
+        # The file approved is replaced by another version: said, not left to the run.
+        _warn(
+            f"{out} holds a new version of plan {made.name}, not the one approved (by "
+            f"{approvals[0].approved_by} at {approvals[0].approved_at}): review it, then "
+            f"`migrate plan approve {out}`"
+        )
     if json_out:
         # `plan` is its name, as run, verify and status name it; `file`, where it is
         answer = {"plan": made.name, "file": str(out), "digest": made.digest}
