@@ -1550,10 +1550,10 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
     before_json, after_json = json.loads(before), json.loads(after)
     # The schema of 2026-11 kept no run history: nothing to time the phases left by.
     assert before_json.pop("projection") is not None and after_json.pop("projection") is None
-    # Nor names of inventory runs: the upgrade names them anew, so this plan, made since
-    # (no real plan is made before its state's schema), names another (the state's
-    # approval and progress are there still; run, below, answers from the receipt).
-    assert before_json.pop("approval")["approved"] and not after_json.pop("approval")["approved"]
+    # Its approval is there still, and taken as a run takes it (`check_approved`: an
+    # approval of its digest; the inventory the upgrade names anew is asked of a plan
+    # approved nowhere only).
+    assert before_json.pop("approval")["approved"] and after_json.pop("approval")["approved"]
     assert after_json == before_json  # everything recorded is still there
     code, out, err = run(["run", plan, "--phase", "bulk-1", "--json", *where], capsys)
     assert code == 0, err
