@@ -595,7 +595,7 @@ def plan(
         approvals = ledger.approvals(made.name)
     with _writing("the plan", out):
         save_plan(made, out)
-    if approvals and approvals[0].digest != made.digest:
+    if approvals and approvals[0].digest != made.digest and not made.blocking:
         # The file approved is replaced by another version: said, not left to the run.
         _warn(
             f"{out} holds a new version of plan {made.name}, not the one approved (by "
@@ -685,22 +685,28 @@ def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
             return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
         with Ledger(config.state_dir) as ledger:
             approval, detail = approval_of(plan, ledger)
-        if approval is not None:
-            # Whether a run would take it, the sites and the catalog as they are now: an
-            # approved plan a run refuses read "approved" here (a walkthrough).
-            from migrate.session import guard_for, refuse_blocked_now
-
-            catalog = _catalog_of(config)
-            try:
-                refuse_blocked_now(plan, config.site(plan.destination), config, catalog)
-                guard_for(plan, config, catalog)
-            except MigrateError as refused:
-                return False, f"{detail}, but a run refuses it now: {refused.one_line()}"
+        if approval is not None and (refused := _refused_now(plan, config)):
+            return False, f"{detail}, but {refused}"
     except SecretInConfig:
         raise  # a secret written in the file is refused wherever the file is read
     except MigrateError as exc:
         return None, f"not known: {exc.one_line()}"
     return approval is not None, detail
+
+
+def _refused_now(plan: Plan, config: SitesConfig) -> str | None:
+    """Why a run would refuse an approved plan now, the sites and the catalog as they are
+    (a destination or runner the policy blocks today, a site sent off its allowlist); None
+    if it would not: `plan show` and `status` said "approved" of one (a walkthrough)."""
+    from migrate.session import guard_for, refuse_blocked_now
+
+    try:
+        catalog = _catalog_of(config)
+        refuse_blocked_now(plan, config.site(plan.destination), config, catalog)
+        guard_for(plan, config, catalog)
+    except MigrateError as refused:
+        return f"a run refuses it now: {refused.one_line()}"
+    return None
 
 
 def _record_text(option: str, value: str) -> str:
@@ -743,11 +749,15 @@ def plan_approve(
     # Judged now, as a run judges it: a destination or runner the policy blocks under the
     # facts of today (a catalog file, the sites file) is not approved (a walkthrough: the
     # file's PASS was approved, and only the run refused).
+    from migrate.planner import refuse_blocking
     from migrate.session import guard_for, refuse_blocked_now
 
+    refuse_blocking(loaded, plan)  # said first: its findings say why (exit 9)
     catalog = _catalog_of(config)
     refuse_blocked_now(loaded, config.site(loaded.destination), config, catalog, approving=True)
-    guard_for(loaded, config, catalog)  # the sites' hosts against its allowlist, as a run
+    # The sites' hosts against its allowlist, as a run; not the proxy variables of this
+    # shell: approving sends nothing, and may be done elsewhere than the run.
+    guard_for(loaded, config, catalog, env={})
     with Ledger(config.state_dir) as ledger:
         kept = approve_plan(plan, ledger, who)  # the first approval of this digest
     if json_out:
@@ -1286,7 +1296,7 @@ def run(
 def _receipt_inputs(plan: Path, phase: str, sites: Path | None) -> rerun.Inputs | None:
     try:
         return rerun.inputs_of(plan, phase, sites)
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # the command itself says what is wrong
         return None  # unreadable, or a pipe: no receipt; the command reports what it cannot read
 
 
@@ -1395,7 +1405,7 @@ def status(
         used = ledger.routes(loaded.name) if routes else []
         # The reads of its two sites outside its runs (inventory, sites check, plan).
         before = ledger.site_routes([loaded.source, loaded.destination]) if routes else []
-        approval = _approval_state(loaded, ledger, edited)
+        approval = _approval_state(loaded, ledger, edited, config)
     if json_out:
         _out(
             True,
@@ -1445,7 +1455,9 @@ def status(
         render.print_site_routes(_console(), before)
 
 
-def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
+def _approval_state(
+    plan: Plan, ledger: Ledger, edited: bool, config: SitesConfig
+) -> dict[str, Any]:
     """Whether a run would take this file, as it stands, as approved in the state (the
     run's own check, `check_approved`: `why_not` is its line), by whom and when; `latest`:
     the digest last approved under its name, when another."""
@@ -1456,6 +1468,8 @@ def _approval_state(plan: Plan, ledger: Ledger, edited: bool) -> dict[str, Any]:
         mine = check_approved(plan, ledger)
     except PlanError as exc:  # PlanTampered too
         why_not = exc.one_line()
+    else:
+        why_not = _refused_now(plan, config)
     return {
         "approved": why_not is None,
         "why_not": why_not,

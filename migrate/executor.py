@@ -382,6 +382,15 @@ def run_phase(
     if nothing is not None:
         nothing.seconds = time.monotonic() - started
         return nothing
+    made_as_required = any(f.code == CERTIFICATION_CONDITION for f in plan.findings)
+    if made_as_required:
+        # Before the phase takes its objects (a review: a refusal after left them taken,
+        # and the datasets could no longer be left out of the plan).
+        for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+            try:
+                refuse_missing_bucket(plan, destination, bucket)
+            except TransferError as exc:
+                raise as_store_failure(exc) from None
     total = ledger.resolve_phase(plan, plan.phase(phase_name))
     # Set on Ctrl-C, or once a copy finds a store gone: multipart copies stop between
     # parts, a part not begun is not sent, and a retry's backoff ends at once (each part
@@ -427,13 +436,11 @@ def run_phase(
     summary.left_changed = counts["changed"].objects if "changed" in counts else 0
     todo_bytes = sum(c.bytes for s, c in counts.items() if s not in ("done", "changed", "removed"))
     ledger.phase_mark(plan.name, phase_name, "started_at")
-    made_as_required = any(f.code == CERTIFICATION_CONDITION for f in plan.findings)
     for bucket in sorted({m.destination_bucket for m in plan.mappings}):
+        if made_as_required:
+            continue  # each found there above: the run makes none
         try:
-            if made_as_required:
-                refuse_missing_bucket(plan, destination, bucket)
-            else:
-                destination.create_container(bucket)
+            destination.create_container(bucket)
         except TransferError as exc:  # no object has failed: the store has (exit 6, not 11)
             raise as_store_failure(exc) from None
     for bucket, key, upload in ledger.take_dropped_uploads():

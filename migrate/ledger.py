@@ -2316,8 +2316,7 @@ class Ledger:
         takes)."""
         with self.atomic() as db:
             latest = db.execute(
-                "SELECT digest FROM approvals WHERE plan=? ORDER BY approved_at DESC, rowid DESC "
-                "LIMIT 1",
+                "SELECT digest FROM approvals WHERE plan=? ORDER BY rowid DESC LIMIT 1",
                 (plan,),
             ).fetchone()
             if latest is not None and latest[0] != digest:
@@ -2359,7 +2358,7 @@ class Ledger:
                 Approval(*row)
                 for row in self._db.execute(
                     "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
-                    "WHERE plan=? ORDER BY approved_at DESC, rowid DESC",
+                    "WHERE plan=? ORDER BY rowid DESC",  # as recorded: a clock set back too
                     (plan,),
                 )
             ]

@@ -1582,12 +1582,8 @@ def parse_bandwidth(text: str) -> float:
 # -- approval ----------------------------------------------------------------------------------
 
 
-def approve_plan(path: Path, ledger: Ledger, who: str) -> Approval:
-    """Record in the state that `who` approved the plan at `path` as it is now; return the
-    approval kept. Refuses a plan edited since it was written (PlanTampered) and one with a
-    blocking finding (PlanError). Approving the same digest again changes nothing: the
-    first approval is returned."""
-    plan = load_plan(path, check_digest=True)
+def refuse_blocking(plan: Plan, path: Path) -> None:
+    """PlanError (exit 9) for a plan with a blocking finding: it cannot be approved."""
     if plan.blocking:
         codes = ", ".join(sorted({f.code for f in plan.blocking}))
         raise PlanError(
@@ -1595,15 +1591,26 @@ def approve_plan(path: Path, ledger: Ledger, who: str) -> Approval:
             f"finding{'s' if len(plan.blocking) > 1 else ''} ({codes})",
             hint=f"see `migrate plan show {path}`, fix them and generate the plan again",
         )
+
+
+def approve_plan(path: Path, ledger: Ledger, who: str) -> Approval:
+    """Record in the state that `who` approved the plan at `path` as it is now; return the
+    approval kept. Refuses a plan edited since it was written (PlanTampered) and one with a
+    blocking finding (PlanError). Approving the same digest again changes nothing: the
+    first approval is returned."""
+    plan = load_plan(path, check_digest=True)
+    refuse_blocking(plan, path)
     check_same_routes(plan, ledger)
     check_inventory_held(plan, ledger)
-    if not ledger.plan_made(plan.name, plan.digest):
+    approved = any(a.digest == plan.digest for a in ledger.approvals(plan.name))
+    # An approved digest was made (before the state recorded what `plan` makes, too).
+    if not approved and not ledger.plan_made(plan.name, plan.digest):
         # Its findings are the file's word: only one `migrate plan` wrote is taken.
         raise PlanTampered(
             f"plan {plan.name} was not made by `migrate plan` with this state (its digest "
             f"{plan.digest[:19]}… is not one the state recorded): its findings cannot be "
             "taken on its word",
-            hint="make it with `migrate plan` (the same inventory and options give the same "
-            "file), review it, then approve it",
+            hint="make it again with `migrate plan` (the state records what it makes), "
+            "review it, then approve it",
         )
     return ledger.record_approval(plan.name, plan.digest, who, str(path))

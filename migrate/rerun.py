@@ -92,7 +92,10 @@ def inputs_of(plan: Path, phase: str, sites: Path | None) -> Inputs:
     # What the run's checks read besides: the user's catalog files (an endpoint moved by
     # one) and the proxy variables (an undeclared proxy is refused): a change to either is
     # a full run's to answer (a review: a receipt answered exit 0 where the run said 10).
-    catalogs = [_file_bytes((sites_file.parent / p).resolve()) for p in raw.get("catalog", [])]
+    named = raw.get("catalog", [])
+    if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
+        raise ValueError("catalog: not a list of paths")  # the CLI refuses it, exit 3
+    catalogs = [_file_bytes((sites_file.parent / p).resolve()) for p in named]
     proxies = sorted(
         f"{name.lower()}={value.rpartition('@')[2]}"  # never a proxy's credentials
         for name, value in os.environ.items()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import date
 from fnmatch import fnmatch
@@ -137,8 +137,12 @@ def refuse_blocked_now(
         )
 
 
-def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard:
-    """The guard of a plan's run: the hosts its allowlist names, nothing else."""
+def guard_for(
+    plan: Plan, config: SitesConfig, catalog: Catalog, env: Mapping[str, str] | None = None
+) -> RoutingGuard:
+    """The guard of a plan's run: the hosts its allowlist names, nothing else. `env`: the
+    proxy variables it holds to (default: this process's; `{}` where nothing is sent, as
+    an approval on another machine than the runner's)."""
     names = [plan.source, plan.destination]
     sites = [config.site(n) for n in names]
     for site in sites:
@@ -168,7 +172,7 @@ def guard_for(plan: Plan, config: SitesConfig, catalog: Catalog) -> RoutingGuard
                 "and approve it",
             )
     _check_endpoints_as_planned(plan, sites, catalog)
-    return _guard(sites, plan.allowlist, catalog, declared_proxies(config, names))
+    return _guard(sites, plan.allowlist, catalog, declared_proxies(config, names), env)
 
 
 def _check_endpoints_as_planned(plan: Plan, sites: Sequence[Site], catalog: Catalog) -> None:
@@ -329,7 +333,11 @@ def declared_proxies(config: SitesConfig, names: Sequence[str] | None = None) ->
 
 
 def _guard(
-    sites: Sequence[Site], allowlist: Sequence[str], catalog: Catalog, proxies: Sequence[str]
+    sites: Sequence[Site],
+    allowlist: Sequence[str],
+    catalog: Catalog,
+    proxies: Sequence[str],
+    env: Mapping[str, str] | None = None,
 ) -> RoutingGuard:
     http_allowed = []
     for site in sites:
@@ -353,6 +361,7 @@ def _guard(
         http_allowed=http_allowed,
         declared_proxies=proxies,
         global_endpoints=extra_global,
+        env=env,
     )
 
 

@@ -590,6 +590,9 @@ class Catalog(_Model):
                     else:
                         owners.append((name, code, shown))
                 elif _in_shapes(provider, host):
+                    if own and site.region and site.region.lower() in host.split("."):
+                        continue  # its own, naming the declared region (dual-stack, FIPS, a
+                        # VPC endpoint's, an access point's forms of it)
                     known = known and not own
                     owners.append((name, "(which region, the catalog cannot tell)", shown))
         if not owners or (site.provider, site.region) in {(o[0], o[1]) for o in owners}:
@@ -639,7 +642,8 @@ class Catalog(_Model):
         for name, fact in prov.prices:
             # The provider's prices in another currency than the region's: not relabelled
             # (a review: EUR prices read as USD), unknown unless the region restates them.
-            if isinstance(fact, Fact) and other:
+            # (Its free allowance is gigabytes, no money: kept.)
+            if isinstance(fact, Fact) and other and name != "egress_free_gb_month":
                 merged[name] = Fact[float]().model_dump()
         for name, fact in reg.prices:
             if isinstance(fact, Fact) and fact.known:

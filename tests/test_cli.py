@@ -994,6 +994,18 @@ def test_a_plan_file_not_made_by_migrate_plan_is_not_approved(
     assert_one_line_without_secret(out, err)
     assert run(make, capsys)[0] == 0  # made again: the same file, approved
     assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    # A state upgraded to record what `plan` makes holds none of it: an approved digest
+    # was made (a review: approving it again was refused).
+    with sqlite3.connect(tmp_path / ".migrate" / "state.db") as db:
+        db.execute("DELETE FROM plans_made")
+    assert run(["plan", "approve", plan, *where], capsys)[0] == 0
+    # A plan with blocking findings says so first, exit 9 (a review: the policy's exit 8
+    # came first, "made under other facts").
+    blocked = str(tmp_path / "b.yaml")
+    strict = ["plan", "--from", "s", "--to", "d", "--policy", "fr-health", "-o", blocked]
+    assert run([*strict, *where], capsys)[0] == 0
+    code, out, err = run(["plan", "approve", blocked, *where], capsys)
+    assert code == 9 and "cannot be approved" in err, err
 
 
 def test_only_the_latest_approval_of_a_plan_is_taken(

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from migrate.dryrun import dry_run
-from migrate.errors import ConfigError, PlanError, PlanTampered
+from migrate.errors import ConfigError, MigrateError, PlanError, PlanTampered
 from migrate.executor import run_phase
 from migrate.inventory import SIZE_CLASSES, dataset_of, flags_of, run_inventory, to_row
 from migrate.ledger import Approval, Ledger
@@ -71,8 +71,12 @@ def catalog() -> Catalog:
 def made_and_approved(path: Path, ledger: Ledger, who: str) -> Approval:
     """As `migrate plan` then `plan approve`: these tests make plans with make_plan, which
     records nothing (approval takes only the digests `migrate plan` recorded)."""
-    plan = load_plan(path, check_digest=False)
-    ledger.record_plan_made(plan.name, plan.digest)
+    try:
+        plan = load_plan(path, check_digest=False)
+    except MigrateError:
+        pass  # a file approve_plan refuses: its test's to see
+    else:
+        ledger.record_plan_made(plan.name, plan.digest)
     return approve_plan(path, ledger, who)
 
 
@@ -1034,8 +1038,11 @@ def test_buckets_a_certification_needs_made_its_way_are_not_created_by_the_run(
     [finding] = [f for f in plan.findings if f.code == "CERTIFICATION_CONDITION"]
     assert "HDS-certified tag" in finding.message and finding.severity.value == "warning"
     assert finding.datasets == tuple(sorted({m.destination_bucket for m in plan.mappings}))
-    with Ledger(estate.state) as ledger, pytest.raises(PlanError, match="does not exist"):
-        run_phase(plan, "pilot", ledger, estate.source, estate.dest, sleep=lambda s: None)
+    with Ledger(estate.state) as ledger:
+        with pytest.raises(PlanError, match="does not exist"):
+            run_phase(plan, "pilot", ledger, estate.source, estate.dest, sleep=lambda s: None)
+        # Refused before the phase took its objects: its datasets may still be left out.
+        assert ledger.datasets_taken(plan.name, [m.dataset for m in plan.mappings]) == []
     for bucket in finding.datasets:  # made as HDS requires (here: by hand)
         estate.dest.create_container(bucket)
     with Ledger(estate.state) as ledger:

@@ -159,6 +159,10 @@ def test_self_hosted_judged_on_its_declarations(cat: Catalog) -> None:
         # Another provider's host: a regional GCS one, an Azure account's (global).
         ("self-hosted", None, "https://storage.us-east1.rep.googleapis.com", "FAIL"),
         ("self-hosted", None, "https://chuacct.blob.core.windows.net", "FAIL"),
+        # Its own provider's other forms of the declared region's endpoint (a review).
+        ("aws", "eu-west-3", "https://s3.dualstack.eu-west-3.amazonaws.com", "FAIL-AWS"),
+        ("aws", "eu-west-3", "https://b.vpce-0a1b.s3.eu-west-3.vpce.amazonaws.com", "FAIL-AWS"),
+        ("aws", "eu-west-3", "https://ap-1.s3-accesspoint.eu-west-3.amazonaws.com", "FAIL-AWS"),
         # Not a storage endpoint of any provider (a VPS's or a load balancer's name).
         ("self-hosted", None, "https://vps-1a2b3c4d.vps.ovh.net", "PASS"),
         ("self-hosted", None, "https://my-alb-1234.eu-west-3.elb.amazonaws.com", "PASS"),
@@ -177,6 +181,10 @@ def test_a_site_whose_endpoint_the_catalog_places_elsewhere_fails(
            if provider == "self-hosted" else {}),
     )  # fmt: skip
     verdict = evaluate(site, "eu-sovereign", cat, TODAY)
+    if status == "FAIL-AWS":  # AWS fails eu-sovereign on its own; the endpoint is its own
+        assert "endpoint-as-declared" not in {r.rule for r in verdict.reasons}
+        assert not evaluate(site, "eu-residency", cat, TODAY).blocking
+        return
     assert verdict.status == status, verdict.reasons
     if status == "PASS":
         return

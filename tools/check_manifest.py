@@ -246,6 +246,12 @@ def read_manifest(path, problems):
             except ValueError:
                 problems.append(f"line {number}: not JSON")
                 continue
+            if not isinstance(record, dict):  # [1, 2] is JSON too: a failure, no traceback
+                problems.append(f"line {number}: not a JSON object")
+                continue
+            if not isinstance(record.get("dataset", ""), str):
+                problems.append(f"line {number}: its dataset is not a string")
+                record = {**record, "dataset": json.dumps(record["dataset"])}
             canonical = json.dumps(
                 record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
             )
