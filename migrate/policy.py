@@ -349,23 +349,35 @@ def _rule_region_country(subject: _Subject, rule: Rule) -> list[Reason]:
     ]  # fmt: skip
 
 
-def _declared_operator(subject: _Subject, rule: Rule, decl: _Declared, role: str) -> Reason:
+def _declared_country(
+    rule: Rule, decl: _Declared, key: str, value: str | None, missing: str, role: str
+) -> Reason | str:
+    """The ISO code a site declares under `key`, or the UNKNOWN reason why there is none:
+    no operator (its `role` cannot be judged), `missing` where it declares none, the
+    code's own where it is not one."""
     if decl.operator is None:
         return _declared_reason(
             rule, "UNKNOWN", decl, "operator", None,
             f"site {decl.site} declares no operator: its {role} cannot be judged",
         )  # fmt: skip
-    if decl.country is None:
-        return _declared_reason(
-            rule, "UNKNOWN", decl, "country", None,
-            f"site {decl.site} declares operator {decl.operator} but no country",
-        )  # fmt: skip
-    code = decl.country.strip().upper()
+    if value is None:
+        return _declared_reason(rule, "UNKNOWN", decl, key, None, f"site {decl.site} {missing}")
+    code = value.strip().upper()
     if not _ISO2.match(code):
         return _declared_reason(
-            rule, "UNKNOWN", decl, "country", decl.country,
-            f"site {decl.site} declares country {decl.country!r}, not an ISO 3166 code",
+            rule, "UNKNOWN", decl, key, value,
+            f"site {decl.site} declares {key} {value!r}, not an ISO 3166 code",
         )  # fmt: skip
+    return code
+
+
+def _declared_operator(subject: _Subject, rule: Rule, decl: _Declared, role: str) -> Reason:
+    code = _declared_country(
+        rule, decl, "country", decl.country,
+        f"declares operator {decl.operator} but no country", role,
+    )  # fmt: skip
+    if isinstance(code, Reason):
+        return code
     ok = _country_in(code, rule.arg)
     return _declared_reason(
         rule, "PASS" if ok else "FAIL", decl, "operator", f"{decl.operator} ({code})",
@@ -395,25 +407,13 @@ def _rule_operator_country(subject: _Subject, rule: Rule) -> list[Reason]:
 
 
 def _declared_parent(rule: Rule, decl: _Declared) -> Reason:
-    if decl.operator is None:
-        return _declared_reason(
-            rule, "UNKNOWN", decl, "operator", None,
-            f"site {decl.site} declares no operator: its parent cannot be judged",
-        )  # fmt: skip
-    if decl.parent_country is None:
-        return _declared_reason(
-            rule, "UNKNOWN", decl, "parent_country", None,
-            f"site {decl.site} declares no parent_country: who ultimately controls "
-            f"{decl.operator} is not known (declare its parent's country, or the operator's "
-            "own if it has no parent)",
-        )  # fmt: skip
-    code = decl.parent_country.strip().upper()
-    if not _ISO2.match(code):
-        return _declared_reason(
-            rule, "UNKNOWN", decl, "parent_country", decl.parent_country,
-            f"site {decl.site} declares parent_country {decl.parent_country!r}, not an ISO "
-            "3166 code",
-        )  # fmt: skip
+    code = _declared_country(
+        rule, decl, "parent_country", decl.parent_country,
+        f"declares no parent_country: who ultimately controls {decl.operator} is not known "
+        "(declare its parent's country, or the operator's own if it has no parent)", "parent",
+    )  # fmt: skip
+    if isinstance(code, Reason):
+        return code
     ok = _country_in(code, rule.arg)
     return _declared_reason(
         rule, "PASS" if ok else "FAIL", decl, "parent_country", code,
