@@ -100,9 +100,12 @@ class Session:
 class _Deferred:
     def __init__(self, build: Callable[[], StoreAdapter]) -> None:
         self._build = build
+        self._built: StoreAdapter | None = None  # the session's, built once under its lock
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._build(), name)
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
 def refuse_blocked_now(
