@@ -1988,10 +1988,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
         named = next((a for a in args if not a.startswith("-")), None)
-        exc = raised if named == "run" else as_store_failure(raised)
-        _stderr().print(f"migrate: error: {exc.one_line()}", markup=False, soft_wrap=True)
-        fail_json(exc.exit_code, kind_of(exc), exc.message, exc.hint)
-        return exc.exit_code
+        return _said(raised if named == "run" else as_store_failure(raised), fail_json)
     except typer.Exit as exc:  # the command said it (sites check: its table or JSON)
         return int(exc.exit_code)
     except TyperException as exc:  # usage errors: one line too, and where to learn more
@@ -2030,13 +2027,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
         except OSError:
             drop_stdout()  # else Python fails again flushing it at exit
-        error = ConfigError(
-            f"the output could not be written ({exc.strerror or exc})",
-            hint="free space where the output goes, then run the command again",
+        return _said(
+            ConfigError(
+                f"the output could not be written ({exc.strerror or exc})",
+                hint="free space where the output goes, then run the command again",
+            ),
+            fail_json,
         )
-        _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
-        fail_json(error.exit_code, kind_of(error), error.message, error.hint)
-        return error.exit_code
     except sqlite3.DatabaseError as exc:
         name = getattr(exc, "sqlite_errorname", "")
         if not name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
@@ -2044,15 +2041,22 @@ def main(argv: list[str] | None = None) -> int:
         # Damage a query reached mid-command (the file opened well): the file, not a bug.
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
-        error = ConfigError(
-            f"the state file (state.db in the sites file's state_dir) is damaged ({exc})",
-            hint="restore it from a backup: what it records of the move cannot be trusted",
+        return _said(
+            ConfigError(
+                f"the state file (state.db in the sites file's state_dir) is damaged ({exc})",
+                hint="restore it from a backup: what it records of the move cannot be trusted",
+            ),
+            fail_json,
         )
-        _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
-        fail_json(error.exit_code, kind_of(error), error.message, error.hint)
-        return error.exit_code
     except Exception as exc:  # a bug: still one line, unless --debug
         return _unexpected(exc, debug, fail_json)
+
+
+def _said(error: MigrateError, fail_json: Callable[[int, str, str, str | None], None]) -> int:
+    """A failure's one line on stderr, its error object under --json, its exit code."""
+    _stderr().print(f"migrate: error: {error.one_line()}", markup=False, soft_wrap=True)
+    fail_json(error.exit_code, kind_of(error), error.message, error.hint)
+    return error.exit_code
 
 
 def _command_names() -> set[str]:

@@ -129,6 +129,21 @@ def _guessable(key: str, chosen: str) -> bool:
     return guess is None or chosen.split(";")[0].strip().lower() == guess.lower()
 
 
+def _gone_after_cut(head: Callable[[], object], cut: NoAnswer) -> bool:
+    """After a read cut at every try (`cut`): a HEAD of the object tells the store silent
+    (`cut` raised: no object's finding) from the object gone (True) or this object's body
+    alone failing while the store answers (False: unreadable)."""
+    try:
+        head()
+    except NotFound:
+        return True
+    except (NoAnswer, EndpointUnreachable):
+        raise cut from None
+    except MigrateError:
+        pass  # an answer (a refusal too): the store is there
+    return False
+
+
 def _recopy_reason(kind: str, detail: str) -> str:
     """The reason a transfer is marked to copy again (kept, and compared next time)."""
     return f"verify found it {kind.replace('_', ' ')}: {detail}"
@@ -695,15 +710,9 @@ class _Verifier:
             # The store silent, or this object's body cut at every try while the store
             # answers (SeaweedFS failing its own checksum on a later chunk: an audit saw
             # every deep verify stop there, exit 6, nothing recorded). A HEAD of it tells.
-            try:
-                self.head(row.destination_bucket, row.destination_key)
-            except NotFound:
+            if _gone_after_cut(lambda: self.head(row.destination_bucket, row.destination_key), exc):
                 self.finding(row, "missing", "listed, but gone when read")
                 return False
-            except (NoAnswer, EndpointUnreachable):
-                raise exc from None
-            except MigrateError:
-                pass  # an answer: the store is there
             self.finding(
                 row,
                 "unreadable",
@@ -754,15 +763,11 @@ class _Verifier:
             # As for the destination's (reread): the source silent, or this object's body
             # cut at every try while it answers a HEAD (a review: it stopped every
             # --deep=both, exit 6, nothing recorded).
-            try:
-                self.call(lambda: self.source.head(row.container, row.key))
-            except NotFound:
+            if _gone_after_cut(
+                lambda: self.call(lambda: self.source.head(row.container, row.key)), exc
+            ):
                 self.finding(row, "source_changed", "source object deleted since its copy")
                 return None
-            except (NoAnswer, EndpointUnreachable):
-                raise exc from None
-            except MigrateError:
-                pass
             self.finding(
                 row,
                 "unreadable",
