@@ -769,15 +769,17 @@ def plan_approve(
                 "digest": kept.digest,
                 "approved_by": kept.approved_by,
                 "approved_at": kept.approved_at,
-                # False: approved already; this call's approver is not on the record.
+                # False: approved already, that approval stands (this call is in the
+                # plan's approval history, which the report shows).
                 "recorded": kept.recorded_now,
             },
         )
     else:
         again = ""
         if not kept.recorded_now:
-            again = " (approved already: approving again changes nothing" + (
-                ")" if kept.approved_by == who else f"; {who} is not recorded)"
+            again = (
+                " (approved already: that approval stands; this one is in the plan's approval "
+                "history, which `migrate report` shows)"
             )
         _console().print(
             f"Approved {plan} ({kept.digest}) by {kept.approved_by} at {kept.approved_at}{again}.",

@@ -494,6 +494,26 @@ _MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # Every `plan approve` as it was made: approvals holds each digest's standing
+        # approval only (approving an older version again replaced its first record, and a
+        # second approver of the same digest was on no record: an auditor lost both).
+        # Those recorded before this was kept are their standing approvals.
+        "approval history",
+        """
+        CREATE TABLE approval_events (
+            plan TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            approved_by TEXT NOT NULL,
+            approved_at TEXT NOT NULL,
+            path TEXT NOT NULL,
+            took_effect INTEGER NOT NULL
+        );
+        CREATE INDEX approval_events_plan ON approval_events (plan);
+        INSERT INTO approval_events (plan, digest, approved_by, approved_at, path, took_effect)
+        SELECT plan, digest, approved_by, approved_at, path, 1 FROM approvals ORDER BY rowid;
+        """,
+    ),
 ]
 
 
@@ -2313,7 +2333,8 @@ class Ledger:
         """Record that `who` approved this digest of the plan; approving it again keeps the
         first record, while it is the plan's latest approval. One approved before a later
         version was is approved anew (a new record: the latest approval is the one a run
-        takes)."""
+        takes). Every call is in the plan's approval history, whichever stands."""
+        now = _now()
         with self.atomic() as db:
             latest = db.execute(
                 "SELECT digest FROM approvals WHERE plan=? ORDER BY rowid DESC LIMIT 1",
@@ -2324,8 +2345,13 @@ class Ledger:
             inserted = db.execute(
                 "INSERT INTO approvals (plan, digest, approved_by, approved_at, path) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (plan, digest) DO NOTHING",
-                (plan, digest, who, _now(), path),
+                (plan, digest, who, now, path),
             ).rowcount
+            db.execute(
+                "INSERT INTO approval_events (plan, digest, approved_by, approved_at, path, "
+                "took_effect) VALUES (?, ?, ?, ?, ?, ?)",
+                (plan, digest, who, now, path, inserted == 1),
+            )
             row = db.execute(
                 "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
                 "WHERE plan=? AND digest=?",
@@ -2359,6 +2385,19 @@ class Ledger:
                 for row in self._db.execute(
                     "SELECT plan, digest, approved_by, approved_at, path FROM approvals "
                     "WHERE plan=? ORDER BY rowid DESC",  # as recorded: a clock set back too
+                    (plan,),
+                )
+            ]
+
+    def approval_history(self, plan: str) -> list[ApprovalEvent]:
+        """Every `plan approve` of the plan, oldest first, whether it took effect or found
+        the digest approved already."""
+        with self._lock:
+            return [
+                ApprovalEvent(p, d, by, at, path, bool(took))
+                for p, d, by, at, path, took in self._db.execute(
+                    "SELECT plan, digest, approved_by, approved_at, path, took_effect "
+                    "FROM approval_events WHERE plan=? ORDER BY rowid",
                     (plan,),
                 )
             ]
@@ -3370,6 +3409,19 @@ class Approval:
     # From record_approval: whether that call recorded it (False: the digest was approved
     # already, and the first approval stands).
     recorded_now: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalEvent:
+    """One `plan approve`: took_effect False when the digest stood approved already (by
+    whoever approved it first: a second approver, or the same one again)."""
+
+    plan: str
+    digest: str
+    approved_by: str
+    approved_at: str
+    path: str
+    took_effect: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,18 @@ class ApprovalInfo(_Model):
     current: bool  # approves the digest of the plan this report is about
 
 
+class ApprovalEventInfo(_Model):
+    """One `migrate plan approve`, as it was made."""
+
+    digest: str
+    approved_by: str
+    approved_at: str
+    current: bool  # of the digest of the plan this report is about
+    # False: that digest stood approved already (by the approval listed in `approvals`):
+    # a second approver, or the same one again
+    took_effect: bool
+
+
 class ReasonInfo(_Model):
     rule: str
     outcome: Status
@@ -422,7 +434,10 @@ class Report(_Model):
     # when the source's latest inventory (what the counts above read) finished listing
     source_inventory_at: str | None = None
     plan: PlanInfo
+    # the standing approval of each digest approved, newest first
     approvals: tuple[ApprovalInfo, ...]
+    # every `plan approve` of the plan, oldest first (re-approvals and second approvers too)
+    approval_history: tuple[ApprovalEventInfo, ...] = ()
     sites: tuple[SiteInfo, ...]
     totals: Counts
     phases: tuple[PhaseInfo, ...]
@@ -1132,6 +1147,16 @@ def build_report(
         )
         for a in ledger.approvals(plan.name)
     )
+    history = tuple(
+        ApprovalEventInfo(
+            digest=e.digest,
+            approved_by=e.approved_by,
+            approved_at=e.approved_at,
+            current=e.digest == plan.digest,
+            took_effect=e.took_effect,
+        )
+        for e in ledger.approval_history(plan.name)
+    )
     judged = _sites(plan, catalog, today, sites)
     changed = ledger.changed_since_copy_count(plan.name, plan.source)
     copying = [p for p in phases if p.kind != "decommission"]
@@ -1193,6 +1218,7 @@ def build_report(
             estimated=_estimate(plan.totals),
         ),
         approvals=approvals,
+        approval_history=history,
         sites=judged,
         totals=_counts(stats),
         phases=tuple(phases),
@@ -1617,6 +1643,17 @@ def render_html(report: Report) -> str:
             f"<dt>approved</dt><dd>by {_e(a.approved_by)} at {_e(a.approved_at)}, "
             f"<code>{_e(a.digest)}</code>{mark}</dd>"
         )
+    if len(r.approval_history) > len(r.approvals):
+        # Re-approvals and second approvers the standing approvals above do not show.
+        out.append("<dt>approval history</dt><dd><ol>")
+        for e in r.approval_history:
+            effect = "" if e.took_effect else " (approved already: the earlier approval stands)"
+            out.append(
+                f"<li>by {_e(e.approved_by)} at {_e(e.approved_at)}, "
+                f"<code>{_e(e.digest[:19])}…</code>"
+                f"{'' if e.current else ' (an earlier digest)'}{effect}</li>"
+            )
+        out.append("</ol></dd>")
     if r.approvals:
         # Who approved is a name as given, not an identity proven (an auditor's question).
         out.append(

@@ -824,7 +824,7 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     code, out, err = run(["plan", "approve", plan, "--by", "other", *where], capsys)
     said = " ".join(out.split())
     assert "by dpo at " in said and "approved already" in said, said
-    assert "other is not recorded" in said, said
+    assert "this one is in the plan's approval history" in said, said
     code, out, err = run(["plan", "show", plan, *where], capsys)
     assert code == 0 and "Approval: approved by dpo at " in out, out
     # Read away from its sites file (none here): the plan alone; to a script, an approval
@@ -1028,8 +1028,25 @@ def test_only_the_latest_approval_of_a_plan_is_taken(
     assert code == 9 and "superseded by a later version's (approved by ciso" in err, err
     assert_one_line_without_secret(out, err)
     # Approved again after review: the latest, taken.
-    assert run(["plan", "approve", plan, "--by", "dpo", *where], capsys)[0] == 0
+    assert run(["plan", "approve", plan, "--by", "dpo2", *where], capsys)[0] == 0
     assert run(["run", plan, "--phase", "pilot", "--dry-run", *where], capsys)[0] == 0
+    # A second approver of the standing approval: it stands, the call is on the record.
+    assert run(["plan", "approve", plan, "--by", "ciso", *where], capsys)[0] == 0
+    # The report keeps every approval as it was made: dpo's first one of v1 too, which
+    # approving v1 again replaced among the standing approvals (an auditor's history).
+    assert main(["report", plan, "-o", str(tmp_path / "rep"), *where]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    history = [
+        (e["approved_by"], e["current"], e["took_effect"]) for e in report["approval_history"]
+    ]
+    assert history == [
+        ("dpo", True, True), ("ciso", False, True), ("dpo2", True, True), ("ciso", True, False)
+    ]  # fmt: skip
+    assert [(a["approved_by"], a["current"]) for a in report["approvals"]] == [
+        ("dpo2", True), ("ciso", False)
+    ]  # fmt: skip
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "approval history" in page and "by dpo at " in page
 
 
 def test_a_name_not_utf8_that_appears_after_the_plan_stops_the_delta_with_its_reason(
@@ -1579,9 +1596,12 @@ def test_a_state_written_by_an_earlier_version_is_upgraded_in_place(
         ).fetchall()  # fmt: skip
     assert versions == list(range(1, len(latest) + 1))
     # every inventory run named, those listed before too: a plan made from one names it
+    # (and every approval recorded before is in the approval history)
     with sqlite3.connect(tmp_path / "state" / "state.db") as db:
         unnamed = db.execute("SELECT COUNT(*) FROM inventory_runs WHERE token IS NULL")
         assert unnamed.fetchone()[0] == 0
+        events = db.execute("SELECT plan, approved_by, took_effect FROM approval_events")
+        assert events.fetchall() == [("plan", migrate.os_user(), 1)]
     assert "COVERING INDEX" in str(counting)  # a phase is counted without reading its rows
 
 
