@@ -1118,13 +1118,13 @@ def run(
             )
     if part_size_mib > MAX_PART_SIZE_MIB:
         raise ConfigError(
-            f"--part-size-mib {part_size_mib:,}: at most {MAX_PART_SIZE_MIB:,} (S3's largest "
+            f"--part-size-mib {part_size_mib}: at most {MAX_PART_SIZE_MIB:,} (S3's largest "
             "part, 5 GiB)",
             hint="e.g. --part-size-mib 64; larger objects get larger parts by themselves",
         )
     if concurrency > MAX_CONCURRENCY:
         raise ConfigError(
-            f"--concurrency {concurrency:,}: at most {MAX_CONCURRENCY} objects at once",
+            f"--concurrency {concurrency}: at most {MAX_CONCURRENCY} objects at once",
             hint=f"e.g. --concurrency 32 (each object copied at once holds a part buffer of "
             f"--part-size-mib: {MAX_CONCURRENCY} x 16 MiB is 4 GiB)",
         )

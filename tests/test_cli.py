@@ -2650,9 +2650,9 @@ def test_a_state_whose_write_lock_another_process_holds_is_one_line_exit_14_and_
     [
         ("--max-rps=nan", "--max-rps nan: give a finite number"),
         ("--max-rps=inf", "--max-rps inf: give a finite number"),
-        ("--concurrency=99999999", "--concurrency 99,999,999: at most 256"),
+        ("--concurrency=99999999", "--concurrency 99999999: at most 256"),
         ("--concurrency=257", "--concurrency 257: at most 256"),
-        ("--part-size-mib=100000", "--part-size-mib 100,000: at most 5,120"),
+        ("--part-size-mib=100000", "--part-size-mib 100000: at most 5,120"),
         # A request a day, or a byte a minute, ran and printed nothing: it looked hung.
         ("--max-rps=1e-9", "--max-rps 1e-09: at least 0.1 requests per second"),
         ("--bwlimit=0.0000001B/s", "--bwlimit 0.0000001B/s: at least 1,000 bytes per second"),
