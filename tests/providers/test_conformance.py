@@ -281,6 +281,20 @@ def test_if_match_stale_etag_is_source_changed(adapter: StoreAdapter, container:
     assert _read_all(adapter, container, "versioned", if_match=new) == b"second version, longer"
 
 
+def test_a_conditional_read_of_an_object_deleted_since_is_not_found(
+    adapter: StoreAdapter, container: str
+) -> None:
+    """Deleted between the listing and its copy, the object is gone (NotFound), as every
+    store says it, not "changed since it was listed": Azure answers the read's condition
+    with 412 for a blob that is no more."""
+    listed = _put(adapter, container, "deleted-since", b"listed, then deleted")
+    assert listed
+    adapter.delete(container, "deleted-since")
+    for where in ({}, {"start": 0, "end": 4}):
+        with pytest.raises(NotFound):
+            _read_all(adapter, container, "deleted-since", if_match=listed, **where)
+
+
 def test_conditional_put_writes_only_over_what_it_expects(
     adapter: StoreAdapter, container: str
 ) -> None:
