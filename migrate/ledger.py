@@ -1923,15 +1923,6 @@ class Ledger:
                 PhaseCounts(p, s, int(n), int(b or 0)) for p, s, n, b in self._db.execute(sql, args)
             ]
 
-    def found_wrong(self, plan: str, phase: str | None = None) -> int:
-        """Transfers a verification sent back to be copied again (pending, its reason still
-        their error: see `transfer_stats`), of the plan or one phase."""
-        sql = f"SELECT COUNT(*) FROM transfers AS t WHERE t.plan=? AND {_FOUND_WRONG}" + (
-            " AND t.phase=?" if phase else ""
-        )
-        with self._lock:
-            return int(self._db.execute(sql, (plan, phase) if phase else (plan,)).fetchone()[0])
-
     def failures(
         self, plan: str, phase: str, limit: int = 50, *, removed: bool = False
     ) -> list[tuple[str, str, str]]:
