@@ -52,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, SecretInConfig
 from migrate.sites import Site
 from providers.countries import COUNTRY_NAMES, EU_EEA, country_name, in_eu_eea
 
@@ -938,6 +938,48 @@ def _where(raw: Any, loc: Sequence[int | str]) -> str:
     return "".join(parts)
 
 
+# The keys whose values are hosts or URLs a request is sent to: shown in plans, reports and
+# `sites check`, so never a place for a secret.
+_URL_KEYS = frozenset(
+    {"endpoint", "other_endpoints", "endpoint_pattern", "other_endpoint_patterns", "host"}
+)
+
+
+def _refuse_secret_urls(node: Any, origin: str, where: str, url: bool = False) -> None:
+    """SecretInConfig for a user name or password (`user:pw@host`) or a SAS (`?...sig=`) in
+    a catalog file's endpoint (a sites file's are refused so; a catalog's were written to
+    the plan and the report, a review found), ConfigError for any other query or fragment:
+    an endpoint has none. The value is never repeated."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}: {key}" if not url else where
+            _refuse_secret_urls(value, origin, here, url or key in _URL_KEYS)
+    elif isinstance(node, list):
+        for value in node:
+            name = value.get("code") or value.get("name") if isinstance(value, dict) else None
+            here = f"{where}[{name}]" if isinstance(name, str) and not url else where
+            _refuse_secret_urls(value, origin, here, url)
+    elif url and isinstance(node, str):
+        if "@" in node:
+            raise SecretInConfig(
+                f"{origin}: {where} holds a user name or password in its URL (an `@`)",
+                hint="write the endpoint as host[:port], without `user:password@`; a "
+                "store's keys go in the sites file's `credentials` as *_env references",
+            )
+        if "sig=" in node.lower():
+            raise SecretInConfig(
+                f"{origin}: {where} holds a SAS token in its URL (`sig=`)",
+                hint="write the endpoint without its query; give the SAS in the variable "
+                "the site's `credentials.sas_token_env` names",
+            )
+        if "?" in node or "#" in node:
+            raise ConfigError(
+                f"{origin}: {where} has a query or a fragment (`?...`, `#...`), which an "
+                "endpoint has not",
+                hint="write it as host[:port], e.g. s3.fr-par.scw.cloud",
+            )
+
+
 def _validate(raw: dict[str, Any], origin: str, name: str) -> Provider:
     try:
         return Provider.model_validate(raw)
@@ -1001,6 +1043,7 @@ def load_catalog(extra_files: Sequence[Path] = ()) -> Catalog:
         user_files.append(origin)
         for entry in _provider_entries(_read_yaml(Path(path), origin), origin):
             name = entry["name"]
+            _refuse_secret_urls(entry, origin, f"provider {name}")
             over = _prepare(Provider, entry, origin, "")
             merged = _merge(Provider, raws[name], over) if name in raws else over
             _validate(merged, origin, name)  # the file that made it invalid is named

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, SecretInConfig
 from migrate.sites import Site
 from providers import catalog as catalog_module
 from providers.catalog import (
@@ -291,6 +291,31 @@ def test_bad_user_file_names_file_and_key(tmp_path: Path, text: str, expected: s
         load_catalog([path])
     message = err.value.one_line()
     assert str(path) in message and expected in message
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "secret", "said"),
+    [
+        ("qquser:QQPWDcatalog9@127.0.0.1:38185", True, "regions[fr-par]: endpoint holds a user"),
+        ("s3.fr-par.scw.cloud/?sv=1&sig=QQSASsigCAT77", True, "holds a SAS token"),
+        ("s3.fr-par.scw.cloud/?QQquery=1", False, "has a query or a fragment"),
+    ],
+)
+def test_a_catalog_endpoint_holding_a_secret_is_refused_without_repeating_it(
+    tmp_path: Path, endpoint: str, secret: bool, said: str
+) -> None:
+    """Its endpoint is written to the plan and the report and shown by `sites check`: a
+    password there reached them all (a review); a sites file's is refused so already."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        f"name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {{value: '{endpoint}', "
+        "source: https://x.example, as_of: 2026-01-01}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SecretInConfig if secret else ConfigError) as err:
+        load_catalog([path])
+    message = err.value.one_line()
+    assert str(path) in message and said in message and "QQ" not in message, message
 
 
 def test_bad_builtin_file_names_file_and_key(
