@@ -58,6 +58,11 @@ def _looks_like_key(value: str, field: str) -> bool:
 
 
 _REFERENCE_KEYS = {"profile"}
+# A key pasted as a profile's name: Scaleway's secret keys are UUIDs, OVHcloud's 32 hex
+# digits, Outscale's ids 20 capitals and digits (a profile is named in words).
+_KEY_AS_PROFILE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 # Names only a credential goes by: written anywhere with a value, it is one (a site's
 # `secret_key = "..."` is not an unknown key to spell again, but a secret in the file).
 _CREDENTIAL_NAMES = {
@@ -357,6 +362,15 @@ def _refuse_secrets(raw: Any, path: Path, where: str = "") -> None:
                     "export the secret in that environment variable",
                 )
             if where.endswith("credentials") and isinstance(value, str):
+                if key == "profile" and (
+                    _KEY_AS_PROFILE.match(value) or _KEY_ID_AS_NAME.match(value)
+                ):
+                    raise SecretInConfig(
+                        f"{path}: {here} looks like a key (a UUID, long hex digits, or "
+                        "capitals and digits), not the name of a profile",
+                        hint="name the profile of ~/.aws/credentials that holds the keys, or "
+                        'write access_key_env/secret_key_env = "VARIABLE_NAME" instead',
+                    )
                 if key not in _REFERENCE_KEYS and not key.endswith("_env"):
                     raise SecretInConfig(
                         f"{path}: {here} holds a credential value",

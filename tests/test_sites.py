@@ -107,6 +107,9 @@ def test_a_sites_path_that_is_a_directory_is_said_so(tmp_path: Path) -> None:
         'access_key_env = "SCWABCDEFGHJKMNPQRST"',  # Scaleway's shape
         'access_key_env = "SC8XWQ2BTK4P0GM1RZ7N"',  # 20 capitals and digits (Outscale, Ceph)
         'access_key_env = "0f3c9a7e5b1d24680f3c9a7e5b1d2468"',  # 32 hex digits (OVHcloud)
+        # A key pasted as a profile's name was echoed in "profile '...' not found" (a review)
+        'profile = "1f3e9a2b-6c7d-4c5d-9e8f-0a1b2c3d4e5f"',  # Scaleway's secret keys
+        'profile = "0f3c9a7e5b1d24680f3c9a7e5b1d2468"',
     ],
 )
 def test_a_secret_written_in_the_file_is_refused(tmp_path: Path, credentials: str) -> None:
