@@ -276,6 +276,11 @@ def test_the_standalone_check_passes_on_a_good_s3_destination_and_fails_on_a_tam
     astray = run_checker(manifest, *nowhere, env=creds)
     assert astray.returncode == 2 and "FAIL" not in astray.stdout, astray.stdout
     assert astray.stderr.count("\n") == 1 and "cannot reach the store at" in astray.stderr
+    # A password typed in the endpoint: refused, not repeated (nor sent to a resolver).
+    typed = ["--s3", f"http://u:QQPWDsecret@127.0.0.1:{free_port()}", "--region", "local"]
+    leaked = run_checker(manifest, *typed, env=creds)
+    assert leaked.returncode == 2 and "QQPWD" not in leaked.stderr + leaked.stdout
+    assert "--s3 holds a user name or password" in leaked.stderr
 
 
 def test_the_standalone_check_never_reads_another_file_than_the_key_names(

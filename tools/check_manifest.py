@@ -431,6 +431,16 @@ def main(argv=None):
         return 2
 
     reader = None
+    if args.s3 and ("@" in args.s3 or "?" in args.s3 or "#" in args.s3):
+        # Not repeated, nor sent to a resolver as part of a host name: user:password@ or
+        # a query would be a secret typed in the wrong place (a review).
+        print(
+            "error: --s3 holds a user name or password (`@`) or a query (`?`, `#`): give "
+            "the endpoint alone (e.g. https://s3.fr-par.scw.cloud), the keys in "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            file=sys.stderr,
+        )
+        return 2
     if args.s3:
         access = os.environ.get("AWS_ACCESS_KEY_ID")
         secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
