@@ -685,6 +685,11 @@ def _profile_keys(site: str, profile: str) -> tuple[str, str, str | None]:
         scoped = session.get_scoped_config()
     except bce.ProfileNotFound:
         raise ConfigError(f"site {site}: AWS profile {profile!r} not found") from None
+    except bce.ConfigParseError as exc:  # its path, never its content
+        raise ConfigError(
+            f"site {site}: AWS profile {profile!r}: {exc}",
+            hint="fix that file's syntax (`key = value` lines under `[profile]` headers)",
+        ) from None
     fetched = [name for name in _FETCHED_CREDENTIALS if scoped.get(name)]
     hint = (
         "write keys in the profile, or export temporary ones (`aws configure "

@@ -568,6 +568,13 @@ def test_a_site_can_take_its_keys_from_an_aws_profile(
     with pytest.raises(ConfigError, match="AWS_PROFILE names profile 'stale'"):
         S3Adapter(s3_site).check(bucket)
     monkeypatch.delenv("AWS_PROFILE")
+    # A credentials file that cannot be parsed: said as the site's configuration (exit 3),
+    # not an unexpected error, and its content (a secret) not repeated (a review).
+    shared.write_text("[hds-seaweed]\naws_secret_access_key QQnotparsed\n")
+    with pytest.raises(ConfigError) as err:
+        S3Adapter(site).check(bucket)
+    assert "Unable to parse config file" in err.value.one_line()
+    assert err.value.exit_code == 3 and "QQ" not in err.value.one_line()
 
 
 def test_a_profile_that_would_fetch_its_credentials_is_refused_before_any_request(
