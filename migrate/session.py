@@ -237,8 +237,8 @@ def site_guard(
     codes = [r.code for r in provider.regions]
     if not hosts and site.region and codes and provider.region(site.region) is None:
         raise ConfigError(
-            f"site {site.name}: region {site.region!r} is not a {provider.display_name} "
-            f"region the catalog knows ({', '.join(codes)})",
+            f"site {site.name}: region {site.region!r} is not one of {provider.display_name}'s "
+            f"regions the catalog knows ({', '.join(codes)})",
             hint="correct the site's `region`, or declare its `endpoint` (and the region in a "
             "catalog file)",
         )

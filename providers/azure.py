@@ -276,6 +276,19 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
     account = site.account or conn.get("accountname")
     endpoint = site.endpoint or conn.get("blobendpoint")
     named = conn.get("blobendpoint")
+    if named is not None:
+        try:
+            split = urlsplit(named)
+            readable = bool(split.hostname) and split.scheme in ("http", "https")
+        except ValueError:  # an unclosed `[`: urlsplit's "Invalid IPv6 URL"
+            readable = False
+        if not readable:
+            raise ConfigError(
+                f"site {site.name}: the connection string's BlobEndpoint is not a URL "
+                "with a host (scheme://host[:port][/path])",
+                hint="copy the connection string again from the storage account's access "
+                "keys, or remove its BlobEndpoint and declare the site's `endpoint`",
+            )
     if site.endpoint and named and _host_port(named) != _host_port(site.endpoint):
         # The site's endpoint is used and the other host ignored: said, as when the site
         # declares none (a walkthrough: requests went where the file said, silently).

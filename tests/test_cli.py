@@ -776,6 +776,17 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
     assert code == 3, (out, err)
     assert "points at hdhstorage.privatelink.example.org, the site's endpoint at" in err, err
     assert_one_line_without_secret(out, err)
+    # A BlobEndpoint that is no URL with a host: said so (an unclosed `[` was an
+    # unexpected error, exit 1; an empty one read "points at , the site's endpoint").
+    for blob_endpoint in ("http://[::1:54799/x", "http://", "127.0.0.1:54799"):
+        monkeypatch.setenv(
+            "T_CONN",
+            f"AccountName=hdhstorage;BlobEndpoint={blob_endpoint};"
+            f"AccountKey={base64.b64encode(CANARY.encode()).decode()}",
+        )
+        code, out, err = run(["inventory", "az", "--sites", str(hidden)], capsys)
+        assert code == 3 and "BlobEndpoint is not a URL with a host" in err, (blob_endpoint, err)
+        assert_one_line_without_secret(out, err)
 
 
 def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
@@ -3365,7 +3376,7 @@ def test_a_disk_error_that_is_not_the_outputs_is_not_told_as_the_outputs(
     ("site", "said"),
     [
         ('provider = "scaleway"\nregion = "fr-xyz"',
-         "site scw: region 'fr-xyz' is not a Scaleway region the catalog knows (fr-par, "),
+         "site scw: region 'fr-xyz' is not one of Scaleway's regions the catalog knows (fr-par, "),
         ('provider = "scalewai"\nregion = "fr-par"', "site scw: unknown provider 'scalewai'"),
     ],
 )  # fmt: skip
