@@ -582,6 +582,7 @@ class AzureAdapter:
         self._account = target.account
         self._place = _Place(site.name, target.account, target.endpoint)
         self._proxied = bool(site.proxy)
+        self._proxy_shown = site.proxy or ""  # the file's, never with proxy_auth_env's secret
         adapter = _GuardedHTTPAdapter(guard)
         proxy = proxy_url(site)  # with its user and password, if it asks for them
         self._sdk_session = _configure(requests.Session(), adapter, proxy)
@@ -673,6 +674,12 @@ class AzureAdapter:
         if self._proxied and _proxy_said_407(exc):
             # An https endpoint through the proxy: its CONNECT answered 407.
             raise _from_status(where, 407, None, container_call, place=self._place) from None
+        if self._proxied and _proxy_error(exc) is not None:
+            # Said as for an S3 site: the endpoint was never reached (a review).
+            raise EndpointUnreachable(
+                f"{where}: the declared proxy {self._proxy_shown} does not answer",
+                hint="check that the proxy is up and the site's `proxy` names it",
+            ) from None
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
             detail = str(exc.message or "").lower()
             raise _from_status(
@@ -1597,18 +1604,25 @@ def _from_status(
     return Permanent(f"{where}: refused by the service (HTTP {status}){code_text}")
 
 
-def _proxy_said_407(exc: BaseException) -> bool:
-    """Whether a connection failure is the proxy refusing a tunnel for want of credentials
-    (requests' ProxyError, wrapped by azure-core or libcloud): read, never shown."""
+def _proxy_error(exc: BaseException) -> requests.exceptions.ProxyError | None:
+    """requests' ProxyError in a failure's chain of causes (wrapped by azure-core or
+    libcloud), if there is one."""
     seen: BaseException | None = exc
     for _ in range(6):  # the chain of causes, not forever
         if seen is None:
-            return False
-        if isinstance(seen, requests.exceptions.ProxyError) and tunnel_refused_407(str(seen)):
-            return True
+            return None
+        if isinstance(seen, requests.exceptions.ProxyError):
+            return seen
         inner = getattr(seen, "inner_exception", None)
         seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
-    return False
+    return None
+
+
+def _proxy_said_407(exc: BaseException) -> bool:
+    """Whether a connection failure is the proxy refusing a tunnel for want of credentials:
+    read, never shown."""
+    found = _proxy_error(exc)
+    return found is not None and tunnel_refused_407(str(found))
 
 
 def _credentials_rejected(where: str, *, key: bool = False) -> CredentialsRejected:

@@ -19,6 +19,7 @@ import pytest
 from migrate.errors import (
     ConfigError,
     CredentialsRejected,
+    EndpointUnreachable,
     NotFound,
     Permanent,
     RouteRefused,
@@ -125,6 +126,27 @@ def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_credentials_refused
         adapter.close()
         proxy.close()
     assert {m for m, _ in proxy.requests} == {"CONNECT"}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_declared_proxy_that_is_not_there_is_named(
+    scheme: str, azure_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for an S3 site: the proxy named, not "no connection to the endpoint" (a review)."""
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:secret")
+    site = helpers.azure_at(
+        azure_site, f"{scheme}://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}", monkeypatch
+    )
+    gone = f"http://127.0.0.1:{free_port()}"
+    adapter = AzureAdapter(helpers.through_proxy(site, gone))
+    try:
+        for call in (lambda: adapter.head("cases", "k"), lambda: adapter.check("cases")):
+            with pytest.raises(EndpointUnreachable) as unreachable:
+                call()
+            line = unreachable.value.one_line()
+            assert f"the declared proxy {gone} does not answer" in line, line
+    finally:
+        adapter.close()
 
 
 @pytest.mark.parametrize("name", ["Snds_Bad", "ab", "snds--x", "-snds"])
