@@ -17,7 +17,8 @@ from pathlib import Path
 from migrate.errors import ConfigError, ListingOutOfOrder
 from migrate.keys import may_be_renamed
 from migrate.ledger import InventoryRow, Ledger, dumps
-from migrate.sites import SitesConfig
+from migrate.planlock import ListingClaims
+from migrate.sites import Site, SitesConfig
 from migrate.transfer import (
     PART_SIZE_METADATA,
     SHA256_METADATA,
@@ -258,58 +259,80 @@ def run_inventory(
             f"{config.path}: sites.{site.name}: no buckets/containers to inventory",
             hint='add buckets = ["name", ...]',
         )
+    claims = ListingClaims(config.state_dir)
+    finished: int | None = None
     with Ledger(config.state_dir) as ledger:
-        run_id, resumed = ledger.open_inventory_run(site.name, prefix, resume=resume)
-        total = 0
-        for container in site.buckets:
-            state = ledger.listing_state(run_id, container)
-            if state.done:
-                continue
-            adapter.check(container)
-            listed, listed_bytes = 0, 0
-            grouping = _Grouping(ledger, site.name, run_id, container, prefix)
-            listing = adapter.list_objects(container, prefix, start_after=state.marker)
-            try:
-                for objects in _pages_ahead(listing, PAGE):
-                    page = [to_row(obj, grouping.whole) for obj in objects]
-                    listed += len(page)
-                    listed_bytes += sum(row.size for row in page)
-                    # The marker is the listed key itself (not the stored one, maybe
-                    # escaped): the listing resumes after it.
-                    ledger.record_listing_page(
-                        site.name, run_id, container, page, done=False, marker=objects[-1].key
-                    )
-                    grouping.saw(page)
-                    if progress:
-                        progress(container, listed, listed_bytes)
-            except ListingOutOfOrder:
-                # Keys below the saved marker may be unlisted yet: resuming after it would
-                # take them for deleted.
-                ledger.restart_listing(run_id, container)
-                raise
-            ledger.record_listing_page(site.name, run_id, container, [], done=True)
-            total += listed
-            grouping.listed()
-            if progress:
-                progress(container, listed, listed_bytes)
-        changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
-        summary = summarize(
-            ledger,
-            site.name,
-            run_id,
-            resumed,
-            changes.first,
-            changes.added,
-            changes.changed,
-            changes.deleted,
-        )
-        return replace(
-            summary,
-            prefix=prefix,
-            listed=total,
-            unlisted=changes.unlisted,
-            unlisted_containers=list(changes.unlisted_containers),
-        )
+        try:
+            run_id, resumed = ledger.open_inventory_run(
+                site.name, prefix, resume=resume, claim=claims.take
+            )
+            summary = _list_run(ledger, site, adapter, run_id, resumed, prefix, progress)
+            finished = run_id
+            return summary
+        finally:
+            claims.release(finished)
+
+
+def _list_run(
+    ledger: Ledger,
+    site: Site,
+    adapter: StoreAdapter,
+    run_id: int,
+    resumed: bool,
+    prefix: str,
+    progress: Progress | None,
+) -> InventorySummary:
+    """List the site's containers into the run (what it listed before skipped)."""
+    total = 0
+    for container in site.buckets:
+        state = ledger.listing_state(run_id, container)
+        if state.done:
+            continue
+        adapter.check(container)
+        listed, listed_bytes = 0, 0
+        grouping = _Grouping(ledger, site.name, run_id, container, prefix)
+        listing = adapter.list_objects(container, prefix, start_after=state.marker)
+        try:
+            for objects in _pages_ahead(listing, PAGE):
+                page = [to_row(obj, grouping.whole) for obj in objects]
+                listed += len(page)
+                listed_bytes += sum(row.size for row in page)
+                # The marker is the listed key itself (not the stored one, maybe
+                # escaped): the listing resumes after it.
+                ledger.record_listing_page(
+                    site.name, run_id, container, page, done=False, marker=objects[-1].key
+                )
+                grouping.saw(page)
+                if progress:
+                    progress(container, listed, listed_bytes)
+        except ListingOutOfOrder:
+            # Keys below the saved marker may be unlisted yet: resuming after it would
+            # take them for deleted.
+            ledger.restart_listing(run_id, container)
+            raise
+        ledger.record_listing_page(site.name, run_id, container, [], done=True)
+        total += listed
+        grouping.listed()
+        if progress:
+            progress(container, listed, listed_bytes)
+    changes = ledger.finish_inventory_run(site.name, run_id, site.buckets, prefix)
+    summary = summarize(
+        ledger,
+        site.name,
+        run_id,
+        resumed,
+        changes.first,
+        changes.added,
+        changes.changed,
+        changes.deleted,
+    )
+    return replace(
+        summary,
+        prefix=prefix,
+        listed=total,
+        unlisted=changes.unlisted,
+        unlisted_containers=list(changes.unlisted_containers),
+    )
 
 
 class _Grouping:

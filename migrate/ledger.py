@@ -1196,11 +1196,18 @@ class Ledger:
     # -- inventory -------------------------------------------------------------------------
 
     def open_inventory_run(
-        self, site: str, prefix: str, *, resume: bool = True
+        self,
+        site: str,
+        prefix: str,
+        *,
+        resume: bool = True,
+        claim: Callable[[int], bool] = lambda run_id: True,
     ) -> tuple[int, bool]:
         """The unfinished run of this site and prefix (resume), else a new one. With
         `resume=False` always a new one, and the unfinished ones are abandoned: a resumed
-        run skips what it listed before, however long ago. Returns (run id, resumed)."""
+        run skips what it listed before, however long ago. `claim(run_id)` takes the run
+        for this process (False: another process is listing it now; it is superseded, as
+        by `resume=False`, and stops at its next page). Returns (run id, resumed)."""
         with self.atomic() as db:
             unfinished = (
                 "FROM inventory_runs WHERE site=? AND prefix=? AND finished_at IS NULL "
@@ -1215,15 +1222,19 @@ class Ledger:
             row = db.execute(
                 f"SELECT id {unfinished} ORDER BY id DESC LIMIT 1", (site, prefix)
             ).fetchone()
-            if row and _newer_run(db, int(row[0])) is None:
+            if row and _newer_run(db, int(row[0])) is None and claim(int(row[0])):
                 return int(row[0]), True
-            if row:  # a newer listing covered its keys since: resumed, it would be refused
+            # A newer listing covered its keys since (resumed, it would be refused), or a
+            # process is listing it now.
+            if row:
                 db.execute("UPDATE inventory_runs SET abandoned_at=? WHERE id=?", (_now(), row[0]))
             cur = db.execute(
                 "INSERT INTO inventory_runs (site, prefix, started_at, token) VALUES (?, ?, ?, ?)",
                 (site, prefix, _now(), secrets.token_hex(8)),
             )
-            return int(cur.lastrowid or 0), False
+            run_id = int(cur.lastrowid or 0)
+            claim(run_id)  # a new run: no other process has it
+            return run_id, False
 
     def listing_state(self, run_id: int, container: str) -> ListingState:
         row = self._db.execute(

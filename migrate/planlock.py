@@ -1,7 +1,8 @@
 """One process at a time runs or verifies a plan: an advisory lock file in the state
 directory, taken without waiting and released by the kernel when the process ends (a crash
 or kill -9 leaves no stale lock). Reading commands (status, report, plan show) take none;
-`status` asks whether it is held (`holder`)."""
+`status` asks whether it is held (`holder`). An inventory holds a lock of the same kind
+on the run it lists (`ListingClaims`)."""
 
 from __future__ import annotations
 
@@ -140,3 +141,46 @@ def left_behind(line: str | None, phases: Sequence[str], waiting: Iterable[str])
     copying now (`holder`'s line), in the plan's order (`phases`)."""
     behind = set(waiting) - copying(line, phases)
     return [p for p in phases if p in behind]
+
+
+class ListingClaims:
+    """The inventory runs this process is listing: a lock file each, taken without waiting
+    and released when the listing ends or the process does (kill -9 too). Another
+    inventory of the same site so tells a run a process is still listing (which it
+    supersedes: that one stops at its next page) from one a crash left (which it resumes);
+    both resumed it, and listed the same pages twice (a review)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._dir = state_dir / LOCK_DIR
+        self._held: dict[int, int] = {}
+
+    def _path(self, run_id: int) -> Path:
+        return self._dir / f"inventory-run-{run_id}.lock"
+
+    def take(self, run_id: int) -> bool:
+        """Whether this process now holds the run (False: another process lists it)."""
+        path = self._path(run_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"state directory {path.parent.parent}: the lock of an inventory cannot be "
+                f"made there ({exc.strerror})",
+                hint="set state_dir in the sites file to a directory you can write to",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[run_id] = fd
+        return True
+
+    def release(self, finished: int | None = None) -> None:
+        """Give every run back; the file of `finished` (a run no inventory resumes) goes."""
+        for run_id, fd in self._held.items():
+            if run_id == finished:
+                self._path(run_id).unlink(missing_ok=True)  # held: no one waits on it
+            os.close(fd)
+        self._held.clear()

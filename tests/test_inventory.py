@@ -88,6 +88,56 @@ def test_an_interrupted_listing_resumes_where_it_stopped(
     assert len(listed) == 1_500, "the resumed listing starts after the last stored page"
 
 
+def test_an_inventory_started_while_another_lists_the_site_supersedes_it(
+    local_site: Site, tmp_path: Path
+) -> None:
+    """Two terminals, one site: the second took the first's unfinished run for an
+    interrupted one and resumed it while the first still listed it (both exited 0, the
+    pages listed twice: a review). It lists anew, and the first stops at its next page
+    (exit 14), as the README says; a run a crash left unfinished is still resumed."""
+    import threading
+
+    from migrate.errors import InventorySuperseded
+
+    adapter = build_adapter(local_site)
+    adapter.create_container("data")
+    written = seed(adapter, "data", 2_500)
+    config = config_for(local_site, tmp_path, ("data",))
+    stored, go_on = threading.Event(), threading.Event()
+
+    class Pausing(FailingListing):
+        def list_objects(self, container: str, prefix: str = "", start_after: str | None = None):  # type: ignore[no-untyped-def]
+            for n, obj in enumerate(adapter.list_objects(container, prefix, start_after)):
+                if n == 1_500:  # its first page is stored: it is listing
+                    stored.set()
+                    go_on.wait(30)
+                yield obj
+
+    first: list[BaseException] = []
+
+    def listing() -> None:
+        try:
+            run_inventory(config, local_site.name, Pausing(adapter, 10**9))  # type: ignore[arg-type]
+        except BaseException as exc:
+            first.append(exc)
+
+    older = threading.Thread(target=listing)
+    older.start()
+    assert stored.wait(30)
+    try:
+        second = run_inventory(config, local_site.name, adapter)
+    finally:
+        go_on.set()
+        older.join(30)
+    assert not second.resumed and second.listed == second.objects == len(written)
+    assert len(first) == 1 and isinstance(first[0], InventorySuperseded), first
+    assert first[0].exit_code == 14
+    # Interrupted (its process gone), a listing is resumed as before.
+    with pytest.raises(ConnectionResetError):
+        run_inventory(config, local_site.name, FailingListing(adapter, fail_after=1_700))  # type: ignore[arg-type]
+    assert run_inventory(config, local_site.name, adapter).resumed
+
+
 def test_a_second_inventory_records_what_changed(local_site: Site, tmp_path: Path) -> None:
     adapter = build_adapter(local_site)
     adapter.create_container("data")
