@@ -489,6 +489,8 @@ def run_phase(
         workers=config.concurrency,
     )
     summary.conflicts = summary.failed = conflicts.objects
+    if conflicts.objects:
+        subscriber.on_conflicts(conflicts.objects, found_before=True)
     summary.overwriting = conflicts.overwriting
     summary.same_bytes_replaced = conflicts.same_bytes
     subscriber.on_start(
@@ -560,6 +562,7 @@ def run_phase(
             with lock:
                 summary.failed += 1
                 summary.conflicts += 1
+            subscriber.on_conflicts(1, found_before=False)
             subscriber.on_object(row.key, "failed")
             return
         except SITE_WIDE:

@@ -87,7 +87,7 @@ class _RunLog:
         removed = self.delta.removed if self.delta else 0
         if s is None:  # stopped during the copy: what it was told of so far
             c = self.counted
-            return RunCounts(c.copied, c.bytes, c.failed, 0, c.changed, removed)
+            return RunCounts(c.copied, c.bytes, c.failed, c.conflicts, c.changed, removed)
         return RunCounts(
             copied=s.copied,
             bytes_copied=s.bytes_copied,
@@ -107,7 +107,7 @@ class _Counted(Subscriber):
 
     def __init__(self, inner: Subscriber, tick: Callable[[], None] | None = None) -> None:
         self.inner = inner
-        self.copied = self.failed = self.changed = self.bytes = 0
+        self.copied = self.failed = self.changed = self.bytes = self.conflicts = 0
         self._lock = threading.Lock()
         self._tick, self._ticked = tick, time.monotonic()
 
@@ -133,6 +133,13 @@ class _Counted(Subscriber):
         if due and self._tick is not None:
             self._tick()
         self.inner.on_object(key, state)
+
+    def on_conflicts(self, objects: int, *, found_before: bool) -> None:
+        with self._lock:
+            self.conflicts += objects
+            if found_before:  # failed too, as the summary counts them
+                self.failed += objects
+        self.inner.on_conflicts(objects, found_before=found_before)
 
     def on_stopping(self) -> None:
         self.inner.on_stopping()

@@ -64,6 +64,10 @@ class Subscriber:
 
     def on_object(self, key: str, state: str) -> None: ...
 
+    def on_conflicts(self, objects: int, *, found_before: bool) -> None:
+        """Objects failed as conflicts at the destination: found before the copy (not said
+        by on_object), or one found by its write (said as failed by on_object too)."""
+
     def on_stopping(self) -> None:
         """Interrupted (Ctrl-C, SIGTERM): the requests under way are being finished."""
 

@@ -1885,6 +1885,11 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
     plan, where = finished_local_copy(tmp_path, capsys, run=False)
     big = os.urandom(20 * 1024**2)  # 4 parts of 5 MiB, all read at once, sent at 2 MB/s
     (tmp_path / "src" / "data" / "big.bin").write_bytes(big)
+    # Another writer's object under one of the plan's keys: a conflict found before the
+    # copy, which the interrupted run's counts said nothing of (a review).
+    taken = min(p.name for p in (tmp_path / "src" / "data").iterdir() if p.name != "big.bin")
+    (tmp_path / "dst" / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "dst" / "data" / taken).write_bytes(b"another writer's bytes")
     for args in (["inventory", "src"],
                  ["plan", "--from", "src", "--to", "dst", "--policy", "eu-residency",
                   "--no-pilot", "-o", plan],
@@ -1911,15 +1916,19 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
         states = {c.state: c.objects for c in ledger.phase_counts("plan", "bulk-1")}
         (history,), _ = ledger.runs("plan", 10)
     assert (tmp_path / "dst" / "data" / "big.bin").read_bytes() == big
-    # Nothing left under way: done, or not begun (the objects no thread had taken yet).
-    assert set(states) <= {"done", "pending"} and states["done"] > 1, states
+    # Nothing left under way: done, or not begun (the objects no thread had taken yet),
+    # or failed as the conflict.
+    assert set(states) <= {"done", "pending", "failed"} and states["done"] > 1, states
+    assert states["failed"] == 1, states
     assert history.counts.copied == states["done"], (history, states)
+    assert (history.counts.failed, history.counts.conflicts) == (1, 1), history
     # --json: the interruption's error, with what the run did (a script need not ask
     # status: an automation walkthrough)
     answer = json.loads(out)
     assert answer["error"]["exit_code"] == 130, answer
     assert answer["run"]["copied"] == states["done"] and answer["run"]["phase"] == "bulk-1"
     assert answer["run"]["bytes_copied"] >= len(big), answer
+    assert (answer["run"]["failed"], answer["run"]["conflicts"]) == (1, 1), answer
     assert not list((tmp_path / "dst").glob(".migrate-uploads/*/*"))
 
 
