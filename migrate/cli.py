@@ -1854,10 +1854,25 @@ def report(
         for digest, _, name in (ln.partition("  ") for ln in sums_file.read_text().splitlines())
     }
     sums_digest = hashlib.sha256(sums_file.read_bytes()).hexdigest()
+    refused: IntegrityError | None = None
+    if require_verified and built.status != "verified":
+        first = f": {built.open_items[0]}" if built.open_items else ""
+        refused = IntegrityError(
+            f"the report of plan {loaded.name} is {built.status}, not verified{first}",
+            hint="its open items say what is left; the files were written all the same",
+        )
     if json_out:
         _out(
             True,
             {
+                # as `sites check` says it: the command's outcome (--require-verified)
+                "ok": refused is None,
+                "exit_code": 0 if refused is None else refused.exit_code,
+                "error": None
+                if refused is None
+                else error_object(
+                    refused.exit_code, kind_of(refused), refused.message, refused.hint
+                ),
                 "files": [str(p) for p in paths],
                 "status": built.status,
                 # what is left before the status is verified, as report.json says it
@@ -1878,12 +1893,8 @@ def report(
             f"{sums_digest}",
             markup=False,
         )
-    if require_verified and built.status != "verified":
-        first = f": {built.open_items[0]}" if built.open_items else ""
-        raise IntegrityError(
-            f"the report of plan {loaded.name} is {built.status}, not verified{first}",
-            hint="its open items say what is left; the files were written all the same",
-        )
+    if refused is not None:
+        raise refused
 
 
 @app.command()

@@ -1403,6 +1403,11 @@ def test_the_report_command_writes_the_files_hashes_and_can_require_a_verified_m
     sums_hash = hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest()
     assert answer["sha256"]["SHA256SUMS"] == sums_hash
     assert captured.err.count("\n") == 1 and "is incomplete, not verified" in captured.err
+    # The outcome in the one document, as `sites check` says it (a script read exit 12
+    # and a result with no error in it: a review).
+    assert (answer["ok"], answer["exit_code"], answer["error"]["kind"]) == (
+        False, 12, "IntegrityError")  # fmt: skip
+    assert "is incomplete, not verified" in answer["error"]["message"]
     # what is left, as report.json says it: a script need not open the file
     written = json.loads((out / "report.json").read_text())
     assert answer["open_items"] == written["open_items"] != []
