@@ -1086,9 +1086,15 @@ class Ledger:
             self._depth += 1
             try:
                 yield
-            finally:
+            except BaseException:
+                # The block's error is the one to say: ending the read must not replace it
+                # (a damaged file failed the COMMIT too, and its named line was lost).
                 self._depth -= 1
-                self._db.execute("COMMIT")
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            self._db.execute("COMMIT")
 
     def _commit_group(self) -> None:
         """The grouped records, in one transaction (the lock is held). If it fails they
