@@ -1929,6 +1929,14 @@ def demo(
     def wait(result: DemoResult) -> None:
         if json_out:
             _out(True, render.demo_answer(result))
+            # The document is the result; how to end the wait is said beside it, on stderr
+            # (a script saw nothing, and the command waited: a review).
+            _stderr().print(
+                f"The servers stay up until Ctrl-C here (or `kill {os.getpid()}`); "
+                f"their settings: . {result.env_file}",
+                markup=False,
+                soft_wrap=True,
+            )
         else:
             _console().print(
                 # SIGTERM, not -INT: a demo started in the background ignores SIGINT.

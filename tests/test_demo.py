@@ -164,8 +164,12 @@ def test_demo_keep_leaves_the_servers_up_for_the_other_commands_until_ctrl_c(
     code2, err2 = seen["second"]
     assert code2 == 14 and "is in use by another `migrate demo`" in err2, err2
     assert seen["verify"] == (0, "") and seen["passed"] is True
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     assert result["env_file"] == str(env_file)
+    # How to end the wait, beside the document (on stderr): a script saw nothing of it.
+    said = " ".join(captured.err.split())
+    assert f"until Ctrl-C here (or `kill {os.getpid()}`)" in said, said
     # the plan named as every --json output names it; its file beside
     assert (result["plan"], result["plan_file"]) == ("hdh-demo", str(workdir / "plans" /
                                                                   "hdh-demo.yaml"))  # fmt: skip
