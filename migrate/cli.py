@@ -578,7 +578,7 @@ def plan(
         destination=destination,
         policy=chosen,
         today=date.today(),
-        bandwidth_bytes_per_second=parse_bandwidth(bandwidth),
+        bandwidth_bytes_per_second=parse_bandwidth(bandwidth, "--bandwidth"),
         pilot_share=share,
         pilot=pilot,
         wave_cap_bytes=int(wave_cap_gib * 1024**3),
@@ -1003,7 +1003,7 @@ def _bandwidth(text: str | None) -> float | None:
         return None
     from migrate.planner import parse_bandwidth  # the planner's import only when asked
 
-    return parse_bandwidth(text)
+    return parse_bandwidth(text, "--bwlimit")
 
 
 @app.command()

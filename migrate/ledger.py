@@ -930,6 +930,11 @@ class Ledger:
         is refused, not made empty (a walkthrough: a deleted state read as one that held
         nothing of the plan, with a hint about another sites file)."""
         path = state_dir / STATE_FILE
+        if state_dir.exists() and not state_dir.is_dir():
+            raise ConfigError(
+                f"state directory {state_dir} is a file, not a directory",
+                hint="set state_dir in the sites file to the directory the state was kept in",
+            )
         if not path.exists():
             raise ConfigError(
                 f"no state file at {path}: nothing was inventoried, approved or run with "

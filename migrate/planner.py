@@ -1559,13 +1559,14 @@ _PREFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _BANDWIDTH_HINT = "e.g. 1Gbit/s or 1Gbps (bits), 100MB/s or 100MBps (bytes), 50MiB/s"
 
 
-def parse_bandwidth(text: str) -> float:
+def parse_bandwidth(text: str, option: str = "bandwidth") -> float:
     """'1Gbit/s', '1Gb/s', '1 Gbps', '100 Mbit/s', '125MB/s', '125MBps', '50MiB/s' or a
     number of bytes per second -> bytes per second. B is bytes, b and bit are bits (1 Gbit/s
-    = 125,000,000 B/s); a prefix without either (100M) is refused, as ambiguous."""
+    = 125,000,000 B/s); a prefix without either (100M) is refused, as ambiguous. `option`:
+    what the value was given as (--bwlimit, --bandwidth), named in the error."""
     match = _BANDWIDTH.match(text)
     if match is None or (match.group(2) and not match.group(4)):
-        raise ConfigError(f"bandwidth {text!r} not understood", hint=_BANDWIDTH_HINT)
+        raise ConfigError(f"{option} {text!r} not understood", hint=_BANDWIDTH_HINT)
     number, prefix, binary, unit, _ = match.groups()
     scale = 1.0
     if prefix:
@@ -1575,7 +1576,7 @@ def parse_bandwidth(text: str) -> float:
         scale /= 8
     value = float(number) * scale
     if value <= 0:
-        raise ConfigError(f"bandwidth {text!r} must be positive")
+        raise ConfigError(f"{option} {text!r} must be above 0", hint=_BANDWIDTH_HINT)
     return value
 
 

@@ -1525,7 +1525,7 @@ def test_a_bandwidth_limit_is_read_before_the_phase_starts(
     for phase in ("pilot", "bulk-1"):  # a phase to run, a finished one
         code, _, err = run(["run", plan, "--phase", phase, "--bwlimit", "fast", *where], capsys)
         assert code == 3, err
-        assert "bandwidth 'fast' not understood" in err and "Traceback" not in err
+        assert "--bwlimit 'fast' not understood" in err and "Traceback" not in err
     code, out, err = run(
         ["run", plan, "--phase", "pilot", "--bwlimit", "10MB/s", "--json", *where], capsys
     )
@@ -2634,6 +2634,10 @@ def test_a_missing_state_is_said_and_not_made_again_empty(
         assert error_object(out)["kind"] == "ConfigError"
         assert_one_line_without_secret(out, err)
         assert not (tmp_path / "state").exists()
+    # A state_dir that is a file: said so, not "no state file at FILE/state.db" (a review).
+    (tmp_path / "state").write_text("not a directory")
+    code, out, err = run(["status", plan, *where], capsys)
+    assert code == 3 and f"state directory {tmp_path / 'state'} is a file" in err, err
 
 
 def test_a_state_whose_write_lock_another_process_holds_is_one_line_exit_14_and_reads_go_on(
