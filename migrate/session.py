@@ -131,7 +131,7 @@ def refuse_blocked_now(
         if not verdict.blocking:
             continue
         why = next((r.text for r in verdict.reasons if r.outcome != "PASS"), verdict.status)
-        done = "it is not approved" if approving else "nothing is copied"
+        done = "it is not approved" if approving else "no request is sent to the stores"
         raise PolicyViolation(
             f"{what} is {verdict.status} under policy {plan.policy} now ({why}): plan "
             f"{plan.name} was made under other facts; {done}",

@@ -2729,7 +2729,7 @@ def test_a_destination_the_policy_blocks_now_gets_no_request_though_the_plan_is_
         assert main([*run, *dry]) == 8
         err = capsys.readouterr().err
         assert "destination dst is FAIL under policy eu-residency now" in err, err
-        assert "made under other facts; nothing is copied" in err, err
+        assert "made under other facts; no request is sent to the stores" in err, err
         assert len(err.strip().splitlines()) == 1, err
     assert list((tmp_path / "dst").rglob("*.txt")) == []
     # Nor is the plan approved under these facts (a walkthrough: approved, only the run
