@@ -650,7 +650,12 @@ def plan_show(
         shown = loaded.model_dump(mode="json")
         # Always there, for scripts: unknown (null) away from any sites file too.
         approved, detail = approval or (None, "not known: no sites file (--sites, MIGRATE_SITES)")
-        shown["approval"] = {"approved": approved, "detail": detail}
+        # `why_not` as `status --json` names it (null when approved); `detail`, the line
+        shown["approval"] = {
+            "approved": approved,
+            "detail": detail,
+            "why_not": None if approved else detail,
+        }
         _out(True, shown)
         return
     render.print_plan(_console(), loaded)

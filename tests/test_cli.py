@@ -849,6 +849,7 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert json.loads(out)["approval"] == {
         "approved": None,
         "detail": "not known: no sites file (--sites, MIGRATE_SITES)",
+        "why_not": "not known: no sites file (--sites, MIGRATE_SITES)",  # as status names it
     }
     # A sites file that cannot be read: the plan is still shown, its approval unknown.
     broken = tmp_path / "broken.toml"
