@@ -4,6 +4,7 @@ exit code here, in `main`, and nowhere else."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import itertools
@@ -162,12 +163,16 @@ class _Stdout:
     so that only they are told as such (another OSError is the command's own)."""
 
     def write(self, text: str) -> int:
+        if sys.stdout is None:  # started with it closed (`>&-`): nothing would be said
+            raise _OutputUnwritable(errno.EBADF, "standard output is closed")
         try:
             return sys.stdout.write(text)
         except OSError as exc:
             raise _OutputUnwritable(exc.errno, exc.strerror) from None
 
     def flush(self) -> None:
+        if sys.stdout is None:
+            raise _OutputUnwritable(errno.EBADF, "standard output is closed")
         try:
             sys.stdout.flush()
         except OSError as exc:
@@ -280,6 +285,11 @@ def _out(json_mode: bool, value: object) -> None:
 
 def _print_out(text: str) -> None:
     """Print to stdout (a reader gone, `| head`, is migrate.output's to drop)."""
+    if sys.stdout is None:  # started with it closed (`>&-`): print() drops it silently
+        raise ConfigError(
+            "the output could not be written to standard output (it is closed)",
+            hint="run the command with its output going somewhere (a file, a pipe)",
+        )
     try:
         print(text, flush=True)
     except OSError as exc:  # a full disk under a redirection: said, not a traceback
@@ -2050,13 +2060,16 @@ def main(argv: list[str] | None = None) -> int:
     except _OutputUnwritable as exc:
         # The human output (rich) on a full disk: as `_print_out` says it for --json.
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:
+                sys.stdout.flush()
         except OSError:
             drop_stdout()  # else Python fails again flushing it at exit
         return _said(
             ConfigError(
                 f"the output could not be written ({exc.strerror or exc})",
-                hint="free space where the output goes, then run the command again",
+                hint="run the command with its output going somewhere (a file, a pipe)"
+                if exc.errno == errno.EBADF
+                else "free space where the output goes, then run the command again",
             ),
             fail_json,
         )
