@@ -978,7 +978,8 @@ class _ProgressSubscriber(Subscriber):
             self._progress = None
         _stderr().print(
             "migrate: stopping: the requests under way finish first (up to a minute on a "
-            "store that does not answer; Ctrl-C again does not cut them)",
+            "store that does not answer; under --bwlimit, as long as their bytes take at "
+            "that rate; Ctrl-C again does not cut them)",
             markup=False,
             soft_wrap=True,
         )
