@@ -1292,10 +1292,10 @@ def run(
             f"phase {phase}: {summary.failed:,} of "
             f"{summary.objects - summary.deleted_at_source:,} objects failed "
             f"(not recorded as copied){conflicts}",
-            hint="the summary above (or --json) names them and why; the same command again "
-            "retries them (what is wrong at the source, bytes that do not match its stored "
-            "MD5, say, must be mended there first)"
-            + (" (--overwrite copies over the conflicts)" if summary.conflicts else ""),
+            hint="the summary above (or --json) names each and why: mend what it says (at "
+            "the source, the destination or the sites file), then run the same command "
+            "again, which copies those alone"
+            + ("; --overwrite copies over the conflicts" if summary.conflicts else ""),
         )
     if not passed:
         if whole is False:
