@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from migrate.errors import ConfigError
 from migrate.sites import Site
-from providers.countries import country_name, in_eu_eea
+from providers.countries import country_name, in_eu_eea, is_country
 
 # The catalog's types only: its facts come with each call, so naming the policies (the
 # CLI's --help) does not load the catalog.
@@ -307,7 +307,7 @@ def _rule_region_country(subject: _Subject, rule: Rule) -> list[Reason]:
                 )
             ]  # fmt: skip
         code = decl.country.strip().upper()
-        if not _ISO2.match(code):
+        if not _ISO2.match(code) or not is_country(code):
             return [
                 _declared_reason(
                     rule, "UNKNOWN", decl, "country", decl.country,
@@ -363,7 +363,7 @@ def _declared_country(
     if value is None:
         return _declared_reason(rule, "UNKNOWN", decl, key, None, f"site {decl.site} {missing}")
     code = value.strip().upper()
-    if not _ISO2.match(code):
+    if not _ISO2.match(code) or not is_country(code):
         return _declared_reason(
             rule, "UNKNOWN", decl, key, value,
             f"site {decl.site} declares {key} {value!r}, not an ISO 3166 code",
@@ -822,7 +822,7 @@ def evaluate_runner(location_country: str | None, policy: str) -> Verdict:
         )
     else:
         code = location_country.strip().upper()
-        ok = bool(_ISO2.match(code)) and _country_in(code, pol.runner_scope)
+        ok = bool(_ISO2.match(code)) and is_country(code) and _country_in(code, pol.runner_scope)
         outcome = "PASS" if ok else "FAIL"
         reason = Reason(
             **base,

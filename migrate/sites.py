@@ -21,6 +21,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from migrate.errors import ConfigError, SecretInConfig, register_secret
 from migrate.locations import SITES_ENV, sites_path, state_dir_of
 from migrate.routing import split_url
+from providers.countries import is_country
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Shapes of secrets that have no business in a sites file, whatever key holds them.
@@ -143,7 +144,9 @@ class Runner(BaseModel):
         # "France" was judged a country outside the EU (exit 8): a typo, not a verdict.
         if value is not None and not value.strip():
             return None  # blank, as in a template: not declared (UNKNOWN), as before
-        if value is not None and not re.fullmatch(r"[A-Za-z]{2}", value.strip()):
+        if value is not None and not (
+            re.fullmatch(r"[A-Za-z]{2}", value.strip()) and is_country(value)
+        ):
             raise ValueError(f"{value!r} is not a two-letter ISO 3166 country code (e.g. FR)")
         return value
 

@@ -54,7 +54,7 @@ from pydantic import (
 
 from migrate.errors import ConfigError, SecretInConfig
 from migrate.sites import Site
-from providers.countries import COUNTRY_NAMES, EU_EEA, country_name, in_eu_eea
+from providers.countries import COUNTRY_NAMES, EU_EEA, country_name, in_eu_eea, is_country
 
 __all__ = [
     "COUNTRY_NAMES",
@@ -95,7 +95,7 @@ _COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
 
 def _country(value: str) -> str:
     code = value.strip().upper()
-    if not _COUNTRY_CODE.match(code):
+    if not _COUNTRY_CODE.match(code) or not is_country(code):
         raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE)")
     return code
 

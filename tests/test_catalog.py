@@ -271,6 +271,11 @@ providers:
             "source: https://x.example, as_of: 2026-01-01}}\n",
             "regions[fr-par].country.value",
         ),
+        (  # two letters, no country
+            "name: scaleway\nregions:\n  - {code: fr-par, country: {value: ZZ, "
+            "source: https://x.example, as_of: 2026-01-01}}\n",
+            "regions[fr-par].country.value",
+        ),
         (
             "name: scaleway\ncertifications:\n  - {name: HDS, status: maybe}\n",
             "certifications[HDS].status",

@@ -142,6 +142,11 @@ def test_self_hosted_judged_on_its_declarations(cat: Catalog) -> None:
     assert evaluate(abroad, "eu-residency", cat, TODAY).status == "FAIL"
     not_a_code = site.model_copy(update={"country": "France"})
     assert evaluate(not_a_code, "eu-residency", cat, TODAY).status == "UNKNOWN"
+    for letters in ("ZZ", "EU", "UK"):  # two letters, no country (the UK's code is GB)
+        no_country = site.model_copy(update={"country": letters, "parent_country": letters})
+        verdict = evaluate(no_country, "eu-sovereign", cat, TODAY)
+        assert verdict.status == "UNKNOWN", (letters, verdict)
+        assert any("not an ISO 3166" in r.text for r in verdict.reasons), verdict.reasons
 
 
 @pytest.mark.parametrize(

@@ -379,7 +379,8 @@ def test_a_misspelled_credential_key_is_told_the_key_it_meant(tmp_path: Path) ->
     assert "DEMO_AZURE_CONNECTION_STRING" not in line  # what it holds is not repeated
 
 
-@pytest.mark.parametrize("location", ["France", "FRA", "F", "12"])
+# Two letters that are no country (ZZ, UK: the code is GB) read "migrate runs in ZZ".
+@pytest.mark.parametrize("location", ["France", "FRA", "F", "12", "ZZ", "UK"])
 def test_a_runner_location_that_is_no_country_code_is_a_configuration_error(
     tmp_path: Path, location: str
 ) -> None:
