@@ -1894,6 +1894,82 @@ def test_a_run_aborts_the_unfinished_uploads_of_its_keys_it_does_not_own_and_no_
     assert env.read_destination("ours.bin") == data
 
 
+class ShortBody(Delegating):
+    """A read of a part past the first ends early without an error (a body cut that no HTTP
+    library told): 1 KiB, then nothing."""
+
+    def open_range(self, *args: Any, **kwargs: Any) -> Any:
+        stream = self._inner.open_range(*args, **kwargs)
+        start = args[2] if len(args) > 2 else kwargs.get("start", 0)
+        if not start:
+            return stream
+        left = [1024]
+
+        class Cut:
+            info = stream.info
+
+            def read(self, size: int = -1, /) -> bytes:
+                n = left[0] if size < 0 else min(size, left[0])
+                left[0] -= n
+                return stream.read(n) if n else b""
+
+            def close(self) -> None:
+                stream.close()
+
+        return Cut()
+
+
+def test_a_part_whose_body_ends_early_is_never_recorded_done(env_for: Any) -> None:
+    """A source object with no native MD5 (a multipart ETag) whose second part's read ends
+    short without an error: the object is not done, and the destination holds no object
+    made of stale buffer bytes (a mutation review: a short read taken as whole passed)."""
+    env: Env = env_for("s3", "s3")
+    data = body(43, 2 * 5 * MiB + 7)  # three parts
+    env.seed({"big.bin": (data, "application/octet-stream", {}, True)})
+    plan = env.plan()
+
+    summary = env.run(plan, source=ShortBody(env.source), config=SMALL_PARTS)
+
+    assert summary.copied == 0 and summary.changed == 1, summary
+    assert "read 1024 bytes at 5242880, expected 5242880" in summary.failures[0][2]
+    with pytest.raises(NotFound):
+        env.destination.head(env.bucket, "big.bin")
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+
+
+class CrashAfterCreate(Delegating):
+    """The process dies just after the store made an upload, before the ledger heard its
+    id: the object's row is `in_progress`, the upload known to no one."""
+
+    def create_multipart(self, *args: Any, **kwargs: Any) -> Any:
+        self._inner.create_multipart(*args, **kwargs)
+        raise Crash
+
+
+def test_an_upload_made_just_before_a_kill_is_aborted_by_the_next_run(env_for: Any) -> None:
+    """The kill's own state (its row in progress, no upload id recorded), not a key still
+    pending: the next run copies the object and leaves no upload behind (a mutation review:
+    a sweep that took pending and failed keys alone passed every test)."""
+    import sqlite3
+
+    env: Env = env_for("s3", "s3")
+    data = body(41, 2 * 5 * MiB + 7)  # three parts
+    env.seed({"big.bin": (data, "application/octet-stream", {}, True)})
+    plan = env.plan()
+    with pytest.raises(Crash):
+        env.run(plan, destination=CrashAfterCreate(env.destination), config=SMALL_PARTS)
+    with contextlib.closing(sqlite3.connect(env.state / "state.db")) as db:
+        rows = db.execute("SELECT state, upload_id FROM transfers WHERE key='big.bin'").fetchall()
+    assert rows == [("in_progress", None)], rows
+    assert len(list(env.destination.list_multipart_uploads(env.bucket))) == 1
+
+    summary = env.run(plan, config=SMALL_PARTS)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert list(env.destination.list_multipart_uploads(env.bucket)) == []
+    assert env.read_destination("big.bin") == data
+
+
 class ListingWatched(Delegating):
     """Notes, in order, each unfinished upload handed out by a listing and each abort."""
 
