@@ -945,34 +945,47 @@ _URL_KEYS = frozenset(
 )
 
 
-def _refuse_secret_urls(node: Any, origin: str, where: str, url: bool = False) -> None:
+def _refuse_secret_urls(node: Any, origin: str, where: str) -> None:
     """SecretInConfig for a user name or password (`user:pw@host`) or a SAS (`?...sig=`) in
     a catalog file's endpoint (a sites file's are refused so; a catalog's were written to
     the plan and the report, a review found), ConfigError for any other query or fragment:
     an endpoint has none. The value is never repeated."""
     if isinstance(node, dict):
         for key, value in node.items():
-            here = f"{where}: {key}" if not url else where
-            _refuse_secret_urls(value, origin, here, url or key in _URL_KEYS)
+            here = f"{where}: {key}"
+            if key in _URL_KEYS:
+                _refuse_secret_url(value, origin, here)
+            else:
+                _refuse_secret_urls(value, origin, here)
     elif isinstance(node, list):
         for value in node:
             name = value.get("code") or value.get("name") if isinstance(value, dict) else None
-            here = f"{where}[{name}]" if isinstance(name, str) and not url else where
-            _refuse_secret_urls(value, origin, here, url)
-    elif url and isinstance(node, str):
-        if "@" in node:
+            _refuse_secret_urls(
+                value, origin, f"{where}[{name}]" if isinstance(name, str) else where
+            )
+
+
+def _refuse_secret_url(value: Any, origin: str, where: str) -> None:
+    """The checks of `_refuse_secret_urls` on one endpoint: a fact given whole is judged by
+    its value alone (its source and note are text, where `?`, `#` and `@` are at home)."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    for text in value if isinstance(value, list) else [value]:
+        if not isinstance(text, str):
+            continue
+        if "@" in text:
             raise SecretInConfig(
                 f"{origin}: {where} holds a user name or password in its URL (an `@`)",
                 hint="write the endpoint as host[:port], without `user:password@`; a "
                 "store's keys go in the sites file's `credentials` as *_env references",
             )
-        if "sig=" in node.lower():
+        if "sig=" in text.lower():
             raise SecretInConfig(
                 f"{origin}: {where} holds a SAS token in its URL (`sig=`)",
                 hint="write the endpoint without its query; give the SAS in the variable "
                 "the site's `credentials.sas_token_env` names",
             )
-        if "?" in node or "#" in node:
+        if "?" in text or "#" in text:
             raise ConfigError(
                 f"{origin}: {where} has a query or a fragment (`?...`, `#...`), which an "
                 "endpoint has not",

@@ -323,6 +323,26 @@ def test_a_catalog_endpoint_holding_a_secret_is_refused_without_repeating_it(
     assert str(path) in message and said in message and "QQ" not in message, message
 
 
+def test_every_builtin_file_loads_as_a_users_file_and_an_endpoints_source_is_text(
+    tmp_path: Path,
+) -> None:
+    """The endpoint check reads an endpoint's value alone: IONOS's own file, its source a
+    URL with a query, was refused as a user's file (a review); a note naming an address
+    is no password."""
+    from providers.catalog import CATALOG_DIR
+
+    for path in sorted(CATALOG_DIR.glob("*.yaml")):
+        load_catalog([path])
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {value: s3.fr-par.scw.cloud, "
+        "source: 'https://docs.example/pdf?page=3#s3', as_of: 2026-01-01, "
+        "note: 'asked ops@chu.example'}\n",
+        encoding="utf-8",
+    )
+    assert load_catalog([path]).provider("scaleway").region("fr-par") is not None
+
+
 def test_bad_builtin_file_names_file_and_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
