@@ -4,7 +4,6 @@ exit code here, in `main`, and nowhere else."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
 import itertools
@@ -163,8 +162,9 @@ class _Stdout:
     so that only they are told as such (another OSError is the command's own)."""
 
     def write(self, text: str) -> int:
-        if sys.stdout is None:  # started with it closed (`>&-`): nothing would be said
-            raise _OutputUnwritable(errno.EBADF, "standard output is closed")
+        if sys.stdout is None:  # started with it closed (`>&-`): said at the end (main)
+            _stdout_closed[:] = [True]
+            return len(text)
         try:
             return sys.stdout.write(text)
         except OSError as exc:
@@ -172,7 +172,7 @@ class _Stdout:
 
     def flush(self) -> None:
         if sys.stdout is None:
-            raise _OutputUnwritable(errno.EBADF, "standard output is closed")
+            return
         try:
             sys.stdout.flush()
         except OSError as exc:
@@ -273,6 +273,9 @@ def _warn_if_state_unaware(plan: Plan, ledger: Ledger, config: SitesConfig) -> N
 # Set once a command printed its JSON: a failure after it (verify's findings, a run's
 # failed objects) prints no second object under --json; `main` clears it.
 _json_printed: list[bool] = []
+# Output was dropped: standard output was closed when migrate started (`>&-`). A command
+# that succeeded then exits 3 saying so; one that failed keeps its own line and code.
+_stdout_closed: list[bool] = []
 
 
 def _out(json_mode: bool, value: object) -> None:
@@ -286,10 +289,8 @@ def _out(json_mode: bool, value: object) -> None:
 def _print_out(text: str) -> None:
     """Print to stdout (a reader gone, `| head`, is migrate.output's to drop)."""
     if sys.stdout is None:  # started with it closed (`>&-`): print() drops it silently
-        raise ConfigError(
-            "the output could not be written to standard output (it is closed)",
-            hint="run the command with its output going somewhere (a file, a pipe)",
-        )
+        _stdout_closed[:] = [True]  # said at the end, unless the command failed (main)
+        return
     try:
         print(text, flush=True)
     except OSError as exc:  # a full disk under a redirection: said, not a traceback
@@ -1995,6 +1996,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ["--deep-both" if a == "--deep=both" else a for a in args]
     debug = "--debug" in args
     _json_printed.clear()
+    _stdout_closed.clear()
     install_reader_may_leave()  # called directly, not through migrate.main
 
     def fail_json(code: int, kind: str, message: str, hint: str | None = None) -> None:
@@ -2020,14 +2022,14 @@ def main(argv: list[str] | None = None) -> int:
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code, silently
             _stderr().print(INTERRUPTED_LINE, markup=False, soft_wrap=True)
             fail_json(INTERRUPTED, INTERRUPTED_KIND, INTERRUPTED_MESSAGE, INTERRUPTED_HINT)
-        return code
+        return _closed_stdout(code, fail_json)
     except MigrateError as raised:
         if debug:
             _stderr().print(redact(traceback.format_exc()), markup=False, soft_wrap=True)
         named = next((a for a in args if not a.startswith("-")), None)
         return _said(raised if named == "run" else as_store_failure(raised), fail_json)
     except typer.Exit as exc:  # the command said it (sites check: its table or JSON)
-        return int(exc.exit_code)
+        return _closed_stdout(int(exc.exit_code), fail_json)
     except TyperException as exc:  # usage errors: one line too, and where to learn more
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as asked
             getattr(exc, "show")()  # noqa: B009 (typer types it without `show`)
@@ -2068,9 +2070,7 @@ def main(argv: list[str] | None = None) -> int:
         return _said(
             ConfigError(
                 f"the output could not be written ({exc.strerror or exc})",
-                hint="run the command with its output going somewhere (a file, a pipe)"
-                if exc.errno == errno.EBADF
-                else "free space where the output goes, then run the command again",
+                hint="free space where the output goes, then run the command again",
             ),
             fail_json,
         )
@@ -2090,6 +2090,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Exception as exc:  # a bug: still one line, unless --debug
         return _unexpected(exc, debug, fail_json)
+
+
+def _closed_stdout(code: int, fail_json: Callable[[int, str, str, str | None], None]) -> int:
+    """A command that succeeded while its output went nowhere (stdout closed): exit 3,
+    saying so (print() drops it silently: exit 0, the output lost). A failure's own code
+    stands: its line is on stderr."""
+    if code != 0 or not _stdout_closed:
+        return code
+    return _said(
+        ConfigError(
+            "the output could not be written to standard output (it is closed)",
+            hint="run the command with its output going somewhere (a file, a pipe)",
+        ),
+        fail_json,
+    )
 
 
 def _said(error: MigrateError, fail_json: Callable[[int, str, str, str | None], None]) -> int:
