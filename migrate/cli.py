@@ -661,11 +661,13 @@ def plan_show(
         shown = loaded.model_dump(mode="json")
         # Always there, for scripts: unknown (null) away from any sites file too.
         approved, detail = approval or (None, "not known: no sites file (--sites, MIGRATE_SITES)")
-        # `why_not` as `status --json` names it (null when approved); `detail`, the line
+        # status --json's object where the state can be read (the run's own check, its
+        # `why_not` line), with `detail`, the line shown here
         shown["approval"] = {
             "approved": approved,
-            "detail": detail,
             "why_not": None if approved else detail,
+            **(_status_approval(loaded, sites) or {}),
+            "detail": detail,
         }
         _out(True, shown)
         return
@@ -708,6 +710,23 @@ def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
     except MigrateError as exc:
         return None, f"not known: {exc.one_line()}"
     return approval is not None, detail
+
+
+def _status_approval(plan: Plan, sites: Path | None) -> dict[str, Any] | None:
+    """`status --json`'s approval object, where a sites file and its state can be read
+    (None otherwise: `plan show` still shows the plan)."""
+    from migrate.locations import STATE_FILE
+
+    if not _sites_at_hand(sites):
+        return None
+    try:
+        config = load_sites(sites)
+        if not (config.state_dir / STATE_FILE).is_file():
+            return None
+        with Ledger.for_reading(config.state_dir) as ledger:
+            return _approval_state(plan, ledger, False, config)
+    except MigrateError:
+        return None
 
 
 def _refused_now(plan: Plan, config: SitesConfig) -> str | None:

@@ -838,6 +838,10 @@ def test_a_plan_made_with_no_pilot_warns_and_its_bulk_wave_runs_without_force(
     assert "this one is in the plan's approval history" in said, said
     code, out, err = run(["plan", "show", plan, *where], capsys)
     assert code == 0 and "Approval: approved by dpo at " in out, out
+    # To a script, the approval status names: the same fields, the same why_not.
+    shown = json.loads(run(["plan", "show", plan, "--json", *where], capsys)[1])["approval"]
+    status = json.loads(run(["status", plan, "--json", *where], capsys)[1])["approval"]
+    assert shown.pop("detail").startswith("approved by dpo at ") and shown == status, shown
     # Read away from its sites file (none here): the plan alone; to a script, an approval
     # not known (the same shape every time).
     monkeypatch.chdir(tmp_path / "dst")
