@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import queue
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from enum import IntFlag
 from pathlib import Path
 
-from migrate.errors import ConfigError, ListingOutOfOrder
+from migrate.errors import ConfigError, ListingOutOfOrder, MigrateError
 from migrate.keys import may_be_renamed
 from migrate.ledger import InventoryRow, Ledger, dumps
 from migrate.planlock import ListingClaims
@@ -260,17 +262,16 @@ def run_inventory(
             hint='add buckets = ["name", ...]',
         )
     claims = ListingClaims(config.state_dir)
-    finished: int | None = None
     with Ledger(config.state_dir) as ledger:
         try:
             run_id, resumed = ledger.open_inventory_run(
                 site.name, prefix, resume=resume, claim=claims.take
             )
-            summary = _list_run(ledger, site, adapter, run_id, resumed, prefix, progress)
-            finished = run_id
-            return summary
+            return _list_run(ledger, site, adapter, run_id, resumed, prefix, progress)
         finally:
-            claims.release(finished)
+            claims.release()
+            with suppress(OSError, MigrateError, sqlite3.Error):  # tidying, never its error
+                claims.sweep(ledger.inventory_run_resumable)
 
 
 def _list_run(

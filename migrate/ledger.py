@@ -1247,6 +1247,18 @@ class Ledger:
             claim(run_id)  # a new run: no other process has it
             return run_id, False
 
+    def inventory_run_resumable(self, run_id: int) -> bool:
+        """Whether an inventory may resume the run (neither finished nor abandoned)."""
+        with self._lock:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM inventory_runs WHERE id=? AND finished_at IS NULL "
+                    "AND abandoned_at IS NULL",
+                    (run_id,),
+                ).fetchone()
+                is not None
+            )
+
     def listing_state(self, run_id: int, container: str) -> ListingState:
         row = self._db.execute(
             "SELECT marker, done FROM listings WHERE run_id=? AND container=?",

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,13 +174,39 @@ class ListingClaims:
         except BlockingIOError:
             os.close(fd)
             return False
+        except OSError:
+            # A file system without locks (some NFS): liveness cannot be told there; the
+            # run is taken, as before there were these locks.
+            os.close(fd)
+            return True
         self._held[run_id] = fd
         return True
 
-    def release(self, finished: int | None = None) -> None:
-        """Give every run back; the file of `finished` (a run no inventory resumes) goes."""
-        for run_id, fd in self._held.items():
-            if run_id == finished:
-                self._path(run_id).unlink(missing_ok=True)  # held: no one waits on it
+    def release(self) -> None:
+        """Give every run back."""
+        for fd in self._held.values():
             os.close(fd)
         self._held.clear()
+
+    def sweep(self, resumable: Callable[[int], bool]) -> None:
+        """Remove the lock files of runs no inventory will resume (finished, abandoned,
+        superseded) that no process holds: each run would leave one for good."""
+        try:
+            paths = list(self._dir.glob("inventory-run-*.lock"))
+        except OSError:
+            return
+        for path in paths:
+            number = path.stem.removeprefix("inventory-run-")
+            if not number.isdigit() or int(number) in self._held or resumable(int(number)):
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink(missing_ok=True)  # held: no process is listing that run
+            except OSError:
+                pass  # held by a process still stopping: it is swept next time
+            finally:
+                os.close(fd)

@@ -136,6 +136,32 @@ def test_an_inventory_started_while_another_lists_the_site_supersedes_it(
     with pytest.raises(ConnectionResetError):
         run_inventory(config, local_site.name, FailingListing(adapter, fail_after=1_700))  # type: ignore[arg-type]
     assert run_inventory(config, local_site.name, adapter).resumed
+    # Interrupted, then superseded by a re-list (a delta's): no lock file stays behind for
+    # a run no inventory resumes (a review found one left for each).
+    with pytest.raises(ConnectionResetError):
+        run_inventory(config, local_site.name, FailingListing(adapter, fail_after=1_700))  # type: ignore[arg-type]
+    assert not run_inventory(config, local_site.name, adapter, resume=False).resumed
+    assert list((config.state_dir / "locks").glob("inventory-run-*")) == []
+
+
+def test_an_inventory_where_files_cannot_be_locked_lists_as_before(
+    local_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some NFS mounts have no locks (ENOLCK): the listing goes on as before there were
+    these locks, not an unexpected error (a review)."""
+    import errno
+    import fcntl
+
+    adapter = build_adapter(local_site)
+    adapter.create_container("data")
+    written = seed(adapter, "data", 30)
+    config = config_for(local_site, tmp_path, ("data",))
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert run_inventory(config, local_site.name, adapter).objects == len(written)
 
 
 def test_a_second_inventory_records_what_changed(local_site: Site, tmp_path: Path) -> None:
