@@ -279,13 +279,14 @@ def _target(site: Site, expected_endpoint: str | None = None) -> _Target:
     if named is not None:
         try:
             split = urlsplit(named)
+            split.port  # noqa: B018 (read for its check: a port out of range or not a number)
             readable = bool(split.hostname) and split.scheme in ("http", "https")
-        except ValueError:  # an unclosed `[`: urlsplit's "Invalid IPv6 URL"
+        except ValueError:  # an unclosed `[` (urlsplit's "Invalid IPv6 URL"), a bad port
             readable = False
         if not readable:
             raise ConfigError(
                 f"site {site.name}: the connection string's BlobEndpoint is not a URL "
-                "with a host (scheme://host[:port][/path])",
+                "with a host (scheme://host[:port][/path], the port a number up to 65535)",
                 hint="copy the connection string again from the storage account's access "
                 "keys, or remove its BlobEndpoint and declare the site's `endpoint`",
             )

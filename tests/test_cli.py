@@ -778,7 +778,13 @@ def test_inventory_and_sites_check_pass_the_routing_guard_before_any_plan(
     assert_one_line_without_secret(out, err)
     # A BlobEndpoint that is no URL with a host: said so (an unclosed `[` was an
     # unexpected error, exit 1; an empty one read "points at , the site's endpoint").
-    for blob_endpoint in ("http://[::1:54799/x", "http://", "127.0.0.1:54799"):
+    for blob_endpoint in (
+        "http://[::1:54799/x",
+        "http://",
+        "127.0.0.1:54799",
+        "https://hdhstorage.blob.core.windows.net:99999",
+        "http://h:abc",
+    ):
         monkeypatch.setenv(
             "T_CONN",
             f"AccountName=hdhstorage;BlobEndpoint={blob_endpoint};"
