@@ -139,6 +139,7 @@ from providers.base import (
     WriteBody,
     WriteResult,
     not_a_url,
+    proxy_failed,
     proxy_refused,
     tunnel_refused_407,
     unresolved,
@@ -675,12 +676,9 @@ class AzureAdapter:
         if self._proxied and _proxy_said_407(exc):
             # An https endpoint through the proxy: its CONNECT answered 407.
             raise _from_status(where, 407, None, container_call, place=self._place) from None
-        if self._proxied and _proxy_error(exc) is not None:
+        if self._proxied and (down := _proxy_error(exc)) is not None:
             # Said as for an S3 site: the endpoint was never reached (a review).
-            raise EndpointUnreachable(
-                f"{where}: the declared proxy {self._proxy_shown} does not answer",
-                hint="check that the proxy is up and the site's `proxy` names it",
-            ) from None
+            raise proxy_failed(where, self._proxy_shown, str(down)) from None
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
             detail = str(exc.message or "").lower()
             raise _from_status(

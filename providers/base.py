@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
-from migrate.errors import ConfigError, CredentialsRejected
+from migrate.errors import ConfigError, CredentialsRejected, EndpointUnreachable
 
 ALGORITHMS = ("md5", "sha1", "sha256", "crc32", "crc32c", "crc64nvme")
 # S3 user-metadata names travel as HTTP header names (x-amz-meta-NAME): RFC 7230 tokens.
@@ -59,6 +59,28 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+|\*)", re.IGNORECASE)
 # A proxy's refusal of a tunnel for want of credentials, as http.client words it; not any
 # "407" (a proxy on port 40711 that refused the connection was taken for one: a flaky test).
 _TUNNEL_407 = re.compile(r"Tunnel connection failed: 407\b|\b407 Proxy Authentication")
+
+
+_TUNNEL_STATUS = re.compile(r"Tunnel connection failed: (\d{3})\b")
+
+
+def proxy_failed(where: str, proxy: str, text: str) -> EndpointUnreachable:
+    """The declared proxy did not take the request on: it refused the tunnel with a status
+    (a rule that does not let the host through, 403; its own upstream failing, 502), or it
+    does not answer. `text`: the failure's (read, never shown: it names the proxy with
+    its credentials)."""
+    status = _TUNNEL_STATUS.search(text)
+    if status is not None:
+        return EndpointUnreachable(
+            f"{where}: the declared proxy {proxy} refused the connection to the endpoint "
+            f"(HTTP {status[1]})",
+            hint="the proxy's rules must let the endpoint's host through (ask its "
+            "operator), or the site's `proxy` must name another proxy",
+        )
+    return EndpointUnreachable(
+        f"{where}: the declared proxy {proxy} does not answer",
+        hint="check that the proxy is up and the site's `proxy` names it",
+    )
 
 
 def tunnel_refused_407(text: str) -> bool:

@@ -89,6 +89,7 @@ from providers.base import (
     WriteResult,
     expires_instant,
     not_a_url,
+    proxy_failed,
     proxy_refused,
     tunnel_refused_407,
     unresolved,
@@ -875,9 +876,10 @@ class S3Adapter:
             # An https endpoint through the proxy: its CONNECT answered 407.
             return proxy_refused(self.site_name, self.site.proxy)
         if isinstance(exc, bce.ProxyConnectionError):
-            return EndpointUnreachable(
-                f"{self.site_name}: the declared proxy {self.site.proxy} does not answer",
-                hint="check that the proxy is up and the site's `proxy` names it",
+            return proxy_failed(
+                self.site_name,
+                self.site.proxy or "",
+                repr(getattr(exc, "kwargs", {}).get("error")),  # read, never shown
             )
         if isinstance(exc, bce.FlexibleChecksumError):
             return ChecksumMismatch(f"{where}: response checksum does not match")

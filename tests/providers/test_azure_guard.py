@@ -128,6 +128,27 @@ def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_credentials_refused
     assert {m for m, _ in proxy.requests} == {"CONNECT"}
 
 
+def test_a_proxy_refusing_the_endpoints_host_is_said_to_refuse_not_to_be_down(
+    azure_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 403 to the CONNECT: the proxy answered (its rules), it is not down (a review)."""
+    monkeypatch.setenv("EGRESS_PROXY_AUTH", "egress-user:secret")
+    proxy = helpers.FixedAnswer(403, {})
+    site = helpers.azure_at(
+        azure_site, f"https://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}", monkeypatch
+    )
+    adapter = AzureAdapter(helpers.through_proxy(site, f"http://127.0.0.1:{proxy.port}"))
+    try:
+        for call in (lambda: adapter.head("cases", "k"), lambda: adapter.check("cases")):
+            with pytest.raises(EndpointUnreachable) as refused:
+                call()
+            line = refused.value.one_line()
+            assert "refused the connection to the endpoint (HTTP 403)" in line, line
+    finally:
+        adapter.close()
+        proxy.close()
+
+
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_declared_proxy_that_is_not_there_is_named(
     scheme: str, azure_site: Site, monkeypatch: pytest.MonkeyPatch
