@@ -1638,7 +1638,7 @@ def render_html(report: Report) -> str:
         f"migrate {_e(r.tool_version)}</dd>",
     ]
     for a in r.approvals:
-        mark = "" if a.current else ' <span class="muted">(an earlier digest)</span>'
+        mark = "" if a.current else ' <span class="muted">(another version of the plan)</span>'
         out.append(
             f"<dt>approved</dt><dd>by {_e(a.approved_by)} at {_e(a.approved_at)}, "
             f"<code>{_e(a.digest)}</code>{mark}</dd>"
@@ -1651,7 +1651,7 @@ def render_html(report: Report) -> str:
             out.append(
                 f"<li>by {_e(e.approved_by)} at {_e(e.approved_at)}, "
                 f"<code>{_e(e.digest[:19])}…</code>"
-                f"{'' if e.current else ' (an earlier digest)'}{effect}</li>"
+                f"{'' if e.current else ' (another version of the plan)'}{effect}</li>"
             )
         out.append("</ol></dd>")
     if r.approvals:
