@@ -139,6 +139,8 @@ class _Counted(Subscriber):
             self.conflicts += objects
             if found_before:  # failed too, as the summary counts them
                 self.failed += objects
+        if found_before and self._tick is not None:
+            self._tick()  # on the record at once: a kill -9 before any copy keeps them
         self.inner.on_conflicts(objects, found_before=found_before)
 
     def on_stopping(self) -> None:
