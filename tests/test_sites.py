@@ -196,6 +196,11 @@ def test_credentials_come_from_the_environment_and_never_show(
     assert creds.secret_key == "canary-secret-value-123"
     assert "canary-secret-value-123" not in repr(creds)
     assert "canary-secret-value-123" not in str(creds)
+    # Read, each is registered: a store's error repeating it is redacted wherever it is
+    # said (a mutation review: nothing failed when they were not registered).
+    said = ConfigError("the store said canary-secret-value-123 and SCWCANARYACCESS", hint="x")
+    assert "canary-secret-value-123" not in said.one_line()
+    assert "SCWCANARYACCESS" not in said.one_line()
 
 
 def test_a_key_pasted_where_a_variable_name_goes_is_not_repeated_when_unset(
