@@ -368,6 +368,51 @@ def test_a_gcs_estate_is_copied_byte_for_byte_each_object_proven_or_said_unprove
         destination.close()
 
 
+class _Guard:
+    """Records each request asked of it; refuses all of them once `refusing`."""
+
+    def __init__(self) -> None:
+        self.checked: list[tuple[str, str]] = []
+        self.refusing = False
+
+    def check(self, method: str, url: str) -> None:
+        from migrate.errors import RouteRefused
+
+        if self.refusing:
+            raise RouteRefused(f"request to {urlsplit(url).netloc} refused: not allowed")
+        self.checked.append((method, url))
+
+    def record(self, method: str, url: str, sent_bytes: int, status: int | None) -> None:
+        pass
+
+
+def test_every_request_a_gcs_site_sends_is_asked_of_the_routing_guard(
+    fake_gcs: tuple[FakeGcs, Site],
+) -> None:
+    """As for S3 and Azure sites: the GCS adapter is built with the plan's guard, and a
+    refusal sends nothing (a mutation review: one built without a guard passed every
+    test)."""
+    from migrate.errors import RouteRefused
+
+    fake, site = fake_gcs
+    _estate(fake)
+    guard = _Guard()
+    adapter = build_adapter(site, guard=guard)  # type: ignore[arg-type]
+    try:
+        adapter.check(BUCKET)
+        listed = list(adapter.list_objects(BUCKET))
+        assert _read(adapter, "plain/a.csv", 0, 10) == PLAIN[:10]
+        adapter.head(BUCKET, "composed/b.bin")
+        assert len(fake.requests) == len(guard.checked) >= 4 and len(listed) == 6
+        guard.refusing = True
+        before = len(fake.requests)
+        with pytest.raises(RouteRefused):
+            adapter.head(BUCKET, "plain/a.csv")
+        assert len(fake.requests) == before
+    finally:
+        adapter.close()
+
+
 def test_x_goog_hash_values_that_are_not_hashes_are_dropped() -> None:
     md5 = base64.b64encode(hashlib.md5(b"x").digest()).decode()
     assert goog_hashes(f"crc32c={CRC32C_OF_ANY}, md5={md5}") == {
