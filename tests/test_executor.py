@@ -2447,6 +2447,29 @@ def test_a_phase_never_holds_more_part_buffers_than_its_concurrency(
     assert 1 < held[1] <= SMALL_PARTS.concurrency, held
 
 
+def test_a_phase_reads_its_objects_to_copy_a_batch_at_a_time(
+    env_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory bounded by the batch, not the phase's object count: more objects than one
+    batch are read from the state in several bounded reads (a mutation review: the whole
+    to-do list read at once passed every test, the memory test's 401 objects being under
+    one batch)."""
+    limits: list[int] = []
+    real = Ledger.transfers_to_do
+
+    def spied(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        limits.append(args[3] if len(args) > 3 else kwargs["limit"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "transfers_to_do", spied)
+    env: Env = env_for("local", "local")
+    count = 600  # more than one batch (500)
+    env.seed({f"k/{i:05d}": (b"x", "text/plain", {}, False) for i in range(count)})
+    summary = env.run(env.plan())
+    assert summary.copied == count, summary.failures
+    assert limits and max(limits) < count and len(limits) >= 2, limits
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("src", ["azure", "s3"])
 def test_a_copy_between_servers_keeps_memory_bounded_by_its_parts_not_its_objects(
