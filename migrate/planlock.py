@@ -34,15 +34,7 @@ def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN"
     holds it, naming what that process does. `doing`: e.g. "run --phase bulk-1";
     `plan_file`: the plan as the hint's command names it."""
     path = lock_path(state_dir, plan)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ConfigError(
-            f"state directory {state_dir}: the lock of plan {plan} cannot be made there "
-            f"({exc.strerror})",
-            hint="set state_dir in the sites file to a directory you can write to",
-        ) from None
+    fd = _open_lock(path, state_dir, f"plan {plan}")
     try:
         for attempt in range(_TRIES):
             try:
@@ -69,6 +61,18 @@ def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN"
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open_lock(path: Path, state_dir: Path, of: str) -> int:
+    """The lock file's descriptor, made if need be; ConfigError where it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"state directory {state_dir}: the lock of {of} cannot be made there ({exc.strerror})",
+            hint="set state_dir in the sites file to a directory you can write to",
+        ) from None
 
 
 def holder(state_dir: Path, plan: str) -> str | None:
@@ -160,15 +164,7 @@ class ListingClaims:
     def take(self, run_id: int) -> bool:
         """Whether this process now holds the run (False: another process lists it)."""
         path = self._path(run_id)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(
-                f"state directory {path.parent.parent}: the lock of an inventory cannot be "
-                f"made there ({exc.strerror})",
-                hint="set state_dir in the sites file to a directory you can write to",
-            ) from None
+        fd = _open_lock(path, path.parent.parent, "an inventory")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
