@@ -701,7 +701,7 @@ def _approval(plan: Plan, sites: Path | None) -> tuple[bool | None, str] | None:
         config = load_sites(sites)
         if not (config.state_dir / STATE_FILE).is_file():
             return False, f"plan {plan.name} is not approved (no state in {config.state_dir})"
-        with Ledger(config.state_dir) as ledger:
+        with Ledger.for_reading(config.state_dir) as ledger:  # as `status` reads it
             approval, detail = approval_of(plan, ledger)
         if approval is not None and (refused := _refused_now(plan, config)):
             return False, f"{detail}, but {refused}"

@@ -649,6 +649,15 @@ def test_status_and_report_read_a_state_that_may_not_be_written(
         )  # fmt: skip
         assert report.returncode == 0, report.stderr
         assert (tmp_path / "r" / "report.json").is_file()
+        # plan show reads it as status does (it opened it for writing: "not known" beside
+        # status's approved, in the same JSON: a review)
+        shown = subprocess.run(
+            _as_a_user([migrate_bin, "plan", "show", plan, "--sites", str(ro_sites), "--json"]),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        approval = json.loads(shown.stdout)["approval"]
+        assert approval["approved"] is True and approval["detail"].startswith("approved by")
         assert sorted(p.name for p in copy.iterdir()) == handed, "nothing written there"
     finally:
         copy.chmod(0o755)
@@ -3127,7 +3136,15 @@ def test_output_to_a_closed_stdout_is_said_not_lost(
         assert "could not be written to standard output (it is closed)" in done.stderr
     # A command that failed keeps its own line and code (a review: its result, printed
     # first, turned exit 12 into 3 and its line was never said).
-    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    plan, where = finished_local_copy(tmp_path, capsys)
+    # A finished phase's answer, from its receipt (printed without the CLI): said too.
+    for json_out in ([], ["--json"]):
+        done = subprocess.run(
+            [migrate_bin, "run", plan, "--phase", "bulk-1", *json_out, *where],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+            check=False, preexec_fn=lambda: os.close(1),
+        )  # fmt: skip
+        assert done.returncode == 3 and "(it is closed)" in done.stderr, done.stderr
     for json_out in ([], ["--json"]):
         done = subprocess.run(
             [migrate_bin, "report", plan, "-o", str(tmp_path / "r"), "--require-verified",
