@@ -63,6 +63,16 @@ def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN"
         os.close(fd)
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file `fd` is open on."""
+    try:
+        there = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
 def _open_lock(path: Path, state_dir: Path, of: str) -> int:
     """The lock file's descriptor, made if need be; ConfigError where it cannot be."""
     try:
@@ -164,19 +174,29 @@ class ListingClaims:
     def take(self, run_id: int) -> bool:
         """Whether this process now holds the run (False: another process lists it)."""
         path = self._path(run_id)
-        fd = _open_lock(path, path.parent.parent, "an inventory")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(_TRIES):
+            fd = _open_lock(path, path.parent.parent, "an inventory")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                swept = not _same_file(fd, path)  # held by a sweep removing it: again
+                os.close(fd)
+                if swept:
+                    time.sleep(0.01)
+                    continue
+                return False
+            except OSError:
+                # A file system without locks (some NFS): liveness cannot be told there;
+                # the run is taken, as before there were these locks.
+                os.close(fd)
+                return True
+            if _same_file(fd, path):
+                self._held[run_id] = fd
+                return True
+            # Swept between its opening and its locking (another process saw the run
+            # not yet committed): a lock on a removed file holds nothing. Again.
             os.close(fd)
-            return False
-        except OSError:
-            # A file system without locks (some NFS): liveness cannot be told there; the
-            # run is taken, as before there were these locks.
-            os.close(fd)
-            return True
-        self._held[run_id] = fd
-        return True
+        return False
 
     def release(self) -> None:
         """Give every run back."""

@@ -363,3 +363,33 @@ def test_a_container_first_listed_under_a_prefix_or_empty_is_grouped_when_it_hol
     summary = run_inventory(config, local_site.name, adapter)
     datasets = {d.dataset: d.whole_container for d in summary.datasets}
     assert datasets == {f"{empty}/": True, **{f"{partial}/p{i}/": False for i in range(6)}}
+
+
+def test_a_listing_lock_swept_while_it_is_taken_is_taken_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's sweep may remove the lock file of a run just made and not yet
+    committed (so not resumable to it) between its opening and its locking: the lock
+    held was on a removed file, and a third process resumed the run while it was listed
+    (a review). It is taken anew on the file there is."""
+    import fcntl
+
+    from migrate.planlock import ListingClaims
+
+    real = fcntl.flock
+    mine, sweeping, other = (ListingClaims(tmp_path) for _ in range(3))
+    swept: list[bool] = []
+
+    def flock(fd: int, operation: int) -> None:
+        if not swept:  # the sweep, in that moment
+            swept.append(True)
+            sweeping.sweep(lambda run_id: False)
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    assert mine.take(7) and swept
+    monkeypatch.setattr(fcntl, "flock", real)
+    assert not other.take(7), "held: no other process may take the run"
+    mine.release()
+    assert other.take(7)
+    other.release()
