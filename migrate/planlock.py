@@ -51,6 +51,12 @@ def plan_lock(state_dir: Path, plan: str, doing: str, *, plan_file: str = "PLAN"
                         "progress), then run this command again",
                     ) from None
                 time.sleep(0.05)
+            except OSError as exc:  # a file system without locks (some NFS): ENOLCK
+                raise ConfigError(
+                    f"state directory {state_dir}: the lock of plan {plan} cannot be taken "
+                    f"there ({exc.strerror}): two runs of the plan could not be kept apart",
+                    hint="put state_dir on a local file system (or one with file locks)",
+                ) from None
         since = datetime.now(UTC).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {doing}, since {since}".encode(), 0)

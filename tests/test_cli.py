@@ -2672,6 +2672,27 @@ def test_a_missing_state_is_said_and_not_made_again_empty(
     assert code == 3 and f"state directory {tmp_path / 'state'} is a file" in err, err
 
 
+def test_a_plan_lock_on_a_file_system_without_locks_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOLCK (some NFS mounts) was an unexpected error, exit 1 (a review): said as the
+    state directory's, exit 3, before anything is copied."""
+    import errno
+    import fcntl
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    code, out, err = run(["run", plan, "--phase", "bulk-1", "--force", "--reason", "t",
+                          *where], capsys)  # fmt: skip
+    assert code == 3 and "cannot be taken there (No locks available)" in err, err
+    assert_one_line_without_secret(out, err)
+    assert not list((tmp_path / "dst").rglob("*.txt"))
+
+
 def test_a_state_whose_write_lock_another_process_holds_is_one_line_exit_14_and_reads_go_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
