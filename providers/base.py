@@ -70,6 +70,12 @@ def proxy_failed(where: str, proxy: str, text: str) -> EndpointUnreachable:
     does not answer. `text`: the failure's (read, never shown: it names the proxy with
     its credentials)."""
     status = _TUNNEL_STATUS.search(text)
+    if status is not None and status[1].startswith("5"):
+        return EndpointUnreachable(
+            f"{where}: the declared proxy {proxy} could not reach the endpoint (HTTP {status[1]})",
+            hint="check the endpoint's host and port in the sites file, and that the proxy "
+            "can reach it (ask its operator)",
+        )
     if status is not None:
         return EndpointUnreachable(
             f"{where}: the declared proxy {proxy} refused the connection to the endpoint "

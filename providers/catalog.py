@@ -953,8 +953,16 @@ def _refuse_secret_urls(node: Any, origin: str, where: str) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             here = f"{where}: {key}"
+            if (
+                isinstance(value, dict)
+                and key in _URL_KEYS
+                and isinstance(value.get("source"), str)
+            ):
+                _refuse_secret_source(value["source"], origin, f"{here}: source")
             if key in _URL_KEYS:
                 _refuse_secret_url(value, origin, here)
+            elif key == "source" and isinstance(value, str):
+                _refuse_secret_source(value, origin, here)
             else:
                 _refuse_secret_urls(value, origin, here)
     elif isinstance(node, list):
@@ -963,6 +971,19 @@ def _refuse_secret_urls(node: Any, origin: str, where: str) -> None:
             _refuse_secret_urls(
                 value, origin, f"{where}[{name}]" if isinstance(name, str) else where
             )
+
+
+_USERINFO = re.compile(r"://[^/?#]*@")
+
+
+def _refuse_secret_source(text: str, origin: str, where: str) -> None:
+    """A fact's source is copied into plans and reports: a URL signed with a SAS, or with
+    `user:password@`, is refused as an endpoint's is (`?` and `#` are a document's)."""
+    if _USERINFO.search(text) or "sig=" in text.lower():
+        raise SecretInConfig(
+            f"{origin}: {where} holds a signed URL or a password (`sig=`, `user:pw@`)",
+            hint="cite the page's public address (plans and reports copy it)",
+        )
 
 
 def _refuse_secret_url(value: Any, origin: str, where: str) -> None:

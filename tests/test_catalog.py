@@ -306,17 +306,26 @@ def test_bad_user_file_names_file_and_key(tmp_path: Path, text: str, expected: s
         ("s3.fr-par.scw.cloud/?QQquery=1", False, "has a query or a fragment"),
     ],
 )
+@pytest.mark.parametrize("in_source", [False, True])
 def test_a_catalog_endpoint_holding_a_secret_is_refused_without_repeating_it(
-    tmp_path: Path, endpoint: str, secret: bool, said: str
+    tmp_path: Path, endpoint: str, secret: bool, said: str, in_source: bool
 ) -> None:
     """Its endpoint is written to the plan and the report and shown by `sites check`: a
-    password there reached them all (a review); a sites file's is refused so already."""
+    password there reached them all (a review); a sites file's is refused so already. Its
+    source too is copied into them: a signed URL there is refused (a query is a page's)."""
+    value, source = ("s3.fr-par.scw.cloud", f"https://{endpoint}") if in_source else (
+        endpoint, "https://x.example")  # fmt: skip
     path = tmp_path / "mine.yaml"
     path.write_text(
-        f"name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {{value: '{endpoint}', "
-        "source: https://x.example, as_of: 2026-01-01}\n",
+        f"name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {{value: '{value}', "
+        f"source: '{source}', as_of: 2026-01-01}}\n",
         encoding="utf-8",
     )
+    if in_source and not secret:  # a source's query is a document's (IONOS cites one)
+        assert load_catalog([path]).provider("scaleway").region("fr-par") is not None
+        return
+    if in_source:
+        said = "holds a signed URL or a password"
     with pytest.raises(SecretInConfig if secret else ConfigError) as err:
         load_catalog([path])
     message = err.value.one_line()
