@@ -1642,7 +1642,9 @@ def _share_of(text: str, option: str) -> float:
     try:
         return float(text.strip()[:-1]) / 100 if text.strip().endswith("%") else float(text)
     except ValueError:
-        raise ConfigError(f"{option} {text!r}: give a share such as 5% or 0.05") from None
+        raise ConfigError(
+            f"{option} {text!r}: give a share such as 5% or 0.05", hint=f"e.g. {option} 5%"
+        ) from None
 
 
 def _random_seed() -> int:

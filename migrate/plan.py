@@ -360,7 +360,10 @@ def load_plan(path: Path, *, check_digest: bool = True) -> Plan:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise PlanError(f"{path}: {where}: {err['msg']}") from None
+        raise PlanError(
+            f"{path}: {where}: {err['msg']}",
+            hint="make the plan again with `migrate plan` (a plan is not written by hand)",
+        ) from None
     if check_digest:  # shown unchecked (plan show, status), it is refused when checked
         check_as_written(plan, path)
     plan._path = path

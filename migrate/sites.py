@@ -201,7 +201,10 @@ def load_sites(explicit: Path | str | None = None) -> SitesConfig:
             hint="check its permissions, and that it is the TOML sites file (UTF-8 text)",
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}",
+            hint="fix the line it names (README.md, 'Configuration', shows a sites file)",
+        ) from None
     return parse_sites(raw, path)
 
 
@@ -222,7 +225,10 @@ def parse_sites(raw: dict[str, Any], path: Path) -> SitesConfig:
     try:
         config = SitesConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc, path)) from None
+        raise ConfigError(
+            _first_error(exc, path),
+            hint="README.md, 'Configuration', lists each key of a sites file and its values",
+        ) from None
     for site in config.sites.values():
         if site.credentials.proxy_auth_env and not site.proxy:
             raise ConfigError(

@@ -86,6 +86,7 @@ def test_an_invalid_file_gets_one_line_naming_file_and_key(
     line = err.value.one_line()
     assert expected in line and str(path) in line and "\n" not in line
     assert err.value.exit_code == 3
+    assert err.value.hint, "what to do, as every failure says it (a review: none here)"
 
 
 def test_a_sites_path_that_is_a_directory_is_said_so(tmp_path: Path) -> None:
