@@ -962,12 +962,20 @@ class AzureAdapter:
     ) -> ReadStream:
         try:
             return self._open_range(container, key, start, end, if_match, version_id)
-        except SourceChanged:
-            # Azure answers a read's condition with 412 for a blob deleted since, as for
-            # one rewritten: gone is said as every other store says it (one HEAD, on a
-            # failed condition only).
-            self.head(container, key)  # NotFound when gone
+        except SourceChanged as changed:
+            self._gone_or_changed(container, key, changed)
+
+    def _gone_or_changed(self, container: str, key: str, changed: SourceChanged) -> NoReturn:
+        """Azure answers a read's condition with 412 for a blob deleted since, as for one
+        rewritten: gone is said as every other store says it (one HEAD, on a failed
+        condition only); a HEAD that fails otherwise leaves the 412's word."""
+        try:
+            self.head(container, key)
+        except NotFound:
             raise
+        except MigrateError:
+            raise changed from None
+        raise changed
 
     def _open_range(
         self,
@@ -988,7 +996,12 @@ class AzureAdapter:
             condition = {"etag": _quote(if_match), "match_condition": MatchConditions.IfNotModified}
 
         def fail(exc: BaseException) -> NoReturn:
-            self._fail(exc, what)
+            try:
+                self._fail(exc, what)
+            except SourceChanged as changed:  # a later chunk's too (the SDK's reads)
+                if if_match is None:
+                    raise
+                self._gone_or_changed(container, key, changed)
 
         if self._lean is not None and (end is None or end > start):
             return self._lean_range(container, key, start, end, if_match, what, fail)

@@ -583,3 +583,29 @@ def test_a_proxy_that_asks_for_credentials_gets_them_on_the_azure_paths(
             wrong.close()
     line = refused.value.one_line()
     assert "407" in line and "proxy_auth_env" in line and "wr0ng" not in line, line
+
+
+def test_a_blob_deleted_while_its_later_chunks_are_read_is_not_found(
+    azure_sdk_site: Site,
+) -> None:
+    """On the SDK's path (a proxied site), a read past its first chunk asks for each next
+    one under the same condition: a blob deleted meanwhile is gone (NotFound), as on the
+    lean path and every store, not "changed since it was listed" (a review)."""
+    adapter = AzureAdapter(azure_sdk_site)
+    container = unique_name("chunks")
+    try:
+        adapter.create_container(container)
+        data = hashlib.sha256(b"seed").digest() * (9 * 1024 * 1024 // 32)  # 9 MiB: 3 chunks
+        _put(adapter, container, "big.bin", data)
+        etag = adapter.head(container, "big.bin").etag
+        stream = adapter.open_range(container, "big.bin", if_match=etag)
+        try:
+            assert stream.read(1) == data[:1]
+            adapter.delete(container, "big.bin")
+            with pytest.raises(NotFound):
+                while stream.read(1024 * 1024):
+                    pass
+        finally:
+            stream.close()
+    finally:
+        adapter.close()
