@@ -185,12 +185,12 @@ class ListingClaims:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                swept = not _same_file(fd, path)  # held by a sweep removing it: again
+                # Held: by a process listing the run, or for a moment by another's sweep
+                # about to remove the file (then made anew, and taken): asked again,
+                # briefly, before the run is taken for one being listed.
                 os.close(fd)
-                if swept:
-                    time.sleep(0.01)
-                    continue
-                return False
+                time.sleep(0.01)
+                continue
             except OSError:
                 # A file system without locks (some NFS): liveness cannot be told there;
                 # the run is taken, as before there were these locks.
@@ -227,7 +227,8 @@ class ListingClaims:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                path.unlink(missing_ok=True)  # held: no process is listing that run
+                if _same_file(fd, path):  # not one made anew since this one was opened
+                    path.unlink(missing_ok=True)  # held: no process is listing that run
             except OSError:
                 pass  # held by a process still stopping: it is swept next time
             finally:

@@ -393,3 +393,70 @@ def test_a_listing_lock_swept_while_it_is_taken_is_taken_anew(
     mine.release()
     assert other.take(7)
     other.release()
+
+
+def test_a_sweep_never_removes_a_lock_file_made_anew_since_it_opened_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep opens a run's old file; another sweep removes it, and a process makes the
+    file anew and takes the run; the first sweep's lock (on the removed file) succeeds: it
+    removed the new file, and a third process took the run being listed (a review)."""
+    import fcntl
+
+    from migrate.planlock import ListingClaims
+
+    real = fcntl.flock
+    first, second, mine, other = (ListingClaims(tmp_path) for _ in range(4))
+    assert mine.take(7)  # an old file of run 7, given back
+    mine.release()
+    hooked: list[bool] = []
+
+    def flock(fd: int, operation: int) -> None:
+        if not hooked:
+            hooked.append(True)
+            second.sweep(lambda run_id: False)  # removes the old file
+            assert mine.take(7)  # the file made anew, the run taken
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    first.sweep(lambda run_id: False)
+    monkeypatch.setattr(fcntl, "flock", real)
+    assert hooked and (tmp_path / "locks" / "inventory-run-7.lock").exists()
+    assert not other.take(7), "held: no other process may take the run"
+    mine.release()
+
+
+def test_a_run_taken_while_a_sweep_holds_its_old_file_is_taken_once_it_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep holds a run's file for a moment before removing it: a process taking the
+    run then (a new run, not committed yet) gave up at once, listed it without a lock,
+    and a third process took it (a review). It asks again, and takes the new file."""
+    import threading
+    from pathlib import Path as P
+
+    from migrate.planlock import ListingClaims
+
+    sweeping, mine, other = (ListingClaims(tmp_path) for _ in range(3))
+    assert mine.take(7)
+    mine.release()
+    holding, go_on = threading.Event(), threading.Event()
+    real_unlink = P.unlink
+
+    def unlink(self: P, missing_ok: bool = False) -> None:
+        if self.name == "inventory-run-7.lock" and not holding.is_set():
+            holding.set()  # the sweep holds the file now
+            go_on.wait(5)
+            threading.Event().wait(0.05)
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(P, "unlink", unlink)
+    sweep = threading.Thread(target=sweeping.sweep, args=(lambda run_id: False,))
+    sweep.start()
+    assert holding.wait(5)
+    go_on.set()
+    taken = mine.take(7)
+    sweep.join(5)
+    assert taken, "asked again once the sweep was done"
+    assert not other.take(7), "held: no other process may take the run"
+    mine.release()
