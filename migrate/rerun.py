@@ -75,15 +75,24 @@ def answer(args: list[str]) -> int | None:
     if found is None:
         return None
     text, json_text = found
-    if sys.stdout is None:  # closed (`>&-`): print() would drop it; the CLI says so
-        return None
+    # Said as the CLI says it (exit 3, one line), the command not run again: a full run
+    # met other errors first (the plan's lock held: exit 14; a store down: 6: a review).
+    if sys.stdout is None:  # closed (`>&-`): print() would drop it
+        return _unwritten("it is closed", "run the command with its output going somewhere")
     try:
         print(json_text if request.json else text, flush=True)
-    except (OSError, UnicodeError):
-        # A full disk, a reader gone: the whole command runs and says it as it says it
-        # anywhere (exit 3; a reader gone, dropped), not "exit 1" here.
-        return None
+    except (OSError, UnicodeError) as exc:  # a reader gone is migrate.output's to drop
+        why = getattr(exc, "strerror", None) or str(exc)
+        return _unwritten(why, "free space where the output goes, then run the command again")
     return 0
+
+
+def _unwritten(why: str, hint: str) -> int:
+    print(
+        f"migrate: error: the output could not be written to standard output ({why}) ({hint})",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def inputs_of(plan: Path, phase: str, sites: Path | None) -> Inputs:

@@ -3166,6 +3166,15 @@ def test_output_to_a_closed_stdout_is_said_not_lost(
             check=False, preexec_fn=lambda: os.close(1),
         )  # fmt: skip
         assert done.returncode == 3 and "(it is closed)" in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        if Path("/dev/full").exists():  # a full disk: the same line, not the command again
+            with open("/dev/full", "w") as full:
+                done = subprocess.run(
+                    [migrate_bin, "run", plan, "--phase", "bulk-1", *json_out, *where],
+                    stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+                )  # fmt: skip
+            assert done.returncode == 3 and "(No space left on device)" in done.stderr
+            assert done.stderr.count("\n") == 1, done.stderr
     for json_out in ([], ["--json"]):
         done = subprocess.run(
             [migrate_bin, "report", plan, "-o", str(tmp_path / "r"), "--require-verified",
