@@ -224,7 +224,7 @@ EXIT_CODES: dict[int, str] = {
     "together)",
     3: "configuration error (sites file; an option's value out of range or not understood; "
     "the state or the output cannot be written: a full disk, say)",
-    4: "a secret is written in the sites file (or in a catalog file's endpoint)",
+    4: "a secret is written in the sites file (or in a catalog file's endpoint or source)",
     5: "credentials rejected by a store (a local site: permission denied)",
     6: "endpoint unreachable, or failing outside a run (not answering as a store of its kind); "
     "a destination with no space left",

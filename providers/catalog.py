@@ -973,13 +973,19 @@ def _refuse_secret_urls(node: Any, origin: str, where: str) -> None:
             )
 
 
-_USERINFO = re.compile(r"://[^/?#]*@")
+_USERINFO = re.compile(r"://[^/?#\s]*@")
+# A presigned or SAS-signed URL's query: Azure's sig=, AWS's SigV4 and V2, GCS's.
+_SIGNED = re.compile(
+    r"[?&](?:sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|"
+    r"x-goog-credential|awsaccesskeyid)=",
+    re.IGNORECASE,
+)
 
 
 def _refuse_secret_source(text: str, origin: str, where: str) -> None:
     """A fact's source is copied into plans and reports: a URL signed with a SAS, or with
     `user:password@`, is refused as an endpoint's is (`?` and `#` are a document's)."""
-    if _USERINFO.search(text) or "sig=" in text.lower():
+    if _USERINFO.search(text) or _SIGNED.search(text):
         raise SecretInConfig(
             f"{origin}: {where} holds a signed URL or a password (`sig=`, `user:pw@`)",
             hint="cite the page's public address (plans and reports copy it)",

@@ -343,13 +343,26 @@ def test_every_builtin_file_loads_as_a_users_file_and_an_endpoints_source_is_tex
     for path in sorted(CATALOG_DIR.glob("*.yaml")):
         load_catalog([path])
     path = tmp_path / "mine.yaml"
-    path.write_text(
-        "name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {value: s3.fr-par.scw.cloud, "
-        "source: 'https://docs.example/pdf?page=3#s3', as_of: 2026-01-01, "
-        "note: 'asked ops@chu.example'}\n",
-        encoding="utf-8",
-    )
-    assert load_catalog([path]).provider("scaleway").region("fr-par") is not None
+    for source in ("https://docs.example/pdf?page=3#s3",
+                   "https://www.scaleway.com (asked support@scaleway.com)",
+                   "https://example.org/@handle", "mailto:ops@example.org"):  # fmt: skip
+        path.write_text(
+            "name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {value: "
+            f"s3.fr-par.scw.cloud, source: '{source}', as_of: 2026-01-01, "
+            "note: 'asked ops@chu.example'}\n",
+            encoding="utf-8",
+        )
+        assert load_catalog([path]).provider("scaleway").region("fr-par") is not None, source
+    # A presigned URL (AWS SigV4, GCS) as a source: refused, as a SAS is.
+    for signed in ("https://b.s3.amazonaws.com/k?X-Amz-Credential=QQ&X-Amz-Signature=QQ",
+                   "https://storage.googleapis.com/b/k?X-Goog-Signature=QQ"):  # fmt: skip
+        path.write_text(
+            "name: scaleway\nregions:\n  - code: fr-par\n    endpoint: {value: "
+            f"s3.fr-par.scw.cloud, source: '{signed}', as_of: 2026-01-01}}\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(SecretInConfig):
+            load_catalog([path])
 
 
 def test_bad_builtin_file_names_file_and_key(
