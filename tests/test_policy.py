@@ -209,6 +209,55 @@ def test_a_region_outside_a_certifications_scope_fails_on_that_reason(cat: Catal
     assert "cloudgouv-eu-west-1, not in region eu-west-2" in snc.text
 
 
+def test_a_certification_held_for_object_storage_in_one_region_fails_another(
+    tmp_path: Path, cat: Catalog
+) -> None:
+    """Its region scope is read whatever its service coverage (a mutation review: a scope
+    ignored where the service is covered passed; the only case tested had it unknown).
+    One that does not cover object storage fails, not UNKNOWN."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        """\
+name: outscale
+certifications:
+  - name: SecNumCloud
+    status: "yes"
+    object_storage: "yes"
+    regions: [cloudgouv-eu-west-1]
+    source: https://example.org/qualification
+    as_of: 2026-10-01
+""",
+        encoding="utf-8",
+    )
+    mine = load_catalog([path])
+    verdict = evaluate_provider("outscale", "eu-west-2", "secnumcloud", mine, TODAY)
+    [snc] = [r for r in verdict.reasons if r.rule == "secnumcloud-qualified"]
+    assert snc.outcome == "FAIL" and "not in region eu-west-2" in snc.text, snc.text
+    inside = evaluate_provider("outscale", "cloudgouv-eu-west-1", "secnumcloud", mine, TODAY)
+    [snc] = [r for r in inside.reasons if r.rule == "secnumcloud-qualified"]
+    assert snc.outcome == "PASS", snc.text
+    ovh = evaluate_provider("ovhcloud", "eu-west-par", "secnumcloud", cat, TODAY)
+    [snc] = [r for r in ovh.reasons if r.rule == "secnumcloud-qualified"]
+    assert snc.outcome == "FAIL", snc.text  # qualified, not for its object storage
+
+
+@pytest.mark.parametrize("declared", [(), ("HDS-pending",), ("not HDS",)])
+def test_a_self_hosted_site_holds_only_the_certifications_it_declares_by_name(
+    cat: Catalog, declared: tuple[str, ...]
+) -> None:
+    """None declared, or a name that merely contains the certification's: not held (a
+    mutation review: either passed fr-health untested)."""
+    site = Site(
+        name="chu", provider="self-hosted", software="seaweedfs", endpoint="https://s3.chu.example",
+        country="FR", operator="CHU Example", certifications=declared, parent_country="FR",
+        non_eu_law=(),
+    )  # fmt: skip
+    verdict = evaluate(site, "fr-health", cat, TODAY)
+    assert verdict.blocking, verdict
+    held = [r for r in verdict.reasons if "HDS" in r.text or "hds" in r.rule]
+    assert held and all(r.outcome == "FAIL" for r in held), held
+
+
 def test_a_self_hosted_sites_parent_and_law_are_what_it_declares_not_its_country(
     cat: Catalog,
 ) -> None:

@@ -36,6 +36,24 @@ def test_only_hosts_on_the_allowlist_pass() -> None:
             g.check("GET", url)
     with pytest.raises(RouteRefused):
         guard("*.scw.cloud").check("GET", "https://s3.fr-par.scw.cloud/b/k")
+    # A host allowed on its default port is allowed on that port alone (a mutation review:
+    # any port passed untested).
+    for url in ("https://s3.fr-par.scw.cloud:8443/b/k", "http://127.0.0.1/b/k"):
+        with pytest.raises(RouteRefused):
+            g.check("GET", url)
+
+
+def test_loopback_is_the_loopback_address_or_localhost_not_a_name_that_begins_so() -> None:
+    """Plain HTTP is allowed to loopback alone: a name that begins like it is no loopback
+    (a mutation review: a prefix match passed every test)."""
+    from migrate.routing import is_loopback
+
+    for host in ("localhost", "127.0.0.1", "127.0.0.1.", "[::1]", "127.8.9.10"):
+        assert is_loopback(host), host
+    for host in ("localhost.evil.example", "127.0.0.1.nip.io", "127.evil.example", "::2"):
+        assert not is_loopback(host), host
+    with pytest.raises(RouteRefused, match="plain HTTP"):
+        guard("localhost.evil.example").check("GET", "http://localhost.evil.example/b/k")
 
 
 @pytest.mark.parametrize(
