@@ -445,6 +445,32 @@ def test_the_standalone_check_reads_a_directory_and_catches_an_edited_manifest(
     caught = run_checker(str(manifest), "--report", str(forged_json), "--require-verified")
     assert caught.returncode == 1, caught.stdout
     assert "the report says verified, and phase bulk-1 is not run, not verified" in caught.stdout
+
+    # "verified" over a report whose own figures say otherwise, each alone (a mutation
+    # review: each check could go untested): a verification that failed, open items left,
+    # objects not done (its totals' parts agreeing).
+    def forged_verified(edit: Any) -> str:
+        report = json.loads(Path(report_json).read_text())
+        report["status"] = "verified"
+        edit(report)
+        forged_json.write_text(json.dumps(report))
+        caught = run_checker(str(manifest), "--report", str(forged_json))
+        assert caught.returncode == 1, caught.stdout
+        return caught.stdout
+
+    def failed_check(r: dict[str, Any]) -> None:
+        next(p for p in r["phases"] if p.get("verification"))["verification"]["passed"] = False
+
+    def not_done(r: dict[str, Any]) -> None:
+        r["totals"].update(done=r["totals"]["done"] - 1, pending=r["totals"]["pending"] + 1)
+
+    assert "its latest verification did not pass" in forged_verified(failed_check)
+    said = forged_verified(lambda r: r.update(open_items=["something left"]))
+    assert "lists open items or phases not run" in said
+    assert "not every object of its totals is done" in forged_verified(not_done)
+    # A dataset the manifest holds and the report does not name.
+    said = forged_verified(lambda r: r["manifest"].update(datasets=r["manifest"]["datasets"][1:]))
+    assert "is not in the report" in said, said
     # A manifest damaged in its compressed bytes or cut short: a mismatch (exit 1), said in
     # one line (a flipped byte was a zlib traceback; a cut file exit 2, a usage error).
     packed = manifest.read_bytes()
