@@ -6,6 +6,7 @@ bounded time and memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ from migrate.plan import (
 )
 from migrate.planner import (
     SIZE_BOUNDS,
+    IssueInput,
     approve_plan,
     bucket_name_for,
     check_approved,
@@ -553,6 +555,35 @@ def test_runner_location_missing_blocks_under_sovereign_policies(estate: Estate)
             inventory_run=inputs.inventory_run,
         )  # fmt: skip
         assert "RUNNER_LOCATION_UNKNOWN" in codes(plan, severity)
+    # A runner outside the policy's places is a blocking finding of the plan itself (a
+    # mutation review: only run and approve refused it, the plan said nothing).
+    us = estate.config_with(estate.dest_site).model_copy(update={"runner": Runner(location="US")})
+    plan = make_plan(
+        name="r", config=us, source=estate.source_site.name,
+        destination=estate.dest_site.name, policy="eu-residency", catalog=catalog,
+        datasets=inputs, today=TODAY, bandwidth_bytes_per_second=1e8,
+        inventory_run=inputs.inventory_run,
+    )  # fmt: skip
+    assert "RUNNER_OUTSIDE_POLICY" in codes(plan, "blocking")
+    # Objects that cannot be copied as they are block the plan, each by its code: too
+    # large, metadata too large, metadata S3 cannot carry (each could become a warning
+    # untested: a mutation review).
+    first, *rest = inputs.datasets
+    issues = tuple(
+        IssueInput(code, 1, (f"{first.container}/x",))
+        for code in ("OBJECT_TOO_LARGE", "METADATA_TOO_LARGE", "METADATA_BAD_NAME")
+    )
+    flagged = dataclasses.replace(
+        inputs, datasets=(dataclasses.replace(first, issues=issues), *rest)
+    )
+    plan = make_plan(
+        name="r", config=estate.config_with(estate.dest_site), source=estate.source_site.name,
+        destination=estate.dest_site.name, policy="eu-residency", catalog=catalog,
+        datasets=flagged, today=TODAY, bandwidth_bytes_per_second=1e8,
+        inventory_run=inputs.inventory_run,
+    )  # fmt: skip
+    blocking = codes(plan, "blocking")
+    assert {"OBJECT_TOO_LARGE", "METADATA_TOO_LARGE", "METADATA_NOT_CARRIED"} <= blocking
 
 
 # -- approval ----------------------------------------------------------------------------------
