@@ -7,6 +7,7 @@ sources), once through the commands a user runs."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -392,6 +393,35 @@ def cut_over(env: Env, ledger: Ledger) -> Plan:
         assert run(env, ledger, plan, phase).failed == 0
         assert check(env, ledger, plan, phase).passed
     return plan
+
+
+def test_a_cutover_that_left_an_object_changed_is_not_verified(env_for: Any) -> None:
+    """Changed at the source during the cutover's own copy, an object is left to no later
+    phase: the cutover's and the whole plan's verifications fail on it (not_done), and the
+    estate may not switch over (a mutation review: taking it for the delta's work, as a
+    bulk phase's verification does, passed every test)."""
+    import sqlite3
+
+    env: Env = env_for("s3", "s3")
+    with Ledger(env.state) as ledger:
+        plan = bulk_copied(env, ledger)
+        for phase in ("delta", "cutover"):
+            env.seed({"d/02.bin": (body(50 + len(phase), 1500), "application/octet-stream",
+                                   {}, False)})  # fmt: skip
+            prepare_delta(env.config, plan, ledger, env.source, phase=phase)
+            assert run(env, ledger, plan, phase).failed == 0
+            if phase == "delta":
+                assert check(env, ledger, plan, phase).passed
+        with contextlib.closing(sqlite3.connect(env.state / "state.db")) as db, db:
+            changed = db.execute(
+                "UPDATE transfers SET state='changed', error='changed since it was listed' "
+                "WHERE phase='cutover' AND key='d/02.bin'"
+            ).rowcount
+        assert changed == 1
+        for phase in ("cutover", None):
+            result = check(env, ledger, plan, phase)
+            assert not result.passed and result.counts.get("not_done") == 1, (phase, result)
+        assert ledger.phase_state(plan.name, "cutover").verified_at is None
 
 
 def test_a_dataset_appearing_after_the_cutover_passed_takes_its_mark(env_for: Any) -> None:
