@@ -860,10 +860,16 @@ def test_delete_removed_deletes_only_this_plans_copy_of_an_object_the_source_lac
         plan = bulk_copied(env, ledger)
         theirs = b"written at the destination by an application after the switch"
         put(env.destination, env.bucket, "d/02.bin", theirs)
-        for key in ("d/02.bin", "d/03.bin", "d/04.bin"):
+        # Another writer's bytes of another size that kept the copy's SHA-256 metadata (an
+        # application rewriting an object keeps its metadata): not this plan's copy either
+        # (a mutation review: the size check went untested).
+        copied = env.destination.head(env.bucket, "d/05.bin").metadata
+        rewritten = b"rewritten, the metadata kept"
+        put(env.destination, env.bucket, "d/05.bin", rewritten, WriteAttrs(metadata=copied))
+        for key in ("d/02.bin", "d/03.bin", "d/04.bin", "d/05.bin"):
             env.source.delete(env.container, key)
         delta = prepare_delta(env.config, plan, ledger, env.source, phase="delta")
-        assert delta.deleted == 3
+        assert delta.deleted == 4
         put(env.source, env.container, "d/03.bin", body(3, 1003))  # back at the source
 
         kept: list[tuple[str, str]] = []
@@ -872,10 +878,12 @@ def test_delete_removed_deletes_only_this_plans_copy_of_an_object_the_source_lac
 
         assert removed == 1 and "d/04.bin" not in destination_keys(env)
         assert env.read_destination("d/02.bin") == theirs
+        assert env.read_destination("d/05.bin") == rewritten
         assert "d/03.bin" in destination_keys(env)
-        assert [k for k, _ in kept] == ["d/02.bin", "d/03.bin"]
+        assert [k for k, _ in kept] == ["d/02.bin", "d/03.bin", "d/05.bin"]
         assert "holds an object this plan did not write" in kept[0][1]
         assert f"the source has {env.container}/d/03.bin again" in kept[1][1]
+        assert "holds an object this plan did not write" in kept[2][1]
 
 
 def test_delete_removed_never_deletes_a_key_a_file_keeping_store_holds_as_another(
