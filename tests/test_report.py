@@ -1028,6 +1028,10 @@ def test_what_no_approval_covers_a_weaker_check_and_a_blocked_destination_stay_o
         i.startswith(f"destination {blocked.name} is FAIL under the plan's policy now")
         for i in judged.open_items
     ), judged.open_items
+    # A runner the policy blocks too (a mutation review: only the destination's was tested).
+    abroad = with_digest(plan.model_copy(update={"runner_location": "US"}))
+    items = report_of(env, abroad).open_items
+    assert any("runner" in i and "is FAIL under the plan's policy now" in i for i in items), items
 
 
 def test_a_report_describes_one_state_while_another_process_changes_the_ledger(
