@@ -1168,6 +1168,32 @@ def test_delete_removed_refuses_to_remove_more_than_max_remove_allows(
     assert copies() == sorted(p.name for p in (tmp_path / "src" / "data").iterdir())
 
 
+def test_max_remove_is_a_share_of_the_copies_made_not_of_every_transfer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """10% of the plan's copies: under 20 made (a dozen of its 29 objects failed as
+    conflicts), 2 deleted at the source is more than 1 (a mutation review: 10% of every
+    transfer, 29, let 2 go untested)."""
+    from tests.helpers import finished_local_copy
+
+    plan, where = finished_local_copy(tmp_path, capsys, run=False)
+    data = tmp_path / "src" / "data"
+    theirs = sorted(p.name for p in data.iterdir())[:12]
+    (tmp_path / "dst" / "data").mkdir(parents=True, exist_ok=True)
+    for name in theirs:  # another writer's objects under 9 of the plan's keys
+        (tmp_path / "dst" / "data" / name).write_text("theirs\n")  # (one may be the pilot's)
+    forced = ["--force", "--reason", "t"]
+    assert main(["run", plan, "--phase", "bulk-1", *forced, *where]) == 11
+    copied = [p.name for p in sorted(data.iterdir()) if p.name not in theirs][:2]
+    for name in copied:
+        (data / name).unlink()
+    capsys.readouterr()
+    code = main(["run", plan, "--phase", "delta", "--delete-removed", *forced, *where])
+    err = capsys.readouterr().err
+    assert code == 9 and "2 copies would be removed" in err, err
+    assert "more than --max-remove 10% allows (1)" in err, err
+
+
 def test_objects_changed_after_the_inventory_are_left_to_delta_and_hold_no_gate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
