@@ -14,7 +14,6 @@ it read, that fact's value, source, date and the catalog file it came from. Guar
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -48,7 +47,6 @@ __all__ = [
 
 Status = Literal["PASS", "FAIL", "UNKNOWN"]
 STALE_MONTHS = 12
-_ISO2 = re.compile(r"^[A-Z]{2}$")
 
 
 class Reason(BaseModel):
@@ -307,7 +305,7 @@ def _rule_region_country(subject: _Subject, rule: Rule) -> list[Reason]:
                 )
             ]  # fmt: skip
         code = decl.country.strip().upper()
-        if not _ISO2.match(code) or not is_country(code):
+        if not is_country(code):
             return [
                 _declared_reason(
                     rule, "UNKNOWN", decl, "country", decl.country,
@@ -363,7 +361,7 @@ def _declared_country(
     if value is None:
         return _declared_reason(rule, "UNKNOWN", decl, key, None, f"site {decl.site} {missing}")
     code = value.strip().upper()
-    if not _ISO2.match(code) or not is_country(code):
+    if not is_country(code):
         return _declared_reason(
             rule, "UNKNOWN", decl, key, value,
             f"site {decl.site} declares {key} {value!r}, not an ISO 3166 code",
@@ -822,7 +820,7 @@ def evaluate_runner(location_country: str | None, policy: str) -> Verdict:
         )
     else:
         code = location_country.strip().upper()
-        ok = bool(_ISO2.match(code)) and is_country(code) and _country_in(code, pol.runner_scope)
+        ok = is_country(code) and _country_in(code, pol.runner_scope)
         outcome = "PASS" if ok else "FAIL"
         reason = Reason(
             **base,

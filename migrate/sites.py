@@ -144,9 +144,7 @@ class Runner(BaseModel):
         # "France" was judged a country outside the EU (exit 8): a typo, not a verdict.
         if value is not None and not value.strip():
             return None  # blank, as in a template: not declared (UNKNOWN), as before
-        if value is not None and not (
-            re.fullmatch(r"[A-Za-z]{2}", value.strip()) and is_country(value)
-        ):
+        if value is not None and not is_country(value):
             raise ValueError(f"{value!r} is not a two-letter ISO 3166 country code (e.g. FR)")
         return value
 

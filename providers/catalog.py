@@ -90,12 +90,10 @@ BUILTIN_PREFIX = "providers/catalog/"
 # libyaml's safe loader where PyYAML has it: the same documents, about 10x faster to load.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
-
 
 def _country(value: str) -> str:
     code = value.strip().upper()
-    if not _COUNTRY_CODE.match(code) or not is_country(code):
+    if not is_country(code):
         raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE)")
     return code
 
