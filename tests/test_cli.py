@@ -1928,7 +1928,14 @@ def test_a_copy_whose_every_part_is_under_way_at_ctrl_c_finishes_and_is_recorded
         tmp_path / "state",
         lambda s: s.get("big.bin") == "in_progress" and list(s.values()).count("done") > 1,
     )
-    time.sleep(0.5)
+    # And a first part received, its 4 parts having waited their turn at 2 MB/s since
+    # they were read: the others, read meanwhile, are then under way (a part not yet read
+    # when the signal comes is rightly left for the next run: 0.5 s after the upload began
+    # was too short on a loaded CI machine, where small objects' buffers held them back).
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "dst").glob(".migrate-uploads/*/*/0000?")):
+        assert time.monotonic() < deadline and proc.poll() is None, "no part was received"
+        time.sleep(0.05)
     for _ in range(signals):
         proc.send_signal(signal.SIGTERM)
         time.sleep(1)
