@@ -3271,7 +3271,7 @@ class ManifestRow:
     source_etag: str | None
     source_version: str | None
     destination_etag: str | None
-    source_proof: str  # "md5": matched the source's native MD5; "none": no native checksum
+    source_proof: str  # the source's own checksum matched ("md5", "crc64nvme", ...), or "none"
 
 
 def _fixed_candidate(r: Sequence[Any]) -> PhaseCandidate:

@@ -7,8 +7,9 @@ gives the same bytes. Each line is the canonical JSON (keys sorted, separators `
     dataset, source_container, source_key, source_etag, source_version, source_proof,
     destination_bucket, destination_key, destination_etag, size, sha256
 
-`source_proof` is "md5" when the bytes read matched the source's own MD5, "none" when the
-source offered no native checksum (the proof is then the bytes read). Lines are sorted by
+`source_proof` names the source's own checksum the bytes read matched: "md5", else a
+whole-object one (migrate/sourcesum.py: "sha256", "crc64nvme", "crc32c", "crc32", "sha1");
+"none" when the source stated none (the proof is then the bytes read). Lines are sorted by
 (dataset, destination_bucket, destination_key), comparing UTF-8 bytes.
 
 Merkle roots (the construction of RFC 6962, section 2.1, over SHA-256):

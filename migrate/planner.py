@@ -806,10 +806,13 @@ def _object_findings(inputs: PlanInputs, dst: Site, src: Site, catalog: Catalog)
          "again"),
         ("NO_CHECKSUM", "NO_NATIVE_CHECKSUM", warning,
          "no native checksum in the source's listing (an Azure blob committed from blocks, "
-         "a multipart S3 object, a local file; every GCS object, whose MD5 comes with the "
-         "read where GCS has one): the checksum is computed in flight on the bytes read, "
-         "and where the source gives none the bytes cannot be held to it",
-         "none needed; the manifest says of each object whether the source's MD5 proved it"),
+         "a multipart S3 object, a local file; every GCS object, whose MD5 and CRC32C come "
+         "with the read): the checksum is computed in flight on the bytes read, held to a "
+         "checksum the source states at the read or in the object's HEAD (S3's full-object "
+         "CRC64NVME, CRC32, CRC32C or SHA-256), and where the source states none the bytes "
+         "cannot be held to it",
+         "none needed; the manifest says of each object which of the source's own checksums "
+         "proved it, if any"),
         ("KEY_NOT_PORTABLE", "KEY_MAY_CHANGE", warning,
          "keys with an empty, '.' or '..' segment (a//b, a/./b) or a backslash (a\\b), or "
          "ending with '/' on an object with bytes: stores that keep objects as files "

@@ -19,7 +19,9 @@ Proofs recorded with each finished object:
   the store's ETag is MD5-shaped (for parts sent with their SHA-256 alone, the part MD5s
   are the store's, and the server-verified SHA-256 is the proof);
 - source: the MD5 computed on the bytes read equals the source's native MD5 (Azure
-  Content-MD5, single-part S3 ETag) when it has one. Objects without one are listed as
+  Content-MD5, single-part S3 ETag) when it has one; another whole-object checksum the
+  source states (migrate/sourcesum.py: S3's full-object CRC64NVME, GCS's CRC32C) holds
+  too, and is the proof of an object without an MD5. Objects without any are listed as
   such in the report: their proof is the bytes read, not the source's own hash.
 
 SHA-256 as metadata: a single PUT carries `migrate-sha256`. A multipart upload starts
@@ -67,6 +69,7 @@ from migrate.errors import (
     Unsupported,
 )
 from migrate.keys import filed_name, may_be_renamed
+from migrate.sourcesum import ALGORITHMS, SourceSum
 from providers.base import (
     ABSENT,
     Capabilities,
@@ -128,7 +131,7 @@ class TransferOutcome:
     sha256: str
     md5: str  # whole-object MD5 for single PUTs, MD5-of-part-MD5s "-N" for multipart
     destination_etag: str | None
-    source_proof: str  # "md5" when the source's native MD5 matched, else "none"
+    source_proof: str  # the source's own checksum that matched ("md5", "crc64nvme", ...), or "none"
     parts: int
     sent_bytes: int  # bytes actually sent now (resumed parts are not sent again)
     tags: Mapping[str, str] = field(default_factory=dict)  # those set on the object
@@ -650,6 +653,10 @@ class ObjectCopy:
             md5 = hashlib.md5(data).hexdigest()
             sha256 = hashlib.sha256(data).hexdigest()
             proof = self._source_proof(item, md5, reader.info)
+            other = self._stated_sum(item, reader.info, ask=proof == "none")
+            if other is not None:
+                other.update(data)
+                proof = self._other_proof(item, other, sha256, proof)
             meta = dict(attrs.metadata)
             meta[SHA256_METADATA] = sha256
             write_attrs = replace(attrs, metadata=meta)
@@ -729,7 +736,10 @@ class ObjectCopy:
                 p.part_number: (p.etag or "").lower() for p in self._list_parts(item, upload_id)
             }
         sha256 = hashlib.sha256()
-        whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
+        # The source's own checksums, known once the first read has described the source.
+        whole_md5: hashlib._Hash | None = None
+        other: SourceSum | None = None
+        asked = False
         sending = _PartsInFlight(self)
         parts_read = _PartReads(self, reader, item.size, part_size, count)
         create_attrs: WriteAttrs | None = None
@@ -759,9 +769,14 @@ class ObjectCopy:
                             )
                         )
                         self.recorder.upload_started(item, upload_id, part_size)
+                    if not asked:
+                        whole_md5, other = self._stated_sums(item, reader.info)
+                        asked = True
                     sha256.update(data)
                     if whole_md5 is not None:
                         whole_md5.update(data)
+                    if other is not None:
+                        other.update(data)
                     recorded = done.get(number)
                     # A part sent now takes its MD5 from the store (see the module doc); one
                     # the store may already hold is compared by its MD5 computed here.
@@ -801,6 +816,8 @@ class ObjectCopy:
         proof = "none"
         if whole_md5 is not None:
             proof = self._source_proof(item, whole_md5.hexdigest(), reader.info)
+        if other is not None:
+            proof = self._other_proof(item, other, sha256.hexdigest(), proof)
         uid, final_attrs = upload_id, create_attrs
 
         def complete(expect: str | None) -> WriteResult:
@@ -1054,12 +1071,15 @@ class ObjectCopy:
         SHA-256 if the crash came before it was. None when the object, found by its
         metadata, holds other bytes than the source's: it is not this upload."""
         sha256 = hashlib.sha256()
-        whole_md5 = hashlib.md5() if native_md5(item.source_checksums, item.source_etag) else None
+        whole_md5: hashlib._Hash | None = None
+        other: SourceSum | None = None
         parts_read = _PartReads(self, reader, item.size, part_size, count)
         try:
             for _ in range(count):
                 number, data = parts_read.next()
                 try:
+                    if number == 1:  # the first read has described the source
+                        whole_md5, other = self._stated_sums(item, reader.info)
                     if hashlib.md5(data).hexdigest() != done[number]:
                         raise ChecksumMismatch(
                             f"{item.container}/{item.key} part {number}: source bytes "
@@ -1068,6 +1088,8 @@ class ObjectCopy:
                     sha256.update(data)
                     if whole_md5 is not None:
                         whole_md5.update(data)
+                    if other is not None:
+                        other.update(data)
                 finally:
                     self.buffers.give(data)
         finally:
@@ -1076,6 +1098,8 @@ class ObjectCopy:
             self._source_proof(item, whole_md5.hexdigest(), reader.info) if whole_md5 else "none"
         )
         digest = sha256.hexdigest()
+        if other is not None:
+            proof = self._other_proof(item, other, digest, proof)
         written = (head.metadata or {}).get(SHA256_METADATA)
         etag = head.etag
         if (head.etag or "").lower() != expected and written != digest:
@@ -1135,22 +1159,64 @@ class ObjectCopy:
         except NotFound:
             return False
 
-    def _source_proof(self, item: TransferItem, md5: str, read: ObjectInfo | None) -> str:
-        """`md5` when the bytes read have the source's own MD5, `none` when it has none.
-        `read`: the source as the read described it. A listing cannot tell an SSE-KMS or
-        SSE-C object, whose ETag is no MD5, from a plain one; the read's answer can, and
-        an MD5 taken from that ETag is then no MD5 at all (not a mismatch). Where the
-        read's answer gives an MD5, that is the one the bytes must have."""
+    def _stated_sums(
+        self, item: TransferItem, read: ObjectInfo | None
+    ) -> tuple[hashlib._Hash | None, SourceSum | None]:
+        """What the bytes read are to be hashed with for the source's own checksums: an MD5
+        where it states one, and another it states (asked where it states no MD5)."""
+        md5 = self._stated_md5(item, read)
+        return hashlib.md5() if md5 else None, self._stated_sum(item, read, ask=md5 is None)
+
+    def _stated_sum(
+        self, item: TransferItem, read: ObjectInfo | None, *, ask: bool
+    ) -> SourceSum | None:
+        """A whole-object checksum beyond MD5 the source states for the version read: in its
+        listing, in the read's answer (GCS's CRC32C), or, `ask`ed where the object has no
+        MD5 to prove it by, in its HEAD (S3 states its CRC64NVME or SHA-256 in no listing
+        and no ranged read). A HEAD that describes another version than the one read states
+        nothing of it."""
+        for stated in (item.source_checksums, read.checksums if read is not None else {}):
+            found = SourceSum.stated_in(stated)
+            if found is not None:
+                return found
+        may_state = set(ALGORITHMS) & set(self.source.capabilities.native_checksums)
+        if not ask or not may_state or not item.source_etag:
+            return None
+        head = self.call(lambda: self.source.head(item.container, item.key))
+        same = head.etag == item.source_etag and item.source_version in (None, head.version_id)
+        return SourceSum.stated_in(head.checksums) if same else None
+
+    @staticmethod
+    def _other_proof(item: TransferItem, other: SourceSum, sha256: str, proof: str) -> str:
+        """Every checksum of its own the source stated must hold; the MD5's proof is named
+        first."""
+        named = other.check(f"{item.container}/{item.key}", sha256)
+        return named if proof == "none" else proof
+
+    @staticmethod
+    def _stated_md5(item: TransferItem, read: ObjectInfo | None) -> str | None:
+        """The source's own MD5 of the object. `read`: the source as the read described it.
+        A listing cannot tell an SSE-KMS or SSE-C object, whose ETag is no MD5, from a plain
+        one; the read's answer can, and an MD5 taken from that ETag is then no MD5 at all.
+        Where the read's answer gives an MD5, that is the one."""
         native = native_md5(item.source_checksums, item.source_etag)
         if native is None:
-            return "none"
+            return None
         if read is not None and "md5" not in read.checksums and (read.etag or "").lower() == native:
-            return "none"
+            return None
         said = (read.checksums.get("md5") or "").lower() if read is not None else ""
         if _MD5_HEX.match(said):
             # The store's own word on this object, from the read's answer (If-Match held it
             # to the inventoried one): GCS gives an MD5 in x-goog-hash where its ETag is none.
-            native = said
+            return said
+        return native
+
+    def _source_proof(self, item: TransferItem, md5: str, read: ObjectInfo | None) -> str:
+        """`md5` when the bytes read have the source's own MD5 (`_stated_md5`), `none` when
+        it has none."""
+        native = self._stated_md5(item, read)
+        if native is None:
+            return "none"
         if native != md5:
             raise ChecksumMismatch(
                 f"{item.container}/{item.key}: bytes read do not match the source's own MD5"

@@ -1,11 +1,10 @@
 """A small HTTP proxy for tests, between a client and a real server on loopback, that can
-flip a bit of request bodies, answer 503 SlowDown to a share of requests, redirect, answer
-HEADs of given paths with an error (and count the HEADs at once), answer multipart
-completions 409 ConditionalRequestConflict (after passing the first few on and dropping
-their answers, if asked), or refuse connections for a while before it
-listens. It serves as the endpoint (a reverse
-proxy) or as a site's declared `proxy` (absolute request targets): either way, to its one
-upstream.
+flip a bit of request bodies or of GET answers, answer 503 SlowDown to a share of
+requests, redirect, answer HEADs of given paths with an error (and count the HEADs at
+once), answer multipart completions 409 ConditionalRequestConflict (after passing the
+first few on and dropping their answers, if asked), or refuse connections for a while
+before it listens. It serves as the endpoint (a reverse proxy) or as a site's declared
+`proxy` (absolute request targets): either way, to its one upstream.
 
 Requests pass unchanged otherwise (the Host header too, so SigV4 and shared-key signatures
 still verify at the server). Bounded: it serves loopback only and stops with its context.
@@ -33,6 +32,9 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "up
 @dataclass
 class Faults:
     flip_bit_in_puts: int = 0  # how many PUT bodies to corrupt (one bit each)
+    # How many GET answers' bodies to corrupt (one bit each), of paths ending with `gets_of`.
+    flip_bit_in_gets: int = 0
+    gets_of: str = ""
     slowdown_share: float = 0.0  # share of requests answered 503 SlowDown
     slowdown_first: int = 0  # the first this many requests answered 503 SlowDown
     redirect_to: str | None = None  # answer every request with a redirect here
@@ -64,6 +66,7 @@ class Faults:
     # What happened, for assertions.
     requests: int = 0
     corrupted: int = 0
+    answers_corrupted: int = 0  # GET answers
     throttled: int = 0
     redirected: int = 0
     heads_in_flight: int = 0
@@ -250,6 +253,15 @@ def fault_proxy(
                 faults.released.wait()
                 self.close_connection = True
                 return
+            if self.command == "GET" and data and self.path.split("?")[0].endswith(faults.gets_of):
+                with faults.lock:
+                    flip = faults.answers_corrupted < faults.flip_bit_in_gets
+                    if flip:
+                        faults.answers_corrupted += 1
+                if flip:
+                    mutable = bytearray(data)
+                    mutable[len(mutable) // 2] ^= 0x01
+                    data = bytes(mutable)
             if self.command != "HEAD":
                 self.wfile.write(data)
 

@@ -2304,13 +2304,92 @@ def test_on_aws_the_sha256_copy_changes_the_etag_and_resume_and_verify_accept_it
     assert (result.counts, result.reread, result.verified_phases) == ({}, 0, ("bulk-1",))
 
 
+def _upload_with_checksum(
+    seaweed: Any, bucket: str, key: str, data: bytes, algorithm: str, *, full_object: bool
+) -> None:
+    """A multipart upload of 5 MiB parts stating each part's checksum, and the whole
+    object's (FULL_OBJECT) or none (COMPOSITE: the store makes one of the parts'), as AWS's
+    SDKs write since 2025. The CRCs are computed here: botocore wants awscrt for them."""
+    import base64
+
+    import anycrc
+    import boto3
+    from botocore.config import Config
+
+    model = anycrc.Model({"CRC64NVME": "CRC64-NVME", "CRC32C": "CRC32-ISCSI"}[algorithm])
+    width = 8 if algorithm == "CRC64NVME" else 4
+    field = f"Checksum{algorithm}"
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(int(model.calc(data)).to_bytes(width, "big")).decode()
+
+    client = boto3.client(
+        "s3", endpoint_url=seaweed.endpoint, region_name="us-east-1",
+        aws_access_key_id=seaweed.access_key, aws_secret_access_key=seaweed.secret_key,
+        config=Config(request_checksum_calculation="when_required"),
+    )  # fmt: skip
+    kind = {"ChecksumType": "FULL_OBJECT"} if full_object else {}
+    upload = client.create_multipart_upload(
+        Bucket=bucket, Key=key, ChecksumAlgorithm=algorithm, **kind
+    )["UploadId"]
+    parts = []
+    for number, start in enumerate(range(0, len(data), 5 * MiB), 1):
+        chunk = data[start : start + 5 * MiB]
+        answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
+                                    Body=chunk, **{field: b64(chunk)})  # fmt: skip
+        parts.append({"PartNumber": number, "ETag": answer["ETag"], field: b64(chunk)})
+    whole = {field: b64(data)} if full_object else {}
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                     MultipartUpload={"Parts": parts}, **kind, **whole)  # fmt: skip
+
+
+def test_an_s3_objects_own_crc64nvme_proves_its_copy_and_catches_bytes_changed_on_the_way(
+    env_for: Any, seaweed: Any
+) -> None:
+    """An S3 object uploaded in parts has no MD5 (its ETag is `md5(part md5s)-N`); AWS states
+    a full-object CRC64NVME of every object written since 2025, in its HEAD alone. The copy
+    computes it over the bytes read and compares before the upload is completed: a bit
+    flipped on the way from the source fails the object (such objects were proved by
+    nothing of the source's own: `none`, and the flipped bytes copied), and the next run
+    copies it; the manifest names the proof.
+    A COMPOSITE checksum (a CRC of the parts' CRCs, `-N`) proves nothing here, nor does
+    an object without any."""
+    env: Env = env_for("s3", "local")
+    estate = {"crc.bin": body(31, 11 * MiB + 5), "composite.bin": body(32, 11 * MiB + 7),
+              "plain.bin": body(33, 11 * MiB + 9)}  # fmt: skip
+    _upload_with_checksum(seaweed, env.container, "crc.bin", estate["crc.bin"], "CRC64NVME",
+                          full_object=True)  # fmt: skip
+    _upload_with_checksum(seaweed, env.container, "composite.bin", estate["composite.bin"],
+                          "CRC32C", full_object=False)  # fmt: skip
+    put(env.source, env.container, "plain.bin", estate["plain.bin"], multipart=True)
+    plan = env.plan()
+
+    with fault_proxy(seaweed.endpoint, Faults(flip_bit_in_gets=1, gets_of="/crc.bin")) as proxy:
+        flipping = build_adapter(env.source_site.model_copy(update={"endpoint": proxy.endpoint}))
+        summary = env.run(plan, source=flipping)
+    assert proxy.faults.answers_corrupted == 1
+    assert (summary.copied, summary.failed) == (2, 1), summary.failures
+    ((_, key, why),) = summary.failures
+    assert key == "crc.bin" and "source's own CRC64NVME checksum" in why, why
+    # Not completed, nor left: the upload aborted.
+    assert not list(env.destination.list_multipart_uploads(env.bucket))
+    assert "crc.bin" not in {o.key for o in env.destination.list_objects(env.bucket)}
+    summary = env.run(plan)  # the next run copies it
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    for key, data in estate.items():
+        assert env.read_destination(key) == data, key
+    with Ledger(env.state) as ledger:
+        proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
+    assert proofs == {"crc.bin": "crc64nvme", "composite.bin": "none", "plain.bin": "none"}
+
+
 def test_an_aws_source_encrypted_with_sse_kms_is_copied_without_claiming_its_etag_as_md5(
     site_for: SiteFactory, tmp_path: Path, aws: Site
 ) -> None:
     """AWS alone (moto): the ETag of an SSE-KMS object is no MD5 of its bytes, but its
     listing cannot say so. The read's answer does: the copy must neither fail on it (on
     AWS the ETag differs from the bytes' MD5) nor record it as a proof (on moto it is the
-    MD5)."""
+    MD5). The CRC32 the SDK stated with each object (its HEAD says so) is the proof."""
     import boto3
 
     env = Env(aws, site_for("local"), tmp_path)
@@ -2332,7 +2411,7 @@ def test_an_aws_source_encrypted_with_sse_kms_is_copied_without_claiming_its_eta
         assert env.read_destination(key) == data
     with Ledger(env.state) as ledger:
         proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
-    assert proofs == {"kms-small.bin": "none", "kms-large.bin": "none", "plain.bin": "md5"}
+    assert proofs == {"kms-small.bin": "crc32", "kms-large.bin": "crc32", "plain.bin": "md5"}
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+import anycrc
 import pytest
 
 from migrate.errors import ConfigError, NotFound, Permanent, SourceChanged
@@ -37,7 +38,7 @@ from tests.helpers import body, put
 from tests.test_executor import SMALL_PARTS, simple_plan
 
 BUCKET = "hdh-gcs"
-CRC32C_OF_ANY = "n8HMLg=="  # what GCS gives is not checked here: the MD5 and the bytes are
+CRC32C_OF_ANY = "n8HMLg=="
 
 
 @dataclass
@@ -60,7 +61,9 @@ class Stored:
     @property
     def x_goog_hash(self) -> str:
         md5 = base64.b64encode(hashlib.md5(self.data).digest()).decode()
-        return f"crc32c={CRC32C_OF_ANY}" + ("" if self.composed else f",md5={md5}")
+        crc = int(anycrc.Model("CRC32-ISCSI").calc(self.data)).to_bytes(4, "big")
+        crc32c = base64.b64encode(crc).decode()
+        return f"crc32c={crc32c}" + ("" if self.composed else f",md5={md5}")
 
 
 class FakeGcs:
@@ -249,7 +252,7 @@ def test_the_adapter_reads_hashes_metadata_and_classes_as_gcs_gives_them(
     try:
         plain = adapter.head(BUCKET, "plain/a.csv")
         assert plain.checksums["md5"] == hashlib.md5(PLAIN).hexdigest()
-        assert plain.checksums["crc32c"] == base64.b64decode(CRC32C_OF_ANY).hex()
+        assert plain.checksums["crc32c"] == f"{anycrc.Model('CRC32-ISCSI').calc(PLAIN):08x}"
         assert plain.metadata == {"owner": "dpo"}
         # The composed object's ETag is MD5-shaped; GCS says it has no MD5, and that holds.
         composed = adapter.head(BUCKET, "composed/b.bin")
@@ -303,10 +306,10 @@ def test_a_gcs_estate_is_copied_byte_for_byte_each_object_proven_or_said_unprove
 ) -> None:
     """From GCS to a local destination through the executor: every object arrives as stored
     (the gzip one compressed, as its hashes are), metadata kept; an object with an MD5 is
-    proven by it; the composed one, whose ETag is no MD5, is copied and recorded as having
-    no source checksum, not failed as a mismatch; one whose ETag is no MD5 while GCS gives
-    its MD5 is proven by that. Whether or not a ranged answer carries x-goog-hash (not
-    documented either way), no copy fails: without it, none is recorded as proven."""
+    proven by it; the composed one, whose ETag is no MD5, is proven by its CRC32C, not
+    failed as a mismatch; one whose ETag is no MD5 while GCS gives its MD5 is proven by
+    that. Whether or not a ranged answer carries x-goog-hash (not documented either way),
+    no copy fails: without it, each is proven by the CRC32C of its HEAD."""
     fake, site = fake_gcs
     _estate(fake)
     fake.hash_on_ranges = hash_on_ranges
@@ -357,12 +360,13 @@ def test_a_gcs_estate_is_copied_byte_for_byte_each_object_proven_or_said_unprove
                 "gz/report.txt": "md5",
                 "cold/c.bin": "md5",
                 "kms/d.bin": "md5",  # by x-goog-hash: its ETag is none
-                "composed/b.bin": "none",
+                "composed/b.bin": "crc32c",  # no MD5: the CRC32C GCS gives with the read
                 "empty/e.txt": "md5",  # no bytes to read: the MD5 of none
             }
-        else:  # an answer from GCS without x-goog-hash cannot say which ETag is an MD5
+        else:  # an answer from GCS without x-goog-hash cannot say which ETag is an MD5:
+            # the CRC32C of the object's HEAD proves it
             read = {k: v for k, v in proofs.items() if k != "empty/e.txt"}
-            assert set(read.values()) == {"none"} and len(proofs) == len(fake.objects)
+            assert set(read.values()) == {"crc32c"} and len(proofs) == len(fake.objects)
     finally:
         source.close()
         destination.close()
