@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from migrate.errors import ChecksumMismatch
 
-# Cheapest first: the SHA-256 the copy computes anyway, then CRCs (over 10 GB/s here), then
+# Cheapest first: the SHA-256 the copy computes anyway, then CRCs (several GB/s here), then
 # SHA-1 (a second hash of every byte).
 _CRC_MODELS = {"crc64nvme": "CRC64-NVME", "crc32c": "CRC32-ISCSI", "crc32": "CRC32-ISO-HDLC"}
 _HEX_LENGTH = {"sha256": 64, "crc64nvme": 16, "crc32c": 8, "crc32": 8, "sha1": 40}

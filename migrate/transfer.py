@@ -208,6 +208,9 @@ def _composite(part_md5s: list[str]) -> str:
     return f"{hashlib.md5(joined).hexdigest()}-{len(part_md5s)}"
 
 
+_EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
 def native_md5(checksums: Mapping[str, str], etag: str | None) -> str | None:
     """The source's own whole-object MD5, if it has one."""
     md5 = checksums.get("md5")
@@ -1182,7 +1185,14 @@ class ObjectCopy:
         may_state = set(ALGORITHMS) & set(self.source.capabilities.native_checksums)
         if not ask or not may_state or not item.source_etag:
             return None
-        head = self.call(lambda: self.source.head(item.container, item.key))
+        try:
+            head = self.call(lambda: self.source.head(item.container, item.key))
+        except SITE_WIDE:
+            raise
+        except (NotFound, CredentialsRejected, Permanent, Unsupported):
+            # The bytes read stand (If-Match held them to the listed version): a HEAD the
+            # store refuses, or of an object deleted since, only leaves them unproven.
+            return None
         same = head.etag == item.source_etag and item.source_version in (None, head.version_id)
         return SourceSum.stated_in(head.checksums) if same else None
 
@@ -1201,6 +1211,10 @@ class ObjectCopy:
         Where the read's answer gives an MD5, that is the one."""
         native = native_md5(item.source_checksums, item.source_etag)
         if native is None:
+            return None
+        if item.size == 0 and native == (item.source_etag or "").lower() and native != _EMPTY_MD5:
+            # No bytes have one MD5: an ETag of no bytes that is another is none (SSE-KMS),
+            # and an empty object is read without a request whose answer would say so.
             return None
         if read is not None and "md5" not in read.checksums and (read.etag or "").lower() == native:
             return None

@@ -121,6 +121,7 @@ _CHECKSUM_FIELDS = {
     "ChecksumCRC64NVME": "crc64nvme",
 }
 _PLAIN_MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
+_PARTS_ETAG = re.compile(r"-[0-9]+$")  # a multipart upload's: md5(part md5s)-N
 # Stores whose listing walks directories instead of sorting keys by bytes. The catalog will
 # carry this as a quirk of the software; until then, the site's declared software decides,
 # and where none is declared, the Server header of the first listing (SeaweedFS names
@@ -266,10 +267,16 @@ def _hex_to_b64(value: str) -> str:
 
 
 def _checksums(response: Mapping[str, Any], etag: str | None, etag_is_md5: bool) -> dict[str, str]:
+    """The checksums an answer states, as hex. A checksum is of the whole object where the
+    answer says so (ChecksumType FULL_OBJECT) or the object is one part (no `-N` ETag: a
+    single PUT's, a part's); a COMPOSITE one (of the parts' checksums) keeps its `-N`, and
+    one stated without it (moto's) is dropped rather than taken for the whole object's."""
+    kind = response.get("ChecksumType")
+    whole = kind == "FULL_OBJECT" or (kind is None and not _PARTS_ETAG.search(etag or ""))
     found: dict[str, str] = {}
     for field, name in _CHECKSUM_FIELDS.items():
         value = _b64_to_hex(response[field]) if response.get(field) else None
-        if value:
+        if value and (whole or "-" in value):
             found[name] = value
     if etag_is_md5 and etag and _PLAIN_MD5_ETAG.match(etag):
         found["md5"] = etag.lower()

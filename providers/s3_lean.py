@@ -75,6 +75,7 @@ _HEADERS = {
     "x-amz-checksum-crc32": "ChecksumCRC32",
     "x-amz-checksum-crc32c": "ChecksumCRC32C",
     "x-amz-checksum-crc64nvme": "ChecksumCRC64NVME",
+    "x-amz-checksum-type": "ChecksumType",
 }
 
 

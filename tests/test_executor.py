@@ -38,6 +38,7 @@ from migrate.plan import Estimate, Mapping, Phase, PhaseKind, Plan, PlanOptions,
 from migrate.sites import Site, SitesConfig
 from migrate.verify import verify
 from providers.base import (
+    ObjectInfo,
     PartResult,
     ReadStream,
     StoreAdapter,
@@ -2383,6 +2384,75 @@ def test_an_s3_objects_own_crc64nvme_proves_its_copy_and_catches_bytes_changed_o
     assert proofs == {"crc.bin": "crc64nvme", "composite.bin": "none", "plain.bin": "none"}
 
 
+@pytest.mark.parametrize("crash", ["on part 3", "after the metadata"])
+def test_a_copy_resumed_after_a_kill_holds_the_bytes_to_the_sources_crc64nvme(
+    env_for: Any, seaweed: Any, crash: str
+) -> None:
+    """Killed with parts sent (the next run reads them again, sending only the rest), or
+    after the upload completed (the next run re-reads the source, sending nothing): either
+    way the source's CRC64NVME is computed over every byte and proves the copy."""
+    env: Env = env_for("s3", "s3")
+    data = body(41, 11 * MiB + 5)
+    _upload_with_checksum(seaweed, env.container, "crc.bin", data, "CRC64NVME", full_object=True)
+    plan = env.plan()
+    killing = (
+        CrashOnPart(env.destination, 3) if crash == "on part 3"
+        else CrashAfterMetadata(env.destination)
+    )  # fmt: skip
+    with pytest.raises(Crash):
+        env.run(plan, destination=killing, config=dataclasses.replace(SMALL_PARTS, concurrency=1))
+
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert summary.bytes_sent == (0 if crash == "after the metadata" else len(data) - 10 * MiB)
+    assert env.read_destination("crc.bin") == data
+    with Ledger(env.state) as ledger:
+        proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
+    assert proofs == {"crc.bin": "crc64nvme"}
+
+
+class HeadFails(Delegating):
+    """A source whose HEADs fail with `error` (reads answer)."""
+
+    def __init__(self, inner: StoreAdapter, error: Exception) -> None:
+        super().__init__(inner)
+        self._error = error
+        self.heads = 0
+
+    def head(self, *args: Any, **kwargs: Any) -> Any:
+        self.heads += 1
+        raise self._error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [NotFound("deleted since its read (test)"), migrate.errors.CredentialsRejected("403 (test)")],
+)
+def test_a_head_asked_for_the_sources_checksum_that_fails_leaves_the_copy_unproven_not_failed(
+    env_for: Any, error: Exception
+) -> None:
+    """The HEAD asked for an object without an MD5 (its checksum is in no listing or ranged
+    read) only adds a proof: the bytes were read under If-Match. An object deleted since,
+    or a HEAD the store refuses, leaves the copy proved by the bytes read (`none`), as
+    before there was a HEAD; it does not fail it."""
+    env: Env = env_for("s3", "local")
+    data = body(42, 11 * MiB + 5)
+    put(env.source, env.container, "parts.bin", data, multipart=True)
+    put(env.source, env.container, "small.bin", body(43, 1000))
+    plan = env.plan()
+    failing = HeadFails(env.source, error)
+
+    summary = env.run(plan, source=failing)
+
+    assert (summary.copied, summary.failed) == (2, 0), summary.failures
+    assert failing.heads == 1  # the multipart object's alone: the small one has its MD5
+    assert env.read_destination("parts.bin") == data
+    with Ledger(env.state) as ledger:
+        proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
+    assert proofs == {"parts.bin": "none", "small.bin": "md5"}
+
+
 def test_an_aws_source_encrypted_with_sse_kms_is_copied_without_claiming_its_etag_as_md5(
     site_for: SiteFactory, tmp_path: Path, aws: Site
 ) -> None:
@@ -2412,6 +2482,80 @@ def test_an_aws_source_encrypted_with_sse_kms_is_copied_without_claiming_its_eta
     with Ledger(env.state) as ledger:
         proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
     assert proofs == {"kms-small.bin": "crc32", "kms-large.bin": "crc32", "plain.bin": "md5"}
+
+
+class EncryptedEmpty(Delegating):
+    """A source whose empty objects have the ETag AWS gives an empty SSE-KMS object: MD5-
+    shaped, and no MD5 of nothing (moto gives the MD5)."""
+
+    ETAG = "5f4dcc3b5aa765d61d8327deb882cf99"
+
+    def _kms(self, info: ObjectInfo) -> ObjectInfo:
+        if info.size:
+            return info
+        return dataclasses.replace(info, etag=self.ETAG, checksums={"md5": self.ETAG})
+
+    def list_objects(self, *args: Any, **kwargs: Any) -> Any:
+        return (self._kms(o) for o in self._inner.list_objects(*args, **kwargs))
+
+    def head(self, *args: Any, **kwargs: Any) -> Any:
+        return self._kms(self._inner.head(*args, **kwargs))
+
+
+def test_an_empty_object_whose_etag_is_no_md5_of_nothing_is_copied_not_failed(
+    env_for: Any,
+) -> None:
+    """An empty object is read without a request, so no answer says its ETag is no MD5
+    (SSE-KMS): an MD5-shaped ETag that is not the MD5 of no bytes is none. Such an object
+    failed as "bytes read do not match the source's own MD5" on AWS."""
+    env: Env = env_for("s3", "local")
+    put(env.source, env.container, "empty.bin", b"")
+    env.source = EncryptedEmpty(env.source)  # type: ignore[assignment]
+    plan = env.plan()
+
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert env.read_destination("empty.bin") == b""
+    with Ledger(env.state) as ledger:
+        (row,) = ledger.manifest_rows(plan.name)
+    assert row.source_proof != "md5" and row.source_etag == EncryptedEmpty.ETAG
+
+
+def test_a_composite_checksum_stated_without_its_part_count_is_not_taken_for_the_whole(
+    site_for: SiteFactory, tmp_path: Path, aws: Site
+) -> None:
+    """AWS alone (moto): an object uploaded in parts with SHA-256 checksums has a COMPOSITE
+    one (the SHA-256 of its parts' digests), which moto states with no `-N` and no type. It
+    is not the whole object's SHA-256: the copy is proved by nothing of the source's own,
+    and not failed as a mismatch."""
+    import boto3
+
+    env = Env(aws, site_for("local"), tmp_path)
+    client = boto3.client("s3", region_name="eu-west-3")
+    data = body(71, 11 * MiB + 5)
+    upload = client.create_multipart_upload(
+        Bucket=env.container, Key="parts.bin", ChecksumAlgorithm="SHA256"
+    )["UploadId"]
+    parts = []
+    for number, start in enumerate(range(0, len(data), 5 * MiB), 1):
+        answer = client.upload_part(
+            Bucket=env.container, Key="parts.bin", UploadId=upload, PartNumber=number,
+            Body=data[start : start + 5 * MiB], ChecksumAlgorithm="SHA256",
+        )  # fmt: skip
+        parts.append({"PartNumber": number, "ETag": answer["ETag"],
+                      "ChecksumSHA256": answer["ChecksumSHA256"]})  # fmt: skip
+    client.complete_multipart_upload(Bucket=env.container, Key="parts.bin", UploadId=upload,
+                                     MultipartUpload={"Parts": parts})  # fmt: skip
+    plan = env.plan()
+
+    summary = env.run(plan)
+
+    assert (summary.copied, summary.failed) == (1, 0), summary.failures
+    assert env.read_destination("parts.bin") == data
+    with Ledger(env.state) as ledger:
+        proofs = {row.key: row.source_proof for row in ledger.manifest_rows(plan.name)}
+    assert proofs == {"parts.bin": "none"}
 
 
 @pytest.mark.slow
