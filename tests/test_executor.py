@@ -3301,3 +3301,179 @@ def test_a_source_key_refused_stops_the_run_and_fails_no_object(
     with Ledger(env.state) as ledger:
         states = {c.state for c in ledger.phase_counts("t", "bulk-1")}
     assert not states & {"failed", "done"}, states
+
+
+def test_an_object_changed_in_flight_is_named_with_its_reason_in_the_runs_answer(
+    env_for: Any,
+) -> None:
+    """The run lists what it did not copy, the objects left changed (the delta's) beside
+    the failed ones, each with why: the operator is told which and why, not a count."""
+    env: Env = env_for("local", "s3")
+    old = body(43, 3 * MiB)
+    env.seed({"data/table.bin": (old, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    path = Path(env.source_site.path or "") / env.container / "data" / "table.bin"
+    summary = env.run(plan, source=WriterAfterOpen(env.source, path, 1000, body(44, 1000)))
+    assert summary.changed == 1
+    ((container, key, why),) = summary.failures
+    assert (container, key) == (env.container, "data/table.bin")
+    assert "changed" in why, why
+
+
+class Busy(Delegating):
+    """The destination answers 503 to the first `times` writes."""
+
+    def __init__(self, inner: StoreAdapter, times: int) -> None:
+        super().__init__(inner)
+        self.times = times
+
+    def put_object(self, *args: Any, **kwargs: Any) -> WriteResult:
+        if self.times > 0:
+            self.times -= 1
+            raise Retryable("503 SlowDown (injected)")
+        return self._inner.put_object(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+def test_an_objects_retries_add_up_over_the_runs_that_tried_it(
+    env_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object tried `max_attempts` times (no more) by a run that failed it, then retried
+    again by the run that copied it: its record (the report's retries, and when its copy
+    began) holds every retry, and its first start, not the last run's."""
+    env: Env = env_for("local", "local")
+    env.seed({"a/x.bin": (body(45, 1000), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    config = dataclasses.replace(SMALL_PARTS, max_attempts=3)
+    monkeypatch.setattr("migrate.ledger._now", lambda: "2026-12-01T10:00:00+00:00")
+    failed = env.run(plan, destination=Busy(env.destination, 3), config=config)  # type: ignore[arg-type]
+    assert failed.failed == 1  # after 2 retries
+    monkeypatch.setattr("migrate.ledger._now", lambda: "2026-12-02T10:00:00+00:00")
+    done = env.run(plan, destination=Busy(env.destination, 1), config=config)  # type: ignore[arg-type]
+    assert (done.copied, done.retries) == (1, 1)
+    with Ledger(env.state) as ledger:
+        (stats,) = ledger.transfer_stats(plan.name)
+    assert (stats.state, stats.attempts, stats.retries) == ("done", 2, 3)
+    assert (stats.first_started, stats.last_finished) == (
+        "2026-12-01T10:00:00+00:00",
+        "2026-12-02T10:00:00+00:00",
+    )
+
+
+def test_a_run_that_left_an_object_changed_is_unfinished_and_the_next_counts_none_to_copy(
+    env_for: Any,
+) -> None:
+    """An object changed at the source during the copy is left for the delta: the phase
+    is not finished by that run; the next run of the phase copies nothing and says so from
+    the start (0 objects, 0 bytes to copy: the changed one is not its to copy)."""
+    from migrate.summary import Subscriber
+
+    env: Env = env_for("local", "s3")
+    kind = "application/octet-stream"
+    env.seed({"data/table.bin": (body(46, 3 * MiB), kind, {}, False),
+              "data/other.bin": (body(47, 1000), kind, {}, False)})  # fmt: skip
+    plan = env.plan()
+    path = Path(env.source_site.path or "") / env.container / "data" / "table.bin"
+    first = env.run(plan, source=WriterAfterOpen(env.source, path, 1000, body(48, 1000)))
+    assert (first.changed, first.copied) == (1, 1)
+    with Ledger(env.state) as ledger:
+        assert ledger.phase_state(plan.name, "bulk-1").finished_at is None
+
+    started: list[tuple[int, int]] = []
+
+    class Recording(Subscriber):
+        def on_start(self, objects: int, size: int) -> None:
+            started.append((objects, size))
+
+    with Ledger(env.state) as ledger:
+        again = run_phase(plan, "bulk-1", ledger, env.source, env.destination,
+                          config=SMALL_PARTS, subscriber=Recording(),
+                          sleep=lambda s: None)  # fmt: skip
+        assert ledger.phase_state(plan.name, "bulk-1").finished_at is not None
+    assert (again.copied, again.left_changed, again.already_done) == (0, 1, 1)
+    assert started == [(0, 0)]
+
+
+class CountingParts(Delegating):
+    def __init__(self, inner: StoreAdapter) -> None:
+        super().__init__(inner)
+        self.parts = 0
+
+    def upload_part(self, *args: Any, **kwargs: Any) -> PartResult:
+        self.parts += 1
+        return self._inner.upload_part(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+def test_an_upload_refused_for_a_write_meanwhile_keeps_its_parts_for_when_the_key_is_free(
+    env_for: Any,
+) -> None:
+    """A large object whose completion another writer's object under its key refused (a
+    conflict): its parts stay the plan's, so once that object is moved away the next run
+    completes the upload without sending its bytes again."""
+    env: Env = env_for("s3", "s3")
+    env.seed({k: v for k, v in ESTATE.items() if k == "imaging/big.tar"})
+    plan = env.plan()
+    env.destination.create_container(env.bucket)
+
+    def go(destination: StoreAdapter, subscriber: Any = None) -> Any:
+        with Ledger(env.state) as ledger:
+            return run_phase(plan, "bulk-1", ledger, env.source, destination,
+                             config=SMALL_PARTS, sleep=lambda s: None,
+                             subscriber=subscriber)  # fmt: skip
+
+    first = CountingParts(env.destination)
+    summary = go(first, WritesAfterTheCheck(env, {"imaging/big.tar": b"theirs"}))  # type: ignore[arg-type]
+    assert (summary.conflicts, summary.copied) == (1, 0)
+    assert first.parts == 3
+    env.destination.delete(env.bucket, "imaging/big.tar")  # moved away
+    second = CountingParts(env.destination)
+    summary = go(second)  # type: ignore[arg-type]
+    assert (summary.conflicts, summary.copied) == (0, 1)
+    assert second.parts == 0, "the parts were sent again"
+    assert env.read_destination("imaging/big.tar") == ESTATE["imaging/big.tar"][0]
+
+
+class Full(Delegating):
+    """The destination has no space left: every write refused so."""
+
+    def __init__(self, inner: StoreAdapter) -> None:
+        super().__init__(inner)
+        self.writes = 0
+
+    def put_object(self, *args: Any, **kwargs: Any) -> WriteResult:
+        self.writes += 1
+        raise migrate.errors.StoreFull("no space left on device (injected)")
+
+
+def test_a_full_destination_stops_the_run_at_its_first_refusal_without_retrying(
+    env_for: Any,
+) -> None:
+    """A full disk does not empty itself between tries: the run stops at once (as for a
+    store gone), the object left for the same command once space is made."""
+    env: Env = env_for("local", "local")
+    env.seed({"a/x.bin": (body(49, 1000), "application/octet-stream", {}, False)})
+    plan = env.plan()
+    full = Full(env.destination)
+    config = dataclasses.replace(SMALL_PARTS, concurrency=1, max_attempts=6)
+    with pytest.raises(migrate.errors.StoreFull):
+        env.run(plan, destination=full, config=config)  # type: ignore[arg-type]
+    assert full.writes == 1
+    assert env.run(plan).copied == 1
+
+
+def test_an_io_error_during_an_upload_keeps_its_parts_for_the_next_run(env_for: Any) -> None:
+    """An I/O error (a connection reset below the adapter's own errors, a local disk) at
+    the last part: the object fails, its upload's parts are kept, and the next run sends
+    only what is missing."""
+    env: Env = env_for("s3", "s3")
+    data = body(50, 12 * MiB + 17)
+    env.seed({"one/large.bin": (data, "application/octet-stream", {}, False)})
+    plan = env.plan()
+    broken = Counting(env.destination, fail_part=3, fail_with=OSError)
+    summary = env.run(plan, destination=broken)  # type: ignore[arg-type]
+    assert (summary.failed, summary.copied) == (1, 0)
+    assert [u.key for u in env.destination.list_multipart_uploads(env.bucket)] == ["one/large.bin"]
+
+    back = Counting(env.destination)
+    assert env.run(plan, destination=back).copied == 1  # type: ignore[arg-type]
+    assert back.calls["upload_part"] == 1, "only the part the I/O error stopped is sent"
+    assert env.read_destination("one/large.bin") == data

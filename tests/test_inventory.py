@@ -460,3 +460,117 @@ def test_a_run_taken_while_a_sweep_holds_its_old_file_is_taken_once_it_is_gone(
     assert taken, "asked again once the sweep was done"
     assert not other.take(7), "held: no other process may take the run"
     mine.release()
+
+
+def test_an_object_deleted_and_put_back_is_listed_again_and_counted_once(
+    local_site: Site, tmp_path: Path
+) -> None:
+    """An object deleted at the source and later put back under the same key is in the
+    inventory again (a delta copies it), counted as added, not changed; a deletion is
+    counted by the listing that found it, not again by each one after."""
+    adapter = build_adapter(local_site)
+    adapter.create_container("data")
+    for key in ("a/1", "a/2", "a/3"):
+        put(adapter, "data", key, key.encode())
+    config = config_for(local_site, tmp_path, ("data",))
+    run_inventory(config, local_site.name, adapter)
+    adapter.delete("data", "a/2")
+    adapter.delete("data", "a/3")
+    second = run_inventory(config, local_site.name, adapter)
+    assert (second.added, second.changed, second.deleted) == (0, 0, 2)
+
+    put(adapter, "data", "a/2", b"back")
+    third = run_inventory(config, local_site.name, adapter)
+    assert (third.added, third.changed, third.deleted) == (1, 0, 0)
+    assert third.objects == 2
+    with Ledger(config.state_dir) as ledger:
+        assert [r.key for r in ledger.inventory_objects(local_site.name)] == ["a/1", "a/2"]
+        assert not ledger.source_deleted(local_site.name, "data", "a/2")
+        assert ledger.source_deleted(local_site.name, "data", "a/3")
+
+
+def test_an_inventory_under_a_prefix_takes_nothing_outside_it_for_deleted(
+    local_site: Site, tmp_path: Path
+) -> None:
+    """`inventory --prefix a/` lists part of the site: what lies outside the prefix, and
+    the other containers, were not listed, so not found deleted (a delta would remove
+    their copies with --delete-removed)."""
+    adapter = build_adapter(local_site)
+    for container in ("data", "more"):
+        adapter.create_container(container)
+        for key in ("a/1", "b/1"):
+            put(adapter, container, key, key.encode())
+    config = config_for(local_site, tmp_path, ("data", "more"))
+    run_inventory(config, local_site.name, adapter)
+    adapter.delete("data", "a/1")
+    narrow = config_for(local_site, tmp_path, ("data",))
+    partial = run_inventory(narrow, local_site.name, adapter, prefix="a/")
+    assert (partial.added, partial.changed, partial.deleted) == (0, 0, 1)
+    assert partial.unlisted == 0
+    with Ledger(config.state_dir) as ledger:
+        keys = [(r.container, r.key) for r in ledger.inventory_objects(local_site.name)]
+        assert not ledger.source_deleted(local_site.name, "data", "b/1")
+    assert keys == [("data", "b/1"), ("more", "a/1"), ("more", "b/1")]
+
+
+def test_no_plan_is_made_from_an_inventory_that_was_interrupted(
+    local_site: Site, tmp_path: Path
+) -> None:
+    """A first inventory cut short holds some pages: no plan is made from it (it would
+    leave out what the listing had not reached), until an inventory of the site ends."""
+    from migrate.errors import PlanError
+    from migrate.planner import plan_inputs
+
+    adapter = build_adapter(local_site)
+    adapter.create_container("data")
+    seed(adapter, "data", 1_500)
+    config = config_for(local_site, tmp_path, ("data",))
+    with pytest.raises(ConnectionResetError):
+        run_inventory(config, local_site.name, FailingListing(adapter, fail_after=1_200))  # type: ignore[arg-type]
+    with Ledger(config.state_dir) as ledger, pytest.raises(PlanError, match="no finished"):
+        plan_inputs(ledger, local_site.name)
+    run_inventory(config, local_site.name, adapter)
+    with Ledger(config.state_dir) as ledger:
+        assert sum(d.objects for d in plan_inputs(ledger, local_site.name).datasets) == 1_500
+
+
+def test_each_datasets_size_classes_and_flags_count_every_object_once(
+    local_site: Site, tmp_path: Path
+) -> None:
+    """Per dataset: every object in exactly one size class (an empty one and one of
+    exactly 1 MiB included), and each flag counted on every object that bears it, whatever
+    other flags it bears too."""
+    adapter = build_adapter(local_site)
+    adapter.create_container("data")
+    put(adapter, "data", "a/empty", b"")
+    put(adapter, "data", "a/one-mib", b"x" * 1024**2)
+    put(adapter, "data", "a/small", b"x")
+    put(adapter, "data", "a/back\\slash", b"x")
+    put(adapter, "data", "b/x", b"x")
+    config = config_for(local_site, tmp_path, ("data",))
+    summary = run_inventory(config, local_site.name, adapter)
+    by_name = {d.dataset: d for d in summary.datasets}
+    a = by_name["data/a/"]
+    assert a.objects == sum(a.size_classes.values()) == 4
+    assert a.size_classes == {"<1 MiB": 3, "1-100 MiB": 1, "100 MiB-5 GiB": 0, ">=5 GiB": 0}
+    # A local file has no native checksum: each object bears NO_CHECKSUM, the
+    # backslashed key KEY_NOT_PORTABLE besides.
+    assert a.issues == {"NO_CHECKSUM": 4, "KEY_NOT_PORTABLE": 1}
+    assert by_name["data/b/"].issues == {"NO_CHECKSUM": 1}
+
+
+def test_a_container_is_one_dataset_only_past_the_limit_of_prefixes(
+    local_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container is one dataset past WHOLE_CONTAINER_AFTER top-level prefixes: one with
+    exactly that many keeps one dataset a prefix; one more makes it one dataset."""
+    monkeypatch.setattr("migrate.inventory.WHOLE_CONTAINER_AFTER", 3)
+    adapter = build_adapter(local_site)
+    at, over = unique_name("at"), unique_name("over")
+    for container, n in ((at, 3), (over, 4)):
+        adapter.create_container(container)
+        for i in range(n):
+            put(adapter, container, f"p{i}/x.txt", b"x")
+    summary = run_inventory(config_for(local_site, tmp_path, (at, over)), local_site.name, adapter)
+    datasets = {d.dataset: d.whole_container for d in summary.datasets}
+    assert datasets == {**{f"{at}/p{i}/": False for i in range(3)}, f"{over}/": True}

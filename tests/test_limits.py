@@ -205,3 +205,244 @@ def test_a_read_whose_body_never_comes_is_silence_though_its_headers_came() -> N
         store.open_range("b", "k").read()
     with pytest.raises(EndpointUnreachable):  # gone: no request sent any more
         store.open_range("b", "k")
+
+
+def test_a_bucket_idle_for_a_while_still_bursts_one_second_at_most() -> None:
+    """Time not spent (a store not asked for a minute) does not save up: after it, one
+    second's worth goes at once and the rest waits its turn, so --bwlimit and --max-rps
+    hold over any second, not only on average since the run began."""
+    clock = FakeClock()
+    bucket = TokenBucket(1_000, clock=clock, sleep=clock.sleep)
+    clock.now += 60  # idle
+    bucket.take(1_000)  # the burst: free
+    assert clock.slept == []
+    bucket.take(1_000)  # the next second's worth: waited for
+    assert sum(clock.slept) == pytest.approx(1.0)
+
+
+def test_no_more_calls_are_in_flight_than_the_limit_and_it_never_drops_to_none() -> None:
+    """A call over the limit waits for a slot; however often the store throttles, one
+    call at a time may still go (a limit of none would stop the run for good)."""
+    import threading
+
+    limit = AdaptiveLimit(2)
+    limit.acquire()
+    limit.acquire()
+    third = threading.Thread(target=limit.acquire, daemon=True)
+    third.start()
+    third.join(0.3)
+    assert third.is_alive(), "a third call went while two were in flight under a limit of 2"
+    limit.release(throttled=False)
+    third.join(5)
+    assert not third.is_alive()
+    for _ in range(5):
+        limit.throttle()
+    assert (limit.limit, limit.lowest) == (1, 1)
+
+
+def test_a_store_that_throttles_after_timing_out_has_answered_and_is_not_gone() -> None:
+    """A refusal (503 SlowDown) is an answer: a store that timed out for a while, then
+    throttles for longer than `stall_after`, then times out once more is busy, not gone."""
+    from migrate.errors import EndpointUnreachable, NoAnswer, Retryable
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+
+    class Store:
+        site_name, capabilities = "dst", None
+        fails: type[Exception] = NoAnswer
+
+        def head(self, container: str, key: str) -> Any:
+            clock.now += 60
+            raise Store.fails("timed out or throttled")
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    for fails in (NoAnswer, NoAnswer, Retryable, Retryable, Retryable, Retryable, NoAnswer):
+        Store.fails = fails
+        with pytest.raises(fails):
+            store.head("b", "k")
+    Store.fails = NoAnswer
+    for _ in range(3):  # 240 s of silence since the last 503: not yet gone
+        with pytest.raises(NoAnswer):
+            store.head("b", "k")
+    with pytest.raises(EndpointUnreachable):
+        store.head("b", "k")
+
+
+def test_a_connection_refused_is_no_answer_and_does_not_restart_the_silence() -> None:
+    """A store that refuses connections (EndpointUnreachable) between timeouts has not
+    answered: it is gone `stall_after` seconds after the first request went unanswered."""
+    from migrate.errors import EndpointUnreachable, NoAnswer
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+
+    class Store:
+        site_name, capabilities = "dst", None
+        fails: type[Exception] = NoAnswer
+
+        def head(self, container: str, key: str) -> Any:
+            clock.now += 60
+            raise Store.fails("timed out or refused")
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    for fails in (NoAnswer, NoAnswer, EndpointUnreachable, NoAnswer):
+        Store.fails = fails
+        with pytest.raises(fails):
+            store.head("b", "k")
+    Store.fails = NoAnswer
+    with pytest.raises(EndpointUnreachable, match="no answer for 300 s"):
+        store.head("b", "k")
+
+
+def test_bwlimit_holds_for_the_parts_of_large_objects_and_single_writes_alike() -> None:
+    """Every byte written goes through the bandwidth bucket: a single PUT's and each part
+    of a multipart upload's (a large object's bytes are most of a phase's)."""
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+
+    class Store:
+        site_name, capabilities = "dst", None
+
+        def put_object(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def upload_part(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), bwlimit=1_000_000,  # type: ignore[arg-type]
+                           clock=clock, sleep=clock.sleep)  # fmt: skip
+    for n in range(1, 6):  # 5 MB of parts at 1 MB/s: the first second's burst is free
+        store.upload_part("b", "k", "u", n, b"", 1_000_000, {})
+    assert clock.now == pytest.approx(4.0)
+    store.put_object("b", "small", b"", 2_000_000, None, {})  # type: ignore[arg-type]
+    assert clock.now == pytest.approx(6.0)
+
+
+def test_silence_is_timed_from_the_first_request_sent_whichever_fails_first() -> None:
+    """Two requests in flight: the later one times out first, then the earlier one. The
+    silence began when the earlier one was sent: the store is gone `stall_after` seconds
+    after that, not after the later one."""
+    import threading
+
+    from migrate.errors import EndpointUnreachable, NoAnswer
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+    sent, release = threading.Event(), threading.Event()
+
+    class Store:
+        site_name, capabilities = "dst", None
+
+        def head(self, container: str, key: str) -> Any:
+            if key == "early":
+                sent.set()
+                release.wait(10)
+            raise NoAnswer("timed out")
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    raised: list[BaseException] = []
+
+    def early() -> None:
+        try:
+            store.head("b", "early")  # sent at 0
+        except BaseException as exc:
+            raised.append(exc)
+
+    first = threading.Thread(target=early)
+    first.start()
+    assert sent.wait(10)
+    clock.now = 100
+    with pytest.raises(NoAnswer):
+        store.head("b", "late")  # sent at 100, timed out at once
+    clock.now = 310
+    release.set()
+    first.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], EndpointUnreachable), raised
+
+
+def test_concurrency_grows_back_only_on_successes_since_the_last_throttle_and_no_higher() -> None:
+    """Successes counted before a throttle do not count towards growing back after it; and
+    however many succeed, the limit never passes the maximum it started at."""
+    limit = AdaptiveLimit(8, grow_after=5)
+    for _ in range(4):
+        limit.release(throttled=False, epoch=limit.acquire())
+    limit.release(throttled=True, epoch=limit.acquire())
+    assert limit.limit == 4
+    limit.release(throttled=False, epoch=limit.acquire())
+    assert limit.limit == 4, "grew back on successes from before the throttle"
+    for _ in range(200):
+        limit.release(throttled=False, epoch=limit.acquire())
+    assert limit.limit == 8
+
+
+def test_silence_is_timed_from_the_last_answer_when_it_came_after_the_request_was_sent() -> None:
+    """A request sent at 0 times out at 305 s, while another sent later was answered at
+    10 s: the store has been silent 295 s, not 305: not gone yet."""
+    import threading
+
+    from migrate.errors import EndpointUnreachable, NoAnswer
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+    sent, release = threading.Event(), threading.Event()
+
+    class Store:
+        site_name, capabilities = "dst", None
+
+        def head(self, container: str, key: str) -> Any:
+            if key == "slow":
+                sent.set()
+                release.wait(10)
+                raise NoAnswer("timed out")
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
+                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    raised: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            store.head("b", "slow")  # sent at 0
+        except BaseException as exc:
+            raised.append(exc)
+
+    first = threading.Thread(target=slow)
+    first.start()
+    assert sent.wait(10)
+    clock.now = 10
+    store.head("b", "quick")  # answered at 10
+    clock.now = 305
+    release.set()
+    first.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], NoAnswer), raised
+    assert not isinstance(raised[0], EndpointUnreachable)
+
+
+def test_listings_pass_the_request_rate_too() -> None:
+    """--max-rps holds for listings (the conflict check lists the destination, the sweep
+    its uploads) as for every other request."""
+    from migrate.limits import LimitedAdapter
+
+    clock = FakeClock()
+
+    class Store:
+        site_name, capabilities = "dst", None
+
+        def list_objects(self, *args: Any) -> Any:
+            return iter(())
+
+        def list_multipart_uploads(self, *args: Any) -> Any:
+            return iter(())
+
+    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), max_rps=2,  # type: ignore[arg-type]
+                           clock=clock, sleep=clock.sleep)  # fmt: skip
+    for _ in range(4):  # the first second's two are free
+        list(store.list_objects("b"))
+    assert clock.now == pytest.approx(1.0)
+    for _ in range(2):
+        list(store.list_multipart_uploads("b"))
+    assert clock.now == pytest.approx(2.0)

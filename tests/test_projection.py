@@ -4,13 +4,14 @@ take at the rates the plan's own runs measured, not at --bandwidth alone."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from migrate.cli import main
 from migrate.ledger import PhaseCounts, RunCounts, RunRecord
-from migrate.plan import Estimate, Plan, load_plan
+from migrate.plan import Estimate, Phase, PhaseKind, Plan, load_plan
 from migrate.projection import project
 from tests.helpers import finished_local_copy
 
@@ -146,3 +147,36 @@ def test_a_phase_run_with_nothing_left_or_only_the_deltas_changes_is_not_project
     # Not said run: the plan's estimate, as before.
     again = project(plan, runs, counts)
     assert again is not None and "bulk-1" in {p.phase for p in again.phases}
+
+
+def test_what_a_killed_run_left_in_progress_and_the_deltas_changes_are_projected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every object a run took its time over counts for the per-object cost (its copies,
+    its failures and the changed ones alike); what is left includes the objects a killed
+    run left in progress, and, for the delta, those changed at the source since. The
+    decommission, whose estimate counts the whole estate's deletes, copies nothing: not
+    projected."""
+    plan = _plan(tmp_path, capsys, bandwidth=1e6)
+    decommission = Phase(name="decommission", kind=PhaseKind.DECOMMISSION,
+                         estimate=Estimate(objects=1_000, bytes=1_000 * MiB))  # fmt: skip
+    plan = plan.model_copy(update={"phases": (*plan.phases, decommission)})
+    run = replace(
+        _run("pilot", 40, 10, MiB),
+        counts=RunCounts(copied=10, bytes_copied=MiB, failed=6, changed=4),
+    )
+    counts = [
+        PhaseCounts("bulk-1", "in_progress", 3, 3 * MiB),
+        PhaseCounts("bulk-1", "pending", 2, 2 * MiB),
+        PhaseCounts("delta", "changed", 5, 5 * MiB),
+        PhaseCounts("delta", "done", 7, 7 * MiB),
+    ]
+    projection = project(plan, [run], counts)
+    assert projection is not None
+    m = projection.measured
+    assert m.objects == 20
+    assert m.seconds_per_object == pytest.approx((40 - MiB / 1e6) / 20)
+    left = {p.phase: (p.objects, p.bytes) for p in projection.phases}
+    assert left["bulk-1"] == (5, 5 * MiB)
+    assert left["delta"] == (5, 5 * MiB)
+    assert "decommission" not in left

@@ -341,3 +341,20 @@ def test_delta_and_cutover_are_never_answered_from_a_receipt(
     for _ in range(2):  # they re-list their source every time
         code, _, err, by_cli = answers(args)
         assert code == 0 and by_cli, err
+
+
+def test_a_state_removed_while_the_command_ran_is_not_made_anew_for_a_receipt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state directory removed (or moved away) while `migrate run` answered: no
+    receipt, and no new empty state file made to hold one."""
+    import shutil
+
+    from migrate.locations import STATE_FILE
+    from migrate.plan import load_plan
+
+    plan, where = finished_local_copy(tmp_path, capsys)
+    inputs = rerun.inputs_of(Path(plan), "bulk-1", Path(where[where.index("--sites") + 1]))
+    shutil.rmtree(inputs.state_dir)
+    assert not rerun.remember(load_plan(Path(plan)), "bulk-1", inputs, inputs)
+    assert not (inputs.state_dir / STATE_FILE).exists()
