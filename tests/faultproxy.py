@@ -89,6 +89,24 @@ class Faults:
         with self.lock:
             return self._rng.random()
 
+    def corrupts(self, *, answer: bool) -> bool:
+        """Whether the next PUT body (a GET answer's, `answer`) is to have a bit flipped:
+        counted as one of those asked for."""
+        with self.lock:
+            if answer and self.answers_corrupted < self.flip_bit_in_gets:
+                self.answers_corrupted += 1
+                return True
+            if not answer and self.corrupted < self.flip_bit_in_puts:
+                self.corrupted += 1
+                return True
+            return False
+
+
+def _flip_bit(data: bytes) -> bytes:
+    mutable = bytearray(data)
+    mutable[len(mutable) // 2] ^= 0x01
+    return bytes(mutable)
+
 
 @dataclass(frozen=True)
 class Proxy:
@@ -208,15 +226,8 @@ def fault_proxy(
                 time.sleep(faults.head_delay)
                 with faults.lock:
                     faults.heads_in_flight -= 1
-            if self.command == "PUT" and body:
-                with faults.lock:
-                    flip = faults.corrupted < faults.flip_bit_in_puts
-                    if flip:
-                        faults.corrupted += 1
-                if flip:
-                    mutable = bytearray(body)
-                    mutable[len(mutable) // 2] ^= 0x01
-                    body = bytes(mutable)
+            if self.command == "PUT" and body and faults.corrupts(answer=False):
+                body = _flip_bit(body)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             conn = http.client.HTTPConnection(up_host, up_port, timeout=60)
             try:
@@ -253,15 +264,15 @@ def fault_proxy(
                 faults.released.wait()
                 self.close_connection = True
                 return
-            if self.command == "GET" and data and self.path.split("?")[0].endswith(faults.gets_of):
-                with faults.lock:
-                    flip = faults.answers_corrupted < faults.flip_bit_in_gets
-                    if flip:
-                        faults.answers_corrupted += 1
-                if flip:
-                    mutable = bytearray(data)
-                    mutable[len(mutable) // 2] ^= 0x01
-                    data = bytes(mutable)
+            asked = self.path.split("?")[0]
+            # Counted only for the answers it is asked of (`and` asks it last).
+            if (
+                self.command == "GET"
+                and data
+                and asked.endswith(faults.gets_of)
+                and faults.corrupts(answer=True)
+            ):
+                data = _flip_bit(data)
             if self.command != "HEAD":
                 self.wfile.write(data)
 

@@ -322,10 +322,15 @@ def test_bwlimit_holds_for_the_parts_of_large_objects_and_single_writes_alike() 
     assert clock.now == pytest.approx(6.0)
 
 
-def test_silence_is_timed_from_the_first_request_sent_whichever_fails_first() -> None:
-    """Two requests in flight: the later one times out first, then the earlier one. The
-    silence began when the earlier one was sent: the store is gone `stall_after` seconds
-    after that, not after the later one."""
+@pytest.mark.parametrize(("other", "at", "gone"), [("late", 100, True), ("quick", 10, False)])
+def test_silence_is_timed_from_the_first_unanswered_request_or_the_last_answer_since(
+    other: str, at: float, gone: bool
+) -> None:
+    """A request sent at 0 is held and times out at the end; another is sent at `at` s.
+    `late` times out at once, before the first: the silence began when the first was sent,
+    so the store is gone at 310 s (`stall_after` 300), not 300 s after the later one.
+    `quick` is answered: the silence began at that answer, 295 s before the first times
+    out at 305 s: not gone yet."""
     import threading
 
     from migrate.errors import EndpointUnreachable, NoAnswer
@@ -338,31 +343,36 @@ def test_silence_is_timed_from_the_first_request_sent_whichever_fails_first() ->
         site_name, capabilities = "dst", None
 
         def head(self, container: str, key: str) -> Any:
-            if key == "early":
+            if key == "held":
                 sent.set()
                 release.wait(10)
-            raise NoAnswer("timed out")
+            if key != "quick":
+                raise NoAnswer("timed out")
 
     store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
                            sleep=clock.sleep, stall_after=300)  # fmt: skip
     raised: list[BaseException] = []
 
-    def early() -> None:
+    def held() -> None:
         try:
-            store.head("b", "early")  # sent at 0
+            store.head("b", "held")  # sent at 0
         except BaseException as exc:
             raised.append(exc)
 
-    first = threading.Thread(target=early)
+    first = threading.Thread(target=held)
     first.start()
     assert sent.wait(10)
-    clock.now = 100
-    with pytest.raises(NoAnswer):
-        store.head("b", "late")  # sent at 100, timed out at once
-    clock.now = 310
+    clock.now = at
+    if other == "late":
+        with pytest.raises(NoAnswer):
+            store.head("b", "late")
+    else:
+        store.head("b", "quick")
+    clock.now = 310 if gone else 305
     release.set()
     first.join(10)
-    assert len(raised) == 1 and isinstance(raised[0], EndpointUnreachable), raised
+    assert len(raised) == 1, raised
+    assert isinstance(raised[0], EndpointUnreachable if gone else NoAnswer), raised
 
 
 def test_concurrency_grows_back_only_on_successes_since_the_last_throttle_and_no_higher() -> None:
@@ -378,48 +388,6 @@ def test_concurrency_grows_back_only_on_successes_since_the_last_throttle_and_no
     for _ in range(200):
         limit.release(throttled=False, epoch=limit.acquire())
     assert limit.limit == 8
-
-
-def test_silence_is_timed_from_the_last_answer_when_it_came_after_the_request_was_sent() -> None:
-    """A request sent at 0 times out at 305 s, while another sent later was answered at
-    10 s: the store has been silent 295 s, not 305: not gone yet."""
-    import threading
-
-    from migrate.errors import EndpointUnreachable, NoAnswer
-    from migrate.limits import LimitedAdapter
-
-    clock = FakeClock()
-    sent, release = threading.Event(), threading.Event()
-
-    class Store:
-        site_name, capabilities = "dst", None
-
-        def head(self, container: str, key: str) -> Any:
-            if key == "slow":
-                sent.set()
-                release.wait(10)
-                raise NoAnswer("timed out")
-
-    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
-                           sleep=clock.sleep, stall_after=300)  # fmt: skip
-    raised: list[BaseException] = []
-
-    def slow() -> None:
-        try:
-            store.head("b", "slow")  # sent at 0
-        except BaseException as exc:
-            raised.append(exc)
-
-    first = threading.Thread(target=slow)
-    first.start()
-    assert sent.wait(10)
-    clock.now = 10
-    store.head("b", "quick")  # answered at 10
-    clock.now = 305
-    release.set()
-    first.join(10)
-    assert len(raised) == 1 and isinstance(raised[0], NoAnswer), raised
-    assert not isinstance(raised[0], EndpointUnreachable)
 
 
 def test_listings_pass_the_request_rate_too() -> None:
