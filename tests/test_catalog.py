@@ -3,6 +3,7 @@ user files add and override facts and are named as their origin."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from providers.factory import confirmed_checksums
 REQUIRED = {
     "azure", "aws", "gcs", "ovhcloud", "scaleway", "outscale", "clever-cloud", "ionos",
     "open-telekom-cloud", "hetzner", "exoscale", "self-hosted", "local",
+    "cloud-temple", "numspot", "s3ns", "bleu",
 }  # fmt: skip
 
 
@@ -443,3 +445,60 @@ software:
         assert confirmed_checksums(chu) == ("md5", "sha256")
     finally:
         set_active_catalog(None)
+
+
+CSF = "https://csf.hop3.abilian.com/providers/"
+
+
+def test_the_secnumcloud_players_hold_the_facts_file_and_no_more(cat: Catalog) -> None:
+    """Cloud Temple, NumSpot, S3NS and Bleu (the facts file's section 9): destinations whose
+    S3 endpoints are unconfirmed, so no region and no endpoint; each fact section 9 gives,
+    with its source; what it does not state (a parent's country, exposure to non-EU law, a
+    qualification's object-storage scope) unknown, with why."""
+    players = {name: cat.provider(name) for name in ("cloud-temple", "numspot", "s3ns", "bleu")}
+    for name, p in players.items():
+        assert p.roles == ("destination",) and p.api == "s3", name
+        assert p.regions == () and not p.endpoint_pattern.known, name
+        assert "unconfirmed" in (p.endpoint_pattern.note or ""), name
+        assert not p.ultimate_parent.known and p.ultimate_parent.note, name
+        # Never asserted empty: whether a non-EU law reaches them is no fact of the file.
+        assert not p.extraterritorial.known and p.extraterritorial.note, name
+        assert not p.prices.priced() and not p.limits.max_parts.known, name
+        hds = p.certification("HDS")
+        assert hds is not None and hds.status == "unknown", name
+    ct = players["cloud-temple"]
+    assert (ct.hq_country.value, ct.hq_country.source) == ("FR", f"{CSF}cloud-temple.html")
+    assert ct.hq_country.stated == "French company, HQ Puteaux" and not ct.legal_entity.known
+    assert "Neurones SA" in (ct.ultimate_parent.note or "")
+    snc = ct.certification("SecNumCloud")
+    assert snc is not None and (snc.status, snc.object_storage) == ("yes", "unknown")
+    assert snc.regions is None and "Secure Temple" in (snc.scope or "")
+    assert snc.source == f"{CSF}cloud-temple.html" and snc.as_of == date(2026, 11, 23)
+    assert "edi-mag.fr" in (snc.note or "") and "2022" in (snc.scope or "")
+    ns = players["numspot"]
+    assert (ns.legal_entity.value, ns.hq_country.value) == ("NumSpot SAS", "FR")
+    assert ns.hq_country.source == f"{CSF}numspot.html"
+    assert ns.hq_country.as_of == date(2026, 11, 23)
+    assert "Docaposte" in (ns.ultimate_parent.note or "")
+    snc = ns.certification("SecNumCloud")
+    assert snc is not None and snc.status == "unknown" and "Outscale" in (snc.note or "")
+    s3ns = players["s3ns"]
+    assert (s3ns.hq_country.value, s3ns.hq_country.source) == ("FR", f"{CSF}s3ns.html")
+    assert "Thales" in (s3ns.ultimate_parent.note or "")
+    assert "Google" in (s3ns.extraterritorial.note or "")
+    snc = s3ns.certification("SecNumCloud")
+    assert snc is not None and (snc.status, snc.object_storage) == ("yes", "unknown")
+    assert "PREMI3NS" in (snc.scope or "") and "3.2" in (snc.scope or "")
+    assert snc.source == (
+        "https://www.itforbusiness.fr/s3ns-obtient-la-certification-secnumcloud-voila-qui-va-"
+        "relancer-les-debats-98899"
+    )
+    assert snc.as_of == date(2026, 1, 5) and "s3ns.io" in (snc.note or "")
+    bleu = players["bleu"]
+    assert not bleu.hq_country.known and not bleu.legal_entity.known
+    assert "Capgemini and Orange" in (bleu.ultimate_parent.note or "")
+    assert "Microsoft" in (bleu.extraterritorial.note or "")
+    snc = bleu.certification("SecNumCloud")
+    assert snc is not None and snc.status == "in-progress"
+    assert snc.source is not None and "clubic.com/actualite-591883" in snc.source
+    assert snc.as_of == date(2026, 11, 23)  # the article's date is not visible: read then
