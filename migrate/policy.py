@@ -321,15 +321,23 @@ def _rule_region_country(subject: _Subject, rule: Rule) -> list[Reason]:
             )
         ]  # fmt: skip
     name = subject.provider.name
+    # What to do, said with it: the catalog lists a region only with its sourced endpoint,
+    # so a provider whose endpoints are unknown has none (a user's catalog file adds it).
+    add = "with its country and their source, in your own catalog file"
     if subject.region_code is None:
-        return [
-            _reason(subject, rule, "UNKNOWN", f"{name}.region", None, None,
-                    f"no region given for {name}: where the data is cannot be known")
-        ]  # fmt: skip
+        text = f"no region given for {name}: where the data is cannot be known"
+        if not subject.provider.regions:
+            text = (
+                f"no region given for {name}, and the catalog lists none for it: where the "
+                f"data is cannot be known (add the region the site uses, {add}, and declare "
+                "it as the site's `region`)"
+            )
+        return [_reason(subject, rule, "UNKNOWN", f"{name}.region", None, None, text)]
     if subject.region is None:
         return [
             _reason(subject, rule, "UNKNOWN", f"{name}.regions[{subject.region_code}]", None,
-                    None, f"region {subject.region_code} is not in the catalog for {name}")
+                    None, f"region {subject.region_code} is not in the catalog for {name}: "
+                    f"where the data is cannot be known (add it, {add})")
         ]  # fmt: skip
     fact = subject.region.country
     fact_name = f"{name}.regions[{subject.region.code}].country"
@@ -502,12 +510,14 @@ def _rule_no_law(subject: _Subject, rule: Rule) -> list[Reason]:
     return reasons
 
 
-def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str) -> Reason:
+def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str | None) -> Reason:
     """Status, then region scope, then service coverage: each may be unknown (a region
-    outside the scope fails whatever the service coverage: it is the reason given)."""
+    outside the scope fails whatever the service coverage: it is the reason given). No
+    region given: the scope is unknown, but a status or a service coverage that settles the
+    rule is still said (a qualification in progress fails wherever the data is)."""
     name = subject.provider.name
     fact_name = f"{name}.certifications[{cert.name}]"
-    covers = cert.covers_region(region)
+    covers = None if region is None else cert.covers_region(region)
     outcome: Status
     if cert.status in ("no", "in-progress"):
         outcome, text = "FAIL", f"{cert.name}: {cert.status}"
@@ -522,6 +532,12 @@ def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str
     elif cert.object_storage == "unknown":
         outcome = "UNKNOWN"
         text = f"{cert.name} held, but whether it covers the object-storage service is unknown"
+    elif covers is None and region is None:
+        outcome = "UNKNOWN"
+        text = (
+            f"{cert.name} covers object storage; no region given, its region scope cannot "
+            "be checked"
+        )
     elif covers is None:
         outcome = "UNKNOWN"
         text = f"{cert.name} covers object storage, but its region scope is unknown"
@@ -565,11 +581,6 @@ def _rule_certified(subject: _Subject, rule: Rule) -> list[Reason]:
         return [
             _reason(subject, rule, "UNKNOWN", f"{provider.name}.certifications[{cert_name}]",
                     None, None, f"{cert_name}: not in the catalog for {provider.name}")
-        ]  # fmt: skip
-    if subject.region_code is None:
-        return [
-            _reason(subject, rule, "UNKNOWN", f"{provider.name}.region", None, None,
-                    f"{cert_name}: no region given, its region scope cannot be checked")
         ]  # fmt: skip
     return [_cert_reason(subject, rule, cert, subject.region_code)]
 

@@ -1695,6 +1695,53 @@ def test_sites_check_shows_the_endpoint_a_site_takes_from_the_catalog(
     assert checked["endpoint"] == "https://s3.fr-par.scw.cloud", checked
 
 
+def test_sites_check_of_a_provider_whose_endpoints_are_unknown_says_what_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3NS (the facts file's section 9): no endpoint, so no region, in the catalog; the site
+    gives its own. `sites check` shows it and judges it, neither crashing nor passing it:
+    where the data is, unknown (and what to do), its exposure to non-EU law unknown (never
+    taken as none), its SecNumCloud qualification's object-storage scope unknown."""
+    for name in ("UNSET_KEY_1", "UNSET_KEY_2"):
+        monkeypatch.delenv(name, raising=False)
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        'policy = "secnumcloud"\nrunner = { location = "FR" }\n'
+        '[sites.s3ns]\nprovider = "s3ns"\nendpoint = "https://s3.example-region.s3ns.fr"\n'
+        'credentials = { access_key_env = "UNSET_KEY_1", secret_key_env = "UNSET_KEY_2" }\n'
+    )
+    code, out, err = run(["sites", "check", "--json", "--sites", str(sites)], capsys)
+    (checked,) = json.loads(out)["sites"]
+    assert code == 3 and "UNSET_KEY_1" in checked["error"], (out, err)  # nothing sent
+    assert checked["endpoint"] == "https://s3.example-region.s3ns.fr", checked
+    verdict = json.loads(out)["verdicts"][0]
+    assert (verdict["site"], verdict["status"], verdict["blocking"]) == ("s3ns", "UNKNOWN", True)
+    reasons = {r["rule"]: r for r in verdict["reasons"]}
+    assert reasons["operator-in-eu-eea"]["outcome"] == "PASS"
+    assert (
+        reasons["operator-in-eu-eea"]["source"]
+        == "https://csf.hop3.abilian.com/providers/s3ns.html"
+    )
+    for rule in ("region-in-eu-eea", "no-non-eu-law", "secnumcloud-qualified"):
+        assert reasons[rule]["outcome"] == "UNKNOWN", reasons[rule]
+    assert reasons["no-non-eu-law"]["value"] is None  # unknown, not "none"
+    snc = reasons["secnumcloud-qualified"]
+    assert snc["value"] == "yes" and snc["as_of"] == "2026-01-05", snc
+    code, out, err = run(["sites", "check", "--sites", str(sites)], capsys)
+    said = " ".join(out.split())
+    assert code == 3 and "site s3ns (s3ns): UNKNOWN (blocking)" in said, out
+    assert (
+        "UNKNOWN: no region given for s3ns, and the catalog lists none for it: where the data "
+        "is cannot be known (add the region the site uses, with its country and their source, "
+        "in your own catalog file, and declare it as the site's `region`)"
+    ) in said, out
+    assert "UNKNOWN: exposure of S3NS to non-EU extraterritorial law is unknown" in said, out
+    assert (
+        "UNKNOWN: SecNumCloud held, but whether it covers the object-storage service is "
+        "unknown [the PREMI3NS offer, qualified SecNumCloud 3.2"
+    ) in said, out
+
+
 def test_sites_check_proves_a_site_without_buckets_and_fails_on_policy_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

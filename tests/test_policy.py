@@ -311,6 +311,36 @@ def test_secnumcloud_scaleway_fails_in_progress(cat: Catalog) -> None:
     assert snc.outcome == "FAIL" and snc.value == "in-progress" and snc.source
 
 
+def test_a_site_of_a_provider_without_regions_is_judged_on_what_is_known(cat: Catalog) -> None:
+    """S3NS, Bleu...: no endpoint, so no region, in the catalog; a site gives its own
+    endpoint. The certification is still read: a qualification in progress fails, one whose
+    object-storage scope is unknown says so (both were "no region given"), and the region
+    rule says what to do."""
+    site = Site(name="b", provider="bleu", endpoint="https://s3.example-region.bleu.fr")
+    verdict = evaluate(site, "secnumcloud", cat, TODAY)
+    [snc] = [r for r in verdict.reasons if r.rule == "secnumcloud-qualified"]
+    assert (snc.outcome, snc.value) == ("FAIL", "in-progress") and snc.source
+    assert verdict.status == "FAIL" and verdict.blocking
+    site = Site(name="g", provider="s3ns", endpoint="https://s3.example-region.s3ns.fr")
+    verdict = evaluate(site, "secnumcloud", cat, TODAY)
+    assert verdict.status == "UNKNOWN" and verdict.blocking
+    [snc] = [r for r in verdict.reasons if r.rule == "secnumcloud-qualified"]
+    assert snc.outcome == "UNKNOWN" and "covers the object-storage service is unknown" in snc.text
+    assert "PREMI3NS" in snc.text and snc.source and "itforbusiness" in snc.source
+    [where] = [r for r in verdict.reasons if r.rule == "region-in-eu-eea"]
+    assert where.outcome == "UNKNOWN" and "the catalog lists none" in where.text
+    assert "in your own catalog file" in where.text
+    # A region the site declares that the catalog does not list: what to do, too.
+    verdict = evaluate(site.model_copy(update={"region": "x-1"}), "secnumcloud", cat, TODAY)
+    [where] = [r for r in verdict.reasons if r.rule == "region-in-eu-eea"]
+    assert where.outcome == "UNKNOWN" and "x-1 is not in the catalog" in where.text
+    assert "add it, with its country" in where.text
+    # Without a region, a certification's region scope is never taken as covered.
+    scw = Site(name="s", provider="scaleway")
+    [hds] = [r for r in evaluate(scw, "fr-health", cat, TODAY).reasons if r.rule == "hds-certified"]
+    assert hds.outcome == "UNKNOWN" and "no region given" in hds.text
+
+
 def test_unknown_blocks_everywhere_but_residency(cat: Catalog) -> None:
     for name in POLICIES:
         verdict = evaluate_provider("clever-cloud", "cellar-c2", name, cat, TODAY)
