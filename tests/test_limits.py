@@ -240,29 +240,41 @@ def test_no_more_calls_are_in_flight_than_the_limit_and_it_never_drops_to_none()
     assert (limit.limit, limit.lowest) == (1, 1)
 
 
+class _MinuteEach:
+    """A store each HEAD of which takes a minute of `clock` and fails with `fails`; behind
+    the limits, gone after 300 s of silence (`stalling`)."""
+
+    site_name, capabilities = "dst", None
+
+    def __init__(self, clock: FakeClock) -> None:
+        from migrate.errors import NoAnswer
+
+        self.clock = clock
+        self.fails: type[Exception] = NoAnswer
+
+    def head(self, container: str, key: str) -> Any:
+        self.clock.now += 60
+        raise self.fails("timed out, throttled or refused")
+
+    def stalling(self) -> Any:
+        from migrate.limits import LimitedAdapter
+
+        return LimitedAdapter(self, concurrency=AdaptiveLimit(4), clock=self.clock,  # type: ignore[arg-type]
+                              sleep=self.clock.sleep, stall_after=300)  # fmt: skip
+
+
 def test_a_store_that_throttles_after_timing_out_has_answered_and_is_not_gone() -> None:
     """A refusal (503 SlowDown) is an answer: a store that timed out for a while, then
     throttles for longer than `stall_after`, then times out once more is busy, not gone."""
     from migrate.errors import EndpointUnreachable, NoAnswer, Retryable
-    from migrate.limits import LimitedAdapter
 
-    clock = FakeClock()
-
-    class Store:
-        site_name, capabilities = "dst", None
-        fails: type[Exception] = NoAnswer
-
-        def head(self, container: str, key: str) -> Any:
-            clock.now += 60
-            raise Store.fails("timed out or throttled")
-
-    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
-                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    inner = _MinuteEach(FakeClock())
+    store = inner.stalling()
     for fails in (NoAnswer, NoAnswer, Retryable, Retryable, Retryable, Retryable, NoAnswer):
-        Store.fails = fails
+        inner.fails = fails
         with pytest.raises(fails):
             store.head("b", "k")
-    Store.fails = NoAnswer
+    inner.fails = NoAnswer
     for _ in range(3):  # 240 s of silence since the last 503: not yet gone
         with pytest.raises(NoAnswer):
             store.head("b", "k")
@@ -274,25 +286,14 @@ def test_a_connection_refused_is_no_answer_and_does_not_restart_the_silence() ->
     """A store that refuses connections (EndpointUnreachable) between timeouts has not
     answered: it is gone `stall_after` seconds after the first request went unanswered."""
     from migrate.errors import EndpointUnreachable, NoAnswer
-    from migrate.limits import LimitedAdapter
 
-    clock = FakeClock()
-
-    class Store:
-        site_name, capabilities = "dst", None
-        fails: type[Exception] = NoAnswer
-
-        def head(self, container: str, key: str) -> Any:
-            clock.now += 60
-            raise Store.fails("timed out or refused")
-
-    store = LimitedAdapter(Store(), concurrency=AdaptiveLimit(4), clock=clock,  # type: ignore[arg-type]
-                           sleep=clock.sleep, stall_after=300)  # fmt: skip
+    inner = _MinuteEach(FakeClock())
+    store = inner.stalling()
     for fails in (NoAnswer, NoAnswer, EndpointUnreachable, NoAnswer):
-        Store.fails = fails
+        inner.fails = fails
         with pytest.raises(fails):
             store.head("b", "k")
-    Store.fails = NoAnswer
+    inner.fails = NoAnswer
     with pytest.raises(EndpointUnreachable, match="no answer for 300 s"):
         store.head("b", "k")
 
