@@ -889,7 +889,9 @@ def providers_show(
     if json_out:
         _out(True, provider.model_dump(mode="json"))
         return
-    render.print_provider(_console(), provider.display_name, list(iter_facts(provider)))
+    render.print_provider(
+        _console(), provider.display_name, list(iter_facts(provider)), provider.certifications
+    )
 
 
 PlanArg = Annotated[Path, typer.Argument(help="The plan file (plans/NAME.yaml).", metavar="PLAN")]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # a command that prints JSON loads none of these
     from migrate.projection import Projection
     from migrate.sitecheck import SiteCheck
     from migrate.summary import PhaseSummary
+    from providers.catalog import Certification
 
 
 def _table(title: str, **options: Any) -> Table:
@@ -308,14 +309,38 @@ def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> Non
     console.print(table)
 
 
-def print_provider(console: Console, title: str, facts: list[tuple[str, Any]]) -> None:
+def print_provider(
+    console: Console,
+    title: str,
+    facts: list[tuple[str, Any]],
+    certifications: Sequence[Certification] = (),
+) -> None:
+    """Every fact with its source and date, and what the catalog says of it (a note: why
+    it is unknown, what it rests on); then the certifications, each with its scope."""
     table = _table(title)
     for column in ("fact", "value", "source", "as of"):
         table.add_column(column, overflow="fold")
     for path, fact in facts:
         value = "unknown" if fact.value is None else _fact_text(fact.value)
+        if fact.note:
+            value += f"\n({fact.note})"
         table.add_row(_lit(path), _lit(value), _lit(fact.source or "-"), str(fact.as_of or "-"))
     console.print(table)
+    if certifications:
+        # As blocks, as the verdicts are: a table of six columns left each a few letters
+        # wide at 80 columns.
+        console.print("Certifications:", markup=False)
+    for cert in certifications:
+        regions = "unknown" if cert.regions is None else ", ".join(cert.regions) or "none"
+        lines = [
+            f"  {cert.name}: {cert.status}; object storage: {cert.object_storage}; "
+            f"regions: {regions}",
+            *(f"    {text}" for text in (cert.scope, cert.conditions, cert.note) if text),
+        ]
+        if cert.source:
+            lines.append(f"    source: {cert.source} ({cert.as_of or 'no date'})")
+        for line in lines:
+            console.print(printable(line), markup=False, soft_wrap=True)
 
 
 def _fact_text(value: Any) -> str:

@@ -1416,6 +1416,25 @@ def test_providers_show_lists_facts_with_sources(capsys: pytest.CaptureFixture[s
     assert "sites file" not in err, err  # the name was typed here, not read from a file
 
 
+def test_providers_show_says_each_certification_and_why_a_fact_is_unknown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The certifications are facts a reviewer reads first (what a verdict rests on): each
+    with its status, its object-storage coverage, its regions, its scope and its source;
+    and an unknown fact says why it is unknown (`providers show` printed neither)."""
+    code, out, _ = run(["providers", "show", "s3ns"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    assert "SecNumCloud: yes; object storage: unknown; regions: unknown" in text, out
+    assert "PREMI3NS" in text and "itforbusiness.fr" in text and "(2026-01-05)" in text, out
+    assert "HDS: unknown; object storage: unknown" in text, out
+    # ultimate_parent is unknown, and the catalog's note says why (in the table's cell)
+    assert "Thales" in out.split("Certifications:")[0], out
+    code, out, _ = run(["providers", "show", "ovhcloud"], capsys)
+    text = " ".join(out.split())
+    assert code == 0 and "SecNumCloud: yes; object storage: no" in text, out
+
+
 def test_sites_check_of_no_site_or_of_a_path_that_is_a_file_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
