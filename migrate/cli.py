@@ -890,7 +890,11 @@ def providers_show(
         _out(True, provider.model_dump(mode="json"))
         return
     render.print_provider(
-        _console(), provider.display_name, list(iter_facts(provider)), provider.certifications
+        _console(),
+        provider.display_name,
+        list(iter_facts(provider)),
+        provider.certifications,
+        provider.notes,
     )
 
 

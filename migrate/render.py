@@ -314,14 +314,18 @@ def print_provider(
     title: str,
     facts: list[tuple[str, Any]],
     certifications: Sequence[Certification] = (),
+    notes: Sequence[str] = (),
 ) -> None:
-    """Every fact with its source and date, and what the catalog says of it (a note: why
-    it is unknown, what it rests on); then the certifications, each with its scope."""
+    """Every fact with its source and date, and what the catalog says of it (the source's
+    own words, a note: why it is unknown, what it rests on); then the certifications, each
+    with its scope; then the provider's notes."""
     table = _table(title)
     for column in ("fact", "value", "source", "as of"):
         table.add_column(column, overflow="fold")
     for path, fact in facts:
         value = "unknown" if fact.value is None else _fact_text(fact.value)
+        if fact.stated:
+            value += f'\nstated: "{fact.stated}"'
         if fact.note:
             value += f"\n({fact.note})"
         table.add_row(_lit(path), _lit(value), _lit(fact.source or "-"), str(fact.as_of or "-"))
@@ -332,15 +336,25 @@ def print_provider(
         console.print("Certifications:", markup=False)
     for cert in certifications:
         regions = "unknown" if cert.regions is None else ", ".join(cert.regions) or "none"
-        lines = [
-            f"  {cert.name}: {cert.status}; object storage: {cert.object_storage}; "
-            f"regions: {regions}",
-            *(f"    {text}" for text in (cert.scope, cert.conditions, cert.note) if text),
-        ]
+        texts = [t for t in (cert.scope, cert.conditions, cert.note) if t]
         if cert.source:
-            lines.append(f"    source: {cert.source} ({cert.as_of or 'no date'})")
-        for line in lines:
-            console.print(printable(line), markup=False, soft_wrap=True)
+            texts.append(f"source: {cert.source} ({cert.as_of or 'no date'})")
+        head = f"{cert.name}: {cert.status}; object storage: {cert.object_storage}; "
+        _print_block(console, head + f"regions: {regions}", texts)
+    if notes:
+        console.print("Notes:", markup=False)
+    for note in notes:
+        _print_block(console, note, [])
+
+
+def _print_block(console: Console, head: str, texts: Sequence[str]) -> None:
+    """`head` indented, then each text under it, one line a line of theirs (a note written
+    on several lines), every control character escaped."""
+    lines = [f"  {line}" for line in printable(head, newlines=True).splitlines()]
+    for text in texts:
+        lines += [f"    {line}" for line in printable(text, newlines=True).splitlines()]
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _fact_text(value: Any) -> str:

@@ -476,7 +476,7 @@ def test_the_secnumcloud_players_hold_the_facts_file_and_no_more(cat: Catalog) -
     assert snc.source == f"{CSF}cloud-temple.html" and snc.as_of == date(2026, 11, 23)
     assert "edi-mag.fr" in (snc.note or "") and "2022" in (snc.scope or "")
     ns = players["numspot"]
-    assert (ns.legal_entity.value, ns.hq_country.value) == ("NumSpot SAS", "FR")
+    assert (ns.legal_entity.value, ns.hq_country.value) == (None, "FR")
     assert ns.hq_country.source == f"{CSF}numspot.html"
     assert ns.hq_country.as_of == date(2026, 11, 23)
     assert "Docaposte" in (ns.ultimate_parent.note or "")

@@ -1428,11 +1428,34 @@ def test_providers_show_says_each_certification_and_why_a_fact_is_unknown(
     assert "SecNumCloud: yes; object storage: unknown; regions: unknown" in text, out
     assert "PREMI3NS" in text and "itforbusiness.fr" in text and "(2026-01-05)" in text, out
     assert "HDS: unknown; object storage: unknown" in text, out
-    # ultimate_parent is unknown, and the catalog's note says why (in the table's cell)
-    assert "Thales" in out.split("Certifications:")[0], out
+    # ultimate_parent is unknown, and the catalog's note says why; a known fact's note and
+    # the source's own words are shown too (in the table's cells: words may be cut apart)
+    table = "".join(out.split("Certifications:")[0].split())
+    assert "cappedminoritystake" in table.replace("│", ""), out
+    assert "third-partycard" in table.replace("│", ""), out
+    assert 'stated: "French-law' in out, out
+    code, out, _ = run(["providers", "show", "bleu"], capsys)
+    assert code == 0 and "Notes:\n  technology from Microsoft" in out, out
     code, out, _ = run(["providers", "show", "ovhcloud"], capsys)
     text = " ".join(out.split())
     assert code == 0 and "SecNumCloud: yes; object storage: no" in text, out
+
+
+def test_providers_show_escapes_what_a_catalog_file_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A note in the user's catalog file holding a terminal sequence or several lines: each
+    line of it shown as a line, the sequence as text, never acted on."""
+    (tmp_path / "mine.yaml").write_text(
+        "name: s3ns\ncertifications:\n  - name: HDS\n    status: unknown\n"
+        '    note: "line one\\nline two \\e[2J"\n',
+        encoding="utf-8",
+    )
+    sites = tmp_path / "sites.toml"
+    sites.write_text('catalog = ["mine.yaml"]\n', encoding="utf-8")
+    code, out, err = run(["providers", "show", "s3ns", "--sites", str(sites)], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out and "    line one\n    line two \\x1b[2J" in out, out
 
 
 def test_sites_check_of_no_site_or_of_a_path_that_is_a_file_says_so(

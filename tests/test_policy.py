@@ -341,6 +341,30 @@ def test_a_site_of_a_provider_without_regions_is_judged_on_what_is_known(cat: Ca
     assert hds.outcome == "UNKNOWN" and "no region given" in hds.text
 
 
+def test_a_certification_of_every_region_covers_a_site_that_gives_none(tmp_path: Path) -> None:
+    """A certification that covers object storage in every region (`["*"]`) holds
+    wherever the data is: a site with no region passes that rule, as one in a region the
+    catalog does not list does (it was "no region given, its region scope cannot be
+    checked"). Where the data is stays the region rule's question: still UNKNOWN."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "name: s3ns\ncertifications:\n  - name: SecNumCloud\n    status: 'yes'\n"
+        "    object_storage: 'yes'\n    regions: ['*']\n"
+        "    source: https://example.org/our-audit\n    as_of: 2026-11-20\n",
+        encoding="utf-8",
+    )
+    mine = load_catalog([path])
+    site = Site(name="g", provider="s3ns", endpoint="https://s3.example-region.s3ns.fr")
+    for declared in (None, "x-1"):
+        verdict = evaluate(site.model_copy(update={"region": declared}), "secnumcloud", mine,
+                           TODAY)  # fmt: skip
+        [snc] = [r for r in verdict.reasons if r.rule == "secnumcloud-qualified"]
+        assert snc.outcome == "PASS", (declared, snc.text)
+        [where] = [r for r in verdict.reasons if r.rule == "region-in-eu-eea"]
+        assert where.outcome == "UNKNOWN" and verdict.status == "UNKNOWN"
+    assert "every region" in snc.text, snc.text
+
+
 def test_unknown_blocks_everywhere_but_residency(cat: Catalog) -> None:
     for name in POLICIES:
         verdict = evaluate_provider("clever-cloud", "cellar-c2", name, cat, TODAY)
