@@ -309,8 +309,11 @@ _SECRET_PATTERNS = [
 ]
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+# And the invisible marks that reorder what follows them (a right-to-left override shows
+# `gpj.exe` as `exe.jpg`): a name is shown in the order its characters have.
+_BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{_BIDI}]")
+_CONTROL_BUT_NEWLINE = re.compile(f"[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f{_BIDI}]")
 
 
 def printable(text: str, *, newlines: bool = False) -> str:
@@ -319,7 +322,9 @@ def printable(text: str, *, newlines: bool = False) -> str:
     a backslash escape, `\\x1b`. For what a person reads; --json keeps names as they are.
     `newlines`: kept (a table cell's lines), every other control escaped."""
     pattern = _CONTROL_BUT_NEWLINE if newlines else _CONTROL
-    return pattern.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return pattern.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
+    )
 
 
 def register_secret(value: str) -> None:

@@ -351,6 +351,10 @@ def test_a_key_holding_terminal_controls_is_shown_escaped_never_acting_on_the_te
     # An error's one line naming such a key: one line, and no control acts either.
     said = errors.TransferError(f"data/{evil}: failed", hint="x").one_line()
     assert said == "data/esc\\x1b[2K FAKE: all good second.txt: failed (x)", said
+    # A right-to-left override shows `report\u202efdp.exe` as `reportexe.pdf`: the marks
+    # that reorder what follows are shown as what they are too.
+    said = errors.TransferError("data/report\u202efdp.exe\u2066: failed").one_line()
+    assert said == "data/report\\u202efdp.exe\\u2066: failed", said
 
 
 def assert_one_line_without_secret(out: str, err: str) -> None:
