@@ -517,9 +517,7 @@ def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str
     rule is still said (a qualification in progress fails wherever the data is)."""
     name = subject.provider.name
     fact_name = f"{name}.certifications[{cert.name}]"
-    # Every region ("*"): covered wherever the data is, a region given or not.
-    everywhere = cert.regions is not None and "*" in cert.regions
-    covers = True if everywhere else None if region is None else cert.covers_region(region)
+    covers = cert.covers_region(region)
     outcome: Status
     if cert.status in ("no", "in-progress"):
         outcome, text = "FAIL", f"{cert.name}: {cert.status}"
@@ -544,7 +542,7 @@ def _cert_reason(subject: _Subject, rule: Rule, cert: Certification, region: str
         outcome = "UNKNOWN"
         text = f"{cert.name} covers object storage, but its region scope is unknown"
     else:
-        where = "every region" if everywhere else f"region {region}"
+        where = "every region" if "*" in (cert.regions or ()) else f"region {region}"
         outcome, text = "PASS", f"{cert.name} covers object storage in {where}"
     if cert.scope:
         text += f" [{cert.scope}]"

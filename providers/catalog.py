@@ -198,10 +198,14 @@ class Certification(_Model):
             )
         return self
 
-    def covers_region(self, code: str) -> bool | None:
+    def covers_region(self, code: str | None) -> bool | None:
+        """Whether it covers region `code`; every region ("*") wherever the data is, a
+        region given or not; None where the scope, or the region (`code` None), is unknown."""
         if self.regions is None:
             return None
-        return "*" in self.regions or code in self.regions
+        if "*" in self.regions:
+            return True
+        return None if code is None else code in self.regions
 
 
 @dataclass(frozen=True)
